@@ -1,0 +1,18 @@
+//! Contracts shared by every Conclave component: identifiers, account levels, room roles and
+//! their rights, and the join token the API signs and the SFU verifies.
+//!
+//! The crate depends on serde, schemars and jsonwebtoken only, so that the API, the SFU, the
+//! operator and the web portal's generated types all read the same definitions.
+//!
+//! # Layout
+//! - [`ids`]: newtype identifiers used in every signature (`ConferenceId`, `MeetingId`, …).
+//! - [`role`]: account levels, room roles, [`role::Right`]s and the matrix that joins them.
+//! - [`token`]: join-token claims, service-token claims, signing and verification (HS256).
+
+pub mod ids;
+pub mod role;
+pub mod token;
+
+pub use ids::{AccountId, ConferenceId, MeetingId, ParticipantId, TrackId};
+pub use role::{AccountLevel, Grants, Right, Role};
+pub use token::{JoinClaims, Media, RoomSettings, TokenError, TokenKey};

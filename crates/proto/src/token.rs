@@ -1,0 +1,313 @@
+//! The join token: a short-lived HS256 JWT the API signs and the SFU verifies with the shared
+//! key, plus the service token SFU pods use to report attendance to the API.
+//!
+//! Verification never reads the clock: the caller passes `now` (seconds since the Unix epoch),
+//! so the SFU's core and the tests run on virtual time.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::ids::{ConferenceId, MeetingId};
+use crate::role::{AccountLevel, Grants, Role};
+
+/// Audience of join tokens.
+pub const JOIN_AUDIENCE: &str = "conclave-sfu";
+/// Audience of service tokens (component to API).
+pub const SERVICE_AUDIENCE: &str = "conclave-internal";
+/// Seconds a token's `iat` may lie in the future (clock skew between pods).
+const SKEW_SECONDS: i64 = 60;
+
+/// Which media a room carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Media {
+    /// Audio and video (the default).
+    #[default]
+    AudioVideo,
+    /// Audio only: video tracks are refused.
+    AudioOnly,
+}
+
+impl Media {
+    /// The camelCase name used on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Media::AudioVideo => "audioVideo",
+            Media::AudioOnly => "audioOnly",
+        }
+    }
+
+    /// Parses the camelCase name; `None` for anything else.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "audioVideo" => Some(Media::AudioVideo),
+            "audioOnly" => Some(Media::AudioOnly),
+            _ => None,
+        }
+    }
+}
+
+/// The room settings the SFU enforces, carried in the token so the SFU needs no database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomSettings {
+    /// Refuse joins beyond this many participants (`None`: the SFU's own limit).
+    pub max_participants: Option<u32>,
+    /// Whether people may be admitted while the owner is absent (otherwise they wait).
+    pub allow_join_without_owner: bool,
+    /// Audio and video, or audio only.
+    pub media: Media,
+}
+
+/// The claims of a join token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinClaims {
+    /// The identity: `account:<uuid>` for accounts, `guest:<uuid>` for guests. Reconnecting
+    /// with the same identity replaces the old session.
+    pub sub: String,
+    /// The display name shown to others.
+    pub name: String,
+    /// The conference joined.
+    pub conf: ConferenceId,
+    /// Its meeting ID, for display.
+    pub mid: MeetingId,
+    /// The role on entering the room.
+    pub role: Role,
+    /// The account's level; `None` for guests.
+    pub level: Option<AccountLevel>,
+    /// Whether this identity owns the conference (ends the waiting room when present).
+    pub owner: bool,
+    /// Settings the SFU enforces.
+    pub room: RoomSettings,
+    /// Audience, always [`JOIN_AUDIENCE`].
+    pub aud: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: i64,
+    /// Expires at (seconds since the epoch).
+    pub exp: i64,
+    /// A unique token ID: an excluded participant's tokens are remembered by it.
+    pub jti: String,
+}
+
+impl JoinClaims {
+    /// The rights this participant starts with.
+    pub fn grants(&self) -> Grants {
+        Grants::of(self.role, self.level)
+    }
+}
+
+/// The claims of a service token (an SFU pod reporting to the API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceClaims {
+    /// Who speaks, e.g. `sfu:conclave-sfu-0`.
+    pub sub: String,
+    /// Audience, always [`SERVICE_AUDIENCE`].
+    pub aud: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: i64,
+    /// Expires at (seconds since the epoch).
+    pub exp: i64,
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not a JWT, or claims of the wrong shape.
+    #[error("the token is malformed")]
+    Malformed,
+    /// Signed with another key or tampered with.
+    #[error("the token's signature is invalid")]
+    BadSignature,
+    /// Its `exp` has passed.
+    #[error("the token has expired")]
+    Expired,
+    /// Issued in the future beyond the allowed clock skew.
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    /// Made for another audience.
+    #[error("the token was made for another audience")]
+    WrongAudience,
+    /// The signing key is too short.
+    #[error("the signing key must be at least 32 bytes")]
+    WeakKey,
+    /// Signing failed.
+    #[error("signing the token failed")]
+    Signing(#[source] jsonwebtoken::errors::Error),
+}
+
+/// The shared HS256 key that signs and verifies tokens.
+#[derive(Clone)]
+pub struct TokenKey {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKey(<redacted>)")
+    }
+}
+
+impl TokenKey {
+    /// A key from secret bytes.
+    ///
+    /// # Errors
+    /// [`TokenError::WeakKey`] when the secret is shorter than 32 bytes.
+    pub fn new(secret: &[u8]) -> Result<Self, TokenError> {
+        if secret.len() < 32 {
+            return Err(TokenError::WeakKey);
+        }
+        Ok(Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        })
+    }
+
+    /// Signs join claims.
+    ///
+    /// # Errors
+    /// [`TokenError::Signing`] when serialisation fails.
+    pub fn sign_join(&self, claims: &JoinClaims) -> Result<String, TokenError> {
+        self.sign(claims)
+    }
+
+    /// Signs service claims.
+    ///
+    /// # Errors
+    /// [`TokenError::Signing`] when serialisation fails.
+    pub fn sign_service(&self, claims: &ServiceClaims) -> Result<String, TokenError> {
+        self.sign(claims)
+    }
+
+    fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(TokenError::Signing)
+    }
+
+    /// Verifies a join token at `now` (seconds since the epoch).
+    ///
+    /// # Errors
+    /// The [`TokenError`] that says why it was refused.
+    pub fn verify_join(&self, token: &str, now: i64) -> Result<JoinClaims, TokenError> {
+        let claims: JoinClaims = self.verify(token, JOIN_AUDIENCE)?;
+        check_times(claims.iat, claims.exp, now)?;
+        Ok(claims)
+    }
+
+    /// Verifies a service token at `now` (seconds since the epoch).
+    ///
+    /// # Errors
+    /// The [`TokenError`] that says why it was refused.
+    pub fn verify_service(&self, token: &str, now: i64) -> Result<ServiceClaims, TokenError> {
+        let claims: ServiceClaims = self.verify(token, SERVICE_AUDIENCE)?;
+        check_times(claims.iat, claims.exp, now)?;
+        Ok(claims)
+    }
+
+    fn verify<T: DeserializeOwned>(&self, token: &str, audience: &str) -> Result<T, TokenError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Times are checked against the caller's `now`, not the system clock.
+        validation.validate_exp = false;
+        validation.set_audience(&[audience]);
+        jsonwebtoken::decode::<T>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|err| match err.kind() {
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                _ => TokenError::Malformed,
+            })
+    }
+}
+
+fn check_times(iat: i64, exp: i64, now: i64) -> Result<(), TokenError> {
+    if now >= exp {
+        return Err(TokenError::Expired);
+    }
+    if iat > now + SKEW_SECONDS {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn claims(now: i64) -> JoinClaims {
+        JoinClaims {
+            sub: "guest:1".into(),
+            name: "Ada".into(),
+            conf: ConferenceId::from("c1"),
+            mid: MeetingId::from("123456789"),
+            role: Role::Listener,
+            level: None,
+            owner: false,
+            room: RoomSettings {
+                max_participants: Some(10),
+                allow_join_without_owner: true,
+                media: Media::AudioVideo,
+            },
+            aud: JOIN_AUDIENCE.into(),
+            iat: now,
+            exp: now + 300,
+            jti: "t1".into(),
+        }
+    }
+
+    #[test]
+    fn a_signed_token_verifies_before_it_expires() {
+        let key = TokenKey::new(SECRET).expect("key");
+        let token = key.sign_join(&claims(1_000)).expect("sign");
+        assert_eq!(key.verify_join(&token, 1_100), Ok(claims(1_000)));
+        assert_eq!(key.verify_join(&token, 1_300), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn a_token_signed_with_another_key_is_refused() {
+        let token = TokenKey::new(SECRET)
+            .expect("key")
+            .sign_join(&claims(0))
+            .expect("sign");
+        let other = TokenKey::new(b"another-key-another-key-another-key").expect("key");
+        assert_eq!(other.verify_join(&token, 10), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn a_service_token_is_not_a_join_token() {
+        let key = TokenKey::new(SECRET).expect("key");
+        let service = key
+            .sign_service(&ServiceClaims {
+                sub: "sfu:0".into(),
+                aud: SERVICE_AUDIENCE.into(),
+                iat: 0,
+                exp: 100,
+            })
+            .expect("sign");
+        assert!(key.verify_join(&service, 10).is_err());
+        assert!(key.verify_service(&service, 10).is_ok());
+        let join = key.sign_join(&claims(0)).expect("sign");
+        assert_eq!(
+            key.verify_service(&join, 10),
+            Err(TokenError::WrongAudience)
+        );
+    }
+
+    #[test]
+    fn garbage_and_weak_keys_are_refused() {
+        let key = TokenKey::new(SECRET).expect("key");
+        assert_eq!(key.verify_join("not.a.jwt", 0), Err(TokenError::Malformed));
+        assert!(matches!(TokenKey::new(b"short"), Err(TokenError::WeakKey)));
+    }
+
+    #[test]
+    fn a_token_from_the_future_is_refused() {
+        let key = TokenKey::new(SECRET).expect("key");
+        let token = key.sign_join(&claims(10_000)).expect("sign");
+        assert_eq!(key.verify_join(&token, 1_000), Err(TokenError::NotYetValid));
+    }
+}
