@@ -7,12 +7,15 @@
 //! # Layout
 //! - [`ids`]: newtype identifiers used in every signature (`ConferenceId`, `MeetingId`, …).
 //! - [`role`]: account levels, room roles, [`role::Right`]s and the matrix that joins them.
+//! - [`report`]: what an SFU reports to the conference service (joins, leaves, the end).
 //! - [`token`]: join-token claims, service-token claims, signing and verification (HS256).
 
 pub mod ids;
+pub mod report;
 pub mod role;
 pub mod token;
 
 pub use ids::{AccountId, ConferenceId, MeetingId, ParticipantId, TrackId};
+pub use report::{RoomEvent, RoomReport};
 pub use role::{AccountLevel, Grants, Right, Role};
-pub use token::{JoinClaims, Media, RoomSettings, TokenError, TokenKey};
+pub use token::{JoinClaims, Media, RoomSettings, ServiceClaims, TokenError, TokenKey, UdpPorts};

@@ -58,6 +58,19 @@ pub struct RoomSettings {
     pub allow_join_without_owner: bool,
     /// Audio and video, or audio only.
     pub media: Media,
+    /// The UDP ports this conference's peer connections bind to on the SFU (its placement's
+    /// range); `None`: the SFU's configured default range.
+    #[serde(default)]
+    pub udp_ports: Option<UdpPorts>,
+}
+
+/// An inclusive UDP port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct UdpPorts {
+    /// The first port.
+    pub first: u16,
+    /// The last port (inclusive).
+    pub last: u16,
 }
 
 /// The claims of a join token.
@@ -251,6 +264,10 @@ mod tests {
                 max_participants: Some(10),
                 allow_join_without_owner: true,
                 media: Media::AudioVideo,
+                udp_ports: Some(UdpPorts {
+                    first: 40000,
+                    last: 40019,
+                }),
             },
             aud: JOIN_AUDIENCE.into(),
             iat: now,

@@ -1,0 +1,69 @@
+//! What an SFU reports to the conference service: who joined and left a room (the archive's
+//! attendance), the participant count (conference status), and a moderator ending the meeting.
+//!
+//! In a cluster an SFU pod sends these as JSON to `POST /api/v1/internal/room-events` with a
+//! service token; in standalone mode the embedded SFU hands them over in-process.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::ConferenceId;
+
+/// One report about one room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomReport {
+    /// The conference the room belongs to.
+    pub conference: ConferenceId,
+    /// When it happened (RFC 3339, UTC).
+    pub at: String,
+    /// Participants admitted to the room after the event.
+    pub participants: u32,
+    /// What happened.
+    pub event: RoomEvent,
+}
+
+/// What happened in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum RoomEvent {
+    /// Someone was admitted.
+    #[serde(rename_all = "camelCase")]
+    Joined {
+        /// The token's `sub` (`account:<uuid>`, `guest:<uuid>`).
+        identity: String,
+        /// The display name.
+        display_name: String,
+    },
+    /// Someone left, was excluded, or vanished.
+    #[serde(rename_all = "camelCase")]
+    Left {
+        /// The token's `sub`.
+        identity: String,
+    },
+    /// A moderator ended the meeting for everyone.
+    Ended,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_use_camel_case_and_a_kind_tag() {
+        let report = RoomReport {
+            conference: ConferenceId::from("c1"),
+            at: "2026-01-01T10:00:00Z".into(),
+            participants: 1,
+            event: RoomEvent::Joined {
+                identity: "guest:1".into(),
+                display_name: "Ada".into(),
+            },
+        };
+        let json = serde_json::to_value(&report).expect("serialize");
+        assert_eq!(json["event"]["kind"], "joined");
+        assert_eq!(json["event"]["displayName"], "Ada");
+        let back: RoomReport = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back, report);
+    }
+}
