@@ -8,11 +8,13 @@
 //! - [`ids`]: newtype identifiers used in every signature (`ConferenceId`, `MeetingId`, …).
 //! - [`role`]: account levels, room roles, [`role::Right`]s and the matrix that joins them.
 //! - [`report`]: what an SFU reports to the conference service (joins, leaves, the end).
+//! - [`signal`]: the SFU's signaling messages, client to server and back.
 //! - [`token`]: join-token claims, service-token claims, signing and verification (HS256).
 
 pub mod ids;
 pub mod report;
 pub mod role;
+pub mod signal;
 pub mod token;
 
 pub use ids::{AccountId, ConferenceId, MeetingId, ParticipantId, TrackId};
