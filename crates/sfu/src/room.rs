@@ -1,0 +1,1648 @@
+//! One conference's room as a plain state machine: membership, the waiting room, rights,
+//! moderation, chat, published tracks and who subscribes to what.
+//!
+//! Every input is a method taking `now`; every output is a list of [`Effect`]s the shell
+//! carries out (send a message to a session, close it, start forwarding a track to a
+//! subscriber, ask a publisher for a keyframe, report to the conference service). Nothing here
+//! touches a socket or reads the clock, so the tests below run on virtual time.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use proto::signal::{
+    ChatMessage, CloseReason, ErrorCode, MAX_CHAT_BYTES, ParticipantInfo, ServerMessage, TrackInfo,
+    TrackKind, TrackSource, VideoLayer,
+};
+use proto::{
+    AccountLevel, ConferenceId, Grants, JoinClaims, Media, ParticipantId, Right, Role, RoomEvent,
+    RoomReport, TrackId,
+};
+
+use crate::keyframe::{KeyframeDecision, KeyframeLimiter};
+use crate::speaker::SpeakerDetector;
+
+/// One websocket connection. A participant keeps their [`ParticipantId`] across reconnects;
+/// each connection gets a new session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s{}", self.0)
+    }
+}
+
+/// Limits that come from the SFU's configuration rather than the token.
+#[derive(Debug, Clone)]
+pub struct RoomLimits {
+    /// Participants per room when the token sets no maximum.
+    pub default_max_participants: u32,
+    /// Chat messages kept for late joiners.
+    pub chat_history: usize,
+    /// At most one keyframe request per track per this interval.
+    pub keyframe_interval: TimeDelta,
+    /// How long the active speaker is held before a louder one takes over.
+    pub speaker_hold: TimeDelta,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        Self {
+            default_max_participants: 100,
+            chat_history: 100,
+            keyframe_interval: TimeDelta::milliseconds(500),
+            speaker_hold: TimeDelta::milliseconds(1000),
+        }
+    }
+}
+
+/// What the shell must do after an input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send a message on a session's websocket.
+    Send {
+        /// The session.
+        to: SessionId,
+        /// The message.
+        message: ServerMessage,
+    },
+    /// Send [`ServerMessage::Closed`], tear the session's peer connections down and close
+    /// its websocket.
+    Close {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// The session was admitted: set up its peer connections.
+    Admit {
+        /// The session.
+        session: SessionId,
+        /// The participant.
+        participant: ParticipantId,
+    },
+    /// Start forwarding `track` to the subscriber connection of `session`.
+    Subscribe {
+        /// The subscriber's session.
+        session: SessionId,
+        /// The track.
+        track: TrackId,
+        /// Audio or video.
+        kind: TrackKind,
+    },
+    /// Stop forwarding `track` to `session`.
+    Unsubscribe {
+        /// The subscriber's session.
+        session: SessionId,
+        /// The track.
+        track: TrackId,
+    },
+    /// The track is gone: stop reading it.
+    TrackClosed {
+        /// The track.
+        track: TrackId,
+    },
+    /// Forward (`true`) or drop (`false`, muted) the track's packets.
+    SetForwarding {
+        /// The track.
+        track: TrackId,
+        /// Whether packets flow.
+        enabled: bool,
+    },
+    /// Ask the publisher of `track` for a keyframe (PLI).
+    RequestKeyframe {
+        /// The track.
+        track: TrackId,
+    },
+    /// Forward one simulcast layer of `track` to `session`.
+    SetLayer {
+        /// The subscriber's session.
+        session: SessionId,
+        /// The track.
+        track: TrackId,
+        /// The layer.
+        layer: VideoLayer,
+    },
+    /// Tell the conference service.
+    Report(RoomReport),
+}
+
+/// A refusal: an error code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The code.
+    pub code: ErrorCode,
+    /// For people.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The result of an input: effects, or a refusal sent back to the asking session only.
+pub type Outcome = Result<Vec<Effect>, Refusal>;
+
+#[derive(Debug, Clone)]
+struct Member {
+    id: ParticipantId,
+    session: SessionId,
+    identity: String,
+    jti: String,
+    name: String,
+    role: Role,
+    level: Option<AccountLevel>,
+    owner: bool,
+    admitted: bool,
+    microphone_blocked: bool,
+    /// Announced tracks by the browser's track ID: source, muted, and the room's ID once media
+    /// arrived.
+    announced: HashMap<String, Announced>,
+}
+
+#[derive(Debug, Clone)]
+struct Announced {
+    source: TrackSource,
+    muted: bool,
+    track: Option<TrackId>,
+}
+
+impl Member {
+    fn grants(&self) -> Grants {
+        Grants::of(self.role, self.level)
+    }
+
+    fn info(&self) -> ParticipantInfo {
+        ParticipantInfo {
+            id: self.id.clone(),
+            display_name: self.name.clone(),
+            role: self.role,
+            microphone_blocked: self.microphone_blocked,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Track {
+    info: TrackInfo,
+    client_id: String,
+}
+
+/// One conference's room.
+#[derive(Debug)]
+pub struct Room {
+    conference: ConferenceId,
+    limits: RoomLimits,
+    max_participants: u32,
+    allow_join_without_owner: bool,
+    media: Media,
+    members: BTreeMap<ParticipantId, Member>,
+    sessions: HashMap<SessionId, ParticipantId>,
+    by_identity: HashMap<String, ParticipantId>,
+    excluded_tokens: HashSet<String>,
+    excluded_identities: HashSet<String>,
+    tracks: BTreeMap<TrackId, Track>,
+    subscriptions: BTreeMap<(ParticipantId, TrackId), VideoLayer>,
+    chat: VecDeque<ChatMessage>,
+    keyframes: KeyframeLimiter,
+    speaker: SpeakerDetector,
+    recording: bool,
+    ended_at: Option<DateTime<Utc>>,
+    /// The latest expiry of any token seen: memory of exclusions and of the end is needed
+    /// until then.
+    remember_until: DateTime<Utc>,
+    next_participant: u64,
+    next_track: u64,
+}
+
+fn rfc3339(now: DateTime<Utc>) -> String {
+    now.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Room {
+    /// An empty room for `conference`.
+    pub fn new(conference: ConferenceId, limits: RoomLimits) -> Self {
+        Self {
+            conference,
+            max_participants: limits.default_max_participants,
+            keyframes: KeyframeLimiter::new(limits.keyframe_interval),
+            speaker: SpeakerDetector::new(limits.speaker_hold),
+            limits,
+            allow_join_without_owner: true,
+            media: Media::AudioVideo,
+            members: BTreeMap::new(),
+            sessions: HashMap::new(),
+            by_identity: HashMap::new(),
+            excluded_tokens: HashSet::new(),
+            excluded_identities: HashSet::new(),
+            tracks: BTreeMap::new(),
+            subscriptions: BTreeMap::new(),
+            chat: VecDeque::new(),
+            recording: false,
+            ended_at: None,
+            remember_until: DateTime::<Utc>::UNIX_EPOCH,
+            next_participant: 0,
+            next_track: 0,
+        }
+    }
+
+    /// The conference.
+    pub fn conference(&self) -> &ConferenceId {
+        &self.conference
+    }
+
+    /// Admitted participants.
+    pub fn admitted(&self) -> u32 {
+        let admitted = self.members.values().filter(|m| m.admitted).count();
+        u32::try_from(admitted).unwrap_or(u32::MAX)
+    }
+
+    /// Sessions in the room, waiting or admitted.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Published tracks.
+    pub fn track_count(&self) -> usize {
+        self.tracks.len()
+    }
+
+    /// The participant a session belongs to.
+    pub fn participant_of(&self, session: SessionId) -> Option<&ParticipantId> {
+        self.sessions.get(&session)
+    }
+
+    /// Whether the shell may drop the room: nobody is in it and nothing remembered (an
+    /// exclusion, the end) still matters.
+    pub fn can_forget(&self, now: DateTime<Utc>) -> bool {
+        self.sessions.is_empty()
+            && (now >= self.remember_until
+                || (self.excluded_tokens.is_empty() && self.ended_at.is_none()))
+    }
+
+    /// Current info about a track (for the shell when a subscription starts).
+    pub fn track(&self, track: &TrackId) -> Option<&TrackInfo> {
+        self.tracks.get(track).map(|t| &t.info)
+    }
+
+    fn report(&self, event: RoomEvent, now: DateTime<Utc>) -> Effect {
+        Effect::Report(RoomReport {
+            conference: self.conference.clone(),
+            at: rfc3339(now),
+            participants: self.admitted(),
+            event,
+        })
+    }
+
+    fn owner_present(&self) -> bool {
+        self.members.values().any(|m| m.admitted && m.owner)
+    }
+
+    fn member_of(&self, session: SessionId) -> Result<&Member, Refusal> {
+        self.sessions
+            .get(&session)
+            .and_then(|id| self.members.get(id))
+            .ok_or_else(|| Refusal::new(ErrorCode::NotJoined, "join first"))
+    }
+
+    fn admitted_member(&self, session: SessionId) -> Result<&Member, Refusal> {
+        let member = self.member_of(session)?;
+        if member.admitted {
+            Ok(member)
+        } else {
+            Err(Refusal::new(
+                ErrorCode::NotJoined,
+                "you are still in the waiting room",
+            ))
+        }
+    }
+
+    fn require(&self, session: SessionId, right: Right) -> Result<&Member, Refusal> {
+        let member = self.admitted_member(session)?;
+        if member.grants().allows(right) {
+            Ok(member)
+        } else {
+            Err(Refusal::new(
+                ErrorCode::Forbidden,
+                format!("a {} may not do this", member.role.as_str()),
+            ))
+        }
+    }
+
+    fn broadcast(&self, message: &ServerMessage, except: Option<&ParticipantId>) -> Vec<Effect> {
+        self.members
+            .values()
+            .filter(|m| m.admitted && Some(&m.id) != except)
+            .map(|m| Effect::Send {
+                to: m.session,
+                message: message.clone(),
+            })
+            .collect()
+    }
+
+    /// A session presents verified join claims (the shell checked signature, expiry and
+    /// conference).
+    pub fn join(&mut self, session: SessionId, claims: &JoinClaims, now: DateTime<Utc>) -> Outcome {
+        if self.sessions.contains_key(&session) {
+            return Err(Refusal::new(ErrorCode::AlreadyJoined, "already joined"));
+        }
+        if self.excluded_tokens.contains(&claims.jti)
+            || self.excluded_identities.contains(&claims.sub)
+        {
+            return Err(Refusal::new(
+                ErrorCode::Excluded,
+                "you were excluded from this meeting",
+            ));
+        }
+        if let Some(ended_at) = self.ended_at {
+            if claims.iat <= ended_at.timestamp() {
+                return Err(Refusal::new(ErrorCode::Ended, "the meeting has ended"));
+            }
+            // A token issued after the end opens the room again.
+            self.ended_at = None;
+        }
+        if let Some(exp) = DateTime::<Utc>::from_timestamp(claims.exp, 0) {
+            self.remember_until = self.remember_until.max(exp);
+        }
+        self.max_participants = claims
+            .room
+            .max_participants
+            .unwrap_or(self.limits.default_max_participants);
+        self.allow_join_without_owner = claims.room.allow_join_without_owner;
+        self.media = claims.room.media;
+
+        let mut effects = Vec::new();
+        let existing = self.by_identity.get(&claims.sub).cloned();
+        let replacing = existing.as_ref().and_then(|id| self.members.get(id));
+        let others = self.members.len() - usize::from(replacing.is_some());
+        if others >= self.max_participants as usize {
+            return Err(Refusal::new(
+                ErrorCode::RoomFull,
+                format!(
+                    "the meeting is full ({} participants)",
+                    self.max_participants
+                ),
+            ));
+        }
+
+        let id = match existing {
+            Some(id) => {
+                // Reconnect: the newer session wins, the old one's media goes.
+                if let Some(old) = self.members.get(&id).map(|m| m.session) {
+                    effects.push(Effect::Close {
+                        session: old,
+                        reason: CloseReason::Replaced,
+                    });
+                    effects.extend(self.drop_media_of(&id, now));
+                    self.sessions.remove(&old);
+                }
+                id
+            }
+            None => {
+                self.next_participant += 1;
+                let id = ParticipantId(format!("p{}", self.next_participant));
+                self.by_identity.insert(claims.sub.clone(), id.clone());
+                id
+            }
+        };
+        let was_admitted = self.members.get(&id).is_some_and(|m| m.admitted);
+        let microphone_blocked = self.members.get(&id).is_some_and(|m| m.microphone_blocked);
+        let role = self.members.get(&id).map_or(claims.role, |m| m.role);
+        self.members.insert(
+            id.clone(),
+            Member {
+                id: id.clone(),
+                session,
+                identity: claims.sub.clone(),
+                jti: claims.jti.clone(),
+                name: claims.name.clone(),
+                role,
+                level: claims.level,
+                owner: claims.owner,
+                admitted: false,
+                microphone_blocked,
+                announced: HashMap::new(),
+            },
+        );
+        self.sessions.insert(session, id.clone());
+
+        if !claims.owner && !self.allow_join_without_owner && !self.owner_present() {
+            if was_admitted {
+                effects.extend(self.broadcast(
+                    &ServerMessage::ParticipantLeft {
+                        participant: id.clone(),
+                        reason: CloseReason::Replaced,
+                    },
+                    Some(&id),
+                ));
+            }
+            effects.push(Effect::Send {
+                to: session,
+                message: ServerMessage::Waiting,
+            });
+            return Ok(effects);
+        }
+        effects.extend(self.admit(&id, was_admitted, now));
+        if claims.owner {
+            let waiting: Vec<ParticipantId> = self
+                .members
+                .values()
+                .filter(|m| !m.admitted)
+                .map(|m| m.id.clone())
+                .collect();
+            for waiter in waiting {
+                effects.extend(self.admit(&waiter, false, now));
+            }
+        }
+        Ok(effects)
+    }
+
+    fn admit(&mut self, id: &ParticipantId, rejoin: bool, now: DateTime<Utc>) -> Vec<Effect> {
+        let Some(member) = self.members.get_mut(id) else {
+            return Vec::new();
+        };
+        member.admitted = true;
+        let member = member.clone();
+        let mut effects = vec![
+            Effect::Admit {
+                session: member.session,
+                participant: id.clone(),
+            },
+            Effect::Send {
+                to: member.session,
+                message: ServerMessage::Joined {
+                    you: id.clone(),
+                    role: member.role,
+                    grants: member.grants(),
+                    participants: self
+                        .members
+                        .values()
+                        .filter(|m| m.admitted)
+                        .map(Member::info)
+                        .collect(),
+                    tracks: self.tracks.values().map(|t| t.info.clone()).collect(),
+                    chat: self
+                        .chat
+                        .iter()
+                        .filter(|c| c.to.is_none() || c.to.as_ref() == Some(id) || &c.from == id)
+                        .cloned()
+                        .collect(),
+                    recording: self.recording,
+                    audio_only: self.media == Media::AudioOnly,
+                },
+            },
+        ];
+        let announce = if rejoin {
+            ServerMessage::ParticipantUpdated {
+                participant: member.info(),
+            }
+        } else {
+            ServerMessage::ParticipantJoined {
+                participant: member.info(),
+            }
+        };
+        effects.extend(self.broadcast(&announce, Some(id)));
+        let tracks: Vec<(TrackId, TrackKind)> = self
+            .tracks
+            .values()
+            .map(|t| (t.info.id.clone(), t.info.kind))
+            .collect();
+        for (track, kind) in tracks {
+            effects.extend(self.subscribe(id, member.session, &track, kind, now));
+        }
+        if !rejoin {
+            effects.push(self.report(
+                RoomEvent::Joined {
+                    identity: member.identity.clone(),
+                    display_name: member.name.clone(),
+                },
+                now,
+            ));
+        }
+        effects
+    }
+
+    fn subscribe(
+        &mut self,
+        subscriber: &ParticipantId,
+        session: SessionId,
+        track: &TrackId,
+        kind: TrackKind,
+        now: DateTime<Utc>,
+    ) -> Vec<Effect> {
+        self.subscriptions
+            .insert((subscriber.clone(), track.clone()), VideoLayer::High);
+        let mut effects = vec![Effect::Subscribe {
+            session,
+            track: track.clone(),
+            kind,
+        }];
+        if kind == TrackKind::Video {
+            effects.extend(self.keyframe_request(track, now));
+        }
+        effects
+    }
+
+    /// Removes the participant's tracks and subscriptions (their connections are gone).
+    fn drop_media_of(&mut self, id: &ParticipantId, now: DateTime<Utc>) -> Vec<Effect> {
+        let own: Vec<TrackId> = self
+            .tracks
+            .values()
+            .filter(|t| &t.info.participant == id)
+            .map(|t| t.info.id.clone())
+            .collect();
+        let mut effects = Vec::new();
+        for track in own {
+            effects.extend(self.remove_track(&track));
+        }
+        self.subscriptions
+            .retain(|(subscriber, _), _| subscriber != id);
+        self.speaker.forget(id);
+        if self.speaker.current() == Some(id)
+            && let Some(change) = self.speaker.evaluate(now)
+        {
+            effects.extend(self.broadcast(
+                &ServerMessage::ActiveSpeaker {
+                    participant: change,
+                },
+                None,
+            ));
+        }
+        effects
+    }
+
+    fn remove_track(&mut self, track: &TrackId) -> Vec<Effect> {
+        let Some(removed) = self.tracks.remove(track) else {
+            return Vec::new();
+        };
+        self.keyframes.forget(track);
+        if let Some(member) = self.members.get_mut(&removed.info.participant) {
+            member.announced.remove(&removed.client_id);
+        }
+        let mut effects = Vec::new();
+        let subscribers: Vec<ParticipantId> = self
+            .subscriptions
+            .keys()
+            .filter(|(_, t)| t == track)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for subscriber in subscribers {
+            self.subscriptions
+                .remove(&(subscriber.clone(), track.clone()));
+            if let Some(member) = self.members.get(&subscriber) {
+                effects.push(Effect::Unsubscribe {
+                    session: member.session,
+                    track: track.clone(),
+                });
+            }
+        }
+        effects.push(Effect::TrackClosed {
+            track: track.clone(),
+        });
+        effects.extend(self.broadcast(
+            &ServerMessage::TrackUnpublished {
+                track: track.clone(),
+            },
+            Some(&removed.info.participant),
+        ));
+        effects
+    }
+
+    /// The session ended (left, vanished, or closed by the shell). Idempotent; a session that
+    /// was already replaced changes nothing.
+    pub fn leave(
+        &mut self,
+        session: SessionId,
+        reason: CloseReason,
+        now: DateTime<Utc>,
+    ) -> Vec<Effect> {
+        let Some(id) = self.sessions.remove(&session) else {
+            return Vec::new();
+        };
+        let Some(member) = self.members.remove(&id) else {
+            return Vec::new();
+        };
+        // Put it back for the media clean-up, which looks members up.
+        self.members.insert(id.clone(), member.clone());
+        let mut effects = self.drop_media_of(&id, now);
+        self.members.remove(&id);
+        if member.admitted {
+            effects.extend(self.broadcast(
+                &ServerMessage::ParticipantLeft {
+                    participant: id.clone(),
+                    reason,
+                },
+                None,
+            ));
+            effects.push(self.report(
+                RoomEvent::Left {
+                    identity: member.identity.clone(),
+                },
+                now,
+            ));
+        }
+        effects
+    }
+
+    /// Announce a track before its media arrives.
+    pub fn publish(
+        &mut self,
+        session: SessionId,
+        client_track: &str,
+        source: TrackSource,
+        muted: bool,
+    ) -> Outcome {
+        let member = self.admitted_member(session)?;
+        let right = match source {
+            TrackSource::Microphone | TrackSource::Camera => Right::PublishMedia,
+            TrackSource::Screen | TrackSource::ScreenAudio => Right::Present,
+        };
+        if !member.grants().allows(right) {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "a {} may not share the screen; ask a moderator to make you a speaker",
+                    member.role.as_str()
+                ),
+            ));
+        }
+        if self.media == Media::AudioOnly && source.kind() == TrackKind::Video {
+            return Err(Refusal::new(
+                ErrorCode::AudioOnly,
+                "this meeting is audio only",
+            ));
+        }
+        let muted = muted || (source == TrackSource::Microphone && member.microphone_blocked);
+        let id = member.id.clone();
+        if let Some(member) = self.members.get_mut(&id) {
+            member.announced.insert(
+                client_track.to_owned(),
+                Announced {
+                    source,
+                    muted,
+                    track: None,
+                },
+            );
+        }
+        Ok(Vec::new())
+    }
+
+    /// Media of an announced track arrived on the publisher connection. Returns the room's
+    /// track ID and the effects; a refusal means the shell must not forward it.
+    pub fn media_arrived(
+        &mut self,
+        session: SessionId,
+        client_track: &str,
+        kind: TrackKind,
+        now: DateTime<Utc>,
+    ) -> Result<(TrackId, Vec<Effect>), Refusal> {
+        let member = self.admitted_member(session)?;
+        if self.media == Media::AudioOnly && kind == TrackKind::Video {
+            return Err(Refusal::new(
+                ErrorCode::AudioOnly,
+                "this meeting is audio only",
+            ));
+        }
+        let Some(announced) = member.announced.get(client_track) else {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "announce a track with `publish` before offering it",
+            ));
+        };
+        if announced.source.kind() != kind {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "the track's kind does not match its announced source",
+            ));
+        }
+        if let Some(existing) = &announced.track {
+            return Ok((existing.clone(), Vec::new()));
+        }
+        let (source, muted) = (announced.source, announced.muted);
+        let publisher = member.id.clone();
+        self.next_track += 1;
+        let id = TrackId(format!("t{}", self.next_track));
+        let info = TrackInfo {
+            id: id.clone(),
+            participant: publisher.clone(),
+            kind,
+            source,
+            muted,
+        };
+        if let Some(member) = self.members.get_mut(&publisher)
+            && let Some(announced) = member.announced.get_mut(client_track)
+        {
+            announced.track = Some(id.clone());
+        }
+        self.tracks.insert(
+            id.clone(),
+            Track {
+                info: info.clone(),
+                client_id: client_track.to_owned(),
+            },
+        );
+        let mut effects = vec![Effect::SetForwarding {
+            track: id.clone(),
+            enabled: !info.muted,
+        }];
+        effects.extend(self.broadcast(
+            &ServerMessage::TrackPublished {
+                track: info.clone(),
+            },
+            None,
+        ));
+        let subscribers: Vec<(ParticipantId, SessionId)> = self
+            .members
+            .values()
+            .filter(|m| m.admitted && m.id != publisher)
+            .map(|m| (m.id.clone(), m.session))
+            .collect();
+        for (subscriber, session) in subscribers {
+            effects.extend(self.subscribe(&subscriber, session, &id, kind, now));
+        }
+        Ok((id, effects))
+    }
+
+    /// Stop publishing an announced track.
+    pub fn unpublish(&mut self, session: SessionId, client_track: &str) -> Outcome {
+        let member = self.admitted_member(session)?;
+        let Some(announced) = member.announced.get(client_track) else {
+            return Err(Refusal::new(ErrorCode::UnknownTrack, "no such track"));
+        };
+        let track = announced.track.clone();
+        let id = member.id.clone();
+        if let Some(member) = self.members.get_mut(&id) {
+            member.announced.remove(client_track);
+        }
+        Ok(track.map(|t| self.remove_track(&t)).unwrap_or_default())
+    }
+
+    /// Mute or unmute one's own track.
+    pub fn mute_track(&mut self, session: SessionId, client_track: &str, muted: bool) -> Outcome {
+        let member = self.admitted_member(session)?;
+        let Some(announced) = member.announced.get(client_track) else {
+            return Err(Refusal::new(ErrorCode::UnknownTrack, "no such track"));
+        };
+        if !muted && announced.source == TrackSource::Microphone && member.microphone_blocked {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "your microphone was muted; wait until you are allowed to speak",
+            ));
+        }
+        let track = announced.track.clone();
+        let id = member.id.clone();
+        if let Some(announced) = self
+            .members
+            .get_mut(&id)
+            .and_then(|m| m.announced.get_mut(client_track))
+        {
+            announced.muted = muted;
+        }
+        Ok(track.map(|t| self.set_muted(&t, muted)).unwrap_or_default())
+    }
+
+    fn set_muted(&mut self, track: &TrackId, muted: bool) -> Vec<Effect> {
+        let Some(entry) = self.tracks.get_mut(track) else {
+            return Vec::new();
+        };
+        if entry.info.muted == muted {
+            return Vec::new();
+        }
+        entry.info.muted = muted;
+        let mut effects = vec![Effect::SetForwarding {
+            track: track.clone(),
+            enabled: !muted,
+        }];
+        effects.extend(self.broadcast(
+            &ServerMessage::TrackMuted {
+                track: track.clone(),
+                muted,
+            },
+            None,
+        ));
+        effects
+    }
+
+    fn target(&self, participant: &ParticipantId) -> Result<&Member, Refusal> {
+        self.members
+            .get(participant)
+            .ok_or_else(|| Refusal::new(ErrorCode::UnknownParticipant, "no such participant"))
+    }
+
+    /// Mute someone's microphone and keep it muted, or allow them to speak again.
+    pub fn block_microphone(
+        &mut self,
+        session: SessionId,
+        participant: &ParticipantId,
+        blocked: bool,
+    ) -> Outcome {
+        let by = self.require(session, Right::ManageMicrophones)?.id.clone();
+        let target = self.target(participant)?;
+        let target_session = target.session;
+        let microphones: Vec<TrackId> = target
+            .announced
+            .values()
+            .filter(|a| a.source == TrackSource::Microphone)
+            .filter_map(|a| a.track.clone())
+            .collect();
+        if let Some(member) = self.members.get_mut(participant) {
+            member.microphone_blocked = blocked;
+            if blocked {
+                for announced in member.announced.values_mut() {
+                    if announced.source == TrackSource::Microphone {
+                        announced.muted = true;
+                    }
+                }
+            }
+        }
+        let mut effects = Vec::new();
+        if blocked {
+            for track in microphones {
+                effects.extend(self.set_muted(&track, true));
+            }
+        }
+        effects.push(Effect::Send {
+            to: target_session,
+            message: ServerMessage::MicrophoneBlocked { blocked, by },
+        });
+        if let Some(member) = self.members.get(participant) {
+            effects.extend(self.broadcast(
+                &ServerMessage::ParticipantUpdated {
+                    participant: member.info(),
+                },
+                None,
+            ));
+        }
+        Ok(effects)
+    }
+
+    /// Make someone a speaker, listener or moderator.
+    pub fn set_role(
+        &mut self,
+        session: SessionId,
+        participant: &ParticipantId,
+        role: Role,
+    ) -> Outcome {
+        self.require(session, Right::ChangeRoles)?;
+        self.target(participant)?;
+        let Some(member) = self.members.get_mut(participant) else {
+            return Err(Refusal::new(
+                ErrorCode::UnknownParticipant,
+                "no such participant",
+            ));
+        };
+        member.role = role;
+        let member = member.clone();
+        let grants = member.grants();
+        let mut effects = vec![Effect::Send {
+            to: member.session,
+            message: ServerMessage::RoleChanged { role, grants },
+        }];
+        effects.extend(self.broadcast(
+            &ServerMessage::ParticipantUpdated {
+                participant: member.info(),
+            },
+            None,
+        ));
+        if !grants.allows(Right::Present) {
+            // Demoted below speaker: the screen share stops.
+            let presenting: Vec<TrackId> = member
+                .announced
+                .values()
+                .filter(|a| matches!(a.source, TrackSource::Screen | TrackSource::ScreenAudio))
+                .filter_map(|a| a.track.clone())
+                .collect();
+            if let Some(member) = self.members.get_mut(participant) {
+                member.announced.retain(|_, a| {
+                    !matches!(a.source, TrackSource::Screen | TrackSource::ScreenAudio)
+                });
+            }
+            for track in presenting {
+                effects.extend(self.remove_track(&track));
+            }
+        }
+        Ok(effects)
+    }
+
+    /// Exclude someone: their session closes and neither their token nor their identity may
+    /// join again.
+    pub fn exclude(
+        &mut self,
+        session: SessionId,
+        participant: &ParticipantId,
+        now: DateTime<Utc>,
+    ) -> Outcome {
+        let by = self.require(session, Right::Exclude)?.id.clone();
+        if &by == participant {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "you cannot exclude yourself",
+            ));
+        }
+        let target = self.target(participant)?;
+        let (target_session, jti, identity) =
+            (target.session, target.jti.clone(), target.identity.clone());
+        self.excluded_tokens.insert(jti);
+        self.excluded_identities.insert(identity);
+        let mut effects = vec![Effect::Close {
+            session: target_session,
+            reason: CloseReason::Excluded,
+        }];
+        effects.extend(self.leave(target_session, CloseReason::Excluded, now));
+        Ok(effects)
+    }
+
+    /// End the meeting for everyone.
+    pub fn end(&mut self, session: SessionId, now: DateTime<Utc>) -> Outcome {
+        self.require(session, Right::EndMeeting)?;
+        Ok(self.end_now(now))
+    }
+
+    /// Ends the room without a rights check (the shell's shutdown uses
+    /// [`Room::close_all`] instead; this is the moderator's end).
+    fn end_now(&mut self, now: DateTime<Utc>) -> Vec<Effect> {
+        self.ended_at = Some(now);
+        let mut effects = Vec::new();
+        let tracks: Vec<TrackId> = self.tracks.keys().cloned().collect();
+        for track in tracks {
+            self.keyframes.forget(&track);
+            effects.push(Effect::TrackClosed { track });
+        }
+        self.tracks.clear();
+        self.subscriptions.clear();
+        for member in self.members.values() {
+            effects.push(Effect::Close {
+                session: member.session,
+                reason: CloseReason::Ended,
+            });
+        }
+        self.members.clear();
+        self.sessions.clear();
+        self.recording = false;
+        effects.push(self.report(RoomEvent::Ended, now));
+        effects
+    }
+
+    /// Closes every session with `reason` (SFU shutdown), reporting each leave.
+    pub fn close_all(&mut self, reason: CloseReason, now: DateTime<Utc>) -> Vec<Effect> {
+        let sessions: Vec<SessionId> = self.sessions.keys().copied().collect();
+        let mut effects = Vec::new();
+        for session in sessions {
+            effects.push(Effect::Close { session, reason });
+            effects.extend(self.leave(session, reason, now));
+        }
+        effects
+    }
+
+    /// Start or stop recording (the signal; recording itself is not built yet).
+    pub fn set_recording(&mut self, session: SessionId, active: bool) -> Outcome {
+        let by = self.require(session, Right::Record)?.id.clone();
+        self.recording = active;
+        Ok(self.broadcast(&ServerMessage::Recording { active, by }, None))
+    }
+
+    /// A chat message to everyone, or privately to one participant.
+    pub fn chat(
+        &mut self,
+        session: SessionId,
+        text: &str,
+        to: Option<&ParticipantId>,
+        now: DateTime<Utc>,
+    ) -> Outcome {
+        let member = self.require(session, Right::Chat)?;
+        let text = text.trim();
+        if text.is_empty() || text.len() > MAX_CHAT_BYTES {
+            return Err(Refusal::new(
+                ErrorCode::ChatTooLong,
+                format!("a chat message holds 1 to {MAX_CHAT_BYTES} bytes"),
+            ));
+        }
+        let message = ChatMessage {
+            from: member.id.clone(),
+            from_name: member.name.clone(),
+            at: rfc3339(now),
+            text: text.to_owned(),
+            to: to.cloned(),
+        };
+        let sender = member.session;
+        let effects = match to {
+            Some(recipient) => {
+                let target = self.target(recipient)?;
+                if !target.admitted {
+                    return Err(Refusal::new(
+                        ErrorCode::UnknownParticipant,
+                        "no such participant",
+                    ));
+                }
+                let mut effects = vec![Effect::Send {
+                    to: target.session,
+                    message: ServerMessage::Chat {
+                        message: message.clone(),
+                    },
+                }];
+                if target.session != sender {
+                    effects.push(Effect::Send {
+                        to: sender,
+                        message: ServerMessage::Chat {
+                            message: message.clone(),
+                        },
+                    });
+                }
+                effects
+            }
+            None => self.broadcast(
+                &ServerMessage::Chat {
+                    message: message.clone(),
+                },
+                None,
+            ),
+        };
+        self.chat.push_back(message);
+        while self.chat.len() > self.limits.chat_history {
+            self.chat.pop_front();
+        }
+        Ok(effects)
+    }
+
+    /// Choose the simulcast layer of a subscription.
+    pub fn set_video_layer(
+        &mut self,
+        session: SessionId,
+        track: &TrackId,
+        layer: VideoLayer,
+    ) -> Outcome {
+        let id = self.admitted_member(session)?.id.clone();
+        match self.subscriptions.get_mut(&(id, track.clone())) {
+            Some(current) => {
+                *current = layer;
+                Ok(vec![Effect::SetLayer {
+                    session,
+                    track: track.clone(),
+                    layer,
+                }])
+            }
+            None => Err(Refusal::new(
+                ErrorCode::UnknownTrack,
+                "not subscribed to this track",
+            )),
+        }
+    }
+
+    /// A subscriber asked for a keyframe of `track` (PLI/FIR), or a subscription started.
+    pub fn keyframe_request(&mut self, track: &TrackId, now: DateTime<Utc>) -> Vec<Effect> {
+        if !self.tracks.contains_key(track) {
+            return Vec::new();
+        }
+        match self.keyframes.request(track, now) {
+            KeyframeDecision::Forward => vec![Effect::RequestKeyframe {
+                track: track.clone(),
+            }],
+            KeyframeDecision::Deferred(_) => Vec::new(),
+        }
+    }
+
+    /// The loudest audio level (RFC 6464) of a microphone track over the last interval.
+    pub fn audio_level(&mut self, track: &TrackId, level: u8, now: DateTime<Utc>) {
+        if let Some(track) = self.tracks.get(track)
+            && track.info.source == TrackSource::Microphone
+            && !track.info.muted
+        {
+            let participant = track.info.participant.clone();
+            self.speaker.observe(&participant, level, now);
+        }
+    }
+
+    /// Time passes: deferred keyframe requests, the active speaker.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Effect> {
+        let mut effects: Vec<Effect> = self
+            .keyframes
+            .due(now)
+            .into_iter()
+            .filter(|t| self.tracks.contains_key(t))
+            .map(|track| Effect::RequestKeyframe { track })
+            .collect();
+        if let Some(change) = self.speaker.evaluate(now) {
+            effects.extend(self.broadcast(
+                &ServerMessage::ActiveSpeaker {
+                    participant: change,
+                },
+                None,
+            ));
+        }
+        effects
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::{MeetingId, RoomSettings};
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH + TimeDelta::seconds(1_000_000) + TimeDelta::milliseconds(ms)
+    }
+
+    fn claims(sub: &str, role: Role, owner: bool) -> JoinClaims {
+        JoinClaims {
+            sub: sub.into(),
+            name: sub.to_uppercase(),
+            conf: ConferenceId::from("c1"),
+            mid: MeetingId::from("123456789"),
+            role,
+            level: None,
+            owner,
+            room: RoomSettings {
+                max_participants: Some(3),
+                allow_join_without_owner: true,
+                media: Media::AudioVideo,
+                udp_ports: None,
+            },
+            aud: proto::token::JOIN_AUDIENCE.into(),
+            iat: at(0).timestamp(),
+            exp: at(0).timestamp() + 3600,
+            jti: format!("jti-{sub}"),
+        }
+    }
+
+    fn room() -> Room {
+        Room::new(ConferenceId::from("c1"), RoomLimits::default())
+    }
+
+    fn sent_to(effects: &[Effect], session: SessionId) -> Vec<&ServerMessage> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send { to, message } if *to == session => Some(message),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn joined_id(effects: &[Effect], session: SessionId) -> ParticipantId {
+        sent_to(effects, session)
+            .into_iter()
+            .find_map(|m| match m {
+                ServerMessage::Joined { you, .. } => Some(you.clone()),
+                _ => None,
+            })
+            .expect("joined")
+    }
+
+    const A: SessionId = SessionId(1);
+    const B: SessionId = SessionId(2);
+    const C: SessionId = SessionId(3);
+
+    #[test]
+    fn joining_admits_and_tells_the_others() {
+        let mut room = room();
+        let effects = room
+            .join(A, &claims("a", Role::Moderator, true), at(0))
+            .expect("join");
+        assert!(effects.contains(&Effect::Admit {
+            session: A,
+            participant: ParticipantId::from("p1")
+        }));
+        assert!(matches!(effects.last(), Some(Effect::Report(r)) if r.participants == 1));
+        let effects = room
+            .join(B, &claims("b", Role::Listener, false), at(1))
+            .expect("join");
+        assert!(sent_to(&effects, A).iter().any(|m| matches!(m, ServerMessage::ParticipantJoined { participant } if participant.display_name == "B")));
+        assert_eq!(room.admitted(), 2);
+    }
+
+    #[test]
+    fn the_room_refuses_joins_beyond_its_maximum() {
+        let mut room = room();
+        for (session, sub) in [(A, "a"), (B, "b"), (C, "c")] {
+            room.join(session, &claims(sub, Role::Listener, false), at(0))
+                .expect("join");
+        }
+        let refusal = room
+            .join(SessionId(4), &claims("d", Role::Listener, false), at(0))
+            .expect_err("full");
+        assert_eq!(refusal.code, ErrorCode::RoomFull);
+        // A reconnect of someone inside is not a new participant.
+        room.join(SessionId(5), &claims("c", Role::Listener, false), at(1))
+            .expect("reconnect");
+    }
+
+    #[test]
+    fn people_wait_until_the_owner_arrives() {
+        let mut room = room();
+        let mut waiting = claims("b", Role::Listener, false);
+        waiting.room.allow_join_without_owner = false;
+        let effects = room.join(B, &waiting, at(0)).expect("join");
+        assert_eq!(sent_to(&effects, B), vec![&ServerMessage::Waiting]);
+        assert_eq!(room.admitted(), 0);
+        assert_eq!(
+            room.chat(B, "hi", None, at(1)).expect_err("waiting").code,
+            ErrorCode::NotJoined
+        );
+        let mut owner = claims("a", Role::Moderator, true);
+        owner.room.allow_join_without_owner = false;
+        let effects = room.join(A, &owner, at(2)).expect("join");
+        assert!(effects.contains(&Effect::Admit {
+            session: B,
+            participant: ParticipantId::from("p1")
+        }));
+        assert_eq!(room.admitted(), 2);
+    }
+
+    #[test]
+    fn a_reconnect_replaces_the_old_session_and_keeps_the_id() {
+        let mut room = room();
+        let first = room
+            .join(A, &claims("a", Role::Listener, false), at(0))
+            .expect("join");
+        let id = joined_id(&first, A);
+        room.publish(A, "mic", TrackSource::Microphone, false)
+            .expect("publish");
+        room.media_arrived(A, "mic", TrackKind::Audio, at(1))
+            .expect("media");
+        let again = room
+            .join(B, &claims("a", Role::Listener, false), at(2))
+            .expect("rejoin");
+        assert!(again.contains(&Effect::Close {
+            session: A,
+            reason: CloseReason::Replaced
+        }));
+        assert!(
+            again
+                .iter()
+                .any(|e| matches!(e, Effect::TrackClosed { .. }))
+        );
+        assert_eq!(joined_id(&again, B), id);
+        assert!(
+            room.leave(A, CloseReason::Gone, at(3)).is_empty(),
+            "the old session is gone"
+        );
+        assert_eq!(room.admitted(), 1);
+    }
+
+    #[test]
+    fn listener_cannot_share_the_screen_but_a_speaker_can() {
+        let mut room = room();
+        room.join(A, &claims("a", Role::Moderator, true), at(0))
+            .expect("join");
+        let effects = room
+            .join(B, &claims("b", Role::Listener, false), at(0))
+            .expect("join");
+        let b = joined_id(&effects, B);
+        assert_eq!(
+            room.publish(B, "screen", TrackSource::Screen, false)
+                .expect_err("listener")
+                .code,
+            ErrorCode::Forbidden
+        );
+        room.publish(B, "cam", TrackSource::Camera, false)
+            .expect("camera is fine");
+        let effects = room.set_role(A, &b, Role::Speaker).expect("promote");
+        assert!(sent_to(&effects, B).iter().any(|m| matches!(m, ServerMessage::RoleChanged { role: Role::Speaker, grants } if grants.present)));
+        room.publish(B, "screen", TrackSource::Screen, false)
+            .expect("speaker shares");
+        let (track, _) = room
+            .media_arrived(B, "screen", TrackKind::Video, at(1))
+            .expect("media");
+        // Demoted again: the share stops.
+        let effects = room.set_role(A, &b, Role::Listener).expect("demote");
+        assert!(effects.contains(&Effect::TrackClosed { track }));
+        assert_eq!(
+            room.set_role(B, &b, Role::Moderator)
+                .expect_err("listener")
+                .code,
+            ErrorCode::Forbidden
+        );
+    }
+
+    #[test]
+    fn unannounced_or_mismatched_media_is_refused() {
+        let mut room = room();
+        room.join(A, &claims("a", Role::Listener, false), at(0))
+            .expect("join");
+        assert_eq!(
+            room.media_arrived(A, "x", TrackKind::Video, at(0))
+                .expect_err("unannounced")
+                .code,
+            ErrorCode::Forbidden
+        );
+        room.publish(A, "mic", TrackSource::Microphone, false)
+            .expect("publish");
+        assert!(
+            room.media_arrived(A, "mic", TrackKind::Video, at(0))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn an_audio_only_room_refuses_video() {
+        let mut room = room();
+        let mut audio_only = claims("a", Role::Moderator, true);
+        audio_only.room.media = Media::AudioOnly;
+        room.join(A, &audio_only, at(0)).expect("join");
+        assert_eq!(
+            room.publish(A, "cam", TrackSource::Camera, false)
+                .expect_err("video")
+                .code,
+            ErrorCode::AudioOnly
+        );
+        room.publish(A, "mic", TrackSource::Microphone, false)
+            .expect("audio");
+        assert_eq!(
+            room.media_arrived(A, "mic2", TrackKind::Video, at(0))
+                .expect_err("video")
+                .code,
+            ErrorCode::AudioOnly
+        );
+    }
+
+    #[test]
+    fn new_tracks_are_forwarded_to_everyone_else_with_a_keyframe() {
+        let mut room = room();
+        room.join(A, &claims("a", Role::Listener, false), at(0))
+            .expect("join");
+        room.join(B, &claims("b", Role::Listener, false), at(0))
+            .expect("join");
+        room.publish(A, "cam", TrackSource::Camera, false)
+            .expect("publish");
+        let (track, effects) = room
+            .media_arrived(A, "cam", TrackKind::Video, at(1))
+            .expect("media");
+        assert!(effects.contains(&Effect::Subscribe {
+            session: B,
+            track: track.clone(),
+            kind: TrackKind::Video
+        }));
+        assert!(
+            !effects
+                .iter()
+                .any(|e| matches!(e, Effect::Subscribe { session, .. } if *session == A))
+        );
+        assert!(effects.contains(&Effect::RequestKeyframe {
+            track: track.clone()
+        }));
+        // A late joiner subscribes; the request is held back, then released by a tick.
+        let effects = room
+            .join(C, &claims("c", Role::Listener, false), at(100))
+            .expect("join");
+        assert!(effects.contains(&Effect::Subscribe {
+            session: C,
+            track: track.clone(),
+            kind: TrackKind::Video
+        }));
+        assert!(!effects.contains(&Effect::RequestKeyframe {
+            track: track.clone()
+        }));
+        assert!(room.tick(at(400)).is_empty());
+        assert_eq!(
+            room.tick(at(600)),
+            vec![Effect::RequestKeyframe {
+                track: track.clone()
+            }]
+        );
+        // Leaving unsubscribes everyone from the publisher's tracks.
+        let effects = room.leave(A, CloseReason::Left, at(700));
+        assert!(effects.contains(&Effect::Unsubscribe {
+            session: B,
+            track: track.clone()
+        }));
+        assert!(effects.contains(&Effect::TrackClosed { track }));
+        assert!(matches!(
+            effects.last(),
+            Some(Effect::Report(RoomReport {
+                event: RoomEvent::Left { .. },
+                participants: 2,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn a_blocked_microphone_stays_muted_until_allowed() {
+        let mut room = room();
+        room.join(A, &claims("a", Role::Speaker, false), at(0))
+            .expect("join");
+        let effects = room
+            .join(B, &claims("b", Role::Listener, false), at(0))
+            .expect("join");
+        let b = joined_id(&effects, B);
+        room.publish(B, "mic", TrackSource::Microphone, false)
+            .expect("publish");
+        let (track, _) = room
+            .media_arrived(B, "mic", TrackKind::Audio, at(1))
+            .expect("media");
+        assert_eq!(
+            room.block_microphone(B, &ParticipantId::from("p1"), true)
+                .expect_err("listener")
+                .code,
+            ErrorCode::Forbidden
+        );
+        let effects = room.block_microphone(A, &b, true).expect("block");
+        assert!(effects.contains(&Effect::SetForwarding {
+            track: track.clone(),
+            enabled: false
+        }));
+        assert_eq!(
+            room.mute_track(B, "mic", false).expect_err("blocked").code,
+            ErrorCode::Forbidden
+        );
+        room.block_microphone(A, &b, false).expect("allow");
+        let effects = room.mute_track(B, "mic", false).expect("unmute");
+        assert!(effects.contains(&Effect::SetForwarding {
+            track,
+            enabled: true
+        }));
+    }
+
+    #[test]
+    fn an_excluded_participant_cannot_return_with_the_same_token_or_identity() {
+        let mut room = room();
+        room.join(A, &claims("a", Role::Moderator, true), at(0))
+            .expect("join");
+        let effects = room
+            .join(B, &claims("b", Role::Listener, false), at(0))
+            .expect("join");
+        let b = joined_id(&effects, B);
+        assert_eq!(
+            room.exclude(B, &ParticipantId::from("p1"), at(1))
+                .expect_err("listener")
+                .code,
+            ErrorCode::Forbidden
+        );
+        let effects = room.exclude(A, &b, at(1)).expect("exclude");
+        assert!(effects.contains(&Effect::Close {
+            session: B,
+            reason: CloseReason::Excluded
+        }));
+        assert_eq!(room.admitted(), 1);
+        let refusal = room
+            .join(C, &claims("b", Role::Listener, false), at(2))
+            .expect_err("excluded");
+        assert_eq!(refusal.code, ErrorCode::Excluded);
+        let mut other_identity = claims("b2", Role::Listener, false);
+        other_identity.jti = "jti-b".into();
+        assert_eq!(
+            room.join(C, &other_identity, at(2))
+                .expect_err("same token")
+                .code,
+            ErrorCode::Excluded
+        );
+        assert!(!room.can_forget(at(10)), "exclusions outlive the people");
+    }
+
+    #[test]
+    fn ending_closes_everyone_and_refuses_old_tokens() {
+        let mut room = room();
+        room.join(A, &claims("a", Role::Moderator, true), at(0))
+            .expect("join");
+        room.join(B, &claims("b", Role::Listener, false), at(0))
+            .expect("join");
+        assert_eq!(
+            room.end(B, at(1)).expect_err("listener").code,
+            ErrorCode::Forbidden
+        );
+        let effects = room.end(A, at(1000)).expect("end");
+        assert!(effects.contains(&Effect::Close {
+            session: A,
+            reason: CloseReason::Ended
+        }));
+        assert!(effects.contains(&Effect::Close {
+            session: B,
+            reason: CloseReason::Ended
+        }));
+        assert!(matches!(
+            effects.last(),
+            Some(Effect::Report(RoomReport {
+                event: RoomEvent::Ended,
+                participants: 0,
+                ..
+            }))
+        ));
+        assert_eq!(
+            room.join(C, &claims("b", Role::Listener, false), at(2000))
+                .expect_err("ended")
+                .code,
+            ErrorCode::Ended
+        );
+        let mut fresh = claims("b", Role::Listener, false);
+        fresh.iat = at(5000).timestamp();
+        room.join(C, &fresh, at(5000))
+            .expect("a new token after the end");
+    }
+
+    #[test]
+    fn chat_keeps_history_for_late_joiners_and_private_messages_private() {
+        let mut room = Room::new(
+            ConferenceId::from("c1"),
+            RoomLimits {
+                chat_history: 2,
+                ..RoomLimits::default()
+            },
+        );
+        room.join(A, &claims("a", Role::Listener, false), at(0))
+            .expect("join");
+        let effects = room
+            .join(B, &claims("b", Role::Listener, false), at(0))
+            .expect("join");
+        let b = joined_id(&effects, B);
+        room.chat(A, "one", None, at(1)).expect("chat");
+        room.chat(A, "two", None, at(2)).expect("chat");
+        let effects = room.chat(A, "psst", Some(&b), at(3)).expect("chat");
+        assert_eq!(sent_to(&effects, B).len(), 1);
+        assert_eq!(sent_to(&effects, A).len(), 1);
+        assert_eq!(
+            room.chat(A, &"x".repeat(MAX_CHAT_BYTES + 1), None, at(4))
+                .expect_err("long")
+                .code,
+            ErrorCode::ChatTooLong
+        );
+        assert_eq!(
+            room.chat(A, "  ", None, at(4)).expect_err("empty").code,
+            ErrorCode::ChatTooLong
+        );
+        let effects = room
+            .join(C, &claims("c", Role::Listener, false), at(5))
+            .expect("join");
+        let history = sent_to(&effects, C)
+            .into_iter()
+            .find_map(|m| match m {
+                ServerMessage::Joined { chat, .. } => Some(chat.clone()),
+                _ => None,
+            })
+            .expect("joined");
+        assert_eq!(
+            history.iter().map(|c| c.text.as_str()).collect::<Vec<_>>(),
+            vec!["two"],
+            "last 2 kept, private hidden"
+        );
+    }
+
+    #[test]
+    fn recording_needs_a_moderator_plus() {
+        let mut room = room();
+        let mut plus = claims("a", Role::Moderator, true);
+        plus.level = Some(AccountLevel::ModeratorPlus);
+        room.join(A, &plus, at(0)).expect("join");
+        room.join(B, &claims("b", Role::Moderator, false), at(0))
+            .expect("join");
+        assert_eq!(
+            room.set_recording(B, true)
+                .expect_err("plain moderator")
+                .code,
+            ErrorCode::Forbidden
+        );
+        let effects = room.set_recording(A, true).expect("record");
+        assert_eq!(effects.len(), 2);
+    }
+
+    #[test]
+    fn the_active_speaker_follows_audio_levels() {
+        let mut room = room();
+        room.join(A, &claims("a", Role::Listener, false), at(0))
+            .expect("join");
+        room.join(B, &claims("b", Role::Listener, false), at(0))
+            .expect("join");
+        room.publish(A, "mic", TrackSource::Microphone, false)
+            .expect("publish");
+        let (track, _) = room
+            .media_arrived(A, "mic", TrackKind::Audio, at(0))
+            .expect("media");
+        room.audio_level(&track, 20, at(100));
+        let effects = room.tick(at(100));
+        assert_eq!(
+            sent_to(&effects, B),
+            vec![&ServerMessage::ActiveSpeaker {
+                participant: Some(ParticipantId::from("p1"))
+            }]
+        );
+    }
+
+    #[test]
+    fn the_layer_choice_needs_a_subscription() {
+        let mut room = room();
+        room.join(A, &claims("a", Role::Listener, false), at(0))
+            .expect("join");
+        room.join(B, &claims("b", Role::Listener, false), at(0))
+            .expect("join");
+        room.publish(A, "cam", TrackSource::Camera, false)
+            .expect("publish");
+        let (track, _) = room
+            .media_arrived(A, "cam", TrackKind::Video, at(0))
+            .expect("media");
+        assert!(
+            room.set_video_layer(A, &track, VideoLayer::Low).is_err(),
+            "own track"
+        );
+        assert_eq!(
+            room.set_video_layer(B, &track, VideoLayer::Low)
+                .expect("layer")
+                .len(),
+            1
+        );
+    }
+}
