@@ -1,1 +1,208 @@
-//! api
+//! The conference service: accounts and sessions, scheduling, the conference log and archive,
+//! attendance, join tokens, and the JSON API under `/api/v1` described by an OpenAPI document.
+//!
+//! It runs as `conclave api` (PostgreSQL, N stateless replicas) and inside `conclave standalone`
+//! (SQLite, one embedded SFU).
+//!
+//! # Layout
+//! - [`config`]: the clap configuration; [`state`]: the shared state built from it.
+//! - [`db`]: the sqlx `AnyPool` and migrations; [`clock`]: time as an input.
+//! - [`account`], [`session`], [`throttle`], [`settings`], [`validate`]: accounts and login.
+//! - [`conference`]: definitions and the rules for valid ones; [`store`]: the
+//!   `ConferenceStore` seam and its SQL backend; [`archive`]: past occurrences and attendance.
+//! - [`lifecycle`]: the IO shell around the pure `placement` core; [`ics`]: calendar events.
+//! - [`http`]: routes, extractors, OpenAPI; [`error`]: errors and their HTTP mapping.
+
+/// `format!` for SQL assembled only from constants of this crate (column lists, placeholders),
+/// never from input: values always go through `.bind`.
+macro_rules! sql {
+    ($($arg:tt)*) => {
+        sqlx::AssertSqlSafe(format!($($arg)*))
+    };
+}
+
+pub mod account;
+pub mod archive;
+pub mod clock;
+pub mod conference;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod ics;
+pub mod lifecycle;
+pub mod metrics;
+pub mod session;
+pub mod settings;
+pub mod state;
+pub mod store;
+pub mod throttle;
+pub mod validate;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use state::AppState;
+
+use crate::account::{NewAccount, password};
+use crate::clock::Clock;
+use crate::db::Db;
+use crate::state::Inner;
+use crate::store::SqlConferenceStore;
+
+/// Builds the state from the configuration: connects and migrates the database, loads or
+/// creates the join-token key, creates the first administrator.
+///
+/// # Errors
+/// When the database is unreachable, a key file is unreadable, or a setting is invalid.
+pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<AppState> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|err| {
+        Error::Internal(format!(
+            "cannot create the data folder {}: {err}",
+            config.data_dir.display()
+        ))
+    })?;
+    let db = Db::connect(&config.database_url()).await?;
+    let tokens = load_token_key(&config)?;
+    let udp_ports = config.sfu_udp_ports()?;
+    let fleet = vec![placement::Pod {
+        name: "embedded".to_owned(),
+        endpoint: config.sfu_endpoint(),
+        ready: true,
+        capacity: config.sfu_capacity,
+        udp_ports,
+    }];
+    let state = AppState::new(Inner {
+        sizing: placement::Sizing {
+            ports_per_participant: config.ports_per_participant.max(1),
+        },
+        policy: config.lifecycle_policy(),
+        store: Arc::new(SqlConferenceStore::new(db.clone())),
+        metrics: metrics::Metrics::new(),
+        lifecycle_wake: tokio::sync::Notify::new(),
+        fleet,
+        tokens,
+        clock,
+        db,
+        config,
+    });
+    ensure_admin(&state).await?;
+    Ok(state)
+}
+
+/// The join-token key: from CONCLAVE_JOIN_TOKEN_SECRET, a file, or generated into the data folder.
+fn load_token_key(config: &Config) -> Result<proto::TokenKey> {
+    let secret = if let Ok(secret) = std::env::var(config::JOIN_TOKEN_SECRET_ENV) {
+        secret.into_bytes()
+    } else if let Some(path) = &config.join_token_secret_file {
+        read_secret(path)?
+    } else {
+        let path = config.data_dir.join("join-token.key");
+        if !path.exists() {
+            std::fs::write(&path, session::random_secret(48)).map_err(|err| {
+                Error::Internal(format!("cannot write {}: {err}", path.display()))
+            })?;
+        }
+        read_secret(&path)?
+    };
+    proto::TokenKey::new(&secret).map_err(|err| Error::invalid("joinTokenSecret", err.to_string()))
+}
+
+fn read_secret(path: &Path) -> Result<Vec<u8>> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        Error::Internal(format!(
+            "cannot read the secret file {}: {err}",
+            path.display()
+        ))
+    })?;
+    Ok(text.trim().as_bytes().to_vec())
+}
+
+/// Creates the `admin` account on first start.
+async fn ensure_admin(state: &AppState) -> Result<()> {
+    if account::any_exists(&state.db).await? {
+        return Ok(());
+    }
+    let (password, generated) = match std::env::var(config::ADMIN_PASSWORD_ENV) {
+        Ok(password) => (password, false),
+        Err(_) => match &state.config.admin_password_file {
+            Some(path) => (
+                String::from_utf8_lossy(&read_secret(path)?).into_owned(),
+                false,
+            ),
+            None => (session::random_secret(12), true),
+        },
+    };
+    password::check("adminPassword", &password)?;
+    let hash = password::hash(password.clone()).await?;
+    let new = NewAccount {
+        login: "admin".to_owned(),
+        display_name: "Administrator".to_owned(),
+        email: "admin@localhost".to_owned(),
+        level: proto::AccountLevel::Admin,
+        time_zone: "UTC".to_owned(),
+    };
+    account::insert(&state.db, &new, &hash, state.clock.now()).await?;
+    if generated {
+        // Printed once on purpose (not logged): the operator needs it to log in the first time.
+        println!("Created the account `admin` with the password: {password}");
+        println!(
+            "Change it after logging in (PATCH /api/v1/me), or set CONCLAVE_ADMIN_PASSWORD before the first start."
+        );
+    } else {
+        tracing::info!("created the account `admin`");
+    }
+    Ok(())
+}
+
+/// Serves `router` on the configured address until `shutdown` resolves, with the lifecycle
+/// loop beside it.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn serve(
+    state: AppState,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(state.config.listen)
+        .await
+        .map_err(|err| {
+            Error::Internal(format!("cannot listen on {}: {err}", state.config.listen))
+        })?;
+    tracing::info!(address = %state.config.listen, public = %state.config.public_url(), "conference service listening");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut lifecycle_stop = stop_rx.clone();
+    let lifecycle = tokio::spawn(lifecycle::run_loop(state.clone(), async move {
+        let _ = lifecycle_stop.wait_for(|stop| *stop).await;
+    }));
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let result = server
+        .await
+        .map_err(|err| Error::Internal(format!("server failed: {err}")));
+    let _ = lifecycle.await;
+    result
+}
+
+/// Runs the conference service alone (`conclave api`).
+///
+/// # Errors
+/// Start-up failures (database, configuration, address in use).
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let state = build(config, Arc::new(clock::SystemClock)).await?;
+    let app = http::app(state.clone());
+    serve(state, app, shutdown).await
+}

@@ -1,0 +1,168 @@
+//! The API's configuration: one clap struct, every field a `--flag` and an environment
+//! variable. Secrets come only from the environment or from files, never from flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::{Error, Result};
+
+/// Environment variable holding the first administrator's password.
+pub const ADMIN_PASSWORD_ENV: &str = "CONCLAVE_ADMIN_PASSWORD";
+/// Environment variable holding the join-token signing secret shared with SFU pods.
+pub const JOIN_TOKEN_SECRET_ENV: &str = "CONCLAVE_JOIN_TOKEN_SECRET";
+
+/// Configuration of the conference service (`conclave api`, and the API part of standalone).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address and port the HTTP server (API and portal) listens on.
+    #[arg(long, env = "CONCLAVE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Folder for the SQLite database, generated keys and local files; created when missing.
+    #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = "conclave-data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL, `sqlite://PATH` or `postgres://USER@HOST/DB`. Default: `conclave.db` in the data folder.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Base URL people reach the portal at, used in join links and calendar events. Default: http://LISTEN.
+    #[arg(long, env = "CONCLAVE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// File holding the password of the `admin` account created on first start. The
+    /// CONCLAVE_ADMIN_PASSWORD variable works too; with neither, one is generated and printed once.
+    #[arg(long, env = "CONCLAVE_ADMIN_PASSWORD_FILE")]
+    pub admin_password_file: Option<PathBuf>,
+
+    /// File holding the secret (32 bytes or more) that signs join tokens; SFU pods need the same.
+    /// The CONCLAVE_JOIN_TOKEN_SECRET variable works too; with neither, standalone mode generates
+    /// one into the data folder.
+    #[arg(long, env = "CONCLAVE_JOIN_TOKEN_SECRET_FILE")]
+    pub join_token_secret_file: Option<PathBuf>,
+
+    /// Hours a login session lasts.
+    #[arg(long, env = "CONCLAVE_SESSION_HOURS", default_value_t = 168)]
+    pub session_hours: u32,
+
+    /// Seconds a join token stays valid (it is used once, to enter the room).
+    #[arg(long, env = "CONCLAVE_JOIN_TOKEN_SECONDS", default_value_t = 300)]
+    pub join_token_seconds: u32,
+
+    /// Minutes before its start that a conference is placed and may be joined.
+    #[arg(long, env = "CONCLAVE_LEAD_TIME_MINUTES", default_value_t = 5)]
+    pub lead_time_minutes: u32,
+
+    /// Minutes a conference may run past its end while people are still in it.
+    #[arg(long, env = "CONCLAVE_END_GRACE_MINUTES", default_value_t = 30)]
+    pub end_grace_minutes: u32,
+
+    /// The signaling URL clients of the embedded SFU connect to. Default: ws://LISTEN/rtc
+    /// (wss:// when the public URL is https).
+    #[arg(long, env = "CONCLAVE_SFU_ENDPOINT")]
+    pub sfu_endpoint: Option<String>,
+
+    /// UDP ports the embedded SFU hands out to conferences, as FIRST-LAST.
+    #[arg(long, env = "CONCLAVE_SFU_UDP_PORTS", default_value = "40000-40999")]
+    pub sfu_udp_ports: String,
+
+    /// Participants the embedded SFU serves at most, across all conferences.
+    #[arg(long, env = "CONCLAVE_SFU_CAPACITY", default_value_t = 500)]
+    pub sfu_capacity: u32,
+
+    /// Participants reserved for a conference that sets no maximum.
+    #[arg(long, env = "CONCLAVE_DEFAULT_MAX_PARTICIPANTS", default_value_t = 50)]
+    pub default_max_participants: u32,
+
+    /// UDP ports reserved per participant when placing a conference.
+    #[arg(long, env = "CONCLAVE_PORTS_PER_PARTICIPANT", default_value_t = 2)]
+    pub ports_per_participant: u16,
+
+    /// Take the client address from X-Forwarded-For (only behind a proxy that sets it).
+    #[arg(long, env = "CONCLAVE_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "CONCLAVE_MAX_BODY_BYTES", default_value_t = 65_536)]
+    pub max_body_bytes: usize,
+}
+
+impl Config {
+    /// A configuration from the environment and defaults alone (no flags), e.g. for
+    /// `conclave` run without a subcommand.
+    pub fn parse_from_env_only() -> Self {
+        use clap::{Args, FromArgMatches};
+        let command = Config::augment_args(clap::Command::new("conclave").no_binary_name(true));
+        let matches = command
+            .try_get_matches_from(Vec::<String>::new())
+            .unwrap_or_else(|err| err.exit());
+        Config::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+    }
+
+    /// A configuration with every default and `data_dir`, for tests and embedding.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = Self::parse_from_env_only();
+        config.data_dir = data_dir.into();
+        config
+    }
+
+    /// The database URL in force.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("conclave.db").display()
+            ),
+        }
+    }
+
+    /// The public base URL without a trailing slash.
+    pub fn public_url(&self) -> String {
+        let url = match &self.public_url {
+            Some(url) => url.clone(),
+            None => format!("http://{}", self.listen),
+        };
+        url.trim_end_matches('/').to_owned()
+    }
+
+    /// The embedded SFU's signaling URL.
+    pub fn sfu_endpoint(&self) -> String {
+        if let Some(endpoint) = &self.sfu_endpoint {
+            return endpoint.clone();
+        }
+        let public = self.public_url();
+        let ws = public
+            .replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1);
+        format!("{ws}/rtc")
+    }
+
+    /// The embedded SFU's UDP port range.
+    ///
+    /// # Errors
+    /// A validation error when the value is not FIRST-LAST with FIRST ≤ LAST.
+    pub fn sfu_udp_ports(&self) -> Result<placement::PortRange> {
+        let invalid = || {
+            Error::invalid(
+                "sfuUdpPorts",
+                format!("{:?} is not a range like 40000-40999", self.sfu_udp_ports),
+            )
+        };
+        let (first, last) = self.sfu_udp_ports.split_once('-').ok_or_else(invalid)?;
+        let first: u16 = first.trim().parse().map_err(|_| invalid())?;
+        let last: u16 = last.trim().parse().map_err(|_| invalid())?;
+        if first == 0 || last < first {
+            return Err(invalid());
+        }
+        Ok(placement::PortRange { first, last })
+    }
+
+    /// The lifecycle policy.
+    pub fn lifecycle_policy(&self) -> placement::Policy {
+        placement::Policy {
+            lead_time: chrono::Duration::minutes(i64::from(self.lead_time_minutes)),
+            end_grace: chrono::Duration::minutes(i64::from(self.end_grace_minutes)),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The API's one error type and its mapping to HTTP status codes and the JSON error shape
+//! `{ "error": { "code", "message", … } }`. Every handler returns [`Result`]; this is the only
+//! place where errors become responses. A 5xx logs its cause and answers with a generic text.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+/// The API's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the conference service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field's value is not acceptable (422).
+    #[error("{message}")]
+    Validation {
+        /// The offending field (camelCase, as in the request).
+        field: Option<String>,
+        /// What is wrong, for people.
+        message: String,
+    },
+    /// The body is not valid JSON or not the expected shape (400).
+    #[error("{0}")]
+    MalformedBody(String),
+    /// No valid session or token (401).
+    #[error("log in first")]
+    Unauthenticated,
+    /// Logged in, but the right is missing (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A meeting ID and password pair that does not admit (403, never telling which is wrong).
+    #[error("the meeting ID or the password is wrong")]
+    WrongMeetingCredentials,
+    /// An unknown ID, or one the caller may not see (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A unique value already taken or a state that forbids the change (409).
+    #[error("{message}")]
+    Conflict {
+        /// A machine-readable code.
+        code: &'static str,
+        /// What is wrong, for people.
+        message: String,
+    },
+    /// The conference cannot be joined yet (409 with `startsAt`).
+    #[error("the conference has not started yet; it opens {opens_at}")]
+    NotStarted {
+        /// When the occurrence starts.
+        starts_at: DateTime<Utc>,
+        /// From when it may be joined (start minus the lead time).
+        opens_at: DateTime<Utc>,
+    },
+    /// Too many failed attempts (429 with `Retry-After`).
+    #[error("too many failed attempts; try again in {retry_after} seconds")]
+    TooManyAttempts {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// The request body exceeds the limit (413).
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    /// The body is not `application/json` (415).
+    #[error("send the body as application/json")]
+    UnsupportedMediaType,
+    /// A database failure (500).
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed (500, at start-up).
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Anything else that is our fault (500).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// A 422 about one field.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Error::Validation {
+            field: Some(field.to_owned()),
+            message: message.into(),
+        }
+    }
+
+    /// A 404 with a message.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Error::NotFound(message.into())
+    }
+
+    /// A 403 with a message.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Error::Forbidden(message.into())
+    }
+
+    /// A 409 with a code and message.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Error::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            Error::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) | Error::WrongMeetingCredentials => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict { .. } | Error::NotStarted { .. } => StatusCode::CONFLICT,
+            Error::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Database(_) | Error::Migrate(_) | Error::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Error::Validation { .. } => "validation",
+            Error::MalformedBody(_) => "malformedBody",
+            Error::Unauthenticated => "unauthenticated",
+            Error::Forbidden(_) => "forbidden",
+            Error::WrongMeetingCredentials => "wrongMeetingCredentials",
+            Error::NotFound(_) => "notFound",
+            Error::Conflict { code, .. } => code,
+            Error::NotStarted { .. } => "conferenceNotStarted",
+            Error::TooManyAttempts { .. } => "tooManyAttempts",
+            Error::PayloadTooLarge => "payloadTooLarge",
+            Error::UnsupportedMediaType => "unsupportedMediaType",
+            Error::Database(_) | Error::Migrate(_) | Error::Internal(_) => "internal",
+        }
+    }
+}
+
+/// Whether a database error is a unique-key violation.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = if status.is_server_error() {
+            tracing::error!(cause = ?self, "request failed");
+            "something went wrong on our side; try again later".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut error = json!({ "code": self.code(), "message": message });
+        match &self {
+            Error::Validation {
+                field: Some(field), ..
+            } => error["field"] = Value::from(field.as_str()),
+            Error::NotStarted {
+                starts_at,
+                opens_at,
+            } => {
+                error["startsAt"] = Value::from(starts_at.to_rfc3339());
+                error["opensAt"] = Value::from(opens_at.to_rfc3339());
+            }
+            Error::TooManyAttempts { retry_after } => {
+                error["retryAfter"] = Value::from(*retry_after)
+            }
+            _ => {}
+        }
+        let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
+        if let Error::TooManyAttempts { retry_after } = self
+            && let Ok(value) = HeaderValue::from_str(&retry_after.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}

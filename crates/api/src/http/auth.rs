@@ -1,0 +1,137 @@
+//! `POST /auth/login` and `POST /auth/logout`.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::extract::{ApiJson, ClientAddr, CurrentUser, SESSION_COOKIE};
+use crate::account::{self, Account, password};
+use crate::state::AppState;
+use crate::{Error, Result, session, throttle};
+
+/// Routes under `/auth`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/login", post(login))
+        .route("/auth/logout", post(logout))
+}
+
+/// Credentials.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The login name.
+    pub login: String,
+    /// The password.
+    pub password: String,
+}
+
+/// A logged-in account with its session (also set as an HttpOnly cookie).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginResponse {
+    /// The account.
+    #[serde(flatten)]
+    pub account: Account,
+    /// The session token for `Authorization: Bearer` (API clients).
+    pub session_token: String,
+    /// When the session ends.
+    pub session_expires_at: DateTime<Utc>,
+}
+
+fn cookie(state: &AppState, value: &str, max_age: i64) -> Result<HeaderValue> {
+    let secure = if state.config.public_url().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+    ))
+    .map_err(|err| Error::Internal(format!("cookie header: {err}")))
+}
+
+/// Logs in.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 403, description = "wrong login name or password"),
+              (status = 429, description = "too many failed attempts")))]
+pub async fn login(
+    State(state): State<AppState>,
+    addr: ClientAddr,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let account_key = format!("login:account:{}", body.login.trim().to_lowercase());
+    let addr_key = addr.key("login");
+    if let Err(err) = throttle::check(&state.db, &account_key, throttle::PER_ACCOUNT, now).await {
+        state.metrics.logins.with_label_values(&["throttled"]).inc();
+        return Err(err);
+    }
+    if let Err(err) = throttle::check(&state.db, &addr_key, throttle::PER_ADDRESS, now).await {
+        state.metrics.logins.with_label_values(&["throttled"]).inc();
+        return Err(err);
+    }
+    let found = account::find_by_login(&state.db, body.login.trim()).await?;
+    let verified = match found {
+        Some((account, hash)) => password::verify(body.password, hash)
+            .await
+            .then_some(account),
+        None => {
+            // Spend the same time as a real check so timing does not reveal login names.
+            let _ = password::verify(body.password, DUMMY_HASH.to_owned()).await;
+            None
+        }
+    };
+    let Some(account) = verified else {
+        throttle::fail(&state.db, &account_key, now).await?;
+        throttle::fail(&state.db, &addr_key, now).await?;
+        state
+            .metrics
+            .logins
+            .with_label_values(&["wrongPassword"])
+            .inc();
+        return Err(Error::forbidden("the login name or the password is wrong"));
+    };
+    if account.disabled {
+        state.metrics.logins.with_label_values(&["disabled"]).inc();
+        return Err(Error::forbidden(
+            "this account is disabled; ask an administrator",
+        ));
+    }
+    throttle::clear(&state.db, &account_key).await?;
+    let (token, expires) =
+        session::create(&state.db, &account.id, now, state.session_ttl()).await?;
+    state.metrics.logins.with_label_values(&["ok"]).inc();
+    tracing::info!(account = %account.id, "logged in");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::SET_COOKIE,
+        cookie(&state, &token, state.session_ttl().num_seconds())?,
+    );
+    Ok((
+        headers,
+        Json(LoginResponse {
+            account,
+            session_token: token,
+            session_expires_at: expires,
+        }),
+    )
+        .into_response())
+}
+
+/// An argon2 hash of a random password, verified against when the login name is unknown.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3aV0Vq1Yx9DK5Q3jKx8lAeLrF8NfYs1o6HzgkB0Kj2Q";
+
+/// Logs out: ends the session and clears the cookie.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204), (status = 401)))]
+pub async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Response> {
+    session::delete(&state.db, &user.token).await?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::SET_COOKIE, cookie(&state, "", 0)?);
+    Ok((StatusCode::NO_CONTENT, headers).into_response())
+}

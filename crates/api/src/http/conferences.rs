@@ -1,0 +1,820 @@
+//! Conferences: the log (`GET /conferences`), scheduling, ad hoc and permanent rooms, viewing,
+//! editing, deleting, the archive, repeating, and the `.ics` download.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use proto::{AccountId, AccountLevel, ConferenceId, Media};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{ApiJson, CurrentUser};
+use crate::account::{self, Account};
+use crate::archive::{self, Entry};
+use crate::conference::{self, Conference, ConferenceInput, Definition, Kind, Resolve, Runtime};
+use crate::ics;
+use crate::lifecycle;
+use crate::settings;
+use crate::state::AppState;
+use crate::{Error, Result};
+
+/// Routes under `/conferences`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/conferences", get(list).post(create))
+        .route("/conferences/adhoc", post(ad_hoc))
+        .route("/conferences/{id}", get(show).patch(edit).delete(remove))
+        .route("/conferences/{id}/repeat", post(repeat))
+        .route("/conferences/{id}/calendar.ics", get(calendar))
+}
+
+/// Who owns a conference.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerView {
+    /// Account ID.
+    #[schema(value_type = String)]
+    pub id: AccountId,
+    /// Login name.
+    pub login: String,
+    /// Display name.
+    pub display_name: String,
+}
+
+/// One occurrence.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OccurrenceView {
+    /// Start, in the viewer's time zone.
+    #[schema(value_type = String, format = DateTime)]
+    pub start: DateTime<FixedOffset>,
+    /// End, in the viewer's time zone.
+    #[schema(value_type = String, format = DateTime)]
+    pub end: DateTime<FixedOffset>,
+}
+
+/// A conference as its owner sees it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConferenceView {
+    /// Conference ID.
+    #[schema(value_type = String)]
+    pub id: ConferenceId,
+    /// Topic.
+    pub topic: String,
+    /// `scheduled`, `adHoc` or `permanent`.
+    pub kind: Kind,
+    /// The meeting ID people type.
+    pub meeting_id: String,
+    /// The meeting password.
+    pub password: String,
+    /// First occurrence's start, in the viewer's time zone (absent for permanent rooms).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub start: Option<DateTime<FixedOffset>>,
+    /// First occurrence's end.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub end: Option<DateTime<FixedOffset>>,
+    /// Length of an occurrence in minutes.
+    pub duration_minutes: Option<i64>,
+    /// The schedule's IANA time zone.
+    pub time_zone: String,
+    /// RFC 5545 RRULE when recurring.
+    pub recurrence: Option<String>,
+    /// Participant limit.
+    pub max_participants: Option<u32>,
+    /// Whether people are admitted while the owner is absent.
+    pub allow_join_without_owner: bool,
+    /// `audioVideo` or `audioOnly`.
+    #[schema(value_type = String)]
+    pub media: Media,
+    /// Invited addresses.
+    pub invitees: Vec<String>,
+    /// The owner.
+    pub owner: OwnerView,
+    /// `online` (running or can start at any moment) or `offline`.
+    pub status: &'static str,
+    /// `Scheduled`, `Ready`, `Active` or `Ended`.
+    pub phase: &'static str,
+    /// The current or next occurrence.
+    pub occurrence: Option<OccurrenceView>,
+    /// Participants in it now.
+    pub participants: u32,
+    /// Edit counter (calendar SEQUENCE).
+    pub sequence: i64,
+    /// Link to the join page.
+    pub join_url: String,
+    /// Always false here (archive entries say true).
+    pub archived: bool,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+    /// Definition last changed at.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Someone's presence in an archived occurrence.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttendanceView {
+    /// Display name.
+    pub display_name: String,
+    /// `account` or `guest`.
+    pub kind: String,
+    /// Admitted at.
+    #[schema(value_type = String, format = DateTime)]
+    pub joined_at: DateTime<FixedOffset>,
+    /// Left at.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub left_at: Option<DateTime<FixedOffset>>,
+    /// Minutes present.
+    pub minutes: i64,
+}
+
+/// A past occurrence in the archive.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveView {
+    /// Archive entry ID (use it with GET, DELETE and repeat).
+    pub id: String,
+    /// The conference it came from.
+    #[schema(value_type = String)]
+    pub conference_id: ConferenceId,
+    /// Topic.
+    pub topic: String,
+    /// Meeting ID it had.
+    pub meeting_id: String,
+    /// Start, in the viewer's time zone.
+    #[schema(value_type = String, format = DateTime)]
+    pub start: DateTime<FixedOffset>,
+    /// End, in the viewer's time zone.
+    #[schema(value_type = String, format = DateTime)]
+    pub end: DateTime<FixedOffset>,
+    /// Length in minutes.
+    pub duration_minutes: i64,
+    /// Its time zone.
+    pub time_zone: String,
+    /// Its recurrence.
+    pub recurrence: Option<String>,
+    /// The owner.
+    pub owner: OwnerView,
+    /// Who attended.
+    pub attendance: Vec<AttendanceView>,
+    /// Always true.
+    pub archived: bool,
+}
+
+/// Either a conference or an archive entry.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum AnyView {
+    /// A scheduled or running conference.
+    Conference(Box<ConferenceView>),
+    /// A past occurrence.
+    Archived(Box<ArchiveView>),
+}
+
+/// Which list.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ListView {
+    /// Scheduled and running conferences (the default).
+    #[default]
+    Scheduled,
+    /// Past occurrences.
+    Archive,
+}
+
+/// Query of `GET /conferences`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListQuery {
+    /// `scheduled` (default) or `archive`.
+    pub view: Option<ListView>,
+    /// Administrators: everyone's conferences, not only their own.
+    pub all: Option<bool>,
+}
+
+/// The body of `POST /conferences/adhoc`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdHocInput {
+    /// Topic; "Ad hoc conference" when empty.
+    pub topic: Option<String>,
+}
+
+/// Values to schedule a conference again, prefilled.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepeatDraft {
+    /// Post this (changed as wished) to `POST /conferences`.
+    pub draft: ConferenceInput,
+}
+
+fn at(t: DateTime<Utc>, tz: Tz) -> DateTime<FixedOffset> {
+    t.with_timezone(&tz).fixed_offset()
+}
+
+fn owner_view(account: Option<&Account>, id: &AccountId) -> OwnerView {
+    match account {
+        Some(a) => OwnerView {
+            id: a.id.clone(),
+            login: a.login.clone(),
+            display_name: a.display_name.clone(),
+        },
+        None => OwnerView {
+            id: id.clone(),
+            login: String::new(),
+            display_name: String::new(),
+        },
+    }
+}
+
+/// The link people open to join.
+pub fn join_url(state: &AppState, meeting_id: &str) -> String {
+    format!("{}/join/{meeting_id}", state.config.public_url())
+}
+
+fn view(
+    state: &AppState,
+    c: &Conference,
+    owner: Option<&Account>,
+    viewer: &Account,
+    now: DateTime<Utc>,
+) -> ConferenceView {
+    let tz = viewer.tz();
+    let d = &c.definition;
+    let decision = lifecycle::decide(state, c, now);
+    ConferenceView {
+        id: c.id.clone(),
+        topic: d.topic.clone(),
+        kind: d.kind,
+        meeting_id: d.meeting_id.to_string(),
+        password: d.password.clone(),
+        start: d.start.map(|t| at(t, tz)),
+        end: d.end.map(|t| at(t, tz)),
+        duration_minutes: d.start.zip(d.end).map(|(s, e)| (e - s).num_minutes()),
+        time_zone: d.time_zone.name().to_owned(),
+        recurrence: d.recurrence.clone(),
+        max_participants: d.max_participants,
+        allow_join_without_owner: d.allow_join_without_owner,
+        media: d.media,
+        invitees: d.invitees.clone(),
+        owner: owner_view(owner, &c.owner),
+        status: if decision.online() {
+            "online"
+        } else {
+            "offline"
+        },
+        phase: decision.phase.as_str(),
+        occurrence: decision.occurrence.map(|o| OccurrenceView {
+            start: at(o.start, tz),
+            end: at(o.end, tz),
+        }),
+        participants: c.runtime.participants,
+        sequence: c.sequence,
+        join_url: join_url(state, d.meeting_id.as_str()),
+        archived: false,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+    }
+}
+
+async fn archive_view(
+    state: &AppState,
+    e: &Entry,
+    owner: Option<&Account>,
+    viewer: &Account,
+) -> Result<ArchiveView> {
+    let tz = viewer.tz();
+    let attendance = archive::attendance(&state.db, &e.id)
+        .await?
+        .into_iter()
+        .map(|a| AttendanceView {
+            minutes: (a.left_at.unwrap_or(e.end) - a.joined_at)
+                .num_minutes()
+                .max(0),
+            kind: a.identity.split(':').next().unwrap_or("guest").to_owned(),
+            display_name: a.display_name,
+            joined_at: at(a.joined_at, tz),
+            left_at: a.left_at.map(|t| at(t, tz)),
+        })
+        .collect();
+    Ok(ArchiveView {
+        id: e.id.clone(),
+        conference_id: e.conference.clone(),
+        topic: e.topic.clone(),
+        meeting_id: e.meeting_id.clone(),
+        start: at(e.start, tz),
+        end: at(e.end, tz),
+        duration_minutes: (e.end - e.start).num_minutes(),
+        time_zone: e.time_zone.clone(),
+        recurrence: e.recurrence.clone(),
+        owner: owner_view(owner, &e.owner),
+        attendance,
+        archived: true,
+    })
+}
+
+async fn owners(
+    state: &AppState,
+    viewer: &Account,
+    all: bool,
+) -> Result<HashMap<AccountId, Account>> {
+    if all {
+        Ok(account::list(&state.db)
+            .await?
+            .into_iter()
+            .map(|a| (a.id.clone(), a))
+            .collect())
+    } else {
+        Ok(HashMap::from([(viewer.id.clone(), viewer.clone())]))
+    }
+}
+
+/// The conference log or the archive: one's own, or everyone's for administrators with `all=true`.
+#[utoipa::path(get, path = "/api/v1/conferences", tag = "conferences", params(ListQuery),
+    responses((status = 200, body = [AnyView]), (status = 401), (status = 403, description = "all=true without level admin")))]
+pub async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<AnyView>>> {
+    let all = query.all.unwrap_or(false);
+    if all && user.account.level != AccountLevel::Admin {
+        return Err(Error::forbidden(
+            "only administrators list everyone's conferences",
+        ));
+    }
+    let owner_filter = (!all).then_some(&user.account.id);
+    let owners = owners(&state, &user.account, all).await?;
+    let now = state.clock.now();
+    let views = match query.view.unwrap_or_default() {
+        ListView::Scheduled => state
+            .store
+            .list(owner_filter)
+            .await?
+            .iter()
+            .map(|c| {
+                AnyView::Conference(Box::new(view(
+                    &state,
+                    c,
+                    owners.get(&c.owner),
+                    &user.account,
+                    now,
+                )))
+            })
+            .collect(),
+        ListView::Archive => {
+            let mut views = Vec::new();
+            for entry in archive::list(&state.db, owner_filter).await? {
+                views.push(AnyView::Archived(Box::new(
+                    archive_view(&state, &entry, owners.get(&entry.owner), &user.account).await?,
+                )));
+            }
+            views
+        }
+    };
+    Ok(Json(views))
+}
+
+async fn check_may_schedule(state: &AppState, account: &Account) -> Result<()> {
+    if account.level == AccountLevel::Audience
+        && !settings::load(&state.db).await?.audience_may_schedule
+    {
+        return Err(Error::forbidden(
+            "scheduling is reserved to moderators here; ask an administrator",
+        ));
+    }
+    Ok(())
+}
+
+/// Stores a new conference with its initial lifecycle state.
+async fn store_new(
+    state: &AppState,
+    owner: &Account,
+    definition: Definition,
+) -> Result<Conference> {
+    let now = state.clock.now();
+    let mut conference = Conference {
+        id: ConferenceId(uuid::Uuid::new_v4().to_string()),
+        owner: owner.id.clone(),
+        definition,
+        sequence: 0,
+        runtime: Runtime {
+            phase: placement::Phase::Scheduled,
+            occurrence: None,
+            started_early: None,
+            ended: None,
+            participants: 0,
+            placed: None,
+        },
+        created_at: now,
+        updated_at: now,
+    };
+    let decision = lifecycle::decide(state, &conference, now);
+    conference.runtime.phase = decision.phase;
+    conference.runtime.occurrence = decision.occurrence;
+    if decision.phase == placement::Phase::Ended {
+        return Err(Error::invalid(
+            "recurrence",
+            "this schedule has no occurrence left",
+        ));
+    }
+    state.store.insert(&conference).await?;
+    state.lifecycle_wake.notify_one();
+    tracing::info!(conference = %conference.id, owner = %owner.id, "conference scheduled");
+    Ok(conference)
+}
+
+/// Schedules a conference (or a permanent room), optionally repeating an archive entry.
+#[utoipa::path(post, path = "/api/v1/conferences", tag = "conferences", request_body = ConferenceInput,
+    responses((status = 201, body = ConferenceView), (status = 400), (status = 403), (status = 409, description = "meeting ID in use"),
+              (status = 413), (status = 422)))]
+pub async fn create(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(input): ApiJson<ConferenceInput>,
+) -> Result<(StatusCode, Json<ConferenceView>)> {
+    check_may_schedule(&state, &user.account).await?;
+    let now = state.clock.now();
+    let repeated = match &input.repeat_of {
+        Some(id) => Some(
+            archive::get(&state.db, id)
+                .await?
+                .filter(|e| e.owner == user.account.id || user.account.level == AccountLevel::Admin)
+                .ok_or_else(|| Error::invalid("repeatOf", "no such archive entry"))?,
+        ),
+        None => None,
+    };
+    let definition = conference::definition_for_create(
+        &input,
+        Resolve {
+            account: &user.account,
+            now,
+        },
+    )?;
+    let conference = store_new(&state, &user.account, definition).await?;
+    if let Some(entry) = repeated {
+        archive::delete(&state.db, &entry.id).await?;
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(view(
+            &state,
+            &conference,
+            Some(&user.account),
+            &user.account,
+            now,
+        )),
+    ))
+}
+
+/// Starts a conference now, for 30 minutes.
+#[utoipa::path(post, path = "/api/v1/conferences/adhoc", tag = "conferences", request_body = AdHocInput,
+    responses((status = 201, body = ConferenceView), (status = 403), (status = 422)))]
+pub async fn ad_hoc(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<ConferenceView>)> {
+    check_may_schedule(&state, &user.account).await?;
+    let now = state.clock.now();
+    // The body is optional: empty means "no topic".
+    let input: AdHocInput = if body.iter().all(u8::is_ascii_whitespace) {
+        AdHocInput::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|err| match err.classify() {
+            serde_json::error::Category::Data => Error::Validation {
+                field: None,
+                message: err.to_string(),
+            },
+            _ => Error::MalformedBody(format!("the body is not valid JSON: {err}")),
+        })?
+    };
+    // A generated meeting ID may collide with a live one: draw again a few times.
+    for _ in 0..5 {
+        let definition = conference::definition_for_ad_hoc(
+            input.topic.as_deref(),
+            Resolve {
+                account: &user.account,
+                now,
+            },
+        )?;
+        match store_new(&state, &user.account, definition).await {
+            Ok(conference) => {
+                return Ok((
+                    StatusCode::CREATED,
+                    Json(view(
+                        &state,
+                        &conference,
+                        Some(&user.account),
+                        &user.account,
+                        now,
+                    )),
+                ));
+            }
+            Err(Error::Conflict {
+                code: "meetingIdTaken",
+                ..
+            }) => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    Err(Error::Internal("no free meeting ID found".into()))
+}
+
+enum Found {
+    Live(Conference),
+    Archived(Entry),
+}
+
+/// Finds a conference or archive entry the user manages; 404 otherwise (never 403, so IDs of
+/// others' conferences are not confirmed).
+async fn find(state: &AppState, user: &Account, id: &str) -> Result<Found> {
+    if let Some(c) = state.store.get(&ConferenceId::from(id)).await?
+        && c.is_managed_by(user)
+    {
+        return Ok(Found::Live(c));
+    }
+    if let Some(e) = archive::get(&state.db, id).await?
+        && (e.owner == user.id || user.level == AccountLevel::Admin)
+    {
+        return Ok(Found::Archived(e));
+    }
+    Err(Error::not_found(format!(
+        "no conference {id} (or it is not yours)"
+    )))
+}
+
+/// A conference or an archive entry.
+#[utoipa::path(get, path = "/api/v1/conferences/{id}", tag = "conferences", params(("id" = String, Path)),
+    responses((status = 200, body = AnyView), (status = 404)))]
+pub async fn show(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<AnyView>> {
+    let now = state.clock.now();
+    Ok(Json(match find(&state, &user.account, &id).await? {
+        Found::Live(c) => {
+            let owner = account::get(&state.db, &c.owner).await?;
+            AnyView::Conference(Box::new(view(
+                &state,
+                &c,
+                owner.as_ref(),
+                &user.account,
+                now,
+            )))
+        }
+        Found::Archived(e) => {
+            let owner = account::get(&state.db, &e.owner).await?;
+            AnyView::Archived(Box::new(
+                archive_view(&state, &e, owner.as_ref(), &user.account).await?,
+            ))
+        }
+    }))
+}
+
+/// Edits a conference; every change raises its sequence.
+#[utoipa::path(patch, path = "/api/v1/conferences/{id}", tag = "conferences", params(("id" = String, Path)),
+    request_body = ConferenceInput,
+    responses((status = 200, body = ConferenceView), (status = 404), (status = 409), (status = 422)))]
+pub async fn edit(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<ConferenceInput>,
+) -> Result<Json<ConferenceView>> {
+    if input.repeat_of.is_some() {
+        return Err(Error::invalid(
+            "repeatOf",
+            "repeatOf is only for POST /conferences",
+        ));
+    }
+    let Found::Live(mut conference) = find(&state, &user.account, &id).await? else {
+        return Err(Error::conflict(
+            "archived",
+            "an archived occurrence cannot be edited; repeat it instead",
+        ));
+    };
+    let now = state.clock.now();
+    let definition = conference::definition_for_edit(
+        &conference.definition,
+        &input,
+        Resolve {
+            account: &user.account,
+            now,
+        },
+    )?;
+    if definition != conference.definition {
+        conference.definition = definition;
+        conference.sequence += 1;
+        conference.updated_at = now;
+        state.store.update_definition(&conference).await?;
+        lifecycle::reconcile(&state, &conference, now).await?;
+        state.lifecycle_wake.notify_one();
+        tracing::info!(conference = %conference.id, sequence = conference.sequence, "conference edited");
+    }
+    let conference = state
+        .store
+        .get(&conference.id)
+        .await?
+        .ok_or_else(|| Error::not_found("the conference has ended"))?;
+    let owner = account::get(&state.db, &conference.owner).await?;
+    Ok(Json(view(
+        &state,
+        &conference,
+        owner.as_ref(),
+        &user.account,
+        now,
+    )))
+}
+
+/// Deletes a conference, or an entry of the archive.
+#[utoipa::path(delete, path = "/api/v1/conferences/{id}", tag = "conferences", params(("id" = String, Path)),
+    responses((status = 204), (status = 404)))]
+pub async fn remove(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    match find(&state, &user.account, &id).await? {
+        Found::Live(c) => {
+            state.store.delete(&c.id).await?;
+            archive::forget_unarchived(&state.db, &c.id).await?;
+            tracing::info!(conference = %c.id, by = %user.account.id, "conference deleted");
+        }
+        Found::Archived(e) => {
+            archive::delete(&state.db, &e.id).await?;
+            tracing::info!(archive = %e.id, by = %user.account.id, "archive entry deleted");
+        }
+    }
+    state.lifecycle_wake.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Moves a local start forward by whole weeks until it lies after `now`, keeping the wall time.
+fn next_same_weekday(start: DateTime<Utc>, tz: Tz, now: DateTime<Utc>) -> NaiveDateTime {
+    let mut local = tz.from_utc_datetime(&start.naive_utc()).naive_local();
+    while tz
+        .from_local_datetime(&local)
+        .earliest()
+        .is_none_or(|t| t.with_timezone(&Utc) <= now)
+    {
+        local += chrono::Duration::weeks(1);
+    }
+    local
+}
+
+/// The values to schedule a conference or an archived occurrence again, prefilled with the
+/// next start on the same weekday and time. Posting the draft moves an archive entry back to
+/// the scheduled list.
+#[utoipa::path(post, path = "/api/v1/conferences/{id}/repeat", tag = "conferences", params(("id" = String, Path)),
+    responses((status = 200, body = RepeatDraft), (status = 404)))]
+pub async fn repeat(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<RepeatDraft>> {
+    let now = state.clock.now();
+    let (d, repeat_of) = match find(&state, &user.account, &id).await? {
+        Found::Live(c) => {
+            let d = c.definition;
+            (
+                (
+                    d.topic,
+                    d.start.zip(d.end),
+                    d.time_zone,
+                    d.recurrence,
+                    d.max_participants,
+                    d.allow_join_without_owner,
+                    d.media,
+                    d.invitees,
+                    d.kind,
+                ),
+                None,
+            )
+        }
+        Found::Archived(e) => {
+            let tz: Tz = e.time_zone.parse().unwrap_or(chrono_tz::UTC);
+            (
+                (
+                    e.topic.clone(),
+                    Some((e.start, e.end)),
+                    tz,
+                    e.recurrence.clone(),
+                    e.max_participants,
+                    e.allow_join_without_owner,
+                    Media::parse(&e.media).unwrap_or_default(),
+                    e.invitees.clone(),
+                    e.kind,
+                ),
+                Some(e.id),
+            )
+        }
+    };
+    let (topic, times, tz, recurrence, max_participants, allow, media, invitees, kind) = d;
+    let (start, duration) = match times {
+        Some((start, end)) => {
+            let local = next_same_weekday(start, tz, now);
+            (
+                Some(local.format("%Y-%m-%dT%H:%M").to_string()),
+                Some(u32::try_from((end - start).num_minutes()).unwrap_or(60)),
+            )
+        }
+        None => (None, None),
+    };
+    Ok(Json(RepeatDraft {
+        draft: ConferenceInput {
+            topic: Some(topic),
+            start,
+            end: None,
+            duration_minutes: duration,
+            time_zone: Some(tz.name().to_owned()),
+            recurrence: Some(recurrence),
+            permanent: Some(kind == Kind::Permanent),
+            max_participants: Some(max_participants),
+            allow_join_without_owner: Some(allow),
+            media: Some(media),
+            meeting_id: None,
+            password: None,
+            invitees: Some(invitees),
+            repeat_of,
+        },
+    }))
+}
+
+/// The conference as an RFC 5545 calendar event (`text/calendar`).
+#[utoipa::path(get, path = "/api/v1/conferences/{id}/calendar.ics", tag = "conferences", params(("id" = String, Path)),
+    responses((status = 200, content_type = "text/calendar", body = String), (status = 404), (status = 409, description = "a permanent room has no date")))]
+pub async fn calendar(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let Found::Live(c) = find(&state, &user.account, &id).await? else {
+        return Err(Error::not_found(format!("no scheduled conference {id}")));
+    };
+    let owner = account::get(&state.db, &c.owner)
+        .await?
+        .ok_or_else(|| Error::Internal("owner vanished".into()))?;
+    let body = calendar_event(&state, &c, &owner, ics::Method::Publish)?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/calendar; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"conference.ics\""),
+    );
+    Ok((headers, body).into_response())
+}
+
+/// Renders a conference as a calendar object with `method`.
+///
+/// # Errors
+/// 409 for permanent rooms, which have no date.
+pub fn calendar_event(
+    state: &AppState,
+    c: &Conference,
+    owner: &Account,
+    method: ics::Method,
+) -> Result<String> {
+    let d = &c.definition;
+    let (Some(start), Some(end)) = (d.start, d.end) else {
+        return Err(Error::conflict(
+            "permanentRoom",
+            "a permanent room has no date to put in a calendar",
+        ));
+    };
+    let url = join_url(state, d.meeting_id.as_str());
+    let description = ics::description(&[
+        ("Join", url.as_str()),
+        ("Meeting ID", d.meeting_id.as_str()),
+        ("Password", d.password.as_str()),
+    ]);
+    let uid = format!("{}@conclave", c.id);
+    Ok(ics::render(
+        method,
+        &ics::Event {
+            uid: &uid,
+            sequence: c.sequence,
+            stamp: state.clock.now(),
+            start,
+            end,
+            time_zone: d.time_zone,
+            recurrence: d.recurrence.as_deref(),
+            summary: &d.topic,
+            description: &description,
+            url: &url,
+            organizer: Some((&owner.display_name, &owner.email)),
+            attendees: &d.invitees,
+        },
+    ))
+}

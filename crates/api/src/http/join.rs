@@ -1,0 +1,270 @@
+//! `POST /join`: an account or a guest asks to enter a meeting; the answer is the role, a
+//! short-lived signed join token and the SFU endpoint — or a clear state saying why not yet.
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, Utc};
+use placement::Phase;
+use proto::token::JOIN_AUDIENCE;
+use proto::{AccountLevel, ConferenceId, JoinClaims, Media, MeetingId, Role};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::extract::{ApiJson, ClientAddr, MaybeUser};
+use crate::archive;
+use crate::lifecycle;
+use crate::state::AppState;
+use crate::throttle::{self, Limit};
+use crate::{Error, Result, validate};
+
+/// Failed passwords tolerated per meeting ID before slowing down (a 6-digit password must not
+/// be guessable by spreading attempts over many addresses).
+const PER_MEETING: Limit = Limit { free: 10 };
+
+/// Routes under `/join`.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/join", post(join))
+}
+
+/// A request to join.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The meeting ID (digits).
+    pub meeting_id: String,
+    /// The meeting password; not needed by the owner and accounts of level moderator and up.
+    pub password: Option<String>,
+    /// The name to show; required for guests, defaults to the account's display name.
+    pub display_name: Option<String>,
+    /// A guest's own stable ID (a UUID the browser keeps), so that reconnecting replaces the
+    /// old session instead of adding a second one.
+    pub guest_id: Option<String>,
+}
+
+/// What the joining client needs to know about the conference.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinConference {
+    /// Conference ID.
+    #[schema(value_type = String)]
+    pub id: ConferenceId,
+    /// Topic.
+    pub topic: String,
+    /// Meeting ID.
+    #[schema(value_type = String)]
+    pub meeting_id: MeetingId,
+    /// `audioVideo` or `audioOnly`.
+    #[schema(value_type = String)]
+    pub media: Media,
+    /// The current occurrence's end, if scheduled.
+    pub ends_at: Option<DateTime<Utc>>,
+}
+
+/// Admission to a meeting.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinResponse {
+    /// The join token for the SFU's signaling websocket.
+    pub token: String,
+    /// The SFU's signaling URL.
+    pub endpoint: String,
+    /// `listener`, `speaker` or `moderator`.
+    #[schema(value_type = String)]
+    pub role: Role,
+    /// `ready`, or `waitingForOwner` when the owner must arrive first (the SFU keeps the
+    /// participant in the waiting room until then).
+    pub state: &'static str,
+    /// The identity in the room (`account:…` or `guest:…`).
+    pub identity: String,
+    /// The name shown to others.
+    pub display_name: String,
+    /// When the token expires.
+    pub expires_at: DateTime<Utc>,
+    /// The conference.
+    pub conference: JoinConference,
+}
+
+fn same_password(given: &str, expected: &str) -> bool {
+    // Compare in time independent of where the first difference is.
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Joins a meeting as an account or a guest.
+#[utoipa::path(post, path = "/api/v1/join", tag = "join", request_body = JoinRequest,
+    responses((status = 200, body = JoinResponse),
+              (status = 403, description = "meeting ID or password wrong (never says which)"),
+              (status = 409, description = "not started yet (`conferenceNotStarted` with `startsAt`, `opensAt`), ended, or no SFU capacity"),
+              (status = 422), (status = 429)))]
+pub async fn join(
+    State(state): State<AppState>,
+    MaybeUser(user): MaybeUser,
+    addr: ClientAddr,
+    ApiJson(body): ApiJson<JoinRequest>,
+) -> Result<Json<JoinResponse>> {
+    let now = state.clock.now();
+    let meeting_id = body.meeting_id.trim().replace([' ', '-'], "");
+    if !MeetingId::is_well_formed(&meeting_id) {
+        return Err(Error::invalid(
+            "meetingId",
+            "a meeting ID has 6 to 12 digits",
+        ));
+    }
+    let meeting_key = format!("join:meeting:{meeting_id}");
+    let addr_key = addr.key("join");
+    throttle::check(&state.db, &meeting_key, PER_MEETING, now).await?;
+    throttle::check(&state.db, &addr_key, throttle::PER_ADDRESS, now).await?;
+
+    let account = user.as_ref().map(|u| &u.account);
+    let conference = state
+        .store
+        .find_by_meeting_id(&MeetingId(meeting_id.clone()))
+        .await?;
+    let is_owner = |c: &crate::conference::Conference| account.is_some_and(|a| a.id == c.owner);
+    let privileged = |c: &crate::conference::Conference| {
+        is_owner(c) || account.is_some_and(|a| a.level >= AccountLevel::Moderator)
+    };
+    let admitted = match (&conference, body.password.as_deref()) {
+        (Some(c), _) if privileged(c) => true,
+        (Some(c), Some(password)) => same_password(password.trim(), &c.definition.password),
+        _ => false,
+    };
+    let Some(mut conference) = conference.filter(|_| admitted) else {
+        throttle::fail(&state.db, &meeting_key, now).await?;
+        throttle::fail(&state.db, &addr_key, now).await?;
+        state.metrics.joins.with_label_values(&["refused"]).inc();
+        return Err(Error::WrongMeetingCredentials);
+    };
+    let owner = is_owner(&conference);
+
+    let (identity, display_name) = match account {
+        Some(a) => (
+            a.identity(),
+            match &body.display_name {
+                Some(name) if !name.trim().is_empty() => validate::text("displayName", name, 64)?,
+                _ => a.display_name.clone(),
+            },
+        ),
+        None => {
+            let name = validate::text(
+                "displayName",
+                body.display_name.as_deref().unwrap_or(""),
+                64,
+            )
+            .map_err(|_| {
+                Error::invalid("displayName", "guests give a name of 1 to 64 characters")
+            })?;
+            let guest = match body.guest_id.as_deref() {
+                Some(id) => uuid::Uuid::parse_str(id)
+                    .map_err(|_| Error::invalid("guestId", "a guest ID is a UUID"))?
+                    .to_string(),
+                None => uuid::Uuid::new_v4().to_string(),
+            };
+            (format!("guest:{guest}"), name)
+        }
+    };
+
+    let mut decision = lifecycle::decide(&state, &conference, now);
+    if decision.phase == Phase::Scheduled
+        && let Some(occurrence) = decision.occurrence
+    {
+        if !owner {
+            state.metrics.joins.with_label_values(&["notStarted"]).inc();
+            return Err(Error::NotStarted {
+                starts_at: occurrence.start,
+                opens_at: occurrence.start - state.policy.lead_time,
+            });
+        }
+        // The owner starts it early.
+        state
+            .store
+            .set_started_early(&conference.id, occurrence.start)
+            .await?;
+        conference.runtime.started_early = Some(occurrence.start);
+        decision = lifecycle::decide(&state, &conference, now);
+        tracing::info!(conference = %conference.id, "started early by its owner");
+    }
+    if decision.phase == Phase::Ended {
+        return Err(Error::conflict(
+            "conferenceEnded",
+            "this conference has ended",
+        ));
+    }
+    let placed = match &conference.runtime.placed {
+        Some(placed)
+            if state
+                .fleet
+                .iter()
+                .any(|pod| pod.ready && pod.name == placed.pod) =>
+        {
+            placed.clone()
+        }
+        _ => {
+            let placed = lifecycle::place(&state, &conference).await?;
+            state
+                .store
+                .set_lifecycle(
+                    &conference.id,
+                    decision.phase,
+                    decision.occurrence,
+                    Some(&placed),
+                )
+                .await?;
+            state.lifecycle_wake.notify_one();
+            placed
+        }
+    };
+
+    let waiting = !conference.definition.allow_join_without_owner
+        && !owner
+        && !archive::is_present(
+            &state.db,
+            &conference.id,
+            &format!("account:{}", conference.owner),
+        )
+        .await?;
+    let role = Role::on_join(owner, account.map(|a| a.level));
+    let expires_at = now + Duration::seconds(i64::from(state.config.join_token_seconds));
+    let claims = JoinClaims {
+        sub: identity.clone(),
+        name: display_name.clone(),
+        conf: conference.id.clone(),
+        mid: conference.definition.meeting_id.clone(),
+        role,
+        level: account.map(|a| a.level),
+        owner,
+        room: conference.definition.room_settings(Some(placed.udp_ports)),
+        aud: JOIN_AUDIENCE.to_owned(),
+        iat: now.timestamp(),
+        exp: expires_at.timestamp(),
+        jti: uuid::Uuid::new_v4().to_string(),
+    };
+    let token = state
+        .tokens
+        .sign_join(&claims)
+        .map_err(|err| Error::Internal(format!("signing a join token: {err}")))?;
+    throttle::clear(&state.db, &addr_key).await?;
+    state
+        .metrics
+        .joins
+        .with_label_values(&[if waiting { "waiting" } else { "ok" }])
+        .inc();
+    tracing::info!(conference = %conference.id, role = role.as_str(), "join token issued");
+    Ok(Json(JoinResponse {
+        token,
+        endpoint: placed.endpoint,
+        role,
+        state: if waiting { "waitingForOwner" } else { "ready" },
+        identity,
+        display_name,
+        expires_at,
+        conference: JoinConference {
+            id: conference.id.clone(),
+            topic: conference.definition.topic.clone(),
+            meeting_id: conference.definition.meeting_id.clone(),
+            media: conference.definition.media,
+            ends_at: decision.occurrence.map(|o| o.end),
+        },
+    }))
+}

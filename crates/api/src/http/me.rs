@@ -1,0 +1,86 @@
+//! `GET /me` and `PATCH /me`: one's own profile and password.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::extract::{ApiJson, CurrentUser};
+use crate::account::{self, Account, password};
+use crate::state::AppState;
+use crate::{Error, Result, session, validate};
+
+/// Routes under `/me`.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/me", get(show).patch(edit))
+}
+
+/// Changes to one's profile; only the fields given change.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProfileChange {
+    /// The name others see.
+    pub display_name: Option<String>,
+    /// The e-mail address.
+    pub email: Option<String>,
+    /// An IANA time zone.
+    pub time_zone: Option<String>,
+    /// A new password (needs `currentPassword`).
+    pub password: Option<String>,
+    /// The current password, required to set a new one.
+    pub current_password: Option<String>,
+}
+
+/// One's own account.
+#[utoipa::path(get, path = "/api/v1/me", tag = "profile", responses((status = 200, body = Account), (status = 401)))]
+pub async fn show(user: CurrentUser) -> Json<Account> {
+    Json(user.account)
+}
+
+/// Edits one's profile or password. A password change ends one's other sessions.
+#[utoipa::path(patch, path = "/api/v1/me", tag = "profile", request_body = ProfileChange,
+    responses((status = 200, body = Account), (status = 403, description = "current password wrong"), (status = 422)))]
+pub async fn edit(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(change): ApiJson<ProfileChange>,
+) -> Result<Json<Account>> {
+    let now = state.clock.now();
+    let mut account = user.account.clone();
+    if let Some(name) = &change.display_name {
+        account.display_name = validate::text("displayName", name, 100)?;
+    }
+    if let Some(email) = &change.email {
+        account.email = validate::email("email", email)?;
+    }
+    if let Some(tz) = &change.time_zone {
+        account.time_zone = validate::time_zone("timeZone", tz)?.name().to_owned();
+    }
+    let new_hash = match &change.password {
+        Some(new) => {
+            password::check("password", new)?;
+            let current = change.current_password.clone().ok_or_else(|| {
+                Error::invalid(
+                    "currentPassword",
+                    "give your current password to set a new one",
+                )
+            })?;
+            let (_, hash) = account::get_with_hash(&state.db, &account.id)
+                .await?
+                .ok_or(Error::Unauthenticated)?;
+            if !password::verify(current, hash).await {
+                return Err(Error::forbidden("the current password is wrong"));
+            }
+            Some(password::hash(new.clone()).await?)
+        }
+        None => None,
+    };
+    account::update(&state.db, &account, now).await?;
+    if let Some(hash) = new_hash {
+        account::set_password(&state.db, &account.id, &hash, now).await?;
+        session::delete_all_of(&state.db, &account.id, Some(&user.token)).await?;
+        tracing::info!(account = %account.id, "password changed");
+    }
+    Ok(Json(account))
+}

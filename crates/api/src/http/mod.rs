@@ -1,0 +1,145 @@
+//! The HTTP layer: state, `router()`, the `app()` factory tests drive with `oneshot`, request
+//! metrics and tracing, and one module per resource.
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+use crate::Error;
+use crate::state::AppState;
+
+pub mod auth;
+pub mod conferences;
+pub mod extract;
+pub mod internal;
+pub mod join;
+pub mod me;
+pub mod ops;
+pub mod users;
+
+/// The OpenAPI document of `/api/v1`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Conclave API",
+        description = "Accounts, scheduling, the conference log and archive, and joining."
+    ),
+    paths(
+        auth::login,
+        auth::logout,
+        me::show,
+        me::edit,
+        users::list,
+        users::create,
+        users::edit,
+        users::show_settings,
+        users::edit_settings,
+        conferences::list,
+        conferences::create,
+        conferences::ad_hoc,
+        conferences::show,
+        conferences::edit,
+        conferences::remove,
+        conferences::repeat,
+        conferences::calendar,
+        join::join,
+        internal::room_event
+    ),
+    components(schemas(
+        crate::account::Account,
+        crate::conference::ConferenceInput,
+        crate::settings::Settings,
+        conferences::ConferenceView,
+        conferences::ArchiveView,
+        conferences::AnyView,
+        conferences::RepeatDraft,
+        join::JoinRequest,
+        join::JoinResponse,
+        ErrorBody,
+        ErrorDetail
+    ))
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+/// The error shape of every 4xx and 5xx answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Details of an error.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable code, e.g. `validation`, `notFound`, `meetingIdTaken`.
+    pub code: String,
+    /// What went wrong and what to do, for people.
+    pub message: String,
+    /// The offending field, for validation errors.
+    pub field: Option<String>,
+}
+
+/// The `/api/v1` routes.
+pub fn api_router() -> Router<AppState> {
+    Router::new()
+        .merge(auth::router())
+        .merge(me::router())
+        .merge(users::router())
+        .merge(conferences::router())
+        .merge(join::router())
+        .merge(internal::router())
+        .fallback(|| async { Error::not_found("no such API route; see /api/v1/openapi.json") })
+}
+
+/// The whole HTTP application with its state.
+pub fn app(state: AppState) -> Router {
+    router(state.clone()).with_state(state)
+}
+
+/// The routes with layers, before the state is attached (standalone mode merges the SFU's
+/// routes into it).
+pub fn router(state: AppState) -> Router<AppState> {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .nest("/api/v1", api_router())
+        .merge(ops::router())
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state, record))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", MatchedPath::as_str)
+                .to_owned();
+            tracing::info_span!("request", method = %req.method(), route = %route)
+        }))
+}
+
+/// Counts requests and measures their latency by route template.
+async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await.into_response();
+    state
+        .metrics
+        .latency
+        .with_label_values(&[&method, &route])
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .with_label_values(&[&method, &route, response.status().as_str()])
+        .inc();
+    response
+}

@@ -1,0 +1,243 @@
+//! The IO shell around the pure lifecycle and placement core: it evaluates every conference,
+//! archives occurrences that ended, deletes conferences with nothing left, places and releases
+//! SFU assignments, and applies what the SFU reports. In standalone mode (and for `conclave api`
+//! on SQL) a loop runs [`tick`] at the next moment that matters.
+
+use chrono::{DateTime, Utc};
+use placement::{Decision, Phase};
+use proto::{RoomEvent, RoomReport};
+
+use crate::archive;
+use crate::conference::{Conference, Placed};
+use crate::state::AppState;
+use crate::{Error, Result};
+
+/// The longest the loop sleeps without a wake-up (a safety net, not the schedule).
+const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Evaluates a conference now, without side effects.
+pub fn decide(state: &AppState, conference: &Conference, now: DateTime<Utc>) -> Decision {
+    placement::evaluate(
+        &conference.definition.schedule(),
+        &state.policy,
+        &conference.observed(),
+        now,
+    )
+}
+
+/// Places `conference` on the fleet (keeping a valid assignment).
+///
+/// # Errors
+/// 409 `noCapacity` when no SFU can take it; database errors.
+pub async fn place(state: &AppState, conference: &Conference) -> Result<Placed> {
+    let others = state.store.list(None).await?;
+    let existing: Vec<placement::Assignment> = others
+        .iter()
+        .filter_map(|c| {
+            c.runtime.placed.as_ref().map(|p| placement::Assignment {
+                conference: c.id.to_string(),
+                pod: p.pod.clone(),
+                endpoint: p.endpoint.clone(),
+                udp_ports: p.udp_ports,
+                reserved: c
+                    .definition
+                    .max_participants
+                    .unwrap_or(state.config.default_max_participants),
+            })
+        })
+        .collect();
+    let request = placement::Request {
+        conference: conference.id.to_string(),
+        participants: conference
+            .definition
+            .max_participants
+            .unwrap_or(state.config.default_max_participants),
+    };
+    let assignment =
+        placement::place(&request, &state.fleet, &existing, &state.sizing).map_err(|err| {
+            Error::conflict("noCapacity", format!("the conference cannot start: {err}"))
+        })?;
+    Ok(Placed {
+        pod: assignment.pod,
+        endpoint: assignment.endpoint,
+        udp_ports: assignment.udp_ports,
+    })
+}
+
+/// Brings one conference's stored state in line with the decision at `now`; returns when it
+/// next needs attention.
+///
+/// # Errors
+/// Database errors.
+pub async fn reconcile(
+    state: &AppState,
+    conference: &Conference,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>> {
+    let decision = decide(state, conference, now);
+    // The stored occurrence is over when the decision has moved past it.
+    if let Some(stored) = conference.runtime.occurrence
+        && decision.occurrence != Some(stored)
+        && stored.start <= now
+    {
+        archive::archive_occurrence(
+            &state.db,
+            conference,
+            stored.start,
+            stored.end.min(now),
+            now,
+        )
+        .await?;
+        tracing::info!(conference = %conference.id, start = %stored.start, "occurrence archived");
+    }
+    if decision.phase == Phase::Ended {
+        state.store.delete(&conference.id).await?;
+        archive::forget_unarchived(&state.db, &conference.id).await?;
+        tracing::info!(conference = %conference.id, "conference ended");
+        return Ok(None);
+    }
+    let placed = if decision.placed {
+        match &conference.runtime.placed {
+            Some(placed)
+                if state
+                    .fleet
+                    .iter()
+                    .any(|pod| pod.ready && pod.name == placed.pod) =>
+            {
+                Some(placed.clone())
+            }
+            _ => match place(state, conference).await {
+                Ok(placed) => Some(placed),
+                Err(err) => {
+                    tracing::warn!(conference = %conference.id, cause = %err, "placement failed");
+                    None
+                }
+            },
+        }
+    } else {
+        None
+    };
+    if decision.phase != conference.runtime.phase
+        || decision.occurrence != conference.runtime.occurrence
+        || placed != conference.runtime.placed
+    {
+        state
+            .store
+            .set_lifecycle(
+                &conference.id,
+                decision.phase,
+                decision.occurrence,
+                placed.as_ref(),
+            )
+            .await?;
+    }
+    Ok(decision.wake_at)
+}
+
+/// One pass over every conference; returns the earliest moment one needs attention.
+///
+/// # Errors
+/// Database errors.
+pub async fn tick(state: &AppState) -> Result<Option<DateTime<Utc>>> {
+    let now = state.clock.now();
+    let mut next: Option<DateTime<Utc>> = None;
+    let mut phases = std::collections::HashMap::<&'static str, i64>::new();
+    for conference in state.store.list(None).await? {
+        match reconcile(state, &conference, now).await {
+            Ok(wake) => {
+                if let Some(wake) = wake {
+                    next = Some(next.map_or(wake, |n| n.min(wake)));
+                }
+                *phases
+                    .entry(decide(state, &conference, now).phase.as_str())
+                    .or_default() += 1;
+            }
+            Err(err) => {
+                tracing::error!(conference = %conference.id, cause = %err, "lifecycle step failed")
+            }
+        }
+    }
+    for phase in [Phase::Scheduled, Phase::Ready, Phase::Active] {
+        state
+            .metrics
+            .conferences
+            .with_label_values(&[phase.as_str()])
+            .set(*phases.get(phase.as_str()).unwrap_or(&0));
+    }
+    crate::session::purge_expired(&state.db, now).await?;
+    Ok(next)
+}
+
+/// Runs [`tick`] whenever something changes or a conference's next moment comes, until
+/// `shutdown` resolves.
+pub async fn run_loop(state: AppState, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let sleep = match tick(&state).await {
+            Ok(Some(at)) => (at - state.clock.now())
+                .to_std()
+                .unwrap_or_default()
+                .min(MAX_SLEEP),
+            Ok(None) => MAX_SLEEP,
+            Err(err) => {
+                tracing::error!(cause = %err, "lifecycle pass failed");
+                std::time::Duration::from_secs(5)
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = state.lifecycle_wake.notified() => {}
+            () = tokio::time::sleep(sleep.max(std::time::Duration::from_millis(200))) => {}
+        }
+    }
+}
+
+/// Applies what an SFU reports about a room.
+///
+/// # Errors
+/// 404 for an unknown conference, 422 for a bad time; database errors.
+pub async fn apply_report(state: &AppState, report: &RoomReport) -> Result<()> {
+    let at = DateTime::parse_from_rfc3339(&report.at)
+        .map_err(|_| Error::invalid("at", "give the time as RFC 3339"))?
+        .with_timezone(&Utc);
+    let conference = state
+        .store
+        .get(&report.conference)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("no conference {}", report.conference)))?;
+    match &report.event {
+        RoomEvent::Joined {
+            identity,
+            display_name,
+        } => {
+            let occurrence = decide(state, &conference, at).occurrence.map(|o| o.start);
+            archive::joined(
+                &state.db,
+                &conference.id,
+                occurrence,
+                identity,
+                display_name,
+                at,
+            )
+            .await?;
+        }
+        RoomEvent::Left { identity } => {
+            archive::left(&state.db, &conference.id, identity, at).await?
+        }
+        RoomEvent::Ended => {
+            if let Some(occurrence) = decide(state, &conference, at).occurrence {
+                state
+                    .store
+                    .set_ended(&conference.id, occurrence.start)
+                    .await?;
+            }
+            archive::close_all(&state.db, &conference.id, at).await?;
+        }
+    }
+    state
+        .store
+        .set_participants(&conference.id, report.participants)
+        .await?;
+    state.lifecycle_wake.notify_one();
+    Ok(())
+}
