@@ -2,6 +2,8 @@
 //! the conference, and a UDP port range from that pod's range that overlaps no other
 //! conference on the pod.
 
+use std::collections::{BTreeMap, HashMap};
+
 use serde::{Deserialize, Serialize};
 
 /// An inclusive range of UDP ports.
@@ -217,6 +219,201 @@ fn free_range(range: PortRange, taken: &[PortRange], len: u32) -> Option<PortRan
     })
 }
 
+/// The assignments that exist on a fleet, indexed by conference and by pod so that placing one
+/// conference among thousands costs a look at one pod's ranges, not at every assignment.
+///
+/// [`Ledger::place`] decides exactly as [`place`] does over the same assignments (a property test
+/// holds them to it) and records the result, so a caller that places many conferences one after
+/// another (the operator) never hands out the same ports twice.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    by_conference: HashMap<String, Assignment>,
+    by_pod: HashMap<String, PodUsage>,
+}
+
+/// What one pod holds.
+#[derive(Debug, Clone, Default)]
+struct PodUsage {
+    reserved: u32,
+    /// first port → (last port, conference) of each assigned range.
+    ranges: BTreeMap<u16, (u16, String)>,
+}
+
+/// Why an assignment could not be recorded as it is.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum LedgerConflict {
+    /// Its ports overlap another conference's on the same pod.
+    #[error("UDP ports {first}-{last} on pod {pod} overlap conference {other}")]
+    PortsTaken {
+        /// The pod.
+        pod: String,
+        /// The first port asked for.
+        first: u16,
+        /// The last port asked for.
+        last: u16,
+        /// The conference holding (some of) them.
+        other: String,
+    },
+}
+
+impl Ledger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many conferences hold an assignment.
+    pub fn len(&self) -> usize {
+        self.by_conference.len()
+    }
+
+    /// Whether no conference holds an assignment.
+    pub fn is_empty(&self) -> bool {
+        self.by_conference.is_empty()
+    }
+
+    /// The assignment `conference` holds, if any.
+    pub fn get(&self, conference: &str) -> Option<&Assignment> {
+        self.by_conference.get(conference)
+    }
+
+    /// Every assignment, in no particular order.
+    pub fn assignments(&self) -> impl Iterator<Item = &Assignment> {
+        self.by_conference.values()
+    }
+
+    /// The participants reserved on `pod`.
+    pub fn reserved_on(&self, pod: &str) -> u32 {
+        self.by_pod.get(pod).map_or(0, |usage| usage.reserved)
+    }
+
+    /// Records an assignment made earlier (e.g. read back from a resource's status when the
+    /// operator starts), replacing the conference's previous one.
+    ///
+    /// # Errors
+    /// [`LedgerConflict::PortsTaken`] when its ports overlap another conference's on the same pod;
+    /// the ledger is then unchanged and the caller should place the conference anew.
+    pub fn insert(&mut self, assignment: Assignment) -> Result<(), LedgerConflict> {
+        if let Some(usage) = self.by_pod.get(&assignment.pod)
+            && let Some(other) = usage
+                .overlapping(assignment.udp_ports)
+                .find(|other| *other != assignment.conference)
+        {
+            return Err(LedgerConflict::PortsTaken {
+                pod: assignment.pod.clone(),
+                first: assignment.udp_ports.first,
+                last: assignment.udp_ports.last,
+                other: other.to_owned(),
+            });
+        }
+        self.release(&assignment.conference);
+        self.record(assignment);
+        Ok(())
+    }
+
+    fn record(&mut self, assignment: Assignment) {
+        let usage = self.by_pod.entry(assignment.pod.clone()).or_default();
+        usage.reserved = usage.reserved.saturating_add(assignment.reserved);
+        usage.ranges.insert(
+            assignment.udp_ports.first,
+            (assignment.udp_ports.last, assignment.conference.clone()),
+        );
+        self.by_conference
+            .insert(assignment.conference.clone(), assignment);
+    }
+
+    /// Forgets the assignment of `conference`, freeing its capacity and ports; returns it.
+    pub fn release(&mut self, conference: &str) -> Option<Assignment> {
+        let assignment = self.by_conference.remove(conference)?;
+        if let Some(usage) = self.by_pod.get_mut(&assignment.pod) {
+            usage.reserved = usage.reserved.saturating_sub(assignment.reserved);
+            usage.ranges.remove(&assignment.udp_ports.first);
+            if usage.ranges.is_empty() {
+                self.by_pod.remove(&assignment.pod);
+            }
+        }
+        Some(assignment)
+    }
+
+    /// Places `request` as [`place`] would over this ledger's assignments, and records the
+    /// result (replacing an assignment on a pod that is gone or not ready).
+    ///
+    /// # Errors
+    /// A [`PlacementError`] naming what is missing; the ledger is then unchanged.
+    pub fn place(
+        &mut self,
+        request: &Request,
+        pods: &[Pod],
+        sizing: &Sizing,
+    ) -> Result<Assignment, PlacementError> {
+        if let Some(current) = self.by_conference.get(&request.conference)
+            && pods.iter().any(|pod| pod.ready && pod.name == current.pod)
+        {
+            return Ok(current.clone());
+        }
+        // The conference's own assignment, if any, lies on a pod that is not a candidate (gone
+        // or not ready), so it never counts against a candidate's capacity or ports.
+        let ports = sizing.ports_for(request.participants);
+        let mut ready = pods.iter().filter(|pod| pod.ready).peekable();
+        if ready.peek().is_none() {
+            return Err(PlacementError::NoReadyPod);
+        }
+        let mut candidates: Vec<(&Pod, u32)> = ready
+            .map(|pod| {
+                (
+                    pod,
+                    pod.capacity.saturating_sub(self.reserved_on(&pod.name)),
+                )
+            })
+            .filter(|(_, free)| *free >= request.participants)
+            .collect();
+        if candidates.is_empty() {
+            return Err(PlacementError::NoCapacity {
+                participants: request.participants,
+            });
+        }
+        candidates.sort_by(|(a, free_a), (b, free_b)| {
+            free_b.cmp(free_a).then_with(|| a.name.cmp(&b.name))
+        });
+        for (pod, _) in candidates {
+            let taken: Vec<PortRange> = self
+                .by_pod
+                .get(&pod.name)
+                .map(|usage| {
+                    usage
+                        .ranges
+                        .iter()
+                        .map(|(&first, (last, _))| PortRange { first, last: *last })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(udp_ports) = free_range(pod.udp_ports, &taken, ports) {
+                let assignment = Assignment {
+                    conference: request.conference.clone(),
+                    pod: pod.name.clone(),
+                    endpoint: pod.endpoint.clone(),
+                    udp_ports,
+                    reserved: request.participants,
+                };
+                self.release(&request.conference);
+                self.record(assignment.clone());
+                return Ok(assignment);
+            }
+        }
+        Err(PlacementError::NoPorts { ports })
+    }
+}
+
+impl PodUsage {
+    /// The conferences whose ranges overlap `range`.
+    fn overlapping(&self, range: PortRange) -> impl Iterator<Item = &str> + '_ {
+        self.ranges
+            .range(..=range.last)
+            .filter(move |&(_, (last, _))| *last >= range.first)
+            .map(|(_, (_, conference))| conference.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +519,186 @@ mod tests {
             place(&request("c1", 3), &pods, &[], &Sizing::default()),
             Err(PlacementError::NoReadyPod)
         );
+    }
+
+    #[test]
+    fn the_ledger_refuses_overlapping_ports_read_back_from_status() {
+        let mut ledger = Ledger::new();
+        let a = Assignment {
+            conference: "c1".into(),
+            pod: "a".into(),
+            endpoint: "wss://a".into(),
+            udp_ports: PortRange {
+                first: 10000,
+                last: 10019,
+            },
+            reserved: 10,
+        };
+        ledger.insert(a.clone()).expect("free");
+        let clash = Assignment {
+            conference: "c2".into(),
+            udp_ports: PortRange {
+                first: 10010,
+                last: 10029,
+            },
+            ..a.clone()
+        };
+        assert!(matches!(
+            ledger.insert(clash),
+            Err(LedgerConflict::PortsTaken { other, .. }) if other == "c1"
+        ));
+        // The same conference may be recorded again over its own ports.
+        ledger.insert(a.clone()).expect("its own ports");
+        assert_eq!(ledger.len(), 1);
+        assert_eq!(ledger.reserved_on("a"), 10);
+        assert_eq!(ledger.release("c1"), Some(a));
+        assert!(ledger.is_empty());
+        assert_eq!(ledger.reserved_on("a"), 0);
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// One step of a fleet's life.
+        #[derive(Debug, Clone)]
+        enum Op {
+            Place { conference: u8, participants: u32 },
+            Release { conference: u8 },
+            Flip { pod: usize },
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                6 => (0u8..40, 1u32..60).prop_map(|(conference, participants)| Op::Place { conference, participants }),
+                2 => (0u8..40).prop_map(|conference| Op::Release { conference }),
+                1 => (0usize..4).prop_map(|pod| Op::Flip { pod }),
+            ]
+        }
+
+        fn fleet(capacities: &[u32], ports_per_participant: u16) -> Vec<Pod> {
+            capacities
+                .iter()
+                .enumerate()
+                .map(|(i, &capacity)| {
+                    // Each pod's range holds exactly its capacity's worth of ports.
+                    let first = 10_000 + 5_000 * i as u16;
+                    let len = capacity as u16 * ports_per_participant;
+                    Pod {
+                        name: format!("sfu-{i}"),
+                        endpoint: format!("wss://sfu-{i}"),
+                        ready: true,
+                        capacity,
+                        udp_ports: PortRange {
+                            first,
+                            last: first + len - 1,
+                        },
+                    }
+                })
+                .collect()
+        }
+
+        fn check_invariants(
+            pods: &[Pod],
+            assignments: &[&Assignment],
+        ) -> Result<(), TestCaseError> {
+            for pod in pods {
+                let on_pod: Vec<&&Assignment> =
+                    assignments.iter().filter(|a| a.pod == pod.name).collect();
+                let reserved: u32 = on_pod.iter().map(|a| a.reserved).sum();
+                prop_assert!(reserved <= pod.capacity, "{} over capacity", pod.name);
+                for (i, a) in on_pod.iter().enumerate() {
+                    prop_assert!(a.udp_ports.first >= pod.udp_ports.first);
+                    prop_assert!(a.udp_ports.last <= pod.udp_ports.last);
+                    for b in &on_pod[i + 1..] {
+                        prop_assert!(
+                            !a.udp_ports.overlaps(&b.udp_ports),
+                            "{} and {} overlap",
+                            a.conference,
+                            b.conference
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Port ranges never overlap and capacity is never exceeded, whatever order
+            /// conferences come, go and pods fail in; the ledger decides as `place` does.
+            #[test]
+            fn ports_never_overlap_and_capacity_is_never_exceeded(
+                capacities in proptest::collection::vec(20u32..200, 1..4),
+                ports_per_participant in 1u16..4,
+                ops in proptest::collection::vec(op(), 1..120),
+            ) {
+                let sizing = Sizing { ports_per_participant };
+                let mut pods = fleet(&capacities, ports_per_participant);
+                let mut existing: Vec<Assignment> = Vec::new();
+                let mut ledger = Ledger::new();
+                for op in ops {
+                    match op {
+                        Op::Place { conference, participants } => {
+                            let request = Request { conference: format!("c{conference}"), participants };
+                            let by_function = place(&request, &pods, &existing, &sizing);
+                            let by_ledger = ledger.place(&request, &pods, &sizing);
+                            prop_assert_eq!(&by_function, &by_ledger);
+                            if let Ok(placed) = by_function {
+                                existing.retain(|a| a.conference != placed.conference);
+                                existing.push(placed);
+                            }
+                        }
+                        Op::Release { conference } => {
+                            let key = format!("c{conference}");
+                            existing.retain(|a| a.conference != key);
+                            ledger.release(&key);
+                        }
+                        Op::Flip { pod } => {
+                            if let Some(pod) = pods.get_mut(pod) {
+                                pod.ready = !pod.ready;
+                            }
+                        }
+                    }
+                    // Assignments on pods that are not ready linger until re-placed; those on
+                    // ready pods must hold the invariants.
+                    let live: Vec<&Assignment> = ledger
+                        .assignments()
+                        .filter(|a| pods.iter().any(|p| p.ready && p.name == a.pod))
+                        .collect();
+                    check_invariants(&pods, &live)?;
+                    prop_assert_eq!(ledger.len(), existing.len());
+                }
+            }
+
+            /// While conferences only arrive, each is placed exactly when some ready pod has room
+            /// for it: capacity is never lost to port fragmentation.
+            #[test]
+            fn every_conference_is_placed_while_capacity_exists(
+                capacities in proptest::collection::vec(20u32..200, 1..4),
+                ports_per_participant in 1u16..4,
+                sizes in proptest::collection::vec(1u32..80, 1..60),
+            ) {
+                let sizing = Sizing { ports_per_participant };
+                let pods = fleet(&capacities, ports_per_participant);
+                let mut ledger = Ledger::new();
+                for (i, participants) in sizes.into_iter().enumerate() {
+                    let room = pods
+                        .iter()
+                        .any(|pod| pod.capacity - ledger.reserved_on(&pod.name) >= participants);
+                    let request = Request { conference: format!("c{i}"), participants };
+                    match ledger.place(&request, &pods, &sizing) {
+                        Ok(_) => prop_assert!(room, "placed without room"),
+                        Err(err) => {
+                            prop_assert!(!room, "refused with room: {err}");
+                            prop_assert_eq!(err, PlacementError::NoCapacity { participants });
+                        }
+                    }
+                }
+                let all: Vec<&Assignment> = ledger.assignments().collect();
+                check_invariants(&pods, &all)?;
+            }
+        }
     }
 }

@@ -14,6 +14,8 @@ pub mod fleet;
 pub mod lifecycle;
 pub mod schedule;
 
-pub use fleet::{Assignment, PlacementError, Pod, PortRange, Request, Sizing, place};
+pub use fleet::{
+    Assignment, Ledger, LedgerConflict, PlacementError, Pod, PortRange, Request, Sizing, place,
+};
 pub use lifecycle::{Decision, Observed, Phase, Policy, evaluate};
 pub use schedule::{Occurrence, Recurrence, Schedule, ScheduleError};
