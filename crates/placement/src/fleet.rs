@@ -492,7 +492,7 @@ mod tests {
             place(
                 &request("c1", 10),
                 &pods,
-                &[placed.clone()],
+                std::slice::from_ref(&placed),
                 &Sizing::default()
             ),
             Ok(placed.clone())
