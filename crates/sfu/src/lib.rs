@@ -5,6 +5,19 @@
 //!   subscriptions, as a state machine that takes inputs and `now` and returns effects.
 //! - [`keyframe`], [`speaker`]: pure helpers of the core (keyframe-request rate limiting,
 //!   active-speaker detection).
+pub mod config;
+pub mod error;
 pub mod keyframe;
+pub mod media;
+pub mod metrics;
+pub mod ports;
+pub mod report;
 pub mod room;
+pub mod server;
+mod session;
 pub mod speaker;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use report::{HttpReporter, LogReporter, Reporter};
+pub use server::{SfuState, metrics_router, router, run};

@@ -1,0 +1,159 @@
+//! The SFU's configuration: one clap struct, every field a flag and an environment variable.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use proto::UdpPorts;
+
+/// Configuration of `conclave sfu` (and of the SFU embedded in `conclave standalone`).
+///
+/// Flags are prefixed `sfu-` so that the standalone command can flatten this next to the
+/// API's configuration.
+#[derive(Clone, clap::Args)]
+pub struct Config {
+    /// Address of the signaling websocket (`/rtc`) and of `/healthz`, `/readyz`, `/metrics`.
+    #[arg(
+        id = "sfu-listen",
+        long = "sfu-listen",
+        env = "CONCLAVE_SFU_LISTEN",
+        default_value = "0.0.0.0:7880"
+    )]
+    pub listen: SocketAddr,
+    /// Secret shared with the API that signs join tokens and service tokens (32 bytes or more).
+    #[arg(
+        id = "sfu-join-token-secret",
+        long = "sfu-join-token-secret",
+        env = "CONCLAVE_JOIN_TOKEN_SECRET",
+        hide_env_values = true
+    )]
+    pub join_token_secret: String,
+    /// UDP ports for conferences whose token carries no assigned range (`FIRST-LAST`).
+    #[arg(
+        id = "sfu-udp-ports",
+        long = "sfu-udp-ports",
+        env = "CONCLAVE_SFU_UDP_PORTS",
+        default_value = "40000-40999",
+        value_parser = parse_ports
+    )]
+    pub udp_ports: UdpPorts,
+    /// Local address the peer connections bind to (`0.0.0.0`: every interface but loopback).
+    #[arg(
+        id = "sfu-bind-ip",
+        long = "sfu-bind-ip",
+        env = "CONCLAVE_SFU_BIND_IP",
+        default_value = "0.0.0.0"
+    )]
+    pub bind_ip: IpAddr,
+    /// Addresses announced in ICE candidates instead of the local ones (NAT 1:1, e.g. the
+    /// node's public IP); comma-separated.
+    #[arg(
+        id = "sfu-announced-ips",
+        long = "sfu-announced-ips",
+        env = "CONCLAVE_SFU_ANNOUNCED_IPS",
+        value_delimiter = ','
+    )]
+    pub announced_ips: Vec<IpAddr>,
+    /// Base URL of the conference service that receives room reports (joins, leaves, end);
+    /// without it reports are only logged.
+    #[arg(id = "sfu-api-url", long = "sfu-api-url", env = "CONCLAVE_SFU_API_URL")]
+    pub api_url: Option<String>,
+    /// This pod's name; reports are signed as `sfu:<pod>`.
+    #[arg(
+        id = "sfu-pod-name",
+        long = "sfu-pod-name",
+        env = "POD_NAME",
+        default_value = "sfu-0"
+    )]
+    pub pod_name: String,
+    /// Participants this SFU serves at most, over all its rooms.
+    #[arg(
+        id = "sfu-max-participants",
+        long = "sfu-max-participants",
+        env = "CONCLAVE_SFU_MAX_PARTICIPANTS",
+        default_value_t = 500
+    )]
+    pub max_participants: u32,
+    /// Participants per room when the join token sets no maximum.
+    #[arg(
+        id = "sfu-room-max-participants",
+        long = "sfu-room-max-participants",
+        env = "CONCLAVE_SFU_ROOM_MAX_PARTICIPANTS",
+        default_value_t = 100
+    )]
+    pub room_max_participants: u32,
+    /// Seconds given to rooms to drain on shutdown before connections are closed.
+    #[arg(
+        id = "sfu-drain-seconds",
+        long = "sfu-drain-seconds",
+        env = "CONCLAVE_SFU_DRAIN_SECONDS",
+        default_value_t = 20
+    )]
+    pub drain_seconds: u64,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("join_token_secret", &"<redacted>")
+            .field("udp_ports", &self.udp_ports)
+            .field("bind_ip", &self.bind_ip)
+            .field("announced_ips", &self.announced_ips.len())
+            .field("api_url", &self.api_url)
+            .field("pod_name", &self.pod_name)
+            .field("max_participants", &self.max_participants)
+            .field("room_max_participants", &self.room_max_participants)
+            .field("drain_seconds", &self.drain_seconds)
+            .finish()
+    }
+}
+
+impl Config {
+    /// A configuration for tests and embedding: loopback everywhere, the given secret.
+    pub fn for_loopback(secret: impl Into<String>, udp_ports: UdpPorts) -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            join_token_secret: secret.into(),
+            udp_ports,
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            announced_ips: Vec::new(),
+            api_url: None,
+            pod_name: "sfu-test".into(),
+            max_participants: 500,
+            room_max_participants: 100,
+            drain_seconds: 2,
+        }
+    }
+}
+
+fn parse_ports(value: &str) -> Result<UdpPorts, String> {
+    let (first, last) = value
+        .split_once('-')
+        .ok_or_else(|| "expected FIRST-LAST, e.g. 40000-40999".to_owned())?;
+    let first: u16 = first
+        .trim()
+        .parse()
+        .map_err(|e| format!("first port: {e}"))?;
+    let last: u16 = last.trim().parse().map_err(|e| format!("last port: {e}"))?;
+    if first == 0 || last < first {
+        return Err("the range must be 1..=65535 with FIRST <= LAST".into());
+    }
+    Ok(UdpPorts { first, last })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges_parse_and_refuse_inversions() {
+        assert_eq!(
+            parse_ports("40000-40010"),
+            Ok(UdpPorts {
+                first: 40000,
+                last: 40010
+            })
+        );
+        assert!(parse_ports("5-1").is_err());
+        assert!(parse_ports("x").is_err());
+    }
+}

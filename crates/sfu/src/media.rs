@@ -1,0 +1,534 @@
+//! The media stack behind a narrow interface: building peer connections (codecs,
+//! interceptors for NACK/RTX, receiver reports and TWCC, ports, announced addresses), and
+//! forwarding one published track to many subscriber tracks.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use proto::signal::{PeerTarget, TrackKind};
+use proto::{ParticipantId, TrackId};
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::transport::RTCIceCandidateType;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use tokio::sync::{Notify, mpsc};
+use tracing::{debug, trace};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, register_default_interceptors,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+use crate::error::MediaError;
+use crate::metrics::Metrics;
+
+/// The RFC 6464 audio-level header extension.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// How peer connections bind and what they announce.
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    /// Local address to bind.
+    pub bind_ip: IpAddr,
+    /// Addresses announced instead of the local one (NAT 1:1).
+    pub announced_ips: Vec<IpAddr>,
+}
+
+/// Something a peer connection tells its session.
+pub enum PeerEvent {
+    /// A local ICE candidate to trickle to the client.
+    Candidate(PeerTarget, webrtc::peer_connection::RTCIceCandidateInit),
+    /// The connection's state changed.
+    State(PeerTarget, RTCPeerConnectionState),
+    /// A remote track arrived (publisher connection).
+    Track(Arc<dyn TrackRemote>),
+}
+
+impl std::fmt::Debug for PeerEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerEvent::Candidate(target, _) => write!(f, "Candidate({target:?})"),
+            PeerEvent::State(target, state) => write!(f, "State({target:?}, {state})"),
+            PeerEvent::Track(_) => f.write_str("Track"),
+        }
+    }
+}
+
+struct Handler {
+    target: PeerTarget,
+    tx: mpsc::UnboundedSender<PeerEvent>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => {
+                let _ = self.tx.send(PeerEvent::Candidate(self.target, init));
+            }
+            Err(err) => debug!(cause = %err, "a local candidate could not be encoded"),
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.tx.send(PeerEvent::State(self.target, state));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.tx.send(PeerEvent::Track(track));
+    }
+}
+
+fn video_feedback() -> Vec<RTCPFeedback> {
+    [
+        ("goog-remb", ""),
+        ("ccm", "fir"),
+        ("nack", ""),
+        ("nack", "pli"),
+    ]
+    .into_iter()
+    .map(|(typ, parameter)| RTCPFeedback {
+        typ: typ.into(),
+        parameter: parameter.into(),
+    })
+    .collect()
+}
+
+fn codec(mime: &str, clock: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: mime.into(),
+            clock_rate: clock,
+            channels,
+            sdp_fmtp_line: fmtp.into(),
+            rtcp_feedback: if mime.starts_with("video/") && mime != MIME_TYPE_RTX {
+                video_feedback()
+            } else {
+                Vec::new()
+            },
+        },
+        payload_type: pt,
+    }
+}
+
+/// Opus, VP8 and H.264 (with RTX for the video codecs), the audio-level extension, and the
+/// default interceptors: NACK generator and responder, sender and receiver reports, TWCC
+/// feedback to publishers.
+fn media_engine() -> Result<(MediaEngine, Registry), MediaError> {
+    let mut engine = MediaEngine::default();
+    engine.register_codec(
+        codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111),
+        RtpCodecKind::Audio,
+    )?;
+    for video in [
+        codec(MIME_TYPE_VP8, 90_000, 0, "", 96),
+        codec(MIME_TYPE_RTX, 90_000, 0, "apt=96", 97),
+        codec(
+            MIME_TYPE_H264,
+            90_000,
+            0,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+            125,
+        ),
+        codec(MIME_TYPE_RTX, 90_000, 0, "apt=125", 105),
+        codec(
+            MIME_TYPE_H264,
+            90_000,
+            0,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
+            102,
+        ),
+        codec(MIME_TYPE_RTX, 90_000, 0, "apt=102", 103),
+    ] {
+        engine.register_codec(video, RtpCodecKind::Video)?;
+    }
+    engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: AUDIO_LEVEL_URI.into(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    Ok((engine, registry))
+}
+
+/// Builds a peer connection bound to `port` on the configured address.
+///
+/// # Errors
+/// [`MediaError::Webrtc`] when the codecs cannot be registered or the port cannot be bound.
+pub async fn build_peer(
+    settings: &MediaSettings,
+    port: u16,
+    target: PeerTarget,
+    events: mpsc::UnboundedSender<PeerEvent>,
+) -> Result<Arc<dyn PeerConnection>, MediaError> {
+    let (engine, registry) = media_engine()?;
+    let mut setting = SettingEngineBuilder::new();
+    if settings.bind_ip.is_loopback() {
+        setting = setting.with_include_loopback_candidate(true);
+    }
+    if !settings.announced_ips.is_empty() {
+        setting = setting.with_nat_1to1_ips(
+            settings
+                .announced_ips
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            RTCIceCandidateType::Host,
+        );
+    }
+    let peer = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(setting.build())
+        .with_handler(Arc::new(Handler { target, tx: events }))
+        .with_udp_addrs(vec![SocketAddr::new(settings.bind_ip, port)])
+        .build()
+        .await?;
+    Ok(Arc::new(peer))
+}
+
+/// What a subscriber's connection tells the room about one forwarded track.
+pub trait FeedbackSink: Send + Sync + 'static {
+    /// The subscriber asked for a keyframe.
+    fn keyframe_wanted(&self, track: &TrackId);
+}
+
+/// One subscriber's copy of a track.
+pub struct Downstream {
+    /// The subscriber.
+    pub subscriber: ParticipantId,
+    /// The local track added to the subscriber connection.
+    pub local: Arc<TrackLocalStaticRTP>,
+    /// Its SSRC.
+    pub ssrc: u32,
+    /// The negotiated payload type; `u16::MAX` until the answer arrived.
+    payload_type: AtomicU16,
+}
+
+impl std::fmt::Debug for Downstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Downstream")
+            .field("subscriber", &self.subscriber)
+            .field("ssrc", &self.ssrc)
+            .finish()
+    }
+}
+
+impl Downstream {
+    /// A local track for `subscriber` carrying `track` with the publisher's codec.
+    pub fn new(
+        subscriber: ParticipantId,
+        track: &TrackId,
+        publisher: &ParticipantId,
+        kind: TrackKind,
+        codec: RTCRtpCodec,
+    ) -> Self {
+        let ssrc = rand::random::<u32>();
+        let local = TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            publisher.to_string(),
+            track.to_string(),
+            track.to_string(),
+            match kind {
+                TrackKind::Audio => RtpCodecKind::Audio,
+                TrackKind::Video => RtpCodecKind::Video,
+            },
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        ));
+        Self {
+            subscriber,
+            local: Arc::new(local),
+            ssrc,
+            payload_type: AtomicU16::new(u16::MAX),
+        }
+    }
+
+    /// The subscriber connection was negotiated: learn the payload type and start reading
+    /// the subscriber's RTCP.
+    pub async fn activate(
+        self: &Arc<Self>,
+        sender: &Arc<dyn RtpSender>,
+        mime: &str,
+        track: TrackId,
+        sink: Arc<dyn FeedbackSink>,
+        metrics: Metrics,
+    ) -> Result<(), MediaError> {
+        let parameters = sender.get_parameters().await?;
+        let payload_type = parameters
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+            .map(|c| c.payload_type);
+        let Some(payload_type) = payload_type else {
+            return Err(MediaError::Webrtc(
+                webrtc::error::Error::ErrRTPTransceiverCodecUnsupported,
+            ));
+        };
+        self.payload_type
+            .store(u16::from(payload_type), Ordering::Release);
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some(event) = me.local.poll().await {
+                let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+                    continue;
+                };
+                for packet in packets {
+                    let any = packet.as_any();
+                    if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                        metrics
+                            .keyframe_requests
+                            .with_label_values(&["received"])
+                            .inc();
+                        sink.keyframe_wanted(&track);
+                    } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                        metrics.nacks.inc_by(nack.nacks.len() as u64);
+                    } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
+                        for block in &report.reports {
+                            metrics
+                                .receiver_loss
+                                .observe(f64::from(block.fraction_lost) / 256.0);
+                        }
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn payload_type(&self) -> Option<u8> {
+        u8::try_from(self.payload_type.load(Ordering::Acquire)).ok()
+    }
+}
+
+/// Reads one published track and writes each packet to every subscriber's copy.
+pub struct Forwarder {
+    /// The room's track ID.
+    pub track: TrackId,
+    /// Who publishes it.
+    pub publisher: ParticipantId,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// The publisher's codec (subscribers get the same).
+    pub codec: RTCRtpCodec,
+    remote: Arc<dyn TrackRemote>,
+    media_ssrc: u32,
+    enabled: AtomicBool,
+    audio_level_ext: Option<u8>,
+    loudest: AtomicU8,
+    downstreams: RwLock<Vec<Arc<Downstream>>>,
+    stop: Notify,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("track", &self.track)
+            .finish()
+    }
+}
+
+impl Forwarder {
+    /// A forwarder for `remote`, not yet running.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        track: TrackId,
+        publisher: ParticipantId,
+        kind: TrackKind,
+        codec: RTCRtpCodec,
+        remote: Arc<dyn TrackRemote>,
+        media_ssrc: u32,
+        audio_level_ext: Option<u8>,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            track,
+            publisher,
+            kind,
+            codec,
+            remote,
+            media_ssrc,
+            enabled: AtomicBool::new(true),
+            audio_level_ext,
+            loudest: AtomicU8::new(127),
+            downstreams: RwLock::new(Vec::new()),
+            stop: Notify::new(),
+            metrics,
+        }
+    }
+
+    /// Forward or drop (muted) packets.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::Release);
+    }
+
+    /// Start writing to a subscriber's copy.
+    pub fn attach(&self, downstream: Arc<Downstream>) {
+        self.downstreams.write().push(downstream);
+    }
+
+    /// Stop writing to a subscriber's copy.
+    pub fn detach(&self, subscriber: &ParticipantId) {
+        self.downstreams
+            .write()
+            .retain(|d| &d.subscriber != subscriber);
+    }
+
+    /// Subscribers attached now.
+    pub fn subscriber_count(&self) -> usize {
+        self.downstreams.read().len()
+    }
+
+    /// The loudest audio level since the last call (127: silence or none).
+    pub fn take_loudest(&self) -> u8 {
+        self.loudest.swap(127, Ordering::AcqRel)
+    }
+
+    /// Ask the publisher for a keyframe.
+    pub async fn request_keyframe(&self) {
+        self.metrics
+            .keyframe_requests
+            .with_label_values(&["sent"])
+            .inc();
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: self.media_ssrc,
+        };
+        if let Err(err) = self.remote.write_rtcp(vec![Box::new(pli)]).await {
+            debug!(cause = %err, track = %self.track, "sending a PLI failed");
+        }
+    }
+
+    /// Stop reading.
+    pub fn close(&self) {
+        self.stop.notify_one();
+    }
+
+    /// Reads packets until the publisher's connection ends or [`Forwarder::close`].
+    pub async fn run(self: Arc<Self>) {
+        let kind = match self.kind {
+            TrackKind::Audio => "audio",
+            TrackKind::Video => "video",
+        };
+        let packets_in = self.metrics.packets.with_label_values(&[kind, "in"]);
+        let bytes_in = self.metrics.bytes.with_label_values(&[kind, "in"]);
+        let packets_out = self.metrics.packets.with_label_values(&[kind, "out"]);
+        let bytes_out = self.metrics.bytes.with_label_values(&[kind, "out"]);
+        let latency = self.metrics.forwarding_latency.with_label_values(&[kind]);
+        let mut last_seq: Option<u16> = None;
+        loop {
+            let event = tokio::select! {
+                event = self.remote.poll() => event,
+                () = self.stop.notified() => break,
+            };
+            let Some(event) = event else { break };
+            let TrackRemoteEvent::OnRtpPacket(mut packet) = event else {
+                continue;
+            };
+            let received = Instant::now();
+            packets_in.inc();
+            bytes_in.inc_by(packet.payload.len() as u64);
+            let seq = packet.header.sequence_number;
+            if let Some(last) = last_seq {
+                let gap = seq.wrapping_sub(last);
+                if gap > 1 && gap < 1000 {
+                    self.metrics.packets_lost.inc_by(u64::from(gap - 1));
+                }
+                if gap != 0 && gap < 0x8000 {
+                    last_seq = Some(seq);
+                }
+            } else {
+                last_seq = Some(seq);
+            }
+            if let Some(id) = self.audio_level_ext
+                && let Some(level) = packet.header.get_extension(id)
+                && let Some(&first) = level.first()
+            {
+                self.loudest.fetch_min(first & 0x7f, Ordering::AcqRel);
+            }
+            if !self.enabled.load(Ordering::Acquire) {
+                continue;
+            }
+            packet.header.extension = false;
+            packet.header.extensions.clear();
+            packet.header.extensions_padding = 0;
+            let downstreams: Vec<Arc<Downstream>> = self.downstreams.read().clone();
+            for downstream in &downstreams {
+                let Some(payload_type) = downstream.payload_type() else {
+                    continue;
+                };
+                let mut copy = packet.clone();
+                copy.header.ssrc = downstream.ssrc;
+                copy.header.payload_type = payload_type;
+                match downstream.local.write_rtp(copy).await {
+                    Ok(()) => {
+                        packets_out.inc();
+                        bytes_out.inc_by(packet.payload.len() as u64);
+                    }
+                    Err(err) => trace!(cause = %err, "writing to a subscriber failed"),
+                }
+            }
+            if !downstreams.is_empty() {
+                latency.observe(received.elapsed().as_secs_f64());
+            }
+        }
+        debug!(track = %self.track, "forwarder stopped");
+    }
+}
+
+/// Reads and drops a refused track's packets so the connection's queues never fill.
+pub fn drain(remote: Arc<dyn TrackRemote>) {
+    tokio::spawn(async move { while remote.poll().await.is_some() {} });
+}
+
+/// The `a=extmap` ID of the audio-level extension in an SDP (the answerer keeps the
+/// offerer's IDs).
+pub fn audio_level_id(sdp: &str) -> Option<u8> {
+    sdp.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("a=extmap:")?;
+        let (id, uri) = rest.split_once(' ')?;
+        let id = id.split('/').next()?;
+        (uri.trim() == AUDIO_LEVEL_URI)
+            .then(|| id.parse().ok())
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audio_level_id_is_read_from_the_offer() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=extmap:3 http://x\r\na=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n";
+        assert_eq!(audio_level_id(sdp), Some(1));
+        assert_eq!(audio_level_id("v=0\r\n"), None);
+    }
+}

@@ -1,0 +1,188 @@
+//! Prometheus metrics, `conclave_sfu_…`. Labels are few and fixed (kind, direction, state,
+//! code): never one per conference, participant or address.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::error::{Error, Result};
+
+/// Every metric of the SFU.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Admitted participants.
+    pub participants: IntGauge,
+    /// Participants in waiting rooms.
+    pub waiting: IntGauge,
+    /// Rooms held in memory.
+    pub rooms: IntGauge,
+    /// Published tracks by kind.
+    pub tracks: IntGaugeVec,
+    /// RTP packets by kind and direction (`in` from publishers, `out` to subscribers).
+    pub packets: IntCounterVec,
+    /// RTP payload bytes by kind and direction.
+    pub bytes: IntCounterVec,
+    /// NACKs received from subscribers.
+    pub nacks: IntCounter,
+    /// Keyframe requests by direction (`received` from subscribers, `sent` to publishers).
+    pub keyframe_requests: IntCounterVec,
+    /// Packets missing in publishers' sequence numbers (before retransmission).
+    pub packets_lost: IntCounter,
+    /// Loss fraction that subscribers report in receiver reports.
+    pub receiver_loss: Histogram,
+    /// Time from receiving a packet to handing it to the last subscriber's connection.
+    pub forwarding_latency: HistogramVec,
+    /// Peer-connection state changes by state.
+    pub peer_states: IntCounterVec,
+    /// Signaling errors sent by code.
+    pub signaling_errors: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    ///
+    /// # Errors
+    /// [`Error::Metrics`] when a metric of the same name is already registered.
+    pub fn new(registry: &Registry) -> Result<Self> {
+        let metrics = Self {
+            participants: IntGauge::new(
+                "conclave_sfu_participants",
+                "Participants admitted to rooms on this SFU.",
+            )
+            .map_err(Error::Metrics)?,
+            waiting: IntGauge::new(
+                "conclave_sfu_waiting_participants",
+                "Participants waiting for the owner.",
+            )
+            .map_err(Error::Metrics)?,
+            rooms: IntGauge::new("conclave_sfu_rooms", "Rooms held by this SFU.")
+                .map_err(Error::Metrics)?,
+            tracks: IntGaugeVec::new(
+                Opts::new("conclave_sfu_tracks", "Published tracks."),
+                &["kind"],
+            )
+            .map_err(Error::Metrics)?,
+            packets: IntCounterVec::new(
+                Opts::new("conclave_sfu_rtp_packets_total", "RTP packets forwarded."),
+                &["kind", "direction"],
+            )
+            .map_err(Error::Metrics)?,
+            bytes: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sfu_rtp_payload_bytes_total",
+                    "RTP payload bytes forwarded.",
+                ),
+                &["kind", "direction"],
+            )
+            .map_err(Error::Metrics)?,
+            nacks: IntCounter::new(
+                "conclave_sfu_nacks_received_total",
+                "NACKs received from subscribers.",
+            )
+            .map_err(Error::Metrics)?,
+            keyframe_requests: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sfu_keyframe_requests_total",
+                    "Keyframe requests (PLI/FIR).",
+                ),
+                &["direction"],
+            )
+            .map_err(Error::Metrics)?,
+            packets_lost: IntCounter::new(
+                "conclave_sfu_inbound_packets_lost_total",
+                "Gaps in publishers' RTP sequence numbers.",
+            )
+            .map_err(Error::Metrics)?,
+            receiver_loss: Histogram::with_opts(
+                HistogramOpts::new(
+                    "conclave_sfu_receiver_loss_ratio",
+                    "Loss fraction reported by subscribers' receiver reports.",
+                )
+                .buckets(vec![0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]),
+            )
+            .map_err(Error::Metrics)?,
+            forwarding_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "conclave_sfu_forwarding_latency_seconds",
+                    "Time from receiving a packet to handing it to every subscriber.",
+                )
+                .buckets(vec![
+                    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                ]),
+                &["kind"],
+            )
+            .map_err(Error::Metrics)?,
+            peer_states: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sfu_peer_connection_state_changes_total",
+                    "Peer-connection state changes.",
+                ),
+                &["state"],
+            )
+            .map_err(Error::Metrics)?,
+            signaling_errors: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sfu_signaling_errors_total",
+                    "Errors sent on signaling websockets.",
+                ),
+                &["code"],
+            )
+            .map_err(Error::Metrics)?,
+        };
+        registry
+            .register(Box::new(metrics.participants.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.waiting.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.rooms.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.tracks.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.packets.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.bytes.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.nacks.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.keyframe_requests.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.packets_lost.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.receiver_loss.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.forwarding_latency.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.peer_states.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.signaling_errors.clone()))
+            .map_err(Error::Metrics)?;
+        for kind in ["audio", "video"] {
+            metrics.tracks.with_label_values(&[kind]);
+            metrics.forwarding_latency.with_label_values(&[kind]);
+            for direction in ["in", "out"] {
+                metrics.packets.with_label_values(&[kind, direction]);
+                metrics.bytes.with_label_values(&[kind, direction]);
+            }
+        }
+        for direction in ["received", "sent"] {
+            metrics.keyframe_requests.with_label_values(&[direction]);
+        }
+        for code in proto::signal::ErrorCode::ALL {
+            metrics.signaling_errors.with_label_values(&[code.as_str()]);
+        }
+        Ok(metrics)
+    }
+}

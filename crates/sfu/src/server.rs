@@ -1,0 +1,405 @@
+//! The composition root of the SFU: state shared by every session, the router (`/rtc`,
+//! `/healthz`, `/readyz`, `/metrics`), and `run` for the standalone `conclave sfu` process.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use chrono::Utc;
+use parking_lot::Mutex;
+use proto::signal::CloseReason;
+use proto::{ConferenceId, TokenKey, TrackId, UdpPorts};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::media::{FeedbackSink, Forwarder, MediaSettings};
+use crate::metrics::Metrics;
+use crate::ports::PortPool;
+use crate::report::{HttpReporter, LogReporter, Reporter};
+use crate::room::{Effect, Room, RoomLimits, SessionId};
+use crate::session::{self, Command};
+
+/// How often rooms tick (deferred keyframe requests, active speaker).
+const TICK: Duration = Duration::from_millis(100);
+
+/// One room: the pure core plus the media objects and session channels around it.
+pub(crate) struct RoomHandle {
+    pub(crate) core: Mutex<Room>,
+    pub(crate) sessions: Mutex<HashMap<SessionId, mpsc::UnboundedSender<Command>>>,
+    pub(crate) forwarders: Mutex<HashMap<TrackId, Arc<Forwarder>>>,
+    pub(crate) default_ports: UdpPorts,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RoomHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomHandle").finish_non_exhaustive()
+    }
+}
+
+impl RoomHandle {
+    /// Carries out the core's effects. Never called with the core's lock held.
+    pub(crate) fn apply(self: &Arc<Self>, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send { to, message } => self.command(to, Command::Send(message)),
+                Effect::Close { session, reason } => self.command(session, Command::Close(reason)),
+                Effect::Admit {
+                    session,
+                    participant,
+                } => self.command(session, Command::Admit(participant)),
+                Effect::Subscribe {
+                    session,
+                    track,
+                    kind: _,
+                } => {
+                    let forwarder = self.forwarders.lock().get(&track).cloned();
+                    if let Some(forwarder) = forwarder {
+                        self.command(session, Command::Subscribe(forwarder));
+                    }
+                }
+                Effect::Unsubscribe { session, track } => {
+                    self.command(session, Command::Unsubscribe(track));
+                }
+                Effect::TrackClosed { track } => {
+                    if let Some(forwarder) = self.forwarders.lock().remove(&track) {
+                        forwarder.close();
+                        let kind = match forwarder.kind {
+                            proto::signal::TrackKind::Audio => "audio",
+                            proto::signal::TrackKind::Video => "video",
+                        };
+                        self.shared.metrics.tracks.with_label_values(&[kind]).dec();
+                    }
+                }
+                Effect::SetForwarding { track, enabled } => {
+                    if let Some(forwarder) = self.forwarders.lock().get(&track) {
+                        forwarder.set_enabled(enabled);
+                    }
+                }
+                Effect::RequestKeyframe { track } => {
+                    let forwarder = self.forwarders.lock().get(&track).cloned();
+                    if let Some(forwarder) = forwarder {
+                        tokio::spawn(async move { forwarder.request_keyframe().await });
+                    }
+                }
+                Effect::SetLayer { .. } => {
+                    // One layer per track until simulcast switching lands; the choice is kept
+                    // in the core's subscription bookkeeping.
+                }
+                Effect::Report(report) => self.shared.reporter.report(report),
+            }
+        }
+        self.update_gauges();
+    }
+
+    fn command(&self, session: SessionId, command: Command) {
+        if let Some(tx) = self.sessions.lock().get(&session) {
+            let _ = tx.send(command);
+        }
+    }
+
+    fn update_gauges(&self) {
+        let (admitted, sessions) = {
+            let core = self.core.lock();
+            (i64::from(core.admitted()), core.session_count() as i64)
+        };
+        let mut counted = self.shared.counted.lock();
+        let entry = counted
+            .entry(self.core.lock().conference().clone())
+            .or_insert((0, 0));
+        let metrics = &self.shared.metrics;
+        metrics.participants.add(admitted - entry.0);
+        metrics.waiting.add((sessions - admitted) - entry.1);
+        *entry = (admitted, sessions - admitted);
+    }
+}
+
+impl FeedbackSink for RoomHandle {
+    fn keyframe_wanted(&self, track: &TrackId) {
+        let effects = self.core.lock().keyframe_request(track, Utc::now());
+        for effect in effects {
+            if let Effect::RequestKeyframe { track } = effect {
+                let forwarder = self.forwarders.lock().get(&track).cloned();
+                if let Some(forwarder) = forwarder {
+                    tokio::spawn(async move { forwarder.request_keyframe().await });
+                }
+            }
+        }
+    }
+}
+
+/// State shared by every session and room.
+pub(crate) struct Shared {
+    pub(crate) key: TokenKey,
+    pub(crate) media: MediaSettings,
+    pub(crate) ports: PortPool,
+    pub(crate) metrics: Metrics,
+    pub(crate) reporter: Arc<dyn Reporter>,
+    pub(crate) limits: RoomLimits,
+    pub(crate) default_ports: UdpPorts,
+    pub(crate) max_participants: usize,
+    pub(crate) sessions: AtomicUsize,
+    pub(crate) next_session: AtomicU64,
+    pub(crate) rooms: Mutex<HashMap<ConferenceId, Arc<RoomHandle>>>,
+    /// Participants and waiting people already counted in the gauges, per room.
+    counted: Mutex<HashMap<ConferenceId, (i64, i64)>>,
+    pub(crate) ready: AtomicBool,
+    pub(crate) shutdown: watch::Sender<bool>,
+}
+
+/// The SFU's state: hand it to [`router`]. Cheap to clone.
+#[derive(Clone)]
+pub struct SfuState {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SfuState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SfuState").finish_non_exhaustive()
+    }
+}
+
+impl SfuState {
+    /// Builds the state from the configuration, registering metrics in `registry` and sending
+    /// room reports to `reporter`.
+    ///
+    /// # Errors
+    /// [`Error::Secret`] for a short secret, [`Error::Metrics`] when metrics are registered
+    /// twice in the same registry.
+    pub fn new(
+        config: &Config,
+        reporter: Arc<dyn Reporter>,
+        registry: &prometheus::Registry,
+    ) -> Result<Self> {
+        let key = TokenKey::new(config.join_token_secret.as_bytes()).map_err(Error::Secret)?;
+        let metrics = Metrics::new(registry)?;
+        let (shutdown, _) = watch::channel(false);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                key,
+                media: MediaSettings {
+                    bind_ip: config.bind_ip,
+                    announced_ips: config.announced_ips.clone(),
+                },
+                ports: PortPool::default(),
+                metrics,
+                reporter,
+                limits: RoomLimits {
+                    default_max_participants: config.room_max_participants,
+                    ..RoomLimits::default()
+                },
+                default_ports: config.udp_ports,
+                max_participants: config.max_participants as usize,
+                sessions: AtomicUsize::new(0),
+                next_session: AtomicU64::new(1),
+                rooms: Mutex::new(HashMap::new()),
+                counted: Mutex::new(HashMap::new()),
+                ready: AtomicBool::new(true),
+                shutdown,
+            }),
+        })
+    }
+
+    /// Open websocket sessions.
+    pub fn session_count(&self) -> usize {
+        self.shared.sessions.load(Ordering::Acquire)
+    }
+
+    /// Rooms held in memory.
+    pub fn room_count(&self) -> usize {
+        self.shared.rooms.lock().len()
+    }
+
+    /// UDP ports leased by peer connections now.
+    pub fn ports_in_use(&self) -> usize {
+        self.shared.ports.in_use()
+    }
+
+    /// The local address peer connections bind to.
+    pub fn bind_ip(&self) -> IpAddr {
+        self.shared.media.bind_ip
+    }
+
+    pub(crate) fn room(&self, conference: &ConferenceId) -> Arc<RoomHandle> {
+        let mut rooms = self.shared.rooms.lock();
+        if let Some(room) = rooms.get(conference) {
+            return Arc::clone(room);
+        }
+        let room = Arc::new(RoomHandle {
+            core: Mutex::new(Room::new(conference.clone(), self.shared.limits.clone())),
+            sessions: Mutex::new(HashMap::new()),
+            forwarders: Mutex::new(HashMap::new()),
+            default_ports: self.shared.default_ports,
+            shared: Arc::clone(&self.shared),
+        });
+        rooms.insert(conference.clone(), Arc::clone(&room));
+        self.shared.metrics.rooms.set(rooms.len() as i64);
+        let ticking = Arc::downgrade(&room);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(TICK);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(room) = ticking.upgrade() else { break };
+                let now = Utc::now();
+                let forwarders: Vec<Arc<Forwarder>> =
+                    room.forwarders.lock().values().cloned().collect();
+                let effects = {
+                    let mut core = room.core.lock();
+                    for forwarder in &forwarders {
+                        if forwarder.kind == proto::signal::TrackKind::Audio {
+                            core.audio_level(&forwarder.track, forwarder.take_loudest(), now);
+                        }
+                    }
+                    core.tick(now)
+                };
+                room.apply(effects);
+            }
+        });
+        room
+    }
+
+    /// Drops a room nobody is in any more, unless it must still remember exclusions or its end.
+    pub(crate) fn forget_room_if_idle(&self, conference: &ConferenceId) {
+        let mut rooms = self.shared.rooms.lock();
+        let idle = rooms
+            .get(conference)
+            .is_some_and(|room| room.core.lock().can_forget(Utc::now()));
+        if idle {
+            rooms.remove(conference);
+            self.shared.counted.lock().remove(conference);
+        }
+        self.shared.metrics.rooms.set(rooms.len() as i64);
+    }
+
+    /// Stops admitting, tells everyone to reconnect elsewhere and waits up to `grace` for the
+    /// sessions to end.
+    pub async fn drain(&self, grace: Duration) {
+        self.shared.ready.store(false, Ordering::Release);
+        let _ = self.shared.shutdown.send(true);
+        let rooms: Vec<Arc<RoomHandle>> = self.shared.rooms.lock().values().cloned().collect();
+        for room in rooms {
+            let effects = room
+                .core
+                .lock()
+                .close_all(CloseReason::Shutdown, Utc::now());
+            room.apply(effects);
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.session_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The SFU's routes: `/rtc` (the signaling websocket), `/healthz`, `/readyz`. The standalone
+/// mode merges this into the API's router; `/metrics` is the caller's (it owns the registry).
+pub fn router(state: SfuState) -> Router {
+    Router::new()
+        .route("/rtc", get(session::upgrade))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<SfuState>) -> impl IntoResponse {
+    if state.shared.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    }
+}
+
+async fn metrics(State(registry): State<prometheus::Registry>) -> impl IntoResponse {
+    use prometheus::Encoder;
+    let mut buffer = Vec::new();
+    match prometheus::TextEncoder::new().encode(&registry.gather(), &mut buffer) {
+        Ok(()) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4")],
+            buffer,
+        ),
+        Err(err) => {
+            warn!(cause = %err, "encoding metrics failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [("content-type", "text/plain")],
+                b"metrics unavailable".to_vec(),
+            )
+        }
+    }
+}
+
+/// A router serving `registry` at `/metrics`.
+pub fn metrics_router(registry: prometheus::Registry) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(registry)
+}
+
+/// Runs `conclave sfu` until SIGTERM or Ctrl-C, then drains the rooms.
+///
+/// # Errors
+/// Configuration, listening and serving errors.
+pub async fn run(config: Config) -> Result<()> {
+    let registry = prometheus::Registry::new();
+    let key = TokenKey::new(config.join_token_secret.as_bytes()).map_err(Error::Secret)?;
+    let reporter: Arc<dyn Reporter> = match &config.api_url {
+        Some(url) => Arc::new(HttpReporter::spawn(url, key, &config.pod_name)?),
+        None => Arc::new(LogReporter),
+    };
+    let state = SfuState::new(&config, reporter, &registry)?;
+    let app = router(state.clone()).merge(metrics_router(registry));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    info!(listen = %config.listen, udp_ports = ?config.udp_ports, "sfu listening");
+    let grace = Duration::from_secs(config.drain_seconds);
+    let draining = state.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            info!("draining rooms");
+            draining.drain(grace).await;
+        })
+        .await
+        .map_err(Error::Serve)?;
+    info!("sfu stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                warn!(cause = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,704 @@
+//! One participant's signaling websocket: join, then relay between the client, the room's
+//! core and the participant's two peer connections.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use chrono::Utc;
+use futures::SinkExt;
+use proto::signal::{
+    ClientMessage, CloseReason, ErrorCode, IceCandidate, PeerTarget, ServerMessage, TrackKind,
+};
+use proto::{JoinClaims, ParticipantId, TokenError, TrackId, UdpPorts};
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, info, info_span, warn};
+use webrtc::peer_connection::{
+    PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+use crate::error::MediaError;
+use crate::media::{self, Downstream, FeedbackSink, Forwarder, PeerEvent};
+use crate::ports::PortLease;
+use crate::room::{Refusal, SessionId};
+use crate::server::{RoomHandle, SfuState};
+
+/// Longest signaling message accepted (SDP of many tracks fits easily).
+const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Time a client has to send `join`.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the room asks a session to do.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Send(ServerMessage),
+    Close(CloseReason),
+    Admit(ParticipantId),
+    Subscribe(Arc<Forwarder>),
+    Unsubscribe(TrackId),
+}
+
+pub(crate) async fn upgrade(State(state): State<SfuState>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| async move {
+            state.shared.sessions.fetch_add(1, Ordering::AcqRel);
+            let session = SessionId(state.shared.next_session.fetch_add(1, Ordering::AcqRel));
+            run(state.clone(), session, socket)
+                .instrument(info_span!("session", session = %session))
+                .await;
+            state.shared.sessions.fetch_sub(1, Ordering::AcqRel);
+        })
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ServerMessage {
+    ServerMessage::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+struct Socket {
+    ws: WebSocket,
+    state: SfuState,
+}
+
+impl Socket {
+    async fn send(&mut self, message: &ServerMessage) -> bool {
+        if let ServerMessage::Error { code, .. } = message {
+            self.state
+                .shared
+                .metrics
+                .signaling_errors
+                .with_label_values(&[code.as_str()])
+                .inc();
+        }
+        match serde_json::to_string(message) {
+            Ok(text) => self
+                .ws
+                .send(Message::Text(Utf8Bytes::from(text)))
+                .await
+                .is_ok(),
+            Err(err) => {
+                warn!(cause = %err, "encoding a signaling message failed");
+                true
+            }
+        }
+    }
+
+    async fn refuse(&mut self, refusal: &Refusal) -> bool {
+        self.send(&error(refusal.code, refusal.message.clone()))
+            .await
+    }
+}
+
+/// Waits for `join`, verifies the token, enters the room, then relays until the session ends.
+async fn run(state: SfuState, session: SessionId, ws: WebSocket) {
+    let mut socket = Socket {
+        ws,
+        state: state.clone(),
+    };
+    let Some(claims) = await_join(&mut socket).await else {
+        let _ = socket.ws.close().await;
+        return;
+    };
+    if state.session_count() > state.shared.max_participants {
+        socket
+            .send(&error(
+                ErrorCode::Overloaded,
+                "this SFU is full; try again later",
+            ))
+            .await;
+        let _ = socket.ws.close().await;
+        return;
+    }
+    let room = state.room(&claims.conf);
+    let (tx, rx) = mpsc::unbounded_channel();
+    room.sessions.lock().insert(session, tx);
+    let joined = room.core.lock().join(session, &claims, Utc::now());
+    match joined {
+        Ok(effects) => room.apply(effects),
+        Err(refusal) => {
+            room.sessions.lock().remove(&session);
+            socket.refuse(&refusal).await;
+            let _ = socket.ws.close().await;
+            state.forget_room_if_idle(&claims.conf);
+            return;
+        }
+    }
+    info!(conference = %claims.conf, "joined");
+    let ports = claims.room.udp_ports.unwrap_or(room.default_ports);
+    let mut live = Live {
+        state: state.clone(),
+        room: Arc::clone(&room),
+        session,
+        participant: None,
+        ports,
+        publisher: None,
+        subscriber: None,
+        leases: Vec::new(),
+        subscriptions: HashMap::new(),
+        pending: Vec::new(),
+        negotiating: false,
+        dirty: false,
+        audio_level_ext: None,
+    };
+    let reason = live.relay(&mut socket, rx).await;
+    let effects = room.core.lock().leave(session, reason, Utc::now());
+    room.apply(effects);
+    room.sessions.lock().remove(&session);
+    live.close_peers().await;
+    let _ = socket.send(&ServerMessage::Closed { reason }).await;
+    let _ = socket.ws.close().await;
+    state.forget_room_if_idle(&claims.conf);
+    info!(reason = ?reason, "session ended");
+}
+
+async fn await_join(socket: &mut Socket) -> Option<JoinClaims> {
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    loop {
+        let message = tokio::time::timeout_at(deadline, socket.ws.recv())
+            .await
+            .ok()??
+            .ok()?;
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Close(_) => return None,
+            _ => continue,
+        };
+        let parsed: ClientMessage = match serde_json::from_str(text.as_str()) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                socket
+                    .send(&error(
+                        ErrorCode::Malformed,
+                        format!("not a signaling message: {err}"),
+                    ))
+                    .await;
+                continue;
+            }
+        };
+        let ClientMessage::Join { token, conference } = parsed else {
+            socket
+                .send(&error(ErrorCode::NotJoined, "send `join` first"))
+                .await;
+            continue;
+        };
+        let verified = socket
+            .state
+            .shared
+            .key
+            .verify_join(&token, Utc::now().timestamp());
+        let refusal = match verified {
+            Ok(claims) if claims.conf == conference => return Some(claims),
+            Ok(_) => error(
+                ErrorCode::WrongConference,
+                "the token is for another conference",
+            ),
+            Err(TokenError::Expired | TokenError::NotYetValid) => {
+                error(ErrorCode::TokenExpired, "the token has expired; join again")
+            }
+            Err(err) => error(ErrorCode::InvalidToken, err.to_string()),
+        };
+        socket.send(&refusal).await;
+        return None;
+    }
+}
+
+struct Subscription {
+    sender: Arc<dyn RtpSender>,
+    forwarder: Arc<Forwarder>,
+    downstream: Arc<Downstream>,
+}
+
+/// A joined session's media and negotiation state.
+struct Live {
+    state: SfuState,
+    room: Arc<RoomHandle>,
+    session: SessionId,
+    participant: Option<ParticipantId>,
+    ports: UdpPorts,
+    publisher: Option<Arc<dyn PeerConnection>>,
+    subscriber: Option<Arc<dyn PeerConnection>>,
+    leases: Vec<PortLease>,
+    subscriptions: HashMap<TrackId, Subscription>,
+    /// Subscriptions added to the connection and waiting for the client's answer.
+    pending: Vec<TrackId>,
+    /// An offer is out on the subscriber connection.
+    negotiating: bool,
+    /// Tracks changed while an offer was out: offer again after the answer.
+    dirty: bool,
+    audio_level_ext: Option<u8>,
+}
+
+impl Live {
+    async fn relay(
+        &mut self,
+        socket: &mut Socket,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) -> CloseReason {
+        let (peer_tx, mut peer_rx) = mpsc::unbounded_channel::<PeerEvent>();
+        let mut shutdown = self.state.shared.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                message = socket.ws.recv() => {
+                    let text = match message {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Binary(_))) => {
+                            socket.send(&error(ErrorCode::Malformed, "send JSON text")).await;
+                            continue;
+                        }
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return CloseReason::Gone,
+                        Some(Ok(_)) => continue,
+                    };
+                    match serde_json::from_str::<ClientMessage>(text.as_str()) {
+                        Ok(ClientMessage::Leave) => return CloseReason::Left,
+                        Ok(message) => {
+                            if let Err(refusal) = self.handle(socket, message).await {
+                                socket.refuse(&refusal).await;
+                            }
+                        }
+                        Err(err) => {
+                            socket.send(&error(ErrorCode::Malformed, format!("not a signaling message: {err}"))).await;
+                        }
+                    }
+                }
+                command = commands.recv() => {
+                    let Some(command) = command else { return CloseReason::Gone };
+                    match command {
+                        Command::Send(message) => {
+                            if !socket.send(&message).await {
+                                return CloseReason::Gone;
+                            }
+                        }
+                        Command::Close(reason) => return reason,
+                        Command::Admit(participant) => {
+                            self.participant = Some(participant);
+                            if let Err(err) = self.open_peers(&peer_tx).await {
+                                warn!(cause = %err, "opening peer connections failed");
+                                socket.send(&error(ErrorCode::Overloaded, "no media ports free for this conference")).await;
+                                return CloseReason::Gone;
+                            }
+                        }
+                        Command::Subscribe(forwarder) => {
+                            if let Err(err) = self.subscribe(socket, forwarder).await {
+                                warn!(cause = %err, "subscribing failed");
+                            }
+                        }
+                        Command::Unsubscribe(track) => self.unsubscribe(socket, &track).await,
+                    }
+                }
+                event = peer_rx.recv() => {
+                    let Some(event) = event else { continue };
+                    match event {
+                        PeerEvent::Candidate(target, init) => {
+                            let candidate = IceCandidate {
+                                candidate: init.candidate,
+                                sdp_mid: init.sdp_mid,
+                                sdp_m_line_index: init.sdp_mline_index,
+                                username_fragment: init.username_fragment,
+                            };
+                            socket.send(&ServerMessage::Candidate { target, candidate }).await;
+                        }
+                        PeerEvent::State(target, state) => {
+                            self.state.shared.metrics.peer_states.with_label_values(&[&state.to_string()]).inc();
+                            debug!(?target, %state, "peer connection state");
+                            if state == RTCPeerConnectionState::Failed {
+                                return CloseReason::Gone;
+                            }
+                        }
+                        PeerEvent::Track(remote) => self.track_arrived(socket, remote).await,
+                    }
+                }
+                _ = shutdown.changed() => return CloseReason::Shutdown,
+            }
+        }
+    }
+
+    async fn open_peers(
+        &mut self,
+        events: &mpsc::UnboundedSender<PeerEvent>,
+    ) -> Result<(), MediaError> {
+        for target in [PeerTarget::Publisher, PeerTarget::Subscriber] {
+            let mut failed = HashSet::new();
+            let peer = loop {
+                let lease = self
+                    .state
+                    .shared
+                    .ports
+                    .lease(self.ports, self.state.bind_ip(), &failed)
+                    .ok_or(MediaError::NoPort {
+                        first: self.ports.first,
+                        last: self.ports.last,
+                    })?;
+                match media::build_peer(
+                    &self.state.shared.media,
+                    lease.port(),
+                    target,
+                    events.clone(),
+                )
+                .await
+                {
+                    Ok(peer) => {
+                        self.leases.push(lease);
+                        break peer;
+                    }
+                    Err(err) => {
+                        debug!(cause = %err, port = lease.port(), "binding a peer connection failed; next port");
+                        failed.insert(lease.port());
+                    }
+                }
+            };
+            match target {
+                PeerTarget::Publisher => self.publisher = Some(peer),
+                PeerTarget::Subscriber => self.subscriber = Some(peer),
+            }
+        }
+        Ok(())
+    }
+
+    async fn close_peers(&mut self) {
+        for subscription in self.subscriptions.values() {
+            subscription
+                .forwarder
+                .detach(&subscription.downstream.subscriber);
+        }
+        self.subscriptions.clear();
+        for peer in [self.publisher.take(), self.subscriber.take()]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(err) = peer.close().await {
+                debug!(cause = %err, "closing a peer connection failed");
+            }
+        }
+        self.leases.clear();
+    }
+
+    async fn handle(&mut self, socket: &mut Socket, message: ClientMessage) -> Result<(), Refusal> {
+        let now = Utc::now();
+        let core = || self.room.core.lock();
+        let effects = match message {
+            ClientMessage::Join { .. } => {
+                return Err(Refusal {
+                    code: ErrorCode::AlreadyJoined,
+                    message: "already joined".into(),
+                });
+            }
+            ClientMessage::Leave => Vec::new(),
+            ClientMessage::Publish {
+                track_id,
+                source,
+                muted,
+            } => core().publish(self.session, &track_id, source, muted)?,
+            ClientMessage::Unpublish { track_id } => core().unpublish(self.session, &track_id)?,
+            ClientMessage::MuteTrack { track_id, muted } => {
+                core().mute_track(self.session, &track_id, muted)?
+            }
+            ClientMessage::SetVideoLayer { track, layer } => {
+                core().set_video_layer(self.session, &track, layer)?
+            }
+            ClientMessage::Chat { text, to } => {
+                core().chat(self.session, &text, to.as_ref(), now)?
+            }
+            ClientMessage::BlockMicrophone {
+                participant,
+                blocked,
+            } => core().block_microphone(self.session, &participant, blocked)?,
+            ClientMessage::SetRole { participant, role } => {
+                core().set_role(self.session, &participant, role)?
+            }
+            ClientMessage::Exclude { participant } => {
+                core().exclude(self.session, &participant, now)?
+            }
+            ClientMessage::EndMeeting => core().end(self.session, now)?,
+            ClientMessage::SetRecording { active } => core().set_recording(self.session, active)?,
+            ClientMessage::Offer { sdp } => {
+                self.answer_publisher(socket, sdp).await?;
+                Vec::new()
+            }
+            ClientMessage::Answer { sdp } => {
+                self.subscriber_answered(socket, sdp).await?;
+                Vec::new()
+            }
+            ClientMessage::Candidate { target, candidate } => {
+                self.add_candidate(target, candidate).await?;
+                Vec::new()
+            }
+        };
+        self.room.apply(effects);
+        Ok(())
+    }
+
+    fn peer(&self, target: PeerTarget) -> Result<Arc<dyn PeerConnection>, Refusal> {
+        let peer = match target {
+            PeerTarget::Publisher => &self.publisher,
+            PeerTarget::Subscriber => &self.subscriber,
+        };
+        peer.clone().ok_or_else(|| Refusal {
+            code: ErrorCode::NotJoined,
+            message: "you are not admitted yet".into(),
+        })
+    }
+
+    async fn answer_publisher(&mut self, socket: &mut Socket, sdp: String) -> Result<(), Refusal> {
+        let peer = self.peer(PeerTarget::Publisher)?;
+        let negotiation = |err: webrtc::error::Error| Refusal {
+            code: ErrorCode::Negotiation,
+            message: format!("the offer could not be applied: {err}"),
+        };
+        if let Some(id) = media::audio_level_id(&sdp) {
+            self.audio_level_ext = Some(id);
+        }
+        let offer = RTCSessionDescription::offer(sdp).map_err(negotiation)?;
+        peer.set_remote_description(offer)
+            .await
+            .map_err(negotiation)?;
+        let answer = peer.create_answer(None).await.map_err(negotiation)?;
+        let sdp = answer.sdp.clone();
+        peer.set_local_description(answer)
+            .await
+            .map_err(negotiation)?;
+        socket.send(&ServerMessage::Answer { sdp }).await;
+        Ok(())
+    }
+
+    async fn add_candidate(
+        &mut self,
+        target: PeerTarget,
+        candidate: IceCandidate,
+    ) -> Result<(), Refusal> {
+        let peer = self.peer(target)?;
+        if candidate.candidate.is_empty() {
+            return Ok(());
+        }
+        // Browsers hide host addresses behind mDNS names; this SFU does not resolve them and
+        // finds the browser through its peer-reflexive address instead.
+        if candidate
+            .candidate
+            .split_whitespace()
+            .nth(4)
+            .is_some_and(|address| address.ends_with(".local"))
+        {
+            debug!("ignoring an mDNS candidate");
+            return Ok(());
+        }
+        let init = RTCIceCandidateInit {
+            candidate: candidate.candidate,
+            sdp_mid: candidate.sdp_mid,
+            sdp_mline_index: candidate.sdp_m_line_index,
+            username_fragment: candidate.username_fragment,
+            ..Default::default()
+        };
+        peer.add_ice_candidate(init).await.map_err(|err| Refusal {
+            code: ErrorCode::Negotiation,
+            message: format!("the candidate could not be added: {err}"),
+        })
+    }
+
+    async fn track_arrived(
+        &mut self,
+        socket: &mut Socket,
+        remote: Arc<dyn webrtc::media_stream::track_remote::TrackRemote>,
+    ) {
+        let client_track = remote.track_id().await.to_string();
+        let kind = match remote.kind().await {
+            rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Audio => TrackKind::Audio,
+            _ => TrackKind::Video,
+        };
+        let ssrc = remote.ssrcs().await.first().copied();
+        let codec = match ssrc {
+            Some(ssrc) => remote.codec(ssrc).await,
+            None => None,
+        };
+        let (Some(ssrc), Some(codec), Some(participant)) = (ssrc, codec, self.participant.clone())
+        else {
+            warn!("a track without ssrc or codec arrived; dropping it");
+            media::drain(remote);
+            return;
+        };
+        let arrived =
+            self.room
+                .core
+                .lock()
+                .media_arrived(self.session, &client_track, kind, Utc::now());
+        match arrived {
+            Ok((track, effects)) => {
+                let forwarder = Arc::new(Forwarder::new(
+                    track.clone(),
+                    participant,
+                    kind,
+                    codec,
+                    remote,
+                    ssrc,
+                    if kind == TrackKind::Audio {
+                        self.audio_level_ext
+                    } else {
+                        None
+                    },
+                    self.state.shared.metrics.clone(),
+                ));
+                let label = if kind == TrackKind::Audio {
+                    "audio"
+                } else {
+                    "video"
+                };
+                self.state
+                    .shared
+                    .metrics
+                    .tracks
+                    .with_label_values(&[label])
+                    .inc();
+                self.room
+                    .forwarders
+                    .lock()
+                    .insert(track, Arc::clone(&forwarder));
+                tokio::spawn(forwarder.run());
+                self.room.apply(effects);
+            }
+            Err(refusal) => {
+                socket.refuse(&refusal).await;
+                media::drain(remote);
+            }
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        socket: &mut Socket,
+        forwarder: Arc<Forwarder>,
+    ) -> Result<(), MediaError> {
+        let (Some(peer), Some(participant)) = (self.subscriber.clone(), self.participant.clone())
+        else {
+            return Ok(());
+        };
+        if self.subscriptions.contains_key(&forwarder.track) {
+            return Ok(());
+        }
+        let downstream = Arc::new(Downstream::new(
+            participant,
+            &forwarder.track,
+            &forwarder.publisher,
+            forwarder.kind,
+            forwarder.codec.clone(),
+        ));
+        let sender = peer.add_track(downstream.local.clone()).await?;
+        self.pending.push(forwarder.track.clone());
+        self.subscriptions.insert(
+            forwarder.track.clone(),
+            Subscription {
+                sender,
+                forwarder,
+                downstream,
+            },
+        );
+        self.negotiate(socket).await;
+        Ok(())
+    }
+
+    async fn unsubscribe(&mut self, socket: &mut Socket, track: &TrackId) {
+        let Some(subscription) = self.subscriptions.remove(track) else {
+            return;
+        };
+        subscription
+            .forwarder
+            .detach(&subscription.downstream.subscriber);
+        self.pending.retain(|t| t != track);
+        if let Some(peer) = &self.subscriber {
+            if let Err(err) = peer.remove_track(&subscription.sender).await {
+                debug!(cause = %err, "removing a track failed");
+            }
+            self.negotiate(socket).await;
+        }
+    }
+
+    /// Offers on the subscriber connection, or remembers to once the outstanding answer came.
+    async fn negotiate(&mut self, socket: &mut Socket) {
+        if self.negotiating {
+            self.dirty = true;
+            return;
+        }
+        let Some(peer) = self.subscriber.clone() else {
+            return;
+        };
+        let offer = match peer.create_offer(None).await {
+            Ok(offer) => offer,
+            Err(err) => {
+                warn!(cause = %err, "creating an offer failed");
+                return;
+            }
+        };
+        let sdp = offer.sdp.clone();
+        if let Err(err) = peer.set_local_description(offer).await {
+            warn!(cause = %err, "setting the local offer failed");
+            return;
+        }
+        self.negotiating = true;
+        self.dirty = false;
+        socket.send(&ServerMessage::Offer { sdp }).await;
+    }
+
+    async fn subscriber_answered(
+        &mut self,
+        socket: &mut Socket,
+        sdp: String,
+    ) -> Result<(), Refusal> {
+        let peer = self.peer(PeerTarget::Subscriber)?;
+        if !self.negotiating {
+            return Err(Refusal {
+                code: ErrorCode::Negotiation,
+                message: "no offer is outstanding".into(),
+            });
+        }
+        let answer = RTCSessionDescription::answer(sdp).map_err(|err| Refusal {
+            code: ErrorCode::Negotiation,
+            message: format!("the answer could not be parsed: {err}"),
+        })?;
+        if let Err(err) = peer.set_remote_description(answer).await {
+            // Leave the connection usable: offer again.
+            self.negotiating = false;
+            self.negotiate(socket).await;
+            return Err(Refusal {
+                code: ErrorCode::Negotiation,
+                message: format!("the answer could not be applied: {err}"),
+            });
+        }
+        self.negotiating = false;
+        let sink: Arc<dyn FeedbackSink> = self.room.clone();
+        for track in std::mem::take(&mut self.pending) {
+            let Some(subscription) = self.subscriptions.get(&track) else {
+                continue;
+            };
+            let mime = subscription.forwarder.codec.mime_type.clone();
+            match subscription
+                .downstream
+                .activate(
+                    &subscription.sender,
+                    &mime,
+                    track.clone(),
+                    Arc::clone(&sink),
+                    self.state.shared.metrics.clone(),
+                )
+                .await
+            {
+                Ok(()) => {
+                    subscription
+                        .forwarder
+                        .attach(Arc::clone(&subscription.downstream));
+                    if subscription.forwarder.kind == TrackKind::Video {
+                        sink.keyframe_wanted(&track);
+                    }
+                }
+                Err(err) => warn!(cause = %err, track = %track, "activating a subscription failed"),
+            }
+        }
+        if self.dirty {
+            self.negotiate(socket).await;
+        }
+        Ok(())
+    }
+}
