@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Runs Conclave's whole test suite on a fresh Debian machine with the Rust toolchain:
+# installs the Debian packages the tests need, starts PostgreSQL when it is not running,
+# then runs every test of the workspace with cargo-nextest (cargo test when nextest is absent).
+#
+# Environment:
+#   CARGO_TARGET_DIR        build folder (default: ~/.cache/conclave/target, outside the checkout)
+#   CONCLAVE_TEST_POSTGRES  admin URL of the PostgreSQL server the tests create databases on
+#                           (default: postgres://postgres@127.0.0.1:5432/postgres)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/conclave/target}"
+export CONCLAVE_TEST_POSTGRES="${CONCLAVE_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+log() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# --- Debian packages -------------------------------------------------------------------------
+packages=(postgresql postgresql-client iproute2 util-linux ca-certificates)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  log "starting PostgreSQL"
+  version="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1 || true)"
+  if [ -z "$version" ]; then
+    version="$(ls /usr/lib/postgresql | sort -V | tail -n 1)"
+    as_root pg_createcluster "$version" main
+  fi
+  hba="/etc/postgresql/$version/main/pg_hba.conf"
+  # Local test server: trust connections from loopback, as on the service machines.
+  if ! grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+    as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+  fi
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || as_root pg_ctlcluster "$version" main start
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL did not start on 127.0.0.1:5432" >&2; exit 1; }
+# Databases left behind by an interrupted run.
+psql "$CONCLAVE_TEST_POSTGRES" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'conclave_t_%'" |
+  while read -r db; do psql "$CONCLAVE_TEST_POSTGRES" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"; done
+
+# --- Tests -----------------------------------------------------------------------------------
+log "building and running the tests"
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
