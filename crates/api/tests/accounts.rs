@@ -1,5 +1,7 @@
 //! Accounts, sessions, login throttling, administration and profiles — on SQLite and PostgreSQL.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use axum::http::{Method, StatusCode, header};

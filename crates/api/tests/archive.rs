@@ -1,6 +1,8 @@
 //! The lifecycle in the service: attendance reported by the SFU, occurrences moving to the
 //! archive, recurring conferences moving on, repeat and delete — on SQLite and PostgreSQL.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use axum::http::StatusCode;

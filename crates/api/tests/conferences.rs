@@ -1,6 +1,8 @@
 //! Scheduling, the conference log, editing, deleting, rights and bad input — on SQLite and
 //! PostgreSQL.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use axum::body::Body;

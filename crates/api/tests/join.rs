@@ -1,6 +1,8 @@
 //! `POST /join`: roles, passwords, guests, early start, waiting for the owner, throttling, and
 //! the signed join token — on SQLite and PostgreSQL.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use axum::http::StatusCode;

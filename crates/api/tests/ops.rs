@@ -1,5 +1,7 @@
 //! Health, readiness, metrics and the OpenAPI document.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use axum::http::{Method, StatusCode};
