@@ -181,7 +181,10 @@ pub async fn build_peer(
     events: mpsc::UnboundedSender<PeerEvent>,
 ) -> Result<Arc<dyn PeerConnection>, MediaError> {
     let (engine, registry) = media_engine()?;
-    let mut setting = SettingEngineBuilder::new();
+    // Remote mDNS candidates are discarded (the browser is found through its peer-reflexive
+    // address) and no multicast socket is opened.
+    let mut setting = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
     if settings.bind_ip.is_loopback() {
         setting = setting.with_include_loopback_candidate(true);
     }

@@ -1,0 +1,680 @@
+//! A Rust WebRTC client of the Conclave SFU, on the same `webrtc` crate: it joins with a
+//! token, publishes synthetic Opus and VP8, and counts what it receives. The SFU's tests
+//! drive it, and it is the seed of the load generator.
+//!
+//! # Layout
+//! - [`Client`]: one participant (a websocket and two peer connections).
+//! - [`netns`]: re-executes a test inside a network namespace that has only `lo`.
+
+pub mod netns;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use proto::signal::{ClientMessage, IceCandidate, PeerTarget, ServerMessage, TrackSource};
+use proto::{ConferenceId, ParticipantId};
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
+    register_default_interceptors,
+};
+
+/// What one received track brought.
+#[derive(Debug, Clone, Default)]
+pub struct Received {
+    /// The participant who publishes it (the stream ID).
+    pub publisher: String,
+    /// Audio or video.
+    pub video: bool,
+    /// RTP packets.
+    pub packets: u64,
+    /// Sequence gaps seen (lost packets).
+    pub lost: u64,
+    /// VP8 keyframes.
+    pub keyframes: u64,
+    /// When the track appeared.
+    pub started: Option<Instant>,
+    /// When the first keyframe arrived.
+    pub first_keyframe: Option<Instant>,
+    /// Forwarding latency samples in microseconds (from a send timestamp in the payload).
+    pub latencies_us: Vec<u64>,
+}
+
+type ReceivedMap = Arc<Mutex<HashMap<String, Received>>>;
+
+struct Handler {
+    target: PeerTarget,
+    outgoing: mpsc::UnboundedSender<ClientMessage>,
+    received: ReceivedMap,
+    failed: Arc<AtomicBool>,
+    connected: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.outgoing.send(ClientMessage::Candidate {
+                target: self.target,
+                candidate: IceCandidate {
+                    candidate: init.candidate,
+                    sdp_mid: init.sdp_mid,
+                    sdp_m_line_index: init.sdp_mline_index,
+                    username_fragment: init.username_fragment,
+                },
+            });
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        match state {
+            RTCPeerConnectionState::Failed => self.failed.store(true, Ordering::Release),
+            RTCPeerConnectionState::Connected => self.connected.store(true, Ordering::Release),
+            _ => {}
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let id = track.track_id().await.to_string();
+        let publisher = track.stream_id().await.to_string();
+        let video = track.kind().await == RtpCodecKind::Video;
+        let received = Arc::clone(&self.received);
+        received.lock().insert(
+            id.clone(),
+            Received {
+                publisher,
+                video,
+                started: Some(Instant::now()),
+                ..Received::default()
+            },
+        );
+        tokio::spawn(async move {
+            let mut last: Option<u16> = None;
+            while let Some(event) = track.poll().await {
+                let TrackRemoteEvent::OnRtpPacket(packet) = event else {
+                    continue;
+                };
+                let now = Instant::now();
+                let mut map = received.lock();
+                let Some(entry) = map.get_mut(&id) else {
+                    continue;
+                };
+                entry.packets += 1;
+                let seq = packet.header.sequence_number;
+                if let Some(last) = last {
+                    let gap = seq.wrapping_sub(last);
+                    if gap > 1 && gap < 1000 {
+                        entry.lost += u64::from(gap - 1);
+                    }
+                }
+                last = Some(seq);
+                let payload = &packet.payload;
+                if entry.video
+                    && payload.len() >= 2
+                    && payload[0] & 0x10 != 0
+                    && payload[1] & 0x01 == 0
+                {
+                    entry.keyframes += 1;
+                    entry.first_keyframe.get_or_insert(now);
+                }
+                if let Some(sent) = sent_at(payload) {
+                    entry.latencies_us.push(clock_us().saturating_sub(sent));
+                }
+            }
+        });
+    }
+}
+
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn clock_us() -> u64 {
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Payloads carry a marker and the send time so receivers measure latency.
+const STAMP: &[u8; 4] = b"CLV1";
+
+fn sent_at(payload: &[u8]) -> Option<u64> {
+    let at = payload.windows(4).position(|w| w == STAMP)?;
+    let bytes: [u8; 8] = payload.get(at + 4..at + 12)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+fn engine() -> Result<(MediaEngine, Registry)> {
+    let mut engine = MediaEngine::default();
+    engine.register_default_codecs()?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    Ok((engine, registry))
+}
+
+async fn peer(
+    target: PeerTarget,
+    outgoing: mpsc::UnboundedSender<ClientMessage>,
+    received: ReceivedMap,
+    failed: Arc<AtomicBool>,
+    connected: Arc<AtomicBool>,
+) -> Result<Arc<dyn PeerConnection>> {
+    let (engine, registry) = engine()?;
+    let peer = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(
+            SettingEngineBuilder::new()
+                .with_include_loopback_candidate(true)
+                .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+                .build(),
+        )
+        .with_handler(Arc::new(Handler {
+            target,
+            outgoing,
+            received,
+            failed,
+            connected,
+        }))
+        .with_udp_addrs(vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))])
+        .build()
+        .await?;
+    Ok(Arc::new(peer))
+}
+
+/// Synthetic media published by a client.
+#[derive(Debug, Clone, Copy)]
+pub struct MediaPlan {
+    /// Video bitrate in bits per second (30 frames per second).
+    pub video_bps: u32,
+    /// Seconds between periodic keyframes (besides those asked by PLI).
+    pub keyframe_every: Duration,
+}
+
+impl Default for MediaPlan {
+    fn default() -> Self {
+        Self {
+            video_bps: 300_000,
+            keyframe_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One participant.
+pub struct Client {
+    outgoing: mpsc::UnboundedSender<ClientMessage>,
+    events: mpsc::UnboundedReceiver<ServerMessage>,
+    publisher: Arc<dyn PeerConnection>,
+    subscriber: Arc<dyn PeerConnection>,
+    /// What arrived, by the room's track ID.
+    pub received: ReceivedMap,
+    /// Packets this client sent.
+    pub sent: Arc<AtomicU64>,
+    publisher_connected: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    /// The first answer to `join`: `joined`, `waiting` or an error.
+    pub first: ServerMessage,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("first", &self.first)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Opens `ws://{addr}/rtc`, joins with `token`, and waits for the first answer.
+    ///
+    /// # Errors
+    /// Connection errors; a refusal is not an error (see [`Client::first`]).
+    pub async fn join(addr: SocketAddr, token: &str, conference: &ConferenceId) -> Result<Self> {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/rtc"))
+            .await
+            .context("websocket")?;
+        let (mut sink, mut stream) = ws.split();
+        let (outgoing, mut outgoing_rx) = mpsc::unbounded_channel::<ClientMessage>();
+        let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    message = outgoing_rx.recv() => {
+                        let Some(message) = message else { break };
+                        let Ok(text) = serde_json::to_string(&message) else { continue };
+                        if sink.send(Message::text(text)).await.is_err() { break; }
+                    }
+                    raw = raw_rx.recv() => {
+                        let Some(raw) = raw else { break };
+                        if sink.send(Message::text(raw)).await.is_err() { break; }
+                    }
+                }
+            }
+            let _ = sink.close().await;
+        });
+        let received: ReceivedMap = Arc::default();
+        let failed = Arc::new(AtomicBool::new(false));
+        let publisher_connected = Arc::new(AtomicBool::new(false));
+        let publisher = peer(
+            PeerTarget::Publisher,
+            outgoing.clone(),
+            Arc::clone(&received),
+            Arc::clone(&failed),
+            Arc::clone(&publisher_connected),
+        )
+        .await?;
+        let subscriber = peer(
+            PeerTarget::Subscriber,
+            outgoing.clone(),
+            Arc::clone(&received),
+            Arc::clone(&failed),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await?;
+        let (events_tx, mut events) = mpsc::unbounded_channel::<ServerMessage>();
+        {
+            let publisher = Arc::clone(&publisher);
+            let subscriber = Arc::clone(&subscriber);
+            let outgoing = outgoing.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(message)) = stream.next().await {
+                    let Message::Text(text) = message else {
+                        if matches!(message, Message::Close(_)) {
+                            break;
+                        }
+                        continue;
+                    };
+                    let Ok(parsed) = serde_json::from_str::<ServerMessage>(text.as_str()) else {
+                        continue;
+                    };
+                    match parsed {
+                        ServerMessage::Answer { sdp } => {
+                            if let Ok(answer) = RTCSessionDescription::answer(sdp) {
+                                let _ = publisher.set_remote_description(answer).await;
+                            }
+                        }
+                        ServerMessage::Offer { sdp } => {
+                            let Ok(offer) = RTCSessionDescription::offer(sdp) else {
+                                continue;
+                            };
+                            if subscriber.set_remote_description(offer).await.is_err() {
+                                continue;
+                            }
+                            let Ok(answer) = subscriber.create_answer(None).await else {
+                                continue;
+                            };
+                            let sdp = answer.sdp.clone();
+                            if subscriber.set_local_description(answer).await.is_ok() {
+                                let _ = outgoing.send(ClientMessage::Answer { sdp });
+                            }
+                        }
+                        ServerMessage::Candidate { target, candidate } => {
+                            let peer = match target {
+                                PeerTarget::Publisher => &publisher,
+                                PeerTarget::Subscriber => &subscriber,
+                            };
+                            let _ = peer
+                                .add_ice_candidate(RTCIceCandidateInit {
+                                    candidate: candidate.candidate,
+                                    sdp_mid: candidate.sdp_mid,
+                                    sdp_mline_index: candidate.sdp_m_line_index,
+                                    username_fragment: candidate.username_fragment,
+                                    ..Default::default()
+                                })
+                                .await;
+                        }
+                        other => {
+                            let _ = events_tx.send(other);
+                        }
+                    }
+                }
+            });
+        }
+        // Keep the raw sender alive inside the client for malformed-message tests.
+        let raw = raw_tx;
+        outgoing
+            .send(ClientMessage::Join {
+                token: token.to_owned(),
+                conference: conference.clone(),
+            })
+            .map_err(|_| anyhow!("the websocket closed"))?;
+        let first = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .context("no answer to join")?
+            .ok_or_else(|| anyhow!("the websocket closed before answering"))?;
+        let client = Self {
+            outgoing,
+            events,
+            publisher,
+            subscriber,
+            received,
+            sent: Arc::default(),
+            publisher_connected,
+            stop: Arc::new(AtomicBool::new(false)),
+            first,
+        };
+        RAW.lock().insert(client_key(&client), raw);
+        Ok(client)
+    }
+
+    /// Our participant ID, when admitted.
+    pub fn id(&self) -> Option<ParticipantId> {
+        match &self.first {
+            ServerMessage::Joined { you, .. } => Some(you.clone()),
+            _ => None,
+        }
+    }
+
+    /// Sends a signaling message.
+    pub fn send(&self, message: ClientMessage) {
+        let _ = self.outgoing.send(message);
+    }
+
+    /// Sends raw text (for malformed-message tests).
+    pub fn send_raw(&self, text: &str) {
+        if let Some(raw) = RAW.lock().get(&client_key(self)) {
+            let _ = raw.send(text.to_owned());
+        }
+    }
+
+    /// The next server message (negotiation excluded) within `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<ServerMessage> {
+        tokio::time::timeout(timeout, self.events.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Waits for a message `matches` accepts, skipping others, within `timeout`.
+    ///
+    /// # Errors
+    /// When none came.
+    pub async fn wait_for(
+        &mut self,
+        timeout: Duration,
+        matches: impl Fn(&ServerMessage) -> bool,
+    ) -> Result<ServerMessage> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .map_err(|_| anyhow!("timed out waiting for a message"))?
+                .ok_or_else(|| anyhow!("the websocket closed"))?;
+            if matches(&message) {
+                return Ok(message);
+            }
+        }
+    }
+
+    /// Waits until the server sends after-join messages (e.g. `joined` after `waiting`).
+    ///
+    /// # Errors
+    /// When it did not come.
+    pub async fn wait_joined(&mut self, timeout: Duration) -> Result<ParticipantId> {
+        match self
+            .wait_for(timeout, |m| matches!(m, ServerMessage::Joined { .. }))
+            .await?
+        {
+            ServerMessage::Joined { you, .. } => {
+                self.first = ServerMessage::Joined {
+                    you: you.clone(),
+                    role: proto::Role::Listener,
+                    grants: proto::Grants::of(proto::Role::Listener, None),
+                    participants: Vec::new(),
+                    tracks: Vec::new(),
+                    chat: Vec::new(),
+                    recording: false,
+                    audio_only: false,
+                };
+                Ok(you)
+            }
+            _ => bail!("unexpected"),
+        }
+    }
+
+    /// Publishes synthetic media for each source (Opus for audio sources, VP8 for video) and
+    /// offers it. Returns the browser-style track IDs.
+    ///
+    /// # Errors
+    /// webrtc errors.
+    pub async fn publish(&self, sources: &[TrackSource], plan: MediaPlan) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for &source in sources {
+            let video = source.kind() == proto::signal::TrackKind::Video;
+            let id = format!("{source:?}-{}", rand::random::<u32>()).to_lowercase();
+            let ssrc = rand::random::<u32>();
+            let codec = if video {
+                RTCRtpCodec {
+                    mime_type: MIME_TYPE_VP8.into(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line: String::new(),
+                    rtcp_feedback: vec![],
+                }
+            } else {
+                RTCRtpCodec {
+                    mime_type: MIME_TYPE_OPUS.into(),
+                    clock_rate: 48_000,
+                    channels: 2,
+                    sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                    rtcp_feedback: vec![],
+                }
+            };
+            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                "local".into(),
+                id.clone(),
+                id.clone(),
+                if video {
+                    RtpCodecKind::Video
+                } else {
+                    RtpCodecKind::Audio
+                },
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec,
+                    ..Default::default()
+                }],
+            )));
+            self.publisher
+                .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+                .await?;
+            self.send(ClientMessage::Publish {
+                track_id: id.clone(),
+                source,
+                muted: false,
+            });
+            tokio::spawn(generate(
+                track,
+                ssrc,
+                video,
+                plan,
+                Arc::clone(&self.sent),
+                Arc::clone(&self.stop),
+            ));
+            ids.push(id);
+        }
+        let offer = self.publisher.create_offer(None).await?;
+        let sdp = offer.sdp.clone();
+        self.publisher.set_local_description(offer).await?;
+        self.send(ClientMessage::Offer { sdp });
+        Ok(ids)
+    }
+
+    /// Whether the publisher connection is up.
+    pub fn publishing(&self) -> bool {
+        self.publisher_connected.load(Ordering::Acquire)
+    }
+
+    /// A snapshot of what arrived.
+    pub fn received(&self) -> HashMap<String, Received> {
+        self.received.lock().clone()
+    }
+
+    /// Waits until `ok` holds for what arrived, within `timeout`.
+    ///
+    /// # Errors
+    /// When it did not hold in time.
+    pub async fn wait_received(
+        &self,
+        timeout: Duration,
+        ok: impl Fn(&HashMap<String, Received>) -> bool,
+    ) -> Result<HashMap<String, Received>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let snapshot = self.received();
+            if ok(&snapshot) {
+                return Ok(snapshot);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "media did not arrive in time: {:?}",
+                    snapshot
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.packets, v.keyframes))
+                        .collect::<Vec<_>>()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends `leave` and closes the connections.
+    pub async fn leave(self) {
+        self.send(ClientMessage::Leave);
+        self.close().await;
+    }
+
+    /// Closes the connections without `leave` (a vanishing participant).
+    pub async fn close(self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.publisher.close().await;
+        let _ = self.subscriber.close().await;
+        RAW.lock().remove(&client_key(&self));
+    }
+}
+
+type RawMap = HashMap<usize, mpsc::UnboundedSender<String>>;
+static RAW: std::sync::LazyLock<Mutex<RawMap>> = std::sync::LazyLock::new(Mutex::default);
+
+fn client_key(client: &Client) -> usize {
+    Arc::as_ptr(&client.stop) as *const () as usize
+}
+
+async fn generate(
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    video: bool,
+    plan: MediaPlan,
+    sent: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
+    let keyframe_wanted = Arc::new(AtomicBool::new(true));
+    {
+        let track = Arc::clone(&track);
+        let wanted = Arc::clone(&keyframe_wanted);
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            // RTCP from the SFU: PLIs ask for keyframes. `poll` is empty until bound.
+            while !stop.load(Ordering::Acquire) {
+                match tokio::time::timeout(Duration::from_millis(200), track.poll()).await {
+                    Ok(Some(TrackLocalEvent::OnRtcpPacket(packets))) => {
+                        if packets
+                            .iter()
+                            .any(|p| p.as_any().is::<PictureLossIndication>())
+                        {
+                            wanted.store(true, Ordering::Release);
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+    let (interval, clock_step) = if video {
+        (Duration::from_millis(33), 3000u32)
+    } else {
+        (Duration::from_millis(20), 960u32)
+    };
+    let frame_bytes = if video {
+        (plan.video_bps / 8 / 30) as usize
+    } else {
+        80
+    };
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut seq: u16 = rand::random();
+    let mut timestamp: u32 = rand::random();
+    let mut last_keyframe = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        ticker.tick().await;
+        timestamp = timestamp.wrapping_add(clock_step);
+        let keyframe = video
+            && (keyframe_wanted.swap(false, Ordering::AcqRel)
+                || last_keyframe.elapsed() >= plan.keyframe_every);
+        if keyframe {
+            last_keyframe = Instant::now();
+        }
+        let frame = if keyframe {
+            frame_bytes * 3
+        } else {
+            frame_bytes
+        };
+        let chunks = frame.div_ceil(1100).max(1);
+        for chunk in 0..chunks {
+            let mut payload = Vec::with_capacity(1200);
+            if video {
+                // VP8 payload descriptor: S bit on the first packet; then the frame header
+                // whose lowest bit is 0 for a keyframe.
+                payload.push(if chunk == 0 { 0x10 } else { 0x00 });
+                payload.push(if keyframe { 0x00 } else { 0x01 });
+            } else {
+                payload.push(0xfc);
+            }
+            payload.extend_from_slice(STAMP);
+            payload.extend_from_slice(&clock_us().to_be_bytes());
+            let size = (frame / chunks).clamp(16, 1100);
+            payload.resize(size, 0xab);
+            let packet = rtp::Packet {
+                header: rtp::Header {
+                    version: 2,
+                    marker: chunk + 1 == chunks,
+                    payload_type: if video { 96 } else { 111 },
+                    sequence_number: seq,
+                    timestamp,
+                    ssrc,
+                    ..Default::default()
+                },
+                payload: Bytes::from(payload),
+            };
+            seq = seq.wrapping_add(1);
+            if track.write_rtp(packet).await.is_ok() {
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Shared by the SFU's WebRTC tests: an SFU on loopback and join tokens.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use loadgen::Client;
+use proto::token::JOIN_AUDIENCE;
+use proto::{
+    ConferenceId, JoinClaims, Media, MeetingId, Role, RoomEvent, RoomReport, RoomSettings,
+    TokenKey, UdpPorts,
+};
+use sfu::{Config, Reporter, SfuState};
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret!";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Records reports.
+#[derive(Default)]
+pub struct Recorder(pub parking_lot::Mutex<Vec<RoomReport>>);
+
+impl Reporter for Recorder {
+    fn report(&self, report: RoomReport) {
+        self.0.lock().push(report);
+    }
+}
+
+impl Recorder {
+    pub fn events(&self) -> Vec<RoomEvent> {
+        self.0.lock().iter().map(|r| r.event.clone()).collect()
+    }
+}
+
+pub struct Sfu {
+    pub addr: SocketAddr,
+    pub state: SfuState,
+    pub key: TokenKey,
+    pub reports: Arc<Recorder>,
+    pub registry: prometheus::Registry,
+}
+
+/// Starts an SFU on 127.0.0.1 with peer connections on `ports`.
+pub async fn start(ports: UdpPorts) -> Sfu {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "sfu=info,warn".into()))
+        .with_test_writer()
+        .try_init();
+    let config = Config::for_loopback(SECRET, ports);
+    let reports = Arc::new(Recorder::default());
+    let registry = prometheus::Registry::new();
+    let state = SfuState::new(&config, reports.clone(), &registry).expect("state");
+    let app = sfu::router(state.clone()).merge(sfu::metrics_router(registry.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Sfu {
+        addr,
+        state,
+        key: TokenKey::new(SECRET.as_bytes()).expect("key"),
+        reports,
+        registry,
+    }
+}
+
+pub fn ports() -> UdpPorts {
+    UdpPorts {
+        first: 42000,
+        last: 42999,
+    }
+}
+
+pub fn conference() -> ConferenceId {
+    ConferenceId::from("c1")
+}
+
+pub fn claims(sub: &str, role: Role, owner: bool) -> JoinClaims {
+    let now = Utc::now().timestamp();
+    JoinClaims {
+        sub: sub.into(),
+        name: sub.to_uppercase(),
+        conf: conference(),
+        mid: MeetingId::from("123456789"),
+        role,
+        level: None,
+        owner,
+        room: RoomSettings {
+            max_participants: None,
+            allow_join_without_owner: true,
+            media: Media::AudioVideo,
+            udp_ports: None,
+        },
+        aud: JOIN_AUDIENCE.into(),
+        iat: now,
+        exp: now + 600,
+        jti: format!("jti-{sub}-{}", rand::random::<u32>()),
+    }
+}
+
+impl Sfu {
+    pub fn token(&self, claims: &JoinClaims) -> String {
+        self.key.sign_join(claims).expect("sign")
+    }
+
+    pub async fn join(&self, claims: &JoinClaims) -> Client {
+        Client::join(self.addr, &self.token(claims), &claims.conf)
+            .await
+            .expect("join")
+    }
+
+    pub fn metrics(&self) -> String {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encode");
+        String::from_utf8(out).expect("utf8")
+    }
+}
