@@ -257,7 +257,11 @@ impl ErrorCode {
 
 /// Client → SFU.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum ClientMessage {
     /// The first message: the join token from `POST /api/v1/join` and the conference it is
     /// meant for.
@@ -355,7 +359,11 @@ pub enum ClientMessage {
 
 /// SFU → client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum ServerMessage {
     /// The owner is absent and the room does not admit people without them: wait.
     Waiting,
@@ -533,7 +541,15 @@ mod tests {
     fn the_schema_of_both_directions_generates() {
         let client = schemars::schema_for!(ClientMessage);
         let server = schemars::schema_for!(ServerMessage);
-        assert!(serde_json::to_string(&client).expect("json").contains("setRole"));
-        assert!(serde_json::to_string(&server).expect("json").contains("activeSpeaker"));
+        assert!(
+            serde_json::to_string(&client)
+                .expect("json")
+                .contains("setRole")
+        );
+        assert!(
+            serde_json::to_string(&server)
+                .expect("json")
+                .contains("activeSpeaker")
+        );
     }
 }
