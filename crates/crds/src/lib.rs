@@ -189,7 +189,7 @@ pub struct SecretKeyRef {
 }
 
 /// When a conference happens: a timed window (optionally repeated) or always.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[x_kube(
     validation = Rule::new("!(has(self.permanent) && self.permanent) || (!has(self.start) && !has(self.end) && !has(self.duration) && !has(self.recurrence))")
         .message("a permanent room has no start, end, duration or recurrence"),
@@ -236,6 +236,19 @@ pub struct ScheduleSpec {
 
 fn default_time_zone() -> String {
     "UTC".into()
+}
+
+impl Default for ScheduleSpec {
+    fn default() -> Self {
+        Self {
+            start: None,
+            end: None,
+            duration: None,
+            time_zone: default_time_zone(),
+            recurrence: None,
+            permanent: false,
+        }
+    }
 }
 
 /// What media a conference carries.

@@ -1,0 +1,665 @@
+//! The IO shell around the pure core: the kube-runtime Controller for `Conference`, its
+//! `reconcile` (wrapped in a finalizer), `error_policy`, and the SFU pod watch that triggers
+//! failover.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use crds::{Conference, ConferencePhase, labels};
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::Pod as KubePod;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{self, Action};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use placement::{Ledger, Policy, Request, Sizing, evaluate};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::clock::Clock;
+use crate::conference::{
+    Notice, Outcome, Placement, PodLoss, Severity, desired_status, notices, observed,
+    same_owned_fields, schedule_of,
+};
+use crate::error::{Error, Result};
+use crate::fleet;
+use crate::metrics::Metrics;
+
+/// The finalizer that makes deletion release the assignment first.
+pub const FINALIZER: &str = "conclave.dev/placement";
+/// The field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "conclave-operator";
+/// How many conferences waiting for capacity are retried when capacity frees up.
+const WAKE_AT_MOST: usize = 256;
+/// Retry a failed placement at least this often even without a fleet change.
+const PLACEMENT_RETRY: Duration = Duration::from_secs(60);
+
+/// What the operator's shell is told at start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Namespace of conferences and SFU pods; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Label selector of SFU pods.
+    pub sfu_selector: String,
+    /// Lead time and end grace.
+    pub policy: Policy,
+    /// Ports per participant.
+    pub sizing: Sizing,
+    /// How many conferences reconcile at once.
+    pub concurrency: u16,
+    /// This replica's identity (Events' reporting instance).
+    pub identity: String,
+}
+
+/// What every reconcile shares. Locks are never held across an `.await`.
+pub struct Context {
+    client: Client,
+    clock: Arc<dyn Clock>,
+    policy: Policy,
+    sizing: Sizing,
+    /// The authoritative record of assignments while this replica leads.
+    ledger: Mutex<Ledger>,
+    pods: Store<KubePod>,
+    conferences: Store<Conference>,
+    /// Conferences that want an assignment but found no room.
+    waiting: Mutex<HashSet<ObjectRef<Conference>>>,
+    /// What placement saw of each pod last time, to react only to changes that matter.
+    fleet_seen: Mutex<HashMap<String, placement::Pod>>,
+    triggers: mpsc::UnboundedSender<ObjectRef<Conference>>,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    phases: Mutex<HashMap<ObjectRef<Conference>, ConferencePhase>>,
+    failures: Mutex<HashMap<ObjectRef<Conference>, u32>>,
+    issued_meeting_ids: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("policy", &self.policy)
+            .field("sizing", &self.sizing)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; carry on with it.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The ledger's key of a conference: `namespace/name`.
+fn ledger_key(oref: &ObjectRef<Conference>) -> String {
+    format!(
+        "{}/{}",
+        oref.namespace.as_deref().unwrap_or_default(),
+        oref.name
+    )
+}
+
+fn oref_from_key(key: &str) -> Option<ObjectRef<Conference>> {
+    let (namespace, name) = key.split_once('/')?;
+    let oref = ObjectRef::new(name);
+    Some(if namespace.is_empty() {
+        oref
+    } else {
+        oref.within(namespace)
+    })
+}
+
+fn to_utc(time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(time.0.as_millisecond())
+}
+
+/// Whether `value` may be a label value (63 characters, alphanumerics with `-_.` inside).
+fn is_label_value(value: &str) -> bool {
+    value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && value
+            .bytes()
+            .next()
+            .is_none_or(|b| b.is_ascii_alphanumeric())
+        && value
+            .bytes()
+            .last()
+            .is_none_or(|b| b.is_ascii_alphanumeric())
+}
+
+impl Context {
+    /// Retries conferences waiting for capacity (some was freed or a pod came).
+    fn wake_waiting(&self) {
+        let waiting: Vec<ObjectRef<Conference>> = lock(&self.waiting)
+            .iter()
+            .take(WAKE_AT_MOST)
+            .cloned()
+            .collect();
+        for oref in waiting {
+            let _ = self.triggers.send(oref);
+        }
+    }
+
+    /// Reacts to a pod event: when what placement sees of the pod changed, its conferences are
+    /// re-evaluated (failover) and, when it can take conferences, the waiting ones are retried.
+    fn pod_changed(&self, pod: &KubePod) {
+        let name = pod.name_any();
+        let present = self.pods.get(&ObjectRef::from_obj(pod)).is_some();
+        let now_seen = if present {
+            fleet::sfu_pod(pod).ok()
+        } else {
+            None
+        };
+        let before = {
+            let mut seen = lock(&self.fleet_seen);
+            let before = match &now_seen {
+                Some(p) => seen.insert(name.clone(), p.clone()),
+                None => seen.remove(&name),
+            };
+            before
+        };
+        if before == now_seen {
+            return;
+        }
+        info!(pod = %name, ready = now_seen.as_ref().is_some_and(|p| p.ready), present, "SFU pod changed");
+        let on_pod: Vec<ObjectRef<Conference>> = lock(&self.ledger)
+            .assignments()
+            .filter(|a| a.pod == name)
+            .filter_map(|a| oref_from_key(&a.conference))
+            .collect();
+        for oref in on_pod {
+            let _ = self.triggers.send(oref);
+        }
+        if now_seen.as_ref().is_some_and(|p| p.ready) {
+            self.wake_waiting();
+        }
+        self.observe_fleet();
+    }
+
+    /// Updates the fleet gauges.
+    fn observe_fleet(&self) {
+        let pods = self.pods.state();
+        let (usable, counts) = fleet::survey(pods.iter().map(|p| p.as_ref()));
+        let ledger = lock(&self.ledger);
+        let (mut used, mut free) = (0i64, 0i64);
+        for pod in usable.iter().filter(|p| p.ready) {
+            let reserved = ledger.reserved_on(&pod.name).min(pod.capacity);
+            used += i64::from(reserved);
+            free += i64::from(pod.capacity - reserved);
+        }
+        drop(ledger);
+        self.metrics.observe_fleet(counts, used, free);
+    }
+
+    /// A meeting ID for a conference without one: nine digits derived from its UID, unique
+    /// among the conferences this operator knows.
+    fn meeting_id_for(&self, conference: &Conference) -> String {
+        let seed = conference.uid().unwrap_or_else(|| conference.name_any());
+        let mut issued = lock(&self.issued_meeting_ids);
+        let mut candidate = String::new();
+        for attempt in 0u64..1000 {
+            // FNV-1a over the seed and the attempt number.
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+            for byte in seed.bytes().chain(attempt.to_le_bytes()) {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+            candidate = format!("{}", 100_000_000 + hash % 900_000_000);
+            let taken = issued.contains(&candidate)
+                || self
+                    .conferences
+                    .find(|c| c.spec.meeting_id.as_deref() == Some(candidate.as_str()))
+                    .is_some();
+            if !taken {
+                break;
+            }
+        }
+        issued.insert(candidate.clone());
+        candidate
+    }
+
+    async fn publish(&self, conference: &Conference, notice: Notice) {
+        let event = KubeEvent {
+            type_: match notice.severity {
+                Severity::Normal => EventType::Normal,
+                Severity::Warning => EventType::Warning,
+            },
+            reason: notice.reason.clone(),
+            note: Some(notice.note.clone()),
+            action: notice.action.to_owned(),
+            secondary: None,
+        };
+        if let Err(err) = self
+            .recorder
+            .publish(&event, &conference.object_ref(&()))
+            .await
+        {
+            // Events are best effort: the status carries the same facts.
+            warn!(cause = %err, reason = %notice.reason, "publishing an event failed");
+        }
+    }
+}
+
+/// Reconciles one conference: places or releases it and reports the result in its status.
+///
+/// # Errors
+/// [`Error`] when the API server refuses a write; the controller retries with backoff.
+pub async fn reconcile(conference: Arc<Conference>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let oref = ObjectRef::from_obj(conference.as_ref());
+    let span = info_span!("reconcile", conference = %ledger_key(&oref));
+    let result = async {
+        let namespace = conference
+            .namespace()
+            .ok_or(Error::MissingMetadata("namespace"))?;
+        let api: Api<Conference> = Api::namespaced(ctx.client.clone(), &namespace);
+        let (api_ref, ctx_ref) = (&api, ctx.as_ref());
+        finalizer(&api, FINALIZER, conference, |event| async move {
+            match event {
+                FinalizerEvent::Apply(conference) => apply(conference, api_ref, ctx_ref).await,
+                FinalizerEvent::Cleanup(conference) => cleanup(conference, ctx_ref).await,
+            }
+        })
+        .await
+        .map_err(|err| Error::Finalizer(Box::new(err)))
+    }
+    .instrument(span)
+    .await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(err) => err.metric_label(),
+    };
+    ctx.metrics.reconciles.with_label_values(&[label]).inc();
+    if result.is_ok() {
+        lock(&ctx.failures).remove(&oref);
+    }
+    ctx.observe_fleet();
+    result
+}
+
+/// Logs, counts (in [`reconcile`]) and backs off exponentially per conference: 1 s, 2 s, 4 s, …
+/// up to 5 minutes.
+pub fn error_policy(conference: Arc<Conference>, err: &Error, ctx: Arc<Context>) -> Action {
+    let oref = ObjectRef::from_obj(conference.as_ref());
+    let failures = {
+        let mut failures = lock(&ctx.failures);
+        let n = failures.entry(oref.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = Duration::from_secs(1u64 << failures.min(9).saturating_sub(1))
+        .min(Duration::from_secs(300));
+    warn!(conference = %ledger_key(&oref), cause = %err, failures, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn apply(
+    conference: Arc<Conference>,
+    api: &Api<Conference>,
+    ctx: &Context,
+) -> Result<Action> {
+    let now = ctx.clock.now();
+    let name = conference.name_any();
+    let oref = ObjectRef::from_obj(conference.as_ref());
+    let key = ledger_key(&oref);
+    let old = conference.status.as_ref();
+    let generation = conference.metadata.generation;
+    let spec = &conference.spec;
+
+    if spec.meeting_id.is_none() {
+        let id = ctx.meeting_id_for(&conference);
+        info!(meeting_id = %id, "generated a meeting ID");
+        // A merge patch, not an apply: the field then stays when the operator stops sending it.
+        api.patch(
+            &name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(json!({ "spec": { "meetingId": id } })),
+        )
+        .await?;
+        // The change comes back through the watch and reconciles again.
+        return Ok(Action::await_change());
+    }
+
+    let (pods, _) = fleet::survey(ctx.pods.state().iter().map(|p| p.as_ref()));
+    let created = conference
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(to_utc);
+    let previous_pod = old
+        .and_then(|s| s.assignment.as_ref())
+        .map(|a| a.pod.clone());
+    let loss = match &previous_pod {
+        None => PodLoss::None,
+        Some(pod) => match pods.iter().find(|p| &p.name == pod) {
+            None => PodLoss::Gone,
+            Some(p) if !p.ready => PodLoss::NotReady,
+            Some(_) => PodLoss::None,
+        },
+    };
+    let outcome = match schedule_of(spec, created, now) {
+        Err(invalid) => {
+            if lock(&ctx.ledger).release(&key).is_some() {
+                ctx.wake_waiting();
+            }
+            Outcome::Invalid(invalid)
+        }
+        Ok(schedule) => {
+            let decision = evaluate(&schedule, &ctx.policy, &observed(old), now);
+            let next = decision.occurrence.and_then(|current| {
+                schedule
+                    .occurrences_ending_after(current.end, 2)
+                    .into_iter()
+                    .find(|o| o.start >= current.end)
+            });
+            let placement = if decision.placed {
+                let request = Request {
+                    conference: key.clone(),
+                    participants: spec.max_participants,
+                };
+                let placed = lock(&ctx.ledger).place(&request, &pods, &ctx.sizing);
+                match placed {
+                    Ok(assignment) => {
+                        lock(&ctx.waiting).remove(&oref);
+                        Placement::Held(assignment)
+                    }
+                    Err(err) => {
+                        lock(&ctx.waiting).insert(oref.clone());
+                        ctx.metrics
+                            .placement_failures
+                            .with_label_values(&[err.reason()])
+                            .inc();
+                        Placement::Failed(err)
+                    }
+                }
+            } else {
+                lock(&ctx.waiting).remove(&oref);
+                if lock(&ctx.ledger).release(&key).is_some() {
+                    ctx.wake_waiting();
+                }
+                Placement::NotWanted
+            };
+            Outcome::Evaluated {
+                decision,
+                next,
+                placement,
+            }
+        }
+    };
+    let desired = desired_status(old, generation, now, &outcome, &loss);
+    if let (Some(before), Some(after)) = (&previous_pod, desired.assignment.as_ref())
+        && *before != after.pod
+    {
+        ctx.metrics.failovers.inc();
+    }
+
+    // Labels: the pod (so an SFU pod watches only its conferences) and the owner (so the API
+    // lists an owner's conferences), both owned by the operator's field manager.
+    let mut want_labels = serde_json::Map::new();
+    if let Some(assignment) = &desired.assignment {
+        want_labels.insert(labels::SFU_POD.into(), json!(assignment.pod));
+    }
+    if is_label_value(&spec.owner) {
+        want_labels.insert(labels::OWNER.into(), json!(spec.owner));
+    }
+    let have = conference.labels();
+    let labels_differ = want_labels
+        .iter()
+        .any(|(k, v)| have.get(k).map(|h| json!(h)) != Some(v.clone()))
+        || (have.contains_key(labels::SFU_POD) && !want_labels.contains_key(labels::SFU_POD));
+    if labels_differ {
+        let body = json!({
+            "apiVersion": "conclave.dev/v1alpha1",
+            "kind": "Conference",
+            "metadata": { "name": name, "labels": want_labels },
+        });
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    }
+
+    if !same_owned_fields(old, &desired) {
+        let body = json!({
+            "apiVersion": "conclave.dev/v1alpha1",
+            "kind": "Conference",
+            "status": desired,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+        debug!(phase = ?desired.phase, pod = ?desired.assignment.as_ref().map(|a| &a.pod), "status applied");
+    }
+
+    for notice in notices(old, &desired, &outcome) {
+        info!(reason = %notice.reason, note = %notice.note, "conference event");
+        ctx.publish(&conference, notice).await;
+    }
+
+    let previous_phase =
+        lock(&ctx.phases).insert(oref, desired.phase.unwrap_or(ConferencePhase::Scheduled));
+    ctx.metrics.move_phase(previous_phase, desired.phase);
+
+    let mut requeue = match &outcome {
+        Outcome::Evaluated { decision, .. } => decision
+            .wake_at
+            .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO)),
+        Outcome::Invalid(_) => None,
+    };
+    if matches!(
+        outcome,
+        Outcome::Evaluated {
+            placement: Placement::Failed(_),
+            ..
+        }
+    ) {
+        requeue = Some(requeue.map_or(PLACEMENT_RETRY, |d| d.min(PLACEMENT_RETRY)));
+    }
+    Ok(match requeue {
+        // Never spin: a wake-up due now comes back after a tenth of a second at the earliest.
+        Some(after) => Action::requeue(after.max(Duration::from_millis(100))),
+        None => Action::await_change(),
+    })
+}
+
+/// Releases the assignment of a conference being deleted. Idempotent, and fine when apply
+/// never ran.
+async fn cleanup(conference: Arc<Conference>, ctx: &Context) -> Result<Action> {
+    let oref = ObjectRef::from_obj(conference.as_ref());
+    let key = ledger_key(&oref);
+    let released = lock(&ctx.ledger).release(&key);
+    lock(&ctx.waiting).remove(&oref);
+    let previous_phase = lock(&ctx.phases).remove(&oref);
+    ctx.metrics.move_phase(previous_phase, None);
+    if let Some(assignment) = released {
+        info!(pod = %assignment.pod, "released on deletion");
+        ctx.publish(
+            &conference,
+            Notice {
+                severity: Severity::Normal,
+                reason: "Released".into(),
+                action: "Release",
+                note: format!(
+                    "deleted; released {} UDP ports {}-{}",
+                    assignment.pod, assignment.udp_ports.first, assignment.udp_ports.last
+                ),
+            },
+        )
+        .await;
+        ctx.wake_waiting();
+    }
+    Ok(Action::await_change())
+}
+
+/// Runs the controller until `stop` is cancelled: seeds the ledger from the assignments in
+/// status, watches SFU pods and reconciles every conference.
+///
+/// # Errors
+/// [`Error::Kube`] when the initial list fails.
+pub async fn lead(
+    client: Client,
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> Result<()> {
+    let conferences: Api<Conference> = match &settings.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let pods_api: Api<KubePod> = match &settings.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+
+    // The ledger starts from what the status of every conference says, so that no port handed
+    // out by an earlier leader is handed out again.
+    let mut ledger = Ledger::new();
+    for conference in conferences.list(&ListParams::default()).await? {
+        let Some(assignment) = conference
+            .status
+            .as_ref()
+            .and_then(|s| s.assignment.clone())
+        else {
+            continue;
+        };
+        let key = ledger_key(&ObjectRef::from_obj(&conference));
+        let assignment = placement::Assignment {
+            conference: key.clone(),
+            pod: assignment.pod,
+            endpoint: assignment.endpoint,
+            udp_ports: placement::PortRange {
+                first: assignment.udp_ports.first,
+                last: assignment.udp_ports.last,
+            },
+            reserved: assignment.reserved,
+        };
+        if let Err(conflict) = ledger.insert(assignment) {
+            warn!(conference = %key, cause = %conflict, "assignment in status conflicts; it will be placed anew");
+        }
+    }
+    info!(assignments = ledger.len(), "leading: ledger seeded");
+
+    let (pod_store, pod_writer) = reflector::store();
+    let pod_events = watcher(
+        pods_api,
+        watcher::Config::default().labels(&settings.sfu_selector),
+    )
+    .default_backoff()
+    .reflect(pod_writer)
+    .touched_objects();
+
+    let (conference_store, conference_writer) = reflector::store();
+    let conference_events = watcher(conferences, watcher::Config::default())
+        .default_backoff()
+        .reflect(conference_writer)
+        .touched_objects();
+    let (triggers, trigger_rx) = mpsc::unbounded_channel();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        clock: clock.clone(),
+        policy: settings.policy,
+        sizing: settings.sizing,
+        ledger: Mutex::new(ledger),
+        pods: pod_store.clone(),
+        conferences: conference_store.clone(),
+        waiting: Mutex::new(HashSet::new()),
+        fleet_seen: Mutex::new(HashMap::new()),
+        triggers,
+        recorder: Recorder::new(
+            client,
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(settings.identity.clone()),
+            },
+        ),
+        metrics,
+        phases: Mutex::new(HashMap::new()),
+        failures: Mutex::new(HashMap::new()),
+        issued_meeting_ids: Mutex::new(HashSet::new()),
+    });
+
+    // The pod watch runs beside the controller and turns fleet changes into triggers.
+    let pod_ctx = ctx.clone();
+    let pod_stop = stop.clone();
+    let pod_task = tokio::spawn(async move {
+        let mut pod_events = std::pin::pin!(pod_events);
+        loop {
+            tokio::select! {
+                () = pod_stop.cancelled() => break,
+                next = pod_events.next() => match next {
+                    Some(Ok(pod)) => pod_ctx.pod_changed(&pod),
+                    Some(Err(err)) => warn!(cause = %err, "SFU pod watch failed; retrying"),
+                    None => break,
+                },
+            }
+        }
+    });
+    // Placing before the fleet is known would report every conference as unplaceable.
+    tokio::select! {
+        () = stop.cancelled() => {
+            pod_task.abort();
+            return Ok(());
+        }
+        ready = pod_store.wait_until_ready() => {
+            if ready.is_err() {
+                warn!("SFU pod watch ended before it listed the pods");
+            }
+        }
+    }
+    ctx.observe_fleet();
+
+    // What makes a conference reconcile: its own changes, the pod watch (failover) and freed
+    // capacity through `triggers`, and every conference when the clock jumps (virtual time).
+    let own = conference_events.map_ok(|conference: Conference| ObjectRef::from_obj(&conference));
+    let triggered = stream::unfold(trigger_rx, |mut rx| async move {
+        let oref: ObjectRef<Conference> = rx.recv().await?;
+        Some((Ok(oref), rx))
+    });
+    let store = conference_store.clone();
+    let jumps = clock.jumps().flat_map(move |()| {
+        let all: Vec<Result<ObjectRef<Conference>, watcher::Error>> = store
+            .state()
+            .iter()
+            .map(|c| Ok(ObjectRef::from_obj(c.as_ref())))
+            .collect();
+        stream::iter(all)
+    });
+    let queue = stream::select_all([own.boxed(), triggered.boxed(), jumps.boxed()])
+        .take_until(stop.clone().cancelled_owned());
+    controller::applier(
+        |conference, ctx| Box::pin(reconcile(conference, ctx)),
+        error_policy,
+        ctx.clone(),
+        conference_store,
+        queue,
+        controller::Config::default().concurrency(settings.concurrency),
+    )
+    .for_each(|result| async move {
+        match result {
+            Ok((oref, action)) => debug!(conference = %oref, ?action, "reconciled"),
+            Err(err) => debug!(cause = %err, "controller event"),
+        }
+    })
+    .await;
+    pod_task.abort();
+    info!("stopped leading");
+    Ok(())
+}

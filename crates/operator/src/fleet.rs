@@ -1,0 +1,234 @@
+//! The SFU fleet as placement sees it, read from the pods themselves.
+//!
+//! An SFU pod (label `app.kubernetes.io/component=sfu`) advertises what placement needs in
+//! annotations, usually set in the StatefulSet's pod template (see `docs/operator.md`):
+//! - `conclave.dev/capacity`: participants it serves at most, e.g. `500`;
+//! - `conclave.dev/udp-ports`: its UDP port range, inclusive, e.g. `40000-40999`;
+//! - `conclave.dev/endpoint`: the base URL clients connect to; `{pod}`, `{namespace}` and
+//!   `{podIP}` are replaced, so one template serves every replica
+//!   (`wss://{pod}.sfu.conclave.example.com`).
+//!
+//! A pod takes conferences when it is Ready and not terminating; a pod whose annotations are
+//! missing or malformed takes none and is counted as misconfigured.
+
+use crds::annotations;
+use k8s_openapi::api::core::v1::Pod as KubePod;
+use placement::{Pod, PortRange};
+
+/// Why a pod cannot take conferences whatever its readiness.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Misconfigured {
+    /// An annotation is absent.
+    #[error("annotation {0} is missing")]
+    Missing(&'static str),
+    /// An annotation does not parse.
+    #[error("annotation {name} is malformed: {value:?}")]
+    Malformed {
+        /// The annotation.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The pod has no name.
+    #[error("pod has no name")]
+    Unnamed,
+}
+
+/// The pod as placement sees it, or why it is unusable.
+///
+/// # Errors
+/// [`Misconfigured`] when the pod does not advertise capacity, ports and endpoint.
+pub fn sfu_pod(pod: &KubePod) -> Result<Pod, Misconfigured> {
+    let name = pod.metadata.name.clone().ok_or(Misconfigured::Unnamed)?;
+    let annotation = |key: &'static str| {
+        pod.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .ok_or(Misconfigured::Missing(key))
+    };
+    let malformed = |name: &'static str, value: &str| Misconfigured::Malformed {
+        name,
+        value: value.to_owned(),
+    };
+    let capacity_text = annotation(annotations::CAPACITY)?;
+    let capacity: u32 = capacity_text
+        .parse()
+        .map_err(|_| malformed(annotations::CAPACITY, capacity_text))?;
+    let ports_text = annotation(annotations::UDP_PORTS)?;
+    let udp_ports = parse_port_range(ports_text)
+        .ok_or_else(|| malformed(annotations::UDP_PORTS, ports_text))?;
+    let template = annotation(annotations::ENDPOINT)?;
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let pod_ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .unwrap_or_default();
+    let endpoint = template
+        .replace("{pod}", &name)
+        .replace("{namespace}", namespace)
+        .replace("{podIP}", pod_ip);
+    if template.contains("{podIP}") && pod_ip.is_empty() {
+        // Not addressable yet: treat like a pod that is not ready.
+        return Ok(Pod {
+            name,
+            endpoint,
+            ready: false,
+            capacity,
+            udp_ports,
+        });
+    }
+    Ok(Pod {
+        name,
+        endpoint,
+        ready: is_ready(pod),
+        capacity,
+        udp_ports,
+    })
+}
+
+/// Ready and not terminating.
+pub fn is_ready(pod: &KubePod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|conditions| {
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+}
+
+/// `first-last`, inclusive, `first <= last`.
+pub fn parse_port_range(text: &str) -> Option<PortRange> {
+    let (first, last) = text.split_once('-')?;
+    let range = PortRange {
+        first: first.trim().parse().ok()?,
+        last: last.trim().parse().ok()?,
+    };
+    (range.first > 0 && !range.is_empty()).then_some(range)
+}
+
+/// Counts of the fleet by state, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FleetCounts {
+    /// Pods taking conferences.
+    pub ready: i64,
+    /// Pods that are not ready or terminating.
+    pub not_ready: i64,
+    /// Pods whose annotations are missing or malformed.
+    pub misconfigured: i64,
+}
+
+/// The usable pods of `pods` and the counts by state.
+pub fn survey<'a>(pods: impl IntoIterator<Item = &'a KubePod>) -> (Vec<Pod>, FleetCounts) {
+    let mut counts = FleetCounts::default();
+    let mut usable = Vec::new();
+    for pod in pods {
+        match sfu_pod(pod) {
+            Ok(pod) => {
+                if pod.ready {
+                    counts.ready += 1;
+                } else {
+                    counts.not_ready += 1;
+                }
+                usable.push(pod);
+            }
+            Err(_) => counts.misconfigured += 1,
+        }
+    }
+    usable.sort_by(|a, b| a.name.cmp(&b.name));
+    (usable, counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use std::collections::BTreeMap;
+
+    fn pod(annotations: &[(&str, &str)], ready: bool) -> KubePod {
+        let mut pod = KubePod::default();
+        pod.metadata.name = Some("sfu-0".into());
+        pod.metadata.namespace = Some("conclave".into());
+        pod.metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+        );
+        pod.status = Some(PodStatus {
+            pod_ip: Some("10.0.0.7".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..PodCondition::default()
+            }]),
+            ..PodStatus::default()
+        });
+        pod
+    }
+
+    const GOOD: [(&str, &str); 3] = [
+        (annotations::CAPACITY, "500"),
+        (annotations::UDP_PORTS, "40000-40999"),
+        (
+            annotations::ENDPOINT,
+            "wss://{pod}.sfu.{namespace}.example.com",
+        ),
+    ];
+
+    #[test]
+    fn a_pod_advertises_capacity_ports_and_endpoint_in_annotations() {
+        let parsed = sfu_pod(&pod(&GOOD, true)).expect("usable");
+        assert_eq!(parsed.capacity, 500);
+        assert_eq!(
+            parsed.udp_ports,
+            PortRange {
+                first: 40000,
+                last: 40999
+            }
+        );
+        assert_eq!(parsed.endpoint, "wss://sfu-0.sfu.conclave.example.com");
+        assert!(parsed.ready);
+    }
+
+    #[test]
+    fn a_pod_that_is_not_ready_or_terminating_takes_no_conference() {
+        assert!(!sfu_pod(&pod(&GOOD, false)).expect("usable").ready);
+        let mut terminating = pod(&GOOD, true);
+        terminating.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        assert!(!sfu_pod(&terminating).expect("usable").ready);
+    }
+
+    #[test]
+    fn missing_or_malformed_annotations_make_a_pod_misconfigured() {
+        assert_eq!(
+            sfu_pod(&pod(&GOOD[..2], true)),
+            Err(Misconfigured::Missing(annotations::ENDPOINT))
+        );
+        let bad = [GOOD[0], (annotations::UDP_PORTS, "41000-40000"), GOOD[2]];
+        assert!(matches!(
+            sfu_pod(&pod(&bad, true)),
+            Err(Misconfigured::Malformed { .. })
+        ));
+        let (usable, counts) = survey([&pod(&GOOD, true), &pod(&bad, true)]);
+        assert_eq!(usable.len(), 1);
+        assert_eq!(
+            counts,
+            FleetCounts {
+                ready: 1,
+                not_ready: 0,
+                misconfigured: 1
+            }
+        );
+    }
+}
