@@ -59,6 +59,18 @@ use crate::store::SqlConferenceStore;
 /// # Errors
 /// When the database is unreachable, a key file is unreadable, or a setting is invalid.
 pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<AppState> {
+    build_with_registry(config, clock, prometheus::Registry::new()).await
+}
+
+/// Like [`build`], registering the API's metrics in `registry`.
+///
+/// # Errors
+/// As [`build`].
+pub async fn build_with_registry(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    registry: prometheus::Registry,
+) -> Result<AppState> {
     std::fs::create_dir_all(&config.data_dir).map_err(|err| {
         Error::Internal(format!(
             "cannot create the data folder {}: {err}",
@@ -81,7 +93,7 @@ pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<AppState> {
         },
         policy: config.lifecycle_policy(),
         store: Arc::new(SqlConferenceStore::new(db.clone())),
-        metrics: metrics::Metrics::new(),
+        metrics: metrics::Metrics::with_registry(registry),
         lifecycle_wake: tokio::sync::Notify::new(),
         fleet,
         tokens,
@@ -93,13 +105,23 @@ pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<AppState> {
     Ok(state)
 }
 
-/// The join-token key: from CONCLAVE_JOIN_TOKEN_SECRET, a file, or generated into the data folder.
-fn load_token_key(config: &Config) -> Result<proto::TokenKey> {
+/// The join-token secret: from CONCLAVE_JOIN_TOKEN_SECRET, a file, or generated once into the
+/// data folder (standalone mode hands the same secret to the embedded SFU).
+///
+/// # Errors
+/// When the secret file cannot be read or written.
+pub fn token_secret(config: &Config) -> Result<String> {
     let secret = if let Ok(secret) = std::env::var(config::JOIN_TOKEN_SECRET_ENV) {
         secret.into_bytes()
     } else if let Some(path) = &config.join_token_secret_file {
         read_secret(path)?
     } else {
+        std::fs::create_dir_all(&config.data_dir).map_err(|err| {
+            Error::Internal(format!(
+                "cannot create the data folder {}: {err}",
+                config.data_dir.display()
+            ))
+        })?;
         let path = config.data_dir.join("join-token.key");
         if !path.exists() {
             std::fs::write(&path, session::random_secret(48)).map_err(|err| {
@@ -108,7 +130,13 @@ fn load_token_key(config: &Config) -> Result<proto::TokenKey> {
         }
         read_secret(&path)?
     };
-    proto::TokenKey::new(&secret).map_err(|err| Error::invalid("joinTokenSecret", err.to_string()))
+    String::from_utf8(secret)
+        .map_err(|_| Error::invalid("joinTokenSecret", "the secret must be text"))
+}
+
+fn load_token_key(config: &Config) -> Result<proto::TokenKey> {
+    proto::TokenKey::new(token_secret(config)?.as_bytes())
+        .map_err(|err| Error::invalid("joinTokenSecret", err.to_string()))
 }
 
 fn read_secret(path: &Path) -> Result<Vec<u8>> {

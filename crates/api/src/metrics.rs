@@ -26,7 +26,12 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every metric in a fresh registry.
     pub fn new() -> Self {
-        let registry = Registry::new();
+        Self::with_registry(Registry::new())
+    }
+
+    /// Registers every metric in `registry`, which `/metrics` then renders whole (standalone
+    /// mode shares one registry between the API and the embedded SFU).
+    pub fn with_registry(registry: Registry) -> Self {
         let requests = IntCounterVec::new(
             Opts::new(
                 "conclave_api_http_requests_total",

@@ -1,7 +1,14 @@
 //! `conclave`: the one binary. It only parses the command line and hands the configuration to
-//! the component it names; `standalone` (the default) runs everything in one process.
+//! the component it names; `standalone` (the default) composes the API and the embedded SFU in
+//! one process.
 
-use clap::{Parser, Subcommand};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use proto::RoomReport;
+use tokio::sync::mpsc;
 
 /// Conclave: video conferencing that runs natively on Kubernetes.
 #[derive(Debug, Parser)]
@@ -14,14 +21,61 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Everything in one process: API and portal, SQLite, local files, the embedded SFU (default).
-    Standalone(api::Config),
+    Standalone(Standalone),
     /// The stateless conference service (API and portal) for a cluster, usually on PostgreSQL.
     Api(api::Config),
+    /// A WebRTC SFU pod: the signaling websocket /rtc and media for the conferences placed on it.
+    Sfu(sfu::Config),
+    /// The Kubernetes operator: places Conference resources on SFU pods.
+    Operator(operator::Config),
+    /// Prints the Conference CustomResourceDefinition as YAML (`conclave crdgen > crds/conference.yaml`).
+    Crdgen,
+}
+
+/// Options of `conclave standalone`.
+#[derive(Debug, Args)]
+struct Standalone {
+    #[command(flatten)]
+    api: api::Config,
+
+    /// Local address the embedded SFU's peer connections bind to. Default: the IP of --listen
+    /// (127.0.0.1 keeps media on this machine; 0.0.0.0 serves other machines).
+    #[arg(long = "sfu-bind-ip", env = "CONCLAVE_SFU_BIND_IP")]
+    sfu_bind_ip: Option<IpAddr>,
+
+    /// Addresses announced in ICE candidates instead of the local ones (NAT 1:1), comma-separated.
+    #[arg(
+        long = "sfu-announced-ips",
+        env = "CONCLAVE_SFU_ANNOUNCED_IPS",
+        value_delimiter = ','
+    )]
+    sfu_announced_ips: Vec<IpAddr>,
+
+    /// Seconds given to meetings to drain on shutdown.
+    #[arg(
+        long = "drain-seconds",
+        env = "CONCLAVE_DRAIN_SECONDS",
+        default_value_t = 10
+    )]
+    drain_seconds: u64,
+}
+
+impl Standalone {
+    /// Defaults and environment only (`conclave` without a subcommand).
+    fn from_env() -> Self {
+        use clap::FromArgMatches;
+        let command = Standalone::augment_args(clap::Command::new("conclave").no_binary_name(true));
+        let matches = command
+            .try_get_matches_from(Vec::<String>::new())
+            .unwrap_or_else(|err| err.exit());
+        Standalone::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+    }
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn,webrtc=warn,rtc=warn")
+    });
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
@@ -48,18 +102,86 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// Hands the embedded SFU's reports to the conference service in order, without blocking the
+/// media path.
+#[derive(Debug)]
+struct InProcessReporter(mpsc::UnboundedSender<RoomReport>);
+
+impl sfu::Reporter for InProcessReporter {
+    fn report(&self, report: RoomReport) {
+        if self.0.send(report).is_err() {
+            tracing::warn!("room report dropped: the conference service has stopped");
+        }
+    }
+}
+
+async fn standalone(options: Standalone) -> anyhow::Result<()> {
+    let config = options.api;
+    let registry = prometheus::Registry::new();
+    let state = api::build_with_registry(
+        config.clone(),
+        Arc::new(api::clock::SystemClock),
+        registry.clone(),
+    )
+    .await?;
+
+    let udp = config.sfu_udp_ports()?;
+    let mut sfu_config = sfu::Config::for_loopback(
+        api::token_secret(&config)?,
+        proto::UdpPorts {
+            first: udp.first,
+            last: udp.last,
+        },
+    );
+    sfu_config.listen = config.listen;
+    sfu_config.bind_ip = options.sfu_bind_ip.unwrap_or_else(|| config.listen.ip());
+    sfu_config.announced_ips = options.sfu_announced_ips;
+    sfu_config.max_participants = config.sfu_capacity;
+    sfu_config.room_max_participants = config.default_max_participants;
+    sfu_config.pod_name = "embedded".to_owned();
+    sfu_config.drain_seconds = options.drain_seconds;
+
+    let (reports, mut incoming) = mpsc::unbounded_channel::<RoomReport>();
+    let sfu_state =
+        sfu::SfuState::new(&sfu_config, Arc::new(InProcessReporter(reports)), &registry)?;
+    let applier = state.clone();
+    tokio::spawn(async move {
+        while let Some(report) = incoming.recv().await {
+            if let Err(err) = api::lifecycle::apply_report(&applier, &report).await {
+                tracing::warn!(conference = %report.conference, cause = %err, "room report not applied");
+            }
+        }
+    });
+
+    // API routes first; whatever they do not match (the SFU's /rtc) goes to the SFU.
+    let app = api::http::app(state.clone()).fallback_service(sfu::router(sfu_state.clone()));
+    let grace = Duration::from_secs(options.drain_seconds);
+    tracing::info!(udp_ports = ?udp, bind_ip = %sfu_config.bind_ip, "embedded SFU ready");
+    api::serve(state, app, async move {
+        shutdown_signal().await;
+        sfu_state.drain(grace).await;
+    })
+    .await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Crdgen) = cli.command {
+        print!("{}", crds::conference_crd_yaml());
+        return Ok(());
+    }
     init_tracing();
-    let command = match cli.command {
-        Some(command) => command,
-        None => Command::Standalone(api::Config::parse_from_env_only()),
-    };
-    match command {
-        Command::Standalone(config) | Command::Api(config) => {
-            api::run(config, shutdown_signal()).await?
-        }
+    match cli
+        .command
+        .unwrap_or_else(|| Command::Standalone(Standalone::from_env()))
+    {
+        Command::Standalone(options) => standalone(options).await?,
+        Command::Api(config) => api::run(config, shutdown_signal()).await?,
+        Command::Sfu(config) => sfu::run(config).await?,
+        Command::Operator(config) => operator::run(config).await?,
+        Command::Crdgen => {}
     }
     Ok(())
 }

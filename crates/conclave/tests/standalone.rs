@@ -1,0 +1,240 @@
+//! The binary started as a user starts it: `conclave standalone` on a fresh data folder. An
+//! administrator logs in, starts a meeting, a guest joins through the API and enters the
+//! embedded SFU's room over the signaling websocket; the SFU's report reaches the conference
+//! log; a restart keeps everything.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+const PASSWORD: &str = "standalone-admin-1";
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start(data: &std::path::Path, port: u16) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .arg("standalone")
+        .env("CONCLAVE_DATA_DIR", data)
+        .env("CONCLAVE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
+        .env("CONCLAVE_SFU_UDP_PORTS", "46000-46199")
+        .env_remove("DATABASE_URL")
+        .env_remove("CONCLAVE_JOIN_TOKEN_SECRET")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the conclave binary starts");
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    // Ready when /readyz answers 200 (bounded: a failed start fails the test).
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(reply) = client.get(format!("{}/readyz", server.base)).send().await
+            && reply.status().is_success()
+        {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("conclave standalone did not become ready");
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: String,
+    token: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let mut request = client.post(url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let reply = request.send().await.unwrap();
+    let status = reply.status().as_u16();
+    (status, reply.json().await.unwrap_or(Value::Null))
+}
+
+async fn participants(client: &reqwest::Client, base: &str, token: &str, id: &str) -> i64 {
+    let c: Value = client
+        .get(format!("{base}/api/v1/conferences/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    c["participants"].as_i64().unwrap()
+}
+
+async fn wait_for_participants(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+    n: i64,
+) {
+    for _ in 0..100 {
+        if participants(client, base, token, id).await == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the conference log never showed {n} participants");
+}
+
+#[tokio::test]
+async fn a_guest_enters_a_meeting_started_in_standalone_mode_and_a_restart_keeps_it() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start(data.path(), port).await;
+    let base = server.base.clone();
+    let client = reqwest::Client::new();
+
+    let (status, login) = post(
+        &client,
+        format!("{base}/api/v1/auth/login"),
+        None,
+        json!({"login": "admin", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, 200, "{login}");
+    let token = login["sessionToken"].as_str().unwrap().to_owned();
+    let (status, meeting) = post(
+        &client,
+        format!("{base}/api/v1/conferences/adhoc"),
+        Some(&token),
+        json!({"topic": "Standalone"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{meeting}");
+    let id = meeting["id"].as_str().unwrap().to_owned();
+
+    let (status, joined) = post(
+        &client,
+        format!("{base}/api/v1/join"),
+        None,
+        json!({"meetingId": meeting["meetingId"], "password": meeting["password"], "displayName": "Guest"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{joined}");
+    let endpoint = joined["endpoint"].as_str().unwrap();
+    assert_eq!(endpoint, format!("ws://127.0.0.1:{port}/rtc"));
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(endpoint)
+        .await
+        .expect("the /rtc websocket opens");
+    ws.send(Message::text(
+        json!({"type": "join", "token": joined["token"], "conference": id}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let mut admitted = false;
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("the SFU answers")
+    {
+        if let Message::Text(text) = message.unwrap() {
+            let message: Value = serde_json::from_str(&text).unwrap();
+            assert_ne!(message["type"], "error", "{message}");
+            if message["type"] == "joined" {
+                admitted = true;
+                break;
+            }
+        }
+    }
+    assert!(admitted, "the SFU admitted the guest");
+    // The embedded SFU reports the join to the conference service.
+    wait_for_participants(&client, &base, &token, &id, 1).await;
+    ws.close(None).await.unwrap();
+    wait_for_participants(&client, &base, &token, &id, 0).await;
+
+    drop(server);
+    let server = start(data.path(), port).await;
+    let (status, login) = post(
+        &client,
+        format!("{}/api/v1/auth/login", server.base),
+        None,
+        json!({"login": "admin", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let token = login["sessionToken"].as_str().unwrap();
+    let log: Value = client
+        .get(format!("{}/api/v1/conferences", server.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(log[0]["id"], id.as_str());
+}
+
+#[test]
+fn crdgen_prints_the_conference_crd() {
+    let output = Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .arg("crdgen")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let yaml = String::from_utf8(output.stdout).unwrap();
+    assert!(yaml.contains("kind: CustomResourceDefinition"));
+    assert!(yaml.contains("conferences.conclave.dev"));
+}
+
+#[test]
+fn help_lists_every_command_and_option() {
+    let output = Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .args(["standalone", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for option in [
+        "--listen",
+        "--data-dir",
+        "--database-url",
+        "--public-url",
+        "--sfu-udp-ports",
+        "--sfu-bind-ip",
+        "CONCLAVE_LISTEN",
+    ] {
+        assert!(
+            help.contains(option),
+            "{option} missing from --help:\n{help}"
+        );
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for command in ["standalone", "api", "sfu", "operator", "crdgen"] {
+        assert!(help.contains(command), "{command} missing from --help");
+    }
+}
