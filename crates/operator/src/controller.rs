@@ -146,28 +146,48 @@ impl Context {
         }
     }
 
-    /// Reacts to a pod event: when what placement sees of the pod changed, its conferences are
-    /// re-evaluated (failover) and, when it can take conferences, the waiting ones are retried.
-    fn pod_changed(&self, pod: &KubePod) {
-        let name = pod.name_any();
-        let present = self.pods.get(&ObjectRef::from_obj(pod)).is_some();
-        let now_seen = if present {
-            fleet::sfu_pod(pod).ok()
-        } else {
-            None
-        };
+    /// Reacts to a pod watch event: when what placement sees of a pod changed, the pod's
+    /// conferences are re-evaluated (failover) and, when it can take conferences, the waiting
+    /// ones are retried. After a (re-)list, pods that vanished meanwhile count as deleted.
+    fn pod_event(&self, event: &watcher::Event<KubePod>) {
+        match event {
+            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                self.pod_changed(&pod.name_any(), fleet::sfu_pod(pod).ok());
+            }
+            watcher::Event::Delete(pod) => self.pod_changed(&pod.name_any(), None),
+            watcher::Event::Init => {}
+            watcher::Event::InitDone => {
+                let listed: HashSet<String> =
+                    self.pods.state().iter().map(|p| p.name_any()).collect();
+                let vanished: Vec<String> = lock(&self.fleet_seen)
+                    .keys()
+                    .filter(|name| !listed.contains(*name))
+                    .cloned()
+                    .collect();
+                for name in vanished {
+                    self.pod_changed(&name, None);
+                }
+            }
+        }
+    }
+
+    fn pod_changed(&self, name: &str, now_seen: Option<placement::Pod>) {
         let before = {
             let mut seen = lock(&self.fleet_seen);
-            let before = match &now_seen {
-                Some(p) => seen.insert(name.clone(), p.clone()),
-                None => seen.remove(&name),
-            };
-            before
+            match &now_seen {
+                Some(p) => seen.insert(name.to_owned(), p.clone()),
+                None => seen.remove(name),
+            }
         };
         if before == now_seen {
             return;
         }
-        info!(pod = %name, ready = now_seen.as_ref().is_some_and(|p| p.ready), present, "SFU pod changed");
+        info!(
+            pod = %name,
+            present = now_seen.is_some(),
+            ready = now_seen.as_ref().is_some_and(|p| p.ready),
+            "SFU pod changed"
+        );
         let on_pod: Vec<ObjectRef<Conference>> = lock(&self.ledger)
             .assignments()
             .filter(|a| a.pod == name)
@@ -563,8 +583,7 @@ pub async fn lead(
         watcher::Config::default().labels(&settings.sfu_selector),
     )
     .default_backoff()
-    .reflect(pod_writer)
-    .touched_objects();
+    .reflect(pod_writer);
 
     let (conference_store, conference_writer) = reflector::store();
     let conference_events = watcher(conferences, watcher::Config::default())
@@ -605,7 +624,7 @@ pub async fn lead(
             tokio::select! {
                 () = pod_stop.cancelled() => break,
                 next = pod_events.next() => match next {
-                    Some(Ok(pod)) => pod_ctx.pod_changed(&pod),
+                    Some(Ok(event)) => pod_ctx.pod_event(&event),
                     Some(Err(err)) => warn!(cause = %err, "SFU pod watch failed; retrying"),
                     None => break,
                 },

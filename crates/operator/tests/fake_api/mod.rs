@@ -8,7 +8,7 @@
 //!
 //! Tests wait for the state they expect with [`FakeApi::wait_for`], which re-checks on every
 //! write (a notification, not a sleep) and gives up after a bound.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::result_large_err)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -65,6 +65,8 @@ struct Inner {
     managed: HashMap<(Key, String, bool), BTreeSet<Vec<String>>>,
     calls: Vec<Call>,
     record_calls: bool,
+    /// How many watches were answered 410 Gone.
+    gone: u64,
 }
 
 /// The fake API server. Cloning shares it.
@@ -73,6 +75,8 @@ pub struct FakeApi {
     inner: Arc<Mutex<Inner>>,
     changes: broadcast::Sender<Change>,
     version: watch::Sender<u64>,
+    /// Bumped to end every open watch (as when an API server restarts).
+    kick: watch::Sender<u64>,
     schema: Arc<Option<jsonschema::Validator>>,
     pub addr: SocketAddr,
 }
@@ -122,6 +126,7 @@ impl FakeApi {
         let addr = listener.local_addr().expect("local addr");
         let (changes, _) = broadcast::channel(1 << 16);
         let (version, _) = watch::channel(0);
+        let (kick, _) = watch::channel(0);
         let crd = <crds::Conference as kube::CustomResourceExt>::crd();
         let schema = crd.spec.versions[0]
             .schema
@@ -145,6 +150,7 @@ impl FakeApi {
             })),
             changes,
             version,
+            kick,
             schema: Arc::new(Some(validator)),
             addr,
         };
@@ -190,6 +196,12 @@ impl FakeApi {
         }
     }
 
+    /// Ends every open watch; watchers reconnect from their last resourceVersion (and get 410
+    /// Gone when [`FakeApi::compact`] dropped it).
+    pub fn end_watches(&self) {
+        self.kick.send_modify(|n| *n += 1);
+    }
+
     /// The object, if it exists.
     pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
         self.lock()
@@ -210,6 +222,11 @@ impl FakeApi {
             .filter(|(k, _)| k.resource == resource)
             .map(|(_, v)| v.clone())
             .collect()
+    }
+
+    /// How many watches were answered 410 Gone (resourceVersion compacted away or too slow).
+    pub fn gone_answers(&self) -> u64 {
+        self.lock().gone
     }
 
     /// The calls answered so far.
@@ -364,7 +381,9 @@ fn matches_selector(selector: &str, object: &Value) -> bool {
 }
 
 fn rv_of(object: &Value) -> Option<&str> {
-    object.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+    object
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
 }
 
 /// Leaf paths of an applied object (arrays are atomic leaves).
@@ -477,7 +496,11 @@ async fn route(
             let key = key(&target, name);
             match api.lock().objects.get(&key) {
                 Some(object) => axum::Json(object.clone()).into_response(),
-                None => status(404, "NotFound", format!("{} \"{name}\" not found", target.resource)),
+                None => status(
+                    404,
+                    "NotFound",
+                    format!("{} \"{name}\" not found", target.resource),
+                ),
             }
         }
         (Method::POST, None) => match parsed() {
@@ -510,7 +533,10 @@ fn list(api: &FakeApi, target: &Target, query: &HashMap<String, String>) -> Resp
         .iter()
         .filter(|(k, _)| {
             k.resource == target.resource
-                && target.namespace.as_ref().is_none_or(|ns| *ns == k.namespace)
+                && target
+                    .namespace
+                    .as_ref()
+                    .is_none_or(|ns| *ns == k.namespace)
         })
         .filter(|(_, v)| matches_selector(&selector, v))
         .map(|(_, v)| v.clone())
@@ -540,7 +566,10 @@ fn watch_response(api: &FakeApi, target: &Target, query: &HashMap<String, String
     let wanted = move |change: &Change| {
         change.resource == resource
             && namespace.as_ref().is_none_or(|ns| {
-                change.object.pointer("/metadata/namespace").and_then(Value::as_str)
+                change
+                    .object
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
                     == Some(ns.as_str())
             })
             && matches_selector(&selector, &change.object)
@@ -552,9 +581,12 @@ fn watch_response(api: &FakeApi, target: &Target, query: &HashMap<String, String
     };
     // Subscribe and copy the backlog under one lock so no change falls in between.
     let (backlog, mut live, expired) = {
-        let inner = api.lock();
+        let mut inner = api.lock();
         let floor = inner.floor.get(&target.resource).copied().unwrap_or(0);
         let expired = from != 0 && from + 1 < floor;
+        if expired {
+            inner.gone += 1;
+        }
         let backlog: Vec<Change> = inner
             .history
             .get(&target.resource)
@@ -562,6 +594,9 @@ fn watch_response(api: &FakeApi, target: &Target, query: &HashMap<String, String
             .unwrap_or_default();
         (backlog, api.changes.subscribe(), expired)
     };
+    let lagged = api.inner.clone();
+    let mut kicked = api.kick.subscribe();
+    kicked.mark_unchanged();
     let line = |v: Value| Bytes::from(format!("{v}\n"));
     let event = |c: &Change| json!({"type": c.kind, "object": *c.object});
     let stream = async_stream(move |tx| async move {
@@ -581,6 +616,7 @@ fn watch_response(api: &FakeApi, target: &Target, query: &HashMap<String, String
         loop {
             tokio::select! {
                 _ = &mut deadline => return,
+                _ = kicked.changed() => return,
                 received = live.recv() => match received {
                     Ok(change) => {
                         if change.rv <= last || !wanted(&change) {
@@ -592,6 +628,7 @@ fn watch_response(api: &FakeApi, target: &Target, query: &HashMap<String, String
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
+                        lagged.lock().unwrap_or_else(|e| e.into_inner()).gone += 1;
                         let _ = tx.send(line(gone())).await;
                         return;
                     }
@@ -639,10 +676,22 @@ impl FakeApi {
 
     /// Stores `object` at `key` as a write of an existing or new object; handles generation,
     /// no-op writes and deletion once the last finalizer is gone.
-    fn commit(&self, inner: &mut Inner, key: &Key, old: Option<&Value>, mut object: Value) -> Value {
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        key: &Key,
+        old: Option<&Value>,
+        mut object: Value,
+    ) -> Value {
         if let Some(old) = old {
             // Identity and bookkeeping the client may not change.
-            for field in ["uid", "creationTimestamp", "deletionTimestamp", "name", "namespace"] {
+            for field in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "name",
+                "namespace",
+            ] {
                 match old.pointer(&format!("/metadata/{field}")) {
                     Some(v) => {
                         object["metadata"][field] = v.clone();
@@ -654,9 +703,16 @@ impl FakeApi {
                     }
                 }
             }
-            let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+            let generation = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             let spec_changed = old.get("spec") != object.get("spec");
-            object["metadata"]["generation"] = json!(if spec_changed { generation + 1 } else { generation });
+            object["metadata"]["generation"] = json!(if spec_changed {
+                generation + 1
+            } else {
+                generation
+            });
             object["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
             if &object == old {
                 return object;
@@ -675,7 +731,12 @@ impl FakeApi {
             self.publish(inner, &key.resource, "DELETED", object.clone());
         } else {
             inner.objects.insert(key.clone(), object.clone());
-            self.publish(inner, &key.resource, if old.is_some() { "MODIFIED" } else { "ADDED" }, object.clone());
+            self.publish(
+                inner,
+                &key.resource,
+                if old.is_some() { "MODIFIED" } else { "ADDED" },
+                object.clone(),
+            );
         }
         object
     }
@@ -686,26 +747,39 @@ fn create(api: &FakeApi, target: &Target, mut object: Value) -> Response {
     let mut inner = api.lock();
     let name = match object.pointer("/metadata/name").and_then(Value::as_str) {
         Some(name) => name.to_owned(),
-        None => match object.pointer("/metadata/generateName").and_then(Value::as_str) {
+        None => match object
+            .pointer("/metadata/generateName")
+            .and_then(Value::as_str)
+        {
             Some(prefix) => format!("{prefix}{:05}", inner.uid + 1),
             None => return status(422, "Invalid", "metadata.name is required"),
         },
     };
     let key = key(target, &name);
     if inner.objects.contains_key(&key) {
-        return status(409, "AlreadyExists", format!("{} \"{name}\" already exists", target.resource));
+        return status(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", target.resource),
+        );
     }
     inner.uid += 1;
     let (api_version, kind) = kind_of(&target.resource);
     object["apiVersion"] = json!(api_version);
     object["kind"] = json!(kind);
-    let meta = object["metadata"].as_object_mut().map(std::mem::take).unwrap_or_default();
+    let meta = object["metadata"]
+        .as_object_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
     let mut meta: Map<String, Value> = meta;
     meta.insert("name".into(), json!(name));
     if !namespace.is_empty() {
         meta.insert("namespace".into(), json!(namespace));
     }
-    meta.insert("uid".into(), json!(format!("00000000-0000-0000-0000-{:012}", inner.uid)));
+    meta.insert(
+        "uid".into(),
+        json!(format!("00000000-0000-0000-0000-{:012}", inner.uid)),
+    );
     meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
     meta.insert("generation".into(), json!(1));
     meta.remove("resourceVersion");
@@ -757,15 +831,23 @@ fn replace(api: &FakeApi, target: &Target, name: &str, object: Value) -> Respons
     let key = key(target, name);
     let mut inner = api.lock();
     let Some(old) = inner.objects.get(&key).cloned() else {
-        return status(404, "NotFound", format!("{} \"{name}\" not found", target.resource));
+        return status(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", target.resource),
+        );
     };
     if let Some(rv) = rv_of(&object)
         && Some(rv) != rv_of(&old)
     {
-        return status(409, "Conflict", format!(
-            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-            target.resource
-        ));
+        return status(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                target.resource
+            ),
+        );
     }
     let new = scope_write(target, &old, object);
     if let Err(r) = api.validate(&target.resource, &new) {
@@ -812,7 +894,13 @@ fn patch(
                     }
                     return created;
                 }
-                None => return status(404, "NotFound", format!("{} \"{name}\" not found", target.resource)),
+                None => {
+                    return status(
+                        404,
+                        "NotFound",
+                        format!("{} \"{name}\" not found", target.resource),
+                    );
+                }
             };
             let mut owned = BTreeSet::new();
             let mut scope = applied.clone();
@@ -853,7 +941,11 @@ fn patch(
         }
         "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
             let Some(old) = &old else {
-                return status(404, "NotFound", format!("{} \"{name}\" not found", target.resource));
+                return status(
+                    404,
+                    "NotFound",
+                    format!("{} \"{name}\" not found", target.resource),
+                );
             };
             let patch: Value = match serde_json::from_slice(body) {
                 Ok(v) => v,
@@ -870,7 +962,11 @@ fn patch(
         }
         "application/json-patch+json" => {
             let Some(old) = &old else {
-                return status(404, "NotFound", format!("{} \"{name}\" not found", target.resource));
+                return status(
+                    404,
+                    "NotFound",
+                    format!("{} \"{name}\" not found", target.resource),
+                );
             };
             let ops: Vec<json_patch::PatchOperation> = match serde_json::from_slice(body) {
                 Ok(v) => v,
@@ -895,7 +991,11 @@ fn patch(
         other => return status(415, "UnsupportedMediaType", format!("content type {other}")),
     };
     let Some(old) = old else {
-        return status(404, "NotFound", format!("{} \"{name}\" not found", target.resource));
+        return status(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", target.resource),
+        );
     };
     let new = scope_write(target, &old, patched);
     if let Err(r) = api.validate(&target.resource, &new) {
@@ -909,7 +1009,11 @@ fn delete(api: &FakeApi, target: &Target, name: &str) -> Response {
     let key = key(target, name);
     let mut inner = api.lock();
     let Some(old) = inner.objects.get(&key).cloned() else {
-        return status(404, "NotFound", format!("{} \"{name}\" not found", target.resource));
+        return status(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", target.resource),
+        );
     };
     let has_finalizers = old
         .pointer("/metadata/finalizers")
