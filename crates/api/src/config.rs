@@ -10,6 +10,10 @@ use crate::{Error, Result};
 pub const ADMIN_PASSWORD_ENV: &str = "CONCLAVE_ADMIN_PASSWORD";
 /// Environment variable holding the join-token signing secret shared with SFU pods.
 pub const JOIN_TOKEN_SECRET_ENV: &str = "CONCLAVE_JOIN_TOKEN_SECRET";
+/// Environment variable holding the SMTP user name.
+pub const SMTP_USERNAME_ENV: &str = "CONCLAVE_SMTP_USERNAME";
+/// Environment variable holding the SMTP password.
+pub const SMTP_PASSWORD_ENV: &str = "CONCLAVE_SMTP_PASSWORD";
 
 /// Configuration of the conference service (`conclave api`, and the API part of standalone).
 #[derive(Debug, Clone, clap::Args)]
@@ -81,6 +85,25 @@ pub struct Config {
     /// Take the client address from X-Forwarded-For (only behind a proxy that sets it).
     #[arg(long, env = "CONCLAVE_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
+
+    /// SMTP server for invitations: `smtp://HOST:587` (STARTTLS when offered), `smtps://HOST:465`
+    /// (TLS), `smtp://HOST:25?tls=none` (plain, e.g. a local relay). Credentials come from
+    /// CONCLAVE_SMTP_USERNAME and CONCLAVE_SMTP_PASSWORD. Without it, mails are written as .eml
+    /// files into the data folder's `outbox`.
+    #[arg(long, env = "CONCLAVE_SMTP_URL")]
+    pub smtp_url: Option<String>,
+
+    /// The sender of invitations, e.g. `Conclave <meetings@example.org>`.
+    #[arg(
+        long,
+        env = "CONCLAVE_MAIL_FROM",
+        default_value = "Conclave <conclave@localhost>"
+    )]
+    pub mail_from: String,
+
+    /// Phone number for dial-in, printed in invitations when set (e.g. `+49 30 1234567`).
+    #[arg(long, env = "CONCLAVE_DIAL_IN_NUMBER")]
+    pub dial_in_number: Option<String>,
 
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "CONCLAVE_MAX_BODY_BYTES", default_value_t = 65_536)]

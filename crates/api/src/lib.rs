@@ -10,7 +10,8 @@
 //! - [`account`], [`session`], [`throttle`], [`settings`], [`validate`]: accounts and login.
 //! - [`conference`]: definitions and the rules for valid ones; [`store`]: the
 //!   `ConferenceStore` seam and its SQL backend; [`archive`]: past occurrences and attendance.
-//! - [`lifecycle`]: the IO shell around the pure `placement` core; [`ics`]: calendar events.
+//! - [`lifecycle`]: the IO shell around the pure `placement` core; [`ics`]: calendar events;
+//!   [`mail`]: invitations, the durable outbox and its delivery worker.
 //! - [`http`]: routes, extractors, OpenAPI; [`error`]: errors and their HTTP mapping.
 
 /// `format!` for SQL assembled only from constants of this crate (column lists, placeholders),
@@ -31,6 +32,7 @@ pub mod error;
 pub mod http;
 pub mod ics;
 pub mod lifecycle;
+pub mod mail;
 pub mod metrics;
 pub mod session;
 pub mod settings;
@@ -95,6 +97,8 @@ pub async fn build_with_registry(
         store: Arc::new(SqlConferenceStore::new(db.clone())),
         metrics: metrics::Metrics::with_registry(registry),
         lifecycle_wake: tokio::sync::Notify::new(),
+        mail: mail::Delivery::from_config(&config)?,
+        mail_wake: tokio::sync::Notify::new(),
         fleet,
         tokens,
         clock,
@@ -204,6 +208,10 @@ pub async fn serve(
     tracing::info!(address = %state.config.listen, public = %state.config.public_url(), "conference service listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut lifecycle_stop = stop_rx.clone();
+    let mut mail_stop = stop_rx.clone();
+    let mailer = tokio::spawn(mail::run_loop(state.clone(), async move {
+        let _ = mail_stop.wait_for(|stop| *stop).await;
+    }));
     let lifecycle = tokio::spawn(lifecycle::run_loop(state.clone(), async move {
         let _ = lifecycle_stop.wait_for(|stop| *stop).await;
     }));
@@ -219,6 +227,7 @@ pub async fn serve(
         .await
         .map_err(|err| Error::Internal(format!("server failed: {err}")));
     let _ = lifecycle.await;
+    let _ = mailer.await;
     result
 }
 

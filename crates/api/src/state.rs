@@ -40,6 +40,10 @@ pub struct Inner {
     pub sizing: placement::Sizing,
     /// The lifecycle timing.
     pub policy: placement::Policy,
+    /// How mails leave (SMTP or the outbox folder).
+    pub mail: crate::mail::Delivery,
+    /// Wakes the mail worker after mail was queued.
+    pub mail_wake: Notify,
 }
 
 impl AppState {

@@ -19,7 +19,13 @@ on_both_backends!(
     restarting_loses_nothing,
 );
 
-async fn report(app: &TestApp, conference: &Value, minutes_from_now: i64, participants: u32, event: Value) {
+async fn report(
+    app: &TestApp,
+    conference: &Value,
+    minutes_from_now: i64,
+    participants: u32,
+    event: Value,
+) {
     app.post(
         "/api/v1/internal/room-events",
         Some(&app.service_token()),
@@ -31,7 +37,13 @@ async fn report(app: &TestApp, conference: &Value, minutes_from_now: i64, partic
 }
 
 async fn archive(app: &TestApp, token: &str) -> Vec<Value> {
-    app.get("/api/v1/conferences?view=archive", token).await.expect(StatusCode::OK).body.as_array().unwrap().clone()
+    app.get("/api/v1/conferences?view=archive", token)
+        .await
+        .expect(StatusCode::OK)
+        .body
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 async fn an_ended_occurrence_moves_to_the_archive_with_attendance(app: TestApp) {
@@ -39,16 +51,58 @@ async fn an_ended_occurrence_moves_to_the_archive_with_attendance(app: TestApp) 
     let c = app.schedule(&token, 2, 60, json!({"topic": "Retro"})).await;
     app.clock.advance(Duration::minutes(2));
     app.tick().await;
-    report(&app, &c, 0, 1, json!({"kind": "joined", "identity": "guest:1", "displayName": "Gus"})).await;
-    report(&app, &c, 5, 2, json!({"kind": "joined", "identity": "account:x", "displayName": "Xena"})).await;
-    report(&app, &c, 45, 1, json!({"kind": "left", "identity": "guest:1"})).await;
-    report(&app, &c, 50, 0, json!({"kind": "left", "identity": "account:x"})).await;
-    let shown = app.get(&format!("/api/v1/conferences/{}", c["id"].as_str().unwrap()), &token).await.body;
+    report(
+        &app,
+        &c,
+        0,
+        1,
+        json!({"kind": "joined", "identity": "guest:1", "displayName": "Gus"}),
+    )
+    .await;
+    report(
+        &app,
+        &c,
+        5,
+        2,
+        json!({"kind": "joined", "identity": "account:x", "displayName": "Xena"}),
+    )
+    .await;
+    report(
+        &app,
+        &c,
+        45,
+        1,
+        json!({"kind": "left", "identity": "guest:1"}),
+    )
+    .await;
+    report(
+        &app,
+        &c,
+        50,
+        0,
+        json!({"kind": "left", "identity": "account:x"}),
+    )
+    .await;
+    let shown = app
+        .get(
+            &format!("/api/v1/conferences/{}", c["id"].as_str().unwrap()),
+            &token,
+        )
+        .await
+        .body;
     assert_eq!(shown["phase"], "Ready");
     assert!(archive(&app, &token).await.is_empty());
     app.clock.advance(Duration::minutes(61));
     app.tick().await;
-    assert_eq!(app.get("/api/v1/conferences", &token).await.body.as_array().unwrap().len(), 0);
+    assert_eq!(
+        app.get("/api/v1/conferences", &token)
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
     let entries = archive(&app, &token).await;
     assert_eq!(entries.len(), 1);
     let entry = &entries[0];
@@ -62,17 +116,25 @@ async fn an_ended_occurrence_moves_to_the_archive_with_attendance(app: TestApp) 
     assert_eq!(attendance[0]["minutes"], 45);
     assert_eq!(attendance[1]["minutes"], 45);
     // The meeting ID is free again once the conference ended.
-    app.schedule(&token, 10, 30, json!({"meetingId": c["meetingId"]})).await;
+    app.schedule(&token, 10, 30, json!({"meetingId": c["meetingId"]}))
+        .await;
     // The entry can be shown and deleted.
     let path = format!("/api/v1/conferences/{}", entry["id"].as_str().unwrap());
-    assert_eq!(app.get(&path, &token).await.expect(StatusCode::OK).body["archived"], true);
-    app.delete(&path, &token).await.expect(StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get(&path, &token).await.expect(StatusCode::OK).body["archived"],
+        true
+    );
+    app.delete(&path, &token)
+        .await
+        .expect(StatusCode::NO_CONTENT);
     assert!(archive(&app, &token).await.is_empty());
 }
 
 async fn a_recurring_conference_moves_on_and_stays_scheduled(app: TestApp) {
     let token = app.admin().await;
-    let c = app.schedule(&token, 10, 30, json!({"recurrence": "FREQ=DAILY;COUNT=2"})).await;
+    let c = app
+        .schedule(&token, 10, 30, json!({"recurrence": "FREQ=DAILY;COUNT=2"}))
+        .await;
     app.clock.advance(Duration::minutes(41));
     app.tick().await;
     let log = app.get("/api/v1/conferences", &token).await.body;
@@ -80,24 +142,46 @@ async fn a_recurring_conference_moves_on_and_stays_scheduled(app: TestApp) {
     assert_eq!(next["id"], c["id"]);
     assert_eq!(next["status"], "offline");
     let first = chrono::DateTime::parse_from_rfc3339(c["start"].as_str().unwrap()).unwrap();
-    let second = chrono::DateTime::parse_from_rfc3339(next["occurrence"]["start"].as_str().unwrap()).unwrap();
+    let second =
+        chrono::DateTime::parse_from_rfc3339(next["occurrence"]["start"].as_str().unwrap())
+            .unwrap();
     assert_eq!(second - first, Duration::days(1));
     assert_eq!(archive(&app, &token).await.len(), 1);
     // After the last occurrence it is gone from the log, both occurrences archived.
     app.clock.advance(Duration::days(1));
     app.tick().await;
-    assert!(app.get("/api/v1/conferences", &token).await.body.as_array().unwrap().is_empty());
+    assert!(
+        app.get("/api/v1/conferences", &token)
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(archive(&app, &token).await.len(), 2);
 }
 
 async fn repeating_an_archived_conference_schedules_it_again(app: TestApp) {
     let token = app.admin().await;
-    app.schedule(&token, 10, 30, json!({"topic": "Review", "maxParticipants": 8, "invitees": ["r@example.org"]})).await;
+    app.schedule(
+        &token,
+        10,
+        30,
+        json!({"topic": "Review", "maxParticipants": 8, "invitees": ["r@example.org"]}),
+    )
+    .await;
     app.clock.advance(Duration::minutes(41));
     app.tick().await;
     let entry = archive(&app, &token).await.remove(0);
     let draft = app
-        .post(&format!("/api/v1/conferences/{}/repeat", entry["id"].as_str().unwrap()), Some(&token), json!({}))
+        .post(
+            &format!(
+                "/api/v1/conferences/{}/repeat",
+                entry["id"].as_str().unwrap()
+            ),
+            Some(&token),
+            json!({}),
+        )
         .await
         .expect(StatusCode::OK)
         .body["draft"]
@@ -109,12 +193,36 @@ async fn repeating_an_archived_conference_schedules_it_again(app: TestApp) {
     assert_eq!(draft["repeatOf"], entry["id"]);
     // A week later at the same local time.
     assert_eq!(draft["start"], "2026-06-08T10:10");
-    let scheduled = app.post("/api/v1/conferences", Some(&token), draft).await.expect(StatusCode::CREATED).body;
+    let scheduled = app
+        .post("/api/v1/conferences", Some(&token), draft)
+        .await
+        .expect(StatusCode::CREATED)
+        .body;
     assert_eq!(scheduled["topic"], "Review");
-    assert!(archive(&app, &token).await.is_empty(), "the entry left the archive");
-    assert_eq!(app.get("/api/v1/conferences", &token).await.body.as_array().unwrap().len(), 1);
+    assert!(
+        archive(&app, &token).await.is_empty(),
+        "the entry left the archive"
+    );
+    assert_eq!(
+        app.get("/api/v1/conferences", &token)
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let (_, other) = app.user("oscar", "audience").await;
-    let foreign = app.post(&format!("/api/v1/conferences/{}/repeat", scheduled["id"].as_str().unwrap()), Some(&other), json!({})).await;
+    let foreign = app
+        .post(
+            &format!(
+                "/api/v1/conferences/{}/repeat",
+                scheduled["id"].as_str().unwrap()
+            ),
+            Some(&other),
+            json!({}),
+        )
+        .await;
     assert_eq!(foreign.status, StatusCode::NOT_FOUND);
 }
 
@@ -122,22 +230,61 @@ async fn room_events_need_a_service_token(app: TestApp) {
     let token = app.admin().await;
     let c = app.schedule(&token, 2, 30, json!({})).await;
     let body = json!({"conference": c["id"], "at": app.now().to_rfc3339(), "participants": 5, "event": {"kind": "ended"}});
-    assert_eq!(app.post("/api/v1/internal/room-events", None, body.clone()).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(app.post("/api/v1/internal/room-events", Some(&token), body.clone()).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.post("/api/v1/internal/room-events", None, body.clone())
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.post("/api/v1/internal/room-events", Some(&token), body.clone())
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
     let unknown = json!({"conference": "nope", "at": app.now().to_rfc3339(), "participants": 0, "event": {"kind": "ended"}});
-    assert_eq!(app.post("/api/v1/internal/room-events", Some(&app.service_token()), unknown).await.status, StatusCode::NOT_FOUND);
-    let shown = app.get(&format!("/api/v1/conferences/{}", c["id"].as_str().unwrap()), &token).await.body;
+    assert_eq!(
+        app.post(
+            "/api/v1/internal/room-events",
+            Some(&app.service_token()),
+            unknown
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    let shown = app
+        .get(
+            &format!("/api/v1/conferences/{}", c["id"].as_str().unwrap()),
+            &token,
+        )
+        .await
+        .body;
     assert_eq!(shown["participants"], 0);
 }
 
 async fn a_moderator_ending_the_meeting_ends_the_occurrence(app: TestApp) {
     let token = app.admin().await;
     let c = app.schedule(&token, 2, 30, json!({})).await;
-    report(&app, &c, 0, 1, json!({"kind": "joined", "identity": "guest:1", "displayName": "G"})).await;
+    report(
+        &app,
+        &c,
+        0,
+        1,
+        json!({"kind": "joined", "identity": "guest:1", "displayName": "G"}),
+    )
+    .await;
     report(&app, &c, 1, 0, json!({"kind": "ended"})).await;
     app.clock.advance(Duration::minutes(3));
     app.tick().await;
-    assert!(app.get("/api/v1/conferences", &token).await.body.as_array().unwrap().is_empty());
+    assert!(
+        app.get("/api/v1/conferences", &token)
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     let entries = archive(&app, &token).await;
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0]["attendance"][0]["minutes"], 1);
@@ -153,8 +300,23 @@ async fn restarting_loses_nothing(app: TestApp) {
     assert_eq!(archive(&app, &ann).await.len(), 1);
     let app = app.restart().await;
     // Sessions, accounts, conferences and the archive survived.
-    assert_eq!(app.get("/api/v1/me", &ann).await.expect(StatusCode::OK).body["login"], "ann");
-    assert_eq!(app.get("/api/v1/users", &token).await.expect(StatusCode::OK).body.as_array().unwrap().len(), 2);
+    assert_eq!(
+        app.get("/api/v1/me", &ann)
+            .await
+            .expect(StatusCode::OK)
+            .body["login"],
+        "ann"
+    );
+    assert_eq!(
+        app.get("/api/v1/users", &token)
+            .await
+            .expect(StatusCode::OK)
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let log = app.get("/api/v1/conferences", &ann).await.body;
     assert_eq!(log.as_array().unwrap().len(), 1);
     assert_eq!(log[0]["id"], c["id"]);

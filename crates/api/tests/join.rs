@@ -22,12 +22,22 @@ on_both_backends!(
 );
 
 fn claims(app: &TestApp, token: &str) -> JoinClaims {
-    app.state.tokens.verify_join(token, app.now().timestamp()).expect("a valid join token")
+    app.state
+        .tokens
+        .verify_join(token, app.now().timestamp())
+        .expect("a valid join token")
 }
 
 async fn a_guest_joins_with_meeting_id_password_and_name(app: TestApp) {
     let owner = app.admin().await;
-    let c = app.schedule(&owner, 2, 30, json!({"maxParticipants": 12, "media": "audioOnly"})).await;
+    let c = app
+        .schedule(
+            &owner,
+            2,
+            30,
+            json!({"maxParticipants": 12, "media": "audioOnly"}),
+        )
+        .await;
     let guest_id = uuid::Uuid::new_v4().to_string();
     let reply = app
         .post(
@@ -52,18 +62,49 @@ async fn a_guest_joins_with_meeting_id_password_and_name(app: TestApp) {
     assert_eq!(claims.exp - claims.iat, 300);
     // The token expires.
     app.clock.advance(Duration::minutes(6));
-    assert!(app.state.tokens.verify_join(reply.body["token"].as_str().unwrap(), app.now().timestamp()).is_err());
+    assert!(
+        app.state
+            .tokens
+            .verify_join(reply.body["token"].as_str().unwrap(), app.now().timestamp())
+            .is_err()
+    );
     // The conference is placed and online now.
-    let log = app.get(&format!("/api/v1/conferences/{}", c["id"].as_str().unwrap()), &owner).await.body;
+    let log = app
+        .get(
+            &format!("/api/v1/conferences/{}", c["id"].as_str().unwrap()),
+            &owner,
+        )
+        .await
+        .body;
     assert_eq!(log["status"], "online");
 }
 
 async fn a_wrong_password_never_tells_whether_the_meeting_exists(app: TestApp) {
     let owner = app.admin().await;
-    let c = app.schedule(&owner, 2, 30, json!({"password": "111111"})).await;
-    let wrong = app.post("/api/v1/join", None, json!({"meetingId": c["meetingId"], "password": "222222", "displayName": "G"})).await;
-    let unknown = app.post("/api/v1/join", None, json!({"meetingId": "999999999", "password": "222222", "displayName": "G"})).await;
-    let missing = app.post("/api/v1/join", None, json!({"meetingId": c["meetingId"], "displayName": "G"})).await;
+    let c = app
+        .schedule(&owner, 2, 30, json!({"password": "111111"}))
+        .await;
+    let wrong = app
+        .post(
+            "/api/v1/join",
+            None,
+            json!({"meetingId": c["meetingId"], "password": "222222", "displayName": "G"}),
+        )
+        .await;
+    let unknown = app
+        .post(
+            "/api/v1/join",
+            None,
+            json!({"meetingId": "999999999", "password": "222222", "displayName": "G"}),
+        )
+        .await;
+    let missing = app
+        .post(
+            "/api/v1/join",
+            None,
+            json!({"meetingId": c["meetingId"], "displayName": "G"}),
+        )
+        .await;
     for reply in [&wrong, &unknown, &missing] {
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
         assert_eq!(reply.body, wrong.body);
@@ -71,24 +112,59 @@ async fn a_wrong_password_never_tells_whether_the_meeting_exists(app: TestApp) {
     assert_eq!(wrong.code(), "wrongMeetingCredentials");
     // An audience account needs the password too.
     let (_, ann) = app.user("ann", "audience").await;
-    let reply = app.post("/api/v1/join", Some(&ann), json!({"meetingId": c["meetingId"]})).await;
+    let reply = app
+        .post(
+            "/api/v1/join",
+            Some(&ann),
+            json!({"meetingId": c["meetingId"]}),
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    let reply = app.post("/api/v1/join", Some(&ann), json!({"meetingId": c["meetingId"], "password": "111111"})).await.expect(StatusCode::OK);
+    let reply = app
+        .post(
+            "/api/v1/join",
+            Some(&ann),
+            json!({"meetingId": c["meetingId"], "password": "111111"}),
+        )
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(reply.body["role"], "listener");
     assert_eq!(reply.body["displayName"], "ANN");
-    assert!(reply.body["identity"].as_str().unwrap().starts_with("account:"));
+    assert!(
+        reply.body["identity"]
+            .as_str()
+            .unwrap()
+            .starts_with("account:")
+    );
 }
 
 async fn the_owner_and_moderators_join_as_moderators_without_password(app: TestApp) {
     let (_, owner) = app.user("olga", "audience").await;
     let (_, moderator) = app.user("max", "moderatorPlus").await;
     let c = app.schedule(&owner, 2, 30, json!({})).await;
-    let own = app.post("/api/v1/join", Some(&owner), json!({"meetingId": c["meetingId"]})).await.expect(StatusCode::OK);
+    let own = app
+        .post(
+            "/api/v1/join",
+            Some(&owner),
+            json!({"meetingId": c["meetingId"]}),
+        )
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(own.body["role"], "moderator");
     let claims_owner = claims(&app, own.body["token"].as_str().unwrap());
     assert!(claims_owner.owner);
-    assert!(!claims_owner.grants().record, "an audience-level owner moderates but does not record");
-    let other = app.post("/api/v1/join", Some(&moderator), json!({"meetingId": c["meetingId"]})).await.expect(StatusCode::OK);
+    assert!(
+        !claims_owner.grants().record,
+        "an audience-level owner moderates but does not record"
+    );
+    let other = app
+        .post(
+            "/api/v1/join",
+            Some(&moderator),
+            json!({"meetingId": c["meetingId"]}),
+        )
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(other.body["role"], "moderator");
     let claims_mod = claims(&app, other.body["token"].as_str().unwrap());
     assert!(!claims_mod.owner);
@@ -102,28 +178,63 @@ async fn a_meeting_far_ahead_cannot_be_joined_but_its_owner_starts_it_early(app:
     let early = app.post("/api/v1/join", None, guest.clone()).await;
     assert_eq!(early.status, StatusCode::CONFLICT);
     assert_eq!(early.code(), "conferenceNotStarted");
-    assert_eq!(early.body["error"]["startsAt"], json!((app.now() + Duration::minutes(120)).to_rfc3339()));
-    assert_eq!(early.body["error"]["opensAt"], json!((app.now() + Duration::minutes(115)).to_rfc3339()));
+    assert_eq!(
+        early.body["error"]["startsAt"],
+        json!((app.now() + Duration::minutes(120)).to_rfc3339())
+    );
+    assert_eq!(
+        early.body["error"]["opensAt"],
+        json!((app.now() + Duration::minutes(115)).to_rfc3339())
+    );
     // Inside the lead time anyone may join.
     app.clock.advance(Duration::minutes(115));
-    app.post("/api/v1/join", None, guest.clone()).await.expect(StatusCode::OK);
+    app.post("/api/v1/join", None, guest.clone())
+        .await
+        .expect(StatusCode::OK);
     // Another conference, started early by its owner: guests may follow at once.
     let d = app.schedule(&owner, 300, 30, json!({})).await;
-    let guest_d = json!({"meetingId": d["meetingId"], "password": d["password"], "displayName": "G"});
-    assert_eq!(app.post("/api/v1/join", None, guest_d.clone()).await.status, StatusCode::CONFLICT);
-    app.post("/api/v1/join", Some(&owner), json!({"meetingId": d["meetingId"]})).await.expect(StatusCode::OK);
-    app.post("/api/v1/join", None, guest_d).await.expect(StatusCode::OK);
-    let shown = app.get(&format!("/api/v1/conferences/{}", d["id"].as_str().unwrap()), &owner).await.body;
+    let guest_d =
+        json!({"meetingId": d["meetingId"], "password": d["password"], "displayName": "G"});
+    assert_eq!(
+        app.post("/api/v1/join", None, guest_d.clone()).await.status,
+        StatusCode::CONFLICT
+    );
+    app.post(
+        "/api/v1/join",
+        Some(&owner),
+        json!({"meetingId": d["meetingId"]}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    app.post("/api/v1/join", None, guest_d)
+        .await
+        .expect(StatusCode::OK);
+    let shown = app
+        .get(
+            &format!("/api/v1/conferences/{}", d["id"].as_str().unwrap()),
+            &owner,
+        )
+        .await
+        .body;
     assert_eq!(shown["status"], "online");
 }
 
 async fn guests_wait_for_an_absent_owner_when_required(app: TestApp) {
     let owner = app.admin().await;
-    let c = app.schedule(&owner, 2, 30, json!({"allowJoinWithoutOwner": false})).await;
+    let c = app
+        .schedule(&owner, 2, 30, json!({"allowJoinWithoutOwner": false}))
+        .await;
     let guest = json!({"meetingId": c["meetingId"], "password": c["password"], "displayName": "G"});
-    let waiting = app.post("/api/v1/join", None, guest.clone()).await.expect(StatusCode::OK);
+    let waiting = app
+        .post("/api/v1/join", None, guest.clone())
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(waiting.body["state"], "waitingForOwner");
-    assert!(!claims(&app, waiting.body["token"].as_str().unwrap()).room.allow_join_without_owner);
+    assert!(
+        !claims(&app, waiting.body["token"].as_str().unwrap())
+            .room
+            .allow_join_without_owner
+    );
     // The SFU reports the owner's arrival.
     let me = app.get("/api/v1/me", &owner).await.body;
     app.post(
@@ -134,13 +245,18 @@ async fn guests_wait_for_an_absent_owner_when_required(app: TestApp) {
     )
     .await
     .expect(StatusCode::NO_CONTENT);
-    let ready = app.post("/api/v1/join", None, guest).await.expect(StatusCode::OK);
+    let ready = app
+        .post("/api/v1/join", None, guest)
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(ready.body["state"], "ready");
 }
 
 async fn guessing_meeting_passwords_is_slowed_down(app: TestApp) {
     let owner = app.admin().await;
-    let c = app.schedule(&owner, 2, 30, json!({"password": "123456"})).await;
+    let c = app
+        .schedule(&owner, 2, 30, json!({"password": "123456"}))
+        .await;
     for guess in 0..10 {
         let reply = app
             .post("/api/v1/join", None, json!({"meetingId": c["meetingId"], "password": format!("{guess:06}"), "displayName": "G"}))
@@ -148,23 +264,43 @@ async fn guessing_meeting_passwords_is_slowed_down(app: TestApp) {
         assert_eq!(reply.status, StatusCode::FORBIDDEN);
     }
     let throttled = app
-        .post("/api/v1/join", None, json!({"meetingId": c["meetingId"], "password": "123456", "displayName": "G"}))
+        .post(
+            "/api/v1/join",
+            None,
+            json!({"meetingId": c["meetingId"], "password": "123456", "displayName": "G"}),
+        )
         .await;
     assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(throttled.code(), "tooManyAttempts");
     app.clock.advance(Duration::seconds(2));
-    app.post("/api/v1/join", None, json!({"meetingId": c["meetingId"], "password": "123456", "displayName": "G"}))
-        .await
-        .expect(StatusCode::OK);
+    app.post(
+        "/api/v1/join",
+        None,
+        json!({"meetingId": c["meetingId"], "password": "123456", "displayName": "G"}),
+    )
+    .await
+    .expect(StatusCode::OK);
 }
 
 async fn bad_join_requests_get_clear_errors(app: TestApp) {
     let owner = app.admin().await;
     let c = app.schedule(&owner, 2, 30, json!({})).await;
-    let no_name = app.post("/api/v1/join", None, json!({"meetingId": c["meetingId"], "password": c["password"]})).await;
+    let no_name = app
+        .post(
+            "/api/v1/join",
+            None,
+            json!({"meetingId": c["meetingId"], "password": c["password"]}),
+        )
+        .await;
     assert_eq!(no_name.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(no_name.body["error"]["field"], "displayName");
-    let letters = app.post("/api/v1/join", None, json!({"meetingId": "abc", "password": "1", "displayName": "G"})).await;
+    let letters = app
+        .post(
+            "/api/v1/join",
+            None,
+            json!({"meetingId": "abc", "password": "1", "displayName": "G"}),
+        )
+        .await;
     assert_eq!(letters.body["error"]["field"], "meetingId");
     let bad_guest = app
         .post("/api/v1/join", None, json!({"meetingId": c["meetingId"], "password": c["password"], "displayName": "G", "guestId": "me"}))
@@ -173,7 +309,11 @@ async fn bad_join_requests_get_clear_errors(app: TestApp) {
     // Spaces and dashes people type are fine.
     let spaced = c["meetingId"].as_str().unwrap();
     let spaced = format!("{} {}-{}", &spaced[..3], &spaced[3..6], &spaced[6..]);
-    app.post("/api/v1/join", None, json!({"meetingId": spaced, "password": c["password"], "displayName": "G"}))
-        .await
-        .expect(StatusCode::OK);
+    app.post(
+        "/api/v1/join",
+        None,
+        json!({"meetingId": spaced, "password": c["password"], "displayName": "G"}),
+    )
+    .await
+    .expect(StatusCode::OK);
 }

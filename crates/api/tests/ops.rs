@@ -11,23 +11,42 @@ use support::{Backend, TestApp};
 async fn health_readiness_and_metrics_answer() {
     let app = TestApp::new(Backend::Sqlite).await;
     let token = app.admin().await;
-    assert_eq!(app.call(Method::GET, "/healthz", None, None).await.status, StatusCode::OK);
-    assert_eq!(app.call(Method::GET, "/readyz", None, None).await.status, StatusCode::OK);
-    app.get("/api/v1/conferences", &token).await.expect(StatusCode::OK);
-    let metrics = app.call(Method::GET, "/metrics", None, None).await.expect(StatusCode::OK).text;
+    assert_eq!(
+        app.call(Method::GET, "/healthz", None, None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.call(Method::GET, "/readyz", None, None).await.status,
+        StatusCode::OK
+    );
+    app.get("/api/v1/conferences", &token)
+        .await
+        .expect(StatusCode::OK);
+    let metrics = app
+        .call(Method::GET, "/metrics", None, None)
+        .await
+        .expect(StatusCode::OK)
+        .text;
     assert!(metrics.contains("conclave_api_http_requests_total{method=\"GET\",route=\"/api/v1/conferences\",status=\"200\"} 1"), "{metrics}");
     assert!(metrics.contains("conclave_api_http_request_duration_seconds_bucket"));
     assert!(metrics.contains("conclave_api_logins_total{result=\"ok\"} 1"));
     assert!(metrics.contains("conclave_api_db_pool_connections{state=\"idle\"}"));
     // Readiness follows the database.
     app.state.db.pool.close().await;
-    assert_eq!(app.call(Method::GET, "/readyz", None, None).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        app.call(Method::GET, "/readyz", None, None).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 }
 
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
     let app = TestApp::new(Backend::Sqlite).await;
-    let doc = app.call(Method::GET, "/api/v1/openapi.json", None, None).await.expect(StatusCode::OK).body;
+    let doc = app
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await
+        .expect(StatusCode::OK)
+        .body;
     let paths = doc["paths"].as_object().expect("paths");
     for (path, methods) in [
         ("/api/v1/auth/login", &["post"][..]),
@@ -45,7 +64,10 @@ async fn the_openapi_document_describes_every_route() {
         ("/api/v1/internal/room-events", &["post"]),
     ] {
         for method in methods {
-            assert!(paths.get(path).and_then(|p| p.get(*method)).is_some(), "{method} {path} missing from the OpenAPI document");
+            assert!(
+                paths.get(path).and_then(|p| p.get(*method)).is_some(),
+                "{method} {path} missing from the OpenAPI document"
+            );
         }
     }
     assert!(doc["components"]["schemas"]["ConferenceInput"].is_object());

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,12 +14,13 @@ use proto::{AccountId, AccountLevel, ConferenceId, Media};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{ApiJson, CurrentUser};
+use super::extract::{ApiJson, ApiQuery, CurrentUser};
 use crate::account::{self, Account};
 use crate::archive::{self, Entry};
 use crate::conference::{self, Conference, ConferenceInput, Definition, Kind, Resolve, Runtime};
 use crate::ics;
 use crate::lifecycle;
+use crate::mail;
 use crate::settings;
 use crate::state::AppState;
 use crate::{Error, Result};
@@ -32,6 +33,11 @@ pub fn router() -> Router<AppState> {
         .route("/conferences/{id}", get(show).patch(edit).delete(remove))
         .route("/conferences/{id}/repeat", post(repeat))
         .route("/conferences/{id}/calendar.ics", get(calendar))
+        .route(
+            "/conferences/{id}/invitations",
+            get(invitation_log).post(invite),
+        )
+        .route("/conferences/{id}/notify", post(notify))
 }
 
 /// Who owns a conference.
@@ -342,7 +348,7 @@ async fn owners(
 pub async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<AnyView>>> {
     let all = query.all.unwrap_or(false);
     if all && user.account.level != AccountLevel::Admin {
@@ -461,6 +467,25 @@ pub async fn create(
     let conference = store_new(&state, &user.account, definition).await?;
     if let Some(entry) = repeated {
         archive::delete(&state.db, &entry.id).await?;
+    }
+    // Invitees given when scheduling are invited at once (permanent rooms have no date).
+    if conference.definition.kind != Kind::Permanent && !conference.definition.invitees.is_empty() {
+        let mails = conference
+            .definition
+            .invitees
+            .iter()
+            .map(|to| {
+                mail::compose_invitation(
+                    &state,
+                    &conference,
+                    &user.account,
+                    to,
+                    mail::Kind::Invitation,
+                    &[],
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        mail::enqueue(&state, mails).await?;
     }
     Ok((
         StatusCode::CREATED,
@@ -635,16 +660,49 @@ pub async fn edit(
     )))
 }
 
-/// Deletes a conference, or an entry of the archive.
-#[utoipa::path(delete, path = "/api/v1/conferences/{id}", tag = "conferences", params(("id" = String, Path)),
+/// Query of `DELETE /conferences/{id}`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// Send a cancellation (iCalendar CANCEL) to the invitees.
+    pub notify: Option<bool>,
+}
+
+/// Deletes a conference (optionally cancelling it for its invitees), or an archive entry.
+#[utoipa::path(delete, path = "/api/v1/conferences/{id}", tag = "conferences", params(("id" = String, Path), DeleteQuery),
     responses((status = 204), (status = 404)))]
 pub async fn remove(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<DeleteQuery>,
 ) -> Result<StatusCode> {
     match find(&state, &user.account, &id).await? {
         Found::Live(c) => {
+            if query.notify.unwrap_or(false)
+                && c.definition.kind != Kind::Permanent
+                && !c.definition.invitees.is_empty()
+            {
+                let owner = account::get(&state.db, &c.owner)
+                    .await?
+                    .unwrap_or_else(|| user.account.clone());
+                let mails = c
+                    .definition
+                    .invitees
+                    .iter()
+                    .map(|to| {
+                        mail::compose_invitation(
+                            &state,
+                            &c,
+                            &owner,
+                            to,
+                            mail::Kind::Cancellation,
+                            &[],
+                        )
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                mail::enqueue(&state, mails).await?;
+            }
             state.store.delete(&c.id).await?;
             archive::forget_unarchived(&state.db, &c.id).await?;
             tracing::info!(conference = %c.id, by = %user.account.id, "conference deleted");
@@ -817,4 +875,184 @@ pub fn calendar_event(
             attendees: &d.invitees,
         },
     ))
+}
+
+/// The body of `POST /conferences/{id}/invitations`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InvitationRequest {
+    /// Addresses to invite (they join the conference's invitees).
+    pub emails: Vec<String>,
+}
+
+/// What was queued, and how it leaves.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InvitationsQueued {
+    /// Mails queued.
+    pub queued: usize,
+    /// `smtp`, or `folder` when no SMTP server is configured and mails are written as .eml
+    /// files into `outbox`.
+    pub delivery: &'static str,
+    /// The folder .eml files are written to (delivery `folder` only).
+    pub outbox: Option<String>,
+    /// The conference's invitation log after queueing.
+    pub log: Vec<mail::LogEntry>,
+}
+
+async fn queued(
+    state: &AppState,
+    conference: &Conference,
+    queued: usize,
+) -> Result<InvitationsQueued> {
+    Ok(InvitationsQueued {
+        queued,
+        delivery: state.mail.name(),
+        outbox: match &state.mail {
+            mail::Delivery::Folder(path) => Some(path.display().to_string()),
+            mail::Delivery::Smtp(_) => None,
+        },
+        log: mail::log(&state.db, conference.id.as_str()).await?,
+    })
+}
+
+async fn live_with_owner(
+    state: &AppState,
+    user: &Account,
+    id: &str,
+) -> Result<(Conference, Account)> {
+    let Found::Live(c) = find(state, user, id).await? else {
+        return Err(Error::conflict(
+            "archived",
+            "an archived occurrence takes no invitations; repeat it first",
+        ));
+    };
+    if c.definition.kind == Kind::Permanent {
+        return Err(Error::conflict(
+            "permanentRoom",
+            "a permanent room has no date to invite to; share its join link",
+        ));
+    }
+    let owner = account::get(&state.db, &c.owner)
+        .await?
+        .ok_or_else(|| Error::Internal("owner vanished".into()))?;
+    Ok((c, owner))
+}
+
+/// Invites addresses by e-mail: plain text, HTML and an iCalendar REQUEST each.
+#[utoipa::path(post, path = "/api/v1/conferences/{id}/invitations", tag = "invitations", params(("id" = String, Path)),
+    request_body = InvitationRequest,
+    responses((status = 202, body = InvitationsQueued), (status = 404), (status = 409), (status = 422)))]
+pub async fn invite(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<InvitationRequest>,
+) -> Result<(StatusCode, Json<InvitationsQueued>)> {
+    let (mut conference, owner) = live_with_owner(&state, &user.account, &id).await?;
+    if body.emails.is_empty() {
+        return Err(Error::invalid("emails", "give at least one address"));
+    }
+    let mut addresses: Vec<String> = Vec::new();
+    for email in &body.emails {
+        let email = crate::validate::email("emails", email)?;
+        if !addresses
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(&email))
+        {
+            addresses.push(email);
+        }
+    }
+    if addresses.len() > 200 {
+        return Err(Error::invalid(
+            "emails",
+            "invite at most 200 addresses at once",
+        ));
+    }
+    // They become invitees (later updates reach them); adding invitees is not an edit of the
+    // meeting itself, so the sequence stays.
+    let mut invitees = conference.definition.invitees.clone();
+    for address in &addresses {
+        if !invitees
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(address))
+        {
+            invitees.push(address.clone());
+        }
+    }
+    if invitees != conference.definition.invitees {
+        conference.definition.invitees = invitees;
+        state.store.update_definition(&conference).await?;
+    }
+    let mails = addresses
+        .iter()
+        .map(|to| {
+            mail::compose_invitation(&state, &conference, &owner, to, mail::Kind::Invitation, &[])
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let count = mail::enqueue(&state, mails).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(queued(&state, &conference, count).await?),
+    ))
+}
+
+/// Sends the updated invitation (same UID, higher SEQUENCE, what changed in the text) to every
+/// invitee.
+#[utoipa::path(post, path = "/api/v1/conferences/{id}/notify", tag = "invitations", params(("id" = String, Path)),
+    responses((status = 202, body = InvitationsQueued), (status = 404), (status = 409, description = "no invitees, or a permanent room")))]
+pub async fn notify(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<InvitationsQueued>)> {
+    let (conference, owner) = live_with_owner(&state, &user.account, &id).await?;
+    if conference.definition.invitees.is_empty() {
+        return Err(Error::conflict(
+            "noInvitees",
+            "this conference has no invitees to notify; invite someone first",
+        ));
+    }
+    let changed = match mail::last_snapshot(&state.db, conference.id.as_str()).await? {
+        Some(before) => mail::changes(
+            &before,
+            &mail::Snapshot::of(&conference),
+            conference.definition.time_zone,
+        ),
+        None => Vec::new(),
+    };
+    let mails = conference
+        .definition
+        .invitees
+        .iter()
+        .map(|to| {
+            mail::compose_invitation(
+                &state,
+                &conference,
+                &owner,
+                to,
+                mail::Kind::Update,
+                &changed,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let count = mail::enqueue(&state, mails).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(queued(&state, &conference, count).await?),
+    ))
+}
+
+/// The conference's invitation log: who, when, which sequence, delivered or the last error.
+#[utoipa::path(get, path = "/api/v1/conferences/{id}/invitations", tag = "invitations", params(("id" = String, Path)),
+    responses((status = 200, body = [mail::LogEntry]), (status = 404)))]
+pub async fn invitation_log(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<mail::LogEntry>>> {
+    let Found::Live(conference) = find(&state, &user.account, &id).await? else {
+        return Err(Error::not_found(format!("no scheduled conference {id}")));
+    };
+    Ok(Json(mail::log(&state.db, conference.id.as_str()).await?))
 }

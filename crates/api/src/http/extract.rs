@@ -162,3 +162,20 @@ pub fn require_admin(user: &CurrentUser) -> Result<()> {
         Err(Error::forbidden("only administrators may do this"))
     }
 }
+
+/// A query string; one that does not parse is a 400 in the API's error shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequestParts<AppState> for ApiQuery<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| ApiQuery(value))
+            .map_err(|rejection| {
+                Error::MalformedBody(format!("bad query string: {}", rejection.body_text()))
+            })
+    }
+}

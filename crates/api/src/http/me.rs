@@ -77,6 +77,25 @@ pub async fn edit(
         None => None,
     };
     account::update(&state.db, &account, now).await?;
+    if account.email != user.account.email {
+        // Both addresses learn of the change, so a hijacked account is noticed.
+        let text = format!(
+            "The e-mail address of the Conclave account {} changed from {} to {}.\n\nIf you did not do this, ask an administrator to disable the account.\n",
+            account.login, user.account.email, account.email
+        );
+        let mails = [&user.account.email, &account.email]
+            .into_iter()
+            .map(|to| {
+                crate::mail::compose_notice(
+                    &state,
+                    to,
+                    "Your Conclave e-mail address changed",
+                    text.clone(),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        crate::mail::enqueue(&state, mails).await?;
+    }
     if let Some(hash) = new_hash {
         account::set_password(&state.db, &account.id, &hash, now).await?;
         session::delete_all_of(&state.db, &account.id, Some(&user.token)).await?;
