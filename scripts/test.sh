@@ -21,7 +21,7 @@ as_root() {
 }
 
 # --- Debian packages -------------------------------------------------------------------------
-packages=(postgresql postgresql-client iproute2 util-linux ca-certificates)
+packages=(postgresql postgresql-client iproute2 util-linux ca-certificates python3 python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -52,6 +52,15 @@ pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL did not start on 127.0.0.1
 # Databases left behind by an interrupted run.
 psql "$CONCLAVE_TEST_POSTGRES" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'conclave_t_%'" |
   while read -r db; do psql "$CONCLAVE_TEST_POSTGRES" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"; done
+
+# --- Python peers: a real SMTP server (aiosmtpd) and an independent iCalendar parser --------
+venv="${CONCLAVE_VENV:-$HOME/.cache/conclave/venv}"
+if ! "$venv/bin/python" -c 'import aiosmtpd, icalendar' 2>/dev/null; then
+  log "installing aiosmtpd and icalendar into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check aiosmtpd icalendar
+fi
+export CONCLAVE_TEST_PYTHON="$venv/bin/python"
 
 # --- Tests -----------------------------------------------------------------------------------
 log "building and running the tests"

@@ -57,7 +57,7 @@ impl Delivery {
         let Some(url) = &config.smtp_url else {
             return Ok(Delivery::Folder(config.data_dir.join("outbox")));
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&lettre_url(url))
             .map_err(|err| {
                 Error::invalid("smtpUrl", format!("the SMTP URL does not parse: {err}"))
             })?
@@ -77,6 +77,28 @@ impl Delivery {
             Delivery::Smtp(_) => "smtp",
             Delivery::Folder(_) => "folder",
         }
+    }
+}
+
+/// Our SMTP URL semantics in lettre's: plain `smtp://` means STARTTLS when the server offers
+/// it (lettre's `tls=opportunistic`), `tls=none` a plain connection, `tls=required` STARTTLS or
+/// fail, `smtps://` TLS from the start.
+fn lettre_url(url: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    let tls = params
+        .iter()
+        .find_map(|p| p.strip_prefix("tls="))
+        .map(str::to_owned);
+    match tls.as_deref() {
+        Some("none") => params.retain(|p| !p.starts_with("tls=")),
+        None if base.starts_with("smtp://") => params.push("tls=opportunistic"),
+        _ => {}
+    }
+    if params.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", params.join("&"))
     }
 }
 
@@ -667,5 +689,35 @@ pub async fn run_loop(state: AppState, shutdown: impl std::future::Future<Output
             () = state.mail_wake.notified() => {}
             () = tokio::time::sleep(std::time::Duration::from_secs(15)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smtp_urls_default_to_starttls_when_offered() {
+        assert_eq!(
+            lettre_url("smtp://mail.example.org:587"),
+            "smtp://mail.example.org:587?tls=opportunistic"
+        );
+        assert_eq!(
+            lettre_url("smtp://127.0.0.1:2525?tls=none"),
+            "smtp://127.0.0.1:2525"
+        );
+        assert_eq!(
+            lettre_url("smtp://h:587?tls=required"),
+            "smtp://h:587?tls=required"
+        );
+        assert_eq!(lettre_url("smtps://h:465"), "smtps://h:465");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        assert_eq!(backoff(1), Duration::seconds(30));
+        assert_eq!(backoff(2), Duration::seconds(60));
+        assert_eq!(backoff(8), Duration::seconds(30 * 128));
+        assert_eq!(backoff(12), Duration::seconds(30 * 128));
     }
 }

@@ -114,6 +114,11 @@ fn drop_pg_database(name: String) {
 impl TestApp {
     /// A fresh app on `backend`.
     pub async fn new(backend: Backend) -> TestApp {
+        Self::with(backend, |_| {}).await
+    }
+
+    /// A fresh app on `backend` with changes to the default configuration.
+    pub async fn with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let (url, pg_database) = match backend {
             Backend::Sqlite => (
@@ -133,6 +138,7 @@ impl TestApp {
         let password_file = dir.path().join("admin-password");
         std::fs::write(&password_file, ADMIN_PASSWORD).unwrap();
         config.admin_password_file = Some(password_file);
+        configure(&mut config);
         Self::start(config, backend, dir, pg_database).await
     }
 
@@ -170,6 +176,11 @@ impl TestApp {
         let app = Self::start(config, backend, dir, pg).await;
         app.clock.set(now);
         app
+    }
+
+    /// The data folder.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     pub fn now(&self) -> DateTime<Utc> {
