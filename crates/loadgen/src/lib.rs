@@ -8,7 +8,7 @@
 
 pub mod netns;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,17 +20,19 @@ use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use proto::signal::{ClientMessage, IceCandidate, PeerTarget, ServerMessage, TrackSource};
 use proto::{ConferenceId, ParticipantId};
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
+use rtc::sansio::Protocol;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -70,8 +72,11 @@ struct Handler {
     outgoing: mpsc::UnboundedSender<ClientMessage>,
     received: ReceivedMap,
     failed: Arc<AtomicBool>,
-    connected: Arc<AtomicBool>,
+    connected: Connected,
 }
+
+/// When a peer connection last became connected.
+type Connected = Arc<Mutex<Option<Instant>>>;
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
@@ -92,7 +97,7 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         match state {
             RTCPeerConnectionState::Failed => self.failed.store(true, Ordering::Release),
-            RTCPeerConnectionState::Connected => self.connected.store(true, Ordering::Release),
+            RTCPeerConnectionState::Connected => *self.connected.lock() = Some(Instant::now()),
             _ => {}
         }
     }
@@ -167,8 +172,67 @@ fn sent_at(payload: &[u8]) -> Option<u64> {
 fn engine() -> Result<(MediaEngine, Registry)> {
     let mut engine = MediaEngine::default();
     engine.register_default_codecs()?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?
+        .with(Slot::from(14_000), KeyframeRequestsToApplication::default());
     Ok((engine, registry))
+}
+
+fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+/// Lets PLI and FIR reach `TrackLocal::poll`: in rtc 0.21 inbound RTCP stops at the end of the
+/// interceptor chain unless an interceptor marks it [`Attribute::DeliverToApplication`].
+/// Application-most (slot 14 000), so the other interceptors have seen every packet first.
+#[derive(Default)]
+struct KeyframeRequestsToApplication {
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestsToApplication {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                .iter()
+                .filter(|packet| is_keyframe_request(packet.as_ref()))
+                .cloned()
+                .collect();
+            if !requests.is_empty() {
+                msg.message.packet = Packet::Rtcp(requests);
+                msg.message.add(Attribute::DeliverToApplication);
+            }
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestsToApplication {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 async fn peer(
@@ -176,7 +240,7 @@ async fn peer(
     outgoing: mpsc::UnboundedSender<ClientMessage>,
     received: ReceivedMap,
     failed: Arc<AtomicBool>,
-    connected: Arc<AtomicBool>,
+    connected: Connected,
 ) -> Result<Arc<dyn PeerConnection>> {
     let (engine, registry) = engine()?;
     let peer = PeerConnectionBuilder::new()
@@ -207,15 +271,16 @@ async fn peer(
 pub struct MediaPlan {
     /// Video bitrate in bits per second (30 frames per second).
     pub video_bps: u32,
-    /// Seconds between periodic keyframes (besides those asked by PLI).
-    pub keyframe_every: Duration,
+    /// Time between periodic keyframes besides those asked for by PLI/FIR; `None` (the
+    /// default): only the first frame and requested ones, like a browser in steady state.
+    pub keyframe_every: Option<Duration>,
 }
 
 impl Default for MediaPlan {
     fn default() -> Self {
         Self {
             video_bps: 300_000,
-            keyframe_every: Duration::from_secs(60),
+            keyframe_every: None,
         }
     }
 }
@@ -230,7 +295,11 @@ pub struct Client {
     pub received: ReceivedMap,
     /// Packets this client sent.
     pub sent: Arc<AtomicU64>,
-    publisher_connected: Arc<AtomicBool>,
+    /// Keyframe requests (PLI/FIR) that reached this client's published video.
+    pub keyframe_requests: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    publisher_connected: Connected,
+    subscriber_connected: Connected,
     stop: Arc<AtomicBool>,
     /// The first answer to `join`: `joined`, `waiting` or an error.
     pub first: ServerMessage,
@@ -256,7 +325,7 @@ impl Client {
         let (mut sink, mut stream) = ws.split();
         let (outgoing, mut outgoing_rx) = mpsc::unbounded_channel::<ClientMessage>();
         let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<String>();
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     message = outgoing_rx.recv() => {
@@ -274,7 +343,8 @@ impl Client {
         });
         let received: ReceivedMap = Arc::default();
         let failed = Arc::new(AtomicBool::new(false));
-        let publisher_connected = Arc::new(AtomicBool::new(false));
+        let publisher_connected = Connected::default();
+        let subscriber_connected = Connected::default();
         let publisher = peer(
             PeerTarget::Publisher,
             outgoing.clone(),
@@ -288,11 +358,11 @@ impl Client {
             outgoing.clone(),
             Arc::clone(&received),
             Arc::clone(&failed),
-            Arc::new(AtomicBool::new(false)),
+            Arc::clone(&subscriber_connected),
         )
         .await?;
         let (events_tx, mut events) = mpsc::unbounded_channel::<ServerMessage>();
-        {
+        let reader = {
             let publisher = Arc::clone(&publisher);
             let subscriber = Arc::clone(&subscriber);
             let outgoing = outgoing.clone();
@@ -348,8 +418,8 @@ impl Client {
                         }
                     }
                 }
-            });
-        }
+            })
+        };
         // Keep the raw sender alive inside the client for malformed-message tests.
         let raw = raw_tx;
         outgoing
@@ -369,7 +439,10 @@ impl Client {
             subscriber,
             received,
             sent: Arc::default(),
+            keyframe_requests: Arc::default(),
+            tasks: vec![writer, reader],
             publisher_connected,
+            subscriber_connected,
             stop: Arc::new(AtomicBool::new(false)),
             first,
         };
@@ -512,6 +585,7 @@ impl Client {
                 video,
                 plan,
                 Arc::clone(&self.sent),
+                Arc::clone(&self.keyframe_requests),
                 Arc::clone(&self.stop),
             ));
             ids.push(id);
@@ -525,7 +599,12 @@ impl Client {
 
     /// Whether the publisher connection is up.
     pub fn publishing(&self) -> bool {
-        self.publisher_connected.load(Ordering::Acquire)
+        self.publisher_connected.lock().is_some()
+    }
+
+    /// When the subscriber connection (media from the others) came up.
+    pub fn subscriber_connected_at(&self) -> Option<Instant> {
+        *self.subscriber_connected.lock()
     }
 
     /// A snapshot of what arrived.
@@ -567,12 +646,22 @@ impl Client {
         self.close().await;
     }
 
-    /// Closes the connections without `leave` (a vanishing participant).
+    /// Closes the peer connections without `leave`; the websocket stays open until the SFU
+    /// closes it.
     pub async fn close(self) {
         self.stop.store(true, Ordering::Release);
         let _ = self.publisher.close().await;
         let _ = self.subscriber.close().await;
         RAW.lock().remove(&client_key(&self));
+    }
+
+    /// Vanishes without `leave`, as a closed browser tab does: the websocket's TCP connection
+    /// is dropped without a close frame and the peer connections stop answering.
+    pub async fn vanish(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.close().await;
     }
 }
 
@@ -589,28 +678,23 @@ async fn generate(
     video: bool,
     plan: MediaPlan,
     sent: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) {
     let keyframe_wanted = Arc::new(AtomicBool::new(true));
     {
         let track = Arc::clone(&track);
         let wanted = Arc::clone(&keyframe_wanted);
-        let stop = Arc::clone(&stop);
+        // The track was bound by `add_track`, so `poll` yields the SFU's keyframe requests
+        // (marked for us by `KeyframeRequestsToApplication`) until the connection closes.
         tokio::spawn(async move {
-            // RTCP from the SFU: PLIs ask for keyframes. `poll` is empty until bound.
-            while !stop.load(Ordering::Acquire) {
-                match tokio::time::timeout(Duration::from_millis(200), track.poll()).await {
-                    Ok(Some(TrackLocalEvent::OnRtcpPacket(packets))) => {
-                        if packets
-                            .iter()
-                            .any(|p| p.as_any().is::<PictureLossIndication>())
-                        {
-                            wanted.store(true, Ordering::Release);
-                        }
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
-                    Err(_) => {}
+            while let Some(event) = track.poll().await {
+                let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+                    continue;
+                };
+                if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                    requests.fetch_add(1, Ordering::Relaxed);
+                    wanted.store(true, Ordering::Release);
                 }
             }
         });
@@ -635,7 +719,9 @@ async fn generate(
         timestamp = timestamp.wrapping_add(clock_step);
         let keyframe = video
             && (keyframe_wanted.swap(false, Ordering::AcqRel)
-                || last_keyframe.elapsed() >= plan.keyframe_every);
+                || plan
+                    .keyframe_every
+                    .is_some_and(|every| last_keyframe.elapsed() >= every));
         if keyframe {
             last_keyframe = Instant::now();
         }

@@ -2,6 +2,7 @@
 //! interceptors for NACK/RTX, receiver reports and TWCC, ports, announced addresses), and
 //! forwarding one published track to many subscriber tracks.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
@@ -10,7 +11,7 @@ use std::time::Instant;
 use parking_lot::RwLock;
 use proto::signal::{PeerTarget, TrackKind};
 use proto::{ParticipantId, TrackId};
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
@@ -25,6 +26,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
+use rtc::sansio::Protocol;
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, trace};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -166,8 +168,80 @@ fn media_engine() -> Result<(MediaEngine, Registry), MediaError> {
         RtpCodecKind::Audio,
         None,
     )?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?
+        .with(Slot::from(FEEDBACK_SLOT), FeedbackToApplication::default());
     Ok((engine, registry))
+}
+
+/// Application-most: every interceptor has seen an RTCP packet before this one marks it.
+const FEEDBACK_SLOT: usize = 14_000;
+
+/// Lets the RTCP the SFU acts on reach the tracks' `poll`.
+///
+/// In rtc 0.21 inbound RTCP stops at the end of the interceptor chain (the NACK responder, the
+/// sender statistics and the bandwidth estimator consume it there); only packets an interceptor
+/// marks with [`Attribute::DeliverToApplication`] reach `TrackLocal::poll`. This marks keyframe
+/// requests (PLI, FIR) — the SFU forwards them upstream — and NACKs and receiver reports, which
+/// it only counts. Every other packet keeps stopping at the terminus.
+#[derive(Default)]
+struct FeedbackToApplication {
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+fn wanted_by_the_application(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>()
+        || any.is::<FullIntraRequest>()
+        || any.is::<TransportLayerNack>()
+        || any.is::<ReceiverReport>()
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackToApplication {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let wanted: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                .iter()
+                .filter(|packet| wanted_by_the_application(packet.as_ref()))
+                .cloned()
+                .collect();
+            if wanted.is_empty() {
+                // The interceptors already acted on it; the terminus drops it.
+                self.read_queue.push_back(msg);
+                return Ok(());
+            }
+            msg.message.packet = Packet::Rtcp(wanted);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for FeedbackToApplication {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// Builds a peer connection bound to `port` on the configured address.

@@ -146,6 +146,7 @@ async fn run(state: SfuState, session: SessionId, ws: WebSocket) {
         negotiating: false,
         dirty: false,
         audio_level_ext: None,
+        subscriber_connected: false,
     };
     let reason = live.relay(&mut socket, rx).await;
     let effects = room.core.lock().leave(session, reason, Utc::now());
@@ -233,6 +234,8 @@ struct Live {
     /// Tracks changed while an offer was out: offer again after the answer.
     dirty: bool,
     audio_level_ext: Option<u8>,
+    /// The subscriber connection is up: what is forwarded now reaches the client.
+    subscriber_connected: bool,
 }
 
 impl Live {
@@ -309,6 +312,13 @@ impl Live {
                             debug!(?target, %state, "peer connection state");
                             if state == RTCPeerConnectionState::Failed {
                                 return CloseReason::Gone;
+                            }
+                            if target == PeerTarget::Subscriber {
+                                let connected = state == RTCPeerConnectionState::Connected;
+                                if connected && !self.subscriber_connected {
+                                    self.request_keyframes();
+                                }
+                                self.subscriber_connected = connected;
                             }
                         }
                         PeerEvent::Track(remote) => self.track_arrived(socket, remote).await,
@@ -616,6 +626,18 @@ impl Live {
         }
     }
 
+    /// Asks for a keyframe of every video track this participant receives, once its
+    /// subscriber connection is up: a keyframe forwarded before that never reaches it. The
+    /// core's limiter defers requests that come too close together.
+    fn request_keyframes(&self) {
+        let sink: Arc<dyn FeedbackSink> = self.room.clone();
+        for (track, subscription) in &self.subscriptions {
+            if subscription.forwarder.kind == TrackKind::Video && !self.pending.contains(track) {
+                sink.keyframe_wanted(track);
+            }
+        }
+    }
+
     /// Offers on the subscriber connection, or remembers to once the outstanding answer came.
     async fn negotiate(&mut self, socket: &mut Socket) {
         if self.negotiating {
@@ -689,7 +711,10 @@ impl Live {
                     subscription
                         .forwarder
                         .attach(Arc::clone(&subscription.downstream));
-                    if subscription.forwarder.kind == TrackKind::Video {
+                    // Before the connection is up the keyframe would be lost; it is asked for
+                    // when the connection comes up instead.
+                    if subscription.forwarder.kind == TrackKind::Video && self.subscriber_connected
+                    {
                         sink.keyframe_wanted(&track);
                     }
                 }

@@ -1,4 +1,6 @@
 //! Two participants publish Opus and VP8; each receives the other's tracks, not its own.
+//! Publishers send keyframes only when asked (PLI), so the keyframes seen prove that the SFU's
+//! keyframe requests reach them.
 
 mod support;
 
@@ -25,24 +27,12 @@ async fn two_publishers_receive_each_other() {
         bob.first
     );
     let both = [TrackSource::Microphone, TrackSource::Camera];
-    ada.publish(
-        &both,
-        loadgen::MediaPlan {
-            keyframe_every: std::time::Duration::from_secs(1),
-            ..loadgen::MediaPlan::default()
-        },
-    )
-    .await
-    .expect("publish");
-    bob.publish(
-        &both,
-        loadgen::MediaPlan {
-            keyframe_every: std::time::Duration::from_secs(1),
-            ..loadgen::MediaPlan::default()
-        },
-    )
-    .await
-    .expect("publish");
+    ada.publish(&both, loadgen::MediaPlan::default())
+        .await
+        .expect("publish");
+    bob.publish(&both, loadgen::MediaPlan::default())
+        .await
+        .expect("publish");
     let ada_id = ada.id().expect("ada").to_string();
     let bob_id = bob.id().expect("bob").to_string();
     let enough = |publisher: &str| {
@@ -71,6 +61,15 @@ async fn two_publishers_receive_each_other() {
     bob.wait_received(WAIT, enough(&ada_id))
         .await
         .expect("bob receives ada");
+    for publisher in [&ada, &bob] {
+        assert!(
+            publisher
+                .keyframe_requests
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0,
+            "the SFU's PLIs reach the publisher"
+        );
+    }
     assert!(
         ada.received().values().all(|r| r.publisher != ada_id),
         "nobody receives themselves"
