@@ -439,6 +439,26 @@ pub fn compose_invitation(
     })
 }
 
+/// Composes the mail of `kind` for each recipient and queues them all; nothing is queued when
+/// one cannot be composed.
+///
+/// # Errors
+/// As [`compose_invitation`] and [`enqueue`].
+pub async fn send_invitations(
+    state: &AppState,
+    conference: &Conference,
+    owner: &Account,
+    recipients: &[String],
+    kind: Kind,
+    changed: &[String],
+) -> Result<usize> {
+    let mails = recipients
+        .iter()
+        .map(|to| compose_invitation(state, conference, owner, to, kind, changed))
+        .collect::<Result<Vec<_>>>()?;
+    enqueue(state, mails).await
+}
+
 /// Composes a plain notice.
 ///
 /// # Errors

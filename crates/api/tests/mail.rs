@@ -74,12 +74,14 @@ impl Smtp {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Owned at once, so that Drop stops the server on every path.
+        let server = Smtp { child, maildir };
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
             {
-                return Smtp { child, maildir };
+                return server;
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }

@@ -470,22 +470,15 @@ pub async fn create(
     }
     // Invitees given when scheduling are invited at once (permanent rooms have no date).
     if conference.definition.kind != Kind::Permanent && !conference.definition.invitees.is_empty() {
-        let mails = conference
-            .definition
-            .invitees
-            .iter()
-            .map(|to| {
-                mail::compose_invitation(
-                    &state,
-                    &conference,
-                    &user.account,
-                    to,
-                    mail::Kind::Invitation,
-                    &[],
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        mail::enqueue(&state, mails).await?;
+        mail::send_invitations(
+            &state,
+            &conference,
+            &user.account,
+            &conference.definition.invitees,
+            mail::Kind::Invitation,
+            &[],
+        )
+        .await?;
     }
     Ok((
         StatusCode::CREATED,
@@ -686,22 +679,15 @@ pub async fn remove(
                 let owner = account::get(&state.db, &c.owner)
                     .await?
                     .unwrap_or_else(|| user.account.clone());
-                let mails = c
-                    .definition
-                    .invitees
-                    .iter()
-                    .map(|to| {
-                        mail::compose_invitation(
-                            &state,
-                            &c,
-                            &owner,
-                            to,
-                            mail::Kind::Cancellation,
-                            &[],
-                        )
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                mail::enqueue(&state, mails).await?;
+                mail::send_invitations(
+                    &state,
+                    &c,
+                    &owner,
+                    &c.definition.invitees,
+                    mail::Kind::Cancellation,
+                    &[],
+                )
+                .await?;
             }
             state.store.delete(&c.id).await?;
             archive::forget_unarchived(&state.db, &c.id).await?;
@@ -984,13 +970,15 @@ pub async fn invite(
         conference.definition.invitees = invitees;
         state.store.update_definition(&conference).await?;
     }
-    let mails = addresses
-        .iter()
-        .map(|to| {
-            mail::compose_invitation(&state, &conference, &owner, to, mail::Kind::Invitation, &[])
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let count = mail::enqueue(&state, mails).await?;
+    let count = mail::send_invitations(
+        &state,
+        &conference,
+        &owner,
+        &addresses,
+        mail::Kind::Invitation,
+        &[],
+    )
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(queued(&state, &conference, count).await?),
@@ -1021,22 +1009,15 @@ pub async fn notify(
         ),
         None => Vec::new(),
     };
-    let mails = conference
-        .definition
-        .invitees
-        .iter()
-        .map(|to| {
-            mail::compose_invitation(
-                &state,
-                &conference,
-                &owner,
-                to,
-                mail::Kind::Update,
-                &changed,
-            )
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let count = mail::enqueue(&state, mails).await?;
+    let count = mail::send_invitations(
+        &state,
+        &conference,
+        &owner,
+        &conference.definition.invitees,
+        mail::Kind::Update,
+        &changed,
+    )
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(queued(&state, &conference, count).await?),
