@@ -1,0 +1,669 @@
+//! The SFU's benchmark (not a test): one publisher (Opus + ~1 Mbps VP8) to N subscribers, and
+//! an N×N meeting, over real WebRTC peers on loopback inside a network namespace.
+//!
+//! For each scenario it raises N along a ladder until the loss reaches 1 % and reports the
+//! largest N below it, with, at each step: loss, the SFU's CPU seconds per forwarded packet
+//! (`getrusage` in the SFU process), forwarding latency p50/p99 (inside the SFU from its
+//! histogram, and end to end from send stamps in the payloads), and memory per participant
+//! (the SFU process's resident set). Results go to `$CARGO_TARGET_DIR/bench-results/sfu.json`
+//! and stdout.
+//!
+//! The SFU runs in a child process (this binary again, `CONCLAVE_BENCH_ROLE=sfu`) so its CPU
+//! and memory are measured apart from the clients'; both share the machine's cores, so on a
+//! small machine the clients' decryption competes with the SFU and the figures are a lower
+//! bound for a dedicated SFU.
+//!
+//! ```sh
+//! export CARGO_TARGET_DIR=/root/.cache/conclave/target
+//! cargo bench -p sfu --bench sfu     # as root (it makes a network namespace)
+//! ```
+//! Knobs: `CONCLAVE_BENCH_WINDOW_SECONDS` (measurement window per step, default 4),
+//! `CONCLAVE_BENCH_BUDGET_SECONDS` (no new step after this, default 150),
+//! `CONCLAVE_BENCH_FANOUT` and `CONCLAVE_BENCH_MESH` (comma-separated ladders).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::Utc;
+use loadgen::{Client, MediaPlan};
+use proto::signal::TrackSource;
+use proto::token::JOIN_AUDIENCE;
+use proto::{ConferenceId, JoinClaims, Media, MeetingId, Role, RoomSettings, TokenKey, UdpPorts};
+use serde_json::json;
+
+const ROLE: &str = "CONCLAVE_BENCH_ROLE";
+const SECRET: &str = "bench-secret-bench-secret-bench-secret";
+const LOSS_LIMIT: f64 = 0.01;
+const FANOUT_VIDEO_BPS: u32 = 1_000_000;
+const MESH_VIDEO_BPS: u32 = 500_000;
+
+fn main() -> Result<()> {
+    if std::env::var_os(ROLE).is_some() {
+        return serve_sfu();
+    }
+    if !loadgen::netns::isolate() {
+        return Ok(());
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench())
+}
+
+// ---------------------------------------------------------------- the SFU process
+
+/// Runs the SFU on 127.0.0.1, prints `addr <addr>`, and answers `usage` lines on stdin with
+/// `usage <cpu seconds> <rss KiB>` until stdin closes.
+fn serve_sfu() -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let addr = runtime.block_on(async {
+        let mut config = sfu::Config::for_loopback(
+            SECRET,
+            UdpPorts {
+                first: 40_000,
+                last: 44_999,
+            },
+        );
+        config.room_max_participants = 500;
+        config.max_participants = 1000;
+        let registry = prometheus::Registry::new();
+        let state = sfu::SfuState::new(&config, Arc::new(sfu::LogReporter), &registry)?;
+        let app = sfu::router(state).merge(sfu::metrics_router(registry));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        anyhow::Ok(addr)
+    })?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "addr {addr}")?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        if line?.trim() == "usage" {
+            let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
+            let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+            let cpu = seconds(usage.user_time()) + seconds(usage.system_time());
+            writeln!(out, "usage {cpu} {}", rss_kib())?;
+            out.flush()?;
+        }
+    }
+    drop(runtime);
+    Ok(())
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct SfuProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    addr: SocketAddr,
+    http: reqwest::Client,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    cpu_seconds: f64,
+    rss_kib: u64,
+}
+
+impl SfuProcess {
+    fn spawn() -> Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .env(ROLE, "sfu")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the SFU process")?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("addr ")
+            .ok_or_else(|| anyhow!("the SFU process said {line:?}"))?
+            .parse()?;
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+            addr,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    fn usage(&mut self) -> Result<Usage> {
+        writeln!(self.stdin, "usage")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        let mut parts = line.split_whitespace().skip(1);
+        Ok(Usage {
+            cpu_seconds: parts.next().context("cpu")?.parse()?,
+            rss_kib: parts.next().context("rss")?.parse()?,
+        })
+    }
+
+    async fn metrics(&self) -> Result<Metrics> {
+        let text = self
+            .http
+            .get(format!("http://{}/metrics", self.addr))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(Metrics::parse(&text))
+    }
+}
+
+impl Drop for SfuProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the benchmark reads from `/metrics`.
+#[derive(Debug, Clone, Default)]
+struct Metrics {
+    packets_out: f64,
+    /// Cumulative forwarding-latency buckets (upper bound in seconds → count), all kinds.
+    latency: Vec<(f64, f64)>,
+}
+
+impl Metrics {
+    fn parse(text: &str) -> Self {
+        let mut packets_out = 0.0;
+        let mut buckets: HashMap<String, f64> = HashMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            if name.starts_with("conclave_sfu_rtp_packets_total{")
+                && name.contains("direction=\"out\"")
+            {
+                packets_out += value;
+            } else if let Some(rest) =
+                name.strip_prefix("conclave_sfu_forwarding_latency_seconds_bucket{")
+                && let Some(le) = rest.split("le=\"").nth(1).and_then(|l| l.split('"').next())
+            {
+                *buckets.entry(le.to_owned()).or_default() += value;
+            }
+        }
+        let mut latency: Vec<(f64, f64)> = buckets
+            .into_iter()
+            .map(|(le, count)| (le.parse().unwrap_or(f64::INFINITY), count))
+            .collect();
+        latency.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Self {
+            packets_out,
+            latency,
+        }
+    }
+
+    /// The `q` quantile of the latency observed between `before` and `self`, interpolated
+    /// linearly inside its bucket (as Prometheus' `histogram_quantile`).
+    fn latency_quantile(&self, before: &Metrics, q: f64) -> Option<f64> {
+        let delta: Vec<(f64, f64)> = self
+            .latency
+            .iter()
+            .map(|&(le, count)| {
+                let earlier = before
+                    .latency
+                    .iter()
+                    .find(|(l, _)| *l == le)
+                    .map_or(0.0, |(_, c)| *c);
+                (le, count - earlier)
+            })
+            .collect();
+        let total = delta.last()?.1;
+        if total <= 0.0 {
+            return None;
+        }
+        let rank = q * total;
+        let mut lower = (0.0, 0.0);
+        for &(le, count) in &delta {
+            if count >= rank {
+                if le.is_infinite() {
+                    return Some(lower.0);
+                }
+                let width = count - lower.1;
+                let fraction = if width > 0.0 {
+                    (rank - lower.1) / width
+                } else {
+                    1.0
+                };
+                return Some(lower.0 + (le - lower.0) * fraction);
+            }
+            lower = (le, count);
+        }
+        None
+    }
+}
+
+// ---------------------------------------------------------------- the clients
+
+struct Room {
+    addr: SocketAddr,
+    key: TokenKey,
+    conference: ConferenceId,
+}
+
+impl Room {
+    async fn join(&self, sub: &str, owner: bool) -> Result<Client> {
+        let now = Utc::now().timestamp();
+        let claims = JoinClaims {
+            sub: sub.into(),
+            name: sub.into(),
+            conf: self.conference.clone(),
+            mid: MeetingId::from("987654321"),
+            role: if owner {
+                Role::Moderator
+            } else {
+                Role::Listener
+            },
+            level: None,
+            owner,
+            room: RoomSettings {
+                max_participants: Some(500),
+                allow_join_without_owner: true,
+                media: Media::AudioVideo,
+                udp_ports: None,
+            },
+            aud: JOIN_AUDIENCE.into(),
+            iat: now,
+            exp: now + 3600,
+            jti: format!("jti-{sub}-{}", rand::random::<u32>()),
+        };
+        let token = self.key.sign_join(&claims)?;
+        let client = Client::join(self.addr, &token, &self.conference).await?;
+        if client.id().is_none() {
+            bail!("{sub} was not admitted: {:?}", client.first);
+        }
+        Ok(client)
+    }
+}
+
+fn received_packets(clients: &[Client]) -> u64 {
+    clients
+        .iter()
+        .flat_map(|c| c.received().into_values())
+        .map(|r| r.packets)
+        .sum()
+}
+
+/// Waits until every client receives `tracks` tracks, video with a keyframe.
+async fn wait_flowing(clients: &[Client], tracks: usize, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ready = clients.iter().all(|c| {
+            let received = c.received();
+            received
+                .values()
+                .filter(|r| r.packets > 0 && (!r.video || r.keyframes > 0))
+                .count()
+                >= tracks
+        });
+        if ready {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn percentile(sorted: &[u64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    Some(sorted[index.min(sorted.len() - 1)] as f64 / 1000.0)
+}
+
+fn clear_latencies(clients: &[Client]) {
+    for client in clients {
+        for received in client.received.lock().values_mut() {
+            received.latencies_us.clear();
+        }
+    }
+}
+
+fn latencies(clients: &[Client]) -> Vec<u64> {
+    let mut all: Vec<u64> = clients
+        .iter()
+        .flat_map(|c| {
+            c.received
+                .lock()
+                .values()
+                .flat_map(|r| r.latencies_us.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    all.sort_unstable();
+    all
+}
+
+/// One measured step.
+#[derive(Debug, Clone)]
+struct Step {
+    n: usize,
+    participants: usize,
+    loss: f64,
+    packets_forwarded: f64,
+    cpu_seconds_per_packet: Option<f64>,
+    cpu_share: f64,
+    sfu_latency_p50_ms: Option<f64>,
+    sfu_latency_p99_ms: Option<f64>,
+    e2e_latency_p50_ms: Option<f64>,
+    e2e_latency_p99_ms: Option<f64>,
+    rss_per_participant_kib: Option<f64>,
+    note: Option<String>,
+}
+
+impl Step {
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "n": self.n,
+            "participants": self.participants,
+            "loss": self.loss,
+            "packetsForwarded": self.packets_forwarded,
+            "cpuSecondsPerForwardedPacket": self.cpu_seconds_per_packet,
+            "sfuCpuCores": self.cpu_share,
+            "sfuForwardingLatencyMs": {"p50": self.sfu_latency_p50_ms, "p99": self.sfu_latency_p99_ms},
+            "endToEndLatencyMs": {"p50": self.e2e_latency_p50_ms, "p99": self.e2e_latency_p99_ms},
+            "sfuRssPerParticipantKiB": self.rss_per_participant_kib,
+            "note": self.note,
+        })
+    }
+
+    fn print(&self, scenario: &str) {
+        let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+        println!(
+            "{scenario:>7} N={:<3} loss {:>6.3}%  fwd {:>7.0} pkts  SFU {:.2} cores, {} µs CPU/pkt  SFU latency p50 {} p99 {} ms  e2e p50 {} p99 {} ms  RSS/participant {} KiB{}",
+            self.n,
+            self.loss * 100.0,
+            self.packets_forwarded,
+            self.cpu_share,
+            self.cpu_seconds_per_packet
+                .map_or("-".into(), |v| format!("{:.1}", v * 1e6)),
+            ms(self.sfu_latency_p50_ms),
+            ms(self.sfu_latency_p99_ms),
+            ms(self.e2e_latency_p50_ms),
+            ms(self.e2e_latency_p99_ms),
+            self.rss_per_participant_kib
+                .map_or("-".into(), |v| format!("{v:.0}")),
+            self.note
+                .as_ref()
+                .map_or(String::new(), |n| format!("  ({n})")),
+        );
+    }
+}
+
+/// Measures `window` of traffic: `publishers` send, `receivers` receive, each publisher's
+/// packets are expected `copies` times in total.
+async fn measure(
+    sfu: &mut SfuProcess,
+    publishers: &[&Client],
+    receivers: &[Client],
+    copies: u64,
+    window: Duration,
+) -> Result<(f64, f64, Option<f64>, f64, [Option<f64>; 4])> {
+    clear_latencies(receivers);
+    let sent = |p: &[&Client]| -> u64 { p.iter().map(|c| c.sent.load(Ordering::Relaxed)).sum() };
+    let sent0 = sent(publishers);
+    let received0 = received_packets(receivers);
+    let usage0 = sfu.usage()?;
+    let metrics0 = sfu.metrics().await?;
+    let started = Instant::now();
+    tokio::time::sleep(window).await;
+    let sent1 = sent(publishers);
+    let received1 = received_packets(receivers);
+    let usage1 = sfu.usage()?;
+    let metrics1 = sfu.metrics().await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let expected = (sent1 - sent0) * copies;
+    let got = received1 - received0;
+    let loss = if expected == 0 {
+        1.0
+    } else {
+        (1.0 - got as f64 / expected as f64).max(0.0)
+    };
+    let forwarded = metrics1.packets_out - metrics0.packets_out;
+    let cpu = usage1.cpu_seconds - usage0.cpu_seconds;
+    let per_packet = (forwarded > 0.0).then(|| cpu / forwarded);
+    let e2e = latencies(receivers);
+    let quantiles = [
+        metrics1
+            .latency_quantile(&metrics0, 0.5)
+            .map(|s| s * 1000.0),
+        metrics1
+            .latency_quantile(&metrics0, 0.99)
+            .map(|s| s * 1000.0),
+        percentile(&e2e, 0.5),
+        percentile(&e2e, 0.99),
+    ];
+    Ok((loss, forwarded, per_packet, cpu / elapsed, quantiles))
+}
+
+async fn fanout_step(sfu: &mut SfuProcess, n: usize, window: Duration) -> Result<Step> {
+    let room = Room {
+        addr: sfu.addr,
+        key: TokenKey::new(SECRET.as_bytes())?,
+        conference: ConferenceId::from(format!("fanout-{n}").as_str()),
+    };
+    let publisher = room.join("publisher", true).await?;
+    publisher
+        .publish(
+            &[TrackSource::Microphone, TrackSource::Camera],
+            MediaPlan {
+                video_bps: FANOUT_VIDEO_BPS,
+                keyframe_every: None,
+            },
+        )
+        .await?;
+    let rss_before = sfu.usage()?.rss_kib;
+    let joins = (0..n).map(|i| {
+        let room = &room;
+        async move { room.join(&format!("subscriber{i}"), false).await }
+    });
+    let subscribers: Vec<Client> = futures::future::join_all(joins)
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    let flowing = wait_flowing(&subscribers, 2, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = sfu.usage()?.rss_kib;
+    let (loss, forwarded, per_packet, share, [p50, p99, e50, e99]) =
+        measure(sfu, &[&publisher], &subscribers, n as u64, window).await?;
+    let step = Step {
+        n,
+        participants: n + 1,
+        loss,
+        packets_forwarded: forwarded,
+        cpu_seconds_per_packet: per_packet,
+        cpu_share: share,
+        sfu_latency_p50_ms: p50,
+        sfu_latency_p99_ms: p99,
+        e2e_latency_p50_ms: e50,
+        e2e_latency_p99_ms: e99,
+        rss_per_participant_kib: Some(rss_after.saturating_sub(rss_before) as f64 / n as f64),
+        note: (!flowing).then(|| "not every subscriber received media within 30 s".into()),
+    };
+    for client in subscribers {
+        client.leave().await;
+    }
+    publisher.leave().await;
+    Ok(step)
+}
+
+async fn mesh_step(sfu: &mut SfuProcess, n: usize, window: Duration) -> Result<Step> {
+    let room = Room {
+        addr: sfu.addr,
+        key: TokenKey::new(SECRET.as_bytes())?,
+        conference: ConferenceId::from(format!("mesh-{n}").as_str()),
+    };
+    let rss_before = sfu.usage()?.rss_kib;
+    let joins = (0..n).map(|i| {
+        let room = &room;
+        async move { room.join(&format!("member{i}"), i == 0).await }
+    });
+    let members: Vec<Client> = futures::future::join_all(joins)
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    for member in &members {
+        member
+            .publish(
+                &[TrackSource::Microphone, TrackSource::Camera],
+                MediaPlan {
+                    video_bps: MESH_VIDEO_BPS,
+                    keyframe_every: None,
+                },
+            )
+            .await?;
+    }
+    let flowing = wait_flowing(&members, 2 * (n - 1), Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = sfu.usage()?.rss_kib;
+    let publishers: Vec<&Client> = members.iter().collect();
+    let (loss, forwarded, per_packet, share, [p50, p99, e50, e99]) =
+        measure(sfu, &publishers, &members, (n - 1) as u64, window).await?;
+    let step = Step {
+        n,
+        participants: n,
+        loss,
+        packets_forwarded: forwarded,
+        cpu_seconds_per_packet: per_packet,
+        cpu_share: share,
+        sfu_latency_p50_ms: p50,
+        sfu_latency_p99_ms: p99,
+        e2e_latency_p50_ms: e50,
+        e2e_latency_p99_ms: e99,
+        rss_per_participant_kib: Some(rss_after.saturating_sub(rss_before) as f64 / n as f64),
+        note: (!flowing).then(|| "not every member received everyone within 30 s".into()),
+    };
+    for member in members {
+        member.leave().await;
+    }
+    Ok(step)
+}
+
+fn ladder(var: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(var)
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| default.to_vec())
+}
+
+fn seconds(var: &str, default: u64) -> Duration {
+    Duration::from_secs(
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+async fn bench() -> Result<()> {
+    let window = seconds("CONCLAVE_BENCH_WINDOW_SECONDS", 4);
+    let budget = seconds("CONCLAVE_BENCH_BUDGET_SECONDS", 150);
+    let started = Instant::now();
+    let mut sfu = SfuProcess::spawn()?;
+    let mut results = serde_json::Map::new();
+    for scenario in ["fanout", "mesh"] {
+        let steps = if scenario == "fanout" {
+            ladder("CONCLAVE_BENCH_FANOUT", &[5, 10, 20, 40, 80])
+        } else {
+            ladder("CONCLAVE_BENCH_MESH", &[2, 4, 6, 8, 10, 12])
+        };
+        let mut measured = Vec::new();
+        let mut largest = None;
+        let mut stopped = None;
+        for n in steps {
+            if started.elapsed() > budget {
+                stopped = Some(format!("time budget of {budget:?} spent before N={n}"));
+                break;
+            }
+            let step = if scenario == "fanout" {
+                fanout_step(&mut sfu, n, window).await
+            } else {
+                mesh_step(&mut sfu, n, window).await
+            };
+            let step = match step {
+                Ok(step) => step,
+                Err(err) => {
+                    stopped = Some(format!("N={n} failed: {err:#}"));
+                    break;
+                }
+            };
+            step.print(scenario);
+            let passed = step.loss < LOSS_LIMIT && step.note.is_none();
+            measured.push(step);
+            if !passed {
+                stopped = Some(format!("loss reached {LOSS_LIMIT:.0e} at N={n}"));
+                break;
+            }
+            largest = Some(n);
+        }
+        let best = measured.iter().rev().find(|s| Some(s.n) == largest);
+        results.insert(
+            scenario.into(),
+            json!({
+                "videoBps": if scenario == "fanout" { FANOUT_VIDEO_BPS } else { MESH_VIDEO_BPS },
+                "largestNBelowOnePercentLoss": largest,
+                "atLargestN": best.map(Step::json),
+                "steps": measured.iter().map(Step::json).collect::<Vec<_>>(),
+                "stopped": stopped,
+            }),
+        );
+        println!(
+            "{scenario}: largest N with < 1 % loss: {}{}",
+            largest.map_or("none".into(), |n| n.to_string()),
+            stopped.map_or(String::new(), |s| format!(" ({s})"))
+        );
+    }
+    let document = json!({
+        "benchmark": "sfu",
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "windowSeconds": window.as_secs(),
+        "runSeconds": started.elapsed().as_secs_f64(),
+        "note": "SFU in its own process (CPU via getrusage, memory via VmRSS); clients share the machine",
+        "results": results,
+    });
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(
+            || std::path::PathBuf::from("target"),
+            std::path::PathBuf::from,
+        )
+        .join("bench-results");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("sfu.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&document)?)?;
+    println!("{}", serde_json::to_string_pretty(&document)?);
+    println!("written to {}", path.display());
+    Ok(())
+}
