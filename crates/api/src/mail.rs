@@ -737,7 +737,8 @@ mod tests {
     fn backoff_doubles_up_to_an_hour() {
         assert_eq!(backoff(1), Duration::seconds(30));
         assert_eq!(backoff(2), Duration::seconds(60));
-        assert_eq!(backoff(8), Duration::seconds(30 * 128));
-        assert_eq!(backoff(12), Duration::seconds(30 * 128));
+        assert_eq!(backoff(7), Duration::seconds(30 * 64));
+        assert_eq!(backoff(8), Duration::hours(1));
+        assert_eq!(backoff(12), Duration::hours(1));
     }
 }
