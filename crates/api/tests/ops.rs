@@ -72,3 +72,42 @@ async fn the_openapi_document_describes_every_route() {
     }
     assert!(doc["components"]["schemas"]["ConferenceInput"].is_object());
 }
+
+#[tokio::test]
+async fn the_metrics_pass_promtool() {
+    let app = TestApp::new(Backend::Sqlite).await;
+    let token = app.admin().await;
+    app.get("/api/v1/conferences", &token)
+        .await
+        .expect(StatusCode::OK);
+    app.get("/api/v1/conferences/unknown", &token).await;
+    api::lifecycle::tick(&app.state).await.unwrap();
+    let metrics = app
+        .call(Method::GET, "/metrics", None, None)
+        .await
+        .expect(StatusCode::OK)
+        .text;
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is required; scripts/test.sh installs it");
+    {
+        use std::io::Write;
+        promtool
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(metrics.as_bytes())
+            .unwrap();
+    }
+    let output = promtool.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool found problems:\n{}{}\n{metrics}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
