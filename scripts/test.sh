@@ -21,7 +21,7 @@ as_root() {
 }
 
 # --- Debian packages -------------------------------------------------------------------------
-packages=(postgresql postgresql-client iproute2 util-linux ca-certificates python3 python3-venv)
+packages=(postgresql postgresql-client iproute2 util-linux ca-certificates python3 python3-venv prometheus)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
