@@ -149,12 +149,16 @@ async fn bench() -> Result<()> {
 
     // The observer: a raw watch noting when each conference first shows an assignment.
     let conferences: Api<Conference> = Api::namespaced(client.clone(), NS);
-    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String, Instant)>();
+    let (seen_tx, mut seen_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(String, String, Instant)>();
     let watch_api = conferences.clone();
     let observer = tokio::spawn(async move {
         let mut rv = "0".to_owned();
         loop {
-            let Ok(stream) = watch_api.watch(&WatchParams::default().timeout(290), &rv).await else {
+            let Ok(stream) = watch_api
+                .watch(&WatchParams::default().timeout(290), &rv)
+                .await
+            else {
                 continue;
             };
             let mut stream = std::pin::pin!(stream);
@@ -196,7 +200,9 @@ async fn bench() -> Result<()> {
                     },
                 }))?;
                 let at = Instant::now();
-                conferences.create(&PostParams::default(), &conference).await?;
+                conferences
+                    .create(&PostParams::default(), &conference)
+                    .await?;
                 anyhow::Ok((name, at))
             }
         })
@@ -212,7 +218,10 @@ async fn bench() -> Result<()> {
         let Ok(Some((name, pod, at))) =
             tokio::time::timeout_at(deadline.into(), seen_rx.recv()).await
         else {
-            bail!("only {} of {count} conferences placed in time", placed_on.len());
+            bail!(
+                "only {} of {count} conferences placed in time",
+                placed_on.len()
+            );
         };
         if placed_on.contains_key(&name) {
             continue;
@@ -223,10 +232,7 @@ async fn bench() -> Result<()> {
         placed_on.insert(name, pod);
     }
     let all_placed = begun.elapsed();
-    let reconciles_done = metrics
-        .reconciles
-        .with_label_values(&["ok"])
-        .get();
+    let reconciles_done = metrics.reconciles.with_label_values(&["ok"]).get();
     latencies.sort();
     let rss_placed = rss_kib("VmRSS:");
 
@@ -250,7 +256,10 @@ async fn bench() -> Result<()> {
         else {
             bail!("only {moved} of {on_lost} conferences failed over in time");
         };
-        if placed_on.get(&name).is_some_and(|p| *p == lost_pod) && pod != lost_pod && moved_names.insert(name) {
+        if placed_on.get(&name).is_some_and(|p| *p == lost_pod)
+            && pod != lost_pod
+            && moved_names.insert(name)
+        {
             moved += 1;
         }
     }

@@ -52,6 +52,9 @@ pub struct Call {
     pub status: u16,
 }
 
+/// Server-side apply ownership of one object: (manager, on status) → the leaf paths it owns.
+type Ownership = HashMap<(String, bool), BTreeSet<Vec<String>>>;
+
 #[derive(Default)]
 struct Inner {
     rv: u64,
@@ -62,7 +65,7 @@ struct Inner {
     floor: HashMap<Resource, u64>,
     history_limit: usize,
     /// Server-side apply: (object, manager, subresource) → the leaf paths the manager owns.
-    managed: HashMap<(Key, String, bool), BTreeSet<Vec<String>>>,
+    managed: HashMap<Key, Ownership>,
     calls: Vec<Call>,
     record_calls: bool,
     /// How many watches were answered 410 Gone.
@@ -727,7 +730,7 @@ impl FakeApi {
             .is_some_and(|f| !f.is_empty());
         if deleting && !finalizers_left {
             inner.objects.remove(key);
-            inner.managed.retain(|(k, _, _), _| k != key);
+            inner.managed.remove(key);
             self.publish(inner, &key.resource, "DELETED", object.clone());
         } else {
             inner.objects.insert(key.clone(), object.clone());
@@ -890,7 +893,11 @@ fn patch(
                         let mut inner = api.lock();
                         let mut owned = BTreeSet::new();
                         leaves(&applied, &mut Vec::new(), &mut owned);
-                        inner.managed.insert((key, manager.clone(), false), owned);
+                        inner
+                            .managed
+                            .entry(key)
+                            .or_default()
+                            .insert((manager.clone(), false), owned);
                     }
                     return created;
                 }
@@ -914,14 +921,14 @@ fn patch(
                 }
             }
             leaves(&scope, &mut Vec::new(), &mut owned);
-            let slot = (key.clone(), manager.clone(), on_status);
-            let previous = inner.managed.get(&slot).cloned().unwrap_or_default();
+            let slot = (manager.clone(), on_status);
+            let managers = inner.managed.entry(key.clone()).or_default();
+            let previous = managers.get(&slot).cloned().unwrap_or_default();
             let mut result = base;
             for path in previous.difference(&owned) {
-                let others_own = inner
-                    .managed
+                let others_own = managers
                     .iter()
-                    .any(|((k, m, _), paths)| k == &key && m != manager && paths.contains(path));
+                    .any(|((m, _), paths)| m != manager && paths.contains(path));
                 if !others_own {
                     remove_path(&mut result, path);
                 }
@@ -929,14 +936,14 @@ fn patch(
             prune_empty(&mut result);
             deep_merge(&mut result, &scope);
             // Other managers lose the fields this apply takes over (force).
-            for ((k, m, _), paths) in inner.managed.iter_mut() {
-                if k == &key && m != manager {
+            for ((m, _), paths) in managers.iter_mut() {
+                if m != manager {
                     for path in &owned {
                         paths.remove(path);
                     }
                 }
             }
-            inner.managed.insert(slot, owned);
+            managers.insert(slot, owned);
             result
         }
         "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
@@ -1033,7 +1040,7 @@ fn delete(api: &FakeApi, target: &Target, name: &str) -> Response {
         return (StatusCode::ACCEPTED, axum::Json(marked)).into_response();
     }
     inner.objects.remove(&key);
-    inner.managed.retain(|(k, _, _), _| k != &key);
+    inner.managed.remove(&key);
     inner.rv += 1;
     let mut gone = old;
     gone["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
