@@ -207,4 +207,35 @@ mod tests {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
     }
+
+    #[test]
+    fn the_exposition_passes_promtool_when_installed() {
+        use std::io::Write;
+        let metrics = Metrics::new().expect("registered");
+        metrics.reconciles.with_label_values(&["ok"]).inc();
+        metrics.reconcile_duration.observe(0.002);
+        let Ok(mut promtool) = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("promtool is not installed (Debian package prometheus); skipped");
+            return;
+        };
+        promtool
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(metrics.render().as_bytes())
+            .expect("write");
+        let output = promtool.wait_with_output().expect("promtool ran");
+        assert!(
+            output.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
