@@ -18,7 +18,7 @@
 //! cargo bench -p sfu --bench sfu     # as root (it makes a network namespace)
 //! ```
 //! Knobs: `CONCLAVE_BENCH_WINDOW_SECONDS` (measurement window per step, default 4),
-//! `CONCLAVE_BENCH_BUDGET_SECONDS` (no new step after this, default 150),
+//! `CONCLAVE_BENCH_BUDGET_SECONDS` (no new step after this, default 120),
 //! `CONCLAVE_BENCH_FANOUT` and `CONCLAVE_BENCH_MESH` (comma-separated ladders).
 
 use std::collections::HashMap;
@@ -590,15 +590,14 @@ fn seconds(var: &str, default: u64) -> Duration {
 
 async fn bench() -> Result<()> {
     let window = seconds("CONCLAVE_BENCH_WINDOW_SECONDS", 4);
-    let budget = seconds("CONCLAVE_BENCH_BUDGET_SECONDS", 150);
+    let budget = seconds("CONCLAVE_BENCH_BUDGET_SECONDS", 120);
     let started = Instant::now();
-    let mut sfu = SfuProcess::spawn()?;
     let mut results = serde_json::Map::new();
     for scenario in ["fanout", "mesh"] {
         let steps = if scenario == "fanout" {
-            ladder("CONCLAVE_BENCH_FANOUT", &[5, 10, 20, 40, 80])
+            ladder("CONCLAVE_BENCH_FANOUT", &[25, 100, 200, 300, 400, 500])
         } else {
-            ladder("CONCLAVE_BENCH_MESH", &[2, 4, 6, 8, 10, 12])
+            ladder("CONCLAVE_BENCH_MESH", &[8, 16, 24, 32, 40])
         };
         let mut measured = Vec::new();
         let mut largest = None;
@@ -608,6 +607,9 @@ async fn bench() -> Result<()> {
                 stopped = Some(format!("time budget of {budget:?} spent before N={n}"));
                 break;
             }
+            // A fresh SFU process per step: its resident set then grows only with this
+            // step's participants (the allocator keeps what earlier steps freed).
+            let mut sfu = SfuProcess::spawn()?;
             let step = if scenario == "fanout" {
                 fanout_step(&mut sfu, n, window).await
             } else {
