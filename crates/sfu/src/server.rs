@@ -34,6 +34,10 @@ const TICK: Duration = Duration::from_millis(100);
 /// One room: the pure core plus the media objects and session channels around it.
 pub(crate) struct RoomHandle {
     pub(crate) core: Mutex<Room>,
+    /// Held from taking the core's lock until its effects are applied, so sessions get
+    /// messages in the order the core decided them (a joiner's `joined` before the
+    /// `participantJoined` of someone who joined just after). Taken before `core`.
+    pub(crate) order: Mutex<()>,
     pub(crate) sessions: Mutex<HashMap<SessionId, mpsc::UnboundedSender<Command>>>,
     pub(crate) forwarders: Mutex<HashMap<TrackId, Arc<Forwarder>>>,
     pub(crate) default_ports: UdpPorts,
@@ -47,6 +51,18 @@ impl std::fmt::Debug for RoomHandle {
 }
 
 impl RoomHandle {
+    /// Runs `action` on the core and applies its effects, in the core's order with respect to
+    /// every other `act`.
+    pub(crate) fn act<E>(
+        self: &Arc<Self>,
+        action: impl FnOnce(&mut Room) -> Result<Vec<Effect>, E>,
+    ) -> Result<(), E> {
+        let _order = self.order.lock();
+        let effects = action(&mut self.core.lock())?;
+        self.apply(effects);
+        Ok(())
+    }
+
     /// Carries out the core's effects. Never called with the core's lock held.
     pub(crate) fn apply(self: &Arc<Self>, effects: Vec<Effect>) {
         for effect in effects {
@@ -236,6 +252,7 @@ impl SfuState {
         }
         let room = Arc::new(RoomHandle {
             core: Mutex::new(Room::new(conference.clone(), self.shared.limits.clone())),
+            order: Mutex::new(()),
             sessions: Mutex::new(HashMap::new()),
             forwarders: Mutex::new(HashMap::new()),
             default_ports: self.shared.default_ports,
@@ -253,16 +270,14 @@ impl SfuState {
                 let now = Utc::now();
                 let forwarders: Vec<Arc<Forwarder>> =
                     room.forwarders.lock().values().cloned().collect();
-                let effects = {
-                    let mut core = room.core.lock();
+                let _ = room.act(|core| {
                     for forwarder in &forwarders {
                         if forwarder.kind == proto::signal::TrackKind::Audio {
                             core.audio_level(&forwarder.track, forwarder.take_loudest(), now);
                         }
                     }
-                    core.tick(now)
-                };
-                room.apply(effects);
+                    Ok::<_, std::convert::Infallible>(core.tick(now))
+                });
             }
         });
         room
@@ -288,11 +303,9 @@ impl SfuState {
         let _ = self.shared.shutdown.send(true);
         let rooms: Vec<Arc<RoomHandle>> = self.shared.rooms.lock().values().cloned().collect();
         for room in rooms {
-            let effects = room
-                .core
-                .lock()
-                .close_all(CloseReason::Shutdown, Utc::now());
-            room.apply(effects);
+            let _ = room.act(|core| {
+                Ok::<_, std::convert::Infallible>(core.close_all(CloseReason::Shutdown, Utc::now()))
+            });
         }
         let deadline = tokio::time::Instant::now() + grace;
         while self.session_count() > 0 && tokio::time::Instant::now() < deadline {

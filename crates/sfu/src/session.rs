@@ -25,7 +25,7 @@ use webrtc::rtp_transceiver::RtpSender;
 use crate::error::MediaError;
 use crate::media::{self, Downstream, FeedbackSink, Forwarder, PeerEvent};
 use crate::ports::PortLease;
-use crate::room::{Refusal, SessionId};
+use crate::room::{Effect, Refusal, Room, SessionId};
 use crate::server::{RoomHandle, SfuState};
 
 /// Longest signaling message accepted (SDP of many tracks fits easily).
@@ -119,9 +119,9 @@ async fn run(state: SfuState, session: SessionId, ws: WebSocket) {
     let room = state.room(&claims.conf);
     let (tx, rx) = mpsc::unbounded_channel();
     room.sessions.lock().insert(session, tx);
-    let joined = room.core.lock().join(session, &claims, Utc::now());
+    let joined = room.act(|core| core.join(session, &claims, Utc::now()));
     match joined {
-        Ok(effects) => room.apply(effects),
+        Ok(()) => {}
         Err(refusal) => {
             room.sessions.lock().remove(&session);
             socket.refuse(&refusal).await;
@@ -149,8 +149,8 @@ async fn run(state: SfuState, session: SessionId, ws: WebSocket) {
         subscriber_connected: false,
     };
     let reason = live.relay(&mut socket, rx).await;
-    let effects = room.core.lock().leave(session, reason, Utc::now());
-    room.apply(effects);
+    let _ =
+        room.act(|core| Ok::<_, std::convert::Infallible>(core.leave(session, reason, Utc::now())));
     room.sessions.lock().remove(&session);
     live.close_peers().await;
     let _ = socket.send(&ServerMessage::Closed { reason }).await;
@@ -391,57 +391,54 @@ impl Live {
 
     async fn handle(&mut self, socket: &mut Socket, message: ClientMessage) -> Result<(), Refusal> {
         let now = Utc::now();
-        let core = || self.room.core.lock();
-        let effects = match message {
+        let session = self.session;
+        type Action = Box<dyn FnOnce(&mut Room) -> Result<Vec<Effect>, Refusal> + Send>;
+        let action: Action = match message {
             ClientMessage::Join { .. } => {
                 return Err(Refusal {
                     code: ErrorCode::AlreadyJoined,
                     message: "already joined".into(),
                 });
             }
-            ClientMessage::Leave => Vec::new(),
+            ClientMessage::Leave => return Ok(()),
             ClientMessage::Publish {
                 track_id,
                 source,
                 muted,
-            } => core().publish(self.session, &track_id, source, muted)?,
-            ClientMessage::Unpublish { track_id } => core().unpublish(self.session, &track_id)?,
+            } => Box::new(move |core| core.publish(session, &track_id, source, muted)),
+            ClientMessage::Unpublish { track_id } => {
+                Box::new(move |core| core.unpublish(session, &track_id))
+            }
             ClientMessage::MuteTrack { track_id, muted } => {
-                core().mute_track(self.session, &track_id, muted)?
+                Box::new(move |core| core.mute_track(session, &track_id, muted))
             }
             ClientMessage::SetVideoLayer { track, layer } => {
-                core().set_video_layer(self.session, &track, layer)?
+                Box::new(move |core| core.set_video_layer(session, &track, layer))
             }
             ClientMessage::Chat { text, to } => {
-                core().chat(self.session, &text, to.as_ref(), now)?
+                Box::new(move |core| core.chat(session, &text, to.as_ref(), now))
             }
             ClientMessage::BlockMicrophone {
                 participant,
                 blocked,
-            } => core().block_microphone(self.session, &participant, blocked)?,
+            } => Box::new(move |core| core.block_microphone(session, &participant, blocked)),
             ClientMessage::SetRole { participant, role } => {
-                core().set_role(self.session, &participant, role)?
+                Box::new(move |core| core.set_role(session, &participant, role))
             }
             ClientMessage::Exclude { participant } => {
-                core().exclude(self.session, &participant, now)?
+                Box::new(move |core| core.exclude(session, &participant, now))
             }
-            ClientMessage::EndMeeting => core().end(self.session, now)?,
-            ClientMessage::SetRecording { active } => core().set_recording(self.session, active)?,
-            ClientMessage::Offer { sdp } => {
-                self.answer_publisher(socket, sdp).await?;
-                Vec::new()
+            ClientMessage::EndMeeting => Box::new(move |core| core.end(session, now)),
+            ClientMessage::SetRecording { active } => {
+                Box::new(move |core| core.set_recording(session, active))
             }
-            ClientMessage::Answer { sdp } => {
-                self.subscriber_answered(socket, sdp).await?;
-                Vec::new()
-            }
+            ClientMessage::Offer { sdp } => return self.answer_publisher(socket, sdp).await,
+            ClientMessage::Answer { sdp } => return self.subscriber_answered(socket, sdp).await,
             ClientMessage::Candidate { target, candidate } => {
-                self.add_candidate(target, candidate).await?;
-                Vec::new()
+                return self.add_candidate(target, candidate).await;
             }
         };
-        self.room.apply(effects);
-        Ok(())
+        self.room.act(action)
     }
 
     fn peer(&self, target: PeerTarget) -> Result<Arc<dyn PeerConnection>, Refusal> {
@@ -531,49 +528,56 @@ impl Live {
             media::drain(remote);
             return;
         };
-        let arrived =
-            self.room
-                .core
-                .lock()
-                .media_arrived(self.session, &client_track, kind, Utc::now());
-        match arrived {
-            Ok((track, effects)) => {
-                let forwarder = Arc::new(Forwarder::new(
-                    track.clone(),
-                    participant,
-                    kind,
-                    codec,
-                    remote,
-                    ssrc,
-                    if kind == TrackKind::Audio {
-                        self.audio_level_ext
-                    } else {
-                        None
-                    },
-                    self.state.shared.metrics.clone(),
-                ));
-                let label = if kind == TrackKind::Audio {
-                    "audio"
-                } else {
-                    "video"
-                };
-                self.state
-                    .shared
-                    .metrics
-                    .tracks
-                    .with_label_values(&[label])
-                    .inc();
+        let refused = {
+            // In the core's order: the forwarder is registered before the effects that
+            // subscribe others to it are applied.
+            let _order = self.room.order.lock();
+            let arrived =
                 self.room
-                    .forwarders
+                    .core
                     .lock()
-                    .insert(track, Arc::clone(&forwarder));
-                tokio::spawn(forwarder.run());
-                self.room.apply(effects);
+                    .media_arrived(self.session, &client_track, kind, Utc::now());
+            match arrived {
+                Ok((track, effects)) => {
+                    let forwarder = Arc::new(Forwarder::new(
+                        track.clone(),
+                        participant,
+                        kind,
+                        codec,
+                        Arc::clone(&remote),
+                        ssrc,
+                        if kind == TrackKind::Audio {
+                            self.audio_level_ext
+                        } else {
+                            None
+                        },
+                        self.state.shared.metrics.clone(),
+                    ));
+                    let label = if kind == TrackKind::Audio {
+                        "audio"
+                    } else {
+                        "video"
+                    };
+                    self.state
+                        .shared
+                        .metrics
+                        .tracks
+                        .with_label_values(&[label])
+                        .inc();
+                    self.room
+                        .forwarders
+                        .lock()
+                        .insert(track, Arc::clone(&forwarder));
+                    tokio::spawn(forwarder.run());
+                    self.room.apply(effects);
+                    None
+                }
+                Err(refusal) => Some(refusal),
             }
-            Err(refusal) => {
-                socket.refuse(&refusal).await;
-                media::drain(remote);
-            }
+        };
+        if let Some(refusal) = refused {
+            socket.refuse(&refusal).await;
+            media::drain(remote);
         }
     }
 
