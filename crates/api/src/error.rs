@@ -70,6 +70,9 @@ pub enum Error {
     /// Applying migrations failed (500, at start-up).
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The Kubernetes API server failed or refused a call (500).
+    #[error("kubernetes api error")]
+    Kubernetes(#[from] kube::Error),
     /// Anything else that is our fault (500).
     #[error("internal error: {0}")]
     Internal(String),
@@ -113,7 +116,7 @@ impl Error {
             Error::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::Database(_) | Error::Migrate(_) | Error::Internal(_) => {
+            Error::Database(_) | Error::Migrate(_) | Error::Kubernetes(_) | Error::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         }
@@ -132,7 +135,9 @@ impl Error {
             Error::TooManyAttempts { .. } => "tooManyAttempts",
             Error::PayloadTooLarge => "payloadTooLarge",
             Error::UnsupportedMediaType => "unsupportedMediaType",
-            Error::Database(_) | Error::Migrate(_) | Error::Internal(_) => "internal",
+            Error::Database(_) | Error::Migrate(_) | Error::Kubernetes(_) | Error::Internal(_) => {
+                "internal"
+            }
         }
     }
 }

@@ -9,7 +9,7 @@
 //! - [`db`]: the sqlx `AnyPool` and migrations; [`clock`]: time as an input.
 //! - [`account`], [`session`], [`throttle`], [`settings`], [`validate`]: accounts and login.
 //! - [`conference`]: definitions and the rules for valid ones; [`store`]: the
-//!   `ConferenceStore` seam and its SQL backend; [`archive`]: past occurrences and attendance.
+//!   `ConferenceStore` seam and its SQL backend; [`store_kube`]: its Kubernetes backend; [`archive`]: past occurrences and attendance.
 //! - [`lifecycle`]: the IO shell around the pure `placement` core; [`ics`]: calendar events;
 //!   [`mail`]: invitations, the durable outbox and its delivery worker.
 //! - [`http`]: routes, extractors, OpenAPI; [`error`]: errors and their HTTP mapping.
@@ -38,6 +38,7 @@ pub mod session;
 pub mod settings;
 pub mod state;
 pub mod store;
+pub mod store_kube;
 pub mod throttle;
 pub mod validate;
 

@@ -44,6 +44,11 @@ pub trait ConferenceStore: Send + Sync + Debug + 'static {
         occurrence: Option<Occurrence>,
         placed: Option<&'a Placed>,
     ) -> BoxFut<'a, ()>;
+    /// Whether something outside the API (the operator) decides phase and placement, so the API
+    /// neither places conferences nor runs their lifecycle itself.
+    fn placed_by_operator(&self) -> bool {
+        false
+    }
     /// Records the participant count the SFU reports.
     fn set_participants<'a>(&'a self, id: &'a ConferenceId, participants: u32) -> BoxFut<'a, ()>;
     /// Records that the owner started the occurrence starting at `start` early.
