@@ -595,7 +595,7 @@ async fn bench() -> Result<()> {
     let mut results = serde_json::Map::new();
     for scenario in ["fanout", "mesh"] {
         let steps = if scenario == "fanout" {
-            ladder("CONCLAVE_BENCH_FANOUT", &[25, 100, 200, 300, 400, 500])
+            ladder("CONCLAVE_BENCH_FANOUT", &[25, 100, 200, 300, 400])
         } else {
             ladder("CONCLAVE_BENCH_MESH", &[8, 16, 24, 32, 40])
         };
