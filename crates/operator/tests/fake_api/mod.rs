@@ -87,6 +87,7 @@ pub struct FakeApi {
 fn kind_of(resource: &str) -> (&'static str, &'static str) {
     match resource {
         "pods" => ("v1", "Pod"),
+        "secrets" => ("v1", "Secret"),
         "events" => ("v1", "Event"),
         "conclave.dev/conferences" => ("conclave.dev/v1alpha1", "Conference"),
         "coordination.k8s.io/leases" => ("coordination.k8s.io/v1", "Lease"),

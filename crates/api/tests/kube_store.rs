@@ -1,0 +1,421 @@
+//! The Kubernetes conference store against the operator's in-process fake API server: what the
+//! API schedules becomes Conference resources with a password Secret, the operator's status
+//! becomes the runtime, and conferences applied with kubectl show up in their owner's list.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../operator/tests/fake_api/mod.rs"]
+mod fake_api;
+mod support;
+
+use api::conference::{Conference, Definition, Kind, Runtime};
+use api::store::ConferenceStore;
+use api::store_kube::{KubeConferenceStore, annotations, password_secret_name};
+use chrono::{DateTime, Duration, Utc};
+use fake_api::FakeApi;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use placement::{Phase, PortRange};
+use proto::{AccountId, ConferenceId, Media, MeetingId};
+use serde_json::json;
+use support::{Backend, TestApp};
+
+const CONFERENCES: &str = "conclave.dev/conferences";
+
+struct Cluster {
+    fake: FakeApi,
+    store: KubeConferenceStore,
+    app: TestApp,
+    ada: AccountId,
+}
+
+async fn cluster() -> Cluster {
+    let fake = FakeApi::start().await;
+    let app = TestApp::new(Backend::Sqlite).await;
+    let (ada, _) = app.user("ada", "moderator").await;
+    let store = KubeConferenceStore::new(fake.client(), "default", app.state.db.clone());
+    Cluster {
+        fake,
+        store,
+        app,
+        ada: AccountId(ada),
+    }
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn weekly(owner: &AccountId, meeting_id: &str) -> Conference {
+    let start = at("2026-12-07T09:00:00Z");
+    Conference {
+        id: ConferenceId(uuid::Uuid::new_v4().to_string()),
+        owner: owner.clone(),
+        definition: Definition {
+            topic: "Weekly planning".into(),
+            kind: Kind::Scheduled,
+            start: Some(start),
+            end: Some(start + Duration::minutes(45)),
+            time_zone: chrono_tz::Europe::Berlin,
+            recurrence: Some("FREQ=WEEKLY;BYDAY=MO".into()),
+            max_participants: Some(20),
+            allow_join_without_owner: false,
+            media: Media::AudioVideo,
+            meeting_id: MeetingId(meeting_id.into()),
+            password: "424242".into(),
+            invitees: vec!["bob@example.org".into()],
+        },
+        sequence: 0,
+        runtime: Runtime {
+            phase: Phase::Scheduled,
+            occurrence: None,
+            started_early: None,
+            ended: None,
+            participants: 0,
+            placed: None,
+        },
+        created_at: at("2026-06-01T08:00:00Z"),
+        updated_at: at("2026-06-01T08:00:00Z"),
+    }
+}
+
+#[tokio::test]
+async fn a_scheduled_conference_becomes_a_resource_with_a_password_secret() {
+    let cluster = cluster().await;
+    let conference = weekly(&cluster.ada, "123456789");
+    cluster.store.insert(&conference).await.unwrap();
+
+    let object = cluster
+        .fake
+        .get(CONFERENCES, "default", conference.id.as_str())
+        .unwrap();
+    assert_eq!(object["metadata"]["labels"]["conclave.dev/owner"], "ada");
+    assert_eq!(object["spec"]["owner"], "ada");
+    assert_eq!(object["spec"]["topic"], "Weekly planning");
+    assert_eq!(object["spec"]["meetingId"], "123456789");
+    assert_eq!(
+        object["spec"]["schedule"]["recurrence"],
+        "FREQ=WEEKLY;BYDAY=MO"
+    );
+    assert_eq!(object["spec"]["schedule"]["timeZone"], "Europe/Berlin");
+    assert_eq!(object["spec"]["maxParticipants"], 20);
+    assert_eq!(object["spec"]["allowJoinWithoutOwner"], false);
+    assert_eq!(
+        object["metadata"]["annotations"][annotations::SEQUENCE],
+        "0"
+    );
+    assert_eq!(
+        object["metadata"]["annotations"][annotations::INVITEES],
+        r#"["bob@example.org"]"#
+    );
+    assert!(!object.to_string().contains("424242"), "{object}");
+
+    let secret_name = password_secret_name(&conference.id);
+    assert_eq!(object["spec"]["passwordSecretRef"]["name"], secret_name);
+    let secret = cluster
+        .fake
+        .get("secrets", "default", &secret_name)
+        .unwrap();
+    assert_eq!(secret["data"]["password"], "NDI0MjQy"); // base64 of 424242
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["name"],
+        conference.id.as_str()
+    );
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["kind"],
+        "Conference"
+    );
+
+    let back = cluster.store.get(&conference.id).await.unwrap().unwrap();
+    assert_eq!(back, conference);
+    let found = cluster
+        .store
+        .find_by_meeting_id(&MeetingId("123456789".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, conference.id);
+    assert!(
+        cluster
+            .store
+            .find_by_meeting_id(&MeetingId("999999999".into()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let listed = cluster.store.list(Some(&cluster.ada)).await.unwrap();
+    assert_eq!(listed, vec![conference.clone()]);
+    assert_eq!(cluster.store.list(None).await.unwrap().len(), 1);
+    let (bob, _) = cluster.app.user("bob", "moderator").await;
+    assert!(
+        cluster
+            .store
+            .list(Some(&AccountId(bob)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_meeting_id_in_use_is_a_conflict() {
+    let cluster = cluster().await;
+    cluster
+        .store
+        .insert(&weekly(&cluster.ada, "555555555"))
+        .await
+        .unwrap();
+    let err = cluster
+        .store
+        .insert(&weekly(&cluster.ada, "555555555"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            api::Error::Conflict {
+                code: "meetingIdTaken",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let mut other = weekly(&cluster.ada, "666666666");
+    cluster.store.insert(&other).await.unwrap();
+    other.definition.meeting_id = MeetingId("555555555".into());
+    let err = cluster.store.update_definition(&other).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            api::Error::Conflict {
+                code: "meetingIdTaken",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_edit_replaces_the_spec_and_bumps_the_sequence() {
+    let cluster = cluster().await;
+    let mut conference = weekly(&cluster.ada, "123123123");
+    cluster.store.insert(&conference).await.unwrap();
+
+    conference.definition.topic = "Retrospective".into();
+    conference.definition.recurrence = None;
+    conference.definition.password = "777777".into();
+    conference.definition.invitees = vec![];
+    conference.sequence = 1;
+    conference.updated_at = at("2026-06-02T08:00:00Z");
+    cluster.store.update_definition(&conference).await.unwrap();
+
+    let object = cluster
+        .fake
+        .get(CONFERENCES, "default", conference.id.as_str())
+        .unwrap();
+    assert_eq!(
+        object["metadata"]["annotations"][annotations::SEQUENCE],
+        "1"
+    );
+    assert_eq!(object["spec"]["topic"], "Retrospective");
+    assert!(object["spec"]["schedule"].get("recurrence").is_none());
+    assert_eq!(
+        cluster.store.get(&conference.id).await.unwrap().unwrap(),
+        conference
+    );
+
+    let mut gone = weekly(&cluster.ada, "");
+    gone.sequence = 1;
+    let err = cluster.store.update_definition(&gone).await.unwrap_err();
+    assert!(matches!(err, api::Error::NotFound(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn the_operators_status_is_the_runtime() {
+    let cluster = cluster().await;
+    let conference = weekly(&cluster.ada, "321321321");
+    cluster.store.insert(&conference).await.unwrap();
+
+    // What the operator applies once the lead time has come.
+    let api: Api<crds::Conference> = Api::namespaced(cluster.fake.client(), "default");
+    let status = json!({
+        "apiVersion": "conclave.dev/v1alpha1",
+        "kind": "Conference",
+        "status": {
+            "phase": "Ready",
+            "currentOccurrence": { "start": "2026-12-07T09:00:00Z", "end": "2026-12-07T09:45:00Z" },
+            "assignment": {
+                "pod": "sfu-1",
+                "endpoint": "wss://sfu-1.example.org",
+                "udpPorts": { "first": 40100, "last": 40139 },
+                "reserved": 20
+            }
+        }
+    });
+    api.patch_status(
+        conference.id.as_str(),
+        &PatchParams::apply("conclave-operator").force(),
+        &Patch::Apply(&status),
+    )
+    .await
+    .unwrap();
+
+    // What the conference service reports itself.
+    cluster
+        .store
+        .set_started_early(&conference.id, at("2026-12-07T09:00:00Z"))
+        .await
+        .unwrap();
+    cluster
+        .store
+        .set_participants(&conference.id, 3)
+        .await
+        .unwrap();
+
+    let runtime = cluster
+        .store
+        .get(&conference.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .runtime;
+    assert_eq!(runtime.phase, Phase::Ready);
+    assert_eq!(
+        runtime.occurrence.map(|o| (o.start, o.end)),
+        Some((at("2026-12-07T09:00:00Z"), at("2026-12-07T09:45:00Z")))
+    );
+    let placed = runtime.placed.unwrap();
+    assert_eq!(placed.pod, "sfu-1");
+    assert_eq!(placed.endpoint, "wss://sfu-1.example.org");
+    assert_eq!(
+        placed.udp_ports,
+        PortRange {
+            first: 40100,
+            last: 40139
+        }
+    );
+    assert_eq!(runtime.participants, 3);
+    assert_eq!(runtime.started_early, Some(at("2026-12-07T09:00:00Z")));
+
+    let object = cluster
+        .fake
+        .get(CONFERENCES, "default", conference.id.as_str())
+        .unwrap();
+    assert_eq!(object["status"]["participants"], 3);
+    assert_eq!(object["status"]["startedEarly"], "2026-12-07T09:00:00Z");
+    assert_eq!(object["status"]["assignment"]["pod"], "sfu-1");
+
+    // The operator decides placement; the API's lifecycle writes change nothing.
+    assert!(cluster.store.placed_by_operator());
+    cluster
+        .store
+        .set_lifecycle(&conference.id, Phase::Ended, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        cluster
+            .store
+            .get(&conference.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .runtime
+            .phase,
+        Phase::Ready
+    );
+}
+
+#[tokio::test]
+async fn a_conference_applied_with_kubectl_appears_in_its_owners_list() {
+    let cluster = cluster().await;
+    let api: Api<crds::Conference> = Api::namespaced(cluster.fake.client(), "default");
+    let applied: crds::Conference = serde_json::from_value(json!({
+        "apiVersion": "conclave.dev/v1alpha1",
+        "kind": "Conference",
+        "metadata": { "name": "team-standup" },
+        "spec": {
+            "topic": "Team stand-up",
+            "owner": "ada",
+            "meetingId": "246813579",
+            "schedule": {
+                "start": "2026-12-07T08:30:00Z",
+                "duration": "15m",
+                "timeZone": "Europe/Berlin",
+                "recurrence": "FREQ=DAILY"
+            }
+        }
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &applied).await.unwrap();
+    // The operator labels it with its owner.
+    let label = json!({
+        "apiVersion": "conclave.dev/v1alpha1",
+        "kind": "Conference",
+        "metadata": { "name": "team-standup", "labels": { "conclave.dev/owner": "ada" } }
+    });
+    api.patch(
+        "team-standup",
+        &PatchParams::apply("conclave-operator").force(),
+        &Patch::Apply(&label),
+    )
+    .await
+    .unwrap();
+
+    let listed = cluster.store.list(Some(&cluster.ada)).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let standup = &listed[0];
+    assert_eq!(standup.id, ConferenceId("team-standup".into()));
+    assert_eq!(standup.owner, cluster.ada);
+    assert_eq!(standup.definition.topic, "Team stand-up");
+    assert_eq!(standup.definition.kind, Kind::Scheduled);
+    assert_eq!(standup.definition.start, Some(at("2026-12-07T08:30:00Z")));
+    assert_eq!(standup.definition.end, Some(at("2026-12-07T08:45:00Z")));
+    assert_eq!(standup.definition.recurrence.as_deref(), Some("FREQ=DAILY"));
+    assert_eq!(standup.definition.max_participants, Some(100));
+    assert_eq!(standup.definition.password, "");
+    assert_eq!(standup.sequence, 0);
+
+    // An owner no account has: listed for administrators only, under a placeholder owner.
+    let mut stranger = applied.clone();
+    stranger.metadata.name = Some("strangers".into());
+    stranger.spec.owner = "nobody".into();
+    stranger.spec.meeting_id = None;
+    api.create(&PostParams::default(), &stranger).await.unwrap();
+    let all = cluster.store.list(None).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let strangers = all.iter().find(|c| c.id.as_str() == "strangers").unwrap();
+    assert_eq!(strangers.owner, api::store_kube::unknown_owner("nobody"));
+    assert_eq!(strangers.definition.meeting_id.as_str(), "");
+}
+
+#[tokio::test]
+async fn delete_removes_the_conference_and_its_secret() {
+    let cluster = cluster().await;
+    let conference = weekly(&cluster.ada, "135791357");
+    cluster.store.insert(&conference).await.unwrap();
+    assert!(cluster.store.delete(&conference.id).await.unwrap());
+    assert!(
+        cluster
+            .fake
+            .get(CONFERENCES, "default", conference.id.as_str())
+            .is_none()
+    );
+    assert!(
+        cluster
+            .fake
+            .get("secrets", "default", &password_secret_name(&conference.id))
+            .is_none()
+    );
+    assert!(cluster.store.get(&conference.id).await.unwrap().is_none());
+    assert!(!cluster.store.delete(&conference.id).await.unwrap());
+    // Writes to a conference that is gone change nothing and do not fail.
+    cluster
+        .store
+        .set_participants(&conference.id, 1)
+        .await
+        .unwrap();
+}
