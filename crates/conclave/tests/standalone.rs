@@ -35,14 +35,22 @@ fn free_port() -> u16 {
 }
 
 async fn start(data: &std::path::Path, port: u16) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_conclave"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_conclave"));
+    command
         .arg("standalone")
         .env("CONCLAVE_DATA_DIR", data)
         .env("CONCLAVE_LISTEN", format!("127.0.0.1:{port}"))
         .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
         .env("CONCLAVE_SFU_UDP_PORTS", "46000-46199")
         .env_remove("DATABASE_URL")
-        .env_remove("CONCLAVE_JOIN_TOKEN_SECRET")
+        .env_remove("CONCLAVE_JOIN_TOKEN_SECRET");
+    spawn(command, port).await
+}
+
+/// Starts a prepared command and waits until its /readyz on `port` answers 200 (bounded: a
+/// failed start fails the test).
+async fn spawn(mut command: Command, port: u16) -> Server {
+    let child = command
         .stdout(Stdio::null())
         .spawn()
         .expect("the conclave binary starts");
@@ -50,7 +58,6 @@ async fn start(data: &std::path::Path, port: u16) -> Server {
         child,
         base: format!("http://127.0.0.1:{port}"),
     };
-    // Ready when /readyz answers 200 (bounded: a failed start fails the test).
     let client = reqwest::Client::new();
     for _ in 0..200 {
         if let Ok(reply) = client.get(format!("{}/readyz", server.base)).send().await
@@ -60,7 +67,7 @@ async fn start(data: &std::path::Path, port: u16) -> Server {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("conclave standalone did not become ready");
+    panic!("conclave did not become ready on port {port}");
 }
 
 async fn post(
@@ -194,6 +201,105 @@ async fn a_guest_enters_a_meeting_started_in_standalone_mode_and_a_restart_keeps
         .await
         .unwrap();
     assert_eq!(log[0]["id"], id.as_str());
+}
+
+/// Opens the signaling websocket and waits for `joined`.
+async fn enter(
+    endpoint: &str,
+    token: &Value,
+    conference: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(endpoint)
+        .await
+        .expect("the /rtc websocket opens");
+    ws.send(Message::text(
+        json!({"type": "join", "token": token, "conference": conference}).to_string(),
+    ))
+    .await
+    .unwrap();
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("the SFU answers")
+    {
+        if let Message::Text(text) = message.unwrap() {
+            let message: Value = serde_json::from_str(&text).unwrap();
+            assert_ne!(message["type"], "error", "{message}");
+            if message["type"] == "joined" {
+                return ws;
+            }
+        }
+    }
+    panic!("the SFU closed the websocket before admitting");
+}
+
+#[tokio::test]
+async fn an_sfu_pod_reports_to_a_separate_api_over_http() {
+    let data = tempfile::tempdir().unwrap();
+    let (api_port, sfu_port) = (free_port(), free_port());
+    let secret = "a-shared-secret-of-at-least-32-bytes-for-tests";
+    let mut api = Command::new(env!("CARGO_BIN_EXE_conclave"));
+    api.args([
+        "api",
+        "--listen",
+        &format!("127.0.0.1:{api_port}"),
+        "--sfu-endpoint",
+        &format!("ws://127.0.0.1:{sfu_port}/rtc"),
+    ])
+    .arg("--data-dir")
+    .arg(data.path())
+    .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
+    .env("CONCLAVE_JOIN_TOKEN_SECRET", secret)
+    .env_remove("DATABASE_URL");
+    let api = spawn(api, api_port).await;
+    let mut sfu = Command::new(env!("CARGO_BIN_EXE_conclave"));
+    sfu.args([
+        "sfu",
+        "--sfu-listen",
+        &format!("127.0.0.1:{sfu_port}"),
+        "--sfu-bind-ip",
+        "127.0.0.1",
+        "--sfu-udp-ports",
+        "46200-46399",
+        "--sfu-api-url",
+        &api.base,
+        "--sfu-pod-name",
+        "sfu-test-0",
+    ])
+    .env("CONCLAVE_JOIN_TOKEN_SECRET", secret);
+    let _sfu = spawn(sfu, sfu_port).await;
+
+    let client = reqwest::Client::new();
+    let base = api.base.clone();
+    let (_, login) = post(
+        &client,
+        format!("{base}/api/v1/auth/login"),
+        None,
+        json!({"login": "admin", "password": PASSWORD}),
+    )
+    .await;
+    let token = login["sessionToken"].as_str().unwrap().to_owned();
+    let (_, meeting) = post(
+        &client,
+        format!("{base}/api/v1/conferences/adhoc"),
+        Some(&token),
+        json!({}),
+    )
+    .await;
+    let id = meeting["id"].as_str().unwrap().to_owned();
+    let (status, joined) = post(
+        &client,
+        format!("{base}/api/v1/join"),
+        None,
+        json!({"meetingId": meeting["meetingId"], "password": meeting["password"], "displayName": "Guest"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["endpoint"], format!("ws://127.0.0.1:{sfu_port}/rtc"));
+    let mut ws = enter(joined["endpoint"].as_str().unwrap(), &joined["token"], &id).await;
+    // The SFU pod posts the join to the API with a service token signed with the shared secret.
+    wait_for_participants(&client, &base, &token, &id, 1).await;
+    ws.close(None).await.unwrap();
+    wait_for_participants(&client, &base, &token, &id, 0).await;
 }
 
 #[test]
