@@ -15,6 +15,15 @@ pub const SMTP_USERNAME_ENV: &str = "CONCLAVE_SMTP_USERNAME";
 /// Environment variable holding the SMTP password.
 pub const SMTP_PASSWORD_ENV: &str = "CONCLAVE_SMTP_PASSWORD";
 
+/// Where conference definitions and their runtime state live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConferenceStoreKind {
+    /// The SQL database; the API places conferences on the embedded SFU itself.
+    Sql,
+    /// `Conference` resources in a cluster; the operator places them.
+    Kubernetes,
+}
+
 /// Configuration of the conference service (`conclave api`, and the API part of standalone).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -104,6 +113,20 @@ pub struct Config {
     /// Phone number for dial-in, printed in invitations when set (e.g. `+49 30 1234567`).
     #[arg(long, env = "CONCLAVE_DIAL_IN_NUMBER")]
     pub dial_in_number: Option<String>,
+
+    /// Where conferences live: `sql` (the database) or `kubernetes` (Conference resources in
+    /// --kube-namespace, placed by the operator; accounts and the archive stay in the database).
+    #[arg(
+        long,
+        env = "CONCLAVE_CONFERENCE_STORE",
+        value_enum,
+        default_value_t = ConferenceStoreKind::Sql
+    )]
+    pub conference_store: ConferenceStoreKind,
+
+    /// The namespace of the Conference resources with `--conference-store kubernetes`.
+    #[arg(long, env = "CONCLAVE_KUBE_NAMESPACE", default_value = "default")]
+    pub kube_namespace: String,
 
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "CONCLAVE_MAX_BODY_BYTES", default_value_t = 65_536)]

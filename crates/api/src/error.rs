@@ -52,6 +52,12 @@ pub enum Error {
         /// From when it may be joined (start minus the lead time).
         opens_at: DateTime<Utc>,
     },
+    /// The operator has not placed the conference on an SFU pod yet (409 with `Retry-After`).
+    #[error("the conference is being placed on a media server; try again in {retry_after} seconds")]
+    NotPlacedYet {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// Too many failed attempts (429 with `Retry-After`).
     #[error("too many failed attempts; try again in {retry_after} seconds")]
     TooManyAttempts {
@@ -112,7 +118,9 @@ impl Error {
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) | Error::WrongMeetingCredentials => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Conflict { .. } | Error::NotStarted { .. } => StatusCode::CONFLICT,
+            Error::Conflict { .. } | Error::NotStarted { .. } | Error::NotPlacedYet { .. } => {
+                StatusCode::CONFLICT
+            }
             Error::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -132,6 +140,7 @@ impl Error {
             Error::NotFound(_) => "notFound",
             Error::Conflict { code, .. } => code,
             Error::NotStarted { .. } => "conferenceNotStarted",
+            Error::NotPlacedYet { .. } => "notPlacedYet",
             Error::TooManyAttempts { .. } => "tooManyAttempts",
             Error::PayloadTooLarge => "payloadTooLarge",
             Error::UnsupportedMediaType => "unsupportedMediaType",
@@ -168,13 +177,13 @@ impl IntoResponse for Error {
                 error["startsAt"] = Value::from(starts_at.to_rfc3339());
                 error["opensAt"] = Value::from(opens_at.to_rfc3339());
             }
-            Error::TooManyAttempts { retry_after } => {
+            Error::TooManyAttempts { retry_after } | Error::NotPlacedYet { retry_after } => {
                 error["retryAfter"] = Value::from(*retry_after)
             }
             _ => {}
         }
         let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
-        if let Error::TooManyAttempts { retry_after } = self
+        if let Error::TooManyAttempts { retry_after } | Error::NotPlacedYet { retry_after } = self
             && let Ok(value) = HeaderValue::from_str(&retry_after.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);

@@ -52,9 +52,11 @@ pub use state::AppState;
 
 use crate::account::{NewAccount, password};
 use crate::clock::Clock;
+use crate::config::ConferenceStoreKind;
 use crate::db::Db;
 use crate::state::Inner;
-use crate::store::SqlConferenceStore;
+use crate::store::{ConferenceStore, SqlConferenceStore};
+use crate::store_kube::KubeConferenceStore;
 
 /// Builds the state from the configuration: connects and migrates the database, loads or
 /// creates the join-token key, creates the first administrator.
@@ -74,6 +76,20 @@ pub async fn build_with_registry(
     clock: Arc<dyn Clock>,
     registry: prometheus::Registry,
 ) -> Result<AppState> {
+    build_with_client(config, clock, registry, None).await
+}
+
+/// Like [`build_with_registry`]; with `--conference-store kubernetes`, talks to the cluster
+/// through `client` (default: the in-cluster or kubeconfig client, `Client::try_default`).
+///
+/// # Errors
+/// As [`build`], and when no Kubernetes client can be configured.
+pub async fn build_with_client(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    registry: prometheus::Registry,
+    client: Option<kube::Client>,
+) -> Result<AppState> {
     std::fs::create_dir_all(&config.data_dir).map_err(|err| {
         Error::Internal(format!(
             "cannot create the data folder {}: {err}",
@@ -90,12 +106,28 @@ pub async fn build_with_registry(
         capacity: config.sfu_capacity,
         udp_ports,
     }];
+    let store: Arc<dyn ConferenceStore> = match config.conference_store {
+        ConferenceStoreKind::Sql => Arc::new(SqlConferenceStore::new(db.clone())),
+        ConferenceStoreKind::Kubernetes => {
+            let client = match client {
+                Some(client) => client,
+                None => kube::Client::try_default().await.map_err(|err| {
+                    Error::Internal(format!("cannot configure a Kubernetes client: {err}"))
+                })?,
+            };
+            Arc::new(KubeConferenceStore::new(
+                client,
+                &config.kube_namespace,
+                db.clone(),
+            ))
+        }
+    };
     let state = AppState::new(Inner {
         sizing: placement::Sizing {
             ports_per_participant: config.ports_per_participant.max(1),
         },
         policy: config.lifecycle_policy(),
-        store: Arc::new(SqlConferenceStore::new(db.clone())),
+        store,
         metrics: metrics::Metrics::with_registry(registry),
         lifecycle_wake: tokio::sync::Notify::new(),
         mail: mail::Delivery::from_config(&config)?,

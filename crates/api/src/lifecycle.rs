@@ -90,6 +90,11 @@ pub async fn reconcile(
         .await?;
         tracing::info!(conference = %conference.id, start = %stored.start, "occurrence archived");
     }
+    if state.store.placed_by_operator() {
+        // In a cluster the operator decides phase and placement and writes them into status;
+        // an ended Conference stays until its owner (or GitOps) deletes it.
+        return Ok(decision.wake_at);
+    }
     if decision.phase == Phase::Ended {
         state.store.delete(&conference.id).await?;
         archive::forget_unarchived(&state.db, &conference.id).await?;

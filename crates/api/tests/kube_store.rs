@@ -419,3 +419,94 @@ async fn delete_removes_the_conference_and_its_secret() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn in_a_cluster_the_api_schedules_resources_and_joins_where_the_operator_placed_them() {
+    let fake = FakeApi::start().await;
+    let app = TestApp::in_cluster(fake.client()).await;
+    let (_, ada) = app.user("ada", "moderator").await;
+    let c = app.schedule(&ada, 60, 30, json!({})).await;
+    let id = c["id"].as_str().unwrap().to_owned();
+    let object = fake.get(CONFERENCES, "default", &id).unwrap();
+    assert_eq!(object["spec"]["owner"], "ada");
+    assert_eq!(object["spec"]["meetingId"], c["meetingId"]);
+
+    // Applied with kubectl and labelled by the operator: in ada's list too.
+    let api: Api<crds::Conference> = Api::namespaced(fake.client(), "default");
+    let applied: crds::Conference = serde_json::from_value(json!({
+        "apiVersion": "conclave.dev/v1alpha1",
+        "kind": "Conference",
+        "metadata": { "name": "gitops-review", "labels": { "conclave.dev/owner": "ada" } },
+        "spec": { "topic": "GitOps review", "owner": "ada", "schedule": { "permanent": true } }
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &applied).await.unwrap();
+    let listed = app
+        .get("/api/v1/conferences", &ada)
+        .await
+        .expect(axum::http::StatusCode::OK);
+    let topics: Vec<&str> = listed.body["conferences"]
+        .as_array()
+        .or(listed.body.as_array())
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["topic"].as_str())
+        .collect();
+    assert!(topics.contains(&"GitOps review"), "{topics:?}");
+    assert!(topics.contains(&"Planning"), "{topics:?}");
+
+    // The owner starts it early; until the operator has placed it, joins are asked to retry.
+    let join = json!({"meetingId": c["meetingId"]});
+    let early = app.post("/api/v1/join", Some(&ada), join.clone()).await;
+    assert_eq!(early.status, axum::http::StatusCode::CONFLICT);
+    assert_eq!(early.code(), "notPlacedYet");
+    assert_eq!(early.body["error"]["retryAfter"], 2);
+    assert_eq!(early.headers["retry-after"], "2");
+    let object = fake.get(CONFERENCES, "default", &id).unwrap();
+    assert!(object["status"]["startedEarly"].is_string(), "{object}");
+    // The API's lifecycle pass leaves placement to the operator.
+    app.tick().await;
+    assert!(fake.get(CONFERENCES, "default", &id).unwrap()["status"]["assignment"].is_null());
+
+    let status = json!({
+        "apiVersion": "conclave.dev/v1alpha1",
+        "kind": "Conference",
+        "status": {
+            "phase": "Ready",
+            "assignment": {
+                "pod": "sfu-1",
+                "endpoint": "wss://sfu-1.example.org",
+                "udpPorts": { "first": 40100, "last": 40139 },
+                "reserved": 20
+            }
+        }
+    });
+    api.patch_status(
+        &id,
+        &PatchParams::apply("conclave-operator").force(),
+        &Patch::Apply(&status),
+    )
+    .await
+    .unwrap();
+    let joined = app
+        .post("/api/v1/join", Some(&ada), join)
+        .await
+        .expect(axum::http::StatusCode::OK);
+    assert_eq!(joined.body["endpoint"], "wss://sfu-1.example.org");
+    let claims = app
+        .state
+        .tokens
+        .verify_join(
+            joined.body["token"].as_str().unwrap(),
+            app.now().timestamp(),
+        )
+        .unwrap();
+    let ports = claims.room.udp_ports.unwrap();
+    assert_eq!((ports.first, ports.last), (40100, 40139));
+
+    // Deleting through the API removes the resource.
+    app.delete(&format!("/api/v1/conferences/{id}"), &ada)
+        .await
+        .expect(axum::http::StatusCode::NO_CONTENT);
+    assert!(fake.get(CONFERENCES, "default", &id).is_none());
+}

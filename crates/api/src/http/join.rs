@@ -21,6 +21,8 @@ use crate::{Error, Result, validate};
 /// Failed passwords tolerated per meeting ID before slowing down (a 6-digit password must not
 /// be guessable by spreading attempts over many addresses).
 const PER_MEETING: Limit = Limit { free: 10 };
+/// Seconds a client waits before asking again while the operator places the conference.
+const NOT_PLACED_RETRY_SECONDS: u64 = 2;
 
 /// Routes under `/join`.
 pub fn router() -> Router<AppState> {
@@ -95,7 +97,7 @@ fn same_password(given: &str, expected: &str) -> bool {
 #[utoipa::path(post, path = "/api/v1/join", tag = "join", request_body = JoinRequest,
     responses((status = 200, body = JoinResponse),
               (status = 403, description = "meeting ID or password wrong (never says which)"),
-              (status = 409, description = "not started yet (`conferenceNotStarted` with `startsAt`, `opensAt`), ended, or no SFU capacity"),
+              (status = 409, description = "not started yet (`conferenceNotStarted` with `startsAt`, `opensAt`), ended, no SFU capacity, or in a cluster not placed by the operator yet (`notPlacedYet` with `retryAfter`)"),
               (status = 422), (status = 429)))]
 pub async fn join(
     State(state): State<AppState>,
@@ -192,6 +194,19 @@ pub async fn join(
         ));
     }
     let placed = match &conference.runtime.placed {
+        // In a cluster the operator places it (at once when started early) and writes the
+        // assignment into status; until then the client retries.
+        Some(placed) if state.store.placed_by_operator() => placed.clone(),
+        None if state.store.placed_by_operator() => {
+            state
+                .metrics
+                .joins
+                .with_label_values(&["notPlacedYet"])
+                .inc();
+            return Err(Error::NotPlacedYet {
+                retry_after: NOT_PLACED_RETRY_SECONDS,
+            });
+        }
         Some(placed)
             if state
                 .fleet

@@ -40,6 +40,7 @@ pub struct TestApp {
     pub backend: Backend,
     dir: tempfile::TempDir,
     pg_database: Option<String>,
+    kube: Option<kube::Client>,
 }
 
 /// A response: status, headers and the JSON (or `Value::String` for other bodies).
@@ -117,8 +118,24 @@ impl TestApp {
         Self::with(backend, |_| {}).await
     }
 
+    /// A fresh app on SQLite whose conferences are Conference resources behind `client`.
+    pub async fn in_cluster(client: kube::Client) -> TestApp {
+        Self::with_client(Backend::Sqlite, Some(client), |config| {
+            config.conference_store = api::config::ConferenceStoreKind::Kubernetes;
+        })
+        .await
+    }
+
     /// A fresh app on `backend` with changes to the default configuration.
     pub async fn with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
+        Self::with_client(backend, None, configure).await
+    }
+
+    async fn with_client(
+        backend: Backend,
+        kube: Option<kube::Client>,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let (url, pg_database) = match backend {
             Backend::Sqlite => (
@@ -139,7 +156,7 @@ impl TestApp {
         std::fs::write(&password_file, ADMIN_PASSWORD).unwrap();
         config.admin_password_file = Some(password_file);
         configure(&mut config);
-        Self::start(config, backend, dir, pg_database).await
+        Self::start(config, backend, dir, pg_database, kube).await
     }
 
     async fn start(
@@ -147,11 +164,17 @@ impl TestApp {
         backend: Backend,
         dir: tempfile::TempDir,
         pg_database: Option<String>,
+        kube: Option<kube::Client>,
     ) -> TestApp {
         let clock = ManualClock::new(START.parse().unwrap());
-        let state = api::build(config.clone(), Arc::new(clock.clone()))
-            .await
-            .unwrap();
+        let state = api::build_with_client(
+            config.clone(),
+            Arc::new(clock.clone()),
+            prometheus::Registry::new(),
+            kube.clone(),
+        )
+        .await
+        .unwrap();
         let app = api::http::app(state.clone());
         TestApp {
             state,
@@ -161,6 +184,7 @@ impl TestApp {
             backend,
             dir,
             pg_database,
+            kube,
         }
     }
 
@@ -171,9 +195,10 @@ impl TestApp {
         let config = self.config.clone();
         let backend = self.backend;
         let pg = self.pg_database.take();
+        let kube = self.kube.take();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         drop(self);
-        let app = Self::start(config, backend, dir, pg).await;
+        let app = Self::start(config, backend, dir, pg, kube).await;
         app.clock.set(now);
         app
     }
