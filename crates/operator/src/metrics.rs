@@ -220,7 +220,9 @@ mod tests {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("promtool (Debian package prometheus) is required; scripts/test.sh installs it");
+            .expect(
+                "promtool (Debian package prometheus) is required; scripts/test.sh installs it",
+            );
         promtool
             .stdin
             .take()
