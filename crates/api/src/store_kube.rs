@@ -389,18 +389,23 @@ impl KubeConferenceStore {
         Ok(id)
     }
 
-    /// The password the spec's Secret holds; empty without one.
+    /// The password the spec's Secret holds; empty without `passwordSecretRef` (guests need
+    /// none). A reference to a missing Secret or key fails closed: the password becomes a
+    /// random value nobody knows, so only the owner and moderators get in until it is fixed.
     async fn password_of(&self, spec: &ConferenceSpec) -> Result<String> {
         let Some(reference) = &spec.password_secret_ref else {
             return Ok(String::new());
         };
         let key = reference.key.as_deref().unwrap_or(PASSWORD_KEY);
         let secret = self.secrets.get_opt(&reference.name).await?;
-        Ok(secret
+        let password = secret
             .and_then(|s| s.data)
             .and_then(|mut data| data.remove(key))
-            .and_then(|ByteString(bytes)| String::from_utf8(bytes).ok())
-            .unwrap_or_default())
+            .and_then(|ByteString(bytes)| String::from_utf8(bytes).ok());
+        Ok(password.unwrap_or_else(|| {
+            tracing::warn!(secret = %reference.name, key, "the meeting password Secret or key is missing");
+            format!("unset-{}", uuid::Uuid::new_v4())
+        }))
     }
 
     async fn load(
@@ -589,7 +594,13 @@ impl ConferenceStore for KubeConferenceStore {
                 };
                 // The owner stays who the resource names (edits never change ownership).
                 let login = object.spec.owner.clone();
-                object.spec = spec_of(&c.id, &c.definition, &login);
+                // What the API does not edit (recording, dial-in) stays as applied.
+                let spec = ConferenceSpec {
+                    recording: object.spec.recording.take(),
+                    dial_in: object.spec.dial_in.take(),
+                    ..spec_of(&c.id, &c.definition, &login)
+                };
+                object.spec = spec;
                 object.annotations_mut().extend(annotations_of(c));
                 match self
                     .conferences

@@ -380,6 +380,27 @@ async fn a_conference_applied_with_kubectl_appears_in_its_owners_list() {
     assert_eq!(standup.sequence, 0);
 
     // An owner no account has: listed for administrators only, under a placeholder owner.
+    // An edit in the API keeps what only the resource has (recording, dial-in).
+    let patch = json!({ "spec": { "recording": { "allowed": true } } });
+    api.patch(
+        "team-standup",
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    let mut edited = standup.clone();
+    edited.definition.topic = "Daily stand-up".into();
+    edited.sequence = 1;
+    cluster.store.update_definition(&edited).await.unwrap();
+    let object = cluster
+        .fake
+        .get(CONFERENCES, "default", "team-standup")
+        .unwrap();
+    assert_eq!(object["spec"]["topic"], "Daily stand-up");
+    assert_eq!(object["spec"]["recording"]["allowed"], true);
+    assert_eq!(object["metadata"]["labels"]["conclave.dev/owner"], "ada");
+
     let mut stranger = applied.clone();
     stranger.metadata.name = Some("strangers".into());
     stranger.spec.owner = "nobody".into();
@@ -390,6 +411,23 @@ async fn a_conference_applied_with_kubectl_appears_in_its_owners_list() {
     let strangers = all.iter().find(|c| c.id.as_str() == "strangers").unwrap();
     assert_eq!(strangers.owner, api::store_kube::unknown_owner("nobody"));
     assert_eq!(strangers.definition.meeting_id.as_str(), "");
+
+    // A password Secret that is missing fails closed: no guest can know the password.
+    let mut locked = applied.clone();
+    locked.metadata.name = Some("locked".into());
+    locked.spec.meeting_id = Some("864209753".into());
+    locked.spec.password_secret_ref = Some(crds::SecretKeyRef {
+        name: "not-there".into(),
+        key: None,
+    });
+    api.create(&PostParams::default(), &locked).await.unwrap();
+    let locked = cluster
+        .store
+        .get(&ConferenceId("locked".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(locked.definition.password.len() > 20);
 }
 
 #[tokio::test]
