@@ -1,6 +1,6 @@
 //! The `ConferenceStore` seam: conference definitions and their runtime state. The SQL backend
-//! lives here; a Kubernetes backend (Conference resources) implements the same trait in a
-//! cluster. Archive and attendance always live in SQL (see [`crate::archive`]).
+//! lives here; the Kubernetes backend ([`crate::store_kube`], Conference resources) implements
+//! the same trait in a cluster. Archive and attendance always live in SQL (see [`crate::archive`]).
 
 use std::fmt::Debug;
 use std::future::Future;

@@ -53,6 +53,10 @@ pub mod annotations {
     pub const UPDATED_AT: &str = "conclave.dev/updated-at";
 }
 
+/// The label the API puts on the conferences it creates, so a join finds its meeting ID with a
+/// label selector (conferences applied with kubectl are found by listing the namespace).
+pub const MEETING_ID_LABEL: &str = "conclave.dev/meeting-id";
+
 /// The key of the password in a conference's Secret (the CRD's default).
 const PASSWORD_KEY: &str = "password";
 /// How often a replace is retried after a conflicting write (e.g. the operator's).
@@ -208,6 +212,12 @@ pub fn resource_of(c: &Conference, owner_login: &str) -> crds::Conference {
     let mut labels = BTreeMap::new();
     if is_label_value(owner_login) {
         labels.insert(crds::labels::OWNER.to_owned(), owner_login.to_owned());
+    }
+    if !c.definition.meeting_id.as_str().is_empty() {
+        labels.insert(
+            MEETING_ID_LABEL.to_owned(),
+            c.definition.meeting_id.as_str().to_owned(),
+        );
     }
     crds::Conference {
         metadata: ObjectMeta {
@@ -533,11 +543,21 @@ impl ConferenceStore for KubeConferenceStore {
         meeting_id: &'a MeetingId,
     ) -> BoxFut<'a, Option<Conference>> {
         Box::pin(async move {
-            let found = self
-                .all(&ListParams::default())
-                .await?
-                .into_iter()
-                .find(|c| c.spec.meeting_id.as_deref() == Some(meeting_id.as_str()));
+            let matches =
+                |c: &crds::Conference| c.spec.meeting_id.as_deref() == Some(meeting_id.as_str());
+            let mut found = None;
+            if is_label_value(meeting_id.as_str()) {
+                let labelled = ListParams::default()
+                    .labels(&format!("{MEETING_ID_LABEL}={}", meeting_id.as_str()));
+                found = self.all(&labelled).await?.into_iter().find(matches);
+            }
+            if found.is_none() {
+                found = self
+                    .all(&ListParams::default())
+                    .await?
+                    .into_iter()
+                    .find(matches);
+            }
             match found {
                 Some(object) => Ok(Some(self.load(&object, &mut HashMap::new()).await?)),
                 None => Ok(None),

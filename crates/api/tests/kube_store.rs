@@ -96,6 +96,10 @@ async fn a_scheduled_conference_becomes_a_resource_with_a_password_secret() {
     assert_eq!(object["spec"]["topic"], "Weekly planning");
     assert_eq!(object["spec"]["meetingId"], "123456789");
     assert_eq!(
+        object["metadata"]["labels"]["conclave.dev/meeting-id"],
+        "123456789"
+    );
+    assert_eq!(
         object["spec"]["schedule"]["recurrence"],
         "FREQ=WEEKLY;BYDAY=MO"
     );
@@ -368,6 +372,14 @@ async fn a_conference_applied_with_kubectl_appears_in_its_owners_list() {
     let listed = cluster.store.list(Some(&cluster.ada)).await.unwrap();
     assert_eq!(listed.len(), 1);
     let standup = &listed[0];
+    // Found by its meeting ID without the API's label.
+    let found = cluster
+        .store
+        .find_by_meeting_id(&MeetingId("246813579".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id.as_str(), "team-standup");
     assert_eq!(standup.id, ConferenceId("team-standup".into()));
     assert_eq!(standup.owner, cluster.ada);
     assert_eq!(standup.definition.topic, "Team stand-up");
