@@ -152,29 +152,7 @@ async fn a_guest_enters_a_meeting_started_in_standalone_mode_and_a_restart_keeps
     let endpoint = joined["endpoint"].as_str().unwrap();
     assert_eq!(endpoint, format!("ws://127.0.0.1:{port}/rtc"));
 
-    let (mut ws, _) = tokio_tungstenite::connect_async(endpoint)
-        .await
-        .expect("the /rtc websocket opens");
-    ws.send(Message::text(
-        json!({"type": "join", "token": joined["token"], "conference": id}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let mut admitted = false;
-    while let Some(message) = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .expect("the SFU answers")
-    {
-        if let Message::Text(text) = message.unwrap() {
-            let message: Value = serde_json::from_str(&text).unwrap();
-            assert_ne!(message["type"], "error", "{message}");
-            if message["type"] == "joined" {
-                admitted = true;
-                break;
-            }
-        }
-    }
-    assert!(admitted, "the SFU admitted the guest");
+    let mut ws = enter(endpoint, &joined["token"], &id).await;
     // The embedded SFU reports the join to the conference service.
     wait_for_participants(&client, &base, &token, &id, 1).await;
     ws.close(None).await.unwrap();
