@@ -9,7 +9,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::clock::{db_time, parse_db_time};
-use crate::conference::{Conference, Kind};
+use crate::conference::{Conference, Definition, Kind};
 use crate::db::{Db, flag, int};
 use crate::{Error, Result};
 
@@ -57,6 +57,27 @@ pub struct Attendance {
     pub joined_at: DateTime<Utc>,
     /// When they left (`None`: still in, or the SFU never said).
     pub left_at: Option<DateTime<Utc>>,
+}
+
+impl Entry {
+    /// The occurrence as a definition again (for repeating it); values that no longer parse
+    /// fall back to UTC and audio and video.
+    pub fn definition(&self) -> Definition {
+        Definition {
+            topic: self.topic.clone(),
+            kind: self.kind,
+            start: Some(self.start),
+            end: Some(self.end),
+            time_zone: self.time_zone.parse().unwrap_or(chrono_tz::UTC),
+            recurrence: self.recurrence.clone(),
+            max_participants: self.max_participants,
+            allow_join_without_owner: self.allow_join_without_owner,
+            media: proto::Media::parse(&self.media).unwrap_or_default(),
+            meeting_id: proto::MeetingId(self.meeting_id.clone()),
+            password: String::new(),
+            invitees: self.invitees.clone(),
+        }
+    }
 }
 
 const COLUMNS: &str = "id, conference_id, owner_id, topic, meeting_id, kind, start_at, end_at, time_zone, recurrence, \

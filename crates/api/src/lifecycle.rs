@@ -64,8 +64,8 @@ pub async fn place(state: &AppState, conference: &Conference) -> Result<Placed> 
     })
 }
 
-/// Brings one conference's stored state in line with the decision at `now`; returns when it
-/// next needs attention.
+/// Brings one conference's stored state in line with the decision at `now`; returns the
+/// decision, whose `wake_at` says when it next needs attention.
 ///
 /// # Errors
 /// Database errors.
@@ -73,7 +73,7 @@ pub async fn reconcile(
     state: &AppState,
     conference: &Conference,
     now: DateTime<Utc>,
-) -> Result<Option<DateTime<Utc>>> {
+) -> Result<Decision> {
     let decision = decide(state, conference, now);
     // The stored occurrence is over when the decision has moved past it.
     if let Some(stored) = conference.runtime.occurrence
@@ -93,13 +93,13 @@ pub async fn reconcile(
     if state.store.placed_by_operator() {
         // In a cluster the operator decides phase and placement and writes them into status;
         // an ended Conference stays until its owner (or GitOps) deletes it.
-        return Ok(decision.wake_at);
+        return Ok(decision);
     }
     if decision.phase == Phase::Ended {
         state.store.delete(&conference.id).await?;
         archive::forget_unarchived(&state.db, &conference.id).await?;
         tracing::info!(conference = %conference.id, "conference ended");
-        return Ok(None);
+        return Ok(decision);
     }
     let placed = if decision.placed {
         match &conference.runtime.placed {
@@ -136,7 +136,7 @@ pub async fn reconcile(
             )
             .await?;
     }
-    Ok(decision.wake_at)
+    Ok(decision)
 }
 
 /// One pass over every conference; returns the earliest moment one needs attention.
@@ -149,13 +149,11 @@ pub async fn tick(state: &AppState) -> Result<Option<DateTime<Utc>>> {
     let mut phases = std::collections::HashMap::<&'static str, i64>::new();
     for conference in state.store.list(None).await? {
         match reconcile(state, &conference, now).await {
-            Ok(wake) => {
-                if let Some(wake) = wake {
+            Ok(decision) => {
+                if let Some(wake) = decision.wake_at {
                     next = Some(next.map_or(wake, |n| n.min(wake)));
                 }
-                *phases
-                    .entry(decide(state, &conference, now).phase.as_str())
-                    .or_default() += 1;
+                *phases.entry(decision.phase.as_str()).or_default() += 1;
             }
             Err(err) => {
                 tracing::error!(conference = %conference.id, cause = %err, "lifecycle step failed")

@@ -727,45 +727,12 @@ pub async fn repeat(
 ) -> Result<Json<RepeatDraft>> {
     let now = state.clock.now();
     let (d, repeat_of) = match find(&state, &user.account, &id).await? {
-        Found::Live(c) => {
-            let d = c.definition;
-            (
-                (
-                    d.topic,
-                    d.start.zip(d.end),
-                    d.time_zone,
-                    d.recurrence,
-                    d.max_participants,
-                    d.allow_join_without_owner,
-                    d.media,
-                    d.invitees,
-                    d.kind,
-                ),
-                None,
-            )
-        }
-        Found::Archived(e) => {
-            let tz: Tz = e.time_zone.parse().unwrap_or(chrono_tz::UTC);
-            (
-                (
-                    e.topic.clone(),
-                    Some((e.start, e.end)),
-                    tz,
-                    e.recurrence.clone(),
-                    e.max_participants,
-                    e.allow_join_without_owner,
-                    Media::parse(&e.media).unwrap_or_default(),
-                    e.invitees.clone(),
-                    e.kind,
-                ),
-                Some(e.id),
-            )
-        }
+        Found::Live(c) => (c.definition, None),
+        Found::Archived(e) => (e.definition(), Some(e.id)),
     };
-    let (topic, times, tz, recurrence, max_participants, allow, media, invitees, kind) = d;
-    let (start, duration) = match times {
+    let (start, duration) = match d.start.zip(d.end) {
         Some((start, end)) => {
-            let local = next_same_weekday(start, tz, now);
+            let local = next_same_weekday(start, d.time_zone, now);
             (
                 Some(local.format("%Y-%m-%dT%H:%M").to_string()),
                 Some(u32::try_from((end - start).num_minutes()).unwrap_or(60)),
@@ -775,19 +742,19 @@ pub async fn repeat(
     };
     Ok(Json(RepeatDraft {
         draft: ConferenceInput {
-            topic: Some(topic),
+            topic: Some(d.topic),
             start,
             end: None,
             duration_minutes: duration,
-            time_zone: Some(tz.name().to_owned()),
-            recurrence: Some(recurrence),
-            permanent: Some(kind == Kind::Permanent),
-            max_participants: Some(max_participants),
-            allow_join_without_owner: Some(allow),
-            media: Some(media),
+            time_zone: Some(d.time_zone.name().to_owned()),
+            recurrence: Some(d.recurrence),
+            permanent: Some(d.kind == Kind::Permanent),
+            max_participants: Some(d.max_participants),
+            allow_join_without_owner: Some(d.allow_join_without_owner),
+            media: Some(d.media),
             meeting_id: None,
             password: None,
-            invitees: Some(invitees),
+            invitees: Some(d.invitees),
             repeat_of,
         },
     }))
