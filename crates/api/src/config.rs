@@ -128,6 +128,10 @@ pub struct Config {
     #[arg(long, env = "CONCLAVE_KUBE_NAMESPACE", default_value = "default")]
     pub kube_namespace: String,
 
+    /// Folder holding the built web portal (`npm run build` in `web/` writes `web/dist`).
+    #[arg(long, env = "CONCLAVE_PORTAL_DIR", default_value = "web/dist")]
+    pub portal_dir: PathBuf,
+
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "CONCLAVE_MAX_BODY_BYTES", default_value_t = 65_536)]
     pub max_body_bytes: usize,

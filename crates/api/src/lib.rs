@@ -273,6 +273,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let state = build(config, Arc::new(clock::SystemClock)).await?;
-    let app = http::app(state.clone());
+    // API routes first; everything else is the portal's.
+    let portal = http::portal::router(&state.config.portal_dir);
+    let app = http::app(state.clone()).fallback_service(portal);
     serve(state, app, shutdown).await
 }

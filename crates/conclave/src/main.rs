@@ -30,6 +30,62 @@ enum Command {
     Operator(operator::Config),
     /// Prints the Conference CustomResourceDefinition as YAML (`conclave crdgen > crds/conference.yaml`).
     Crdgen,
+    /// Writes the sources of the portal's TypeScript types: the API's OpenAPI document and the
+    /// signaling JSON Schema (`npm run gen` in web/ turns them into TypeScript).
+    Schemas(Schemas),
+}
+
+/// Options of `conclave schemas`.
+#[derive(Debug, Args)]
+struct Schemas {
+    /// Folder the two files go into.
+    #[arg(default_value = "web/src/generated")]
+    out: std::path::PathBuf,
+
+    /// Write nothing; exit with status 1 when the files in the folder are not what this binary
+    /// would write (a stale-check for CI).
+    #[arg(long)]
+    check: bool,
+}
+
+impl Schemas {
+    /// The files and their contents.
+    fn files() -> [(&'static str, String); 2] {
+        use api::http::ApiDoc;
+        use utoipa::OpenApi;
+        let openapi = ApiDoc::openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serializes");
+        let signal = serde_json::to_string_pretty(&proto::signal::schema())
+            .expect("the signaling schema serializes");
+        [
+            ("openapi.json", openapi + "\n"),
+            ("signal.schema.json", signal + "\n"),
+        ]
+    }
+
+    fn run(&self) -> anyhow::Result<()> {
+        let mut stale = Vec::new();
+        for (name, content) in Self::files() {
+            let path = self.out.join(name);
+            if self.check {
+                if std::fs::read_to_string(&path).ok().as_deref() != Some(content.as_str()) {
+                    stale.push(path.display().to_string());
+                }
+            } else {
+                std::fs::create_dir_all(&self.out)?;
+                std::fs::write(&path, content)?;
+            }
+        }
+        if !stale.is_empty() {
+            anyhow::bail!(
+                "stale: {} (regenerate with `cargo run -- schemas {}`)",
+                stale.join(", "),
+                self.out.display()
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Options of `conclave standalone`.
@@ -153,8 +209,11 @@ async fn standalone(options: Standalone) -> anyhow::Result<()> {
         }
     });
 
-    // API routes first; whatever they do not match (the SFU's /rtc) goes to the SFU.
-    let app = api::http::app(state.clone()).fallback_service(sfu::router(sfu_state.clone()));
+    // API routes first; whatever they do not match goes to the SFU (/rtc), and what the SFU
+    // does not match is the portal's.
+    let portal = api::http::portal::router(&config.portal_dir);
+    let app = api::http::app(state.clone())
+        .fallback_service(sfu::router(sfu_state.clone()).fallback_service(portal));
     let grace = Duration::from_secs(options.drain_seconds);
     tracing::info!(udp_ports = ?udp, bind_ip = %sfu_config.bind_ip, "embedded SFU ready");
     api::serve(state, app, async move {
@@ -172,6 +231,9 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", crds::conference_crd_yaml());
         return Ok(());
     }
+    if let Some(Command::Schemas(schemas)) = &cli.command {
+        return schemas.run();
+    }
     init_tracing();
     match cli
         .command
@@ -181,7 +243,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Api(config) => api::run(config, shutdown_signal()).await?,
         Command::Sfu(config) => sfu::run(config).await?,
         Command::Operator(config) => operator::run(config).await?,
-        Command::Crdgen => {}
+        Command::Crdgen | Command::Schemas(_) => {}
     }
     Ok(())
 }

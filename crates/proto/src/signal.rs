@@ -482,6 +482,26 @@ pub enum ServerMessage {
     },
 }
 
+/// One JSON Schema (draft-07) describing both directions, for generating the portal's
+/// TypeScript types: `ClientMessage` and `ServerMessage` and everything they use are under
+/// `definitions`, and the root names both so generators emit them.
+pub fn schema() -> serde_json::Value {
+    let mut generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    let client = generator.subschema_for::<ClientMessage>();
+    let server = generator.subschema_for::<ServerMessage>();
+    let definitions = generator.take_definitions(true);
+    serde_json::json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "Signal",
+        "description": "The SFU's signaling messages (generated from proto::signal; do not edit).",
+        "type": "object",
+        "properties": { "client": client, "server": server },
+        "required": ["client", "server"],
+        "additionalProperties": false,
+        "definitions": definitions,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,6 +555,19 @@ mod tests {
         });
         let message: ClientMessage = serde_json::from_value(json.clone()).expect("parse");
         assert_eq!(serde_json::to_value(&message).expect("serialize"), json);
+    }
+
+    #[test]
+    fn the_combined_schema_names_both_directions() {
+        let schema = schema();
+        let definitions = schema["definitions"].as_object().expect("definitions");
+        for name in ["ClientMessage", "ServerMessage", "Grants", "Role", "IceCandidate"] {
+            assert!(definitions.contains_key(name), "{name} missing");
+        }
+        assert_eq!(
+            schema["properties"]["client"]["$ref"],
+            "#/definitions/ClientMessage"
+        );
     }
 
     #[test]
