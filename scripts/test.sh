@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs Conclave's whole test suite on a fresh Debian machine with the Rust toolchain:
-# installs the Debian packages the tests need, starts PostgreSQL when it is not running,
-# then runs every test of the workspace with cargo-nextest (cargo test when nextest is absent).
+# installs the Debian packages the tests need (Chromium among them), starts PostgreSQL when it
+# is not running, installs the portal's npm packages, builds the portal and runs its unit tests
+# (Vitest), then runs every test of the workspace with cargo-nextest (cargo test when nextest is
+# absent) — the browser scenarios among them, in Chromium against the built portal.
 #
 # Environment:
 #   CARGO_TARGET_DIR        build folder (default: ~/.cache/conclave/target, outside the checkout)
@@ -21,7 +23,7 @@ as_root() {
 }
 
 # --- Debian packages -------------------------------------------------------------------------
-packages=(postgresql postgresql-client iproute2 util-linux ca-certificates python3 python3-venv prometheus)
+packages=(postgresql postgresql-client iproute2 util-linux ca-certificates python3 python3-venv prometheus chromium)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -62,10 +64,25 @@ if ! "$venv/bin/python" -c 'import aiosmtpd, icalendar' 2>/dev/null; then
 fi
 export CONCLAVE_TEST_PYTHON="$venv/bin/python"
 
+# --- The portal: npm packages, generated types, build, unit tests -----------------------------
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+if [ "$node_major" -lt 20 ]; then
+  echo "Node.js 20 or newer is needed for the portal (found: $(node --version 2>/dev/null || echo none))." >&2
+  exit 1
+fi
+log "installing the portal's npm packages"
+(cd web && npm ci --no-audit --no-fund --loglevel=error)
+log "building the portal (types generated from web/src/generated/*.json)"
+(cd web && npm run --silent build)
+status=0
+log "portal unit tests (Vitest)"
+(cd web && npm test --silent) || status=1
+
 # --- Tests -----------------------------------------------------------------------------------
 log "building and running the tests"
 if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast || status=1
 else
-  cargo test --workspace --no-fail-fast
+  cargo test --workspace --no-fail-fast || status=1
 fi
+exit "$status"

@@ -1,0 +1,148 @@
+//! The web portal in a real browser: each scenario starts `conclave standalone` serving the
+//! built portal (`web/dist`) and runs one Node script of `web/e2e/` that drives Debian's
+//! Chromium through playwright-core. Everything runs in a network namespace with only `lo`.
+//! Screenshots land in `web/e2e/artifacts/<scenario>/`, with the server's log.
+//!
+//! Needs `npm ci && npm run build` in `web/` and the `chromium` package; `scripts/test.sh`
+//! does both. A missing piece fails the test with what to run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "portal-admin-secret-1";
+
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn web_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether `GET /readyz` answers 200, with a plain HTTP/1.1 request.
+fn ready(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+fn start(data: &Path, artifacts: &Path, port: u16, udp: &str) -> Server {
+    let log = std::fs::File::create(artifacts.join("server.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .arg("standalone")
+        .env("CONCLAVE_DATA_DIR", data)
+        .env("CONCLAVE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
+        .env("CONCLAVE_SFU_UDP_PORTS", udp)
+        .env("CONCLAVE_PORTAL_DIR", web_dir().join("dist"))
+        .env("RUST_LOG", "info,webrtc=warn,rtc=warn,sqlx=warn")
+        .env_remove("DATABASE_URL")
+        .env_remove("CONCLAVE_JOIN_TOKEN_SECRET")
+        .env_remove("CONCLAVE_SMTP_URL")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("the conclave binary starts");
+    let server = Server { child };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready(port) {
+        assert!(
+            Instant::now() < deadline,
+            "conclave did not become ready on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+/// Runs `web/e2e/<script>.mjs` against a fresh standalone Conclave, inside a network namespace.
+fn scenario(script: &str, udp: &str) {
+    if !loadgen::netns::isolate() {
+        return;
+    }
+    let web = web_dir();
+    assert!(
+        web.join("dist/index.html").is_file(),
+        "the portal is not built: run `npm ci && npm run build` in web/ (scripts/test.sh does)"
+    );
+    assert!(
+        web.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run `npm ci` in web/ (scripts/test.sh does)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    assert!(
+        Path::new(&chromium).is_file(),
+        "Chromium is missing at {chromium}: `apt-get install chromium` (scripts/test.sh does)"
+    );
+    let artifacts = web.join("e2e/artifacts").join(script);
+    let _ = std::fs::remove_dir_all(&artifacts);
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = start(data.path(), &artifacts, port, udp);
+
+    let status = Command::new("node")
+        .arg(web.join("e2e").join(format!("{script}.mjs")))
+        .current_dir(&web)
+        .env("CONCLAVE_URL", format!("http://127.0.0.1:{port}"))
+        .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
+        .env("CONCLAVE_ARTIFACTS", &artifacts)
+        .env("CONCLAVE_DATA_DIR", data.path())
+        .env("CHROMIUM", &chromium)
+        .status()
+        .expect("node (Node.js) must be installed");
+    assert!(
+        status.success(),
+        "scenario {script} failed ({status}); screenshots and the server log are in {}",
+        artifacts.display()
+    );
+}
+
+#[test]
+fn a_meeting_in_the_browser_from_login_to_exclusion() {
+    scenario("meeting", "47000-47099");
+}
+
+#[test]
+fn guests_join_by_link_or_meeting_id_and_are_told_what_is_wrong() {
+    scenario("join", "47100-47199");
+}
+
+#[test]
+fn conferences_are_scheduled_edited_repeated_and_deleted_in_the_portal() {
+    scenario("scheduling", "47200-47299");
+}
+
+#[test]
+fn accounts_log_in_edit_their_profile_and_are_administered() {
+    scenario("accounts", "47300-47399");
+}
