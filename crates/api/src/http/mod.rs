@@ -20,6 +20,7 @@ pub mod internal;
 pub mod join;
 pub mod me;
 pub mod ops;
+pub mod portal;
 pub mod users;
 
 /// The OpenAPI document of `/api/v1`.
@@ -47,6 +48,9 @@ pub mod users;
         conferences::remove,
         conferences::repeat,
         conferences::calendar,
+        conferences::invite,
+        conferences::notify,
+        conferences::invitation_log,
         join::join,
         internal::room_event
     ),
