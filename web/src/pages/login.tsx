@@ -1,0 +1,60 @@
+// Logging in. The API sets the session cookie; the account comes back in the answer.
+import { useState } from 'preact/hooks';
+import { api, ApiError, type Account } from '../api';
+import { navigate } from '../router';
+import { useSession } from '../session';
+import { Field, fieldIds, FormError, formErrorsFrom, Link, useTitle, type FormErrors } from '../ui';
+import { safeNext } from '../app';
+
+export function LoginPage(props: { next: string | null }) {
+  useTitle('Log in');
+  const { setMe } = useSession();
+  const [login, setLogin] = useState('');
+  const [password, setPassword] = useState('');
+  const [errors, setErrors] = useState<FormErrors>({});
+  const [busy, setBusy] = useState(false);
+
+  async function submit(e: Event) {
+    e.preventDefault();
+    const missing: FormErrors = {};
+    if (!login.trim()) missing.login = 'Enter your login name.';
+    if (!password) missing.password = 'Enter your password.';
+    setErrors(missing);
+    if (Object.keys(missing).length) return;
+    setBusy(true);
+    try {
+      const answer = await api.post<{ account: Account }>('/auth/login', { login: login.trim(), password });
+      setMe(answer.account);
+      navigate(safeNext(props.next), { replace: true });
+    } catch (error) {
+      if (error instanceof ApiError && error.code === 'tooManyAttempts') {
+        setErrors({ form: `Too many failed attempts. Try again in ${error.details.retryAfter ?? 'a few'} seconds.` });
+      } else if (error instanceof ApiError && error.status === 401) {
+        setErrors({ password: 'The login name or the password is wrong.' });
+      } else setErrors(formErrorsFrom(error, { login: 'login', password: 'password' }));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <main id="main" class="narrow">
+      <h1>Log in to Conclave</h1>
+      <form onSubmit={submit} noValidate>
+        <FormError error={errors.form} />
+        <Field id="login" label="Login name" error={errors.login}>
+          <input {...fieldIds('login', errors.login)} name="login" autoComplete="username" autoFocus value={login} onInput={(e) => setLogin(e.currentTarget.value)} />
+        </Field>
+        <Field id="password" label="Password" error={errors.password}>
+          <input {...fieldIds('password', errors.password)} name="password" type="password" autoComplete="current-password" value={password} onInput={(e) => setPassword(e.currentTarget.value)} />
+        </Field>
+        <button type="submit" class="primary" disabled={busy}>
+          {busy ? 'Logging in…' : 'Log in'}
+        </button>
+      </form>
+      <p>
+        Invited to a meeting? <Link href="/join">Join with the meeting ID</Link>.
+      </p>
+    </main>
+  );
+}
