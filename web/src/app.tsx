@@ -1,7 +1,7 @@
 // The portal's shell: loads who is logged in, routes by path, and lays out the navigation.
 import { useEffect, useState } from 'preact/hooks';
 import { api, ApiError, onUnauthenticated, type Account } from './api';
-import { match, navigate, useLocation } from './router';
+import { match, navigate, safeNext, useLocation } from './router';
 import { isAdmin, SessionContext } from './session';
 import { Link } from './ui';
 import { LoginPage } from './pages/login';
@@ -118,10 +118,4 @@ async function logout(setMe: (me: Account | null) => void) {
   }
   setMe(null);
   navigate('/login');
-}
-
-/** Only same-site paths are followed after login (no open redirect). */
-export function safeNext(next: string | null): string {
-  if (!next || !next.startsWith('/') || next.startsWith('//') || next.startsWith('/\\')) return '/';
-  return next;
 }

@@ -53,3 +53,9 @@ export function linkClick(event: MouseEvent, path: string): void {
   event.preventDefault();
   navigate(path);
 }
+
+/** Only same-site paths are followed after login (no open redirect). */
+export function safeNext(next: string | null): string {
+  if (!next || !next.startsWith('/') || next.startsWith('//') || next.startsWith('/\\')) return '/';
+  return next;
+}

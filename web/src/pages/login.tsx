@@ -1,10 +1,9 @@
 // Logging in. The API sets the session cookie; the account comes back in the answer.
 import { useState } from 'preact/hooks';
 import { api, ApiError, type Account } from '../api';
-import { navigate } from '../router';
+import { navigate, safeNext } from '../router';
 import { useSession } from '../session';
 import { Field, fieldIds, FormError, formErrorsFrom, Link, useTitle, type FormErrors } from '../ui';
-import { safeNext } from '../app';
 
 export function LoginPage(props: { next: string | null }) {
   useTitle('Log in');
