@@ -14,7 +14,7 @@ afterEach(() => vi.unstubAllGlobals());
 describe('request', () => {
   it('turns an error body into an ApiError with its field and details', async () => {
     vi.stubGlobal('fetch', vi.fn(async () => answer(409, { error: { code: 'conferenceNotStarted', message: 'not yet', startsAt: '2026-12-01T09:00:00Z' } })));
-    const error: ApiError = await api.post('/join', {}).catch((e: ApiError) => e);
+    const error = (await api.post('/join', {}).catch((e: unknown) => e)) as ApiError;
     expect(error).toBeInstanceOf(ApiError);
     expect(error.status).toBe(409);
     expect(error.code).toBe('conferenceNotStarted');
@@ -23,7 +23,7 @@ describe('request', () => {
 
   it('says so when the server cannot be reached', async () => {
     vi.stubGlobal('fetch', vi.fn(async () => Promise.reject(new TypeError('Failed to fetch'))));
-    const error: ApiError = await api.get('/me').catch((e: ApiError) => e);
+    const error = (await api.get('/me').catch((e: unknown) => e)) as ApiError;
     expect(error.code).toBe('network');
     expect(error.message).toMatch(/cannot be reached/);
   });
