@@ -26,6 +26,7 @@ const MAX_INVITEES: usize = 200;
 /// How a conference came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ConferenceKind)]
 pub enum Kind {
     /// Scheduled with a start and an end (maybe recurring).
     Scheduled,

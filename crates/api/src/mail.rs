@@ -105,6 +105,7 @@ fn lettre_url(url: &str) -> String {
 /// What a mail is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = MailKind)]
 pub enum Kind {
     /// An invitation (iCalendar REQUEST).
     Invitation,

@@ -71,6 +71,36 @@ async fn the_openapi_document_describes_every_route() {
         }
     }
     assert!(doc["components"]["schemas"]["ConferenceInput"].is_object());
+
+    // The portal generates its types from this document; the generator refuses duplicate
+    // operation IDs and references to schemas that are not there.
+    let mut operation_ids = std::collections::HashSet::new();
+    for (path, methods) in paths {
+        for (method, operation) in methods.as_object().expect("methods") {
+            let id = operation["operationId"].as_str().expect("operationId");
+            assert!(
+                operation_ids.insert(id.to_owned()),
+                "{method} {path}: operationId {id} is used twice"
+            );
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if parameter["name"] != "id" {
+                    assert_eq!(parameter["in"], "query", "{method} {path}: {parameter}");
+                }
+            }
+        }
+    }
+    let text = doc.to_string();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().expect("name");
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "schema {name} is referenced but missing"
+        );
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["ConferenceView"]["properties"]["kind"]["$ref"],
+        "#/components/schemas/ConferenceKind"
+    );
 }
 
 #[tokio::test]

@@ -198,8 +198,10 @@ pub enum ListView {
 /// Query of `GET /conferences`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// `scheduled` (default) or `archive`.
+    #[param(inline)]
     pub view: Option<ListView>,
     /// Administrators: everyone's conferences, not only their own.
     pub all: Option<bool>,
@@ -656,6 +658,7 @@ pub async fn edit(
 /// Query of `DELETE /conferences/{id}`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
     /// Send a cancellation (iCalendar CANCEL) to the invitees.
     pub notify: Option<bool>,

@@ -33,13 +33,13 @@ pub struct ProfileChange {
 }
 
 /// One's own account.
-#[utoipa::path(get, path = "/api/v1/me", tag = "profile", responses((status = 200, body = Account), (status = 401)))]
+#[utoipa::path(get, path = "/api/v1/me", tag = "profile", operation_id = "show_me", responses((status = 200, body = Account), (status = 401)))]
 pub async fn show(user: CurrentUser) -> Json<Account> {
     Json(user.account)
 }
 
 /// Edits one's profile or password. A password change ends one's other sessions.
-#[utoipa::path(patch, path = "/api/v1/me", tag = "profile", request_body = ProfileChange,
+#[utoipa::path(patch, path = "/api/v1/me", tag = "profile", operation_id = "edit_me", request_body = ProfileChange,
     responses((status = 200, body = Account), (status = 403, description = "current password wrong"), (status = 422)))]
 pub async fn edit(
     State(state): State<AppState>,

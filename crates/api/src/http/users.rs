@@ -59,14 +59,14 @@ pub struct UserChange {
 }
 
 /// Every account (administrators only).
-#[utoipa::path(get, path = "/api/v1/users", tag = "administration", responses((status = 200, body = [Account]), (status = 403)))]
+#[utoipa::path(get, path = "/api/v1/users", tag = "administration", operation_id = "list_users", responses((status = 200, body = [Account]), (status = 403)))]
 pub async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Vec<Account>>> {
     require_admin(&user)?;
     Ok(Json(account::list(&state.db).await?))
 }
 
 /// Creates an account (administrators only).
-#[utoipa::path(post, path = "/api/v1/users", tag = "administration", request_body = NewUser,
+#[utoipa::path(post, path = "/api/v1/users", tag = "administration", operation_id = "create_user", request_body = NewUser,
     responses((status = 201, body = Account), (status = 403), (status = 409, description = "login name taken"), (status = 422)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -92,7 +92,7 @@ pub async fn create(
 }
 
 /// Changes an account's level, state, name, address or password (administrators only).
-#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "administration", request_body = UserChange,
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "administration", operation_id = "edit_user", request_body = UserChange,
     params(("id" = String, Path, description = "account ID")),
     responses((status = 200, body = Account), (status = 403), (status = 404), (status = 409, description = "the last administrator would go")))]
 pub async fn edit(
