@@ -1,0 +1,275 @@
+// The scheduling form as plain data: its values, the checks made before anything is sent, the
+// body of `POST /conferences`, the smallest `PATCH` for an edit, and the values prefilled from
+// a conference (edit) or a repeat draft. No DOM here, so all of it is unit-tested.
+import type { Conference, ConferenceInput } from '../api';
+import { parseInvitees, inviteesError, formatInvitees } from './invitees';
+import { buildRule, NO_RECURRENCE, parseRule, recurrenceErrors, weekdayCode, type Recurrence } from './recurrence';
+import { formatClock, isTimeZone, localIso, localTimeExists, localToInstant, parseDate, parseTime, splitInstant, splitLocalIso } from './time';
+
+export interface ScheduleValues {
+  topic: string;
+  /** `YYYY-MM-DD`, local in `timeZone`. */
+  date: string;
+  /** `HH:MM`. */
+  start: string;
+  /** `HH:MM`, on the same day, after `start`. */
+  end: string;
+  timeZone: string;
+  recurrence: Recurrence;
+  /** A rule the form cannot show, kept as it is while `recurrence.freq` is `none` and untouched. */
+  keptRule: string | null;
+  /** Digits, or empty for no limit. */
+  maxParticipants: string;
+  allowJoinWithoutOwner: boolean;
+  audioOnly: boolean;
+  meetingId: string;
+  password: string;
+  /** Addresses, one per line or separated by commas. */
+  invitees: string;
+}
+
+/** Field names of the form; errors are keyed by them. */
+export type ScheduleField =
+  | 'topic'
+  | 'date'
+  | 'start'
+  | 'end'
+  | 'timeZone'
+  | 'recurrence'
+  | 'interval'
+  | 'days'
+  | 'until'
+  | 'count'
+  | 'maxParticipants'
+  | 'allowJoinWithoutOwner'
+  | 'audioOnly'
+  | 'meetingId'
+  | 'password'
+  | 'invitees';
+
+export type ScheduleErrors = Partial<Record<ScheduleField | 'form', string>>;
+
+/** Where the API's field names land in the form. */
+export const API_FIELDS: Record<string, ScheduleField> = {
+  topic: 'topic',
+  start: 'start',
+  end: 'end',
+  durationMinutes: 'end',
+  timeZone: 'timeZone',
+  recurrence: 'recurrence',
+  permanent: 'start',
+  maxParticipants: 'maxParticipants',
+  allowJoinWithoutOwner: 'allowJoinWithoutOwner',
+  media: 'audioOnly',
+  meetingId: 'meetingId',
+  password: 'password',
+  invitees: 'invitees',
+};
+
+/** The form field a refusal (status, code, field) belongs to, or undefined for the form. */
+export function fieldOfRefusal(code: string, field: string | undefined): ScheduleField | undefined {
+  if (code === 'meetingIdTaken') return 'meetingId';
+  return field ? API_FIELDS[field] : undefined;
+}
+
+/** `length` random digits, not starting with 0 (as the API generates them). */
+export function suggestDigits(length: number, random: (bytes: Uint8Array) => Uint8Array = (b) => crypto.getRandomValues(b)): string {
+  const digits: string[] = [];
+  while (digits.length < length) {
+    for (const byte of random(new Uint8Array(length * 2))) {
+      // Rejection sampling keeps every digit equally likely.
+      if (byte >= 250) continue;
+      const digit = byte % 10;
+      if (digits.length === 0 && digit === 0) continue;
+      digits.push(String(digit));
+      if (digits.length === length) break;
+    }
+  }
+  return digits.join('');
+}
+
+/** A fresh form: the next full hour for an hour, in `timeZone`, with suggested ID and password. */
+export function newSchedule(timeZone: string, now: Date, random?: (bytes: Uint8Array) => Uint8Array): ScheduleValues {
+  const nextHour = new Date(Math.floor(now.getTime() / 3_600_000) * 3_600_000 + 3_600_000);
+  const start = splitInstant(nextHour, timeZone);
+  const startMinutes = parseTime(start.time)!;
+  return {
+    topic: '',
+    date: start.date,
+    start: start.time,
+    end: formatClock(Math.min(startMinutes + 60, 23 * 60 + 59)),
+    timeZone,
+    recurrence: { ...NO_RECURRENCE, days: [weekdayCode(start.date)] },
+    keptRule: null,
+    maxParticipants: '',
+    allowJoinWithoutOwner: true,
+    audioOnly: false,
+    meetingId: suggestDigits(9, random),
+    password: suggestDigits(6, random),
+    invitees: '',
+  };
+}
+
+/** The values of an existing conference, for editing; times in the conference's zone. */
+export function fromConference(c: Conference): ScheduleValues {
+  const tz = c.timeZone;
+  const start = c.start ? splitInstant(c.start, tz) : { date: '', time: '' };
+  const end = c.end ? splitInstant(c.end, tz) : { date: '', time: '' };
+  const parsed = parseRule(c.recurrence, tz);
+  return {
+    topic: c.topic,
+    date: start.date,
+    start: start.time,
+    end: end.time,
+    timeZone: tz,
+    recurrence: withDefaultDay(parsed.ok ? parsed.recurrence : { ...NO_RECURRENCE }, start.date),
+    keptRule: parsed.ok ? null : parsed.rule,
+    maxParticipants: c.maxParticipants == null ? '' : String(c.maxParticipants),
+    allowJoinWithoutOwner: c.allowJoinWithoutOwner,
+    audioOnly: c.media === 'audioOnly',
+    meetingId: c.meetingId,
+    password: c.password,
+    invitees: formatInvitees(c.invitees),
+  };
+}
+
+/**
+ * The values of a repeat draft (`POST /conferences/{id}/repeat`): its local start and duration,
+ * in its zone. The meeting ID and password are new suggestions (the old ones may be in use).
+ */
+export function fromDraft(draft: ConferenceInput, fallbackTimeZone: string, random?: (bytes: Uint8Array) => Uint8Array): ScheduleValues {
+  const tz = draft.timeZone && isTimeZone(draft.timeZone) ? draft.timeZone : fallbackTimeZone;
+  const start = (draft.start && (splitLocalIso(draft.start) ?? splitInstant(draft.start, tz))) || { date: '', time: '' };
+  const startMinutes = parseTime(start.time);
+  const duration = draft.durationMinutes ?? 60;
+  const parsed = parseRule(draft.recurrence ?? null, tz);
+  return {
+    topic: draft.topic ?? '',
+    date: start.date,
+    start: start.time,
+    end: startMinutes === null ? '' : formatClock(Math.min(startMinutes + duration, 23 * 60 + 59)),
+    timeZone: tz,
+    recurrence: withDefaultDay(parsed.ok ? parsed.recurrence : { ...NO_RECURRENCE }, start.date),
+    keptRule: parsed.ok ? null : parsed.rule,
+    maxParticipants: draft.maxParticipants == null ? '' : String(draft.maxParticipants),
+    allowJoinWithoutOwner: draft.allowJoinWithoutOwner ?? true,
+    audioOnly: draft.media === 'audioOnly',
+    meetingId: draft.meetingId || suggestDigits(9, random),
+    password: draft.password || suggestDigits(6, random),
+    invitees: formatInvitees(draft.invitees ?? []),
+  };
+}
+
+/** A weekly rule without days means the start's weekday; the checkboxes show it. */
+function withDefaultDay(r: Recurrence, date: string): Recurrence {
+  if (r.days.length || !parseDate(date)) return r;
+  return { ...r, days: [weekdayCode(date)] };
+}
+
+/** Moves the end with the start, keeping the length (as calendars do); clamps at midnight. */
+export function moveStart(values: ScheduleValues, start: string): ScheduleValues {
+  const before = parseTime(values.start);
+  const after = parseTime(start);
+  const end = parseTime(values.end);
+  if (before === null || after === null || end === null || end <= before) return { ...values, start };
+  return { ...values, start, end: formatClock(Math.min(after + (end - before), 23 * 60 + 59)) };
+}
+
+/** The rule the form stands for: built from its choices, or the kept one. */
+export function ruleOf(values: ScheduleValues): string | null {
+  if (values.recurrence.freq === 'none') return values.keptRule;
+  return buildRule(values.recurrence, values.timeZone);
+}
+
+/**
+ * Checks made before sending. `timingChecked` is false for an edit that leaves the timing
+ * alone (a running conference may have started in the past).
+ */
+export function validateSchedule(values: ScheduleValues, now: Date, timingChecked = true): ScheduleErrors {
+  const errors: ScheduleErrors = {};
+  const topic = values.topic.trim();
+  if (!topic) errors.topic = 'Enter a topic.';
+  else if ([...topic].length > 200) errors.topic = 'A topic has at most 200 characters.';
+  else if (/[\u0000-\u001f\u007f]/.test(topic)) errors.topic = 'A topic is a single line.';
+
+  if (!isTimeZone(values.timeZone)) errors.timeZone = 'Choose a time zone.';
+  const date = parseDate(values.date);
+  const start = parseTime(values.start);
+  const end = parseTime(values.end);
+  if (!date) errors.date = 'Enter the date, like 2026-12-01.';
+  if (start === null) errors.start = 'Enter the start time, like 10:00.';
+  if (end === null) errors.end = 'Enter the end time, like 11:00.';
+  else if (start !== null && end <= start) errors.end = 'The end must be after the start.';
+  if (timingChecked && date && start !== null && !errors.timeZone) {
+    if (!localTimeExists(values.date, values.start, values.timeZone)) {
+      errors.start = `${values.start} does not exist on that day in ${values.timeZone} (the clocks skip it); pick another time.`;
+    } else if (localToInstant(values.date, values.start, values.timeZone).getTime() < now.getTime() - 5 * 60_000) {
+      errors.start = 'The start lies in the past; pick a later time or start a conference now.';
+    }
+  }
+  if (values.recurrence.freq !== 'none') {
+    const r = recurrenceErrors(values.recurrence, values.date);
+    Object.assign(errors, r);
+  }
+
+  const max = values.maxParticipants.trim();
+  if (max && (!/^\d+$/.test(max) || Number(max) < 2 || Number(max) > 1000)) {
+    errors.maxParticipants = 'Allow 2 to 1000 participants, or leave it empty for no limit.';
+  }
+  if (!/^\d{6,12}$/.test(values.meetingId.trim())) errors.meetingId = 'A meeting ID has 6 to 12 digits and nothing else.';
+  if (!/^\d{4,16}$/.test(values.password.trim())) errors.password = 'A meeting password has 4 to 16 digits, so that phone callers can type it.';
+  const invitees = inviteesError(parseInvitees(values.invitees));
+  if (invitees) errors.invitees = invitees;
+  return errors;
+}
+
+/** The body of `POST /conferences` (with `repeatOf` when scheduling an archive entry again). */
+export function toInput(values: ScheduleValues, repeatOf?: string): ConferenceInput {
+  const max = values.maxParticipants.trim();
+  const input: ConferenceInput = {
+    topic: values.topic.trim(),
+    start: localIso(values.date, values.start),
+    end: localIso(values.date, values.end),
+    timeZone: values.timeZone,
+    recurrence: ruleOf(values),
+    maxParticipants: max ? Number(max) : null,
+    allowJoinWithoutOwner: values.allowJoinWithoutOwner,
+    media: values.audioOnly ? 'audioOnly' : 'audioVideo',
+    meetingId: values.meetingId.trim(),
+    password: values.password.trim(),
+    invitees: parseInvitees(values.invitees).addresses,
+  };
+  if (repeatOf) input.repeatOf = repeatOf;
+  return input;
+}
+
+/** Whether the date, times or zone differ (the start is then sent, and checked). */
+export function timingChanged(before: ScheduleValues, after: ScheduleValues): boolean {
+  return before.date !== after.date || before.start !== after.start || before.end !== after.end || before.timeZone !== after.timeZone;
+}
+
+/**
+ * The smallest `PATCH /conferences/{id}` from `before` (as loaded) to `after`: only what
+ * changed. A new date, start or zone sends start and end (so the length is what the form
+ * shows); a new end alone sends the end.
+ */
+export function changedInput(before: ScheduleValues, after: ScheduleValues): ConferenceInput {
+  const a = toInput(after);
+  const b = toInput(before);
+  const patch: ConferenceInput = {};
+  if (a.topic !== b.topic) patch.topic = a.topic;
+  if (after.timeZone !== before.timeZone) patch.timeZone = a.timeZone;
+  if (before.date !== after.date || before.start !== after.start || before.timeZone !== after.timeZone) {
+    patch.start = a.start;
+    patch.end = a.end;
+  } else if (before.end !== after.end) patch.end = a.end;
+  if (a.recurrence !== b.recurrence) patch.recurrence = a.recurrence;
+  if (a.maxParticipants !== b.maxParticipants) patch.maxParticipants = a.maxParticipants;
+  if (a.allowJoinWithoutOwner !== b.allowJoinWithoutOwner) patch.allowJoinWithoutOwner = a.allowJoinWithoutOwner;
+  if (a.media !== b.media) patch.media = a.media;
+  if (a.meetingId !== b.meetingId) patch.meetingId = a.meetingId;
+  if (a.password !== b.password) patch.password = a.password;
+  const lower = (list: string[] | null | undefined) => (list ?? []).map((x) => x.toLowerCase()).join('\n');
+  if (lower(a.invitees) !== lower(b.invitees)) patch.invitees = a.invitees;
+  return patch;
+}
