@@ -1,9 +1,11 @@
 // Logging in. The API sets the session cookie; the account comes back in the answer.
 import { useState } from 'preact/hooks';
-import { api, ApiError, type Account } from '../api';
+import { api, ApiError, type Schemas } from '../api';
 import { navigate, safeNext } from '../router';
 import { useSession } from '../session';
 import { Field, fieldIds, FormError, formErrorsFrom, Link, useTitle, type FormErrors } from '../ui';
+
+type LoginResponse = Schemas['LoginResponse'];
 
 export function LoginPage(props: { next: string | null }) {
   useTitle('Log in');
@@ -22,8 +24,9 @@ export function LoginPage(props: { next: string | null }) {
     if (Object.keys(missing).length) return;
     setBusy(true);
     try {
-      const answer = await api.post<{ account: Account }>('/auth/login', { login: login.trim(), password });
-      setMe(answer.account);
+      // The answer is the account itself, with the session token beside its fields.
+      const { sessionToken: _token, sessionExpiresAt: _expires, ...account } = await api.post<LoginResponse>('/auth/login', { login: login.trim(), password });
+      setMe(account);
       navigate(safeNext(props.next), { replace: true });
     } catch (error) {
       if (error instanceof ApiError && error.code === 'tooManyAttempts') {
