@@ -1,0 +1,590 @@
+// The meeting: the video grid, the controls, and the side panels (participants, chat, meeting
+// info). State comes from the pure room reducer; the MeetingSession does the networking.
+import { useEffect, useMemo, useReducer, useRef, useState } from 'preact/hooks';
+import type { ApiError, JoinResponse } from '../api';
+import type { ParticipantId, TrackId } from '../generated/signal';
+import { ConfirmDialog, Link, useTitle } from '../ui';
+import { inviteLink } from './joining';
+import { chatLines, initialRoom, moderation, participantList, reduce, remoteTracks, roleName, tiles, type RoomState, type Tile } from './room';
+import { MeetingSession, type LocalMedia } from './session';
+import { AudioSink, VideoView } from './views';
+import './meeting.css';
+
+type Panel = 'participants' | 'chat' | 'info' | null;
+
+declare global {
+  interface Window {
+    /** The meeting's session and state, for the end-to-end tests (web/e2e). */
+    __conclave?: { session: MeetingSession; state: () => RoomState };
+  }
+}
+
+export function Meeting(props: {
+  ticket: JoinResponse;
+  local: LocalMedia;
+  rejoin: () => Promise<JoinResponse>;
+  /** The meeting password when known (typed by a guest, or the owner's conference). */
+  password: string | null;
+  loggedIn: boolean;
+  /** Back to the join page ("Join again"). */
+  onAgain: () => void;
+}) {
+  const { ticket } = props;
+  useTitle(ticket.conference.topic);
+  const [room, dispatch] = useReducer(reduce, undefined, initialRoom);
+  const [remote, setRemote] = useState<Map<TrackId, MediaStreamTrack>>(new Map());
+  const [local, setLocal] = useState<LocalMedia>(props.local);
+  const [panel, setPanel] = useState<Panel>(null);
+  const [gaveUp, setGaveUp] = useState<ApiError | null>(null);
+  const [confirmEnd, setConfirmEnd] = useState(false);
+  const [confirmLeave, setConfirmLeave] = useState(false);
+  // The chat's recipient lives here so that "Message" in the participant list can set it.
+  const [chatTo, setChatTo] = useState<ParticipantId | ''>('');
+  const session = useRef<MeetingSession | null>(null);
+  const roomRef = useRef(room);
+  roomRef.current = room;
+  const audioOnly = ticket.conference.media === 'audioOnly';
+
+  useEffect(() => {
+    const s = new MeetingSession({
+      ticket,
+      rejoin: props.rejoin,
+      dispatch,
+      onRemoteTracks: (tracks) => setRemote(new Map(tracks)),
+      onLocal: setLocal,
+      onGiveUp: setGaveUp,
+      local: props.local,
+      audioOnly,
+    });
+    session.current = s;
+    window.__conclave = { session: s, state: () => roomRef.current };
+    s.start();
+    const leaveOnUnload = () => s.destroy();
+    window.addEventListener('pagehide', leaveOnUnload);
+    return () => {
+      window.removeEventListener('pagehide', leaveOnUnload);
+      s.destroy();
+      session.current = null;
+      if (window.__conclave?.session === s) delete window.__conclave;
+    };
+  }, []);
+
+  function openPanel(next: Panel) {
+    const value = panel === next ? null : next;
+    setPanel(value);
+    dispatch({ kind: 'chatOpen', open: value === 'chat' });
+  }
+
+  function openChatTo(id: ParticipantId) {
+    setChatTo(id);
+    setPanel('chat');
+    dispatch({ kind: 'chatOpen', open: true });
+  }
+
+  const grid = useMemo(() => tiles(room), [room]);
+  const audioTracks = useMemo(
+    () => remoteTracks(room).filter((t) => t.kind === 'audio' && remote.has(t.id)).map((t) => ({ id: t.id, track: remote.get(t.id)! })),
+    [room, remote],
+  );
+
+  if (gaveUp || room.phase === 'closed') {
+    return <Ended room={room} gaveUp={gaveUp} loggedIn={props.loggedIn} onAgain={props.onAgain} />;
+  }
+
+  const s = session.current;
+  const grants = room.grants;
+  const blockedBy = room.microphoneBlockedBy ? (room.participants[room.microphoneBlockedBy]?.displayName ?? 'a moderator') : null;
+
+  return (
+    <div class={`meeting${panel ? ' with-panel' : ''}`}>
+      <header class="meeting-top">
+        <h1>{ticket.conference.topic}</h1>
+        {room.recording && <span class="badge recording">Recording</span>}
+        <p class="meeting-status" role="status" aria-live="polite">
+          {room.phase === 'connecting' && 'Connecting…'}
+          {room.phase === 'reconnecting' && 'Reconnecting…'}
+        </p>
+      </header>
+
+      {room.phase === 'waiting' ? (
+        <section class="meeting-waiting" aria-labelledby="waiting-title">
+          <h2 id="waiting-title">Waiting for the host</h2>
+          <p>The meeting starts when its owner arrives. You will be let in automatically.</p>
+        </section>
+      ) : (
+        <section class="grid" aria-label="Participants' videos" data-count={grid.length}>
+          {grid.map((tile) => (
+            <TileView key={tile.key} tile={tile} local={local} remote={remote} />
+          ))}
+          {room.phase === 'connecting' && grid.length === 0 && <p class="grid-empty">Connecting to the meeting…</p>}
+        </section>
+      )}
+
+      {room.phase === 'reconnecting' && (
+        <div class="reconnecting" aria-hidden="true">
+          Reconnecting…
+        </div>
+      )}
+
+      {audioTracks.map((a) => (
+        <AudioSink key={a.id} track={a.track} />
+      ))}
+
+      {panel && (
+        <aside class="panel-side" aria-label={panel === 'chat' ? 'Chat' : panel === 'participants' ? 'Participants' : 'Meeting info'}>
+          <div class="panel-head">
+            <h2>{panel === 'chat' ? 'Chat' : panel === 'participants' ? `Participants (${room.order.length})` : 'Meeting info'}</h2>
+            <button type="button" class="icon" aria-label="Close panel" onClick={() => openPanel(null)}>
+              ✕
+            </button>
+          </div>
+          {panel === 'participants' && <Participants room={room} session={s} onMessage={(id) => openChatTo(id)} />}
+          {panel === 'chat' && <Chat room={room} session={s} to={chatTo} setTo={setChatTo} />}
+          {panel === 'info' && <Info ticket={ticket} password={props.password} />}
+        </aside>
+      )}
+
+      {/* Chat from others is announced while the chat panel is closed too. */}
+      <ChatAnnouncer room={room} />
+
+      {room.notice && (
+        <div class="toast" role="alert">
+          <span>{room.notice.message}</span>
+          <button type="button" class="icon" aria-label="Dismiss" onClick={() => dispatch({ kind: 'dismissNotice' })}>
+            ✕
+          </button>
+        </div>
+      )}
+      {(local.screenProblem || local.cameraProblem) && room.phase === 'joined' && (
+        <p class="toast subtle" role="status">
+          {local.screenProblem ?? local.cameraProblem}
+        </p>
+      )}
+
+      <nav class="controls" aria-label="Meeting controls">
+        <div class="control-group">
+          <button
+            type="button"
+            class={`control${local.microphoneMuted ? ' off' : ''}`}
+            aria-disabled={!local.microphone || (!!blockedBy && local.microphoneMuted)}
+            aria-describedby={blockedBy ? 'mic-blocked' : local.microphoneProblem ? 'mic-problem' : undefined}
+            onClick={() => {
+              if (!local.microphone || (blockedBy && local.microphoneMuted)) return;
+              void s?.setMicrophoneMuted(!local.microphoneMuted);
+            }}
+          >
+            {!local.microphone ? 'No microphone' : local.microphoneMuted ? 'Unmute microphone' : 'Mute microphone'}
+          </button>
+          {!audioOnly && (
+            <button
+              type="button"
+              class={`control${local.camera ? '' : ' off'}`}
+              aria-describedby={local.cameraProblem ? 'cam-problem' : undefined}
+              onClick={() => void s?.setCamera(!local.camera)}
+            >
+              {local.camera ? 'Stop camera' : 'Start camera'}
+            </button>
+          )}
+          {grants?.present && !audioOnly && (
+            <button type="button" class={`control${local.screen ? ' active' : ''}`} onClick={() => void (local.screen ? s?.stopScreen() : s?.startScreen())}>
+              {local.screen ? 'Stop sharing' : 'Share screen'}
+            </button>
+          )}
+        </div>
+        <div class="control-group">
+          <button type="button" class="control" aria-expanded={panel === 'participants'} onClick={() => openPanel('participants')}>
+            Participants <span class="count">{room.order.length}</span>
+          </button>
+          <button type="button" class="control" aria-expanded={panel === 'chat'} aria-label={room.unread ? `Chat, ${room.unread} unread` : 'Chat'} onClick={() => openPanel('chat')}>
+            Chat{' '}
+            {room.unread > 0 && (
+              <span class="count unread" data-testid="unread">
+                {room.unread}
+              </span>
+            )}
+          </button>
+          <button type="button" class="control" aria-expanded={panel === 'info'} onClick={() => openPanel('info')}>
+            Meeting info
+          </button>
+        </div>
+        <div class="control-group">
+          {grants?.endMeeting && (
+            <button type="button" class="control danger-outline" onClick={() => setConfirmEnd(true)}>
+              End meeting
+            </button>
+          )}
+          <button type="button" class="control danger" onClick={() => (room.phase === 'joined' ? setConfirmLeave(true) : s?.leave())}>
+            Leave
+          </button>
+        </div>
+        {blockedBy && local.microphoneMuted && (
+          <p class="control-note" id="mic-blocked">
+            {blockedBy} muted your microphone. You can unmute when they allow you to speak again.
+          </p>
+        )}
+        {!blockedBy && local.microphoneProblem && (
+          <p class="control-note" id="mic-problem">
+            {local.microphoneProblem}
+          </p>
+        )}
+        {local.cameraProblem && !audioOnly && (
+          <p class="control-note visually-hidden" id="cam-problem">
+            {local.cameraProblem}
+          </p>
+        )}
+      </nav>
+
+      <ConfirmDialog
+        open={confirmEnd}
+        title="End the meeting for everyone?"
+        confirmLabel="End meeting"
+        danger
+        onConfirm={() => {
+          setConfirmEnd(false);
+          s?.endMeeting();
+        }}
+        onCancel={() => setConfirmEnd(false)}
+      >
+        <p>Everyone is taken out of the meeting, and it cannot be joined again.</p>
+      </ConfirmDialog>
+      <ConfirmDialog
+        open={confirmLeave}
+        title="Leave the meeting?"
+        confirmLabel="Leave"
+        onConfirm={() => {
+          setConfirmLeave(false);
+          s?.leave();
+        }}
+        onCancel={() => setConfirmLeave(false)}
+      >
+        <p>The meeting goes on without you; you can join again.</p>
+      </ConfirmDialog>
+    </div>
+  );
+}
+
+function TileView(props: { tile: Tile; local: LocalMedia; remote: Map<TrackId, MediaStreamTrack> }) {
+  const { tile, local, remote } = props;
+  let track: MediaStreamTrack | null = null;
+  if (tile.isYou) track = tile.kind === 'screen' ? local.screen : local.camera;
+  else if (tile.video) track = remote.get(tile.video.id) ?? null;
+  const name = tile.participant.displayName;
+  const micMuted = !tile.microphone || tile.microphone.muted;
+  const what = tile.kind === 'screen' ? `${name}'s screen` : `${name}${tile.isYou ? ' (you)' : ''}`;
+  return (
+    <figure
+      class={`tile${tile.kind === 'screen' ? ' screen' : ''}${tile.speaking ? ' speaking' : ''}`}
+      aria-label={`${what}${tile.speaking ? ', speaking' : ''}`}
+      data-participant={tile.participant.id}
+      data-track={tile.video?.id}
+    >
+      <VideoView track={track} mirror={tile.isYou && tile.kind === 'camera'} label={what} placeholder={name} fit={tile.kind === 'screen' ? 'contain' : 'cover'} />
+      <figcaption>
+        <span class="tile-name">{what}</span>
+        {tile.kind === 'camera' && micMuted && (
+          <span class="tile-muted" title="Microphone off">
+            {tile.participant.microphoneBlocked ? 'muted by a moderator' : 'mic off'}
+          </span>
+        )}
+        {tile.speaking && <span class="tile-speaking">speaking</span>}
+      </figcaption>
+    </figure>
+  );
+}
+
+function Participants(props: { room: RoomState; session: MeetingSession | null; onMessage: (id: ParticipantId) => void }) {
+  const { room, session } = props;
+  const [excluding, setExcluding] = useState<{ id: ParticipantId; name: string } | null>(null);
+  const people = participantList(room);
+  return (
+    <div class="panel-body">
+      <ul class="people">
+        {people.map((p) => {
+          const may = moderation(room, p.id);
+          const mic = Object.values(room.tracks).find((t) => t.participant === p.id && t.source === 'microphone');
+          return (
+            <li key={p.id} data-participant={p.id}>
+              <div class="person">
+                <span class="person-name">
+                  {p.displayName}
+                  {p.id === room.you && ' (you)'}
+                </span>
+                <span class="badge role">{roleName(p.role)}</span>
+                {p.microphoneBlocked ? <span class="badge muted">microphone blocked</span> : (!mic || mic.muted) && <span class="badge muted">mic off</span>}
+                {room.activeSpeaker === p.id && <span class="badge speaking">speaking</span>}
+              </div>
+              {(may.setRole || may.blockMicrophone || may.exclude || may.privateMessage) && (
+                <div class="person-actions">
+                  {may.privateMessage && (
+                    <button type="button" class="small" aria-label={`Send a private message to ${p.displayName}`} onClick={() => props.onMessage(p.id)}>
+                      Message
+                    </button>
+                  )}
+                  {may.setRole && p.role !== 'moderator' && (
+                    <button
+                      type="button"
+                      class="small"
+                      aria-label={p.role === 'speaker' ? `Make ${p.displayName} a listener` : `Make ${p.displayName} a speaker`}
+                      onClick={() => session?.setRole(p.id, p.role === 'speaker' ? 'listener' : 'speaker')}
+                    >
+                      {p.role === 'speaker' ? 'Make listener' : 'Make speaker'}
+                    </button>
+                  )}
+                  {may.blockMicrophone && (
+                    <button
+                      type="button"
+                      class="small"
+                      aria-label={p.microphoneBlocked ? `Allow ${p.displayName} to speak` : `Mute ${p.displayName}'s microphone`}
+                      onClick={() => session?.blockMicrophone(p.id, !p.microphoneBlocked)}
+                    >
+                      {p.microphoneBlocked ? 'Allow to speak' : 'Mute'}
+                    </button>
+                  )}
+                  {may.exclude && (
+                    <button type="button" class="small danger-outline" aria-label={`Remove ${p.displayName} from the meeting`} onClick={() => setExcluding({ id: p.id, name: p.displayName })}>
+                      Remove
+                    </button>
+                  )}
+                </div>
+              )}
+            </li>
+          );
+        })}
+      </ul>
+      <ConfirmDialog
+        open={!!excluding}
+        title={excluding ? `Remove ${excluding.name}?` : 'Remove?'}
+        confirmLabel="Remove"
+        danger
+        onConfirm={() => {
+          if (excluding) session?.exclude(excluding.id);
+          setExcluding(null);
+        }}
+        onCancel={() => setExcluding(null)}
+      >
+        <p>They leave the meeting at once and cannot join it again.</p>
+      </ConfirmDialog>
+    </div>
+  );
+}
+
+function time(at: string): string {
+  const date = new Date(at);
+  return Number.isNaN(date.getTime()) ? '' : date.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
+}
+
+function Chat(props: { room: RoomState; session: MeetingSession | null; to: ParticipantId | ''; setTo: (to: ParticipantId | '') => void }) {
+  const { room, session } = props;
+  const [text, setText] = useState('');
+  const [error, setError] = useState<string | null>(null);
+  const log = useRef<HTMLDivElement>(null);
+  const lines = chatLines(room);
+  const others = participantList(room).filter((p) => p.id !== room.you);
+  const to = props.to && room.participants[props.to] ? props.to : '';
+
+  useEffect(() => {
+    const el = log.current;
+    if (el) el.scrollTop = el.scrollHeight;
+  }, [lines.length]);
+
+  function send(e: Event) {
+    e.preventDefault();
+    const message = text.trim();
+    if (!message) {
+      setError('Write a message first.');
+      return;
+    }
+    if (new TextEncoder().encode(message).length > 4096) {
+      setError('A message holds at most 4096 bytes; shorten it.');
+      return;
+    }
+    if (!session?.chat(message, to || undefined)) {
+      setError('Not connected; the message was not sent. Try again in a moment.');
+      return;
+    }
+    setError(null);
+    setText('');
+  }
+
+  return (
+    <div class="panel-body chat">
+      <div class="chat-log" role="log" aria-live="polite" aria-label="Chat messages" ref={log} tabIndex={0}>
+        {lines.length === 0 && <p class="hint">No messages yet.</p>}
+        {lines.map((line, i) => (
+          <div class={`chat-line${line.mine ? ' mine' : ''}${line.privateWith ? ' private' : ''}`} key={`${line.message.at}-${i}`}>
+            <div class="chat-meta">
+              <strong>{line.mine ? 'You' : line.message.fromName}</strong>
+              {line.privateWith && <span class="chat-private">{line.mine ? ` privately to ${line.privateWith.name}` : ' privately to you'}</span>}
+              <time dateTime={line.message.at}>{time(line.message.at)}</time>
+            </div>
+            <p class="chat-text">{line.message.text}</p>
+          </div>
+        ))}
+      </div>
+      {room.grants?.chat !== false && (
+        <form class="chat-form" onSubmit={send}>
+          <div class="field">
+            <label for="chat-to">To</label>
+            <select id="chat-to" value={to} onChange={(e) => props.setTo(e.currentTarget.value)}>
+              <option value="">Everyone</option>
+              {others.map((p) => (
+                <option value={p.id} key={p.id}>
+                  {p.displayName} (privately)
+                </option>
+              ))}
+            </select>
+          </div>
+          <div class={`field${error ? ' has-error' : ''}`}>
+            <label for="chat-text">Message</label>
+            <textarea
+              id="chat-text"
+              rows={2}
+              value={text}
+              aria-invalid={error ? 'true' : undefined}
+              aria-describedby={error ? 'chat-error' : 'chat-hint'}
+              onInput={(e) => setText(e.currentTarget.value)}
+              onKeyDown={(e) => {
+                if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) send(e);
+              }}
+            />
+            <p class="hint" id="chat-hint">
+              Enter sends; Shift+Enter starts a new line.
+            </p>
+            {error && (
+              <p class="field-error" id="chat-error" role="alert">
+                {error}
+              </p>
+            )}
+          </div>
+          <button type="submit" class="primary">
+            Send
+          </button>
+        </form>
+      )}
+    </div>
+  );
+}
+
+/** Announces chat from others while the chat panel is closed (the open log announces itself). */
+function ChatAnnouncer(props: { room: RoomState }) {
+  const { room } = props;
+  const last = room.chat[room.chat.length - 1];
+  const [seen, setSeen] = useState(room.chat.length);
+  const [text, setText] = useState('');
+  useEffect(() => {
+    if (room.chat.length > seen && last && last.from !== room.you && !room.chatOpen) {
+      setText(`${last.to ? 'Private message from' : 'Message from'} ${last.fromName}: ${last.text}`);
+    }
+    setSeen(room.chat.length);
+  }, [room.chat.length]);
+  return (
+    <p class="visually-hidden" role="status" aria-live="polite">
+      {text}
+    </p>
+  );
+}
+
+function CopyRow(props: { label: string; value: string; id: string }) {
+  const [copied, setCopied] = useState<string | null>(null);
+  async function copy() {
+    try {
+      await navigator.clipboard.writeText(props.value);
+      setCopied('Copied.');
+    } catch {
+      // Without clipboard access, select the text so Ctrl+C copies it.
+      const el = document.getElementById(props.id) as HTMLInputElement | null;
+      el?.select();
+      setCopied('Selected: press Ctrl+C to copy.');
+    }
+  }
+  return (
+    <div class="copy-row">
+      <label for={props.id}>{props.label}</label>
+      <div class="copy-field">
+        <input id={props.id} readOnly value={props.value} onFocus={(e) => e.currentTarget.select()} />
+        <button type="button" class="small" aria-label={`Copy ${props.label.toLowerCase()}`} onClick={() => void copy()}>
+          Copy
+        </button>
+      </div>
+      <p class="hint" role="status" aria-live="polite">
+        {copied ?? ''}
+      </p>
+    </div>
+  );
+}
+
+function Info(props: { ticket: JoinResponse; password: string | null }) {
+  const { conference } = props.ticket;
+  const ends = conference.endsAt ? new Date(conference.endsAt) : null;
+  return (
+    <div class="panel-body info">
+      <p>
+        <strong>{conference.topic}</strong>
+        {ends && !Number.isNaN(ends.getTime()) && <> · ends at {ends.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' })}</>}
+      </p>
+      <CopyRow label="Meeting ID" id="info-meeting-id" value={conference.meetingId} />
+      {props.password && <CopyRow label="Password" id="info-password" value={props.password} />}
+      <CopyRow label="Invite link" id="info-link" value={inviteLink(location.origin, conference.meetingId)} />
+      <p class="hint">Guests open the link, type the password and their name.</p>
+    </div>
+  );
+}
+
+function Ended(props: { room: RoomState; gaveUp: ApiError | null; loggedIn: boolean; onAgain: () => void }) {
+  const { room, gaveUp } = props;
+  let title = 'You left the meeting';
+  let text = 'You can join again while the meeting goes on.';
+  let again = true;
+  const reason = room.closed ?? room.refused?.code ?? gaveUp?.code;
+  switch (reason) {
+    case 'ended':
+    case 'conferenceEnded':
+      title = 'The conference has ended';
+      text = 'A moderator ended the meeting for everyone.';
+      again = false;
+      break;
+    case 'excluded':
+      title = 'You were removed from the conference';
+      text = 'A moderator removed you from this meeting. You cannot join it again.';
+      again = false;
+      break;
+    case 'replaced':
+      title = 'You joined from somewhere else';
+      text = 'This meeting goes on in another window or on another device.';
+      break;
+    case 'roomFull':
+      title = 'The meeting is full';
+      text = 'No more participants fit in. Try again later.';
+      break;
+    case 'overloaded':
+      title = 'The media server is full';
+      text = 'Try again in a few minutes.';
+      break;
+    case 'left':
+      break;
+    default:
+      if (room.refused || gaveUp) {
+        title = 'You could not stay in the meeting';
+        text = room.refused?.message ?? gaveUp?.message ?? '';
+      }
+  }
+  useTitle(title);
+  const heading = useRef<HTMLHeadingElement>(null);
+  useEffect(() => heading.current?.focus(), []);
+  return (
+    <main id="main" class="narrow meeting-over">
+      <h1 tabIndex={-1} ref={heading}>
+        {title}
+      </h1>
+      <p>{text}</p>
+      <div class="actions">
+        {again && (
+          <button type="button" class="primary" onClick={props.onAgain}>
+            Join again
+          </button>
+        )}
+        {props.loggedIn ? <Link href="/">Go to my conferences</Link> : <Link href="/join">Join another meeting</Link>}
+      </div>
+    </main>
+  );
+}

@@ -1,0 +1,190 @@
+// Before entering: choose microphone and camera, see yourself, watch the microphone level, and
+// decide to enter with either off. Works without devices (denied or missing): it says so and
+// lets the person join without media. Audio-only meetings never ask for the camera.
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { acquire, acquireBoth, deviceLabel, listDevices, useLevel, type Devices } from './media';
+import { LevelMeter, VideoView } from './views';
+import type { LocalMedia } from './session';
+import './meeting.css';
+
+export function Prejoin(props: {
+  topic: string;
+  displayName: string;
+  audioOnly: boolean;
+  onEnter: (local: LocalMedia) => void;
+  onBack: () => void;
+}) {
+  const [microphone, setMicrophone] = useState<MediaStreamTrack | null>(null);
+  const [camera, setCamera] = useState<MediaStreamTrack | null>(null);
+  const [micProblem, setMicProblem] = useState<string | null>(null);
+  const [camProblem, setCamProblem] = useState<string | null>(null);
+  const [devices, setDevices] = useState<Devices>({ microphones: [], cameras: [] });
+  const [micDevice, setMicDevice] = useState<string | undefined>(undefined);
+  const [camDevice, setCamDevice] = useState<string | undefined>(undefined);
+  const [micOn, setMicOn] = useState(true);
+  const [camOn, setCamOn] = useState(!props.audioOnly);
+  const [loading, setLoading] = useState(true);
+  // Tracks handed to the meeting must not be stopped when this page goes away.
+  const handedOver = useRef(false);
+  const tracks = useRef<{ mic: MediaStreamTrack | null; cam: MediaStreamTrack | null }>({ mic: null, cam: null });
+  tracks.current = { mic: microphone, cam: camera };
+  const level = useLevel(microphone);
+
+  useEffect(() => {
+    let live = true;
+    acquireBoth(!props.audioOnly).then(async (got) => {
+      if (!live) {
+        got.microphone.track?.stop();
+        got.camera.track?.stop();
+        return;
+      }
+      setMicrophone(got.microphone.track);
+      setMicProblem(got.microphone.problem);
+      setCamera(got.camera.track);
+      setCamProblem(got.camera.problem);
+      setMicDevice(got.microphone.track?.getSettings().deviceId);
+      setCamDevice(got.camera.track?.getSettings().deviceId);
+      if (!got.camera.track) setCamOn(false);
+      if (!got.microphone.track) setMicOn(false);
+      setDevices(await listDevices());
+      setLoading(false);
+    });
+    const changed = () => void listDevices().then((d) => live && setDevices(d));
+    navigator.mediaDevices?.addEventListener?.('devicechange', changed);
+    return () => {
+      live = false;
+      navigator.mediaDevices?.removeEventListener?.('devicechange', changed);
+      if (!handedOver.current) {
+        tracks.current.mic?.stop();
+        tracks.current.cam?.stop();
+      }
+    };
+  }, []);
+
+  async function chooseMicrophone(id: string) {
+    setMicDevice(id);
+    const got = await acquire('microphone', id);
+    microphone?.stop();
+    setMicrophone(got.track);
+    setMicProblem(got.problem);
+    if (got.track) setMicOn(true);
+  }
+
+  async function chooseCamera(id: string) {
+    setCamDevice(id);
+    camera?.stop();
+    setCamera(null);
+    if (!camOn) return;
+    const got = await acquire('camera', id);
+    setCamera(got.track);
+    setCamProblem(got.problem);
+  }
+
+  async function toggleCamera(on: boolean) {
+    setCamOn(on);
+    if (!on) {
+      // Off means off: the camera's light goes out.
+      camera?.stop();
+      setCamera(null);
+      return;
+    }
+    if (camera) return;
+    const got = await acquire('camera', camDevice);
+    setCamera(got.track);
+    setCamProblem(got.problem);
+    if (!got.track) setCamOn(false);
+  }
+
+  function enter(e: Event) {
+    e.preventDefault();
+    handedOver.current = true;
+    if (microphone) microphone.enabled = micOn;
+    const cam = camOn ? camera : null;
+    if (!cam) camera?.stop();
+    props.onEnter({
+      microphone,
+      microphoneMuted: !micOn || !microphone,
+      camera: cam,
+      screen: null,
+      microphoneProblem: micProblem,
+      cameraProblem: props.audioOnly ? null : camProblem,
+      screenProblem: null,
+      microphoneDevice: micDevice,
+      cameraDevice: camDevice,
+    });
+  }
+
+  return (
+    <main id="main" class="prejoin">
+      <h1>Ready to join “{props.topic}”?</h1>
+      <p class="hint">
+        You join as <strong>{props.displayName}</strong>
+        {props.audioOnly ? '. This meeting is audio only.' : '.'}
+      </p>
+      <div class="prejoin-body">
+        {!props.audioOnly && (
+          <div class="prejoin-preview">
+            <VideoView track={camOn ? camera : null} mirror label={`Preview of your camera`} placeholder={props.displayName} />
+          </div>
+        )}
+        <form class="prejoin-settings" onSubmit={enter}>
+          {loading && <p aria-busy="true">Asking for your microphone{props.audioOnly ? '' : ' and camera'}…</p>}
+          <div class="field">
+            <label for="prejoin-microphone">Microphone</label>
+            <select id="prejoin-microphone" value={micDevice ?? ''} disabled={!devices.microphones.length} onChange={(e) => void chooseMicrophone(e.currentTarget.value)} aria-describedby={micProblem ? 'prejoin-microphone-problem' : undefined}>
+              {!devices.microphones.length && <option value="">No microphone</option>}
+              {devices.microphones.map((d, i) => (
+                <option value={d.deviceId} key={d.deviceId}>
+                  {deviceLabel(d, i, 'Microphone')}
+                </option>
+              ))}
+            </select>
+            {micProblem && (
+              <p class="field-error" id="prejoin-microphone-problem" role="alert">
+                {micProblem}
+              </p>
+            )}
+            <LevelMeter level={microphone ? level : 0} label="Microphone level" />
+          </div>
+          {!props.audioOnly && (
+            <div class="field">
+              <label for="prejoin-camera">Camera</label>
+              <select id="prejoin-camera" value={camDevice ?? ''} disabled={!devices.cameras.length} onChange={(e) => void chooseCamera(e.currentTarget.value)} aria-describedby={camProblem ? 'prejoin-camera-problem' : undefined}>
+                {!devices.cameras.length && <option value="">No camera</option>}
+                {devices.cameras.map((d, i) => (
+                  <option value={d.deviceId} key={d.deviceId}>
+                    {deviceLabel(d, i, 'Camera')}
+                  </option>
+                ))}
+              </select>
+              {camProblem && (
+                <p class="field-error" id="prejoin-camera-problem" role="alert">
+                  {camProblem}
+                </p>
+              )}
+            </div>
+          )}
+          <div class="field inline">
+            <input type="checkbox" id="prejoin-mic-on" checked={micOn && !!microphone} disabled={!microphone} onChange={(e) => setMicOn(e.currentTarget.checked)} />
+            <label for="prejoin-mic-on">Join with microphone on</label>
+          </div>
+          {!props.audioOnly && (
+            <div class="field inline">
+              <input type="checkbox" id="prejoin-cam-on" checked={camOn} disabled={!devices.cameras.length && !camera} onChange={(e) => void toggleCamera(e.currentTarget.checked)} />
+              <label for="prejoin-cam-on">Join with camera on</label>
+            </div>
+          )}
+          {!loading && !microphone && !camera && <p class="hint">You can still join: you will see and hear the others, and chat.</p>}
+          <div class="actions">
+            <button type="submit" class="primary" disabled={loading}>
+              Join now
+            </button>
+            <button type="button" onClick={props.onBack}>
+              Back
+            </button>
+          </div>
+        </form>
+      </div>
+    </main>
+  );
+}

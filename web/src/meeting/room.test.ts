@@ -1,0 +1,223 @@
+import { describe, expect, it } from 'vitest';
+import type { Grants, ParticipantInfo, ServerMessage, TrackInfo } from '../generated/signal';
+import { chatLines, initialRoom, moderation, participantList, reduce, remoteTracks, tiles, type RoomState } from './room';
+
+const listenerGrants: Grants = {
+  chat: true,
+  publishMedia: true,
+  manageMicrophones: false,
+  present: false,
+  changeRoles: false,
+  exclude: false,
+  endMeeting: false,
+  record: false,
+};
+const speakerGrants: Grants = { ...listenerGrants, manageMicrophones: true, present: true };
+const moderatorGrants: Grants = { ...speakerGrants, changeRoles: true, exclude: true, endMeeting: true };
+
+const ada: ParticipantInfo = { id: 'p1', displayName: 'Ada', role: 'moderator', microphoneBlocked: false };
+const bob: ParticipantInfo = { id: 'p2', displayName: 'Bob', role: 'listener', microphoneBlocked: false };
+const cy: ParticipantInfo = { id: 'p3', displayName: 'Cy', role: 'speaker', microphoneBlocked: false };
+
+const track = (id: string, participant: string, source: TrackInfo['source'], muted = false): TrackInfo => ({
+  id,
+  participant,
+  kind: source === 'microphone' || source === 'screenAudio' ? 'audio' : 'video',
+  source,
+  muted,
+});
+
+function apply(state: RoomState, ...messages: ServerMessage[]): RoomState {
+  return messages.reduce((s, message) => reduce(s, { kind: 'server', message }), state);
+}
+
+function joinedAs(you: ParticipantInfo, grants: Grants, others: ParticipantInfo[] = [], tracks: TrackInfo[] = []): RoomState {
+  return apply(initialRoom(), {
+    type: 'joined',
+    you: you.id,
+    role: you.role,
+    grants,
+    participants: [you, ...others],
+    tracks,
+    chat: [],
+    recording: false,
+    audioOnly: false,
+  });
+}
+
+describe('the room reducer', () => {
+  it('starts connecting and enters the waiting room, then the room', () => {
+    let state = initialRoom();
+    expect(state.phase).toBe('connecting');
+    state = apply(state, { type: 'waiting' });
+    expect(state.phase).toBe('waiting');
+    state = apply(state, {
+      type: 'joined',
+      you: 'p2',
+      role: 'listener',
+      grants: listenerGrants,
+      participants: [ada, bob],
+      tracks: [track('t1', 'p1', 'camera')],
+      chat: [{ from: 'p1', fromName: 'Ada', at: '2026-01-01T10:00:00Z', text: 'hello' }],
+      recording: true,
+      audioOnly: false,
+    });
+    expect(state.phase).toBe('joined');
+    expect(state.you).toBe('p2');
+    expect(state.order).toEqual(['p1', 'p2']);
+    expect(Object.keys(state.tracks)).toEqual(['t1']);
+    expect(state.chat).toHaveLength(1);
+    expect(state.unread).toBe(0);
+    expect(state.recording).toBe(true);
+  });
+
+  it('adds, updates and removes participants with their tracks', () => {
+    let state = joinedAs(ada, moderatorGrants);
+    state = apply(state, { type: 'participantJoined', participant: bob }, { type: 'trackPublished', track: track('t2', 'p2', 'microphone') });
+    expect(state.order).toEqual(['p1', 'p2']);
+    state = apply(state, { type: 'participantUpdated', participant: { ...bob, role: 'speaker' } });
+    expect(state.participants.p2.role).toBe('speaker');
+    expect(state.order).toEqual(['p1', 'p2']);
+    state = apply(state, { type: 'activeSpeaker', participant: 'p2' }, { type: 'participantLeft', participant: 'p2', reason: 'left' });
+    expect(state.order).toEqual(['p1']);
+    expect(state.tracks).toEqual({});
+    expect(state.activeSpeaker).toBeNull();
+  });
+
+  it('tracks mute and unpublish', () => {
+    let state = joinedAs(ada, moderatorGrants, [bob], [track('t1', 'p2', 'camera')]);
+    state = apply(state, { type: 'trackMuted', track: 't1', muted: true });
+    expect(state.tracks.t1.muted).toBe(true);
+    state = apply(state, { type: 'trackUnpublished', track: 't1' }, { type: 'trackMuted', track: 'tX', muted: true });
+    expect(state.tracks).toEqual({});
+  });
+
+  it('counts unread chat from others only while the chat is closed', () => {
+    let state = joinedAs(bob, listenerGrants, [ada]);
+    const from = (who: ParticipantInfo, text: string): ServerMessage => ({ type: 'chat', message: { from: who.id, fromName: who.displayName, at: '2026-01-01T10:00:00Z', text } });
+    state = apply(state, from(ada, 'one'), from(ada, 'two'), from(bob, 'mine'));
+    expect(state.unread).toBe(2);
+    state = reduce(state, { kind: 'chatOpen', open: true });
+    expect(state.unread).toBe(0);
+    state = apply(state, from(ada, 'three'));
+    expect(state.unread).toBe(0);
+    state = reduce(state, { kind: 'chatOpen', open: false });
+    state = apply(state, from(ada, 'four'));
+    expect(state.unread).toBe(1);
+    expect(state.chat.map((c) => c.text)).toEqual(['one', 'two', 'mine', 'three', 'four']);
+  });
+
+  it('shows private messages with whom they were exchanged', () => {
+    let state = joinedAs(ada, moderatorGrants, [bob]);
+    state = apply(
+      state,
+      { type: 'chat', message: { from: 'p1', fromName: 'Ada', at: '2026-01-01T10:00:00Z', text: 'psst', to: 'p2' } },
+      { type: 'chat', message: { from: 'p2', fromName: 'Bob', at: '2026-01-01T10:01:00Z', text: 'yes?', to: 'p1' } },
+      { type: 'chat', message: { from: 'p2', fromName: 'Bob', at: '2026-01-01T10:02:00Z', text: 'all' } },
+    );
+    const lines = chatLines(state);
+    expect(lines[0]).toMatchObject({ mine: true, privateWith: { id: 'p2', name: 'Bob' } });
+    expect(lines[1]).toMatchObject({ mine: false, privateWith: { id: 'p2', name: 'Bob' } });
+    expect(lines[2].privateWith).toBeNull();
+  });
+
+  it('applies our own role change and its new rights', () => {
+    let state = joinedAs(bob, listenerGrants, [ada]);
+    expect(state.grants?.present).toBe(false);
+    state = apply(state, { type: 'roleChanged', role: 'speaker', grants: speakerGrants });
+    expect(state.role).toBe('speaker');
+    expect(state.grants?.present).toBe(true);
+    expect(state.participants.p2.role).toBe('speaker');
+  });
+
+  it('remembers who blocked our microphone until we may speak again', () => {
+    let state = joinedAs(bob, listenerGrants, [ada], [track('t1', 'p2', 'microphone')]);
+    state = apply(state, { type: 'microphoneBlocked', blocked: true, by: 'p1' }, { type: 'trackMuted', track: 't1', muted: true });
+    expect(state.microphoneBlockedBy).toBe('p1');
+    expect(state.participants.p2.microphoneBlocked).toBe(true);
+    state = apply(state, { type: 'microphoneBlocked', blocked: false, by: 'p1' });
+    expect(state.microphoneBlockedBy).toBeNull();
+  });
+
+  it('ends on excluded, ended and replaced, but reconnects on gone and shutdown', () => {
+    const joined = joinedAs(bob, listenerGrants, [ada]);
+    for (const reason of ['excluded', 'ended', 'replaced', 'left'] as const) {
+      const state = apply(joined, { type: 'closed', reason });
+      expect(state.phase).toBe('closed');
+      expect(state.closed).toBe(reason);
+    }
+    for (const reason of ['gone', 'shutdown'] as const) {
+      const state = apply(joined, { type: 'closed', reason });
+      expect(state.phase).toBe('reconnecting');
+      expect(state.closed).toBeNull();
+    }
+  });
+
+  it('a refused join closes with its code; other errors are only a notice', () => {
+    let state = apply(initialRoom(), { type: 'error', code: 'roomFull', message: 'the meeting is full (2 participants)' }, { type: 'closed', reason: 'gone' });
+    expect(state.phase).toBe('closed');
+    expect(state.refused?.code).toBe('roomFull');
+    state = apply(joinedAs(bob, listenerGrants), { type: 'error', code: 'forbidden', message: 'a listener may not do this' });
+    expect(state.phase).toBe('joined');
+    expect(state.notice?.code).toBe('forbidden');
+    state = reduce(state, { kind: 'dismissNotice' });
+    expect(state.notice).toBeNull();
+  });
+
+  it('keeps the grid order across a reconnect', () => {
+    let state = joinedAs(ada, moderatorGrants, [bob, cy]);
+    state = reduce(state, { kind: 'reconnecting' });
+    expect(state.phase).toBe('reconnecting');
+    state = apply(state, {
+      type: 'joined',
+      you: 'p1',
+      role: 'moderator',
+      grants: moderatorGrants,
+      participants: [cy, ada],
+      tracks: [],
+      chat: [],
+      recording: false,
+      audioOnly: false,
+    });
+    expect(state.order).toEqual(['p1', 'p3']);
+    expect(state.phase).toBe('joined');
+  });
+});
+
+describe('the grid', () => {
+  it('puts shared screens first and shows cameras that are not muted', () => {
+    let state = joinedAs(ada, moderatorGrants, [bob, cy], [track('t1', 'p2', 'camera'), track('t2', 'p3', 'camera', true), track('t3', 'p3', 'screen'), track('t4', 'p2', 'microphone')]);
+    state = apply(state, { type: 'activeSpeaker', participant: 'p2' });
+    const grid = tiles(state);
+    expect(grid.map((t) => t.key)).toEqual(['screen-t3', 'camera-p1', 'camera-p2', 'camera-p3']);
+    expect(grid[0].kind).toBe('screen');
+    expect(grid[1].isYou).toBe(true);
+    expect(grid[2].video?.id).toBe('t1');
+    expect(grid[2].microphone?.id).toBe('t4');
+    expect(grid[2].speaking).toBe(true);
+    expect(grid[3].video).toBeNull();
+  });
+
+  it('receives everyone’s tracks but ours', () => {
+    const state = joinedAs(ada, moderatorGrants, [bob], [track('t1', 'p1', 'camera'), track('t2', 'p2', 'camera')]);
+    expect(remoteTracks(state).map((t) => t.id)).toEqual(['t2']);
+  });
+});
+
+describe('the participant list', () => {
+  it('offers moderation by rights, never on ourselves', () => {
+    const asModerator = joinedAs(ada, moderatorGrants, [bob]);
+    expect(moderation(asModerator, 'p2')).toEqual({ setRole: true, blockMicrophone: true, exclude: true, privateMessage: true });
+    expect(moderation(asModerator, 'p1')).toEqual({ setRole: false, blockMicrophone: false, exclude: false, privateMessage: false });
+    const asSpeaker = joinedAs(cy, speakerGrants, [bob]);
+    expect(moderation(asSpeaker, 'p2')).toEqual({ setRole: false, blockMicrophone: true, exclude: false, privateMessage: true });
+    const asListener = joinedAs(bob, listenerGrants, [ada]);
+    expect(moderation(asListener, 'p1')).toEqual({ setRole: false, blockMicrophone: false, exclude: false, privateMessage: true });
+  });
+
+  it('lists us first, then by role and name', () => {
+    const zed: ParticipantInfo = { id: 'p4', displayName: 'Zed', role: 'moderator', microphoneBlocked: false };
+    const state = joinedAs(bob, listenerGrants, [cy, ada, zed]);
+    expect(participantList(state).map((p) => p.displayName)).toEqual(['Bob', 'Ada', 'Zed', 'Cy']);
+  });
+});

@@ -1,0 +1,561 @@
+// The meeting's shell around the pure room state (room.ts): one signaling websocket to the
+// SFU and two RTCPeerConnections, exactly as docs/signaling.md describes them.
+//   publisher  — we offer; our microphone, camera and screen go up. Each track is announced
+//                with `publish` (its MediaStreamTrack.id is the msid track ID) before the offer.
+//   subscriber — the SFU offers; everyone else's tracks come down. Which room track a media
+//                section carries is read from the offer's msid (sdp.ts).
+// Candidates trickle both ways with their `target`. When the websocket or ICE fails, the session
+// asks the API for a fresh join token (they last 5 minutes) and joins again with back-off; the
+// SFU replaces the old session of the same identity.
+import type { ClientMessage, IceCandidate, PeerTarget, ServerMessage, TrackId, TrackSource } from '../generated/signal';
+import type { JoinResponse } from '../api';
+import { ApiError } from '../api';
+import { backoff } from './joining';
+import { acquire, mediaProblem } from './media';
+import { FATAL_CODES, RECONNECT_REASONS, type RoomAction } from './room';
+import { offeredTracks } from './sdp';
+
+/** Our own media, as the controls show it. */
+export interface LocalMedia {
+  /** The microphone track (kept while muted); null without a microphone. */
+  microphone: MediaStreamTrack | null;
+  microphoneMuted: boolean;
+  /** The camera track while the camera is on. */
+  camera: MediaStreamTrack | null;
+  /** The shared screen while sharing. */
+  screen: MediaStreamTrack | null;
+  /** Why a device is not available (shown next to its button). */
+  microphoneProblem: string | null;
+  cameraProblem: string | null;
+  screenProblem: string | null;
+  /** Devices chosen before entering. */
+  microphoneDevice?: string;
+  cameraDevice?: string;
+}
+
+export interface SessionOptions {
+  /** The answer of POST /join that brought us here. */
+  ticket: JoinResponse;
+  /** Asks POST /join again with the same credentials, for a fresh token. */
+  rejoin: () => Promise<JoinResponse>;
+  /** Feeds the room's reducer. */
+  dispatch: (action: RoomAction) => void;
+  /** The received tracks, by room track ID, whenever they change. */
+  onRemoteTracks: (tracks: Map<TrackId, MediaStreamTrack>) => void;
+  /** Our own media whenever it changes. */
+  onLocal: (local: LocalMedia) => void;
+  /** A refusal of the API while reconnecting that ends the meeting for us. */
+  onGiveUp: (error: ApiError) => void;
+  local: LocalMedia;
+  audioOnly: boolean;
+}
+
+/** A ticket this close to its expiry is not used for a new connection. */
+const TICKET_MARGIN_MS = 20_000;
+/** ICE may come back by itself from `disconnected`; after this long we reconnect. */
+const DISCONNECTED_GRACE_MS = 4_000;
+
+type Published = { source: TrackSource; sender: RTCRtpSender; trackId: string };
+
+export class MeetingSession {
+  private options: SessionOptions;
+  private ticket: JoinResponse;
+  private ws: WebSocket | null = null;
+  /** The peer connections of the current websocket; null until admitted. */
+  publisher: RTCPeerConnection | null = null;
+  subscriber: RTCPeerConnection | null = null;
+  private local: LocalMedia;
+  /** Our tracks on the current publisher connection, by source. */
+  private published = new Map<TrackSource, Published>();
+  private remote = new Map<TrackId, MediaStreamTrack>();
+  private queue: Promise<void> = Promise.resolve();
+  private pendingCandidates = new Map<PeerTarget, RTCIceCandidateInit[]>();
+  private publisherBusy = false;
+  private publisherDirty = false;
+  private attempt = 0;
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private disconnectedTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Over: left, closed by the SFU, or torn down by the page. */
+  private finished = false;
+  private admitted = false;
+  /** How many times a connection was opened (tests read it). */
+  connections = 0;
+
+  constructor(options: SessionOptions) {
+    this.options = options;
+    this.ticket = options.ticket;
+    this.local = { ...options.local };
+  }
+
+  /** Opens the first connection. */
+  start(): void {
+    void this.connect();
+  }
+
+  // ---- connection ---------------------------------------------------------------------
+
+  private async connect(): Promise<void> {
+    if (this.finished) return;
+    if (new Date(this.ticket.expiresAt).getTime() - Date.now() < TICKET_MARGIN_MS) {
+      try {
+        this.ticket = await this.options.rejoin();
+      } catch (error) {
+        this.rejoinFailed(error);
+        return;
+      }
+      if (this.finished) return;
+    }
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(this.ticket.endpoint);
+    } catch {
+      this.reconnect();
+      return;
+    }
+    this.ws = ws;
+    this.connections += 1;
+    this.admitted = false;
+    ws.onopen = () => {
+      if (ws !== this.ws) return;
+      this.send({ type: 'join', token: this.ticket.token, conference: this.ticket.conference.id });
+    };
+    ws.onmessage = (event) => {
+      if (ws !== this.ws || typeof event.data !== 'string') return;
+      let message: ServerMessage;
+      try {
+        message = JSON.parse(event.data) as ServerMessage;
+      } catch {
+        return;
+      }
+      // One message at a time: negotiation steps must not overtake each other.
+      this.queue = this.queue.then(() => this.handle(ws, message)).catch((error) => console.warn('signaling', error));
+    };
+    ws.onclose = () => {
+      if (ws !== this.ws) return;
+      if (!this.finished) this.reconnect();
+    };
+  }
+
+  private rejoinFailed(error: unknown): void {
+    const final =
+      error instanceof ApiError && ['conferenceEnded', 'wrongMeetingCredentials', 'validation', 'forbidden', 'notFound'].includes(error.code);
+    if (final) {
+      this.finish();
+      this.options.onGiveUp(error as ApiError);
+    } else {
+      this.reconnect();
+    }
+  }
+
+  /** Drops the current connection and opens a new one after a back-off. */
+  private reconnect(): void {
+    if (this.finished || this.reconnectTimer !== undefined) return;
+    this.options.dispatch({ kind: 'reconnecting' });
+    this.closeConnection();
+    const delay = backoff(this.attempt, Math.random());
+    this.attempt += 1;
+    this.reconnectTimer = setTimeout(async () => {
+      this.reconnectTimer = undefined;
+      if (this.finished) return;
+      try {
+        this.ticket = await this.options.rejoin();
+      } catch (error) {
+        this.rejoinFailed(error);
+        return;
+      }
+      void this.connect();
+    }, delay);
+  }
+
+  private closeConnection(): void {
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      try {
+        ws.close();
+      } catch {
+        // Already closed.
+      }
+    }
+    this.closePeers();
+    // Steps of the old connection still waiting must not hold up the new one.
+    this.queue = Promise.resolve();
+  }
+
+  private closePeers(): void {
+    clearTimeout(this.disconnectedTimer);
+    for (const pc of [this.publisher, this.subscriber]) {
+      if (!pc) continue;
+      pc.onicecandidate = pc.onconnectionstatechange = pc.ontrack = null;
+      pc.close();
+    }
+    this.publisher = this.subscriber = null;
+    this.published.clear();
+    this.pendingCandidates.clear();
+    this.publisherBusy = this.publisherDirty = false;
+    if (this.remote.size) {
+      this.remote = new Map();
+      this.options.onRemoteTracks(this.remote);
+    }
+  }
+
+  private finish(): void {
+    this.finished = true;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.closeConnection();
+  }
+
+  private send(message: ClientMessage): boolean {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  // ---- messages from the SFU -----------------------------------------------------------
+
+  private async handle(ws: WebSocket, message: ServerMessage): Promise<void> {
+    if (ws !== this.ws) return;
+    switch (message.type) {
+      case 'joined':
+        this.attempt = 0;
+        this.admitted = true;
+        this.openPeers();
+        this.options.dispatch({ kind: 'server', message });
+        await this.publishAll();
+        return;
+      case 'answer':
+        await this.publisherAnswered(message.sdp);
+        return;
+      case 'offer':
+        await this.subscriberOffered(message.sdp);
+        return;
+      case 'candidate':
+        await this.addCandidate(message.target, message.candidate);
+        return;
+      case 'roleChanged':
+        this.options.dispatch({ kind: 'server', message });
+        // Below speaker the SFU already stopped forwarding the screen; stop sending it too.
+        if (!message.grants.present && this.local.screen) await this.stopScreen(false);
+        return;
+      case 'microphoneBlocked':
+        this.options.dispatch({ kind: 'server', message });
+        if (message.blocked && this.local.microphone) {
+          this.local.microphone.enabled = false;
+          this.setLocal({ microphoneMuted: true });
+        }
+        return;
+      case 'error':
+        if (message.code === 'tokenExpired' || message.code === 'invalidToken') {
+          // A reconnect with a stale token: ask for a fresh one.
+          if (!this.admitted) {
+            this.ticket = { ...this.ticket, expiresAt: new Date(0).toISOString() };
+            this.reconnect();
+            return;
+          }
+        }
+        if (FATAL_CODES.includes(message.code)) this.finish();
+        this.options.dispatch({ kind: 'server', message });
+        return;
+      case 'closed':
+        if (RECONNECT_REASONS.includes(message.reason)) {
+          this.reconnect();
+          return;
+        }
+        this.finish();
+        this.options.dispatch({ kind: 'server', message });
+        return;
+      default:
+        this.options.dispatch({ kind: 'server', message });
+    }
+  }
+
+  private openPeers(): void {
+    this.closePeers();
+    this.publisher = this.peer('publisher');
+    this.subscriber = this.peer('subscriber');
+  }
+
+  private peer(target: PeerTarget): RTCPeerConnection {
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    pc.onicecandidate = (event) => {
+      if (!event.candidate || !event.candidate.candidate) return;
+      const init = event.candidate.toJSON();
+      const candidate: IceCandidate = { candidate: init.candidate ?? '' };
+      if (init.sdpMid != null) candidate.sdpMid = init.sdpMid;
+      if (init.sdpMLineIndex != null) candidate.sdpMLineIndex = init.sdpMLineIndex;
+      if (init.usernameFragment != null) candidate.usernameFragment = init.usernameFragment;
+      this.send({ type: 'candidate', target, candidate });
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc !== this.publisher && pc !== this.subscriber) return;
+      if (pc.connectionState === 'failed') this.reconnect();
+      else if (pc.connectionState === 'disconnected') {
+        clearTimeout(this.disconnectedTimer);
+        this.disconnectedTimer = setTimeout(() => {
+          if ((pc === this.publisher || pc === this.subscriber) && pc.connectionState === 'disconnected') this.reconnect();
+        }, DISCONNECTED_GRACE_MS);
+      } else if (pc.connectionState === 'connected') clearTimeout(this.disconnectedTimer);
+    };
+    if (target === 'subscriber') pc.ontrack = () => this.mapRemoteTracks();
+    return pc;
+  }
+
+  private async addCandidate(target: PeerTarget, candidate: IceCandidate): Promise<void> {
+    const pc = target === 'publisher' ? this.publisher : this.subscriber;
+    if (!pc || !candidate.candidate) return;
+    const init: RTCIceCandidateInit = {
+      candidate: candidate.candidate,
+      sdpMid: candidate.sdpMid ?? undefined,
+      sdpMLineIndex: candidate.sdpMLineIndex ?? undefined,
+      usernameFragment: candidate.usernameFragment ?? undefined,
+    };
+    if (!pc.remoteDescription) {
+      const pending = this.pendingCandidates.get(target) ?? [];
+      pending.push(init);
+      this.pendingCandidates.set(target, pending);
+      return;
+    }
+    await pc.addIceCandidate(init).catch((error) => console.warn('candidate refused', error));
+  }
+
+  private async flushCandidates(target: PeerTarget, pc: RTCPeerConnection): Promise<void> {
+    const pending = this.pendingCandidates.get(target) ?? [];
+    this.pendingCandidates.delete(target);
+    for (const init of pending) await pc.addIceCandidate(init).catch((error) => console.warn('candidate refused', error));
+  }
+
+  private async subscriberOffered(sdp: string): Promise<void> {
+    const pc = this.subscriber;
+    if (!pc) return;
+    await pc.setRemoteDescription({ type: 'offer', sdp });
+    await this.flushCandidates('subscriber', pc);
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    this.send({ type: 'answer', sdp: answer.sdp ?? pc.localDescription?.sdp ?? '' });
+    this.mapRemoteTracks();
+  }
+
+  /** Which room track each receiving transceiver carries now, from the SFU's last offer. */
+  private mapRemoteTracks(): void {
+    const pc = this.subscriber;
+    const sdp = pc?.remoteDescription?.sdp;
+    if (!pc || !sdp) return;
+    const byMid = new Map(offeredTracks(sdp).map((t) => [t.mid, t.track]));
+    const next = new Map<TrackId, MediaStreamTrack>();
+    for (const transceiver of pc.getTransceivers()) {
+      const track = transceiver.mid ? byMid.get(transceiver.mid) : undefined;
+      if (track && transceiver.currentDirection !== 'stopped') next.set(track, transceiver.receiver.track);
+    }
+    const same = next.size === this.remote.size && [...next].every(([id, t]) => this.remote.get(id) === t);
+    if (!same) {
+      this.remote = next;
+      this.options.onRemoteTracks(next);
+    }
+  }
+
+  // ---- publishing ------------------------------------------------------------------------
+
+  private async publishAll(): Promise<void> {
+    const { microphone, microphoneMuted, camera, screen } = this.local;
+    if (microphone && microphone.readyState === 'live') this.addPublished('microphone', microphone, microphoneMuted);
+    if (camera && camera.readyState === 'live' && !this.options.audioOnly) this.addPublished('camera', camera, false);
+    if (screen && screen.readyState === 'live') this.addPublished('screen', screen, false);
+    await this.negotiatePublisher();
+  }
+
+  private addPublished(source: TrackSource, track: MediaStreamTrack, muted: boolean): void {
+    const pc = this.publisher;
+    if (!pc) return;
+    // Announce first: the SFU forwards only tracks it was told about.
+    this.send({ type: 'publish', trackId: track.id, source, muted });
+    const sender = pc.addTrack(track, new MediaStream([track]));
+    this.published.set(source, { source, sender, trackId: track.id });
+  }
+
+  private async negotiatePublisher(): Promise<void> {
+    const pc = this.publisher;
+    if (!pc || this.published.size === 0 && pc.getTransceivers().length === 0) return;
+    if (this.publisherBusy) {
+      this.publisherDirty = true;
+      return;
+    }
+    this.publisherBusy = true;
+    this.publisherDirty = false;
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    this.send({ type: 'offer', sdp: offer.sdp ?? '' });
+  }
+
+  private async publisherAnswered(sdp: string): Promise<void> {
+    const pc = this.publisher;
+    if (!pc) return;
+    await pc.setRemoteDescription({ type: 'answer', sdp });
+    await this.flushCandidates('publisher', pc);
+    this.publisherBusy = false;
+    if (this.publisherDirty) await this.negotiatePublisher();
+  }
+
+  /** Runs a change of our media in order with the signaling messages. */
+  private later(step: () => Promise<void>): Promise<void> {
+    const run = this.queue.then(step);
+    this.queue = run.catch((error) => console.warn('media', error));
+    return run;
+  }
+
+  private setLocal(change: Partial<LocalMedia>): void {
+    this.local = { ...this.local, ...change };
+    this.options.onLocal(this.local);
+  }
+
+  /** Mutes or unmutes the microphone (the SFU refuses unmuting a blocked microphone). */
+  setMicrophoneMuted(muted: boolean): Promise<void> {
+    return this.later(async () => {
+      const track = this.local.microphone;
+      if (!track) return;
+      track.enabled = !muted;
+      this.setLocal({ microphoneMuted: muted });
+      const published = this.published.get('microphone');
+      if (published) this.send({ type: 'muteTrack', trackId: published.trackId, muted });
+    });
+  }
+
+  /** Turns the camera on (asking for it again) or off (releasing the device). */
+  setCamera(on: boolean): Promise<void> {
+    return this.later(async () => {
+      if (this.options.audioOnly) return;
+      const published = this.published.get('camera');
+      if (!on) {
+        const track = this.local.camera;
+        if (published) {
+          await published.sender.replaceTrack(null);
+          this.send({ type: 'muteTrack', trackId: published.trackId, muted: true });
+        }
+        track?.stop();
+        this.setLocal({ camera: null });
+        return;
+      }
+      if (this.local.camera) return;
+      const got = await acquire('camera', this.local.cameraDevice);
+      if (!got.track) {
+        this.setLocal({ cameraProblem: got.problem });
+        return;
+      }
+      this.setLocal({ camera: got.track, cameraProblem: null });
+      if (published) {
+        await published.sender.replaceTrack(got.track);
+        this.send({ type: 'muteTrack', trackId: published.trackId, muted: false });
+      } else if (this.publisher) {
+        this.addPublished('camera', got.track, false);
+        await this.negotiatePublisher();
+      }
+    });
+  }
+
+  /** Shares a screen (getDisplayMedia); needs the `present` right. */
+  startScreen(): Promise<void> {
+    return this.later(async () => {
+      if (this.local.screen) return;
+      let track: MediaStreamTrack | undefined;
+      try {
+        const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+        track = stream.getVideoTracks()[0];
+      } catch (error) {
+        this.setLocal({ screenProblem: mediaProblem(error, 'screen') });
+        return;
+      }
+      if (!track) return;
+      track.contentHint = 'detail';
+      // The browser's own "Stop sharing" button ends the track.
+      track.addEventListener('ended', () => void this.stopScreen(true));
+      this.setLocal({ screen: track, screenProblem: null });
+      if (this.publisher) {
+        this.addPublished('screen', track, false);
+        await this.negotiatePublisher();
+      }
+    });
+  }
+
+  /** Stops sharing; `tell`: unpublish (not needed when the SFU already removed it). */
+  stopScreen(tell = true): Promise<void> {
+    return this.later(async () => {
+      const track = this.local.screen;
+      if (!track) return;
+      const published = this.published.get('screen');
+      if (published) {
+        if (tell) this.send({ type: 'unpublish', trackId: published.trackId });
+        this.published.delete('screen');
+        if (this.publisher && this.publisher.signalingState !== 'closed') {
+          this.publisher.removeTrack(published.sender);
+          await this.negotiatePublisher();
+        }
+      }
+      track.stop();
+      this.setLocal({ screen: null });
+    });
+  }
+
+  // ---- room actions ------------------------------------------------------------------------
+
+  chat(text: string, to?: string): boolean {
+    return this.send(to ? { type: 'chat', text, to } : { type: 'chat', text });
+  }
+
+  setRole(participant: string, role: 'listener' | 'speaker' | 'moderator'): boolean {
+    return this.send({ type: 'setRole', participant, role });
+  }
+
+  blockMicrophone(participant: string, blocked: boolean): boolean {
+    return this.send({ type: 'blockMicrophone', participant, blocked });
+  }
+
+  exclude(participant: string): boolean {
+    return this.send({ type: 'exclude', participant });
+  }
+
+  endMeeting(): boolean {
+    return this.send({ type: 'endMeeting' });
+  }
+
+  /** Leaves: the SFU answers `closed {reason: left}`; without a connection we just stop. */
+  leave(): void {
+    if (!this.send({ type: 'leave' })) {
+      this.finish();
+      this.options.dispatch({ kind: 'server', message: { type: 'closed', reason: 'left' } });
+    }
+  }
+
+  /** Tears everything down and releases the devices (the page went away). */
+  destroy(): void {
+    if (!this.finished && this.ws?.readyState === WebSocket.OPEN) this.send({ type: 'leave' });
+    this.finish();
+    for (const track of [this.local.microphone, this.local.camera, this.local.screen]) track?.stop();
+  }
+
+  /** For tests: the network drops (the websocket closes without a goodbye). */
+  dropConnection(): void {
+    this.ws?.close();
+  }
+
+  /** For tests: what arrives, per received track (by room track ID when known). */
+  async inbound(): Promise<Array<{ kind: string; track: string | null; framesDecoded: number; packetsReceived: number; bytesReceived: number }>> {
+    const pc = this.subscriber;
+    if (!pc) return [];
+    const byReceiverTrack = new Map([...this.remote].map(([room, track]) => [track.id, room]));
+    const stats = await pc.getStats();
+    const out: Array<{ kind: string; track: string | null; framesDecoded: number; packetsReceived: number; bytesReceived: number }> = [];
+    stats.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      out.push({
+        kind: s.kind,
+        track: byReceiverTrack.get(s.trackIdentifier) ?? null,
+        framesDecoded: s.framesDecoded ?? 0,
+        packetsReceived: s.packetsReceived ?? 0,
+        bytesReceived: s.bytesReceived ?? 0,
+      });
+    });
+    return out;
+  }
+}

@@ -1,0 +1,62 @@
+// Small media views shared by the preview and the meeting.
+import { useEffect, useRef } from 'preact/hooks';
+
+/** Initials for a tile without video ("Ada Lovelace" → "AL"). */
+export function initials(name: string): string {
+  const words = name.trim().split(/\s+/).filter(Boolean);
+  const letters = words.length > 1 ? [words[0], words[words.length - 1]] : words;
+  return letters.map((w) => [...w][0]?.toUpperCase() ?? '').join('') || '?';
+}
+
+/** A video element showing `track`, or the person's initials without one. */
+export function VideoView(props: { track: MediaStreamTrack | null; mirror?: boolean; label: string; placeholder: string; fit?: 'cover' | 'contain' }) {
+  const ref = useRef<HTMLVideoElement>(null);
+  useEffect(() => {
+    const video = ref.current;
+    if (!video) return;
+    if (props.track) {
+      video.srcObject = new MediaStream([props.track]);
+      void video.play().catch(() => {});
+    } else video.srcObject = null;
+  }, [props.track]);
+  return (
+    <div class="video-view">
+      <video
+        ref={ref}
+        autoplay
+        playsInline
+        muted
+        aria-label={props.label}
+        class={`${props.mirror ? 'mirror' : ''} ${props.fit === 'contain' ? 'contain' : ''}`}
+        hidden={!props.track}
+      />
+      {!props.track && (
+        <div class="avatar" aria-hidden="true">
+          {initials(props.placeholder)}
+        </div>
+      )}
+    </div>
+  );
+}
+
+/** Plays a received audio track (hidden; one per remote microphone). */
+export function AudioSink(props: { track: MediaStreamTrack }) {
+  const ref = useRef<HTMLAudioElement>(null);
+  useEffect(() => {
+    const audio = ref.current;
+    if (!audio) return;
+    audio.srcObject = new MediaStream([props.track]);
+    void audio.play().catch(() => {});
+  }, [props.track]);
+  return <audio ref={ref} autoplay />;
+}
+
+/** The microphone level as a meter (0–100). */
+export function LevelMeter(props: { level: number; label: string }) {
+  const level = Math.max(0, Math.min(100, Math.round(props.level)));
+  return (
+    <div class="level" role="meter" aria-label={props.label} aria-valuemin={0} aria-valuemax={100} aria-valuenow={level}>
+      <div class="level-bar" style={{ width: `${level}%` }} />
+    </div>
+  );
+}
