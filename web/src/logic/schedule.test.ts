@@ -198,6 +198,12 @@ describe('what is sent', () => {
     expect(v).toMatchObject({ topic: 'Retro', date: '2026-12-08', start: '10:00', end: '10:45', timeZone: 'Europe/Berlin', invitees: 'ada@example.org', meetingId: '123456789' });
   });
 
+  it('offers half an hour when the repeated occurrence lasted no time', () => {
+    const v = fromDraft({ topic: 'Stand-up', start: '2026-11-29T09:38', durationMinutes: 0, timeZone: 'Europe/Berlin' }, 'UTC', counting);
+    expect(v).toMatchObject({ start: '09:38', end: '10:08' });
+    expect(validateSchedule(v, NOW)).toEqual({});
+  });
+
   it('places API refusals next to their fields', () => {
     expect(fieldOfRefusal('meetingIdTaken', undefined)).toBe('meetingId');
     expect(fieldOfRefusal('validation', 'durationMinutes')).toBe('end');

@@ -141,7 +141,9 @@ export function fromDraft(draft: ConferenceInput, fallbackTimeZone: string, rand
   const tz = draft.timeZone && isTimeZone(draft.timeZone) ? draft.timeZone : fallbackTimeZone;
   const start = (draft.start && (splitLocalIso(draft.start) ?? splitInstant(draft.start, tz))) || { date: '', time: '' };
   const startMinutes = parseTime(start.time);
-  const duration = draft.durationMinutes ?? 60;
+  // An occurrence ended by its moderator right after it began lasted 0 minutes: offer the
+  // ad hoc length instead of an end that equals the start.
+  const duration = draft.durationMinutes && draft.durationMinutes >= 1 ? draft.durationMinutes : 30;
   const parsed = parseRule(draft.recurrence ?? null, tz);
   return {
     topic: draft.topic ?? '',

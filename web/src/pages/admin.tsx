@@ -1,6 +1,6 @@
 // Administration: every account with its level and whether it is disabled (changed in place),
 // a form to create accounts, and the setting whether level audience may schedule.
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { api, ApiError, seg, type Account, type Settings } from '../api';
 import { isAdmin, useSession } from '../session';
 import { Field, fieldIds, FormError, LoadState, Notice, sentence, useLoad, useTitle } from '../ui';
@@ -44,12 +44,17 @@ function Administration(props: { meId: string }) {
 function Accounts(props: { accounts: Account[]; meId: string; onChanged: (text: string) => void }) {
   // Errors per account, shown in its row.
   const [errors, setErrors] = useState<Record<string, string>>({});
+  // Changes on their way: the controls show them at once, until the list is read again.
+  const [pending, setPending] = useState<Record<string, { level?: string; disabled?: boolean }>>({});
+  useEffect(() => setPending({}), [props.accounts]);
   async function change(account: Account, patch: { level?: string; disabled?: boolean }, done: string) {
     setErrors((e) => ({ ...e, [account.id]: '' }));
+    setPending((p) => ({ ...p, [account.id]: { ...p[account.id], ...patch } }));
     try {
       await api.patch<Account>(`/users/${seg(account.id)}`, patch);
       props.onChanged(done);
     } catch (err) {
+      setPending((p) => ({ ...p, [account.id]: {} }));
       const text =
         err instanceof ApiError && err.code === 'lastAdministrator'
           ? 'This is the last enabled administrator; make someone else an administrator first.'
@@ -72,7 +77,8 @@ function Accounts(props: { accounts: Account[]; meId: string; onChanged: (text: 
         </tr>
       </thead>
       <tbody>
-        {props.accounts.map((a) => {
+        {props.accounts.map((stored) => {
+          const a = { ...stored, ...pending[stored.id] };
           const error = errors[a.id];
           return (
             <tr key={a.id} class={a.disabled ? 'disabled' : undefined} data-login={a.login}>
@@ -88,7 +94,7 @@ function Accounts(props: { accounts: Account[]; meId: string; onChanged: (text: 
                   aria-invalid={error ? 'true' : undefined}
                   aria-describedby={error ? `row-error-${a.id}` : undefined}
                   value={a.level}
-                  onChange={(e) => change(a, { level: e.currentTarget.value }, `${a.login} is now ${levelName(e.currentTarget.value)}.`)}
+                  onChange={(e) => change(stored, { level: e.currentTarget.value }, `${a.login} is now ${levelName(e.currentTarget.value)}.`)}
                 >
                   {LEVELS.map((level) => (
                     <option key={level} value={level}>
@@ -109,7 +115,7 @@ function Accounts(props: { accounts: Account[]; meId: string; onChanged: (text: 
                   checked={a.disabled}
                   onChange={(e) => {
                     const disabled = e.currentTarget.checked;
-                    change(a, { disabled }, disabled ? `${a.login} is disabled and can no longer log in.` : `${a.login} is enabled again.`);
+                    change(stored, { disabled }, disabled ? `${a.login} is disabled and can no longer log in.` : `${a.login} is enabled again.`);
                   }}
                 />
               </td>

@@ -18,7 +18,12 @@ export function deliveryText(answer: InvitationsQueued): string {
 }
 
 const KIND_NAMES: Record<string, string> = { scheduled: 'Scheduled', adHoc: 'Ad hoc', permanent: 'Permanent room' };
-const PHASE_NAMES: Record<string, string> = { Scheduled: 'scheduled', Ready: 'ready to join', Active: 'in progress', Ended: 'ended' };
+const PHASE_NAMES: Record<string, string> = {
+  Scheduled: 'opens a few minutes before the start',
+  Ready: 'open: people can join',
+  Active: 'in progress',
+  Ended: 'over',
+};
 
 /** The next (or running) occurrence, else the first. */
 export function shownTimes(c: Conference): { start: string; end: string } | null {
@@ -80,7 +85,7 @@ function ConferenceInfo(props: { conference: Conference; reload: () => void }) {
         <dl class="facts">
           <dt>{c.recurrence ? 'Next' : 'When'}</dt>
           <dd>{times ? formatSpan(times.start, times.end, tz) : 'Always available'}</dd>
-          {c.recurrence && c.start && c.end && (
+          {c.recurrence && c.start && c.end && times && c.start !== times.start && (
             <>
               <dt>First</dt>
               <dd>{formatSpan(c.start, c.end, tz)}</dd>
@@ -109,7 +114,8 @@ function ConferenceInfo(props: { conference: Conference; reload: () => void }) {
           </dd>
           <dt>Status</dt>
           <dd>
-            <StatusBadge status={c.status} phase={c.phase} /> {PHASE_NAMES[c.phase] ?? c.phase} · {KIND_NAMES[c.kind] ?? c.kind}
+            <StatusBadge status={c.status} phase={c.phase} /> {PHASE_NAMES[c.phase] ?? c.phase}
+            {c.kind !== 'scheduled' && ` · ${KIND_NAMES[c.kind] ?? c.kind}`}
           </dd>
           <dt>Participants</dt>
           <dd>
