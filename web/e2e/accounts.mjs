@@ -206,6 +206,19 @@ scenario('accounts, profile and administration in the portal', async () => {
     await screenshot(grace, '08-log-script-topic');
   });
 
+  await step("an administrator may list everyone's conferences, with their owners", async () => {
+    await page.getByRole('link', { name: 'My conferences' }).click();
+    await page.getByText('You have no conferences scheduled.').waitFor();
+    await page.getByLabel('Show everyone’s conferences').check();
+    await page.getByRole('heading', { name: 'All conferences' }).waitFor();
+    const row = page.locator('table.conference-log tbody tr', { hasText: '<script>alert(1)</script>' });
+    await row.waitFor();
+    assert.equal((await row.locator('td[data-label="Owner"]').textContent()).trim(), 'Grace B. Hopper');
+    await screenshot(page, '09-admin-all-conferences');
+    await page.getByRole('link', { name: 'Administration' }).click();
+    await page.locator('table.accounts tr[data-login="grace"]').waitFor();
+  });
+
   await step('the administrator disables the account; it can no longer log in', async () => {
     await page.getByLabel('grace disabled').check();
     await page.getByText('grace is disabled and can no longer log in.').waitFor();
@@ -217,8 +230,8 @@ scenario('accounts, profile and administration in the portal', async () => {
     await grace.getByRole('button', { name: 'Log in' }).click();
     await grace.getByRole('alert').filter({ hasText: /disabled/ }).waitFor();
     assert.equal(await grace.getByRole('button', { name: 'Log out' }).count(), 0);
-    await screenshot(grace, '09-disabled-login');
-    await screenshot(page, '10-admin-disabled');
+    await screenshot(grace, '10-disabled-login');
+    await screenshot(page, '11-admin-disabled');
   });
 
   await step('no script ran from text, and no script errors on the way', async () => {

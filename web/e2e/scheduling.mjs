@@ -148,6 +148,13 @@ scenario('scheduling, editing, deleting and repeating in the portal', async () =
     await screenshot(page, '04-info');
   });
 
+  await step('"Copy link" puts the join link on the clipboard', async () => {
+    await browser.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: process.env.CONCLAVE_URL });
+    await page.getByRole('button', { name: 'Copy link' }).click();
+    await page.getByText('Link copied.').waitFor();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), `${process.env.CONCLAVE_URL}/join/${meetingId}`);
+  });
+
   await step('"Add to calendar" downloads an .ics with the RRULE', async () => {
     const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'Add to calendar' }).click()]);
     assert.equal(download.suggestedFilename(), 'conference.ics');
