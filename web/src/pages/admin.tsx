@@ -42,6 +42,7 @@ function Administration(props: { meId: string }) {
 }
 
 function Accounts(props: { accounts: Account[]; meId: string; onChanged: (text: string) => void }) {
+  const { setMe } = useSession();
   // Errors per account, shown in its row.
   const [errors, setErrors] = useState<Record<string, string>>({});
   // Changes on their way: the controls show them at once, until the list is read again.
@@ -51,7 +52,9 @@ function Accounts(props: { accounts: Account[]; meId: string; onChanged: (text: 
     setErrors((e) => ({ ...e, [account.id]: '' }));
     setPending((p) => ({ ...p, [account.id]: { ...p[account.id], ...patch } }));
     try {
-      await api.patch<Account>(`/users/${seg(account.id)}`, patch);
+      const updated = await api.patch<Account>(`/users/${seg(account.id)}`, patch);
+      // Administrators changing their own level lose (or keep) this page at once.
+      if (updated.id === props.meId) setMe(updated);
       props.onChanged(done);
     } catch (err) {
       setPending((p) => ({ ...p, [account.id]: {} }));
