@@ -387,6 +387,14 @@ scenario('scheduling, editing, deleting and repeating in the portal', async () =
     await page.getByTestId('meeting-id').waitFor();
     assert.equal(await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1), false, 'the info page fits');
     await screenshot(page, '14-phone-info');
+    // The portal follows the system's dark mode.
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await screenshot(page, '15-phone-info-dark');
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.goto('/schedule');
+    await page.getByLabel('Topic', { exact: true }).waitFor();
+    await screenshot(page, '16-schedule-dark');
+    await page.emulateMedia({ colorScheme: 'light' });
   });
 
   await step('no script errors on the way', async () => {

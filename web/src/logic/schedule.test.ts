@@ -7,7 +7,9 @@ import {
   fromDraft,
   moveStart,
   newSchedule,
+  startChanged,
   suggestDigits,
+  timingChecks,
   toInput,
   validateSchedule,
   type ScheduleValues,
@@ -97,9 +99,28 @@ describe('checks before sending', () => {
     expect(validateSchedule(values({ start: '11:00', end: '11:00' }), NOW).end).toBeDefined();
   });
 
-  it('refuses the past and times the clocks skip, unless the timing is left alone', () => {
+  it('checks in an edit only the timing it sends', () => {
+    // An ad hoc conference running past midnight, started in the past: a new topic is fine.
+    const before = values({ date: '2026-11-19', start: '23:50', end: '00:20' });
+    expect(validateSchedule({ ...before, topic: 'Late' }, NOW, timingChecks(before, { ...before, topic: 'Late' }))).toEqual({});
+    // A longer meeting: the end is checked, the start is not.
+    const longer = { ...before, end: '23:55' };
+    expect(timingChecks(before, longer)).toEqual({ start: false, end: true });
+    expect(validateSchedule(longer, NOW, timingChecks(before, longer))).toEqual({});
+    expect(validateSchedule({ ...before, end: '23:00' }, NOW, timingChecks(before, { ...before, end: '23:00' })).end).toBeDefined();
+  });
+
+  it('knows when the start moved (and is then checked)', () => {
+    const before = values();
+    expect(startChanged(before, { ...before, end: '12:00' })).toBe(false);
+    expect(startChanged(before, { ...before, start: '10:30' })).toBe(true);
+    expect(startChanged(before, { ...before, timeZone: 'UTC' })).toBe(true);
+    expect(startChanged(before, { ...before, date: '2026-12-02' })).toBe(true);
+  });
+
+  it('refuses the past and times the clocks skip, unless the start is left alone', () => {
     expect(validateSchedule(values({ date: '2026-11-19' }), NOW).start).toMatch(/past/);
-    expect(validateSchedule(values({ date: '2026-11-19' }), NOW, false)).toEqual({});
+    expect(validateSchedule(values({ date: '2026-11-19' }), NOW, { start: false, end: true })).toEqual({});
     expect(validateSchedule(values({ date: '2027-03-28', start: '02:30', end: '04:00' }), NOW).start).toMatch(/does not exist/);
   });
 

@@ -183,11 +183,25 @@ export function ruleOf(values: ScheduleValues): string | null {
   return buildRule(values.recurrence, values.timeZone);
 }
 
+/** Which parts of the timing an edit sends (a new conference sends all). */
+export interface TimingChecks {
+  /** The start: not in the past, not in a daylight-saving gap. */
+  start: boolean;
+  /** The end: after the start on the same day. */
+  end: boolean;
+}
+
+/** What an edit from `before` to `after` sends of the timing, and so what is checked. */
+export function timingChecks(before: ScheduleValues, after: ScheduleValues): TimingChecks {
+  const start = startChanged(before, after);
+  return { start, end: start || before.end !== after.end };
+}
+
 /**
- * Checks made before sending. `timingChecked` is false for an edit that leaves the timing
- * alone (a running conference may have started in the past).
+ * Checks made before sending. An edit checks only the timing it sends: a running conference
+ * has started in the past, and one that runs past midnight cannot be shown as one day.
  */
-export function validateSchedule(values: ScheduleValues, now: Date, timingChecked = true): ScheduleErrors {
+export function validateSchedule(values: ScheduleValues, now: Date, checks: TimingChecks = { start: true, end: true }): ScheduleErrors {
   const errors: ScheduleErrors = {};
   const topic = values.topic.trim();
   if (!topic) errors.topic = 'Enter a topic.';
@@ -201,8 +215,8 @@ export function validateSchedule(values: ScheduleValues, now: Date, timingChecke
   if (!date) errors.date = 'Enter the date, like 2026-12-01.';
   if (start === null) errors.start = 'Enter the start time, like 10:00.';
   if (end === null) errors.end = 'Enter the end time, like 11:00.';
-  else if (start !== null && end <= start) errors.end = 'The end must be after the start.';
-  if (timingChecked && date && start !== null && !errors.timeZone) {
+  else if (checks.end && start !== null && end <= start) errors.end = 'The end must be after the start.';
+  if (checks.start && date && start !== null && !errors.timeZone) {
     if (!localTimeExists(values.date, values.start, values.timeZone)) {
       errors.start = `${values.start} does not exist on that day in ${values.timeZone} (the clocks skip it); pick another time.`;
     } else if (localToInstant(values.date, values.start, values.timeZone).getTime() < now.getTime() - 5 * 60_000) {
@@ -245,9 +259,12 @@ export function toInput(values: ScheduleValues, repeatOf?: string): ConferenceIn
   return input;
 }
 
-/** Whether the date, times or zone differ (the start is then sent, and checked). */
-export function timingChanged(before: ScheduleValues, after: ScheduleValues): boolean {
-  return before.date !== after.date || before.start !== after.start || before.end !== after.end || before.timeZone !== after.timeZone;
+/**
+ * Whether the date, start or zone differ: the start is then sent, and must not lie in the past.
+ * A new end alone is not (so a running conference can be made longer).
+ */
+export function startChanged(before: ScheduleValues, after: ScheduleValues): boolean {
+  return before.date !== after.date || before.start !== after.start || before.timeZone !== after.timeZone;
 }
 
 /**
@@ -261,7 +278,7 @@ export function changedInput(before: ScheduleValues, after: ScheduleValues): Con
   const patch: ConferenceInput = {};
   if (a.topic !== b.topic) patch.topic = a.topic;
   if (after.timeZone !== before.timeZone) patch.timeZone = a.timeZone;
-  if (before.date !== after.date || before.start !== after.start || before.timeZone !== after.timeZone) {
+  if (startChanged(before, after)) {
     patch.start = a.start;
     patch.end = a.end;
   } else if (before.end !== after.end) patch.end = a.end;

@@ -18,7 +18,7 @@ import {
   moveStart,
   newSchedule,
   suggestDigits,
-  timingChanged,
+  timingChecks,
   toInput,
   validateSchedule,
   type ScheduleErrors,
@@ -144,8 +144,8 @@ function ScheduleForm(props: { mode: Mode; initial: ScheduleValues }) {
     e.preventDefault();
     setNotice(undefined);
     setSavedEdit(undefined);
-    const checkTiming = mode.kind !== 'edit' || timingChanged(saved, values);
-    const found = validateSchedule(values, new Date(), checkTiming && !permanent);
+    const checks = mode.kind === 'edit' ? timingChecks(saved, values) : { start: true, end: true };
+    const found = validateSchedule(values, new Date(), permanent ? { start: false, end: false } : checks);
     if (permanent) {
       delete found.date;
       delete found.start;
