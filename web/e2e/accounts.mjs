@@ -234,6 +234,20 @@ scenario('accounts, profile and administration in the portal', async () => {
     await screenshot(page, '11-admin-disabled');
   });
 
+  await step('on a phone the accounts table becomes labelled cards', async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    const row = page.locator('table.accounts tr[data-login="grace"]');
+    assert.equal(await page.locator('table.accounts thead').isVisible(), false);
+    assert.equal(await row.locator('td[data-label="Level"] select').isVisible(), true);
+    assert.equal(await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1), false, 'no sideways scrolling');
+    await screenshot(page, '12-phone-admin');
+    await grace.setViewportSize({ width: 390, height: 844 });
+    await logIn(grace, 'admin', ADMIN_PASSWORD);
+    await grace.goto('/profile');
+    await grace.getByLabel('Display name').waitFor();
+    await screenshot(grace, '13-phone-profile');
+  });
+
   await step('no script ran from text, and no script errors on the way', async () => {
     assert.deepEqual(dialogs, []);
     for (const browser of [admin, graceBrowser]) {
