@@ -3,7 +3,7 @@ import { useState } from 'preact/hooks';
 import { api, ApiError, type Schemas } from '../api';
 import { navigate, safeNext } from '../router';
 import { useSession } from '../session';
-import { Field, fieldIds, FormError, formErrorsFrom, Link, useTitle, type FormErrors } from '../ui';
+import { Field, fieldIds, FormError, formErrorsFrom, Link, sentence, useTitle, type FormErrors } from '../ui';
 
 type LoginResponse = Schemas['LoginResponse'];
 
@@ -31,8 +31,9 @@ export function LoginPage(props: { next: string | null }) {
     } catch (error) {
       if (error instanceof ApiError && error.code === 'tooManyAttempts') {
         setErrors({ form: `Too many failed attempts. Try again in ${error.details.retryAfter ?? 'a few'} seconds.` });
-      } else if (error instanceof ApiError && error.status === 401) {
-        setErrors({ password: 'The login name or the password is wrong.' });
+      } else if (error instanceof ApiError && error.status === 403) {
+        // A wrong login name or password (the API does not say which), or a disabled account.
+        setErrors({ password: sentence(error.message) });
       } else setErrors(formErrorsFrom(error, { login: 'login', password: 'password' }));
     } finally {
       setBusy(false);
