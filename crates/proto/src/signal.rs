@@ -561,7 +561,13 @@ mod tests {
     fn the_combined_schema_names_both_directions() {
         let schema = schema();
         let definitions = schema["definitions"].as_object().expect("definitions");
-        for name in ["ClientMessage", "ServerMessage", "Grants", "Role", "IceCandidate"] {
+        for name in [
+            "ClientMessage",
+            "ServerMessage",
+            "Grants",
+            "Role",
+            "IceCandidate",
+        ] {
             assert!(definitions.contains_key(name), "{name} missing");
         }
         assert_eq!(
