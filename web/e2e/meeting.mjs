@@ -147,14 +147,32 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
     await o.page.setViewportSize({ width: 1280, height: 800 });
   });
 
+  await step("the owner mutes the guest's microphone; the guest is told why it stays muted", async () => {
+    await o.page.getByRole('button', { name: 'Participants' }).click();
+    await o.page.getByRole('button', { name: `Mute ${GUEST}'s microphone` }).click();
+    await g.page.getByText('Olivia Owner muted your microphone').waitFor();
+    const mic = g.page.getByRole('button', { name: 'Unmute microphone' });
+    assert.equal(await mic.getAttribute('aria-disabled'), 'true');
+    // It stays focusable (so the note is read), but pressing it changes nothing.
+    await mic.focus();
+    await g.page.keyboard.press('Enter');
+    assert.equal(await g.page.evaluate(() => window.__conclave.session.publisher.getSenders().find((s) => s.track?.kind === 'audio')?.track.enabled), false, 'the microphone stays off');
+    await screenshot(g.page, '12-guest-microphone-blocked');
+    await o.page.getByRole('button', { name: `Allow ${GUEST} to speak` }).click();
+    await g.page.getByText('Olivia Owner muted your microphone').waitFor({ state: 'detached' });
+    await g.page.getByRole('button', { name: 'Unmute microphone' }).click();
+    await g.page.getByRole('button', { name: 'Mute microphone' }).waitFor();
+    await o.page.getByRole('button', { name: 'Close panel' }).click();
+  });
+
   await step('the owner excludes the guest, who is told', async () => {
     await o.page.getByRole('button', { name: 'Participants' }).click();
     await o.page.getByRole('button', { name: `Remove ${GUEST} from the meeting` }).click();
     await o.page.getByRole('dialog').getByRole('button', { name: 'Remove' }).click();
     await g.page.getByRole('heading', { name: 'You were removed from the conference' }).waitFor();
-    await screenshot(g.page, '12-guest-removed');
+    await screenshot(g.page, '13-guest-removed');
     await o.page.getByRole('figure', { name: new RegExp(`^${GUEST}`) }).waitFor({ state: 'detached' });
-    await screenshot(o.page, '13-owner-after-exclusion');
+    await screenshot(o.page, '14-owner-after-exclusion');
   });
 
   for (const b of [o, g]) assert.deepEqual(b.problems.filter((p) => !/Failed to load resource/.test(p)), [], `${b.name} had page errors`);

@@ -100,7 +100,7 @@ export function Meeting(props: {
       <header class="meeting-top">
         <h1>{ticket.conference.topic}</h1>
         {room.recording && <span class="badge recording">Recording</span>}
-        <p class="meeting-status" role="status" aria-live="polite">
+        <p class="meeting-status visually-hidden" role="status" aria-live="polite">
           {room.phase === 'connecting' && 'Connecting…'}
           {room.phase === 'reconnecting' && 'Reconnecting…'}
         </p>
@@ -116,13 +116,12 @@ export function Meeting(props: {
           {grid.map((tile) => (
             <TileView key={tile.key} tile={tile} local={local} remote={remote} />
           ))}
-          {room.phase === 'connecting' && grid.length === 0 && <p class="grid-empty">Connecting to the meeting…</p>}
         </section>
       )}
 
-      {room.phase === 'reconnecting' && (
+      {(room.phase === 'reconnecting' || room.phase === 'connecting') && (
         <div class="reconnecting" aria-hidden="true">
-          Reconnecting…
+          {room.phase === 'connecting' ? 'Connecting…' : 'Reconnecting…'}
         </div>
       )}
 

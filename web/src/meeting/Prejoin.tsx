@@ -30,29 +30,39 @@ export function Prejoin(props: {
   tracks.current = { mic: microphone, cam: camera };
   const level = useLevel(microphone);
 
+  const live = useRef(true);
+
+  /** Asks for the devices (again, after a refusal) and lists them. */
+  async function ask() {
+    setLoading(true);
+    const got = await acquireBoth(!props.audioOnly);
+    const listed = await listDevices();
+    if (!live.current) {
+      got.microphone.track?.stop();
+      got.camera.track?.stop();
+      return;
+    }
+    tracks.current.mic?.stop();
+    tracks.current.cam?.stop();
+    setMicrophone(got.microphone.track);
+    setMicProblem(got.microphone.problem);
+    setCamera(got.camera.track);
+    setCamProblem(got.camera.problem);
+    setMicDevice(got.microphone.track?.getSettings().deviceId);
+    setCamDevice(got.camera.track?.getSettings().deviceId);
+    setCamOn(!!got.camera.track);
+    setMicOn(!!got.microphone.track);
+    setDevices(listed);
+    setLoading(false);
+  }
+
   useEffect(() => {
-    let live = true;
-    acquireBoth(!props.audioOnly).then(async (got) => {
-      if (!live) {
-        got.microphone.track?.stop();
-        got.camera.track?.stop();
-        return;
-      }
-      setMicrophone(got.microphone.track);
-      setMicProblem(got.microphone.problem);
-      setCamera(got.camera.track);
-      setCamProblem(got.camera.problem);
-      setMicDevice(got.microphone.track?.getSettings().deviceId);
-      setCamDevice(got.camera.track?.getSettings().deviceId);
-      if (!got.camera.track) setCamOn(false);
-      if (!got.microphone.track) setMicOn(false);
-      setDevices(await listDevices());
-      setLoading(false);
-    });
-    const changed = () => void listDevices().then((d) => live && setDevices(d));
+    live.current = true;
+    void ask();
+    const changed = () => void listDevices().then((d) => live.current && setDevices(d));
     navigator.mediaDevices?.addEventListener?.('devicechange', changed);
     return () => {
-      live = false;
+      live.current = false;
       navigator.mediaDevices?.removeEventListener?.('devicechange', changed);
       if (!handedOver.current) {
         tracks.current.mic?.stop();
@@ -144,7 +154,7 @@ export function Prejoin(props: {
                 {micProblem}
               </p>
             )}
-            <LevelMeter level={microphone ? level : 0} label="Microphone level" />
+            {microphone && <LevelMeter level={level} label="Microphone level" />}
           </div>
           {!props.audioOnly && (
             <div class="field">
@@ -174,7 +184,14 @@ export function Prejoin(props: {
               <label for="prejoin-cam-on">Join with camera on</label>
             </div>
           )}
-          {!loading && !microphone && !camera && <p class="hint">You can still join: you will see and hear the others, and chat.</p>}
+          {!loading && (micProblem || camProblem) && (
+            <div class="notice-box">
+              <p>{!microphone && !camera ? 'You can still join: you will see and hear the others, and chat.' : 'You can join with what works.'}</p>
+              <button type="button" onClick={() => void ask()}>
+                Ask for the devices again
+              </button>
+            </div>
+          )}
           <div class="actions">
             <button type="submit" class="primary" disabled={loading}>
               Join now

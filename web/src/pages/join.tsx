@@ -112,9 +112,11 @@ export function JoinPage(props: { meetingId?: string }) {
     }
   }
 
-  // A logged-in person who followed a link joins straight away.
+  // A logged-in person who followed a link joins straight away; others start typing where
+  // something is missing.
   useEffect(() => {
     if (me && props.meetingId) void submit();
+    else document.getElementById(props.meetingId ? (passwordAsked ? 'join-password' : 'join-name') : 'join-meeting-id')?.focus();
     return () => clearTimeout(retryTimer.current);
   }, []);
 
@@ -203,7 +205,6 @@ export function JoinPage(props: { meetingId?: string }) {
             name="meetingId"
             inputMode="numeric"
             autoComplete="off"
-            autoFocus={!linked}
             value={meetingId}
             onInput={(e) => setMeetingId(e.currentTarget.value)}
           />
@@ -216,7 +217,6 @@ export function JoinPage(props: { meetingId?: string }) {
               type="password"
               inputMode="numeric"
               autoComplete="off"
-              autoFocus={linked}
               value={password}
               onInput={(e) => setPassword(e.currentTarget.value)}
             />
