@@ -3,7 +3,6 @@
 // guest a speaker, the guest shares the screen, the owner excludes the guest.
 import {
   adminToken,
-  apiCall,
   assert,
   createAccount,
   expectMediaFlowing,
@@ -24,26 +23,12 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
   const o = await openBrowser('owner');
   const g = await openBrowser('guest');
 
-  const conference = await step('the owner logs in and starts a conference now', async () => {
+  await step('the owner logs in and starts a conference now', async () => {
     await logIn(o.page, owner.login, owner.password);
-    await o.page.goto('/');
-    const start = o.page.getByRole('button', { name: 'Start conference now' });
-    if (await start.count()) {
-      await start.click();
-      await o.page.waitForURL(/\/join\/\d+$/);
-      const meetingId = o.page.url().split('/').pop();
-      const token = (await apiCall('POST', '/auth/login', { login: owner.login, password: owner.password })).body.sessionToken;
-      const list = await apiCall('GET', '/conferences', undefined, token);
-      const found = list.body.find((c) => c.meetingId === meetingId);
-      assert.ok(found, `the started conference ${meetingId} is in the log`);
-      return found;
-    }
-    // The conference log's button is not built yet: start it through the API, as the button does.
-    const token = (await apiCall('POST', '/auth/login', { login: owner.login, password: owner.password })).body.sessionToken;
-    const started = await apiCall('POST', '/conferences/adhoc', { topic: 'Design review' }, token);
-    assert.equal(started.status, 201, JSON.stringify(started.body));
-    await o.page.goto(`/join/${started.body.meetingId}`);
-    return started.body;
+    await o.page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Schedule' }).click();
+    await o.page.getByLabel('Topic (optional)').fill('Design review');
+    await o.page.getByRole('button', { name: 'Start conference now' }).click();
+    await o.page.waitForURL(/\/join\/\d+$/);
   });
 
   await step('the owner sees the preview: camera, level meter, device choice', async () => {
@@ -57,8 +42,24 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
     await inMeeting(o.page, "the owner's meeting");
   });
 
-  await step('a guest opens the join link and types password and name', async () => {
-    await g.page.goto(`/join/${conference.meetingId}`);
+  const conference = await step('the meeting info has meeting ID, password and invite link at hand', async () => {
+    await o.page.getByRole('button', { name: 'Meeting info' }).click();
+    const info = o.page.getByRole('complementary', { name: 'Meeting info' });
+    const meetingId = await info.getByRole('textbox', { name: 'Meeting ID' }).inputValue();
+    const password = await info.getByRole('textbox', { name: 'Password' }).inputValue();
+    const link = await info.getByRole('textbox', { name: 'Invite link' }).inputValue();
+    assert.match(meetingId, /^\d{6,12}$/);
+    assert.match(password, /^\d{4,16}$/);
+    assert.equal(link, `${new URL(o.page.url()).origin}/join/${meetingId}`);
+    await info.getByRole('button', { name: 'Copy the invite link' }).click();
+    await info.getByText(/^(Copied\.|Selected: press Ctrl\+C to copy\.)$/).waitFor();
+    await screenshot(o.page, '03-meeting-info');
+    await o.page.getByRole('button', { name: 'Close panel' }).click();
+    return { meetingId, password, link };
+  });
+
+  await step('a guest opens the invite link and types password and name', async () => {
+    await g.page.goto(conference.link);
     await g.page.getByLabel('Meeting password').waitFor();
     assert.equal(await g.page.getByLabel('Meeting ID').inputValue(), conference.meetingId);
     await screenshot(g.page, '01-join-page');
@@ -67,7 +68,7 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
     await g.page.getByRole('button', { name: 'Continue' }).click();
     await g.page.getByRole('heading', { name: /Ready to join/ }).waitFor();
     await waitFor(g.page, () => Number(document.querySelector('[role=meter]')?.getAttribute('aria-valuenow')) > 0, undefined, { what: "the guest's microphone level" });
-    await screenshot(g.page, '03-guest-preview');
+    await screenshot(g.page, '04-guest-preview');
     await g.page.getByRole('button', { name: 'Join now' }).click();
     await inMeeting(g.page, "the guest's meeting");
   });
@@ -83,7 +84,7 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
     await expectMediaFlowing(o.page, { what: 'owner receives the guest' });
     await expectMediaFlowing(g.page, { what: 'guest receives the owner' });
     await waitFor(o.page, (name) => document.querySelector(`figure[aria-label^="${name}"] video`)?.videoWidth > 0, GUEST, { what: "the guest's video on the owner's screen" });
-    await screenshot(o.page, '04-meeting-grid');
+    await screenshot(o.page, '05-meeting-grid');
   });
 
   await step('chat both ways, with the unread count while the panel is closed', async () => {
@@ -91,13 +92,13 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
     await o.page.getByRole('textbox', { name: 'Message' }).fill('Hello from Olivia');
     await o.page.getByRole('textbox', { name: 'Message' }).press('Enter');
     await g.page.getByRole('button', { name: 'Chat, 1 unread' }).waitFor();
-    await screenshot(g.page, '05-guest-unread');
+    await screenshot(g.page, '06-guest-unread');
     await g.page.getByRole('button', { name: 'Chat, 1 unread' }).click();
     await g.page.getByRole('log', { name: 'Chat messages' }).getByText('Hello from Olivia').waitFor();
     await g.page.getByRole('textbox', { name: 'Message' }).fill('Hi Olivia, Gus here');
     await g.page.getByRole('button', { name: 'Send' }).click();
     await o.page.getByRole('log', { name: 'Chat messages' }).getByText('Hi Olivia, Gus here').waitFor();
-    await screenshot(o.page, '06-owner-chat');
+    await screenshot(o.page, '07-owner-chat');
   });
 
   await step('a private message from the owner to the guest', async () => {
@@ -110,14 +111,24 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
     await line.waitFor();
     assert.match(await line.innerText(), /private/);
     await o.page.getByRole('log', { name: 'Chat messages' }).getByText(`privately to ${GUEST}`).waitFor();
-    await screenshot(g.page, '07-guest-private-message');
+    await screenshot(g.page, '08-guest-private-message');
+  });
+
+  await step('the guest turns the camera off and on; the owner sees the avatar, then video again', async () => {
+    const tile = o.page.getByRole('figure', { name: GUEST });
+    await g.page.getByRole('button', { name: 'Stop camera' }).click();
+    await tile.locator('.avatar').waitFor();
+    await g.page.getByRole('button', { name: 'Start camera' }).click();
+    await tile.locator('.avatar').waitFor({ state: 'detached' });
+    const track = await tile.getAttribute('data-track');
+    await expectMediaFlowing(o.page, { what: "the guest's camera after turning it on again", video: (t) => t === track, audio: false });
   });
 
   await step('the owner makes the guest a speaker', async () => {
     await o.page.getByRole('button', { name: 'Participants' }).click();
     const list = o.page.getByRole('complementary', { name: 'Participants' });
     await list.getByText('Listener').waitFor();
-    await screenshot(o.page, '08-participant-list');
+    await screenshot(o.page, '09-participant-list');
     await list.getByRole('button', { name: `Make ${GUEST} a speaker` }).click();
     await list.getByRole('button', { name: `Make ${GUEST} a listener` }).waitFor();
     await g.page.getByRole('button', { name: 'Share screen' }).waitFor();
@@ -132,15 +143,15 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
     assert.ok(track, 'the screen tile names its track');
     await expectMediaFlowing(o.page, { what: 'the shared screen', video: (t) => t === track, audio: false });
     await waitFor(o.page, (t) => document.querySelector(`figure[data-track="${t}"] video`)?.videoWidth > 0, track, { what: 'the screen on the owner’s page' });
-    await screenshot(o.page, '09-owner-sees-screen');
+    await screenshot(o.page, '10-owner-sees-screen');
   });
 
   await step('a phone-sized screen: the grid collapses, panels cover it', async () => {
     await o.page.setViewportSize({ width: 390, height: 844 });
     await o.page.getByRole('button', { name: 'Close panel' }).click();
-    await screenshot(o.page, '10-phone-grid');
+    await screenshot(o.page, '11-phone-grid');
     await o.page.getByRole('button', { name: 'Chat', exact: true }).click();
-    await screenshot(o.page, '11-phone-chat');
+    await screenshot(o.page, '12-phone-chat');
     const box = await o.page.getByRole('complementary', { name: 'Chat' }).boundingBox();
     assert.ok(box && box.width >= 380, `the chat covers the phone's width (${JSON.stringify(box)})`);
     await o.page.getByRole('button', { name: 'Close panel' }).click();
@@ -157,7 +168,7 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
     await mic.focus();
     await g.page.keyboard.press('Enter');
     assert.equal(await g.page.evaluate(() => window.__conclave.session.publisher.getSenders().find((s) => s.track?.kind === 'audio')?.track.enabled), false, 'the microphone stays off');
-    await screenshot(g.page, '12-guest-microphone-blocked');
+    await screenshot(g.page, '13-guest-microphone-blocked');
     await o.page.getByRole('button', { name: `Allow ${GUEST} to speak` }).click();
     await g.page.getByText('Olivia Owner muted your microphone').waitFor({ state: 'detached' });
     await g.page.getByRole('button', { name: 'Unmute microphone' }).click();
@@ -170,9 +181,9 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
     await o.page.getByRole('button', { name: `Remove ${GUEST} from the meeting` }).click();
     await o.page.getByRole('dialog').getByRole('button', { name: 'Remove' }).click();
     await g.page.getByRole('heading', { name: 'You were removed from the conference' }).waitFor();
-    await screenshot(g.page, '13-guest-removed');
+    await screenshot(g.page, '14-guest-removed');
     await o.page.getByRole('figure', { name: new RegExp(`^${GUEST}`) }).waitFor({ state: 'detached' });
-    await screenshot(o.page, '14-owner-after-exclusion');
+    await screenshot(o.page, '15-owner-after-exclusion');
   });
 
   for (const b of [o, g]) assert.deepEqual(b.problems.filter((p) => !/Failed to load resource/.test(p)), [], `${b.name} had page errors`);

@@ -268,7 +268,8 @@ function TileView(props: { tile: Tile; local: LocalMedia; remote: Map<TrackId, M
   if (tile.isYou) track = tile.kind === 'screen' ? local.screen : local.camera;
   else if (tile.video) track = remote.get(tile.video.id) ?? null;
   const name = tile.participant.displayName;
-  const micMuted = !tile.microphone || tile.microphone.muted;
+  // Our own microphone is known here before the SFU confirms it.
+  const micMuted = tile.isYou ? !local.microphone || local.microphoneMuted : !tile.microphone || tile.microphone.muted;
   const what = tile.kind === 'screen' ? `${name}'s screen` : `${name}${tile.isYou ? ' (you)' : ''}`;
   return (
     <figure
@@ -483,7 +484,7 @@ function ChatAnnouncer(props: { room: RoomState }) {
   );
 }
 
-function CopyRow(props: { label: string; value: string; id: string }) {
+function CopyRow(props: { label: string; copyLabel: string; value: string; id: string }) {
   const [copied, setCopied] = useState<string | null>(null);
   async function copy() {
     try {
@@ -501,7 +502,7 @@ function CopyRow(props: { label: string; value: string; id: string }) {
       <label for={props.id}>{props.label}</label>
       <div class="copy-field">
         <input id={props.id} readOnly value={props.value} onFocus={(e) => e.currentTarget.select()} />
-        <button type="button" class="small" aria-label={`Copy ${props.label.toLowerCase()}`} onClick={() => void copy()}>
+        <button type="button" class="small" aria-label={props.copyLabel} onClick={() => void copy()}>
           Copy
         </button>
       </div>
@@ -521,9 +522,9 @@ function Info(props: { ticket: JoinResponse; password: string | null }) {
         <strong>{conference.topic}</strong>
         {ends && !Number.isNaN(ends.getTime()) && <> · ends at {ends.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' })}</>}
       </p>
-      <CopyRow label="Meeting ID" id="info-meeting-id" value={conference.meetingId} />
-      {props.password && <CopyRow label="Password" id="info-password" value={props.password} />}
-      <CopyRow label="Invite link" id="info-link" value={inviteLink(location.origin, conference.meetingId)} />
+      <CopyRow label="Meeting ID" copyLabel="Copy the meeting ID" id="info-meeting-id" value={conference.meetingId} />
+      {props.password && <CopyRow label="Password" copyLabel="Copy the password" id="info-password" value={props.password} />}
+      <CopyRow label="Invite link" copyLabel="Copy the invite link" id="info-link" value={inviteLink(location.origin, conference.meetingId)} />
       <p class="hint">Guests open the link, type the password and their name.</p>
     </div>
   );
