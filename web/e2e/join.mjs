@@ -1,21 +1,8 @@
 // Guests join by link or by meeting ID and are told what is wrong: wrong password and unknown
-// meeting ID (next to the password), a conference that starts tomorrow (when), the keyboard
-// alone, "Remember me", a name made of HTML shown as text, an audio-only meeting without
+// meeting ID (next to the password), a conference that starts tomorrow (when), the waiting
+// room, the keyboard alone, "Remember me", a name made of HTML shown as text, an audio-only meeting without
 // camera, a dropped connection that comes back by itself, and the owner ending the meeting.
-import {
-  adminToken,
-  apiCall,
-  assert,
-  createAccount,
-  expectMediaFlowing,
-  inMeeting,
-  logIn,
-  openBrowser,
-  scenario,
-  screenshot,
-  step,
-  waitFor,
-} from './lib.mjs';
+import { adminToken, apiCall, assert, createAccount, expectMediaFlowing, inMeeting, logIn, openBrowser, scenario, screenshot, step, waitFor } from './lib.mjs';
 
 const HTML_NAME = '<img src=x onerror=alert(1)>';
 
@@ -49,6 +36,13 @@ scenario('guests join by link or meeting ID and are told what is wrong', async (
     ownerToken,
   );
   assert.equal(audio.status, 201, JSON.stringify(audio.body));
+  const board = await apiCall(
+    'POST',
+    '/conferences',
+    { topic: 'Board meeting', start: soon(), durationMinutes: 30, timeZone: 'UTC', maxParticipants: 2, allowJoinWithoutOwner: false },
+    ownerToken,
+  );
+  assert.equal(board.status, 201, JSON.stringify(board.body));
 
   const g = await openBrowser('guest');
   const dialogs = [];
@@ -103,8 +97,27 @@ scenario('guests join by link or meeting ID and are told what is wrong', async (
   });
 
   const o = await openBrowser('owner');
-  await step('the owner enters the running meeting', async () => {
+  await step('a guest waits until the owner arrives', async () => {
+    await g.page.goto(`/join/${board.body.meetingId}`);
+    await g.page.getByLabel('Meeting password').fill(board.body.password);
+    await g.page.getByLabel('Your name').fill('Gina Guest');
+    await g.page.getByRole('button', { name: 'Continue' }).click();
+    await g.page.getByRole('button', { name: 'Join now' }).click();
+    await g.page.getByRole('heading', { name: 'Waiting for the host' }).waitFor();
+    await screenshot(g.page, '04-waiting-for-the-host');
     await logIn(o.page, owner.login, owner.password);
+    await o.page.goto(`/join/${board.body.meetingId}`);
+    await o.page.getByRole('button', { name: 'Join now' }).click();
+    await inMeeting(g.page, 'the guest let in');
+    await g.page.getByRole('figure', { name: /^Owen Owner/ }).waitFor();
+    for (const page of [g.page, o.page]) {
+      await page.getByRole('button', { name: 'Leave' }).click();
+      await page.getByRole('dialog').getByRole('button', { name: 'Leave' }).click();
+      await page.getByRole('heading', { name: 'You left the meeting' }).waitFor();
+    }
+  });
+
+  await step('the owner enters the running meeting', async () => {
     await o.page.goto(`/join/${now.body.meetingId}`);
     await o.page.getByRole('button', { name: 'Join now' }).click();
     await inMeeting(o.page, "the owner's meeting");
@@ -170,7 +183,7 @@ scenario('guests join by link or meeting ID and are told what is wrong', async (
     await d.page.getByRole('button', { name: 'Continue' }).click();
     await d.page.getByText('Access to the microphone was denied').waitFor();
     await d.page.getByText('Access to the camera was denied').waitFor();
-    await screenshot(d.page, '04-devices-denied');
+    await screenshot(d.page, '05-devices-denied');
     await d.page.getByRole('button', { name: 'Join now' }).click();
     await inMeeting(d.page, "the denier's meeting");
     await d.page.getByRole('button', { name: 'No microphone' }).waitFor();
@@ -189,7 +202,7 @@ scenario('guests join by link or meeting ID and are told what is wrong', async (
     await again.getByText('You join as').waitFor();
     assert.equal((await again.locator('.join-as strong').innerText()).trim(), HTML_NAME);
     assert.equal(await again.getByLabel('Your name').count(), 0, 'the name is not asked');
-    await screenshot(again, '05-remembered-name');
+    await screenshot(again, '06-remembered-name');
     await again.getByRole('button', { name: 'Change name' }).click();
     assert.equal(await again.getByLabel('Your name').inputValue(), HTML_NAME);
     await again.close();
@@ -200,7 +213,7 @@ scenario('guests join by link or meeting ID and are told what is wrong', async (
     await g.context.setOffline(true);
     await g.page.evaluate(() => window.__conclave.session.dropConnection());
     await g.page.getByRole('status').filter({ hasText: 'Reconnecting…' }).waitFor();
-    await screenshot(g.page, '06-reconnecting');
+    await screenshot(g.page, '07-reconnecting');
     await g.context.setOffline(false);
     await inMeeting(g.page, 'the guest back in the meeting');
     const after = await g.page.evaluate(() => window.__conclave.session.connections);
@@ -215,8 +228,13 @@ scenario('guests join by link or meeting ID and are told what is wrong', async (
     await o.page.getByRole('dialog').getByRole('button', { name: 'End meeting' }).click();
     await g.page.getByRole('heading', { name: 'The conference has ended' }).waitFor();
     await o.page.getByRole('heading', { name: 'The conference has ended' }).waitFor();
-    await screenshot(g.page, '07-conference-ended');
+    await screenshot(g.page, '08-conference-ended');
   });
 
-  for (const b of [o, g]) assert.deepEqual(b.problems.filter((p) => !/Failed to load resource/.test(p)), [], `${b.name} had page errors`);
+  for (const b of [o, g])
+    assert.deepEqual(
+      b.problems.filter((p) => !/Failed to load resource/.test(p)),
+      [],
+      `${b.name} had page errors`,
+    );
 });

@@ -1,19 +1,7 @@
 // The issue's main scenario: an owner logs in and starts a conference, a guest joins through
 // the link; both see and hear each other; chat both ways and privately; the owner makes the
 // guest a speaker, the guest shares the screen, the owner excludes the guest.
-import {
-  adminToken,
-  assert,
-  createAccount,
-  expectMediaFlowing,
-  inMeeting,
-  logIn,
-  openBrowser,
-  scenario,
-  screenshot,
-  step,
-  waitFor,
-} from './lib.mjs';
+import { adminToken, assert, createAccount, expectMediaFlowing, inMeeting, logIn, openBrowser, scenario, screenshot, step, waitFor } from './lib.mjs';
 
 const GUEST = 'Gus Guest';
 
@@ -104,7 +92,10 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
   await step('a private message from the owner to the guest', async () => {
     await o.page.getByRole('button', { name: 'Participants' }).click();
     await o.page.getByRole('button', { name: `Send a private message to ${GUEST}` }).click();
-    assert.equal(await o.page.getByLabel('To').inputValue(), await o.page.evaluate((name) => Object.values(window.__conclave.state().participants).find((p) => p.displayName === name).id, GUEST));
+    assert.equal(
+      await o.page.getByLabel('To').inputValue(),
+      await o.page.evaluate((name) => Object.values(window.__conclave.state().participants).find((p) => p.displayName === name).id, GUEST),
+    );
     await o.page.getByRole('textbox', { name: 'Message' }).fill('Only for you, Gus');
     await o.page.getByRole('textbox', { name: 'Message' }).press('Enter');
     const line = g.page.getByRole('log', { name: 'Chat messages' }).locator('.chat-line', { hasText: 'Only for you, Gus' });
@@ -167,7 +158,11 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
     // It stays focusable (so the note is read), but pressing it changes nothing.
     await mic.focus();
     await g.page.keyboard.press('Enter');
-    assert.equal(await g.page.evaluate(() => window.__conclave.session.publisher.getSenders().find((s) => s.track?.kind === 'audio')?.track.enabled), false, 'the microphone stays off');
+    assert.equal(
+      await g.page.evaluate(() => window.__conclave.session.publisher.getSenders().find((s) => s.track?.kind === 'audio')?.track.enabled),
+      false,
+      'the microphone stays off',
+    );
     await screenshot(g.page, '13-guest-microphone-blocked');
     await o.page.getByRole('button', { name: `Allow ${GUEST} to speak` }).click();
     await g.page.getByText('Olivia Owner muted your microphone').waitFor({ state: 'detached' });
@@ -186,5 +181,10 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
     await screenshot(o.page, '15-owner-after-exclusion');
   });
 
-  for (const b of [o, g]) assert.deepEqual(b.problems.filter((p) => !/Failed to load resource/.test(p)), [], `${b.name} had page errors`);
+  for (const b of [o, g])
+    assert.deepEqual(
+      b.problems.filter((p) => !/Failed to load resource/.test(p)),
+      [],
+      `${b.name} had page errors`,
+    );
 });

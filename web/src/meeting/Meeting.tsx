@@ -83,7 +83,10 @@ export function Meeting(props: {
 
   const grid = useMemo(() => tiles(room), [room]);
   const audioTracks = useMemo(
-    () => remoteTracks(room).filter((t) => t.kind === 'audio' && remote.has(t.id)).map((t) => ({ id: t.id, track: remote.get(t.id)! })),
+    () =>
+      remoteTracks(room)
+        .filter((t) => t.kind === 'audio' && remote.has(t.id))
+        .map((t) => ({ id: t.id, track: remote.get(t.id)! })),
     [room, remote],
   );
 
@@ -93,6 +96,7 @@ export function Meeting(props: {
 
   const s = session.current;
   const grants = room.grants;
+  const admitted = room.phase === 'joined' || room.phase === 'reconnecting';
   const blockedBy = room.microphoneBlockedBy ? (room.participants[room.microphoneBlockedBy]?.displayName ?? 'a moderator') : null;
 
   return (
@@ -110,6 +114,11 @@ export function Meeting(props: {
         <section class="meeting-waiting" aria-labelledby="waiting-title">
           <h2 id="waiting-title">Waiting for the host</h2>
           <p>The meeting starts when its owner arrives. You will be let in automatically.</p>
+          {local.camera && (
+            <div class="waiting-self">
+              <VideoView track={local.camera} mirror label="Your camera" placeholder={ticket.displayName} />
+            </div>
+          )}
         </section>
       ) : (
         <section class="grid" aria-label="Participants' videos" data-count={grid.length}>
@@ -161,47 +170,60 @@ export function Meeting(props: {
       )}
 
       <nav class="controls" aria-label="Meeting controls">
-        <div class="control-group">
-          <button
-            type="button"
-            class={`control${local.microphoneMuted ? ' off' : ''}`}
-            aria-disabled={!local.microphone || (!!blockedBy && local.microphoneMuted)}
-            aria-describedby={blockedBy ? 'mic-blocked' : local.microphoneProblem ? 'mic-problem' : undefined}
-            onClick={() => {
-              if (!local.microphone || (blockedBy && local.microphoneMuted)) return;
-              void s?.setMicrophoneMuted(!local.microphoneMuted);
-            }}
-          >
-            {!local.microphone ? 'No microphone' : local.microphoneMuted ? 'Unmute microphone' : 'Mute microphone'}
-          </button>
-          {!audioOnly && (
+        {/* Before admission there is nobody to talk to: only the info and the way out. */}
+        {admitted && (
+          <div class="control-group">
             <button
               type="button"
-              class={`control${local.camera ? '' : ' off'}`}
-              aria-describedby={local.cameraProblem ? 'cam-problem' : undefined}
-              onClick={() => void s?.setCamera(!local.camera)}
+              class={`control${local.microphoneMuted ? ' off' : ''}`}
+              aria-disabled={!local.microphone || (!!blockedBy && local.microphoneMuted)}
+              aria-describedby={blockedBy ? 'mic-blocked' : local.microphoneProblem ? 'mic-problem' : undefined}
+              onClick={() => {
+                if (!local.microphone || (blockedBy && local.microphoneMuted)) return;
+                void s?.setMicrophoneMuted(!local.microphoneMuted);
+              }}
             >
-              {local.camera ? 'Stop camera' : 'Start camera'}
+              {!local.microphone ? 'No microphone' : local.microphoneMuted ? 'Unmute microphone' : 'Mute microphone'}
             </button>
-          )}
-          {grants?.present && !audioOnly && (
-            <button type="button" class={`control${local.screen ? ' active' : ''}`} onClick={() => void (local.screen ? s?.stopScreen() : s?.startScreen())}>
-              {local.screen ? 'Stop sharing' : 'Share screen'}
-            </button>
-          )}
-        </div>
-        <div class="control-group">
-          <button type="button" class="control" aria-expanded={panel === 'participants'} onClick={() => openPanel('participants')}>
-            Participants <span class="count">{room.order.length}</span>
-          </button>
-          <button type="button" class="control" aria-expanded={panel === 'chat'} aria-label={room.unread ? `Chat, ${room.unread} unread` : 'Chat'} onClick={() => openPanel('chat')}>
-            Chat{' '}
-            {room.unread > 0 && (
-              <span class="count unread" data-testid="unread">
-                {room.unread}
-              </span>
+            {!audioOnly && (
+              <button
+                type="button"
+                class={`control${local.camera ? '' : ' off'}`}
+                aria-describedby={local.cameraProblem ? 'cam-problem' : undefined}
+                onClick={() => void s?.setCamera(!local.camera)}
+              >
+                {local.camera ? 'Stop camera' : 'Start camera'}
+              </button>
             )}
-          </button>
+            {grants?.present && !audioOnly && (
+              <button type="button" class={`control${local.screen ? ' active' : ''}`} onClick={() => void (local.screen ? s?.stopScreen() : s?.startScreen())}>
+                {local.screen ? 'Stop sharing' : 'Share screen'}
+              </button>
+            )}
+          </div>
+        )}
+        <div class="control-group">
+          {admitted && (
+            <button type="button" class="control" aria-expanded={panel === 'participants'} onClick={() => openPanel('participants')}>
+              Participants <span class="count">{room.order.length}</span>
+            </button>
+          )}
+          {admitted && (
+            <button
+              type="button"
+              class="control"
+              aria-expanded={panel === 'chat'}
+              aria-label={room.unread ? `Chat, ${room.unread} unread` : 'Chat'}
+              onClick={() => openPanel('chat')}
+            >
+              Chat{' '}
+              {room.unread > 0 && (
+                <span class="count unread" data-testid="unread">
+                  {room.unread}
+                </span>
+              )}
+            </button>
+          )}
           <button type="button" class="control" aria-expanded={panel === 'info'} onClick={() => openPanel('info')}>
             Meeting info
           </button>
@@ -341,7 +363,12 @@ function Participants(props: { room: RoomState; session: MeetingSession | null; 
                     </button>
                   )}
                   {may.exclude && (
-                    <button type="button" class="small danger-outline" aria-label={`Remove ${p.displayName} from the meeting`} onClick={() => setExcluding({ id: p.id, name: p.displayName })}>
+                    <button
+                      type="button"
+                      class="small danger-outline"
+                      aria-label={`Remove ${p.displayName} from the meeting`}
+                      onClick={() => setExcluding({ id: p.id, name: p.displayName })}
+                    >
                       Remove
                     </button>
                   )}

@@ -7,13 +7,7 @@ import { LevelMeter, VideoView } from './views';
 import type { LocalMedia } from './session';
 import './meeting.css';
 
-export function Prejoin(props: {
-  topic: string;
-  displayName: string;
-  audioOnly: boolean;
-  onEnter: (local: LocalMedia) => void;
-  onBack: () => void;
-}) {
+export function Prejoin(props: { topic: string; displayName: string; audioOnly: boolean; onEnter: (local: LocalMedia) => void; onBack: () => void }) {
   const [microphone, setMicrophone] = useState<MediaStreamTrack | null>(null);
   const [camera, setCamera] = useState<MediaStreamTrack | null>(null);
   const [micProblem, setMicProblem] = useState<string | null>(null);
@@ -141,7 +135,13 @@ export function Prejoin(props: {
           {loading && <p aria-busy="true">Asking for your microphone{props.audioOnly ? '' : ' and camera'}…</p>}
           <div class="field">
             <label for="prejoin-microphone">Microphone</label>
-            <select id="prejoin-microphone" value={micDevice ?? ''} disabled={!devices.microphones.length} onChange={(e) => void chooseMicrophone(e.currentTarget.value)} aria-describedby={micProblem ? 'prejoin-microphone-problem' : undefined}>
+            <select
+              id="prejoin-microphone"
+              value={micDevice ?? ''}
+              disabled={!devices.microphones.length}
+              onChange={(e) => void chooseMicrophone(e.currentTarget.value)}
+              aria-describedby={micProblem ? 'prejoin-microphone-problem' : undefined}
+            >
               {!devices.microphones.length && <option value="">No microphone</option>}
               {devices.microphones.map((d, i) => (
                 <option value={d.deviceId} key={d.deviceId}>
@@ -159,7 +159,13 @@ export function Prejoin(props: {
           {!props.audioOnly && (
             <div class="field">
               <label for="prejoin-camera">Camera</label>
-              <select id="prejoin-camera" value={camDevice ?? ''} disabled={!devices.cameras.length} onChange={(e) => void chooseCamera(e.currentTarget.value)} aria-describedby={camProblem ? 'prejoin-camera-problem' : undefined}>
+              <select
+                id="prejoin-camera"
+                value={camDevice ?? ''}
+                disabled={!devices.cameras.length}
+                onChange={(e) => void chooseCamera(e.currentTarget.value)}
+                aria-describedby={camProblem ? 'prejoin-camera-problem' : undefined}
+              >
                 {!devices.cameras.length && <option value="">No camera</option>}
                 {devices.cameras.map((d, i) => (
                   <option value={d.deviceId} key={d.deviceId}>
@@ -180,7 +186,13 @@ export function Prejoin(props: {
           </div>
           {!props.audioOnly && (
             <div class="field inline">
-              <input type="checkbox" id="prejoin-cam-on" checked={camOn} disabled={!devices.cameras.length && !camera} onChange={(e) => void toggleCamera(e.currentTarget.checked)} />
+              <input
+                type="checkbox"
+                id="prejoin-cam-on"
+                checked={camOn}
+                disabled={!devices.cameras.length && !camera}
+                onChange={(e) => void toggleCamera(e.currentTarget.checked)}
+              />
               <label for="prejoin-cam-on">Join with camera on</label>
             </div>
           )}

@@ -137,7 +137,10 @@ function sentence(message: string): string {
 }
 
 /** Checks the form before asking the API, with the same limits it has. */
-export function checkJoinForm(form: { meetingId: string; password: string; displayName: string }, needs: { password: boolean; name: boolean }): Partial<Record<'meetingId' | 'password' | 'displayName', string>> {
+export function checkJoinForm(
+  form: { meetingId: string; password: string; displayName: string },
+  needs: { password: boolean; name: boolean },
+): Partial<Record<'meetingId' | 'password' | 'displayName', string>> {
   const errors: Partial<Record<'meetingId' | 'password' | 'displayName', string>> = {};
   const id = normalizeMeetingId(form.meetingId);
   if (!id) errors.meetingId = 'Enter the meeting ID.';

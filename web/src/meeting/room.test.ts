@@ -186,7 +186,12 @@ describe('the room reducer', () => {
 
 describe('the grid', () => {
   it('puts shared screens first and shows cameras that are not muted', () => {
-    let state = joinedAs(ada, moderatorGrants, [bob, cy], [track('t1', 'p2', 'camera'), track('t2', 'p3', 'camera', true), track('t3', 'p3', 'screen'), track('t4', 'p2', 'microphone')]);
+    let state = joinedAs(
+      ada,
+      moderatorGrants,
+      [bob, cy],
+      [track('t1', 'p2', 'camera'), track('t2', 'p3', 'camera', true), track('t3', 'p3', 'screen'), track('t4', 'p2', 'microphone')],
+    );
     state = apply(state, { type: 'activeSpeaker', participant: 'p2' });
     const grid = tiles(state);
     expect(grid.map((t) => t.key)).toEqual(['screen-t3', 'camera-p1', 'camera-p2', 'camera-p3']);

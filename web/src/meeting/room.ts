@@ -2,18 +2,7 @@
 // (docs/signaling.md) to what the page shows. The WebRTC and websocket shell (session.ts)
 // feeds it; components only read it. No clock, no DOM, no browser APIs: unit-tested in
 // room.test.ts.
-import type {
-  ChatMessage,
-  CloseReason,
-  ErrorCode,
-  Grants,
-  ParticipantId,
-  ParticipantInfo,
-  Role,
-  ServerMessage,
-  TrackId,
-  TrackInfo,
-} from '../generated/signal';
+import type { ChatMessage, CloseReason, ErrorCode, Grants, ParticipantId, ParticipantInfo, Role, ServerMessage, TrackId, TrackInfo } from '../generated/signal';
 
 /** Where the session stands. */
 export type Phase =
@@ -58,11 +47,7 @@ export interface RoomState {
 }
 
 /** What changes the room: a message from the SFU, or something the page did. */
-export type RoomAction =
-  | { kind: 'server'; message: ServerMessage }
-  | { kind: 'chatOpen'; open: boolean }
-  | { kind: 'reconnecting' }
-  | { kind: 'dismissNotice' };
+export type RoomAction = { kind: 'server'; message: ServerMessage } | { kind: 'chatOpen'; open: boolean } | { kind: 'reconnecting' } | { kind: 'dismissNotice' };
 
 export function initialRoom(): RoomState {
   return {
@@ -87,15 +72,7 @@ export function initialRoom(): RoomState {
 }
 
 /** Error codes with which the SFU refuses a join and closes the websocket. */
-export const FATAL_CODES: readonly ErrorCode[] = [
-  'invalidToken',
-  'tokenExpired',
-  'wrongConference',
-  'excluded',
-  'ended',
-  'roomFull',
-  'overloaded',
-];
+export const FATAL_CODES: readonly ErrorCode[] = ['invalidToken', 'tokenExpired', 'wrongConference', 'excluded', 'ended', 'roomFull', 'overloaded'];
 
 /** Close reasons after which the page reconnects by itself. */
 export const RECONNECT_REASONS: readonly CloseReason[] = ['gone', 'shutdown'];

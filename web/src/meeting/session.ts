@@ -137,8 +137,7 @@ export class MeetingSession {
   }
 
   private rejoinFailed(error: unknown): void {
-    const final =
-      error instanceof ApiError && ['conferenceEnded', 'wrongMeetingCredentials', 'validation', 'forbidden', 'notFound'].includes(error.code);
+    const final = error instanceof ApiError && ['conferenceEnded', 'wrongMeetingCredentials', 'validation', 'forbidden', 'notFound'].includes(error.code);
     if (final) {
       this.finish();
       this.options.onGiveUp(error as ApiError);
@@ -377,7 +376,7 @@ export class MeetingSession {
 
   private async negotiatePublisher(): Promise<void> {
     const pc = this.publisher;
-    if (!pc || this.published.size === 0 && pc.getTransceivers().length === 0) return;
+    if (!pc || (this.published.size === 0 && pc.getTransceivers().length === 0)) return;
     if (this.publisherBusy) {
       this.publisherDirty = true;
       return;

@@ -8,17 +8,7 @@ import { api, seg, type Conference, type JoinRequest, type JoinResponse } from '
 import { navigate } from '../router';
 import { useSession } from '../session';
 import { Field, fieldIds, FormError, Link, useTitle } from '../ui';
-import {
-  checkJoinForm,
-  delayUntil,
-  guestId,
-  joinProblem,
-  localTime,
-  normalizeMeetingId,
-  rememberedName,
-  rememberName,
-  type JoinProblem,
-} from '../meeting/joining';
+import { checkJoinForm, delayUntil, guestId, joinProblem, localTime, normalizeMeetingId, rememberedName, rememberName, type JoinProblem } from '../meeting/joining';
 import { Meeting } from '../meeting/Meeting';
 import { Prejoin } from '../meeting/Prejoin';
 import type { LocalMedia } from '../meeting/session';
@@ -86,7 +76,7 @@ export function JoinPage(props: { meetingId?: string }) {
     try {
       const ticket = await api.post<JoinResponse>('/join', body);
       lastRequest.current = body;
-      if (askName) rememberName(storage(), remember ? body.displayName ?? null : null);
+      if (askName) rememberName(storage(), remember ? (body.displayName ?? null) : null);
       setMeetingPassword(body.password ?? null);
       if (props.meetingId !== ticket.conference.meetingId) navigate(`/join/${seg(ticket.conference.meetingId)}`, { replace: true });
       setStep({ kind: 'preview', ticket });
@@ -225,7 +215,14 @@ export function JoinPage(props: { meetingId?: string }) {
         {askName && !showNameField && (
           <p class="join-as">
             You join as <strong>{name}</strong>.{' '}
-            <button type="button" class="link" onClick={() => { setChangingName(true); setTimeout(() => document.getElementById('join-name')?.focus()); }}>
+            <button
+              type="button"
+              class="link"
+              onClick={() => {
+                setChangingName(true);
+                setTimeout(() => document.getElementById('join-name')?.focus());
+              }}
+            >
               Change name
             </button>
           </p>
