@@ -255,31 +255,36 @@ export function Meeting(props: {
         )}
       </nav>
 
-      <ConfirmDialog
-        open={confirmEnd}
-        title="End the meeting for everyone?"
-        confirmLabel="End meeting"
-        danger
-        onConfirm={() => {
-          setConfirmEnd(false);
-          s?.endMeeting();
-        }}
-        onCancel={() => setConfirmEnd(false)}
-      >
-        <p>Everyone is taken out of the meeting, and it cannot be joined again.</p>
-      </ConfirmDialog>
-      <ConfirmDialog
-        open={confirmLeave}
-        title="Leave the meeting?"
-        confirmLabel="Leave"
-        onConfirm={() => {
-          setConfirmLeave(false);
-          s?.leave();
-        }}
-        onCancel={() => setConfirmLeave(false)}
-      >
-        <p>The meeting goes on without you; you can join again.</p>
-      </ConfirmDialog>
+      {/* Each dialog exists only while open: ConfirmDialog's title has a fixed id. */}
+      {confirmEnd && (
+        <ConfirmDialog
+          open={confirmEnd}
+          title="End the meeting for everyone?"
+          confirmLabel="End meeting"
+          danger
+          onConfirm={() => {
+            setConfirmEnd(false);
+            s?.endMeeting();
+          }}
+          onCancel={() => setConfirmEnd(false)}
+        >
+          <p>Everyone is taken out of the meeting, and it cannot be joined again.</p>
+        </ConfirmDialog>
+      )}
+      {confirmLeave && (
+        <ConfirmDialog
+          open={confirmLeave}
+          title="Leave the meeting?"
+          confirmLabel="Leave"
+          onConfirm={() => {
+            setConfirmLeave(false);
+            s?.leave();
+          }}
+          onCancel={() => setConfirmLeave(false)}
+        >
+          <p>The meeting goes on without you; you can join again.</p>
+        </ConfirmDialog>
+      )}
     </div>
   );
 }
@@ -378,19 +383,21 @@ function Participants(props: { room: RoomState; session: MeetingSession | null; 
           );
         })}
       </ul>
-      <ConfirmDialog
-        open={!!excluding}
-        title={excluding ? `Remove ${excluding.name}?` : 'Remove?'}
-        confirmLabel="Remove"
-        danger
-        onConfirm={() => {
-          if (excluding) session?.exclude(excluding.id);
-          setExcluding(null);
-        }}
-        onCancel={() => setExcluding(null)}
-      >
-        <p>They leave the meeting at once and cannot join it again.</p>
-      </ConfirmDialog>
+      {excluding && (
+        <ConfirmDialog
+          open={!!excluding}
+          title={excluding ? `Remove ${excluding.name}?` : 'Remove?'}
+          confirmLabel="Remove"
+          danger
+          onConfirm={() => {
+            if (excluding) session?.exclude(excluding.id);
+            setExcluding(null);
+          }}
+          onCancel={() => setExcluding(null)}
+        >
+          <p>They leave the meeting at once and cannot join it again.</p>
+        </ConfirmDialog>
+      )}
     </div>
   );
 }

@@ -1,0 +1,303 @@
+// The shell's protocol order against fake websocket and peer connections (docs/signaling.md):
+// join first, `publish` before each offer, candidates held until the remote description,
+// subscriber tracks mapped by mid, and a reconnect with a fresh token after a drop.
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { ApiError, type JoinResponse } from '../api';
+import type { ClientMessage, ServerMessage } from '../generated/signal';
+import type { RoomAction } from './room';
+import { MeetingSession, type LocalMedia } from './session';
+
+class FakeSocket {
+  static OPEN = 1;
+  static all: FakeSocket[] = [];
+  readyState = 0;
+  sent: ClientMessage[] = [];
+  onopen: (() => void) | null = null;
+  onmessage: ((event: { data: string }) => void) | null = null;
+  onclose: (() => void) | null = null;
+  constructor(readonly url: string) {
+    FakeSocket.all.push(this);
+  }
+  send(text: string) {
+    this.sent.push(JSON.parse(text));
+  }
+  close() {
+    this.readyState = 3;
+    this.onclose?.();
+  }
+  open() {
+    this.readyState = 1;
+    this.onopen?.();
+  }
+  receive(message: ServerMessage) {
+    this.onmessage?.({ data: JSON.stringify(message) });
+  }
+}
+
+interface FakeTransceiver {
+  mid: string | null;
+  currentDirection: string;
+  receiver: { track: { id: string } };
+}
+
+class FakePeer {
+  static all: FakePeer[] = [];
+  remoteDescription: { type: string; sdp: string } | null = null;
+  localDescription: { type: string; sdp: string } | null = null;
+  connectionState = 'new';
+  signalingState = 'stable';
+  candidates: RTCIceCandidateInit[] = [];
+  senders: Array<{ track: unknown; replaceTrack: (t: unknown) => Promise<void> }> = [];
+  transceivers: FakeTransceiver[] = [];
+  offers = 0;
+  onicecandidate: ((e: unknown) => void) | null = null;
+  onconnectionstatechange: (() => void) | null = null;
+  ontrack: (() => void) | null = null;
+  constructor() {
+    FakePeer.all.push(this);
+  }
+  addTrack(track: unknown) {
+    const sender = {
+      track,
+      replaceTrack: async (t: unknown) => {
+        sender.track = t;
+      },
+    };
+    this.senders.push(sender);
+    return sender;
+  }
+  removeTrack(sender: unknown) {
+    this.senders = this.senders.filter((s) => s !== sender);
+  }
+  getTransceivers() {
+    return this.transceivers;
+  }
+  getSenders() {
+    return this.senders;
+  }
+  async createOffer() {
+    this.offers += 1;
+    return { type: 'offer', sdp: `offer ${this.offers}` };
+  }
+  async createAnswer() {
+    return { type: 'answer', sdp: 'answer' };
+  }
+  async setLocalDescription(description: { type: string; sdp: string }) {
+    this.localDescription = description;
+  }
+  async setRemoteDescription(description: { type: string; sdp: string }) {
+    this.remoteDescription = description;
+    // Like a browser: one receiving transceiver per offered media section.
+    for (const match of description.sdp.matchAll(/a=mid:(\S+)/g)) {
+      if (!this.transceivers.some((t) => t.mid === match[1])) {
+        this.transceivers.push({ mid: match[1], currentDirection: 'recvonly', receiver: { track: { id: `receiver-${match[1]}` } } });
+      }
+    }
+  }
+  async addIceCandidate(candidate: RTCIceCandidateInit) {
+    this.candidates.push(candidate);
+  }
+  close() {
+    this.connectionState = 'closed';
+  }
+}
+
+class FakeStream {
+  constructor(readonly tracks: unknown[]) {}
+}
+
+function fakeTrack(id: string, kind: 'audio' | 'video') {
+  return { id, kind, enabled: true, readyState: 'live', stop: vi.fn(), addEventListener: vi.fn() } as unknown as MediaStreamTrack;
+}
+
+function ticket(token: string, inSeconds = 300): JoinResponse {
+  return {
+    token,
+    endpoint: `ws://sfu.test/rtc?${token}`,
+    role: 'listener',
+    state: 'ready',
+    identity: 'guest:1',
+    displayName: 'Gus',
+    expiresAt: new Date(Date.now() + inSeconds * 1000).toISOString(),
+    conference: { id: 'c1', topic: 'Sync', meetingId: '123456789', media: 'audioVideo', endsAt: null },
+  } as JoinResponse;
+}
+
+const joined: ServerMessage = {
+  type: 'joined',
+  you: 'p2',
+  role: 'listener',
+  grants: { chat: true, publishMedia: true, manageMicrophones: false, present: false, changeRoles: false, exclude: false, endMeeting: false, record: false },
+  participants: [{ id: 'p2', displayName: 'Gus', role: 'listener', microphoneBlocked: false }],
+  tracks: [],
+  chat: [],
+  recording: false,
+  audioOnly: false,
+};
+
+function local(): LocalMedia {
+  return {
+    microphone: fakeTrack('mic-1', 'audio'),
+    microphoneMuted: false,
+    camera: fakeTrack('cam-1', 'video'),
+    screen: null,
+    microphoneProblem: null,
+    cameraProblem: null,
+    screenProblem: null,
+  };
+}
+
+const flush = () => vi.advanceTimersByTimeAsync(1);
+
+function start(overrides: { rejoin?: () => Promise<JoinResponse>; first?: JoinResponse } = {}) {
+  const actions: RoomAction[] = [];
+  const remote: Array<Map<string, MediaStreamTrack>> = [];
+  const gaveUp: ApiError[] = [];
+  const rejoin = vi.fn(overrides.rejoin ?? (async () => ticket('fresh')));
+  const session = new MeetingSession({
+    ticket: overrides.first ?? ticket('first'),
+    rejoin,
+    dispatch: (a) => actions.push(a),
+    onRemoteTracks: (m) => remote.push(new Map(m)),
+    onLocal: () => {},
+    onGiveUp: (e) => gaveUp.push(e),
+    local: local(),
+    audioOnly: false,
+  });
+  session.start();
+  return { session, actions, remote, gaveUp, rejoin };
+}
+
+beforeEach(() => {
+  vi.useFakeTimers();
+  FakeSocket.all = [];
+  FakePeer.all = [];
+  vi.stubGlobal('WebSocket', FakeSocket);
+  vi.stubGlobal('RTCPeerConnection', FakePeer);
+  vi.stubGlobal('MediaStream', FakeStream);
+});
+
+afterEach(() => {
+  vi.unstubAllGlobals();
+  vi.useRealTimers();
+});
+
+describe('the meeting session', () => {
+  it('joins with its token and announces each track before offering it', async () => {
+    const { actions } = start();
+    await flush();
+    const ws = FakeSocket.all[0];
+    expect(ws.url).toBe('ws://sfu.test/rtc?first');
+    ws.open();
+    expect(ws.sent).toEqual([{ type: 'join', token: 'first', conference: 'c1' }]);
+    ws.receive(joined);
+    await flush();
+    expect(actions.some((a) => a.kind === 'server' && a.message.type === 'joined')).toBe(true);
+    expect(ws.sent.slice(1).map((m) => m.type)).toEqual(['publish', 'publish', 'offer']);
+    expect(ws.sent[1]).toEqual({ type: 'publish', trackId: 'mic-1', source: 'microphone', muted: false });
+    expect(ws.sent[2]).toEqual({ type: 'publish', trackId: 'cam-1', source: 'camera', muted: false });
+    const [publisher] = FakePeer.all;
+    expect(publisher.senders).toHaveLength(2);
+    ws.receive({ type: 'answer', sdp: 'the answer' });
+    await flush();
+    expect(publisher.remoteDescription).toEqual({ type: 'answer', sdp: 'the answer' });
+  });
+
+  it('answers the subscriber offer and maps room tracks by mid, holding early candidates', async () => {
+    const { remote } = start();
+    await flush();
+    const ws = FakeSocket.all[0];
+    ws.open();
+    ws.receive(joined);
+    await flush();
+    const subscriber = FakePeer.all[1];
+    ws.receive({ type: 'candidate', target: 'subscriber', candidate: { candidate: 'candidate:1 1 udp 1 127.0.0.1 47001 typ host', sdpMid: '0', sdpMLineIndex: 0 } });
+    await flush();
+    expect(subscriber.candidates).toEqual([]);
+    const offer = ['v=0', 'm=audio 9 UDP/TLS/RTP/SAVPF 111', 'a=mid:0', 'a=msid:p1 t1', 'm=video 9 UDP/TLS/RTP/SAVPF 96', 'a=mid:1', 'a=msid:p1 t2', ''].join('\r\n');
+    ws.receive({ type: 'offer', sdp: offer });
+    await flush();
+    expect(subscriber.candidates).toHaveLength(1);
+    expect(ws.sent.at(-1)).toEqual({ type: 'answer', sdp: 'answer' });
+    const map = remote.at(-1)!;
+    expect([...map.keys()]).toEqual(['t1', 't2']);
+    expect(map.get('t2')?.id).toBe('receiver-1');
+  });
+
+  it('mutes the microphone by the track ID it published', async () => {
+    const { session } = start();
+    await flush();
+    const ws = FakeSocket.all[0];
+    ws.open();
+    ws.receive(joined);
+    await flush();
+    await session.setMicrophoneMuted(true);
+    expect(ws.sent.at(-1)).toEqual({ type: 'muteTrack', trackId: 'mic-1', muted: true });
+  });
+
+  it('reconnects with a fresh token after the websocket drops', async () => {
+    const { actions, rejoin } = start();
+    await flush();
+    FakeSocket.all[0].open();
+    FakeSocket.all[0].receive(joined);
+    await flush();
+    FakeSocket.all[0].close();
+    expect(actions.at(-1)).toEqual({ kind: 'reconnecting' });
+    expect(FakePeer.all.slice(0, 2).every((p) => p.connectionState === 'closed')).toBe(true);
+    await vi.advanceTimersByTimeAsync(700);
+    expect(rejoin).toHaveBeenCalledTimes(1);
+    const again = FakeSocket.all[1];
+    expect(again.url).toBe('ws://sfu.test/rtc?fresh');
+    again.open();
+    expect(again.sent[0]).toEqual({ type: 'join', token: 'fresh', conference: 'c1' });
+  });
+
+  it('keeps trying while the API cannot be reached, backing off', async () => {
+    let calls = 0;
+    const { rejoin } = start({
+      rejoin: async () => {
+        calls += 1;
+        if (calls < 3) throw new ApiError(0, 'network', 'offline');
+        return ticket('back');
+      },
+    });
+    await flush();
+    FakeSocket.all[0].open();
+    FakeSocket.all[0].receive({ type: 'closed', reason: 'gone' });
+    await vi.advanceTimersByTimeAsync(700);
+    expect(rejoin).toHaveBeenCalledTimes(1);
+    await vi.advanceTimersByTimeAsync(1300);
+    expect(rejoin).toHaveBeenCalledTimes(2);
+    await vi.advanceTimersByTimeAsync(2500);
+    expect(rejoin).toHaveBeenCalledTimes(3);
+    expect(FakeSocket.all.at(-1)?.url).toBe('ws://sfu.test/rtc?back');
+  });
+
+  it('stays out after being excluded, and gives up when the conference ended', async () => {
+    const excluded = start();
+    await flush();
+    FakeSocket.all[0].open();
+    FakeSocket.all[0].receive(joined);
+    FakeSocket.all[0].receive({ type: 'closed', reason: 'excluded' });
+    await flush();
+    FakeSocket.all[0].close();
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(excluded.rejoin).not.toHaveBeenCalled();
+    expect(excluded.actions.at(-1)).toEqual({ kind: 'server', message: { type: 'closed', reason: 'excluded' } });
+
+    FakeSocket.all = [];
+    const ended = start({ rejoin: async () => Promise.reject(new ApiError(409, 'conferenceEnded', 'this conference has ended')) });
+    await flush();
+    FakeSocket.all[0].open();
+    FakeSocket.all[0].close();
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(ended.gaveUp.map((e) => e.code)).toEqual(['conferenceEnded']);
+  });
+
+  it('renews a ticket that is about to expire before connecting', async () => {
+    const { rejoin } = start({ first: ticket('stale', 5) });
+    await flush();
+    expect(rejoin).toHaveBeenCalledTimes(1);
+    expect(FakeSocket.all[0].url).toBe('ws://sfu.test/rtc?fresh');
+  });
+});
