@@ -127,7 +127,7 @@ scenario('guests join by link or meeting ID and are told what is wrong', async (
     await g.page.goto('/join');
     await g.page.getByLabel('Meeting ID').waitFor();
     const focused = () => g.page.evaluate(() => document.activeElement?.id ?? '');
-    assert.equal(await focused(), 'join-meeting-id', 'the meeting ID has the focus');
+    await waitFor(g.page, () => document.activeElement?.id === 'join-meeting-id', undefined, { what: 'the meeting ID to have the focus' });
     await g.page.keyboard.type(now.body.meetingId);
     await g.page.keyboard.press('Tab');
     assert.equal(await focused(), 'join-password');
@@ -142,7 +142,10 @@ scenario('guests join by link or meeting ID and are told what is wrong', async (
     await g.page.keyboard.press('Tab');
     await g.page.keyboard.press('Enter');
     await g.page.getByRole('heading', { name: /Ready to join/ }).waitFor();
-    // Through the preview's controls to "Join now", by Tab alone.
+    // Once the devices are ready, through the preview's controls to "Join now", by Tab alone.
+    await waitFor(g.page, () => [...document.querySelectorAll('button')].some((b) => b.textContent.trim() === 'Join now' && !b.disabled), undefined, {
+      what: 'the preview to be ready',
+    });
     for (let i = 0; i < 12; i += 1) {
       const text = await g.page.evaluate(() => document.activeElement?.textContent ?? '');
       if (text.trim() === 'Join now') break;

@@ -242,6 +242,7 @@ describe('the meeting session', () => {
     FakeSocket.all[0].receive(joined);
     await flush();
     FakeSocket.all[0].close();
+    await flush();
     expect(actions.at(-1)).toEqual({ kind: 'reconnecting' });
     expect(FakePeer.all.slice(0, 2).every((p) => p.connectionState === 'closed')).toBe(true);
     await vi.advanceTimersByTimeAsync(700);
@@ -292,6 +293,25 @@ describe('the meeting session', () => {
     FakeSocket.all[0].close();
     await vi.advanceTimersByTimeAsync(1000);
     expect(ended.gaveUp.map((e) => e.code)).toEqual(['conferenceEnded']);
+  });
+
+  it('leaving is the end even when the websocket closes before the queued goodbye is read', async () => {
+    const { session, actions, rejoin } = start();
+    await flush();
+    const ws = FakeSocket.all[0];
+    ws.open();
+    ws.receive(joined);
+    await flush();
+    session.leave();
+    expect(ws.sent.at(-1)).toEqual({ type: 'leave' });
+    // An offer still being answered holds the queue while `closed` arrives and the socket closes.
+    ws.receive({ type: 'offer', sdp: 'v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=msid:p1 t1\r\n' });
+    ws.receive({ type: 'closed', reason: 'left' });
+    ws.close();
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(rejoin).not.toHaveBeenCalled();
+    expect(FakeSocket.all).toHaveLength(1);
+    expect(actions.at(-1)).toEqual({ kind: 'server', message: { type: 'closed', reason: 'left' } });
   });
 
   it('renews a ticket that is about to expire before connecting', async () => {

@@ -78,6 +78,8 @@ export class MeetingSession {
   /** Over: left, closed by the SFU, or torn down by the page. */
   private finished = false;
   private admitted = false;
+  /** `leave` was sent: the websocket closing next is the end, not a drop. */
+  private leaving = false;
   /** How many times a connection was opened (tests read it). */
   connections = 0;
 
@@ -131,8 +133,15 @@ export class MeetingSession {
       this.queue = this.queue.then(() => this.handle(ws, message)).catch((error) => console.warn('signaling', error));
     };
     ws.onclose = () => {
-      if (ws !== this.ws) return;
-      if (!this.finished) this.reconnect();
+      // After the messages that came before the close: a `closed {reason}` still waiting in
+      // the queue decides whether this was the end or a drop.
+      this.queue = this.queue.then(() => {
+        if (ws !== this.ws || this.finished) return;
+        if (this.leaving) {
+          this.finish();
+          this.options.dispatch({ kind: 'server', message: { type: 'closed', reason: 'left' } });
+        } else this.reconnect();
+      });
     };
   }
 
@@ -148,7 +157,7 @@ export class MeetingSession {
 
   /** Drops the current connection and opens a new one after a back-off. */
   private reconnect(): void {
-    if (this.finished || this.reconnectTimer !== undefined) return;
+    if (this.finished || this.leaving || this.reconnectTimer !== undefined) return;
     this.options.dispatch({ kind: 'reconnecting' });
     this.closeConnection();
     const delay = backoff(this.attempt, Math.random());
@@ -520,6 +529,7 @@ export class MeetingSession {
 
   /** Leaves: the SFU answers `closed {reason: left}`; without a connection we just stop. */
   leave(): void {
+    this.leaving = true;
     if (!this.send({ type: 'leave' })) {
       this.finish();
       this.options.dispatch({ kind: 'server', message: { type: 'closed', reason: 'left' } });
