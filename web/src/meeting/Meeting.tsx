@@ -5,7 +5,7 @@ import type { ApiError, JoinResponse } from '../api';
 import type { ParticipantId, TrackId } from '../generated/signal';
 import { ConfirmDialog, Link, useTitle } from '../ui';
 import { inviteLink } from './joining';
-import { chatLines, initialRoom, moderation, participantList, reduce, remoteTracks, roleName, tiles, type RoomState, type Tile } from './room';
+import { chatLines, initialRoom, isSpeaking, moderation, participantList, reduce, remoteTracks, roleName, tiles, type RoomState, type Tile } from './room';
 import { MeetingSession, type LocalMedia } from './session';
 import { AudioSink, VideoView } from './views';
 import './meeting.css';
@@ -338,7 +338,7 @@ function Participants(props: { room: RoomState; session: MeetingSession | null; 
                 </span>
                 <span class="badge role">{roleName(p.role)}</span>
                 {p.microphoneBlocked ? <span class="badge muted">microphone blocked</span> : (!mic || mic.muted) && <span class="badge muted">mic off</span>}
-                {room.activeSpeaker === p.id && <span class="badge speaking">speaking</span>}
+                {isSpeaking(room, p.id) && <span class="badge speaking">speaking</span>}
               </div>
               {(may.setRole || may.blockMicrophone || may.exclude || may.privateMessage) && (
                 <div class="person-actions">

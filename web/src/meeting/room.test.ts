@@ -203,6 +203,14 @@ describe('the grid', () => {
     expect(grid[3].video).toBeNull();
   });
 
+  it('does not show a muted participant as speaking', () => {
+    let state = joinedAs(ada, moderatorGrants, [bob], [track('t4', 'p2', 'microphone', true)]);
+    state = apply(state, { type: 'activeSpeaker', participant: 'p2' });
+    expect(tiles(state).find((t) => t.participant.id === 'p2')?.speaking).toBe(false);
+    state = apply(state, { type: 'trackMuted', track: 't4', muted: false });
+    expect(tiles(state).find((t) => t.participant.id === 'p2')?.speaking).toBe(true);
+  });
+
   it('receives everyone’s tracks but ours', () => {
     const state = joinedAs(ada, moderatorGrants, [bob], [track('t1', 'p1', 'camera'), track('t2', 'p2', 'camera')]);
     expect(remoteTracks(state).map((t) => t.id)).toEqual(['t2']);

@@ -244,9 +244,16 @@ export function tiles(state: RoomState): Tile[] {
     const screen = trackOf(state, id, 'screen');
     const common = { participant, microphone, isYou: id === state.you };
     if (screen) screens.push({ ...common, key: `screen-${screen.id}`, kind: 'screen', video: screen, speaking: false });
-    people.push({ ...common, key: `camera-${id}`, kind: 'camera', video: camera && !camera.muted ? camera : null, speaking: id === state.activeSpeaker });
+    people.push({ ...common, key: `camera-${id}`, kind: 'camera', video: camera && !camera.muted ? camera : null, speaking: isSpeaking(state, id) });
   }
   return [...screens, ...people];
+}
+
+/** The active speaker, unless their microphone is off (the SFU's level hold may lag a mute). */
+export function isSpeaking(state: RoomState, id: ParticipantId): boolean {
+  if (state.activeSpeaker !== id) return false;
+  const microphone = trackOf(state, id, 'microphone');
+  return !!microphone && !microphone.muted;
 }
 
 /** Tracks that arrive on the subscriber connection: everyone's but ours. */
