@@ -123,6 +123,22 @@ scenario('guests join by link or meeting ID and are told what is wrong', async (
     await inMeeting(o.page, "the owner's meeting");
   });
 
+  await step('an account that is not the owner is asked for the password only when needed', async () => {
+    const member = await createAccount(admin, { login: 'mia', displayName: 'Mia Member' });
+    const m = await openBrowser('member');
+    await logIn(m.page, member.login, member.password);
+    await m.page.goto(`/join/${now.body.meetingId}`);
+    const field = m.page.getByLabel('Meeting password');
+    await field.waitFor();
+    assert.equal(await m.page.getByLabel('Your name').count(), 0, 'an account is not asked for a name');
+    await m.page.getByText('This meeting needs its password. Ask its owner for it.').waitFor();
+    await screenshot(m.page, '05-account-asked-for-password');
+    await field.fill(now.body.password);
+    await m.page.getByRole('button', { name: 'Continue' }).click();
+    await m.page.getByText('You join as').getByText('Mia Member').waitFor();
+    await m.close();
+  });
+
   await step('the join form is filled and sent with the keyboard alone', async () => {
     await g.page.goto('/join');
     await g.page.getByLabel('Meeting ID').waitFor();
@@ -186,7 +202,7 @@ scenario('guests join by link or meeting ID and are told what is wrong', async (
     await d.page.getByRole('button', { name: 'Continue' }).click();
     await d.page.getByText('Access to the microphone was denied').waitFor();
     await d.page.getByText('Access to the camera was denied').waitFor();
-    await screenshot(d.page, '05-devices-denied');
+    await screenshot(d.page, '06-devices-denied');
     await d.page.getByRole('button', { name: 'Join now' }).click();
     await inMeeting(d.page, "the denier's meeting");
     await d.page.getByRole('button', { name: 'No microphone' }).waitFor();
@@ -205,7 +221,7 @@ scenario('guests join by link or meeting ID and are told what is wrong', async (
     await again.getByText('You join as').waitFor();
     assert.equal((await again.locator('.join-as strong').innerText()).trim(), HTML_NAME);
     assert.equal(await again.getByLabel('Your name').count(), 0, 'the name is not asked');
-    await screenshot(again, '06-remembered-name');
+    await screenshot(again, '07-remembered-name');
     await again.getByRole('button', { name: 'Change name' }).click();
     assert.equal(await again.getByLabel('Your name').inputValue(), HTML_NAME);
     await again.close();
@@ -216,7 +232,7 @@ scenario('guests join by link or meeting ID and are told what is wrong', async (
     await g.context.setOffline(true);
     await g.page.evaluate(() => window.__conclave.session.dropConnection());
     await g.page.getByRole('status').filter({ hasText: 'Reconnecting…' }).waitFor();
-    await screenshot(g.page, '07-reconnecting');
+    await screenshot(g.page, '08-reconnecting');
     await g.context.setOffline(false);
     await inMeeting(g.page, 'the guest back in the meeting');
     const after = await g.page.evaluate(() => window.__conclave.session.connections);
@@ -231,7 +247,7 @@ scenario('guests join by link or meeting ID and are told what is wrong', async (
     await o.page.getByRole('dialog').getByRole('button', { name: 'End meeting' }).click();
     await g.page.getByRole('heading', { name: 'The conference has ended' }).waitFor();
     await o.page.getByRole('heading', { name: 'The conference has ended' }).waitFor();
-    await screenshot(g.page, '08-conference-ended');
+    await screenshot(g.page, '09-conference-ended');
   });
 
   for (const b of [o, g])

@@ -36,6 +36,8 @@ export function JoinPage(props: { meetingId?: string }) {
   const [remember, setRemember] = useState(!!remembered);
   // Logged-in people are asked for the password only when the API wants it.
   const [passwordAsked, setPasswordAsked] = useState(!me);
+  // Why a logged-in person is asked for the password (the API wanted it).
+  const [passwordHint, setPasswordHint] = useState<string | null>(null);
   const [errors, setErrors] = useState<Partial<Record<FieldName, string>>>({});
   const [problem, setProblem] = useState<JoinProblem | null>(null);
   const [busy, setBusy] = useState(false);
@@ -85,7 +87,7 @@ export function JoinPage(props: { meetingId?: string }) {
       if (found.field === 'password' && !passwordAsked) {
         // The API wants the password from this account: ask for it, without an alarm.
         setPasswordAsked(true);
-        setProblem({ message: found.message });
+        setPasswordHint(`${found.message} Ask its owner for it.`);
         setTimeout(() => document.getElementById('join-password')?.focus());
       } else if (found.field) {
         setErrors({ [found.field]: found.message });
@@ -200,9 +202,9 @@ export function JoinPage(props: { meetingId?: string }) {
           />
         </Field>
         {passwordAsked && (
-          <Field id="join-password" label="Meeting password" error={errors.password}>
+          <Field id="join-password" label="Meeting password" error={errors.password} hint={passwordHint ?? undefined}>
             <input
-              {...fieldIds('join-password', errors.password)}
+              {...fieldIds('join-password', errors.password, !!passwordHint)}
               name="password"
               type="password"
               inputMode="numeric"
