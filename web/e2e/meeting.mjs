@@ -76,9 +76,12 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
   });
 
   await step('chat both ways, with the unread count while the panel is closed', async () => {
-    await o.page.getByRole('button', { name: 'Chat', exact: true }).click();
-    await o.page.getByRole('textbox', { name: 'Message' }).fill('Hello from Olivia');
-    await o.page.getByRole('textbox', { name: 'Message' }).press('Enter');
+    // By keyboard: the chat button moves the focus to the message box.
+    await o.page.getByRole('button', { name: 'Chat', exact: true }).focus();
+    await o.page.keyboard.press('Enter');
+    await waitFor(o.page, () => document.activeElement?.id === 'chat-text', undefined, { what: 'the focus in the message box' });
+    await o.page.keyboard.type('Hello from Olivia');
+    await o.page.keyboard.press('Enter');
     await g.page.getByRole('button', { name: 'Chat, 1 unread' }).waitFor();
     await screenshot(g.page, '06-guest-unread');
     await g.page.getByRole('button', { name: 'Chat, 1 unread' }).click();
@@ -87,6 +90,10 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
     await g.page.getByRole('button', { name: 'Send' }).click();
     await o.page.getByRole('log', { name: 'Chat messages' }).getByText('Hi Olivia, Gus here').waitFor();
     await screenshot(o.page, '07-owner-chat');
+    // Escape closes the panel and gives the focus back to its button.
+    await o.page.keyboard.press('Escape');
+    await o.page.getByRole('complementary', { name: 'Chat' }).waitFor({ state: 'detached' });
+    await waitFor(o.page, () => document.activeElement?.dataset.panel === 'chat', undefined, { what: 'the focus back on the chat button' });
   });
 
   await step('a private message from the owner to the guest', async () => {

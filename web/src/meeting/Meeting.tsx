@@ -75,6 +75,20 @@ export function Meeting(props: {
     dispatch({ kind: 'chatOpen', open: value === 'chat' });
   }
 
+  // Keyboard users land in the panel they opened (the chat's message box, otherwise its
+  // heading); Escape closes it and returns them to its button.
+  const panelHeading = useRef<HTMLHeadingElement>(null);
+  const lastPanel = useRef<Panel>(null);
+  useEffect(() => {
+    if (panel && panel !== lastPanel.current) {
+      const target = panel === 'chat' ? document.getElementById('chat-text') : panelHeading.current;
+      target?.focus();
+    } else if (!panel && lastPanel.current) {
+      document.querySelector<HTMLElement>(`[data-panel="${lastPanel.current}"]`)?.focus();
+    }
+    lastPanel.current = panel;
+  }, [panel]);
+
   function openChatTo(id: ParticipantId) {
     setChatTo(id);
     setPanel('chat');
@@ -139,9 +153,17 @@ export function Meeting(props: {
       ))}
 
       {panel && (
-        <aside class="panel-side" aria-label={panel === 'chat' ? 'Chat' : panel === 'participants' ? 'Participants' : 'Meeting info'}>
+        <aside
+          class="panel-side"
+          aria-label={panel === 'chat' ? 'Chat' : panel === 'participants' ? 'Participants' : 'Meeting info'}
+          onKeyDown={(e) => {
+            if (e.key === 'Escape' && !(e.target as HTMLElement).closest('dialog')) openPanel(null);
+          }}
+        >
           <div class="panel-head">
-            <h2>{panel === 'chat' ? 'Chat' : panel === 'participants' ? `Participants (${room.order.length})` : 'Meeting info'}</h2>
+            <h2 tabIndex={-1} ref={panelHeading}>
+              {panel === 'chat' ? 'Chat' : panel === 'participants' ? `Participants (${room.order.length})` : 'Meeting info'}
+            </h2>
             <button type="button" class="icon" aria-label="Close panel" onClick={() => openPanel(null)}>
               ✕
             </button>
@@ -204,7 +226,7 @@ export function Meeting(props: {
         )}
         <div class="control-group">
           {admitted && (
-            <button type="button" class="control" aria-expanded={panel === 'participants'} onClick={() => openPanel('participants')}>
+            <button type="button" class="control" aria-expanded={panel === 'participants'} data-panel="participants" onClick={() => openPanel('participants')}>
               Participants <span class="count">{room.order.length}</span>
             </button>
           )}
@@ -213,6 +235,7 @@ export function Meeting(props: {
               type="button"
               class="control"
               aria-expanded={panel === 'chat'}
+              data-panel="chat"
               aria-label={room.unread ? `Chat, ${room.unread} unread` : 'Chat'}
               onClick={() => openPanel('chat')}
             >
@@ -224,7 +247,7 @@ export function Meeting(props: {
               )}
             </button>
           )}
-          <button type="button" class="control" aria-expanded={panel === 'info'} onClick={() => openPanel('info')}>
+          <button type="button" class="control" aria-expanded={panel === 'info'} data-panel="info" onClick={() => openPanel('info')}>
             Meeting info
           </button>
         </div>
