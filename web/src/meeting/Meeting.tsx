@@ -278,7 +278,6 @@ export function Meeting(props: {
         )}
       </nav>
 
-      {/* Each dialog exists only while open: ConfirmDialog's title has a fixed id. */}
       {confirmEnd && (
         <ConfirmDialog
           open={confirmEnd}
