@@ -100,7 +100,7 @@ scenario('scheduling, editing, deleting and repeating in the portal', async () =
     assert.match(await page.getByLabel('Meeting password').inputValue(), /^[1-9]\d{5}$/);
     await page.getByLabel('Date', { exact: true }).fill(when.date);
     await page.getByLabel('Start', { exact: true }).fill('10:00');
-    await page.getByLabel('End', { exact: true }).fill('09:00');
+    await page.getByLabel('End', { exact: true }).fill('10:00');
     await page.getByLabel('Invitees').fill('bob@example.org\nnot-an-address');
     await page.getByRole('button', { name: 'Schedule', exact: true }).click();
     assert.equal(await errorNextTo(page, 'topic'), 'Enter a topic.');
@@ -114,7 +114,11 @@ scenario('scheduling, editing, deleting and repeating in the portal', async () =
 
   await step('schedule a weekly conference on Tuesday and Thursday until a date, with invitees', async () => {
     await page.getByLabel('Topic', { exact: true }).fill('Design review');
+    // An end before the start is on the next day, and the form says so under the field.
+    await page.getByLabel('End', { exact: true }).fill('00:30');
+    assert.equal(await page.locator('#end-hint').textContent(), 'Ends the next day · 14 h 30 min');
     await page.getByLabel('End', { exact: true }).fill('11:00');
+    assert.equal(await page.locator('#end-hint').textContent(), '1 h');
     await page.getByLabel('Repeat', { exact: true }).selectOption('weekly');
     // The start's weekday is already ticked; add Thursday.
     assert.equal(await page.getByLabel('Tuesday').isChecked(), true);

@@ -2,9 +2,11 @@ import { describe, expect, it } from 'vitest';
 import type { Conference } from '../api';
 import {
   changedInput,
+  describeLength,
   fieldOfRefusal,
   fromConference,
   fromDraft,
+  lengthOf,
   moveStart,
   newSchedule,
   startChanged,
@@ -79,7 +81,18 @@ describe('a new scheduling form', () => {
 
   it('moves the end with the start', () => {
     expect(moveStart(values(), '14:30')).toMatchObject({ start: '14:30', end: '15:30' });
-    expect(moveStart(values(), '23:30').end).toBe('23:59');
+    // Past midnight, the length is kept: the end is on the next day.
+    expect(moveStart(values(), '23:30').end).toBe('00:30');
+    expect(moveStart(values({ start: '10:00', end: '10:00' }), '12:00').end).toBe('10:00');
+  });
+
+  it('tells the length, and that an end before the start is on the next day', () => {
+    expect(lengthOf(values())).toEqual({ minutes: 60, nextDay: false });
+    expect(describeLength(values({ start: '10:00', end: '11:45' }))).toBe('1 h 45 min');
+    expect(describeLength(values({ start: '10:00', end: '10:20' }))).toBe('20 min');
+    expect(describeLength(values({ start: '23:00', end: '00:30' }))).toBe('Ends the next day · 1 h 30 min');
+    expect(describeLength(values({ start: '10:00', end: '10:00' }))).toBeNull();
+    expect(describeLength(values({ start: '10:00', end: '' }))).toBeNull();
   });
 });
 
@@ -94,9 +107,11 @@ describe('checks before sending', () => {
     expect(validateSchedule(values({ topic: 'x'.repeat(201) }), NOW).topic).toBeDefined();
   });
 
-  it('puts "end after start" next to the end', () => {
-    expect(validateSchedule(values({ start: '11:00', end: '10:00' }), NOW)).toEqual({ end: 'The end must be after the start.' });
-    expect(validateSchedule(values({ start: '11:00', end: '11:00' }), NOW).end).toBeDefined();
+  it('puts "end after start" next to the end when the two are equal', () => {
+    expect(validateSchedule(values({ start: '11:00', end: '11:00' }), NOW)).toEqual({ end: 'The end must be after the start.' });
+    expect(validateSchedule(values({ start: '11:00', end: '' }), NOW).end).toBe('Enter the end time, like 11:00.');
+    // Earlier than the start: the next day, a conference running past midnight.
+    expect(validateSchedule(values({ start: '23:00', end: '00:30' }), NOW)).toEqual({});
   });
 
   it('checks in an edit only the timing it sends', () => {
@@ -104,10 +119,11 @@ describe('checks before sending', () => {
     const before = values({ date: '2026-11-19', start: '23:50', end: '00:20' });
     expect(validateSchedule({ ...before, topic: 'Late' }, NOW, timingChecks(before, { ...before, topic: 'Late' }))).toEqual({});
     // A longer meeting: the end is checked, the start is not.
-    const longer = { ...before, end: '23:55' };
+    const longer = { ...before, end: '01:00' };
     expect(timingChecks(before, longer)).toEqual({ start: false, end: true });
     expect(validateSchedule(longer, NOW, timingChecks(before, longer))).toEqual({});
-    expect(validateSchedule({ ...before, end: '23:00' }, NOW, timingChecks(before, { ...before, end: '23:00' })).end).toBeDefined();
+    expect(changedInput(before, longer)).toEqual({ end: '2026-11-20T01:00' });
+    expect(validateSchedule({ ...before, end: '23:50' }, NOW, timingChecks(before, { ...before, end: '23:50' })).end).toBeDefined();
   });
 
   it('knows when the start moved (and is then checked)', () => {
@@ -162,6 +178,8 @@ describe('what is sent', () => {
     expect(toInput(values(), 'arch-1').repeatOf).toBe('arch-1');
     expect(toInput(values()).recurrence).toBeNull();
     expect(toInput(values()).maxParticipants).toBeNull();
+    // Past midnight (and past the month's end): the end carries the next day's date.
+    expect(toInput(values({ date: '2026-12-31', start: '23:30', end: '00:15' }))).toMatchObject({ start: '2026-12-31T23:30', end: '2027-01-01T00:15' });
   });
 
   it('prefills an edit from the conference, in its zone', () => {

@@ -4,7 +4,9 @@
 import type { Conference, ConferenceInput } from '../api';
 import { parseInvitees, inviteesError, formatInvitees } from './invitees';
 import { buildRule, NO_RECURRENCE, parseRule, recurrenceErrors, weekdayCode, type Recurrence } from './recurrence';
-import { formatClock, isTimeZone, localIso, localTimeExists, localToInstant, parseDate, parseTime, splitInstant, splitLocalIso } from './time';
+import { addDays, formatClock, isTimeZone, localIso, localTimeExists, localToInstant, parseDate, parseTime, splitInstant, splitLocalIso } from './time';
+
+const DAY_MINUTES = 24 * 60;
 
 export interface ScheduleValues {
   topic: string;
@@ -12,7 +14,7 @@ export interface ScheduleValues {
   date: string;
   /** `HH:MM`. */
   start: string;
-  /** `HH:MM`, on the same day, after `start`. */
+  /** `HH:MM`: after `start` on the same day, or, when earlier than `start`, on the next day. */
   end: string;
   timeZone: string;
   recurrence: Recurrence;
@@ -97,7 +99,7 @@ export function newSchedule(timeZone: string, now: Date, random?: (bytes: Uint8A
     topic: '',
     date: start.date,
     start: start.time,
-    end: formatClock(Math.min(startMinutes + 60, 23 * 60 + 59)),
+    end: formatClock(startMinutes + 60),
     timeZone,
     recurrence: { ...NO_RECURRENCE, days: [weekdayCode(start.date)] },
     keptRule: null,
@@ -149,7 +151,7 @@ export function fromDraft(draft: ConferenceInput, fallbackTimeZone: string, rand
     topic: draft.topic ?? '',
     date: start.date,
     start: start.time,
-    end: startMinutes === null ? '' : formatClock(Math.min(startMinutes + duration, 23 * 60 + 59)),
+    end: startMinutes === null ? '' : formatClock(startMinutes + Math.min(duration, DAY_MINUTES - 1)),
     timeZone: tz,
     recurrence: withDefaultDay(parsed.ok ? parsed.recurrence : { ...NO_RECURRENCE }, start.date),
     keptRule: parsed.ok ? null : parsed.rule,
@@ -168,13 +170,33 @@ function withDefaultDay(r: Recurrence, date: string): Recurrence {
   return { ...r, days: [weekdayCode(date)] };
 }
 
-/** Moves the end with the start, keeping the length (as calendars do); clamps at midnight. */
-export function moveStart(values: ScheduleValues, start: string): ScheduleValues {
-  const before = parseTime(values.start);
-  const after = parseTime(start);
+/**
+ * How long the form's conference lasts: an end earlier than the start is on the next day
+ * (23:00 to 00:30 is an hour and a half). Null when a time is missing or the two are equal.
+ */
+export function lengthOf(values: Pick<ScheduleValues, 'start' | 'end'>): { minutes: number; nextDay: boolean } | null {
+  const start = parseTime(values.start);
   const end = parseTime(values.end);
-  if (before === null || after === null || end === null || end <= before) return { ...values, start };
-  return { ...values, start, end: formatClock(Math.min(after + (end - before), 23 * 60 + 59)) };
+  if (start === null || end === null || start === end) return null;
+  return { minutes: (end - start + DAY_MINUTES) % DAY_MINUTES, nextDay: end < start };
+}
+
+/** The hint under the end: "1 h 30 min", or "Ends the next day · 1 h 30 min". */
+export function describeLength(values: Pick<ScheduleValues, 'start' | 'end'>): string | null {
+  const length = lengthOf(values);
+  if (!length) return null;
+  const hours = Math.floor(length.minutes / 60);
+  const minutes = length.minutes % 60;
+  const text = [hours ? `${hours} h` : '', minutes ? `${minutes} min` : ''].filter(Boolean).join(' ');
+  return length.nextDay ? `Ends the next day · ${text}` : text;
+}
+
+/** Moves the end with the start, keeping the length (as calendars do), past midnight if need be. */
+export function moveStart(values: ScheduleValues, start: string): ScheduleValues {
+  const after = parseTime(start);
+  const length = lengthOf(values);
+  if (after === null || !length) return { ...values, start };
+  return { ...values, start, end: formatClock((after + length.minutes) % DAY_MINUTES) };
 }
 
 /** The rule the form stands for: built from its choices, or the kept one. */
@@ -199,7 +221,7 @@ export function timingChecks(before: ScheduleValues, after: ScheduleValues): Tim
 
 /**
  * Checks made before sending. An edit checks only the timing it sends: a running conference
- * has started in the past, and one that runs past midnight cannot be shown as one day.
+ * has started in the past, and may be made longer without moving its start.
  */
 export function validateSchedule(values: ScheduleValues, now: Date, checks: TimingChecks = { start: true, end: true }): ScheduleErrors {
   const errors: ScheduleErrors = {};
@@ -215,7 +237,7 @@ export function validateSchedule(values: ScheduleValues, now: Date, checks: Timi
   if (!date) errors.date = 'Enter the date, like 2026-12-01.';
   if (start === null) errors.start = 'Enter the start time, like 10:00.';
   if (end === null) errors.end = 'Enter the end time, like 11:00.';
-  else if (checks.end && start !== null && end <= start) errors.end = 'The end must be after the start.';
+  else if (checks.end && start !== null && end === start) errors.end = 'The end must be after the start.';
   if (checks.start && date && start !== null && !errors.timeZone) {
     if (!localTimeExists(values.date, values.start, values.timeZone)) {
       errors.start = `${values.start} does not exist on that day in ${values.timeZone} (the clocks skip it); pick another time.`;
@@ -245,7 +267,7 @@ export function toInput(values: ScheduleValues, repeatOf?: string): ConferenceIn
   const input: ConferenceInput = {
     topic: values.topic.trim(),
     start: localIso(values.date, values.start),
-    end: localIso(values.date, values.end),
+    end: localIso(lengthOf(values)?.nextDay ? addDays(values.date, 1) : values.date, values.end),
     timeZone: values.timeZone,
     recurrence: ruleOf(values),
     maxParticipants: max ? Number(max) : null,

@@ -12,6 +12,7 @@ import { flash } from '../logic/flash';
 import { defaultUntil, WEEKDAY_NAMES, WEEKDAYS, weekdayCode, type Frequency, type Recurrence, type Weekday } from '../logic/recurrence';
 import {
   changedInput,
+  describeLength,
   fieldOfRefusal,
   fromConference,
   fromDraft,
@@ -132,6 +133,7 @@ function ScheduleForm(props: { mode: Mode; initial: ScheduleValues }) {
     first?.focus();
   }, [focusTick]);
 
+  const length = permanent ? null : describeLength(values);
   const set = <K extends keyof ScheduleValues>(key: K, value: ScheduleValues[K]) => setValues((v) => ({ ...v, [key]: value }));
   const setRecurrence = (change: Partial<Recurrence>) => setValues((v) => ({ ...v, recurrence: { ...v.recurrence, ...change }, keptRule: null }));
 
@@ -217,8 +219,8 @@ function ScheduleForm(props: { mode: Mode; initial: ScheduleValues }) {
               <Field id="start" label="Start" error={errors.start}>
                 <input {...fieldIds('start', errors.start)} type="time" name="start" value={values.start} onInput={(e) => setValues((v) => moveStart(v, e.currentTarget.value))} />
               </Field>
-              <Field id="end" label="End" error={errors.end}>
-                <input {...fieldIds('end', errors.end)} type="time" name="end" value={values.end} onInput={(e) => set('end', e.currentTarget.value)} />
+              <Field id="end" label="End" error={errors.end} hint={length}>
+                <input {...fieldIds('end', errors.end, !!length)} type="time" name="end" value={values.end} onInput={(e) => set('end', e.currentTarget.value)} />
               </Field>
             </div>
             <Field id="timeZone" label="Time zone" error={errors.timeZone}>
