@@ -122,6 +122,31 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
     await expectMediaFlowing(o.page, { what: "the guest's camera after turning it on again", video: (t) => t === track, audio: false });
   });
 
+  await step('the guest switches to another microphone during the meeting; the owner keeps hearing them', async () => {
+    await g.page.getByRole('button', { name: 'Devices', exact: true }).click();
+    const panel = g.page.getByRole('complementary', { name: 'Microphone and camera' });
+    const select = panel.getByLabel('Microphone');
+    // Chromium's fake devices: a default microphone and "Fake Audio Input 1" and "2".
+    const options = await select.locator('option').allTextContents();
+    assert.ok(options.includes('Fake Audio Input 2'), `microphones offered: ${options.join(', ')}`);
+    await select.selectOption({ label: 'Fake Audio Input 2' });
+    // The publishing connection now sends the new device's track.
+    await waitFor(
+      g.page,
+      (label) =>
+        window.__conclave.session.publisher
+          ?.getSenders()
+          .some((sender) => sender.track?.kind === 'audio' && sender.track.label === label),
+      'Fake Audio Input 2',
+      { what: 'the new microphone in the sender' },
+    );
+    assert.equal(await select.evaluate((el) => el.selectedOptions[0]?.textContent), 'Fake Audio Input 2');
+    await expectMediaFlowing(o.page, { what: "the guest's audio after the switch" });
+    await screenshot(g.page, '08b-guest-devices');
+    await g.page.keyboard.press('Escape');
+    await panel.waitFor({ state: 'detached' });
+  });
+
   await step('the owner makes the guest a speaker', async () => {
     await o.page.getByRole('button', { name: 'Participants' }).click();
     const list = o.page.getByRole('complementary', { name: 'Participants' });

@@ -5,12 +5,15 @@ import type { ApiError, JoinResponse } from '../api';
 import type { ParticipantId, TrackId } from '../generated/signal';
 import { ConfirmDialog, Link, useTitle } from '../ui';
 import { inviteLink } from './joining';
+import { deviceLabel, listDevices, useLevel, type Devices } from './media';
 import { chatLines, initialRoom, isSpeaking, moderation, participantList, reduce, remoteTracks, roleName, tiles, type RoomState, type Tile } from './room';
 import { MeetingSession, type LocalMedia } from './session';
-import { AudioSink, VideoView } from './views';
+import { AudioSink, LevelMeter, VideoView } from './views';
 import './meeting.css';
 
-type Panel = 'participants' | 'chat' | 'info' | null;
+type Panel = 'participants' | 'chat' | 'info' | 'devices' | null;
+
+const PANEL_TITLES = { participants: 'Participants', chat: 'Chat', info: 'Meeting info', devices: 'Microphone and camera' } as const;
 
 declare global {
   interface Window {
@@ -155,14 +158,14 @@ export function Meeting(props: {
       {panel && (
         <aside
           class="panel-side"
-          aria-label={panel === 'chat' ? 'Chat' : panel === 'participants' ? 'Participants' : 'Meeting info'}
+          aria-label={PANEL_TITLES[panel]}
           onKeyDown={(e) => {
             if (e.key === 'Escape' && !(e.target as HTMLElement).closest('dialog')) openPanel(null);
           }}
         >
           <div class="panel-head">
             <h2 tabIndex={-1} ref={panelHeading}>
-              {panel === 'chat' ? 'Chat' : panel === 'participants' ? `Participants (${room.order.length})` : 'Meeting info'}
+              {panel === 'participants' ? `Participants (${room.order.length})` : PANEL_TITLES[panel]}
             </h2>
             <button type="button" class="icon" aria-label="Close panel" onClick={() => openPanel(null)}>
               ✕
@@ -171,6 +174,7 @@ export function Meeting(props: {
           {panel === 'participants' && <Participants room={room} session={s} onMessage={(id) => openChatTo(id)} />}
           {panel === 'chat' && <Chat room={room} session={s} to={chatTo} setTo={setChatTo} />}
           {panel === 'info' && <Info ticket={ticket} password={props.password} />}
+          {panel === 'devices' && <DevicesPanel local={local} session={s} audioOnly={audioOnly} />}
         </aside>
       )}
 
@@ -217,6 +221,9 @@ export function Meeting(props: {
                 {local.camera ? 'Stop camera' : 'Start camera'}
               </button>
             )}
+            <button type="button" class="control" aria-expanded={panel === 'devices'} data-panel="devices" onClick={() => openPanel('devices')}>
+              Devices
+            </button>
             {grants?.present && !audioOnly && (
               <button type="button" class={`control${local.screen ? ' active' : ''}`} onClick={() => void (local.screen ? s?.stopScreen() : s?.startScreen())}>
                 {local.screen ? 'Stop sharing' : 'Share screen'}
@@ -565,6 +572,82 @@ function CopyRow(props: { label: string; copyLabel: string; value: string; id: s
       <p class="hint" role="status" aria-live="polite">
         {copied ?? ''}
       </p>
+    </div>
+  );
+}
+
+/** Another microphone or camera during the meeting, with the microphone's level. */
+function DevicesPanel(props: { local: LocalMedia; session: MeetingSession | null; audioOnly: boolean }) {
+  const { local, session } = props;
+  const [devices, setDevices] = useState<Devices>({ microphones: [], cameras: [] });
+  useEffect(() => {
+    let live = true;
+    const load = () => void listDevices().then((d) => live && setDevices(d));
+    load();
+    navigator.mediaDevices?.addEventListener?.('devicechange', load);
+    return () => {
+      live = false;
+      navigator.mediaDevices?.removeEventListener?.('devicechange', load);
+    };
+  }, []);
+  const level = useLevel(local.microphone, !local.microphoneMuted);
+  const micId = local.microphone?.getSettings().deviceId ?? local.microphoneDevice ?? '';
+  const camId = local.camera?.getSettings().deviceId ?? local.cameraDevice ?? '';
+  return (
+    <div class="panel-body devices">
+      <div class="field">
+        <label for="meeting-microphone">Microphone</label>
+        <select
+          id="meeting-microphone"
+          value={micId}
+          disabled={!devices.microphones.length}
+          aria-describedby={local.microphoneProblem ? 'meeting-microphone-problem' : undefined}
+          onChange={(e) => void session?.chooseDevice('microphone', e.currentTarget.value)}
+        >
+          {!devices.microphones.length && <option value="">No microphone</option>}
+          {devices.microphones.map((d, i) => (
+            <option value={d.deviceId} key={d.deviceId}>
+              {deviceLabel(d, i, 'Microphone')}
+            </option>
+          ))}
+        </select>
+        {local.microphoneProblem && (
+          <p class="field-error" id="meeting-microphone-problem">
+            {local.microphoneProblem}
+          </p>
+        )}
+        {local.microphone && (local.microphoneMuted ? <p class="hint">Your microphone is muted.</p> : <LevelMeter level={level} label="Microphone level" />)}
+      </div>
+      {!props.audioOnly && (
+        <div class="field">
+          <label for="meeting-camera">Camera</label>
+          <select
+            id="meeting-camera"
+            value={camId}
+            disabled={!devices.cameras.length}
+            aria-describedby={local.cameraProblem ? 'meeting-camera-problem' : 'meeting-camera-hint'}
+            onChange={(e) => void session?.chooseDevice('camera', e.currentTarget.value)}
+          >
+            {!devices.cameras.length && <option value="">No camera</option>}
+            {devices.cameras.map((d, i) => (
+              <option value={d.deviceId} key={d.deviceId}>
+                {deviceLabel(d, i, 'Camera')}
+              </option>
+            ))}
+          </select>
+          {local.cameraProblem ? (
+            <p class="field-error" id="meeting-camera-problem">
+              {local.cameraProblem}
+            </p>
+          ) : (
+            !local.camera && (
+              <p class="hint" id="meeting-camera-hint">
+                Your camera is off; the chosen one is used when you start it.
+              </p>
+            )
+          )}
+        </div>
+      )}
     </div>
   );
 }

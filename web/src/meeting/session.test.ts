@@ -235,6 +235,64 @@ describe('the meeting session', () => {
     expect(ws.sent.at(-1)).toEqual({ type: 'muteTrack', trackId: 'mic-1', muted: true });
   });
 
+  it('switches devices in place: the new track replaces the old in its sender, the old device is released', async () => {
+    const asked: MediaStreamConstraints[] = [];
+    const fresh = { mic: fakeTrack('mic-2', 'audio'), cam: fakeTrack('cam-2', 'video') };
+    let refuse = false;
+    vi.stubGlobal('navigator', {
+      mediaDevices: {
+        getUserMedia: async (c: MediaStreamConstraints) => {
+          asked.push(c);
+          if (refuse) throw Object.assign(new Error('busy'), { name: 'NotReadableError' });
+          return { getAudioTracks: () => (c.audio ? [fresh.mic] : []), getVideoTracks: () => (c.video ? [fresh.cam] : []) };
+        },
+      },
+    });
+    const before = local();
+    const locals: LocalMedia[] = [];
+    const session = new MeetingSession({
+      ticket: ticket('first'),
+      rejoin: async () => ticket('fresh'),
+      dispatch: () => {},
+      onRemoteTracks: () => {},
+      onLocal: (l) => locals.push(l),
+      onGiveUp: () => {},
+      local: { ...before, microphoneMuted: true },
+      audioOnly: false,
+    });
+    session.start();
+    await flush();
+    const ws = FakeSocket.all[0];
+    ws.open();
+    ws.receive(joined);
+    await flush();
+    const [publisher] = FakePeer.all;
+    const sentBefore = ws.sent.length;
+
+    await session.chooseDevice('microphone', 'usb-mic');
+    expect(asked.at(-1)?.audio).toMatchObject({ deviceId: { exact: 'usb-mic' } });
+    expect(publisher.senders[0].track).toBe(fresh.mic);
+    expect(fresh.mic.enabled).toBe(false);
+    expect(before.microphone!.stop).toHaveBeenCalled();
+    expect(locals.at(-1)).toMatchObject({ microphone: fresh.mic, microphoneMuted: true, microphoneDevice: 'usb-mic' });
+    // No renegotiation and no new publication: the SFU still knows the track by its first ID.
+    expect(ws.sent.length).toBe(sentBefore);
+    await session.setMicrophoneMuted(false);
+    expect(ws.sent.at(-1)).toEqual({ type: 'muteTrack', trackId: 'mic-1', muted: false });
+
+    await session.chooseDevice('camera', 'usb-cam');
+    expect(publisher.senders[1].track).toBe(fresh.cam);
+    expect(before.camera!.stop).toHaveBeenCalled();
+
+    // A device that cannot be had: the one in use stays, the problem is told.
+    refuse = true;
+    await session.chooseDevice('camera', 'broken-cam');
+    expect(publisher.senders[1].track).toBe(fresh.cam);
+    expect(fresh.cam.stop).not.toHaveBeenCalled();
+    expect(locals.at(-1)?.camera).toBe(fresh.cam);
+    expect(locals.at(-1)?.cameraProblem).toBeTruthy();
+  });
+
   it('reconnects with a fresh token after the websocket drops', async () => {
     const { actions, rejoin } = start();
     await flush();

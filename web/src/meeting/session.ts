@@ -462,6 +462,53 @@ export class MeetingSession {
     });
   }
 
+  /**
+   * Switches to another microphone or camera during the meeting: the new device's track takes
+   * the old one's place in the peer connection (no renegotiation, the others see no gap) and
+   * the old device is released. A camera that is off only remembers the choice. When the new
+   * device cannot be had, the old one stays in use and the problem is shown.
+   */
+  chooseDevice(kind: 'microphone' | 'camera', deviceId: string): Promise<void> {
+    return this.later(async () => {
+      if (kind === 'camera') {
+        if (this.options.audioOnly) return;
+        const old = this.local.camera;
+        if (!old || this.local.cameraDevice === deviceId) {
+          this.setLocal({ cameraDevice: deviceId });
+          return;
+        }
+        const got = await acquire('camera', deviceId);
+        if (!got.track) {
+          this.setLocal({ cameraProblem: got.problem });
+          return;
+        }
+        await this.published.get('camera')?.sender.replaceTrack(got.track);
+        old.stop();
+        this.setLocal({ camera: got.track, cameraDevice: deviceId, cameraProblem: null });
+        return;
+      }
+      const old = this.local.microphone;
+      if (old && this.local.microphoneDevice === deviceId) return;
+      const got = await acquire('microphone', deviceId);
+      if (!got.track) {
+        this.setLocal({ microphoneProblem: got.problem });
+        return;
+      }
+      // Muted stays muted; a first microphone starts muted, the person unmutes it.
+      const muted = old ? this.local.microphoneMuted : true;
+      got.track.enabled = !muted;
+      const published = this.published.get('microphone');
+      this.setLocal({ microphone: got.track, microphoneMuted: muted, microphoneDevice: deviceId, microphoneProblem: null });
+      if (published) {
+        await published.sender.replaceTrack(got.track);
+      } else if (this.publisher) {
+        this.addPublished('microphone', got.track, muted);
+        await this.negotiatePublisher();
+      }
+      old?.stop();
+    });
+  }
+
   /** Shares a screen (getDisplayMedia); needs the `present` right. */
   startScreen(): Promise<void> {
     return this.later(async () => {
