@@ -174,6 +174,20 @@ scenario('scheduling, editing, deleting and repeating in the portal', async () =
     await outboxMails((t) => /^To: carol@example\.org/m.test(t));
   });
 
+  await step("an invitee without an account follows the mail's link to the join page, meeting ID filled in", async () => {
+    const [mail] = await outboxMails((t) => /^To: bob@example\.org/m.test(t));
+    // Quoted-printable soft line breaks may split the link.
+    const link = mail.replace(/=\r?\n/g, '').match(/https?:\/\/[^\s"<>]+\/join\/\d+/)?.[0];
+    assert.equal(link, `${process.env.CONCLAVE_URL}/join/${meetingId}`);
+    const bob = await openBrowser('bob');
+    await bob.page.goto(link);
+    await bob.page.getByRole('heading', { name: 'Join a meeting' }).waitFor();
+    assert.equal(await bob.page.getByLabel('Meeting ID').inputValue(), meetingId);
+    await bob.page.getByLabel('Your name').waitFor();
+    await screenshot(bob.page, '04b-invitee-join-link');
+    await bob.close();
+  });
+
   await step('send an invitation e-mail: the answer names the outbox, a log row appears, an .eml is written', async () => {
     await page.getByLabel('E-mail addresses').fill('dave@example.org');
     await page.getByRole('button', { name: 'Send invitation' }).click();
