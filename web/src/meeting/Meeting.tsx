@@ -5,10 +5,10 @@ import type { ApiError, JoinResponse } from '../api';
 import type { ParticipantId, TrackId } from '../generated/signal';
 import { ConfirmDialog, Link, useTitle } from '../ui';
 import { inviteLink } from './joining';
-import { deviceLabel, listDevices, useLevel, type Devices } from './media';
+import { listDevices, useLevel, type Devices } from './media';
 import { chatLines, initialRoom, isSpeaking, moderation, participantList, reduce, remoteTracks, roleName, tiles, type RoomState, type Tile } from './room';
 import { MeetingSession, type LocalMedia } from './session';
-import { AudioSink, LevelMeter, VideoView } from './views';
+import { AudioSink, DeviceSelect, LevelMeter, VideoView } from './views';
 import './meeting.css';
 
 type Panel = 'participants' | 'chat' | 'info' | 'devices' | null;
@@ -595,58 +595,27 @@ function DevicesPanel(props: { local: LocalMedia; session: MeetingSession | null
   const camId = local.camera?.getSettings().deviceId ?? local.cameraDevice ?? '';
   return (
     <div class="panel-body devices">
-      <div class="field">
-        <label for="meeting-microphone">Microphone</label>
-        <select
-          id="meeting-microphone"
-          value={micId}
-          disabled={!devices.microphones.length}
-          aria-describedby={local.microphoneProblem ? 'meeting-microphone-problem' : undefined}
-          onChange={(e) => void session?.chooseDevice('microphone', e.currentTarget.value)}
-        >
-          {!devices.microphones.length && <option value="">No microphone</option>}
-          {devices.microphones.map((d, i) => (
-            <option value={d.deviceId} key={d.deviceId}>
-              {deviceLabel(d, i, 'Microphone')}
-            </option>
-          ))}
-        </select>
-        {local.microphoneProblem && (
-          <p class="field-error" id="meeting-microphone-problem">
-            {local.microphoneProblem}
-          </p>
-        )}
-        {local.microphone && (local.microphoneMuted ? <p class="hint">Your microphone is muted.</p> : <LevelMeter level={level} label="Microphone level" />)}
-      </div>
+      <DeviceSelect
+        id="meeting-microphone"
+        what="Microphone"
+        devices={devices.microphones}
+        value={micId}
+        problem={local.microphoneProblem}
+        hint={local.microphone && local.microphoneMuted ? 'Your microphone is muted.' : undefined}
+        onChoose={(id) => void session?.chooseDevice('microphone', id)}
+      >
+        {local.microphone && !local.microphoneMuted && <LevelMeter level={level} label="Microphone level" />}
+      </DeviceSelect>
       {!props.audioOnly && (
-        <div class="field">
-          <label for="meeting-camera">Camera</label>
-          <select
-            id="meeting-camera"
-            value={camId}
-            disabled={!devices.cameras.length}
-            aria-describedby={local.cameraProblem ? 'meeting-camera-problem' : 'meeting-camera-hint'}
-            onChange={(e) => void session?.chooseDevice('camera', e.currentTarget.value)}
-          >
-            {!devices.cameras.length && <option value="">No camera</option>}
-            {devices.cameras.map((d, i) => (
-              <option value={d.deviceId} key={d.deviceId}>
-                {deviceLabel(d, i, 'Camera')}
-              </option>
-            ))}
-          </select>
-          {local.cameraProblem ? (
-            <p class="field-error" id="meeting-camera-problem">
-              {local.cameraProblem}
-            </p>
-          ) : (
-            !local.camera && (
-              <p class="hint" id="meeting-camera-hint">
-                Your camera is off; the chosen one is used when you start it.
-              </p>
-            )
-          )}
-        </div>
+        <DeviceSelect
+          id="meeting-camera"
+          what="Camera"
+          devices={devices.cameras}
+          value={camId}
+          problem={local.cameraProblem}
+          hint={local.camera ? undefined : 'Your camera is off; the chosen one is used when you start it.'}
+          onChoose={(id) => void session?.chooseDevice('camera', id)}
+        />
       )}
     </div>
   );

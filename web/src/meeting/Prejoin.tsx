@@ -2,8 +2,8 @@
 // decide to enter with either off. Works without devices (denied or missing): it says so and
 // lets the person join without media. Audio-only meetings never ask for the camera.
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { acquire, acquireBoth, deviceLabel, listDevices, useLevel, type Devices } from './media';
-import { LevelMeter, VideoView } from './views';
+import { acquire, acquireBoth, listDevices, useLevel, type Devices } from './media';
+import { DeviceSelect, LevelMeter, VideoView } from './views';
 import type { LocalMedia } from './session';
 import './meeting.css';
 
@@ -133,52 +133,11 @@ export function Prejoin(props: { topic: string; displayName: string; audioOnly: 
         )}
         <form class="prejoin-settings" onSubmit={enter}>
           {loading && <p aria-busy="true">Asking for your microphone{props.audioOnly ? '' : ' and camera'}…</p>}
-          <div class="field">
-            <label for="prejoin-microphone">Microphone</label>
-            <select
-              id="prejoin-microphone"
-              value={micDevice ?? ''}
-              disabled={!devices.microphones.length}
-              onChange={(e) => void chooseMicrophone(e.currentTarget.value)}
-              aria-describedby={micProblem ? 'prejoin-microphone-problem' : undefined}
-            >
-              {!devices.microphones.length && <option value="">No microphone</option>}
-              {devices.microphones.map((d, i) => (
-                <option value={d.deviceId} key={d.deviceId}>
-                  {deviceLabel(d, i, 'Microphone')}
-                </option>
-              ))}
-            </select>
-            {micProblem && (
-              <p class="field-error" id="prejoin-microphone-problem" role="alert">
-                {micProblem}
-              </p>
-            )}
+          <DeviceSelect id="prejoin-microphone" what="Microphone" devices={devices.microphones} value={micDevice ?? ''} problem={micProblem} onChoose={(id) => void chooseMicrophone(id)}>
             {microphone && <LevelMeter level={level} label="Microphone level" />}
-          </div>
+          </DeviceSelect>
           {!props.audioOnly && (
-            <div class="field">
-              <label for="prejoin-camera">Camera</label>
-              <select
-                id="prejoin-camera"
-                value={camDevice ?? ''}
-                disabled={!devices.cameras.length}
-                onChange={(e) => void chooseCamera(e.currentTarget.value)}
-                aria-describedby={camProblem ? 'prejoin-camera-problem' : undefined}
-              >
-                {!devices.cameras.length && <option value="">No camera</option>}
-                {devices.cameras.map((d, i) => (
-                  <option value={d.deviceId} key={d.deviceId}>
-                    {deviceLabel(d, i, 'Camera')}
-                  </option>
-                ))}
-              </select>
-              {camProblem && (
-                <p class="field-error" id="prejoin-camera-problem" role="alert">
-                  {camProblem}
-                </p>
-              )}
-            </div>
+            <DeviceSelect id="prejoin-camera" what="Camera" devices={devices.cameras} value={camDevice ?? ''} problem={camProblem} onChoose={(id) => void chooseCamera(id)} />
           )}
           <div class="field inline">
             <input type="checkbox" id="prejoin-mic-on" checked={micOn && !!microphone} disabled={!microphone} onChange={(e) => setMicOn(e.currentTarget.checked)} />

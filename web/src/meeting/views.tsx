@@ -1,5 +1,7 @@
 // Small media views shared by the preview and the meeting.
+import type { ComponentChildren } from 'preact';
 import { useEffect, useRef } from 'preact/hooks';
+import { deviceLabel } from './media';
 
 /** Initials for a tile without video ("Ada Lovelace" → "AL"). */
 export function initials(name: string): string {
@@ -57,6 +59,48 @@ export function LevelMeter(props: { level: number; label: string }) {
   return (
     <div class="level" role="meter" aria-label={props.label} aria-valuemin={0} aria-valuemax={100} aria-valuenow={level}>
       <div class="level-bar" style={{ width: `${level}%` }} />
+    </div>
+  );
+}
+
+/**
+ * A microphone or camera picker: the devices by name, "No microphone" when there is none, the
+ * problem with the device (or a hint) below it, then `children` (the level meter).
+ */
+export function DeviceSelect(props: {
+  id: string;
+  what: 'Microphone' | 'Camera';
+  devices: MediaDeviceInfo[];
+  value: string;
+  problem: string | null;
+  hint?: string;
+  onChoose: (deviceId: string) => void;
+  children?: ComponentChildren;
+}) {
+  const note = props.problem ? `${props.id}-problem` : props.hint ? `${props.id}-hint` : undefined;
+  return (
+    <div class="field">
+      <label for={props.id}>{props.what}</label>
+      <select id={props.id} value={props.value} disabled={!props.devices.length} aria-describedby={note} onChange={(e) => props.onChoose(e.currentTarget.value)}>
+        {!props.devices.length && <option value="">No {props.what.toLowerCase()}</option>}
+        {props.devices.map((d, i) => (
+          <option value={d.deviceId} key={d.deviceId}>
+            {deviceLabel(d, i, props.what)}
+          </option>
+        ))}
+      </select>
+      {props.problem ? (
+        <p class="field-error" id={`${props.id}-problem`} role="alert">
+          {props.problem}
+        </p>
+      ) : (
+        props.hint && (
+          <p class="hint" id={`${props.id}-hint`}>
+            {props.hint}
+          </p>
+        )
+      )}
+      {props.children}
     </div>
   );
 }
