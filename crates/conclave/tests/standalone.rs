@@ -235,7 +235,6 @@ async fn an_sfu_pod_reports_to_a_separate_api_over_http() {
         "--sfu-listen",
         &format!("127.0.0.1:{sfu_port}"),
         "--sfu-bind-ip",
-        "--portal-dir",
         "127.0.0.1",
         "--sfu-udp-ports",
         "46200-46399",
