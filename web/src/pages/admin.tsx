@@ -3,7 +3,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, ApiError, seg, type Account, type Settings } from '../api';
 import { isAdmin, useSession } from '../session';
-import { Field, fieldIds, FormError, LoadState, Notice, sentence, useLoad, useTitle } from '../ui';
+import { clearErrorOnInput, Field, fieldIds, FormError, LoadState, Notice, sentence, useLoad, useTitle } from '../ui';
 import { LEVEL_NAMES, LEVELS, levelName, validateNewAccount, type Errors, type NewAccountValues } from '../logic/accounts';
 import './pages.css';
 
@@ -130,6 +130,9 @@ function Accounts(props: { accounts: Account[]; meId: string; onChanged: (text: 
   );
 }
 
+/** The new-account form's element ids, by the error they show. */
+const NEW_ACCOUNT_IDS = { 'new-login': 'login', 'new-name': 'displayName', 'new-email': 'email', 'new-level': 'level', 'new-password': 'password' };
+
 function NewAccount(props: { onCreated: (account: Account) => void }) {
   const empty: NewAccountValues = { login: '', displayName: '', email: '', level: 'audience', password: '' };
   const [values, setValues] = useState(empty);
@@ -160,7 +163,14 @@ function NewAccount(props: { onCreated: (account: Account) => void }) {
   }
 
   return (
-    <form class="panel" onSubmit={submit} noValidate aria-labelledby="new-account-title">
+    <form
+      class="panel"
+      onSubmit={submit}
+      onInput={clearErrorOnInput(setErrors, NEW_ACCOUNT_IDS)}
+      onChange={clearErrorOnInput(setErrors, NEW_ACCOUNT_IDS)}
+      noValidate
+      aria-labelledby="new-account-title"
+    >
       <h2 id="new-account-title">Create an account</h2>
       <FormError error={errors.form} />
       <Field id="new-login" label="Login name" error={errors.login}>

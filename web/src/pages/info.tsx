@@ -212,7 +212,11 @@ function Invitations(props: { conference: Conference; onInvited: () => void }) {
       <form class="panel" onSubmit={send} noValidate>
         <FormError error={formError} />
         <Field id="invite-emails" label="E-mail addresses" error={error} hint="One per line or separated by commas. Each gets the details and a calendar event.">
-          <textarea {...fieldIds('invite-emails', error, true)} rows={3} value={text} onInput={(e) => setText(e.currentTarget.value)} />
+          <textarea {...fieldIds('invite-emails', error, true)} rows={3} value={text} onInput={(e) => {
+              setText(e.currentTarget.value);
+              setError(undefined);
+            }}
+          />
         </Field>
         <div>
           <button type="submit" class="primary" disabled={busy}>

@@ -7,7 +7,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, seg, type Conference, type JoinRequest, type JoinResponse } from '../api';
 import { navigate } from '../router';
 import { useSession } from '../session';
-import { Field, fieldIds, FormError, Link, useTitle } from '../ui';
+import { clearErrorOnInput, Field, fieldIds, FormError, Link, useTitle } from '../ui';
 import { checkJoinForm, delayUntil, guestId, joinProblem, localTime, normalizeMeetingId, rememberedName, rememberName, type JoinProblem } from '../meeting/joining';
 import { Meeting } from '../meeting/Meeting';
 import { Prejoin } from '../meeting/Prejoin';
@@ -174,7 +174,7 @@ export function JoinPage(props: { meetingId?: string }) {
           Have an account? <Link href={`/login?next=${encodeURIComponent(location.pathname)}`}>Log in</Link> to join without the password.
         </p>
       )}
-      <form onSubmit={submit} noValidate>
+      <form onSubmit={submit} onInput={clearErrorOnInput(setErrors, { 'join-meeting-id': 'meetingId', 'join-password': 'password', 'join-name': 'displayName' })} noValidate>
         <FormError error={problem && !waitUntil ? problem.message : undefined} />
         {problem?.opensAt && !waitUntil && (
           <button type="button" onClick={() => setWaitUntil(problem.opensAt ?? null)}>

@@ -3,7 +3,7 @@ import { useState } from 'preact/hooks';
 import { api, ApiError, type Schemas } from '../api';
 import { navigate, safeNext } from '../router';
 import { useSession } from '../session';
-import { Field, fieldIds, FormError, formErrorsFrom, Link, sentence, useTitle, type FormErrors } from '../ui';
+import { clearErrorOnInput, Field, fieldIds, FormError, formErrorsFrom, Link, sentence, useTitle, type FormErrors } from '../ui';
 
 type LoginResponse = Schemas['LoginResponse'];
 
@@ -43,7 +43,7 @@ export function LoginPage(props: { next: string | null }) {
   return (
     <main id="main" class="narrow">
       <h1>Log in to Conclave</h1>
-      <form onSubmit={submit} noValidate>
+      <form onSubmit={submit} onInput={clearErrorOnInput(setErrors)} noValidate>
         <FormError error={errors.form} />
         <Field id="login" label="Login name" error={errors.login}>
           <input {...fieldIds('login', errors.login)} name="login" autoComplete="username" autoFocus value={login} onInput={(e) => setLogin(e.currentTarget.value)} />

@@ -3,7 +3,7 @@
 import { useMemo, useState } from 'preact/hooks';
 import { api, ApiError, type Account } from '../api';
 import { useSession } from '../session';
-import { Field, fieldIds, FormError, Notice, sentence, useTitle } from '../ui';
+import { clearErrorOnInput, Field, fieldIds, FormError, Notice, sentence, useTitle } from '../ui';
 import { levelName, profileChanges, validatePasswordChange, validateProfile, type Errors, type PasswordValues, type ProfileValues } from '../logic/accounts';
 import { timeZones } from '../logic/time';
 import './pages.css';
@@ -67,7 +67,7 @@ function ProfileForm(props: { me: Account; setMe: (me: Account) => void }) {
   }
 
   return (
-    <form class="panel" onSubmit={submit} noValidate aria-labelledby="profile-title">
+    <form class="panel" onSubmit={submit} onInput={clearErrorOnInput(setErrors)} onChange={clearErrorOnInput(setErrors)} noValidate aria-labelledby="profile-title">
       <h2 id="profile-title">Personal data</h2>
       <FormError error={errors.form} />
       <Field id="displayName" label="Display name" error={errors.displayName} hint="Others see it in meetings and invitations.">
@@ -126,7 +126,7 @@ function PasswordForm() {
   }
 
   return (
-    <form class="panel" onSubmit={submit} noValidate aria-labelledby="password-title">
+    <form class="panel" onSubmit={submit} onInput={clearErrorOnInput(setErrors, { newPassword: 'password', repeatPassword: 'repeat' })} noValidate aria-labelledby="password-title">
       <h2 id="password-title">Change password</h2>
       <FormError error={errors.form} />
       <Field id="currentPassword" label="Current password" error={errors.currentPassword}>

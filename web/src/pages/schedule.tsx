@@ -7,7 +7,7 @@ import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { api, ApiError, seg, type AnyConference, type Conference, type InvitationsQueued, type RepeatDraft } from '../api';
 import { navigate } from '../router';
 import { useSession } from '../session';
-import { Field, fieldIds, FormError, Link, LoadState, Notice, sentence, useLoad, useTitle } from '../ui';
+import { clearErrorOnInput, Field, fieldIds, FormError, Link, LoadState, Notice, sentence, useLoad, useTitle } from '../ui';
 import { flash } from '../logic/flash';
 import { defaultUntil, WEEKDAY_NAMES, WEEKDAYS, weekdayCode, type Frequency, type Recurrence, type Weekday } from '../logic/recurrence';
 import {
@@ -134,6 +134,7 @@ function ScheduleForm(props: { mode: Mode; initial: ScheduleValues }) {
   }, [focusTick]);
 
   const length = permanent ? null : describeLength(values);
+  const clearError = clearErrorOnInput(setErrors, { meetingPassword: 'password' });
   const set = <K extends keyof ScheduleValues>(key: K, value: ScheduleValues[K]) => setValues((v) => ({ ...v, [key]: value }));
   const setRecurrence = (change: Partial<Recurrence>) => setValues((v) => ({ ...v, recurrence: { ...v.recurrence, ...change }, keptRule: null }));
 
@@ -192,7 +193,7 @@ function ScheduleForm(props: { mode: Mode; initial: ScheduleValues }) {
   const unit = FREQUENCIES.find((f) => f.value === r.freq)?.unit ?? '';
   return (
     <>
-      <form ref={formRef} class="schedule-form" onSubmit={submit} noValidate aria-label={mode.kind === 'edit' ? 'Edit conference' : 'Schedule a conference'}>
+      <form ref={formRef} class="schedule-form" onSubmit={submit} onInput={clearError} onChange={clearError} noValidate aria-label={mode.kind === 'edit' ? 'Edit conference' : 'Schedule a conference'}>
         <FormError error={errors.form} />
         <Field id="topic" label="Topic" error={errors.topic}>
           <input {...fieldIds('topic', errors.topic)} name="topic" value={values.topic} maxLength={200} autoComplete="off" onInput={(e) => set('topic', e.currentTarget.value)} />

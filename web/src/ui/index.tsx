@@ -51,6 +51,20 @@ export function Field(props: { id: string; label: ComponentChildren; error?: str
   );
 }
 
+/**
+ * A form's `onInput`/`onChange`: once the person changes a field in error, its message goes
+ * away (the field is checked again on the next submit). `keys` maps element ids to error keys
+ * where the two differ.
+ */
+export function clearErrorOnInput<T extends object>(setErrors: (update: (errors: T) => T) => void, keys: Record<string, string> = {}) {
+  return (event: Event) => {
+    const id = (event.target as HTMLElement | null)?.id;
+    if (!id) return;
+    const key = keys[id] ?? id;
+    setErrors((errors) => ((errors as Record<string, unknown>)[key] ? { ...errors, [key]: undefined } : errors));
+  };
+}
+
 /** Errors of a form: per field, and one for the whole form when no field is to blame. */
 export type FormErrors = Record<string, string | undefined> & { form?: string };
 

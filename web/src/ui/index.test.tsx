@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest';
+import { clearErrorOnInput } from './index';
+
+/** Runs the handler against a state holder, as Preact's setState would. */
+function harness<T extends object>(initial: T, keys?: Record<string, string>) {
+  let state = initial;
+  const handler = clearErrorOnInput<T>((update) => (state = update(state)), keys);
+  const input = (id: string) => {
+    const target = document.createElement('input');
+    target.id = id;
+    handler({ target } as unknown as Event);
+    return state;
+  };
+  return { input, state: () => state };
+}
+
+describe('form errors after a correction', () => {
+  it('drops the message of the field being changed, and only that one', () => {
+    const h = harness<Record<string, string | undefined>>({ topic: 'Enter a topic.', end: 'The end must be after the start.', form: 'Saving failed.' });
+    expect(h.input('topic')).toEqual({ topic: undefined, end: 'The end must be after the start.', form: 'Saving failed.' });
+  });
+
+  it('maps element ids to error keys', () => {
+    const h = harness<Record<string, string | undefined>>({ password: 'A meeting password has 4 to 16 digits.' }, { meetingPassword: 'password' });
+    expect(h.input('meetingPassword').password).toBeUndefined();
+  });
+
+  it('keeps the same state object when there was nothing to clear', () => {
+    const before = { topic: undefined, end: 'x' };
+    const h = harness<Record<string, string | undefined>>(before);
+    expect(h.input('topic')).toBe(before);
+    expect(h.input('')).toBe(before);
+  });
+});
