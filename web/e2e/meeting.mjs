@@ -124,7 +124,7 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
 
   await step('the guest switches to another microphone during the meeting; the owner keeps hearing them', async () => {
     await g.page.getByRole('button', { name: 'Devices', exact: true }).click();
-    const panel = g.page.getByRole('complementary', { name: 'Microphone and camera' });
+    const panel = g.page.getByRole('complementary', { name: 'Devices' });
     const select = panel.getByLabel('Microphone', { exact: true });
     // Chromium's fake devices: a default microphone and "Fake Audio Input 1" and "2" (listed
     // once the panel has asked the browser).
@@ -142,6 +142,20 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
     );
     assert.equal(await select.evaluate((el) => el.selectedOptions[0]?.textContent), 'Fake Audio Input 2');
     await expectMediaFlowing(o.page, { what: "the guest's audio after the switch" });
+    // The owner's voice goes to the chosen speaker (setSinkId on every received audio element).
+    const speaker = panel.getByLabel('Speaker', { exact: true });
+    await speaker.locator('option', { hasText: 'Fake Audio Output 2' }).waitFor({ state: 'attached' });
+    await speaker.selectOption({ label: 'Fake Audio Output 2' });
+    const chosen = await speaker.inputValue();
+    await waitFor(
+      g.page,
+      (id) => {
+        const sinks = [...document.querySelectorAll('audio')];
+        return sinks.length > 0 && sinks.every((a) => a.sinkId === id);
+      },
+      chosen,
+      { what: 'the received audio on the chosen speaker' },
+    );
     await screenshot(g.page, '08b-guest-devices');
     await g.page.keyboard.press('Escape');
     await panel.waitFor({ state: 'detached' });

@@ -5,7 +5,7 @@ import type { ApiError, JoinResponse } from '../api';
 import type { ParticipantId, TrackId } from '../generated/signal';
 import { ConfirmDialog, Link, useTitle } from '../ui';
 import { inviteLink } from './joining';
-import { listDevices, useLevel, type Devices } from './media';
+import { listDevices, NO_DEVICES, useLevel, type Devices } from './media';
 import { chatLines, initialRoom, isSpeaking, moderation, participantList, reduce, remoteTracks, roleName, tiles, type RoomState, type Tile } from './room';
 import { MeetingSession, type LocalMedia } from './session';
 import { AudioSink, DeviceSelect, LevelMeter, VideoView } from './views';
@@ -13,7 +13,7 @@ import './meeting.css';
 
 type Panel = 'participants' | 'chat' | 'info' | 'devices' | null;
 
-const PANEL_TITLES = { participants: 'Participants', chat: 'Chat', info: 'Meeting info', devices: 'Microphone and camera' } as const;
+const PANEL_TITLES = { participants: 'Participants', chat: 'Chat', info: 'Meeting info', devices: 'Devices' } as const;
 
 declare global {
   interface Window {
@@ -43,6 +43,9 @@ export function Meeting(props: {
   const [confirmLeave, setConfirmLeave] = useState(false);
   // The chat's recipient lives here so that "Message" in the participant list can set it.
   const [chatTo, setChatTo] = useState<ParticipantId | ''>('');
+  // The audio output for everyone's voices ('' = the system's default).
+  const [speaker, setSpeaker] = useState('');
+  const [speakerProblem, setSpeakerProblem] = useState<string | null>(null);
   const session = useRef<MeetingSession | null>(null);
   const roomRef = useRef(room);
   roomRef.current = room;
@@ -152,7 +155,7 @@ export function Meeting(props: {
       )}
 
       {audioTracks.map((a) => (
-        <AudioSink key={a.id} track={a.track} />
+        <AudioSink key={a.id} track={a.track} sinkId={speaker} onSinkProblem={setSpeakerProblem} />
       ))}
 
       {panel && (
@@ -174,7 +177,19 @@ export function Meeting(props: {
           {panel === 'participants' && <Participants room={room} session={s} onMessage={(id) => openChatTo(id)} />}
           {panel === 'chat' && <Chat room={room} session={s} to={chatTo} setTo={setChatTo} />}
           {panel === 'info' && <Info ticket={ticket} password={props.password} />}
-          {panel === 'devices' && <DevicesPanel local={local} session={s} audioOnly={audioOnly} />}
+          {panel === 'devices' && (
+            <DevicesPanel
+              local={local}
+              session={s}
+              audioOnly={audioOnly}
+              speaker={speaker}
+              speakerProblem={speakerProblem}
+              onSpeaker={(id) => {
+                setSpeakerProblem(null);
+                setSpeaker(id);
+              }}
+            />
+          )}
         </aside>
       )}
 
@@ -576,10 +591,17 @@ function CopyRow(props: { label: string; copyLabel: string; value: string; id: s
   );
 }
 
-/** Another microphone or camera during the meeting, with the microphone's level. */
-function DevicesPanel(props: { local: LocalMedia; session: MeetingSession | null; audioOnly: boolean }) {
+/** Another microphone, camera or speaker during the meeting, with the microphone's level. */
+function DevicesPanel(props: {
+  local: LocalMedia;
+  session: MeetingSession | null;
+  audioOnly: boolean;
+  speaker: string;
+  speakerProblem: string | null;
+  onSpeaker: (deviceId: string) => void;
+}) {
   const { local, session } = props;
-  const [devices, setDevices] = useState<Devices>({ microphones: [], cameras: [] });
+  const [devices, setDevices] = useState<Devices>(NO_DEVICES);
   useEffect(() => {
     let live = true;
     const load = () => void listDevices().then((d) => live && setDevices(d));
@@ -615,6 +637,16 @@ function DevicesPanel(props: { local: LocalMedia; session: MeetingSession | null
           problem={local.cameraProblem}
           hint={local.camera ? undefined : 'Your camera is off; the chosen one is used when you start it.'}
           onChoose={(id) => void session?.chooseDevice('camera', id)}
+        />
+      )}
+      {devices.speakers.length > 0 && (
+        <DeviceSelect
+          id="meeting-speaker"
+          what="Speaker"
+          devices={devices.speakers}
+          value={props.speaker || (devices.speakers.find((d) => d.deviceId === 'default') ?? devices.speakers[0]).deviceId}
+          problem={props.speakerProblem}
+          onChoose={props.onSpeaker}
         />
       )}
     </div>

@@ -2,7 +2,7 @@
 // decide to enter with either off. Works without devices (denied or missing): it says so and
 // lets the person join without media. Audio-only meetings never ask for the camera.
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { acquire, acquireBoth, listDevices, useLevel, type Devices } from './media';
+import { acquire, acquireBoth, listDevices, NO_DEVICES, useLevel, type Devices } from './media';
 import { DeviceSelect, LevelMeter, VideoView } from './views';
 import type { LocalMedia } from './session';
 import './meeting.css';
@@ -12,7 +12,7 @@ export function Prejoin(props: { topic: string; displayName: string; audioOnly: 
   const [camera, setCamera] = useState<MediaStreamTrack | null>(null);
   const [micProblem, setMicProblem] = useState<string | null>(null);
   const [camProblem, setCamProblem] = useState<string | null>(null);
-  const [devices, setDevices] = useState<Devices>({ microphones: [], cameras: [] });
+  const [devices, setDevices] = useState<Devices>(NO_DEVICES);
   const [micDevice, setMicDevice] = useState<string | undefined>(undefined);
   const [camDevice, setCamDevice] = useState<string | undefined>(undefined);
   const [micOn, setMicOn] = useState(true);

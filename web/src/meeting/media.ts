@@ -5,6 +5,15 @@ import { useEffect, useState } from 'preact/hooks';
 export interface Devices {
   microphones: MediaDeviceInfo[];
   cameras: MediaDeviceInfo[];
+  /** Audio outputs (speakers, headsets); empty where the browser cannot choose one. */
+  speakers: MediaDeviceInfo[];
+}
+
+export const NO_DEVICES: Devices = { microphones: [], cameras: [], speakers: [] };
+
+/** Whether this browser can send received audio to a chosen output (setSinkId). */
+export function canChooseSpeaker(): boolean {
+  return typeof HTMLMediaElement !== 'undefined' && 'setSinkId' in HTMLMediaElement.prototype;
 }
 
 /** What asking for one kind of device brought: a track, or why not. */
@@ -61,15 +70,16 @@ export async function acquire(kind: 'microphone' | 'camera', deviceId?: string):
 
 /** The microphones and cameras (with names once the person allowed access). */
 export async function listDevices(): Promise<Devices> {
-  if (!navigator.mediaDevices?.enumerateDevices) return { microphones: [], cameras: [] };
+  if (!navigator.mediaDevices?.enumerateDevices) return NO_DEVICES;
   try {
     const all = await navigator.mediaDevices.enumerateDevices();
     return {
       microphones: all.filter((d) => d.kind === 'audioinput' && d.deviceId),
       cameras: all.filter((d) => d.kind === 'videoinput' && d.deviceId),
+      speakers: canChooseSpeaker() ? all.filter((d) => d.kind === 'audiooutput' && d.deviceId) : [],
     };
   } catch {
-    return { microphones: [], cameras: [] };
+    return NO_DEVICES;
   }
 }
 

@@ -1,7 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { offeredTracks } from './sdp';
 import { initials } from './views';
-import { levelOf, mediaProblem } from './media';
+import { listDevices, levelOf, mediaProblem } from './media';
 
 const offer = [
   'v=0',
@@ -40,6 +40,10 @@ describe('reading the SFU’s subscriber offer', () => {
 });
 
 describe('media helpers', () => {
+  afterEach(() => {
+    vi.unstubAllGlobals();
+  });
+
   it('measures silence as 0 and a full-scale signal as 100', () => {
     expect(levelOf(new Float32Array(128))).toBe(0);
     expect(levelOf(new Float32Array(128).fill(1))).toBe(100);
@@ -53,6 +57,22 @@ describe('media helpers', () => {
     expect(mediaProblem(new DOMException('none', 'NotFoundError'), 'microphone')).toBe('No microphone was found. You can join without one.');
     expect(mediaProblem(new DOMException('busy', 'NotReadableError'), 'camera')).toContain('in use');
     expect(mediaProblem(new DOMException('cancelled', 'NotAllowedError'), 'screen')).toBe('Screen sharing was not allowed.');
+  });
+
+  it('lists microphones, cameras and (where the browser can choose one) speakers', async () => {
+    const device = (kind: string, deviceId: string) => ({ kind, deviceId, label: deviceId }) as MediaDeviceInfo;
+    const all = [device('audioinput', 'mic'), device('videoinput', 'cam'), device('audiooutput', 'default'), device('audiooutput', 'headset'), device('audioinput', '')];
+    vi.stubGlobal('navigator', { mediaDevices: { enumerateDevices: async () => all } });
+    const withSink = Object.getOwnPropertyDescriptor(HTMLMediaElement.prototype, 'setSinkId');
+    Object.defineProperty(HTMLMediaElement.prototype, 'setSinkId', { value: async () => {}, configurable: true });
+    const listed = await listDevices();
+    expect(listed.microphones.map((d) => d.deviceId)).toEqual(['mic']);
+    expect(listed.cameras.map((d) => d.deviceId)).toEqual(['cam']);
+    expect(listed.speakers.map((d) => d.deviceId)).toEqual(['default', 'headset']);
+    // Without setSinkId (Firefox before 116, Safari) no speaker choice is offered.
+    if (withSink) Object.defineProperty(HTMLMediaElement.prototype, 'setSinkId', withSink);
+    else delete (HTMLMediaElement.prototype as unknown as Record<string, unknown>).setSinkId;
+    expect((await listDevices()).speakers).toEqual([]);
   });
 
   it('makes initials for tiles without video', () => {

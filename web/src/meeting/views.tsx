@@ -41,8 +41,11 @@ export function VideoView(props: { track: MediaStreamTrack | null; mirror?: bool
   );
 }
 
-/** Plays a received audio track (hidden; one per remote microphone). */
-export function AudioSink(props: { track: MediaStreamTrack }) {
+/**
+ * Plays a received audio track (hidden; one per remote microphone), on the chosen output
+ * (`sinkId`, empty for the system's default) where the browser can choose one.
+ */
+export function AudioSink(props: { track: MediaStreamTrack; sinkId?: string; onSinkProblem?: (problem: string) => void }) {
   const ref = useRef<HTMLAudioElement>(null);
   useEffect(() => {
     const audio = ref.current;
@@ -50,6 +53,11 @@ export function AudioSink(props: { track: MediaStreamTrack }) {
     audio.srcObject = new MediaStream([props.track]);
     void audio.play().catch(() => {});
   }, [props.track]);
+  useEffect(() => {
+    const audio = ref.current as (HTMLAudioElement & { setSinkId?: (id: string) => Promise<void> }) | null;
+    if (!audio?.setSinkId || props.sinkId === undefined) return;
+    audio.setSinkId(props.sinkId).catch(() => props.onSinkProblem?.('The chosen speaker cannot be used; the sound stays on the previous one.'));
+  }, [props.sinkId]);
   return <audio ref={ref} autoplay />;
 }
 
@@ -69,7 +77,7 @@ export function LevelMeter(props: { level: number; label: string }) {
  */
 export function DeviceSelect(props: {
   id: string;
-  what: 'Microphone' | 'Camera';
+  what: 'Microphone' | 'Camera' | 'Speaker';
   devices: MediaDeviceInfo[];
   value: string;
   problem: string | null;
