@@ -1,10 +1,19 @@
 // Guests join by link or by meeting ID and are told what is wrong: wrong password and unknown
 // meeting ID (next to the password), a conference that starts tomorrow (when), the waiting
 // room, the keyboard alone, "Remember me", a name made of HTML shown as text, an audio-only meeting without
-// camera, a dropped connection that comes back by itself, and the owner ending the meeting.
+// camera, a dropped connection that comes back by itself, a network that goes silent without
+// closing anything (the server stopped with SIGSTOP), and the owner ending the meeting.
 import { adminToken, apiCall, assert, createAccount, expectMediaFlowing, inMeeting, logIn, openBrowser, scenario, screenshot, step, waitFor } from './lib.mjs';
 
 const HTML_NAME = '<img src=x onerror=alert(1)>';
+
+/**
+ * Silences the server without closing anything (SIGSTOP), or lets it speak again (SIGCONT): to
+ * the browser, packets simply stop coming, as when a network vanishes — no TCP close, no RST.
+ */
+function silenceServer(silent) {
+  process.kill(Number(process.env.CONCLAVE_SERVER_PID), silent ? 'SIGSTOP' : 'SIGCONT');
+}
 
 /** The error shown under a field, checked to be tied to the field for screen readers. */
 async function fieldError(page, label) {
@@ -240,6 +249,23 @@ scenario('guests join by link or meeting ID and are told what is wrong', async (
     await expectMediaFlowing(g.page, { what: 'guest receives the owner again' });
     await expectMediaFlowing(o.page, { what: 'owner receives the guest again' });
     await o.page.getByRole('figure', { name: HTML_NAME }).waitFor();
+  });
+
+  await step('the network goes silent without closing anything: ICE notices, the page reconnects', async () => {
+    const before = await g.page.evaluate(() => window.__conclave.session.connections);
+    silenceServer(true);
+    try {
+      // The websocket stays open and says nothing; ICE reports the loss (disconnected), and
+      // after a grace period the page starts over.
+      await g.page.getByRole('status').filter({ hasText: 'Reconnecting…' }).waitFor({ timeout: 30_000 });
+    } finally {
+      silenceServer(false);
+    }
+    await inMeeting(g.page, 'the guest back in the meeting after the network returned');
+    const after = await g.page.evaluate(() => window.__conclave.session.connections);
+    assert.ok(after > before, `a new connection was opened (${before} → ${after})`);
+    await expectMediaFlowing(g.page, { what: 'guest receives the owner after the network returned' });
+    await expectMediaFlowing(o.page, { what: 'owner receives the guest after the network returned' });
   });
 
   await step('the owner ends the meeting and the guest is told', async () => {

@@ -108,7 +108,7 @@ fn scenario(script: &str, udp: &str) {
     std::fs::create_dir_all(&artifacts).unwrap();
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _server = start(data.path(), &artifacts, port, udp);
+    let server = start(data.path(), &artifacts, port, udp);
 
     let status = Command::new("node")
         .arg(web.join("e2e").join(format!("{script}.mjs")))
@@ -118,6 +118,8 @@ fn scenario(script: &str, udp: &str) {
         .env("CONCLAVE_ARTIFACTS", &artifacts)
         .env("CONCLAVE_DATA_DIR", data.path())
         .env("CHROMIUM", &chromium)
+        // For "the network goes silent" steps: the script stops and continues the server.
+        .env("CONCLAVE_SERVER_PID", server.child.id().to_string())
         .status()
         .expect("node (Node.js) must be installed");
     assert!(
