@@ -111,7 +111,7 @@ export function Meeting(props: {
   );
 
   if (gaveUp || room.phase === 'closed') {
-    return <Ended room={room} gaveUp={gaveUp} loggedIn={props.loggedIn} onAgain={props.onAgain} />;
+    return <Ended room={room} gaveUp={gaveUp} loggedIn={props.loggedIn} meetingId={ticket.conference.meetingId} onAgain={props.onAgain} />;
   }
 
   const s = session.current;
@@ -670,11 +670,12 @@ function Info(props: { ticket: JoinResponse; password: string | null }) {
   );
 }
 
-function Ended(props: { room: RoomState; gaveUp: ApiError | null; loggedIn: boolean; onAgain: () => void }) {
+function Ended(props: { room: RoomState; gaveUp: ApiError | null; loggedIn: boolean; meetingId: string; onAgain: () => void }) {
   const { room, gaveUp } = props;
   let title = 'You left the meeting';
   let text = 'You can join again while the meeting goes on.';
   let again = true;
+  let relogin = false;
   const reason = room.closed ?? room.refused?.code ?? gaveUp?.code;
   switch (reason) {
     case 'ended':
@@ -700,6 +701,13 @@ function Ended(props: { room: RoomState; gaveUp: ApiError | null; loggedIn: bool
       title = 'The media server is full';
       text = 'Try again in a few minutes.';
       break;
+    case 'unauthenticated':
+      // The login ran out (or the password was changed elsewhere) while reconnecting.
+      title = 'Your login has ended';
+      text = 'Log in again to return to the meeting.';
+      again = false;
+      relogin = true;
+      break;
     case 'left':
       break;
     default:
@@ -722,6 +730,11 @@ function Ended(props: { room: RoomState; gaveUp: ApiError | null; loggedIn: bool
           <button type="button" class="primary" onClick={props.onAgain}>
             Join again
           </button>
+        )}
+        {relogin && (
+          <Link class="button primary" href={`/login?next=${encodeURIComponent(`/join/${props.meetingId}`)}`}>
+            Log in again
+          </Link>
         )}
         {props.loggedIn ? <Link href="/">Go to my conferences</Link> : <Link href="/join">Join another meeting</Link>}
       </div>

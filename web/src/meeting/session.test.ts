@@ -154,6 +154,7 @@ function start(overrides: { rejoin?: () => Promise<JoinResponse>; first?: JoinRe
   const remote: Array<Map<string, MediaStreamTrack>> = [];
   const gaveUp: ApiError[] = [];
   const rejoin = vi.fn(overrides.rejoin ?? (async () => ticket('fresh')));
+  const media = local();
   const session = new MeetingSession({
     ticket: overrides.first ?? ticket('first'),
     rejoin,
@@ -161,11 +162,11 @@ function start(overrides: { rejoin?: () => Promise<JoinResponse>; first?: JoinRe
     onRemoteTracks: (m) => remote.push(new Map(m)),
     onLocal: () => {},
     onGiveUp: (e) => gaveUp.push(e),
-    local: local(),
+    local: media,
     audioOnly: false,
   });
   session.start();
-  return { session, actions, remote, gaveUp, rejoin };
+  return { session, actions, remote, gaveUp, rejoin, media };
 }
 
 beforeEach(() => {
@@ -351,6 +352,52 @@ describe('the meeting session', () => {
     FakeSocket.all[0].close();
     await vi.advanceTimersByTimeAsync(1000);
     expect(ended.gaveUp.map((e) => e.code)).toEqual(['conferenceEnded']);
+  });
+
+  it('gives up when the login has ended instead of retrying for ever', async () => {
+    const expired = start({ rejoin: async () => Promise.reject(new ApiError(401, 'unauthenticated', 'log in first')) });
+    await flush();
+    FakeSocket.all[0].open();
+    FakeSocket.all[0].close();
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(expired.rejoin).toHaveBeenCalledTimes(1);
+    expect(expired.gaveUp.map((e) => e.code)).toEqual(['unauthenticated']);
+  });
+
+  it('releases camera and microphone when the meeting ends for us, and a camera that arrives later', async () => {
+    let arrive: (stream: unknown) => void = () => {};
+    const late = fakeTrack('cam-late', 'video');
+    let asked = 0;
+    vi.stubGlobal('navigator', {
+      mediaDevices: {
+        getUserMedia: () => {
+          asked += 1;
+          return new Promise((resolve) => (arrive = resolve));
+        },
+      },
+    });
+    const { session, media } = start();
+    await flush();
+    const ws = FakeSocket.all[0];
+    ws.open();
+    ws.receive(joined);
+    await flush();
+    await session.setCamera(false);
+    expect(media.camera!.stop).toHaveBeenCalled();
+    // The camera is asked for again; before the browser answers, the host ends the meeting.
+    const asking = session.setCamera(true);
+    await flush();
+    ws.receive({ type: 'closed', reason: 'ended' });
+    arrive({ getVideoTracks: () => [late], getAudioTracks: () => [] });
+    await asking;
+    await flush();
+    expect(media.microphone!.stop).toHaveBeenCalled();
+    expect(late.stop).toHaveBeenCalled();
+    // Steps queued after the end do nothing: the camera is not asked for again.
+    expect(asked).toBe(1);
+    void session.setCamera(true);
+    await flush();
+    expect(asked).toBe(1);
   });
 
   it('leaving is the end even when the websocket closes before the queued goodbye is read', async () => {

@@ -146,7 +146,7 @@ export class MeetingSession {
   }
 
   private rejoinFailed(error: unknown): void {
-    const final = error instanceof ApiError && ['conferenceEnded', 'wrongMeetingCredentials', 'validation', 'forbidden', 'notFound'].includes(error.code);
+    const final = error instanceof ApiError && ['conferenceEnded', 'wrongMeetingCredentials', 'validation', 'forbidden', 'notFound', 'unauthenticated'].includes(error.code);
     if (final) {
       this.finish();
       this.options.onGiveUp(error as ApiError);
@@ -208,11 +208,21 @@ export class MeetingSession {
     }
   }
 
+  /** The meeting is over for us: connections closed, camera, microphone and screen released. */
   private finish(): void {
     this.finished = true;
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     this.closeConnection();
+    const { microphone, camera, screen } = this.local;
+    for (const track of [microphone, camera, screen]) track?.stop();
+    if (microphone || camera || screen) this.setLocal({ microphone: null, camera: null, screen: null });
+  }
+
+  /** A device that arrived after the meeting ended for us is released at once. */
+  private over(track: MediaStreamTrack): boolean {
+    if (this.finished) track.stop();
+    return this.finished;
   }
 
   private send(message: ClientMessage): boolean {
@@ -408,7 +418,8 @@ export class MeetingSession {
 
   /** Runs a change of our media in order with the signaling messages. */
   private later(step: () => Promise<void>): Promise<void> {
-    const run = this.queue.then(step);
+    // Steps still queued when the meeting ends for us do nothing.
+    const run = this.queue.then(() => (this.finished ? undefined : step()));
     this.queue = run.catch((error) => console.warn('media', error));
     return run;
   }
@@ -447,6 +458,7 @@ export class MeetingSession {
       }
       if (this.local.camera) return;
       const got = await acquire('camera', this.local.cameraDevice);
+      if (got.track && this.over(got.track)) return;
       if (!got.track) {
         this.setLocal({ cameraProblem: got.problem });
         return;
@@ -478,6 +490,7 @@ export class MeetingSession {
           return;
         }
         const got = await acquire('camera', deviceId);
+        if (got.track && this.over(got.track)) return;
         if (!got.track) {
           this.setLocal({ cameraProblem: got.problem });
           return;
@@ -490,6 +503,7 @@ export class MeetingSession {
       const old = this.local.microphone;
       if (old && this.local.microphoneDevice === deviceId) return;
       const got = await acquire('microphone', deviceId);
+      if (got.track && this.over(got.track)) return;
       if (!got.track) {
         this.setLocal({ microphoneProblem: got.problem });
         return;
@@ -521,7 +535,7 @@ export class MeetingSession {
         this.setLocal({ screenProblem: mediaProblem(error, 'screen') });
         return;
       }
-      if (!track) return;
+      if (!track || this.over(track)) return;
       track.contentHint = 'detail';
       // The browser's own "Stop sharing" button ends the track.
       track.addEventListener('ended', () => void this.stopScreen(true));
@@ -587,7 +601,6 @@ export class MeetingSession {
   destroy(): void {
     if (!this.finished && this.ws?.readyState === WebSocket.OPEN) this.send({ type: 'leave' });
     this.finish();
-    for (const track of [this.local.microphone, this.local.camera, this.local.screen]) track?.stop();
   }
 
   /** For tests: the network drops (the websocket closes without a goodbye). */
