@@ -18,6 +18,7 @@ on_both_backends!(
     a_meeting_far_ahead_cannot_be_joined_but_its_owner_starts_it_early,
     guests_wait_for_an_absent_owner_when_required,
     guessing_meeting_passwords_is_slowed_down,
+    asking_without_a_password_is_no_guess,
     bad_join_requests_get_clear_errors,
 );
 
@@ -272,7 +273,42 @@ async fn guessing_meeting_passwords_is_slowed_down(app: TestApp) {
         .await;
     assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(throttled.code(), "tooManyAttempts");
+    // The owner needs no password: guesses against the meeting do not lock them out of it.
+    app.post(
+        "/api/v1/join",
+        Some(&owner),
+        json!({"meetingId": c["meetingId"]}),
+    )
+    .await
+    .expect(StatusCode::OK);
     app.clock.advance(Duration::seconds(2));
+    app.post(
+        "/api/v1/join",
+        None,
+        json!({"meetingId": c["meetingId"], "password": "123456", "displayName": "G"}),
+    )
+    .await
+    .expect(StatusCode::OK);
+}
+
+async fn asking_without_a_password_is_no_guess(app: TestApp) {
+    let owner = app.admin().await;
+    let c = app
+        .schedule(&owner, 2, 30, json!({"password": "123456"}))
+        .await;
+    // Many people following the invite link, first asked without a password (as logged-in
+    // accounts are), never lock the meeting.
+    for _ in 0..30 {
+        let reply = app
+            .post(
+                "/api/v1/join",
+                None,
+                json!({"meetingId": c["meetingId"], "displayName": "G"}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN);
+        assert_eq!(reply.code(), "wrongMeetingCredentials");
+    }
     app.post(
         "/api/v1/join",
         None,

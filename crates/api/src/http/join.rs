@@ -115,7 +115,6 @@ pub async fn join(
     }
     let meeting_key = format!("join:meeting:{meeting_id}");
     let addr_key = addr.key("join");
-    throttle::check(&state.db, &meeting_key, PER_MEETING, now).await?;
     throttle::check(&state.db, &addr_key, throttle::PER_ADDRESS, now).await?;
 
     let account = user.as_ref().map(|u| &u.account);
@@ -127,14 +126,29 @@ pub async fn join(
     let privileged = |c: &crate::conference::Conference| {
         is_owner(c) || account.is_some_and(|a| a.level >= AccountLevel::Moderator)
     };
-    let admitted = match (&conference, body.password.as_deref()) {
-        (Some(c), _) if privileged(c) => true,
-        (Some(c), Some(password)) => same_password(password.trim(), &c.definition.password),
+    // Owners and moderators need no password, so guesses against the meeting cannot lock
+    // them out of it; everyone else waits while the meeting is being guessed at.
+    let is_privileged = conference.as_ref().is_some_and(privileged);
+    if !is_privileged {
+        throttle::check(&state.db, &meeting_key, PER_MEETING, now).await?;
+    }
+    let password = body
+        .password
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty());
+    let admitted = match (&conference, password) {
+        (Some(_), _) if is_privileged => true,
+        (Some(c), Some(password)) => same_password(password, &c.definition.password),
         _ => false,
     };
     let Some(mut conference) = conference.filter(|_| admitted) else {
-        throttle::fail(&state.db, &meeting_key, now).await?;
-        throttle::fail(&state.db, &addr_key, now).await?;
+        // Only a password counts as a guess: accounts following an invite link are asked
+        // without one first, and that must not lock the meeting for everyone.
+        if password.is_some() {
+            throttle::fail(&state.db, &meeting_key, now).await?;
+            throttle::fail(&state.db, &addr_key, now).await?;
+        }
         state.metrics.joins.with_label_values(&["refused"]).inc();
         return Err(Error::WrongMeetingCredentials);
     };
