@@ -21,5 +21,10 @@ describe('safeNext', () => {
     expect(safeNext('//evil.example/x')).toBe('/');
     expect(safeNext('/\\evil.example')).toBe('/');
     expect(safeNext(null)).toBe('/');
+    // Browsers drop tabs and line breaks from URLs: these must not become //evil.example.
+    expect(safeNext('/\t/evil.example')).toBe('/');
+    expect(safeNext('/\n/evil.example')).toBe('/');
+    expect(safeNext('/\r\n/evil.example/x')).toBe('/');
+    expect(safeNext('/join/123456789?x=1#y')).toBe('/join/123456789?x=1#y');
   });
 });
