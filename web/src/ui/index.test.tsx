@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { clearErrorOnInput } from './index';
+import { h, render } from 'preact';
+import { act } from 'preact/test-utils';
+import { clearErrorOnInput, ConfirmDialog } from './index';
 
 /** Runs the handler against a state holder, as Preact's setState would. */
 function harness<T extends object>(initial: T, keys?: Record<string, string>) {
@@ -30,5 +32,26 @@ describe('form errors after a correction', () => {
     const h = harness<Record<string, string | undefined>>(before);
     expect(h.input('topic')).toBe(before);
     expect(h.input('')).toBe(before);
+  });
+});
+
+describe('confirmation dialogs', () => {
+  it('give the focus back to what opened them, when closed or taken off the page', () => {
+    const root = document.createElement('div');
+    document.body.append(root);
+    const opener = document.createElement('button');
+    document.body.append(opener);
+    opener.focus();
+    const dialog = (open: boolean) => h(ConfirmDialog, { open, title: 'Leave?', confirmLabel: 'Leave', onConfirm: () => {}, onCancel: () => {} });
+    act(() => render(dialog(true), root));
+    root.querySelector<HTMLButtonElement>('dialog button')!.focus();
+    expect(document.activeElement).not.toBe(opener);
+    act(() => render(dialog(false), root));
+    expect(document.activeElement).toBe(opener);
+    // Rendered only while open (as the meeting does): unmounting restores the focus too.
+    act(() => render(dialog(true), root));
+    root.querySelector<HTMLButtonElement>('dialog button')!.focus();
+    act(() => render(null, root));
+    expect(document.activeElement).toBe(opener);
   });
 });

@@ -129,9 +129,14 @@ export function ConfirmDialog(props: {
   const titleId = useId();
   useEffect(() => {
     const dialog = ref.current;
-    if (!dialog) return;
-    if (props.open && !dialog.open) dialog.showModal?.();
-    if (!props.open && dialog.open) dialog.close();
+    if (!dialog || !props.open) return;
+    // Focus goes back to what opened the dialog, whether it is closed or taken off the page.
+    const opener = document.activeElement instanceof HTMLElement ? document.activeElement : null;
+    if (!dialog.open) dialog.showModal?.();
+    return () => {
+      if (dialog.open) dialog.close();
+      if (opener?.isConnected) opener.focus();
+    };
   }, [props.open]);
   return (
     <dialog ref={ref} aria-labelledby={titleId} onCancel={(e) => { e.preventDefault(); props.onCancel(); }}>
