@@ -158,6 +158,12 @@ scenario('accounts, profile and administration in the portal', async () => {
     await grace.getByLabel('New password again').fill('grace-second-secret');
     await grace.getByRole('button', { name: 'Change password' }).click();
     await grace.getByText('Password changed.', { exact: false }).waitFor();
+    // A logout the server never hears must not look like one: the session cookie would live on.
+    await grace.route('**/api/v1/auth/logout', (route) => route.abort('internetdisconnected'));
+    await grace.getByRole('button', { name: 'Log out' }).click();
+    await grace.getByRole('alert').filter({ hasText: 'Logging out failed, so you are still logged in' }).waitFor();
+    assert.equal(await grace.getByRole('button', { name: 'Log out' }).count(), 1);
+    await grace.unroute('**/api/v1/auth/logout');
     await grace.getByRole('button', { name: 'Log out' }).click();
     await grace.getByRole('heading', { name: 'Log in to Conclave' }).waitFor();
     const old = await apiCall('POST', '/auth/login', { login: 'grace', password: 'grace-first-secret' });

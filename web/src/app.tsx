@@ -3,7 +3,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { api, ApiError, onUnauthenticated, type Account } from './api';
 import { match, navigate, safeNext, useLocation } from './router';
 import { isAdmin, SessionContext } from './session';
-import { Link } from './ui';
+import { FormError, Link } from './ui';
 import { LoginPage } from './pages/login';
 import { ConferencesPage } from './pages/conferences';
 import { SchedulePage } from './pages/schedule';
@@ -15,6 +15,7 @@ import { JoinPage } from './pages/join';
 
 export function App() {
   const [me, setMe] = useState<Account | null | undefined>(undefined);
+  const [logoutProblem, setLogoutProblem] = useState<string>();
   const { path, query } = useLocation();
 
   useEffect(() => {
@@ -69,12 +70,13 @@ export function App() {
           <NavLink href="/join" path={path} label="Join by ID" />
           {isAdmin(me) && <NavLink href="/admin" path={path} label="Administration" />}
           <NavLink href="/profile" path={path} label={me.displayName} />
-          <button type="button" class="link" onClick={() => logout(setMe)}>
+          <button type="button" class="link" onClick={() => void logout(setMe, setLogoutProblem)}>
             Log out
           </button>
         </nav>
       </header>
       <main id="main" tabIndex={-1}>
+        <FormError error={logoutProblem} />
         <Route path={path} query={query} />
       </main>
     </SessionContext.Provider>
@@ -110,11 +112,20 @@ function NavLink(props: { href: string; path: string; label: string }) {
   );
 }
 
-async function logout(setMe: (me: Account | null) => void) {
+/**
+ * Ends the session on the server. Only when the server confirms (or the session was already
+ * gone) does the page forget the person: the cookie is HttpOnly, so a logout the server never
+ * heard would leave the next person at this computer logged in.
+ */
+async function logout(setMe: (me: Account | null) => void, setProblem: (problem: string | undefined) => void) {
+  setProblem(undefined);
   try {
     await api.post('/auth/logout');
   } catch (e) {
-    if (!(e instanceof ApiError) || e.status !== 401) console.warn('logout failed', e);
+    if (!(e instanceof ApiError) || e.status !== 401) {
+      setProblem('Logging out failed, so you are still logged in. Check your connection and try again.');
+      return;
+    }
   }
   setMe(null);
   navigate('/login');
