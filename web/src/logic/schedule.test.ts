@@ -68,6 +68,16 @@ describe('a new scheduling form', () => {
     expect(v.password).toMatch(/^[1-9]\d{5}$/);
   });
 
+  it('starts on the full hour of the zone’s own clock, also in half-hour zones and at midnight', () => {
+    // NOW is 08:30Z: 14:00 in Kolkata (UTC+05:30), 14:15 in Kathmandu (UTC+05:45).
+    expect(newSchedule('Asia/Kolkata', NOW)).toMatchObject({ date: '2026-11-20', start: '15:00', end: '16:00' });
+    expect(newSchedule('Asia/Kathmandu', NOW)).toMatchObject({ start: '15:00', end: '16:00' });
+    // 23:10 in Berlin: tomorrow at midnight.
+    expect(newSchedule('Europe/Berlin', new Date('2026-11-20T22:10:00Z'))).toMatchObject({ date: '2026-11-21', start: '00:00', end: '01:00' });
+    // 01:20 on the night the clocks skip 02:00–03:00: the next hour that exists.
+    expect(newSchedule('Europe/Berlin', new Date('2027-03-28T00:20:00Z'))).toMatchObject({ date: '2027-03-28', start: '03:00' });
+  });
+
   it('suggests digits without a leading zero', () => {
     expect(suggestDigits(9, counting)).toBe('123456789');
     const zeros = (bytes: Uint8Array) => {

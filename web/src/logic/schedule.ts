@@ -92,9 +92,21 @@ export function suggestDigits(length: number, random: (bytes: Uint8Array) => Uin
 
 /** A fresh form: the next full hour for an hour, in `timeZone`, with suggested ID and password. */
 export function newSchedule(timeZone: string, now: Date, random?: (bytes: Uint8Array) => Uint8Array): ScheduleValues {
-  const nextHour = new Date(Math.floor(now.getTime() / 3_600_000) * 3_600_000 + 3_600_000);
-  const start = splitInstant(nextHour, timeZone);
-  const startMinutes = parseTime(start.time)!;
+  // The next full hour on the zone's clock (in Asia/Kolkata a UTC hour starts at :30).
+  const here = splitInstant(now, timeZone);
+  let date = here.date;
+  let hour = Math.floor(parseTime(here.time)! / 60) + 1;
+  for (;;) {
+    if (hour >= 24) {
+      date = addDays(date, 1);
+      hour -= 24;
+    }
+    // An hour the clocks skip (spring forward) is passed over.
+    if (localTimeExists(date, formatClock(hour * 60), timeZone)) break;
+    hour += 1;
+  }
+  const start = { date, time: formatClock(hour * 60) };
+  const startMinutes = hour * 60;
   return {
     topic: '',
     date: start.date,
