@@ -25,27 +25,50 @@ export function Prejoin(props: { topic: string; displayName: string; audioOnly: 
   const level = useLevel(microphone);
 
   const live = useRef(true);
+  // Each device request is numbered per kind: an answer that arrives after a newer request,
+  // after "Join now" or after the page went away is released at once, never shown or leaked.
+  const requests = useRef({ mic: 0, cam: 0 });
+  const [pending, setPending] = useState(0);
+  const current = (kind: 'mic' | 'cam', request: number) => live.current && !handedOver.current && requests.current[kind] === request;
+  async function asking<T>(request: Promise<T>): Promise<T> {
+    setPending((n) => n + 1);
+    try {
+      return await request;
+    } finally {
+      if (live.current) setPending((n) => n - 1);
+    }
+  }
+  function showMicrophone(track: MediaStreamTrack | null) {
+    if (tracks.current.mic !== track) tracks.current.mic?.stop();
+    tracks.current.mic = track;
+    setMicrophone(track);
+  }
+  function showCamera(track: MediaStreamTrack | null) {
+    if (tracks.current.cam !== track) tracks.current.cam?.stop();
+    tracks.current.cam = track;
+    setCamera(track);
+  }
 
   /** Asks for the devices (again, after a refusal) and lists them. */
   async function ask() {
+    const micRequest = ++requests.current.mic;
+    const camRequest = ++requests.current.cam;
     setLoading(true);
-    const got = await acquireBoth(!props.audioOnly);
+    const got = await asking(acquireBoth(!props.audioOnly));
     const listed = await listDevices();
-    if (!live.current) {
-      got.microphone.track?.stop();
-      got.camera.track?.stop();
-      return;
-    }
-    tracks.current.mic?.stop();
-    tracks.current.cam?.stop();
-    setMicrophone(got.microphone.track);
-    setMicProblem(got.microphone.problem);
-    setCamera(got.camera.track);
-    setCamProblem(got.camera.problem);
-    setMicDevice(got.microphone.track?.getSettings().deviceId);
-    setCamDevice(got.camera.track?.getSettings().deviceId);
-    setCamOn(!!got.camera.track);
-    setMicOn(!!got.microphone.track);
+    if (current('mic', micRequest)) {
+      showMicrophone(got.microphone.track);
+      setMicProblem(got.microphone.problem);
+      setMicDevice(got.microphone.track?.getSettings().deviceId);
+      setMicOn(!!got.microphone.track);
+    } else got.microphone.track?.stop();
+    if (current('cam', camRequest)) {
+      showCamera(got.camera.track);
+      setCamProblem(got.camera.problem);
+      setCamDevice(got.camera.track?.getSettings().deviceId);
+      setCamOn(!!got.camera.track);
+    } else got.camera.track?.stop();
+    if (!live.current) return;
     setDevices(listed);
     setLoading(false);
   }
@@ -66,35 +89,47 @@ export function Prejoin(props: { topic: string; displayName: string; audioOnly: 
   }, []);
 
   async function chooseMicrophone(id: string) {
+    const request = ++requests.current.mic;
     setMicDevice(id);
-    const got = await acquire('microphone', id);
-    microphone?.stop();
-    setMicrophone(got.track);
+    const got = await asking(acquire('microphone', id));
+    if (!current('mic', request)) {
+      got.track?.stop();
+      return;
+    }
+    showMicrophone(got.track);
     setMicProblem(got.problem);
     if (got.track) setMicOn(true);
   }
 
   async function chooseCamera(id: string) {
+    const request = ++requests.current.cam;
     setCamDevice(id);
-    camera?.stop();
-    setCamera(null);
+    showCamera(null);
     if (!camOn) return;
-    const got = await acquire('camera', id);
-    setCamera(got.track);
+    const got = await asking(acquire('camera', id));
+    if (!current('cam', request)) {
+      got.track?.stop();
+      return;
+    }
+    showCamera(got.track);
     setCamProblem(got.problem);
   }
 
   async function toggleCamera(on: boolean) {
+    const request = ++requests.current.cam;
     setCamOn(on);
     if (!on) {
       // Off means off: the camera's light goes out.
-      camera?.stop();
-      setCamera(null);
+      showCamera(null);
       return;
     }
-    if (camera) return;
-    const got = await acquire('camera', camDevice);
-    setCamera(got.track);
+    if (tracks.current.cam) return;
+    const got = await asking(acquire('camera', camDevice));
+    if (!current('cam', request)) {
+      got.track?.stop();
+      return;
+    }
+    showCamera(got.track);
     setCamProblem(got.problem);
     if (!got.track) setCamOn(false);
   }
@@ -164,7 +199,7 @@ export function Prejoin(props: { topic: string; displayName: string; audioOnly: 
             </div>
           )}
           <div class="actions">
-            <button type="submit" class="primary" disabled={loading}>
+            <button type="submit" class="primary" disabled={loading || pending > 0}>
               Join now
             </button>
             <button type="button" onClick={props.onBack}>
