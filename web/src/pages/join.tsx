@@ -25,6 +25,9 @@ function storage(): Storage | null {
   }
 }
 
+/** How often "Join automatically" asks again when the server says it is still too early. */
+const AUTO_JOIN_RETRY_MS = 5_000;
+
 export function JoinPage(props: { meetingId?: string }) {
   const { me } = useSession();
   const [step, setStep] = useState<Step>({ kind: 'form' });
@@ -45,6 +48,8 @@ export function JoinPage(props: { meetingId?: string }) {
   const [meetingPassword, setMeetingPassword] = useState<string | null>(null);
   const lastRequest = useRef<JoinRequest | null>(null);
   const retryTimer = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
+  // Set while "Join automatically when it opens" sends the form.
+  const autoJoin = useRef(false);
 
   useTitle(step.kind === 'form' ? 'Join a meeting' : step.kind === 'preview' ? 'Ready to join?' : '');
 
@@ -63,6 +68,8 @@ export function JoinPage(props: { meetingId?: string }) {
 
   async function submit(e?: Event) {
     e?.preventDefault();
+    const automatic = autoJoin.current;
+    autoJoin.current = false;
     clearTimeout(retryTimer.current);
     setWaitUntil(null);
     const found = checkJoinForm({ meetingId, password, displayName: name }, { password: passwordAsked, name: askName });
@@ -84,6 +91,12 @@ export function JoinPage(props: { meetingId?: string }) {
       setStep({ kind: 'preview', ticket });
     } catch (error) {
       const found = joinProblem(error, new Date(), passwordAsked);
+      if (automatic && found.opensAt) {
+        // This computer's clock runs ahead of the server's: keep waiting, asking every few seconds.
+        setProblem(found);
+        setWaitUntil(new Date(Date.now() + AUTO_JOIN_RETRY_MS));
+        return;
+      }
       if (found.field === 'password' && !passwordAsked) {
         // The API wants the password from this account: ask for it, without an alarm.
         setPasswordAsked(true);
@@ -115,7 +128,10 @@ export function JoinPage(props: { meetingId?: string }) {
   // "Join automatically when it opens".
   useEffect(() => {
     if (!waitUntil) return;
-    const timer = setTimeout(() => void submit(), delayUntil(waitUntil, new Date()) + 1000);
+    const timer = setTimeout(() => {
+      autoJoin.current = true;
+      void submit();
+    }, delayUntil(waitUntil, new Date()) + 1000);
     return () => clearTimeout(timer);
   }, [waitUntil]);
 
