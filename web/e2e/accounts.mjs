@@ -228,9 +228,12 @@ scenario('accounts, profile and administration in the portal', async () => {
   await step('the administrator disables the account; it can no longer log in', async () => {
     await page.getByLabel('grace disabled').check();
     await page.getByText('grace is disabled and can no longer log in.').waitFor();
-    // Her session ended: the next page she opens asks her to log in, and logging in is refused.
-    await grace.goto('/profile');
+    // Her session ended: the next page she opens in the portal asks her to log in, says why,
+    // and keeps where she was going; logging in is refused.
+    await grace.getByRole('link', { name: 'Archive' }).click();
     await grace.getByRole('heading', { name: 'Log in to Conclave' }).waitFor();
+    await grace.getByRole('status').filter({ hasText: 'Your login has ended' }).waitFor();
+    assert.match(grace.url(), /\/login\?next=%2Farchive$/);
     await grace.getByLabel('Login name').fill('grace');
     await grace.getByLabel('Password').fill('grace-second-secret');
     await grace.getByRole('button', { name: 'Log in' }).click();

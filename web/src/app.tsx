@@ -1,5 +1,5 @@
 // The portal's shell: loads who is logged in, routes by path, and lays out the navigation.
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ApiError, onUnauthenticated, type Account } from './api';
 import { match, navigate, safeNext, useLocation } from './router';
 import { isAdmin, SessionContext } from './session';
@@ -16,6 +16,10 @@ import { JoinPage } from './pages/join';
 export function App() {
   const [me, setMe] = useState<Account | null | undefined>(undefined);
   const [logoutProblem, setLogoutProblem] = useState<string>();
+  // The API ended the session under a logged-in person (expired, or ended elsewhere).
+  const [expired, setExpired] = useState(false);
+  const loggedIn = useRef(false);
+  loggedIn.current = !!me;
   const { path, query } = useLocation();
 
   useEffect(() => {
@@ -23,7 +27,10 @@ export function App() {
       setMe(null);
       if (!(e instanceof ApiError) || e.status !== 401) console.warn('could not load the account', e);
     });
-    return onUnauthenticated(() => setMe(null));
+    return onUnauthenticated(() => {
+      if (loggedIn.current) setExpired(true);
+      setMe(null);
+    });
   }, []);
 
   if (me === undefined) return <p aria-busy="true">Loading…</p>;
@@ -45,7 +52,7 @@ export function App() {
     }
     return (
       <SessionContext.Provider value={{ me, setMe }}>
-        <LoginPage next={query.get('next')} />
+        <LoginPage next={query.get('next')} expired={expired} onLoggedIn={() => setExpired(false)} />
       </SessionContext.Provider>
     );
   }

@@ -7,7 +7,7 @@ import { clearErrorOnInput, Field, fieldIds, FormError, formErrorsFrom, Link, se
 
 type LoginResponse = Schemas['LoginResponse'];
 
-export function LoginPage(props: { next: string | null }) {
+export function LoginPage(props: { next: string | null; expired?: boolean; onLoggedIn?: () => void }) {
   useTitle('Log in');
   const { setMe } = useSession();
   const [login, setLogin] = useState('');
@@ -27,6 +27,7 @@ export function LoginPage(props: { next: string | null }) {
       // The answer is the account itself, with the session token beside its fields.
       const { sessionToken: _token, sessionExpiresAt: _expires, ...account } = await api.post<LoginResponse>('/auth/login', { login: login.trim(), password });
       setMe(account);
+      props.onLoggedIn?.();
       navigate(safeNext(props.next), { replace: true });
     } catch (error) {
       if (error instanceof ApiError && error.code === 'tooManyAttempts') {
@@ -43,6 +44,11 @@ export function LoginPage(props: { next: string | null }) {
   return (
     <main id="main" class="narrow">
       <h1>Log in to Conclave</h1>
+      {props.expired && (
+        <p class="notice-box" role="status">
+          Your login has ended (it expired, or you logged out elsewhere). Log in again to go on where you were.
+        </p>
+      )}
       <form onSubmit={submit} onInput={clearErrorOnInput(setErrors)} noValidate>
         <FormError error={errors.form} />
         <Field id="login" label="Login name" error={errors.login}>
