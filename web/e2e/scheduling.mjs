@@ -419,6 +419,29 @@ scenario('scheduling, editing, deleting and repeating in the portal', async () =
     await page.emulateMedia({ colorScheme: 'light' });
   });
 
+  await step('a login that ends while the form is filled in: log in again, and the form is back', async () => {
+    await page.goto('/schedule');
+    await page.getByLabel('Topic', { exact: true }).fill('Budget review');
+    await page.getByLabel('Invitees').fill('erin@example.org');
+    // The session ends elsewhere (as when it expires): the cookie is no longer accepted.
+    await page.context().clearCookies();
+    await page.getByRole('button', { name: 'Schedule', exact: true }).click();
+    await page.getByRole('status').filter({ hasText: 'Your login has ended' }).waitFor();
+    await page.getByLabel('Login name').fill(ada.login);
+    await page.getByLabel('Password').fill(ada.password);
+    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.getByRole('status').filter({ hasText: 'what you had filled in is back' }).waitFor();
+    assert.match(page.url(), /\/schedule$/);
+    assert.equal(await page.getByLabel('Topic', { exact: true }).inputValue(), 'Budget review');
+    assert.equal(await page.getByLabel('Invitees').inputValue(), 'erin@example.org');
+    await screenshot(page, '17-form-restored');
+    // Taken once: opening the form again starts afresh.
+    await page.getByRole('link', { name: 'My conferences' }).click();
+    await page.getByRole('link', { name: 'Schedule', exact: true }).click();
+    await page.getByLabel('Topic', { exact: true }).waitFor();
+    assert.equal(await page.getByLabel('Topic', { exact: true }).inputValue(), '');
+  });
+
   await step('no script errors on the way', async () => {
     const errors = browser.problems.filter((p) => p.startsWith('page error'));
     assert.deepEqual(errors, []);

@@ -3,6 +3,9 @@ import type { Conference } from '../api';
 import {
   changedInput,
   describeLength,
+  draftKey,
+  keepDraft,
+  takeDraft,
   fieldOfRefusal,
   fromConference,
   fromDraft,
@@ -258,5 +261,28 @@ describe('what is sent', () => {
     expect(fieldOfRefusal('validation', 'durationMinutes')).toBe('end');
     expect(fieldOfRefusal('validation', 'invitees')).toBe('invitees');
     expect(fieldOfRefusal('validation', 'somethingElse')).toBeUndefined();
+  });
+});
+
+describe('a form kept while the person logs in again', () => {
+  it('is given back once, and only when it looks like a form', () => {
+    const storage = new Map<string, string>();
+    const fake = {
+      getItem: (k: string) => storage.get(k) ?? null,
+      setItem: (k: string, v: string) => void storage.set(k, v),
+      removeItem: (k: string) => void storage.delete(k),
+    } as unknown as Storage;
+    const key = draftKey('edit', 'c1');
+    expect(key).toBe('conclave.scheduleDraft.edit.c1');
+    expect(draftKey('create')).toBe('conclave.scheduleDraft.create');
+    const v = values({ topic: 'Budget review' });
+    keepDraft(fake, key, v);
+    expect(takeDraft(fake, key)).toEqual(v);
+    expect(takeDraft(fake, key)).toBeNull();
+    storage.set(key, '{"topic": 1}');
+    expect(takeDraft(fake, key)).toBeNull();
+    storage.set(key, 'not json');
+    expect(takeDraft(fake, key)).toBeNull();
+    expect(takeDraft(null, key)).toBeNull();
   });
 });

@@ -326,3 +326,33 @@ export function changedInput(before: ScheduleValues, after: ScheduleValues): Con
   if (lower(a.invitees) !== lower(b.invitees)) patch.invitees = a.invitees;
   return patch;
 }
+
+/**
+ * A form the person could not send because their login ended is kept for this tab
+ * (sessionStorage) and given back once, after they logged in again.
+ */
+export function draftKey(kind: 'create' | 'repeat' | 'edit', id?: string): string {
+  return `conclave.scheduleDraft.${kind}${id ? `.${id}` : ''}`;
+}
+
+export function keepDraft(storage: Storage | null, key: string, values: ScheduleValues): void {
+  try {
+    storage?.setItem(key, JSON.stringify(values));
+  } catch {
+    // Storage full or disabled: the form is lost as before.
+  }
+}
+
+export function takeDraft(storage: Storage | null, key: string): ScheduleValues | null {
+  try {
+    const text = storage?.getItem(key);
+    storage?.removeItem(key);
+    if (!text) return null;
+    const v = JSON.parse(text) as Partial<ScheduleValues>;
+    const strings = ['topic', 'date', 'start', 'end', 'timeZone', 'maxParticipants', 'meetingId', 'password', 'invitees'] as const;
+    if (!v || typeof v !== 'object' || strings.some((k) => typeof v[k] !== 'string') || typeof v.recurrence !== 'object' || v.recurrence === null) return null;
+    return v as ScheduleValues;
+  } catch {
+    return null;
+  }
+}

@@ -13,6 +13,9 @@ import { defaultUntil, WEEKDAY_NAMES, WEEKDAYS, weekdayCode, type Frequency, typ
 import {
   changedInput,
   describeLength,
+  draftKey,
+  keepDraft,
+  takeDraft,
   fieldOfRefusal,
   fromConference,
   fromDraft,
@@ -31,24 +34,40 @@ import './pages.css';
 
 type Mode = { kind: 'create' } | { kind: 'repeat'; repeatOf: string } | { kind: 'edit'; conference: Conference };
 
+function formKey(mode: Mode): string {
+  return draftKey(mode.kind, mode.kind === 'edit' ? mode.conference.id : mode.kind === 'repeat' ? mode.repeatOf : undefined);
+}
+
+function sessionStore(): Storage | null {
+  try {
+    return window.sessionStorage;
+  } catch {
+    return null;
+  }
+}
+
 export function SchedulePage(props: { repeatOf?: string; editId?: string }) {
   const { me } = useSession();
   const zone = me?.timeZone || browserTimeZone();
   const title = props.editId ? 'Edit conference' : props.repeatOf ? 'Schedule again' : 'Schedule a conference';
   useTitle(title);
 
-  const loaded = useLoad<{ mode: Mode; values: ScheduleValues } | { archived: true }>(async () => {
+  const loaded = useLoad<{ mode: Mode; values: ScheduleValues; restored: boolean } | { archived: true }>(async () => {
+    const kept = (mode: Mode, values: ScheduleValues) => {
+      const draft = takeDraft(sessionStore(), formKey(mode));
+      return { mode, values: draft ?? values, restored: !!draft };
+    };
     if (props.editId) {
       const found = await api.get<AnyConference>(`/conferences/${seg(props.editId)}`);
       if (found.archived) return { archived: true };
       const conference = found as Conference;
-      return { mode: { kind: 'edit', conference }, values: fromConference(conference) };
+      return kept({ kind: 'edit', conference }, fromConference(conference));
     }
     if (props.repeatOf) {
       const { draft } = await api.post<RepeatDraft>(`/conferences/${seg(props.repeatOf)}/repeat`);
-      return { mode: { kind: 'repeat', repeatOf: props.repeatOf }, values: fromDraft(draft, zone) };
+      return kept({ kind: 'repeat', repeatOf: props.repeatOf }, fromDraft(draft, zone));
     }
-    return { mode: { kind: 'create' }, values: newSchedule(zone, new Date()) };
+    return kept({ kind: 'create' }, newSchedule(zone, new Date()));
   }, [props.editId, props.repeatOf]);
 
   const data = loaded.data;
@@ -65,6 +84,11 @@ export function SchedulePage(props: { repeatOf?: string; editId?: string }) {
         <>
           {data.mode.kind === 'create' && <StartNow />}
           {data.mode.kind === 'repeat' && <p class="lead">The values of the past conference are filled in, on the same weekday and time next time. Change what you like.</p>}
+          {data.restored && (
+            <p class="notice-box" role="status">
+              Your login had ended before this form was sent; what you had filled in is back. Check it and send it again.
+            </p>
+          )}
           <ScheduleForm key={props.editId ?? props.repeatOf ?? 'new'} mode={data.mode} initial={data.values} />
         </>
       )}
@@ -180,6 +204,8 @@ function ScheduleForm(props: { mode: Mode; initial: ScheduleValues }) {
         navigate(`/conferences/${seg(created.id)}`);
       }
     } catch (err) {
+      // The login ended: the app shows the login page; keep the form for the way back.
+      if (err instanceof ApiError && err.status === 401) keepDraft(sessionStore(), formKey(mode), values);
       if (err instanceof ApiError) {
         const field = fieldOfRefusal(err.code, err.field);
         refuse(field ? { [field]: sentence(err.message) } : { form: sentence(err.message) });
