@@ -55,16 +55,16 @@ export function linkClick(event: MouseEvent, path: string): void {
 }
 
 /** Only same-site paths are followed after login (no open redirect). */
-export function safeNext(next: string | null, origin = 'http://portal.invalid'): string {
+export function safeNext(next: string | null): string {
   if (!next || !next.startsWith('/')) return '/';
-  // Resolve as the browser would (it drops tabs and newlines, reads \ as /): only a path on
-  // this origin is kept, and it is returned in its resolved form.
+  // Resolve as the browser would (it drops tabs and newlines, reads \ as /) against a stand-in
+  // origin: only a path that stays on it is kept, in its resolved form.
+  const here = 'http://portal.invalid';
   let url: URL;
   try {
-    url = new URL(next, origin);
+    url = new URL(next, here);
   } catch {
     return '/';
   }
-  if (url.origin !== new URL(origin).origin) return '/';
-  return `${url.pathname}${url.search}${url.hash}`;
+  return url.origin === here ? `${url.pathname}${url.search}${url.hash}` : '/';
 }

@@ -5,7 +5,7 @@ import type { ApiError, JoinResponse } from '../api';
 import type { ParticipantId, TrackId } from '../generated/signal';
 import { ConfirmDialog, Link, useTitle } from '../ui';
 import { inviteLink } from './joining';
-import { listDevices, NO_DEVICES, useLevel, type Devices } from './media';
+import { useDevices, useLevel } from './media';
 import { chatLines, initialRoom, isSpeaking, moderation, participantList, reduce, remoteTracks, roleName, tiles, type RoomState, type Tile } from './room';
 import { MeetingSession, type LocalMedia } from './session';
 import { AudioSink, DeviceSelect, LevelMeter, VideoView } from './views';
@@ -601,17 +601,7 @@ function DevicesPanel(props: {
   onSpeaker: (deviceId: string) => void;
 }) {
   const { local, session } = props;
-  const [devices, setDevices] = useState<Devices>(NO_DEVICES);
-  useEffect(() => {
-    let live = true;
-    const load = () => void listDevices().then((d) => live && setDevices(d));
-    load();
-    navigator.mediaDevices?.addEventListener?.('devicechange', load);
-    return () => {
-      live = false;
-      navigator.mediaDevices?.removeEventListener?.('devicechange', load);
-    };
-  }, []);
+  const [devices] = useDevices();
   const level = useLevel(local.microphone, !local.microphoneMuted);
   const micId = local.microphone?.getSettings().deviceId ?? local.microphoneDevice ?? '';
   const camId = local.camera?.getSettings().deviceId ?? local.cameraDevice ?? '';
@@ -675,7 +665,6 @@ function Ended(props: { room: RoomState; gaveUp: ApiError | null; loggedIn: bool
   let title = 'You left the meeting';
   let text = 'You can join again while the meeting goes on.';
   let again = true;
-  let relogin = false;
   const reason = room.closed ?? room.refused?.code ?? gaveUp?.code;
   switch (reason) {
     case 'ended':
@@ -706,7 +695,6 @@ function Ended(props: { room: RoomState; gaveUp: ApiError | null; loggedIn: bool
       title = 'Your login has ended';
       text = 'Log in again to return to the meeting.';
       again = false;
-      relogin = true;
       break;
     case 'left':
       break;
@@ -731,7 +719,7 @@ function Ended(props: { room: RoomState; gaveUp: ApiError | null; loggedIn: bool
             Join again
           </button>
         )}
-        {relogin && (
+        {reason === 'unauthenticated' && (
           <Link class="button primary" href={`/login?next=${encodeURIComponent(`/join/${props.meetingId}`)}`}>
             Log in again
           </Link>

@@ -2,7 +2,7 @@
 // decide to enter with either off. Works without devices (denied or missing): it says so and
 // lets the person join without media. Audio-only meetings never ask for the camera.
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { acquire, acquireBoth, listDevices, NO_DEVICES, useLevel, type Devices } from './media';
+import { acquire, acquireBoth, useDevices, useLevel } from './media';
 import { DeviceSelect, LevelMeter, VideoView } from './views';
 import type { LocalMedia } from './session';
 import './meeting.css';
@@ -12,7 +12,7 @@ export function Prejoin(props: { topic: string; displayName: string; audioOnly: 
   const [camera, setCamera] = useState<MediaStreamTrack | null>(null);
   const [micProblem, setMicProblem] = useState<string | null>(null);
   const [camProblem, setCamProblem] = useState<string | null>(null);
-  const [devices, setDevices] = useState<Devices>(NO_DEVICES);
+  const [devices, refreshDevices] = useDevices();
   const [micDevice, setMicDevice] = useState<string | undefined>(undefined);
   const [camDevice, setCamDevice] = useState<string | undefined>(undefined);
   const [micOn, setMicOn] = useState(true);
@@ -38,15 +38,11 @@ export function Prejoin(props: { topic: string; displayName: string; audioOnly: 
       if (live.current) setPending((n) => n - 1);
     }
   }
-  function showMicrophone(track: MediaStreamTrack | null) {
-    if (tracks.current.mic !== track) tracks.current.mic?.stop();
-    tracks.current.mic = track;
-    setMicrophone(track);
-  }
-  function showCamera(track: MediaStreamTrack | null) {
-    if (tracks.current.cam !== track) tracks.current.cam?.stop();
-    tracks.current.cam = track;
-    setCamera(track);
+  /** Shows `track` as the preview's microphone or camera, releasing the one it replaces. */
+  function show(kind: 'mic' | 'cam', track: MediaStreamTrack | null) {
+    if (tracks.current[kind] !== track) tracks.current[kind]?.stop();
+    tracks.current[kind] = track;
+    (kind === 'mic' ? setMicrophone : setCamera)(track);
   }
 
   /** Asks for the devices (again, after a refusal) and lists them. */
@@ -55,32 +51,27 @@ export function Prejoin(props: { topic: string; displayName: string; audioOnly: 
     const camRequest = ++requests.current.cam;
     setLoading(true);
     const got = await asking(acquireBoth(!props.audioOnly));
-    const listed = await listDevices();
+    await refreshDevices();
     if (current('mic', micRequest)) {
-      showMicrophone(got.microphone.track);
+      show('mic', got.microphone.track);
       setMicProblem(got.microphone.problem);
       setMicDevice(got.microphone.track?.getSettings().deviceId);
       setMicOn(!!got.microphone.track);
     } else got.microphone.track?.stop();
     if (current('cam', camRequest)) {
-      showCamera(got.camera.track);
+      show('cam', got.camera.track);
       setCamProblem(got.camera.problem);
       setCamDevice(got.camera.track?.getSettings().deviceId);
       setCamOn(!!got.camera.track);
     } else got.camera.track?.stop();
-    if (!live.current) return;
-    setDevices(listed);
-    setLoading(false);
+    if (live.current) setLoading(false);
   }
 
   useEffect(() => {
     live.current = true;
     void ask();
-    const changed = () => void listDevices().then((d) => live.current && setDevices(d));
-    navigator.mediaDevices?.addEventListener?.('devicechange', changed);
     return () => {
       live.current = false;
-      navigator.mediaDevices?.removeEventListener?.('devicechange', changed);
       if (!handedOver.current) {
         tracks.current.mic?.stop();
         tracks.current.cam?.stop();
@@ -96,7 +87,7 @@ export function Prejoin(props: { topic: string; displayName: string; audioOnly: 
       got.track?.stop();
       return;
     }
-    showMicrophone(got.track);
+    show('mic', got.track);
     setMicProblem(got.problem);
     if (got.track) setMicOn(true);
   }
@@ -104,14 +95,14 @@ export function Prejoin(props: { topic: string; displayName: string; audioOnly: 
   async function chooseCamera(id: string) {
     const request = ++requests.current.cam;
     setCamDevice(id);
-    showCamera(null);
+    show('cam', null);
     if (!camOn) return;
     const got = await asking(acquire('camera', id));
     if (!current('cam', request)) {
       got.track?.stop();
       return;
     }
-    showCamera(got.track);
+    show('cam', got.track);
     setCamProblem(got.problem);
   }
 
@@ -120,7 +111,7 @@ export function Prejoin(props: { topic: string; displayName: string; audioOnly: 
     setCamOn(on);
     if (!on) {
       // Off means off: the camera's light goes out.
-      showCamera(null);
+      show('cam', null);
       return;
     }
     if (tracks.current.cam) return;
@@ -129,7 +120,7 @@ export function Prejoin(props: { topic: string; displayName: string; audioOnly: 
       got.track?.stop();
       return;
     }
-    showCamera(got.track);
+    show('cam', got.track);
     setCamProblem(got.problem);
     if (!got.track) setCamOn(false);
   }

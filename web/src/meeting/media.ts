@@ -1,6 +1,6 @@
 // The person's own camera and microphone: asking for them, listing devices, telling what went
 // wrong in words, and measuring the microphone's level for the meter.
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 
 export interface Devices {
   microphones: MediaDeviceInfo[];
@@ -81,6 +81,30 @@ export async function listDevices(): Promise<Devices> {
   } catch {
     return NO_DEVICES;
   }
+}
+
+/**
+ * The devices, kept current as they are plugged in and out; `refresh` lists them again (their
+ * names appear once the person allowed access).
+ */
+export function useDevices(): [Devices, () => Promise<void>] {
+  const [devices, setDevices] = useState<Devices>(NO_DEVICES);
+  const live = useRef(true);
+  const refresh = async () => {
+    const listed = await listDevices();
+    if (live.current) setDevices(listed);
+  };
+  useEffect(() => {
+    live.current = true;
+    const changed = () => void refresh();
+    changed();
+    navigator.mediaDevices?.addEventListener?.('devicechange', changed);
+    return () => {
+      live.current = false;
+      navigator.mediaDevices?.removeEventListener?.('devicechange', changed);
+    };
+  }, []);
+  return [devices, refresh];
 }
 
 /** A device's name for a select; unnamed ones are numbered. */

@@ -219,6 +219,19 @@ export class MeetingSession {
     if (microphone || camera || screen) this.setLocal({ microphone: null, camera: null, screen: null });
   }
 
+  /**
+   * Asks for a microphone or camera: null when it cannot be had (the problem is shown) or when
+   * the meeting ended for us while the browser was asking (it is released at once).
+   */
+  private async device(kind: 'microphone' | 'camera', deviceId?: string): Promise<MediaStreamTrack | null> {
+    const got = await acquire(kind, deviceId);
+    if (!got.track) {
+      this.setLocal(kind === 'camera' ? { cameraProblem: got.problem } : { microphoneProblem: got.problem });
+      return null;
+    }
+    return this.over(got.track) ? null : got.track;
+  }
+
   /** A device that arrived after the meeting ended for us is released at once. */
   private over(track: MediaStreamTrack): boolean {
     if (this.finished) track.stop();
@@ -457,18 +470,14 @@ export class MeetingSession {
         return;
       }
       if (this.local.camera) return;
-      const got = await acquire('camera', this.local.cameraDevice);
-      if (got.track && this.over(got.track)) return;
-      if (!got.track) {
-        this.setLocal({ cameraProblem: got.problem });
-        return;
-      }
-      this.setLocal({ camera: got.track, cameraProblem: null });
+      const track = await this.device('camera', this.local.cameraDevice);
+      if (!track) return;
+      this.setLocal({ camera: track, cameraProblem: null });
       if (published) {
-        await published.sender.replaceTrack(got.track);
+        await published.sender.replaceTrack(track);
         this.send({ type: 'muteTrack', trackId: published.trackId, muted: false });
       } else if (this.publisher) {
-        this.addPublished('camera', got.track, false);
+        this.addPublished('camera', track, false);
         await this.negotiatePublisher();
       }
     });
@@ -489,34 +498,26 @@ export class MeetingSession {
           this.setLocal({ cameraDevice: deviceId });
           return;
         }
-        const got = await acquire('camera', deviceId);
-        if (got.track && this.over(got.track)) return;
-        if (!got.track) {
-          this.setLocal({ cameraProblem: got.problem });
-          return;
-        }
-        await this.published.get('camera')?.sender.replaceTrack(got.track);
+        const track = await this.device('camera', deviceId);
+        if (!track) return;
+        await this.published.get('camera')?.sender.replaceTrack(track);
         old.stop();
-        this.setLocal({ camera: got.track, cameraDevice: deviceId, cameraProblem: null });
+        this.setLocal({ camera: track, cameraDevice: deviceId, cameraProblem: null });
         return;
       }
       const old = this.local.microphone;
       if (old && this.local.microphoneDevice === deviceId) return;
-      const got = await acquire('microphone', deviceId);
-      if (got.track && this.over(got.track)) return;
-      if (!got.track) {
-        this.setLocal({ microphoneProblem: got.problem });
-        return;
-      }
+      const track = await this.device('microphone', deviceId);
+      if (!track) return;
       // Muted stays muted; a first microphone starts muted, the person unmutes it.
       const muted = old ? this.local.microphoneMuted : true;
-      got.track.enabled = !muted;
+      track.enabled = !muted;
       const published = this.published.get('microphone');
-      this.setLocal({ microphone: got.track, microphoneMuted: muted, microphoneDevice: deviceId, microphoneProblem: null });
+      this.setLocal({ microphone: track, microphoneMuted: muted, microphoneDevice: deviceId, microphoneProblem: null });
       if (published) {
-        await published.sender.replaceTrack(got.track);
+        await published.sender.replaceTrack(track);
       } else if (this.publisher) {
-        this.addPublished('microphone', got.track, muted);
+        this.addPublished('microphone', track, muted);
         await this.negotiatePublisher();
       }
       old?.stop();

@@ -162,12 +162,13 @@ function NewAccount(props: { onCreated: (account: Account) => void }) {
     }
   }
 
+  const clearError = clearErrorOnInput(setErrors, NEW_ACCOUNT_IDS);
   return (
     <form
       class="panel"
       onSubmit={submit}
-      onInput={clearErrorOnInput(setErrors, NEW_ACCOUNT_IDS)}
-      onChange={clearErrorOnInput(setErrors, NEW_ACCOUNT_IDS)}
+      onInput={clearError}
+      onChange={clearError}
       noValidate
       aria-labelledby="new-account-title"
     >

@@ -7,7 +7,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, seg, type Conference, type JoinRequest, type JoinResponse } from '../api';
 import { navigate } from '../router';
 import { useSession } from '../session';
-import { clearErrorOnInput, Field, fieldIds, FormError, Link, useTitle } from '../ui';
+import { browserStorage, clearErrorOnInput, Field, fieldIds, FormError, Link, useTitle } from '../ui';
 import { checkJoinForm, delayUntil, guestId, joinProblem, localTime, normalizeMeetingId, rememberedName, rememberName, type JoinProblem } from '../meeting/joining';
 import { Meeting } from '../meeting/Meeting';
 import { Prejoin } from '../meeting/Prejoin';
@@ -17,14 +17,6 @@ type Step = { kind: 'form' } | { kind: 'preview'; ticket: JoinResponse } | { kin
 
 type FieldName = 'meetingId' | 'password' | 'displayName';
 
-function storage(): Storage | null {
-  try {
-    return window.localStorage;
-  } catch {
-    return null;
-  }
-}
-
 /** How often "Join automatically" asks again when the server says it is still too early. */
 const AUTO_JOIN_RETRY_MS = 5_000;
 
@@ -33,7 +25,7 @@ export function JoinPage(props: { meetingId?: string }) {
   const [step, setStep] = useState<Step>({ kind: 'form' });
   const [meetingId, setMeetingId] = useState(props.meetingId ?? '');
   const [password, setPassword] = useState('');
-  const remembered = me ? null : rememberedName(storage());
+  const remembered = me ? null : rememberedName(browserStorage('localStorage'));
   const [name, setName] = useState(remembered ?? '');
   const [changingName, setChangingName] = useState(!remembered);
   const [remember, setRemember] = useState(!!remembered);
@@ -61,7 +53,7 @@ export function JoinPage(props: { meetingId?: string }) {
     if (passwordAsked && password.trim()) body.password = password.trim();
     if (askName) {
       body.displayName = name.trim();
-      body.guestId = guestId(storage(), () => crypto.randomUUID());
+      body.guestId = guestId(browserStorage('localStorage'), () => crypto.randomUUID());
     }
     return body;
   }
@@ -85,7 +77,7 @@ export function JoinPage(props: { meetingId?: string }) {
     try {
       const ticket = await api.post<JoinResponse>('/join', body);
       lastRequest.current = body;
-      if (askName) rememberName(storage(), remember ? (body.displayName ?? null) : null);
+      if (askName) rememberName(browserStorage('localStorage'), remember ? (body.displayName ?? null) : null);
       setMeetingPassword(body.password ?? null);
       if (props.meetingId !== ticket.conference.meetingId) navigate(`/join/${seg(ticket.conference.meetingId)}`, { replace: true });
       setStep({ kind: 'preview', ticket });

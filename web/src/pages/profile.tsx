@@ -66,8 +66,9 @@ function ProfileForm(props: { me: Account; setMe: (me: Account) => void }) {
     }
   }
 
+  const clearError = clearErrorOnInput(setErrors);
   return (
-    <form class="panel" onSubmit={submit} onInput={clearErrorOnInput(setErrors)} onChange={clearErrorOnInput(setErrors)} noValidate aria-labelledby="profile-title">
+    <form class="panel" onSubmit={submit} onInput={clearError} onChange={clearError} noValidate aria-labelledby="profile-title">
       <h2 id="profile-title">Personal data</h2>
       <FormError error={errors.form} />
       <Field id="displayName" label="Display name" error={errors.displayName} hint="Others see it in meetings and invitations.">

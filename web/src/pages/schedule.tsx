@@ -7,7 +7,7 @@ import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { api, ApiError, seg, type AnyConference, type Conference, type InvitationsQueued, type RepeatDraft } from '../api';
 import { navigate } from '../router';
 import { useSession } from '../session';
-import { clearErrorOnInput, Field, fieldIds, FormError, Link, LoadState, Notice, sentence, useLoad, useTitle } from '../ui';
+import { browserStorage, clearErrorOnInput, Field, fieldIds, FormError, Link, LoadState, Notice, sentence, useLoad, useTitle } from '../ui';
 import { flash } from '../logic/flash';
 import { defaultUntil, WEEKDAY_NAMES, WEEKDAYS, weekdayCode, type Frequency, type Recurrence, type Weekday } from '../logic/recurrence';
 import {
@@ -38,14 +38,6 @@ function formKey(mode: Mode): string {
   return draftKey(mode.kind, mode.kind === 'edit' ? mode.conference.id : mode.kind === 'repeat' ? mode.repeatOf : undefined);
 }
 
-function sessionStore(): Storage | null {
-  try {
-    return window.sessionStorage;
-  } catch {
-    return null;
-  }
-}
-
 export function SchedulePage(props: { repeatOf?: string; editId?: string }) {
   const { me } = useSession();
   const zone = me?.timeZone || browserTimeZone();
@@ -54,7 +46,7 @@ export function SchedulePage(props: { repeatOf?: string; editId?: string }) {
 
   const loaded = useLoad<{ mode: Mode; values: ScheduleValues; restored: boolean } | { archived: true }>(async () => {
     const kept = (mode: Mode, values: ScheduleValues) => {
-      const draft = takeDraft(sessionStore(), formKey(mode));
+      const draft = takeDraft(browserStorage('sessionStorage'), formKey(mode));
       return { mode, values: draft ?? values, restored: !!draft };
     };
     if (props.editId) {
@@ -205,7 +197,7 @@ function ScheduleForm(props: { mode: Mode; initial: ScheduleValues }) {
       }
     } catch (err) {
       // The login ended: the app shows the login page; keep the form for the way back.
-      if (err instanceof ApiError && err.status === 401) keepDraft(sessionStore(), formKey(mode), values);
+      if (err instanceof ApiError && err.status === 401) keepDraft(browserStorage('sessionStorage'), formKey(mode), values);
       if (err instanceof ApiError) {
         const field = fieldOfRefusal(err.code, err.field);
         refuse(field ? { [field]: sentence(err.message) } : { form: sentence(err.message) });

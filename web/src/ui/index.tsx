@@ -65,6 +65,15 @@ export function clearErrorOnInput<T extends object>(setErrors: (update: (errors:
   };
 }
 
+/** The browser's storage, or null where it is disabled (private mode, blocked cookies). */
+export function browserStorage(kind: 'localStorage' | 'sessionStorage'): Storage | null {
+  try {
+    return window[kind];
+  } catch {
+    return null;
+  }
+}
+
 /** Errors of a form: per field, and one for the whole form when no field is to blame. */
 export type FormErrors = Record<string, string | undefined> & { form?: string };
 
