@@ -43,8 +43,8 @@ export function Meeting(props: {
   const [confirmLeave, setConfirmLeave] = useState(false);
   // The chat's recipient lives here so that "Message" in the participant list can set it.
   const [chatTo, setChatTo] = useState<ParticipantId | ''>('');
-  // The audio output for everyone's voices ('' = the system's default).
-  const [speaker, setSpeaker] = useState('');
+  // The audio output for everyone's voices (undefined: the system's default, left alone).
+  const [speaker, setSpeaker] = useState<string>();
   const [speakerProblem, setSpeakerProblem] = useState<string | null>(null);
   const session = useRef<MeetingSession | null>(null);
   const roomRef = useRef(room);
@@ -596,7 +596,7 @@ function DevicesPanel(props: {
   local: LocalMedia;
   session: MeetingSession | null;
   audioOnly: boolean;
-  speaker: string;
+  speaker: string | undefined;
   speakerProblem: string | null;
   onSpeaker: (deviceId: string) => void;
 }) {
@@ -634,7 +634,7 @@ function DevicesPanel(props: {
           id="meeting-speaker"
           what="Speaker"
           devices={devices.speakers}
-          value={props.speaker || (devices.speakers.find((d) => d.deviceId === 'default') ?? devices.speakers[0]).deviceId}
+          value={props.speaker ?? (devices.speakers.find((d) => d.deviceId === 'default') ?? devices.speakers[0]).deviceId}
           problem={props.speakerProblem}
           onChoose={props.onSpeaker}
         />

@@ -43,7 +43,7 @@ export function VideoView(props: { track: MediaStreamTrack | null; mirror?: bool
 
 /**
  * Plays a received audio track (hidden; one per remote microphone), on the chosen output
- * (`sinkId`, empty for the system's default) where the browser can choose one.
+ * (`sinkId`; left alone while undefined) where the browser can choose one.
  */
 export function AudioSink(props: { track: MediaStreamTrack; sinkId?: string; onSinkProblem?: (problem: string) => void }) {
   const ref = useRef<HTMLAudioElement>(null);
