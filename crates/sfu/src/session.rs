@@ -147,6 +147,9 @@ async fn run(state: SfuState, session: SessionId, ws: WebSocket) {
         dirty: false,
         audio_level_ext: None,
         subscriber_connected: false,
+        publisher_described: false,
+        subscriber_described: false,
+        early_candidates: Vec::new(),
     };
     let reason = live.relay(&mut socket, rx).await;
     let _ =
@@ -236,7 +239,16 @@ struct Live {
     audio_level_ext: Option<u8>,
     /// The subscriber connection is up: what is forwarded now reaches the client.
     subscriber_connected: bool,
+    /// Whether each connection has the client's description (its offer, or its answer).
+    publisher_described: bool,
+    subscriber_described: bool,
+    /// Candidates that overtook their connection's remote description (trickle ICE may send
+    /// them before the answer); added as soon as the description is set.
+    early_candidates: Vec<(PeerTarget, IceCandidate)>,
 }
+
+/// How many candidates a client may send ahead of its description.
+const MAX_EARLY_CANDIDATES: usize = 64;
 
 impl Live {
     async fn relay(
@@ -465,6 +477,8 @@ impl Live {
         peer.set_remote_description(offer)
             .await
             .map_err(negotiation)?;
+        self.publisher_described = true;
+        self.add_early_candidates(PeerTarget::Publisher).await?;
         let answer = peer.create_answer(None).await.map_err(negotiation)?;
         let sdp = answer.sdp.clone();
         peer.set_local_description(answer)
@@ -483,6 +497,42 @@ impl Live {
         if candidate.candidate.is_empty() {
             return Ok(());
         }
+        let described = match target {
+            PeerTarget::Publisher => self.publisher_described,
+            PeerTarget::Subscriber => self.subscriber_described,
+        };
+        if !described {
+            if self.early_candidates.len() >= MAX_EARLY_CANDIDATES {
+                return Err(Refusal {
+                    code: ErrorCode::Negotiation,
+                    message: format!(
+                        "more than {MAX_EARLY_CANDIDATES} candidates before the offer or answer; send the description first"
+                    ),
+                });
+            }
+            self.early_candidates.push((target, candidate));
+            return Ok(());
+        }
+        Self::apply_candidate(&peer, candidate).await
+    }
+
+    /// Adds the candidates held for `target` now that its remote description is set.
+    async fn add_early_candidates(&mut self, target: PeerTarget) -> Result<(), Refusal> {
+        let (now, later) = std::mem::take(&mut self.early_candidates)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(t, _)| *t == target);
+        self.early_candidates = later;
+        let peer = self.peer(target)?;
+        for (_, candidate) in now {
+            Self::apply_candidate(&peer, candidate).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_candidate(
+        peer: &Arc<dyn PeerConnection>,
+        candidate: IceCandidate,
+    ) -> Result<(), Refusal> {
         // Browsers hide host addresses behind mDNS names; this SFU does not resolve them and
         // finds the browser through its peer-reflexive address instead.
         if candidate
@@ -694,6 +744,7 @@ impl Live {
             });
         }
         self.negotiating = false;
+        self.subscriber_described = true;
         let sink: Arc<dyn FeedbackSink> = self.room.clone();
         for track in std::mem::take(&mut self.pending) {
             let Some(subscription) = self.subscriptions.get(&track) else {
@@ -728,6 +779,6 @@ impl Live {
         if self.dirty {
             self.negotiate(socket).await;
         }
-        Ok(())
+        self.add_early_candidates(PeerTarget::Subscriber).await
     }
 }

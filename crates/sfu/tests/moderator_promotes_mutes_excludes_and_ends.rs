@@ -105,15 +105,19 @@ async fn moderator_promotes_mutes_excludes_and_ends() {
 
     // The end.
     listener.send(ClientMessage::EndMeeting);
-    assert!(matches!(
-        listener
-            .wait_for(WAIT, |m| matches!(m, ServerMessage::Error { .. }))
-            .await,
-        Ok(ServerMessage::Error {
-            code: ErrorCode::Forbidden,
-            ..
-        })
-    ));
+    let refused = listener
+        .wait_for(WAIT, |m| matches!(m, ServerMessage::Error { .. }))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Ok(ServerMessage::Error {
+                code: ErrorCode::Forbidden,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
     moderator.send(ClientMessage::EndMeeting);
     listener
         .wait_for(WAIT, |m| {
