@@ -389,9 +389,21 @@ async fn apply(
                     conference: key.clone(),
                     participants: spec.max_participants,
                 };
-                let placed = lock(&ctx.ledger).place(&request, &pods, &ctx.sizing);
+                let placed = {
+                    let mut ledger = lock(&ctx.ledger);
+                    let before = ledger.get(&key).map(|a| a.pod.clone());
+                    ledger
+                        .place(&request, &pods, &ctx.sizing)
+                        .map(|assignment| (before, assignment))
+                };
                 match placed {
-                    Ok(assignment) => {
+                    Ok((before, assignment)) => {
+                        // The ledger, not the cached status (which may not show this
+                        // operator's last write yet), tells whether the conference moved: a
+                        // second reconcile before the status comes back counts no new move.
+                        if before.is_some_and(|pod| pod != assignment.pod) {
+                            ctx.metrics.failovers.inc();
+                        }
                         lock(&ctx.waiting).remove(&oref);
                         Placement::Held(assignment)
                     }
@@ -419,11 +431,6 @@ async fn apply(
         }
     };
     let desired = desired_status(old, generation, now, &outcome, &loss);
-    if let (Some(before), Some(after)) = (&previous_pod, desired.assignment.as_ref())
-        && *before != after.pod
-    {
-        ctx.metrics.failovers.inc();
-    }
 
     // Labels: the pod (so an SFU pod watches only its conferences) and the owner (so the API
     // lists an owner's conferences), both owned by the operator's field manager.
