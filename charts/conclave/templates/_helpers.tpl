@@ -1,0 +1,148 @@
+{{/*
+Names, labels and the pieces every workload shares. Nothing here is rendered on its own.
+*/}}
+
+{{- define "conclave.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's base name; objects are "<fullname>-<component>". Kept short enough that
+"<fullname>-sfu-<ordinal>" stays a valid label value and DNS label. */}}
+{{- define "conclave.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else if contains (include "conclave.name" .) .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "conclave.name" .) | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "conclave.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. Call with (dict "ctx" $ "component" "api"). */}}
+{{- define "conclave.labels" -}}
+helm.sh/chart: {{ include "conclave.chart" .ctx }}
+{{ include "conclave.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: conclave
+{{- end }}
+
+{{/* Selector labels of one component. The SFU's component label is what the operator selects
+SFU pods by (--sfu-selector, default app.kubernetes.io/component=sfu). */}}
+{{- define "conclave.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "conclave.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "conclave.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "conclave.apiName" -}}{{ include "conclave.fullname" . }}-api{{- end }}
+{{- define "conclave.operatorName" -}}{{ include "conclave.fullname" . }}-operator{{- end }}
+{{- define "conclave.sfuName" -}}{{ include "conclave.fullname" . }}-sfu{{- end }}
+{{- define "conclave.postgresqlName" -}}{{ include "conclave.fullname" . }}-postgresql{{- end }}
+
+{{/* The Secret holding the join-token signing key, and its key. */}}
+{{- define "conclave.joinTokenSecretName" -}}
+{{- default (printf "%s-join-token" (include "conclave.fullname" .)) .Values.joinToken.existingSecret }}
+{{- end }}
+
+{{/* The Secret holding the database URL, and its key. */}}
+{{- define "conclave.databaseSecretName" -}}
+{{- if or .Values.postgresql.enabled .Values.database.url }}
+{{- printf "%s-database" (include "conclave.fullname" .) }}
+{{- else }}
+{{- required "a database is needed: set database.existingSecret (a Secret whose key database.existingSecretKey holds a postgres:// URL), database.url, or postgresql.enabled=true to try it out" .Values.database.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the chart makes the database Secret itself. */}}
+{{- define "conclave.databaseSecretOwned" -}}
+{{- if or .Values.postgresql.enabled .Values.database.url }}true{{ end }}
+{{- end }}
+
+{{- define "conclave.databaseSecretKey" -}}
+{{- if include "conclave.databaseSecretOwned" . }}url{{ else }}{{ .Values.database.existingSecretKey }}{{ end }}
+{{- end }}
+
+{{- define "conclave.smtpSecretName" -}}
+{{- default (printf "%s-smtp" (include "conclave.fullname" .)) .Values.smtp.existingSecret }}
+{{- end }}
+
+{{/* Whether SMTP credentials are configured (from values or an existing Secret). */}}
+{{- define "conclave.smtpCredentials" -}}
+{{- if or .Values.smtp.existingSecret .Values.smtp.username }}true{{ end }}
+{{- end }}
+
+{{- define "conclave.adminSecretName" -}}
+{{- default (printf "%s-admin" (include "conclave.fullname" .)) .Values.admin.existingSecret }}
+{{- end }}
+
+{{/* The API's in-cluster URL, where SFU pods post their room reports. */}}
+{{- define "conclave.apiInternalUrl" -}}
+{{- printf "http://%s.%s.svc:%d" (include "conclave.apiName" .) .Release.Namespace (int .Values.api.service.port) }}
+{{- end }}
+
+{{/* The public base URL of the portal. */}}
+{{- define "conclave.publicUrl" -}}
+{{- if .Values.publicUrl }}
+{{- .Values.publicUrl | trimSuffix "/" }}
+{{- else if .Values.ingress.enabled }}
+{{- printf "%s://%s" (ternary "https" "http" .Values.ingress.tls.enabled) .Values.ingress.host }}
+{{- else }}
+{{- printf "http://%s.%s.svc:%d" (include "conclave.apiName" .) .Release.Namespace (int .Values.api.service.port) }}
+{{- end }}
+{{- end }}
+
+{{/* The SFU endpoint template the operator fills in per pod ({pod}, {namespace}, {podIP}). */}}
+{{- define "conclave.sfuEndpoint" -}}
+{{- if .Values.sfu.endpoint }}
+{{- .Values.sfu.endpoint }}
+{{- else if .Values.sfu.ingress.enabled }}
+{{- printf "%s://{pod}.%s/rtc" (ternary "wss" "ws" .Values.sfu.ingress.tls.enabled) (required "sfu.ingress.domain is needed when sfu.ingress.enabled" .Values.sfu.ingress.domain) }}
+{{- else }}
+{{- /* Straight to the pod (with hostNetwork its IP is the node's): plain ws, for a LAN trial;
+browsers refuse it from an https portal. */}}
+{{- printf "ws://{podIP}:%d/rtc" (int .Values.sfu.port) }}
+{{- end }}
+{{- end }}
+
+{{/* Pod security context shared by Conclave's pods. */}}
+{{- define "conclave.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+fsGroup: {{ .Values.securityContext.runAsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Container security context: nothing more than a process needs. */}}
+{{- define "conclave.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* A random secret, or the one already stored in the Secret (kept across upgrades). Call with
+(dict "ctx" $ "name" "<secret>" "key" "<key>" "length" 48). `helm template` (no cluster) always
+generates. */}}
+{{- define "conclave.keepOrGenerate" -}}
+{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .name }}
+{{- if and $existing $existing.data (hasKey $existing.data .key) }}
+{{- index $existing.data .key | b64dec }}
+{{- else }}
+{{- randAlphaNum (int .length) }}
+{{- end }}
+{{- end }}
