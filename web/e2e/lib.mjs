@@ -12,7 +12,7 @@ export { assert };
 function required(name) {
   const value = process.env[name];
   if (!value) {
-    console.error(`${name} is not set: run the scenarios through \`cargo nextest run -p conclave --test portal\`.`);
+    console.error(`${name} is not set: run the scenarios through \`cargo build -p conclave && cargo nextest run -p system-tests --test portal\`.`);
     process.exit(2);
   }
   return value;

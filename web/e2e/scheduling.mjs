@@ -9,7 +9,7 @@ import { adminToken, apiCall, assert, createAccount, logIn, openBrowser, scenari
 
 const DATA_DIR = process.env.CONCLAVE_DATA_DIR;
 if (!DATA_DIR) {
-  console.error('CONCLAVE_DATA_DIR is not set: run the scenario through `cargo nextest run -p conclave --test portal`.');
+  console.error('CONCLAVE_DATA_DIR is not set: run the scenario through `cargo nextest run -p system-tests --test portal`.');
   process.exit(2);
 }
 const OUTBOX = join(DATA_DIR, 'outbox');

@@ -26,7 +26,7 @@ impl Drop for Server {
 }
 
 fn web_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web")
+    system_tests::repository().join("web")
 }
 
 fn free_port() -> u16 {
@@ -57,7 +57,7 @@ fn ready(port: u16) -> bool {
 
 fn start(data: &Path, artifacts: &Path, port: u16, udp: &str) -> Server {
     let log = std::fs::File::create(artifacts.join("server.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_conclave"))
+    let child = Command::new(system_tests::conclave_bin())
         .arg("standalone")
         .env("CONCLAVE_DATA_DIR", data)
         .env("CONCLAVE_LISTEN", format!("127.0.0.1:{port}"))

@@ -14,7 +14,7 @@ use kube::core::cel::Validator as CelValidator;
 use serde_json::{Value, json};
 
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn open_api_schema() -> Value {

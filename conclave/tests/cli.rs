@@ -1,0 +1,88 @@
+//! The binary's own command line: `crdgen`, `schemas`, `--help`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn crdgen_prints_the_conference_crd() {
+    let output = Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .arg("crdgen")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let yaml = String::from_utf8(output.stdout).unwrap();
+    assert!(yaml.contains("kind: CustomResourceDefinition"));
+    assert!(yaml.contains("conferences.conclave.dev"));
+}
+
+#[test]
+fn the_portal_type_sources_are_up_to_date() {
+    let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/src/generated");
+    let output = Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .args(["schemas", "--check"])
+        .arg(&web)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let openapi: Value =
+        serde_json::from_str(&std::fs::read_to_string(web.join("openapi.json")).unwrap()).unwrap();
+    assert!(openapi["paths"]["/api/v1/join"]["post"].is_object());
+    let signal: Value =
+        serde_json::from_str(&std::fs::read_to_string(web.join("signal.schema.json")).unwrap())
+            .unwrap();
+    assert!(signal["definitions"]["ServerMessage"].is_object());
+}
+
+#[test]
+fn schemas_check_names_a_stale_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("openapi.json"), "{}").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .args(["schemas", "--check"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("openapi.json"), "{stderr}");
+    assert!(stderr.contains("signal.schema.json"), "{stderr}");
+}
+
+#[test]
+fn help_lists_every_command_and_option() {
+    let output = Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .args(["standalone", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for option in [
+        "--listen",
+        "--data-dir",
+        "--database-url",
+        "--public-url",
+        "--sfu-udp-ports",
+        "--sfu-bind-ip",
+        "--portal-dir",
+        "CONCLAVE_LISTEN",
+    ] {
+        assert!(
+            help.contains(option),
+            "{option} missing from --help:\n{help}"
+        );
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for command in ["standalone", "api", "sfu", "operator", "crdgen", "schemas"] {
+        assert!(help.contains(command), "{command} missing from --help");
+    }
+}
