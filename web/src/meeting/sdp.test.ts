@@ -34,6 +34,27 @@ describe('reading the SFU’s subscriber offer', () => {
     ]);
   });
 
+  it('reads Firefox’s own max-bundle offer: a bundle-only section at port 0 is not rejected', () => {
+    const firefox = [
+      'v=0',
+      'a=group:BUNDLE 0 1',
+      'm=audio 9 UDP/TLS/RTP/SAVPF 109',
+      'a=sendrecv',
+      'a=mid:0',
+      'a=msid:{s1} {a1}',
+      'm=video 0 UDP/TLS/RTP/SAVPF 120',
+      'a=bundle-only',
+      'a=sendrecv',
+      'a=mid:1',
+      'a=msid:{s1} {v1}',
+      '',
+    ].join('\r\n');
+    expect(offeredTracks(firefox).map((t) => [t.mid, t.track])).toEqual([
+      ['0', '{a1}'],
+      ['1', '{v1}'],
+    ]);
+  });
+
   it('reads an offer without media', () => {
     expect(offeredTracks('v=0\r\ns=-\r\n')).toEqual([]);
   });

@@ -13,7 +13,11 @@ export interface OfferedTrack {
   track: string;
 }
 
-/** Every media section of `sdp` that sends a track (has an msid and is not inactive/recvonly). */
+/**
+ * Every media section of `sdp` that sends a track (has an msid, is not inactive/recvonly and
+ * not rejected). Also reads the page's own offers: the msid's track ID is what the SFU learns
+ * a published track by, and Firefox does not use `MediaStreamTrack.id` there.
+ */
 export function offeredTracks(sdp: string): OfferedTrack[] {
   const sections = sdp.split(/\r?\nm=/).slice(1);
   const out: OfferedTrack[] = [];
@@ -22,16 +26,19 @@ export function offeredTracks(sdp: string): OfferedTrack[] {
     const [kind, port] = lines[0].split(' ');
     let mid: string | undefined;
     let msid: [string, string] | undefined;
-    // A rejected section has port 0.
-    let sending = port !== '0';
+    // A rejected section has port 0; a section that shares the bundle's transport
+    // (`a=bundle-only`, as Firefox offers with max-bundle) has port 0 too and is not rejected.
+    let rejected = port === '0';
+    let sending = true;
     for (const line of lines) {
-      if (line.startsWith('a=mid:')) mid = line.slice(6).trim();
+      if (line === 'a=bundle-only') rejected = false;
+      else if (line.startsWith('a=mid:')) mid = line.slice(6).trim();
       else if (line.startsWith('a=msid:')) {
         const [stream, track] = line.slice(7).trim().split(/\s+/);
         if (stream && track) msid = [stream, track];
       } else if (line === 'a=inactive' || line === 'a=recvonly') sending = false;
     }
-    if (mid !== undefined && msid && sending) out.push({ mid, kind, participant: msid[0], track: msid[1] });
+    if (mid !== undefined && msid && sending && !rejected) out.push({ mid, kind, participant: msid[0], track: msid[1] });
   }
   return out;
 }

@@ -38,6 +38,7 @@ interface FakeTransceiver {
   mid: string | null;
   currentDirection: string;
   receiver: { track: { id: string } };
+  sender?: { track: unknown };
 }
 
 class FakePeer {
@@ -64,6 +65,7 @@ class FakePeer {
       },
     };
     this.senders.push(sender);
+    this.transceivers.push({ mid: null, currentDirection: 'sendrecv', receiver: { track: { id: `receiver-of-${(track as { id: string }).id}` } }, sender });
     return sender;
   }
   removeTrack(sender: unknown) {
@@ -75,9 +77,20 @@ class FakePeer {
   getSenders() {
     return this.senders;
   }
+  /**
+   * Like Firefox: each sending section's msid names the track with an ID of the browser's own,
+   * not `MediaStreamTrack.id`.
+   */
   async createOffer() {
     this.offers += 1;
-    return { type: 'offer', sdp: `offer ${this.offers}` };
+    const sections = this.transceivers
+      .filter((t) => t.sender)
+      .map((t, index) => {
+        t.mid ??= String(index);
+        const track = t.sender!.track as { id: string; kind: string } | null;
+        return [`m=${track?.kind ?? 'audio'} 0 UDP/TLS/RTP/SAVPF 96`, 'a=bundle-only', `a=mid:${t.mid}`, `a=msid:{stream} {sdp-${track?.id}}`].join('\r\n');
+      });
+    return { type: 'offer', sdp: [`v=0\r\ns=offer ${this.offers}`, ...sections, ''].join('\r\n') };
   }
   async createAnswer() {
     return { type: 'answer', sdp: 'answer' };
@@ -195,8 +208,10 @@ describe('the meeting session', () => {
     await flush();
     expect(actions.some((a) => a.kind === 'server' && a.message.type === 'joined')).toBe(true);
     expect(ws.sent.slice(1).map((m) => m.type)).toEqual(['publish', 'publish', 'offer']);
-    expect(ws.sent[1]).toEqual({ type: 'publish', trackId: 'mic-1', source: 'microphone', muted: false });
-    expect(ws.sent[2]).toEqual({ type: 'publish', trackId: 'cam-1', source: 'camera', muted: false });
+    // By the ID the offer gives each track (Firefox's differ from MediaStreamTrack.id).
+    expect(ws.sent[1]).toEqual({ type: 'publish', trackId: '{sdp-mic-1}', source: 'microphone', muted: false });
+    expect(ws.sent[2]).toEqual({ type: 'publish', trackId: '{sdp-cam-1}', source: 'camera', muted: false });
+    expect(ws.sent[3]).toEqual({ type: 'offer', sdp: FakePeer.all[0].localDescription?.sdp });
     const [publisher] = FakePeer.all;
     expect(publisher.senders).toHaveLength(2);
     ws.receive({ type: 'answer', sdp: 'the answer' });
@@ -233,7 +248,7 @@ describe('the meeting session', () => {
     ws.receive(joined);
     await flush();
     await session.setMicrophoneMuted(true);
-    expect(ws.sent.at(-1)).toEqual({ type: 'muteTrack', trackId: 'mic-1', muted: true });
+    expect(ws.sent.at(-1)).toEqual({ type: 'muteTrack', trackId: '{sdp-mic-1}', muted: true });
   });
 
   it('switches devices in place: the new track replaces the old in its sender, the old device is released', async () => {
@@ -279,7 +294,7 @@ describe('the meeting session', () => {
     // No renegotiation and no new publication: the SFU still knows the track by its first ID.
     expect(ws.sent.length).toBe(sentBefore);
     await session.setMicrophoneMuted(false);
-    expect(ws.sent.at(-1)).toEqual({ type: 'muteTrack', trackId: 'mic-1', muted: false });
+    expect(ws.sent.at(-1)).toEqual({ type: 'muteTrack', trackId: '{sdp-mic-1}', muted: false });
 
     await session.chooseDevice('camera', 'usb-cam');
     expect(publisher.senders[1].track).toBe(fresh.cam);

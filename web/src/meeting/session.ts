@@ -55,7 +55,12 @@ const TICKET_MARGIN_MS = 20_000;
 /** ICE may come back by itself from `disconnected`; after this long we reconnect. */
 const DISCONNECTED_GRACE_MS = 4_000;
 
-type Published = { source: TrackSource; sender: RTCRtpSender; trackId: string };
+/**
+ * One of our tracks on the publisher connection. `trackId` is the track's ID in our offer's
+ * `a=msid` (Chromium uses `MediaStreamTrack.id`, Firefox an ID of its own): null until the
+ * offer that carries it is made and the track is announced with `publish`.
+ */
+type Published = { source: TrackSource; sender: RTCRtpSender; trackId: string | null };
 
 export class MeetingSession {
   private options: SessionOptions;
@@ -390,20 +395,36 @@ export class MeetingSession {
   // ---- publishing ------------------------------------------------------------------------
 
   private async publishAll(): Promise<void> {
-    const { microphone, microphoneMuted, camera, screen } = this.local;
-    if (microphone && microphone.readyState === 'live') this.addPublished('microphone', microphone, microphoneMuted);
-    if (camera && camera.readyState === 'live' && !this.options.audioOnly) this.addPublished('camera', camera, false);
-    if (screen && screen.readyState === 'live') this.addPublished('screen', screen, false);
+    const { microphone, camera, screen } = this.local;
+    if (microphone && microphone.readyState === 'live') this.addPublished('microphone', microphone);
+    if (camera && camera.readyState === 'live' && !this.options.audioOnly) this.addPublished('camera', camera);
+    if (screen && screen.readyState === 'live') this.addPublished('screen', screen);
     await this.negotiatePublisher();
   }
 
-  private addPublished(source: TrackSource, track: MediaStreamTrack, muted: boolean): void {
+  /** Adds a track to the publisher connection; the next offer announces it. */
+  private addPublished(source: TrackSource, track: MediaStreamTrack): void {
     const pc = this.publisher;
     if (!pc) return;
-    // Announce first: the SFU forwards only tracks it was told about.
-    this.send({ type: 'publish', trackId: track.id, source, muted });
     const sender = pc.addTrack(track, new MediaStream([track]));
-    this.published.set(source, { source, sender, trackId: track.id });
+    this.published.set(source, { source, sender, trackId: null });
+  }
+
+  /**
+   * Announces the tracks that `offer` carries for the first time, before the offer itself:
+   * the SFU forwards only tracks it was told about, by the ID the offer gives them.
+   */
+  private announce(pc: RTCPeerConnection, offer: string): void {
+    const byMid = new Map(offeredTracks(offer).map((t) => [t.mid, t.track]));
+    for (const published of this.published.values()) {
+      if (published.trackId !== null) continue;
+      const mid = pc.getTransceivers().find((t) => t.sender === published.sender)?.mid;
+      const trackId = (mid != null ? byMid.get(mid) : undefined) ?? published.sender.track?.id;
+      if (!trackId) continue;
+      published.trackId = trackId;
+      const muted = published.source === 'microphone' && this.local.microphoneMuted;
+      this.send({ type: 'publish', trackId, source: published.source, muted });
+    }
   }
 
   private async negotiatePublisher(): Promise<void> {
@@ -417,7 +438,9 @@ export class MeetingSession {
     this.publisherDirty = false;
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
-    this.send({ type: 'offer', sdp: offer.sdp ?? '' });
+    const sdp = pc.localDescription?.sdp ?? offer.sdp ?? '';
+    this.announce(pc, sdp);
+    this.send({ type: 'offer', sdp });
   }
 
   private async publisherAnswered(sdp: string): Promise<void> {
@@ -450,7 +473,7 @@ export class MeetingSession {
       track.enabled = !muted;
       this.setLocal({ microphoneMuted: muted });
       const published = this.published.get('microphone');
-      if (published) this.send({ type: 'muteTrack', trackId: published.trackId, muted });
+      if (published?.trackId) this.send({ type: 'muteTrack', trackId: published.trackId, muted });
     });
   }
 
@@ -463,7 +486,7 @@ export class MeetingSession {
         const track = this.local.camera;
         if (published) {
           await published.sender.replaceTrack(null);
-          this.send({ type: 'muteTrack', trackId: published.trackId, muted: true });
+          if (published.trackId) this.send({ type: 'muteTrack', trackId: published.trackId, muted: true });
         }
         track?.stop();
         this.setLocal({ camera: null });
@@ -475,9 +498,9 @@ export class MeetingSession {
       this.setLocal({ camera: track, cameraProblem: null });
       if (published) {
         await published.sender.replaceTrack(track);
-        this.send({ type: 'muteTrack', trackId: published.trackId, muted: false });
+        if (published.trackId) this.send({ type: 'muteTrack', trackId: published.trackId, muted: false });
       } else if (this.publisher) {
-        this.addPublished('camera', track, false);
+        this.addPublished('camera', track);
         await this.negotiatePublisher();
       }
     });
@@ -517,7 +540,7 @@ export class MeetingSession {
       if (published) {
         await published.sender.replaceTrack(track);
       } else if (this.publisher) {
-        this.addPublished('microphone', track, muted);
+        this.addPublished('microphone', track);
         await this.negotiatePublisher();
       }
       old?.stop();
@@ -542,7 +565,7 @@ export class MeetingSession {
       track.addEventListener('ended', () => void this.stopScreen(true));
       this.setLocal({ screen: track, screenProblem: null });
       if (this.publisher) {
-        this.addPublished('screen', track, false);
+        this.addPublished('screen', track);
         await this.negotiatePublisher();
       }
     });
@@ -555,7 +578,7 @@ export class MeetingSession {
       if (!track) return;
       const published = this.published.get('screen');
       if (published) {
-        if (tell) this.send({ type: 'unpublish', trackId: published.trackId });
+        if (tell && published.trackId) this.send({ type: 'unpublish', trackId: published.trackId });
         this.published.delete('screen');
         if (this.publisher && this.publisher.signalingState !== 'closed') {
           this.publisher.removeTrack(published.sender);
