@@ -89,6 +89,30 @@ fn scenario(script: &str, udp: &str) {
     if !loadgen::netns::isolate() {
         return;
     }
+    run_scenario(script, udp);
+}
+
+/// Like [`scenario`] for scripts that drive Firefox too: its namespace has a default route,
+/// without which Firefox gathers no ICE candidate (see `loadgen::netns`).
+fn firefox_scenario(script: &str, udp: &str) {
+    if !loadgen::netns::isolate_with_default_route() {
+        return;
+    }
+    let firefox = std::env::var("FIREFOX").unwrap_or_else(|_| "/usr/bin/firefox-esr".to_owned());
+    assert!(
+        Path::new(&firefox).is_file(),
+        "Firefox is missing at {firefox}: `apt-get install firefox-esr` (scripts/test.sh does)"
+    );
+    assert!(
+        system_tests::repository()
+            .join("web/node_modules/puppeteer-core")
+            .is_dir(),
+        "puppeteer-core is missing: run `npm ci` in web/ (scripts/test.sh does)"
+    );
+    run_scenario(script, udp);
+}
+
+fn run_scenario(script: &str, udp: &str) {
     let web = web_dir();
     assert!(
         web.join("dist/index.html").is_file(),
@@ -118,6 +142,10 @@ fn scenario(script: &str, udp: &str) {
         .env("CONCLAVE_ARTIFACTS", &artifacts)
         .env("CONCLAVE_DATA_DIR", data.path())
         .env("CHROMIUM", &chromium)
+        .env(
+            "FIREFOX",
+            std::env::var("FIREFOX").unwrap_or_else(|_| "/usr/bin/firefox-esr".to_owned()),
+        )
         // For "the network goes silent" steps: the script stops and continues the server.
         .env("CONCLAVE_SERVER_PID", server.child.id().to_string())
         .status()
@@ -147,4 +175,14 @@ fn conferences_are_scheduled_edited_repeated_and_deleted_in_the_portal() {
 #[test]
 fn accounts_log_in_edit_their_profile_and_are_administered() {
     scenario("accounts", "47300-47399");
+}
+
+#[test]
+fn a_meeting_in_firefox_from_the_join_page_to_the_end() {
+    firefox_scenario("firefox-meeting", "47400-47499");
+}
+
+#[test]
+fn chromium_and_firefox_participants_see_and_hear_each_other() {
+    firefox_scenario("mixed-meeting", "47500-47599");
 }

@@ -15,6 +15,31 @@ const MARK: &str = "CONCLAVE_NETNS";
 /// # Panics
 /// When the namespace cannot be made (not root, no `unshare`) or the inner run fails.
 pub fn isolate() -> bool {
+    isolate_with("ip link set lo up")
+}
+
+/// Like [`isolate`], and the namespace also gets a default route: a veth pair whose one end has
+/// the address [`ROUTED_ADDRESS`] and routes to a gateway that is never there.
+///
+/// Firefox gathers ICE candidates only on the interface of its default route when the page holds
+/// no persistent camera permission (its privacy default): with `lo` alone it gathers nothing and
+/// every connection fails at once. No packet leaves the namespace: the veth's other end is in it
+/// too, and ICE reaches the SFU on loopback from [`ROUTED_ADDRESS`].
+///
+/// # Panics
+/// As [`isolate`].
+pub fn isolate_with_default_route() -> bool {
+    isolate_with(&format!(
+        "ip link set lo up && ip link add cv0 type veth peer name cv1 && ip addr add {ROUTED_ADDRESS}/24 dev cv0 \
+         && ip link set cv0 up && ip link set cv1 up && ip route add default via {ROUTED_GATEWAY} dev cv0"
+    ))
+}
+
+/// The address a namespace of [`isolate_with_default_route`] has besides loopback.
+pub const ROUTED_ADDRESS: &str = "10.77.0.1";
+const ROUTED_GATEWAY: &str = "10.77.0.2";
+
+fn isolate_with(setup: &str) -> bool {
     if std::env::var_os(MARK).is_some() {
         return true;
     }
@@ -27,7 +52,7 @@ pub fn isolate() -> bool {
         .arg("-n")
         .arg("sh")
         .arg("-c")
-        .arg("ip link set lo up && exec \"$0\" \"$@\"")
+        .arg(format!("{setup} && exec \"$0\" \"$@\""))
         .arg(exe)
         .args(args)
         .env(MARK, "1")
