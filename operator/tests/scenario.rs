@@ -118,8 +118,15 @@ struct Running {
     metrics: Arc<operator::metrics::Metrics>,
 }
 
+/// The operator's calls carry this identity, as its ServiceAccount's token would.
+const OPERATOR_USER: &str = "operator";
+
 fn start_operator(fake: &FakeApi, clock: &ManualClock, identity: &str) -> Result<Running> {
-    let operator = Operator::new(fake.client(), config(identity), Arc::new(clock.clone()))?;
+    let operator = Operator::new(
+        fake.client_as(OPERATOR_USER),
+        config(identity),
+        Arc::new(clock.clone()),
+    )?;
     let metrics = operator.metrics();
     let stop = CancellationToken::new();
     let task = tokio::spawn(operator.run(stop.clone()));
@@ -132,8 +139,11 @@ fn start_operator(fake: &FakeApi, clock: &ManualClock, identity: &str) -> Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conference_is_placed_failed_over_released_and_deleted() -> Result<()> {
+    placed_failed_over_released_and_deleted(FakeApi::start().await).await
+}
+
+async fn placed_failed_over_released_and_deleted(fake: FakeApi) -> Result<()> {
     init_tracing();
-    let fake = FakeApi::start().await;
     let client = fake.client();
     add_sfu_pod(&client, "sfu-0", 100, "40000-40999").await?;
     add_sfu_pod(&client, "sfu-1", 100, "50000-50999").await?;
@@ -328,8 +338,11 @@ async fn a_conference_is_placed_failed_over_released_and_deleted() -> Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_capacity_is_reported_and_a_new_pod_takes_the_waiting_conference() -> Result<()> {
+    no_capacity_then_a_new_pod(FakeApi::start().await).await
+}
+
+async fn no_capacity_then_a_new_pod(fake: FakeApi) -> Result<()> {
     init_tracing();
-    let fake = FakeApi::start().await;
     let client = fake.client();
     add_sfu_pod(&client, "sfu-0", 100, "40000-40999").await?;
     let clock = ManualClock::new(utc("2026-03-02T10:00:00Z"));
@@ -390,8 +403,11 @@ async fn no_capacity_is_reported_and_a_new_pod_takes_the_waiting_conference() ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_places_and_a_standby_takes_over() -> Result<()> {
+    leader_and_standby(FakeApi::start().await).await
+}
+
+async fn leader_and_standby(fake: FakeApi) -> Result<()> {
     init_tracing();
-    let fake = FakeApi::start().await;
     let client = fake.client();
     add_sfu_pod(&client, "sfu-0", 100, "40000-40999").await?;
     let clock = ManualClock::new(utc("2026-03-02T10:00:00Z"));
@@ -444,5 +460,29 @@ async fn only_the_leader_places_and_a_standby_takes_over() -> Result<()> {
 
     second.stop.cancel();
     second.task.await??;
+    Ok(())
+}
+
+/// Every request the operator made over the scenarios above, as RBAC sees it, is what
+/// `operator/tests/rbac-observed.json` lists; the chart's operator Role is checked against that
+/// file (`tests/chart.rs`). `CONCLAVE_UPDATE_RBAC=1` rewrites it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_api_requests_are_the_committed_rbac_list() -> Result<()> {
+    let mut requests = std::collections::BTreeSet::new();
+    for scenario in 0..3 {
+        let fake = FakeApi::start().await;
+        match scenario {
+            0 => placed_failed_over_released_and_deleted(fake.clone()).await?,
+            1 => no_capacity_then_a_new_pod(fake.clone()).await?,
+            _ => leader_and_standby(fake.clone()).await?,
+        }
+        requests.extend(fake_api::rbac::observed(&fake, OPERATOR_USER));
+    }
+    fake_api::rbac::check_committed(
+        "tests/rbac-observed.json",
+        "operator",
+        "operator/tests/scenario.rs",
+        &requests,
+    );
     Ok(())
 }

@@ -10,6 +10,8 @@
 //! write (a notification, not a sleep) and gives up after a bound.
 #![allow(dead_code, clippy::result_large_err)]
 
+pub mod rbac;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -45,6 +47,9 @@ struct Change {
 /// One call the fake answered.
 #[derive(Debug, Clone)]
 pub struct Call {
+    /// Who called: the bearer token of a [`FakeApi::client_as`] client, `test` for
+    /// [`FakeApi::client`] (the test itself acting as kubectl, the kubelet, …).
+    pub user: String,
     pub method: String,
     pub path: String,
     pub query: String,
@@ -176,6 +181,21 @@ impl FakeApi {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A kube client that identifies as `user` (a bearer token, as a service account's token
+    /// identifies it to a real API server), so that [`rbac::observed`] tells its calls apart
+    /// from the test's own.
+    pub fn client_as(&self, user: &str) -> kube::Client {
+        let url: http::Uri = format!("http://{}", self.addr).parse().expect("uri");
+        let mut config = kube::Config::new(url);
+        config.default_namespace = "default".into();
+        config.read_timeout = Some(Duration::from_secs(300));
+        config.headers.push((
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(&format!("Bearer {user}")).expect("a token is a header"),
+        ));
+        kube::Client::try_from(config).expect("client")
     }
 
     /// Stops keeping a log of calls (benchmarks).
@@ -462,6 +482,12 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    let user = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("test")
+        .to_owned();
     let query = query_map(&uri);
     let response = match parse_path(uri.path()) {
         None => status(404, "NotFound", format!("no route for {}", uri.path())),
@@ -470,6 +496,7 @@ async fn handle(
     let mut inner = api.lock();
     if inner.record_calls {
         inner.calls.push(Call {
+            user,
             method: method.to_string(),
             path: uri.path().to_owned(),
             query: uri.query().unwrap_or("").to_owned(),
