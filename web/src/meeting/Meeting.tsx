@@ -8,7 +8,7 @@ import { inviteLink } from './joining';
 import { useDevices, useLevel } from './media';
 import { chatLines, initialRoom, isSpeaking, moderation, participantList, reduce, remoteTracks, roleName, tiles, type RoomState, type Tile } from './room';
 import { MeetingSession, type LocalMedia } from './session';
-import { AudioSink, DeviceSelect, LevelMeter, VideoView } from './views';
+import { AudioSink, DeviceSelect, LevelMeter, SpeakerChoice, VideoView } from './views';
 import './meeting.css';
 
 type Panel = 'participants' | 'chat' | 'info' | 'devices' | null;
@@ -629,16 +629,7 @@ function DevicesPanel(props: {
           onChoose={(id) => void session?.chooseDevice('camera', id)}
         />
       )}
-      {devices.speakers.length > 0 && (
-        <DeviceSelect
-          id="meeting-speaker"
-          what="Speaker"
-          devices={devices.speakers}
-          value={props.speaker ?? (devices.speakers.find((d) => d.deviceId === 'default') ?? devices.speakers[0]).deviceId}
-          problem={props.speakerProblem}
-          onChoose={props.onSpeaker}
-        />
-      )}
+      <SpeakerChoice speakers={devices.speakers} value={props.speaker} problem={props.speakerProblem} onChoose={props.onSpeaker} />
     </div>
   );
 }

@@ -440,4 +440,18 @@ describe('the meeting session', () => {
     expect(rejoin).toHaveBeenCalledTimes(1);
     expect(FakeSocket.all[0].url).toBe('ws://sfu.test/rtc?fresh');
   });
+
+  it('reports nothing received from a closed subscriber connection without asking it (Firefox may never answer)', async () => {
+    const { session } = start();
+    await flush();
+    const ws = FakeSocket.all[0];
+    ws.open();
+    ws.receive(joined);
+    await flush();
+    const subscriber = FakePeer.all[1] as FakePeer & { getStats?: () => Promise<unknown> };
+    subscriber.getStats = vi.fn(() => new Promise(() => {}));
+    subscriber.signalingState = 'closed';
+    await expect(session.inbound()).resolves.toEqual([]);
+    expect(subscriber.getStats).not.toHaveBeenCalled();
+  });
 });

@@ -635,7 +635,8 @@ export class MeetingSession {
   /** For tests: what arrives, per received track (by room track ID when known). */
   async inbound(): Promise<Array<{ kind: string; track: string | null; framesDecoded: number; packetsReceived: number; bytesReceived: number }>> {
     const pc = this.subscriber;
-    if (!pc) return [];
+    // Firefox may never settle getStats() on a closed connection.
+    if (!pc || pc.signalingState === 'closed') return [];
     const byReceiverTrack = new Map([...this.remote].map(([room, track]) => [track.id, room]));
     const stats = await pc.getStats();
     const out: Array<{ kind: string; track: string | null; framesDecoded: number; packetsReceived: number; bytesReceived: number }> = [];

@@ -1,7 +1,7 @@
 // Small media views shared by the preview and the meeting.
 import type { ComponentChildren } from 'preact';
 import { useEffect, useRef } from 'preact/hooks';
-import { deviceLabel } from './media';
+import { canChooseSpeaker, deviceLabel } from './media';
 
 /** Initials for a tile without video ("Ada Lovelace" → "AL"). */
 export function initials(name: string): string {
@@ -110,5 +110,41 @@ export function DeviceSelect(props: {
       )}
       {props.children}
     </div>
+  );
+}
+
+/**
+ * The speaker for everyone's voices: a picker where the browser can send sound to a chosen
+ * output (setSinkId) and lists outputs, otherwise a short note instead of a control that
+ * could not work (Firefox before 116 or with `media.setsinkid.enabled` off, Safari; Firefox
+ * lists outputs only while the microphone is in use).
+ */
+export function SpeakerChoice(props: {
+  speakers: MediaDeviceInfo[];
+  /** The chosen output; undefined: the system's default. */
+  value: string | undefined;
+  problem: string | null;
+  onChoose: (deviceId: string) => void;
+  /** Whether the browser has setSinkId (passed in for tests). */
+  canChoose?: boolean;
+}) {
+  const canChoose = props.canChoose ?? canChooseSpeaker();
+  if (canChoose && props.speakers.length > 0) {
+    return (
+      <DeviceSelect
+        id="meeting-speaker"
+        what="Speaker"
+        devices={props.speakers}
+        value={props.value ?? (props.speakers.find((d) => d.deviceId === 'default') ?? props.speakers[0]).deviceId}
+        problem={props.problem}
+        onChoose={props.onChoose}
+      />
+    );
+  }
+  return (
+    <p class="hint speaker-note" id="meeting-speaker-note">
+      <strong>Speaker:</strong> sound plays on the system’s default output.{' '}
+      {canChoose ? 'The browser lists no other one to choose.' : 'This browser cannot send it to another one; choose it in the system’s sound settings.'}
+    </p>
   );
 }
