@@ -92,6 +92,17 @@ describe('the room reducer', () => {
     expect(state.tracks).toEqual({});
   });
 
+  it('drops our own screen tile when we stop sharing (the SFU tells only the others)', () => {
+    let state = joinedAs(cy, speakerGrants, [bob], [track('s-bob', 'p2', 'screen'), track('c-cy', 'p3', 'camera')]);
+    state = apply(state, { type: 'trackPublished', track: track('s-cy', 'p3', 'screen') });
+    expect(tiles(state).filter((t) => t.kind === 'screen').map((t) => t.key).sort()).toEqual(['screen-s-bob', 'screen-s-cy']);
+    state = reduce(state, { kind: 'ownTrackEnded', source: 'screen' });
+    expect(Object.keys(state.tracks).sort()).toEqual(['c-cy', 's-bob']);
+    expect(tiles(state).filter((t) => t.kind === 'screen').map((t) => t.key)).toEqual(['screen-s-bob']);
+    // Nothing of ours to drop: the same state.
+    expect(reduce(state, { kind: 'ownTrackEnded', source: 'screen' })).toBe(state);
+  });
+
   it('counts unread chat from others only while the chat is closed', () => {
     let state = joinedAs(bob, listenerGrants, [ada]);
     const from = (who: ParticipantInfo, text: string): ServerMessage => ({ type: 'chat', message: { from: who.id, fromName: who.displayName, at: '2026-01-01T10:00:00Z', text } });

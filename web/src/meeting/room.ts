@@ -2,7 +2,7 @@
 // (docs/signaling.md) to what the page shows. The WebRTC and websocket shell (session.ts)
 // feeds it; components only read it. No clock, no DOM, no browser APIs: unit-tested in
 // room.test.ts.
-import type { ChatMessage, CloseReason, ErrorCode, Grants, ParticipantId, ParticipantInfo, Role, ServerMessage, TrackId, TrackInfo } from '../generated/signal';
+import type { ChatMessage, CloseReason, ErrorCode, Grants, ParticipantId, ParticipantInfo, Role, ServerMessage, TrackId, TrackInfo, TrackSource } from '../generated/signal';
 
 /** Where the session stands. */
 export type Phase =
@@ -47,7 +47,16 @@ export interface RoomState {
 }
 
 /** What changes the room: a message from the SFU, or something the page did. */
-export type RoomAction = { kind: 'server'; message: ServerMessage } | { kind: 'chatOpen'; open: boolean } | { kind: 'reconnecting' } | { kind: 'dismissNotice' };
+export type RoomAction =
+  | { kind: 'server'; message: ServerMessage }
+  | { kind: 'chatOpen'; open: boolean }
+  | { kind: 'reconnecting' }
+  | { kind: 'dismissNotice' }
+  /**
+   * We stopped sending one of our tracks: the SFU tells the others (`trackUnpublished`) but
+   * not us, so our own tile of it goes here.
+   */
+  | { kind: 'ownTrackEnded'; source: TrackSource };
 
 export function initialRoom(): RoomState {
   return {
@@ -85,6 +94,10 @@ export function reduce(state: RoomState, action: RoomAction): RoomState {
       return state.phase === 'closed' ? state : { ...state, phase: 'reconnecting', activeSpeaker: null };
     case 'dismissNotice':
       return { ...state, notice: null };
+    case 'ownTrackEnded': {
+      const tracks = Object.fromEntries(Object.entries(state.tracks).filter(([, t]) => t.participant !== state.you || t.source !== action.source));
+      return Object.keys(tracks).length === Object.keys(state.tracks).length ? state : { ...state, tracks };
+    }
     case 'server':
       return onMessage(state, action.message);
   }

@@ -454,4 +454,25 @@ describe('the meeting session', () => {
     await expect(session.inbound()).resolves.toEqual([]);
     expect(subscriber.getStats).not.toHaveBeenCalled();
   });
+
+  it('tells the SFU and drops its own screen tile when it stops sharing', async () => {
+    const screen = fakeTrack('screen-1', 'video');
+    vi.stubGlobal('navigator', { mediaDevices: { getDisplayMedia: async () => ({ getVideoTracks: () => [screen] }) } });
+    const { session, actions } = start();
+    await flush();
+    const ws = FakeSocket.all[0];
+    ws.open();
+    ws.receive(joined);
+    await flush();
+    ws.receive({ type: 'answer', sdp: 'first answer' });
+    await flush();
+    await session.startScreen();
+    expect(ws.sent.some((m) => m.type === 'publish' && m.source === 'screen')).toBe(true);
+    ws.receive({ type: 'answer', sdp: 'second answer' });
+    await flush();
+    await session.stopScreen();
+    expect(ws.sent).toContainEqual({ type: 'unpublish', trackId: '{sdp-screen-1}' });
+    expect(screen.stop).toHaveBeenCalled();
+    expect(actions).toContainEqual({ kind: 'ownTrackEnded', source: 'screen' });
+  });
 });

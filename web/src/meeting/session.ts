@@ -587,6 +587,8 @@ export class MeetingSession {
       }
       track.stop();
       this.setLocal({ screen: null });
+      // The SFU tells everyone else that the screen is gone, not us: our own tile goes here.
+      this.options.dispatch({ kind: 'ownTrackEnded', source: 'screen' });
     });
   }
 
