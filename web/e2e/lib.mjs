@@ -1,11 +1,15 @@
-// Shared by the end-to-end scenarios: Debian's Chromium driven by playwright-core, the
-// Conclave the Rust test started (CONCLAVE_URL), screenshots into CONCLAVE_ARTIFACTS.
+// Shared by the end-to-end scenarios: Debian's Chromium driven by playwright-core, Debian's
+// Firefox ESR driven by puppeteer-core over WebDriver BiDi, the Conclave the Rust test started
+// (CONCLAVE_URL), screenshots into CONCLAVE_ARTIFACTS.
 // Each scenario is a plain Node script that exits non-zero on the first failed assertion.
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, mkdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
 
 export { assert };
 
@@ -36,7 +40,70 @@ export const CHROMIUM_ARGS = [
   '--allow-loopback-in-peer-connection',
 ];
 
+/**
+ * Firefox's preferences for a meeting without real devices, all of them Firefox's own:
+ * - the camera is Firefox's fake one ("Fake Video Source", a moving test pattern) through
+ *   `media.getusermedia.camera.fake.force`;
+ * - microphones and speakers come from Firefox's mock audio backend
+ *   (`media.cubeb.force_mock_context`): three microphones "Fake Audio Input 1", "2 (PREFERRED)"
+ *   and "3" playing tones, and two outputs "Fake Audio Output 1 (PREFERRED)" and "2", so the
+ *   devices panel has something to switch between and setSinkId somewhere to send sound.
+ *   (`media.navigator.streams.fake` would give one "Default Audio Device" and no output at all,
+ *   and it overrides both, so it stays off);
+ * - no permission prompts, host candidates on loopback with their real addresses, autoplay.
+ * The screen for getDisplayMedia is a real X display (see `xDisplay`): Firefox has no fake one.
+ */
+export const FIREFOX_PREFS = {
+  'media.navigator.streams.fake': false,
+  'media.getusermedia.camera.fake.force': true,
+  'media.cubeb.force_mock_context': true,
+  'media.navigator.permission.disabled': true,
+  'media.peerconnection.ice.loopback': true,
+  'media.peerconnection.ice.obfuscate_host_addresses': false,
+  'media.autoplay.default': 0,
+  'media.setsinkid.enabled': true,
+  'media.getdisplaymedia.enabled': true,
+  // Quiet and quick: no first-run pages, updates or telemetry.
+  'browser.shell.checkDefaultBrowser': false,
+  'app.update.enabled': false,
+  'datareporting.policy.dataSubmissionEnabled': false,
+  'toolkit.telemetry.enabled': false,
+};
+
 const opened = [];
+/** Processes the scenario started besides the browsers (Xvfb), stopped when it ends. */
+const helpers = [];
+process.on('exit', () => {
+  for (const child of helpers) child.kill();
+});
+
+let display;
+/**
+ * An X display for Firefox's getDisplayMedia: Firefox shares real screens only (its fake
+ * media covers camera and microphone), and headless Firefox captures the screen of `$DISPLAY`.
+ * Xvfb is started once per scenario, inside the scenario's network namespace, on a display
+ * number it picks itself (`-displayfd`).
+ */
+export function xDisplay() {
+  display ??= new Promise((resolve, reject) => {
+    const bin = process.env.XVFB ?? '/usr/bin/Xvfb';
+    if (!existsSync(bin)) {
+      reject(new Error(`Xvfb is missing at ${bin}: \`apt-get install xvfb\` (Firefox shares only real screens, and headless Firefox captures the X display of $DISPLAY)`));
+      return;
+    }
+    const child = spawn(bin, ['-displayfd', '3', '-screen', '0', '1280x800x24', '-nolisten', 'tcp'], { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+    helpers.push(child);
+    let said = '';
+    let errors = '';
+    child.stderr.on('data', (chunk) => (errors += chunk));
+    child.stdio[3].on('data', (chunk) => {
+      said += chunk;
+      if (said.includes('\n')) resolve(`:${said.trim()}`);
+    });
+    child.on('exit', (code) => reject(new Error(`Xvfb stopped (${code}): ${errors.slice(-500)}`)));
+  });
+  return display;
+}
 
 /**
  * A fresh browser profile (its own cookies and localStorage) with one page. `viewport`
@@ -70,6 +137,48 @@ export async function openBrowser(name, { viewport = { width: 1280, height: 800 
   };
   opened.push(browser);
   return browser;
+}
+
+/**
+ * A fresh Firefox (its own profile) with one page, driven by puppeteer-core over WebDriver
+ * BiDi. The object has the shape of `openBrowser`'s: `page` (a puppeteer Page: `goto` needs
+ * a full URL, see `url`), `problems`, `close`. `prefs` adds or overrides Firefox preferences.
+ */
+export async function openFirefox(name, { viewport = { width: 1280, height: 800 }, prefs = {} } = {}) {
+  const firefox = await puppeteer.launch({
+    browser: 'firefox',
+    executablePath: process.env.FIREFOX ?? '/usr/bin/firefox-esr',
+    headless: true,
+    protocolTimeout: 60_000,
+    defaultViewport: viewport,
+    env: { ...process.env, DISPLAY: await xDisplay() },
+    extraPrefsFirefox: { ...FIREFOX_PREFS, ...prefs },
+  });
+  const page = (await firefox.pages())[0] ?? (await firefox.newPage());
+  // `defaultViewport` sizes new pages only, not the one Firefox opens with.
+  await page.setViewport(viewport);
+  page.setDefaultTimeout(15_000);
+  const problems = [];
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
+  });
+  const browser = {
+    name,
+    firefox,
+    page,
+    problems,
+    async close() {
+      await firefox.close();
+    },
+  };
+  opened.push(browser);
+  return browser;
+}
+
+/** The portal's address for a path (puppeteer has no base URL). */
+export function url(path) {
+  return new URL(path, BASE).href;
 }
 
 /** Saves a full-page screenshot as `<artifacts>/<name>.png`. */
@@ -163,12 +272,137 @@ export async function logIn(page, login, password) {
   await page.getByRole('button', { name: 'Log out' }).waitFor();
 }
 
-/** Polls `probe` (in the page) until it returns a truthy value; returns that value. */
-export async function waitFor(page, probe, arg, { timeout = 20_000, what = 'condition' } = {}) {
-  const handle = await page.waitForFunction(probe, arg, { timeout, polling: 200 }).catch((error) => {
+/** Whether `page` is playwright's (Chromium) rather than puppeteer's (Firefox). */
+function isPlaywright(page) {
+  return typeof page.getByRole === 'function';
+}
+
+/** Like `waitFor`, but returns the handle (an element when `probe` returns one). */
+async function waitForHandle(page, probe, arg, { timeout = 20_000, what = 'condition' } = {}) {
+  const waiting = isPlaywright(page)
+    ? page.waitForFunction(probe, arg, { timeout, polling: 200 })
+    : page.waitForFunction(probe, { timeout, polling: 200 }, arg);
+  return waiting.catch((error) => {
     throw new Error(`timed out waiting for ${what}: ${error.message}`);
   });
+}
+
+/** Polls `probe` (in the page) until it returns a truthy value; returns that value. */
+export async function waitFor(page, probe, arg, options = {}) {
+  const handle = await waitForHandle(page, probe, arg, options);
   return handle.jsonValue();
+}
+
+// ---- helpers that drive either browser by what people see ---------------------------------
+// Playwright's getByRole/getByLabel have no puppeteer counterpart under WebDriver BiDi
+// (`::-p-aria` does not resolve there), so these find elements in the page by their
+// accessible name: a <label>'s text (its `.control`), a button's aria-label or text.
+
+/**
+ * In the page: the visible, enabled button (or link) named `name` (its aria-label, else its
+ * text) inside `within` (a selector); with `gone`, true once there is none.
+ */
+function findButton({ name, within, gone = false }) {
+  const root = within ? document.querySelector(within) : document;
+  // The name exactly, else a name followed by more words ("Participants 3" for "Participants").
+  let found = null;
+  let prefixed = null;
+  for (const el of root?.querySelectorAll('button, a, [role=button]') ?? []) {
+    if (el.getClientRects().length === 0 || el.disabled) continue;
+    const label = el.getAttribute('aria-label') ?? el.textContent.replace(/\s+/g, ' ').trim();
+    if (label === name) {
+      found = el;
+      break;
+    }
+    if (!prefixed && label.startsWith(`${name} `)) prefixed = el;
+  }
+  found ??= prefixed;
+  return gone ? !found : found;
+}
+
+/**
+ * In the page: the form control whose <label> reads `label` (exactly), inside `within`; with
+ * `option`, the value of the control's option that reads `option` (null while not listed).
+ */
+function findControl({ label, within, option }) {
+  const root = within ? document.querySelector(within) : document;
+  for (const el of root?.querySelectorAll('label') ?? []) {
+    if (el.textContent.replace(/\s+/g, ' ').trim() !== label || !el.control) continue;
+    if (option === undefined) return el.control;
+    return [...(el.control.options ?? [])].find((o) => o.textContent.trim() === option)?.value ?? null;
+  }
+  return null;
+}
+
+/** Clicks the button named `name` (aria-label, else its text) with a real mouse click. */
+export async function clickButton(page, name, { within, timeout } = {}) {
+  const handle = await waitForHandle(page, findButton, { name, within }, { timeout, what: `the button "${name}"${within ? ` in ${within}` : ''}` });
+  await handle.asElement().click();
+}
+
+/** Waits for the button named `name`; `{ gone: true }` waits until there is none. */
+export async function waitForButton(page, name, { within, timeout, gone = false } = {}) {
+  const what = `the button "${name}"${gone ? ' to go' : ''}`;
+  await waitForHandle(page, findButton, { name, within, gone }, { timeout, what });
+}
+
+/** The form control labelled `label` (an element handle). */
+export async function control(page, label, { within, timeout } = {}) {
+  const handle = await waitForHandle(page, findControl, { label, within }, { timeout, what: `the field "${label}"` });
+  return handle.asElement();
+}
+
+/** Types `value` into the field labelled `label`, replacing what it held. */
+export async function fill(page, label, value, options = {}) {
+  const field = await control(page, label, options);
+  await field.evaluate((el) => {
+    el.focus();
+    el.select?.();
+  });
+  if (value === '') await page.keyboard.press('Backspace');
+  else await page.keyboard.type(value);
+}
+
+/** The current value of the field labelled `label`. */
+export async function valueOf(page, label, options = {}) {
+  return (await control(page, label, options)).evaluate((el) => el.value);
+}
+
+/** Chooses the option reading `option` in the select labelled `label` (waits for it to be listed). */
+export async function choose(page, label, option, options = {}) {
+  const value = await waitFor(page, findControl, { label, within: options.within, option }, { timeout: options.timeout, what: `"${option}" listed in ${label}` });
+  const select = await control(page, label, options);
+  if (isPlaywright(page)) await select.selectOption(value);
+  else await select.select(value);
+  return value;
+}
+
+/** Waits until the page (or `within`) shows `text`; `{ gone: true }` until it does not. */
+export async function waitForText(page, text, { within, timeout, gone = false } = {}) {
+  await waitFor(
+    page,
+    ({ text, within, gone }) => {
+      const root = within ? document.querySelector(within) : document.body;
+      const shown = !!root && root.innerText.includes(text);
+      return gone ? !shown : shown;
+    },
+    { text, within, gone },
+    { timeout, what: `"${text}"${gone ? ' to go' : ''}${within ? ` in ${within}` : ''}` },
+  );
+}
+
+/** Waits for the video tile (a <figure>) whose label starts with `name`; returns its track. */
+export async function tile(page, name, { gone = false, timeout } = {}) {
+  return waitFor(
+    page,
+    ({ name, gone }) => {
+      const figure = [...document.querySelectorAll('figure.tile')].find((f) => f.getAttribute('aria-label').startsWith(name));
+      if (gone) return !figure;
+      return figure ? (figure.dataset.track ?? '') || true : null;
+    },
+    { name, gone },
+    { timeout, what: `the tile "${name}"${gone ? ' to go' : ''}` },
+  );
 }
 
 /**
@@ -177,7 +411,58 @@ export async function waitFor(page, probe, arg, { timeout = 20_000, what = 'cond
  * Reads `window.__conclave`, which the meeting page exposes for these tests.
  */
 export async function inboundMedia(page) {
-  return page.evaluate(async () => (window.__conclave ? window.__conclave.session.inbound() : []));
+  // A connection closed by a reconnect while its statistics are asked for may never answer
+  // (Firefox): such a sample counts as empty.
+  return page.evaluate(async () =>
+    window.__conclave ? Promise.race([window.__conclave.session.inbound(), new Promise((resolve) => setTimeout(() => resolve([]), 3000))]) : [],
+  );
+}
+
+/**
+ * What the page's connections carry, per RTP stream, with the codec of each:
+ * `{inbound: [{kind, codec, fmtp, framesDecoded, packetsReceived, totalAudioEnergy}],
+ *   outbound: [{kind, codec, fmtp, framesEncoded, packetsSent}], receivers: [codecs the
+ *   receivers were set up for (RTCRtpReceiver.getParameters)]}`.
+ */
+export async function rtpDetails(page) {
+  return page.evaluate(async () => {
+    const session = window.__conclave?.session;
+    const out = { inbound: [], outbound: [], receivers: [] };
+    if (!session) return out;
+    const within = (promise) => Promise.race([promise, new Promise((resolve) => setTimeout(() => resolve(null), 3000))]);
+    for (const [direction, pc] of [
+      ['inbound', session.subscriber],
+      ['outbound', session.publisher],
+    ]) {
+      if (!pc || pc.signalingState === 'closed') continue;
+      const stats = await within(pc.getStats());
+      if (!stats) continue;
+      const codecs = new Map();
+      stats.forEach((s) => s.type === 'codec' && codecs.set(s.id, s));
+      stats.forEach((s) => {
+        if (s.type !== `${direction}-rtp`) return;
+        const codec = codecs.get(s.codecId);
+        out[direction].push({
+          kind: s.kind,
+          codec: codec?.mimeType ?? null,
+          fmtp: codec?.sdpFmtpLine ?? null,
+          payloadType: codec?.payloadType ?? null,
+          ...(direction === 'inbound'
+            ? { framesDecoded: s.framesDecoded ?? 0, packetsReceived: s.packetsReceived ?? 0, totalAudioEnergy: s.totalAudioEnergy ?? 0 }
+            : { framesEncoded: s.framesEncoded ?? 0, packetsSent: s.packetsSent ?? 0 }),
+        });
+      });
+      if (direction === 'inbound')
+        for (const transceiver of pc.getTransceivers())
+          if (transceiver.currentDirection && transceiver.currentDirection !== 'stopped' && transceiver.currentDirection !== 'inactive')
+            out.receivers.push({
+              mid: transceiver.mid,
+              kind: transceiver.receiver.track.kind,
+              codecs: transceiver.receiver.getParameters().codecs.map((c) => `${c.mimeType}/${c.payloadType}${c.sdpFmtpLine ? ` ${c.sdpFmtpLine}` : ''}`),
+            });
+    }
+    return out;
+  });
 }
 
 /**
