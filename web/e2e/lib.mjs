@@ -420,8 +420,9 @@ export async function inboundMedia(page) {
 
 /**
  * What the page's connections carry, per RTP stream, with the codec of each:
- * `{inbound: [{kind, codec, fmtp, framesDecoded, packetsReceived, totalAudioEnergy}],
- *   outbound: [{kind, codec, fmtp, framesEncoded, packetsSent}], receivers: [codecs the
+ * `{inbound: [{kind, ssrc, codec, fmtp, payloadType, framesDecoded, packetsReceived,
+ *   totalAudioEnergy}], outbound: [{kind, ssrc, codec, fmtp, payloadType, framesEncoded,
+ *   packetsSent}], receivers: [codecs the
  *   receivers were set up for (RTCRtpReceiver.getParameters)]}`.
  */
 export async function rtpDetails(page) {
@@ -444,6 +445,7 @@ export async function rtpDetails(page) {
         const codec = codecs.get(s.codecId);
         out[direction].push({
           kind: s.kind,
+          ssrc: s.ssrc,
           codec: codec?.mimeType ?? null,
           fmtp: codec?.sdpFmtpLine ?? null,
           payloadType: codec?.payloadType ?? null,
