@@ -29,11 +29,13 @@ struct Cluster {
     ada: AccountId,
 }
 
-async fn cluster() -> Cluster {
-    let fake = FakeApi::start().await;
+/// The API's calls carry this identity, as its ServiceAccount's token would.
+const API_USER: &str = "api";
+
+async fn cluster(fake: FakeApi) -> Cluster {
     let app = TestApp::new(Backend::Sqlite).await;
     let (ada, _) = app.user("ada", "moderator").await;
-    let store = KubeConferenceStore::new(fake.client(), "default", app.state.db.clone());
+    let store = KubeConferenceStore::new(fake.client_as(API_USER), "default", app.state.db.clone());
     Cluster {
         fake,
         store,
@@ -83,7 +85,12 @@ fn weekly(owner: &AccountId, meeting_id: &str) -> Conference {
 
 #[tokio::test]
 async fn a_scheduled_conference_becomes_a_resource_with_a_password_secret() {
-    let cluster = cluster().await;
+    a_scheduled_conference_becomes_a_resource_with_a_password_secret_on(FakeApi::start().await)
+        .await;
+}
+
+async fn a_scheduled_conference_becomes_a_resource_with_a_password_secret_on(fake: FakeApi) {
+    let cluster = cluster(fake).await;
     let conference = weekly(&cluster.ada, "123456789");
     cluster.store.insert(&conference).await.unwrap();
 
@@ -165,7 +172,11 @@ async fn a_scheduled_conference_becomes_a_resource_with_a_password_secret() {
 
 #[tokio::test]
 async fn a_meeting_id_in_use_is_a_conflict() {
-    let cluster = cluster().await;
+    a_meeting_id_in_use_is_a_conflict_on(FakeApi::start().await).await;
+}
+
+async fn a_meeting_id_in_use_is_a_conflict_on(fake: FakeApi) {
+    let cluster = cluster(fake).await;
     cluster
         .store
         .insert(&weekly(&cluster.ada, "555555555"))
@@ -205,7 +216,11 @@ async fn a_meeting_id_in_use_is_a_conflict() {
 
 #[tokio::test]
 async fn an_edit_replaces_the_spec_and_bumps_the_sequence() {
-    let cluster = cluster().await;
+    an_edit_replaces_the_spec_and_bumps_the_sequence_on(FakeApi::start().await).await;
+}
+
+async fn an_edit_replaces_the_spec_and_bumps_the_sequence_on(fake: FakeApi) {
+    let cluster = cluster(fake).await;
     let mut conference = weekly(&cluster.ada, "123123123");
     cluster.store.insert(&conference).await.unwrap();
 
@@ -240,7 +255,11 @@ async fn an_edit_replaces_the_spec_and_bumps_the_sequence() {
 
 #[tokio::test]
 async fn the_operators_status_is_the_runtime() {
-    let cluster = cluster().await;
+    the_operators_status_is_the_runtime_on(FakeApi::start().await).await;
+}
+
+async fn the_operators_status_is_the_runtime_on(fake: FakeApi) {
+    let cluster = cluster(fake).await;
     let conference = weekly(&cluster.ada, "321321321");
     cluster.store.insert(&conference).await.unwrap();
 
@@ -335,7 +354,11 @@ async fn the_operators_status_is_the_runtime() {
 
 #[tokio::test]
 async fn a_conference_applied_with_kubectl_appears_in_its_owners_list() {
-    let cluster = cluster().await;
+    a_conference_applied_with_kubectl_appears_in_its_owners_list_on(FakeApi::start().await).await;
+}
+
+async fn a_conference_applied_with_kubectl_appears_in_its_owners_list_on(fake: FakeApi) {
+    let cluster = cluster(fake).await;
     let api: Api<crds::Conference> = Api::namespaced(cluster.fake.client(), "default");
     let applied: crds::Conference = serde_json::from_value(json!({
         "apiVersion": "conclave.dev/v1alpha1",
@@ -444,7 +467,11 @@ async fn a_conference_applied_with_kubectl_appears_in_its_owners_list() {
 
 #[tokio::test]
 async fn delete_removes_the_conference_and_its_secret() {
-    let cluster = cluster().await;
+    delete_removes_the_conference_and_its_secret_on(FakeApi::start().await).await;
+}
+
+async fn delete_removes_the_conference_and_its_secret_on(fake: FakeApi) {
+    let cluster = cluster(fake).await;
     let conference = weekly(&cluster.ada, "135791357");
     cluster.store.insert(&conference).await.unwrap();
     assert!(cluster.store.delete(&conference.id).await.unwrap());
@@ -472,8 +499,16 @@ async fn delete_removes_the_conference_and_its_secret() {
 
 #[tokio::test]
 async fn in_a_cluster_the_api_schedules_resources_and_joins_where_the_operator_placed_them() {
-    let fake = FakeApi::start().await;
-    let app = TestApp::in_cluster(fake.client()).await;
+    in_a_cluster_the_api_schedules_resources_and_joins_where_the_operator_placed_them_on(
+        FakeApi::start().await,
+    )
+    .await;
+}
+
+async fn in_a_cluster_the_api_schedules_resources_and_joins_where_the_operator_placed_them_on(
+    fake: FakeApi,
+) {
+    let app = TestApp::in_cluster(fake.client_as(API_USER)).await;
     let (_, ada) = app.user("ada", "moderator").await;
     let c = app.schedule(&ada, 60, 30, json!({})).await;
     let id = c["id"].as_str().unwrap().to_owned();
@@ -559,4 +594,42 @@ async fn in_a_cluster_the_api_schedules_resources_and_joins_where_the_operator_p
         .await
         .expect(axum::http::StatusCode::NO_CONTENT);
     assert!(fake.get(CONFERENCES, "default", &id).is_none());
+}
+
+/// Every request the Kubernetes store made over the tests above, as RBAC sees it, is what
+/// `api/tests/rbac-observed.json` lists; the chart's API Role is checked against that file
+/// (`tests/chart.rs`). `CONCLAVE_UPDATE_RBAC=1` rewrites it.
+#[tokio::test]
+async fn the_kubernetes_stores_api_requests_are_the_committed_rbac_list() {
+    let mut requests = std::collections::BTreeSet::new();
+    let fake = FakeApi::start().await;
+    a_scheduled_conference_becomes_a_resource_with_a_password_secret_on(fake.clone()).await;
+    requests.extend(fake_api::rbac::observed(&fake, API_USER));
+    let fake = FakeApi::start().await;
+    a_meeting_id_in_use_is_a_conflict_on(fake.clone()).await;
+    requests.extend(fake_api::rbac::observed(&fake, API_USER));
+    let fake = FakeApi::start().await;
+    an_edit_replaces_the_spec_and_bumps_the_sequence_on(fake.clone()).await;
+    requests.extend(fake_api::rbac::observed(&fake, API_USER));
+    let fake = FakeApi::start().await;
+    the_operators_status_is_the_runtime_on(fake.clone()).await;
+    requests.extend(fake_api::rbac::observed(&fake, API_USER));
+    let fake = FakeApi::start().await;
+    a_conference_applied_with_kubectl_appears_in_its_owners_list_on(fake.clone()).await;
+    requests.extend(fake_api::rbac::observed(&fake, API_USER));
+    let fake = FakeApi::start().await;
+    delete_removes_the_conference_and_its_secret_on(fake.clone()).await;
+    requests.extend(fake_api::rbac::observed(&fake, API_USER));
+    let fake = FakeApi::start().await;
+    in_a_cluster_the_api_schedules_resources_and_joins_where_the_operator_placed_them_on(
+        fake.clone(),
+    )
+    .await;
+    requests.extend(fake_api::rbac::observed(&fake, API_USER));
+    fake_api::rbac::check_committed(
+        "tests/rbac-observed.json",
+        "api",
+        "api/tests/kube_store.rs",
+        &requests,
+    );
 }
