@@ -480,13 +480,19 @@ export async function expectMediaFlowing(page, { what = 'media', video = () => t
   });
   let first;
   let last;
+  let streams = [];
   while (Date.now() < deadline) {
-    last = sum(await inboundMedia(page));
+    streams = await inboundMedia(page);
+    last = sum(streams);
     if (!first && last.frames > 0 && (!audio || last.packets > 0)) first = last;
     else if (first && last.frames > first.frames + 5 && (!audio || last.packets > first.packets + 5)) return last;
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
-  throw new Error(`${what}: media did not keep flowing (first ${JSON.stringify(first)}, last ${JSON.stringify(last)})`);
+  const each = streams.map((s) => `${s.kind} ${s.track ?? '(unmapped)'}: ${s.packetsReceived} packets, ${s.framesDecoded} frames`);
+  throw new Error(
+    `${what}: media did not keep flowing (first ${JSON.stringify(first)}, last ${JSON.stringify(last)}; received streams: ${each.join('; ') || 'none'}). ` +
+      'When audio flows and no video arrives, the SFU did not take or forward the publisher’s video: see server.log in the artifacts.',
+  );
 }
 
 /** Waits until the meeting page is admitted to the room. */
