@@ -1,0 +1,1358 @@
+//! The Helm chart `charts/conclave`, rendered as `helm template` renders it (by the small Go
+//! renderer in `tests/chart/render`, built from Debian's Go, sprig and yaml packages) for the
+//! default values and for every documented profile (`charts/conclave/ci/*-values.yaml`), then:
+//! - every object validated strictly against the Kubernetes 1.33 schemas (PyPI
+//!   `kubernetes-validate`), Conference objects against the generated CRD's schema, and the
+//!   Prometheus Operator objects against its models (`tests/chart/validate_monitoring.py`);
+//! - invariants: references resolve, selectors select, Services reach container ports, probes
+//!   hit `/healthz` and `/readyz`, every flag and variable exists in the code, the SFU's process
+//!   and its annotations agree, security contexts are locked down;
+//! - the RBAC Roles grant exactly what the operator and the API call on the fake API server
+//!   (`operator/tests/rbac-observed.json`, `api/tests/rbac-observed.json`);
+//! - bad values are refused by `values.schema.json` with a clear message;
+//! - the chart's CRD is the generated one.
+//!
+//! A missing tool fails with the command that installs it (`scripts/test.sh` installs them all).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+
+// --- tools ---------------------------------------------------------------------------------------
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_path_buf()
+}
+
+fn chart() -> PathBuf {
+    repo().join("charts/conclave")
+}
+
+/// Runs `command`; panics with `install` when the program is missing.
+fn run(command: &mut Command, install: &str) -> std::process::Output {
+    match command.output() {
+        Ok(output) => output,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!(
+            "{:?} is not installed; install it with: {install}",
+            command.get_program()
+        ),
+        Err(err) => panic!("cannot run {command:?}: {err}"),
+    }
+}
+
+const GO_PACKAGES: &str = "apt-get install -y golang-go golang-github-masterminds-sprig-dev \
+     golang-gopkg-yaml.v3-dev golang-github-xeipuuv-gojsonschema-dev";
+
+/// The renderer, built once per test process into a folder of its own.
+fn renderer() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("conclave-chart-render")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        let bin = dir.join("render");
+        let cache = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.clone())
+            .join("go-build-cache");
+        let output = run(
+            Command::new("go")
+                .args(["build", "-o"])
+                .arg(&bin)
+                .arg(".")
+                .current_dir(repo().join("tests/chart/render"))
+                .env("GO111MODULE", "off")
+                .env("GOPATH", "/usr/share/gocode")
+                .env("GOCACHE", cache),
+            GO_PACKAGES,
+        );
+        assert!(
+            output.status.success(),
+            "building the renderer failed (are the Go libraries installed? {GO_PACKAGES}):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        bin
+    })
+}
+
+/// The test venv's Python (`scripts/test.sh` exports CONCLAVE_TEST_PYTHON).
+fn python() -> PathBuf {
+    std::env::var_os("CONCLAVE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/conclave/venv/bin/python"))
+        })
+        .expect("CONCLAVE_TEST_PYTHON or HOME is set")
+}
+
+const PIP: &str = "scripts/test.sh (or: python3 -m venv ~/.cache/conclave/venv && \
+     ~/.cache/conclave/venv/bin/pip install kubernetes-validate cloudcoil \
+     cloudcoil-models-prometheus-operator)";
+
+fn python_module(module: &str) {
+    let output = run(
+        Command::new(python()).args(["-c", &format!("import {module}")]),
+        PIP,
+    );
+    assert!(
+        output.status.success(),
+        "the Python module {module} is missing in {}; install it with {PIP}",
+        python().display()
+    );
+}
+
+// --- rendering ---------------------------------------------------------------------------------
+
+/// A documented way to install the chart.
+#[derive(Debug, Clone)]
+struct Profile {
+    name: &'static str,
+    /// `charts/conclave/ci/<file>`, when not the defaults.
+    values: Option<&'static str>,
+    /// Extra renderer arguments.
+    args: &'static [&'static str],
+    /// Secrets the values name as existing ones (made by the platform team, not the chart).
+    existing_secrets: &'static [&'static str],
+}
+
+const MONITORING_API: &[&str] = &["--api-versions", "monitoring.coreos.com/v1"];
+
+fn profiles() -> Vec<Profile> {
+    let p = |name: &'static str,
+             values: Option<&'static str>,
+             args: &'static [&'static str],
+             existing: &'static [&'static str]| Profile {
+        name,
+        values,
+        args,
+        existing_secrets: existing,
+    };
+    vec![
+        p("default", None, &[], &["conclave-database"]),
+        p(
+            "hostNetwork",
+            Some("host-network-values.yaml"),
+            &[],
+            &["conclave-database"],
+        ),
+        p(
+            "hostPort",
+            Some("host-port-values.yaml"),
+            &[],
+            &["conclave-database"],
+        ),
+        p(
+            "bundled PostgreSQL",
+            Some("bundled-postgresql-values.yaml"),
+            &[],
+            &[],
+        ),
+        p(
+            "external PostgreSQL and existing Secrets",
+            Some("external-postgresql-values.yaml"),
+            &[],
+            &[
+                "conclave-db",
+                "conclave-join-token",
+                "conclave-admin",
+                "conclave-smtp",
+            ],
+        ),
+        p(
+            "monitoring",
+            Some("monitoring-values.yaml"),
+            MONITORING_API,
+            &["conclave-database"],
+        ),
+        p(
+            "ingress",
+            Some("ingress-values.yaml"),
+            &[],
+            &["conclave-database"],
+        ),
+        p(
+            "conferenceStore kubernetes",
+            Some("kubernetes-store-values.yaml"),
+            &[],
+            &["conclave-database"],
+        ),
+        p(
+            "watchNamespaces all",
+            Some("watch-all-values.yaml"),
+            &[],
+            &["conclave-database"],
+        ),
+    ]
+}
+
+const NAMESPACE: &str = "conclave";
+const RELEASE: &str = "meet";
+
+/// Renders with the renderer's own arguments; Err is its stderr.
+fn render_args(args: &[&str]) -> Result<String, String> {
+    let output = run(
+        Command::new(renderer())
+            .args(["--name", RELEASE, "--namespace", NAMESPACE])
+            .args(args)
+            .arg(chart()),
+        GO_PACKAGES,
+    );
+    if output.status.success() {
+        Ok(String::from_utf8(output.stdout).expect("utf-8 manifests"))
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+fn profile_args(profile: &Profile) -> Vec<String> {
+    let mut args: Vec<String> = profile.args.iter().map(|a| (*a).to_owned()).collect();
+    if let Some(values) = profile.values {
+        args.push("-f".into());
+        args.push(chart().join("ci").join(values).display().to_string());
+    }
+    args
+}
+
+/// The rendered objects of a profile, as JSON.
+struct Rendered {
+    profile: Profile,
+    text: String,
+    objects: Vec<Value>,
+}
+
+impl Rendered {
+    fn of(profile: &Profile) -> Rendered {
+        let args = profile_args(profile);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let text = render_args(&args)
+            .unwrap_or_else(|err| panic!("profile {:?} does not render:\n{err}", profile.name));
+        let objects = parse_stream(&text);
+        assert!(
+            !objects.is_empty(),
+            "profile {:?} renders nothing",
+            profile.name
+        );
+        Rendered {
+            profile: profile.clone(),
+            text,
+            objects,
+        }
+    }
+
+    fn kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.objects.iter().filter(move |o| o["kind"] == kind)
+    }
+
+    fn named(&self, kind: &str, name: &str) -> Option<&Value> {
+        self.objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+    }
+
+    /// Pod-owning objects: (object, pod template).
+    fn workloads(&self) -> Vec<(&Value, &Value)> {
+        self.objects
+            .iter()
+            .filter(|o| matches!(o["kind"].as_str(), Some("Deployment" | "StatefulSet")))
+            .map(|o| (o, &o["spec"]["template"]))
+            .collect()
+    }
+
+    fn context(&self, object: &Value) -> String {
+        format!(
+            "profile {:?}, {} {}",
+            self.profile.name,
+            object["kind"].as_str().unwrap_or("?"),
+            object["metadata"]["name"].as_str().unwrap_or("?")
+        )
+    }
+}
+
+fn parse_stream(text: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(text)
+        .filter_map(|doc| {
+            let value = serde_yaml::Value::deserialize(doc).expect("rendered YAML parses");
+            (!value.is_null()).then(|| serde_json::to_value(value).expect("YAML is JSON"))
+        })
+        .collect()
+}
+
+fn all_rendered() -> &'static Vec<Rendered> {
+    static ALL: OnceLock<Vec<Rendered>> = OnceLock::new();
+    ALL.get_or_init(|| profiles().iter().map(Rendered::of).collect())
+}
+
+fn str_of<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+fn array<'a>(v: &'a Value, pointer: &str) -> Vec<&'a Value> {
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}
+
+fn containers(template: &Value) -> Vec<&Value> {
+    let mut all = array(template, "/spec/containers");
+    all.extend(array(template, "/spec/initContainers"));
+    all
+}
+
+fn is_conclave(container: &Value) -> bool {
+    str_of(container, "/image").starts_with("conclave:")
+}
+
+// --- validation against schemas ----------------------------------------------------------------
+
+#[test]
+fn every_profile_validates_strictly_against_kubernetes_1_33() {
+    python_module("kubernetes_validate");
+    let custom = [
+        "Conference",
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+    ];
+    for rendered in all_rendered() {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(rendered.text.as_bytes()).expect("write");
+        let output = run(
+            Command::new(python())
+                .args([
+                    "-m",
+                    "kubernetes_validate",
+                    "--strict",
+                    "-k",
+                    "1.33.0",
+                    "--quiet",
+                ])
+                .arg(file.path()),
+            PIP,
+        );
+        let report = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "profile {:?} does not validate:\n{report}",
+            rendered.profile.name
+        );
+        // Only the custom resources may lack a built-in schema; they are checked below.
+        for line in report.lines().filter(|l| l.starts_with("WARN")) {
+            assert!(
+                custom.iter().any(|k| line.contains(&format!("kind {k} "))),
+                "profile {:?}: {line}",
+                rendered.profile.name
+            );
+        }
+    }
+}
+
+/// The CRD's openAPIV3Schema, with `additionalProperties: false` wherever properties are
+/// listed and nothing preserves unknown fields: the API server drops unknown fields (and
+/// refuses them with strict field validation), so a typo in the chart would vanish silently.
+fn strict_conference_schema() -> Value {
+    let crd: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("crds/conference.yaml"))
+            .expect("crds/conference.yaml"),
+    )
+    .expect("the CRD parses");
+    fn strictify(schema: &mut Value) {
+        if let Some(map) = schema.as_object_mut() {
+            let preserves = map
+                .get("x-kubernetes-preserve-unknown-fields")
+                .is_some_and(|v| v == true);
+            if map.contains_key("properties")
+                && !map.contains_key("additionalProperties")
+                && !preserves
+            {
+                map.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            for value in map.values_mut() {
+                strictify(value);
+            }
+        } else if let Some(items) = schema.as_array_mut() {
+            items.iter_mut().for_each(strictify);
+        }
+    }
+    let mut schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
+    strictify(&mut schema);
+    // apiVersion, kind and metadata are the API server's (ObjectMeta is checked there).
+    schema["properties"]["metadata"] = json!({ "type": "object" });
+    schema["properties"]["apiVersion"] = json!({ "type": "string" });
+    schema["properties"]["kind"] = json!({ "type": "string", "enum": ["Conference"] });
+    schema
+}
+
+fn validate_conferences(objects: &[(String, Value)]) {
+    let schema = strict_conference_schema();
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .should_validate_formats(true)
+        .with_format("duration", |s: &str| {
+            !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+        })
+        .with_format("uint32", |_: &str| true)
+        .with_format("uint16", |_: &str| true)
+        .build(&schema)
+        .expect("the CRD schema compiles");
+    for (origin, object) in objects {
+        let errors: Vec<String> = validator
+            .iter_errors(object)
+            .map(|e| format!("{e} at {}", e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "{origin} does not validate: {errors:#?}");
+        assert_eq!(object["apiVersion"], "conclave.dev/v1alpha1", "{origin}");
+        let name = str_of(object, "/metadata/name");
+        assert!(
+            !name.is_empty() && name.len() <= 63,
+            "{origin}: a Conference name is a label value (placement labels it)"
+        );
+    }
+}
+
+#[test]
+fn conferences_validate_against_the_generated_crd() {
+    let mut objects = Vec::new();
+    for rendered in all_rendered() {
+        for object in rendered.kind("Conference") {
+            objects.push((rendered.context(object), object.clone()));
+        }
+    }
+    assert!(
+        !objects.is_empty(),
+        "a profile renders Conference objects from values.conferences"
+    );
+    let examples = repo().join("crds/examples");
+    for entry in std::fs::read_dir(&examples).expect("crds/examples") {
+        let path = entry.expect("entry").path();
+        for object in parse_stream(&std::fs::read_to_string(&path).expect("example")) {
+            objects.push((path.display().to_string(), object));
+        }
+    }
+    validate_conferences(&objects);
+}
+
+#[test]
+fn monitoring_objects_validate_against_the_prometheus_operator_models() {
+    python_module("cloudcoil.models.prometheus_operator");
+    let mut objects = Vec::new();
+    for rendered in all_rendered() {
+        for kind in ["ServiceMonitor", "PodMonitor", "PrometheusRule"] {
+            objects.extend(rendered.kind(kind).cloned());
+        }
+    }
+    let kinds: BTreeSet<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["PodMonitor", "PrometheusRule", "ServiceMonitor"]),
+        "the monitoring profile renders all three kinds"
+    );
+    let mut child = Command::new(python())
+        .arg(repo().join("tests/chart/validate_monitoring.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| {
+            panic!(
+                "cannot run {}: {err}; install with {PIP}",
+                python().display()
+            )
+        });
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(serde_json::to_string(&objects).expect("json").as_bytes())
+        .expect("write");
+    let output = child.wait_with_output().expect("validator ran");
+    assert!(
+        output.status.success(),
+        "monitoring objects do not validate:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Every `conclave_…` metric the alerts and the dashboard use is one the code registers, and
+/// promtool accepts the rules.
+#[test]
+fn alerts_and_dashboard_use_metrics_the_code_exports() {
+    let mut exported = BTreeSet::new();
+    for dir in ["api/src", "sfu/src", "operator/src"] {
+        collect_metric_names(&repo().join(dir), &mut exported);
+    }
+    assert!(
+        exported.contains("conclave_operator_leader"),
+        "{exported:?}"
+    );
+    let rendered = all_rendered()
+        .iter()
+        .find(|r| r.profile.name == "monitoring")
+        .expect("monitoring profile");
+    let rule = rendered
+        .kind("PrometheusRule")
+        .next()
+        .expect("a PrometheusRule");
+    let dashboard = rendered
+        .kind("ConfigMap")
+        .find(|c| c["data"]["conclave.json"].is_string())
+        .expect("the dashboard ConfigMap");
+    let dashboard: Value =
+        serde_json::from_str(str_of(dashboard, "/data/conclave.json")).expect("dashboard JSON");
+    let mut used = BTreeSet::new();
+    let mut texts: Vec<String> = array(rule, "/spec/groups")
+        .iter()
+        .flat_map(|g| array(g, "/rules"))
+        .map(|r| str_of(r, "/expr").to_owned())
+        .collect();
+    texts.extend(
+        array(&dashboard, "/panels")
+            .iter()
+            .flat_map(|p| array(p, "/targets"))
+            .map(|t| str_of(t, "/expr").to_owned()),
+    );
+    for text in &texts {
+        for name in metric_names_in(text) {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|b| exported.contains(*b)))
+                .unwrap_or(&name)
+                .to_owned();
+            used.insert(base);
+        }
+    }
+    let unknown: Vec<&String> = used.iter().filter(|m| !exported.contains(*m)).collect();
+    assert!(unknown.is_empty(), "metrics no code exports: {unknown:?}");
+    let alerts: BTreeSet<&str> = array(rule, "/spec/groups")
+        .iter()
+        .flat_map(|g| array(g, "/rules"))
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    for wanted in [
+        "ConclaveSfuPodFull",
+        "ConclaveConferencesNotPlaced",
+        "ConclaveOperatorLeaderMissing",
+    ] {
+        assert!(
+            alerts.contains(wanted),
+            "alert {wanted} missing: {alerts:?}"
+        );
+    }
+
+    // promtool (Debian `prometheus`) parses every expression.
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    let groups = json!({ "groups": rule["spec"]["groups"] });
+    file.write_all(serde_yaml::to_string(&groups).expect("yaml").as_bytes())
+        .expect("write");
+    let output = run(
+        Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(file.path()),
+        "apt-get install -y prometheus",
+    );
+    assert!(
+        output.status.success(),
+        "promtool refuses the rules:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn collect_metric_names(dir: &Path, out: &mut BTreeSet<String>) {
+    for entry in std::fs::read_dir(dir).expect("source folder") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            collect_metric_names(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).expect("source");
+            for quoted in text.split('"').skip(1).step_by(2) {
+                if quoted.starts_with("conclave_")
+                    && quoted.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                {
+                    out.insert(quoted.to_owned());
+                }
+            }
+        }
+    }
+}
+
+fn metric_names_in(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(found) = text[i..].find("conclave_") {
+        let start = i + found;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end] == b'_') {
+            end += 1;
+        }
+        names.push(text[start..end].to_owned());
+        i = end;
+    }
+    names
+}
+
+// --- invariants ----------------------------------------------------------------------------------
+
+/// Environment variables and subcommands the code reads, from the sources (the clap configs'
+/// `env = "…"` and the API's `*_ENV` constants).
+fn known_env_and_commands() -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut env = BTreeSet::new();
+    for file in [
+        "api/src/config.rs",
+        "sfu/src/config.rs",
+        "operator/src/lib.rs",
+    ] {
+        let text = std::fs::read_to_string(repo().join(file)).expect("config source");
+        for piece in text.split("env = \"").skip(1) {
+            env.insert(piece.split('"').next().unwrap_or_default().to_owned());
+        }
+        for line in text.lines().filter(|l| l.contains("_ENV: &str = \"")) {
+            env.insert(line.split('"').nth(1).unwrap_or_default().to_owned());
+        }
+    }
+    let main = std::fs::read_to_string(repo().join("conclave/src/main.rs")).expect("main.rs");
+    let commands = ["Api", "Sfu", "Operator", "Standalone"]
+        .iter()
+        .filter(|c| main.contains(&format!("    {c}(")))
+        .map(|c| c.to_lowercase())
+        .collect();
+    (env, commands)
+}
+
+/// Downward-API variables the chart sets only for `$(…)` expansion and for operators reading
+/// the pod's environment; the binary does not read them itself.
+const HELPER_ENV: [&str; 3] = ["POD_NAMESPACE", "POD_IP", "NODE_IP"];
+
+#[test]
+fn every_flag_and_variable_the_chart_passes_exists_in_the_code() {
+    let (known, commands) = known_env_and_commands();
+    assert!(
+        known.contains("CONCLAVE_SFU_UDP_PORTS") && known.contains("POD_NAME"),
+        "{known:?}"
+    );
+    for rendered in all_rendered() {
+        for (object, template) in rendered.workloads() {
+            for container in containers(template).into_iter().filter(|c| is_conclave(c)) {
+                let ctx = rendered.context(object);
+                let args: Vec<&str> = array(container, "/args")
+                    .iter()
+                    .filter_map(|a| a.as_str())
+                    .collect();
+                assert_eq!(
+                    args.len(),
+                    1,
+                    "{ctx}: one subcommand, configuration by environment"
+                );
+                assert!(
+                    commands.contains(args[0]),
+                    "{ctx}: no subcommand {}",
+                    args[0]
+                );
+                for var in array(container, "/env") {
+                    let name = str_of(var, "/name");
+                    assert!(
+                        known.contains(name) || HELPER_ENV.contains(&name),
+                        "{ctx}: the code reads no variable {name}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn references_resolve_in_every_profile() {
+    for rendered in all_rendered() {
+        let secrets: BTreeMap<&str, &Value> = rendered
+            .kind("Secret")
+            .map(|s| (str_of(s, "/metadata/name"), s))
+            .collect();
+        let config_maps: BTreeSet<&str> = rendered
+            .kind("ConfigMap")
+            .map(|c| str_of(c, "/metadata/name"))
+            .collect();
+        let accounts: BTreeSet<&str> = rendered
+            .kind("ServiceAccount")
+            .map(|s| str_of(s, "/metadata/name"))
+            .collect();
+        let existing = rendered.profile.existing_secrets;
+        let mut used_existing = BTreeSet::new();
+        let mut check_secret = |ctx: &str, name: &str, key: Option<&str>| match secrets.get(name) {
+            Some(secret) => {
+                if let Some(key) = key {
+                    assert!(
+                        secret["data"].get(key).is_some()
+                            || secret["stringData"].get(key).is_some(),
+                        "{ctx}: Secret {name} has no key {key}"
+                    );
+                }
+            }
+            None => {
+                assert!(existing.contains(&name), "{ctx}: no Secret {name}");
+                used_existing.insert(name.to_owned());
+            }
+        };
+        for (object, template) in rendered.workloads() {
+            let ctx = rendered.context(object);
+            let account = str_of(template, "/spec/serviceAccountName");
+            assert!(
+                accounts.contains(account),
+                "{ctx}: no ServiceAccount {account:?}"
+            );
+            for container in containers(template) {
+                for var in array(container, "/env") {
+                    if let Some(reference) = var.pointer("/valueFrom/secretKeyRef") {
+                        check_secret(&ctx, str_of(reference, "/name"), reference["key"].as_str());
+                    }
+                    if let Some(reference) = var.pointer("/valueFrom/configMapKeyRef") {
+                        assert!(
+                            config_maps.contains(str_of(reference, "/name")),
+                            "{ctx}: {var}"
+                        );
+                    }
+                }
+            }
+            for volume in array(template, "/spec/volumes") {
+                if let Some(name) = volume.pointer("/secret/secretName").and_then(Value::as_str) {
+                    check_secret(&ctx, name, None);
+                }
+                if let Some(name) = volume.pointer("/configMap/name").and_then(Value::as_str) {
+                    assert!(config_maps.contains(name), "{ctx}: no ConfigMap {name}");
+                }
+            }
+        }
+        for binding in rendered
+            .kind("RoleBinding")
+            .chain(rendered.kind("ClusterRoleBinding"))
+        {
+            let ctx = rendered.context(binding);
+            let role_kind = str_of(binding, "/roleRef/kind");
+            let role = str_of(binding, "/roleRef/name");
+            assert!(
+                rendered.named(role_kind, role).is_some(),
+                "{ctx}: no {role_kind} {role}"
+            );
+            for subject in array(binding, "/subjects") {
+                assert!(
+                    accounts.contains(str_of(subject, "/name")),
+                    "{ctx}: {subject}"
+                );
+                assert_eq!(str_of(subject, "/namespace"), NAMESPACE, "{ctx}");
+            }
+        }
+        // Every existing Secret the values name is used (a typo would leave one unused).
+        let unused: Vec<&&str> = existing
+            .iter()
+            .filter(|e| !used_existing.contains(**e))
+            .collect();
+        assert!(
+            unused.is_empty(),
+            "profile {:?}: named but unused: {unused:?}",
+            rendered.profile.name
+        );
+    }
+}
+
+/// Pod labels as the cluster sees them: the template's, plus what the StatefulSet controller
+/// adds to each replica.
+fn pod_label_sets(object: &Value, template: &Value) -> Vec<BTreeMap<String, String>> {
+    let labels: BTreeMap<String, String> = template["metadata"]["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if object["kind"] != "StatefulSet" {
+        return vec![labels];
+    }
+    let replicas = object["spec"]["replicas"].as_u64().unwrap_or(1);
+    (0..replicas)
+        .map(|i| {
+            let mut l = labels.clone();
+            l.insert(
+                "statefulset.kubernetes.io/pod-name".into(),
+                format!("{}-{i}", str_of(object, "/metadata/name")),
+            );
+            l
+        })
+        .collect()
+}
+
+fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
+    selector.as_object().is_some_and(|s| !s.is_empty())
+        && selector
+            .as_object()
+            .into_iter()
+            .flatten()
+            .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+}
+
+#[test]
+fn selectors_select_and_services_reach_container_ports() {
+    for rendered in all_rendered() {
+        let workloads = rendered.workloads();
+        for (object, template) in &workloads {
+            let ctx = rendered.context(object);
+            let selector = &object["spec"]["selector"]["matchLabels"];
+            for labels in pod_label_sets(object, template) {
+                assert!(
+                    selects(selector, &labels),
+                    "{ctx}: its selector misses its pods"
+                );
+            }
+            // No other workload's pods are selected too.
+            for (other, other_template) in &workloads {
+                if other != object {
+                    for labels in pod_label_sets(other, other_template) {
+                        assert!(
+                            !selects(selector, &labels),
+                            "{ctx} also selects {}",
+                            rendered.context(other)
+                        );
+                    }
+                }
+            }
+        }
+        for service in rendered.kind("Service") {
+            let ctx = rendered.context(service);
+            if service["metadata"]["annotations"]["conclave.dev/selects-no-pod"] == "true" {
+                continue;
+            }
+            let selector = &service["spec"]["selector"];
+            let targets: Vec<&Value> = workloads
+                .iter()
+                .filter(|(o, t)| pod_label_sets(o, t).iter().any(|l| selects(selector, l)))
+                .map(|(_, t)| *t)
+                .collect();
+            assert!(!targets.is_empty(), "{ctx}: selects no pod");
+            for port in array(service, "/spec/ports") {
+                let target = &port["targetPort"];
+                for template in &targets {
+                    let found = containers(template)
+                        .iter()
+                        .flat_map(|c| array(c, "/ports"))
+                        .any(|p| {
+                            (target.is_string() && p["name"] == *target)
+                                || (target.is_number() && p["containerPort"] == *target)
+                                || (target.is_null() && p["containerPort"] == port["port"])
+                        });
+                    assert!(found, "{ctx}: targetPort {target} is no container port");
+                }
+            }
+        }
+        for monitor in rendered.kind("ServiceMonitor") {
+            let ctx = rendered.context(monitor);
+            let selector = &monitor["spec"]["selector"]["matchLabels"];
+            let service = rendered
+                .kind("Service")
+                .find(|s| {
+                    let labels: BTreeMap<String, String> = s["metadata"]["labels"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect();
+                    selects(selector, &labels)
+                        && array(s, "/spec/ports")
+                            .iter()
+                            .any(|p| p["name"] == monitor["spec"]["endpoints"][0]["port"])
+                })
+                .is_some();
+            assert!(service, "{ctx}: no Service with that port matches");
+        }
+        for ingress in rendered.kind("Ingress") {
+            for path in array(ingress, "/spec/rules")
+                .iter()
+                .flat_map(|r| array(r, "/http/paths"))
+            {
+                let name = str_of(path, "/backend/service/name");
+                assert!(
+                    rendered.named("Service", name).is_some(),
+                    "{}: no Service {name}",
+                    rendered.context(ingress)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn probes_hit_healthz_and_readyz_on_a_container_port() {
+    for rendered in all_rendered() {
+        for (object, template) in rendered.workloads() {
+            for container in containers(template).into_iter().filter(|c| is_conclave(c)) {
+                let ctx = rendered.context(object);
+                let ports: Vec<&Value> = array(container, "/ports");
+                for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]
+                {
+                    let get = &container[probe]["httpGet"];
+                    assert_eq!(get["path"], path, "{ctx}: {probe}");
+                    assert!(
+                        ports
+                            .iter()
+                            .any(|p| p["name"] == get["port"] && p["protocol"] == "TCP"),
+                        "{ctx}: {probe} port {} is no container port",
+                        get["port"]
+                    );
+                }
+                if let Some(startup) = container.get("startupProbe") {
+                    assert_eq!(startup["httpGet"]["path"], "/healthz", "{ctx}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_pod_runs_locked_down() {
+    for rendered in all_rendered() {
+        for (object, template) in rendered.workloads() {
+            let ctx = rendered.context(object);
+            let pod = &template["spec"]["securityContext"];
+            assert_eq!(pod["runAsNonRoot"], true, "{ctx}");
+            assert!(pod["runAsUser"].as_u64().is_some_and(|u| u > 0), "{ctx}");
+            assert_eq!(pod["seccompProfile"]["type"], "RuntimeDefault", "{ctx}");
+            for container in containers(template) {
+                let sc = &container["securityContext"];
+                assert_eq!(sc["allowPrivilegeEscalation"], false, "{ctx}");
+                assert_eq!(sc["readOnlyRootFilesystem"], true, "{ctx}");
+                assert_eq!(sc["runAsNonRoot"], true, "{ctx}");
+                assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{ctx}");
+                assert!(sc["capabilities"].get("add").is_none(), "{ctx}");
+                assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{ctx}");
+                assert!(
+                    container["resources"]["requests"].is_object(),
+                    "{ctx}: no requests"
+                );
+            }
+        }
+    }
+}
+
+fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    array(container, "/env")
+        .into_iter()
+        .find(|v| v["name"] == name)
+}
+
+#[test]
+fn the_sfu_process_and_its_annotations_say_the_same() {
+    for rendered in all_rendered() {
+        let sfu = rendered
+            .kind("StatefulSet")
+            .find(|s| {
+                s["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "sfu"
+            })
+            .expect("the SFU StatefulSet");
+        let ctx = rendered.context(sfu);
+        let template = &sfu["spec"]["template"];
+        let annotations = &template["metadata"]["annotations"];
+        let container = &template["spec"]["containers"][0];
+        let env = |name: &str| {
+            env_value(container, name)
+                .and_then(|v| v["value"].as_str())
+                .unwrap_or_else(|| panic!("{ctx}: no {name}"))
+                .to_owned()
+        };
+        assert_eq!(
+            annotations["conclave.dev/capacity"],
+            env("CONCLAVE_SFU_MAX_PARTICIPANTS"),
+            "{ctx}"
+        );
+        let ports = env("CONCLAVE_SFU_UDP_PORTS");
+        assert_eq!(annotations["conclave.dev/udp-ports"], ports, "{ctx}");
+        let (first, last) = ports.split_once('-').expect("FIRST-LAST");
+        let (first, last): (u16, u16) = (first.parse().expect("port"), last.parse().expect("port"));
+        let endpoint = str_of(annotations, "/conclave.dev~1endpoint");
+        assert!(
+            (endpoint.starts_with("ws://") || endpoint.starts_with("wss://"))
+                && endpoint.ends_with("/rtc"),
+            "{ctx}: the endpoint is the websocket URL clients open: {endpoint}"
+        );
+        assert!(
+            endpoint.contains("{pod}") || endpoint.contains("{podIP}"),
+            "{ctx}: one endpoint per pod: {endpoint}"
+        );
+        for (name, field) in [
+            ("POD_NAME", "metadata.name"),
+            ("POD_IP", "status.podIP"),
+            ("NODE_IP", "status.hostIP"),
+        ] {
+            let var = env_value(container, name).unwrap_or_else(|| panic!("{ctx}: no {name}"));
+            assert_eq!(
+                var["valueFrom"]["fieldRef"]["fieldPath"], field,
+                "{ctx}: {name}"
+            );
+        }
+        let api_url = env("CONCLAVE_SFU_API_URL");
+        let api_service = api_url
+            .trim_start_matches("http://")
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            rendered.named("Service", &api_service).is_some(),
+            "{ctx}: {api_url}"
+        );
+        let grace = template["spec"]["terminationGracePeriodSeconds"]
+            .as_u64()
+            .expect("grace");
+        let drain: u64 = env("CONCLAVE_SFU_DRAIN_SECONDS").parse().expect("seconds");
+        assert!(
+            drain < grace,
+            "{ctx}: rooms must drain before the pod is killed"
+        );
+
+        let host_network = template["spec"]["hostNetwork"] == true;
+        let udp: Vec<&Value> = array(container, "/ports")
+            .into_iter()
+            .filter(|p| p["protocol"] == "UDP")
+            .collect();
+        let anti = &template["spec"]["affinity"]["podAntiAffinity"];
+        if host_network {
+            assert_eq!(
+                template["spec"]["dnsPolicy"], "ClusterFirstWithHostNet",
+                "{ctx}"
+            );
+            let required = array(anti, "/requiredDuringSchedulingIgnoredDuringExecution");
+            assert!(
+                required
+                    .iter()
+                    .any(|t| t["topologyKey"] == "kubernetes.io/hostname"
+                        && selects(
+                            &t["labelSelector"]["matchLabels"],
+                            &pod_label_sets(sfu, template)[0]
+                        )),
+                "{ctx}: two hostNetwork SFU pods could share a node"
+            );
+            assert!(udp.is_empty(), "{ctx}: hostNetwork needs no port mapping");
+        } else {
+            let mapped: Vec<u64> = udp
+                .iter()
+                .map(|p| {
+                    assert_eq!(p["hostPort"], p["containerPort"], "{ctx}");
+                    p["containerPort"].as_u64().expect("port")
+                })
+                .collect();
+            let range: Vec<u64> = (u64::from(first)..=u64::from(last)).collect();
+            assert_eq!(
+                mapped, range,
+                "{ctx}: every UDP port of the range is mapped on the node"
+            );
+        }
+        if rendered.profile.name == "hostPort" {
+            assert!(!host_network, "{ctx}");
+            assert!(
+                env("CONCLAVE_SFU_ANNOUNCED_IPS").contains("$(NODE_IP)"),
+                "{ctx}"
+            );
+        }
+        if rendered.profile.name == "hostNetwork" {
+            assert!(host_network, "{ctx}");
+        }
+        // With per-pod Ingress hosts, the endpoint of each replica is one of them.
+        if let Some(ingress) = rendered.named("Ingress", str_of(sfu, "/metadata/name")) {
+            let hosts: BTreeSet<&str> = array(ingress, "/spec/rules")
+                .iter()
+                .map(|r| str_of(r, "/host"))
+                .collect();
+            for i in 0..sfu["spec"]["replicas"].as_u64().unwrap_or(0) {
+                let pod = format!("{}-{i}", str_of(sfu, "/metadata/name"));
+                let url = endpoint
+                    .replace("{pod}", &pod)
+                    .replace("{namespace}", NAMESPACE);
+                let host = url
+                    .split("://")
+                    .nth(1)
+                    .and_then(|r| r.split('/').next())
+                    .unwrap_or_default();
+                assert!(
+                    hosts.contains(host),
+                    "{ctx}: {url} has no Ingress rule ({hosts:?})"
+                );
+            }
+        }
+    }
+}
+
+// --- RBAC ------------------------------------------------------------------------------------------
+
+/// (API group, resource[/subresource], verb).
+type Grant = (String, String, String);
+
+/// What the committed request log says a component needs (verbs as the authorizer names them;
+/// see operator/tests/fake_api/rbac.rs for how requests become verbs).
+fn needed(file: &str) -> BTreeSet<Grant> {
+    let text = std::fs::read_to_string(repo().join(file)).unwrap_or_else(|err| {
+        panic!("{file}: {err}; run the component's tests with CONCLAVE_UPDATE_RBAC=1")
+    });
+    let log: Value = serde_json::from_str(&text).expect("RBAC log is JSON");
+    let mut grants = BTreeSet::new();
+    for request in array(&log, "/requests") {
+        let resource = match str_of(request, "/subresource") {
+            "" => str_of(request, "/resource").to_owned(),
+            sub => format!("{}/{sub}", str_of(request, "/resource")),
+        };
+        let group = str_of(request, "/group").to_owned();
+        grants.insert((group, resource, str_of(request, "/verb").to_owned()));
+    }
+    assert!(!grants.is_empty(), "{file} lists no request");
+    grants
+}
+
+/// What the Roles and ClusterRoles bound to `account` grant: (grant, held cluster-wide).
+fn granted(rendered: &Rendered, account: &str) -> BTreeMap<Grant, bool> {
+    let mut out = BTreeMap::new();
+    for binding in rendered
+        .kind("RoleBinding")
+        .chain(rendered.kind("ClusterRoleBinding"))
+    {
+        if !array(binding, "/subjects")
+            .iter()
+            .any(|s| s["name"] == account)
+        {
+            continue;
+        }
+        let cluster_wide = binding["kind"] == "ClusterRoleBinding";
+        let role = rendered
+            .named(
+                str_of(binding, "/roleRef/kind"),
+                str_of(binding, "/roleRef/name"),
+            )
+            .expect("bound role exists");
+        for rule in array(role, "/rules") {
+            for group in array(rule, "/apiGroups") {
+                for resource in array(rule, "/resources") {
+                    for verb in array(rule, "/verbs") {
+                        let grant = (
+                            group.as_str().unwrap_or_default().to_owned(),
+                            resource.as_str().unwrap_or_default().to_owned(),
+                            verb.as_str().unwrap_or_default().to_owned(),
+                        );
+                        assert!(
+                            !grant.0.contains('*')
+                                && !grant.1.contains('*')
+                                && !grant.2.contains('*'),
+                            "{}: no wildcards in RBAC",
+                            rendered.context(role)
+                        );
+                        *out.entry(grant).or_insert(false) |= cluster_wide;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_operator_is_granted_exactly_what_it_calls() {
+    let need = needed("operator/tests/rbac-observed.json");
+    for rendered in all_rendered() {
+        let account = format!("{RELEASE}-conclave-operator");
+        let grants = granted(rendered, &account);
+        let have: BTreeSet<Grant> = grants.keys().cloned().collect();
+        assert_eq!(
+            have,
+            need,
+            "profile {:?}: the operator's RBAC differs from what it calls (missing: {:?}, more: {:?})",
+            rendered.profile.name,
+            need.difference(&have).collect::<Vec<_>>(),
+            have.difference(&need).collect::<Vec<_>>()
+        );
+        let all = rendered.profile.name == "watchNamespaces all";
+        for (grant, cluster_wide) in &grants {
+            // The Lease is always the operator's own namespace's; the rest follows watchNamespaces.
+            let expected = all && grant.0 != "coordination.k8s.io";
+            assert_eq!(
+                *cluster_wide, expected,
+                "profile {:?}: {grant:?}",
+                rendered.profile.name
+            );
+        }
+    }
+}
+
+#[test]
+fn the_api_is_granted_exactly_what_its_kubernetes_store_calls() {
+    let need = needed("api/tests/rbac-observed.json");
+    for rendered in all_rendered() {
+        let account = format!("{RELEASE}-conclave-api");
+        let grants = granted(rendered, &account);
+        let api = rendered
+            .named("Deployment", &account)
+            .expect("API Deployment");
+        let automount = api["spec"]["template"]["spec"]["automountServiceAccountToken"].clone();
+        if rendered.profile.name == "conferenceStore kubernetes" {
+            let have: BTreeSet<Grant> = grants.keys().cloned().collect();
+            assert_eq!(
+                have,
+                need,
+                "the API's RBAC differs from what its store calls (missing: {:?}, more: {:?})",
+                need.difference(&have).collect::<Vec<_>>(),
+                have.difference(&need).collect::<Vec<_>>()
+            );
+            assert!(grants.values().all(|cluster| !cluster), "namespaced only");
+            assert_eq!(automount, true);
+        } else {
+            assert!(
+                grants.is_empty(),
+                "profile {:?}: the SQL store needs no RBAC",
+                rendered.profile.name
+            );
+            assert_eq!(
+                automount, false,
+                "profile {:?}: no token without RBAC",
+                rendered.profile.name
+            );
+        }
+    }
+}
+
+// --- values and the CRD ------------------------------------------------------------------------------
+
+fn refused(args: &[&str]) -> String {
+    match render_args(args) {
+        Ok(_) => panic!("{args:?} was accepted"),
+        Err(err) => err,
+    }
+}
+
+#[test]
+fn bad_values_are_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = |name: &str, yaml: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, yaml).expect("write values");
+        path.display().to_string()
+    };
+    let single_port = file("ports.yaml", "sfu:\n  udpPorts: \"40000\"\n");
+    let err = refused(&["-f", &single_port]);
+    assert!(
+        err.contains("values don't meet the specifications of the schema"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sfu.udpPorts: Does not match pattern"),
+        "{err}"
+    );
+
+    let err = refused(&["--set", "operator.replicas=0"]);
+    assert!(
+        err.contains("operator.replicas: Must be greater than or equal to 1"),
+        "{err}"
+    );
+    let err = refused(&["--set", "sfu.replicas=0", "--set", "api.replicas=0"]);
+    assert!(
+        err.contains("sfu.replicas") && err.contains("api.replicas"),
+        "{err}"
+    );
+
+    let err = refused(&["--set", "conferenceStore=etcd"]);
+    assert!(
+        err.contains(r#"conferenceStore must be one of the following: "sql", "kubernetes""#),
+        "{err}"
+    );
+    let err = refused(&["--set", "sfu.exposure=nodePort"]);
+    assert!(
+        err.contains("sfu.exposure must be one of the following"),
+        "{err}"
+    );
+    let err = refused(&["--set", "operator.watchNamespaces=some"]);
+    assert!(
+        err.contains("operator.watchNamespaces must be one of the following"),
+        "{err}"
+    );
+
+    // A typo is refused instead of being ignored.
+    let err = refused(&["--set", "sfu.capcity=10"]);
+    assert!(
+        err.contains("Additional property capcity is not allowed"),
+        "{err}"
+    );
+
+    // What the schema cannot express, the templates refuse.
+    let err = refused(&["--set", "sfu.udpPorts=41000-40000"]);
+    assert!(
+        err.contains("FIRST-LAST with 1 <= FIRST <= LAST <= 65535"),
+        "{err}"
+    );
+    let err = refused(&["--set", "monitoring.serviceMonitor.enabled=true"]);
+    assert!(err.contains("need the Prometheus Operator's CRDs"), "{err}");
+    let err = refused(&["--set", "database.existingSecret="]);
+    assert!(err.contains("a database is needed"), "{err}");
+}
+
+#[test]
+fn the_charts_crd_is_the_generated_one() {
+    let chart_crd =
+        std::fs::read_to_string(chart().join("crds/conference.yaml")).expect("chart CRD");
+    let generated =
+        std::fs::read_to_string(repo().join("crds/conference.yaml")).expect("crds/conference.yaml");
+    assert!(
+        chart_crd == generated,
+        "charts/conclave/crds/conference.yaml differs from crds/conference.yaml (generated by \
+         `conclave crdgen`); copy it: cp crds/conference.yaml charts/conclave/crds/"
+    );
+    let rendered = render_args(&["--include-crds"]).expect("renders");
+    assert!(rendered.contains("# Source: conclave/crds/conference.yaml"));
+}
+
+#[test]
+fn notes_tell_how_to_log_in_the_first_time() {
+    for profile in profiles() {
+        let mut args = profile_args(&profile);
+        args.push("--notes".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let notes = render_args(&args).expect("NOTES render");
+        let admin = if profile.name.starts_with("external") {
+            "conclave-admin"
+        } else {
+            "meet-conclave-admin"
+        };
+        assert!(
+            notes.contains("Log in the first time as `admin`"),
+            "{notes}"
+        );
+        assert!(notes.contains(&format!("get secret {admin}")), "{notes}");
+        assert!(!notes.contains("<no value>"), "{notes}");
+    }
+}
+
+#[test]
+fn generated_secrets_are_kept_on_upgrade_and_rendered_once_per_release() {
+    // Without a cluster lookup finds nothing and the key is generated; the template asks the
+    // cluster first (kept across upgrades) and marks the join-token Secret to survive uninstall.
+    let rendered = &all_rendered()[0];
+    let join = rendered
+        .named("Secret", "meet-conclave-join-token")
+        .expect("join-token Secret");
+    assert_eq!(
+        join["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    let key = str_of(join, "/data/join-token-secret");
+    assert!(key.len() >= 64, "48 random characters, base64: {key}");
+    let template =
+        std::fs::read_to_string(chart().join("templates/_helpers.tpl")).expect("helpers");
+    assert!(template.contains(r#"lookup "v1" "Secret""#));
+}
