@@ -649,10 +649,16 @@ impl Client {
     /// Closes the peer connections without `leave`; the websocket stays open until the SFU
     /// closes it.
     pub async fn close(self) {
+        self.close_media().await;
+        RAW.lock().remove(&client_key(&self));
+    }
+
+    /// Closes the peer connections and keeps the client, whose websocket stays open: to the
+    /// SFU, media stops answering while signaling goes on (a network that drops UDP).
+    pub async fn close_media(&self) {
         self.stop.store(true, Ordering::Release);
         let _ = self.publisher.close().await;
         let _ = self.subscriber.close().await;
-        RAW.lock().remove(&client_key(&self));
     }
 
     /// Vanishes without `leave`, as a closed browser tab does: the websocket's TCP connection

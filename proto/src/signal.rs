@@ -151,8 +151,10 @@ pub enum CloseReason {
     Replaced,
     /// The SFU is shutting down; reconnect (to the new endpoint when the conference moved).
     Shutdown,
-    /// The peer connection failed or the client stopped answering.
+    /// The client went away: the websocket closed or failed.
     Gone,
+    /// A peer connection failed; an `error` with code `connectionFailed` said why. Reconnect.
+    ConnectionFailed,
 }
 
 /// Error codes in [`ServerMessage::Error`].
@@ -191,6 +193,9 @@ pub enum ErrorCode {
     ChatTooLong,
     /// An offer, answer or candidate could not be applied.
     Negotiation,
+    /// A peer connection failed (ICE found no path, or the DTLS handshake failed); the message
+    /// says which and what to check. The session is closed with `connectionFailed` after it.
+    ConnectionFailed,
     /// Anything else; the cause is in the SFU's log.
     Internal,
 }
@@ -215,12 +220,13 @@ impl ErrorCode {
             ErrorCode::UnknownTrack => "unknownTrack",
             ErrorCode::ChatTooLong => "chatTooLong",
             ErrorCode::Negotiation => "negotiation",
+            ErrorCode::ConnectionFailed => "connectionFailed",
             ErrorCode::Internal => "internal",
         }
     }
 
     /// Every code, for metrics that pre-register their labels.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::Malformed,
         ErrorCode::NotJoined,
         ErrorCode::AlreadyJoined,
@@ -237,6 +243,7 @@ impl ErrorCode {
         ErrorCode::UnknownTrack,
         ErrorCode::ChatTooLong,
         ErrorCode::Negotiation,
+        ErrorCode::ConnectionFailed,
         ErrorCode::Internal,
     ];
 

@@ -88,6 +88,16 @@ pub struct Config {
         default_value_t = 20
     )]
     pub drain_seconds: u64,
+    /// Seconds without an answer to ICE checks after which a participant's media connection
+    /// counts as failed: the participant is told why and their page reconnects.
+    #[arg(
+        id = "sfu-ice-failed-seconds",
+        long = "sfu-ice-failed-seconds",
+        env = "CONCLAVE_SFU_ICE_FAILED_SECONDS",
+        default_value_t = 25,
+        value_parser = clap::value_parser!(u64).range(2..=600)
+    )]
+    pub ice_failed_seconds: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -103,6 +113,7 @@ impl std::fmt::Debug for Config {
             .field("max_participants", &self.max_participants)
             .field("room_max_participants", &self.room_max_participants)
             .field("drain_seconds", &self.drain_seconds)
+            .field("ice_failed_seconds", &self.ice_failed_seconds)
             .finish()
     }
 }
@@ -121,6 +132,7 @@ impl Config {
             max_participants: 500,
             room_max_participants: 100,
             drain_seconds: 2,
+            ice_failed_seconds: 25,
         }
     }
 }

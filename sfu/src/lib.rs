@@ -5,11 +5,14 @@
 //!   subscriptions, as a state machine that takes inputs and `now` and returns effects.
 //! - [`keyframe`], [`speaker`]: pure helpers of the core (keyframe-request rate limiting,
 //!   active-speaker detection).
+//! - [`media`]: the media stack (webrtc-rs) behind a narrow interface; [`negotiation`]: offer
+//!   and answer with browsers, and the video codec publishers are asked to send.
 pub mod config;
 pub mod error;
 pub mod keyframe;
 pub mod media;
 pub mod metrics;
+pub mod negotiation;
 pub mod ports;
 pub mod report;
 pub mod room;

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use proto::signal::{PeerTarget, TrackKind};
@@ -34,7 +34,8 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, register_default_interceptors,
+    RTCIceConnectionState, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    register_default_interceptors,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -51,6 +52,8 @@ pub struct MediaSettings {
     pub bind_ip: IpAddr,
     /// Addresses announced instead of the local one (NAT 1:1).
     pub announced_ips: Vec<IpAddr>,
+    /// Silence on ICE after which a connection fails (it is disconnected after a fifth of it).
+    pub ice_failed_after: Duration,
 }
 
 /// Something a peer connection tells its session.
@@ -59,6 +62,8 @@ pub enum PeerEvent {
     Candidate(PeerTarget, webrtc::peer_connection::RTCIceCandidateInit),
     /// The connection's state changed.
     State(PeerTarget, RTCPeerConnectionState),
+    /// The connection's ICE state changed (tells an ICE failure from a DTLS one).
+    IceState(PeerTarget, RTCIceConnectionState),
     /// A remote track arrived (publisher connection).
     Track(Arc<dyn TrackRemote>),
 }
@@ -68,6 +73,7 @@ impl std::fmt::Debug for PeerEvent {
         match self {
             PeerEvent::Candidate(target, _) => write!(f, "Candidate({target:?})"),
             PeerEvent::State(target, state) => write!(f, "State({target:?}, {state})"),
+            PeerEvent::IceState(target, state) => write!(f, "IceState({target:?}, {state})"),
             PeerEvent::Track(_) => f.write_str("Track"),
         }
     }
@@ -91,6 +97,10 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         let _ = self.tx.send(PeerEvent::State(self.target, state));
+    }
+
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        let _ = self.tx.send(PeerEvent::IceState(self.target, state));
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
@@ -130,6 +140,15 @@ fn codec(mime: &str, clock: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCod
     }
 }
 
+/// VP8 and its RTX as the media engine registers them: the codec preference of a video
+/// section that offers VP8 (see [`crate::negotiation`]).
+pub fn vp8_with_rtx() -> Vec<RTCRtpCodecParameters> {
+    vec![
+        codec(MIME_TYPE_VP8, 90_000, 0, "", 96),
+        codec(MIME_TYPE_RTX, 90_000, 0, "apt=96", 97),
+    ]
+}
+
 /// Opus, VP8 and H.264 (with RTX for the video codecs), the audio-level extension, and the
 /// default interceptors: NACK generator and responder, sender and receiver reports, TWCC
 /// feedback to publishers.
@@ -139,9 +158,7 @@ fn media_engine() -> Result<(MediaEngine, Registry), MediaError> {
         codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111),
         RtpCodecKind::Audio,
     )?;
-    for video in [
-        codec(MIME_TYPE_VP8, 90_000, 0, "", 96),
-        codec(MIME_TYPE_RTX, 90_000, 0, "apt=96", 97),
+    for video in vp8_with_rtx().into_iter().chain([
         codec(
             MIME_TYPE_H264,
             90_000,
@@ -158,7 +175,7 @@ fn media_engine() -> Result<(MediaEngine, Registry), MediaError> {
             102,
         ),
         codec(MIME_TYPE_RTX, 90_000, 0, "apt=102", 103),
-    ] {
+    ]) {
         engine.register_codec(video, RtpCodecKind::Video)?;
     }
     engine.register_header_extension(
@@ -258,7 +275,12 @@ pub async fn build_peer(
     // Remote mDNS candidates are discarded (the browser is found through its peer-reflexive
     // address) and no multicast socket is opened.
     let mut setting = SettingEngineBuilder::new()
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .with_ice_timeouts(
+            Some(settings.ice_failed_after / 5),
+            Some(settings.ice_failed_after),
+            Some(Duration::from_secs(2)),
+        );
     if settings.bind_ip.is_loopback() {
         setting = setting.with_include_loopback_candidate(true);
     }

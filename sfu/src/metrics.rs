@@ -37,6 +37,33 @@ pub struct Metrics {
     pub peer_states: IntCounterVec,
     /// Signaling errors sent by code.
     pub signaling_errors: IntCounterVec,
+    /// Peer connections that failed, by cause (see [`FailureCause`]).
+    pub peer_failures: IntCounterVec,
+}
+
+/// Why a participant's media could not flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureCause {
+    /// ICE found no working candidate pair (UDP blocked, wrong announced address).
+    Ice,
+    /// ICE connected but the DTLS handshake failed.
+    Dtls,
+    /// The browser's offer or answer could not be applied.
+    Sdp,
+}
+
+impl FailureCause {
+    /// Every cause, for pre-registering the metric's labels.
+    pub const ALL: [FailureCause; 3] = [FailureCause::Ice, FailureCause::Dtls, FailureCause::Sdp];
+
+    /// The `cause` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCause::Ice => "ice",
+            FailureCause::Dtls => "dtls",
+            FailureCause::Sdp => "sdp",
+        }
+    }
 }
 
 impl Metrics {
@@ -129,6 +156,14 @@ impl Metrics {
                 &["code"],
             )
             .map_err(Error::Metrics)?,
+            peer_failures: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sfu_peer_connection_failures_total",
+                    "Peer connections that failed or could not be negotiated, by cause (ice, dtls, sdp).",
+                ),
+                &["cause"],
+            )
+            .map_err(Error::Metrics)?,
         };
         registry
             .register(Box::new(metrics.participants.clone()))
@@ -169,6 +204,9 @@ impl Metrics {
         registry
             .register(Box::new(metrics.signaling_errors.clone()))
             .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.peer_failures.clone()))
+            .map_err(Error::Metrics)?;
         for kind in ["audio", "video"] {
             metrics.tracks.with_label_values(&[kind]);
             metrics.forwarding_latency.with_label_values(&[kind]);
@@ -182,6 +220,9 @@ impl Metrics {
         }
         for code in proto::signal::ErrorCode::ALL {
             metrics.signaling_errors.with_label_values(&[code.as_str()]);
+        }
+        for cause in FailureCause::ALL {
+            metrics.peer_failures.with_label_values(&[cause.as_str()]);
         }
         Ok(metrics)
     }

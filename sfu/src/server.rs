@@ -205,6 +205,7 @@ impl SfuState {
                 media: MediaSettings {
                     bind_ip: config.bind_ip,
                     announced_ips: config.announced_ips.clone(),
+                    ice_failed_after: Duration::from_secs(config.ice_failed_seconds),
                 },
                 ports: PortPool::default(),
                 metrics,

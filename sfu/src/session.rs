@@ -18,12 +18,15 @@ use proto::{JoinClaims, ParticipantId, TokenError, TrackId, UdpPorts};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
 use webrtc::peer_connection::{
-    PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
+    PeerConnection, RTCIceCandidateInit, RTCIceConnectionState, RTCPeerConnectionState,
+    RTCSessionDescription,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::error::MediaError;
 use crate::media::{self, Downstream, FeedbackSink, Forwarder, PeerEvent};
+use crate::metrics::FailureCause;
+use crate::negotiation;
 use crate::ports::PortLease;
 use crate::room::{Effect, Refusal, Room, SessionId};
 use crate::server::{RoomHandle, SfuState};
@@ -150,6 +153,8 @@ async fn run(state: SfuState, session: SessionId, ws: WebSocket) {
         publisher_described: false,
         subscriber_described: false,
         early_candidates: Vec::new(),
+        ice_states: [RTCIceConnectionState::New; 2],
+        connected: [false; 2],
     };
     let reason = live.relay(&mut socket, rx).await;
     let _ =
@@ -245,6 +250,10 @@ struct Live {
     /// Candidates that overtook their connection's remote description (trickle ICE may send
     /// them before the answer); added as soon as the description is set.
     early_candidates: Vec<(PeerTarget, IceCandidate)>,
+    /// The last ICE state of the publisher and the subscriber connection.
+    ice_states: [RTCIceConnectionState; 2],
+    /// Whether the publisher and the subscriber connection were ever connected.
+    connected: [bool; 2],
 }
 
 /// How many candidates a client may send ahead of its description.
@@ -267,7 +276,15 @@ impl Live {
                             socket.send(&error(ErrorCode::Malformed, "send JSON text")).await;
                             continue;
                         }
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return CloseReason::Gone,
+                        Some(Ok(Message::Close(frame))) => {
+                            debug!(code = frame.map(|f| f.code), "the client closed the websocket");
+                            return CloseReason::Gone;
+                        }
+                        None => return CloseReason::Gone,
+                        Some(Err(err)) => {
+                            debug!(cause = %err, "the websocket failed");
+                            return CloseReason::Gone;
+                        }
                         Some(Ok(_)) => continue,
                     };
                     match serde_json::from_str::<ClientMessage>(text.as_str()) {
@@ -319,11 +336,19 @@ impl Live {
                             };
                             socket.send(&ServerMessage::Candidate { target, candidate }).await;
                         }
+                        PeerEvent::IceState(target, state) => {
+                            debug!(?target, %state, "ICE state");
+                            self.ice_states[usize::from(target == PeerTarget::Subscriber)] = state;
+                        }
                         PeerEvent::State(target, state) => {
                             self.state.shared.metrics.peer_states.with_label_values(&[&state.to_string()]).inc();
                             debug!(?target, %state, "peer connection state");
                             if state == RTCPeerConnectionState::Failed {
-                                return CloseReason::Gone;
+                                socket.send(&self.connection_failed(target)).await;
+                                return CloseReason::ConnectionFailed;
+                            }
+                            if state == RTCPeerConnectionState::Connected {
+                                self.connected[usize::from(target == PeerTarget::Subscriber)] = true;
                             }
                             if target == PeerTarget::Subscriber {
                                 let connected = state == RTCPeerConnectionState::Connected;
@@ -466,26 +491,69 @@ impl Live {
 
     async fn answer_publisher(&mut self, socket: &mut Socket, sdp: String) -> Result<(), Refusal> {
         let peer = self.peer(PeerTarget::Publisher)?;
-        let negotiation = |err: webrtc::error::Error| Refusal {
-            code: ErrorCode::Negotiation,
-            message: format!("the offer could not be applied: {err}"),
-        };
         if let Some(id) = media::audio_level_id(&sdp) {
             self.audio_level_ext = Some(id);
         }
-        let offer = RTCSessionDescription::offer(sdp).map_err(negotiation)?;
-        peer.set_remote_description(offer)
+        let answer = negotiation::answer_publisher(&peer, sdp)
             .await
-            .map_err(negotiation)?;
+            .map_err(|err| self.sdp_failed("the offer could not be applied", &err))?;
         self.publisher_described = true;
         self.add_early_candidates(PeerTarget::Publisher).await?;
-        let answer = peer.create_answer(None).await.map_err(negotiation)?;
-        let sdp = answer.sdp.clone();
-        peer.set_local_description(answer)
-            .await
-            .map_err(negotiation)?;
-        socket.send(&ServerMessage::Answer { sdp }).await;
+        socket.send(&ServerMessage::Answer { sdp: answer }).await;
         Ok(())
+    }
+
+    /// Counts and logs a description the media stack refused, and words the refusal.
+    fn sdp_failed(&self, what: &str, err: &webrtc::error::Error) -> Refusal {
+        self.state
+            .shared
+            .metrics
+            .peer_failures
+            .with_label_values(&[FailureCause::Sdp.as_str()])
+            .inc();
+        warn!(cause = %err, "{what}");
+        Refusal {
+            code: ErrorCode::Negotiation,
+            message: format!("{what}: {err}"),
+        }
+    }
+
+    /// Counts and logs a failed peer connection, and words what the person should check.
+    fn connection_failed(&self, target: PeerTarget) -> ServerMessage {
+        let index = usize::from(target == PeerTarget::Subscriber);
+        let ice = self.ice_states[index];
+        // webrtc-rs reports the connection's failure before its ICE state, so the last ICE
+        // state seen is the one before the failure: DTLS can only fail once ICE connected.
+        let cause = match ice {
+            RTCIceConnectionState::Connected | RTCIceConnectionState::Completed => {
+                FailureCause::Dtls
+            }
+            _ => FailureCause::Ice,
+        };
+        self.state
+            .shared
+            .metrics
+            .peer_failures
+            .with_label_values(&[cause.as_str()])
+            .inc();
+        warn!(?target, cause = cause.as_str(), %ice, "a peer connection failed");
+        let which = match target {
+            PeerTarget::Publisher => "sending",
+            PeerTarget::Subscriber => "receiving",
+        };
+        let message = match cause {
+            FailureCause::Ice => format!(
+                "the {which} media connection failed: no network path to the media server's UDP ports {}-{} was found (a firewall or VPN may block UDP)",
+                self.ports.first, self.ports.last
+            ),
+            _ if self.connected[index] => format!(
+                "the {which} media connection failed: the encrypted media session (DTLS) was ended or broke"
+            ),
+            _ => format!(
+                "the {which} media connection failed: the encryption handshake (DTLS) did not complete"
+            ),
+        };
+        error(ErrorCode::ConnectionFailed, message)
     }
 
     async fn add_candidate(
@@ -730,18 +798,14 @@ impl Live {
                 message: "no offer is outstanding".into(),
             });
         }
-        let answer = RTCSessionDescription::answer(sdp).map_err(|err| Refusal {
-            code: ErrorCode::Negotiation,
-            message: format!("the answer could not be parsed: {err}"),
-        })?;
+        let answer = RTCSessionDescription::answer(sdp)
+            .map_err(|err| self.sdp_failed("the answer could not be parsed", &err))?;
         if let Err(err) = peer.set_remote_description(answer).await {
+            let refusal = self.sdp_failed("the answer could not be applied", &err);
             // Leave the connection usable: offer again.
             self.negotiating = false;
             self.negotiate(socket).await;
-            return Err(Refusal {
-                code: ErrorCode::Negotiation,
-                message: format!("the answer could not be applied: {err}"),
-            });
+            return Err(refusal);
         }
         self.negotiating = false;
         self.subscriber_described = true;

@@ -43,11 +43,15 @@ pub struct Sfu {
 
 /// Starts an SFU on 127.0.0.1 with peer connections on `ports`.
 pub async fn start(ports: UdpPorts) -> Sfu {
+    start_with(Config::for_loopback(SECRET, ports)).await
+}
+
+/// Starts an SFU with `config` (made by `Config::for_loopback(SECRET, …)`).
+pub async fn start_with(config: Config) -> Sfu {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "sfu=info,warn".into()))
         .with_test_writer()
         .try_init();
-    let config = Config::for_loopback(SECRET, ports);
     let reports = Arc::new(Recorder::default());
     let registry = prometheus::Registry::new();
     let state = SfuState::new(&config, reports.clone(), &registry).expect("state");

@@ -164,6 +164,13 @@ describe('the room reducer', () => {
     }
   });
 
+  it('a failed media connection says why and reconnects', () => {
+    const message = 'the sending media connection failed: no network path to the media server’s UDP ports 47000-47099 was found';
+    const state = apply(joinedAs(bob, listenerGrants), { type: 'error', code: 'connectionFailed', message }, { type: 'closed', reason: 'connectionFailed' });
+    expect(state.phase).toBe('reconnecting');
+    expect(state.notice).toEqual({ code: 'connectionFailed', message });
+  });
+
   it('a refused join closes with its code; other errors are only a notice', () => {
     let state = apply(initialRoom(), { type: 'error', code: 'roomFull', message: 'the meeting is full (2 participants)' }, { type: 'closed', reason: 'gone' });
     expect(state.phase).toBe('closed');

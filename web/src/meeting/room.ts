@@ -84,7 +84,7 @@ export function initialRoom(): RoomState {
 export const FATAL_CODES: readonly ErrorCode[] = ['invalidToken', 'tokenExpired', 'wrongConference', 'excluded', 'ended', 'roomFull', 'overloaded'];
 
 /** Close reasons after which the page reconnects by itself. */
-export const RECONNECT_REASONS: readonly CloseReason[] = ['gone', 'shutdown'];
+export const RECONNECT_REASONS: readonly CloseReason[] = ['gone', 'shutdown', 'connectionFailed'];
 
 export function reduce(state: RoomState, action: RoomAction): RoomState {
   switch (action.kind) {
