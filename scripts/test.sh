@@ -23,7 +23,7 @@ as_root() {
 }
 
 # --- Debian packages -------------------------------------------------------------------------
-packages=(postgresql postgresql-client iproute2 util-linux ca-certificates python3 python3-venv prometheus chromium)
+packages=(postgresql postgresql-client iproute2 util-linux ca-certificates python3 python3-venv prometheus chromium firefox-esr golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev golang-github-xeipuuv-gojsonschema-dev)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -57,10 +57,10 @@ psql "$CONCLAVE_TEST_POSTGRES" -Atqc "SELECT datname FROM pg_database WHERE datn
 
 # --- Python peers: a real SMTP server (aiosmtpd) and an independent iCalendar parser --------
 venv="${CONCLAVE_VENV:-$HOME/.cache/conclave/venv}"
-if ! "$venv/bin/python" -c 'import aiosmtpd, icalendar' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import aiosmtpd, icalendar, kubernetes_validate, cloudcoil.models.prometheus_operator' 2>/dev/null; then
   log "installing aiosmtpd and icalendar into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check aiosmtpd icalendar
+  "$venv/bin/pip" install -q --disable-pip-version-check aiosmtpd icalendar kubernetes-validate cloudcoil cloudcoil-models-prometheus-operator
 fi
 export CONCLAVE_TEST_PYTHON="$venv/bin/python"
 
