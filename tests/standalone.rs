@@ -26,14 +26,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start(data: &std::path::Path, port: u16) -> Server {
     let mut command = Command::new(system_tests::conclave_bin());
     command
@@ -117,7 +109,7 @@ async fn wait_for_participants(
 #[tokio::test]
 async fn a_guest_enters_a_meeting_started_in_standalone_mode_and_a_restart_keeps_it() {
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = system_tests::free_port();
     let server = start(data.path(), port).await;
     let base = server.base.clone();
     let client = reqwest::Client::new();
@@ -213,7 +205,7 @@ async fn enter(
 #[tokio::test]
 async fn an_sfu_pod_reports_to_a_separate_api_over_http() {
     let data = tempfile::tempdir().unwrap();
-    let (api_port, sfu_port) = (free_port(), free_port());
+    let (api_port, sfu_port) = (system_tests::free_port(), system_tests::free_port());
     let secret = "a-shared-secret-of-at-least-32-bytes-for-tests";
     let mut api = Command::new(system_tests::conclave_bin());
     api.args([

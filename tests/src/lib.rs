@@ -41,3 +41,52 @@ pub fn conclave_bin() -> PathBuf {
     );
     bin
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+///
+/// # Panics
+/// When no port can be bound on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
+/// `GET path` on 127.0.0.1:`port` with a plain HTTP/1.1 request: the status code and the body,
+/// or `None` when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let status = answer.split_whitespace().nth(1)?.parse().ok()?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Whether `GET /readyz` answers 200.
+pub fn ready(port: u16) -> bool {
+    http_get(port, "/readyz").is_some_and(|(status, _)| status == 200)
+}
+
+/// A program of the test venv that `scripts/test.sh` makes (`CONCLAVE_TEST_PYTHON` names its
+/// Python; the venv's other programs sit beside it).
+pub fn venv_program(name: &str) -> PathBuf {
+    let python = std::env::var_os("CONCLAVE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/conclave/venv/bin/python"))
+        })
+        .expect("CONCLAVE_TEST_PYTHON or HOME is set");
+    python.with_file_name(name)
+}

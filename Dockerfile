@@ -1,0 +1,49 @@
+# syntax=docker/dockerfile:1
+# One image for every component: `conclave api`, `conclave sfu`, `conclave operator`,
+# `conclave standalone`. Build from the repository root:
+#   docker build -t conclave:0.1.0 .
+# The runtime stage is distroless (glibc, libgcc, CA certificates, no shell) and runs as the
+# numeric non-root user 65532; the web portal sits at /usr/share/conclave/web.
+
+# --- the web portal -------------------------------------------------------------------------
+FROM node:22.12-bookworm-slim AS portal
+WORKDIR /src/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY web/ ./
+# The portal's TypeScript types are generated from the committed schemas (web/src/generated).
+RUN npm run --silent build
+
+# --- the binary -----------------------------------------------------------------------------
+FROM rust:1.95-bookworm AS binary
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY api api
+COPY conclave conclave
+COPY crds crds
+COPY loadgen loadgen
+COPY operator operator
+COPY placement placement
+COPY proto proto
+COPY sfu sfu
+COPY tests tests
+RUN cargo build --release --locked -p conclave \
+    && install -D -m 0755 target/release/conclave /out/conclave \
+    && install -d -o 65532 -g 65532 /out/data
+
+# --- runtime ----------------------------------------------------------------------------------
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=binary /out/conclave /usr/bin/conclave
+COPY --from=portal /src/web/dist /usr/share/conclave/web
+# The data folder belongs to the runtime user (a volume or an emptyDir with a read-only root).
+COPY --from=binary --chown=65532:65532 /out/data /var/lib/conclave
+ENV CONCLAVE_PORTAL_DIR=/usr/share/conclave/web \
+    CONCLAVE_DATA_DIR=/var/lib/conclave \
+    CONCLAVE_LISTEN=0.0.0.0:8080
+USER 65532:65532
+WORKDIR /var/lib/conclave
+EXPOSE 8080
+ENTRYPOINT ["/usr/bin/conclave"]
+# `docker run -p 8080:8080 conclave` runs everything in one container; the chart passes
+# `api`, `sfu` or `operator` instead.
+CMD ["standalone"]
