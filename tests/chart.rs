@@ -896,6 +896,20 @@ fn selectors_select_and_services_reach_container_ports() {
 
 #[test]
 fn probes_hit_healthz_and_readyz_on_a_container_port() {
+    // Each component's router serves both paths.
+    for file in [
+        "api/src/http/ops.rs",
+        "sfu/src/server.rs",
+        "operator/src/http.rs",
+    ] {
+        let source = std::fs::read_to_string(repo().join(file)).expect("router source");
+        for path in ["/healthz", "/readyz"] {
+            assert!(
+                source.contains(&format!(".route(\"{path}\"")),
+                "{file} serves no {path}"
+            );
+        }
+    }
     for rendered in all_rendered() {
         for (object, template) in rendered.workloads() {
             for container in containers(template).into_iter().filter(|c| is_conclave(c)) {
@@ -1355,4 +1369,66 @@ fn generated_secrets_are_kept_on_upgrade_and_rendered_once_per_release() {
     let template =
         std::fs::read_to_string(chart().join("templates/_helpers.tpl")).expect("helpers");
     assert!(template.contains(r#"lookup "v1" "Secret""#));
+}
+
+/// The renderer does what `helm template` does where charts notice: numbers from values files
+/// are float64 and from --set int64, YAML 1.1 scalars, `<no value>` dropped, toYaml's layout,
+/// tpl, include, lookup finding nothing, .Capabilities, .Files, .Template, partials and empty
+/// documents left out, NOTES.txt only with --notes, `required` failing with its message.
+#[test]
+fn the_renderer_behaves_like_helm_template() {
+    let fixture = repo().join("tests/chart/fixture");
+    let render = |args: &[&str]| {
+        let output = run(
+            Command::new(renderer()).args(args).arg(&fixture),
+            GO_PACKAGES,
+        );
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, text, err) = render(&["--name", "r", "--namespace", "ns", "--set", "s=5"]);
+    assert!(ok, "{err}");
+    let objects = parse_stream(&text);
+    assert_eq!(objects.len(), 1, "only cm.yaml renders a document:\n{text}");
+    assert!(
+        text.starts_with("---\n# Source: fx/templates/cm.yaml\n"),
+        "{text}"
+    );
+    let data = &objects[0]["data"];
+    let expected = json!({
+        "kind": "float64",
+        "setKind": "int64",
+        "flag": "true",
+        "absent": "",
+        "big": "1e+06",
+        "tpl": "ns",
+        "nested": "k: v\n",
+        "list": "l:\n- b\n- a\n",
+        "has": "false",
+        "kube": "v1.33.0",
+        "lookup": "0",
+        "install": "true",
+        "chart": "fx-1.2.3-9.9",
+        "file": "hello",
+        "template": "fx/templates/cm.yaml",
+    });
+    assert_eq!(data, &expected);
+    assert_eq!(objects[0]["metadata"]["name"], "fx-r");
+
+    let (_, text, _) = render(&["--api-versions", "monitoring.coreos.com/v1", "--upgrade"]);
+    let data = &parse_stream(&text)[0]["data"];
+    assert_eq!(
+        (data["has"].as_str(), data["install"].as_str()),
+        (Some("true"), Some("false"))
+    );
+
+    let (ok, notes, _) = render(&["--name", "r", "--notes"]);
+    assert!(ok);
+    assert_eq!(notes, "notes for r\n");
+
+    let (ok, _, err) = render(&["--set", "needIt.value="]);
+    assert!(!ok && err.contains("needIt.value is required"), "{err}");
 }

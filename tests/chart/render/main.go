@@ -5,10 +5,12 @@
 // Helm's own additions (include, tpl, required, fail, toYaml, fromYaml, fromYamlArray, toJson,
 // fromJson, lookup, .Files, .Capabilities, .Release, .Chart, .Template). Values are merged from
 // values.yaml, -f files and --set, and validated against values.schema.json with gojsonschema
-// (the validator Helm 3 used up to 3.17). Numbers from YAML files become float64, as in Helm.
+// (the validator Helm 3 used up to 3.17). YAML goes through gopkg.in/yaml.v2 by way of JSON,
+// as sigs.k8s.io/yaml does in Helm: YAML 1.1 scalars (`yes` is true), numbers from files become
+// float64, toYaml leaves list items unindented under their key.
 //
-// Build offline (Debian golang-go, golang-github-masterminds-sprig-dev,
-// golang-gopkg-yaml.v3-dev, golang-github-xeipuuv-gojsonschema-dev):
+// Build offline (Debian golang-go, golang-github-masterminds-sprig-dev — which brings
+// golang-gopkg-yaml.v2-dev —, golang-github-xeipuuv-gojsonschema-dev):
 //
 //	GO111MODULE=off GOPATH=/usr/share/gocode go build -o render .
 //
@@ -38,7 +40,7 @@ import (
 
 	"github.com/Masterminds/sprig"
 	"github.com/xeipuuv/gojsonschema"
-	"gopkg.in/yaml.v3"
+	"gopkg.in/yaml.v2"
 )
 
 type multiFlag []string
@@ -130,7 +132,7 @@ func parseArgs(args []string) (options, error) {
 
 // --- values ----------------------------------------------------------------------------------
 
-// toJSONish turns what yaml.v3 decoded into what Helm sees after sigs.k8s.io/yaml: maps with
+// toJSONish turns what yaml.v2 decoded into what Helm sees after sigs.k8s.io/yaml: maps with
 // string keys, and every number a float64.
 func toJSONish(v interface{}) interface{} {
 	switch t := v.(type) {
@@ -166,14 +168,18 @@ func readYAMLMap(file string) (map[string]interface{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := map[string]interface{}{}
-	if err := yaml.Unmarshal(data, &m); err != nil {
+	var doc interface{}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("cannot parse %s: %w", file, err)
+	}
+	m, ok := toJSONish(doc).(map[string]interface{})
+	if doc != nil && !ok {
+		return nil, fmt.Errorf("cannot parse %s: not a map of values", file)
 	}
 	if m == nil {
 		m = map[string]interface{}{}
 	}
-	return toJSONish(m).(map[string]interface{}), nil
+	return m, nil
 }
 
 // mergeInto copies src over dst, recursively for maps; a null in src deletes the key (Helm).
@@ -413,29 +419,23 @@ func toYAML(v interface{}) string {
 	if err := yaml.Unmarshal(data, &generic); err != nil {
 		return ""
 	}
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	if err := enc.Encode(generic); err != nil {
+	out, err := yaml.Marshal(generic)
+	if err != nil {
 		return ""
 	}
-	out := strings.TrimSuffix(buf.String(), "\n")
-	if out == "null" {
-		return "null"
-	}
-	return out
+	return strings.TrimSuffix(string(out), "\n")
 }
 
 func fromYAML(s string) map[string]interface{} {
-	m := map[string]interface{}{}
-	if err := yaml.Unmarshal([]byte(s), &m); err != nil {
-		m["Error"] = err.Error()
-		return m
+	var doc interface{}
+	if err := yaml.Unmarshal([]byte(s), &doc); err != nil {
+		return map[string]interface{}{"Error": err.Error()}
 	}
+	m, _ := toJSONish(doc).(map[string]interface{})
 	if m == nil {
 		return map[string]interface{}{}
 	}
-	return toJSONish(m).(map[string]interface{})
+	return m
 }
 
 func fromYAMLArray(s string) []interface{} {
