@@ -1206,6 +1206,64 @@ fn the_operator_is_granted_exactly_what_it_calls() {
     }
 }
 
+/// The operator finds the SFU pods by its selector and keeps the Lease its Role names.
+#[test]
+fn the_operator_selects_the_sfu_pods_and_holds_the_lease_its_role_allows() {
+    for rendered in all_rendered() {
+        let operator = rendered
+            .named("Deployment", &format!("{RELEASE}-conclave-operator"))
+            .expect("operator Deployment");
+        let ctx = rendered.context(operator);
+        let container = &operator["spec"]["template"]["spec"]["containers"][0];
+        let value = |name: &str| {
+            env_value(container, name)
+                .and_then(|v| v["value"].as_str())
+                .unwrap_or_else(|| panic!("{ctx}: no {name}"))
+                .to_owned()
+        };
+        let selector: Value = value("CONCLAVE_OPERATOR_SFU_SELECTOR")
+            .split(',')
+            .map(|term| term.split_once('=').expect("key=value selector"))
+            .map(|(k, v)| (k.to_owned(), json!(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        let sfu = rendered
+            .named("StatefulSet", &format!("{RELEASE}-conclave-sfu"))
+            .expect("SFU StatefulSet");
+        for labels in pod_label_sets(sfu, &sfu["spec"]["template"]) {
+            assert!(
+                selects(&selector, &labels),
+                "{ctx}: {selector} misses the SFU pods"
+            );
+        }
+        for (other, template) in rendered.workloads() {
+            if other != sfu {
+                for labels in pod_label_sets(other, template) {
+                    assert!(
+                        !selects(&selector, &labels),
+                        "{ctx}: selects {}",
+                        rendered.context(other)
+                    );
+                }
+            }
+        }
+        let lease = value("CONCLAVE_OPERATOR_LEASE_NAME");
+        let named_in_role = rendered
+            .kind("Role")
+            .flat_map(|r| array(r, "/rules"))
+            .filter(|rule| array(rule, "/resources").iter().any(|r| *r == "leases"))
+            .any(|rule| array(rule, "/resourceNames").iter().any(|n| **n == lease));
+        assert!(named_in_role, "{ctx}: no Role rule names the Lease {lease}");
+        let watched = value("CONCLAVE_OPERATOR_NAMESPACE");
+        let all = rendered.profile.name == "watchNamespaces all";
+        assert_eq!(
+            watched.is_empty(),
+            all,
+            "{ctx}: watched namespace {watched:?}"
+        );
+    }
+}
+
 #[test]
 fn the_api_is_granted_exactly_what_its_kubernetes_store_calls() {
     let need = needed("api/tests/rbac-observed.json");
