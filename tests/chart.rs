@@ -610,13 +610,14 @@ fn metric_names_in(text: &str) -> Vec<String> {
 // --- invariants ----------------------------------------------------------------------------------
 
 /// Environment variables and subcommands the code reads, from the sources (the clap configs'
-/// `env = "…"` and the API's `*_ENV` constants).
+/// `env = "…"`, the binary's global options and the API's `*_ENV` constants).
 fn known_env_and_commands() -> (BTreeSet<String>, BTreeSet<String>) {
     let mut env = BTreeSet::new();
     for file in [
         "api/src/config.rs",
         "sfu/src/config.rs",
         "operator/src/lib.rs",
+        "conclave/src/main.rs",
     ] {
         let text = std::fs::read_to_string(repo().join(file)).expect("config source");
         for piece in text.split("env = \"").skip(1) {
