@@ -234,12 +234,29 @@ scenario('a meeting in Firefox, from the join page to the end', async () => {
     await screenshot(g.page, '10-guest-after-reconnect');
   });
 
+  await step('a phone-sized Firefox: the grid collapses, panels cover it', async () => {
+    await g.page.setViewport({ width: 390, height: 844 });
+    await waitFor(g.page, () => document.documentElement.clientWidth <= 390, undefined, { what: 'the phone-sized viewport' });
+    const overflow = await g.page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.equal(overflow, 0, 'nothing sticks out sideways');
+    await screenshot(g.page, '11-guest-phone-grid');
+    await clickButton(g.page, 'Chat');
+    const box = await g.page.evaluate(() => {
+      const r = document.querySelector('aside[aria-label="Chat"]').getBoundingClientRect();
+      return { width: r.width, height: r.height };
+    });
+    assert.ok(box.width >= 380, `the chat covers the phone's width (${JSON.stringify(box)})`);
+    await screenshot(g.page, '12-guest-phone-chat');
+    await clickButton(g.page, 'Close panel');
+    await g.page.setViewport({ width: 1280, height: 800 });
+  });
+
   await step('the guest leaves, the owner sees them go; the guest joins again', async () => {
     await clickButton(g.page, 'Leave');
     await clickButton(g.page, 'Leave', { within: DIALOG });
     await waitForText(g.page, 'You left the meeting');
     await tile(o.page, GUEST, { gone: true });
-    await screenshot(g.page, '11-guest-left');
+    await screenshot(g.page, '13-guest-left');
     const left = await g.page.evaluate(() => ({ publisher: !!window.__conclave?.session.publisher, subscriber: !!window.__conclave?.session.subscriber }));
     assert.deepEqual(left, { publisher: false, subscriber: false }, 'the peer connections are closed');
     await clickButton(g.page, 'Join again');
@@ -253,7 +270,7 @@ scenario('a meeting in Firefox, from the join page to the end', async () => {
     await clickButton(o.page, 'End meeting', { within: DIALOG });
     await waitForText(g.page, 'The conference has ended');
     await waitForText(o.page, 'The conference has ended');
-    await screenshot(g.page, '12-conference-ended');
+    await screenshot(g.page, '14-conference-ended');
   });
 
   for (const b of [o, g])
