@@ -271,3 +271,77 @@ async fn an_sfu_pod_reports_to_a_separate_api_over_http() {
     ws.close(None).await.unwrap();
     wait_for_participants(&client, &base, &token, &id, 0).await;
 }
+
+#[tokio::test]
+async fn json_logs_have_one_line_per_request_with_its_id_and_no_secrets() {
+    let data = tempfile::tempdir().unwrap();
+    let port = system_tests::free_port();
+    let log_path = data.path().join("conclave.log");
+    let mut command = Command::new(system_tests::conclave_bin());
+    command
+        .args(["--log-format", "json", "standalone"])
+        .env("CONCLAVE_DATA_DIR", data.path())
+        .env("CONCLAVE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
+        .env("CONCLAVE_SFU_UDP_PORTS", "46200-46299")
+        .env("RUST_LOG", "info")
+        .env_remove("DATABASE_URL")
+        .env_remove("CONCLAVE_JOIN_TOKEN_SECRET")
+        // Log lines go to standard output, where a cluster's collector reads them.
+        .stdout(std::fs::File::create(&log_path).unwrap());
+    let server = Server {
+        child: command.spawn().expect("the conclave binary starts"),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !system_tests::ready(port) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "conclave did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = reqwest::Client::new();
+    // A request ID from a proxy is kept and answered back; one is made where none came.
+    let reply = client
+        .post(format!("{}/api/v1/auth/login", server.base))
+        .header("x-request-id", "from-the-ingress-1")
+        .json(&json!({"login": "admin", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.headers()["x-request-id"], "from-the-ingress-1");
+    let reply = client
+        .get(format!("{}/api/v1/conferences/unknown", server.base))
+        .send()
+        .await
+        .unwrap();
+    let made = reply.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(made.len(), 36, "a UUID: {made}");
+    drop(server);
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let served = |id: &str| {
+        lines.iter().find(|l| {
+            l["message"] == "request served"
+                && l["spans"]
+                    .as_array()
+                    .is_some_and(|spans| spans.iter().any(|s| s["request_id"] == id))
+        })
+    };
+    let login = served("from-the-ingress-1")
+        .unwrap_or_else(|| panic!("the login's line carries its request ID:\n{log}"));
+    assert_eq!(login["status"], 200);
+    assert_eq!(login["level"], "INFO");
+    assert!(login["timestamp"].is_string());
+    assert_eq!(served(&made).expect("the made ID")["status"], 401);
+    assert!(
+        !log.contains(PASSWORD),
+        "the admin password reached the log"
+    );
+}

@@ -16,6 +16,21 @@ use tokio::sync::mpsc;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+
+    /// How log lines look: `text` for people, `json` (one object per line) for a cluster's log
+    /// collector. The filter is `RUST_LOG` (tracing env-filter syntax).
+    #[arg(long, env = "CONCLAVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields, and the spans (request
+    /// with its request ID, session, conference).
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,11 +143,20 @@ impl Standalone {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn,webrtc=warn,rtc=warn")
     });
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM (the pod's stop signal).
@@ -234,7 +258,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::Schemas(schemas)) = &cli.command {
         return schemas.run();
     }
-    init_tracing();
+    init_tracing(cli.log_format);
     match cli
         .command
         .unwrap_or_else(|| Command::Standalone(Standalone::from_env()))

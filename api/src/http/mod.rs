@@ -7,6 +7,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
@@ -121,9 +122,22 @@ pub fn router(state: AppState) -> Router<AppState> {
                 .get::<MatchedPath>()
                 .map_or("unmatched", MatchedPath::as_str)
                 .to_owned();
-            tracing::info_span!("request", method = %req.method(), route = %route)
+            let request_id = req
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            tracing::info_span!("request", method = %req.method(), route = %route, request_id = %request_id)
         }))
+        // Outermost: every request has an ID (kept from a proxy that set one), answered back in
+        // the same header, so a person's report and the log lines meet.
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
+
+/// The header that carries a request's ID.
+pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Counts requests and measures their latency by route template.
 async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -145,5 +159,14 @@ async fn record(State(state): State<AppState>, req: Request, next: Next) -> Resp
         .requests
         .with_label_values(&[&method, &route, response.status().as_str()])
         .inc();
+    let status = response.status().as_u16();
+    let millis = started.elapsed().as_secs_f64() * 1000.0;
+    // One line per request (in the request's span: method, route, request ID); probes and
+    // scrapes only at debug, so they do not drown the rest.
+    if matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        tracing::debug!(status, millis, "request served");
+    } else {
+        tracing::info!(status, millis, "request served");
+    }
     response
 }
