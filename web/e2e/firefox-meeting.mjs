@@ -11,6 +11,7 @@ import {
   clickButton,
   createAccount,
   expectMediaFlowing,
+  expectVideoFrom,
   fill,
   inMeeting,
   openFirefox,
@@ -100,6 +101,8 @@ scenario('a meeting in Firefox, from the join page to the end', async () => {
   });
 
   await step("each side decodes the other's video and receives audio, growing", async () => {
+    await expectVideoFrom(o.page, GUEST, { what: "the Firefox guest's camera on the owner's page" });
+    await expectVideoFrom(g.page, OWNER, { what: "the Firefox owner's camera on the guest's page" });
     await expectMediaFlowing(o.page, { what: 'owner receives the guest' });
     await expectMediaFlowing(g.page, { what: 'guest receives the owner' });
     for (const [page, other] of [

@@ -495,6 +495,30 @@ export async function expectMediaFlowing(page, { what = 'media', video = () => t
   );
 }
 
+/**
+ * Waits until `page` receives the camera of `name` (the room announces the track and video
+ * packets of it arrive), so that a publisher whose video the SFU does not take or forward is
+ * told as such rather than as "no frames".
+ */
+export async function expectVideoFrom(page, name, { what = `${name}'s camera`, timeout = 20_000 } = {}) {
+  const deadline = Date.now() + timeout;
+  let track;
+  let streams = [];
+  while (Date.now() < deadline) {
+    track = await page.evaluate((who) => [...document.querySelectorAll('figure.tile:not(.screen)')].find((f) => f.getAttribute('aria-label').startsWith(who))?.dataset.track ?? null, name);
+    streams = await inboundMedia(page);
+    if (track && streams.some((s) => s.kind === 'video' && s.track === track && s.packetsReceived > 0)) return track;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  const audio = streams.filter((s) => s.kind === 'audio' && s.packetsReceived > 0).length;
+  throw new Error(
+    `${what} never arrives: ${track ? `the room announced it (track ${track}) but no video packets of it come` : 'the room never announced it (no track on the tile)'}, ` +
+      `while ${audio} audio stream(s) do (received: ${JSON.stringify(streams)}). The SFU did not take or forward this publisher's video; ` +
+      'if server.log says "Failed to get track_remote: {…} for RtpPacket", the SFU answered the publisher with codecs it does not send ' +
+      '(Firefox sends VP8 as payload type 120 with RTX 124, Chromium as 96 with 97).',
+  );
+}
+
 /** Waits until the meeting page is admitted to the room. */
 export async function inMeeting(page, what = 'the meeting') {
   await waitFor(page, () => window.__conclave?.state().phase === 'joined', undefined, { what: `${what} to be joined`, timeout: 30_000 });

@@ -13,6 +13,7 @@ import {
   clickButton,
   createAccount,
   expectMediaFlowing,
+  expectVideoFrom,
   fill,
   inMeeting,
   logIn,
@@ -92,6 +93,8 @@ scenario('Chromium and Firefox participants see and hear each other', async () =
   });
 
   await step('each decodes the video of the other browser and hears its voice', async () => {
+    await expectVideoFrom(c.page, GUEST, { what: "the Firefox guest's camera in Chromium" });
+    await expectVideoFrom(f.page, OWNER, { what: "the Chromium owner's camera in Firefox" });
     await expectMediaFlowing(c.page, { what: 'Chromium receives Firefox' });
     await expectMediaFlowing(f.page, { what: 'Firefox receives Chromium' });
     await expectHeard(c.page, 'Chromium hears Firefox');
