@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs Conclave's whole test suite on a fresh Debian machine with the Rust toolchain:
-# installs the Debian packages the tests need (Chromium among them), starts PostgreSQL when it
-# is not running, installs the portal's npm packages, builds the portal and runs its unit tests
-# (Vitest), then runs every test of the workspace with cargo-nextest (cargo test when nextest is
-# absent) — the browser scenarios among them, in Chromium against the built portal.
+# installs the Debian packages the tests need (Chromium, Firefox ESR, Xvfb, Go among them) and
+# the Python test tools into a venv, starts PostgreSQL when it is not running, installs the
+# portal's npm packages, builds the portal and runs its unit tests (Vitest), then runs every test
+# of the workspace with cargo-nextest (cargo test when nextest is absent) — the browser
+# scenarios among them, in Chromium and Firefox against the built portal.
 #
 # Environment:
 #   CARGO_TARGET_DIR        build folder (default: ~/.cache/conclave/target, outside the checkout)
