@@ -665,6 +665,12 @@ fn every_flag_and_variable_the_chart_passes_exists_in_the_code() {
                     "{ctx}: no subcommand {}",
                     args[0]
                 );
+                let format = env_value(container, "CONCLAVE_LOG_FORMAT");
+                assert_eq!(
+                    format.map(|v| &v["value"]),
+                    Some(&json!("json")),
+                    "{ctx}: logs as a cluster's collector reads them"
+                );
                 for var in array(container, "/env") {
                     let name = str_of(var, "/name");
                     assert!(
