@@ -10,6 +10,7 @@ import {
   choose,
   clickButton,
   createAccount,
+  expectHeard,
   expectMediaFlowing,
   expectVideoFrom,
   fill,
@@ -113,18 +114,8 @@ scenario('a meeting in Firefox, from the join page to the end', async () => {
     const details = await rtpDetails(o.page);
     console.log(`    owner receives: ${JSON.stringify(details.inbound.map((s) => `${s.kind} ${s.codec}`))}`);
     // Heard, not only received: the decoded audio is not silence.
-    await waitFor(
-      o.page,
-      async () => {
-        const pc = window.__conclave.session.subscriber;
-        const stats = await pc.getStats();
-        let energy = 0;
-        stats.forEach((s) => s.type === 'inbound-rtp' && s.kind === 'audio' && (energy += s.totalAudioEnergy ?? 0));
-        return energy > 0;
-      },
-      undefined,
-      { what: "the guest's voice to be decoded as sound (totalAudioEnergy)" },
-    );
+    await expectHeard(o.page, 'the owner hears the guest');
+    await expectHeard(g.page, 'the guest hears the owner');
     await screenshot(o.page, '04-owner-grid');
     await screenshot(g.page, '05-guest-grid');
   });
@@ -188,6 +179,7 @@ scenario('a meeting in Firefox, from the join page to the end', async () => {
     const after = await sending(g.page);
     assert.notEqual(after.audio.id, before.audio.id, 'a new microphone track replaced the old one');
     await expectMediaFlowing(o.page, { what: "the guest's audio after the switch" });
+    await expectHeard(o.page, 'the owner hears the guest on the other microphone');
     // The speaker: Firefox has setSinkId (media.setsinkid.enabled) and lists outputs while the
     // microphone is in use.
     const chosen = await choose(g.page, 'Speaker', 'Fake Audio Output 2', { within });
@@ -202,6 +194,7 @@ scenario('a meeting in Firefox, from the join page to the end', async () => {
     );
     assert.equal(await g.page.evaluate(() => document.querySelector('#meeting-speaker-problem')?.textContent ?? null), null, 'no problem with the speaker');
     await expectMediaFlowing(g.page, { what: 'the guest still receives the owner on the other speaker' });
+    await expectHeard(g.page, 'the guest hears the owner on the other speaker');
     await screenshot(g.page, '09-guest-devices');
     await g.page.keyboard.press('Escape');
     await waitFor(g.page, () => !document.querySelector('aside[aria-label="Devices"]'), undefined, { what: 'the devices panel to close' });

@@ -495,6 +495,20 @@ export async function expectMediaFlowing(page, { what = 'media', video = () => t
   );
 }
 
+/** Waits until the page decodes received audio as sound: totalAudioEnergy grows. */
+export async function expectHeard(page, what = 'the others') {
+  const energy = async () => (await rtpDetails(page)).inbound.filter((s) => s.kind === 'audio').reduce((n, s) => n + s.totalAudioEnergy, 0);
+  const deadline = Date.now() + 20_000;
+  const first = await energy();
+  let last = first;
+  while (Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    last = await energy();
+    if (last > first) return;
+  }
+  throw new Error(`${what}: the received audio does not decode as sound (totalAudioEnergy ${first} → ${last})`);
+}
+
 /**
  * Waits until `page` receives the camera of `name` (the room announces the track and video
  * packets of it arrive), so that a publisher whose video the SFU does not take or forward is

@@ -12,6 +12,7 @@ import {
   choose,
   clickButton,
   createAccount,
+  expectHeard,
   expectMediaFlowing,
   expectVideoFrom,
   fill,
@@ -46,20 +47,6 @@ async function joinAsGuest(page, conference, name) {
   await waitFor(page, () => document.querySelector('video')?.videoWidth > 0, undefined, { what: `${name}'s self view` });
   await clickButton(page, 'Join now');
   await inMeeting(page, `${name}'s meeting`);
-}
-
-/** Waits until the page decodes received audio as sound (totalAudioEnergy grows). */
-async function expectHeard(page, what) {
-  const energy = async () => (await rtpDetails(page)).inbound.filter((s) => s.kind === 'audio').reduce((n, s) => n + s.totalAudioEnergy, 0);
-  const deadline = Date.now() + 20_000;
-  const first = await energy();
-  let last = first;
-  while (Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 250));
-    last = await energy();
-    if (last > first) return;
-  }
-  throw new Error(`${what}: the received audio does not decode as sound (totalAudioEnergy ${first} → ${last})`);
 }
 
 /** The codecs a page sends and receives, for the log and the assertions. */
