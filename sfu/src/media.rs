@@ -140,9 +140,8 @@ fn codec(mime: &str, clock: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCod
     }
 }
 
-/// VP8 and its RTX as the media engine registers them: the codec preference of a video
-/// section that offers VP8 (see [`crate::negotiation`]).
-pub fn vp8_with_rtx() -> Vec<RTCRtpCodecParameters> {
+/// VP8 and its RTX, as the media engine registers them.
+fn vp8_with_rtx() -> Vec<RTCRtpCodecParameters> {
     vec![
         codec(MIME_TYPE_VP8, 90_000, 0, "", 96),
         codec(MIME_TYPE_RTX, 90_000, 0, "apt=96", 97),

@@ -286,6 +286,11 @@ impl Room {
                 || (self.excluded_tokens.is_empty() && self.ended_at.is_none()))
     }
 
+    /// A participant's display name.
+    pub fn display_name(&self, participant: &ParticipantId) -> Option<&str> {
+        self.members.get(participant).map(|m| m.name.as_str())
+    }
+
     /// Current info about a track (for the shell when a subscription starts).
     pub fn track(&self, track: &TrackId) -> Option<&TrackInfo> {
         self.tracks.get(track).map(|t| &t.info)

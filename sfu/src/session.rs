@@ -837,7 +837,30 @@ impl Live {
                         sink.keyframe_wanted(&track);
                     }
                 }
-                Err(err) => warn!(cause = %err, track = %track, "activating a subscription failed"),
+                Err(err) => {
+                    // Mostly a codec the subscriber's browser cannot decode (H.264 from Safari
+                    // to a Firefox without OpenH264): its answer rejected the section.
+                    warn!(cause = %err, track = %track, %mime, "activating a subscription failed");
+                    let codec = mime.split('/').nth(1).unwrap_or(&mime);
+                    let kind = match subscription.forwarder.kind {
+                        TrackKind::Audio => "sound",
+                        TrackKind::Video => "video",
+                    };
+                    let who = self
+                        .room
+                        .core
+                        .lock()
+                        .display_name(&subscription.forwarder.publisher)
+                        .map_or_else(|| "a participant".to_owned(), |name| name.to_owned());
+                    socket
+                        .send(&error(
+                            ErrorCode::Negotiation,
+                            format!(
+                                "this browser cannot play {who}'s {kind}: it comes as {codec}, which this browser does not decode"
+                            ),
+                        ))
+                        .await;
+                }
             }
         }
         if self.dirty {
