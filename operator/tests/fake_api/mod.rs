@@ -10,7 +10,9 @@
 //! write (a notification, not a sleep) and gives up after a bound.
 #![allow(dead_code, clippy::result_large_err)]
 
+pub mod discovery;
 pub mod rbac;
+pub mod table;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -488,10 +490,18 @@ async fn handle(
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("test")
         .to_owned();
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     let query = query_map(&uri);
     let response = match parse_path(uri.path()) {
-        None => status(404, "NotFound", format!("no route for {}", uri.path())),
-        Some(target) => route(&api, &method, target, &query, &content_type, &body).await,
+        None => match discovery::answer(uri.path(), &api.addr.to_string()) {
+            Some(answer) if method == Method::GET => axum::Json(answer).into_response(),
+            _ => status(404, "NotFound", format!("no route for {}", uri.path())),
+        },
+        Some(target) => route(&api, &method, target, &query, &content_type, &accept, &body).await,
     };
     let mut inner = api.lock();
     if inner.record_calls {
@@ -513,6 +523,7 @@ async fn route(
     target: Target,
     query: &HashMap<String, String>,
     content_type: &str,
+    accept: &str,
     body: &Bytes,
 ) -> Response {
     let parsed = || -> Result<Value, Response> {
@@ -522,10 +533,17 @@ async fn route(
         (Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             watch_response(api, &target, query)
         }
-        (Method::GET, None) => list(api, &target, query),
+        (Method::GET, None) => list(api, &target, query, accept),
         (Method::GET, Some(name)) => {
             let key = key(&target, name);
-            match api.lock().objects.get(&key) {
+            let inner = api.lock();
+            match inner.objects.get(&key) {
+                Some(object) if table::wanted(accept) => axum::Json(table::of(
+                    &target.resource,
+                    std::slice::from_ref(object),
+                    &inner.rv.to_string(),
+                ))
+                .into_response(),
                 Some(object) => axum::Json(object.clone()).into_response(),
                 None => status(
                     404,
@@ -556,7 +574,7 @@ fn key(target: &Target, name: &str) -> Key {
     }
 }
 
-fn list(api: &FakeApi, target: &Target, query: &HashMap<String, String>) -> Response {
+fn list(api: &FakeApi, target: &Target, query: &HashMap<String, String>, accept: &str) -> Response {
     let selector = query.get("labelSelector").cloned().unwrap_or_default();
     let inner = api.lock();
     let items: Vec<Value> = inner
@@ -572,6 +590,10 @@ fn list(api: &FakeApi, target: &Target, query: &HashMap<String, String>) -> Resp
         .filter(|(_, v)| matches_selector(&selector, v))
         .map(|(_, v)| v.clone())
         .collect();
+    if table::wanted(accept) {
+        return axum::Json(table::of(&target.resource, &items, &inner.rv.to_string()))
+            .into_response();
+    }
     let (api_version, kind) = kind_of(&target.resource);
     axum::Json(json!({
         "apiVersion": api_version,
