@@ -1,0 +1,950 @@
+//! Cluster in a box: everything a cluster runs, as real processes, around the fake Kubernetes
+//! API server of the operator's tests served over HTTP through kubeconfig files.
+//!
+//! - the fake API server (in this process), reached by `conclave operator`, `conclave api
+//!   --conference-store kubernetes` (on a fresh PostgreSQL database) and `kubectl`, each with
+//!   its own bearer token so their requests are told apart;
+//! - two `conclave sfu` processes standing in for the chart's StatefulSet pods with
+//!   `hostNetwork`: each in its own network namespace (a "node") joined to the test's namespace
+//!   by a veth pair, with its own address, registered as a Pod with the chart's labels and
+//!   annotations and marked Ready once its `/readyz` answers (the kubelet's readiness probe);
+//! - `kubectl apply --server-side -f crds/examples/`, the operator placing the examples, two
+//!   WebRTC clients joining the permanent `lobby` through the API with its meeting ID and
+//!   hearing each other through the pod it was placed on, and `kubectl get conferences`
+//!   showing the CRD's printer columns from the fake's Table answer.
+//!
+//! The whole test runs in a network namespace with only `lo` (`loadgen::netns::isolate`);
+//! nothing leaves the namespaces it makes. PostgreSQL (`CONCLAVE_TEST_POSTGRES`) is outside
+//! that namespace, so the outer process relays a Unix socket to it (Unix sockets live in the
+//! file system, which the namespaces share).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../operator/tests/fake_api/mod.rs"]
+mod fake_api;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_api::FakeApi;
+use proto::ConferenceId;
+use proto::signal::TrackSource;
+use serde_json::{Value, json};
+
+const NAMESPACE: &str = "conclave";
+/// The chart's default release: objects are `conclave-<component>`.
+const RELEASE: &str = "conclave";
+const JOIN_SECRET: &str = "cluster-in-a-box-join-token-secret-0123456789";
+const ADMIN_PASSWORD: &str = "cluster-admin-1";
+/// The SFU port and UDP range of the chart's defaults (`sfu.port`, `sfu.udpPorts`).
+const SFU_PORT: u16 = 7880;
+const SFU_UDP_PORTS: &str = "40000-40999";
+const SFU_CAPACITY: u32 = 500;
+/// The bearer tokens the components identify with (their service accounts).
+const OPERATOR_USER: &str = "operator";
+const API_USER: &str = "api";
+const KUBECTL_USER: &str = "kubectl";
+
+#[test]
+fn a_cluster_in_a_box_places_the_examples_and_two_people_hear_each_other_through_the_placed_pod() {
+    require_tools();
+    // Outside the namespace: relay PostgreSQL to a Unix socket the inner run finds by our PID.
+    let _relay = (std::env::var_os("CONCLAVE_NETNS").is_none()).then(PostgresRelay::start);
+    if !loadgen::netns::isolate() {
+        return;
+    }
+    // One thread: the clients' sockets are made in the placed pod's network namespace by
+    // switching this thread into it (see `on_node`), so no socket may be made elsewhere.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(scenario());
+}
+
+async fn scenario() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let logs = Logs::new(dir.path());
+    let fake = FakeApi::start().await;
+
+    // The platform team's side: kubeconfigs, a database, the components.
+    let kubeconfig = |user: &str| {
+        let path = dir.path().join(format!("{user}.kubeconfig"));
+        std::fs::write(&path, kubeconfig(fake.addr, user)).unwrap();
+        path
+    };
+    let (operator_config, api_config, kubectl_config) = (
+        kubeconfig(OPERATOR_USER),
+        kubeconfig(API_USER),
+        kubeconfig(KUBECTL_USER),
+    );
+    let database = Database::create().await;
+
+    // Two nodes, one SFU pod each (hostNetwork: the pod's IP is its node's).
+    let api_port = system_tests::free_port();
+    let sfus: Vec<Sfu> = (0..2)
+        .map(|ordinal| Sfu::start(ordinal, api_port, &logs))
+        .collect();
+    for sfu in &sfus {
+        register_pod(&fake, sfu).await;
+    }
+
+    let operator_port = system_tests::free_port();
+    let _operator = Proc::spawn(
+        "operator",
+        &logs,
+        Command::new(system_tests::conclave_bin())
+            .args(["--log-format", "json", "operator"])
+            .args(["--namespace", NAMESPACE, "--lease-namespace", NAMESPACE])
+            .args(["--identity", &format!("{RELEASE}-operator-0")])
+            .args(["--listen", &format!("127.0.0.1:{operator_port}")])
+            .env("KUBECONFIG", &operator_config)
+            .env_remove("HOME"),
+    );
+    let _api = Proc::spawn(
+        "api",
+        &logs,
+        Command::new(system_tests::conclave_bin())
+            .args(["--log-format", "json", "api"])
+            .args([
+                "--conference-store",
+                "kubernetes",
+                "--kube-namespace",
+                NAMESPACE,
+            ])
+            .args(["--listen", &format!("0.0.0.0:{api_port}")])
+            .arg("--data-dir")
+            .arg(dir.path().join("api-data"))
+            .args(["--database-url", &database.url])
+            .arg("--portal-dir")
+            .arg(system_tests::repository().join("web/dist"))
+            .env("CONCLAVE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("CONCLAVE_JOIN_TOKEN_SECRET", JOIN_SECRET)
+            .env("KUBECONFIG", &api_config)
+            .env_remove("DATABASE_URL")
+            .env_remove("HOME"),
+    );
+    for (what, port) in [("operator", operator_port), ("API", api_port)] {
+        let url = format!("http://127.0.0.1:{port}/readyz");
+        wait_until(
+            &format!("the {what}'s /readyz answers 200"),
+            Duration::from_secs(30),
+            || answers_ok(&url),
+        )
+        .await;
+    }
+
+    // A platform team applies the examples as GitOps would.
+    let kubectl = Kubectl {
+        fake: fake.clone(),
+        config: kubectl_config,
+        cache: dir.path().join("kubectl-cache"),
+    };
+    let examples = system_tests::repository().join("crds/examples");
+    let applied = kubectl
+        .run(&[
+            "apply".as_ref(),
+            "--server-side".as_ref(),
+            "-f".as_ref(),
+            examples.as_os_str(),
+        ])
+        .await;
+    for name in ["lobby", "quick-huddle", "q3-planning", "team-standup"] {
+        assert!(
+            applied.contains(&format!(
+                "conference.conclave.dev/{name} serverside-applied"
+            )),
+            "kubectl apply did not apply {name}:\n{applied}"
+        );
+    }
+
+    // The operator places what starts now on a ready pod, with a port range inside the pod's.
+    let placed = |name: &'static str| {
+        let fake = fake.clone();
+        async move {
+            fake.wait_for(
+                &format!("{name} to be placed"),
+                Duration::from_secs(30),
+                |f| {
+                    let c = f.get("conclave.dev/conferences", NAMESPACE, name)?;
+                    (c.pointer("/status/phase")? == "Ready").then_some(())?;
+                    c.pointer("/status/assignment").cloned()
+                },
+            )
+            .await
+        }
+    };
+    let lobby = placed("lobby").await;
+    let huddle = placed("quick-huddle").await;
+    let pod_names: Vec<String> = sfus.iter().map(|s| s.pod.clone()).collect();
+    for assignment in [&lobby, &huddle] {
+        assert!(
+            pod_names.iter().any(|p| assignment["pod"] == p.as_str()),
+            "placed on a pod that is not an SFU pod: {assignment}"
+        );
+        let (first, last) = (
+            assignment["udpPorts"]["first"].as_u64().unwrap(),
+            assignment["udpPorts"]["last"].as_u64().unwrap(),
+        );
+        assert!(
+            40000 <= first && first <= last && last <= 40999,
+            "{assignment}"
+        );
+    }
+    if lobby["pod"] == huddle["pod"] {
+        let (a, b) = (&lobby["udpPorts"], &huddle["udpPorts"]);
+        assert!(
+            a["last"].as_u64() < b["first"].as_u64() || b["last"].as_u64() < a["first"].as_u64(),
+            "two conferences on one pod share ports: {a} {b}"
+        );
+    }
+    let lobby_sfu = sfus
+        .iter()
+        .find(|s| lobby["pod"] == s.pod.as_str())
+        .unwrap();
+    assert_eq!(
+        lobby["endpoint"],
+        format!("ws://{}:{SFU_PORT}/rtc", lobby_sfu.ip),
+        "the endpoint is the chart's template filled in with the pod's IP"
+    );
+    // The one-off meeting is over (July 2026) and the stand-up waits for its lead time.
+    for name in ["q3-planning", "team-standup"] {
+        let c = fake
+            .get("conclave.dev/conferences", NAMESPACE, name)
+            .unwrap();
+        assert!(
+            c.pointer("/status/assignment").is_none(),
+            "{name} is placed though it is not due: {c}"
+        );
+    }
+
+    // Two people join the lobby through the API: its owner, `admin`, and a moderator the
+    // administrator makes (a guest would need a password, see `a_guest_joins_…` below).
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{api_port}");
+    let (status, login) = post(
+        &http,
+        &format!("{base}/api/v1/auth/login"),
+        None,
+        json!({"login": "admin", "password": ADMIN_PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, 200, "{login}");
+    let admin = login["sessionToken"].as_str().unwrap().to_owned();
+    let (status, user) = post(
+        &http,
+        &format!("{base}/api/v1/users"),
+        Some(&admin),
+        json!({"login": "grace", "displayName": "Grace", "email": "grace@example.org",
+               "level": "moderator", "password": "grace-password-1"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{user}");
+    let (status, login) = post(
+        &http,
+        &format!("{base}/api/v1/auth/login"),
+        None,
+        json!({"login": "grace", "password": "grace-password-1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{login}");
+    let grace = login["sessionToken"].as_str().unwrap().to_owned();
+    let mut answers = Vec::new();
+    for session in [&admin, &grace] {
+        let (status, answer) = post(
+            &http,
+            &format!("{base}/api/v1/join"),
+            Some(session),
+            json!({"meetingId": "100200300"}),
+        )
+        .await;
+        assert_eq!(status, 200, "join of the lobby: {answer}");
+        assert_eq!(answer["endpoint"], lobby["endpoint"], "{answer}");
+        assert_eq!(answer["conference"]["id"], "lobby", "{answer}");
+        assert_eq!(answer["role"], "moderator", "{answer}");
+        answers.push(answer);
+    }
+    let sfu_addr: SocketAddr = format!("{}:{SFU_PORT}", lobby_sfu.ip).parse().unwrap();
+    let lobby_id = ConferenceId("lobby".into());
+    let mut clients = Vec::new();
+    for answer in &answers {
+        let token = answer["token"].as_str().unwrap();
+        let client = on_node(lobby_sfu, loadgen::Client::join(sfu_addr, token, &lobby_id))
+            .await
+            .unwrap();
+        assert!(client.id().is_some(), "not admitted: {:?}", client.first);
+        clients.push(client);
+    }
+    for client in &clients {
+        client
+            .publish(&[TrackSource::Microphone], loadgen::MediaPlan::default())
+            .await
+            .unwrap();
+    }
+    for (client, other) in clients.iter().zip(["Grace", "the admin"]) {
+        client
+            .wait_received(Duration::from_secs(20), |r| {
+                r.values().any(|t| !t.video && t.packets >= 50)
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{other}'s audio did not arrive: {e}"));
+    }
+
+    // The SFU pod reports both to the API, which writes them into the Conference's status.
+    fake.wait_for(
+        "the lobby's status to count 2 participants",
+        Duration::from_secs(20),
+        |f| {
+            let c = f.get("conclave.dev/conferences", NAMESPACE, "lobby")?;
+            (c.pointer("/status/participants")?.as_i64()? == 2).then_some(())
+        },
+    )
+    .await;
+
+    // kubectl shows the printer columns, as the API server renders them.
+    let table = kubectl.run(&["get".as_ref(), "conferences".as_ref()]).await;
+    let rows = parse_columns(&table);
+    assert_eq!(
+        rows[0],
+        [
+            "NAME",
+            "TOPIC",
+            "MEETING ID",
+            "PHASE",
+            "START",
+            "SFU POD",
+            "PARTICIPANTS",
+            "AGE"
+        ],
+        "{table}"
+    );
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r[0] == name)
+            .unwrap_or_else(|| panic!("no row for {name}:\n{table}"))
+            .clone()
+    };
+    let lobby_row = row("lobby");
+    assert_eq!(
+        lobby_row[1..7],
+        [
+            "The lobby",
+            "100200300",
+            "Active",
+            "", // a permanent room has no occurrence to start
+            lobby_sfu.pod.as_str(),
+            "2"
+        ],
+        "{table}"
+    );
+    assert!(
+        lobby_row[7].ends_with('s') || lobby_row[7].ends_with('m'),
+        "{table}"
+    );
+    let standup = row("team-standup");
+    assert_eq!(standup[3], "Scheduled", "{table}");
+    assert_eq!(standup[5], "", "not placed: {table}");
+    let huddle_row = row("quick-huddle");
+    assert_eq!(huddle_row[5], huddle["pod"].as_str().unwrap(), "{table}");
+    let huddle_start = fake
+        .get("conclave.dev/conferences", NAMESPACE, "quick-huddle")
+        .unwrap()
+        .pointer("/status/currentOccurrence/start")
+        .cloned()
+        .unwrap();
+    assert_eq!(huddle_row[3], "Ready", "{table}");
+    assert_eq!(huddle_row[4], huddle_start.as_str().unwrap(), "{table}");
+    let q3 = row("q3-planning");
+    assert_eq!(
+        q3[1..6],
+        ["Q3 planning", "482913570", "Ended", "", ""],
+        "{table}"
+    );
+    assert!(
+        huddle_row[2].len() == 9 && huddle_row[2].bytes().all(|b| b.is_ascii_digit()),
+        "the operator gives the ad hoc meeting a meeting ID: {table}"
+    );
+
+    // What the real binaries asked for is what the chart's Roles grant (the files the chart
+    // tests compare the Roles with).
+    for (user, file) in [
+        (OPERATOR_USER, "operator/tests/rbac-observed.json"),
+        (API_USER, "api/tests/rbac-observed.json"),
+    ] {
+        let granted = committed_requests(file);
+        let asked: BTreeSet<String> = fake_api::rbac::observed(&fake, user)
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .collect();
+        let beyond: Vec<&String> = asked.difference(&granted).collect();
+        assert!(
+            beyond.is_empty(),
+            "the {user} made requests {file} does not list (so the chart does not grant them): {beyond:?}"
+        );
+    }
+
+    for client in clients {
+        client.leave().await;
+    }
+    database.drop_now().await;
+    eprintln!(
+        "cluster in a box: done in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    logs.passed();
+}
+
+/// `POST url` with a JSON body, as `session` when given: the status and the JSON answer.
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    session: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let mut request = http.post(url).json(&body);
+    if let Some(session) = session {
+        request = request.bearer_auth(session);
+    }
+    let reply = request.send().await.unwrap();
+    let status = reply.status().as_u16();
+    (status, reply.json().await.unwrap_or_default())
+}
+
+/// The requests a committed `rbac-observed.json` lists, each as compact JSON.
+fn committed_requests(file: &str) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(system_tests::repository().join(file)).unwrap();
+    let document: Value = serde_json::from_str(&text).unwrap();
+    document["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            // Keys in the order `rbac::Request` serializes them (serde_json sorts them).
+            json!({
+                "group": r["group"], "resource": r["resource"],
+                "subresource": r["subresource"], "verb": r["verb"],
+            })
+            .to_string()
+        })
+        .collect()
+}
+
+/// kubectl's column output, each cell cut at the offsets of the header's labels (labels are
+/// separated by two or more spaces; an empty cell is an empty string).
+fn parse_columns(text: &str) -> Vec<Vec<String>> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = lines.next().unwrap_or_default();
+    let mut starts = vec![0];
+    let bytes = header.as_bytes();
+    for i in 2..bytes.len() {
+        if bytes[i] != b' ' && bytes[i - 1] == b' ' && bytes[i - 2] == b' ' {
+            starts.push(i);
+        }
+    }
+    std::iter::once(header)
+        .chain(lines)
+        .map(|line| {
+            starts
+                .iter()
+                .enumerate()
+                .map(|(n, &from)| {
+                    let to = starts
+                        .get(n + 1)
+                        .copied()
+                        .unwrap_or(line.len())
+                        .min(line.len());
+                    line.get(from.min(to)..to).unwrap_or("").trim().to_owned()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn kubeconfig(server: SocketAddr, user: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: box
+  cluster:
+    server: http://{server}
+users:
+- name: {user}
+  user:
+    token: {user}
+contexts:
+- name: box
+  context:
+    cluster: box
+    user: {user}
+    namespace: {NAMESPACE}
+current-context: box
+"
+    )
+}
+
+struct Kubectl {
+    fake: FakeApi,
+    config: PathBuf,
+    cache: PathBuf,
+}
+
+impl Kubectl {
+    /// Runs kubectl against the fake (off this thread, which serves the fake); its standard
+    /// output, or a panic with what it said and what it asked.
+    async fn run(&self, args: &[&std::ffi::OsStr]) -> String {
+        let mut command = Command::new("kubectl");
+        command
+            .arg("--kubeconfig")
+            .arg(&self.config)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .args(args);
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .unwrap()
+            .expect("kubectl runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            let calls: Vec<String> = self
+                .fake
+                .calls()
+                .into_iter()
+                .filter(|c| c.user == KUBECTL_USER)
+                .map(|c| format!("{} {}?{} -> {}", c.method, c.path, c.query, c.status))
+                .collect();
+            panic!(
+                "kubectl {args:?} failed: {}\n{stdout}\nits requests:\n{}",
+                String::from_utf8_lossy(&output.stderr),
+                calls.join("\n")
+            );
+        }
+        stdout
+    }
+}
+
+/// Fails with the command that installs what is missing.
+fn require_tools() {
+    for (tool, install) in [
+        ("kubectl", "apt-get install -y kubernetes-client"),
+        ("ip", "apt-get install -y iproute2"),
+        ("unshare", "apt-get install -y util-linux"),
+        ("nsenter", "apt-get install -y util-linux"),
+    ] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(found, "{tool} is missing; install it with `{install}`");
+    }
+}
+
+/// Whether `GET url` answers 2xx within 2 s.
+async fn answers_ok(url: &str) -> bool {
+    reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// Waits until `check` holds, re-checking every 50 ms; panics after `within`.
+async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Where the processes' output goes; printed when the test fails.
+struct Logs {
+    dir: PathBuf,
+    names: std::sync::Mutex<Vec<String>>,
+    passed: std::sync::atomic::AtomicBool,
+}
+
+impl Logs {
+    fn new(dir: &Path) -> Logs {
+        Logs {
+            dir: dir.to_path_buf(),
+            names: Default::default(),
+            passed: Default::default(),
+        }
+    }
+
+    fn file(&self, name: &str) -> std::fs::File {
+        self.names.lock().unwrap().push(name.to_owned());
+        std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap()
+    }
+
+    fn passed(&self) {
+        self.passed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Logs {
+    fn drop(&mut self) {
+        if self.passed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        for name in self.names.lock().unwrap().iter() {
+            let text =
+                std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("----- {name} (last {} lines) -----", tail.len());
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// A child process, killed when dropped.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(name: &str, logs: &Logs, command: &mut Command) -> Proc {
+        let out = logs.file(name);
+        let err = out.try_clone().unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} does not start: {e}"));
+        Proc { child }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command to completion; panics with its output when it fails.
+fn run(program: &str, args: &[&str]) {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} does not run: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// An SFU pod of the chart's StatefulSet (`hostNetwork`), alone on its "node": a network
+/// namespace whose address is 10.89.<ordinal>.2, joined to the test's namespace (10.89.<ordinal>.1)
+/// by a veth pair. A shell holds the namespace until its network is set up, then becomes
+/// `conclave sfu` with the environment the chart gives the container.
+struct Sfu {
+    pod: String,
+    ip: String,
+    holder: Child,
+}
+
+impl Sfu {
+    fn start(ordinal: u8, api_port: u16, logs: &Logs) -> Sfu {
+        let pod = format!("{RELEASE}-sfu-{ordinal}");
+        let (ip, gateway) = (format!("10.89.{ordinal}.2"), format!("10.89.{ordinal}.1"));
+        let log = logs.file(&pod);
+        // `unshare -n` execs the shell in the new namespace; "up" tells that it is in there.
+        let mut holder = Command::new("unshare")
+            .args([
+                "-n",
+                "sh",
+                "-c",
+                "echo up; read go; ip link set lo up && exec \"$0\" \"$@\" 1>&2",
+            ])
+            .arg(system_tests::conclave_bin())
+            .args(["--log-format", "json", "sfu"])
+            .env("POD_NAME", &pod)
+            .env("POD_IP", &ip)
+            .env("NODE_IP", &ip)
+            .env("CONCLAVE_SFU_LISTEN", format!("0.0.0.0:{SFU_PORT}"))
+            .env("CONCLAVE_SFU_MAX_PARTICIPANTS", SFU_CAPACITY.to_string())
+            .env("CONCLAVE_SFU_UDP_PORTS", SFU_UDP_PORTS)
+            .env("CONCLAVE_SFU_DRAIN_SECONDS", "1")
+            .env(
+                "CONCLAVE_SFU_API_URL",
+                format!("http://{gateway}:{api_port}"),
+            )
+            .env("CONCLAVE_JOIN_TOKEN_SECRET", JOIN_SECRET)
+            .env_remove("CONCLAVE_SFU_ANNOUNCED_IPS")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("unshare starts");
+        let mut up = String::new();
+        BufReader::new(holder.stdout.as_mut().unwrap())
+            .read_line(&mut up)
+            .unwrap();
+        assert_eq!(up.trim(), "up", "the node's namespace did not come up");
+        let pid = holder.id().to_string();
+        let host_end = format!("node{ordinal}");
+        run(
+            "ip",
+            &[
+                "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &pid,
+            ],
+        );
+        run(
+            "ip",
+            &["addr", "add", &format!("{gateway}/24"), "dev", &host_end],
+        );
+        run("ip", &["link", "set", &host_end, "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["-t", pid.as_str(), "-n", "ip"];
+            all.extend_from_slice(args);
+            run("nsenter", &all);
+        };
+        inside(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        inside(&["link", "set", "eth0", "up"]);
+        inside(&["route", "add", "default", "via", &gateway]);
+        // The SFU's output goes on to its log after the exec.
+        let mut go = holder.stdin.take().unwrap();
+        writeln!(go, "go").unwrap();
+        Sfu { pod, ip, holder }
+    }
+}
+
+impl Drop for Sfu {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// Runs `work` with this thread in `sfu`'s network namespace, so the sockets it makes are
+/// there (they stay there afterwards).
+///
+/// loadgen's clients bind their media sockets to 127.0.0.1 only, so they reach an SFU only
+/// through a loopback they share with it: the clients sit on the placed pod's node. (A client
+/// that binds the address its route to the SFU leaves from could sit in the test's namespace
+/// instead, one veth away.) The runtime has one thread, so nothing else runs elsewhere
+/// meanwhile.
+async fn on_node<T>(sfu: &Sfu, work: impl std::future::Future<Output = T>) -> T {
+    use nix::sched::{CloneFlags, setns};
+    let here = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
+    let node = std::fs::File::open(format!("/proc/{}/ns/net", sfu.holder.id())).unwrap();
+    setns(&node, CloneFlags::CLONE_NEWNET).expect("enter the node's network namespace");
+    let out = work.await;
+    setns(&here, CloneFlags::CLONE_NEWNET).expect("return to the test's network namespace");
+    out
+}
+
+/// Registers the pod as the StatefulSet controller and the kubelet would: the chart's labels
+/// and annotations first, then (once `/readyz` answers, the readiness probe) a Running status
+/// with its IP and `Ready=True`.
+async fn register_pod(fake: &FakeApi, sfu: &Sfu) {
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/api/v1/namespaces/{NAMESPACE}/pods", fake.addr);
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": sfu.pod,
+            "labels": {
+                "helm.sh/chart": "conclave-0.1.0",
+                "app.kubernetes.io/name": "conclave",
+                "app.kubernetes.io/instance": RELEASE,
+                "app.kubernetes.io/component": "sfu",
+                "app.kubernetes.io/version": "0.1.0",
+                "app.kubernetes.io/managed-by": "Helm",
+                "app.kubernetes.io/part-of": "conclave",
+                "statefulset.kubernetes.io/pod-name": sfu.pod,
+            },
+            "annotations": {
+                "conclave.dev/capacity": SFU_CAPACITY.to_string(),
+                "conclave.dev/udp-ports": SFU_UDP_PORTS,
+                "conclave.dev/endpoint": format!("ws://{{podIP}}:{SFU_PORT}/rtc"),
+            },
+        },
+        "spec": {
+            "hostNetwork": true,
+            "nodeName": format!("node-{}", sfu.pod.rsplit('-').next().unwrap()),
+            "containers": [{"name": "sfu", "image": "conclave:0.1.0", "args": ["sfu"]}],
+        },
+    });
+    let reply = http.post(&base).json(&pod).send().await.unwrap();
+    assert_eq!(
+        reply.status().as_u16(),
+        201,
+        "{}",
+        reply.text().await.unwrap()
+    );
+    let readyz = format!("http://{}:{SFU_PORT}/readyz", sfu.ip);
+    wait_until(
+        &format!("{}'s /readyz answers 200", sfu.pod),
+        Duration::from_secs(30),
+        || answers_ok(&readyz),
+    )
+    .await;
+    let status = json!({"status": {
+        "phase": "Running",
+        "hostIP": sfu.ip,
+        "podIP": sfu.ip,
+        "podIPs": [{"ip": sfu.ip}],
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Initialized", "status": "True"},
+            {"type": "ContainersReady", "status": "True"},
+            {"type": "Ready", "status": "True"},
+        ],
+    }});
+    let reply = http
+        .patch(format!("{base}/{}/status", sfu.pod))
+        .header("content-type", "application/merge-patch+json")
+        .body(status.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.status().as_u16(),
+        200,
+        "{}",
+        reply.text().await.unwrap()
+    );
+}
+
+/// The admin URL of the PostgreSQL server the tests create databases on.
+fn postgres_admin_url() -> reqwest::Url {
+    let url = std::env::var("CONCLAVE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    reqwest::Url::parse(&url).unwrap_or_else(|e| panic!("CONCLAVE_TEST_POSTGRES={url}: {e}"))
+}
+
+/// The folder of the relay's socket: named after the outer process, the inner run's parent.
+fn relay_dir(outer_pid: u32) -> PathBuf {
+    std::env::temp_dir().join(format!("conclave-cluster-pg-{outer_pid}"))
+}
+
+/// `url` pointed at the relay's socket folder (libpq's and sqlx's `host=/folder`).
+fn through_relay(url: &reqwest::Url, database: &str) -> String {
+    let dir = relay_dir(std::os::unix::process::parent_id());
+    let user = url.username();
+    let port = url.port().unwrap_or(5432);
+    format!(
+        "postgres://{user}@localhost:{port}/{database}?host={}",
+        dir.display()
+    )
+}
+
+/// A fresh PostgreSQL database, reached through the relay's Unix socket, dropped at the end.
+struct Database {
+    url: String,
+    admin: String,
+    name: String,
+}
+
+impl Database {
+    async fn create() -> Database {
+        use sqlx::Connection;
+        let admin_url = postgres_admin_url();
+        let admin = through_relay(&admin_url, admin_url.path().trim_start_matches('/'));
+        // The prefix scripts/test.sh sweeps at its start.
+        let name = format!("conclave_t_cluster_{}", std::process::id());
+        let mut connection = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is required and is not reachable at {admin_url} (through {admin}): {e}; \
+                 scripts/test.sh starts it (pg_ctlcluster 15 main start)"
+            )
+        });
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut connection)
+        .await
+        .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        Database {
+            url: through_relay(&admin_url, &name),
+            admin,
+            name,
+        }
+    }
+
+    async fn drop_now(self) {
+        use sqlx::Connection;
+        if let Ok(mut connection) = sqlx::PgConnection::connect(&self.admin).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&mut connection)
+            .await;
+        }
+    }
+}
+
+/// Relays connections on a Unix socket (`.s.PGSQL.<port>` in [`relay_dir`]) to the PostgreSQL
+/// server of `CONCLAVE_TEST_POSTGRES`, for the run inside the network namespace. Threads of
+/// the outer process; the folder goes when the relay is dropped.
+struct PostgresRelay {
+    dir: PathBuf,
+}
+
+impl PostgresRelay {
+    fn start() -> PostgresRelay {
+        let url = postgres_admin_url();
+        let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
+        let port = url.port().unwrap_or(5432);
+        let dir = relay_dir(std::process::id());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let listener =
+            std::os::unix::net::UnixListener::bind(dir.join(format!(".s.PGSQL.{port}"))).unwrap();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect((host.as_str(), port)) else {
+                    continue;
+                };
+                let (mut client_read, mut server_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut server_read, mut client_write) = (server, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client_read, &mut server_write);
+                    let _ = server_write.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut server_read, &mut client_write);
+                    let _ = client_write.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        PostgresRelay { dir }
+    }
+}
+
+impl Drop for PostgresRelay {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
