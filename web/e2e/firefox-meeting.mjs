@@ -275,4 +275,4 @@ scenario('a meeting in Firefox, from the join page to the end', async () => {
       [],
       `${b.name} had page errors`,
     );
-});
+}, { deadlineSeconds: 420 });

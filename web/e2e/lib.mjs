@@ -149,6 +149,8 @@ export async function openFirefox(name, { viewport = { width: 1280, height: 800 
     browser: 'firefox',
     executablePath: process.env.FIREFOX ?? '/usr/bin/firefox-esr',
     headless: true,
+    // A loaded machine (two cores, several browsers) starts Firefox slowly.
+    timeout: 90_000,
     protocolTimeout: 60_000,
     defaultViewport: viewport,
     env: { ...process.env, DISPLAY: await xDisplay() },

@@ -231,4 +231,4 @@ scenario('Chromium and Firefox participants see and hear each other', async () =
       [],
       `${b.name} had page errors`,
     );
-});
+}, { deadlineSeconds: 420 });
