@@ -38,11 +38,17 @@ fn start(data: &Path, artifacts: &Path, port: u16, udp: &str) -> Server {
         .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
         .env("CONCLAVE_SFU_UDP_PORTS", udp)
         .env("CONCLAVE_PORTAL_DIR", web_dir().join("dist"))
-        .env("RUST_LOG", "info,webrtc=warn,rtc=warn,sqlx=warn")
+        .env(
+            "RUST_LOG",
+            // CONCLAVE_E2E_LOG overrides the server's filter, e.g. `info,sfu=debug` to debug one.
+            std::env::var("CONCLAVE_E2E_LOG")
+                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn,sqlx=warn".to_owned()),
+        )
         .env_remove("DATABASE_URL")
         .env_remove("CONCLAVE_JOIN_TOKEN_SECRET")
         .env_remove("CONCLAVE_SMTP_URL")
-        .stdout(Stdio::null())
+        // Log lines go to standard output; panics and clap's errors to standard error.
+        .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .expect("the conclave binary starts");
@@ -159,4 +165,9 @@ fn a_meeting_in_firefox_from_the_join_page_to_the_end() {
 #[test]
 fn chromium_and_firefox_participants_see_and_hear_each_other() {
     firefox_scenario("mixed-meeting", "47500-47599");
+}
+
+#[test]
+fn a_publisher_that_offers_only_h264_is_decoded_by_chromium_and_explained_in_firefox() {
+    firefox_scenario("h264", "47600-47699");
 }

@@ -426,6 +426,7 @@ impl Client {
             .send(ClientMessage::Join {
                 token: token.to_owned(),
                 conference: conference.clone(),
+                receive_codecs: None,
             })
             .map_err(|_| anyhow!("the websocket closed"))?;
         let first = tokio::time::timeout(Duration::from_secs(10), events.recv())

@@ -277,9 +277,15 @@ pub enum ClientMessage {
         token: String,
         /// The conference the client wants (must match the token's).
         conference: ConferenceId,
+        /// MIME types of the codecs this client decodes (`RTCRtpReceiver.getCapabilities`),
+        /// e.g. `video/VP8`. The SFU offers it no track in another codec and says so instead.
+        /// Absent: every codec the SFU forwards.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        receive_codecs: Option<Vec<String>>,
     },
     /// Announce a track before offering it on the publisher connection. `trackId` is the
-    /// browser's `MediaStreamTrack.id` (the `msid` track ID in the offer).
+    /// `msid` track ID of the track's section in the client's offer (Chromium's is
+    /// `MediaStreamTrack.id`, Firefox's is not).
     Publish {
         /// The browser's track ID.
         track_id: String,

@@ -140,24 +140,11 @@ fn codec(mime: &str, clock: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCod
     }
 }
 
-/// VP8 and its RTX, as the media engine registers them.
-fn vp8_with_rtx() -> Vec<RTCRtpCodecParameters> {
+/// Every video codec the SFU forwards, with their RTX, as the media engine registers them.
+fn video_codecs() -> Vec<RTCRtpCodecParameters> {
     vec![
         codec(MIME_TYPE_VP8, 90_000, 0, "", 96),
         codec(MIME_TYPE_RTX, 90_000, 0, "apt=96", 97),
-    ]
-}
-
-/// Opus, VP8 and H.264 (with RTX for the video codecs), the audio-level extension, and the
-/// default interceptors: NACK generator and responder, sender and receiver reports, TWCC
-/// feedback to publishers.
-fn media_engine() -> Result<(MediaEngine, Registry), MediaError> {
-    let mut engine = MediaEngine::default();
-    engine.register_codec(
-        codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111),
-        RtpCodecKind::Audio,
-    )?;
-    for video in vp8_with_rtx().into_iter().chain([
         codec(
             MIME_TYPE_H264,
             90_000,
@@ -174,7 +161,40 @@ fn media_engine() -> Result<(MediaEngine, Registry), MediaError> {
             102,
         ),
         codec(MIME_TYPE_RTX, 90_000, 0, "apt=102", 103),
-    ]) {
+    ]
+}
+
+/// Adds the first video track to a subscriber connection, its section offering every video
+/// codec the SFU forwards, and returns its sender.
+///
+/// The media stack (like pion) fixes a connection's video codecs at the first answer, from its
+/// first video section only: a subscriber whose first track was H.264 could not be sent a VP8
+/// track later ("unsupported codec type"), nor the reverse. Offered every codec, the browser
+/// keeps those it decodes, and later tracks may use any of them.
+///
+/// # Errors
+/// [`MediaError::Webrtc`] when the track cannot be added.
+pub async fn add_first_video(
+    peer: &Arc<dyn PeerConnection>,
+    track: Arc<TrackLocalStaticRTP>,
+) -> Result<Arc<dyn RtpSender>, MediaError> {
+    let transceiver = peer.add_transceiver_from_track(track, None).await?;
+    transceiver.set_codec_preferences(video_codecs()).await?;
+    transceiver.sender().await?.ok_or(MediaError::Webrtc(
+        webrtc::error::Error::ErrRTPSenderNotExisted,
+    ))
+}
+
+/// Opus, VP8 and H.264 (with RTX for the video codecs), the audio-level extension, and the
+/// default interceptors: NACK generator and responder, sender and receiver reports, TWCC
+/// feedback to publishers.
+fn media_engine() -> Result<(MediaEngine, Registry), MediaError> {
+    let mut engine = MediaEngine::default();
+    engine.register_codec(
+        codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111),
+        RtpCodecKind::Audio,
+    )?;
+    for video in video_codecs() {
         engine.register_codec(video, RtpCodecKind::Video)?;
     }
     engine.register_header_extension(

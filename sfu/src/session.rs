@@ -105,7 +105,7 @@ async fn run(state: SfuState, session: SessionId, ws: WebSocket) {
         ws,
         state: state.clone(),
     };
-    let Some(claims) = await_join(&mut socket).await else {
+    let Some((claims, decodes)) = await_join(&mut socket).await else {
         let _ = socket.ws.close().await;
         return;
     };
@@ -155,6 +155,9 @@ async fn run(state: SfuState, session: SessionId, ws: WebSocket) {
         early_candidates: Vec::new(),
         ice_states: [RTCIceConnectionState::New; 2],
         connected: [false; 2],
+        decodes,
+        undecodable: HashSet::new(),
+        video_added: false,
     };
     let reason = live.relay(&mut socket, rx).await;
     let _ =
@@ -167,7 +170,8 @@ async fn run(state: SfuState, session: SessionId, ws: WebSocket) {
     info!(reason = ?reason, "session ended");
 }
 
-async fn await_join(socket: &mut Socket) -> Option<JoinClaims> {
+/// The verified claims, and the codecs the client said it decodes (lowercase MIME types).
+async fn await_join(socket: &mut Socket) -> Option<(JoinClaims, Option<HashSet<String>>)> {
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
     loop {
         let message = tokio::time::timeout_at(deadline, socket.ws.recv())
@@ -191,7 +195,12 @@ async fn await_join(socket: &mut Socket) -> Option<JoinClaims> {
                 continue;
             }
         };
-        let ClientMessage::Join { token, conference } = parsed else {
+        let ClientMessage::Join {
+            token,
+            conference,
+            receive_codecs,
+        } = parsed
+        else {
             socket
                 .send(&error(ErrorCode::NotJoined, "send `join` first"))
                 .await;
@@ -203,7 +212,11 @@ async fn await_join(socket: &mut Socket) -> Option<JoinClaims> {
             .key
             .verify_join(&token, Utc::now().timestamp());
         let refusal = match verified {
-            Ok(claims) if claims.conf == conference => return Some(claims),
+            Ok(claims) if claims.conf == conference => {
+                let decodes = receive_codecs
+                    .map(|codecs| codecs.iter().map(|c| c.to_ascii_lowercase()).collect());
+                return Some((claims, decodes));
+            }
             Ok(_) => error(
                 ErrorCode::WrongConference,
                 "the token is for another conference",
@@ -254,6 +267,12 @@ struct Live {
     ice_states: [RTCIceConnectionState; 2],
     /// Whether the publisher and the subscriber connection were ever connected.
     connected: [bool; 2],
+    /// The codecs the client decodes (lowercase MIME types); `None`: not said.
+    decodes: Option<HashSet<String>>,
+    /// Tracks not subscribed because the client cannot decode their codec (told once each).
+    undecodable: HashSet<TrackId>,
+    /// A video track was added to the subscriber connection (the first offers every codec).
+    video_added: bool,
 }
 
 /// How many candidates a client may send ahead of its description.
@@ -503,6 +522,28 @@ impl Live {
         Ok(())
     }
 
+    /// Tells the client that it cannot play `forwarder`'s track, and whose it is.
+    fn cannot_play(&self, forwarder: &Forwarder) -> ServerMessage {
+        let mime = &forwarder.codec.mime_type;
+        let codec = mime.split('/').nth(1).unwrap_or(mime);
+        let kind = match forwarder.kind {
+            TrackKind::Audio => "sound",
+            TrackKind::Video => "video",
+        };
+        let who = self
+            .room
+            .core
+            .lock()
+            .display_name(&forwarder.publisher)
+            .map_or_else(|| "a participant".to_owned(), ToOwned::to_owned);
+        error(
+            ErrorCode::Negotiation,
+            format!(
+                "this browser cannot play {who}'s {kind}: it comes as {codec}, which this browser does not decode"
+            ),
+        )
+    }
+
     /// Counts and logs a description the media stack refused, and words the refusal.
     fn sdp_failed(&self, what: &str, err: &webrtc::error::Error) -> Refusal {
         self.state
@@ -711,6 +752,19 @@ impl Live {
         if self.subscriptions.contains_key(&forwarder.track) {
             return Ok(());
         }
+        let mime = forwarder.codec.mime_type.to_ascii_lowercase();
+        if self
+            .decodes
+            .as_ref()
+            .is_some_and(|codecs| !codecs.contains(&mime))
+        {
+            if self.undecodable.insert(forwarder.track.clone()) {
+                debug!(track = %forwarder.track, %mime, "the client does not decode this track's codec");
+                let notice = self.cannot_play(&forwarder);
+                socket.send(&notice).await;
+            }
+            return Ok(());
+        }
         let downstream = Arc::new(Downstream::new(
             participant,
             &forwarder.track,
@@ -718,7 +772,12 @@ impl Live {
             forwarder.kind,
             forwarder.codec.clone(),
         ));
-        let sender = peer.add_track(downstream.local.clone()).await?;
+        let sender = if forwarder.kind == TrackKind::Video && !self.video_added {
+            self.video_added = true;
+            media::add_first_video(&peer, downstream.local.clone()).await?
+        } else {
+            peer.add_track(downstream.local.clone()).await?
+        };
         self.pending.push(forwarder.track.clone());
         self.subscriptions.insert(
             forwarder.track.clone(),
@@ -733,6 +792,7 @@ impl Live {
     }
 
     async fn unsubscribe(&mut self, socket: &mut Socket, track: &TrackId) {
+        self.undecodable.remove(track);
         let Some(subscription) = self.subscriptions.remove(track) else {
             return;
         };
@@ -841,25 +901,8 @@ impl Live {
                     // Mostly a codec the subscriber's browser cannot decode (H.264 from Safari
                     // to a Firefox without OpenH264): its answer rejected the section.
                     warn!(cause = %err, track = %track, %mime, "activating a subscription failed");
-                    let codec = mime.split('/').nth(1).unwrap_or(&mime);
-                    let kind = match subscription.forwarder.kind {
-                        TrackKind::Audio => "sound",
-                        TrackKind::Video => "video",
-                    };
-                    let who = self
-                        .room
-                        .core
-                        .lock()
-                        .display_name(&subscription.forwarder.publisher)
-                        .map_or_else(|| "a participant".to_owned(), |name| name.to_owned());
-                    socket
-                        .send(&error(
-                            ErrorCode::Negotiation,
-                            format!(
-                                "this browser cannot play {who}'s {kind}: it comes as {codec}, which this browser does not decode"
-                            ),
-                        ))
-                        .await;
+                    let notice = self.cannot_play(&subscription.forwarder);
+                    socket.send(&notice).await;
                 }
             }
         }

@@ -59,6 +59,7 @@ async fn a_connection_whose_ice_fails_is_reported_with_its_cause() {
     ws.send(send(ClientMessage::Join {
         token: sfu.token(&claims),
         conference: claims.conf.clone(),
+        receive_codecs: None,
     }))
     .await
     .expect("join");

@@ -470,11 +470,20 @@ async fn subscriber_answer_applies(answer: &str, port: u16) {
             rtcp_feedback: Vec::new(),
         },
     ));
-    let video_sender = peer.add_track(video.local.clone()).await.expect("video");
+    let video_sender = media::add_first_video(&peer, video.local.clone())
+        .await
+        .expect("video");
     let audio_sender = peer.add_track(audio.local.clone()).await.expect("audio");
     let offer = peer.create_offer(None).await.expect("offer");
     let sdp = offer.sdp.clone();
     peer.set_local_description(offer).await.expect("local");
+    // The first video section offers every codec the SFU forwards (see media::add_first_video).
+    let first_video = sdp.split("\nm=").nth(1).expect("a first section");
+    assert!(first_video.starts_with("video "), "{sdp}");
+    assert!(
+        first_video.contains("VP8/90000") && first_video.contains("H264/90000"),
+        "{sdp}"
+    );
     // What the page reads to map room tracks: `a=msid:<participant> <track>` per section.
     assert!(sdp.contains("a=msid:p1 t1"), "{sdp}");
     assert!(sdp.contains("a=msid:p1 t2"), "{sdp}");

@@ -219,6 +219,20 @@ describe('the meeting session', () => {
     expect(publisher.remoteDescription).toEqual({ type: 'answer', sdp: 'the answer' });
   });
 
+  it('tells the SFU which codecs this browser decodes when it can', async () => {
+    // Like Firefox without OpenH264: no H.264 among what it receives.
+    vi.stubGlobal('RTCRtpReceiver', {
+      getCapabilities: (kind: string) => ({
+        codecs: kind === 'audio' ? [{ mimeType: 'audio/opus' }] : [{ mimeType: 'video/VP8' }, { mimeType: 'video/rtx' }, { mimeType: 'video/VP8' }],
+      }),
+    });
+    start();
+    await flush();
+    const ws = FakeSocket.all[0];
+    ws.open();
+    expect(ws.sent[0]).toEqual({ type: 'join', token: 'first', conference: 'c1', receiveCodecs: ['audio/opus', 'video/VP8', 'video/rtx'] });
+  });
+
   it('answers the subscriber offer and maps room tracks by mid, holding early candidates', async () => {
     const { remote } = start();
     await flush();

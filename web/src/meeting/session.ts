@@ -124,7 +124,7 @@ export class MeetingSession {
     this.admitted = false;
     ws.onopen = () => {
       if (ws !== this.ws) return;
-      this.send({ type: 'join', token: this.ticket.token, conference: this.ticket.conference.id });
+      this.send({ type: 'join', token: this.ticket.token, conference: this.ticket.conference.id, ...receiveCodecs() });
     };
     ws.onmessage = (event) => {
       if (ws !== this.ws || typeof event.data !== 'string') return;
@@ -654,4 +654,14 @@ export class MeetingSession {
     });
     return out;
   }
+}
+
+/**
+ * The codecs this browser decodes, for `join`: the SFU then offers no track it could not play
+ * (Debian's Firefox has no H.264) and says so instead. Nothing where the browser cannot tell.
+ */
+export function receiveCodecs(): { receiveCodecs?: string[] } {
+  if (typeof RTCRtpReceiver === 'undefined' || typeof RTCRtpReceiver.getCapabilities !== 'function') return {};
+  const codecs = ['audio', 'video'].flatMap((kind) => RTCRtpReceiver.getCapabilities(kind)?.codecs.map((c) => c.mimeType) ?? []);
+  return codecs.length > 0 ? { receiveCodecs: [...new Set(codecs)] } : {};
 }
