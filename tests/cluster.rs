@@ -68,6 +68,12 @@ fn a_cluster_in_a_box_places_the_examples_and_two_people_hear_each_other_through
 
 async fn scenario() {
     let started = Instant::now();
+    let mark = |what: &str| {
+        eprintln!(
+            "cluster in a box: {what} at {:.1}s",
+            started.elapsed().as_secs_f64()
+        )
+    };
     let dir = tempfile::tempdir().unwrap();
     let logs = Logs::new(dir.path());
     let fake = FakeApi::start().await;
@@ -139,6 +145,7 @@ async fn scenario() {
         .await;
     }
 
+    mark("components ready");
     // A platform team applies the examples as GitOps would.
     let kubectl = Kubectl {
         fake: fake.clone(),
@@ -163,24 +170,10 @@ async fn scenario() {
         );
     }
 
+    mark("examples applied");
     // The operator places what starts now on a ready pod, with a port range inside the pod's.
-    let placed = |name: &'static str| {
-        let fake = fake.clone();
-        async move {
-            fake.wait_for(
-                &format!("{name} to be placed"),
-                Duration::from_secs(30),
-                |f| {
-                    let c = f.get("conclave.dev/conferences", NAMESPACE, name)?;
-                    (c.pointer("/status/phase")? == "Ready").then_some(())?;
-                    c.pointer("/status/assignment").cloned()
-                },
-            )
-            .await
-        }
-    };
-    let lobby = placed("lobby").await;
-    let huddle = placed("quick-huddle").await;
+    let lobby = placed_by_name(&fake, "lobby").await;
+    let huddle = placed_by_name(&fake, "quick-huddle").await;
     let pod_names: Vec<String> = sfus.iter().map(|s| s.pod.clone()).collect();
     for assignment in [&lobby, &huddle] {
         assert!(
@@ -223,8 +216,11 @@ async fn scenario() {
         );
     }
 
+    mark("examples placed");
     // Two people join the lobby through the API: its owner, `admin`, and a moderator the
-    // administrator makes (a guest would need a password, see `a_guest_joins_…` below).
+    // administrator makes. (Not guests: /join refuses a guest without a password even when
+    // the Conference names no password Secret, which docs/api.md says admits guests by
+    // meeting ID alone; a guest with a password joins the meeting made below.)
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{api_port}");
     let (status, login) = post(
@@ -295,6 +291,7 @@ async fn scenario() {
             .unwrap_or_else(|e| panic!("{other}'s audio did not arrive: {e}"));
     }
 
+    mark("media through the lobby");
     // The SFU pod reports both to the API, which writes them into the Conference's status.
     fake.wait_for(
         "the lobby's status to count 2 participants",
@@ -370,6 +367,109 @@ async fn scenario() {
         "the operator gives the ad hoc meeting a meeting ID: {table}"
     );
 
+    mark("kubectl get conferences");
+    // A meeting made in the portal becomes a Conference and a password Secret; the operator
+    // places it, and a guest gets in with its meeting ID and the password the Secret holds.
+    let (status, meeting) = post(
+        &http,
+        &format!("{base}/api/v1/conferences/adhoc"),
+        Some(&admin),
+        json!({"topic": "Portal meeting"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{meeting}");
+    let id = meeting["id"].as_str().unwrap().to_owned();
+    let secret = fake
+        .get("secrets", NAMESPACE, &format!("{id}-password"))
+        .unwrap_or_else(|| panic!("the API wrote no password Secret for {id}"));
+    let password = secret["data"]["password"].as_str().map(|p| {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(p).unwrap();
+        String::from_utf8(bytes).unwrap()
+    });
+    let password = password.unwrap_or_else(|| panic!("no password in the Secret: {secret}"));
+    assert_eq!(password, meeting["password"].as_str().unwrap());
+    let resource = fake
+        .get("conclave.dev/conferences", NAMESPACE, &id)
+        .unwrap();
+    assert_eq!(
+        resource["spec"]["passwordSecretRef"]["name"],
+        format!("{id}-password"),
+        "{resource}"
+    );
+    let portal = placed_by_name(&fake, &id).await;
+    let portal_sfu = sfus
+        .iter()
+        .find(|s| portal["pod"] == s.pod.as_str())
+        .unwrap();
+    let guest_join = |password: String| {
+        let (http, url, meeting_id) = (
+            http.clone(),
+            format!("{base}/api/v1/join"),
+            meeting["meetingId"].clone(),
+        );
+        async move {
+            post(
+                &http,
+                &url,
+                None,
+                json!({"meetingId": meeting_id, "password": password, "displayName": "Guest"}),
+            )
+            .await
+        }
+    };
+    let (status, refused) = guest_join(format!("{password}x")).await;
+    assert_eq!(status, 403, "a wrong password lets a guest in: {refused}");
+    let (status, guest) = guest_join(password).await;
+    assert_eq!(status, 200, "the guest's join: {guest}");
+    assert_eq!(guest["endpoint"], portal["endpoint"], "{guest}");
+    assert_eq!(guest["role"], "listener", "{guest}");
+    let (status, owner) = post(
+        &http,
+        &format!("{base}/api/v1/join"),
+        Some(&admin),
+        json!({"meetingId": meeting["meetingId"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "the owner's join: {owner}");
+    let portal_addr: SocketAddr = format!("{}:{SFU_PORT}", portal_sfu.ip).parse().unwrap();
+    let portal_id = ConferenceId(id.clone());
+    let mut people = Vec::new();
+    for answer in [&guest, &owner] {
+        let token = answer["token"].as_str().unwrap();
+        let client = on_node(
+            portal_sfu,
+            loadgen::Client::join(portal_addr, token, &portal_id),
+        )
+        .await
+        .unwrap();
+        assert!(client.id().is_some(), "not admitted: {:?}", client.first);
+        client
+            .publish(
+                &[TrackSource::Microphone, TrackSource::Camera],
+                // Periodic keyframes: what is tested here is the path through the cluster,
+                // not keyframe requests (the SFU's own tests cover those).
+                loadgen::MediaPlan {
+                    keyframe_every: Some(Duration::from_secs(1)),
+                    ..loadgen::MediaPlan::default()
+                },
+            )
+            .await
+            .unwrap();
+        people.push(client);
+    }
+    for (client, other) in people.iter().zip(["the owner", "the guest"]) {
+        client
+            .wait_received(Duration::from_secs(20), |r| {
+                r.values().any(|t| !t.video && t.packets >= 50)
+                    && r.values()
+                        .any(|t| t.video && t.keyframes >= 1 && t.packets >= 50)
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{other}'s audio and video did not arrive: {e}"));
+    }
+
+    mark("a guest with a password, media both ways");
     // What the real binaries asked for is what the chart's Roles grant (the files the chart
     // tests compare the Roles with).
     for (user, file) in [
@@ -388,7 +488,7 @@ async fn scenario() {
         );
     }
 
-    for client in clients {
+    for client in clients.into_iter().chain(people) {
         client.leave().await;
     }
     database.drop_now().await;
@@ -397,6 +497,20 @@ async fn scenario() {
         started.elapsed().as_secs_f64()
     );
     logs.passed();
+}
+
+/// The assignment of the conference `name` once the operator has placed it (phase Ready).
+async fn placed_by_name(fake: &FakeApi, name: &str) -> Value {
+    fake.wait_for(
+        &format!("{name} to be placed"),
+        Duration::from_secs(30),
+        |f| {
+            let c = f.get("conclave.dev/conferences", NAMESPACE, name)?;
+            (c.pointer("/status/phase")? == "Ready").then_some(())?;
+            c.pointer("/status/assignment").cloned()
+        },
+    )
+    .await
 }
 
 /// `POST url` with a JSON body, as `session` when given: the status and the JSON answer.
