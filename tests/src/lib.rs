@@ -4,6 +4,8 @@
 //! # Layout
 //! - `standalone.rs`: `conclave standalone`, and an SFU pod reporting to a separate API.
 //! - `portal.rs`: the web portal in real browsers (the scripts in `web/e2e/`).
+//! - `cluster.rs`: a cluster in a box — the fake Kubernetes API server, the operator, the API,
+//!   two SFU pods in their own network namespaces, kubectl (see docs/operator.md).
 //! - this library: where the binary and the repository are.
 
 use std::path::{Path, PathBuf};
