@@ -93,7 +93,7 @@ async fn scenario() {
 
     // Two nodes, one SFU pod each (hostNetwork: the pod's IP is its node's).
     let api_port = system_tests::free_port();
-    let sfus: Vec<Sfu> = (0..2)
+    let mut sfus: Vec<Sfu> = (0..2)
         .map(|ordinal| Sfu::start(ordinal, api_port, &logs))
         .collect();
     for sfu in &sfus {
@@ -470,6 +470,114 @@ async fn scenario() {
     }
 
     mark("a guest with a password, media both ways");
+    for client in people {
+        client.leave().await;
+    }
+
+    // The lobby's node fails: its SFU dies and its pod is deleted. The operator moves the
+    // lobby to the other pod, and people who join again are sent there and hear each other.
+    for client in clients {
+        client.vanish().await;
+    }
+    let dead = sfus
+        .iter()
+        .position(|s| lobby["pod"] == s.pod.as_str())
+        .unwrap();
+    let dead_pod = sfus[dead].pod.clone();
+    sfus[dead].stop();
+    let alive = &sfus[1 - dead];
+    let reply = http
+        .delete(format!(
+            "http://{}/api/v1/namespaces/{NAMESPACE}/pods/{dead_pod}",
+            fake.addr
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.status().as_u16(),
+        200,
+        "{}",
+        reply.text().await.unwrap()
+    );
+    let moved = fake
+        .wait_for(
+            "the lobby to move off the failed pod",
+            Duration::from_secs(30),
+            |f| {
+                let c = f.get("conclave.dev/conferences", NAMESPACE, "lobby")?;
+                let assignment = c.pointer("/status/assignment")?;
+                (assignment["pod"] == alive.pod.as_str()).then(|| c.clone())
+            },
+        )
+        .await;
+    assert_eq!(
+        moved["status"]["assignment"]["endpoint"],
+        format!("ws://{}:{SFU_PORT}/rtc", alive.ip),
+        "{moved}"
+    );
+    let placed_condition = moved["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Placed"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(placed_condition["status"], "True", "{moved}");
+    assert_eq!(placed_condition["reason"], "Failover", "{moved}");
+    fake.wait_for(
+        "a Failover Event about the lobby",
+        Duration::from_secs(10),
+        |f| {
+            f.list("events.k8s.io/events")
+                .iter()
+                .any(|e| e["reason"] == "Failover" && e["regarding"]["name"] == "lobby")
+                .then_some(())
+        },
+    )
+    .await;
+    let alive_addr: SocketAddr = format!("{}:{SFU_PORT}", alive.ip).parse().unwrap();
+    let mut rejoined = Vec::new();
+    for session in [&admin, &grace] {
+        let (status, answer) = post(
+            &http,
+            &format!("{base}/api/v1/join"),
+            Some(session),
+            json!({"meetingId": "100200300"}),
+        )
+        .await;
+        assert_eq!(status, 200, "join of the moved lobby: {answer}");
+        assert_eq!(
+            answer["endpoint"], moved["status"]["assignment"]["endpoint"],
+            "{answer}"
+        );
+        let token = answer["token"].as_str().unwrap();
+        let client = on_node(alive, loadgen::Client::join(alive_addr, token, &lobby_id))
+            .await
+            .unwrap();
+        assert!(client.id().is_some(), "not admitted: {:?}", client.first);
+        client
+            .publish(&[TrackSource::Microphone], loadgen::MediaPlan::default())
+            .await
+            .unwrap();
+        rejoined.push(client);
+    }
+    for (client, other) in rejoined.iter().zip(["Grace", "the admin"]) {
+        client
+            .wait_received(Duration::from_secs(20), |r| {
+                r.values().any(|t| !t.video && t.packets >= 50)
+            })
+            .await
+            .unwrap_or_else(|e| panic!("after the failover, {other}'s audio did not arrive: {e}"));
+    }
+    let table = kubectl
+        .run(&["get".as_ref(), "conference".as_ref(), "lobby".as_ref()])
+        .await;
+    let rows = parse_columns(&table);
+    assert_eq!(
+        rows[1][5], alive.pod,
+        "the SFU POD column follows the move: {table}"
+    );
+    mark("failover");
+
     // What the real binaries asked for is what the chart's Roles grant (the files the chart
     // tests compare the Roles with).
     for (user, file) in [
@@ -488,7 +596,7 @@ async fn scenario() {
         );
     }
 
-    for client in clients.into_iter().chain(people) {
+    for client in rejoined {
         client.leave().await;
     }
     database.drop_now().await;
@@ -845,10 +953,17 @@ impl Sfu {
     }
 }
 
-impl Drop for Sfu {
-    fn drop(&mut self) {
+impl Sfu {
+    /// Kills the SFU, as when its node goes away.
+    fn stop(&mut self) {
         let _ = self.holder.kill();
         let _ = self.holder.wait();
+    }
+}
+
+impl Drop for Sfu {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
