@@ -596,6 +596,63 @@ async fn in_a_cluster_the_api_schedules_resources_and_joins_where_the_operator_p
     assert!(fake.get(CONFERENCES, "default", &id).is_none());
 }
 
+#[tokio::test]
+async fn a_guest_joins_a_conference_without_a_password_secret_by_its_meeting_id_alone() {
+    let fake = FakeApi::start().await;
+    let app = TestApp::in_cluster(fake.client_as(API_USER)).await;
+    let api: Api<crds::Conference> = Api::namespaced(fake.client(), "default");
+    let placed = json!({
+        "apiVersion": "conclave.dev/v1alpha1",
+        "kind": "Conference",
+        "status": {
+            "phase": "Ready",
+            "assignment": {
+                "pod": "sfu-0",
+                "endpoint": "wss://sfu-0.example.org/rtc",
+                "udpPorts": { "first": 40000, "last": 40099 },
+                "reserved": 50
+            }
+        }
+    });
+    for (name, meeting_id, secret) in [
+        ("lobby", "100200300", None),
+        ("locked", "864209753", Some("not-there")),
+    ] {
+        let mut spec = json!({
+            "topic": "A room", "owner": "admin", "meetingId": meeting_id,
+            "schedule": { "permanent": true }
+        });
+        if let Some(secret) = secret {
+            spec["passwordSecretRef"] = json!({ "name": secret });
+        }
+        let applied: crds::Conference = serde_json::from_value(json!({
+            "apiVersion": "conclave.dev/v1alpha1",
+            "kind": "Conference",
+            "metadata": { "name": name },
+            "spec": spec,
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &applied).await.unwrap();
+        api.patch_status(
+            name,
+            &PatchParams::apply("conclave-operator").force(),
+            &Patch::Apply(&placed),
+        )
+        .await
+        .unwrap();
+    }
+    let guest = |meeting_id: &str| json!({"meetingId": meeting_id, "displayName": "Guest"});
+    let joined = app
+        .post("/api/v1/join", None, guest("100200300"))
+        .await
+        .expect(axum::http::StatusCode::OK);
+    assert_eq!(joined.body["endpoint"], "wss://sfu-0.example.org/rtc");
+    assert_eq!(joined.body["role"], "listener");
+    // A password Secret that is missing still fails closed.
+    let refused = app.post("/api/v1/join", None, guest("864209753")).await;
+    assert_eq!(refused.status, axum::http::StatusCode::FORBIDDEN);
+}
+
 /// Every request the Kubernetes store made over the tests above, as RBAC sees it, is what
 /// `api/tests/rbac-observed.json` lists; the chart's API Role is checked against that file
 /// (`tests/chart.rs`). `CONCLAVE_UPDATE_RBAC=1` rewrites it.
