@@ -1,17 +1,21 @@
 //! Cluster in a box: everything a cluster runs, as real processes, around the fake Kubernetes
 //! API server of the operator's tests served over HTTP through kubeconfig files.
 //!
-//! - the fake API server (in this process), reached by `conclave operator`, `conclave api
-//!   --conference-store kubernetes` (on a fresh PostgreSQL database) and `kubectl`, each with
-//!   its own bearer token so their requests are told apart;
-//! - two `conclave sfu` processes standing in for the chart's StatefulSet pods with
-//!   `hostNetwork`: each in its own network namespace (a "node") joined to the test's namespace
-//!   by a veth pair, with its own address, registered as a Pod with the chart's labels and
-//!   annotations and marked Ready once its `/readyz` answers (the kubelet's readiness probe);
-//! - `kubectl apply --server-side -f crds/examples/`, the operator placing the examples, two
-//!   WebRTC clients joining the permanent `lobby` through the API with its meeting ID and
-//!   hearing each other through the pod it was placed on, and `kubectl get conferences`
-//!   showing the CRD's printer columns from the fake's Table answer.
+//! - the chart (`charts/conclave`, defaults plus `conferenceStore=kubernetes`) rendered by the
+//!   renderer of `tests/chart.rs`: each process gets the environment its container gets there
+//!   (values, downward API, Secret keys), each SFU pod the template's labels and annotations;
+//!   only listen ports, folders and the API's in-cluster URL (no Service DNS here) differ;
+//! - the fake API server (in this process), reached by `conclave operator`, `conclave api`
+//!   (on a fresh PostgreSQL database) and `kubectl`, each with its own bearer token so their
+//!   requests are told apart;
+//! - two `conclave sfu` processes standing in for the StatefulSet's pods with `hostNetwork`:
+//!   each in its own network namespace (a "node") joined to the test's namespace by a veth
+//!   pair, with its own address, registered as a Pod and marked Ready once its `/readyz`
+//!   answers (the kubelet's readiness probe);
+//! - `kubectl apply --server-side -f crds/examples/`, the operator placing the examples, people
+//!   joining through the API and exchanging media through the pod a conference was placed on,
+//!   `kubectl get conferences` showing the CRD's printer columns from the fake's Table answer,
+//!   and a failover when a node goes away.
 //!
 //! The whole test runs in a network namespace with only `lo` (`loadgen::netns::isolate`);
 //! nothing leaves the namespaces it makes. PostgreSQL (`CONCLAVE_TEST_POSTGRES`) is outside
@@ -43,7 +47,6 @@ const ADMIN_PASSWORD: &str = "cluster-admin-1";
 /// The SFU port and UDP range of the chart's defaults (`sfu.port`, `sfu.udpPorts`).
 const SFU_PORT: u16 = 7880;
 const SFU_UDP_PORTS: &str = "40000-40999";
-const SFU_CAPACITY: u32 = 500;
 /// The bearer tokens the components identify with (their service accounts).
 const OPERATOR_USER: &str = "operator";
 const API_USER: &str = "api";
@@ -76,6 +79,7 @@ async fn scenario() {
     };
     let dir = tempfile::tempdir().unwrap();
     let logs = Logs::new(dir.path());
+    let chart = Chart::render(dir.path());
     let fake = FakeApi::start().await;
 
     // The platform team's side: kubeconfigs, a database, the components.
@@ -90,49 +94,68 @@ async fn scenario() {
         kubeconfig(KUBECTL_USER),
     );
     let database = Database::create().await;
+    // The Secrets the chart's workloads read, as a platform team would have made them.
+    let secret = |name: &str, key: &str| match (name.strip_prefix(&format!("{RELEASE}-")), key) {
+        (Some("join-token"), _) => JOIN_SECRET.to_owned(),
+        (Some("admin"), "password") => ADMIN_PASSWORD.to_owned(),
+        (Some("database"), "url") => database.url.clone(),
+        _ => panic!("the chart reads a Secret the test does not make: {name} {key}"),
+    };
 
     // Two nodes, one SFU pod each (hostNetwork: the pod's IP is its node's).
     let api_port = system_tests::free_port();
+    let sfu_template = chart.template("StatefulSet", &format!("{RELEASE}-sfu"));
     let mut sfus: Vec<Sfu> = (0..2)
-        .map(|ordinal| Sfu::start(ordinal, api_port, &logs))
+        .map(|ordinal| Sfu::start(ordinal, sfu_template, secret, api_port, &logs))
         .collect();
     for sfu in &sfus {
-        register_pod(&fake, sfu).await;
+        register_pod(&fake, sfu, sfu_template).await;
     }
 
     let operator_port = system_tests::free_port();
+    let fullname = RELEASE; // the chart's "<release>" when the release is called "conclave"
+    let operator_env = container_env(
+        chart.template("Deployment", &format!("{fullname}-operator")),
+        &PodFacts {
+            name: &format!("{fullname}-operator-0"),
+            ip: "127.0.0.1",
+        },
+        secret,
+    );
     let _operator = Proc::spawn(
         "operator",
         &logs,
         Command::new(system_tests::conclave_bin())
-            .args(["--log-format", "json", "operator"])
-            .args(["--namespace", NAMESPACE, "--lease-namespace", NAMESPACE])
-            .args(["--identity", &format!("{RELEASE}-operator-0")])
-            .args(["--listen", &format!("127.0.0.1:{operator_port}")])
+            .arg("operator")
+            .envs(operator_env)
+            .env(
+                "CONCLAVE_OPERATOR_LISTEN",
+                format!("127.0.0.1:{operator_port}"),
+            )
             .env("KUBECONFIG", &operator_config)
             .env_remove("HOME"),
+    );
+    let api_env = container_env(
+        chart.template("Deployment", &format!("{fullname}-api")),
+        &PodFacts {
+            name: &format!("{fullname}-api-0"),
+            ip: "127.0.0.1",
+        },
+        secret,
     );
     let _api = Proc::spawn(
         "api",
         &logs,
         Command::new(system_tests::conclave_bin())
-            .args(["--log-format", "json", "api"])
-            .args([
-                "--conference-store",
-                "kubernetes",
-                "--kube-namespace",
-                NAMESPACE,
-            ])
-            .args(["--listen", &format!("0.0.0.0:{api_port}")])
-            .arg("--data-dir")
-            .arg(dir.path().join("api-data"))
-            .args(["--database-url", &database.url])
-            .arg("--portal-dir")
-            .arg(system_tests::repository().join("web/dist"))
-            .env("CONCLAVE_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("CONCLAVE_JOIN_TOKEN_SECRET", JOIN_SECRET)
+            .arg("api")
+            .envs(api_env)
+            .env("CONCLAVE_LISTEN", format!("0.0.0.0:{api_port}"))
+            .env("CONCLAVE_DATA_DIR", dir.path().join("api-data"))
+            .env(
+                "CONCLAVE_PORTAL_DIR",
+                system_tests::repository().join("web/dist"),
+            )
             .env("KUBECONFIG", &api_config)
-            .env_remove("DATABASE_URL")
             .env_remove("HOME"),
     );
     for (what, port) in [("operator", operator_port), ("API", api_port)] {
@@ -866,10 +889,30 @@ struct Sfu {
 }
 
 impl Sfu {
-    fn start(ordinal: u8, api_port: u16, logs: &Logs) -> Sfu {
+    fn start(
+        ordinal: u8,
+        template: &Value,
+        secret: impl Fn(&str, &str) -> String,
+        api_port: u16,
+        logs: &Logs,
+    ) -> Sfu {
         let pod = format!("{RELEASE}-sfu-{ordinal}");
         let (ip, gateway) = (format!("10.89.{ordinal}.2"), format!("10.89.{ordinal}.1"));
         let log = logs.file(&pod);
+        let env = container_env(
+            template,
+            &PodFacts {
+                name: &pod,
+                ip: &ip,
+            },
+            secret,
+        );
+        let listen = env.iter().find(|(k, _)| k == "CONCLAVE_SFU_LISTEN");
+        assert_eq!(
+            listen.map(|(_, v)| v.as_str()),
+            Some(format!("0.0.0.0:{SFU_PORT}").as_str()),
+            "the test expects the chart's default SFU port"
+        );
         // `unshare -n` execs the shell in the new namespace; "up" tells that it is in there.
         let mut holder = Command::new("unshare")
             .args([
@@ -879,20 +922,13 @@ impl Sfu {
                 "echo up; read go; ip link set lo up && exec \"$0\" \"$@\" 1>&2",
             ])
             .arg(system_tests::conclave_bin())
-            .args(["--log-format", "json", "sfu"])
-            .env("POD_NAME", &pod)
-            .env("POD_IP", &ip)
-            .env("NODE_IP", &ip)
-            .env("CONCLAVE_SFU_LISTEN", format!("0.0.0.0:{SFU_PORT}"))
-            .env("CONCLAVE_SFU_MAX_PARTICIPANTS", SFU_CAPACITY.to_string())
-            .env("CONCLAVE_SFU_UDP_PORTS", SFU_UDP_PORTS)
-            .env("CONCLAVE_SFU_DRAIN_SECONDS", "1")
+            .arg("sfu")
+            .envs(env)
+            // No Service or cluster DNS here: the API's address as seen from the node.
             .env(
                 "CONCLAVE_SFU_API_URL",
                 format!("http://{gateway}:{api_port}"),
             )
-            .env("CONCLAVE_JOIN_TOKEN_SECRET", JOIN_SECRET)
-            .env_remove("CONCLAVE_SFU_ANNOUNCED_IPS")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -966,29 +1002,23 @@ async fn on_node<T>(sfu: &Sfu, work: impl std::future::Future<Output = T>) -> T 
 /// Registers the pod as the StatefulSet controller and the kubelet would: the chart's labels
 /// and annotations first, then (once `/readyz` answers, the readiness probe) a Running status
 /// with its IP and `Ready=True`.
-async fn register_pod(fake: &FakeApi, sfu: &Sfu) {
+async fn register_pod(fake: &FakeApi, sfu: &Sfu, template: &Value) {
     let http = reqwest::Client::new();
     let base = format!("http://{}/api/v1/namespaces/{NAMESPACE}/pods", fake.addr);
+    let mut labels = template["metadata"]["labels"].clone();
+    labels["statefulset.kubernetes.io/pod-name"] = json!(sfu.pod);
+    let annotations = template["metadata"]["annotations"].clone();
+    assert_eq!(
+        annotations["conclave.dev/udp-ports"], SFU_UDP_PORTS,
+        "the test expects the chart's default UDP range"
+    );
     let pod = json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": sfu.pod,
-            "labels": {
-                "helm.sh/chart": "conclave-0.1.0",
-                "app.kubernetes.io/name": "conclave",
-                "app.kubernetes.io/instance": RELEASE,
-                "app.kubernetes.io/component": "sfu",
-                "app.kubernetes.io/version": "0.1.0",
-                "app.kubernetes.io/managed-by": "Helm",
-                "app.kubernetes.io/part-of": "conclave",
-                "statefulset.kubernetes.io/pod-name": sfu.pod,
-            },
-            "annotations": {
-                "conclave.dev/capacity": SFU_CAPACITY.to_string(),
-                "conclave.dev/udp-ports": SFU_UDP_PORTS,
-                "conclave.dev/endpoint": format!("ws://{{podIP}}:{SFU_PORT}/rtc"),
-            },
+            "labels": labels,
+            "annotations": annotations,
         },
         "spec": {
             "hostNetwork": true,
@@ -1035,6 +1065,116 @@ async fn register_pod(fake: &FakeApi, sfu: &Sfu) {
         "{}",
         reply.text().await.unwrap()
     );
+}
+
+/// The chart rendered with its defaults and `conferenceStore=kubernetes`, by the renderer of
+/// `tests/chart.rs` (Go's text/template with sprig, as Helm renders): the processes get the
+/// environment and the pods the labels and annotations the chart gives them.
+struct Chart {
+    objects: Vec<Value>,
+}
+
+const GO_PACKAGES: &str = "apt-get install -y golang-go golang-github-masterminds-sprig-dev \
+     golang-gopkg-yaml.v3-dev golang-github-xeipuuv-gojsonschema-dev";
+
+impl Chart {
+    fn render(dir: &Path) -> Chart {
+        let repository = system_tests::repository();
+        let bin = dir.join("render");
+        let cache = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.to_path_buf())
+            .join("go-build-cache");
+        let built = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg(".")
+            .current_dir(repository.join("tests/chart/render"))
+            .env("GO111MODULE", "off")
+            .env("GOPATH", "/usr/share/gocode")
+            .env("GOCACHE", cache)
+            .output()
+            .unwrap_or_else(|e| panic!("go does not run ({e}); install it with `{GO_PACKAGES}`"));
+        assert!(
+            built.status.success(),
+            "building the chart renderer failed (install the Go libraries: `{GO_PACKAGES}`):\n{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let rendered = Command::new(&bin)
+            .args(["--name", RELEASE, "--namespace", NAMESPACE])
+            .args(["--set", "conferenceStore=kubernetes"])
+            .arg(repository.join("charts/conclave"))
+            .output()
+            .unwrap();
+        assert!(
+            rendered.status.success(),
+            "the chart does not render: {}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+        let text = String::from_utf8(rendered.stdout).unwrap();
+        let objects = serde_yaml::Deserializer::from_str(&text)
+            .filter_map(|doc| {
+                let value: Value = serde::Deserialize::deserialize(doc).ok()?;
+                value.is_object().then_some(value)
+            })
+            .collect();
+        Chart { objects }
+    }
+
+    /// The pod template of the workload `kind`/`name`.
+    fn template(&self, kind: &str, name: &str) -> &Value {
+        self.objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .map(|o| &o["spec"]["template"])
+            .unwrap_or_else(|| panic!("the chart renders no {kind} {name}"))
+    }
+}
+
+/// What the downward API and Secrets give a container.
+struct PodFacts<'a> {
+    name: &'a str,
+    ip: &'a str,
+}
+
+/// The environment of the template's first container as the kubelet sets it: values (with
+/// `$(VAR)` of earlier variables expanded), the downward API, and Secret keys from `secret`.
+fn container_env(
+    template: &Value,
+    pod: &PodFacts,
+    secret: impl Fn(&str, &str) -> String,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let entries = template["spec"]["containers"][0]["env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for entry in entries {
+        let name = entry["name"].as_str().unwrap().to_owned();
+        let value = if let Some(value) = entry["value"].as_str() {
+            let mut value = value.to_owned();
+            for (earlier, its) in &env {
+                value = value.replace(&format!("$({earlier})"), its);
+            }
+            value
+        } else if let Some(field) = entry.pointer("/valueFrom/fieldRef/fieldPath") {
+            match field.as_str().unwrap() {
+                "metadata.name" => pod.name.to_owned(),
+                "metadata.namespace" => NAMESPACE.to_owned(),
+                "status.podIP" | "status.hostIP" => pod.ip.to_owned(),
+                other => panic!("the chart uses a downward API field the test lacks: {other}"),
+            }
+        } else if let Some(reference) = entry.pointer("/valueFrom/secretKeyRef") {
+            secret(
+                reference["name"].as_str().unwrap(),
+                reference["key"].as_str().unwrap(),
+            )
+        } else {
+            panic!("an environment variable the test cannot set: {entry}");
+        };
+        env.push((name, value));
+    }
+    env
 }
 
 /// The admin URL of the PostgreSQL server the tests create databases on.
