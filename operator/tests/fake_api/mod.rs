@@ -49,8 +49,9 @@ struct Change {
 /// One call the fake answered.
 #[derive(Debug, Clone)]
 pub struct Call {
-    /// Who called: the bearer token of a [`FakeApi::client_as`] client, `test` for
-    /// [`FakeApi::client`] (the test itself acting as kubectl, the kubelet, …).
+    /// Who called: the bearer token of a [`FakeApi::client_as`] client (or of a process's
+    /// kubeconfig), `kubectl` for the real kubectl (which sends no token over plain HTTP),
+    /// `test` for [`FakeApi::client`] (the test itself acting as the kubelet, …).
     pub user: String,
     pub method: String,
     pub path: String,
@@ -484,11 +485,16 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    // kubectl (client-go) sends no bearer token over plain HTTP; its User-Agent names it.
+    let kubectl = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|agent| agent.starts_with("kubectl/"));
     let user = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("test")
+        .unwrap_or(if kubectl { "kubectl" } else { "test" })
         .to_owned();
     let accept = headers
         .get(header::ACCEPT)
