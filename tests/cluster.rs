@@ -47,7 +47,8 @@ const ADMIN_PASSWORD: &str = "cluster-admin-1";
 /// The SFU port and UDP range of the chart's defaults (`sfu.port`, `sfu.udpPorts`).
 const SFU_PORT: u16 = 7880;
 const SFU_UDP_PORTS: &str = "40000-40999";
-/// The bearer tokens the components identify with (their service accounts).
+/// The bearer tokens the components identify with (their service accounts); the fake knows
+/// kubectl by its User-Agent, as kubectl sends no token over plain HTTP.
 const OPERATOR_USER: &str = "operator";
 const API_USER: &str = "api";
 const KUBECTL_USER: &str = "kubectl";
@@ -193,6 +194,23 @@ async fn scenario() {
         );
     }
 
+    // Server-side apply, validated by the server: kubectl learnt from the fake's OpenAPI v3
+    // that it may leave validation to it.
+    let patches: Vec<fake_api::Call> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.user == KUBECTL_USER && c.method == "PATCH")
+        .collect();
+    assert_eq!(patches.len(), 4, "{patches:#?}");
+    for call in &patches {
+        assert!(
+            call.content_type
+                .starts_with("application/apply-patch+yaml")
+                && call.query.contains("fieldManager=kubectl")
+                && call.query.contains("fieldValidation=Strict"),
+            "not a strictly validated server-side apply: {call:?}"
+        );
+    }
     mark("examples applied");
     // The operator places what starts now on a ready pod, with a port range inside the pod's.
     let lobby = placed_by_name(&fake, "lobby").await;
@@ -590,6 +608,10 @@ async fn scenario() {
             .iter()
             .map(|r| serde_json::to_string(r).unwrap())
             .collect();
+        assert!(
+            asked.len() >= 3,
+            "the {user}'s requests were not told apart: {asked:?}"
+        );
         let beyond: Vec<&String> = asked.difference(&granted).collect();
         assert!(
             beyond.is_empty(),
