@@ -1,5 +1,5 @@
 //! Cluster in a box: everything a cluster runs, as real processes, around the fake Kubernetes
-//! API server of the operator's tests served over HTTP through kubeconfig files.
+//! API server of the operator's tests (`fakekube`) served over HTTP through kubeconfig files.
 //!
 //! - the chart (`charts/conclave`, defaults plus `conferenceStore=kubernetes`) rendered by the
 //!   renderer of `tests/chart.rs`: each process gets the environment its container gets there
@@ -24,8 +24,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../operator/tests/fake_api/mod.rs"]
-mod fake_api;
+use fakekube as fake_api;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};

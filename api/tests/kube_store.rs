@@ -4,8 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../operator/tests/fake_api/mod.rs"]
-mod fake_api;
+use fakekube as fake_api;
 mod support;
 
 use api::conference::{Conference, Definition, Kind, Runtime};
@@ -684,7 +683,7 @@ async fn the_kubernetes_stores_api_requests_are_the_committed_rbac_list() {
     .await;
     requests.extend(fake_api::rbac::observed(&fake, API_USER));
     fake_api::rbac::check_committed(
-        "tests/rbac-observed.json",
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rbac-observed.json"),
         "api",
         "api/tests/kube_store.rs",
         &requests,

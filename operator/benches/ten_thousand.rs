@@ -6,8 +6,7 @@
 //! measured is the operator's (plus the small load generator), not the fake's object store.
 //! Results go to `<target dir>/bench-results/operator-ten-thousand.json` and stdout.
 
-#[path = "../tests/fake_api/mod.rs"]
-mod fake_api;
+use fakekube as fake_api;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

@@ -2,7 +2,7 @@
 //! fake API server, on virtual time: time moves only when the test moves the [`ManualClock`],
 //! and the test waits for the state it expects (re-checked on every write), never by sleeping.
 
-mod fake_api;
+use fakekube as fake_api;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -479,7 +479,7 @@ async fn the_operators_api_requests_are_the_committed_rbac_list() -> Result<()> 
         requests.extend(fake_api::rbac::observed(&fake, OPERATOR_USER));
     }
     fake_api::rbac::check_committed(
-        "tests/rbac-observed.json",
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rbac-observed.json"),
         "operator",
         "operator/tests/scenario.rs",
         &requests,

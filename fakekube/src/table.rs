@@ -154,9 +154,8 @@ pub fn of(resource: &str, objects: &[Value], resource_version: &str) -> Value {
     })
 }
 
-// Also compiled into the harness-less benchmark, where #[test] functions are dropped.
 #[cfg(test)]
-#[allow(unused_imports, clippy::unwrap_used)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

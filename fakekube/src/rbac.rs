@@ -105,24 +105,23 @@ fn document(component: &str, recorded_by: &str, requests: &BTreeSet<Request>) ->
     serde_json::to_string_pretty(&body).expect("BUG: plain JSON serializes") + "\n"
 }
 
-/// Compares `requests` with the committed file at `path` (relative to the crate), or rewrites
-/// it when `CONCLAVE_UPDATE_RBAC=1`.
+/// Compares `requests` with the committed file at `file` (the caller's
+/// `CARGO_MANIFEST_DIR` joined with its path), or rewrites it when `CONCLAVE_UPDATE_RBAC=1`.
 ///
 /// # Panics
 /// When the file is missing or differs, naming what was added and what went away.
 pub fn check_committed(
-    path: &str,
+    file: &Path,
     component: &str,
     recorded_by: &str,
     requests: &BTreeSet<Request>,
 ) {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
     let wanted = document(component, recorded_by, requests);
     if std::env::var("CONCLAVE_UPDATE_RBAC").is_ok_and(|v| v == "1") {
-        std::fs::write(&file, &wanted).expect("write the RBAC file");
+        std::fs::write(file, &wanted).expect("write the RBAC file");
         return;
     }
-    let committed = std::fs::read_to_string(&file).unwrap_or_default();
+    let committed = std::fs::read_to_string(file).unwrap_or_default();
     if committed == wanted {
         return;
     }

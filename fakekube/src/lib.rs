@@ -8,7 +8,20 @@
 //!
 //! Tests wait for the state they expect with [`FakeApi::wait_for`], which re-checks on every
 //! write (a notification, not a sleep) and gives up after a bound.
-#![allow(dead_code, clippy::result_large_err)]
+//!
+//! It is served over HTTP, so real processes reach it too (through a kubeconfig naming
+//! `http://<addr>`), and `kubectl` works against it: discovery, the OpenAPI v3 `kubectl apply`
+//! reads, and the Table format of `kubectl get`.
+//!
+//! A dev-only crate: the operator's tests and benchmark, the API's Kubernetes-store tests and
+//! the cluster-in-a-box test (`tests/cluster.rs`) use it.
+//!
+//! # Layout
+//! - this file: the store, the HTTP handler and the verbs;
+//! - [`rbac`]: the calls as RBAC sees them, compared with a committed `rbac-observed.json`;
+//! - [`discovery`]: `/version`, `/api`, `/apis`, resource lists, OpenAPI v3;
+//! - [`table`]: the Table format built from the CRD's printer columns.
+#![allow(clippy::result_large_err)]
 
 pub mod discovery;
 pub mod rbac;
@@ -127,6 +140,14 @@ fn status(code: u16, reason: &str, message: impl Into<String>) -> Response {
 
 fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl std::fmt::Debug for FakeApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeApi")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FakeApi {
