@@ -9,7 +9,7 @@
 pub mod netns;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -235,7 +235,25 @@ impl Interceptor for KeyframeRequestsToApplication {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// The local address media to `remote` leaves from: loopback for an SFU on loopback (as in
+/// the SFU's tests), else the address of the interface the route to it goes through (an SFU
+/// on another host or network namespace, as in the cluster test). Binding the media sockets
+/// there gives a host candidate the SFU can answer.
+fn local_ip_towards(remote: SocketAddr) -> IpAddr {
+    if remote.ip().is_loopback() {
+        return Ipv4Addr::LOCALHOST.into();
+    }
+    std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|socket| {
+            socket.connect(remote)?;
+            socket.local_addr()
+        })
+        .map(|local| local.ip())
+        .unwrap_or(Ipv4Addr::LOCALHOST.into())
+}
+
 async fn peer(
+    local: IpAddr,
     target: PeerTarget,
     outgoing: mpsc::UnboundedSender<ClientMessage>,
     received: ReceivedMap,
@@ -260,7 +278,7 @@ async fn peer(
             failed,
             connected,
         }))
-        .with_udp_addrs(vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))])
+        .with_udp_addrs(vec![SocketAddr::new(local, 0)])
         .build()
         .await?;
     Ok(Arc::new(peer))
@@ -345,7 +363,9 @@ impl Client {
         let failed = Arc::new(AtomicBool::new(false));
         let publisher_connected = Connected::default();
         let subscriber_connected = Connected::default();
+        let local = local_ip_towards(addr);
         let publisher = peer(
+            local,
             PeerTarget::Publisher,
             outgoing.clone(),
             Arc::clone(&received),
@@ -354,6 +374,7 @@ impl Client {
         )
         .await?;
         let subscriber = peer(
+            local,
             PeerTarget::Subscriber,
             outgoing.clone(),
             Arc::clone(&received),
@@ -769,5 +790,19 @@ async fn generate(
                 sent.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn media_to_an_sfu_on_loopback_leaves_from_loopback() {
+        let sfu = "127.0.0.1:7880".parse().expect("an address");
+        assert_eq!(
+            super::local_ip_towards(sfu),
+            IpAddr::from(Ipv4Addr::LOCALHOST)
+        );
     }
 }
