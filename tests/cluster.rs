@@ -60,9 +60,8 @@ fn a_cluster_in_a_box_places_the_examples_and_two_people_hear_each_other_through
     if !loadgen::netns::isolate() {
         return;
     }
-    // One thread: the clients' sockets are made in the placed pod's network namespace by
-    // switching this thread into it (see `on_node`), so no socket may be made elsewhere.
-    tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap()
@@ -295,7 +294,7 @@ async fn scenario() {
     let mut clients = Vec::new();
     for answer in &answers {
         let token = answer["token"].as_str().unwrap();
-        let client = on_node(lobby_sfu, loadgen::Client::join(sfu_addr, token, &lobby_id))
+        let client = loadgen::Client::join(sfu_addr, token, &lobby_id)
             .await
             .unwrap();
         assert!(client.id().is_some(), "not admitted: {:?}", client.first);
@@ -462,12 +461,9 @@ async fn scenario() {
     let mut people = Vec::new();
     for answer in [&guest, &owner] {
         let token = answer["token"].as_str().unwrap();
-        let client = on_node(
-            portal_sfu,
-            loadgen::Client::join(portal_addr, token, &portal_id),
-        )
-        .await
-        .unwrap();
+        let client = loadgen::Client::join(portal_addr, token, &portal_id)
+            .await
+            .unwrap();
         assert!(client.id().is_some(), "not admitted: {:?}", client.first);
         client
             .publish(
@@ -568,7 +564,7 @@ async fn scenario() {
             "{answer}"
         );
         let token = answer["token"].as_str().unwrap();
-        let client = on_node(alive, loadgen::Client::join(alive_addr, token, &lobby_id))
+        let client = loadgen::Client::join(alive_addr, token, &lobby_id)
             .await
             .unwrap();
         assert!(client.id().is_some(), "not admitted: {:?}", client.first);
@@ -1000,24 +996,6 @@ impl Drop for Sfu {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// Runs `work` with this thread in `sfu`'s network namespace, so the sockets it makes are
-/// there (they stay there afterwards).
-///
-/// loadgen's clients bind their media sockets to 127.0.0.1 only, so they reach an SFU only
-/// through a loopback they share with it: the clients sit on the placed pod's node. (A client
-/// that binds the address its route to the SFU leaves from could sit in the test's namespace
-/// instead, one veth away.) The runtime has one thread, so nothing else runs elsewhere
-/// meanwhile.
-async fn on_node<T>(sfu: &Sfu, work: impl std::future::Future<Output = T>) -> T {
-    use nix::sched::{CloneFlags, setns};
-    let here = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
-    let node = std::fs::File::open(format!("/proc/{}/ns/net", sfu.holder.id())).unwrap();
-    setns(&node, CloneFlags::CLONE_NEWNET).expect("enter the node's network namespace");
-    let out = work.await;
-    setns(&here, CloneFlags::CLONE_NEWNET).expect("return to the test's network namespace");
-    out
 }
 
 /// Registers the pod as the StatefulSet controller and the kubelet would: the chart's labels
