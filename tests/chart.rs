@@ -1121,7 +1121,7 @@ fn the_sfu_process_and_its_annotations_say_the_same() {
 type Grant = (String, String, String);
 
 /// What the committed request log says a component needs (verbs as the authorizer names them;
-/// see operator/tests/fake_api/rbac.rs for how requests become verbs).
+/// see fakekube/src/rbac.rs for how requests become verbs).
 fn needed(file: &str) -> BTreeSet<Grant> {
     let text = std::fs::read_to_string(repo().join(file)).unwrap_or_else(|err| {
         panic!("{file}: {err}; run the component's tests with CONCLAVE_UPDATE_RBAC=1")
