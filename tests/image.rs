@@ -115,11 +115,13 @@ fn the_portal_path_agrees_between_dockerfile_chart_and_binary() {
 /// runs it: a private mount namespace whose root is remounted read-only (the data folder a
 /// writable volume of its own), user 65532, an empty
 /// environment (no HOME) but the image's ENV and `extra`.
-fn as_the_image(args: &[&str], extra: &[(&str, String)]) -> Command {
+/// The image's files live in a tmpfs mounted on `root` (an empty folder of the test's), so that
+/// nothing else is hidden: the checkout and the build may be anywhere, /tmp included.
+fn as_the_image(root: &Path, args: &[&str], extra: &[(&str, String)]) -> Command {
     let dockerfile = dockerfile();
     let portal = env_of(&dockerfile, "CONCLAVE_PORTAL_DIR").unwrap();
     let data = env_of(&dockerfile, "CONCLAVE_DATA_DIR").unwrap();
-    let root = "/tmp/conclave-image";
+    let root = root.display();
     let mut env = vec![
         format!("CONCLAVE_PORTAL_DIR={root}{portal}"),
         format!("CONCLAVE_DATA_DIR={root}{data}"),
@@ -128,13 +130,13 @@ fn as_the_image(args: &[&str], extra: &[(&str, String)]) -> Command {
     let script = format!(
         r#"set -e
 mount --make-rprivate /
-mount -t tmpfs -o mode=0755 tmpfs /tmp
+mount -t tmpfs -o mode=0755 tmpfs {root}
 mkdir -p {root}/usr/bin {root}$(dirname {portal})
 cp "$CONCLAVE_BIN_SOURCE" {root}/usr/bin/conclave
 cp -r "$CONCLAVE_DIST_SOURCE" {root}{portal}
 mkdir -p {root}{data}
 mount -o remount,bind,ro /
-mount -o remount,ro /tmp
+mount -o remount,ro {root}
 # The data folder is a volume of its own (an emptyDir in the chart), writable by the user.
 mount -t tmpfs -o mode=0700,uid={USER},gid={USER} tmpfs {root}{data}
 cd {root}{data}
@@ -151,7 +153,8 @@ exec setpriv --reuid={USER} --regid={USER} --clear-groups env -i {env} {root}/us
 }
 
 fn run(args: &[&str]) -> Output {
-    as_the_image(args, &[])
+    let root = tempfile::tempdir().unwrap();
+    as_the_image(root.path(), args, &[])
         .output()
         .expect("unshare (util-linux) and setpriv run")
 }
@@ -196,7 +199,9 @@ fn standalone_serves_the_portal_from_the_image_path_with_a_read_only_root() {
         "the portal is not built: run `npm ci && npm run build` in web/ (scripts/test.sh does)"
     );
     let port = system_tests::free_port();
+    let root = tempfile::tempdir().unwrap();
     let server = as_the_image(
+        root.path(),
         &["standalone"],
         &[
             ("CONCLAVE_LISTEN", format!("127.0.0.1:{port}")),
