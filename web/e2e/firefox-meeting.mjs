@@ -4,29 +4,7 @@
 // Firefox's getDisplayMedia; the guest switches microphone and speaker in the devices panel;
 // a dropped websocket comes back by itself with media; the guest leaves and comes back; the
 // owner ends the meeting for everyone.
-import {
-  adminToken,
-  assert,
-  choose,
-  clickButton,
-  createAccount,
-  expectHeard,
-  expectMediaFlowing,
-  expectVideoFrom,
-  fill,
-  inMeeting,
-  openFirefox,
-  rtpDetails,
-  scenario,
-  screenshot,
-  step,
-  tile,
-  url,
-  valueOf,
-  waitFor,
-  waitForButton,
-  waitForText,
-} from './lib.mjs';
+import { adminToken, assert, assertNoPageErrors, choose, clickButton, createAccount, expectHeard, expectMediaFlowing, expectVideoFrom, fill, inMeeting, openFirefox, rtpDetails, scenario, screenshot, step, tile, url, valueOf, waitFor, waitForButton, waitForText } from './lib.mjs';
 
 const GUEST = 'Gus Guest';
 const OWNER = 'Olivia Owner';
@@ -269,10 +247,5 @@ scenario('a meeting in Firefox, from the join page to the end', async () => {
     await screenshot(g.page, '14-conference-ended');
   });
 
-  for (const b of [o, g])
-    assert.deepEqual(
-      b.problems.filter((p) => !/Failed to load resource/.test(p)),
-      [],
-      `${b.name} had page errors`,
-    );
+  assertNoPageErrors([o, g]);
 }, { deadlineSeconds: 420 });

@@ -3,7 +3,7 @@
 // Chromium receives and decodes it; the other way VP8 still flows. A Firefox without H.264
 // (Debian's, no OpenH264) is told it cannot play that video and still gets everyone else's.
 // (Every browser that offers VP8 is answered with VP8: sfu/tests/browser_descriptions_are_answered.rs.)
-import { adminToken, apiCall, assert, clickButton, expectMediaFlowing, expectVideoFrom, fill, inMeeting, openBrowser, openFirefox, rtpDetails, scenario, screenshot, step, url, waitForText } from './lib.mjs';
+import { adminToken, apiCall, assert, assertNoPageErrors, expectMediaFlowing, expectVideoFrom, joinAsGuest, openBrowser, openFirefox, rtpDetails, scenario, screenshot, step, waitForText } from './lib.mjs';
 
 /** Runs in the page before its scripts: every video track the page sends offers H.264 only. */
 function onlyH264() {
@@ -17,16 +17,6 @@ function onlyH264() {
     }
     return sender;
   };
-}
-
-async function joinAsGuest(page, conference, name) {
-  await page.goto(url(`/join/${conference.meetingId}`));
-  await fill(page, 'Meeting password', conference.password);
-  await fill(page, 'Your name', name);
-  await clickButton(page, 'Continue');
-  await waitForText(page, 'Ready to join');
-  await clickButton(page, 'Join now');
-  await inMeeting(page, `${name}'s meeting`);
 }
 
 /** The codec of the page's sending (outbound) or receiving (inbound) video, once it flows. */
@@ -91,10 +81,5 @@ scenario('a publisher that offers only H.264 is seen by another Chromium', async
     await expectVideoFrom(v.page, 'Fiona');
   });
 
-  for (const b of [h, v, f])
-    assert.deepEqual(
-      b.problems.filter((p) => !/Failed to load resource/.test(p)),
-      [],
-      `${b.name} had page errors`,
-    );
+  assertNoPageErrors([h, v, f]);
 });

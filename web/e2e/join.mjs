@@ -3,7 +3,7 @@
 // room, the keyboard alone, "Remember me", a name made of HTML shown as text, an audio-only meeting without
 // camera, a dropped connection that comes back by itself, a network that goes silent without
 // closing anything (the server stopped with SIGSTOP), and the owner ending the meeting.
-import { adminToken, apiCall, assert, createAccount, expectMediaFlowing, inMeeting, logIn, openBrowser, scenario, screenshot, step, waitFor } from './lib.mjs';
+import { adminToken, apiCall, assert, assertNoPageErrors, createAccount, expectMediaFlowing, inMeeting, logIn, openBrowser, scenario, screenshot, step, waitFor } from './lib.mjs';
 
 const HTML_NAME = '<img src=x onerror=alert(1)>';
 
@@ -276,10 +276,5 @@ scenario('guests join by link or meeting ID and are told what is wrong', async (
     await screenshot(g.page, '09-conference-ended');
   });
 
-  for (const b of [o, g])
-    assert.deepEqual(
-      b.problems.filter((p) => !/Failed to load resource/.test(p)),
-      [],
-      `${b.name} had page errors`,
-    );
+  assertNoPageErrors([o, g]);
 });

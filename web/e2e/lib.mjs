@@ -539,3 +539,25 @@ export async function expectVideoFrom(page, name, { what = `${name}'s camera`, t
 export async function inMeeting(page, what = 'the meeting') {
   await waitFor(page, () => window.__conclave?.state().phase === 'joined', undefined, { what: `${what} to be joined`, timeout: 30_000 });
 }
+
+/** Joins through the join page as a guest (meeting ID from the link, password, name), in either browser. */
+export async function joinAsGuest(page, conference, name) {
+  await page.goto(url(`/join/${conference.meetingId}`));
+  await fill(page, 'Meeting password', conference.password);
+  await fill(page, 'Your name', name);
+  await clickButton(page, 'Continue');
+  await waitForText(page, 'Ready to join');
+  await waitFor(page, () => document.querySelector('video')?.videoWidth > 0, undefined, { what: `${name}'s self view` });
+  await clickButton(page, 'Join now');
+  await inMeeting(page, `${name}'s meeting`);
+}
+
+/** Asserts that none of `browsers` had a page error or console error (a failed resource load, such as an expected 401, is none). */
+export function assertNoPageErrors(browsers) {
+  for (const b of browsers)
+    assert.deepEqual(
+      b.problems.filter((p) => !/Failed to load resource/.test(p)),
+      [],
+      `${b.name} had page errors`,
+    );
+}

@@ -1,7 +1,7 @@
 // The issue's main scenario: an owner logs in and starts a conference, a guest joins through
 // the link; both see and hear each other; chat both ways and privately; the owner makes the
 // guest a speaker, the guest shares the screen, the owner excludes the guest.
-import { adminToken, assert, createAccount, expectMediaFlowing, inMeeting, logIn, openBrowser, scenario, screenshot, step, waitFor } from './lib.mjs';
+import { adminToken, assert, assertNoPageErrors, createAccount, expectMediaFlowing, inMeeting, logIn, openBrowser, scenario, screenshot, step, waitFor } from './lib.mjs';
 
 const GUEST = 'Gus Guest';
 
@@ -227,10 +227,5 @@ scenario('a meeting in the browser, from login to exclusion', async () => {
     await screenshot(o.page, '15-owner-after-exclusion');
   });
 
-  for (const b of [o, g])
-    assert.deepEqual(
-      b.problems.filter((p) => !/Failed to load resource/.test(p)),
-      [],
-      `${b.name} had page errors`,
-    );
+  assertNoPageErrors([o, g]);
 });

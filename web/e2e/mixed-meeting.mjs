@@ -5,49 +5,13 @@
 // decodes), and the voice decodes as sound. Camera off and on, chat, screen sharing from
 // Firefox to Chromium and back. A third participant, Firefox without setSinkId, is told
 // instead of being offered a speaker choice that cannot work.
-import {
-  apiCall,
-  adminToken,
-  assert,
-  choose,
-  clickButton,
-  createAccount,
-  expectHeard,
-  expectMediaFlowing,
-  expectVideoFrom,
-  fill,
-  inMeeting,
-  logIn,
-  openBrowser,
-  openFirefox,
-  rtpDetails,
-  scenario,
-  screenshot,
-  step,
-  tile,
-  url,
-  waitFor,
-  waitForButton,
-  waitForText,
-} from './lib.mjs';
+import { adminToken, apiCall, assert, assertNoPageErrors, choose, clickButton, createAccount, expectHeard, expectMediaFlowing, expectVideoFrom, fill, inMeeting, joinAsGuest, logIn, openBrowser, openFirefox, rtpDetails, scenario, screenshot, step, tile, waitFor, waitForButton, waitForText } from './lib.mjs';
 
 const OWNER = 'Chris Chromium';
 const GUEST = 'Fiona Firefox';
 const THIRD = 'Sam Nosink';
 const PANEL = (name) => `aside[aria-label="${name}"]`;
 const DIALOG = 'dialog[open]';
-
-/** Joins through the join page as a guest, in either browser. */
-async function joinAsGuest(page, conference, name) {
-  await page.goto(url(`/join/${conference.meetingId}`));
-  await fill(page, 'Meeting password', conference.password);
-  await fill(page, 'Your name', name);
-  await clickButton(page, 'Continue');
-  await waitForText(page, 'Ready to join');
-  await waitFor(page, () => document.querySelector('video')?.videoWidth > 0, undefined, { what: `${name}'s self view` });
-  await clickButton(page, 'Join now');
-  await inMeeting(page, `${name}'s meeting`);
-}
 
 /** The codecs a page sends and receives, for the log and the assertions. */
 async function codecs(page) {
@@ -225,10 +189,5 @@ scenario('Chromium and Firefox participants see and hear each other', async () =
     await screenshot(f.page, '06-firefox-conference-ended');
   });
 
-  for (const b of [c, f])
-    assert.deepEqual(
-      b.problems.filter((p) => !/Failed to load resource/.test(p)),
-      [],
-      `${b.name} had page errors`,
-    );
+  assertNoPageErrors([c, f]);
 }, { deadlineSeconds: 420 });
