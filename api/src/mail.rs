@@ -639,6 +639,7 @@ pub async fn deliver_due(state: &AppState) -> Result<usize> {
                     .bind(&id)
                     .execute(&state.db.pool)
                     .await?;
+                state.metrics.mail.with_label_values(&["delivered"]).inc();
                 delivered += 1;
             }
             Err(cause) => {
@@ -648,6 +649,12 @@ pub async fn deliver_due(state: &AppState) -> Result<usize> {
                     "pending"
                 };
                 tracing::warn!(mail = %id, attempts, cause = %cause, "mail delivery failed");
+                let result = if status == "failed" {
+                    "failed"
+                } else {
+                    "retrying"
+                };
+                state.metrics.mail.with_label_values(&[result]).inc();
                 sqlx::query("UPDATE outbox SET status = $1, attempts = $2, last_error = $3, next_attempt_at = $4 WHERE id = $5")
                     .bind(status)
                     .bind(attempts)

@@ -21,6 +21,9 @@ pub struct Metrics {
     pub logins: IntCounterVec,
     /// Join requests by result (`ok`, `waiting`, `refused`, `notStarted`).
     pub joins: IntCounterVec,
+    /// Delivery attempts of outbox mails by result (`delivered`, `retrying`: failed and
+    /// tried again later, `failed`: given up after the last attempt).
+    pub mail: IntCounterVec,
 }
 
 impl Metrics {
@@ -77,6 +80,17 @@ impl Metrics {
             &["result"],
         )
         .expect("BUG: static metric definition is valid");
+        let mail = IntCounterVec::new(
+            Opts::new(
+                "conclave_api_mail_deliveries_total",
+                "Delivery attempts of outbox mails, by result (delivered, retrying, failed).",
+            ),
+            &["result"],
+        )
+        .expect("BUG: static metric definition is valid");
+        for result in ["delivered", "retrying", "failed"] {
+            mail.with_label_values(&[result]);
+        }
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -84,6 +98,7 @@ impl Metrics {
             Box::new(conferences.clone()),
             Box::new(logins.clone()),
             Box::new(joins.clone()),
+            Box::new(mail.clone()),
         ] {
             registry
                 .register(collector)
@@ -97,6 +112,7 @@ impl Metrics {
             conferences,
             logins,
             joins,
+            mail,
         }
     }
 

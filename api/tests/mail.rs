@@ -325,6 +325,12 @@ async fn mail_waits_in_the_outbox_while_smtp_is_down(app: TestApp) {
     assert_eq!(log[0]["attempts"], 1);
     assert!(!log[0]["lastError"].as_str().unwrap().is_empty());
     assert_eq!(log[0]["sequence"], 0);
+    // What the chart's ConclaveMailFailing alert watches.
+    let metrics = app.state.metrics.render();
+    assert!(
+        metrics.contains("conclave_api_mail_deliveries_total{result=\"retrying\"} 1"),
+        "{metrics}"
+    );
     // The invitee was added to the conference.
     assert_eq!(
         app.get(&format!("/api/v1/conferences/{id}"), &token)
@@ -339,6 +345,12 @@ async fn mail_waits_in_the_outbox_while_smtp_is_down(app: TestApp) {
     app.clock.advance(chrono::Duration::seconds(31));
     assert_eq!(deliver(&app).await, 1);
     assert_eq!(smtp.messages().len(), 1);
+    assert!(
+        app.state
+            .metrics
+            .render()
+            .contains("conclave_api_mail_deliveries_total{result=\"delivered\"} 1")
+    );
     let log = app
         .get(&format!("/api/v1/conferences/{id}/invitations"), &token)
         .await
