@@ -583,6 +583,10 @@ impl Live {
             PeerTarget::Subscriber => "receiving",
         };
         let message = match cause {
+            FailureCause::Ice if self.connected[index] => format!(
+                "the {which} media connection was lost: the media server's UDP ports {}-{} stopped answering (the network may have changed, or now blocks UDP)",
+                self.ports.first, self.ports.last
+            ),
             FailureCause::Ice => format!(
                 "the {which} media connection failed: no network path to the media server's UDP ports {}-{} was found (a firewall or VPN may block UDP)",
                 self.ports.first, self.ports.last
