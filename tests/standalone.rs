@@ -312,6 +312,33 @@ async fn json_logs_have_one_line_per_request_with_its_id_and_no_secrets() {
         .unwrap();
     assert_eq!(reply.status(), 200);
     assert_eq!(reply.headers()["x-request-id"], "from-the-ingress-1");
+    let session: Value = reply.json().await.unwrap();
+    // The join request's ID travels in the join token to the SFU, whose session logs it.
+    let (status, meeting) = post(
+        &client,
+        format!("{}/api/v1/conferences/adhoc", server.base),
+        session["sessionToken"].as_str(),
+        json!({"topic": "Traced"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{meeting}");
+    let joined: Value = client
+        .post(format!("{}/api/v1/join", server.base))
+        .header("x-request-id", "join-request-7")
+        .json(&json!({"meetingId": meeting["meetingId"], "password": meeting["password"], "displayName": "Guest"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut ws = enter(
+        joined["endpoint"].as_str().unwrap(),
+        &joined["token"],
+        meeting["id"].as_str().unwrap(),
+    )
+    .await;
+    ws.close(None).await.unwrap();
     let reply = client
         .get(format!("{}/api/v1/conferences/unknown", server.base))
         .send()
@@ -340,6 +367,18 @@ async fn json_logs_have_one_line_per_request_with_its_id_and_no_secrets() {
     assert_eq!(login["level"], "INFO");
     assert!(login["timestamp"].is_string());
     assert_eq!(served(&made).expect("the made ID")["status"], 401);
+    let sfu_joined = lines.iter().find(|l| {
+        l["message"] == "joined"
+            && l["spans"].as_array().is_some_and(|spans| {
+                spans
+                    .iter()
+                    .any(|s| s["name"] == "session" && s["request_id"] == "join-request-7")
+            })
+    });
+    assert!(
+        sfu_joined.is_some(),
+        "the SFU's session logs the join request's ID:\n{log}"
+    );
     assert!(
         !log.contains(PASSWORD),
         "the admin password reached the log"

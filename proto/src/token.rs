@@ -102,6 +102,10 @@ pub struct JoinClaims {
     pub exp: i64,
     /// A unique token ID: an excluded participant's tokens are remembered by it.
     pub jti: String,
+    /// The ID of the API request that issued the token (`x-request-id`), so that the SFU's log
+    /// lines of the session can be found from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rid: Option<String>,
 }
 
 impl JoinClaims {
@@ -273,6 +277,7 @@ mod tests {
             iat: now,
             exp: now + 300,
             jti: "t1".into(),
+            rid: Some("req-1".into()),
         }
     }
 

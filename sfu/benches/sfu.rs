@@ -295,6 +295,7 @@ impl Room {
             iat: now,
             exp: now + 3600,
             jti: format!("jti-{sub}-{}", rand::random::<u32>()),
+            rid: None,
         };
         let token = self.key.sign_join(&claims)?;
         let client = Client::join(self.addr, &token, &self.conference).await?;

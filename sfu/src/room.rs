@@ -1172,6 +1172,7 @@ mod tests {
             iat: at(0).timestamp(),
             exp: at(0).timestamp() + 3600,
             jti: format!("jti-{sub}"),
+            rid: None,
         }
     }
 

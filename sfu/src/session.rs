@@ -52,7 +52,9 @@ pub(crate) async fn upgrade(State(state): State<SfuState>, ws: WebSocketUpgrade)
             state.shared.sessions.fetch_add(1, Ordering::AcqRel);
             let session = SessionId(state.shared.next_session.fetch_add(1, Ordering::AcqRel));
             run(state.clone(), session, socket)
-                .instrument(info_span!("session", session = %session))
+                .instrument(
+                    info_span!("session", session = %session, request_id = tracing::field::Empty),
+                )
                 .await;
             state.shared.sessions.fetch_sub(1, Ordering::AcqRel);
         })
@@ -132,6 +134,9 @@ async fn run(state: SfuState, session: SessionId, ws: WebSocket) {
             state.forget_room_if_idle(&claims.conf);
             return;
         }
+    }
+    if let Some(request_id) = &claims.rid {
+        tracing::Span::current().record("request_id", request_id.as_str());
     }
     info!(conference = %claims.conf, "joined");
     let ports = claims.room.udp_ports.unwrap_or(room.default_ports);

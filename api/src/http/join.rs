@@ -103,6 +103,7 @@ pub async fn join(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,
     addr: ClientAddr,
+    headers: http::HeaderMap,
     ApiJson(body): ApiJson<JoinRequest>,
 ) -> Result<Json<JoinResponse>> {
     let now = state.clock.now();
@@ -271,6 +272,11 @@ pub async fn join(
         iat: now.timestamp(),
         exp: expires_at.timestamp(),
         jti: uuid::Uuid::new_v4().to_string(),
+        // The request's ID travels to the SFU, whose session logs it; bounded, as a proxy set it.
+        rid: headers
+            .get(super::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(|id| id.chars().take(64).collect()),
     };
     let token = state
         .tokens

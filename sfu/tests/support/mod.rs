@@ -101,6 +101,7 @@ pub fn claims(sub: &str, role: Role, owner: bool) -> JoinClaims {
         iat: now,
         exp: now + 600,
         jti: format!("jti-{sub}-{}", rand::random::<u32>()),
+        rid: None,
     }
 }
 
