@@ -280,6 +280,12 @@ struct Live {
     video_added: bool,
 }
 
+/// The index of a connection's entry in the per-connection arrays of [`Live`]
+/// (publisher first).
+fn slot(target: PeerTarget) -> usize {
+    usize::from(target == PeerTarget::Subscriber)
+}
+
 /// How many candidates a client may send ahead of its description.
 const MAX_EARLY_CANDIDATES: usize = 64;
 
@@ -362,7 +368,7 @@ impl Live {
                         }
                         PeerEvent::IceState(target, state) => {
                             debug!(?target, %state, "ICE state");
-                            self.ice_states[usize::from(target == PeerTarget::Subscriber)] = state;
+                            self.ice_states[slot(target)] = state;
                         }
                         PeerEvent::State(target, state) => {
                             self.state.shared.metrics.peer_states.with_label_values(&[&state.to_string()]).inc();
@@ -372,7 +378,7 @@ impl Live {
                                 return CloseReason::ConnectionFailed;
                             }
                             if state == RTCPeerConnectionState::Connected {
-                                self.connected[usize::from(target == PeerTarget::Subscriber)] = true;
+                                self.connected[slot(target)] = true;
                             }
                             if target == PeerTarget::Subscriber {
                                 let connected = state == RTCPeerConnectionState::Connected;
@@ -566,7 +572,7 @@ impl Live {
 
     /// Counts and logs a failed peer connection, and words what the person should check.
     fn connection_failed(&self, target: PeerTarget) -> ServerMessage {
-        let index = usize::from(target == PeerTarget::Subscriber);
+        let index = slot(target);
         let ice = self.ice_states[index];
         // webrtc-rs reports the connection's failure before its ICE state, so the last ICE
         // state seen is the one before the failure: DTLS can only fail once ICE connected.
