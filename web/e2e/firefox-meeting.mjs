@@ -145,10 +145,12 @@ scenario('a meeting in Firefox, from the join page to the end', async () => {
     // Firefox's mock audio backend: three microphones, two outputs (lib.mjs, FIREFOX_PREFS).
     const before = await sending(g.page);
     assert.equal(before.audio?.label, 'Fake Audio Input 2 (PREFERRED)', `the preferred microphone is used first (${JSON.stringify(before)})`);
-    assert.equal(
-      await g.page.evaluate(() => document.querySelector('#meeting-microphone').selectedOptions[0]?.textContent),
+    // The panel lists the devices once the browser has answered enumerateDevices: wait for it.
+    await waitFor(
+      g.page,
+      (label) => document.querySelector('#meeting-microphone')?.selectedOptions[0]?.textContent === label,
       'Fake Audio Input 2 (PREFERRED)',
-      'the panel shows the microphone in use',
+      { what: 'the panel to show the microphone in use' },
     );
     await choose(g.page, 'Microphone', 'Fake Audio Input 1', { within });
     await waitFor(g.page, () => window.__conclave.session.publisher.getSenders().some((s) => s.track?.kind === 'audio' && s.track.label === 'Fake Audio Input 1'), undefined, {
