@@ -168,6 +168,7 @@ pub async fn tick(state: &AppState) -> Result<Option<DateTime<Utc>>> {
             .set(*phases.get(phase.as_str()).unwrap_or(&0));
     }
     crate::session::purge_expired(&state.db, now).await?;
+    crate::http::internal::reports::purge(&state.db, now).await?;
     Ok(next)
 }
 

@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::http::request::Parts;
 use axum::routing::post;
 use proto::RoomReport;
@@ -39,14 +39,101 @@ impl axum::extract::FromRequestParts<AppState> for Service {
     }
 }
 
-/// Applies an SFU's report about a room.
+/// The header an SFU sends so that a retried report is applied once.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Applies an SFU's report about a room, once per `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/internal/room-events", tag = "internal", request_body = inline(Object),
-    responses((status = 204), (status = 401), (status = 404), (status = 422)))]
+    params(("Idempotency-Key" = Option<String>, Header, description = "the SFU's ID of the report; a report with a key seen before is not applied again")),
+    responses((status = 204, description = "applied (or applied before)"), (status = 401, description = "no valid service token"),
+        (status = 404, description = "no such conference"), (status = 422, description = "a malformed report")))]
 pub async fn room_event(
     State(state): State<AppState>,
     _service: Service,
+    headers: HeaderMap,
     ApiJson(report): ApiJson<RoomReport>,
 ) -> Result<StatusCode> {
-    lifecycle::apply_report(&state, &report).await?;
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(value) => match value.to_str() {
+            Ok(key) if !key.is_empty() && key.len() <= 200 => Some(key.to_owned()),
+            _ => {
+                return Err(Error::invalid(
+                    "Idempotency-Key",
+                    "give the report's key as 1 to 200 visible characters",
+                ));
+            }
+        },
+    };
+    let Some(key) = key else {
+        lifecycle::apply_report(&state, &report).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    // Claimed first: a second delivery finds the key and is answered without applying.
+    if !reports::claim(&state.db, &key, state.clock.now()).await? {
+        tracing::debug!(conference = %report.conference, "a room report arrived again; applied before");
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    if let Err(err) = lifecycle::apply_report(&state, &report).await {
+        // Not applied: the SFU's retry must find the key free.
+        if let Err(release) = reports::release(&state.db, &key).await {
+            tracing::warn!(cause = %release, "releasing a room report's key failed");
+        }
+        return Err(err);
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The keys of applied room reports.
+pub mod reports {
+    use chrono::{DateTime, Duration, Utc};
+
+    use crate::Result;
+    use crate::clock::db_time;
+    use crate::db::Db;
+    use crate::error::is_unique_violation;
+
+    /// How long a key is remembered: far longer than an SFU retries one report.
+    pub const KEPT: Duration = Duration::days(1);
+
+    /// Records `key`; `false` when it was recorded before.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn claim(db: &Db, key: &str, now: DateTime<Utc>) -> Result<bool> {
+        let inserted = sqlx::query("INSERT INTO room_reports (id, applied_at) VALUES ($1, $2)")
+            .bind(key)
+            .bind(db_time(now))
+            .execute(&db.pool)
+            .await;
+        match inserted {
+            Ok(_) => Ok(true),
+            Err(err) if is_unique_violation(&err) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Forgets `key` (its report was not applied).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn release(db: &Db, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM room_reports WHERE id = $1")
+            .bind(key)
+            .execute(&db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets keys older than [`KEPT`]; how many.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn purge(db: &Db, now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM room_reports WHERE applied_at < $1")
+            .bind(db_time(now - KEPT))
+            .execute(&db.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
 }
