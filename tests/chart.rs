@@ -840,9 +840,6 @@ fn selectors_select_and_services_reach_container_ports() {
         }
         for service in rendered.kind("Service") {
             let ctx = rendered.context(service);
-            if service["metadata"]["annotations"]["conclave.dev/selects-no-pod"] == "true" {
-                continue;
-            }
             let selector = &service["spec"]["selector"];
             let targets: Vec<&Value> = workloads
                 .iter()
@@ -898,6 +895,122 @@ fn selectors_select_and_services_reach_container_ports() {
                 );
             }
         }
+    }
+}
+
+/// The port named `name` of the first Conclave container of the workload whose pods carry
+/// `component`, with the address its `listen_env` variable gives the process.
+fn listener(rendered: &Rendered, component: &str, name: &str, listen_env: &str) -> (u64, String) {
+    let (object, template) = rendered
+        .workloads()
+        .into_iter()
+        .find(|(_, t)| t["metadata"]["labels"]["app.kubernetes.io/component"] == component)
+        .unwrap_or_else(|| panic!("no {component} workload"));
+    let ctx = rendered.context(object);
+    let container = containers(template)
+        .into_iter()
+        .find(|c| is_conclave(c))
+        .expect("a conclave container");
+    let port = array(container, "/ports")
+        .into_iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("{ctx}: no container port {name}"));
+    let listen = env_value(container, listen_env)
+        .and_then(|v| v["value"].as_str())
+        .unwrap_or_else(|| panic!("{ctx}: no {listen_env}"))
+        .to_owned();
+    (port, listen)
+}
+
+#[test]
+fn nothing_internal_is_reachable_through_an_ingress() {
+    for rendered in all_rendered() {
+        // Each process listens for /metrics (and the API for SFU reports) on the port named
+        // `internal`, apart from the public one.
+        for (component, public_env, internal_env) in [
+            ("api", "CONCLAVE_LISTEN", "CONCLAVE_INTERNAL_LISTEN"),
+            ("sfu", "CONCLAVE_SFU_LISTEN", "CONCLAVE_SFU_INTERNAL_LISTEN"),
+        ] {
+            let (internal, listen) = listener(rendered, component, "internal", internal_env);
+            assert_eq!(listen, format!("0.0.0.0:{internal}"), "{component}");
+            let (public, listen) = listener(rendered, component, "http", public_env);
+            assert_eq!(listen, format!("0.0.0.0:{public}"), "{component}");
+            assert_ne!(public, internal, "{component}");
+        }
+        // No Ingress backend leads to an internal port.
+        for ingress in rendered.kind("Ingress") {
+            let ctx = rendered.context(ingress);
+            for path in array(ingress, "/spec/rules")
+                .iter()
+                .flat_map(|r| array(r, "/http/paths"))
+            {
+                let service = rendered
+                    .named("Service", str_of(path, "/backend/service/name"))
+                    .expect("the backend Service");
+                for port in array(service, "/spec/ports") {
+                    assert_ne!(
+                        port["targetPort"],
+                        "internal",
+                        "{ctx}: its Service {} also reaches the internal listener",
+                        rendered.context(service)
+                    );
+                }
+                assert_ne!(service["spec"]["type"], "LoadBalancer", "{ctx}");
+            }
+        }
+        // Every Service that reaches an internal port stays inside the cluster.
+        for service in rendered.kind("Service") {
+            if array(service, "/spec/ports")
+                .iter()
+                .any(|p| p["targetPort"] == "internal")
+            {
+                assert_eq!(
+                    service["spec"]["type"],
+                    "ClusterIP",
+                    "{}",
+                    rendered.context(service)
+                );
+            }
+        }
+        // Prometheus scrapes the internal listeners (the operator has only one, for metrics).
+        for monitor in rendered.kind("ServiceMonitor") {
+            let port = &monitor["spec"]["endpoints"][0]["port"];
+            assert!(
+                port == "internal" || port == "metrics",
+                "{}: scrapes {port}",
+                rendered.context(monitor)
+            );
+        }
+        for monitor in rendered.kind("PodMonitor") {
+            assert_eq!(
+                monitor["spec"]["podMetricsEndpoints"][0]["port"],
+                "internal",
+                "{}",
+                rendered.context(monitor)
+            );
+        }
+        // SFU pods post their room reports to the API's internal Service.
+        let sfu = rendered
+            .kind("StatefulSet")
+            .find(|s| {
+                s["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "sfu"
+            })
+            .expect("the SFU StatefulSet");
+        let url = env_value(&sfu["spec"]["template"]["spec"]["containers"][0], "CONCLAVE_SFU_API_URL")
+            .and_then(|v| v["value"].as_str())
+            .expect("CONCLAVE_SFU_API_URL");
+        let url = reqwest::Url::parse(url).expect("a URL");
+        let host = url.host_str().expect("a host");
+        let name = host.split('.').next().unwrap_or_default();
+        let service = rendered
+            .named("Service", name)
+            .unwrap_or_else(|| panic!("CONCLAVE_SFU_API_URL names no Service: {url}"));
+        let port = array(service, "/spec/ports")
+            .into_iter()
+            .find(|p| p["port"].as_u64() == url.port().map(u64::from))
+            .unwrap_or_else(|| panic!("{url}: no such port on {name}"));
+        assert_eq!(port["targetPort"], "internal", "{url}");
     }
 }
 
@@ -1377,6 +1490,12 @@ fn bad_values_are_refused_with_a_clear_message() {
     );
     let err = refused(&["--set", "monitoring.serviceMonitor.enabled=true"]);
     assert!(err.contains("need the Prometheus Operator's CRDs"), "{err}");
+    let err = refused(&["--set", "api.internalPort=8080"]);
+    assert!(err.contains("api.internalPort must differ from api.port"), "{err}");
+    let err = refused(&["--set", "sfu.internalPort=7880"]);
+    assert!(err.contains("sfu.internalPort must differ from sfu.port"), "{err}");
+    let err = refused(&["--set", "sfu.bindIP=node"]);
+    assert!(err.contains("sfu.bindIP: Does not match pattern"), "{err}");
     let err = refused(&["--set", "database.existingSecret="]);
     assert!(err.contains("a database is needed"), "{err}");
 }

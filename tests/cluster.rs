@@ -103,9 +103,12 @@ async fn scenario() {
 
     // Two nodes, one SFU pod each (hostNetwork: the pod's IP is its node's).
     let api_port = system_tests::free_port();
+    // The API's internal listener (metrics, SFU reports): the chart's Service for it is
+    // `<api>-internal`; here it is a port of the test's namespace.
+    let api_internal_port = system_tests::free_port();
     let sfu_template = chart.template("StatefulSet", &format!("{RELEASE}-sfu"));
     let mut sfus: Vec<Sfu> = (0..2)
-        .map(|ordinal| Sfu::start(ordinal, sfu_template, secret, api_port, &logs))
+        .map(|ordinal| Sfu::start(ordinal, sfu_template, secret, api_internal_port, &logs))
         .collect();
     for sfu in &sfus {
         register_pod(&fake, sfu, sfu_template).await;
@@ -149,6 +152,10 @@ async fn scenario() {
             .arg("api")
             .envs(api_env)
             .env("CONCLAVE_LISTEN", format!("0.0.0.0:{api_port}"))
+            .env(
+                "CONCLAVE_INTERNAL_LISTEN",
+                format!("0.0.0.0:{api_internal_port}"),
+            )
             .env("CONCLAVE_DATA_DIR", dir.path().join("api-data"))
             .env(
                 "CONCLAVE_PORTAL_DIR",
@@ -167,6 +174,32 @@ async fn scenario() {
         .await;
     }
 
+    // What the Ingress reaches (the public listener) serves no metrics and no SFU reports;
+    // the internal listener does.
+    let status = |url: String| async move {
+        reqwest::Client::new()
+            .request(
+                if url.ends_with("room-events") {
+                    reqwest::Method::POST
+                } else {
+                    reqwest::Method::GET
+                },
+                &url,
+            )
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("the API answers")
+            .status()
+            .as_u16()
+    };
+    let public = format!("http://127.0.0.1:{api_port}");
+    let internal = format!("http://127.0.0.1:{api_internal_port}");
+    assert_eq!(status(format!("{public}/metrics")).await, 404);
+    assert_eq!(status(format!("{public}/api/v1/internal/room-events")).await, 404);
+    assert_eq!(status(format!("{internal}/metrics")).await, 200);
+    // Without a service token: refused, but there.
+    assert_eq!(status(format!("{internal}/api/v1/internal/room-events")).await, 401);
     mark("components ready");
     // A platform team applies the examples as GitOps would.
     let kubectl = Kubectl {
@@ -394,13 +427,17 @@ async fn scenario() {
     mark("kubectl get conferences");
     // A meeting made in the portal becomes a Conference and a password Secret; the operator
     // places it, and a guest gets in with its meeting ID and the password the Secret holds.
-    let (status, meeting) = post(
-        &http,
-        &format!("{base}/api/v1/conferences/adhoc"),
-        Some(&admin),
-        json!({"topic": "Portal meeting"}),
-    )
-    .await;
+    // The request's ID (as an ingress controller sets it) reaches the operator's Events.
+    let reply = http
+        .post(format!("{base}/api/v1/conferences/adhoc"))
+        .bearer_auth(&admin)
+        .header("x-request-id", "portal-meeting-1")
+        .json(&json!({"topic": "Portal meeting"}))
+        .send()
+        .await
+        .unwrap();
+    let status = reply.status().as_u16();
+    let meeting: Value = reply.json().await.unwrap_or_default();
     assert_eq!(status, 201, "{meeting}");
     let id = meeting["id"].as_str().unwrap().to_owned();
     let secret = fake
@@ -422,6 +459,24 @@ async fn scenario() {
         "{resource}"
     );
     let portal = placed_by_name(&fake, &id).await;
+    assert_eq!(
+        resource["metadata"]["annotations"]["conclave.dev/request-id"],
+        "portal-meeting-1",
+        "{resource}"
+    );
+    let placed_event = fake
+        .wait_for("a Placed Event about the portal meeting", Duration::from_secs(10), |f| {
+            f.list("events.k8s.io/events")
+                .into_iter()
+                .find(|e| e["reason"] == "Placed" && e["regarding"]["name"] == id.as_str())
+        })
+        .await;
+    assert!(
+        placed_event["note"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("(API request portal-meeting-1)")),
+        "{placed_event}"
+    );
     let portal_sfu = sfus
         .iter()
         .find(|s| portal["pod"] == s.pod.as_str())

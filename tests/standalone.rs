@@ -41,9 +41,14 @@ async fn start(data: &std::path::Path, port: u16) -> Server {
 
 /// Starts a prepared command and waits until its /readyz on `port` answers 200 (bounded: a
 /// failed start fails the test).
-async fn spawn(mut command: Command, port: u16) -> Server {
+async fn spawn(command: Command, port: u16) -> Server {
+    spawn_with_output(command, port, Stdio::null()).await
+}
+
+/// [`spawn`] with the process's standard output going to `output`.
+async fn spawn_with_output(mut command: Command, port: u16, output: impl Into<Stdio>) -> Server {
     let child = command
-        .stdout(Stdio::null())
+        .stdout(output)
         .spawn()
         .expect("the conclave binary starts");
     let server = Server {
@@ -113,6 +118,10 @@ async fn a_guest_enters_a_meeting_started_in_standalone_mode_and_a_restart_keeps
     let server = start(data.path(), port).await;
     let base = server.base.clone();
     let client = reqwest::Client::new();
+    // The generated join-token secret is readable by this user alone.
+    use std::os::unix::fs::PermissionsExt;
+    let key = std::fs::metadata(data.path().join("join-token.key")).unwrap();
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
 
     let (status, login) = post(
         &client,
@@ -202,49 +211,122 @@ async fn enter(
     panic!("the SFU closed the websocket before admitting");
 }
 
+async fn status_of(client: &reqwest::Client, url: String) -> u16 {
+    client.get(url).send().await.unwrap().status().as_u16()
+}
+
 #[tokio::test]
-async fn an_sfu_pod_reports_to_a_separate_api_over_http() {
+async fn an_sfu_pod_reports_to_a_separate_api_over_its_internal_listener() {
     let data = tempfile::tempdir().unwrap();
     let (api_port, sfu_port) = (system_tests::free_port(), system_tests::free_port());
+    let (api_internal, sfu_internal) = (system_tests::free_port(), system_tests::free_port());
     let secret = "a-shared-secret-of-at-least-32-bytes-for-tests";
     let mut api = Command::new(system_tests::conclave_bin());
     api.args([
         "api",
         "--listen",
         &format!("127.0.0.1:{api_port}"),
+        "--internal-listen",
+        &format!("127.0.0.1:{api_internal}"),
         "--sfu-endpoint",
         &format!("ws://127.0.0.1:{sfu_port}/rtc"),
     ])
     .arg("--data-dir")
     .arg(data.path())
-    .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
     .env("CONCLAVE_JOIN_TOKEN_SECRET", secret)
+    .env("RUST_LOG", "info")
+    .env_remove("CONCLAVE_ADMIN_PASSWORD")
+    .env_remove("CONCLAVE_ADMIN_PASSWORD_FILE")
     .env_remove("DATABASE_URL");
-    let api = spawn(api, api_port).await;
+    let api_log = data.path().join("api.log");
+    let api = spawn_with_output(api, api_port, std::fs::File::create(&api_log).unwrap()).await;
+
+    // `conclave api` is a service whose output is collected: the generated admin password goes
+    // to a file only its user can read, never to the output.
+    let password_file = data.path().join("admin-password");
+    let password = std::fs::read_to_string(&password_file).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&password_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "admin-password is readable by others");
+    let output = std::fs::read_to_string(&api_log).unwrap();
+    assert!(output.contains("admin-password"), "the log names the file:\n{output}");
+    assert!(!output.contains(password.trim()), "the password reached the output");
+
+    // The SFU reads the shared secret from a file (there is no flag that would show in `ps`).
+    let secret_file = data.path().join("join-token-secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let sfu_args = [
+        "sfu".to_owned(),
+        "--sfu-listen".to_owned(),
+        format!("127.0.0.1:{sfu_port}"),
+        "--sfu-internal-listen".to_owned(),
+        format!("127.0.0.1:{sfu_internal}"),
+        "--sfu-bind-ip".to_owned(),
+        "127.0.0.1".to_owned(),
+        "--sfu-udp-ports".to_owned(),
+        "46200-46399".to_owned(),
+        "--sfu-api-url".to_owned(),
+        format!("http://127.0.0.1:{api_internal}"),
+        "--sfu-pod-name".to_owned(),
+        "sfu-test-0".to_owned(),
+        "--sfu-max-participants".to_owned(),
+        "37".to_owned(),
+    ];
+    // Without the secret it says what to set, and does not start.
+    let refused = Command::new(system_tests::conclave_bin())
+        .args(&sfu_args)
+        .env_remove("CONCLAVE_JOIN_TOKEN_SECRET")
+        .env_remove("CONCLAVE_JOIN_TOKEN_SECRET_FILE")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("CONCLAVE_JOIN_TOKEN_SECRET") && said.contains("--sfu-join-token-secret-file"),
+        "{said}"
+    );
     let mut sfu = Command::new(system_tests::conclave_bin());
-    sfu.args([
-        "sfu",
-        "--sfu-listen",
-        &format!("127.0.0.1:{sfu_port}"),
-        "--sfu-bind-ip",
-        "127.0.0.1",
-        "--sfu-udp-ports",
-        "46200-46399",
-        "--sfu-api-url",
-        &api.base,
-        "--sfu-pod-name",
-        "sfu-test-0",
-    ])
-    .env("CONCLAVE_JOIN_TOKEN_SECRET", secret);
+    sfu.args(&sfu_args)
+        .arg("--sfu-join-token-secret-file")
+        .arg(&secret_file)
+        .env_remove("CONCLAVE_JOIN_TOKEN_SECRET");
     let _sfu = spawn(sfu, sfu_port).await;
 
     let client = reqwest::Client::new();
+    // Metrics (and the API's room reports) only on the internal listeners.
+    assert_eq!(status_of(&client, format!("{}/metrics", api.base)).await, 404);
+    assert_eq!(status_of(&client, format!("http://127.0.0.1:{sfu_port}/metrics")).await, 404);
+    assert_eq!(
+        status_of(&client, format!("http://127.0.0.1:{api_internal}/metrics")).await,
+        200
+    );
+    let sfu_metrics = client
+        .get(format!("http://127.0.0.1:{sfu_internal}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        sfu_metrics.contains("conclave_sfu_capacity_participants 37"),
+        "{sfu_metrics}"
+    );
+    let (status, _) = post(
+        &client,
+        format!("{}/api/v1/internal/room-events", api.base),
+        None,
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 404, "room reports are taken on the public listener");
+
     let base = api.base.clone();
     let (_, login) = post(
         &client,
         format!("{base}/api/v1/auth/login"),
         None,
-        json!({"login": "admin", "password": PASSWORD}),
+        json!({"login": "admin", "password": password.trim()}),
     )
     .await;
     let token = login["sessionToken"].as_str().unwrap().to_owned();
@@ -266,7 +348,8 @@ async fn an_sfu_pod_reports_to_a_separate_api_over_http() {
     assert_eq!(status, 200, "{joined}");
     assert_eq!(joined["endpoint"], format!("ws://127.0.0.1:{sfu_port}/rtc"));
     let mut ws = enter(joined["endpoint"].as_str().unwrap(), &joined["token"], &id).await;
-    // The SFU pod posts the join to the API with a service token signed with the shared secret.
+    // The SFU pod posts the join to the API's internal listener with a service token signed
+    // with the shared secret.
     wait_for_participants(&client, &base, &token, &id, 1).await;
     ws.close(None).await.unwrap();
     wait_for_participants(&client, &base, &token, &id, 0).await;

@@ -31,6 +31,13 @@ pub struct Config {
     #[arg(long, env = "CONCLAVE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Address of a second listener for what only the cluster may reach: `/metrics`,
+    /// `/api/v1/internal/*` (SFU room reports), `/healthz` and `/readyz`. When set, the public
+    /// listener answers 404 for `/metrics` and `/api/v1/internal/*`; without it, one listener
+    /// serves everything (fine on loopback, as standalone runs by default).
+    #[arg(long, env = "CONCLAVE_INTERNAL_LISTEN")]
+    pub internal_listen: Option<SocketAddr>,
+
     /// Folder for the SQLite database, generated keys and local files; created when missing.
     #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = "conclave-data")]
     pub data_dir: PathBuf,
@@ -131,6 +138,11 @@ pub struct Config {
     /// Folder holding the built web portal (`npm run build` in `web/` writes `web/dist`).
     #[arg(long, env = "CONCLAVE_PORTAL_DIR", default_value = "web/dist")]
     pub portal_dir: PathBuf,
+
+    /// Print a generated `admin` password on standard output (standalone, started by a person)
+    /// instead of writing it to `DATA_DIR/admin-password` (a service, whose output is logged).
+    #[arg(skip)]
+    pub print_admin_password: bool,
 
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "CONCLAVE_MAX_BODY_BYTES", default_value_t = 65_536)]

@@ -161,9 +161,7 @@ pub fn token_secret(config: &Config) -> Result<String> {
         })?;
         let path = config.data_dir.join("join-token.key");
         if !path.exists() {
-            std::fs::write(&path, session::random_secret(48)).map_err(|err| {
-                Error::Internal(format!("cannot write {}: {err}", path.display()))
-            })?;
+            write_private(&path, &session::random_secret(48))?;
         }
         read_secret(&path)?
     };
@@ -174,6 +172,20 @@ pub fn token_secret(config: &Config) -> Result<String> {
 fn load_token_key(config: &Config) -> Result<proto::TokenKey> {
     proto::TokenKey::new(token_secret(config)?.as_bytes())
         .map_err(|err| Error::invalid("joinTokenSecret", err.to_string()))
+}
+
+/// Writes a new file that only this user can read (0600), e.g. a generated secret.
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|err| Error::Internal(format!("cannot write {}: {err}", path.display())))?;
+    file.write_all(contents.as_bytes())
+        .map_err(|err| Error::Internal(format!("cannot write {}: {err}", path.display())))
 }
 
 fn read_secret(path: &Path) -> Result<Vec<u8>> {
@@ -210,15 +222,35 @@ async fn ensure_admin(state: &AppState) -> Result<()> {
         level: proto::AccountLevel::Admin,
         time_zone: "UTC".to_owned(),
     };
-    account::insert(&state.db, &new, &hash, state.clock.now()).await?;
-    if generated {
-        // Printed once on purpose (not logged): the operator needs it to log in the first time.
+    match account::insert(&state.db, &new, &hash, state.clock.now()).await {
+        Ok(_) => {}
+        // Another replica starting at the same time made it first.
+        Err(Error::Conflict { .. }) => {
+            tracing::info!("the account `admin` was created by another replica");
+            return Ok(());
+        }
+        Err(err) => return Err(err),
+    }
+    if !generated {
+        tracing::info!("created the account `admin`");
+    } else if state.config.print_admin_password {
+        // Standalone: printed once on purpose (not logged) to the person who started it.
         println!("Created the account `admin` with the password: {password}");
         println!(
             "Change it after logging in (PATCH /api/v1/me), or set CONCLAVE_ADMIN_PASSWORD before the first start."
         );
     } else {
-        tracing::info!("created the account `admin`");
+        // A service's output ends up in log collectors: the password goes to a private file.
+        std::fs::create_dir_all(&state.config.data_dir).map_err(|err| {
+            Error::Internal(format!(
+                "cannot create the data folder {}: {err}",
+                state.config.data_dir.display()
+            ))
+        })?;
+        let path = state.config.data_dir.join("admin-password");
+        let _ = std::fs::remove_file(&path);
+        write_private(&path, &password)?;
+        tracing::warn!(file = %path.display(), "created the account `admin` with a generated password, readable only by this user in the file; set CONCLAVE_ADMIN_PASSWORD or --admin-password-file to choose it");
     }
     Ok(())
 }
@@ -239,6 +271,18 @@ pub async fn serve(
             Error::Internal(format!("cannot listen on {}: {err}", state.config.listen))
         })?;
     tracing::info!(address = %state.config.listen, public = %state.config.public_url(), "conference service listening");
+    let internal = match state.config.internal_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|err| {
+                    Error::Internal(format!("cannot listen on {address} (--internal-listen): {err}"))
+                })?;
+            tracing::info!(%address, "internal listener (metrics, SFU reports) listening");
+            Some(listener)
+        }
+        None => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut lifecycle_stop = stop_rx.clone();
     let mut mail_stop = stop_rx.clone();
@@ -256,9 +300,30 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let internal = internal.map(|listener| {
+        let mut stop = stop_rx.clone();
+        let app = http::internal_app(state.clone());
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await
+        })
+    });
     let result = server
         .await
         .map_err(|err| Error::Internal(format!("server failed: {err}")));
+    if let Some(internal) = internal {
+        match internal.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(cause = %err, "the internal listener failed"),
+            Err(err) => tracing::warn!(cause = %err, "the internal listener panicked"),
+        }
+    }
     let _ = lifecycle.await;
     let _ = mailer.await;
     result

@@ -51,6 +51,9 @@ pub mod annotations {
     pub const CREATED_AT: &str = "conclave.dev/created-at";
     /// When its definition last changed in the API (RFC 3339).
     pub const UPDATED_AT: &str = "conclave.dev/updated-at";
+    /// The ID of the API request that last wrote the definition (quoted in the operator's
+    /// Events).
+    pub const REQUEST_ID: &str = crds::annotations::REQUEST_ID;
 }
 
 /// The label the API puts on the conferences it creates, so a join finds its meeting ID with a
@@ -190,7 +193,7 @@ pub fn spec_of(id: &ConferenceId, d: &Definition, owner_login: &str) -> Conferen
 
 /// The API's annotations for a conference.
 fn annotations_of(c: &Conference) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut all = BTreeMap::from([
         (
             annotations::INVITEES.to_owned(),
             serde_json::Value::from(c.definition.invitees.clone()).to_string(),
@@ -204,7 +207,11 @@ fn annotations_of(c: &Conference) -> BTreeMap<String, String> {
             annotations::UPDATED_AT.to_owned(),
             c.updated_at.to_rfc3339(),
         ),
-    ])
+    ]);
+    if let Some(id) = crate::http::current_request_id() {
+        all.insert(annotations::REQUEST_ID.to_owned(), id);
+    }
+    all
 }
 
 /// The resource for a new conference owned by `owner_login`.
@@ -621,6 +628,7 @@ impl ConferenceStore for KubeConferenceStore {
                     ..spec_of(&c.id, &c.definition, &login)
                 };
                 object.spec = spec;
+                object.annotations_mut().remove(annotations::REQUEST_ID);
                 object.annotations_mut().extend(annotations_of(c));
                 match self
                     .conferences

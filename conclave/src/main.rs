@@ -196,7 +196,8 @@ impl sfu::Reporter for InProcessReporter {
 }
 
 async fn standalone(options: Standalone) -> anyhow::Result<()> {
-    let config = options.api;
+    let mut config = options.api;
+    config.print_admin_password = true;
     let registry = prometheus::Registry::new();
     let state = api::build_with_registry(
         config.clone(),

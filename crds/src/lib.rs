@@ -48,8 +48,12 @@ pub mod annotations {
     pub const CAPACITY: &str = "conclave.dev/capacity";
     /// The UDP ports the pod may hand out, inclusive, e.g. `"40000-40999"`.
     pub const UDP_PORTS: &str = "conclave.dev/udp-ports";
-    /// The base URL clients connect to, e.g. `"wss://sfu-0.sfu.conclave.example.com"`.
+    /// The signaling websocket URL clients open, e.g. `"wss://{pod}.sfu.conclave.example.com/rtc"`
+    /// (`{pod}`, `{namespace}` and `{podIP}` are filled in per pod).
     pub const ENDPOINT: &str = "conclave.dev/endpoint";
+    /// On a `Conference`: the ID (`x-request-id`) of the API request that last wrote its
+    /// definition; the operator quotes it in its Events. Absent after a write of the API's own.
+    pub const REQUEST_ID: &str = "conclave.dev/request-id";
 }
 
 /// Condition types in [`ConferenceStatus::conditions`].

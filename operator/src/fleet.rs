@@ -4,9 +4,9 @@
 //! annotations, usually set in the StatefulSet's pod template (see `docs/operator.md`):
 //! - `conclave.dev/capacity`: participants it serves at most, e.g. `500`;
 //! - `conclave.dev/udp-ports`: its UDP port range, inclusive, e.g. `40000-40999`;
-//! - `conclave.dev/endpoint`: the base URL clients connect to; `{pod}`, `{namespace}` and
-//!   `{podIP}` are replaced, so one template serves every replica
-//!   (`wss://{pod}.sfu.conclave.example.com`).
+//! - `conclave.dev/endpoint`: the signaling websocket URL clients open; `{pod}`, `{namespace}`
+//!   and `{podIP}` are replaced, so one template serves every replica
+//!   (`wss://{pod}.sfu.conclave.example.com/rtc`).
 //!
 //! A pod takes conferences when it is Ready and not terminating; a pod whose annotations are
 //! missing or malformed takes none and is counted as misconfigured.
@@ -179,7 +179,7 @@ mod tests {
         (annotations::UDP_PORTS, "40000-40999"),
         (
             annotations::ENDPOINT,
-            "wss://{pod}.sfu.{namespace}.example.com",
+            "wss://{pod}.sfu.{namespace}.example.com/rtc",
         ),
     ];
 
@@ -194,7 +194,7 @@ mod tests {
                 last: 40999
             }
         );
-        assert_eq!(parsed.endpoint, "wss://sfu-0.sfu.conclave.example.com");
+        assert_eq!(parsed.endpoint, "wss://sfu-0.sfu.conclave.example.com/rtc");
         assert!(parsed.ready);
     }
 

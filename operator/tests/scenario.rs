@@ -349,8 +349,15 @@ async fn no_capacity_then_a_new_pod(fake: FakeApi) -> Result<()> {
     let running = start_operator(&fake, &clock, "operator-a")?;
 
     let conferences: Api<Conference> = Api::namespaced(client.clone(), NS);
+    // Written by the API while serving a request: its ID reaches the Event.
+    let mut all_hands = conference("all-hands", 300)?;
+    all_hands
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(annotations::REQUEST_ID.to_owned(), "req-42".to_owned());
     conferences
-        .create(&PostParams::default(), &conference("all-hands", 300)?)
+        .create(&PostParams::default(), &all_hands)
         .await?;
     let degraded = fake
         .wait_for("the conference degraded", WAIT, |f| {
@@ -373,7 +380,10 @@ async fn no_capacity_then_a_new_pod(fake: FakeApi) -> Result<()> {
         })
         .await;
     assert_eq!(warning["type"], "Warning");
-    assert_eq!(warning["note"], "no SFU pod has room for 300 participants");
+    assert_eq!(
+        warning["note"],
+        "no SFU pod has room for 300 participants (API request req-42)"
+    );
 
     // Watches restart after a compaction: the operator re-lists (410 Gone) and carries on.
     fake.compact();

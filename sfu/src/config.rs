@@ -1,6 +1,7 @@
 //! The SFU's configuration: one clap struct, every field a flag and an environment variable.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use proto::UdpPorts;
 
@@ -18,13 +19,26 @@ pub struct Config {
         default_value = "0.0.0.0:7880"
     )]
     pub listen: SocketAddr,
-    /// Secret shared with the API that signs join tokens and service tokens (32 bytes or more).
+    /// Address of a second listener for `/metrics` (and the probes), reachable only inside the
+    /// cluster. When set, the main listener no longer serves `/metrics`.
     #[arg(
-        id = "sfu-join-token-secret",
-        long = "sfu-join-token-secret",
-        env = "CONCLAVE_JOIN_TOKEN_SECRET",
-        hide_env_values = true
+        id = "sfu-internal-listen",
+        long = "sfu-internal-listen",
+        env = "CONCLAVE_SFU_INTERNAL_LISTEN"
     )]
+    pub internal_listen: Option<SocketAddr>,
+    /// File holding the secret shared with the API that signs join tokens and service tokens
+    /// (32 bytes or more). The CONCLAVE_JOIN_TOKEN_SECRET variable works too; there is no flag
+    /// for the secret itself, as flags show in `ps`.
+    #[arg(
+        id = "sfu-join-token-secret-file",
+        long = "sfu-join-token-secret-file",
+        env = "CONCLAVE_JOIN_TOKEN_SECRET_FILE"
+    )]
+    pub join_token_secret_file: Option<PathBuf>,
+    /// The secret itself, when embedding (see [`Config::for_loopback`]); `conclave sfu` fills it
+    /// from the environment or the file ([`Config::resolve_secret`]).
+    #[arg(skip)]
     pub join_token_secret: String,
     /// UDP ports for conferences whose token carries no assigned range (`FIRST-LAST`).
     #[arg(
@@ -104,7 +118,9 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("internal_listen", &self.internal_listen)
             .field("join_token_secret", &"<redacted>")
+            .field("join_token_secret_file", &self.join_token_secret_file)
             .field("udp_ports", &self.udp_ports)
             .field("bind_ip", &self.bind_ip)
             .field("announced_ips", &self.announced_ips.len())
@@ -123,7 +139,9 @@ impl Config {
     pub fn for_loopback(secret: impl Into<String>, udp_ports: UdpPorts) -> Self {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            internal_listen: None,
             join_token_secret: secret.into(),
+            join_token_secret_file: None,
             udp_ports,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             announced_ips: Vec::new(),
@@ -134,6 +152,39 @@ impl Config {
             drain_seconds: 2,
             ice_failed_seconds: 25,
         }
+    }
+}
+
+/// The environment variable holding the join-token secret.
+pub const JOIN_TOKEN_SECRET_ENV: &str = "CONCLAVE_JOIN_TOKEN_SECRET";
+
+impl Config {
+    /// Fills [`Config::join_token_secret`] when it is empty: from CONCLAVE_JOIN_TOKEN_SECRET,
+    /// else from `--sfu-join-token-secret-file` (surrounding whitespace trimmed).
+    ///
+    /// # Errors
+    /// A message for people when neither is set or the file cannot be read.
+    pub fn resolve_secret(&mut self) -> Result<(), String> {
+        if !self.join_token_secret.is_empty() {
+            return Ok(());
+        }
+        if let Ok(secret) = std::env::var(JOIN_TOKEN_SECRET_ENV) {
+            self.join_token_secret = secret;
+            return Ok(());
+        }
+        let Some(path) = &self.join_token_secret_file else {
+            return Err(format!(
+                "the SFU needs the join-token secret the API signs with: set {JOIN_TOKEN_SECRET_ENV} or --sfu-join-token-secret-file"
+            ));
+        };
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            format!(
+                "cannot read the join-token secret file {}: {err}",
+                path.display()
+            )
+        })?;
+        self.join_token_secret = text.trim().to_owned();
+        Ok(())
     }
 }
 

@@ -3,6 +3,9 @@
 /// What can fail while starting or running the SFU.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The configuration is incomplete, e.g. no join-token secret.
+    #[error("{0}")]
+    Config(String),
     /// The join-token secret is unusable.
     #[error("the join-token secret is invalid")]
     Secret(#[source] proto::TokenError),

@@ -15,6 +15,9 @@ pub struct Metrics {
     pub participants: IntGauge,
     /// Participants in waiting rooms.
     pub waiting: IntGauge,
+    /// Participants this SFU serves at most (`--sfu-max-participants`), so that an alert can
+    /// compare load with capacity per pod.
+    pub capacity: IntGauge,
     /// Rooms held in memory.
     pub rooms: IntGauge,
     /// Published tracks by kind.
@@ -81,6 +84,11 @@ impl Metrics {
             waiting: IntGauge::new(
                 "conclave_sfu_waiting_participants",
                 "Participants waiting for the owner.",
+            )
+            .map_err(Error::Metrics)?,
+            capacity: IntGauge::new(
+                "conclave_sfu_capacity_participants",
+                "Participants this SFU serves at most (--sfu-max-participants).",
             )
             .map_err(Error::Metrics)?,
             rooms: IntGauge::new("conclave_sfu_rooms", "Rooms held by this SFU.")
@@ -170,6 +178,9 @@ impl Metrics {
             .map_err(Error::Metrics)?;
         registry
             .register(Box::new(metrics.waiting.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.capacity.clone()))
             .map_err(Error::Metrics)?;
         registry
             .register(Box::new(metrics.rooms.clone()))

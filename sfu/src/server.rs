@@ -2,7 +2,7 @@
 //! `/healthz`, `/readyz`, `/metrics`), and `run` for the standalone `conclave sfu` process.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -198,6 +198,9 @@ impl SfuState {
     ) -> Result<Self> {
         let key = TokenKey::new(config.join_token_secret.as_bytes()).map_err(Error::Secret)?;
         let metrics = Metrics::new(registry)?;
+        metrics
+            .capacity
+            .set(i64::from(config.max_participants));
         let (shutdown, _) = watch::channel(false);
         Ok(Self {
             shared: Arc::new(Shared {
@@ -360,36 +363,89 @@ pub fn metrics_router(registry: prometheus::Registry) -> Router {
         .with_state(registry)
 }
 
+/// How long a stopping SFU waits for its last room reports to be delivered.
+const REPORT_FLUSH: Duration = Duration::from_secs(5);
+
 /// Runs `conclave sfu` until SIGTERM or Ctrl-C, then drains the rooms.
 ///
 /// # Errors
 /// Configuration, listening and serving errors.
-pub async fn run(config: Config) -> Result<()> {
+pub async fn run(mut config: Config) -> Result<()> {
+    config.resolve_secret().map_err(Error::Config)?;
     let registry = prometheus::Registry::new();
     let key = TokenKey::new(config.join_token_secret.as_bytes()).map_err(Error::Secret)?;
-    let reporter: Arc<dyn Reporter> = match &config.api_url {
-        Some(url) => Arc::new(HttpReporter::spawn(url, key, &config.pod_name)?),
+    let http_reporter = match &config.api_url {
+        Some(url) => Some(Arc::new(HttpReporter::spawn(
+            url,
+            key,
+            &config.pod_name,
+            &registry,
+        )?)),
+        None => None,
+    };
+    let reporter: Arc<dyn Reporter> = match &http_reporter {
+        Some(reporter) => reporter.clone(),
         None => Arc::new(LogReporter),
     };
     let state = SfuState::new(&config, reporter, &registry)?;
-    let app = router(state.clone()).merge(metrics_router(registry));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: config.listen,
-            source,
-        })?;
-    info!(listen = %config.listen, udp_ports = ?config.udp_ports, "sfu listening");
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Listen { addr, source })
+    };
+    let listener = bind(config.listen).await?;
+    // /metrics goes to the internal listener when there is one, so that whatever exposes the
+    // signaling port (an Ingress, a hostNetwork node) does not expose the metrics.
+    let (app, internal) = match config.internal_listen {
+        Some(addr) => {
+            let internal_app = Router::new()
+                .route("/healthz", get(|| async { "ok" }))
+                .route("/readyz", get(readyz))
+                .with_state(state.clone())
+                .merge(metrics_router(registry));
+            (router(state.clone()), Some((bind(addr).await?, internal_app)))
+        }
+        None => (router(state.clone()).merge(metrics_router(registry)), None),
+    };
+    info!(listen = %config.listen, internal_listen = ?config.internal_listen, udp_ports = ?config.udp_ports, "sfu listening");
+    let (stopped, _) = watch::channel(false);
+    let internal = internal.map(|(listener, app)| {
+        let mut stop = stopped.subscribe();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .await
+        })
+    });
     let grace = Duration::from_secs(config.drain_seconds);
     let draining = state.clone();
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             info!("draining rooms");
             draining.drain(grace).await;
         })
         .await
-        .map_err(Error::Serve)?;
+        .map_err(Error::Serve);
+    // The leaves of the last sessions go out before the process ends.
+    if let Some(reporter) = &http_reporter {
+        if !reporter.flush(REPORT_FLUSH).await {
+            warn!(
+                pending = reporter.pending(),
+                "room reports not delivered at shutdown: the conference service is unreachable"
+            );
+        }
+    }
+    // Metrics stay scrapeable while the rooms drain; the internal listener stops last.
+    let _ = stopped.send(true);
+    if let Some(internal) = internal {
+        if let Ok(Err(err)) = internal.await {
+            warn!(cause = %err, "the internal listener failed");
+        }
+    }
+    served?;
     info!("sfu stopped");
     Ok(())
 }

@@ -90,30 +90,78 @@ pub struct ErrorDetail {
     pub field: Option<String>,
 }
 
-/// The `/api/v1` routes.
-pub fn api_router() -> Router<AppState> {
-    Router::new()
-        .merge(auth::router())
-        .merge(me::router())
-        .merge(users::router())
-        .merge(conferences::router())
-        .merge(join::router())
-        .merge(internal::router())
-        .fallback(|| async { Error::not_found("no such API route; see /api/v1/openapi.json") })
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Everything on one listener (no `--internal-listen`).
+    All,
+    /// What browsers and the Ingress reach: the API without `/internal`, the probes and the
+    /// OpenAPI document, but not `/metrics`.
+    Public,
+    /// What only the cluster reaches: `/metrics`, `/api/v1/internal/*` and the probes.
+    Internal,
 }
 
-/// The whole HTTP application with its state.
+impl Surface {
+    /// The surface of the main listener for a configuration.
+    pub fn of_main_listener(config: &crate::Config) -> Self {
+        if config.internal_listen.is_some() {
+            Self::Public
+        } else {
+            Self::All
+        }
+    }
+
+    fn public(self) -> bool {
+        matches!(self, Self::All | Self::Public)
+    }
+
+    fn internal(self) -> bool {
+        matches!(self, Self::All | Self::Internal)
+    }
+}
+
+/// The `/api/v1` routes of a surface.
+pub fn api_router(surface: Surface) -> Router<AppState> {
+    let mut router = Router::new();
+    if surface.public() {
+        router = router
+            .merge(auth::router())
+            .merge(me::router())
+            .merge(users::router())
+            .merge(conferences::router())
+            .merge(join::router());
+    }
+    if surface.internal() {
+        router = router.merge(internal::router());
+    }
+    router.fallback(|| async { Error::not_found("no such API route; see /api/v1/openapi.json") })
+}
+
+/// The HTTP application of the main listener, with its state: everything, or the public
+/// surface when `--internal-listen` moves the rest to [`internal_app`].
 pub fn app(state: AppState) -> Router {
     router(state.clone()).with_state(state)
 }
 
-/// The routes with layers, before the state is attached (standalone mode merges the SFU's
-/// routes into it).
+/// The application of the `--internal-listen` listener.
+pub fn internal_app(state: AppState) -> Router {
+    surface_router(state.clone(), Surface::Internal).with_state(state)
+}
+
+/// The main listener's routes with layers, before the state is attached (standalone mode
+/// merges the SFU's routes into it).
 pub fn router(state: AppState) -> Router<AppState> {
+    let surface = Surface::of_main_listener(&state.config);
+    surface_router(state, surface)
+}
+
+/// The routes of a surface with layers, before the state is attached.
+pub fn surface_router(state: AppState, surface: Surface) -> Router<AppState> {
     let limit = state.config.max_body_bytes;
     Router::new()
-        .nest("/api/v1", api_router())
-        .merge(ops::router())
+        .nest("/api/v1", api_router(surface))
+        .merge(ops::router(surface.public(), surface.internal()))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state, record))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -139,6 +187,24 @@ pub fn router(state: AppState) -> Router<AppState> {
 /// The header that carries a request's ID.
 pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
+tokio::task_local! {
+    /// The ID of the request being served, for what passes it on (join tokens, the
+    /// annotation that the operator's Events quote).
+    static CURRENT_REQUEST: String;
+}
+
+/// The ID of the request the current task serves; `None` outside a request (e.g. the
+/// lifecycle loop).
+pub fn current_request_id() -> Option<String> {
+    // A proxy's (or a client's) own ID is kept; one that could not sit in an annotation or a
+    // log line unharmed is not passed on.
+    CURRENT_REQUEST.try_with(Clone::clone).ok().filter(|id| {
+        !id.is_empty()
+            && id.len() <= 128
+            && id.bytes().all(|b| b.is_ascii_graphic())
+    })
+}
+
 /// Counts requests and measures their latency by route template.
 async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
@@ -147,8 +213,17 @@ async fn record(State(state): State<AppState>, req: Request, next: Next) -> Resp
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
     let method = req.method().as_str().to_owned();
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let started = Instant::now();
-    let response = next.run(req).await.into_response();
+    let response = CURRENT_REQUEST
+        .scope(request_id, next.run(req))
+        .await
+        .into_response();
     state
         .metrics
         .latency

@@ -9,13 +9,27 @@ use utoipa::OpenApi;
 
 use crate::state::AppState;
 
-/// Routes at the root.
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// Routes at the root: the probes everywhere, the OpenAPI document on the public surface,
+/// `/metrics` on the internal one.
+pub fn router(public: bool, internal: bool) -> Router<AppState> {
+    let mut router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/openapi.json", get(openapi))
+        .route("/readyz", get(readyz));
+    if public {
+        router = router.route("/api/v1/openapi.json", get(openapi));
+    }
+    if internal {
+        router = router.route("/metrics", get(metrics));
+    } else {
+        // Answered here so that the portal's fallback does not serve its page instead.
+        router = router.route(
+            "/metrics",
+            get(|| async {
+                crate::Error::not_found("metrics are served on the internal listener only")
+            }),
+        );
+    }
+    router
 }
 
 async fn healthz() -> &'static str {

@@ -86,7 +86,7 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* The API's in-cluster URL, where SFU pods post their room reports. */}}
 {{- define "conclave.apiInternalUrl" -}}
-{{- printf "http://%s.%s.svc:%d" (include "conclave.apiName" .) .Release.Namespace (int .Values.api.service.port) }}
+{{- printf "http://%s-internal.%s.svc:%d" (include "conclave.apiName" .) .Release.Namespace (int .Values.api.internalPort) }}
 {{- end }}
 
 {{/* The public base URL of the portal. */}}
