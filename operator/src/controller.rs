@@ -247,10 +247,10 @@ impl Context {
     async fn publish(&self, conference: &Conference, mut notice: Notice) {
         // What a person did through the API carries that request's ID, so that the Event, the
         // API's log line and the person's report meet (not for what the cluster did).
-        if notice.action != "Failover" {
-            if let Some(id) = conference.annotations().get(crds::annotations::REQUEST_ID) {
-                notice.note = format!("{} (API request {id})", notice.note);
-            }
+        if notice.action != "Failover"
+            && let Some(id) = conference.annotations().get(crds::annotations::REQUEST_ID)
+        {
+            notice.note = format!("{} (API request {id})", notice.note);
         }
         let event = KubeEvent {
             type_: match notice.severity {
