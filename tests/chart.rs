@@ -997,9 +997,12 @@ fn nothing_internal_is_reachable_through_an_ingress() {
                 s["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "sfu"
             })
             .expect("the SFU StatefulSet");
-        let url = env_value(&sfu["spec"]["template"]["spec"]["containers"][0], "CONCLAVE_SFU_API_URL")
-            .and_then(|v| v["value"].as_str())
-            .expect("CONCLAVE_SFU_API_URL");
+        let url = env_value(
+            &sfu["spec"]["template"]["spec"]["containers"][0],
+            "CONCLAVE_SFU_API_URL",
+        )
+        .and_then(|v| v["value"].as_str())
+        .expect("CONCLAVE_SFU_API_URL");
         let url = reqwest::Url::parse(url).expect("a URL");
         let host = url.host_str().expect("a host");
         let name = host.split('.').next().unwrap_or_default();
@@ -1491,9 +1494,15 @@ fn bad_values_are_refused_with_a_clear_message() {
     let err = refused(&["--set", "monitoring.serviceMonitor.enabled=true"]);
     assert!(err.contains("need the Prometheus Operator's CRDs"), "{err}");
     let err = refused(&["--set", "api.internalPort=8080"]);
-    assert!(err.contains("api.internalPort must differ from api.port"), "{err}");
+    assert!(
+        err.contains("api.internalPort must differ from api.port"),
+        "{err}"
+    );
     let err = refused(&["--set", "sfu.internalPort=7880"]);
-    assert!(err.contains("sfu.internalPort must differ from sfu.port"), "{err}");
+    assert!(
+        err.contains("sfu.internalPort must differ from sfu.port"),
+        "{err}"
+    );
     let err = refused(&["--set", "sfu.bindIP=node"]);
     assert!(err.contains("sfu.bindIP: Does not match pattern"), "{err}");
     let err = refused(&["--set", "database.existingSecret="]);

@@ -196,10 +196,16 @@ async fn scenario() {
     let public = format!("http://127.0.0.1:{api_port}");
     let internal = format!("http://127.0.0.1:{api_internal_port}");
     assert_eq!(status(format!("{public}/metrics")).await, 404);
-    assert_eq!(status(format!("{public}/api/v1/internal/room-events")).await, 404);
+    assert_eq!(
+        status(format!("{public}/api/v1/internal/room-events")).await,
+        404
+    );
     assert_eq!(status(format!("{internal}/metrics")).await, 200);
     // Without a service token: refused, but there.
-    assert_eq!(status(format!("{internal}/api/v1/internal/room-events")).await, 401);
+    assert_eq!(
+        status(format!("{internal}/api/v1/internal/room-events")).await,
+        401
+    );
     mark("components ready");
     // A platform team applies the examples as GitOps would.
     let kubectl = Kubectl {
@@ -460,16 +466,19 @@ async fn scenario() {
     );
     let portal = placed_by_name(&fake, &id).await;
     assert_eq!(
-        resource["metadata"]["annotations"]["conclave.dev/request-id"],
-        "portal-meeting-1",
+        resource["metadata"]["annotations"]["conclave.dev/request-id"], "portal-meeting-1",
         "{resource}"
     );
     let placed_event = fake
-        .wait_for("a Placed Event about the portal meeting", Duration::from_secs(10), |f| {
-            f.list("events.k8s.io/events")
-                .into_iter()
-                .find(|e| e["reason"] == "Placed" && e["regarding"]["name"] == id.as_str())
-        })
+        .wait_for(
+            "a Placed Event about the portal meeting",
+            Duration::from_secs(10),
+            |f| {
+                f.list("events.k8s.io/events")
+                    .into_iter()
+                    .find(|e| e["reason"] == "Placed" && e["regarding"]["name"] == id.as_str())
+            },
+        )
         .await;
     assert!(
         placed_event["note"]

@@ -246,11 +246,20 @@ async fn an_sfu_pod_reports_to_a_separate_api_over_its_internal_listener() {
     let password_file = data.path().join("admin-password");
     let password = std::fs::read_to_string(&password_file).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&password_file).unwrap().permissions().mode();
+    let mode = std::fs::metadata(&password_file)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "admin-password is readable by others");
     let output = std::fs::read_to_string(&api_log).unwrap();
-    assert!(output.contains("admin-password"), "the log names the file:\n{output}");
-    assert!(!output.contains(password.trim()), "the password reached the output");
+    assert!(
+        output.contains("admin-password"),
+        "the log names the file:\n{output}"
+    );
+    assert!(
+        !output.contains(password.trim()),
+        "the password reached the output"
+    );
 
     // The SFU reads the shared secret from a file (there is no flag that would show in `ps`).
     let secret_file = data.path().join("join-token-secret");
@@ -282,7 +291,8 @@ async fn an_sfu_pod_reports_to_a_separate_api_over_its_internal_listener() {
     assert!(!refused.status.success());
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        said.contains("CONCLAVE_JOIN_TOKEN_SECRET") && said.contains("--sfu-join-token-secret-file"),
+        said.contains("CONCLAVE_JOIN_TOKEN_SECRET")
+            && said.contains("--sfu-join-token-secret-file"),
         "{said}"
     );
     let mut sfu = Command::new(system_tests::conclave_bin());
@@ -294,8 +304,14 @@ async fn an_sfu_pod_reports_to_a_separate_api_over_its_internal_listener() {
 
     let client = reqwest::Client::new();
     // Metrics (and the API's room reports) only on the internal listeners.
-    assert_eq!(status_of(&client, format!("{}/metrics", api.base)).await, 404);
-    assert_eq!(status_of(&client, format!("http://127.0.0.1:{sfu_port}/metrics")).await, 404);
+    assert_eq!(
+        status_of(&client, format!("{}/metrics", api.base)).await,
+        404
+    );
+    assert_eq!(
+        status_of(&client, format!("http://127.0.0.1:{sfu_port}/metrics")).await,
+        404
+    );
     assert_eq!(
         status_of(&client, format!("http://127.0.0.1:{api_internal}/metrics")).await,
         200
@@ -466,4 +482,218 @@ async fn json_logs_have_one_line_per_request_with_its_id_and_no_secrets() {
         !log.contains(PASSWORD),
         "the admin password reached the log"
     );
+}
+
+type Signal =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Sends `join` with `token` and returns the SFU's first answer that is `joined` or `error`.
+async fn try_enter(endpoint: &str, token: &Value, conference: &str) -> (Signal, Value) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(endpoint)
+        .await
+        .expect("the /rtc websocket opens");
+    ws.send(Message::text(
+        json!({"type": "join", "token": token, "conference": conference}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let answer = next_of(&mut ws, &["joined", "error"]).await;
+    (ws, answer)
+}
+
+/// The next signaling message of one of `types` (others are skipped), within 15 s.
+async fn next_of(ws: &mut Signal, types: &[&str]) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {types:?} within 15 s"))
+            .unwrap_or_else(|| panic!("the websocket closed before {types:?}"))
+            .unwrap();
+        if let Message::Text(text) = message {
+            let message: Value = serde_json::from_str(&text).unwrap();
+            if types.iter().any(|t| message["type"] == *t) {
+                return message;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn exclusions_and_account_changes_reach_live_sessions_and_outlive_an_sfu_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let (api_port, sfu_port) = (system_tests::free_port(), system_tests::free_port());
+    let api_internal = system_tests::free_port();
+    let secret = "another-shared-secret-of-at-least-32-bytes";
+    let mut api = Command::new(system_tests::conclave_bin());
+    api.args([
+        "api",
+        "--listen",
+        &format!("127.0.0.1:{api_port}"),
+        "--internal-listen",
+        &format!("127.0.0.1:{api_internal}"),
+        "--sfu-endpoint",
+        &format!("ws://127.0.0.1:{sfu_port}/rtc"),
+    ])
+    .arg("--data-dir")
+    .arg(data.path())
+    .env("CONCLAVE_JOIN_TOKEN_SECRET", secret)
+    .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
+    .env_remove("CONCLAVE_ADMIN_PASSWORD_FILE")
+    .env_remove("DATABASE_URL");
+    let api = spawn(api, api_port).await;
+    let sfu_command = || {
+        let mut sfu = Command::new(system_tests::conclave_bin());
+        sfu.args([
+            "sfu",
+            "--sfu-listen",
+            &format!("127.0.0.1:{sfu_port}"),
+            "--sfu-bind-ip",
+            "127.0.0.1",
+            "--sfu-udp-ports",
+            "46400-46599",
+            "--sfu-api-url",
+            &format!("http://127.0.0.1:{api_internal}"),
+        ])
+        .env("CONCLAVE_JOIN_TOKEN_SECRET", secret);
+        sfu
+    };
+    let sfu = spawn(sfu_command(), sfu_port).await;
+
+    let client = reqwest::Client::new();
+    let base = api.base.clone();
+    let login = |name: &'static str, password: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let (status, body) = post(
+                &client,
+                format!("{base}/api/v1/auth/login"),
+                None,
+                json!({"login": name, "password": password}),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            body["sessionToken"].as_str().unwrap().to_owned()
+        }
+    };
+    let admin = login("admin", PASSWORD).await;
+    let (status, mia) = post(
+        &client,
+        format!("{base}/api/v1/users"),
+        Some(&admin),
+        json!({"login": "mia", "displayName": "Mia", "email": "mia@example.org", "level": "audience",
+               "password": "password-of-mia", "timeZone": "Europe/Berlin"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{mia}");
+    let mia_id = mia["id"].as_str().unwrap().to_owned();
+    let mia_session = login("mia", "password-of-mia").await;
+    let (_, meeting) = post(
+        &client,
+        format!("{base}/api/v1/conferences/adhoc"),
+        Some(&admin),
+        json!({}),
+    )
+    .await;
+    let id = meeting["id"].as_str().unwrap().to_owned();
+    let join = |session: Option<String>, body: Value| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            post(
+                &client,
+                format!("{base}/api/v1/join"),
+                session.as_deref(),
+                body,
+            )
+            .await
+        }
+    };
+    let with_password = json!({"meetingId": meeting["meetingId"], "password": meeting["password"]});
+    let endpoint = format!("ws://127.0.0.1:{sfu_port}/rtc");
+
+    let (_, owner_ticket) = join(
+        Some(admin.clone()),
+        json!({"meetingId": meeting["meetingId"]}),
+    )
+    .await;
+    let (mut owner, joined) = try_enter(&endpoint, &owner_ticket["token"], &id).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    let (status, mia_ticket) = join(Some(mia_session.clone()), with_password.clone()).await;
+    assert_eq!(status, 200, "{mia_ticket}");
+    let (mut mia_ws, joined) = try_enter(&endpoint, &mia_ticket["token"], &id).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    let mut guest_body = with_password.clone();
+    guest_body["displayName"] = json!("Gus");
+    guest_body["guestId"] = json!("9d6c1c8e-3a4b-4f2e-8d1c-5b7a6e9f0c55");
+    let (status, guest_ticket) = join(None, guest_body.clone()).await;
+    assert_eq!(status, 200, "{guest_ticket}");
+    let (mut guest_ws, joined) = try_enter(&endpoint, &guest_ticket["token"], &id).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    let guest_participant = joined["you"].clone();
+
+    // An administrator makes Mia a moderator: her session closes at once (`revoked`), her old
+    // token is refused, and joining again gives her the new role.
+    let reply = client
+        .patch(format!("{base}/api/v1/users/{mia_id}"))
+        .bearer_auth(&admin)
+        .json(&json!({"level": "moderator"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let closed = next_of(&mut mia_ws, &["closed"]).await;
+    assert_eq!(closed["reason"], "revoked", "{closed}");
+    let (_, refused) = try_enter(&endpoint, &mia_ticket["token"], &id).await;
+    assert_eq!(refused["code"], "revoked", "{refused}");
+    let (_, mia_ticket) = join(Some(mia_session.clone()), with_password.clone()).await;
+    assert_eq!(mia_ticket["role"], "moderator", "{mia_ticket}");
+    let (mia_ws, joined) = try_enter(&endpoint, &mia_ticket["token"], &id).await;
+    assert_eq!(joined["role"], "moderator", "{joined}");
+
+    // The owner excludes the guest.
+    owner
+        .send(Message::text(
+            json!({"type": "exclude", "participant": guest_participant}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let closed = next_of(&mut guest_ws, &["closed"]).await;
+    assert_eq!(closed["reason"], "excluded", "{closed}");
+
+    // The pod reports the exclusion; from then on the API refuses the guest a new token.
+    let mut refused = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = join(None, guest_body.clone()).await;
+        if status == 403 {
+            refused = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(refused["error"]["code"], "excluded", "{refused}");
+
+    // The SFU restarts (killed, as a node is lost): the guest's unexpired token is still
+    // refused.
+    drop(owner);
+    drop(mia_ws);
+    drop(sfu);
+    let _sfu = spawn(sfu_command(), sfu_port).await;
+    let (_, refused) = try_enter(&endpoint, &guest_ticket["token"], &id).await;
+    assert_eq!(refused["code"], "excluded", "{refused}");
+
+    // Disabling Mia takes her out of the meeting and keeps her out.
+    let (_, mia_ticket) = join(Some(mia_session.clone()), with_password.clone()).await;
+    let (mut mia_ws, joined) = try_enter(&endpoint, &mia_ticket["token"], &id).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    let reply = client
+        .patch(format!("{base}/api/v1/users/{mia_id}"))
+        .bearer_auth(&admin)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let closed = next_of(&mut mia_ws, &["closed"]).await;
+    assert_eq!(closed["reason"], "revoked", "{closed}");
+    let (status, _) = join(Some(mia_session), with_password).await;
+    assert_eq!(status, 401, "a disabled account's login is over");
 }

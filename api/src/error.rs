@@ -30,6 +30,10 @@ pub enum Error {
     /// Logged in, but the right is missing (403).
     #[error("{0}")]
     Forbidden(String),
+    /// A moderator excluded this identity (or a guest on the same network) from the meeting
+    /// (403 `excluded`).
+    #[error("{0}")]
+    Excluded(String),
     /// A meeting ID and password pair that does not admit (403, never telling which is wrong).
     #[error("the meeting ID or the password is wrong")]
     WrongMeetingCredentials,
@@ -116,7 +120,9 @@ impl Error {
             Error::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::MalformedBody(_) => StatusCode::BAD_REQUEST,
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) | Error::WrongMeetingCredentials => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::Excluded(_) | Error::WrongMeetingCredentials => {
+                StatusCode::FORBIDDEN
+            }
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict { .. } | Error::NotStarted { .. } | Error::NotPlacedYet { .. } => {
                 StatusCode::CONFLICT
@@ -136,6 +142,7 @@ impl Error {
             Error::MalformedBody(_) => "malformedBody",
             Error::Unauthenticated => "unauthenticated",
             Error::Forbidden(_) => "forbidden",
+            Error::Excluded(_) => "excluded",
             Error::WrongMeetingCredentials => "wrongMeetingCredentials",
             Error::NotFound(_) => "notFound",
             Error::Conflict { code, .. } => code,

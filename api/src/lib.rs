@@ -34,6 +34,7 @@ pub mod ics;
 pub mod lifecycle;
 pub mod mail;
 pub mod metrics;
+pub mod revocation;
 pub mod session;
 pub mod settings;
 pub mod state;
@@ -276,7 +277,9 @@ pub async fn serve(
             let listener = tokio::net::TcpListener::bind(address)
                 .await
                 .map_err(|err| {
-                    Error::Internal(format!("cannot listen on {address} (--internal-listen): {err}"))
+                    Error::Internal(format!(
+                        "cannot listen on {address} (--internal-listen): {err}"
+                    ))
                 })?;
             tracing::info!(%address, "internal listener (metrics, SFU reports) listening");
             Some(listener)

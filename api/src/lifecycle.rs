@@ -5,10 +5,11 @@
 
 use chrono::{DateTime, Utc};
 use placement::{Decision, Phase};
-use proto::{RoomEvent, RoomReport};
+use proto::{Revoked, RoomEvent, RoomReport};
 
 use crate::archive;
 use crate::conference::{Conference, Placed};
+use crate::revocation;
 use crate::state::AppState;
 use crate::{Error, Result};
 
@@ -88,6 +89,7 @@ pub async fn reconcile(
             now,
         )
         .await?;
+        crate::revocation::forget_exclusions(&state.db, &conference.id, Some(stored.start)).await?;
         tracing::info!(conference = %conference.id, start = %stored.start, "occurrence archived");
     }
     if state.store.placed_by_operator() {
@@ -98,6 +100,7 @@ pub async fn reconcile(
     if decision.phase == Phase::Ended {
         state.store.delete(&conference.id).await?;
         archive::forget_unarchived(&state.db, &conference.id).await?;
+        crate::revocation::forget_conference(&state.db, &conference.id).await?;
         tracing::info!(conference = %conference.id, "conference ended");
         return Ok(decision);
     }
@@ -169,6 +172,7 @@ pub async fn tick(state: &AppState) -> Result<Option<DateTime<Utc>>> {
     }
     crate::session::purge_expired(&state.db, now).await?;
     crate::http::internal::reports::purge(&state.db, now).await?;
+    crate::revocation::purge(&state.db, now, token_window(state)).await?;
     Ok(next)
 }
 
@@ -194,6 +198,11 @@ pub async fn run_loop(state: AppState, shutdown: impl std::future::Future<Output
             () = tokio::time::sleep(sleep.max(std::time::Duration::from_millis(200))) => {}
         }
     }
+}
+
+/// How long a join token lives: the window of revocations the SFU pods must know.
+pub fn token_window(state: &AppState) -> chrono::Duration {
+    chrono::Duration::seconds(i64::from(state.config.join_token_seconds))
 }
 
 /// Applies what an SFU reports about a room.
@@ -228,13 +237,49 @@ pub async fn apply_report(state: &AppState, report: &RoomReport) -> Result<()> {
         RoomEvent::Left { identity } => {
             archive::left(&state.db, &conference.id, identity, at).await?
         }
+        RoomEvent::Excluded { identity, address } => {
+            // Kept for the rest of the occurrence, whatever happens to the SFU pod.
+            let occurrence = decide(state, &conference, at).occurrence.map(|o| o.start);
+            let address = address
+                .as_deref()
+                .filter(|_| identity.starts_with("guest:"));
+            revocation::exclude(&state.db, &conference.id, occurrence, identity, address, at)
+                .await?;
+            revocation::record(
+                &state.db,
+                &Revoked::Excluded {
+                    conference: conference.id.clone(),
+                    identity: identity.clone(),
+                },
+                at,
+            )
+            .await?;
+            tracing::info!(conference = %conference.id, "a participant was excluded");
+        }
         RoomEvent::Ended => {
-            if let Some(occurrence) = decide(state, &conference, at).occurrence {
-                state
-                    .store
-                    .set_ended(&conference.id, occurrence.start)
-                    .await?;
+            match decide(state, &conference, at).occurrence {
+                Some(occurrence) => {
+                    state
+                        .store
+                        .set_ended(&conference.id, occurrence.start)
+                        .await?;
+                }
+                // A permanent room stays closed until its owner or a moderator opens it again;
+                // the next meeting in it starts without the last one's exclusions.
+                None if conference.definition.kind == crate::conference::Kind::Permanent => {
+                    revocation::close_room(&state.db, &conference.id, at).await?;
+                    revocation::forget_exclusions(&state.db, &conference.id, None).await?;
+                }
+                None => {}
             }
+            revocation::record(
+                &state.db,
+                &Revoked::Ended {
+                    conference: conference.id.clone(),
+                },
+                at,
+            )
+            .await?;
             archive::close_all(&state.db, &conference.id, at).await?;
         }
     }

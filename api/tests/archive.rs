@@ -333,7 +333,10 @@ async fn report_with_key(app: &TestApp, key: &str, body: &Value) -> StatusCode {
     let request = Request::builder()
         .method(Method::POST)
         .uri("/api/v1/internal/room-events")
-        .header(header::AUTHORIZATION, format!("Bearer {}", app.service_token()))
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", app.service_token()),
+        )
         .header(header::CONTENT_TYPE, "application/json")
         .header("idempotency-key", key)
         .body(Body::from(serde_json::to_vec(body).unwrap()))
@@ -349,18 +352,30 @@ async fn a_retried_room_report_is_applied_once(app: TestApp) {
     let at = |minutes: i64| (app.now() + Duration::minutes(minutes)).to_rfc3339();
     let gus_joins = json!({"conference": c["id"], "at": at(0), "participants": 1,
         "event": {"kind": "joined", "identity": "guest:1", "displayName": "Gus"}});
-    assert_eq!(report_with_key(&app, "sfu-0-1-0", &gus_joins).await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        report_with_key(&app, "sfu-0-1-0", &gus_joins).await,
+        StatusCode::NO_CONTENT
+    );
     let gus_leaves = json!({"conference": c["id"], "at": at(20), "participants": 0,
         "event": {"kind": "left", "identity": "guest:1"}});
-    assert_eq!(report_with_key(&app, "sfu-0-1-1", &gus_leaves).await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        report_with_key(&app, "sfu-0-1-1", &gus_leaves).await,
+        StatusCode::NO_CONTENT
+    );
     // The SFU never saw the first answer and sends the join again, later: applied again it
     // would close Gus's attendance and open a second one that never ends.
-    assert_eq!(report_with_key(&app, "sfu-0-1-0", &gus_joins).await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        report_with_key(&app, "sfu-0-1-0", &gus_joins).await,
+        StatusCode::NO_CONTENT
+    );
     // Applied again, the count would read 1 (the join's) instead of 0 (the leave's).
     assert_eq!(
-        app.get(&format!("/api/v1/conferences/{}", c["id"].as_str().unwrap()), &token)
-            .await
-            .body["participants"],
+        app.get(
+            &format!("/api/v1/conferences/{}", c["id"].as_str().unwrap()),
+            &token
+        )
+        .await
+        .body["participants"],
         0
     );
     // A bad key is refused with a reason, and applies nothing.
@@ -370,9 +385,16 @@ async fn a_retried_room_report_is_applied_once(app: TestApp) {
         StatusCode::UNPROCESSABLE_ENTITY
     );
     // A report that cannot be applied leaves its key free for the retry.
-    let unknown = json!({"conference": "nope", "at": at(1), "participants": 0, "event": {"kind": "ended"}});
-    assert_eq!(report_with_key(&app, "sfu-0-1-2", &unknown).await, StatusCode::NOT_FOUND);
-    assert_eq!(report_with_key(&app, "sfu-0-1-2", &unknown).await, StatusCode::NOT_FOUND);
+    let unknown =
+        json!({"conference": "nope", "at": at(1), "participants": 0, "event": {"kind": "ended"}});
+    assert_eq!(
+        report_with_key(&app, "sfu-0-1-2", &unknown).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        report_with_key(&app, "sfu-0-1-2", &unknown).await,
+        StatusCode::NOT_FOUND
+    );
 
     app.clock.advance(Duration::minutes(61));
     app.tick().await;

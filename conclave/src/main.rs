@@ -195,6 +195,25 @@ impl sfu::Reporter for InProcessReporter {
     }
 }
 
+/// The embedded SFU follows the conference service's revocations (accounts changed, people
+/// excluded, meetings ended) straight from its database, as a pod asks the API over HTTP.
+struct InProcessRevocations(api::state::AppState);
+
+impl sfu::RevocationSource for InProcessRevocations {
+    fn fetch(&self) -> sfu::revocation::Fetch<'_> {
+        Box::pin(async move {
+            let state = &self.0;
+            api::revocation::recent(
+                &state.db,
+                state.clock.now(),
+                api::lifecycle::token_window(state),
+            )
+            .await
+            .map_err(|err| err.to_string())
+        })
+    }
+}
+
 async fn standalone(options: Standalone) -> anyhow::Result<()> {
     let mut config = options.api;
     config.print_admin_password = true;
@@ -225,6 +244,7 @@ async fn standalone(options: Standalone) -> anyhow::Result<()> {
     let (reports, mut incoming) = mpsc::unbounded_channel::<RoomReport>();
     let sfu_state =
         sfu::SfuState::new(&sfu_config, Arc::new(InProcessReporter(reports)), &registry)?;
+    sfu_state.follow_revocations(Arc::new(InProcessRevocations(state.clone())));
     let applier = state.clone();
     tokio::spawn(async move {
         while let Some(report) = incoming.recv().await {

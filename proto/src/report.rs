@@ -41,8 +41,74 @@ pub enum RoomEvent {
         /// The token's `sub`.
         identity: String,
     },
+    /// A moderator excluded someone (reported before their `left`): the conference service
+    /// keeps the exclusion for the rest of the meeting and refuses them at `/join`.
+    #[serde(rename_all = "camelCase")]
+    Excluded {
+        /// The token's `sub`.
+        identity: String,
+        /// A guest's network as `/join` saw it (the token's `addr`): other guest IDs from the
+        /// same network are refused too.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+    },
     /// A moderator ended the meeting for everyone.
     Ended,
+}
+
+/// What the conference service revoked recently: every SFU pod asks for this list
+/// (`GET /api/v1/internal/revocations`) every few seconds, closes the live sessions it names and
+/// refuses join tokens issued before. The list covers the last join-token lifetime and more,
+/// so a pod that restarts or takes over a meeting knows everything an unexpired token could
+/// still carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Revocations {
+    /// Oldest first.
+    pub revocations: Vec<Revocation>,
+}
+
+/// One revocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Revocation {
+    /// Unique: a pod applies each once.
+    pub id: String,
+    /// When it happened (RFC 3339, UTC).
+    pub at: String,
+    /// What was revoked.
+    #[serde(flatten)]
+    pub what: Revoked,
+}
+
+/// What a [`Revocation`] takes away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum Revoked {
+    /// An account's level changed, it was disabled or deleted, or its password was reset:
+    /// its sessions close (`revoked`) and tokens with an older `ep` are refused.
+    Account {
+        /// `account:<uuid>`.
+        identity: String,
+        /// The account's token epoch now.
+        epoch: u32,
+    },
+    /// A moderator excluded an identity from a conference.
+    Excluded {
+        /// The conference.
+        conference: ConferenceId,
+        /// The excluded identity.
+        identity: String,
+    },
+    /// A moderator ended a conference: tokens issued up to `at` are refused.
+    Ended {
+        /// The conference.
+        conference: ConferenceId,
+    },
 }
 
 #[cfg(test)]

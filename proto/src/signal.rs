@@ -155,6 +155,9 @@ pub enum CloseReason {
     Gone,
     /// A peer connection failed; an `error` with code `connectionFailed` said why. Reconnect.
     ConnectionFailed,
+    /// The account changed (level, disabled, password reset): join again through the API,
+    /// which decides anew.
+    Revoked,
 }
 
 /// Error codes in [`ServerMessage::Error`].
@@ -177,6 +180,9 @@ pub enum ErrorCode {
     Excluded,
     /// The room has ended; a token issued after the end is needed.
     Ended,
+    /// The token was issued before the account changed (level, disabled, password reset):
+    /// join again through the API.
+    Revoked,
     /// The room is full.
     RoomFull,
     /// The SFU serves no more participants (pod capacity).
@@ -212,6 +218,7 @@ impl ErrorCode {
             ErrorCode::WrongConference => "wrongConference",
             ErrorCode::Excluded => "excluded",
             ErrorCode::Ended => "ended",
+            ErrorCode::Revoked => "revoked",
             ErrorCode::RoomFull => "roomFull",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Forbidden => "forbidden",
@@ -226,7 +233,7 @@ impl ErrorCode {
     }
 
     /// Every code, for metrics that pre-register their labels.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::Malformed,
         ErrorCode::NotJoined,
         ErrorCode::AlreadyJoined,
@@ -235,6 +242,7 @@ impl ErrorCode {
         ErrorCode::WrongConference,
         ErrorCode::Excluded,
         ErrorCode::Ended,
+        ErrorCode::Revoked,
         ErrorCode::RoomFull,
         ErrorCode::Overloaded,
         ErrorCode::Forbidden,

@@ -106,6 +106,14 @@ pub struct JoinClaims {
     /// lines of the session can be found from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rid: Option<String>,
+    /// A guest's network as `/join` saw it (an IPv4 address or an IPv6 /64): excluding the
+    /// guest refuses other guest IDs from there for the rest of the meeting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// The account's token epoch when the token was issued: raised when the account's level
+    /// changes, it is disabled or its password is reset, which revokes older tokens.
+    #[serde(default)]
+    pub ep: u32,
 }
 
 impl JoinClaims {
@@ -278,6 +286,8 @@ mod tests {
             exp: now + 300,
             jti: "t1".into(),
             rid: Some("req-1".into()),
+            addr: None,
+            ep: 0,
         }
     }
 

@@ -296,6 +296,8 @@ impl Room {
             exp: now + 3600,
             jti: format!("jti-{sub}-{}", rand::random::<u32>()),
             rid: None,
+            addr: None,
+            ep: 0,
         };
         let token = self.key.sign_join(&claims)?;
         let client = Client::join(self.addr, &token, &self.conference).await?;

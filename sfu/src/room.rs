@@ -155,6 +155,10 @@ struct Member {
     session: SessionId,
     identity: String,
     jti: String,
+    /// The token's `iat`, `ep` and `addr`: revocations compare against them.
+    issued: i64,
+    epoch: u32,
+    addr: Option<String>,
     name: String,
     role: Role,
     level: Option<AccountLevel>,
@@ -426,6 +430,9 @@ impl Room {
                 session,
                 identity: claims.sub.clone(),
                 jti: claims.jti.clone(),
+                issued: claims.iat,
+                epoch: claims.ep,
+                addr: claims.addr.clone(),
                 name: claims.name.clone(),
                 role,
                 level: claims.level,
@@ -951,16 +958,89 @@ impl Room {
             ));
         }
         let target = self.target(participant)?;
-        let (target_session, jti, identity) =
-            (target.session, target.jti.clone(), target.identity.clone());
+        let (target_session, jti, identity, address) = (
+            target.session,
+            target.jti.clone(),
+            target.identity.clone(),
+            target.addr.clone(),
+        );
         self.excluded_tokens.insert(jti);
-        self.excluded_identities.insert(identity);
-        let mut effects = vec![Effect::Close {
-            session: target_session,
-            reason: CloseReason::Excluded,
-        }];
+        self.excluded_identities.insert(identity.clone());
+        // The conference service keeps it beyond this pod (restart, failover) and refuses
+        // the identity, and a guest's network, at `/join`.
+        let mut effects = vec![
+            self.report(RoomEvent::Excluded { identity, address }, now),
+            Effect::Close {
+                session: target_session,
+                reason: CloseReason::Excluded,
+            },
+        ];
         effects.extend(self.leave(target_session, CloseReason::Excluded, now));
         Ok(effects)
+    }
+
+    /// The conference service excluded `identity` (the pod that excluded it restarted, or the
+    /// meeting moved here): it may not join again and its session closes.
+    pub fn exclude_identity(&mut self, identity: &str, now: DateTime<Utc>) -> Vec<Effect> {
+        // Later joins are refused by the SFU's revocation list, which outlives this room.
+        self.excluded_identities.insert(identity.to_owned());
+        self.close_identity(identity, CloseReason::Excluded, now, |_| true)
+    }
+
+    /// An account changed (level, disabled, password reset): its sessions joined with an older
+    /// token epoch close with `revoked` (the portal joins again and gets the new role, or is
+    /// turned away).
+    pub fn revoke_account(
+        &mut self,
+        identity: &str,
+        epoch: u32,
+        now: DateTime<Utc>,
+    ) -> Vec<Effect> {
+        self.close_identity(identity, CloseReason::Revoked, now, |m| m.epoch < epoch)
+    }
+
+    /// A meeting ended at `at` as the conference service knows it (another pod ended it, or
+    /// this pod restarted since): sessions joined with tokens issued up to then close.
+    pub fn ended_elsewhere(&mut self, at: DateTime<Utc>, now: DateTime<Utc>) -> Vec<Effect> {
+        if self.ended_at.is_some_and(|ended| ended >= at) {
+            return Vec::new();
+        }
+        let stale: Vec<SessionId> = self
+            .members
+            .values()
+            .filter(|m| m.issued <= at.timestamp())
+            .map(|m| m.session)
+            .collect();
+        let mut effects = Vec::new();
+        for session in stale {
+            effects.push(Effect::Close {
+                session,
+                reason: CloseReason::Ended,
+            });
+            effects.extend(self.leave(session, CloseReason::Ended, now));
+        }
+        effects
+    }
+
+    fn close_identity(
+        &mut self,
+        identity: &str,
+        reason: CloseReason,
+        now: DateTime<Utc>,
+        applies: impl Fn(&Member) -> bool,
+    ) -> Vec<Effect> {
+        let Some(member) = self
+            .by_identity
+            .get(identity)
+            .and_then(|id| self.members.get(id))
+            .filter(|m| applies(m))
+        else {
+            return Vec::new();
+        };
+        let session = member.session;
+        let mut effects = vec![Effect::Close { session, reason }];
+        effects.extend(self.leave(session, reason, now));
+        effects
     }
 
     /// End the meeting for everyone.
@@ -1173,6 +1253,8 @@ mod tests {
             exp: at(0).timestamp() + 3600,
             jti: format!("jti-{sub}"),
             rid: None,
+            addr: None,
+            ep: 0,
         }
     }
 
@@ -1499,6 +1581,83 @@ mod tests {
             ErrorCode::Excluded
         );
         assert!(!room.can_forget(at(10)), "exclusions outlive the people");
+    }
+
+    #[test]
+    fn an_exclusion_is_reported_with_the_guests_network_for_the_conference_service() {
+        let mut room = room();
+        room.join(A, &claims("a", Role::Moderator, true), at(0))
+            .expect("join");
+        let mut guest = claims("guest:g", Role::Listener, false);
+        guest.addr = Some("203.0.113.7".into());
+        let effects = room.join(B, &guest, at(0)).expect("join");
+        let b = joined_id(&effects, B);
+        let effects = room.exclude(A, &b, at(1)).expect("exclude");
+        let reported: Vec<&RoomEvent> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Report(report) => Some(&report.event),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            reported,
+            vec![
+                &RoomEvent::Excluded {
+                    identity: "guest:g".into(),
+                    address: Some("203.0.113.7".into()),
+                },
+                &RoomEvent::Left {
+                    identity: "guest:g".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn revocations_from_the_conference_service_close_the_sessions_they_name() {
+        let mut room = room();
+        room.join(A, &claims("a", Role::Moderator, true), at(0))
+            .expect("join");
+        let mut mia = claims("account:mia", Role::Speaker, false);
+        mia.ep = 1;
+        room.join(B, &mia, at(0)).expect("join");
+        room.join(C, &claims("guest:g", Role::Listener, false), at(0))
+            .expect("join");
+        // An epoch the session already has changes nothing; a newer one closes it.
+        assert!(room.revoke_account("account:mia", 1, at(1)).is_empty());
+        let effects = room.revoke_account("account:mia", 2, at(1));
+        assert!(effects.contains(&Effect::Close {
+            session: B,
+            reason: CloseReason::Revoked
+        }));
+        assert_eq!(room.admitted(), 2);
+        // Excluded on another pod (or before this one restarted).
+        let effects = room.exclude_identity("guest:g", at(2));
+        assert!(effects.contains(&Effect::Close {
+            session: C,
+            reason: CloseReason::Excluded
+        }));
+        assert_eq!(
+            room.join(C, &claims("guest:g", Role::Listener, false), at(3))
+                .expect_err("excluded")
+                .code,
+            ErrorCode::Excluded
+        );
+        // Ended elsewhere: sessions with tokens issued up to the end close, later ones stay.
+        let mut late = claims("guest:late", Role::Listener, false);
+        late.iat = at(5_000).timestamp();
+        room.join(SessionId(9), &late, at(5_000)).expect("join");
+        let effects = room.ended_elsewhere(at(4), at(6_000));
+        assert!(effects.contains(&Effect::Close {
+            session: A,
+            reason: CloseReason::Ended
+        }));
+        assert!(!effects.contains(&Effect::Close {
+            session: SessionId(9),
+            reason: CloseReason::Ended
+        }));
+        assert_eq!(room.admitted(), 1);
     }
 
     #[test]

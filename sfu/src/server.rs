@@ -170,6 +170,10 @@ pub(crate) struct Shared {
     counted: Mutex<HashMap<ConferenceId, (i64, i64)>>,
     pub(crate) ready: AtomicBool,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// The conference service's latest revocations, checked at every join.
+    pub(crate) revocations: Mutex<crate::revocation::Registry>,
+    /// Whether the first list was asked for (joins wait for it, briefly, after a start).
+    pub(crate) revocations_loaded: watch::Sender<bool>,
 }
 
 /// The SFU's state: hand it to [`router`]. Cheap to clone.
@@ -198,9 +202,7 @@ impl SfuState {
     ) -> Result<Self> {
         let key = TokenKey::new(config.join_token_secret.as_bytes()).map_err(Error::Secret)?;
         let metrics = Metrics::new(registry)?;
-        metrics
-            .capacity
-            .set(i64::from(config.max_participants));
+        metrics.capacity.set(i64::from(config.max_participants));
         let (shutdown, _) = watch::channel(false);
         Ok(Self {
             shared: Arc::new(Shared {
@@ -225,6 +227,8 @@ impl SfuState {
                 counted: Mutex::new(HashMap::new()),
                 ready: AtomicBool::new(true),
                 shutdown,
+                revocations: Mutex::new(crate::revocation::Registry::default()),
+                revocations_loaded: watch::channel(true).0,
             }),
         })
     }
@@ -247,6 +251,53 @@ impl SfuState {
     /// The local address peer connections bind to.
     pub fn bind_ip(&self) -> IpAddr {
         self.shared.media.bind_ip
+    }
+
+    /// Follows the revocations of `source` (the conference service) from now on: asks at once
+    /// and every [`crate::revocation::POLL`] until shutdown.
+    pub fn follow_revocations(&self, source: Arc<dyn crate::revocation::RevocationSource>) {
+        self.shared.revocations_loaded.send_replace(false);
+        crate::revocation::spawn_poller(self.clone(), source);
+    }
+
+    /// Waits until the first revocation list was asked for, at most
+    /// [`crate::revocation::FIRST_LIST_WAIT`]: a pod that just started must not admit a token
+    /// the conference service revoked.
+    pub(crate) async fn revocations_known(&self) {
+        let mut loaded = self.shared.revocations_loaded.subscribe();
+        let _ = tokio::time::timeout(
+            crate::revocation::FIRST_LIST_WAIT,
+            loaded.wait_for(|loaded| *loaded),
+        )
+        .await;
+    }
+
+    /// Closes the live sessions a new revocation names.
+    pub(crate) fn follow(&self, entry: &crate::revocation::Fresh) {
+        use proto::Revoked;
+        let now = Utc::now();
+        let rooms: Vec<Arc<RoomHandle>> = match &entry.what {
+            Revoked::Account { .. } => self.shared.rooms.lock().values().cloned().collect(),
+            Revoked::Excluded { conference, .. } | Revoked::Ended { conference } => self
+                .shared
+                .rooms
+                .lock()
+                .get(conference)
+                .cloned()
+                .into_iter()
+                .collect(),
+        };
+        for room in rooms {
+            let _ = room.act(|core| {
+                Ok::<_, std::convert::Infallible>(match &entry.what {
+                    Revoked::Account { identity, epoch } => {
+                        core.revoke_account(identity, *epoch, now)
+                    }
+                    Revoked::Excluded { identity, .. } => core.exclude_identity(identity, now),
+                    Revoked::Ended { .. } => core.ended_elsewhere(entry.at, now),
+                })
+            });
+        }
     }
 
     pub(crate) fn room(&self, conference: &ConferenceId) -> Arc<RoomHandle> {
@@ -388,6 +439,13 @@ pub async fn run(mut config: Config) -> Result<()> {
         None => Arc::new(LogReporter),
     };
     let state = SfuState::new(&config, reporter, &registry)?;
+    if let Some(url) = &config.api_url {
+        state.follow_revocations(Arc::new(crate::revocation::HttpRevocations::new(
+            url,
+            state.shared.key.clone(),
+            &config.pod_name,
+        )?));
+    }
     let bind = |addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
@@ -403,7 +461,10 @@ pub async fn run(mut config: Config) -> Result<()> {
                 .route("/readyz", get(readyz))
                 .with_state(state.clone())
                 .merge(metrics_router(registry));
-            (router(state.clone()), Some((bind(addr).await?, internal_app)))
+            (
+                router(state.clone()),
+                Some((bind(addr).await?, internal_app)),
+            )
         }
         None => (router(state.clone()).merge(metrics_router(registry)), None),
     };
@@ -430,20 +491,20 @@ pub async fn run(mut config: Config) -> Result<()> {
         .await
         .map_err(Error::Serve);
     // The leaves of the last sessions go out before the process ends.
-    if let Some(reporter) = &http_reporter {
-        if !reporter.flush(REPORT_FLUSH).await {
-            warn!(
-                pending = reporter.pending(),
-                "room reports not delivered at shutdown: the conference service is unreachable"
-            );
-        }
+    if let Some(reporter) = &http_reporter
+        && !reporter.flush(REPORT_FLUSH).await
+    {
+        warn!(
+            pending = reporter.pending(),
+            "room reports not delivered at shutdown: the conference service is unreachable"
+        );
     }
     // Metrics stay scrapeable while the rooms drain; the internal listener stops last.
     let _ = stopped.send(true);
-    if let Some(internal) = internal {
-        if let Ok(Err(err)) = internal.await {
-            warn!(cause = %err, "the internal listener failed");
-        }
+    if let Some(internal) = internal
+        && let Ok(Err(err)) = internal.await
+    {
+        warn!(cause = %err, "the internal listener failed");
     }
     served?;
     info!("sfu stopped");

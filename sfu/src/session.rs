@@ -218,6 +218,14 @@ async fn await_join(socket: &mut Socket) -> Option<(JoinClaims, Option<HashSet<S
             .verify_join(&token, Utc::now().timestamp());
         let refusal = match verified {
             Ok(claims) if claims.conf == conference => {
+                // Revoked since it was issued: the account changed, the identity was
+                // excluded, the meeting ended (the conference service's list).
+                socket.state.revocations_known().await;
+                let revoked = socket.state.shared.revocations.lock().refusal(&claims);
+                if let Some((code, message)) = revoked {
+                    socket.send(&error(code, message)).await;
+                    return None;
+                }
                 let decodes = receive_codecs
                     .map(|codecs| codecs.iter().map(|c| c.to_ascii_lowercase()).collect());
                 return Some((claims, decodes));

@@ -694,6 +694,7 @@ pub async fn remove(
             }
             state.store.delete(&c.id).await?;
             archive::forget_unarchived(&state.db, &c.id).await?;
+            crate::revocation::forget_conference(&state.db, &c.id).await?;
             tracing::info!(conference = %c.id, by = %user.account.id, "conference deleted");
         }
         Found::Archived(e) => {

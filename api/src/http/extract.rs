@@ -111,6 +111,18 @@ impl FromRequestParts<AppState> for ClientAddr {
 }
 
 impl ClientAddr {
+    /// The client's network as exclusions of guests see it: an IPv4 address, or the /64 of an
+    /// IPv6 address (one home or office gets a whole /64).
+    pub fn network(&self) -> Option<String> {
+        self.0.map(|ip| match ip.to_canonical() {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        })
+    }
+
     /// The throttling key for this address.
     pub fn key(&self, what: &str) -> String {
         match self.0 {

@@ -1,12 +1,14 @@
-//! `POST /internal/room-events`: SFU pods report joins, leaves and the end of a meeting,
-//! authenticated with a service token signed with the shared key.
+//! The SFU pods' side of the API, authenticated with a service token signed with the shared
+//! key: `POST /internal/room-events` (joins, leaves, exclusions and the end of a meeting) and
+//! `GET /internal/revocations` (what live sessions and unexpired join tokens must follow).
 
+use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use axum::http::request::Parts;
-use axum::routing::post;
-use proto::RoomReport;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use proto::{Revocations, RoomReport};
 
 use super::extract::ApiJson;
 use crate::state::AppState;
@@ -14,7 +16,9 @@ use crate::{Error, Result, lifecycle};
 
 /// Routes under `/internal`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/internal/room-events", post(room_event))
+    Router::new()
+        .route("/internal/room-events", post(room_event))
+        .route("/internal/revocations", get(revocations))
 }
 
 /// A verified service caller.
@@ -82,6 +86,22 @@ pub async fn room_event(
         return Err(err);
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What the SFU pods must follow: accounts changed, identities excluded and meetings ended
+/// within a join token's lifetime (and a minute more), oldest first. Pods ask every few
+/// seconds and right after they start.
+#[utoipa::path(get, path = "/api/v1/internal/revocations", tag = "internal",
+    responses((status = 200, description = "`{\"revocations\": [{\"id\", \"at\", \"kind\": \"account\"|\"excluded\"|\"ended\", \"identity\"?, \"epoch\"?, \"conference\"?}]}`", body = inline(Object)),
+        (status = 401, description = "no valid service token")))]
+pub async fn revocations(
+    State(state): State<AppState>,
+    _service: Service,
+) -> Result<Json<Revocations>> {
+    let now = state.clock.now();
+    let revocations =
+        crate::revocation::recent(&state.db, now, lifecycle::token_window(&state)).await?;
+    Ok(Json(Revocations { revocations }))
 }
 
 /// The keys of applied room reports.

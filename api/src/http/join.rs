@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use super::extract::{ApiJson, ClientAddr, MaybeUser};
 use crate::archive;
 use crate::lifecycle;
+use crate::revocation;
 use crate::state::AppState;
 use crate::throttle::{self, Limit};
 use crate::{Error, Result, validate};
@@ -96,8 +97,8 @@ fn same_password(given: &str, expected: &str) -> bool {
 /// Joins a meeting as an account or a guest.
 #[utoipa::path(post, path = "/api/v1/join", tag = "join", request_body = JoinRequest,
     responses((status = 200, body = JoinResponse),
-              (status = 403, description = "meeting ID or password wrong (never says which)"),
-              (status = 409, description = "not started yet (`conferenceNotStarted` with `startsAt`, `opensAt`), ended, no SFU capacity, or in a cluster not placed by the operator yet (`notPlacedYet` with `retryAfter`)"),
+              (status = 403, description = "meeting ID or password wrong (never says which), or `excluded`: a moderator removed this identity (or a guest on the same network) from the meeting"),
+              (status = 409, description = "not started yet (`conferenceNotStarted` with `startsAt`, `opensAt`), ended, no SFU capacity, or in a cluster not placed by the operator yet (`notPlacedYet` with `retryAfter`); a permanent room a moderator ended answers `conferenceEnded` until its owner or a moderator joins"),
               (status = 422), (status = 429)))]
 pub async fn join(
     State(state): State<AppState>,
@@ -211,6 +212,48 @@ pub async fn join(
             "this conference has ended",
         ));
     }
+    // A permanent room a moderator ended opens again only for its owner or a moderator.
+    if decision.occurrence.is_none() && revocation::room_closed(&state.db, &conference.id).await? {
+        if !is_privileged {
+            state.metrics.joins.with_label_values(&["ended"]).inc();
+            return Err(Error::conflict(
+                "conferenceEnded",
+                "a moderator ended this meeting; it opens again when its owner or a moderator joins",
+            ));
+        }
+        revocation::reopen_room(&state.db, &conference.id).await?;
+        tracing::info!(conference = %conference.id, "permanent room opened again");
+    }
+    // Exclusions outlive the SFU pod: a guest cannot come back under another guest ID from
+    // the same network.
+    let network = account.is_none().then(|| addr.network()).flatten();
+    let occurrence_start = decision.occurrence.map(|o| o.start);
+    if let Some(excluded) = revocation::excluded(
+        &state.db,
+        &conference.id,
+        occurrence_start,
+        &identity,
+        network.as_deref(),
+    )
+    .await?
+    {
+        state.metrics.joins.with_label_values(&["excluded"]).inc();
+        return Err(Error::Excluded(
+            match excluded {
+                revocation::Excluded::Identity => {
+                    "a moderator removed you from this meeting; you cannot join it again"
+                }
+                revocation::Excluded::Network => {
+                    "a moderator removed a guest on your network from this meeting; log in with your account to join"
+                }
+            }
+            .to_owned(),
+        ));
+    }
+    let epoch = match account {
+        Some(a) => revocation::token_epoch(&state.db, &a.id).await?,
+        None => 0,
+    };
     let placed = match &conference.runtime.placed {
         // In a cluster the operator places it (at once when started early) and writes the
         // assignment into status; until then the client retries.
@@ -277,6 +320,8 @@ pub async fn join(
             .get(super::REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .map(|id| id.chars().take(64).collect()),
+        addr: network,
+        ep: epoch,
     };
     let token = state
         .tokens

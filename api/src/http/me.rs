@@ -99,6 +99,8 @@ pub async fn edit(
     if let Some(hash) = new_hash {
         account::set_password(&state.db, &account.id, &hash, now).await?;
         session::delete_all_of(&state.db, &account.id, Some(&user.token)).await?;
+        // A meeting joined elsewhere with the old password ends too; this device joins again.
+        crate::revocation::revoke_account(&state.db, &account.id, now).await?;
         tracing::info!(account = %account.id, "password changed");
     }
     Ok(Json(account))

@@ -53,7 +53,8 @@ pub mod users;
         conferences::notify,
         conferences::invitation_log,
         join::join,
-        internal::room_event
+        internal::room_event,
+        internal::revocations
     ),
     components(schemas(
         crate::account::Account,
@@ -198,11 +199,10 @@ tokio::task_local! {
 pub fn current_request_id() -> Option<String> {
     // A proxy's (or a client's) own ID is kept; one that could not sit in an annotation or a
     // log line unharmed is not passed on.
-    CURRENT_REQUEST.try_with(Clone::clone).ok().filter(|id| {
-        !id.is_empty()
-            && id.len() <= 128
-            && id.bytes().all(|b| b.is_ascii_graphic())
-    })
+    CURRENT_REQUEST
+        .try_with(Clone::clone)
+        .ok()
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
 }
 
 /// Counts requests and measures their latency by route template.

@@ -107,6 +107,7 @@ pub async fn edit(
     let mut target = account::get(&state.db, &id)
         .await?
         .ok_or_else(|| Error::not_found("no such account"))?;
+    let before = (target.level, target.disabled);
     if let Some(level) = change.level {
         target.level = level;
     }
@@ -140,6 +141,11 @@ pub async fn edit(
     if target.disabled || change.password.is_some() {
         let keep = (target.id == user.account.id).then_some(user.token.as_str());
         session::delete_all_of(&state.db, &target.id, keep).await?;
+    }
+    // Live meetings follow at once: the SFU closes the account's sessions (the portal joins
+    // again and gets the new role, or is turned away) and refuses its older join tokens.
+    if (target.level, target.disabled) != before || change.password.is_some() {
+        crate::revocation::revoke_account(&state.db, &target.id, now).await?;
     }
     tracing::info!(account = %target.id, by = %user.account.id, "account changed");
     Ok(Json(target))

@@ -102,6 +102,8 @@ pub fn claims(sub: &str, role: Role, owner: bool) -> JoinClaims {
         exp: now + 600,
         jti: format!("jti-{sub}-{}", rand::random::<u32>()),
         rid: None,
+        addr: None,
+        ep: 0,
     }
 }
 

@@ -383,6 +383,28 @@ describe('the meeting session', () => {
     expect(ended.gaveUp.map((e) => e.code)).toEqual(['conferenceEnded']);
   });
 
+  it('joins again after its account changed, and gives up when the rejoin finds it excluded', async () => {
+    const changed = start();
+    await flush();
+    FakeSocket.all[0].open();
+    FakeSocket.all[0].receive(joined);
+    FakeSocket.all[0].receive({ type: 'closed', reason: 'revoked' });
+    await flush();
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(changed.rejoin).toHaveBeenCalled();
+    expect(changed.gaveUp).toEqual([]);
+
+    FakeSocket.all = [];
+    const excluded = start({ rejoin: async () => Promise.reject(new ApiError(403, 'excluded', 'a moderator removed you from this meeting')) });
+    await flush();
+    FakeSocket.all[0].open();
+    FakeSocket.all[0].receive({ type: 'error', code: 'revoked', message: 'your account changed since this token was issued; join again' });
+    await flush();
+    await vi.advanceTimersByTimeAsync(20_000);
+    expect(excluded.rejoin).toHaveBeenCalledTimes(1);
+    expect(excluded.gaveUp.map((e) => e.code)).toEqual(['excluded']);
+  });
+
   it('gives up when the login has ended instead of retrying for ever', async () => {
     const expired = start({ rejoin: async () => Promise.reject(new ApiError(401, 'unauthenticated', 'log in first')) });
     await flush();

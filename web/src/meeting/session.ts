@@ -151,7 +151,7 @@ export class MeetingSession {
   }
 
   private rejoinFailed(error: unknown): void {
-    const final = error instanceof ApiError && ['conferenceEnded', 'wrongMeetingCredentials', 'validation', 'forbidden', 'notFound', 'unauthenticated'].includes(error.code);
+    const final = error instanceof ApiError && ['conferenceEnded', 'excluded', 'wrongMeetingCredentials', 'validation', 'forbidden', 'notFound', 'unauthenticated'].includes(error.code);
     if (final) {
       this.finish();
       this.options.onGiveUp(error as ApiError);
@@ -284,7 +284,7 @@ export class MeetingSession {
         }
         return;
       case 'error':
-        if (message.code === 'tokenExpired' || message.code === 'invalidToken') {
+        if (message.code === 'tokenExpired' || message.code === 'invalidToken' || message.code === 'revoked') {
           // A reconnect with a stale token: ask for a fresh one.
           if (!this.admitted) {
             this.ticket = { ...this.ticket, expiresAt: new Date(0).toISOString() };
