@@ -246,11 +246,20 @@ async fn an_sfu_pod_reports_to_a_separate_api_over_its_internal_listener() {
     let password_file = data.path().join("admin-password");
     let password = std::fs::read_to_string(&password_file).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&password_file).unwrap().permissions().mode();
+    let mode = std::fs::metadata(&password_file)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "admin-password is readable by others");
     let output = std::fs::read_to_string(&api_log).unwrap();
-    assert!(output.contains("admin-password"), "the log names the file:\n{output}");
-    assert!(!output.contains(password.trim()), "the password reached the output");
+    assert!(
+        output.contains("admin-password"),
+        "the log names the file:\n{output}"
+    );
+    assert!(
+        !output.contains(password.trim()),
+        "the password reached the output"
+    );
 
     // The SFU reads the shared secret from a file (there is no flag that would show in `ps`).
     let secret_file = data.path().join("join-token-secret");
@@ -282,7 +291,8 @@ async fn an_sfu_pod_reports_to_a_separate_api_over_its_internal_listener() {
     assert!(!refused.status.success());
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        said.contains("CONCLAVE_JOIN_TOKEN_SECRET") && said.contains("--sfu-join-token-secret-file"),
+        said.contains("CONCLAVE_JOIN_TOKEN_SECRET")
+            && said.contains("--sfu-join-token-secret-file"),
         "{said}"
     );
     let mut sfu = Command::new(system_tests::conclave_bin());
@@ -294,8 +304,14 @@ async fn an_sfu_pod_reports_to_a_separate_api_over_its_internal_listener() {
 
     let client = reqwest::Client::new();
     // Metrics (and the API's room reports) only on the internal listeners.
-    assert_eq!(status_of(&client, format!("{}/metrics", api.base)).await, 404);
-    assert_eq!(status_of(&client, format!("http://127.0.0.1:{sfu_port}/metrics")).await, 404);
+    assert_eq!(
+        status_of(&client, format!("{}/metrics", api.base)).await,
+        404
+    );
+    assert_eq!(
+        status_of(&client, format!("http://127.0.0.1:{sfu_port}/metrics")).await,
+        404
+    );
     assert_eq!(
         status_of(&client, format!("http://127.0.0.1:{api_internal}/metrics")).await,
         200
@@ -465,5 +481,73 @@ async fn json_logs_have_one_line_per_request_with_its_id_and_no_secrets() {
     assert!(
         !log.contains(PASSWORD),
         "the admin password reached the log"
+    );
+}
+
+/// The venv's Python with `openapi-spec-validator` (scripts/test.sh installs it); a missing one
+/// fails the test with what to run.
+fn python_with_openapi_validator() -> std::path::PathBuf {
+    let python = system_tests::venv_program("python");
+    let ok = Command::new(&python)
+        .args(["-c", "import openapi_spec_validator"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} with openapi-spec-validator is required (CONCLAVE_TEST_PYTHON names it); run scripts/test.sh, which installs it",
+        python.display()
+    );
+    python
+}
+
+#[tokio::test]
+async fn the_served_openapi_document_passes_a_real_validator() {
+    let python = python_with_openapi_validator();
+    let data = tempfile::tempdir().unwrap();
+    let port = system_tests::free_port();
+    let mut command = Command::new(system_tests::conclave_bin());
+    command
+        .arg("standalone")
+        .env("CONCLAVE_DATA_DIR", data.path())
+        .env("CONCLAVE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
+        .env("CONCLAVE_SFU_UDP_PORTS", "46300-46349")
+        .env_remove("DATABASE_URL")
+        .env_remove("CONCLAVE_JOIN_TOKEN_SECRET");
+    let server = spawn(command, port).await;
+    let reply = reqwest::get(format!("{}/api/v1/openapi.json", server.base))
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let document = reply.text().await.unwrap();
+    let path = data.path().join("openapi.json");
+    std::fs::write(&path, &document).unwrap();
+    let output = Command::new(&python)
+        .args(["-m", "openapi_spec_validator", "--errors", "all"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "openapi-spec-validator refused the served document:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Every answer says what it means (OpenAPI requires a description; an empty one says
+    // nothing either).
+    let document: Value = serde_json::from_str(&document).unwrap();
+    let mut missing = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().into_iter().flatten() {
+                if response["description"].as_str().is_none_or(str::is_empty) {
+                    missing.push(format!("{method} {path} {status}"));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "responses without a description: {missing:?}"
     );
 }

@@ -171,6 +171,28 @@ pub async fn archive_occurrence(
     Ok(())
 }
 
+/// Files the attendance recorded for the occurrence starting at `from` under `to`: an edit
+/// moved the start of that occurrence while it ran (or was open early).
+///
+/// # Errors
+/// Database errors.
+pub async fn move_occurrence(
+    db: &Db,
+    conference: &ConferenceId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE attendance SET occurrence_start = $1 WHERE conference_id = $2 AND occurrence_start = $3 AND archive_id IS NULL",
+    )
+    .bind(db_time(to))
+    .bind(conference.as_str())
+    .bind(db_time(from))
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
 /// Archive entries, newest first: all of them, or one owner's.
 ///
 /// # Errors

@@ -30,6 +30,12 @@ pub enum Error {
     /// Logged in, but the right is missing (403).
     #[error("{0}")]
     Forbidden(String),
+    /// A state-changing request with neither a JSON body nor the `X-Conclave-Request` header
+    /// (403): what another site's page could send with the session cookie.
+    #[error(
+        "a request that changes something needs a JSON body (Content-Type: application/json) or the header X-Conclave-Request: 1"
+    )]
+    CrossSiteRequest,
     /// A meeting ID and password pair that does not admit (403, never telling which is wrong).
     #[error("the meeting ID or the password is wrong")]
     WrongMeetingCredentials,
@@ -116,7 +122,9 @@ impl Error {
             Error::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::MalformedBody(_) => StatusCode::BAD_REQUEST,
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) | Error::WrongMeetingCredentials => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::CrossSiteRequest | Error::WrongMeetingCredentials => {
+                StatusCode::FORBIDDEN
+            }
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict { .. } | Error::NotStarted { .. } | Error::NotPlacedYet { .. } => {
                 StatusCode::CONFLICT
@@ -136,6 +144,7 @@ impl Error {
             Error::MalformedBody(_) => "malformedBody",
             Error::Unauthenticated => "unauthenticated",
             Error::Forbidden(_) => "forbidden",
+            Error::CrossSiteRequest => "csrfHeaderMissing",
             Error::WrongMeetingCredentials => "wrongMeetingCredentials",
             Error::NotFound(_) => "notFound",
             Error::Conflict { code, .. } => code,

@@ -311,7 +311,8 @@ pub fn compose_invitation(
         _ => ics::Method::Request,
     };
     let calendar = crate::http::conferences::calendar_event(state, conference, owner, method)?;
-    let join_url = crate::http::conferences::join_url(state, d.meeting_id.as_str());
+    let join_url =
+        crate::http::conferences::invitation_url(state, d.meeting_id.as_str(), &d.password);
     let (Some(start), Some(end)) = (d.start, d.end) else {
         return Err(Error::conflict(
             "permanentRoom",

@@ -19,6 +19,9 @@ on_both_backends!(
     a_moderator_ending_the_meeting_ends_the_occurrence,
     restarting_loses_nothing,
     a_retried_room_report_is_applied_once,
+    the_repeat_draft_of_a_meeting_shorter_than_a_minute_is_postable_unchanged,
+    extending_a_running_meeting_moves_its_end_and_archives_it_once_at_the_real_end,
+    moving_the_start_of_a_running_meeting_keeps_its_attendance,
 );
 
 async fn report(
@@ -333,7 +336,10 @@ async fn report_with_key(app: &TestApp, key: &str, body: &Value) -> StatusCode {
     let request = Request::builder()
         .method(Method::POST)
         .uri("/api/v1/internal/room-events")
-        .header(header::AUTHORIZATION, format!("Bearer {}", app.service_token()))
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", app.service_token()),
+        )
         .header(header::CONTENT_TYPE, "application/json")
         .header("idempotency-key", key)
         .body(Body::from(serde_json::to_vec(body).unwrap()))
@@ -349,18 +355,30 @@ async fn a_retried_room_report_is_applied_once(app: TestApp) {
     let at = |minutes: i64| (app.now() + Duration::minutes(minutes)).to_rfc3339();
     let gus_joins = json!({"conference": c["id"], "at": at(0), "participants": 1,
         "event": {"kind": "joined", "identity": "guest:1", "displayName": "Gus"}});
-    assert_eq!(report_with_key(&app, "sfu-0-1-0", &gus_joins).await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        report_with_key(&app, "sfu-0-1-0", &gus_joins).await,
+        StatusCode::NO_CONTENT
+    );
     let gus_leaves = json!({"conference": c["id"], "at": at(20), "participants": 0,
         "event": {"kind": "left", "identity": "guest:1"}});
-    assert_eq!(report_with_key(&app, "sfu-0-1-1", &gus_leaves).await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        report_with_key(&app, "sfu-0-1-1", &gus_leaves).await,
+        StatusCode::NO_CONTENT
+    );
     // The SFU never saw the first answer and sends the join again, later: applied again it
     // would close Gus's attendance and open a second one that never ends.
-    assert_eq!(report_with_key(&app, "sfu-0-1-0", &gus_joins).await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        report_with_key(&app, "sfu-0-1-0", &gus_joins).await,
+        StatusCode::NO_CONTENT
+    );
     // Applied again, the count would read 1 (the join's) instead of 0 (the leave's).
     assert_eq!(
-        app.get(&format!("/api/v1/conferences/{}", c["id"].as_str().unwrap()), &token)
-            .await
-            .body["participants"],
+        app.get(
+            &format!("/api/v1/conferences/{}", c["id"].as_str().unwrap()),
+            &token
+        )
+        .await
+        .body["participants"],
         0
     );
     // A bad key is refused with a reason, and applies nothing.
@@ -370,9 +388,16 @@ async fn a_retried_room_report_is_applied_once(app: TestApp) {
         StatusCode::UNPROCESSABLE_ENTITY
     );
     // A report that cannot be applied leaves its key free for the retry.
-    let unknown = json!({"conference": "nope", "at": at(1), "participants": 0, "event": {"kind": "ended"}});
-    assert_eq!(report_with_key(&app, "sfu-0-1-2", &unknown).await, StatusCode::NOT_FOUND);
-    assert_eq!(report_with_key(&app, "sfu-0-1-2", &unknown).await, StatusCode::NOT_FOUND);
+    let unknown =
+        json!({"conference": "nope", "at": at(1), "participants": 0, "event": {"kind": "ended"}});
+    assert_eq!(
+        report_with_key(&app, "sfu-0-1-2", &unknown).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        report_with_key(&app, "sfu-0-1-2", &unknown).await,
+        StatusCode::NOT_FOUND
+    );
 
     app.clock.advance(Duration::minutes(61));
     app.tick().await;
@@ -382,4 +407,159 @@ async fn a_retried_room_report_is_applied_once(app: TestApp) {
     assert_eq!(attendance.len(), 1, "{attendance:?}");
     assert_eq!(attendance[0]["displayName"], "Gus");
     assert_eq!(attendance[0]["minutes"], 20);
+}
+
+async fn the_repeat_draft_of_a_meeting_shorter_than_a_minute_is_postable_unchanged(app: TestApp) {
+    let token = app.admin().await;
+    let c = app.schedule(&token, 2, 30, json!({"topic": "Short"})).await;
+    app.clock.advance(Duration::minutes(2));
+    app.tick().await;
+    report(
+        &app,
+        &c,
+        0,
+        1,
+        json!({"kind": "joined", "identity": "guest:1", "displayName": "G"}),
+    )
+    .await;
+    report(&app, &c, 0, 0, json!({"kind": "ended"})).await;
+    app.clock.advance(Duration::seconds(30));
+    app.tick().await;
+    let entry = archive(&app, &token).await.remove(0);
+    assert_eq!(entry["durationMinutes"], 0, "it lasted 30 seconds");
+    let draft = app
+        .post(
+            &format!(
+                "/api/v1/conferences/{}/repeat",
+                entry["id"].as_str().unwrap()
+            ),
+            Some(&token),
+            json!({}),
+        )
+        .await
+        .expect(StatusCode::OK)
+        .body["draft"]
+        .clone();
+    assert_eq!(draft["durationMinutes"], 1);
+    let scheduled = app
+        .post("/api/v1/conferences", Some(&token), draft)
+        .await
+        .expect(StatusCode::CREATED)
+        .body;
+    assert_eq!(scheduled["topic"], "Short");
+    assert_eq!(scheduled["durationMinutes"], 1);
+}
+
+fn time(value: &Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+async fn extending_a_running_meeting_moves_its_end_and_archives_it_once_at_the_real_end(
+    app: TestApp,
+) {
+    let token = app.admin().await;
+    let c = app.schedule(&token, 2, 30, json!({"topic": "Long"})).await;
+    let start = time(&c["start"]);
+    app.clock.advance(Duration::minutes(2));
+    app.tick().await;
+    report(
+        &app,
+        &c,
+        0,
+        1,
+        json!({"kind": "joined", "identity": "guest:1", "displayName": "Gus"}),
+    )
+    .await;
+    app.tick().await;
+    app.clock.advance(Duration::minutes(10));
+    let path = format!("/api/v1/conferences/{}", c["id"].as_str().unwrap());
+    let edited = app
+        .patch(&path, &token, json!({"durationMinutes": 60}))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(edited["phase"], "Active");
+    assert_eq!(
+        time(&edited["occurrence"]["end"]),
+        start + Duration::minutes(60)
+    );
+    assert!(archive(&app, &token).await.is_empty(), "still running");
+    // Past the old end, inside the new one: still running, still nothing archived.
+    app.clock.advance(Duration::minutes(25));
+    app.tick().await;
+    assert!(archive(&app, &token).await.is_empty());
+    let shown = app.get(&path, &token).await.expect(StatusCode::OK).body;
+    assert_eq!(shown["participants"], 1);
+    assert_eq!(shown["status"], "online");
+    // The guest leaves 50 minutes in; the real end archives the occurrence once.
+    report(
+        &app,
+        &c,
+        15,
+        0,
+        json!({"kind": "left", "identity": "guest:1"}),
+    )
+    .await;
+    app.clock.advance(Duration::minutes(26));
+    app.tick().await;
+    app.tick().await;
+    let entries = archive(&app, &token).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(time(&entries[0]["start"]), start);
+    assert_eq!(time(&entries[0]["end"]), start + Duration::minutes(60));
+    assert_eq!(entries[0]["durationMinutes"], 60);
+    let attendance = entries[0]["attendance"].as_array().unwrap();
+    assert_eq!(attendance.len(), 1);
+    assert_eq!(attendance[0]["minutes"], 50);
+}
+
+async fn moving_the_start_of_a_running_meeting_keeps_its_attendance(app: TestApp) {
+    let token = app.admin().await;
+    let c = app.schedule(&token, 2, 30, json!({"topic": "Moved"})).await;
+    let start = time(&c["start"]);
+    app.clock.advance(Duration::minutes(2));
+    app.tick().await;
+    report(
+        &app,
+        &c,
+        0,
+        1,
+        json!({"kind": "joined", "identity": "guest:1", "displayName": "Gus"}),
+    )
+    .await;
+    app.tick().await;
+    app.clock.advance(Duration::minutes(3));
+    let later = start + Duration::minutes(5);
+    let path = format!("/api/v1/conferences/{}", c["id"].as_str().unwrap());
+    let edited = app
+        .patch(&path, &token, json!({"start": later.to_rfc3339()}))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(time(&edited["occurrence"]["start"]), later);
+    assert_eq!(edited["participants"], 1);
+    assert!(archive(&app, &token).await.is_empty(), "still running");
+    report(
+        &app,
+        &c,
+        20,
+        0,
+        json!({"kind": "left", "identity": "guest:1"}),
+    )
+    .await;
+    app.clock.advance(Duration::minutes(40));
+    app.tick().await;
+    let entries = archive(&app, &token).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(time(&entries[0]["start"]), later);
+    let attendance = entries[0]["attendance"].as_array().unwrap();
+    assert_eq!(
+        attendance.len(),
+        1,
+        "the guest's presence moved with the meeting"
+    );
+    assert_eq!(attendance[0]["displayName"], "Gus");
+    assert_eq!(attendance[0]["minutes"], 23);
 }

@@ -14,6 +14,7 @@ use proto::{AccountId, AccountLevel, ConferenceId, Media};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::ErrorBody;
 use super::extract::{ApiJson, ApiQuery, CurrentUser};
 use crate::account::{self, Account};
 use crate::archive::{self, Entry};
@@ -115,6 +116,9 @@ pub struct ConferenceView {
     pub sequence: i64,
     /// Link to the join page.
     pub join_url: String,
+    /// The link invitations carry: the join page with the password in its fragment
+    /// (`#pwd=…`, never sent to a server), so guests only type a name.
+    pub invitation_url: String,
     /// Always false here (archive entries say true).
     pub archived: bool,
     /// Created at.
@@ -247,6 +251,32 @@ pub fn join_url(state: &AppState, meeting_id: &str) -> String {
     format!("{}/join/{meeting_id}", state.config.public_url())
 }
 
+/// The link invitations carry: the join page with the password in the fragment
+/// (`/join/{meetingId}#pwd=…`), so guests only type a name. Browsers never send a fragment —
+/// not in the request, so not in any server's or proxy's log, and not in `Referer` — and the
+/// join page removes it from the address bar once read.
+pub fn invitation_url(state: &AppState, meeting_id: &str, password: &str) -> String {
+    format!(
+        "{}#pwd={}",
+        join_url(state, meeting_id),
+        fragment_value(password)
+    )
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters, so the value reads back
+/// unchanged with `URLSearchParams`.
+fn fragment_value(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 fn view(
     state: &AppState,
     c: &Conference,
@@ -286,6 +316,7 @@ fn view(
         participants: c.runtime.participants,
         sequence: c.sequence,
         join_url: join_url(state, d.meeting_id.as_str()),
+        invitation_url: invitation_url(state, d.meeting_id.as_str(), &d.password),
         archived: false,
         created_at: c.created_at,
         updated_at: c.updated_at,
@@ -346,7 +377,7 @@ async fn owners(
 
 /// The conference log or the archive: one's own, or everyone's for administrators with `all=true`.
 #[utoipa::path(get, path = "/api/v1/conferences", tag = "conferences", params(ListQuery),
-    responses((status = 200, body = [AnyView]), (status = 401), (status = 403, description = "all=true without level admin")))]
+    responses((status = 200, description = "the conferences (or archive entries), by next start", body = [AnyView]), (status = 401, description = "not logged in", body = ErrorBody), (status = 403, description = "all=true without level admin", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -441,8 +472,9 @@ async fn store_new(
 
 /// Schedules a conference (or a permanent room), optionally repeating an archive entry.
 #[utoipa::path(post, path = "/api/v1/conferences", tag = "conferences", request_body = ConferenceInput,
-    responses((status = 201, body = ConferenceView), (status = 400), (status = 403), (status = 409, description = "meeting ID in use"),
-              (status = 413), (status = 422)))]
+    responses((status = 201, description = "scheduled; invitees given are invited at once", body = ConferenceView), (status = 400, description = "the body is not JSON", body = ErrorBody),
+              (status = 403, description = "scheduling is reserved to moderators here", body = ErrorBody), (status = 409, description = "meeting ID in use", body = ErrorBody),
+              (status = 413, description = "the body is too large", body = ErrorBody), (status = 422, description = "a field is not acceptable (`field` names it)", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -496,7 +528,8 @@ pub async fn create(
 
 /// Starts a conference now, for 30 minutes.
 #[utoipa::path(post, path = "/api/v1/conferences/adhoc", tag = "conferences", request_body = AdHocInput,
-    responses((status = 201, body = ConferenceView), (status = 403), (status = 422)))]
+    responses((status = 201, description = "started: it runs from now for 30 minutes", body = ConferenceView), (status = 403, description = "scheduling is reserved to moderators here", body = ErrorBody),
+              (status = 422, description = "the topic is not acceptable", body = ErrorBody)))]
 pub async fn ad_hoc(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -573,7 +606,7 @@ async fn find(state: &AppState, user: &Account, id: &str) -> Result<Found> {
 
 /// A conference or an archive entry.
 #[utoipa::path(get, path = "/api/v1/conferences/{id}", tag = "conferences", params(("id" = String, Path)),
-    responses((status = 200, body = AnyView), (status = 404)))]
+    responses((status = 200, description = "the conference, or the archive entry", body = AnyView), (status = 404, description = "no such conference, or not yours", body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -603,7 +636,8 @@ pub async fn show(
 /// Edits a conference; every change raises its sequence.
 #[utoipa::path(patch, path = "/api/v1/conferences/{id}", tag = "conferences", params(("id" = String, Path)),
     request_body = ConferenceInput,
-    responses((status = 200, body = ConferenceView), (status = 404), (status = 409), (status = 422)))]
+    responses((status = 200, description = "the conference after the edit", body = ConferenceView), (status = 404, description = "no such conference, or not yours", body = ErrorBody),
+              (status = 409, description = "meeting ID in use, or an archive entry (repeat it instead)", body = ErrorBody), (status = 422, description = "a field is not acceptable (`field` names it)", body = ErrorBody)))]
 pub async fn edit(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -666,7 +700,7 @@ pub struct DeleteQuery {
 
 /// Deletes a conference (optionally cancelling it for its invitees), or an archive entry.
 #[utoipa::path(delete, path = "/api/v1/conferences/{id}", tag = "conferences", params(("id" = String, Path), DeleteQuery),
-    responses((status = 204), (status = 404)))]
+    responses((status = 204, description = "deleted (with `notify=true`, the cancellations are queued)"), (status = 404, description = "no such conference, or not yours", body = ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -718,11 +752,19 @@ fn next_same_weekday(start: DateTime<Utc>, tz: Tz, now: DateTime<Utc>) -> NaiveD
     local
 }
 
+/// An occurrence's length as a duration `POST /conferences` accepts: whole minutes rounded
+/// up, 1 to 1440 (a meeting ended after 30 seconds is repeated as a one-minute meeting, not
+/// refused as zero minutes).
+fn draft_minutes(length: chrono::Duration) -> u32 {
+    let minutes = (length.num_seconds() + 59).div_euclid(60);
+    u32::try_from(minutes.clamp(1, 24 * 60)).unwrap_or(60)
+}
+
 /// The values to schedule a conference or an archived occurrence again, prefilled with the
 /// next start on the same weekday and time. Posting the draft moves an archive entry back to
 /// the scheduled list.
 #[utoipa::path(post, path = "/api/v1/conferences/{id}/repeat", tag = "conferences", params(("id" = String, Path)),
-    responses((status = 200, body = RepeatDraft), (status = 404)))]
+    responses((status = 200, description = "the draft; post it (changed as wished) to `POST /conferences`", body = RepeatDraft), (status = 404, description = "no such conference, or not yours", body = ErrorBody)))]
 pub async fn repeat(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -738,7 +780,7 @@ pub async fn repeat(
             let local = next_same_weekday(start, d.time_zone, now);
             (
                 Some(local.format("%Y-%m-%dT%H:%M").to_string()),
-                Some(u32::try_from((end - start).num_minutes()).unwrap_or(60)),
+                Some(draft_minutes(end - start)),
             )
         }
         None => (None, None),
@@ -765,7 +807,8 @@ pub async fn repeat(
 
 /// The conference as an RFC 5545 calendar event (`text/calendar`).
 #[utoipa::path(get, path = "/api/v1/conferences/{id}/calendar.ics", tag = "conferences", params(("id" = String, Path)),
-    responses((status = 200, content_type = "text/calendar", body = String), (status = 404), (status = 409, description = "a permanent room has no date")))]
+    responses((status = 200, description = "the iCalendar object (METHOD:PUBLISH)", content_type = "text/calendar", body = String), (status = 404, description = "no such conference, or not yours", body = ErrorBody),
+              (status = 409, description = "a permanent room has no date", body = ErrorBody)))]
 pub async fn calendar(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -807,7 +850,7 @@ pub fn calendar_event(
             "a permanent room has no date to put in a calendar",
         ));
     };
-    let url = join_url(state, d.meeting_id.as_str());
+    let url = invitation_url(state, d.meeting_id.as_str(), &d.password);
     let description = ics::description(&[
         ("Join", url.as_str()),
         ("Meeting ID", d.meeting_id.as_str()),
@@ -898,7 +941,8 @@ async fn live_with_owner(
 /// Invites addresses by e-mail: plain text, HTML and an iCalendar REQUEST each.
 #[utoipa::path(post, path = "/api/v1/conferences/{id}/invitations", tag = "invitations", params(("id" = String, Path)),
     request_body = InvitationRequest,
-    responses((status = 202, body = InvitationsQueued), (status = 404), (status = 409), (status = 422)))]
+    responses((status = 202, description = "the invitations are queued; the addresses are invitees now", body = InvitationsQueued), (status = 404, description = "no such conference, or not yours", body = ErrorBody),
+              (status = 409, description = "an archive entry or a permanent room", body = ErrorBody), (status = 422, description = "an address is not acceptable; nothing was stored or queued", body = ErrorBody)))]
 pub async fn invite(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -958,7 +1002,8 @@ pub async fn invite(
 /// Sends the updated invitation (same UID, higher SEQUENCE, what changed in the text) to every
 /// invitee.
 #[utoipa::path(post, path = "/api/v1/conferences/{id}/notify", tag = "invitations", params(("id" = String, Path)),
-    responses((status = 202, body = InvitationsQueued), (status = 404), (status = 409, description = "no invitees, or a permanent room")))]
+    responses((status = 202, description = "the updates are queued", body = InvitationsQueued), (status = 404, description = "no such conference, or not yours", body = ErrorBody),
+              (status = 409, description = "no invitees, or a permanent room", body = ErrorBody)))]
 pub async fn notify(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -996,7 +1041,7 @@ pub async fn notify(
 
 /// The conference's invitation log: who, when, which sequence, delivered or the last error.
 #[utoipa::path(get, path = "/api/v1/conferences/{id}/invitations", tag = "invitations", params(("id" = String, Path)),
-    responses((status = 200, body = [mail::LogEntry]), (status = 404)))]
+    responses((status = 200, description = "the invitation log, newest first", body = [mail::LogEntry]), (status = 404, description = "no such conference, or not yours", body = ErrorBody)))]
 pub async fn invitation_log(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -1006,4 +1051,28 @@ pub async fn invitation_log(
         return Err(Error::not_found(format!("no scheduled conference {id}")));
     };
     Ok(Json(mail::log(&state.db, conference.id.as_str()).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_draft_rounds_its_duration_up_to_whole_minutes_within_the_limits() {
+        let minutes = |seconds| draft_minutes(chrono::Duration::seconds(seconds));
+        assert_eq!(minutes(0), 1);
+        assert_eq!(minutes(30), 1);
+        assert_eq!(minutes(60), 1);
+        assert_eq!(minutes(61), 2);
+        assert_eq!(minutes(45 * 60), 45);
+        assert_eq!(minutes(25 * 3600), 1440);
+        assert_eq!(minutes(-5), 1);
+    }
+
+    #[test]
+    fn a_fragment_value_reads_back_unchanged() {
+        assert_eq!(fragment_value("482913"), "482913");
+        assert_eq!(fragment_value("a b+#&c~"), "a%20b%2B%23%26c~");
+        assert_eq!(fragment_value("pä"), "p%C3%A4");
+    }
 }

@@ -6,6 +6,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use super::ErrorBody;
 use super::extract::{ApiJson, CurrentUser};
 use crate::account::{self, Account, password};
 use crate::state::AppState;
@@ -33,14 +34,15 @@ pub struct ProfileChange {
 }
 
 /// One's own account.
-#[utoipa::path(get, path = "/api/v1/me", tag = "profile", operation_id = "show_me", responses((status = 200, body = Account), (status = 401)))]
+#[utoipa::path(get, path = "/api/v1/me", tag = "profile", operation_id = "show_me", responses((status = 200, description = "the account", body = Account), (status = 401, description = "not logged in", body = ErrorBody)))]
 pub async fn show(user: CurrentUser) -> Json<Account> {
     Json(user.account)
 }
 
 /// Edits one's profile or password. A password change ends one's other sessions.
 #[utoipa::path(patch, path = "/api/v1/me", tag = "profile", operation_id = "edit_me", request_body = ProfileChange,
-    responses((status = 200, body = Account), (status = 403, description = "current password wrong"), (status = 422)))]
+    responses((status = 200, description = "the account after the change", body = Account), (status = 403, description = "current password wrong", body = ErrorBody),
+              (status = 422, description = "a field is not acceptable (`field` names it)", body = ErrorBody)))]
 pub async fn edit(
     State(state): State<AppState>,
     user: CurrentUser,

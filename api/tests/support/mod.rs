@@ -212,7 +212,9 @@ impl TestApp {
         self.clock.now_utc()
     }
 
-    /// Sends a request with an optional bearer token and JSON body.
+    /// Sends a request with an optional bearer token and JSON body; one without a body carries
+    /// `X-Conclave-Request: 1`, as the portal sends it (the API refuses a state-changing
+    /// request with neither).
     pub async fn call(
         &self,
         method: Method,
@@ -221,6 +223,9 @@ impl TestApp {
         body: Option<Value>,
     ) -> Reply {
         let mut request = Request::builder().method(method).uri(path);
+        if body.is_none() {
+            request = request.header("x-conclave-request", "1");
+        }
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
