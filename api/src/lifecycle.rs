@@ -113,7 +113,7 @@ pub async fn reconcile(
     }
     if decision.phase == Phase::Ended {
         state.store.delete(&conference.id).await?;
-        archive::forget_unarchived(&state.db, &conference.id).await?;
+        archive::forget_unarchived(&state.db.pool, &conference.id).await?;
         tracing::info!(conference = %conference.id, "conference ended");
         return Ok(decision);
     }

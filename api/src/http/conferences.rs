@@ -438,6 +438,18 @@ async fn store_new(
     owner: &Account,
     definition: Definition,
 ) -> Result<Conference> {
+    let conference = new_conference(state, owner, definition)?;
+    state.store.insert(&conference).await?;
+    state.lifecycle_wake.notify_one();
+    tracing::info!(conference = %conference.id, owner = %owner.id, "conference scheduled");
+    Ok(conference)
+}
+
+/// A new conference with its initial lifecycle state, not stored yet.
+///
+/// # Errors
+/// 422 when the schedule has no occurrence left.
+fn new_conference(state: &AppState, owner: &Account, definition: Definition) -> Result<Conference> {
     let now = state.clock.now();
     let mut conference = Conference {
         id: ConferenceId(uuid::Uuid::new_v4().to_string()),
@@ -464,9 +476,6 @@ async fn store_new(
             "this schedule has no occurrence left",
         ));
     }
-    state.store.insert(&conference).await?;
-    state.lifecycle_wake.notify_one();
-    tracing::info!(conference = %conference.id, owner = %owner.id, "conference scheduled");
     Ok(conference)
 }
 
@@ -498,22 +507,47 @@ pub async fn create(
             now,
         },
     )?;
-    let conference = store_new(&state, &user.account, definition).await?;
-    if let Some(entry) = repeated {
-        archive::delete(&state.db, &entry.id).await?;
-    }
+    let conference = new_conference(&state, &user.account, definition)?;
     // Invitees given when scheduling are invited at once (permanent rooms have no date).
-    if conference.definition.kind != Kind::Permanent && !conference.definition.invitees.is_empty() {
-        mail::send_invitations(
+    // Composed before anything is written, so a mail that cannot be composed writes nothing.
+    let invitations = if conference.definition.kind != Kind::Permanent {
+        mail::compose_invitations(
             &state,
             &conference,
             &user.account,
             &conference.definition.invitees,
             mail::Kind::Invitation,
             &[],
-        )
-        .await?;
+        )?
+    } else {
+        Vec::new()
+    };
+    state.store.insert(&conference).await?;
+    // The repeated archive entry leaves and the invitations are queued together; when that
+    // fails, the new conference goes again: nothing is left half-done.
+    let finished = async {
+        let mut tx = state.db.pool.begin().await?;
+        if let Some(entry) = &repeated {
+            archive::delete_in(&mut tx, &entry.id).await?;
+        }
+        let queued = mail::enqueue_in(&mut tx, now, invitations).await?;
+        tx.commit().await?;
+        Ok::<_, Error>(queued)
     }
+    .await;
+    match finished {
+        Ok(queued) => {
+            if queued > 0 {
+                state.mail_wake.notify_one();
+            }
+        }
+        Err(err) => {
+            undo(state.store.delete(&conference.id).await, &conference.id);
+            return Err(err);
+        }
+    }
+    state.lifecycle_wake.notify_one();
+    tracing::info!(conference = %conference.id, owner = %user.account.id, "conference scheduled");
     Ok((
         StatusCode::CREATED,
         Json(view(
@@ -584,6 +618,13 @@ pub async fn ad_hoc(
 enum Found {
     Live(Conference),
     Archived(Entry),
+}
+
+/// Logs a compensating write that failed too (the request answers with the first error).
+fn undo(result: Result<impl Sized>, conference: &ConferenceId) {
+    if let Err(err) = result {
+        tracing::error!(conference = %conference, cause = %err, "undoing a half-done change failed");
+    }
 }
 
 /// Finds a conference or archive entry the user manages; 404 otherwise (never 403, so IDs of
@@ -709,25 +750,45 @@ pub async fn remove(
 ) -> Result<StatusCode> {
     match find(&state, &user.account, &id).await? {
         Found::Live(c) => {
-            if query.notify.unwrap_or(false)
+            // The cancellations are composed first, queued together with forgetting the
+            // attendance once the conference is gone; when that fails, the conference comes
+            // back: nobody is told of a cancellation that did not happen, or not told of one
+            // that did.
+            let cancellations = if query.notify.unwrap_or(false)
                 && c.definition.kind != Kind::Permanent
                 && !c.definition.invitees.is_empty()
             {
                 let owner = account::get(&state.db, &c.owner)
                     .await?
                     .unwrap_or_else(|| user.account.clone());
-                mail::send_invitations(
+                mail::compose_invitations(
                     &state,
                     &c,
                     &owner,
                     &c.definition.invitees,
                     mail::Kind::Cancellation,
                     &[],
-                )
-                .await?;
-            }
+                )?
+            } else {
+                Vec::new()
+            };
             state.store.delete(&c.id).await?;
-            archive::forget_unarchived(&state.db, &c.id).await?;
+            let finished = async {
+                let mut tx = state.db.pool.begin().await?;
+                archive::forget_unarchived(&mut *tx, &c.id).await?;
+                let queued = mail::enqueue_in(&mut tx, state.clock.now(), cancellations).await?;
+                tx.commit().await?;
+                Ok::<_, Error>(queued)
+            }
+            .await;
+            match finished {
+                Ok(queued) if queued > 0 => state.mail_wake.notify_one(),
+                Ok(_) => {}
+                Err(err) => {
+                    undo(state.store.insert(&c).await, &c.id);
+                    return Err(err);
+                }
+            }
             tracing::info!(conference = %c.id, by = %user.account.id, "conference deleted");
         }
         Found::Archived(e) => {
@@ -980,19 +1041,36 @@ pub async fn invite(
             invitees.push(address.clone());
         }
     }
-    if invitees != conference.definition.invitees {
-        conference.definition.invitees = invitees;
-        state.store.update_definition(&conference).await?;
-    }
-    let count = mail::send_invitations(
+    // Composed first (a mail that cannot be composed stores nothing); then the invitees are
+    // stored and the mails queued, and when queueing fails the invitees are put back.
+    let before = conference.definition.clone();
+    conference.definition.invitees = invitees;
+    let mails = mail::compose_invitations(
         &state,
         &conference,
         &owner,
         &addresses,
         mail::Kind::Invitation,
         &[],
-    )
-    .await?;
+    )?;
+    let changed = conference.definition != before;
+    if changed {
+        state.store.update_definition(&conference).await?;
+    }
+    let count = match mail::enqueue(&state, mails).await {
+        Ok(count) => count,
+        Err(err) => {
+            if changed {
+                let mut restored = conference.clone();
+                restored.definition = before;
+                undo(
+                    state.store.update_definition(&restored).await,
+                    &conference.id,
+                );
+            }
+            return Err(err);
+        }
+    };
     Ok((
         StatusCode::ACCEPTED,
         Json(queued(&state, &conference, count).await?),

@@ -10,7 +10,7 @@ use super::ErrorBody;
 use super::extract::{ApiJson, CurrentUser};
 use crate::account::{self, Account, password};
 use crate::state::AppState;
-use crate::{Error, Result, session, validate};
+use crate::{Error, Result, mail, session, validate};
 
 /// Routes under `/me`.
 pub fn router() -> Router<AppState> {
@@ -78,29 +78,40 @@ pub async fn edit(
         }
         None => None,
     };
-    account::update(&state.db, &account, now).await?;
-    if account.email != user.account.email {
+    // Everything that can fail for a reason of its own (the notices) is prepared first; then
+    // profile, notices, password and sessions change in one transaction: all or nothing.
+    let notices = if account.email == user.account.email {
+        Vec::new()
+    } else {
         // Both addresses learn of the change, so a hijacked account is noticed.
         let text = format!(
             "The e-mail address of the Conclave account {} changed from {} to {}.\n\nIf you did not do this, ask an administrator to disable the account.\n",
             account.login, user.account.email, account.email
         );
-        let mails = [&user.account.email, &account.email]
+        [&user.account.email, &account.email]
             .into_iter()
             .map(|to| {
-                crate::mail::compose_notice(
+                mail::compose_notice(
                     &state,
                     to,
                     "Your Conclave e-mail address changed",
                     text.clone(),
                 )
             })
-            .collect::<Result<Vec<_>>>()?;
-        crate::mail::enqueue(&state, mails).await?;
+            .collect::<Result<Vec<_>>>()?
+    };
+    let mut tx = state.db.pool.begin().await?;
+    account::update(&mut *tx, &account, now).await?;
+    let queued = mail::enqueue_in(&mut tx, now, notices).await?;
+    if let Some(hash) = &new_hash {
+        account::set_password(&mut *tx, &account.id, hash, now).await?;
+        session::delete_all_of(&mut *tx, &account.id, Some(&user.token)).await?;
     }
-    if let Some(hash) = new_hash {
-        account::set_password(&state.db, &account.id, &hash, now).await?;
-        session::delete_all_of(&state.db, &account.id, Some(&user.token)).await?;
+    tx.commit().await?;
+    if queued > 0 {
+        state.mail_wake.notify_one();
+    }
+    if new_hash.is_some() {
         tracing::info!(account = %account.id, "password changed");
     }
     Ok(Json(account))

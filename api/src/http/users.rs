@@ -136,13 +136,13 @@ pub async fn edit(
         }
         None => None,
     };
-    account::update(&state.db, &target, now).await?;
+    account::update(&state.db.pool, &target, now).await?;
     if let Some(hash) = new_hash {
-        account::set_password(&state.db, &target.id, &hash, now).await?;
+        account::set_password(&state.db.pool, &target.id, &hash, now).await?;
     }
     if target.disabled || change.password.is_some() {
         let keep = (target.id == user.account.id).then_some(user.token.as_str());
-        session::delete_all_of(&state.db, &target.id, keep).await?;
+        session::delete_all_of(&state.db.pool, &target.id, keep).await?;
     }
     tracing::info!(account = %target.id, by = %user.account.id, "account changed");
     Ok(Json(target))
