@@ -29,7 +29,11 @@ pub mod users;
 #[openapi(
     info(
         title = "Conclave API",
-        description = "Accounts, scheduling, the conference log and archive, and joining."
+        description = "Accounts, scheduling, the conference log and archive, and joining.\n\n\
+            A request that changes something (POST, PATCH, PUT, DELETE) carries a JSON body \
+            (`Content-Type: application/json`) or the header `X-Conclave-Request: 1`; one with \
+            neither is what another site's page could make a browser send with the session \
+            cookie, and is refused with 403 `csrfHeaderMissing`."
     ),
     paths(
         auth::login,
