@@ -20,6 +20,7 @@ on_both_backends!(
     restarting_loses_nothing,
     a_retried_room_report_is_applied_once,
     the_repeat_draft_of_a_meeting_shorter_than_a_minute_is_postable_unchanged,
+    the_repeat_draft_of_a_series_that_ran_out_is_postable_unchanged,
     extending_a_running_meeting_moves_its_end_and_archives_it_once_at_the_real_end,
     moving_the_start_of_a_running_meeting_keeps_its_attendance,
 );
@@ -448,6 +449,42 @@ async fn the_repeat_draft_of_a_meeting_shorter_than_a_minute_is_postable_unchang
         .body;
     assert_eq!(scheduled["topic"], "Short");
     assert_eq!(scheduled["durationMinutes"], 1);
+}
+
+async fn the_repeat_draft_of_a_series_that_ran_out_is_postable_unchanged(app: TestApp) {
+    let token = app.admin().await;
+    app.schedule(
+        &token,
+        10,
+        30,
+        json!({"topic": "Sprint", "recurrence": "FREQ=DAILY;UNTIL=20260602T235959Z"}),
+    )
+    .await;
+    app.clock.advance(Duration::minutes(41));
+    app.tick().await;
+    let entry = archive(&app, &token).await.remove(0);
+    assert_eq!(entry["recurrence"], "FREQ=DAILY;UNTIL=20260602T235959Z");
+    let draft = app
+        .post(
+            &format!(
+                "/api/v1/conferences/{}/repeat",
+                entry["id"].as_str().unwrap()
+            ),
+            Some(&token),
+            json!({}),
+        )
+        .await
+        .expect(StatusCode::OK)
+        .body["draft"]
+        .clone();
+    // A week later the rule has no occurrence left: the draft repeats the meeting once.
+    assert_eq!(draft["recurrence"], Value::Null);
+    let scheduled = app
+        .post("/api/v1/conferences", Some(&token), draft)
+        .await
+        .expect(StatusCode::CREATED)
+        .body;
+    assert_eq!(scheduled["topic"], "Sprint");
 }
 
 fn time(value: &Value) -> chrono::DateTime<chrono::Utc> {

@@ -836,12 +836,25 @@ pub async fn repeat(
         Found::Live(c) => (c.definition, None),
         Found::Archived(e) => (e.definition(), Some(e.id)),
     };
+    let mut recurrence = d.recurrence;
     let (start, duration) = match d.start.zip(d.end) {
         Some((start, end)) => {
             let local = next_same_weekday(start, d.time_zone, now);
+            let minutes = draft_minutes(end - start);
+            // A rule whose UNTIL has passed has no occurrence from the new start, and
+            // `POST /conferences` would refuse it: the draft repeats the meeting once instead.
+            if let Some(first) = d.time_zone.from_local_datetime(&local).earliest() {
+                let first = first.with_timezone(&Utc);
+                let end = first + chrono::Duration::minutes(i64::from(minutes));
+                if placement::Schedule::timed(first, end, d.time_zone, recurrence.as_deref())
+                    .map_or(true, |s| s.occurrence_ending_after(now).is_none())
+                {
+                    recurrence = None;
+                }
+            }
             (
                 Some(local.format("%Y-%m-%dT%H:%M").to_string()),
-                Some(draft_minutes(end - start)),
+                Some(minutes),
             )
         }
         None => (None, None),
@@ -853,7 +866,7 @@ pub async fn repeat(
             end: None,
             duration_minutes: duration,
             time_zone: Some(d.time_zone.name().to_owned()),
-            recurrence: Some(d.recurrence),
+            recurrence: Some(recurrence),
             permanent: Some(d.kind == Kind::Permanent),
             max_participants: Some(d.max_participants),
             allow_join_without_owner: Some(d.allow_join_without_owner),
