@@ -697,3 +697,71 @@ async fn exclusions_and_account_changes_reach_live_sessions_and_outlive_an_sfu_r
     let (status, _) = join(Some(mia_session), with_password).await;
     assert_eq!(status, 401, "a disabled account's login is over");
 }
+
+/// The venv's Python with `openapi-spec-validator` (scripts/test.sh installs it); a missing one
+/// fails the test with what to run.
+fn python_with_openapi_validator() -> std::path::PathBuf {
+    let python = system_tests::venv_program("python");
+    let ok = Command::new(&python)
+        .args(["-c", "import openapi_spec_validator"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} with openapi-spec-validator is required (CONCLAVE_TEST_PYTHON names it); run scripts/test.sh, which installs it",
+        python.display()
+    );
+    python
+}
+
+#[tokio::test]
+async fn the_served_openapi_document_passes_a_real_validator() {
+    let python = python_with_openapi_validator();
+    let data = tempfile::tempdir().unwrap();
+    let port = system_tests::free_port();
+    let mut command = Command::new(system_tests::conclave_bin());
+    command
+        .arg("standalone")
+        .env("CONCLAVE_DATA_DIR", data.path())
+        .env("CONCLAVE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
+        .env("CONCLAVE_SFU_UDP_PORTS", "46300-46349")
+        .env_remove("DATABASE_URL")
+        .env_remove("CONCLAVE_JOIN_TOKEN_SECRET");
+    let server = spawn(command, port).await;
+    let reply = reqwest::get(format!("{}/api/v1/openapi.json", server.base))
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let document = reply.text().await.unwrap();
+    let path = data.path().join("openapi.json");
+    std::fs::write(&path, &document).unwrap();
+    let output = Command::new(&python)
+        .args(["-m", "openapi_spec_validator", "--errors", "all"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "openapi-spec-validator refused the served document:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Every answer says what it means (OpenAPI requires a description; an empty one says
+    // nothing either).
+    let document: Value = serde_json::from_str(&document).unwrap();
+    let mut missing = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().into_iter().flatten() {
+                if response["description"].as_str().is_none_or(str::is_empty) {
+                    missing.push(format!("{method} {path} {status}"));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "responses without a description: {missing:?}"
+    );
+}

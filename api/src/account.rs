@@ -194,7 +194,11 @@ pub async fn insert(
 ///
 /// # Errors
 /// Database errors.
-pub async fn update(db: &Db, account: &Account, now: DateTime<Utc>) -> Result<()> {
+pub async fn update<'c>(
+    db: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    account: &Account,
+    now: DateTime<Utc>,
+) -> Result<()> {
     sqlx::query(
         "UPDATE accounts SET display_name = $1, email = $2, time_zone = $3, level = $4, disabled = $5, updated_at = $6 WHERE id = $7",
     )
@@ -205,7 +209,7 @@ pub async fn update(db: &Db, account: &Account, now: DateTime<Utc>) -> Result<()
     .bind(int(account.disabled))
     .bind(db_time(now))
     .bind(account.id.as_str())
-    .execute(&db.pool)
+    .execute(db)
     .await?;
     Ok(())
 }
@@ -214,8 +218,8 @@ pub async fn update(db: &Db, account: &Account, now: DateTime<Utc>) -> Result<()
 ///
 /// # Errors
 /// Database errors.
-pub async fn set_password(
-    db: &Db,
+pub async fn set_password<'c>(
+    db: impl sqlx::Executor<'c, Database = sqlx::Any>,
     id: &AccountId,
     password_hash: &str,
     now: DateTime<Utc>,
@@ -224,7 +228,7 @@ pub async fn set_password(
         .bind(password_hash)
         .bind(db_time(now))
         .bind(id.as_str())
-        .execute(&db.pool)
+        .execute(db)
         .await?;
     Ok(())
 }

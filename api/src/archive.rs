@@ -171,6 +171,28 @@ pub async fn archive_occurrence(
     Ok(())
 }
 
+/// Files the attendance recorded for the occurrence starting at `from` under `to`: an edit
+/// moved the start of that occurrence while it ran (or was open early).
+///
+/// # Errors
+/// Database errors.
+pub async fn move_occurrence(
+    db: &Db,
+    conference: &ConferenceId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE attendance SET occurrence_start = $1 WHERE conference_id = $2 AND occurrence_start = $3 AND archive_id IS NULL",
+    )
+    .bind(db_time(to))
+    .bind(conference.as_str())
+    .bind(db_time(from))
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
 /// Archive entries, newest first: all of them, or one owner's.
 ///
 /// # Errors
@@ -212,15 +234,24 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<Entry>> {
 /// Database errors.
 pub async fn delete(db: &Db, id: &str) -> Result<bool> {
     let mut tx = db.pool.begin().await?;
+    let deleted = delete_in(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(deleted)
+}
+
+/// [`delete`] inside the caller's transaction.
+///
+/// # Errors
+/// Database errors.
+pub async fn delete_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &str) -> Result<bool> {
     sqlx::query("DELETE FROM attendance WHERE archive_id = $1")
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     let deleted = sqlx::query("DELETE FROM archive WHERE id = $1")
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    tx.commit().await?;
     Ok(deleted.rows_affected() > 0)
 }
 
@@ -339,10 +370,13 @@ pub async fn close_all(db: &Db, conference: &ConferenceId, at: DateTime<Utc>) ->
 ///
 /// # Errors
 /// Database errors.
-pub async fn forget_unarchived(db: &Db, conference: &ConferenceId) -> Result<()> {
+pub async fn forget_unarchived<'c>(
+    db: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    conference: &ConferenceId,
+) -> Result<()> {
     sqlx::query("DELETE FROM attendance WHERE conference_id = $1 AND archive_id IS NULL")
         .bind(conference.as_str())
-        .execute(&db.pool)
+        .execute(db)
         .await?;
     Ok(())
 }

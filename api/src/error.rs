@@ -34,6 +34,12 @@ pub enum Error {
     /// (403 `excluded`).
     #[error("{0}")]
     Excluded(String),
+    /// A state-changing request with neither a JSON body nor the `X-Conclave-Request` header
+    /// (403): what another site's page could send with the session cookie.
+    #[error(
+        "a request that changes something needs a JSON body (Content-Type: application/json) or the header X-Conclave-Request: 1"
+    )]
+    CrossSiteRequest,
     /// A meeting ID and password pair that does not admit (403, never telling which is wrong).
     #[error("the meeting ID or the password is wrong")]
     WrongMeetingCredentials,
@@ -120,9 +126,10 @@ impl Error {
             Error::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::MalformedBody(_) => StatusCode::BAD_REQUEST,
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) | Error::Excluded(_) | Error::WrongMeetingCredentials => {
-                StatusCode::FORBIDDEN
-            }
+            Error::Forbidden(_)
+            | Error::Excluded(_)
+            | Error::CrossSiteRequest
+            | Error::WrongMeetingCredentials => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict { .. } | Error::NotStarted { .. } | Error::NotPlacedYet { .. } => {
                 StatusCode::CONFLICT
@@ -143,6 +150,7 @@ impl Error {
             Error::Unauthenticated => "unauthenticated",
             Error::Forbidden(_) => "forbidden",
             Error::Excluded(_) => "excluded",
+            Error::CrossSiteRequest => "csrfHeaderMissing",
             Error::WrongMeetingCredentials => "wrongMeetingCredentials",
             Error::NotFound(_) => "notFound",
             Error::Conflict { code, .. } => code,

@@ -4,7 +4,7 @@
 //! on SQL) a loop runs [`tick`] at the next moment that matters.
 
 use chrono::{DateTime, Utc};
-use placement::{Decision, Phase};
+use placement::{Decision, Phase, Succession};
 use proto::{Revoked, RoomEvent, RoomReport};
 
 use crate::archive;
@@ -76,21 +76,45 @@ pub async fn reconcile(
     now: DateTime<Utc>,
 ) -> Result<Decision> {
     let decision = decide(state, conference, now);
-    // The stored occurrence is over when the decision has moved past it.
-    if let Some(stored) = conference.runtime.occurrence
-        && decision.occurrence != Some(stored)
-        && stored.start <= now
-    {
-        archive::archive_occurrence(
-            &state.db,
-            conference,
-            stored.start,
-            stored.end.min(now),
-            now,
-        )
-        .await?;
-        crate::revocation::forget_exclusions(&state.db, &conference.id, Some(stored.start)).await?;
-        tracing::info!(conference = %conference.id, start = %stored.start, "occurrence archived");
+    if let Some(stored) = conference.runtime.occurrence {
+        match placement::succession(stored, decision.occurrence, now) {
+            Succession::Unchanged => {}
+            // An edit moved the meeting (extended a running one, say): it goes on, and its
+            // attendance and early start follow it; it is archived once, when really over.
+            Succession::Moved { from, to } => {
+                if from.start != to.start {
+                    archive::move_occurrence(&state.db, &conference.id, from.start, to.start)
+                        .await?;
+                    crate::revocation::move_exclusions(
+                        &state.db,
+                        &conference.id,
+                        from.start,
+                        to.start,
+                    )
+                    .await?;
+                    if conference.runtime.started_early == Some(from.start) {
+                        state
+                            .store
+                            .set_started_early(&conference.id, to.start)
+                            .await?;
+                    }
+                }
+                tracing::info!(conference = %conference.id, start = %to.start, end = %to.end, "occurrence moved");
+            }
+            Succession::Over(over) => {
+                archive::archive_occurrence(
+                    &state.db,
+                    conference,
+                    over.start,
+                    over.end.min(now),
+                    now,
+                )
+                .await?;
+                crate::revocation::forget_exclusions(&state.db, &conference.id, Some(over.start))
+                    .await?;
+                tracing::info!(conference = %conference.id, start = %over.start, "occurrence archived");
+            }
+        }
     }
     if state.store.placed_by_operator() {
         // In a cluster the operator decides phase and placement and writes them into status;
@@ -99,7 +123,7 @@ pub async fn reconcile(
     }
     if decision.phase == Phase::Ended {
         state.store.delete(&conference.id).await?;
-        archive::forget_unarchived(&state.db, &conference.id).await?;
+        archive::forget_unarchived(&state.db.pool, &conference.id).await?;
         crate::revocation::forget_conference(&state.db, &conference.id).await?;
         tracing::info!(conference = %conference.id, "conference ended");
         return Ok(decision);

@@ -311,7 +311,8 @@ pub fn compose_invitation(
         _ => ics::Method::Request,
     };
     let calendar = crate::http::conferences::calendar_event(state, conference, owner, method)?;
-    let join_url = crate::http::conferences::join_url(state, d.meeting_id.as_str());
+    let join_url =
+        crate::http::conferences::invitation_url(state, d.meeting_id.as_str(), &d.password);
     let (Some(start), Some(end)) = (d.start, d.end) else {
         return Err(Error::conflict(
             "permanentRoom",
@@ -453,11 +454,28 @@ pub async fn send_invitations(
     kind: Kind,
     changed: &[String],
 ) -> Result<usize> {
-    let mails = recipients
+    let mails = compose_invitations(state, conference, owner, recipients, kind, changed)?;
+    enqueue(state, mails).await
+}
+
+/// Composes the mail of `kind` for each recipient, without queueing: a request that writes
+/// something besides mail composes first, so a mail that cannot be composed fails it before
+/// anything is written.
+///
+/// # Errors
+/// As [`compose_invitation`].
+pub fn compose_invitations(
+    state: &AppState,
+    conference: &Conference,
+    owner: &Account,
+    recipients: &[String],
+    kind: Kind,
+    changed: &[String],
+) -> Result<Vec<Outgoing>> {
+    recipients
         .iter()
         .map(|to| compose_invitation(state, conference, owner, to, kind, changed))
-        .collect::<Result<Vec<_>>>()?;
-    enqueue(state, mails).await
+        .collect()
 }
 
 /// Composes a plain notice.
@@ -495,9 +513,25 @@ pub fn compose_notice(
 /// # Errors
 /// Database errors.
 pub async fn enqueue(state: &AppState, mails: Vec<Outgoing>) -> Result<usize> {
-    let now = db_time(state.clock.now());
-    let count = mails.len();
     let mut tx = state.db.pool.begin().await?;
+    let count = enqueue_in(&mut tx, state.clock.now(), mails).await?;
+    tx.commit().await?;
+    state.mail_wake.notify_one();
+    Ok(count)
+}
+
+/// Queues mails inside the caller's transaction, so they are queued exactly when the caller's
+/// other writes commit; the caller wakes the worker (`mail_wake`) after committing.
+///
+/// # Errors
+/// Database errors.
+pub async fn enqueue_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    now: DateTime<Utc>,
+    mails: Vec<Outgoing>,
+) -> Result<usize> {
+    let now = db_time(now);
+    let count = mails.len();
     for mail in mails {
         let sender = mail
             .message
@@ -532,11 +566,9 @@ pub async fn enqueue(state: &AppState, mails: Vec<Outgoing>) -> Result<usize> {
         .bind(mail.sequence)
         .bind(snapshot)
         .bind(&now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
-    tx.commit().await?;
-    state.mail_wake.notify_one();
     Ok(count)
 }
 

@@ -246,6 +246,28 @@ pub async fn forget_exclusions(
     Ok(())
 }
 
+/// Moves the exclusions of an occurrence an edit moved (a running meeting extended, say): they
+/// hold for the rest of the same meeting.
+///
+/// # Errors
+/// Database errors.
+pub async fn move_exclusions(
+    db: &Db,
+    conference: &ConferenceId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE exclusions SET occurrence = $1 WHERE conference_id = $2 AND occurrence = $3",
+    )
+    .bind(occurrence_key(Some(to)))
+    .bind(conference.as_str())
+    .bind(occurrence_key(Some(from)))
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
 /// Forgets everything kept about a deleted conference.
 ///
 /// # Errors

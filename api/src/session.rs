@@ -78,11 +78,15 @@ pub async fn delete(db: &Db, token: &str) -> Result<()> {
 ///
 /// # Errors
 /// Database errors.
-pub async fn delete_all_of(db: &Db, account: &AccountId, keep: Option<&str>) -> Result<()> {
+pub async fn delete_all_of<'c>(
+    db: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    account: &AccountId,
+    keep: Option<&str>,
+) -> Result<()> {
     sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND token_hash <> $2")
         .bind(account.as_str())
         .bind(keep.map(hash).unwrap_or_default())
-        .execute(&db.pool)
+        .execute(db)
         .await?;
     Ok(())
 }

@@ -19,6 +19,10 @@ on_both_backends!(
     a_moderator_ending_the_meeting_ends_the_occurrence,
     restarting_loses_nothing,
     a_retried_room_report_is_applied_once,
+    the_repeat_draft_of_a_meeting_shorter_than_a_minute_is_postable_unchanged,
+    the_repeat_draft_of_a_series_that_ran_out_is_postable_unchanged,
+    extending_a_running_meeting_moves_its_end_and_archives_it_once_at_the_real_end,
+    moving_the_start_of_a_running_meeting_keeps_its_attendance,
 );
 
 async fn report(
@@ -404,4 +408,195 @@ async fn a_retried_room_report_is_applied_once(app: TestApp) {
     assert_eq!(attendance.len(), 1, "{attendance:?}");
     assert_eq!(attendance[0]["displayName"], "Gus");
     assert_eq!(attendance[0]["minutes"], 20);
+}
+
+async fn the_repeat_draft_of_a_meeting_shorter_than_a_minute_is_postable_unchanged(app: TestApp) {
+    let token = app.admin().await;
+    let c = app.schedule(&token, 2, 30, json!({"topic": "Short"})).await;
+    app.clock.advance(Duration::minutes(2));
+    app.tick().await;
+    report(
+        &app,
+        &c,
+        0,
+        1,
+        json!({"kind": "joined", "identity": "guest:1", "displayName": "G"}),
+    )
+    .await;
+    report(&app, &c, 0, 0, json!({"kind": "ended"})).await;
+    app.clock.advance(Duration::seconds(30));
+    app.tick().await;
+    let entry = archive(&app, &token).await.remove(0);
+    assert_eq!(entry["durationMinutes"], 0, "it lasted 30 seconds");
+    let draft = app
+        .post(
+            &format!(
+                "/api/v1/conferences/{}/repeat",
+                entry["id"].as_str().unwrap()
+            ),
+            Some(&token),
+            json!({}),
+        )
+        .await
+        .expect(StatusCode::OK)
+        .body["draft"]
+        .clone();
+    assert_eq!(draft["durationMinutes"], 1);
+    let scheduled = app
+        .post("/api/v1/conferences", Some(&token), draft)
+        .await
+        .expect(StatusCode::CREATED)
+        .body;
+    assert_eq!(scheduled["topic"], "Short");
+    assert_eq!(scheduled["durationMinutes"], 1);
+}
+
+async fn the_repeat_draft_of_a_series_that_ran_out_is_postable_unchanged(app: TestApp) {
+    let token = app.admin().await;
+    app.schedule(
+        &token,
+        10,
+        30,
+        json!({"topic": "Sprint", "recurrence": "FREQ=DAILY;UNTIL=20260602T235959Z"}),
+    )
+    .await;
+    app.clock.advance(Duration::minutes(41));
+    app.tick().await;
+    let entry = archive(&app, &token).await.remove(0);
+    assert_eq!(entry["recurrence"], "FREQ=DAILY;UNTIL=20260602T235959Z");
+    let draft = app
+        .post(
+            &format!(
+                "/api/v1/conferences/{}/repeat",
+                entry["id"].as_str().unwrap()
+            ),
+            Some(&token),
+            json!({}),
+        )
+        .await
+        .expect(StatusCode::OK)
+        .body["draft"]
+        .clone();
+    // A week later the rule has no occurrence left: the draft repeats the meeting once.
+    assert_eq!(draft["recurrence"], Value::Null);
+    let scheduled = app
+        .post("/api/v1/conferences", Some(&token), draft)
+        .await
+        .expect(StatusCode::CREATED)
+        .body;
+    assert_eq!(scheduled["topic"], "Sprint");
+}
+
+fn time(value: &Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+async fn extending_a_running_meeting_moves_its_end_and_archives_it_once_at_the_real_end(
+    app: TestApp,
+) {
+    let token = app.admin().await;
+    let c = app.schedule(&token, 2, 30, json!({"topic": "Long"})).await;
+    let start = time(&c["start"]);
+    app.clock.advance(Duration::minutes(2));
+    app.tick().await;
+    report(
+        &app,
+        &c,
+        0,
+        1,
+        json!({"kind": "joined", "identity": "guest:1", "displayName": "Gus"}),
+    )
+    .await;
+    app.tick().await;
+    app.clock.advance(Duration::minutes(10));
+    let path = format!("/api/v1/conferences/{}", c["id"].as_str().unwrap());
+    let edited = app
+        .patch(&path, &token, json!({"durationMinutes": 60}))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(edited["phase"], "Active");
+    assert_eq!(
+        time(&edited["occurrence"]["end"]),
+        start + Duration::minutes(60)
+    );
+    assert!(archive(&app, &token).await.is_empty(), "still running");
+    // Past the old end, inside the new one: still running, still nothing archived.
+    app.clock.advance(Duration::minutes(25));
+    app.tick().await;
+    assert!(archive(&app, &token).await.is_empty());
+    let shown = app.get(&path, &token).await.expect(StatusCode::OK).body;
+    assert_eq!(shown["participants"], 1);
+    assert_eq!(shown["status"], "online");
+    // The guest leaves 50 minutes in; the real end archives the occurrence once.
+    report(
+        &app,
+        &c,
+        15,
+        0,
+        json!({"kind": "left", "identity": "guest:1"}),
+    )
+    .await;
+    app.clock.advance(Duration::minutes(26));
+    app.tick().await;
+    app.tick().await;
+    let entries = archive(&app, &token).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(time(&entries[0]["start"]), start);
+    assert_eq!(time(&entries[0]["end"]), start + Duration::minutes(60));
+    assert_eq!(entries[0]["durationMinutes"], 60);
+    let attendance = entries[0]["attendance"].as_array().unwrap();
+    assert_eq!(attendance.len(), 1);
+    assert_eq!(attendance[0]["minutes"], 50);
+}
+
+async fn moving_the_start_of_a_running_meeting_keeps_its_attendance(app: TestApp) {
+    let token = app.admin().await;
+    let c = app.schedule(&token, 2, 30, json!({"topic": "Moved"})).await;
+    let start = time(&c["start"]);
+    app.clock.advance(Duration::minutes(2));
+    app.tick().await;
+    report(
+        &app,
+        &c,
+        0,
+        1,
+        json!({"kind": "joined", "identity": "guest:1", "displayName": "Gus"}),
+    )
+    .await;
+    app.tick().await;
+    app.clock.advance(Duration::minutes(3));
+    let later = start + Duration::minutes(5);
+    let path = format!("/api/v1/conferences/{}", c["id"].as_str().unwrap());
+    let edited = app
+        .patch(&path, &token, json!({"start": later.to_rfc3339()}))
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(time(&edited["occurrence"]["start"]), later);
+    assert_eq!(edited["participants"], 1);
+    assert!(archive(&app, &token).await.is_empty(), "still running");
+    report(
+        &app,
+        &c,
+        20,
+        0,
+        json!({"kind": "left", "identity": "guest:1"}),
+    )
+    .await;
+    app.clock.advance(Duration::minutes(40));
+    app.tick().await;
+    let entries = archive(&app, &token).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(time(&entries[0]["start"]), later);
+    let attendance = entries[0]["attendance"].as_array().unwrap();
+    assert_eq!(
+        attendance.len(),
+        1,
+        "the guest's presence moved with the meeting"
+    );
+    assert_eq!(attendance[0]["displayName"], "Gus");
+    assert_eq!(attendance[0]["minutes"], 23);
 }

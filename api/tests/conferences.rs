@@ -26,6 +26,7 @@ on_both_backends!(
     malformed_bodies_get_the_error_shape,
     audience_scheduling_can_be_switched_off,
     the_calendar_event_describes_the_conference,
+    state_changing_requests_without_json_or_the_portal_header_are_refused,
 );
 
 fn time(value: &serde_json::Value) -> DateTime<Utc> {
@@ -514,7 +515,15 @@ async fn malformed_bodies_get_the_error_shape(app: TestApp) {
             .unwrap()
             .contains("colour")
     );
+    // A form's content type is what another site can send: refused before anything is read.
     let wrong_type = app.send(send("{\"topic\": \"T\"}", "text/plain")).await;
+    assert_eq!(wrong_type.status, StatusCode::FORBIDDEN);
+    assert_eq!(wrong_type.code(), "csrfHeaderMissing");
+    let mut marked = send("{\"topic\": \"T\"}", "text/plain");
+    marked
+        .headers_mut()
+        .insert("x-conclave-request", "1".parse().unwrap());
+    let wrong_type = app.send(marked).await;
     assert_eq!(wrong_type.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let huge = format!("{{\"topic\": \"{}\"}}", "x".repeat(200_000));
     let too_large = app
@@ -600,7 +609,69 @@ async fn the_calendar_event_describes_the_conference(app: TestApp) {
     assert!(ics.contains("SUMMARY:Board\\; Q3\\, review\r\n"));
     assert!(ics.contains(c["meetingId"].as_str().unwrap()));
     assert!(ics.contains(c["password"].as_str().unwrap()));
-    assert!(ics.contains(&format!("URL:{}", c["joinUrl"].as_str().unwrap())));
+    // The link carries the password in its fragment, so invitees only type a name.
+    let link = format!(
+        "{}#pwd={}",
+        c["joinUrl"].as_str().unwrap(),
+        c["password"].as_str().unwrap()
+    );
+    assert_eq!(c["invitationUrl"], link.as_str());
+    assert!(ics.contains(&format!("URL:{link}\r\n")), "{ics}");
+    assert!(ics.contains(&format!("LOCATION:{link}\r\n")), "{ics}");
     assert!(ics.contains("ATTENDEE;CUTYPE=INDIVIDUAL;ROLE=REQ-PARTICIPANT;PARTSTAT=NEEDS-ACTION;RSVP=TRUE:mailto:x@example.org"));
     assert!(ics.contains("BEGIN:VTIMEZONE\r\nTZID:Europe/Berlin"));
+}
+
+/// A request as another site's page can make a browser send it: the session's credentials, but
+/// no JSON content type and no custom header.
+fn simple(method: Method, path: &str, token: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+async fn state_changing_requests_without_json_or_the_portal_header_are_refused(app: TestApp) {
+    let token = app.admin().await;
+    let c = app
+        .schedule(&token, 60, 30, json!({"invitees": ["x@example.org"]}))
+        .await;
+    let id = c["id"].as_str().unwrap();
+    let path = format!("/api/v1/conferences/{id}");
+    for (method, path) in [
+        (Method::POST, "/api/v1/conferences/adhoc".to_owned()),
+        (Method::POST, format!("{path}/notify")),
+        (Method::POST, format!("{path}/repeat")),
+        (Method::DELETE, path.clone()),
+        (Method::POST, "/api/v1/auth/logout".to_owned()),
+    ] {
+        let refused = app.send(simple(method.clone(), &path, &token)).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{method} {path}");
+        assert_eq!(refused.code(), "csrfHeaderMissing", "{method} {path}");
+        assert!(
+            refused.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("X-Conclave-Request"),
+            "{}",
+            refused.text
+        );
+    }
+    // Nothing happened: one conference, still there, the session still valid.
+    assert_eq!(count(&app, &token).await, 1);
+    app.get(&path, &token).await.expect(StatusCode::OK);
+    // With the header (as the portal sends it) the same requests work.
+    let mut adhoc = simple(Method::POST, "/api/v1/conferences/adhoc", &token);
+    adhoc
+        .headers_mut()
+        .insert("x-conclave-request", "1".parse().unwrap());
+    app.send(adhoc).await.expect(StatusCode::CREATED);
+    let mut delete = simple(Method::DELETE, &path, &token);
+    delete
+        .headers_mut()
+        .insert("x-conclave-request", "1".parse().unwrap());
+    app.send(delete).await.expect(StatusCode::NO_CONTENT);
+    assert_eq!(count(&app, &token).await, 1);
 }

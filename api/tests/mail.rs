@@ -161,10 +161,20 @@ async fn an_invitation_carries_a_calendar_event_calendar_programs_accept(app: Te
     assert_eq!(mail["from"], "Conclave <meetings@example.org>");
     assert_eq!(mail["subject"], "Invitation: Weekly sync");
     let text = mail["text"].as_str().unwrap();
+    // The link carries the password in its fragment, so invitees only type a name.
+    let link = format!(
+        "{}#pwd={}",
+        c["joinUrl"].as_str().unwrap(),
+        c["password"].as_str().unwrap()
+    );
+    assert_eq!(c["invitationUrl"], link.as_str());
+    assert!(
+        text.contains(&format!("Join: {link}\n")),
+        "{link:?} missing from:\n{text}"
+    );
     for expected in [
         c["meetingId"].as_str().unwrap(),
         c["password"].as_str().unwrap(),
-        c["joinUrl"].as_str().unwrap(),
         "Monday, 19 October 2026, 10:00 – 11:00 Europe/Berlin (UTC+02:00)",
         "Dial in: +49 30 1234567",
     ] {
@@ -173,10 +183,14 @@ async fn an_invitation_carries_a_calendar_event_calendar_programs_accept(app: Te
             "{expected:?} missing from:\n{text}"
         );
     }
-    assert!(mail["html"].as_str().unwrap().contains(&format!(
-        "<a href=\"{0}\">{0}</a>",
-        c["joinUrl"].as_str().unwrap()
-    )));
+    assert!(
+        mail["html"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("<a href=\"{link}\">{link}</a>")),
+        "{}",
+        mail["html"]
+    );
     assert_eq!(mail["attachment"], "invite.ics");
     let cal = &mail["calendar"];
     assert!(
@@ -213,8 +227,8 @@ async fn an_invitation_carries_a_calendar_event_calendar_programs_accept(app: Te
     assert_eq!(cal["organizerCn"], "Administrator");
     assert_eq!(cal["attendees"][0]["value"], "mailto:ann@example.org");
     assert_eq!(cal["attendees"][0]["RSVP"], "TRUE");
-    assert_eq!(cal["location"], c["joinUrl"]);
-    assert_eq!(cal["url"], c["joinUrl"]);
+    assert_eq!(cal["location"], link.as_str());
+    assert_eq!(cal["url"], link.as_str());
     assert!(
         cal["description"]
             .as_str()

@@ -17,5 +17,5 @@ pub mod schedule;
 pub use fleet::{
     Assignment, Ledger, LedgerConflict, PlacementError, Pod, PortRange, Request, Sizing, place,
 };
-pub use lifecycle::{Decision, Observed, Phase, Policy, evaluate};
+pub use lifecycle::{Decision, Observed, Phase, Policy, Succession, evaluate, succession};
 pub use schedule::{Occurrence, Recurrence, Schedule, ScheduleError};

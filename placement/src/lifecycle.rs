@@ -165,6 +165,48 @@ pub fn evaluate(
     }
 }
 
+/// What became of the occurrence a conference was about (`stored`) once a new decision names
+/// `decided` — after time passed, or after an edit of the schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Succession {
+    /// Still the same occurrence with the same times; or one that had not begun, replaced by
+    /// another: nothing to record.
+    Unchanged,
+    /// The same meeting with new times: an edit moved its start or end (extending a running
+    /// meeting is the common case). It goes on; what was recorded under `from` belongs to
+    /// `to` now.
+    Moved {
+        /// The occurrence as it was.
+        from: Occurrence,
+        /// The occurrence as it is now.
+        to: Occurrence,
+    },
+    /// It began and is over (its end passed, a moderator ended it, or an edit moved the
+    /// meeting to a time that does not overlap it): archive it, once.
+    Over(Occurrence),
+}
+
+/// Tells what became of `stored` when the decision at `now` names `decided`. Two occurrences
+/// that overlap in time are the same meeting (occurrences of one schedule never overlap, so
+/// only an edit makes an overlapping one); one that does not overlap is another occurrence.
+pub fn succession(
+    stored: Occurrence,
+    decided: Option<Occurrence>,
+    now: DateTime<Utc>,
+) -> Succession {
+    match decided {
+        Some(decided) if decided == stored => Succession::Unchanged,
+        Some(decided) if decided.start < stored.end && stored.start < decided.end => {
+            Succession::Moved {
+                from: stored,
+                to: decided,
+            }
+        }
+        _ if stored.start <= now => Succession::Over(stored),
+        _ => Succession::Unchanged,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +314,67 @@ mod tests {
         );
         assert_eq!(decision.phase, Phase::Ready);
         assert!(decision.placed);
+    }
+
+    fn occurrence(start: &str, end: &str) -> Occurrence {
+        Occurrence {
+            start: utc(start),
+            end: utc(end),
+        }
+    }
+
+    #[test]
+    fn extending_or_moving_a_running_meeting_keeps_it_going() {
+        let running = occurrence("2026-03-02T10:00:00Z", "2026-03-02T11:00:00Z");
+        let now = utc("2026-03-02T10:40:00Z");
+        for edited in [
+            occurrence("2026-03-02T10:00:00Z", "2026-03-02T12:00:00Z"),
+            occurrence("2026-03-02T10:00:00Z", "2026-03-02T10:30:00Z"),
+            occurrence("2026-03-02T10:15:00Z", "2026-03-02T11:15:00Z"),
+            occurrence("2026-03-02T10:50:00Z", "2026-03-02T11:50:00Z"),
+        ] {
+            assert_eq!(
+                succession(running, Some(edited), now),
+                Succession::Moved {
+                    from: running,
+                    to: edited
+                },
+                "{edited:?}"
+            );
+        }
+        assert_eq!(
+            succession(running, Some(running), now),
+            Succession::Unchanged
+        );
+    }
+
+    #[test]
+    fn a_begun_occurrence_is_over_when_the_next_one_or_none_follows() {
+        let running = occurrence("2026-03-02T10:00:00Z", "2026-03-02T11:00:00Z");
+        let next = occurrence("2026-03-03T10:00:00Z", "2026-03-03T11:00:00Z");
+        let now = utc("2026-03-02T11:00:00Z");
+        assert_eq!(
+            succession(running, Some(next), now),
+            Succession::Over(running)
+        );
+        assert_eq!(succession(running, None, now), Succession::Over(running));
+        // Back to back (a day-long daily meeting): touching is not overlapping.
+        let long = occurrence("2026-03-02T10:00:00Z", "2026-03-03T10:00:00Z");
+        assert_eq!(
+            succession(long, Some(next), utc("2026-03-03T10:00:00Z")),
+            Succession::Over(long)
+        );
+    }
+
+    #[test]
+    fn an_occurrence_that_never_began_leaves_nothing_to_archive() {
+        let upcoming = occurrence("2026-03-02T10:00:00Z", "2026-03-02T11:00:00Z");
+        let elsewhere = occurrence("2026-03-05T10:00:00Z", "2026-03-05T11:00:00Z");
+        let now = utc("2026-03-02T09:00:00Z");
+        assert_eq!(
+            succession(upcoming, Some(elsewhere), now),
+            Succession::Unchanged
+        );
+        assert_eq!(succession(upcoming, None, now), Succession::Unchanged);
     }
 }

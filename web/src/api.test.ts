@@ -47,6 +47,18 @@ describe('request', () => {
     expect(init.body).toBe('{"displayName":"Ada"}');
     expect((init.headers as Record<string, string>)['content-type']).toBe('application/json');
   });
+
+  it('marks every request as the portal’s own, body-less ones included', async () => {
+    const fetch = vi.fn(async () => new Response(null, { status: 204 }));
+    vi.stubGlobal('fetch', fetch);
+    await api.post('/auth/logout', undefined);
+    await api.del('/conferences/c1');
+    await api.get('/me');
+    for (const call of fetch.mock.calls as unknown as [string, RequestInit][]) {
+      expect((call[1].headers as Record<string, string>)['x-conclave-request']).toBe('1');
+    }
+    expect(fetch).toHaveBeenCalledTimes(3);
+  });
 });
 
 describe('form errors', () => {

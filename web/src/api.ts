@@ -61,6 +61,13 @@ export async function errorFrom(response: Response): Promise<ApiError> {
   return new ApiError(response.status, 'http', `The server answered ${response.status} ${response.statusText}.`);
 }
 
+/**
+ * The header that marks a request as the portal's own: the API refuses a state-changing request
+ * that carries neither it nor a JSON body (403 `csrfHeaderMissing`), because another site's
+ * page can send a body-less or form POST with the session cookie but cannot set this header.
+ */
+export const REQUEST_HEADER = { 'x-conclave-request': '1' } as const;
+
 /** Sends one request to `/api/v1{path}`; resolves with the parsed body (undefined for 204). */
 export async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
   let response: Response;
@@ -68,7 +75,10 @@ export async function request<T>(method: string, path: string, body?: unknown): 
     response = await fetch(`/api/v1${path}`, {
       method,
       credentials: 'same-origin',
-      headers: body === undefined ? { accept: 'application/json' } : { accept: 'application/json', 'content-type': 'application/json' },
+      headers:
+        body === undefined
+          ? { accept: 'application/json', ...REQUEST_HEADER }
+          : { accept: 'application/json', 'content-type': 'application/json', ...REQUEST_HEADER },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch {

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::ErrorBody;
 use super::extract::{ApiJson, ClientAddr, CurrentUser, SESSION_COOKIE};
 use crate::account::{self, Account, password};
 use crate::state::AppState;
@@ -58,8 +59,8 @@ fn cookie(state: &AppState, value: &str, max_age: i64) -> Result<HeaderValue> {
 
 /// Logs in.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 403, description = "wrong login name or password"),
-              (status = 429, description = "too many failed attempts")))]
+    responses((status = 200, description = "logged in: the session token (also set as a cookie)", body = LoginResponse), (status = 403, description = "wrong login name or password", body = ErrorBody),
+              (status = 429, description = "too many failed attempts (`tooManyAttempts` with `retryAfter`)", body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     addr: ClientAddr,
@@ -128,7 +129,7 @@ pub async fn login(
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3aV0Vq1Yx9DK5Q3jKx8lAeLrF8NfYs1o6HzgkB0Kj2Q";
 
 /// Logs out: ends the session and clears the cookie.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204), (status = 401)))]
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204, description = "logged out: the session ends and its cookie is cleared"), (status = 401, description = "not logged in", body = ErrorBody)))]
 pub async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Response> {
     session::delete(&state.db, &user.token).await?;
     let mut headers = HeaderMap::new();

@@ -14,6 +14,7 @@ use proto::{AccountId, AccountLevel, ConferenceId, Media};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::ErrorBody;
 use super::extract::{ApiJson, ApiQuery, CurrentUser};
 use crate::account::{self, Account};
 use crate::archive::{self, Entry};
@@ -115,6 +116,9 @@ pub struct ConferenceView {
     pub sequence: i64,
     /// Link to the join page.
     pub join_url: String,
+    /// The link invitations carry: the join page with the password in its fragment
+    /// (`#pwd=…`, never sent to a server), so guests only type a name.
+    pub invitation_url: String,
     /// Always false here (archive entries say true).
     pub archived: bool,
     /// Created at.
@@ -247,6 +251,32 @@ pub fn join_url(state: &AppState, meeting_id: &str) -> String {
     format!("{}/join/{meeting_id}", state.config.public_url())
 }
 
+/// The link invitations carry: the join page with the password in the fragment
+/// (`/join/{meetingId}#pwd=…`), so guests only type a name. Browsers never send a fragment —
+/// not in the request, so not in any server's or proxy's log, and not in `Referer` — and the
+/// join page removes it from the address bar once read.
+pub fn invitation_url(state: &AppState, meeting_id: &str, password: &str) -> String {
+    format!(
+        "{}#pwd={}",
+        join_url(state, meeting_id),
+        fragment_value(password)
+    )
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters, so the value reads back
+/// unchanged with `URLSearchParams`.
+fn fragment_value(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 fn view(
     state: &AppState,
     c: &Conference,
@@ -286,6 +316,7 @@ fn view(
         participants: c.runtime.participants,
         sequence: c.sequence,
         join_url: join_url(state, d.meeting_id.as_str()),
+        invitation_url: invitation_url(state, d.meeting_id.as_str(), &d.password),
         archived: false,
         created_at: c.created_at,
         updated_at: c.updated_at,
@@ -346,7 +377,7 @@ async fn owners(
 
 /// The conference log or the archive: one's own, or everyone's for administrators with `all=true`.
 #[utoipa::path(get, path = "/api/v1/conferences", tag = "conferences", params(ListQuery),
-    responses((status = 200, body = [AnyView]), (status = 401), (status = 403, description = "all=true without level admin")))]
+    responses((status = 200, description = "the conferences (or archive entries), by next start", body = [AnyView]), (status = 401, description = "not logged in", body = ErrorBody), (status = 403, description = "all=true without level admin", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -407,6 +438,18 @@ async fn store_new(
     owner: &Account,
     definition: Definition,
 ) -> Result<Conference> {
+    let conference = new_conference(state, owner, definition)?;
+    state.store.insert(&conference).await?;
+    state.lifecycle_wake.notify_one();
+    tracing::info!(conference = %conference.id, owner = %owner.id, "conference scheduled");
+    Ok(conference)
+}
+
+/// A new conference with its initial lifecycle state, not stored yet.
+///
+/// # Errors
+/// 422 when the schedule has no occurrence left.
+fn new_conference(state: &AppState, owner: &Account, definition: Definition) -> Result<Conference> {
     let now = state.clock.now();
     let mut conference = Conference {
         id: ConferenceId(uuid::Uuid::new_v4().to_string()),
@@ -433,16 +476,14 @@ async fn store_new(
             "this schedule has no occurrence left",
         ));
     }
-    state.store.insert(&conference).await?;
-    state.lifecycle_wake.notify_one();
-    tracing::info!(conference = %conference.id, owner = %owner.id, "conference scheduled");
     Ok(conference)
 }
 
 /// Schedules a conference (or a permanent room), optionally repeating an archive entry.
 #[utoipa::path(post, path = "/api/v1/conferences", tag = "conferences", request_body = ConferenceInput,
-    responses((status = 201, body = ConferenceView), (status = 400), (status = 403), (status = 409, description = "meeting ID in use"),
-              (status = 413), (status = 422)))]
+    responses((status = 201, description = "scheduled; invitees given are invited at once", body = ConferenceView), (status = 400, description = "the body is not JSON", body = ErrorBody),
+              (status = 403, description = "scheduling is reserved to moderators here", body = ErrorBody), (status = 409, description = "meeting ID in use", body = ErrorBody),
+              (status = 413, description = "the body is too large", body = ErrorBody), (status = 422, description = "a field is not acceptable (`field` names it)", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -466,22 +507,47 @@ pub async fn create(
             now,
         },
     )?;
-    let conference = store_new(&state, &user.account, definition).await?;
-    if let Some(entry) = repeated {
-        archive::delete(&state.db, &entry.id).await?;
-    }
+    let conference = new_conference(&state, &user.account, definition)?;
     // Invitees given when scheduling are invited at once (permanent rooms have no date).
-    if conference.definition.kind != Kind::Permanent && !conference.definition.invitees.is_empty() {
-        mail::send_invitations(
+    // Composed before anything is written, so a mail that cannot be composed writes nothing.
+    let invitations = if conference.definition.kind != Kind::Permanent {
+        mail::compose_invitations(
             &state,
             &conference,
             &user.account,
             &conference.definition.invitees,
             mail::Kind::Invitation,
             &[],
-        )
-        .await?;
+        )?
+    } else {
+        Vec::new()
+    };
+    state.store.insert(&conference).await?;
+    // The repeated archive entry leaves and the invitations are queued together; when that
+    // fails, the new conference goes again: nothing is left half-done.
+    let finished = async {
+        let mut tx = state.db.pool.begin().await?;
+        if let Some(entry) = &repeated {
+            archive::delete_in(&mut tx, &entry.id).await?;
+        }
+        let queued = mail::enqueue_in(&mut tx, now, invitations).await?;
+        tx.commit().await?;
+        Ok::<_, Error>(queued)
     }
+    .await;
+    match finished {
+        Ok(queued) => {
+            if queued > 0 {
+                state.mail_wake.notify_one();
+            }
+        }
+        Err(err) => {
+            undo(state.store.delete(&conference.id).await, &conference.id);
+            return Err(err);
+        }
+    }
+    state.lifecycle_wake.notify_one();
+    tracing::info!(conference = %conference.id, owner = %user.account.id, "conference scheduled");
     Ok((
         StatusCode::CREATED,
         Json(view(
@@ -496,7 +562,8 @@ pub async fn create(
 
 /// Starts a conference now, for 30 minutes.
 #[utoipa::path(post, path = "/api/v1/conferences/adhoc", tag = "conferences", request_body = AdHocInput,
-    responses((status = 201, body = ConferenceView), (status = 403), (status = 422)))]
+    responses((status = 201, description = "started: it runs from now for 30 minutes", body = ConferenceView), (status = 403, description = "scheduling is reserved to moderators here", body = ErrorBody),
+              (status = 422, description = "the topic is not acceptable", body = ErrorBody)))]
 pub async fn ad_hoc(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -553,6 +620,13 @@ enum Found {
     Archived(Entry),
 }
 
+/// Logs a compensating write that failed too (the request answers with the first error).
+fn undo(result: Result<impl Sized>, conference: &ConferenceId) {
+    if let Err(err) = result {
+        tracing::error!(conference = %conference, cause = %err, "undoing a half-done change failed");
+    }
+}
+
 /// Finds a conference or archive entry the user manages; 404 otherwise (never 403, so IDs of
 /// others' conferences are not confirmed).
 async fn find(state: &AppState, user: &Account, id: &str) -> Result<Found> {
@@ -573,7 +647,7 @@ async fn find(state: &AppState, user: &Account, id: &str) -> Result<Found> {
 
 /// A conference or an archive entry.
 #[utoipa::path(get, path = "/api/v1/conferences/{id}", tag = "conferences", params(("id" = String, Path)),
-    responses((status = 200, body = AnyView), (status = 404)))]
+    responses((status = 200, description = "the conference, or the archive entry", body = AnyView), (status = 404, description = "no such conference, or not yours", body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -603,7 +677,8 @@ pub async fn show(
 /// Edits a conference; every change raises its sequence.
 #[utoipa::path(patch, path = "/api/v1/conferences/{id}", tag = "conferences", params(("id" = String, Path)),
     request_body = ConferenceInput,
-    responses((status = 200, body = ConferenceView), (status = 404), (status = 409), (status = 422)))]
+    responses((status = 200, description = "the conference after the edit", body = ConferenceView), (status = 404, description = "no such conference, or not yours", body = ErrorBody),
+              (status = 409, description = "meeting ID in use, or an archive entry (repeat it instead)", body = ErrorBody), (status = 422, description = "a field is not acceptable (`field` names it)", body = ErrorBody)))]
 pub async fn edit(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -666,7 +741,7 @@ pub struct DeleteQuery {
 
 /// Deletes a conference (optionally cancelling it for its invitees), or an archive entry.
 #[utoipa::path(delete, path = "/api/v1/conferences/{id}", tag = "conferences", params(("id" = String, Path), DeleteQuery),
-    responses((status = 204), (status = 404)))]
+    responses((status = 204, description = "deleted (with `notify=true`, the cancellations are queued)"), (status = 404, description = "no such conference, or not yours", body = ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -675,25 +750,45 @@ pub async fn remove(
 ) -> Result<StatusCode> {
     match find(&state, &user.account, &id).await? {
         Found::Live(c) => {
-            if query.notify.unwrap_or(false)
+            // The cancellations are composed first, queued together with forgetting the
+            // attendance once the conference is gone; when that fails, the conference comes
+            // back: nobody is told of a cancellation that did not happen, or not told of one
+            // that did.
+            let cancellations = if query.notify.unwrap_or(false)
                 && c.definition.kind != Kind::Permanent
                 && !c.definition.invitees.is_empty()
             {
                 let owner = account::get(&state.db, &c.owner)
                     .await?
                     .unwrap_or_else(|| user.account.clone());
-                mail::send_invitations(
+                mail::compose_invitations(
                     &state,
                     &c,
                     &owner,
                     &c.definition.invitees,
                     mail::Kind::Cancellation,
                     &[],
-                )
-                .await?;
-            }
+                )?
+            } else {
+                Vec::new()
+            };
             state.store.delete(&c.id).await?;
-            archive::forget_unarchived(&state.db, &c.id).await?;
+            let finished = async {
+                let mut tx = state.db.pool.begin().await?;
+                archive::forget_unarchived(&mut *tx, &c.id).await?;
+                let queued = mail::enqueue_in(&mut tx, state.clock.now(), cancellations).await?;
+                tx.commit().await?;
+                Ok::<_, Error>(queued)
+            }
+            .await;
+            match finished {
+                Ok(queued) if queued > 0 => state.mail_wake.notify_one(),
+                Ok(_) => {}
+                Err(err) => {
+                    undo(state.store.insert(&c).await, &c.id);
+                    return Err(err);
+                }
+            }
             crate::revocation::forget_conference(&state.db, &c.id).await?;
             tracing::info!(conference = %c.id, by = %user.account.id, "conference deleted");
         }
@@ -719,11 +814,19 @@ fn next_same_weekday(start: DateTime<Utc>, tz: Tz, now: DateTime<Utc>) -> NaiveD
     local
 }
 
+/// An occurrence's length as a duration `POST /conferences` accepts: whole minutes rounded
+/// up, 1 to 1440 (a meeting ended after 30 seconds is repeated as a one-minute meeting, not
+/// refused as zero minutes).
+fn draft_minutes(length: chrono::Duration) -> u32 {
+    let minutes = (length.num_seconds() + 59).div_euclid(60);
+    u32::try_from(minutes.clamp(1, 24 * 60)).unwrap_or(60)
+}
+
 /// The values to schedule a conference or an archived occurrence again, prefilled with the
 /// next start on the same weekday and time. Posting the draft moves an archive entry back to
 /// the scheduled list.
 #[utoipa::path(post, path = "/api/v1/conferences/{id}/repeat", tag = "conferences", params(("id" = String, Path)),
-    responses((status = 200, body = RepeatDraft), (status = 404)))]
+    responses((status = 200, description = "the draft; post it (changed as wished) to `POST /conferences`", body = RepeatDraft), (status = 404, description = "no such conference, or not yours", body = ErrorBody)))]
 pub async fn repeat(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -734,12 +837,25 @@ pub async fn repeat(
         Found::Live(c) => (c.definition, None),
         Found::Archived(e) => (e.definition(), Some(e.id)),
     };
+    let mut recurrence = d.recurrence;
     let (start, duration) = match d.start.zip(d.end) {
         Some((start, end)) => {
             let local = next_same_weekday(start, d.time_zone, now);
+            let minutes = draft_minutes(end - start);
+            // A rule whose UNTIL has passed has no occurrence from the new start, and
+            // `POST /conferences` would refuse it: the draft repeats the meeting once instead.
+            if let Some(first) = d.time_zone.from_local_datetime(&local).earliest() {
+                let first = first.with_timezone(&Utc);
+                let end = first + chrono::Duration::minutes(i64::from(minutes));
+                if placement::Schedule::timed(first, end, d.time_zone, recurrence.as_deref())
+                    .map_or(true, |s| s.occurrence_ending_after(now).is_none())
+                {
+                    recurrence = None;
+                }
+            }
             (
                 Some(local.format("%Y-%m-%dT%H:%M").to_string()),
-                Some(u32::try_from((end - start).num_minutes()).unwrap_or(60)),
+                Some(minutes),
             )
         }
         None => (None, None),
@@ -751,7 +867,7 @@ pub async fn repeat(
             end: None,
             duration_minutes: duration,
             time_zone: Some(d.time_zone.name().to_owned()),
-            recurrence: Some(d.recurrence),
+            recurrence: Some(recurrence),
             permanent: Some(d.kind == Kind::Permanent),
             max_participants: Some(d.max_participants),
             allow_join_without_owner: Some(d.allow_join_without_owner),
@@ -766,7 +882,8 @@ pub async fn repeat(
 
 /// The conference as an RFC 5545 calendar event (`text/calendar`).
 #[utoipa::path(get, path = "/api/v1/conferences/{id}/calendar.ics", tag = "conferences", params(("id" = String, Path)),
-    responses((status = 200, content_type = "text/calendar", body = String), (status = 404), (status = 409, description = "a permanent room has no date")))]
+    responses((status = 200, description = "the iCalendar object (METHOD:PUBLISH)", content_type = "text/calendar", body = String), (status = 404, description = "no such conference, or not yours", body = ErrorBody),
+              (status = 409, description = "a permanent room has no date", body = ErrorBody)))]
 pub async fn calendar(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -808,7 +925,7 @@ pub fn calendar_event(
             "a permanent room has no date to put in a calendar",
         ));
     };
-    let url = join_url(state, d.meeting_id.as_str());
+    let url = invitation_url(state, d.meeting_id.as_str(), &d.password);
     let description = ics::description(&[
         ("Join", url.as_str()),
         ("Meeting ID", d.meeting_id.as_str()),
@@ -899,7 +1016,8 @@ async fn live_with_owner(
 /// Invites addresses by e-mail: plain text, HTML and an iCalendar REQUEST each.
 #[utoipa::path(post, path = "/api/v1/conferences/{id}/invitations", tag = "invitations", params(("id" = String, Path)),
     request_body = InvitationRequest,
-    responses((status = 202, body = InvitationsQueued), (status = 404), (status = 409), (status = 422)))]
+    responses((status = 202, description = "the invitations are queued; the addresses are invitees now", body = InvitationsQueued), (status = 404, description = "no such conference, or not yours", body = ErrorBody),
+              (status = 409, description = "an archive entry or a permanent room", body = ErrorBody), (status = 422, description = "an address is not acceptable; nothing was stored or queued", body = ErrorBody)))]
 pub async fn invite(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -937,19 +1055,36 @@ pub async fn invite(
             invitees.push(address.clone());
         }
     }
-    if invitees != conference.definition.invitees {
-        conference.definition.invitees = invitees;
-        state.store.update_definition(&conference).await?;
-    }
-    let count = mail::send_invitations(
+    // Composed first (a mail that cannot be composed stores nothing); then the invitees are
+    // stored and the mails queued, and when queueing fails the invitees are put back.
+    let before = conference.definition.clone();
+    conference.definition.invitees = invitees;
+    let mails = mail::compose_invitations(
         &state,
         &conference,
         &owner,
         &addresses,
         mail::Kind::Invitation,
         &[],
-    )
-    .await?;
+    )?;
+    let changed = conference.definition != before;
+    if changed {
+        state.store.update_definition(&conference).await?;
+    }
+    let count = match mail::enqueue(&state, mails).await {
+        Ok(count) => count,
+        Err(err) => {
+            if changed {
+                let mut restored = conference.clone();
+                restored.definition = before;
+                undo(
+                    state.store.update_definition(&restored).await,
+                    &conference.id,
+                );
+            }
+            return Err(err);
+        }
+    };
     Ok((
         StatusCode::ACCEPTED,
         Json(queued(&state, &conference, count).await?),
@@ -959,7 +1094,8 @@ pub async fn invite(
 /// Sends the updated invitation (same UID, higher SEQUENCE, what changed in the text) to every
 /// invitee.
 #[utoipa::path(post, path = "/api/v1/conferences/{id}/notify", tag = "invitations", params(("id" = String, Path)),
-    responses((status = 202, body = InvitationsQueued), (status = 404), (status = 409, description = "no invitees, or a permanent room")))]
+    responses((status = 202, description = "the updates are queued", body = InvitationsQueued), (status = 404, description = "no such conference, or not yours", body = ErrorBody),
+              (status = 409, description = "no invitees, or a permanent room", body = ErrorBody)))]
 pub async fn notify(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -997,7 +1133,7 @@ pub async fn notify(
 
 /// The conference's invitation log: who, when, which sequence, delivered or the last error.
 #[utoipa::path(get, path = "/api/v1/conferences/{id}/invitations", tag = "invitations", params(("id" = String, Path)),
-    responses((status = 200, body = [mail::LogEntry]), (status = 404)))]
+    responses((status = 200, description = "the invitation log, newest first", body = [mail::LogEntry]), (status = 404, description = "no such conference, or not yours", body = ErrorBody)))]
 pub async fn invitation_log(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -1007,4 +1143,28 @@ pub async fn invitation_log(
         return Err(Error::not_found(format!("no scheduled conference {id}")));
     };
     Ok(Json(mail::log(&state.db, conference.id.as_str()).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_draft_rounds_its_duration_up_to_whole_minutes_within_the_limits() {
+        let minutes = |seconds| draft_minutes(chrono::Duration::seconds(seconds));
+        assert_eq!(minutes(0), 1);
+        assert_eq!(minutes(30), 1);
+        assert_eq!(minutes(60), 1);
+        assert_eq!(minutes(61), 2);
+        assert_eq!(minutes(45 * 60), 45);
+        assert_eq!(minutes(25 * 3600), 1440);
+        assert_eq!(minutes(-5), 1);
+    }
+
+    #[test]
+    fn a_fragment_value_reads_back_unchanged() {
+        assert_eq!(fragment_value("482913"), "482913");
+        assert_eq!(fragment_value("a b+#&c~"), "a%20b%2B%23%26c~");
+        assert_eq!(fragment_value("pä"), "p%C3%A4");
+    }
 }

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use proto::{Revocations, RoomReport};
 
+use super::ErrorBody;
 use super::extract::ApiJson;
 use crate::state::AppState;
 use crate::{Error, Result, lifecycle};
@@ -49,8 +50,8 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Applies an SFU's report about a room, once per `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/internal/room-events", tag = "internal", request_body = inline(Object),
     params(("Idempotency-Key" = Option<String>, Header, description = "the SFU's ID of the report; a report with a key seen before is not applied again")),
-    responses((status = 204, description = "applied (or applied before)"), (status = 401, description = "no valid service token"),
-        (status = 404, description = "no such conference"), (status = 422, description = "a malformed report")))]
+    responses((status = 204, description = "applied (or applied before)"), (status = 401, description = "no valid service token", body = ErrorBody),
+        (status = 404, description = "no such conference", body = ErrorBody), (status = 422, description = "a malformed report", body = ErrorBody)))]
 pub async fn room_event(
     State(state): State<AppState>,
     _service: Service,

@@ -11,6 +11,7 @@ use proto::{AccountLevel, ConferenceId, JoinClaims, Media, MeetingId, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::ErrorBody;
 use super::extract::{ApiJson, ClientAddr, MaybeUser};
 use crate::archive;
 use crate::lifecycle;
@@ -96,10 +97,10 @@ fn same_password(given: &str, expected: &str) -> bool {
 
 /// Joins a meeting as an account or a guest.
 #[utoipa::path(post, path = "/api/v1/join", tag = "join", request_body = JoinRequest,
-    responses((status = 200, body = JoinResponse),
-              (status = 403, description = "meeting ID or password wrong (never says which), or `excluded`: a moderator removed this identity (or a guest on the same network) from the meeting"),
+    responses((status = 200, description = "admitted: the SFU's address and a join token", body = JoinResponse),
+              (status = 403, description = "meeting ID or password wrong (never says which), or `excluded`: a moderator removed this identity (or a guest on the same network) from the meeting", body = ErrorBody),
               (status = 409, description = "not started yet (`conferenceNotStarted` with `startsAt`, `opensAt`), ended, no SFU capacity, or in a cluster not placed by the operator yet (`notPlacedYet` with `retryAfter`); a permanent room a moderator ended answers `conferenceEnded` until its owner or a moderator joins"),
-              (status = 422), (status = 429)))]
+              (status = 422, description = "a field is not acceptable (`field` names it)", body = ErrorBody), (status = 429, description = "too many failed attempts (`tooManyAttempts` with `retryAfter`)", body = ErrorBody)))]
 pub async fn join(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,

@@ -6,10 +6,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use super::ErrorBody;
 use super::extract::{ApiJson, CurrentUser};
 use crate::account::{self, Account, password};
 use crate::state::AppState;
-use crate::{Error, Result, session, validate};
+use crate::{Error, Result, mail, session, validate};
 
 /// Routes under `/me`.
 pub fn router() -> Router<AppState> {
@@ -33,14 +34,15 @@ pub struct ProfileChange {
 }
 
 /// One's own account.
-#[utoipa::path(get, path = "/api/v1/me", tag = "profile", operation_id = "show_me", responses((status = 200, body = Account), (status = 401)))]
+#[utoipa::path(get, path = "/api/v1/me", tag = "profile", operation_id = "show_me", responses((status = 200, description = "the account", body = Account), (status = 401, description = "not logged in", body = ErrorBody)))]
 pub async fn show(user: CurrentUser) -> Json<Account> {
     Json(user.account)
 }
 
 /// Edits one's profile or password. A password change ends one's other sessions.
 #[utoipa::path(patch, path = "/api/v1/me", tag = "profile", operation_id = "edit_me", request_body = ProfileChange,
-    responses((status = 200, body = Account), (status = 403, description = "current password wrong"), (status = 422)))]
+    responses((status = 200, description = "the account after the change", body = Account), (status = 403, description = "current password wrong", body = ErrorBody),
+              (status = 422, description = "a field is not acceptable (`field` names it)", body = ErrorBody)))]
 pub async fn edit(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -76,29 +78,40 @@ pub async fn edit(
         }
         None => None,
     };
-    account::update(&state.db, &account, now).await?;
-    if account.email != user.account.email {
+    // Everything that can fail for a reason of its own (the notices) is prepared first; then
+    // profile, notices, password and sessions change in one transaction: all or nothing.
+    let notices = if account.email == user.account.email {
+        Vec::new()
+    } else {
         // Both addresses learn of the change, so a hijacked account is noticed.
         let text = format!(
             "The e-mail address of the Conclave account {} changed from {} to {}.\n\nIf you did not do this, ask an administrator to disable the account.\n",
             account.login, user.account.email, account.email
         );
-        let mails = [&user.account.email, &account.email]
+        [&user.account.email, &account.email]
             .into_iter()
             .map(|to| {
-                crate::mail::compose_notice(
+                mail::compose_notice(
                     &state,
                     to,
                     "Your Conclave e-mail address changed",
                     text.clone(),
                 )
             })
-            .collect::<Result<Vec<_>>>()?;
-        crate::mail::enqueue(&state, mails).await?;
+            .collect::<Result<Vec<_>>>()?
+    };
+    let mut tx = state.db.pool.begin().await?;
+    account::update(&mut *tx, &account, now).await?;
+    let queued = mail::enqueue_in(&mut tx, now, notices).await?;
+    if let Some(hash) = &new_hash {
+        account::set_password(&mut *tx, &account.id, hash, now).await?;
+        session::delete_all_of(&mut *tx, &account.id, Some(&user.token)).await?;
     }
-    if let Some(hash) = new_hash {
-        account::set_password(&state.db, &account.id, &hash, now).await?;
-        session::delete_all_of(&state.db, &account.id, Some(&user.token)).await?;
+    tx.commit().await?;
+    if queued > 0 {
+        state.mail_wake.notify_one();
+    }
+    if new_hash.is_some() {
         // A meeting joined elsewhere with the old password ends too; this device joins again.
         crate::revocation::revoke_account(&state.db, &account.id, now).await?;
         tracing::info!(account = %account.id, "password changed");

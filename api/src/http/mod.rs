@@ -29,7 +29,11 @@ pub mod users;
 #[openapi(
     info(
         title = "Conclave API",
-        description = "Accounts, scheduling, the conference log and archive, and joining."
+        description = "Accounts, scheduling, the conference log and archive, and joining.\n\n\
+            A request that changes something (POST, PATCH, PUT, DELETE) carries a JSON body \
+            (`Content-Type: application/json`) or the header `X-Conclave-Request: 1`; one with \
+            neither is what another site's page could make a browser send with the session \
+            cookie, and is refused with 403 `csrfHeaderMissing`."
     ),
     paths(
         auth::login,
@@ -131,7 +135,10 @@ pub fn api_router(surface: Surface) -> Router<AppState> {
             .merge(me::router())
             .merge(users::router())
             .merge(conferences::router())
-            .merge(join::router());
+            .merge(join::router())
+            // What browsers reach with the session cookie; the internal routes take service
+            // tokens only, which no browser holds.
+            .route_layer(middleware::from_fn(refuse_cross_site));
     }
     if surface.internal() {
         router = router.merge(internal::router());
@@ -183,6 +190,44 @@ pub fn surface_router(state: AppState, surface: Surface) -> Router<AppState> {
         // the same header, so a person's report and the log lines meet.
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// The header the portal sends on every request to mark it as its own (see
+/// [`refuse_cross_site`]).
+pub const PORTAL_REQUEST: http::HeaderName = http::HeaderName::from_static("x-conclave-request");
+
+/// Whether a request may change something: it carries a JSON body or the
+/// `X-Conclave-Request` header. Another site's page can make a browser send a form or a
+/// body-less POST with the session cookie (a "simple" request, no CORS preflight), but neither
+/// a JSON content type nor a custom header: both need a preflight, which this API never grants.
+pub fn is_same_site_request(method: &http::Method, headers: &http::HeaderMap) -> bool {
+    if matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    ) {
+        return true;
+    }
+    if headers
+        .get(&PORTAL_REQUEST)
+        .is_some_and(|value| !value.is_empty())
+    {
+        return true;
+    }
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Refuses state-changing requests that another site could have sent (403
+/// `csrfHeaderMissing`); see [`is_same_site_request`].
+async fn refuse_cross_site(req: Request, next: Next) -> Response {
+    if is_same_site_request(req.method(), req.headers()) {
+        next.run(req).await
+    } else {
+        Error::CrossSiteRequest.into_response()
+    }
 }
 
 /// The header that carries a request's ID.
@@ -244,4 +289,57 @@ async fn record(State(state): State<AppState>, req: Request, next: Next) -> Resp
         tracing::info!(status, millis, "request served");
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderValue, Method};
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn a_state_changing_request_needs_json_or_the_portal_header() {
+        for method in [Method::POST, Method::PATCH, Method::PUT, Method::DELETE] {
+            assert!(!is_same_site_request(&method, &headers(&[])), "{method}");
+            for simple in [
+                "text/plain",
+                "application/x-www-form-urlencoded",
+                "multipart/form-data; boundary=x",
+            ] {
+                assert!(
+                    !is_same_site_request(&method, &headers(&[("content-type", simple)])),
+                    "{method} {simple}"
+                );
+            }
+            assert!(is_same_site_request(
+                &method,
+                &headers(&[("content-type", "application/json")])
+            ));
+            assert!(is_same_site_request(
+                &method,
+                &headers(&[("content-type", "Application/JSON; charset=utf-8")])
+            ));
+            assert!(is_same_site_request(
+                &method,
+                &headers(&[("x-conclave-request", "1")])
+            ));
+            assert!(!is_same_site_request(
+                &method,
+                &headers(&[("x-conclave-request", "")])
+            ));
+        }
+        assert!(is_same_site_request(&Method::GET, &HeaderMap::new()));
+        assert!(!is_same_site_request(
+            &Method::POST,
+            &headers(&[("content-type", "text/plain; a=application/json")])
+        ));
+    }
 }

@@ -8,6 +8,7 @@ use proto::{AccountId, AccountLevel};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use super::ErrorBody;
 use super::extract::{ApiJson, CurrentUser, require_admin};
 use crate::account::{self, Account, NewAccount, password};
 use crate::settings::{self, Settings};
@@ -59,7 +60,7 @@ pub struct UserChange {
 }
 
 /// Every account (administrators only).
-#[utoipa::path(get, path = "/api/v1/users", tag = "administration", operation_id = "list_users", responses((status = 200, body = [Account]), (status = 403)))]
+#[utoipa::path(get, path = "/api/v1/users", tag = "administration", operation_id = "list_users", responses((status = 200, description = "every account", body = [Account]), (status = 403, description = "administrators only", body = ErrorBody)))]
 pub async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Vec<Account>>> {
     require_admin(&user)?;
     Ok(Json(account::list(&state.db).await?))
@@ -67,7 +68,8 @@ pub async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<Js
 
 /// Creates an account (administrators only).
 #[utoipa::path(post, path = "/api/v1/users", tag = "administration", operation_id = "create_user", request_body = NewUser,
-    responses((status = 201, body = Account), (status = 403), (status = 409, description = "login name taken"), (status = 422)))]
+    responses((status = 201, description = "the new account", body = Account), (status = 403, description = "administrators only", body = ErrorBody),
+              (status = 409, description = "login name taken", body = ErrorBody), (status = 422, description = "a field is not acceptable (`field` names it)", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -94,7 +96,8 @@ pub async fn create(
 /// Changes an account's level, state, name, address or password (administrators only).
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "administration", operation_id = "edit_user", request_body = UserChange,
     params(("id" = String, Path, description = "account ID")),
-    responses((status = 200, body = Account), (status = 403), (status = 404), (status = 409, description = "the last administrator would go")))]
+    responses((status = 200, description = "the account after the change", body = Account), (status = 403, description = "administrators only", body = ErrorBody),
+              (status = 404, description = "no such account", body = ErrorBody), (status = 409, description = "the last administrator would go", body = ErrorBody)))]
 pub async fn edit(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -134,13 +137,13 @@ pub async fn edit(
         }
         None => None,
     };
-    account::update(&state.db, &target, now).await?;
+    account::update(&state.db.pool, &target, now).await?;
     if let Some(hash) = new_hash {
-        account::set_password(&state.db, &target.id, &hash, now).await?;
+        account::set_password(&state.db.pool, &target.id, &hash, now).await?;
     }
     if target.disabled || change.password.is_some() {
         let keep = (target.id == user.account.id).then_some(user.token.as_str());
-        session::delete_all_of(&state.db, &target.id, keep).await?;
+        session::delete_all_of(&state.db.pool, &target.id, keep).await?;
     }
     // Live meetings follow at once: the SFU closes the account's sessions (the portal joins
     // again and gets the new role, or is turned away) and refuses its older join tokens.
@@ -152,7 +155,7 @@ pub async fn edit(
 }
 
 /// The service settings (administrators only).
-#[utoipa::path(get, path = "/api/v1/settings", tag = "administration", responses((status = 200, body = Settings), (status = 403)))]
+#[utoipa::path(get, path = "/api/v1/settings", tag = "administration", responses((status = 200, description = "the settings", body = Settings), (status = 403, description = "administrators only", body = ErrorBody)))]
 pub async fn show_settings(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -163,7 +166,7 @@ pub async fn show_settings(
 
 /// Changes the service settings (administrators only).
 #[utoipa::path(patch, path = "/api/v1/settings", tag = "administration", request_body = Settings,
-    responses((status = 200, body = Settings), (status = 403)))]
+    responses((status = 200, description = "the settings after the change", body = Settings), (status = 403, description = "administrators only", body = ErrorBody)))]
 pub async fn edit_settings(
     State(state): State<AppState>,
     user: CurrentUser,

@@ -212,7 +212,9 @@ impl TestApp {
         self.clock.now_utc()
     }
 
-    /// Sends a request with an optional bearer token and JSON body.
+    /// Sends a request with an optional bearer token and JSON body; one without a body carries
+    /// `X-Conclave-Request: 1`, as the portal sends it (the API refuses a state-changing
+    /// request with neither).
     pub async fn call(
         &self,
         method: Method,
@@ -221,6 +223,9 @@ impl TestApp {
         body: Option<Value>,
     ) -> Reply {
         let mut request = Request::builder().method(method).uri(path);
+        if body.is_none() {
+            request = request.header("x-conclave-request", "1");
+        }
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -319,6 +324,52 @@ impl TestApp {
             .await
             .expect(StatusCode::CREATED)
             .body
+    }
+
+    /// Makes every `operation` (`INSERT` or `DELETE`) on `table` fail from now on, as a
+    /// database that refuses one step of a request does.
+    pub async fn refuse(&self, operation: &str, table: &str) {
+        let name = format!("refuse_{}_{table}", operation.to_lowercase());
+        let sql = match self.backend {
+            Backend::Sqlite => format!(
+                "CREATE TRIGGER {name} BEFORE {operation} ON {table} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            ),
+            Backend::Postgres => format!(
+                "CREATE OR REPLACE FUNCTION refused_by_the_test() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+                 CREATE TRIGGER {name} BEFORE {operation} ON {table} FOR EACH ROW EXECUTE FUNCTION refused_by_the_test()"
+            ),
+        };
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&self.state.db.pool)
+            .await
+            .unwrap();
+    }
+
+    /// Lifts [`TestApp::refuse`].
+    pub async fn allow(&self, operation: &str, table: &str) {
+        let name = format!("refuse_{}_{table}", operation.to_lowercase());
+        let sql = match self.backend {
+            Backend::Sqlite => format!("DROP TRIGGER {name}"),
+            Backend::Postgres => format!("DROP TRIGGER {name} ON {table}"),
+        };
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&self.state.db.pool)
+            .await
+            .unwrap();
+    }
+
+    /// The number of rows in `table`.
+    pub async fn rows(&self, table: &str) -> i64 {
+        use sqlx::Row;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n FROM {table}"
+        )))
+        .fetch_one(&self.state.db.pool)
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap()
     }
 
     /// Runs one lifecycle pass (what the background loop does).

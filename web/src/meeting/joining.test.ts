@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ApiError } from '../api';
-import { backoff, checkJoinForm, delayUntil, guestId, inviteLink, joinProblem, localTime, normalizeMeetingId, rememberedName, rememberName, STORAGE_KEYS } from './joining';
+import { backoff, checkJoinForm, delayUntil, guestId, inviteLink, joinProblem, linkPassword, localTime, normalizeMeetingId, rememberedName, rememberName, STORAGE_KEYS, takeLinkPassword } from './joining';
 
 class MemoryStorage implements Storage {
   private items = new Map<string, string>();
@@ -148,5 +148,30 @@ describe('times and links', () => {
 
   it('builds the invite link', () => {
     expect(inviteLink('https://meet.example.org', '123456789')).toBe('https://meet.example.org/join/123456789');
+  });
+});
+
+describe('the password an invitation link carries', () => {
+  it('is read from the fragment, decoded', () => {
+    expect(linkPassword('#pwd=482913')).toBe('482913');
+    expect(linkPassword('#pwd=a%20b%2B%23%26c')).toBe('a b+#&c');
+    expect(linkPassword('')).toBeNull();
+    expect(linkPassword('#pwd=')).toBeNull();
+    expect(linkPassword('#other=1')).toBeNull();
+  });
+
+  it('is taken out of the address bar, keeping path and query', () => {
+    const calls: unknown[][] = [];
+    const history = { state: { kept: true }, replaceState: (...args: unknown[]) => void calls.push(args) };
+    const password = takeLinkPassword({ hash: '#pwd=482913', pathname: '/join/123456789', search: '?x=1' }, history);
+    expect(password).toBe('482913');
+    expect(calls).toEqual([[{ kept: true }, '', '/join/123456789?x=1']]);
+  });
+
+  it('leaves a link without a fragment alone', () => {
+    const calls: unknown[][] = [];
+    const history = { state: null, replaceState: (...args: unknown[]) => void calls.push(args) };
+    expect(takeLinkPassword({ hash: '', pathname: '/join/123456789', search: '' }, history)).toBeNull();
+    expect(calls).toEqual([]);
   });
 });

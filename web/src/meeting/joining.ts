@@ -178,3 +178,27 @@ export function delayUntil(at: Date, now: Date): number {
 export function inviteLink(origin: string, meetingId: string): string {
   return `${origin}/join/${encodeURIComponent(meetingId)}`;
 }
+
+/**
+ * The meeting password an invitation link carries in its fragment (`/join/{id}#pwd=…`), or
+ * null. The fragment never leaves the browser: not in requests, server logs or Referer.
+ */
+export function linkPassword(hash: string): string | null {
+  const pwd = new URLSearchParams(hash.replace(/^#/, '')).get('pwd');
+  return pwd ? pwd : null;
+}
+
+/**
+ * Takes the password out of an invitation link: returns it and removes the fragment from the
+ * address bar (and this history entry), so it is not shown, bookmarked or shared on by
+ * accident.
+ */
+export function takeLinkPassword(
+  location: Pick<Location, 'hash' | 'pathname' | 'search'>,
+  history: Pick<History, 'replaceState' | 'state'>,
+): string | null {
+  if (!location.hash) return null;
+  const password = linkPassword(location.hash);
+  history.replaceState(history.state, '', `${location.pathname}${location.search}`);
+  return password;
+}

@@ -1,5 +1,6 @@
 // Joining a meeting, by link (/join/{meetingId}) or by typing the meeting ID (/join).
-// Guests give meeting ID, password and a name ("Remember me on this computer" keeps the name and
+// Guests give meeting ID, password and a name (an invitation link fills in the password from its
+// fragment, `#pwd=…`, so they only type a name) ("Remember me on this computer" keeps the name and
 // skips the question next time); logged-in people join with the meeting ID alone and are asked
 // for the password only when the API wants it. Then the preview (devices, self view, level),
 // then the meeting itself.
@@ -8,7 +9,7 @@ import { api, seg, type Conference, type JoinRequest, type JoinResponse } from '
 import { navigate } from '../router';
 import { useSession } from '../session';
 import { browserStorage, clearErrorOnInput, Field, fieldIds, FormError, Link, useTitle } from '../ui';
-import { checkJoinForm, delayUntil, guestId, joinProblem, localTime, normalizeMeetingId, rememberedName, rememberName, type JoinProblem } from '../meeting/joining';
+import { checkJoinForm, delayUntil, guestId, joinProblem, localTime, normalizeMeetingId, rememberedName, rememberName, takeLinkPassword, type JoinProblem } from '../meeting/joining';
 import { Meeting } from '../meeting/Meeting';
 import { Prejoin } from '../meeting/Prejoin';
 import type { LocalMedia } from '../meeting/session';
@@ -24,7 +25,10 @@ export function JoinPage(props: { meetingId?: string }) {
   const { me } = useSession();
   const [step, setStep] = useState<Step>({ kind: 'form' });
   const [meetingId, setMeetingId] = useState(props.meetingId ?? '');
-  const [password, setPassword] = useState('');
+  // An invitation link carries the password in its fragment (`#pwd=…`): taken once, and out
+  // of the address bar at once.
+  const [fromLink] = useState(() => (props.meetingId ? takeLinkPassword(window.location, window.history) : null));
+  const [password, setPassword] = useState(fromLink ?? '');
   const remembered = me ? null : rememberedName(browserStorage('localStorage'));
   const [name, setName] = useState(remembered ?? '');
   const [changingName, setChangingName] = useState(!remembered);
@@ -50,7 +54,7 @@ export function JoinPage(props: { meetingId?: string }) {
 
   function request(): JoinRequest {
     const body: JoinRequest = { meetingId: normalizeMeetingId(meetingId) };
-    if (passwordAsked && password.trim()) body.password = password.trim();
+    if ((passwordAsked || fromLink) && password.trim()) body.password = password.trim();
     if (askName) {
       body.displayName = name.trim();
       body.guestId = guestId(browserStorage('localStorage'), () => crypto.randomUUID());
@@ -113,7 +117,7 @@ export function JoinPage(props: { meetingId?: string }) {
   // something is missing.
   useEffect(() => {
     if (me && props.meetingId) void submit();
-    else document.getElementById(props.meetingId ? (passwordAsked ? 'join-password' : 'join-name') : 'join-meeting-id')?.focus();
+    else document.getElementById(props.meetingId ? (passwordAsked && !fromLink ? 'join-password' : 'join-name') : 'join-meeting-id')?.focus();
     return () => clearTimeout(retryTimer.current);
   }, []);
 
