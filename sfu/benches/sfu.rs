@@ -1,5 +1,10 @@
-//! The SFU's benchmark (not a test): one publisher (Opus + ~1 Mbps VP8) to N subscribers, and
-//! an N×N meeting, over real WebRTC peers on loopback inside a network namespace.
+//! The SFU's benchmark (not a test): the join path (signaling join round trips, sequential and
+//! in bursts), one publisher (Opus + ~1 Mbps VP8) to N subscribers, and an N×N meeting, over
+//! real WebRTC peers on loopback inside a network namespace.
+//!
+//! The join path is a websocket opened, `join` sent with a signed token, `joined` received and
+//! the socket closed: p50/p99 latency and the SFU's CPU per join, for `CONCLAVE_BENCH_JOINS`
+//! joins one after another and the same number in bursts of 25 at once.
 //!
 //! For each scenario it raises N along a ladder until the loss reaches 1 % and reports the
 //! largest N below it, with, at each step: loss, the SFU's CPU seconds per forwarded packet
@@ -19,7 +24,8 @@
 //! ```
 //! Knobs: `CONCLAVE_BENCH_WINDOW_SECONDS` (measurement window per step, default 4),
 //! `CONCLAVE_BENCH_BUDGET_SECONDS` (no new step after this, default 120),
-//! `CONCLAVE_BENCH_FANOUT` and `CONCLAVE_BENCH_MESH` (comma-separated ladders).
+//! `CONCLAVE_BENCH_FANOUT` and `CONCLAVE_BENCH_MESH` (comma-separated ladders),
+//! `CONCLAVE_BENCH_JOINS` (default 400), `CONCLAVE_BENCH_SCENARIOS` (default `join,fanout,mesh`).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -471,6 +477,100 @@ async fn measure(
     Ok((loss, forwarded, per_packet, cpu / elapsed, quantiles))
 }
 
+/// One signaling join: open `/rtc`, send `join`, wait for `joined`, close. Its duration.
+async fn one_join(room: &Room, sub: &str) -> Result<Duration> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let now = Utc::now().timestamp();
+    let claims = JoinClaims {
+        sub: sub.into(),
+        name: sub.into(),
+        conf: room.conference.clone(),
+        mid: MeetingId::from("987654321"),
+        role: Role::Listener,
+        level: None,
+        owner: false,
+        room: RoomSettings {
+            max_participants: Some(500),
+            allow_join_without_owner: true,
+            media: Media::AudioVideo,
+            udp_ports: None,
+        },
+        aud: JOIN_AUDIENCE.into(),
+        iat: now,
+        exp: now + 3600,
+        jti: format!("jti-{sub}-{}", rand::random::<u32>()),
+        rid: None,
+        addr: None,
+        ep: 0,
+    };
+    let token = room.key.sign_join(&claims)?;
+    let started = Instant::now();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/rtc", room.addr)).await?;
+    ws.send(Message::text(
+        json!({"type": "join", "token": token, "conference": room.conference}).to_string(),
+    ))
+    .await?;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .context("no answer to join within 10 s")?
+            .context("the SFU closed the websocket")??;
+        if let Message::Text(text) = message {
+            let message: serde_json::Value = serde_json::from_str(&text)?;
+            match message["type"].as_str() {
+                Some("joined") => break,
+                Some("error") => bail!("{sub} was refused: {message}"),
+                _ => {}
+            }
+        }
+    }
+    let took = started.elapsed();
+    ws.send(Message::text(json!({"type": "leave"}).to_string()))
+        .await?;
+    let _ = ws.close(None).await;
+    Ok(took)
+}
+
+/// The join path: `joins` one after another, then as many in bursts of 25.
+async fn join_path(sfu: &mut SfuProcess, joins: usize) -> Result<serde_json::Value> {
+    let room = Room {
+        addr: sfu.addr,
+        key: TokenKey::new(SECRET.as_bytes())?,
+        conference: ConferenceId::from("bench-join"),
+    };
+    let mut figures = serde_json::Map::new();
+    for (mode, burst) in [("sequential", 1usize), ("burst25", 25)] {
+        let usage0 = sfu.usage()?;
+        let started = Instant::now();
+        let mut took: Vec<u64> = Vec::with_capacity(joins);
+        for batch in 0..joins.div_ceil(burst) {
+            let subs: Vec<String> = (0..burst)
+                .map(|i| format!("guest:{mode}-{batch}-{i}"))
+                .collect();
+            let results =
+                futures::future::join_all(subs.iter().map(|sub| one_join(&room, sub))).await;
+            for result in results {
+                took.push(u64::try_from(result?.as_micros()).unwrap_or(u64::MAX));
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let usage1 = sfu.usage()?;
+        took.sort_unstable();
+        let ms = |q: f64| percentile(&took, q).map(|us| us / 1000.0);
+        figures.insert(
+            mode.into(),
+            json!({
+                "joins": took.len(),
+                "latencyMs": {"p50": ms(0.5), "p99": ms(0.99)},
+                "joinsPerSecond": took.len() as f64 / elapsed,
+                "sfuCpuMsPerJoin": (usage1.cpu_seconds - usage0.cpu_seconds) * 1000.0 / took.len() as f64,
+            }),
+        );
+    }
+    Ok(serde_json::Value::Object(figures))
+}
+
 async fn fanout_step(sfu: &mut SfuProcess, n: usize, window: Duration) -> Result<Step> {
     let room = Room {
         addr: sfu.addr,
@@ -596,7 +696,20 @@ async fn bench() -> Result<()> {
     let budget = seconds("CONCLAVE_BENCH_BUDGET_SECONDS", 120);
     let started = Instant::now();
     let mut results = serde_json::Map::new();
+    let scenarios =
+        std::env::var("CONCLAVE_BENCH_SCENARIOS").unwrap_or_else(|_| "join,fanout,mesh".into());
+    let scenarios: Vec<&str> = scenarios.split(',').map(str::trim).collect();
+    if scenarios.contains(&"join") {
+        let joins = ladder("CONCLAVE_BENCH_JOINS", &[400])[0];
+        let mut sfu = SfuProcess::spawn()?;
+        let figures = join_path(&mut sfu, joins).await?;
+        println!("   join {figures}");
+        results.insert("join".into(), figures);
+    }
     for scenario in ["fanout", "mesh"] {
+        if !scenarios.contains(&scenario) {
+            continue;
+        }
         let steps = if scenario == "fanout" {
             ladder("CONCLAVE_BENCH_FANOUT", &[25, 100, 200, 300, 400])
         } else {
