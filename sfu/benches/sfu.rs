@@ -290,12 +290,14 @@ impl Room {
                 allow_join_without_owner: true,
                 media: Media::AudioVideo,
                 udp_ports: None,
+                revision: 0,
             },
             aud: JOIN_AUDIENCE.into(),
             iat: now,
             exp: now + 3600,
             jti: format!("jti-{sub}-{}", rand::random::<u32>()),
             rid: None,
+            cli: None,
         };
         let token = self.key.sign_join(&claims)?;
         let client = Client::join(self.addr, &token, &self.conference).await?;

@@ -268,7 +268,12 @@ struct Sender {
 
 impl Sender {
     /// Posts `report` until it is delivered or cannot be.
-    async fn deliver(&self, report: &RoomReport, backoff: Backoff, metrics: &ReportMetrics) -> Outcome {
+    async fn deliver(
+        &self,
+        report: &RoomReport,
+        backoff: Backoff,
+        metrics: &ReportMetrics,
+    ) -> Outcome {
         let idempotency = format!(
             "{}-{}",
             self.key_prefix,
@@ -288,7 +293,7 @@ impl Sender {
                     metrics.retries.with_label_values(&[cause]).inc();
                     failures += 1;
                     // The first failures at warn, then one line a minute or so.
-                    if failures <= 3 || failures % 10 == 0 {
+                    if failures <= 3 || failures.is_multiple_of(10) {
                         warn!(conference = %report.conference, failures, cause, retry_in_ms = wait.as_millis() as u64, "posting a room report failed; retrying");
                     }
                     tokio::time::sleep(wait).await;

@@ -46,7 +46,9 @@ fn counter(registry: &prometheus::Registry, name: &str, label: &str) -> u64 {
     String::from_utf8(text)
         .unwrap()
         .lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(&format!("=\"{label}\"")))
+        .filter(|line| {
+            line.starts_with(&format!("{name}{{")) && line.contains(&format!("=\"{label}\""))
+        })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum()
@@ -123,7 +125,12 @@ async fn reports_wait_for_the_api_and_arrive_once_in_order() {
     assert_eq!(reporter.pending(), 3);
     // The outage lasts until the reporter has failed a few times; nothing is lost meanwhile.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while counter(&registry, "conclave_sfu_room_report_retries_total", "unreachable") < 3 {
+    while counter(
+        &registry,
+        "conclave_sfu_room_report_retries_total",
+        "unreachable",
+    ) < 3
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the reporter did not retry"
@@ -132,7 +139,11 @@ async fn reports_wait_for_the_api_and_arrive_once_in_order() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(!reporter.flush(Duration::from_millis(1)).await);
-    assert_eq!(reporter.pending(), 3, "a report was dropped during the outage");
+    assert_eq!(
+        reporter.pending(),
+        3,
+        "a report was dropped during the outage"
+    );
 
     // The API is back.
     let received: Received = Arc::default();
@@ -154,11 +165,11 @@ async fn reports_wait_for_the_api_and_arrive_once_in_order() {
     assert_eq!(
         kinds,
         [
-            ("weekly", "joined"),  // answer lost: 503
-            ("weekly", "joined"),  // the retry
-            ("deleted", "ended"),  // 404: dropped at once
-            ("weekly", "left"),    // answer lost: 503
-            ("weekly", "left"),    // the retry
+            ("weekly", "joined"), // answer lost: 503
+            ("weekly", "joined"), // the retry
+            ("deleted", "ended"), // 404: dropped at once
+            ("weekly", "left"),   // answer lost: 503
+            ("weekly", "left"),   // the retry
         ]
     );
     // A retry carries the key of the first attempt; different reports carry different keys.
@@ -167,7 +178,16 @@ async fn reports_wait_for_the_api_and_arrive_once_in_order() {
     assert_ne!(received[0].0, received[3].0);
     assert_ne!(received[0].0, received[2].0);
     assert!(received[0].0.starts_with("sfu-7-"), "{}", received[0].0);
-    assert_eq!(counter(&registry, "conclave_sfu_room_reports_total", "delivered"), 2);
-    assert_eq!(counter(&registry, "conclave_sfu_room_reports_total", "gone"), 1);
-    assert_eq!(counter(&registry, "conclave_sfu_room_reports_total", "overflow"), 0);
+    assert_eq!(
+        counter(&registry, "conclave_sfu_room_reports_total", "delivered"),
+        2
+    );
+    assert_eq!(
+        counter(&registry, "conclave_sfu_room_reports_total", "gone"),
+        1
+    );
+    assert_eq!(
+        counter(&registry, "conclave_sfu_room_reports_total", "overflow"),
+        0
+    );
 }
