@@ -81,10 +81,10 @@ export function initialRoom(): RoomState {
 }
 
 /** Error codes with which the SFU refuses a join and closes the websocket. */
-export const FATAL_CODES: readonly ErrorCode[] = ['invalidToken', 'tokenExpired', 'wrongConference', 'excluded', 'ended', 'roomFull', 'overloaded'];
+export const FATAL_CODES: readonly ErrorCode[] = ['invalidToken', 'tokenExpired', 'wrongConference', 'excluded', 'ended', 'roomFull', 'overloaded', 'tooManyGuests'];
 
 /** Close reasons after which the page reconnects by itself. */
-export const RECONNECT_REASONS: readonly CloseReason[] = ['gone', 'shutdown', 'connectionFailed'];
+export const RECONNECT_REASONS: readonly CloseReason[] = ['gone', 'shutdown', 'connectionFailed', 'tooSlow', 'unresponsive'];
 
 export function reduce(state: RoomState, action: RoomAction): RoomState {
   switch (action.kind) {
