@@ -102,9 +102,15 @@ impl Definition {
         }
     }
 
-    /// The room settings carried in join tokens.
-    pub fn room_settings(&self, udp_ports: Option<PortRange>) -> proto::RoomSettings {
+    /// The room settings carried in join tokens; `revision` is the conference's sequence, so
+    /// that the SFU applies only settings newer than those it holds.
+    pub fn room_settings(
+        &self,
+        udp_ports: Option<PortRange>,
+        revision: i64,
+    ) -> proto::RoomSettings {
         proto::RoomSettings {
+            revision,
             max_participants: self.max_participants,
             allow_join_without_owner: self.allow_join_without_owner,
             media: self.media,

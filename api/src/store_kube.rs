@@ -338,11 +338,17 @@ pub fn conference_of(
         .get(annotations::INVITEES)
         .and_then(|json| serde_json::from_str(json).ok())
         .unwrap_or_default();
+    // The API raises the annotation with each of its edits; the resource's generation (1 when
+    // created) rises with every change of the spec, also one applied with kubectl or GitOps.
+    // The larger of the two counts rises with every edit either way: calendars and the SFU
+    // (which applies a token's room settings only when they are newer) both need that.
+    let edits = object.metadata.generation.unwrap_or(1) - 1;
     let sequence = object
         .annotations()
         .get(annotations::SEQUENCE)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .max(edits);
     Ok(Conference {
         id: ConferenceId(name),
         owner,
@@ -769,6 +775,22 @@ mod tests {
     fn an_owner_that_is_no_label_value_gets_no_label() {
         let object = resource_of(&conference(Kind::AdHoc), "ada lovelace@example.com");
         assert!(object.labels().get(crds::labels::OWNER).is_none());
+    }
+
+    #[test]
+    fn an_edit_with_kubectl_raises_the_sequence_too() {
+        let c = conference(Kind::Scheduled);
+        let mut object = resource_of(&c, "ada");
+        // The API's annotation says 3 (its three edits: generation 4); two more edits with
+        // kubectl moved the generation to 6.
+        object.metadata.generation = Some(6);
+        let back = conference_of(&object, c.owner.clone(), "424242".into())
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(back.sequence, 5);
+        object.metadata.generation = Some(1);
+        let back = conference_of(&object, c.owner.clone(), "424242".into())
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(back.sequence, 3, "the API's own count when it is higher");
     }
 
     #[test]

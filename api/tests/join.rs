@@ -20,6 +20,7 @@ on_both_backends!(
     guessing_meeting_passwords_is_slowed_down,
     asking_without_a_password_is_no_guess,
     bad_join_requests_get_clear_errors,
+    a_join_token_carries_the_definitions_revision_and_the_client_network,
 );
 
 fn claims(app: &TestApp, token: &str) -> JoinClaims {
@@ -352,4 +353,43 @@ async fn bad_join_requests_get_clear_errors(app: TestApp) {
     )
     .await
     .expect(StatusCode::OK);
+}
+
+async fn a_join_token_carries_the_definitions_revision_and_the_client_network(app: TestApp) {
+    let owner = app.admin().await;
+    let c = app
+        .schedule(&owner, 2, 30, json!({"maxParticipants": 12}))
+        .await;
+    let join = |body: serde_json::Value| {
+        let request = axum::http::Request::post("/api/v1/join")
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .extension(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                "2001:db8:1:2::5".parse::<std::net::IpAddr>().unwrap(),
+                4000,
+            ))))
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        app.send(request)
+    };
+    let body =
+        json!({"meetingId": c["meetingId"], "password": c["password"], "displayName": "Grace"});
+    let before = join(body.clone()).await.expect(StatusCode::OK);
+    let before = claims(&app, before.body["token"].as_str().unwrap());
+    assert_eq!(before.cli.as_deref(), Some("2001:db8:1:2::/64"));
+    app.patch(
+        &format!("/api/v1/conferences/{}", c["id"].as_str().unwrap()),
+        &owner,
+        json!({"maxParticipants": 20}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let after = join(body).await.expect(StatusCode::OK);
+    let after = claims(&app, after.body["token"].as_str().unwrap());
+    assert_eq!(after.room.max_participants, Some(20));
+    assert!(
+        after.room.revision > before.room.revision,
+        "the SFU must be able to tell the newer settings: {} then {}",
+        before.room.revision,
+        after.room.revision
+    );
 }

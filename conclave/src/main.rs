@@ -122,6 +122,11 @@ struct Standalone {
     )]
     sfu_announced_ips: Vec<IpAddr>,
 
+    /// What one participant or one address may do in the embedded SFU (the same flags as
+    /// `conclave sfu`).
+    #[command(flatten)]
+    sfu_limits: sfu::config::Limits,
+
     /// Seconds given to meetings to drain on shutdown.
     #[arg(
         long = "drain-seconds",
@@ -240,6 +245,7 @@ async fn standalone(options: Standalone) -> anyhow::Result<()> {
     sfu_config.room_max_participants = config.default_max_participants;
     sfu_config.pod_name = "embedded".to_owned();
     sfu_config.drain_seconds = options.drain_seconds;
+    sfu_config.limits = options.sfu_limits;
 
     let (reports, mut incoming) = mpsc::unbounded_channel::<RoomReport>();
     let sfu_state =

@@ -20,4 +20,6 @@ pub mod token;
 pub use ids::{AccountId, ConferenceId, MeetingId, ParticipantId, TrackId};
 pub use report::{Revocation, Revocations, Revoked, RoomEvent, RoomReport};
 pub use role::{AccountLevel, Grants, Right, Role};
-pub use token::{JoinClaims, Media, RoomSettings, ServiceClaims, TokenError, TokenKey, UdpPorts};
+pub use token::{
+    JoinClaims, Media, RoomSettings, ServiceClaims, TokenError, TokenKey, UdpPorts, client_network,
+};

@@ -14,6 +14,8 @@ use crate::role::{Grants, Role};
 
 /// Longest chat message accepted, in bytes of UTF-8.
 pub const MAX_CHAT_BYTES: usize = 4096;
+/// Longest track ID accepted in `publish`, in bytes (browsers use UUIDs: 36 to 38 bytes).
+pub const MAX_TRACK_ID_BYTES: usize = 64;
 
 /// Which of the participant's two peer connections a message is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -158,6 +160,44 @@ pub enum CloseReason {
     /// The account changed (level, disabled, password reset): join again through the API,
     /// which decides anew.
     Revoked,
+    /// The client did not read its messages fast enough (its queue filled, or a write stalled):
+    /// the SFU dropped the session rather than buffer without end. Reconnect.
+    TooSlow,
+    /// The client answered no websocket ping within the idle timeout. Reconnect.
+    Unresponsive,
+}
+
+impl CloseReason {
+    /// The camelCase name, as on the wire, as the reason of the websocket's close frame and as
+    /// the `reason` label of the disconnect metric.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Left => "left",
+            CloseReason::Excluded => "excluded",
+            CloseReason::Ended => "ended",
+            CloseReason::Replaced => "replaced",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Gone => "gone",
+            CloseReason::ConnectionFailed => "connectionFailed",
+            CloseReason::Revoked => "revoked",
+            CloseReason::TooSlow => "tooSlow",
+            CloseReason::Unresponsive => "unresponsive",
+        }
+    }
+
+    /// Every reason, for metrics that pre-register their labels.
+    pub const ALL: [CloseReason; 10] = [
+        CloseReason::Left,
+        CloseReason::Excluded,
+        CloseReason::Ended,
+        CloseReason::Replaced,
+        CloseReason::Shutdown,
+        CloseReason::Gone,
+        CloseReason::ConnectionFailed,
+        CloseReason::Revoked,
+        CloseReason::TooSlow,
+        CloseReason::Unresponsive,
+    ];
 }
 
 /// Error codes in [`ServerMessage::Error`].
@@ -195,6 +235,17 @@ pub enum ErrorCode {
     UnknownParticipant,
     /// No such track in the room.
     UnknownTrack,
+    /// `publish` would give the participant more tracks than the SFU allows
+    /// (`--sfu-max-tracks-per-participant`), or the offer has more media sections than that.
+    TooManyTracks,
+    /// A track ID that is empty or longer than [`MAX_TRACK_ID_BYTES`].
+    InvalidTrackId,
+    /// Too many chat messages, or too many publish, mute or moderation actions, in a short
+    /// time; the message says when to try again. Nothing was done.
+    RateLimited,
+    /// This client (its network address) already holds as many guest seats in the room as
+    /// one client may (`--sfu-guest-seats-per-client`).
+    TooManyGuests,
     /// The chat message is empty or longer than [`MAX_CHAT_BYTES`].
     ChatTooLong,
     /// An offer, answer or candidate could not be applied.
@@ -225,6 +276,10 @@ impl ErrorCode {
             ErrorCode::AudioOnly => "audioOnly",
             ErrorCode::UnknownParticipant => "unknownParticipant",
             ErrorCode::UnknownTrack => "unknownTrack",
+            ErrorCode::TooManyTracks => "tooManyTracks",
+            ErrorCode::InvalidTrackId => "invalidTrackId",
+            ErrorCode::RateLimited => "rateLimited",
+            ErrorCode::TooManyGuests => "tooManyGuests",
             ErrorCode::ChatTooLong => "chatTooLong",
             ErrorCode::Negotiation => "negotiation",
             ErrorCode::ConnectionFailed => "connectionFailed",
@@ -233,7 +288,7 @@ impl ErrorCode {
     }
 
     /// Every code, for metrics that pre-register their labels.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::Malformed,
         ErrorCode::NotJoined,
         ErrorCode::AlreadyJoined,
@@ -249,6 +304,10 @@ impl ErrorCode {
         ErrorCode::AudioOnly,
         ErrorCode::UnknownParticipant,
         ErrorCode::UnknownTrack,
+        ErrorCode::TooManyTracks,
+        ErrorCode::InvalidTrackId,
+        ErrorCode::RateLimited,
+        ErrorCode::TooManyGuests,
         ErrorCode::ChatTooLong,
         ErrorCode::Negotiation,
         ErrorCode::ConnectionFailed,
@@ -266,6 +325,7 @@ impl ErrorCode {
                 | ErrorCode::Ended
                 | ErrorCode::RoomFull
                 | ErrorCode::Overloaded
+                | ErrorCode::TooManyGuests
         )
     }
 }
@@ -295,7 +355,7 @@ pub enum ClientMessage {
     /// `msid` track ID of the track's section in the client's offer (Chromium's is
     /// `MediaStreamTrack.id`, Firefox's is not).
     Publish {
-        /// The browser's track ID.
+        /// The browser's track ID (1 to [`MAX_TRACK_ID_BYTES`] bytes).
         track_id: String,
         /// Microphone, camera or screen.
         source: TrackSource,

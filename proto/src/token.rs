@@ -62,6 +62,11 @@ pub struct RoomSettings {
     /// range); `None`: the SFU's configured default range.
     #[serde(default)]
     pub udp_ports: Option<UdpPorts>,
+    /// The revision of the conference definition these settings come from (raised by every
+    /// edit). A room applies the settings of a token only when its revision is newer than the
+    /// one it holds, so an older token cannot undo an edit. Absent in older tokens: 0.
+    #[serde(default)]
+    pub revision: i64,
 }
 
 /// An inclusive UDP port range.
@@ -106,14 +111,38 @@ pub struct JoinClaims {
     /// lines of the session can be found from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rid: Option<String>,
-    /// A guest's network as `/join` saw it (an IPv4 address or an IPv6 /64): excluding the
-    /// guest refuses other guest IDs from there for the rest of the meeting.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub addr: Option<String>,
     /// The account's token epoch when the token was issued: raised when the account's level
     /// changes, it is disabled or its password is reset, which revokes older tokens.
     #[serde(default)]
     pub ep: u32,
+    /// The client's network as the API saw it when issuing the token (an IPv4 address, or the
+    /// /64 of an IPv6 one): the SFU counts guest seats per client by it, and reports it with a
+    /// guest's exclusion so that other guest IDs from there are refused at `/join`. Absent: the
+    /// SFU uses the websocket's peer address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cli: Option<String>,
+}
+
+/// The network a client address stands for when counting per client ([`JoinClaims::cli`]): an
+/// IPv4 address itself, an IPv6 address's /64 (one household or host usually holds a whole
+/// /64, so counting single IPv6 addresses would count nothing). `None` for loopback: a
+/// connection from this machine is a local proxy (or a test) that stands for many clients.
+pub fn client_network(ip: std::net::IpAddr) -> Option<String> {
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    if ip.is_loopback() || ip.is_unspecified() {
+        return None;
+    }
+    Some(match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{prefix}/64")
+        }
+    })
 }
 
 impl JoinClaims {
@@ -280,14 +309,15 @@ mod tests {
                     first: 40000,
                     last: 40019,
                 }),
+                revision: 3,
             },
             aud: JOIN_AUDIENCE.into(),
             iat: now,
             exp: now + 300,
             jti: "t1".into(),
             rid: Some("req-1".into()),
-            addr: None,
             ep: 0,
+            cli: Some("192.0.2.1".into()),
         }
     }
 
@@ -334,6 +364,22 @@ mod tests {
         let key = TokenKey::new(SECRET).expect("key");
         assert_eq!(key.verify_join("not.a.jwt", 0), Err(TokenError::Malformed));
         assert!(matches!(TokenKey::new(b"short"), Err(TokenError::WeakKey)));
+    }
+
+    #[test]
+    fn ipv6_clients_are_grouped_by_their_64_and_loopback_is_no_client() {
+        let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: std::net::IpAddr = "2001:db8:1:2:bbbb::2".parse().expect("ip");
+        assert_eq!(client_network(a).as_deref(), Some("2001:db8:1:2::/64"));
+        assert_eq!(client_network(a), client_network(b));
+        let v4: std::net::IpAddr = "192.0.2.7".parse().expect("ip");
+        assert_eq!(client_network(v4).as_deref(), Some("192.0.2.7"));
+        let mapped: std::net::IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
+        assert_eq!(client_network(mapped).as_deref(), Some("192.0.2.7"));
+        for local in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            let local: std::net::IpAddr = local.parse().expect("ip");
+            assert_eq!(client_network(local), None, "a local proxy is no client");
+        }
     }
 
     #[test]

@@ -296,14 +296,15 @@ impl Room {
                 allow_join_without_owner: true,
                 media: Media::AudioVideo,
                 udp_ports: None,
+                revision: 0,
             },
             aud: JOIN_AUDIENCE.into(),
             iat: now,
             exp: now + 3600,
             jti: format!("jti-{sub}-{}", rand::random::<u32>()),
             rid: None,
-            addr: None,
             ep: 0,
+            cli: None,
         };
         let token = self.key.sign_join(&claims)?;
         let client = Client::join(self.addr, &token, &self.conference).await?;
@@ -495,14 +496,15 @@ async fn one_join(room: &Room, sub: &str) -> Result<Duration> {
             allow_join_without_owner: true,
             media: Media::AudioVideo,
             udp_ports: None,
+            revision: 0,
         },
         aud: JOIN_AUDIENCE.into(),
         iat: now,
         exp: now + 3600,
         jti: format!("jti-{sub}-{}", rand::random::<u32>()),
         rid: None,
-        addr: None,
         ep: 0,
+        cli: None,
     };
     let token = room.key.sign_join(&claims)?;
     let started = Instant::now();

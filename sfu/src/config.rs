@@ -112,6 +112,208 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(2..=600)
     )]
     pub ice_failed_seconds: u64,
+    /// What one participant or one address may do: tracks, rates, queues, idle time and
+    /// connections before `join`.
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// Limits that keep one participant or one address from taking an SFU down; docs/security.md
+/// explains each. `conclave standalone` takes the same flags for its embedded SFU.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Limits {
+    /// Tracks one participant may announce at once (microphone, camera, screen and screen
+    /// sound are four); an offer may carry no more media sections than this either.
+    #[arg(
+        long = "sfu-max-tracks-per-participant",
+        env = "CONCLAVE_SFU_MAX_TRACKS_PER_PARTICIPANT",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u32).range(1..=64)
+    )]
+    pub max_tracks_per_participant: u32,
+    /// Chat messages per second one participant may send on average (0: no limit).
+    #[arg(
+        long = "sfu-chat-rate",
+        env = "CONCLAVE_SFU_CHAT_RATE",
+        default_value_t = 5.0
+    )]
+    pub chat_rate: f64,
+    /// Chat messages one participant may send at once after a quiet spell.
+    #[arg(
+        long = "sfu-chat-burst",
+        env = "CONCLAVE_SFU_CHAT_BURST",
+        default_value_t = 10
+    )]
+    pub chat_burst: u32,
+    /// Publish, unpublish, mute and moderation actions per second one participant may take on
+    /// average (0: no limit); each reaches everyone, and publishing renegotiates everyone's
+    /// connection.
+    #[arg(
+        long = "sfu-control-rate",
+        env = "CONCLAVE_SFU_CONTROL_RATE",
+        default_value_t = 5.0
+    )]
+    pub control_rate: f64,
+    /// Publish, unpublish, mute and moderation actions one participant may take at once.
+    #[arg(
+        long = "sfu-control-burst",
+        env = "CONCLAVE_SFU_CONTROL_BURST",
+        default_value_t = 20
+    )]
+    pub control_burst: u32,
+    /// Guest seats (waiting or admitted) one client network (an IPv4 address, an IPv6 /64) may
+    /// hold in one room; 0: no limit.
+    #[arg(
+        long = "sfu-guest-seats-per-client",
+        env = "CONCLAVE_SFU_GUEST_SEATS_PER_CLIENT",
+        default_value_t = 20
+    )]
+    pub guest_seats_per_client: u32,
+    /// Messages queued for one participant's websocket; a participant whose queue fills is
+    /// disconnected (reason `tooSlow`) instead of buffered without end.
+    #[arg(
+        long = "sfu-session-queue",
+        env = "CONCLAVE_SFU_SESSION_QUEUE",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(16..)
+    )]
+    pub session_queue: u32,
+    /// Seconds a write to a participant's websocket may take before the participant is
+    /// disconnected (reason `tooSlow`).
+    #[arg(
+        long = "sfu-send-timeout-seconds",
+        env = "CONCLAVE_SFU_SEND_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=300)
+    )]
+    pub send_timeout_seconds: u64,
+    /// Seconds between websocket pings to each participant.
+    #[arg(
+        long = "sfu-ping-seconds",
+        env = "CONCLAVE_SFU_PING_SECONDS",
+        default_value_t = 15,
+        value_parser = clap::value_parser!(u64).range(1..=600)
+    )]
+    pub ping_seconds: u64,
+    /// Seconds without any frame from a participant (pongs count) after which the session is
+    /// closed (reason `unresponsive`).
+    #[arg(
+        long = "sfu-idle-timeout-seconds",
+        env = "CONCLAVE_SFU_IDLE_TIMEOUT_SECONDS",
+        default_value_t = 45,
+        value_parser = clap::value_parser!(u64).range(2..=3600)
+    )]
+    pub idle_timeout_seconds: u64,
+    /// Websockets that have not joined yet (they have 10 seconds to), over all addresses;
+    /// beyond it new connections are answered 503.
+    #[arg(
+        long = "sfu-max-pending-connections",
+        env = "CONCLAVE_SFU_MAX_PENDING_CONNECTIONS",
+        default_value_t = 512,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_pending_connections: u32,
+    /// Websockets that have not joined yet from one client network (loopback peers, i.e. a
+    /// local proxy, count in the total only); beyond it new connections from there are
+    /// answered 429.
+    #[arg(
+        long = "sfu-max-pending-per-address",
+        env = "CONCLAVE_SFU_MAX_PENDING_PER_ADDRESS",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_pending_per_address: u32,
+    /// Proxies (IP addresses or CIDR ranges, comma-separated) whose X-Forwarded-For header is
+    /// believed: the client is the rightmost hop that is not one of them. Empty: the peer
+    /// address is the client.
+    #[arg(
+        long = "sfu-trusted-proxies",
+        env = "CONCLAVE_SFU_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_network
+    )]
+    pub trusted_proxies: Vec<Network>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_tracks_per_participant: 8,
+            chat_rate: 5.0,
+            chat_burst: 10,
+            control_rate: 5.0,
+            control_burst: 20,
+            guest_seats_per_client: 20,
+            session_queue: 1024,
+            send_timeout_seconds: 10,
+            ping_seconds: 15,
+            idle_timeout_seconds: 45,
+            max_pending_connections: 512,
+            max_pending_per_address: 64,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// An IP network: an address and a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// Whether `ip` lies in this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.address, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        parse_network(value)
+    }
+}
+
+fn parse_network(value: &str) -> Result<Network, String> {
+    let value = value.trim();
+    let (address, prefix) = match value.split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (value, None),
+    };
+    let address: IpAddr = address
+        .parse()
+        .map_err(|e| format!("{value}: not an IP address or CIDR range ({e})"))?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        Some(prefix) => prefix
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("{value}: the prefix length must be 0 to {max}"))?,
+        None => max,
+    };
+    Ok(Network { address, prefix })
 }
 
 impl std::fmt::Debug for Config {
@@ -130,6 +332,7 @@ impl std::fmt::Debug for Config {
             .field("room_max_participants", &self.room_max_participants)
             .field("drain_seconds", &self.drain_seconds)
             .field("ice_failed_seconds", &self.ice_failed_seconds)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -151,6 +354,7 @@ impl Config {
             room_max_participants: 100,
             drain_seconds: 2,
             ice_failed_seconds: 25,
+            limits: Limits::default(),
         }
     }
 }
@@ -218,5 +422,39 @@ mod tests {
         );
         assert!(parse_ports("5-1").is_err());
         assert!(parse_ports("x").is_err());
+    }
+
+    #[test]
+    fn trusted_proxy_ranges_match_their_addresses_only() {
+        let net = parse_network("10.0.0.0/8").expect("v4");
+        assert!(net.contains("10.1.2.3".parse().expect("ip")));
+        assert!(net.contains("::ffff:10.1.2.3".parse().expect("ip")));
+        assert!(!net.contains("11.0.0.1".parse().expect("ip")));
+        let one = parse_network("127.0.0.1").expect("single");
+        assert!(one.contains("127.0.0.1".parse().expect("ip")));
+        assert!(!one.contains("127.0.0.2".parse().expect("ip")));
+        let v6 = parse_network("fd00::/8").expect("v6");
+        assert!(v6.contains("fd12::1".parse().expect("ip")));
+        assert!(!v6.contains("10.0.0.1".parse().expect("ip")));
+        assert!(
+            parse_network("0.0.0.0/0")
+                .expect("all")
+                .contains("8.8.8.8".parse().expect("ip"))
+        );
+        assert!(parse_network("10.0.0.0/33").is_err());
+        assert!(parse_network("nonsense").is_err());
+    }
+
+    #[test]
+    fn the_default_limits_match_the_flags_defaults() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            limits: Limits,
+        }
+        let parsed = Cli::parse_from(["sfu"]).limits;
+        let default = Limits::default();
+        assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
     }
 }

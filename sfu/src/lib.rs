@@ -3,8 +3,10 @@
 //! # Layout
 //! - [`room`]: the pure core: membership, waiting room, rights, moderation, chat, tracks and
 //!   subscriptions, as a state machine that takes inputs and `now` and returns effects.
-//! - [`keyframe`], [`speaker`]: pure helpers of the core (keyframe-request rate limiting,
-//!   active-speaker detection).
+//! - [`keyframe`], [`speaker`], [`rate`]: pure helpers of the core (keyframe-request rate
+//!   limiting, active-speaker detection, token buckets for chat and control messages).
+//! - [`server`] and `session`: the shell: rooms, the signaling websocket, its bounded queues,
+//!   pings and the limits on connections before `join` ([`config::Limits`]).
 //! - [`media`]: the media stack (webrtc-rs) behind a narrow interface; [`negotiation`]: offer
 //!   and answer with browsers, and the video codec publishers are asked to send.
 pub mod config;
@@ -14,6 +16,7 @@ pub mod media;
 pub mod metrics;
 pub mod negotiation;
 pub mod ports;
+pub mod rate;
 pub mod report;
 pub mod revocation;
 pub mod room;

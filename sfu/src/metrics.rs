@@ -42,6 +42,12 @@ pub struct Metrics {
     pub signaling_errors: IntCounterVec,
     /// Peer connections that failed, by cause (see [`FailureCause`]).
     pub peer_failures: IntCounterVec,
+    /// Websockets that have not sent a valid `join` yet.
+    pub pending_connections: IntGauge,
+    /// Websockets refused before `join` by reason (`pendingTotal`, `pendingPerAddress`).
+    pub connections_refused: IntCounterVec,
+    /// Joined sessions that ended, by close reason (`tooSlow`, `unresponsive`, `left`, …).
+    pub sessions_closed: IntCounterVec,
 }
 
 /// Why a participant's media could not flow.
@@ -172,6 +178,27 @@ impl Metrics {
                 &["cause"],
             )
             .map_err(Error::Metrics)?,
+            pending_connections: IntGauge::new(
+                "conclave_sfu_pending_connections",
+                "Websockets that have not joined yet.",
+            )
+            .map_err(Error::Metrics)?,
+            connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sfu_connections_refused_total",
+                    "Websockets refused before join (pendingTotal, pendingPerAddress).",
+                ),
+                &["reason"],
+            )
+            .map_err(Error::Metrics)?,
+            sessions_closed: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sfu_sessions_closed_total",
+                    "Joined sessions that ended, by close reason.",
+                ),
+                &["reason"],
+            )
+            .map_err(Error::Metrics)?,
         };
         registry
             .register(Box::new(metrics.participants.clone()))
@@ -218,6 +245,15 @@ impl Metrics {
         registry
             .register(Box::new(metrics.peer_failures.clone()))
             .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.pending_connections.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.connections_refused.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.sessions_closed.clone()))
+            .map_err(Error::Metrics)?;
         for kind in ["audio", "video"] {
             metrics.tracks.with_label_values(&[kind]);
             metrics.forwarding_latency.with_label_values(&[kind]);
@@ -234,6 +270,14 @@ impl Metrics {
         }
         for cause in FailureCause::ALL {
             metrics.peer_failures.with_label_values(&[cause.as_str()]);
+        }
+        for reason in ["pendingTotal", "pendingPerAddress"] {
+            metrics.connections_refused.with_label_values(&[reason]);
+        }
+        for reason in proto::signal::CloseReason::ALL {
+            metrics
+                .sessions_closed
+                .with_label_values(&[reason.as_str()]);
         }
         Ok(metrics)
     }

@@ -256,14 +256,15 @@ mod tests {
                 allow_join_without_owner: true,
                 media: Media::AudioVideo,
                 udp_ports: None,
+                revision: 0,
             },
             aud: proto::token::JOIN_AUDIENCE.into(),
             iat,
             exp: iat + 300,
             jti: "j".into(),
             rid: None,
-            addr: None,
             ep,
+            cli: None,
         }
     }
 

@@ -11,8 +11,8 @@ use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use proto::signal::{
-    ChatMessage, CloseReason, ErrorCode, MAX_CHAT_BYTES, ParticipantInfo, ServerMessage, TrackInfo,
-    TrackKind, TrackSource, VideoLayer,
+    ChatMessage, CloseReason, ErrorCode, MAX_CHAT_BYTES, MAX_TRACK_ID_BYTES, ParticipantInfo,
+    ServerMessage, TrackInfo, TrackKind, TrackSource, VideoLayer,
 };
 use proto::{
     AccountLevel, ConferenceId, Grants, JoinClaims, Media, ParticipantId, Right, Role, RoomEvent,
@@ -20,6 +20,7 @@ use proto::{
 };
 
 use crate::keyframe::{KeyframeDecision, KeyframeLimiter};
+use crate::rate::{Rate, TokenBucket};
 use crate::speaker::SpeakerDetector;
 
 /// One websocket connection. A participant keeps their [`ParticipantId`] across reconnects;
@@ -44,6 +45,16 @@ pub struct RoomLimits {
     pub keyframe_interval: TimeDelta,
     /// How long the active speaker is held before a louder one takes over.
     pub speaker_hold: TimeDelta,
+    /// Tracks one participant may have announced at once (microphone, camera, screen and its
+    /// sound are four).
+    pub max_tracks_per_participant: usize,
+    /// Chat messages per participant.
+    pub chat_rate: Rate,
+    /// Publish, unpublish, mute and moderation actions per participant: each reaches everyone,
+    /// and publishing forces everyone's subscriber connection to renegotiate.
+    pub control_rate: Rate,
+    /// Guest seats (waiting or admitted) one client network may hold in a room; 0: no limit.
+    pub guest_seats_per_client: usize,
 }
 
 impl Default for RoomLimits {
@@ -53,6 +64,16 @@ impl Default for RoomLimits {
             chat_history: 100,
             keyframe_interval: TimeDelta::milliseconds(500),
             speaker_hold: TimeDelta::milliseconds(1000),
+            max_tracks_per_participant: 8,
+            chat_rate: Rate {
+                per_second: 5.0,
+                burst: 10,
+            },
+            control_rate: Rate {
+                per_second: 5.0,
+                burst: 20,
+            },
+            guest_seats_per_client: 20,
         }
     }
 }
@@ -155,19 +176,44 @@ struct Member {
     session: SessionId,
     identity: String,
     jti: String,
-    /// The token's `iat`, `ep` and `addr`: revocations compare against them.
+    /// The token's `iat` and `ep`: revocations compare against them.
     issued: i64,
     epoch: u32,
-    addr: Option<String>,
     name: String,
     role: Role,
     level: Option<AccountLevel>,
     owner: bool,
     admitted: bool,
+    /// A copy of whether [`Room::blocks`] holds this identity, for [`Member::info`].
     microphone_blocked: bool,
     /// Announced tracks by the browser's track ID: source, muted, and the room's ID once media
     /// arrived.
     announced: HashMap<String, Announced>,
+    /// A guest (no account): counted against the guest seats of their client network.
+    guest: bool,
+    /// The client network ([`JoinClaims::cli`]).
+    client: Option<String>,
+    /// Chat messages allowed.
+    chat_bucket: TokenBucket,
+    /// Publish, unpublish, mute and moderation actions allowed.
+    control_bucket: TokenBucket,
+}
+
+/// Who may act against whom: the owner, and administrators holding the moderator role, rank
+/// above moderators, who rank above speakers, who rank above listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    Listener,
+    Speaker,
+    Moderator,
+    OwnerOrAdmin,
+}
+
+/// A microphone block, kept per identity so that it survives leaving and rejoining.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    /// The rank of whoever blocked; only that rank or above lifts it.
+    by: Rank,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +226,17 @@ struct Announced {
 impl Member {
     fn grants(&self) -> Grants {
         Grants::of(self.role, self.level)
+    }
+
+    fn rank(&self) -> Rank {
+        match self.role {
+            Role::Moderator if self.owner || self.level == Some(AccountLevel::Admin) => {
+                Rank::OwnerOrAdmin
+            }
+            Role::Moderator => Rank::Moderator,
+            Role::Speaker => Rank::Speaker,
+            Role::Listener => Rank::Listener,
+        }
     }
 
     fn info(&self) -> ParticipantInfo {
@@ -211,6 +268,11 @@ pub struct Room {
     by_identity: HashMap<String, ParticipantId>,
     excluded_tokens: HashSet<String>,
     excluded_identities: HashSet<String>,
+    /// Blocked microphones by identity.
+    blocks: HashMap<String, Block>,
+    /// The revision of the settings applied ([`proto::RoomSettings::revision`]); `None` before
+    /// the first join.
+    settings_revision: Option<i64>,
     tracks: BTreeMap<TrackId, Track>,
     subscriptions: BTreeMap<(ParticipantId, TrackId), VideoLayer>,
     chat: VecDeque<ChatMessage>,
@@ -223,6 +285,19 @@ pub struct Room {
     remember_until: DateTime<Utc>,
     next_participant: u64,
     next_track: u64,
+}
+
+/// Guests have no account (and own no room): their identity is a browser-chosen ID.
+fn is_guest(claims: &JoinClaims) -> bool {
+    claims.level.is_none() && !claims.owner
+}
+
+fn rate_limited(what: &str, wait: TimeDelta) -> Refusal {
+    let seconds = (wait.num_milliseconds() as f64 / 1000.0).max(0.1);
+    Refusal::new(
+        ErrorCode::RateLimited,
+        format!("too many {what} in a short time; try again in {seconds:.1} s"),
+    )
 }
 
 fn rfc3339(now: DateTime<Utc>) -> String {
@@ -245,6 +320,8 @@ impl Room {
             by_identity: HashMap::new(),
             excluded_tokens: HashSet::new(),
             excluded_identities: HashSet::new(),
+            blocks: HashMap::new(),
+            settings_revision: None,
             tracks: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
             chat: VecDeque::new(),
@@ -283,11 +360,13 @@ impl Room {
     }
 
     /// Whether the shell may drop the room: nobody is in it and nothing remembered (an
-    /// exclusion, the end) still matters.
+    /// exclusion, a microphone block, the end) still matters.
     pub fn can_forget(&self, now: DateTime<Utc>) -> bool {
         self.sessions.is_empty()
             && (now >= self.remember_until
-                || (self.excluded_tokens.is_empty() && self.ended_at.is_none()))
+                || (self.excluded_tokens.is_empty()
+                    && self.blocks.is_empty()
+                    && self.ended_at.is_none()))
     }
 
     /// A participant's display name.
@@ -379,26 +458,11 @@ impl Room {
         if let Some(exp) = DateTime::<Utc>::from_timestamp(claims.exp, 0) {
             self.remember_until = self.remember_until.max(exp);
         }
-        self.max_participants = claims
-            .room
-            .max_participants
-            .unwrap_or(self.limits.default_max_participants);
-        self.allow_join_without_owner = claims.room.allow_join_without_owner;
-        self.media = claims.room.media;
+        self.apply_settings(&claims.room);
 
         let mut effects = Vec::new();
         let existing = self.by_identity.get(&claims.sub).cloned();
-        let replacing = existing.as_ref().and_then(|id| self.members.get(id));
-        let others = self.members.len() - usize::from(replacing.is_some());
-        if others >= self.max_participants as usize {
-            return Err(Refusal::new(
-                ErrorCode::RoomFull,
-                format!(
-                    "the meeting is full ({} participants)",
-                    self.max_participants
-                ),
-            ));
-        }
+        self.check_seat(claims, existing.as_ref())?;
 
         let id = match existing {
             Some(id) => {
@@ -420,9 +484,20 @@ impl Room {
                 id
             }
         };
-        let was_admitted = self.members.get(&id).is_some_and(|m| m.admitted);
-        let microphone_blocked = self.members.get(&id).is_some_and(|m| m.microphone_blocked);
-        let role = self.members.get(&id).map_or(claims.role, |m| m.role);
+        let previous = self.members.get(&id);
+        let was_admitted = previous.is_some_and(|m| m.admitted);
+        let role = previous.map_or(claims.role, |m| m.role);
+        // A reconnect keeps what its buckets hold: reconnecting is no way around the limits.
+        let (chat_bucket, control_bucket) = previous.map_or_else(
+            || {
+                (
+                    TokenBucket::new(self.limits.chat_rate),
+                    TokenBucket::new(self.limits.control_rate),
+                )
+            },
+            |m| (m.chat_bucket.clone(), m.control_bucket.clone()),
+        );
+        let microphone_blocked = self.blocks.contains_key(&claims.sub);
         self.members.insert(
             id.clone(),
             Member {
@@ -432,7 +507,6 @@ impl Room {
                 jti: claims.jti.clone(),
                 issued: claims.iat,
                 epoch: claims.ep,
-                addr: claims.addr.clone(),
                 name: claims.name.clone(),
                 role,
                 level: claims.level,
@@ -440,6 +514,10 @@ impl Room {
                 admitted: false,
                 microphone_blocked,
                 announced: HashMap::new(),
+                guest: is_guest(claims),
+                client: claims.cli.clone(),
+                chat_bucket,
+                control_bucket,
             },
         );
         self.sessions.insert(session, id.clone());
@@ -473,6 +551,73 @@ impl Room {
             }
         }
         Ok(effects)
+    }
+
+    /// Takes the settings of a token whose definition is newer than the one applied: an old
+    /// token (valid for minutes) must not undo an edit for everyone.
+    fn apply_settings(&mut self, settings: &proto::RoomSettings) {
+        if self
+            .settings_revision
+            .is_some_and(|applied| settings.revision <= applied)
+        {
+            return;
+        }
+        self.settings_revision = Some(settings.revision);
+        self.max_participants = settings
+            .max_participants
+            .unwrap_or(self.limits.default_max_participants);
+        self.allow_join_without_owner = settings.allow_join_without_owner;
+        self.media = settings.media;
+    }
+
+    /// Whether the joiner gets a seat. People waiting for the owner hold seats, but never the
+    /// owner's: while the room waits, one seat stays free for the owner, and the owner is
+    /// refused only when the admitted people fill the room. A guest's client network holds at
+    /// most [`RoomLimits::guest_seats_per_client`] guest seats, so that one guest cannot take
+    /// every seat with fresh guest IDs.
+    fn check_seat(
+        &self,
+        claims: &JoinClaims,
+        existing: Option<&ParticipantId>,
+    ) -> Result<(), Refusal> {
+        let others = || {
+            self.members
+                .values()
+                .filter(move |m| Some(&m.id) != existing)
+        };
+        let max = self.max_participants as usize;
+        let full = if claims.owner {
+            others().filter(|m| m.admitted).count() >= max
+        } else {
+            let owner_seat = usize::from(!self.allow_join_without_owner && !self.owner_present());
+            others().count() + owner_seat >= max
+        };
+        if full {
+            return Err(Refusal::new(
+                ErrorCode::RoomFull,
+                format!(
+                    "the meeting is full ({} participants)",
+                    self.max_participants
+                ),
+            ));
+        }
+        let limit = self.limits.guest_seats_per_client;
+        if limit > 0
+            && is_guest(claims)
+            && let Some(client) = &claims.cli
+            && others()
+                .filter(|m| m.guest && m.client.as_ref() == Some(client))
+                .count()
+                >= limit
+        {
+            return Err(Refusal::new(
+                ErrorCode::TooManyGuests,
+                format!(
+                    "{limit} guests from your network are in this meeting already; more cannot join from it"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn admit(&mut self, id: &ParticipantId, rejoin: bool, now: DateTime<Utc>) -> Vec<Effect> {
@@ -662,6 +807,18 @@ impl Room {
         effects
     }
 
+    /// Takes one control action (publish, unpublish, mute, moderation) from the member's
+    /// bucket.
+    fn take_control(&mut self, id: &ParticipantId, now: DateTime<Utc>) -> Result<(), Refusal> {
+        match self.members.get_mut(id) {
+            Some(member) => member
+                .control_bucket
+                .take(now)
+                .map_err(|wait| rate_limited("publish, mute or moderation actions", wait)),
+            None => Ok(()),
+        }
+    }
+
     /// Announce a track before its media arrives.
     pub fn publish(
         &mut self,
@@ -669,8 +826,15 @@ impl Room {
         client_track: &str,
         source: TrackSource,
         muted: bool,
+        now: DateTime<Utc>,
     ) -> Outcome {
         let member = self.admitted_member(session)?;
+        if client_track.is_empty() || client_track.len() > MAX_TRACK_ID_BYTES {
+            return Err(Refusal::new(
+                ErrorCode::InvalidTrackId,
+                format!("a track ID holds 1 to {MAX_TRACK_ID_BYTES} bytes"),
+            ));
+        }
         let right = match source {
             TrackSource::Microphone | TrackSource::Camera => Right::PublishMedia,
             TrackSource::Screen | TrackSource::ScreenAudio => Right::Present,
@@ -690,8 +854,34 @@ impl Room {
                 "this meeting is audio only",
             ));
         }
+        match member.announced.get(client_track) {
+            // A live track keeps its room ID, its state and with it any block: announcing it
+            // again changes nothing (mute goes through `muteTrack`).
+            Some(live) if live.track.is_some() => {
+                return if live.source == source {
+                    Ok(Vec::new())
+                } else {
+                    Err(Refusal::new(
+                        ErrorCode::Forbidden,
+                        "this track is published already with another source; unpublish it first",
+                    ))
+                };
+            }
+            Some(_) => {}
+            None if member.announced.len() >= self.limits.max_tracks_per_participant => {
+                return Err(Refusal::new(
+                    ErrorCode::TooManyTracks,
+                    format!(
+                        "at most {} tracks per participant; unpublish one first",
+                        self.limits.max_tracks_per_participant
+                    ),
+                ));
+            }
+            None => {}
+        }
         let muted = muted || (source == TrackSource::Microphone && member.microphone_blocked);
         let id = member.id.clone();
+        self.take_control(&id, now)?;
         if let Some(member) = self.members.get_mut(&id) {
             member.announced.insert(
                 client_track.to_owned(),
@@ -782,13 +972,19 @@ impl Room {
     }
 
     /// Stop publishing an announced track.
-    pub fn unpublish(&mut self, session: SessionId, client_track: &str) -> Outcome {
+    pub fn unpublish(
+        &mut self,
+        session: SessionId,
+        client_track: &str,
+        now: DateTime<Utc>,
+    ) -> Outcome {
         let member = self.admitted_member(session)?;
         let Some(announced) = member.announced.get(client_track) else {
             return Err(Refusal::new(ErrorCode::UnknownTrack, "no such track"));
         };
         let track = announced.track.clone();
         let id = member.id.clone();
+        self.take_control(&id, now)?;
         if let Some(member) = self.members.get_mut(&id) {
             member.announced.remove(client_track);
         }
@@ -796,7 +992,13 @@ impl Room {
     }
 
     /// Mute or unmute one's own track.
-    pub fn mute_track(&mut self, session: SessionId, client_track: &str, muted: bool) -> Outcome {
+    pub fn mute_track(
+        &mut self,
+        session: SessionId,
+        client_track: &str,
+        muted: bool,
+        now: DateTime<Utc>,
+    ) -> Outcome {
         let member = self.admitted_member(session)?;
         let Some(announced) = member.announced.get(client_track) else {
             return Err(Refusal::new(ErrorCode::UnknownTrack, "no such track"));
@@ -809,6 +1011,7 @@ impl Room {
         }
         let track = announced.track.clone();
         let id = member.id.clone();
+        self.take_control(&id, now)?;
         if let Some(announced) = self
             .members
             .get_mut(&id)
@@ -847,14 +1050,66 @@ impl Room {
             .ok_or_else(|| Refusal::new(ErrorCode::UnknownParticipant, "no such participant"))
     }
 
-    /// Mute someone's microphone and keep it muted, or allow them to speak again.
+    /// Checks that the member of `session`, holding `right`, may act against `participant`:
+    /// nobody acts against the owner, and nobody against a higher rank. Returns the actor's
+    /// ID and rank.
+    fn may_act_against(
+        &self,
+        session: SessionId,
+        right: Right,
+        participant: &ParticipantId,
+    ) -> Result<(ParticipantId, Rank), Refusal> {
+        let by = self.require(session, right)?;
+        let target = self.target(participant)?;
+        if target.id != by.id {
+            if target.owner {
+                return Err(Refusal::new(
+                    ErrorCode::Forbidden,
+                    "nobody can do this to the meeting's owner",
+                ));
+            }
+            if target.rank() > by.rank() {
+                return Err(Refusal::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "a {} cannot do this to a {}",
+                        by.role.as_str(),
+                        target.role.as_str()
+                    ),
+                ));
+            }
+        }
+        Ok((by.id.clone(), by.rank()))
+    }
+
+    /// Mute someone's microphone and keep it muted, or allow them to speak again. The block
+    /// is kept by identity, so it holds when they leave and rejoin; only the rank that set it
+    /// (or a higher one) lifts it, and never the blocked person themselves.
     pub fn block_microphone(
         &mut self,
         session: SessionId,
         participant: &ParticipantId,
         blocked: bool,
+        now: DateTime<Utc>,
     ) -> Outcome {
-        let by = self.require(session, Right::ManageMicrophones)?.id.clone();
+        let (by, rank) = self.may_act_against(session, Right::ManageMicrophones, participant)?;
+        let target = self.target(participant)?;
+        let identity = target.identity.clone();
+        if !blocked && let Some(block) = self.blocks.get(&identity) {
+            if &by == participant {
+                return Err(Refusal::new(
+                    ErrorCode::Forbidden,
+                    "you cannot allow yourself to speak; ask someone else",
+                ));
+            }
+            if block.by > rank {
+                return Err(Refusal::new(
+                    ErrorCode::Forbidden,
+                    "someone of a higher role muted this microphone; only they can allow it again",
+                ));
+            }
+        }
+        self.take_control(&by, now)?;
         let target = self.target(participant)?;
         let target_session = target.session;
         let microphones: Vec<TrackId> = target
@@ -863,6 +1118,12 @@ impl Room {
             .filter(|a| a.source == TrackSource::Microphone)
             .filter_map(|a| a.track.clone())
             .collect();
+        if blocked {
+            let block = self.blocks.entry(identity).or_insert(Block { by: rank });
+            block.by = block.by.max(rank);
+        } else {
+            self.blocks.remove(&identity);
+        }
         if let Some(member) = self.members.get_mut(participant) {
             member.microphone_blocked = blocked;
             if blocked {
@@ -894,15 +1155,27 @@ impl Room {
         Ok(effects)
     }
 
-    /// Make someone a speaker, listener or moderator.
+    /// Make someone a speaker, listener or moderator. Only the owner and administrators make
+    /// moderators or take the role away from one.
     pub fn set_role(
         &mut self,
         session: SessionId,
         participant: &ParticipantId,
         role: Role,
+        now: DateTime<Utc>,
     ) -> Outcome {
-        self.require(session, Right::ChangeRoles)?;
-        self.target(participant)?;
+        let (by, rank) = self.may_act_against(session, Right::ChangeRoles, participant)?;
+        let target = self.target(participant)?;
+        if (role == Role::Moderator || target.role == Role::Moderator)
+            && role != target.role
+            && rank < Rank::OwnerOrAdmin
+        {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "only the owner and administrators make moderators or take the role away",
+            ));
+        }
+        self.take_control(&by, now)?;
         let Some(member) = self.members.get_mut(participant) else {
             return Err(Refusal::new(
                 ErrorCode::UnknownParticipant,
@@ -943,14 +1216,14 @@ impl Room {
     }
 
     /// Exclude someone: their session closes and neither their token nor their identity may
-    /// join again.
+    /// join again. Nobody excludes the owner or someone of a higher rank.
     pub fn exclude(
         &mut self,
         session: SessionId,
         participant: &ParticipantId,
         now: DateTime<Utc>,
     ) -> Outcome {
-        let by = self.require(session, Right::Exclude)?.id.clone();
+        let (by, _) = self.may_act_against(session, Right::Exclude, participant)?;
         if &by == participant {
             return Err(Refusal::new(
                 ErrorCode::Forbidden,
@@ -962,7 +1235,7 @@ impl Room {
             target.session,
             target.jti.clone(),
             target.identity.clone(),
-            target.addr.clone(),
+            target.client.clone(),
         );
         self.excluded_tokens.insert(jti);
         self.excluded_identities.insert(identity.clone());
@@ -1100,7 +1373,7 @@ impl Room {
         to: Option<&ParticipantId>,
         now: DateTime<Utc>,
     ) -> Outcome {
-        let member = self.require(session, Right::Chat)?;
+        let id = self.require(session, Right::Chat)?.id.clone();
         let text = text.trim();
         if text.is_empty() || text.len() > MAX_CHAT_BYTES {
             return Err(Refusal::new(
@@ -1108,6 +1381,13 @@ impl Room {
                 format!("a chat message holds 1 to {MAX_CHAT_BYTES} bytes"),
             ));
         }
+        if let Some(member) = self.members.get_mut(&id) {
+            member
+                .chat_bucket
+                .take(now)
+                .map_err(|wait| rate_limited("chat messages", wait))?;
+        }
+        let member = self.require(session, Right::Chat)?;
         let message = ChatMessage {
             from: member.id.clone(),
             from_name: member.name.clone(),
@@ -1247,14 +1527,15 @@ mod tests {
                 allow_join_without_owner: true,
                 media: Media::AudioVideo,
                 udp_ports: None,
+                revision: 1,
             },
             aud: proto::token::JOIN_AUDIENCE.into(),
             iat: at(0).timestamp(),
             exp: at(0).timestamp() + 3600,
             jti: format!("jti-{sub}"),
             rid: None,
-            addr: None,
             ep: 0,
+            cli: None,
         }
     }
 
@@ -1349,7 +1630,7 @@ mod tests {
             .join(A, &claims("a", Role::Listener, false), at(0))
             .expect("join");
         let id = joined_id(&first, A);
-        room.publish(A, "mic", TrackSource::Microphone, false)
+        room.publish(A, "mic", TrackSource::Microphone, false, at(0))
             .expect("publish");
         room.media_arrived(A, "mic", TrackKind::Audio, at(1))
             .expect("media");
@@ -1383,25 +1664,25 @@ mod tests {
             .expect("join");
         let b = joined_id(&effects, B);
         assert_eq!(
-            room.publish(B, "screen", TrackSource::Screen, false)
+            room.publish(B, "screen", TrackSource::Screen, false, at(0))
                 .expect_err("listener")
                 .code,
             ErrorCode::Forbidden
         );
-        room.publish(B, "cam", TrackSource::Camera, false)
+        room.publish(B, "cam", TrackSource::Camera, false, at(0))
             .expect("camera is fine");
-        let effects = room.set_role(A, &b, Role::Speaker).expect("promote");
+        let effects = room.set_role(A, &b, Role::Speaker, at(0)).expect("promote");
         assert!(sent_to(&effects, B).iter().any(|m| matches!(m, ServerMessage::RoleChanged { role: Role::Speaker, grants } if grants.present)));
-        room.publish(B, "screen", TrackSource::Screen, false)
+        room.publish(B, "screen", TrackSource::Screen, false, at(0))
             .expect("speaker shares");
         let (track, _) = room
             .media_arrived(B, "screen", TrackKind::Video, at(1))
             .expect("media");
         // Demoted again: the share stops.
-        let effects = room.set_role(A, &b, Role::Listener).expect("demote");
+        let effects = room.set_role(A, &b, Role::Listener, at(0)).expect("demote");
         assert!(effects.contains(&Effect::TrackClosed { track }));
         assert_eq!(
-            room.set_role(B, &b, Role::Moderator)
+            room.set_role(B, &b, Role::Moderator, at(0))
                 .expect_err("listener")
                 .code,
             ErrorCode::Forbidden
@@ -1419,7 +1700,7 @@ mod tests {
                 .code,
             ErrorCode::Forbidden
         );
-        room.publish(A, "mic", TrackSource::Microphone, false)
+        room.publish(A, "mic", TrackSource::Microphone, false, at(0))
             .expect("publish");
         assert!(
             room.media_arrived(A, "mic", TrackKind::Video, at(0))
@@ -1434,12 +1715,12 @@ mod tests {
         audio_only.room.media = Media::AudioOnly;
         room.join(A, &audio_only, at(0)).expect("join");
         assert_eq!(
-            room.publish(A, "cam", TrackSource::Camera, false)
+            room.publish(A, "cam", TrackSource::Camera, false, at(0))
                 .expect_err("video")
                 .code,
             ErrorCode::AudioOnly
         );
-        room.publish(A, "mic", TrackSource::Microphone, false)
+        room.publish(A, "mic", TrackSource::Microphone, false, at(0))
             .expect("audio");
         assert_eq!(
             room.media_arrived(A, "mic2", TrackKind::Video, at(0))
@@ -1456,7 +1737,7 @@ mod tests {
             .expect("join");
         room.join(B, &claims("b", Role::Listener, false), at(0))
             .expect("join");
-        room.publish(A, "cam", TrackSource::Camera, false)
+        room.publish(A, "cam", TrackSource::Camera, false, at(0))
             .expect("publish");
         let (track, effects) = room
             .media_arrived(A, "cam", TrackKind::Video, at(1))
@@ -1519,28 +1800,30 @@ mod tests {
             .join(B, &claims("b", Role::Listener, false), at(0))
             .expect("join");
         let b = joined_id(&effects, B);
-        room.publish(B, "mic", TrackSource::Microphone, false)
+        room.publish(B, "mic", TrackSource::Microphone, false, at(0))
             .expect("publish");
         let (track, _) = room
             .media_arrived(B, "mic", TrackKind::Audio, at(1))
             .expect("media");
         assert_eq!(
-            room.block_microphone(B, &ParticipantId::from("p1"), true)
+            room.block_microphone(B, &ParticipantId::from("p1"), true, at(0))
                 .expect_err("listener")
                 .code,
             ErrorCode::Forbidden
         );
-        let effects = room.block_microphone(A, &b, true).expect("block");
+        let effects = room.block_microphone(A, &b, true, at(0)).expect("block");
         assert!(effects.contains(&Effect::SetForwarding {
             track: track.clone(),
             enabled: false
         }));
         assert_eq!(
-            room.mute_track(B, "mic", false).expect_err("blocked").code,
+            room.mute_track(B, "mic", false, at(0))
+                .expect_err("blocked")
+                .code,
             ErrorCode::Forbidden
         );
-        room.block_microphone(A, &b, false).expect("allow");
-        let effects = room.mute_track(B, "mic", false).expect("unmute");
+        room.block_microphone(A, &b, false, at(0)).expect("allow");
+        let effects = room.mute_track(B, "mic", false, at(0)).expect("unmute");
         assert!(effects.contains(&Effect::SetForwarding {
             track,
             enabled: true
@@ -1589,7 +1872,7 @@ mod tests {
         room.join(A, &claims("a", Role::Moderator, true), at(0))
             .expect("join");
         let mut guest = claims("guest:g", Role::Listener, false);
-        guest.addr = Some("203.0.113.7".into());
+        guest.cli = Some("203.0.113.7".into());
         let effects = room.join(B, &guest, at(0)).expect("join");
         let b = joined_id(&effects, B);
         let effects = room.exclude(A, &b, at(1)).expect("exclude");
@@ -1772,7 +2055,7 @@ mod tests {
             .expect("join");
         room.join(B, &claims("b", Role::Listener, false), at(0))
             .expect("join");
-        room.publish(A, "mic", TrackSource::Microphone, false)
+        room.publish(A, "mic", TrackSource::Microphone, false, at(0))
             .expect("publish");
         let (track, _) = room
             .media_arrived(A, "mic", TrackKind::Audio, at(0))
@@ -1794,7 +2077,7 @@ mod tests {
             .expect("join");
         room.join(B, &claims("b", Role::Listener, false), at(0))
             .expect("join");
-        room.publish(A, "cam", TrackSource::Camera, false)
+        room.publish(A, "cam", TrackSource::Camera, false, at(0))
             .expect("publish");
         let (track, _) = room
             .media_arrived(A, "cam", TrackKind::Video, at(0))
@@ -1808,6 +2091,395 @@ mod tests {
                 .expect("layer")
                 .len(),
             1
+        );
+    }
+
+    fn track_of(effects: &[Effect]) -> Option<TrackId> {
+        effects.iter().find_map(|e| match e {
+            Effect::SetForwarding { track, .. } => Some(track.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn tracks_per_participant_and_track_id_length_are_capped() {
+        let mut room = room();
+        room.join(A, &claims("a", Role::Moderator, true), at(0))
+            .expect("join");
+        let long = "x".repeat(MAX_TRACK_ID_BYTES + 1);
+        assert_eq!(
+            room.publish(A, &long, TrackSource::Camera, false, at(0))
+                .expect_err("long")
+                .code,
+            ErrorCode::InvalidTrackId
+        );
+        assert_eq!(
+            room.publish(A, "", TrackSource::Camera, false, at(0))
+                .expect_err("empty")
+                .code,
+            ErrorCode::InvalidTrackId
+        );
+        room.publish(
+            A,
+            &"y".repeat(MAX_TRACK_ID_BYTES),
+            TrackSource::Camera,
+            false,
+            at(0),
+        )
+        .expect("64 bytes are fine");
+        for n in 1..8 {
+            room.publish(A, &format!("t{n}"), TrackSource::Camera, false, at(0))
+                .expect("within the limit");
+        }
+        assert_eq!(
+            room.publish(A, "t9", TrackSource::Camera, false, at(0))
+                .expect_err("ninth")
+                .code,
+            ErrorCode::TooManyTracks
+        );
+        // Announcing a known ID again is no new track; unpublishing makes room.
+        room.publish(A, "t1", TrackSource::Camera, true, at(0))
+            .expect("again");
+        room.unpublish(A, "t1", at(0)).expect("unpublish");
+        room.publish(A, "t9", TrackSource::Camera, false, at(0))
+            .expect("room again");
+    }
+
+    #[test]
+    fn chat_and_control_actions_are_rate_limited_even_across_reconnects() {
+        let mut room = room();
+        room.join(A, &claims("a", Role::Listener, false), at(0))
+            .expect("join");
+        for n in 0..10 {
+            room.chat(A, &format!("m{n}"), None, at(0)).expect("burst");
+        }
+        let refusal = room.chat(A, "m10", None, at(0)).expect_err("limited");
+        assert_eq!(refusal.code, ErrorCode::RateLimited);
+        assert!(refusal.message.contains("0.2 s"), "{}", refusal.message);
+        assert!(
+            room.chat.len() == 10,
+            "the refused message reached nobody and is not kept"
+        );
+        // A reconnect does not refill the bucket.
+        room.join(B, &claims("a", Role::Listener, false), at(10))
+            .expect("reconnect");
+        assert_eq!(
+            room.chat(B, "again", None, at(10))
+                .expect_err("still limited")
+                .code,
+            ErrorCode::RateLimited
+        );
+        room.chat(B, "later", None, at(210)).expect("refilled");
+
+        for n in 0..20 {
+            room.mute_track(B, "mic", n % 2 == 0, at(300))
+                .expect_err("unknown track: no token taken");
+        }
+        room.publish(B, "mic", TrackSource::Microphone, false, at(300))
+            .expect("publish");
+        for n in 0..19 {
+            room.mute_track(B, "mic", n % 2 == 0, at(300))
+                .expect("burst");
+        }
+        assert_eq!(
+            room.mute_track(B, "mic", true, at(300))
+                .expect_err("limited")
+                .code,
+            ErrorCode::RateLimited
+        );
+        assert_eq!(
+            room.unpublish(B, "mic", at(300))
+                .expect_err("the same bucket")
+                .code,
+            ErrorCode::RateLimited
+        );
+        room.unpublish(B, "mic", at(500)).expect("refilled");
+    }
+
+    fn guest(sub: &str, client: &str) -> JoinClaims {
+        let mut guest = claims(sub, Role::Listener, false);
+        guest.cli = Some(client.into());
+        guest.room.max_participants = Some(10);
+        guest
+    }
+
+    #[test]
+    fn one_client_network_cannot_take_every_guest_seat() {
+        let mut room = Room::new(
+            ConferenceId::from("c1"),
+            RoomLimits {
+                guest_seats_per_client: 2,
+                ..RoomLimits::default()
+            },
+        );
+        room.join(A, &guest("guest:1", "192.0.2.1"), at(0))
+            .expect("first");
+        room.join(B, &guest("guest:2", "192.0.2.1"), at(0))
+            .expect("second");
+        let refusal = room
+            .join(C, &guest("guest:3", "192.0.2.1"), at(0))
+            .expect_err("third from the same network");
+        assert_eq!(refusal.code, ErrorCode::TooManyGuests);
+        // A reconnect of a guest inside takes no new seat; other networks and accounts join.
+        room.join(SessionId(4), &guest("guest:2", "192.0.2.1"), at(1))
+            .expect("reconnect");
+        room.join(SessionId(5), &guest("guest:3", "192.0.2.9"), at(1))
+            .expect("another network");
+        let mut account = guest("account:1", "192.0.2.1");
+        account.level = Some(AccountLevel::Audience);
+        room.join(SessionId(6), &account, at(1))
+            .expect("accounts are not guests");
+        // A guest who leaves frees the seat.
+        room.leave(A, CloseReason::Left, at(2));
+        room.join(SessionId(7), &guest("guest:4", "192.0.2.1"), at(3))
+            .expect("a seat is free again");
+    }
+
+    #[test]
+    fn people_waiting_for_the_owner_leave_the_owner_a_seat() {
+        let mut room = room();
+        let mut waiting = claims("b", Role::Listener, false);
+        waiting.room.allow_join_without_owner = false;
+        waiting.room.max_participants = Some(3);
+        room.join(B, &waiting, at(0)).expect("waits");
+        waiting.sub = "c".into();
+        room.join(C, &waiting, at(0)).expect("waits");
+        waiting.sub = "d".into();
+        assert_eq!(
+            room.join(SessionId(4), &waiting, at(0))
+                .expect_err("the last seat is the owner's")
+                .code,
+            ErrorCode::RoomFull
+        );
+        let mut owner = claims("a", Role::Moderator, true);
+        owner.room = waiting.room.clone();
+        let effects = room.join(A, &owner, at(1)).expect("the owner gets in");
+        assert_eq!(
+            effects
+                .iter()
+                .filter(|e| matches!(e, Effect::Admit { .. }))
+                .count(),
+            3
+        );
+        assert_eq!(room.admitted(), 3);
+    }
+
+    #[test]
+    fn an_older_token_does_not_undo_newer_room_settings() {
+        let mut room = room();
+        let mut edited = claims("a", Role::Listener, false);
+        edited.room.revision = 5;
+        edited.room.max_participants = Some(2);
+        edited.room.media = Media::AudioOnly;
+        room.join(A, &edited, at(0)).expect("join");
+        // Issued before the edit (and still valid): the room keeps the edit.
+        let mut old = claims("b", Role::Listener, false);
+        old.room.revision = 4;
+        old.room.max_participants = Some(50);
+        old.room.media = Media::AudioVideo;
+        room.join(B, &old, at(1)).expect("join");
+        assert_eq!(
+            room.publish(B, "cam", TrackSource::Camera, false, at(1))
+                .expect_err("still audio only")
+                .code,
+            ErrorCode::AudioOnly
+        );
+        assert_eq!(
+            room.join(C, &claims("c", Role::Listener, false), at(1))
+                .expect_err("still 2 seats")
+                .code,
+            ErrorCode::RoomFull
+        );
+        // A newer edit applies.
+        let mut newer = claims("c", Role::Listener, false);
+        newer.room.revision = 6;
+        newer.room.max_participants = Some(3);
+        room.join(C, &newer, at(2))
+            .expect("the newer definition has room");
+        room.publish(C, "cam", TrackSource::Camera, false, at(2))
+            .expect("video again");
+    }
+
+    #[test]
+    fn nobody_acts_against_the_owner_and_only_owners_and_admins_make_moderators() {
+        let mut room = room();
+        let mut first = claims("a", Role::Moderator, true);
+        first.room.max_participants = Some(10);
+        let owner_effects = room.join(A, &first, at(0)).expect("join");
+        let owner = joined_id(&owner_effects, A);
+        let mut level_moderator = claims("b", Role::Moderator, false);
+        level_moderator.level = Some(AccountLevel::Moderator);
+        let effects = room.join(B, &level_moderator, at(0)).expect("join");
+        let moderator = joined_id(&effects, B);
+        let effects = room
+            .join(C, &claims("c", Role::Listener, false), at(0))
+            .expect("join");
+        let listener = joined_id(&effects, C);
+
+        for refusal in [
+            room.set_role(B, &owner, Role::Listener, at(1)),
+            room.exclude(B, &owner, at(1)),
+            room.block_microphone(B, &owner, true, at(1)),
+            room.set_role(B, &listener, Role::Moderator, at(1)),
+        ] {
+            assert_eq!(refusal.expect_err("refused").code, ErrorCode::Forbidden);
+        }
+        room.set_role(B, &listener, Role::Speaker, at(1))
+            .expect("a moderator makes speakers");
+        room.set_role(A, &listener, Role::Moderator, at(1))
+            .expect("the owner makes moderators");
+        assert_eq!(
+            room.set_role(B, &listener, Role::Listener, at(1))
+                .expect_err("nor demotes them")
+                .code,
+            ErrorCode::Forbidden
+        );
+        room.set_role(A, &moderator, Role::Listener, at(1))
+            .expect("the owner demotes a moderator");
+
+        let mut admin = claims("d", Role::Moderator, false);
+        admin.level = Some(AccountLevel::Admin);
+        room.join(SessionId(4), &admin, at(2)).expect("join");
+        room.set_role(SessionId(4), &moderator, Role::Moderator, at(2))
+            .expect("an admin makes moderators");
+        assert_eq!(
+            room.exclude(SessionId(4), &owner, at(2))
+                .expect_err("not even an admin excludes the owner")
+                .code,
+            ErrorCode::Forbidden
+        );
+        assert_eq!(room.admitted(), 4);
+    }
+
+    #[test]
+    fn a_microphone_block_survives_leaving_and_rejoining() {
+        let mut room = room();
+        room.join(A, &claims("a", Role::Moderator, true), at(0))
+            .expect("join");
+        let effects = room
+            .join(B, &claims("b", Role::Listener, false), at(0))
+            .expect("join");
+        let b = joined_id(&effects, B);
+        room.block_microphone(A, &b, true, at(1)).expect("block");
+        room.leave(B, CloseReason::Left, at(2));
+        let mut fresh = claims("b", Role::Listener, false);
+        fresh.jti = "another-token".into();
+        let effects = room.join(C, &fresh, at(3)).expect("back");
+        let b = joined_id(&effects, C);
+        assert!(sent_to(&effects, A).iter().any(|m| matches!(m,
+            ServerMessage::ParticipantJoined { participant } if participant.microphone_blocked)));
+        let (track, effects) = {
+            room.publish(C, "mic", TrackSource::Microphone, false, at(4))
+                .expect("publish");
+            room.media_arrived(C, "mic", TrackKind::Audio, at(4))
+                .expect("media")
+        };
+        assert!(effects.contains(&Effect::SetForwarding {
+            track,
+            enabled: false
+        }));
+        assert_eq!(
+            room.mute_track(C, "mic", false, at(5))
+                .expect_err("still blocked")
+                .code,
+            ErrorCode::Forbidden
+        );
+        room.block_microphone(A, &b, false, at(6)).expect("allow");
+        room.mute_track(C, "mic", false, at(7)).expect("unmute");
+    }
+
+    #[test]
+    fn announcing_a_live_track_again_keeps_it_blocked() {
+        let mut room = room();
+        room.join(A, &claims("a", Role::Moderator, true), at(0))
+            .expect("join");
+        let effects = room
+            .join(B, &claims("b", Role::Listener, false), at(0))
+            .expect("join");
+        let b = joined_id(&effects, B);
+        room.publish(B, "mic", TrackSource::Microphone, false, at(1))
+            .expect("publish");
+        let (track, _) = room
+            .media_arrived(B, "mic", TrackKind::Audio, at(1))
+            .expect("media");
+        room.publish(B, "mic", TrackSource::Microphone, false, at(2))
+            .expect("announced again");
+        assert_eq!(
+            room.publish(B, "mic", TrackSource::Camera, false, at(2))
+                .expect_err("another source")
+                .code,
+            ErrorCode::Forbidden
+        );
+        let effects = room.block_microphone(A, &b, true, at(3)).expect("block");
+        assert!(
+            effects.contains(&Effect::SetForwarding {
+                track: track.clone(),
+                enabled: false
+            }),
+            "the live track is still found and muted"
+        );
+        assert_eq!(track_of(&effects), Some(track));
+    }
+
+    #[test]
+    fn a_block_is_lifted_only_by_its_rank_or_above_and_never_by_the_blocked() {
+        let mut room = room();
+        let mut first = claims("a", Role::Moderator, true);
+        first.room.max_participants = Some(10);
+        let effects = room.join(A, &first, at(0)).expect("join");
+        let owner = joined_id(&effects, A);
+        let effects = room
+            .join(B, &claims("b", Role::Speaker, false), at(0))
+            .expect("join");
+        let speaker = joined_id(&effects, B);
+        let effects = room
+            .join(C, &claims("c", Role::Listener, false), at(0))
+            .expect("join");
+        let listener = joined_id(&effects, C);
+        let mut moderator = claims("d", Role::Moderator, false);
+        moderator.level = Some(AccountLevel::Moderator);
+        let d = SessionId(4);
+        room.join(d, &moderator, at(0)).expect("join");
+
+        // A blocked speaker cannot allow themselves to speak.
+        room.block_microphone(A, &speaker, true, at(1))
+            .expect("block");
+        assert_eq!(
+            room.block_microphone(B, &speaker, false, at(1))
+                .expect_err("own block")
+                .code,
+            ErrorCode::Forbidden
+        );
+        // The owner's block holds against a moderator.
+        assert_eq!(
+            room.block_microphone(d, &speaker, false, at(1))
+                .expect_err("the owner's block")
+                .code,
+            ErrorCode::Forbidden
+        );
+        room.block_microphone(A, &speaker, false, at(1))
+            .expect("the owner lifts it");
+        // A moderator's block holds against a speaker.
+        room.block_microphone(d, &listener, true, at(2))
+            .expect("block");
+        assert_eq!(
+            room.block_microphone(B, &listener, false, at(2))
+                .expect_err("a speaker")
+                .code,
+            ErrorCode::Forbidden
+        );
+        room.block_microphone(A, &listener, false, at(2))
+            .expect("the owner ranks above");
+        // A speaker's block is lifted by a speaker.
+        room.block_microphone(B, &listener, true, at(3))
+            .expect("block");
+        room.block_microphone(B, &listener, false, at(3))
+            .expect("lift");
+        assert_eq!(
+            room.block_microphone(B, &owner, true, at(3))
+                .expect_err("the owner")
+                .code,
+            ErrorCode::Forbidden
         );
     }
 }

@@ -16,20 +16,29 @@ use chrono::Utc;
 use parking_lot::Mutex;
 use proto::signal::CloseReason;
 use proto::{ConferenceId, TokenKey, TrackId, UdpPorts};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::error::{Error, Result};
 use crate::media::{FeedbackSink, Forwarder, MediaSettings};
 use crate::metrics::Metrics;
 use crate::ports::PortPool;
+use crate::rate::Rate;
 use crate::report::{HttpReporter, LogReporter, Reporter};
 use crate::room::{Effect, Room, RoomLimits, SessionId};
 use crate::session::{self, Command};
 
 /// How often rooms tick (deferred keyframe requests, active speaker).
 const TICK: Duration = Duration::from_millis(100);
+
+/// The room's way to a session: a bounded queue, and a bell rung when the queue is full.
+pub(crate) struct SessionLink {
+    pub(crate) commands: mpsc::Sender<Command>,
+    /// Rung once when the session could not keep up: it closes with `tooSlow`, even while
+    /// stuck writing to its websocket.
+    pub(crate) too_slow: Arc<Notify>,
+}
 
 /// One room: the pure core plus the media objects and session channels around it.
 pub(crate) struct RoomHandle {
@@ -38,7 +47,7 @@ pub(crate) struct RoomHandle {
     /// messages in the order the core decided them (a joiner's `joined` before the
     /// `participantJoined` of someone who joined just after). Taken before `core`.
     pub(crate) order: Mutex<()>,
-    pub(crate) sessions: Mutex<HashMap<SessionId, mpsc::UnboundedSender<Command>>>,
+    pub(crate) sessions: Mutex<HashMap<SessionId, SessionLink>>,
     pub(crate) forwarders: Mutex<HashMap<TrackId, Arc<Forwarder>>>,
     pub(crate) default_ports: UdpPorts,
     pub(crate) shared: Arc<Shared>,
@@ -117,9 +126,24 @@ impl RoomHandle {
         self.update_gauges();
     }
 
+    /// Queues a command for a session without ever waiting: a session whose queue is full
+    /// cannot keep up and is let go (it closes with `tooSlow`; the client reconnects and gets
+    /// the room's state afresh), so nothing is lost silently and nothing blocks the room.
     fn command(&self, session: SessionId, command: Command) {
-        if let Some(tx) = self.sessions.lock().get(&session) {
-            let _ = tx.send(command);
+        let mut sessions = self.sessions.lock();
+        let Some(link) = sessions.get(&session) else {
+            return;
+        };
+        match link.commands.try_send(command) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(%session, "a session's queue is full; disconnecting it");
+                link.too_slow.notify_one();
+                sessions.remove(&session);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                sessions.remove(&session);
+            }
         }
     }
 
@@ -161,9 +185,16 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) reporter: Arc<dyn Reporter>,
     pub(crate) limits: RoomLimits,
+    /// Limits of the websocket shell (queues, timeouts, connections before `join`).
+    pub(crate) wire: Limits,
     pub(crate) default_ports: UdpPorts,
     pub(crate) max_participants: usize,
+    /// Open websockets, joined or not.
     pub(crate) sessions: AtomicUsize,
+    /// Sessions that joined (waiting or admitted): what counts against `max_participants`.
+    pub(crate) seats: AtomicUsize,
+    /// Websockets that have not joined yet, in total and per client network.
+    pending: Mutex<PendingCount>,
     pub(crate) next_session: AtomicU64,
     pub(crate) rooms: Mutex<HashMap<ConferenceId, Arc<RoomHandle>>>,
     /// Participants and waiting people already counted in the gauges, per room.
@@ -217,11 +248,24 @@ impl SfuState {
                 reporter,
                 limits: RoomLimits {
                     default_max_participants: config.room_max_participants,
+                    max_tracks_per_participant: config.limits.max_tracks_per_participant as usize,
+                    chat_rate: Rate {
+                        per_second: config.limits.chat_rate,
+                        burst: config.limits.chat_burst,
+                    },
+                    control_rate: Rate {
+                        per_second: config.limits.control_rate,
+                        burst: config.limits.control_burst,
+                    },
+                    guest_seats_per_client: config.limits.guest_seats_per_client as usize,
                     ..RoomLimits::default()
                 },
+                wire: config.limits.clone(),
                 default_ports: config.udp_ports,
                 max_participants: config.max_participants as usize,
                 sessions: AtomicUsize::new(0),
+                seats: AtomicUsize::new(0),
+                pending: Mutex::new(PendingCount::default()),
                 next_session: AtomicU64::new(1),
                 rooms: Mutex::new(HashMap::new()),
                 counted: Mutex::new(HashMap::new()),
@@ -236,6 +280,59 @@ impl SfuState {
     /// Open websocket sessions.
     pub fn session_count(&self) -> usize {
         self.shared.sessions.load(Ordering::Acquire)
+    }
+
+    /// Sessions that joined (waiting or admitted): what counts against the capacity.
+    pub fn seat_count(&self) -> usize {
+        self.shared.seats.load(Ordering::Acquire)
+    }
+
+    /// Websockets that have not joined yet.
+    pub fn pending_count(&self) -> usize {
+        self.shared.pending.lock().total
+    }
+
+    /// Lets a websocket in before `join` when neither the total nor its client network's count
+    /// of such connections is at its limit (`None`: a local proxy, counted in the total only).
+    pub(crate) fn enter_pending(
+        &self,
+        network: Option<String>,
+    ) -> Result<PendingGuard, PendingRefusal> {
+        let wire = &self.shared.wire;
+        let mut pending = self.shared.pending.lock();
+        if pending.total >= wire.max_pending_connections as usize {
+            return Err(PendingRefusal::Total);
+        }
+        if let Some(network) = &network {
+            let here = pending.by_network.entry(network.clone()).or_insert(0);
+            if *here >= wire.max_pending_per_address as usize {
+                return Err(PendingRefusal::PerAddress);
+            }
+            *here += 1;
+        }
+        pending.total += 1;
+        self.shared
+            .metrics
+            .pending_connections
+            .set(pending.total as i64);
+        Ok(PendingGuard {
+            shared: Arc::clone(&self.shared),
+            network,
+        })
+    }
+
+    /// Takes a seat of the SFU's capacity for a session that presented a valid token.
+    pub(crate) fn take_seat(&self) -> Option<SeatGuard> {
+        let max = self.shared.max_participants;
+        self.shared
+            .seats
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |seats| {
+                (seats < max).then_some(seats + 1)
+            })
+            .ok()
+            .map(|_| SeatGuard {
+                shared: Arc::clone(&self.shared),
+            })
     }
 
     /// Rooms held in memory.
@@ -369,6 +466,68 @@ impl SfuState {
     }
 }
 
+/// Websockets before `join`.
+#[derive(Debug, Default)]
+struct PendingCount {
+    total: usize,
+    by_network: HashMap<String, usize>,
+}
+
+/// Why a websocket was refused before `join`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PendingRefusal {
+    /// `--sfu-max-pending-connections` reached.
+    Total,
+    /// `--sfu-max-pending-per-address` reached for the client's network.
+    PerAddress,
+}
+
+impl PendingRefusal {
+    /// The `reason` label of the refusal metric.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            PendingRefusal::Total => "pendingTotal",
+            PendingRefusal::PerAddress => "pendingPerAddress",
+        }
+    }
+}
+
+/// A websocket counted as not joined yet, until dropped.
+pub(crate) struct PendingGuard {
+    shared: Arc<Shared>,
+    network: Option<String>,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        let mut pending = self.shared.pending.lock();
+        pending.total = pending.total.saturating_sub(1);
+        if let Some(network) = &self.network
+            && let Some(here) = pending.by_network.get_mut(network)
+        {
+            *here = here.saturating_sub(1);
+            if *here == 0 {
+                pending.by_network.remove(network);
+            }
+        }
+        self.shared
+            .metrics
+            .pending_connections
+            .set(pending.total as i64);
+    }
+}
+
+/// A seat of the SFU's capacity, until dropped.
+pub(crate) struct SeatGuard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for SeatGuard {
+    fn drop(&mut self) {
+        self.shared.seats.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The SFU's routes: `/rtc` (the signaling websocket), `/healthz`, `/readyz`. The standalone
 /// mode merges this into the API's router; `/metrics` is the caller's (it owns the registry).
 pub fn router(state: SfuState) -> Router {
@@ -482,14 +641,17 @@ pub async fn run(mut config: Config) -> Result<()> {
     });
     let grace = Duration::from_secs(config.drain_seconds);
     let draining = state.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            info!("draining rooms");
-            draining.drain(grace).await;
-        })
-        .await
-        .map_err(Error::Serve);
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        info!("draining rooms");
+        draining.drain(grace).await;
+    })
+    .await
+    .map_err(Error::Serve);
     // The leaves of the last sessions go out before the process ends.
     if let Some(reporter) = &http_reporter
         && !reporter.flush(REPORT_FLUSH).await

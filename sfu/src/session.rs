@@ -2,20 +2,22 @@
 //! core and the participant's two peer connections.
 
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use futures::SinkExt;
 use proto::signal::{
     ClientMessage, CloseReason, ErrorCode, IceCandidate, PeerTarget, ServerMessage, TrackKind,
 };
 use proto::{JoinClaims, ParticipantId, TokenError, TrackId, UdpPorts};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tracing::{Instrument, debug, info, info_span, warn};
 use webrtc::peer_connection::{
     PeerConnection, RTCIceCandidateInit, RTCIceConnectionState, RTCPeerConnectionState,
@@ -29,10 +31,14 @@ use crate::metrics::FailureCause;
 use crate::negotiation;
 use crate::ports::PortLease;
 use crate::room::{Effect, Refusal, Room, SessionId};
-use crate::server::{RoomHandle, SfuState};
+use crate::server::{PendingGuard, RoomHandle, SessionLink, SfuState};
 
-/// Longest signaling message accepted (SDP of many tracks fits easily).
-const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Longest signaling message accepted (SDP of many tracks fits easily), and the largest
+/// websocket frame: nothing bigger is ever buffered.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// How long the last words (the `closed` message and the close frame) may take to a client
+/// that is not reading.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time a client has to send `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -46,12 +52,83 @@ pub(crate) enum Command {
     Unsubscribe(TrackId),
 }
 
-pub(crate) async fn upgrade(State(state): State<SfuState>, ws: WebSocketUpgrade) -> Response {
+/// The client's address: the websocket's peer, or — when the peer is a trusted proxy
+/// (`--sfu-trusted-proxies`) — the rightmost X-Forwarded-For hop that is not one. `None` when
+/// the server was started without connect info.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddress(pub(crate) Option<IpAddr>);
+
+impl FromRequestParts<SfuState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SfuState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        let proxies = &state.shared.wire.trusted_proxies;
+        let trusted = |ip: IpAddr| proxies.iter().any(|net| net.contains(ip));
+        let Some(peer) = peer.filter(|ip| trusted(*ip)) else {
+            return Ok(ClientAddress(peer));
+        };
+        let hops: Vec<IpAddr> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|hop| hop.trim().parse().ok())
+            .collect();
+        let client = hops.iter().rev().find(|ip| !trusted(**ip)).copied();
+        Ok(ClientAddress(Some(
+            client.or(hops.first().copied()).unwrap_or(peer),
+        )))
+    }
+}
+
+/// `/rtc`: counts the websocket as not joined yet (refusing it when its network or the SFU
+/// has too many such), then upgrades with frames and messages capped at
+/// [`MAX_MESSAGE_BYTES`].
+pub(crate) async fn upgrade(
+    State(state): State<SfuState>,
+    ClientAddress(address): ClientAddress,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let pending = match state.enter_pending(address.and_then(proto::client_network)) {
+        Ok(pending) => pending,
+        Err(refusal) => {
+            state
+                .shared
+                .metrics
+                .connections_refused
+                .with_label_values(&[refusal.as_str()])
+                .inc();
+            debug!(
+                reason = refusal.as_str(),
+                "a websocket was refused before join"
+            );
+            return match refusal {
+                crate::server::PendingRefusal::PerAddress => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many connections from your network are joining at once; try again",
+                ),
+                crate::server::PendingRefusal::Total => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this SFU has too many connections joining at once; try again",
+                ),
+            }
+            .into_response();
+        }
+    };
     ws.max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
             state.shared.sessions.fetch_add(1, Ordering::AcqRel);
             let session = SessionId(state.shared.next_session.fetch_add(1, Ordering::AcqRel));
-            run(state.clone(), session, socket)
+            run(state.clone(), session, socket, pending, address)
                 .instrument(
                     info_span!("session", session = %session, request_id = tracing::field::Empty),
                 )
@@ -70,10 +147,19 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ServerMessage {
 struct Socket {
     ws: WebSocket,
     state: SfuState,
+    /// Rung by the room when this session's queue overflowed.
+    too_slow: Arc<Notify>,
+    /// Set when a write failed or took too long: the session ends with this reason.
+    broken: Option<CloseReason>,
 }
 
 impl Socket {
+    /// Writes one message, within `--sfu-send-timeout-seconds`. A write that fails, times
+    /// out or is cut short by the room's bell marks the socket broken and returns `false`.
     async fn send(&mut self, message: &ServerMessage) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
         if let ServerMessage::Error { code, .. } = message {
             self.state
                 .shared
@@ -82,17 +168,54 @@ impl Socket {
                 .with_label_values(&[code.as_str()])
                 .inc();
         }
-        match serde_json::to_string(message) {
-            Ok(text) => self
-                .ws
-                .send(Message::Text(Utf8Bytes::from(text)))
-                .await
-                .is_ok(),
+        let text = match serde_json::to_string(message) {
+            Ok(text) => text,
             Err(err) => {
                 warn!(cause = %err, "encoding a signaling message failed");
-                true
+                return true;
+            }
+        };
+        let timeout = Duration::from_secs(self.state.shared.wire.send_timeout_seconds);
+        let written = tokio::select! {
+            written = tokio::time::timeout(timeout, self.ws.send(Message::Text(Utf8Bytes::from(text)))) => written,
+            () = self.too_slow.notified() => {
+                self.broken = Some(CloseReason::TooSlow);
+                return false;
+            }
+        };
+        match written {
+            Ok(Ok(())) => true,
+            Ok(Err(err)) => {
+                debug!(cause = %err, "writing to the websocket failed");
+                self.broken = Some(CloseReason::Gone);
+                false
+            }
+            Err(_) => {
+                warn!("a write to the websocket took too long; disconnecting the session");
+                self.broken = Some(CloseReason::TooSlow);
+                false
             }
         }
+    }
+
+    /// Says goodbye: `closed {reason}` and a close frame whose reason is the same word, each
+    /// within [`CLOSE_TIMEOUT`] (a client that is not reading gets its connection dropped).
+    async fn close(&mut self, reason: Option<CloseReason>) {
+        let frame = reason.map(|reason| CloseFrame {
+            code: close_code(reason),
+            reason: Utf8Bytes::from_static(reason.as_str()),
+        });
+        if let Some(reason) = reason
+            && self.broken.is_none()
+        {
+            let text = serde_json::to_string(&ServerMessage::Closed { reason }).unwrap_or_default();
+            let _ = tokio::time::timeout(
+                CLOSE_TIMEOUT,
+                self.ws.send(Message::Text(Utf8Bytes::from(text))),
+            )
+            .await;
+        }
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.send(Message::Close(frame))).await;
     }
 
     async fn refuse(&mut self, refusal: &Refusal) -> bool {
@@ -101,36 +224,68 @@ impl Socket {
     }
 }
 
-/// Waits for `join`, verifies the token, enters the room, then relays until the session ends.
-async fn run(state: SfuState, session: SessionId, ws: WebSocket) {
+/// The websocket close code that goes with a reason: 1008 (policy) for sessions the SFU
+/// dropped, 1012 (service restart) for a shutdown, 1000 otherwise.
+fn close_code(reason: CloseReason) -> u16 {
+    match reason {
+        CloseReason::TooSlow | CloseReason::Unresponsive => 1008,
+        CloseReason::Shutdown => 1012,
+        _ => 1000,
+    }
+}
+
+/// Waits for `join`, verifies the token, takes a seat and enters the room, then relays until
+/// the session ends.
+async fn run(
+    state: SfuState,
+    session: SessionId,
+    ws: WebSocket,
+    pending: PendingGuard,
+    address: Option<IpAddr>,
+) {
     let mut socket = Socket {
         ws,
         state: state.clone(),
+        too_slow: Arc::new(Notify::new()),
+        broken: None,
     };
-    let Some((claims, decodes)) = await_join(&mut socket).await else {
-        let _ = socket.ws.close().await;
+    let joining = await_join(&mut socket).await;
+    // Joined or not, the connection no longer counts as waiting to join.
+    drop(pending);
+    let Some((mut claims, decodes)) = joining else {
+        socket.close(None).await;
         return;
     };
-    if state.session_count() > state.shared.max_participants {
+    // Only a valid token takes a seat of the SFU's capacity.
+    let Some(_seat) = state.take_seat() else {
         socket
             .send(&error(
                 ErrorCode::Overloaded,
                 "this SFU is full; try again later",
             ))
             .await;
-        let _ = socket.ws.close().await;
+        socket.close(None).await;
         return;
+    };
+    if claims.cli.is_none() {
+        claims.cli = address.and_then(proto::client_network);
     }
     let room = state.room(&claims.conf);
-    let (tx, rx) = mpsc::unbounded_channel();
-    room.sessions.lock().insert(session, tx);
+    let (tx, rx) = mpsc::channel(state.shared.wire.session_queue as usize);
+    room.sessions.lock().insert(
+        session,
+        SessionLink {
+            commands: tx,
+            too_slow: Arc::clone(&socket.too_slow),
+        },
+    );
     let joined = room.act(|core| core.join(session, &claims, Utc::now()));
     match joined {
         Ok(()) => {}
         Err(refusal) => {
             room.sessions.lock().remove(&session);
             socket.refuse(&refusal).await;
-            let _ = socket.ws.close().await;
+            socket.close(None).await;
             state.forget_room_if_idle(&claims.conf);
             return;
         }
@@ -169,10 +324,15 @@ async fn run(state: SfuState, session: SessionId, ws: WebSocket) {
         room.act(|core| Ok::<_, std::convert::Infallible>(core.leave(session, reason, Utc::now())));
     room.sessions.lock().remove(&session);
     live.close_peers().await;
-    let _ = socket.send(&ServerMessage::Closed { reason }).await;
-    let _ = socket.ws.close().await;
+    socket.close(Some(reason)).await;
     state.forget_room_if_idle(&claims.conf);
-    info!(reason = ?reason, "session ended");
+    state
+        .shared
+        .metrics
+        .sessions_closed
+        .with_label_values(&[reason.as_str()])
+        .inc();
+    info!(reason = reason.as_str(), "session ended");
 }
 
 /// The verified claims, and the codecs the client said it decodes (lowercase MIME types).
@@ -294,6 +454,9 @@ fn slot(target: PeerTarget) -> usize {
     usize::from(target == PeerTarget::Subscriber)
 }
 
+/// Commands carried out in one go before the session reads from the client again.
+const COMMAND_BATCH: usize = 64;
+
 /// How many candidates a client may send ahead of its description.
 const MAX_EARLY_CANDIDATES: usize = 64;
 
@@ -301,13 +464,26 @@ impl Live {
     async fn relay(
         &mut self,
         socket: &mut Socket,
-        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut commands: mpsc::Receiver<Command>,
     ) -> CloseReason {
+        // Unbounded, but bounded by what produces it: the media stack's candidates and state
+        // changes of two connections, and one track event per media section of an offer,
+        // which `answer_publisher` caps at `--sfu-max-tracks-per-participant`.
         let (peer_tx, mut peer_rx) = mpsc::unbounded_channel::<PeerEvent>();
         let mut shutdown = self.state.shared.shutdown.subscribe();
+        let wire = &self.state.shared.wire;
+        let idle_timeout = Duration::from_secs(wire.idle_timeout_seconds);
+        let mut ping = tokio::time::interval(Duration::from_secs(wire.ping_seconds));
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heard = tokio::time::Instant::now();
+        let too_slow = Arc::clone(&socket.too_slow);
         loop {
+            if let Some(reason) = socket.broken {
+                return reason;
+            }
             tokio::select! {
                 message = socket.ws.recv() => {
+                    heard = tokio::time::Instant::now();
                     let text = match message {
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(Message::Binary(_))) => {
@@ -339,27 +515,16 @@ impl Live {
                 }
                 command = commands.recv() => {
                     let Some(command) = command else { return CloseReason::Gone };
-                    match command {
-                        Command::Send(message) => {
-                            if !socket.send(&message).await {
-                                return CloseReason::Gone;
-                            }
+                    if let Some(reason) = self.carry_out(socket, command, &peer_tx).await {
+                        return reason;
+                    }
+                    // Drain what else is queued before reading more from the client: a client
+                    // that sends fast is not dropped for its own echoes piling up.
+                    for _ in 0..COMMAND_BATCH {
+                        let Ok(command) = commands.try_recv() else { break };
+                        if let Some(reason) = self.carry_out(socket, command, &peer_tx).await {
+                            return reason;
                         }
-                        Command::Close(reason) => return reason,
-                        Command::Admit(participant) => {
-                            self.participant = Some(participant);
-                            if let Err(err) = self.open_peers(&peer_tx).await {
-                                warn!(cause = %err, "opening peer connections failed");
-                                socket.send(&error(ErrorCode::Overloaded, "no media ports free for this conference")).await;
-                                return CloseReason::Gone;
-                            }
-                        }
-                        Command::Subscribe(forwarder) => {
-                            if let Err(err) = self.subscribe(socket, forwarder).await {
-                                warn!(cause = %err, "subscribing failed");
-                            }
-                        }
-                        Command::Unsubscribe(track) => self.unsubscribe(socket, &track).await,
                     }
                 }
                 event = peer_rx.recv() => {
@@ -400,8 +565,62 @@ impl Live {
                     }
                 }
                 _ = shutdown.changed() => return CloseReason::Shutdown,
+                () = too_slow.notified() => return CloseReason::TooSlow,
+                _ = ping.tick() => {
+                    if heard.elapsed() >= idle_timeout {
+                        debug!("no frame from the client within the idle timeout");
+                        return CloseReason::Unresponsive;
+                    }
+                    let pinged = tokio::time::timeout(
+                        Duration::from_secs(self.state.shared.wire.send_timeout_seconds),
+                        socket.ws.send(Message::Ping(Default::default())),
+                    )
+                    .await;
+                    match pinged {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return CloseReason::Gone,
+                        Err(_) => return CloseReason::TooSlow,
+                    }
+                }
             }
         }
+    }
+
+    /// Carries out one command of the room; `Some` ends the session.
+    async fn carry_out(
+        &mut self,
+        socket: &mut Socket,
+        command: Command,
+        peer_tx: &mpsc::UnboundedSender<PeerEvent>,
+    ) -> Option<CloseReason> {
+        match command {
+            Command::Send(message) => {
+                if !socket.send(&message).await {
+                    return Some(socket.broken.unwrap_or(CloseReason::Gone));
+                }
+            }
+            Command::Close(reason) => return Some(reason),
+            Command::Admit(participant) => {
+                self.participant = Some(participant);
+                if let Err(err) = self.open_peers(peer_tx).await {
+                    warn!(cause = %err, "opening peer connections failed");
+                    socket
+                        .send(&error(
+                            ErrorCode::Overloaded,
+                            "no media ports free for this conference",
+                        ))
+                        .await;
+                    return Some(CloseReason::Gone);
+                }
+            }
+            Command::Subscribe(forwarder) => {
+                if let Err(err) = self.subscribe(socket, forwarder).await {
+                    warn!(cause = %err, "subscribing failed");
+                }
+            }
+            Command::Unsubscribe(track) => self.unsubscribe(socket, &track).await,
+        }
+        None
     }
 
     async fn open_peers(
@@ -480,12 +699,12 @@ impl Live {
                 track_id,
                 source,
                 muted,
-            } => Box::new(move |core| core.publish(session, &track_id, source, muted)),
+            } => Box::new(move |core| core.publish(session, &track_id, source, muted, now)),
             ClientMessage::Unpublish { track_id } => {
-                Box::new(move |core| core.unpublish(session, &track_id))
+                Box::new(move |core| core.unpublish(session, &track_id, now))
             }
             ClientMessage::MuteTrack { track_id, muted } => {
-                Box::new(move |core| core.mute_track(session, &track_id, muted))
+                Box::new(move |core| core.mute_track(session, &track_id, muted, now))
             }
             ClientMessage::SetVideoLayer { track, layer } => {
                 Box::new(move |core| core.set_video_layer(session, &track, layer))
@@ -496,9 +715,9 @@ impl Live {
             ClientMessage::BlockMicrophone {
                 participant,
                 blocked,
-            } => Box::new(move |core| core.block_microphone(session, &participant, blocked)),
+            } => Box::new(move |core| core.block_microphone(session, &participant, blocked, now)),
             ClientMessage::SetRole { participant, role } => {
-                Box::new(move |core| core.set_role(session, &participant, role))
+                Box::new(move |core| core.set_role(session, &participant, role, now))
             }
             ClientMessage::Exclude { participant } => {
                 Box::new(move |core| core.exclude(session, &participant, now))
@@ -529,6 +748,17 @@ impl Live {
 
     async fn answer_publisher(&mut self, socket: &mut Socket, sdp: String) -> Result<(), Refusal> {
         let peer = self.peer(PeerTarget::Publisher)?;
+        // Every media section can become a track: no more than a participant may publish.
+        let sections = sdp.lines().filter(|line| line.starts_with("m=")).count();
+        let most = self.state.shared.wire.max_tracks_per_participant as usize;
+        if sections > most {
+            return Err(Refusal {
+                code: ErrorCode::TooManyTracks,
+                message: format!(
+                    "the offer has {sections} media sections; at most {most} tracks per participant"
+                ),
+            });
+        }
         if let Some(id) = media::audio_level_id(&sdp) {
             self.audio_level_ext = Some(id);
         }

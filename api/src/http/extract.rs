@@ -112,15 +112,9 @@ impl FromRequestParts<AppState> for ClientAddr {
 
 impl ClientAddr {
     /// The client's network as exclusions of guests see it: an IPv4 address, or the /64 of an
-    /// IPv6 address (one home or office gets a whole /64).
+    /// IPv6 address (one home or office gets a whole /64); `None` for loopback (a local proxy).
     pub fn network(&self) -> Option<String> {
-        self.0.map(|ip| match ip.to_canonical() {
-            std::net::IpAddr::V4(v4) => v4.to_string(),
-            std::net::IpAddr::V6(v6) => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        })
+        self.0.and_then(proto::client_network)
     }
 
     /// The throttling key for this address.

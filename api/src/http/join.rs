@@ -311,7 +311,9 @@ pub async fn join(
         role,
         level: account.map(|a| a.level),
         owner,
-        room: conference.definition.room_settings(Some(placed.udp_ports)),
+        room: conference
+            .definition
+            .room_settings(Some(placed.udp_ports), conference.sequence),
         aud: JOIN_AUDIENCE.to_owned(),
         iat: now.timestamp(),
         exp: expires_at.timestamp(),
@@ -321,8 +323,9 @@ pub async fn join(
             .get(super::REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .map(|id| id.chars().take(64).collect()),
-        addr: network,
         ep: epoch,
+        // The SFU counts guest seats per client network.
+        cli: addr.0.and_then(proto::client_network),
     };
     let token = state
         .tokens

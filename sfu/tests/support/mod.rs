@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use loadgen::Client;
+use proto::signal::{ClientMessage, ServerMessage};
 use proto::token::JOIN_AUDIENCE;
 use proto::{
     ConferenceId, JoinClaims, Media, MeetingId, Role, RoomEvent, RoomReport, RoomSettings,
@@ -60,7 +61,13 @@ pub async fn start_with(config: Config) -> Sfu {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
     Sfu {
         addr,
         state,
@@ -96,14 +103,15 @@ pub fn claims(sub: &str, role: Role, owner: bool) -> JoinClaims {
             allow_join_without_owner: true,
             media: Media::AudioVideo,
             udp_ports: None,
+            revision: 0,
         },
         aud: JOIN_AUDIENCE.into(),
         iat: now,
         exp: now + 600,
         jti: format!("jti-{sub}-{}", rand::random::<u32>()),
         rid: None,
-        addr: None,
         ep: 0,
+        cli: None,
     }
 }
 
@@ -125,5 +133,54 @@ impl Sfu {
             .encode(&self.registry.gather(), &mut out)
             .expect("encode");
         String::from_utf8(out).expect("utf8")
+    }
+}
+
+/// A websocket to `/rtc` that a test drives by hand (it reads only when told to, so it can
+/// stall), optionally claiming to come from `forwarded_for` through a proxy.
+pub type RawSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `/rtc` without joining. An HTTP refusal comes back as `Err(status)`.
+pub async fn connect_raw(addr: SocketAddr, forwarded_for: Option<&str>) -> Result<RawSocket, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/rtc")
+        .into_client_request()
+        .expect("request");
+    if let Some(hop) = forwarded_for {
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", hop.parse().expect("header"));
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(err) => panic!("connecting failed: {err}"),
+    }
+}
+
+/// Sends `join` on a raw socket and returns the first answer.
+pub async fn join_raw(ws: &mut RawSocket, token: &str, conference: &ConferenceId) -> ServerMessage {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let join = ClientMessage::Join {
+        token: token.to_owned(),
+        conference: conference.clone(),
+        receive_codecs: None,
+    };
+    ws.send(Message::text(serde_json::to_string(&join).expect("json")))
+        .await
+        .expect("send join");
+    loop {
+        let message = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("an answer in time")
+            .expect("open")
+            .expect("a frame");
+        if let Message::Text(text) = message {
+            return serde_json::from_str(text.as_str()).expect("a server message");
+        }
     }
 }

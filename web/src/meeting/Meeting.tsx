@@ -681,6 +681,10 @@ function Ended(props: { room: RoomState; gaveUp: ApiError | null; loggedIn: bool
       title = 'The media server is full';
       text = 'Try again in a few minutes.';
       break;
+    case 'tooManyGuests':
+      title = 'Too many guests from your network';
+      text = 'As many guests as one network may bring are in this meeting already. Log in with an account, or try again when someone has left.';
+      break;
     case 'unauthenticated':
       // The login ran out (or the password was changed elsewhere) while reconnecting.
       title = 'Your login has ended';

@@ -150,14 +150,14 @@ describe('the room reducer', () => {
     expect(state.microphoneBlockedBy).toBeNull();
   });
 
-  it('ends on excluded, ended and replaced, but reconnects on gone and shutdown', () => {
+  it('ends on excluded, ended and replaced, but reconnects on gone, shutdown, tooSlow and unresponsive', () => {
     const joined = joinedAs(bob, listenerGrants, [ada]);
     for (const reason of ['excluded', 'ended', 'replaced', 'left'] as const) {
       const state = apply(joined, { type: 'closed', reason });
       expect(state.phase).toBe('closed');
       expect(state.closed).toBe(reason);
     }
-    for (const reason of ['gone', 'shutdown'] as const) {
+    for (const reason of ['gone', 'shutdown', 'tooSlow', 'unresponsive'] as const) {
       const state = apply(joined, { type: 'closed', reason });
       expect(state.phase).toBe('reconnecting');
       expect(state.closed).toBeNull();
@@ -175,6 +175,12 @@ describe('the room reducer', () => {
     let state = apply(initialRoom(), { type: 'error', code: 'roomFull', message: 'the meeting is full (2 participants)' }, { type: 'closed', reason: 'gone' });
     expect(state.phase).toBe('closed');
     expect(state.refused?.code).toBe('roomFull');
+    state = apply(initialRoom(), { type: 'error', code: 'tooManyGuests', message: '20 guests from your network are in this meeting already' });
+    expect(state.phase).toBe('closed');
+    expect(state.refused?.code).toBe('tooManyGuests');
+    state = apply(joinedAs(bob, listenerGrants), { type: 'error', code: 'rateLimited', message: 'too many chat messages in a short time' });
+    expect(state.phase).toBe('joined');
+    expect(state.notice?.code).toBe('rateLimited');
     state = apply(joinedAs(bob, listenerGrants), { type: 'error', code: 'forbidden', message: 'a listener may not do this' });
     expect(state.phase).toBe('joined');
     expect(state.notice?.code).toBe('forbidden');

@@ -81,13 +81,13 @@ export function initialRoom(): RoomState {
 }
 
 /** Error codes with which the SFU refuses a join and closes the websocket. */
-export const FATAL_CODES: readonly ErrorCode[] = ['invalidToken', 'tokenExpired', 'wrongConference', 'excluded', 'ended', 'roomFull', 'overloaded'];
+export const FATAL_CODES: readonly ErrorCode[] = ['invalidToken', 'tokenExpired', 'wrongConference', 'excluded', 'ended', 'roomFull', 'overloaded', 'tooManyGuests'];
 
 /**
  * Close reasons after which the page reconnects by itself. After `revoked` (the account changed)
  * the new join decides: the new role, or the end of the meeting for a disabled account.
  */
-export const RECONNECT_REASONS: readonly CloseReason[] = ['gone', 'shutdown', 'connectionFailed', 'revoked'];
+export const RECONNECT_REASONS: readonly CloseReason[] = ['gone', 'shutdown', 'connectionFailed', 'tooSlow', 'unresponsive', 'revoked'];
 
 export function reduce(state: RoomState, action: RoomAction): RoomState {
   switch (action.kind) {
