@@ -23,6 +23,7 @@ use crate::lifecycle;
 use crate::mail;
 use crate::settings;
 use crate::state::AppState;
+use crate::throttle;
 use crate::{Error, Result};
 
 /// Routes under `/conferences`.
@@ -401,6 +402,46 @@ async fn check_may_schedule(state: &AppState, account: &Account) -> Result<()> {
     Ok(())
 }
 
+/// Meeting IDs an account may choose before it is slowed down. Whether a chosen ID is refused
+/// as `meetingIdTaken` tells whether a meeting uses it, so such probes count like guesses; a
+/// choice that is not refused hands its count back.
+const MEETING_ID_CHOICES: throttle::Limit = throttle::Limit {
+    free: 10,
+    max_wait: chrono::Duration::minutes(15),
+};
+
+/// Runs `write` (which stores a definition), throttled when `input` chooses a meeting ID other
+/// than `before`.
+async fn choosing_meeting_id<T>(
+    state: &AppState,
+    account: &Account,
+    input: &ConferenceInput,
+    before: Option<&proto::MeetingId>,
+    write: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let chosen = input
+        .meeting_id
+        .as_deref()
+        .map(str::trim)
+        .is_some_and(|id| !id.is_empty() && before.is_none_or(|b| b.as_str() != id));
+    if !chosen {
+        return write.await;
+    }
+    let key = format!("meetingId:account:{}", account.id);
+    throttle::reserve(&state.db, &key, MEETING_ID_CHOICES, state.clock.now()).await?;
+    let result = write.await;
+    if !matches!(
+        &result,
+        Err(Error::Conflict {
+            code: "meetingIdTaken",
+            ..
+        })
+    ) {
+        throttle::refund(&state.db, &key).await?;
+    }
+    result
+}
+
 /// Stores a new conference with its initial lifecycle state.
 async fn store_new(
     state: &AppState,
@@ -466,7 +507,14 @@ pub async fn create(
             now,
         },
     )?;
-    let conference = store_new(&state, &user.account, definition).await?;
+    let conference = choosing_meeting_id(
+        &state,
+        &user.account,
+        &input,
+        None,
+        store_new(&state, &user.account, definition),
+    )
+    .await?;
     if let Some(entry) = repeated {
         archive::delete(&state.db, &entry.id).await?;
     }
@@ -479,6 +527,7 @@ pub async fn create(
             &conference.definition.invitees,
             mail::Kind::Invitation,
             &[],
+            &user.account.id,
         )
         .await?;
     }
@@ -632,10 +681,18 @@ pub async fn edit(
         },
     )?;
     if definition != conference.definition {
+        let before = conference.definition.meeting_id.clone();
         conference.definition = definition;
         conference.sequence += 1;
         conference.updated_at = now;
-        state.store.update_definition(&conference).await?;
+        choosing_meeting_id(
+            &state,
+            &user.account,
+            &input,
+            Some(&before),
+            state.store.update_definition(&conference),
+        )
+        .await?;
         lifecycle::reconcile(&state, &conference, now).await?;
         state.lifecycle_wake.notify_one();
         tracing::info!(conference = %conference.id, sequence = conference.sequence, "conference edited");
@@ -689,6 +746,7 @@ pub async fn remove(
                     &c.definition.invitees,
                     mail::Kind::Cancellation,
                     &[],
+                    &user.account.id,
                 )
                 .await?;
             }
@@ -919,12 +977,21 @@ pub async fn invite(
             addresses.push(email);
         }
     }
-    if addresses.len() > 200 {
+    let cap = usize::try_from(state.config.mail_invitees_per_request).unwrap_or(usize::MAX);
+    if addresses.len() > cap {
         return Err(Error::invalid(
             "emails",
-            "invite at most 200 addresses at once",
+            format!("invite at most {cap} addresses at once (--mail-invitees-per-request)"),
         ));
     }
+    // Refused before the invitees are stored, not after.
+    mail::check_limits(
+        &state,
+        &user.account.id,
+        Some(conference.id.as_str()),
+        addresses.len(),
+    )
+    .await?;
     // They become invitees (later updates reach them); adding invitees is not an edit of the
     // meeting itself, so the sequence stays.
     let mut invitees = conference.definition.invitees.clone();
@@ -947,6 +1014,7 @@ pub async fn invite(
         &addresses,
         mail::Kind::Invitation,
         &[],
+        &user.account.id,
     )
     .await?;
     Ok((
@@ -986,6 +1054,7 @@ pub async fn notify(
         &conference.definition.invitees,
         mail::Kind::Update,
         &changed,
+        &user.account.id,
     )
     .await?;
     Ok((

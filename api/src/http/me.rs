@@ -69,7 +69,7 @@ pub async fn edit(
             let (_, hash) = account::get_with_hash(&state.db, &account.id)
                 .await?
                 .ok_or(Error::Unauthenticated)?;
-            if !password::verify(current, hash).await {
+            if !state.password_checks.verify(current, hash).await? {
                 return Err(Error::forbidden("the current password is wrong"));
             }
             Some(password::hash(new.clone()).await?)
@@ -94,7 +94,7 @@ pub async fn edit(
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        crate::mail::enqueue(&state, mails).await?;
+        crate::mail::enqueue(&state, mails, &account.id, crate::mail::Limits::Enforce).await?;
     }
     if let Some(hash) = new_hash {
         account::set_password(&state.db, &account.id, &hash, now).await?;
