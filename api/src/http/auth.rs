@@ -59,7 +59,8 @@ fn cookie(state: &AppState, value: &str, max_age: i64) -> Result<HeaderValue> {
 /// Logs in.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 403, description = "wrong login name or password"),
-              (status = 429, description = "too many failed attempts")))]
+              (status = 429, description = "too many failed attempts"),
+              (status = 503, description = "every password-check slot is busy (`busy`, with Retry-After)")))]
 pub async fn login(
     State(state): State<AppState>,
     addr: ClientAddr,

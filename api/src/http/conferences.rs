@@ -483,7 +483,8 @@ async fn store_new(
 /// Schedules a conference (or a permanent room), optionally repeating an archive entry.
 #[utoipa::path(post, path = "/api/v1/conferences", tag = "conferences", request_body = ConferenceInput,
     responses((status = 201, body = ConferenceView), (status = 400), (status = 403), (status = 409, description = "meeting ID in use"),
-              (status = 413), (status = 422)))]
+              (status = 413), (status = 422),
+              (status = 429, description = "too many chosen meeting IDs were taken (`tooManyAttempts`), or a mail limit for the invitees (`mailLimit`)")))]
 pub async fn create(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -652,7 +653,8 @@ pub async fn show(
 /// Edits a conference; every change raises its sequence.
 #[utoipa::path(patch, path = "/api/v1/conferences/{id}", tag = "conferences", params(("id" = String, Path)),
     request_body = ConferenceInput,
-    responses((status = 200, body = ConferenceView), (status = 404), (status = 409), (status = 422)))]
+    responses((status = 200, body = ConferenceView), (status = 404), (status = 409), (status = 422),
+              (status = 429, description = "too many chosen meeting IDs were taken (`tooManyAttempts`)")))]
 pub async fn edit(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -956,7 +958,9 @@ async fn live_with_owner(
 /// Invites addresses by e-mail: plain text, HTML and an iCalendar REQUEST each.
 #[utoipa::path(post, path = "/api/v1/conferences/{id}/invitations", tag = "invitations", params(("id" = String, Path)),
     request_body = InvitationRequest,
-    responses((status = 202, body = InvitationsQueued), (status = 404), (status = 409), (status = 422)))]
+    responses((status = 202, body = InvitationsQueued), (status = 404), (status = 409),
+              (status = 422, description = "a bad address, or more than --mail-invitees-per-request"),
+              (status = 429, description = "a mail limit per account or conference (`mailLimit`, with Retry-After)")))]
 pub async fn invite(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -1026,7 +1030,8 @@ pub async fn invite(
 /// Sends the updated invitation (same UID, higher SEQUENCE, what changed in the text) to every
 /// invitee.
 #[utoipa::path(post, path = "/api/v1/conferences/{id}/notify", tag = "invitations", params(("id" = String, Path)),
-    responses((status = 202, body = InvitationsQueued), (status = 404), (status = 409, description = "no invitees, or a permanent room")))]
+    responses((status = 202, body = InvitationsQueued), (status = 404), (status = 409, description = "no invitees, or a permanent room"),
+              (status = 429, description = "a mail limit per account or conference (`mailLimit`, with Retry-After)")))]
 pub async fn notify(
     State(state): State<AppState>,
     user: CurrentUser,

@@ -40,7 +40,9 @@ pub async fn show(user: CurrentUser) -> Json<Account> {
 
 /// Edits one's profile or password. A password change ends one's other sessions.
 #[utoipa::path(patch, path = "/api/v1/me", tag = "profile", operation_id = "edit_me", request_body = ProfileChange,
-    responses((status = 200, body = Account), (status = 403, description = "current password wrong"), (status = 422)))]
+    responses((status = 200, body = Account), (status = 403, description = "current password wrong"), (status = 422),
+              (status = 429, description = "a new e-mail address would exceed the account's mail limit (`mailLimit`)"),
+              (status = 503, description = "every password-check slot is busy (`busy`)")))]
 pub async fn edit(
     State(state): State<AppState>,
     user: CurrentUser,
