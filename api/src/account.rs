@@ -280,14 +280,70 @@ pub mod password {
         .map_err(|err| Error::Internal(format!("hashing task failed: {err}")))?
     }
 
-    /// Whether `password` matches the stored hash.
-    pub async fn verify(password: String, hash: String) -> bool {
-        tokio::task::spawn_blocking(move || {
-            Argon2::default()
-                .verify_password(password.as_bytes(), hash.as_str())
-                .is_ok()
-        })
-        .await
-        .unwrap_or(false)
+    /// How long a check waits for a free slot before the request is answered 503.
+    const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// A bound on Argon2 verifications running at once: each holds about 19 MiB and a core
+    /// for tens of milliseconds, so a burst of logins must not exhaust the blocking pool and the
+    /// memory. A check waits up to a second for a slot, then is refused with 503 `busy`.
+    #[derive(Debug, Clone)]
+    pub struct Checks(std::sync::Arc<tokio::sync::Semaphore>);
+
+    impl Checks {
+        /// Up to `at_once` checks at a time (at least one).
+        pub fn new(at_once: u32) -> Self {
+            let permits = usize::try_from(at_once.max(1)).unwrap_or(1);
+            Self(std::sync::Arc::new(tokio::sync::Semaphore::new(permits)))
+        }
+
+        /// Slots free now.
+        pub fn available(&self) -> usize {
+            self.0.available_permits()
+        }
+
+        /// Whether `password` matches the stored hash.
+        ///
+        /// # Errors
+        /// 503 `busy` with Retry-After when no slot frees within a second.
+        pub async fn verify(&self, password: String, hash: String) -> Result<bool> {
+            let permit = tokio::time::timeout(QUEUE_WAIT, self.0.clone().acquire_owned())
+                .await
+                .map_err(|_| Error::Busy { retry_after: 1 })?
+                .map_err(|_| Error::Internal("the password check slots were closed".into()))?;
+            let matches = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                Argon2::default()
+                    .verify_password(password.as_bytes(), hash.as_str())
+                    .is_ok()
+            })
+            .await
+            .unwrap_or(false);
+            Ok(matches)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[tokio::test(start_paused = true)]
+        async fn a_check_beyond_the_bound_is_refused_with_busy() {
+            let checks = Checks::new(1);
+            // One slot, taken by a check in progress.
+            let held = checks.0.clone().try_acquire_owned();
+            assert!(held.is_ok());
+            let refused = checks.verify("x".into(), "y".into()).await;
+            assert!(
+                matches!(refused, Err(Error::Busy { retry_after: 1 })),
+                "{refused:?}"
+            );
+            drop(held);
+            // With the slot free, the check runs (and this hash does not parse: no match).
+            assert!(matches!(
+                checks.verify("x".into(), "y".into()).await,
+                Ok(false)
+            ));
+            assert_eq!(checks.available(), 1);
+        }
     }
 }

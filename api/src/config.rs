@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::address::{Cidr, TrustedProxies};
 use crate::{Error, Result};
 
 /// Environment variable holding the first administrator's password.
@@ -98,9 +99,45 @@ pub struct Config {
     #[arg(long, env = "CONCLAVE_PORTS_PER_PARTICIPANT", default_value_t = 2)]
     pub ports_per_participant: u16,
 
-    /// Take the client address from X-Forwarded-For (only behind a proxy that sets it).
+    /// Proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For entries are
+    /// believed: the client is the rightmost hop none of them added. Empty: the peer is the client.
+    #[arg(long, env = "CONCLAVE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<Cidr>,
+
+    /// Trust X-Forwarded-For from proxies on loopback and private networks (10/8, 172.16/12,
+    /// 192.168/16, fc00::/7, fe80::/10), as an Ingress controller in the cluster is; shorthand
+    /// for listing those in --trusted-proxies.
     #[arg(long, env = "CONCLAVE_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
+
+    /// Argon2 password checks (logins, password changes) running at once, about 19 MiB each;
+    /// a check that finds no slot within a second is answered 503 with Retry-After.
+    #[arg(long, env = "CONCLAVE_MAX_PASSWORD_CHECKS", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_password_checks: u32,
+
+    /// Mails one account may queue per 24 hours (invitations, updates, address-change notices);
+    /// beyond it the request is answered 429 `mailLimit`.
+    #[arg(long, env = "CONCLAVE_MAIL_PER_ACCOUNT_PER_DAY", default_value_t = 500)]
+    pub mail_per_account_per_day: u32,
+
+    /// Mails queued for one conference per 24 hours (its invitations and updates together).
+    #[arg(
+        long,
+        env = "CONCLAVE_MAIL_PER_CONFERENCE_PER_DAY",
+        default_value_t = 600
+    )]
+    pub mail_per_conference_per_day: u32,
+
+    /// Addresses one `POST /conferences/{id}/invitations` may name.
+    #[arg(long, env = "CONCLAVE_MAIL_INVITEES_PER_REQUEST", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub mail_invitees_per_request: u32,
+
+    /// Days delivered and failed mails stay in the outbox (each conference's newest invitation
+    /// is kept while it lives, to tell what changed); 0 keeps them forever.
+    #[arg(long, env = "CONCLAVE_OUTBOX_RETENTION_DAYS", default_value_t = 30)]
+    pub outbox_retention_days: u32,
 
     /// SMTP server for invitations: `smtp://HOST:587` (STARTTLS when offered), `smtps://HOST:465`
     /// (TLS), `smtp://HOST:25?tls=none` (plain, e.g. a local relay). Credentials come from
@@ -218,6 +255,19 @@ impl Config {
             return Err(invalid());
         }
         Ok(placement::PortRange { first, last })
+    }
+
+    /// The proxies whose X-Forwarded-For entries are believed.
+    pub fn trusted_proxies(&self) -> TrustedProxies {
+        let mut networks = self.trusted_proxies.clone();
+        if self.trust_forwarded_for {
+            networks.extend(
+                crate::address::PRIVATE_NETWORKS
+                    .iter()
+                    .filter_map(|n| n.parse::<Cidr>().ok()),
+            );
+        }
+        TrustedProxies::new(networks)
     }
 
     /// The lifecycle policy.

@@ -74,6 +74,20 @@ pub enum Error {
         /// Seconds to wait.
         retry_after: u64,
     },
+    /// Too many password checks at once (503 with `Retry-After`).
+    #[error("the service is busy checking passwords; try again in {retry_after} seconds")]
+    Busy {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// A mail limit is reached (429 `mailLimit` with `Retry-After`).
+    #[error("{message}")]
+    MailLimit {
+        /// What limit, for people.
+        message: String,
+        /// Seconds until a mail leaves the counting window.
+        retry_after: u64,
+    },
     /// The request body exceeds the limit (413).
     #[error("the request body is too large")]
     PayloadTooLarge,
@@ -134,7 +148,10 @@ impl Error {
             Error::Conflict { .. } | Error::NotStarted { .. } | Error::NotPlacedYet { .. } => {
                 StatusCode::CONFLICT
             }
-            Error::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::TooManyAttempts { .. } | Error::MailLimit { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Database(_) | Error::Migrate(_) | Error::Kubernetes(_) | Error::Internal(_) => {
@@ -157,6 +174,8 @@ impl Error {
             Error::NotStarted { .. } => "conferenceNotStarted",
             Error::NotPlacedYet { .. } => "notPlacedYet",
             Error::TooManyAttempts { .. } => "tooManyAttempts",
+            Error::Busy { .. } => "busy",
+            Error::MailLimit { .. } => "mailLimit",
             Error::PayloadTooLarge => "payloadTooLarge",
             Error::UnsupportedMediaType => "unsupportedMediaType",
             Error::Database(_) | Error::Migrate(_) | Error::Kubernetes(_) | Error::Internal(_) => {
@@ -174,7 +193,7 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status.is_server_error() {
+        let message = if status.is_server_error() && !matches!(self, Error::Busy { .. }) {
             tracing::error!(cause = ?self, "request failed");
             "something went wrong on our side; try again later".to_owned()
         } else {
@@ -192,13 +211,19 @@ impl IntoResponse for Error {
                 error["startsAt"] = Value::from(starts_at.to_rfc3339());
                 error["opensAt"] = Value::from(opens_at.to_rfc3339());
             }
-            Error::TooManyAttempts { retry_after } | Error::NotPlacedYet { retry_after } => {
+            Error::TooManyAttempts { retry_after }
+            | Error::NotPlacedYet { retry_after }
+            | Error::Busy { retry_after }
+            | Error::MailLimit { retry_after, .. } => {
                 error["retryAfter"] = Value::from(*retry_after)
             }
             _ => {}
         }
         let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
-        if let Error::TooManyAttempts { retry_after } | Error::NotPlacedYet { retry_after } = self
+        if let Error::TooManyAttempts { retry_after }
+        | Error::NotPlacedYet { retry_after }
+        | Error::Busy { retry_after }
+        | Error::MailLimit { retry_after, .. } = self
             && let Ok(value) = HeaderValue::from_str(&retry_after.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);

@@ -23,6 +23,7 @@ macro_rules! sql {
 }
 
 pub mod account;
+pub mod address;
 pub mod archive;
 pub mod clock;
 pub mod conference;
@@ -133,6 +134,9 @@ pub async fn build_with_client(
         lifecycle_wake: tokio::sync::Notify::new(),
         mail: mail::Delivery::from_config(&config)?,
         mail_wake: tokio::sync::Notify::new(),
+        password_checks: account::password::Checks::new(config.max_password_checks),
+        trusted_proxies: config.trusted_proxies(),
+        replica: uuid::Uuid::new_v4().to_string(),
         fleet,
         tokens,
         clock,

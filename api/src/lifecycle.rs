@@ -197,6 +197,11 @@ pub async fn tick(state: &AppState) -> Result<Option<DateTime<Utc>>> {
     crate::session::purge_expired(&state.db, now).await?;
     crate::http::internal::reports::purge(&state.db, now).await?;
     crate::revocation::purge(&state.db, now, token_window(state)).await?;
+    crate::throttle::purge(&state.db, now).await?;
+    if state.config.outbox_retention_days > 0 {
+        let retention = chrono::Duration::days(i64::from(state.config.outbox_retention_days));
+        crate::mail::purge(&state.db, now, retention).await?;
+    }
     Ok(next)
 }
 

@@ -24,6 +24,7 @@ use crate::db::Db;
 use crate::ics;
 use crate::state::AppState;
 use crate::{Error, Result};
+use proto::AccountId;
 
 /// Attempts before a mail is given up.
 const MAX_ATTEMPTS: i64 = 12;
@@ -453,9 +454,10 @@ pub async fn send_invitations(
     recipients: &[String],
     kind: Kind,
     changed: &[String],
+    by: &AccountId,
 ) -> Result<usize> {
     let mails = compose_invitations(state, conference, owner, recipients, kind, changed)?;
-    enqueue(state, mails).await
+    enqueue(state, mails, by, Limits::of(kind)).await
 }
 
 /// Composes the mail of `kind` for each recipient, without queueing: a request that writes
@@ -476,6 +478,108 @@ pub fn compose_invitations(
         .iter()
         .map(|to| compose_invitation(state, conference, owner, to, kind, changed))
         .collect()
+}
+
+/// Whether [`enqueue`] refuses mail beyond the limits or only counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limits {
+    /// Refuse (429 `mailLimit`) what would exceed a limit.
+    Enforce,
+    /// Queue and count it regardless (cancellations).
+    CountOnly,
+}
+
+impl Limits {
+    /// A cancellation is counted but never refused: people must learn that a meeting is off.
+    pub fn of(kind: Kind) -> Self {
+        if kind == Kind::Cancellation {
+            Limits::CountOnly
+        } else {
+            Limits::Enforce
+        }
+    }
+}
+
+/// The window mail limits count in.
+const LIMIT_WINDOW: Duration = Duration::hours(24);
+
+/// Refuses `adding` more mails by `by` (about `conference`) when they would exceed the
+/// per-account or per-conference limit of the last 24 hours.
+///
+/// # Errors
+/// 429 `mailLimit` with the seconds until enough mails leave the window; database errors.
+pub async fn check_limits(
+    state: &AppState,
+    by: &AccountId,
+    conference: Option<&str>,
+    adding: usize,
+) -> Result<()> {
+    let mut conn = state.db.pool.acquire().await?;
+    check_limits_on(&mut conn, state, by, conference, adding).await
+}
+
+async fn check_limits_on(
+    conn: &mut sqlx::AnyConnection,
+    state: &AppState,
+    by: &AccountId,
+    conference: Option<&str>,
+    adding: usize,
+) -> Result<()> {
+    let now = state.clock.now();
+    let since = db_time(now - LIMIT_WINDOW);
+    let adding = i64::try_from(adding).unwrap_or(i64::MAX);
+    let mut checks = vec![(
+        "account_id",
+        by.as_str().to_owned(),
+        i64::from(state.config.mail_per_account_per_day),
+        "this account",
+    )];
+    if let Some(conference) = conference {
+        checks.push((
+            "conference_id",
+            conference.to_owned(),
+            i64::from(state.config.mail_per_conference_per_day),
+            "this conference",
+        ));
+    }
+    for (column, key, limit, whose) in checks {
+        if adding > limit {
+            return Err(Error::MailLimit {
+                message: format!(
+                    "{whose} may send at most {limit} mails per 24 hours; this request alone has {adding}"
+                ),
+                retry_after: u64::try_from(LIMIT_WINDOW.num_seconds()).unwrap_or(86_400),
+            });
+        }
+        // Newest first: when the limit is reached, the mail whose leaving makes room for this
+        // request is the one at position `limit - adding`.
+        let rows = sqlx::query(sql!(
+            "SELECT created_at FROM outbox WHERE {column} = $1 AND created_at >= $2 \
+             ORDER BY created_at DESC LIMIT $3"
+        ))
+        .bind(&key)
+        .bind(&since)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        let used = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+        if used + adding > limit {
+            let index = usize::try_from(limit - adding).unwrap_or(0);
+            let frees_at = match rows.get(index) {
+                Some(row) => {
+                    parse_db_time(&row.try_get::<String, _>("created_at")?)? + LIMIT_WINDOW
+                }
+                None => now + LIMIT_WINDOW,
+            };
+            return Err(Error::MailLimit {
+                message: format!(
+                    "{whose} has sent {used} of its {limit} mails per 24 hours; {adding} more do not fit"
+                ),
+                retry_after: u64::try_from((frees_at - now).num_seconds().max(1)).unwrap_or(1),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Composes a plain notice.
@@ -508,30 +612,42 @@ pub fn compose_notice(
     })
 }
 
-/// Queues mails in one transaction and wakes the worker.
+/// Queues mails in one transaction, counted against `by`'s limits, and wakes the worker.
 ///
 /// # Errors
-/// Database errors.
-pub async fn enqueue(state: &AppState, mails: Vec<Outgoing>) -> Result<usize> {
+/// 429 `mailLimit` (with [`Limits::Enforce`]); database errors.
+pub async fn enqueue(
+    state: &AppState,
+    mails: Vec<Outgoing>,
+    by: &AccountId,
+    limits: Limits,
+) -> Result<usize> {
     let mut tx = state.db.pool.begin().await?;
-    let count = enqueue_in(&mut tx, state.clock.now(), mails).await?;
+    let count = enqueue_in(&mut tx, state, mails, by, limits).await?;
     tx.commit().await?;
     state.mail_wake.notify_one();
     Ok(count)
 }
 
 /// Queues mails inside the caller's transaction, so they are queued exactly when the caller's
-/// other writes commit; the caller wakes the worker (`mail_wake`) after committing.
+/// other writes commit, counted against `by`'s limits; the caller wakes the worker
+/// (`mail_wake`) after committing.
 ///
 /// # Errors
-/// Database errors.
+/// 429 `mailLimit` (with [`Limits::Enforce`]); database errors.
 pub async fn enqueue_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    now: DateTime<Utc>,
+    state: &AppState,
     mails: Vec<Outgoing>,
+    by: &AccountId,
+    limits: Limits,
 ) -> Result<usize> {
-    let now = db_time(now);
+    let now = db_time(state.clock.now());
     let count = mails.len();
+    if limits == Limits::Enforce {
+        let conference = mails.first().and_then(|m| m.conference.clone());
+        check_limits_on(tx, state, by, conference.as_deref(), count).await?;
+    }
     for mail in mails {
         let sender = mail
             .message
@@ -554,7 +670,8 @@ pub async fn enqueue_in(
             .map_err(|err| Error::Internal(err.to_string()))?;
         sqlx::query(
             "INSERT INTO outbox (id, conference_id, kind, recipient, sender, subject, message, sequence, snapshot, status, attempts, \
-             next_attempt_at, last_error, created_at, delivered_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, NULL, $10, NULL)",
+             next_attempt_at, last_error, created_at, delivered_at, account_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, NULL, $10, NULL, $11)",
         )
         .bind(uuid::Uuid::new_v4().to_string())
         .bind(mail.conference)
@@ -566,6 +683,7 @@ pub async fn enqueue_in(
         .bind(mail.sequence)
         .bind(snapshot)
         .bind(&now)
+        .bind(by.as_str())
         .execute(&mut **tx)
         .await?;
     }
@@ -635,14 +753,22 @@ pub fn backoff(attempts: i64) -> Duration {
     (Duration::seconds(30) * 2_i32.pow(exponent)).min(Duration::hours(1))
 }
 
+/// How long a claim on a mail holds: far longer than one SMTP delivery may take (20 s), so a
+/// mail is retried by another replica only after the claiming one died.
+const CLAIM: Duration = Duration::minutes(10);
+
 /// Delivers every due mail once; returns how many were delivered.
+///
+/// Each mail is claimed before it is sent, by moving its `next_attempt_at` out by [`CLAIM`] in
+/// one conditional UPDATE that only one replica can win; the losers skip it. This works the
+/// same on SQLite and PostgreSQL.
 ///
 /// # Errors
 /// Database errors (delivery errors are recorded on the mail instead).
 pub async fn deliver_due(state: &AppState) -> Result<usize> {
     let now = state.clock.now();
     let rows = sqlx::query(
-        "SELECT id, sender, recipient, message, attempts FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 \
+        "SELECT id, next_attempt_at FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 \
          ORDER BY next_attempt_at, created_at LIMIT $2",
     )
     .bind(db_time(now))
@@ -652,6 +778,30 @@ pub async fn deliver_due(state: &AppState) -> Result<usize> {
     let mut delivered = 0;
     for row in rows {
         let id: String = row.try_get("id")?;
+        let due: String = row.try_get("next_attempt_at")?;
+        let claimed = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = $1, claimed_by = $2 \
+             WHERE id = $3 AND status = 'pending' AND next_attempt_at = $4",
+        )
+        .bind(db_time(now + CLAIM))
+        .bind(&state.replica)
+        .bind(&id)
+        .bind(&due)
+        .execute(&state.db.pool)
+        .await?
+        .rows_affected();
+        if claimed != 1 {
+            // Another replica claimed it (or delivered it) in between.
+            continue;
+        }
+        let Some(row) =
+            sqlx::query("SELECT sender, recipient, message, attempts FROM outbox WHERE id = $1")
+                .bind(&id)
+                .fetch_optional(&state.db.pool)
+                .await?
+        else {
+            continue;
+        };
         let attempts: i64 = row.try_get::<i64, _>("attempts")? + 1;
         let message: String = row.try_get("message")?;
         let result = deliver(
@@ -735,6 +885,24 @@ async fn deliver(
             Ok("sent")
         }
     }
+}
+
+/// Deletes delivered, written and failed mails queued more than `retention` ago, keeping each
+/// conference's newest invitation or update (it tells the next update what changed).
+///
+/// # Errors
+/// Database errors.
+pub async fn purge(db: &Db, now: DateTime<Utc>, retention: Duration) -> Result<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM outbox WHERE status <> 'pending' AND created_at < $1 \
+         AND NOT (snapshot IS NOT NULL AND conference_id IS NOT NULL AND created_at = \
+           (SELECT MAX(newest.created_at) FROM outbox newest \
+            WHERE newest.conference_id = outbox.conference_id AND newest.snapshot IS NOT NULL))",
+    )
+    .bind(db_time(now - retention))
+    .execute(&db.pool)
+    .await?
+    .rows_affected())
 }
 
 /// Delivers due mails whenever mail is queued, and retries on schedule, until `shutdown`.

@@ -44,6 +44,12 @@ pub struct Inner {
     pub mail: crate::mail::Delivery,
     /// Wakes the mail worker after mail was queued.
     pub mail_wake: Notify,
+    /// The bound on Argon2 checks running at once.
+    pub password_checks: crate::account::password::Checks,
+    /// The proxies whose X-Forwarded-For entries are believed.
+    pub trusted_proxies: crate::address::TrustedProxies,
+    /// This replica's name in the outbox's claims (a fresh UUID per process).
+    pub replica: String,
 }
 
 impl AppState {

@@ -304,11 +304,27 @@ impl ConferenceStore for SqlConferenceStore {
         meeting_id: &'a MeetingId,
     ) -> BoxFut<'a, Option<Conference>> {
         Box::pin(async move {
-            self.one(
-                format!("SELECT {COLUMNS} FROM conferences WHERE meeting_id = $1"),
-                meeting_id.as_str(),
-            )
-            .await
+            // One query whether the meeting exists or not (its invitees joined in), so a known
+            // meeting ID costs no more than an unknown one.
+            let rows = sqlx::query(sql!(
+                "SELECT {COLUMNS}, conference_invitees.email AS invitee FROM conferences \
+                 LEFT JOIN conference_invitees ON conference_invitees.conference_id = conferences.id \
+                 WHERE conferences.meeting_id = $1 ORDER BY conference_invitees.email"
+            ))
+            .bind(meeting_id.as_str())
+            .fetch_all(&self.db.pool)
+            .await?;
+            let Some(first) = rows.first() else {
+                return Ok(None);
+            };
+            let invitees = rows
+                .iter()
+                .map(|row| row.try_get::<Option<String>, _>("invitee"))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect();
+            Ok(Some(from_row(first, invitees)?))
         })
     }
 

@@ -56,9 +56,10 @@ pub mod annotations {
     pub const REQUEST_ID: &str = crds::annotations::REQUEST_ID;
 }
 
-/// The label the API puts on the conferences it creates, so a join finds its meeting ID with a
-/// label selector (conferences applied with kubectl are found by listing the namespace).
-pub const MEETING_ID_LABEL: &str = "conclave.dev/meeting-id";
+/// The label carrying a conference's meeting ID: the API sets it on what it creates and edits,
+/// the operator on conferences applied with kubectl. Meetings are found by this label alone, so
+/// an unknown meeting ID never makes the API list the whole namespace.
+pub const MEETING_ID_LABEL: &str = crds::labels::MEETING_ID;
 
 /// The key of the password in a conference's Secret (the CRD's default).
 const PASSWORD_KEY: &str = "password";
@@ -445,15 +446,39 @@ impl KubeConferenceStore {
         Ok(self.conferences.list(params).await?.items)
     }
 
+    /// The conferences labelled with `meeting_id` whose spec says so too (a label lags behind
+    /// a kubectl edit of the spec until the operator catches up; the spec decides).
+    async fn by_meeting_id(&self, meeting_id: &MeetingId) -> Result<Vec<crds::Conference>> {
+        if !is_label_value(meeting_id.as_str()) {
+            return Ok(Vec::new());
+        }
+        let labelled =
+            ListParams::default().labels(&format!("{MEETING_ID_LABEL}={}", meeting_id.as_str()));
+        let mut found = self.all(&labelled).await?;
+        found.retain(|c| c.spec.meeting_id.as_deref() == Some(meeting_id.as_str()));
+        Ok(found)
+    }
+
+    /// The calls [`Self::load`] makes, for a meeting ID that names nothing: an owner lookup and
+    /// a Secret read that find nothing, so a known and an unknown meeting ID cost the same
+    /// requests and take about the same time.
+    async fn load_nothing(&self) -> Result<()> {
+        account::find_by_login(&self.db, "").await?;
+        self.secrets
+            .get_opt(&password_secret_name(&ConferenceId("absent".into())))
+            .await?;
+        Ok(())
+    }
+
     /// 409 when another conference than `id` uses `meeting_id`.
     ///
-    /// Checked by listing, so two writes at the same moment can both pass; the operator's
-    /// `Degraded` condition is where such a clash would then show.
+    /// Checked by the meeting-ID label, so two writes at the same moment can both pass; the
+    /// operator's `Degraded` condition is where such a clash would then show.
     async fn check_meeting_id(&self, id: &ConferenceId, meeting_id: &MeetingId) -> Result<()> {
         if meeting_id.as_str().is_empty() {
             return Ok(());
         }
-        let taken = self.all(&ListParams::default()).await?.iter().any(|c| {
+        let taken = self.by_meeting_id(meeting_id).await?.iter().any(|c| {
             c.spec.meeting_id.as_deref() == Some(meeting_id.as_str())
                 && c.metadata.name.as_deref() != Some(id.as_str())
         });
@@ -556,24 +581,12 @@ impl ConferenceStore for KubeConferenceStore {
         meeting_id: &'a MeetingId,
     ) -> BoxFut<'a, Option<Conference>> {
         Box::pin(async move {
-            let matches =
-                |c: &crds::Conference| c.spec.meeting_id.as_deref() == Some(meeting_id.as_str());
-            let mut found = None;
-            if is_label_value(meeting_id.as_str()) {
-                let labelled = ListParams::default()
-                    .labels(&format!("{MEETING_ID_LABEL}={}", meeting_id.as_str()));
-                found = self.all(&labelled).await?.into_iter().find(matches);
-            }
-            if found.is_none() {
-                found = self
-                    .all(&ListParams::default())
-                    .await?
-                    .into_iter()
-                    .find(matches);
-            }
-            match found {
-                Some(object) => Ok(Some(self.load(&object, &mut HashMap::new()).await?)),
-                None => Ok(None),
+            match self.by_meeting_id(meeting_id).await?.first() {
+                Some(object) => Ok(Some(self.load(object, &mut HashMap::new()).await?)),
+                None => {
+                    self.load_nothing().await?;
+                    Ok(None)
+                }
             }
         })
     }
@@ -634,6 +647,15 @@ impl ConferenceStore for KubeConferenceStore {
                     ..spec_of(&c.id, &c.definition, &login)
                 };
                 object.spec = spec;
+                // The label follows a new meeting ID at once (joins find meetings by it).
+                if c.definition.meeting_id.as_str().is_empty() {
+                    object.labels_mut().remove(MEETING_ID_LABEL);
+                } else {
+                    object.labels_mut().insert(
+                        MEETING_ID_LABEL.to_owned(),
+                        c.definition.meeting_id.as_str().to_owned(),
+                    );
+                }
                 object.annotations_mut().remove(annotations::REQUEST_ID);
                 object.annotations_mut().extend(annotations_of(c));
                 match self

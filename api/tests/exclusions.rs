@@ -40,18 +40,26 @@ behind_a_proxy_on_both_backends!(
     revocations_need_a_service_token,
 );
 
-/// An API that takes the client's address from `X-Forwarded-For`, as behind an ingress.
+/// An API that takes the client's address from `X-Forwarded-For` added by a trusted proxy on
+/// loopback, as behind an ingress.
 async fn proxied(backend: Backend) -> TestApp {
-    TestApp::with(backend, |config| config.trust_forwarded_for = true).await
+    TestApp::with(backend, |config| {
+        config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await
 }
 
-/// `POST /join` from `address`, logged in with `token` or as a guest.
+/// `POST /join` from `address` through the proxy, logged in with `token` or as a guest.
 async fn join_from(app: &TestApp, address: &str, token: Option<&str>, body: Value) -> Reply {
     let mut request = Request::builder()
         .method(Method::POST)
         .uri("/api/v1/join")
         .header(header::CONTENT_TYPE, "application/json")
-        .header("x-forwarded-for", address);
+        .header("x-forwarded-for", address)
+        .extension(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            40_000,
+        ))));
     if let Some(token) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }

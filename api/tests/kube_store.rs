@@ -377,11 +377,12 @@ async fn a_conference_applied_with_kubectl_appears_in_its_owners_list_on(fake: F
     }))
     .unwrap();
     api.create(&PostParams::default(), &applied).await.unwrap();
-    // The operator labels it with its owner.
+    // The operator labels it with its owner and its meeting ID.
     let label = json!({
         "apiVersion": "conclave.dev/v1alpha1",
         "kind": "Conference",
-        "metadata": { "name": "team-standup", "labels": { "conclave.dev/owner": "ada" } }
+        "metadata": { "name": "team-standup", "labels": {
+            "conclave.dev/owner": "ada", "conclave.dev/meeting-id": "246813579" } }
     });
     api.patch(
         "team-standup",
@@ -394,7 +395,7 @@ async fn a_conference_applied_with_kubectl_appears_in_its_owners_list_on(fake: F
     let listed = cluster.store.list(Some(&cluster.ada)).await.unwrap();
     assert_eq!(listed.len(), 1);
     let standup = &listed[0];
-    // Found by its meeting ID without the API's label.
+    // Found by its meeting ID through the operator's label.
     let found = cluster
         .store
         .find_by_meeting_id(&MeetingId("246813579".into()))
@@ -462,6 +463,84 @@ async fn a_conference_applied_with_kubectl_appears_in_its_owners_list_on(fake: F
         .unwrap()
         .unwrap();
     assert!(locked.definition.password.len() > 20);
+}
+
+/// What a join's lookup costs: the requests a known meeting ID made, without users and bodies.
+fn lookup_requests(fake: &FakeApi, since: usize) -> Vec<(String, String)> {
+    fake.calls()[since..]
+        .iter()
+        .filter(|call| call.user == API_USER)
+        .map(|call| {
+            // Names differ between the two lookups; the kind of request is what must not.
+            let kind = call
+                .path
+                .split('/')
+                .rev()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            (
+                format!("{} {kind}", call.method),
+                call.query.contains("labelSelector").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_unknown_meeting_id_costs_what_a_known_one_costs_and_lists_nothing_unfiltered() {
+    let fake = FakeApi::start().await;
+    let cluster = cluster(fake).await;
+    let mut conference = weekly(&cluster.ada, "135792468");
+    cluster.store.insert(&conference).await.unwrap();
+    let before = cluster.fake.calls().len();
+    let known = cluster
+        .store
+        .find_by_meeting_id(&MeetingId("135792468".into()))
+        .await
+        .unwrap();
+    assert!(known.is_some());
+    let known_requests = lookup_requests(&cluster.fake, before);
+    let before = cluster.fake.calls().len();
+    let unknown = cluster
+        .store
+        .find_by_meeting_id(&MeetingId("975318642".into()))
+        .await
+        .unwrap();
+    assert!(unknown.is_none());
+    let unknown_requests = lookup_requests(&cluster.fake, before);
+    assert_eq!(known_requests, unknown_requests);
+    // Every LIST of conferences is narrowed by the meeting-ID label.
+    let lists: Vec<_> = cluster
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "GET" && c.path.ends_with("/conferences"))
+        .collect();
+    assert!(!lists.is_empty());
+    assert!(
+        lists.iter().all(|c| c.query.contains("labelSelector")),
+        "{:?}",
+        lists.iter().map(|c| &c.query).collect::<Vec<_>>()
+    );
+    // A new meeting ID moves the label along: the conference is found by it at once.
+    conference.definition.meeting_id = MeetingId("864213579".into());
+    conference.sequence = 1;
+    cluster.store.update_definition(&conference).await.unwrap();
+    let moved = cluster
+        .store
+        .find_by_meeting_id(&MeetingId("864213579".into()))
+        .await
+        .unwrap();
+    assert_eq!(moved.map(|c| c.id), Some(conference.id.clone()));
+    assert!(
+        cluster
+            .store
+            .find_by_meeting_id(&MeetingId("135792468".into()))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -627,7 +706,8 @@ async fn a_guest_joins_a_conference_without_a_password_secret_by_its_meeting_id_
         let applied: crds::Conference = serde_json::from_value(json!({
             "apiVersion": "conclave.dev/v1alpha1",
             "kind": "Conference",
-            "metadata": { "name": name },
+            // As the operator labels it.
+            "metadata": { "name": name, "labels": { "conclave.dev/meeting-id": meeting_id } },
             "spec": spec,
         }))
         .unwrap();

@@ -540,3 +540,181 @@ async fn without_smtp_mails_are_written_to_the_outbox_folder() {
     assert_eq!(reply.status, StatusCode::CONFLICT);
     assert_eq!(reply.code(), "permanentRoom");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_one_postgres_send_each_mail_once() {
+    let port = free_port();
+    let smtp = Smtp::start(port).await;
+    let app = app_with_smtp(Backend::Postgres, port).await;
+    let other = app.replica().await;
+    let token = app.admin().await;
+    let c = app.schedule(&token, 60, 30, json!({})).await;
+    let emails: Vec<String> = (0..20).map(|n| format!("p{n}@example.org")).collect();
+    app.post(
+        &format!(
+            "/api/v1/conferences/{}/invitations",
+            c["id"].as_str().unwrap()
+        ),
+        Some(&token),
+        json!({ "emails": emails }),
+    )
+    .await
+    .expect(StatusCode::ACCEPTED);
+    // Both replicas' workers wake at once and look at the same due rows.
+    let (one, two) = tokio::join!(
+        api::mail::deliver_due(&app.state),
+        api::mail::deliver_due(&other)
+    );
+    assert_eq!(one.unwrap() + two.unwrap(), 20);
+    let mut to: Vec<String> = smtp
+        .messages()
+        .iter()
+        .map(|m| m["to"].as_str().unwrap().to_owned())
+        .collect();
+    to.sort();
+    let mut expected = emails.clone();
+    expected.sort();
+    assert_eq!(to, expected, "each mail exactly once");
+    // Nothing is left to send by either.
+    assert_eq!(deliver(&app).await, 0);
+    assert_eq!(api::mail::deliver_due(&other).await.unwrap(), 0);
+}
+
+on_both_backends!(
+    mail_is_limited_per_request_per_account_and_per_conference,
+    old_mail_and_stale_login_failures_are_purged
+);
+
+async fn mail_is_limited_per_request_per_account_and_per_conference(app: TestApp) {
+    let backend = app.backend;
+    drop(app);
+    let app = TestApp::with(backend, |config| {
+        config.mail_invitees_per_request = 3;
+        config.mail_per_account_per_day = 7;
+        config.mail_per_conference_per_day = 5;
+    })
+    .await;
+    let token = app.admin().await;
+    let c = app.schedule(&token, 60, 30, json!({})).await;
+    let invite = |id: String, emails: Vec<&'static str>| {
+        let token = token.clone();
+        let app = &app;
+        async move {
+            app.post(
+                &format!("/api/v1/conferences/{id}/invitations"),
+                Some(&token),
+                json!({ "emails": emails }),
+            )
+            .await
+        }
+    };
+    let id = c["id"].as_str().unwrap().to_owned();
+    // More addresses than one request may name: 422, nothing stored or queued.
+    let reply = invite(id.clone(), vec!["a@x.org", "b@x.org", "c@x.org", "d@x.org"]).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.body["error"]["field"], "emails");
+    invite(id.clone(), vec!["a@x.org", "b@x.org", "c@x.org"])
+        .await
+        .expect(StatusCode::ACCEPTED);
+    // The conference allows five a day: three more do not fit, and the invitees stay as they were.
+    let reply = invite(id.clone(), vec!["d@x.org", "e@x.org", "f@x.org"]).await;
+    let reply = reply.expect(StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(reply.code(), "mailLimit");
+    let wait: i64 = reply.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait > 0 && wait <= 86_400, "{wait}");
+    let shown = app
+        .get(&format!("/api/v1/conferences/{id}"), &token)
+        .await
+        .body;
+    assert_eq!(shown["invitees"].as_array().unwrap().len(), 3);
+    // Updating all three invitees would make six.
+    let reply = app
+        .call(
+            axum::http::Method::POST,
+            &format!("/api/v1/conferences/{id}/notify"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(reply.code(), "mailLimit", "{}", reply.text);
+    // Another conference of the same account: the account's seven a day are the limit.
+    let other = app.schedule(&token, 90, 30, json!({})).await;
+    let other = other["id"].as_str().unwrap().to_owned();
+    invite(other.clone(), vec!["g@x.org", "h@x.org", "i@x.org"])
+        .await
+        .expect(StatusCode::ACCEPTED);
+    let reply = invite(other.clone(), vec!["j@x.org", "k@x.org"]).await;
+    assert_eq!(reply.code(), "mailLimit", "{}", reply.text);
+    // An address change sends two notices: they count against the account too.
+    let reply = app
+        .patch("/api/v1/me", &token, json!({"email": "boss@example.net"}))
+        .await;
+    assert_eq!(reply.code(), "mailLimit", "{}", reply.text);
+    // A day later the window has moved on.
+    app.clock.advance(chrono::Duration::hours(25));
+    invite(other, vec!["j@x.org", "k@x.org"])
+        .await
+        .expect(StatusCode::ACCEPTED);
+}
+
+async fn old_mail_and_stale_login_failures_are_purged(app: TestApp) {
+    let token = app.admin().await;
+    let c = app.schedule(&token, 60 * 24 * 60, 30, json!({})).await;
+    let id = c["id"].as_str().unwrap().to_owned();
+    for email in ["old@x.org", "older@x.org"] {
+        app.post(
+            &format!("/api/v1/conferences/{id}/invitations"),
+            Some(&token),
+            json!({ "emails": [email] }),
+        )
+        .await
+        .expect(StatusCode::ACCEPTED);
+        deliver(&app).await;
+        app.clock.advance(chrono::Duration::minutes(1));
+    }
+    app.post(
+        "/api/v1/auth/login",
+        None,
+        json!({"login": "ghost", "password": "whatever1"}),
+    )
+    .await
+    .expect(StatusCode::FORBIDDEN);
+    let count = |table: &'static str| {
+        let db = app.state.db.clone();
+        async move {
+            use sqlx::Row;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) AS n FROM {table}"
+            )))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .try_get::<i64, _>("n")
+            .unwrap()
+        }
+    };
+    assert_eq!(count("outbox").await, 2);
+    assert!(count("login_failures").await > 0);
+    // Within the retention nothing goes.
+    app.tick().await;
+    assert_eq!(count("outbox").await, 2);
+    // After 30 days (the default) the older mail goes; the newest invitation of the living
+    // conference stays (the next update tells what changed from it); login failures go after
+    // a day.
+    app.clock.advance(chrono::Duration::days(31));
+    app.tick().await;
+    assert_eq!(count("outbox").await, 1);
+    let log = api::mail::log(&app.state.db, &id).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].recipient, "older@x.org");
+    assert_eq!(count("login_failures").await, 0);
+}

@@ -36,6 +36,10 @@ pub mod labels {
     /// On a `Conference`: the owner's account name, so the API lists an owner's conferences with
     /// a label selector.
     pub const OWNER: &str = "conclave.dev/owner";
+    /// On a `Conference`: its meeting ID, so the API finds a meeting with a label selector
+    /// instead of listing the namespace. The API sets it on what it writes; the operator keeps
+    /// it in line with `spec.meetingId` on conferences applied with kubectl.
+    pub const MEETING_ID: &str = "conclave.dev/meeting-id";
     /// On SFU pods: the component label the operator selects them by.
     pub const COMPONENT: &str = "app.kubernetes.io/component";
     /// The value of [`COMPONENT`] on SFU pods.

@@ -448,6 +448,10 @@ async fn apply(
     if is_label_value(&spec.owner) {
         want_labels.insert(labels::OWNER.into(), json!(spec.owner));
     }
+    // The meeting ID, so the API's join finds it with a label selector (no namespace LIST).
+    if let Some(meeting_id) = spec.meeting_id.as_deref().filter(|m| is_label_value(m)) {
+        want_labels.insert(labels::MEETING_ID.into(), json!(meeting_id));
+    }
     let have = conference.labels();
     let labels_differ = want_labels
         .iter()

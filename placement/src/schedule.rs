@@ -153,22 +153,41 @@ fn validate_rule(rule: &str, start: DateTime<Utc>, tz: Tz) -> Result<Recurrence,
             "give the start as `start`, not inside the rule".into(),
         ));
     }
-    if ["FREQ=SECONDLY", "FREQ=MINUTELY", "FREQ=HOURLY"]
-        .iter()
-        .any(|freq| upper.contains(freq))
-    {
-        return Err(ScheduleError::InvalidRecurrence(
-            "conferences repeat daily at most often".into(),
-        ));
-    }
     let set = rule_set(&upper, start, tz)?;
+    // What the rule produces decides, not how it is written: `FREQ=DAILY;BYHOUR=0,1,…` or a
+    // BYSETPOS trick repeats hourly whatever its FREQ says.
+    let starts: Vec<NaiveDateTime> = set
+        .all(DAILY_CHECK_OCCURRENCES)
+        .dates
+        .iter()
+        .map(|t| t.naive_local())
+        .collect();
     // The rule must produce at least one occurrence.
-    if set.all(1).dates.is_empty() {
+    if starts.is_empty() {
         return Err(ScheduleError::InvalidRecurrence(
             "it produces no occurrence".into(),
         ));
     }
+    if !repeats_at_most_daily(&starts) {
+        return Err(ScheduleError::InvalidRecurrence(
+            "conferences repeat daily at most often".into(),
+        ));
+    }
     Ok(Recurrence(upper))
+}
+
+/// Occurrences of a rule checked for repeating at most daily: a year of a daily rule, and
+/// enough for any pattern of BY… parts to show itself.
+const DAILY_CHECK_OCCURRENCES: u16 = 500;
+/// The shortest gap in local wall time between two occurrences: a day, less the hour a
+/// daylight-saving change may move an occurrence that falls into the skipped hour.
+const MIN_GAP_LOCAL: Duration = Duration::hours(23);
+
+/// Whether consecutive local starts lie at least about a day apart.
+fn repeats_at_most_daily(starts: &[NaiveDateTime]) -> bool {
+    starts
+        .windows(2)
+        .all(|pair| pair[1] - pair[0] >= MIN_GAP_LOCAL)
 }
 
 fn rule_set(rule: &str, start: DateTime<Utc>, tz: Tz) -> Result<rrule::RRuleSet, ScheduleError> {
@@ -189,6 +208,44 @@ mod tests {
 
     fn utc(s: &str) -> DateTime<Utc> {
         s.parse().expect("rfc3339")
+    }
+
+    #[test]
+    fn a_rule_that_expands_to_more_than_one_a_day_is_refused_whatever_its_freq() {
+        let start = utc("2026-10-19T07:00:00Z");
+        let end = utc("2026-10-19T08:00:00Z");
+        let tz = chrono_tz::Europe::Berlin;
+        let hourly_by_parts =
+            "FREQ=DAILY;BYHOUR=0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23";
+        let refused = [
+            "FREQ=HOURLY",
+            hourly_by_parts,
+            "FREQ=WEEKLY;BYDAY=MO;BYHOUR=9,10",
+            "FREQ=DAILY;BYMINUTE=0,30",
+            // Monday 23:00 and Tuesday 01:00: different days, two hours apart.
+            "FREQ=WEEKLY;BYDAY=MO,TU;BYHOUR=1,23;BYSETPOS=2,3",
+        ];
+        for rule in refused {
+            assert_eq!(
+                Schedule::timed(start, end, tz, Some(rule)).err(),
+                Some(ScheduleError::InvalidRecurrence(
+                    "conferences repeat daily at most often".into()
+                )),
+                "{rule}"
+            );
+        }
+        for allowed in [
+            "FREQ=DAILY",
+            "FREQ=DAILY;BYHOUR=9",
+            "FREQ=WEEKLY;BYDAY=MO,WE,FR",
+            "FREQ=HOURLY;INTERVAL=24",
+            "FREQ=MONTHLY;BYDAY=1MO",
+        ] {
+            assert!(
+                Schedule::timed(start, end, tz, Some(allowed)).is_ok(),
+                "{allowed}"
+            );
+        }
     }
 
     #[test]

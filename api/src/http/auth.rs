@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::ErrorBody;
 use super::extract::{ApiJson, ClientAddr, CurrentUser, SESSION_COOKIE};
-use crate::account::{self, Account, password};
+use crate::account::{self, Account};
 use crate::state::AppState;
 use crate::{Error, Result, session, throttle};
 
@@ -60,37 +60,57 @@ fn cookie(state: &AppState, value: &str, max_age: i64) -> Result<HeaderValue> {
 /// Logs in.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, description = "logged in: the session token (also set as a cookie)", body = LoginResponse), (status = 403, description = "wrong login name or password", body = ErrorBody),
-              (status = 429, description = "too many failed attempts (`tooManyAttempts` with `retryAfter`)", body = ErrorBody)))]
+              (status = 429, description = "too many failed attempts (`tooManyAttempts` with `retryAfter`)", body = ErrorBody),
+              (status = 503, description = "every password-check slot is busy (`busy`, with Retry-After)", body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     addr: ClientAddr,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response> {
     let now = state.clock.now();
-    let account_key = format!("login:account:{}", body.login.trim().to_lowercase());
+    let login = body.login.trim().to_lowercase();
+    // Per address first (one attacker is stopped without touching anyone else), then per
+    // account and address, then per account from everywhere — the last only slows down, so
+    // failing on purpose cannot lock the owner out.
     let addr_key = addr.key("login");
-    if let Err(err) = throttle::check(&state.db, &account_key, throttle::PER_ACCOUNT, now).await {
+    let pair_key = format!("login:account:{login}:{addr_key}");
+    let account_key = format!("login:account:{login}");
+    let keys = [
+        (addr_key.as_str(), throttle::PER_ADDRESS),
+        (pair_key.as_str(), throttle::PER_ACCOUNT_AND_ADDRESS),
+        (account_key.as_str(), throttle::PER_ACCOUNT),
+    ];
+    if let Err(err) = throttle::reserve_all(&state.db, &keys, now).await {
         state.metrics.logins.with_label_values(&["throttled"]).inc();
         return Err(err);
     }
-    if let Err(err) = throttle::check(&state.db, &addr_key, throttle::PER_ADDRESS, now).await {
-        state.metrics.logins.with_label_values(&["throttled"]).inc();
-        return Err(err);
-    }
-    let found = account::find_by_login(&state.db, body.login.trim()).await?;
-    let verified = match found {
-        Some((account, hash)) => password::verify(body.password, hash)
+    let found = account::find_by_login(&state.db, body.login.trim()).await;
+    let checked = match found {
+        Ok(Some((account, hash))) => state
+            .password_checks
+            .verify(body.password, hash)
             .await
-            .then_some(account),
-        None => {
-            // Spend the same time as a real check so timing does not reveal login names.
-            let _ = password::verify(body.password, DUMMY_HASH.to_owned()).await;
-            None
+            .map(|ok| ok.then_some(account)),
+        // Spend the same time as a real check so timing does not reveal login names.
+        Ok(None) => state
+            .password_checks
+            .verify(body.password, DUMMY_HASH.to_owned())
+            .await
+            .map(|_| None),
+        Err(err) => Err(err),
+    };
+    let verified = match checked {
+        Ok(verified) => verified,
+        Err(err) => {
+            // Not checked (busy, or the database failed): no attempt was made.
+            throttle::refund_all(&state.db, &[&addr_key, &pair_key, &account_key]).await?;
+            if matches!(err, Error::Busy { .. }) {
+                state.metrics.logins.with_label_values(&["busy"]).inc();
+            }
+            return Err(err);
         }
     };
     let Some(account) = verified else {
-        throttle::fail(&state.db, &account_key, now).await?;
-        throttle::fail(&state.db, &addr_key, now).await?;
         state
             .metrics
             .logins
@@ -98,13 +118,16 @@ pub async fn login(
             .inc();
         return Err(Error::forbidden("the login name or the password is wrong"));
     };
+    // A success is no failure: its reservations go back; the failures before it stay counted,
+    // except this address's own ones against this account.
+    throttle::refund_all(&state.db, &[&addr_key, &account_key]).await?;
+    throttle::clear(&state.db, &pair_key).await?;
     if account.disabled {
         state.metrics.logins.with_label_values(&["disabled"]).inc();
         return Err(Error::forbidden(
             "this account is disabled; ask an administrator",
         ));
     }
-    throttle::clear(&state.db, &account_key).await?;
     let (token, expires) =
         session::create(&state.db, &account.id, now, state.session_ttl()).await?;
     state.metrics.logins.with_label_values(&["ok"]).inc();

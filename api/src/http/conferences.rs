@@ -24,6 +24,7 @@ use crate::lifecycle;
 use crate::mail;
 use crate::settings;
 use crate::state::AppState;
+use crate::throttle;
 use crate::{Error, Result};
 
 /// Routes under `/conferences`.
@@ -432,6 +433,46 @@ async fn check_may_schedule(state: &AppState, account: &Account) -> Result<()> {
     Ok(())
 }
 
+/// Meeting IDs an account may choose before it is slowed down. Whether a chosen ID is refused
+/// as `meetingIdTaken` tells whether a meeting uses it, so such probes count like guesses; a
+/// choice that is not refused hands its count back.
+const MEETING_ID_CHOICES: throttle::Limit = throttle::Limit {
+    free: 10,
+    max_wait: chrono::Duration::minutes(15),
+};
+
+/// Runs `write` (which stores a definition), throttled when `input` chooses a meeting ID other
+/// than `before`.
+async fn choosing_meeting_id<T>(
+    state: &AppState,
+    account: &Account,
+    input: &ConferenceInput,
+    before: Option<&proto::MeetingId>,
+    write: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let chosen = input
+        .meeting_id
+        .as_deref()
+        .map(str::trim)
+        .is_some_and(|id| !id.is_empty() && before.is_none_or(|b| b.as_str() != id));
+    if !chosen {
+        return write.await;
+    }
+    let key = format!("meetingId:account:{}", account.id);
+    throttle::reserve(&state.db, &key, MEETING_ID_CHOICES, state.clock.now()).await?;
+    let result = write.await;
+    if !matches!(
+        &result,
+        Err(Error::Conflict {
+            code: "meetingIdTaken",
+            ..
+        })
+    ) {
+        throttle::refund(&state.db, &key).await?;
+    }
+    result
+}
+
 /// Stores a new conference with its initial lifecycle state.
 async fn store_new(
     state: &AppState,
@@ -483,7 +524,8 @@ fn new_conference(state: &AppState, owner: &Account, definition: Definition) -> 
 #[utoipa::path(post, path = "/api/v1/conferences", tag = "conferences", request_body = ConferenceInput,
     responses((status = 201, description = "scheduled; invitees given are invited at once", body = ConferenceView), (status = 400, description = "the body is not JSON", body = ErrorBody),
               (status = 403, description = "scheduling is reserved to moderators here", body = ErrorBody), (status = 409, description = "meeting ID in use", body = ErrorBody),
-              (status = 413, description = "the body is too large", body = ErrorBody), (status = 422, description = "a field is not acceptable (`field` names it)", body = ErrorBody)))]
+              (status = 413, description = "the body is too large", body = ErrorBody), (status = 422, description = "a field is not acceptable (`field` names it)", body = ErrorBody),
+              (status = 429, description = "too many chosen meeting IDs were taken (`tooManyAttempts`), or a mail limit for the invitees (`mailLimit`, with Retry-After)", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -522,7 +564,10 @@ pub async fn create(
     } else {
         Vec::new()
     };
-    state.store.insert(&conference).await?;
+    choosing_meeting_id(&state, &user.account, &input, None, async {
+        state.store.insert(&conference).await
+    })
+    .await?;
     // The repeated archive entry leaves and the invitations are queued together; when that
     // fails, the new conference goes again: nothing is left half-done.
     let finished = async {
@@ -530,7 +575,14 @@ pub async fn create(
         if let Some(entry) = &repeated {
             archive::delete_in(&mut tx, &entry.id).await?;
         }
-        let queued = mail::enqueue_in(&mut tx, now, invitations).await?;
+        let queued = mail::enqueue_in(
+            &mut tx,
+            &state,
+            invitations,
+            &user.account.id,
+            mail::Limits::Enforce,
+        )
+        .await?;
         tx.commit().await?;
         Ok::<_, Error>(queued)
     }
@@ -678,7 +730,8 @@ pub async fn show(
 #[utoipa::path(patch, path = "/api/v1/conferences/{id}", tag = "conferences", params(("id" = String, Path)),
     request_body = ConferenceInput,
     responses((status = 200, description = "the conference after the edit", body = ConferenceView), (status = 404, description = "no such conference, or not yours", body = ErrorBody),
-              (status = 409, description = "meeting ID in use, or an archive entry (repeat it instead)", body = ErrorBody), (status = 422, description = "a field is not acceptable (`field` names it)", body = ErrorBody)))]
+              (status = 409, description = "meeting ID in use, or an archive entry (repeat it instead)", body = ErrorBody), (status = 422, description = "a field is not acceptable (`field` names it)", body = ErrorBody),
+              (status = 429, description = "too many chosen meeting IDs were taken (`tooManyAttempts`)", body = ErrorBody)))]
 pub async fn edit(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -707,10 +760,18 @@ pub async fn edit(
         },
     )?;
     if definition != conference.definition {
+        let before = conference.definition.meeting_id.clone();
         conference.definition = definition;
         conference.sequence += 1;
         conference.updated_at = now;
-        state.store.update_definition(&conference).await?;
+        choosing_meeting_id(
+            &state,
+            &user.account,
+            &input,
+            Some(&before),
+            state.store.update_definition(&conference),
+        )
+        .await?;
         lifecycle::reconcile(&state, &conference, now).await?;
         state.lifecycle_wake.notify_one();
         tracing::info!(conference = %conference.id, sequence = conference.sequence, "conference edited");
@@ -776,7 +837,14 @@ pub async fn remove(
             let finished = async {
                 let mut tx = state.db.pool.begin().await?;
                 archive::forget_unarchived(&mut *tx, &c.id).await?;
-                let queued = mail::enqueue_in(&mut tx, state.clock.now(), cancellations).await?;
+                let queued = mail::enqueue_in(
+                    &mut tx,
+                    &state,
+                    cancellations,
+                    &user.account.id,
+                    mail::Limits::CountOnly,
+                )
+                .await?;
                 tx.commit().await?;
                 Ok::<_, Error>(queued)
             }
@@ -1017,7 +1085,8 @@ async fn live_with_owner(
 #[utoipa::path(post, path = "/api/v1/conferences/{id}/invitations", tag = "invitations", params(("id" = String, Path)),
     request_body = InvitationRequest,
     responses((status = 202, description = "the invitations are queued; the addresses are invitees now", body = InvitationsQueued), (status = 404, description = "no such conference, or not yours", body = ErrorBody),
-              (status = 409, description = "an archive entry or a permanent room", body = ErrorBody), (status = 422, description = "an address is not acceptable; nothing was stored or queued", body = ErrorBody)))]
+              (status = 409, description = "an archive entry or a permanent room", body = ErrorBody), (status = 422, description = "an address is not acceptable, or more than `--mail-invitees-per-request`; nothing was stored or queued", body = ErrorBody),
+              (status = 429, description = "a mail limit per account or conference (`mailLimit`, with Retry-After)", body = ErrorBody)))]
 pub async fn invite(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -1038,12 +1107,21 @@ pub async fn invite(
             addresses.push(email);
         }
     }
-    if addresses.len() > 200 {
+    let cap = usize::try_from(state.config.mail_invitees_per_request).unwrap_or(usize::MAX);
+    if addresses.len() > cap {
         return Err(Error::invalid(
             "emails",
-            "invite at most 200 addresses at once",
+            format!("invite at most {cap} addresses at once (--mail-invitees-per-request)"),
         ));
     }
+    // Refused before the invitees are stored, not after.
+    mail::check_limits(
+        &state,
+        &user.account.id,
+        Some(conference.id.as_str()),
+        addresses.len(),
+    )
+    .await?;
     // They become invitees (later updates reach them); adding invitees is not an edit of the
     // meeting itself, so the sequence stays.
     let mut invitees = conference.definition.invitees.clone();
@@ -1067,11 +1145,19 @@ pub async fn invite(
         mail::Kind::Invitation,
         &[],
     )?;
+    // A mail limit refuses before anything is stored.
+    mail::check_limits(
+        &state,
+        &user.account.id,
+        Some(conference.id.as_str()),
+        mails.len(),
+    )
+    .await?;
     let changed = conference.definition != before;
     if changed {
         state.store.update_definition(&conference).await?;
     }
-    let count = match mail::enqueue(&state, mails).await {
+    let count = match mail::enqueue(&state, mails, &user.account.id, mail::Limits::Enforce).await {
         Ok(count) => count,
         Err(err) => {
             if changed {
@@ -1095,7 +1181,8 @@ pub async fn invite(
 /// invitee.
 #[utoipa::path(post, path = "/api/v1/conferences/{id}/notify", tag = "invitations", params(("id" = String, Path)),
     responses((status = 202, description = "the updates are queued", body = InvitationsQueued), (status = 404, description = "no such conference, or not yours", body = ErrorBody),
-              (status = 409, description = "no invitees, or a permanent room", body = ErrorBody)))]
+              (status = 409, description = "no invitees, or a permanent room", body = ErrorBody),
+              (status = 429, description = "a mail limit per account or conference (`mailLimit`, with Retry-After)", body = ErrorBody)))]
 pub async fn notify(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -1123,6 +1210,7 @@ pub async fn notify(
         &conference.definition.invitees,
         mail::Kind::Update,
         &changed,
+        &user.account.id,
     )
     .await?;
     Ok((

@@ -83,7 +83,8 @@ impl FromRequestParts<AppState> for MaybeUser {
     }
 }
 
-/// The client's address: the peer, or the first X-Forwarded-For hop when configured.
+/// The client's address: the peer, or, behind trusted proxies (`--trusted-proxies`), the
+/// rightmost X-Forwarded-For hop none of them added.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub Option<IpAddr>);
 
@@ -91,22 +92,25 @@ impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        if state.config.trust_forwarded_for
-            && let Some(ip) = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse().ok())
-        {
-            return Ok(ClientAddr(Some(ip)));
+        let Some(peer) = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip())
+        else {
+            return Ok(ClientAddr(None));
+        };
+        if state.trusted_proxies.is_empty() {
+            return Ok(ClientAddr(Some(peer)));
         }
-        Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|info| info.0.ip()),
-        ))
+        let forwarded: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        Ok(ClientAddr(Some(
+            state.trusted_proxies.client(peer, &forwarded),
+        )))
     }
 }
 
@@ -117,10 +121,10 @@ impl ClientAddr {
         self.0.and_then(proto::client_network)
     }
 
-    /// The throttling key for this address.
+    /// The throttling key for this address (IPv6 by its /64).
     pub fn key(&self, what: &str) -> String {
         match self.0 {
-            Some(ip) => format!("{what}:addr:{ip}"),
+            Some(ip) => format!("{what}:addr:{}", crate::address::throttle_group(ip)),
             None => format!("{what}:addr:unknown"),
         }
     }

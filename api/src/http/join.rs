@@ -22,7 +22,10 @@ use crate::{Error, Result, validate};
 
 /// Failed passwords tolerated per meeting ID before slowing down (a 6-digit password must not
 /// be guessable by spreading attempts over many addresses).
-const PER_MEETING: Limit = Limit { free: 10 };
+const PER_MEETING: Limit = Limit {
+    free: 10,
+    max_wait: Duration::minutes(15),
+};
 /// Seconds a client waits before asking again while the operator places the conference.
 const NOT_PLACED_RETRY_SECONDS: u64 = 2;
 
@@ -118,7 +121,9 @@ pub async fn join(
     }
     let meeting_key = format!("join:meeting:{meeting_id}");
     let addr_key = addr.key("join");
-    throttle::check(&state.db, &addr_key, throttle::PER_ADDRESS, now).await?;
+    // Counted before anything is looked up, atomically, so a burst of concurrent guesses
+    // cannot all pass; handed back below unless the attempt was a wrong password.
+    throttle::reserve(&state.db, &addr_key, throttle::PER_ADDRESS, now).await?;
 
     let account = user.as_ref().map(|u| &u.account);
     let conference = state
@@ -132,14 +137,18 @@ pub async fn join(
     // Owners and moderators need no password, so guesses against the meeting cannot lock
     // them out of it; everyone else waits while the meeting is being guessed at.
     let is_privileged = conference.as_ref().is_some_and(privileged);
-    if !is_privileged {
-        throttle::check(&state.db, &meeting_key, PER_MEETING, now).await?;
-    }
     let password = body
         .password
         .as_deref()
         .map(str::trim)
         .filter(|p| !p.is_empty());
+    // Only a password counts as a guess: accounts following an invite link are asked
+    // without one first, and that must not lock the meeting for everyone.
+    let guess = password.is_some() && !is_privileged;
+    if guess && let Err(err) = throttle::reserve(&state.db, &meeting_key, PER_MEETING, now).await {
+        throttle::refund(&state.db, &addr_key).await?;
+        return Err(err);
+    }
     let admitted = match (&conference, password) {
         (Some(_), _) if is_privileged => true,
         // Only a Conference resource that names no password Secret has no password (the API
@@ -148,13 +157,15 @@ pub async fn join(
         (Some(c), Some(password)) => same_password(password, &c.definition.password),
         _ => false,
     };
+    // Whatever follows, an admission or a request without a password was no wrong guess. A
+    // success never clears the address's earlier failures (one's own meeting would reset them).
+    if admitted || !guess {
+        throttle::refund(&state.db, &addr_key).await?;
+    }
+    if admitted && guess {
+        throttle::refund(&state.db, &meeting_key).await?;
+    }
     let Some(mut conference) = conference.filter(|_| admitted) else {
-        // Only a password counts as a guess: accounts following an invite link are asked
-        // without one first, and that must not lock the meeting for everyone.
-        if password.is_some() {
-            throttle::fail(&state.db, &meeting_key, now).await?;
-            throttle::fail(&state.db, &addr_key, now).await?;
-        }
         state.metrics.joins.with_label_values(&["refused"]).inc();
         return Err(Error::WrongMeetingCredentials);
     };
@@ -331,7 +342,6 @@ pub async fn join(
         .tokens
         .sign_join(&claims)
         .map_err(|err| Error::Internal(format!("signing a join token: {err}")))?;
-    throttle::clear(&state.db, &addr_key).await?;
     state
         .metrics
         .joins

@@ -42,7 +42,8 @@ pub async fn show(user: CurrentUser) -> Json<Account> {
 /// Edits one's profile or password. A password change ends one's other sessions.
 #[utoipa::path(patch, path = "/api/v1/me", tag = "profile", operation_id = "edit_me", request_body = ProfileChange,
     responses((status = 200, description = "the account after the change", body = Account), (status = 403, description = "current password wrong", body = ErrorBody),
-              (status = 422, description = "a field is not acceptable (`field` names it)", body = ErrorBody)))]
+              (status = 422, description = "a field is not acceptable (`field` names it)", body = ErrorBody),
+              (status = 429, description = "a new e-mail address would exceed the account's mail limit (`mailLimit`)", body = ErrorBody), (status = 503, description = "every password-check slot is busy (`busy`, with Retry-After)", body = ErrorBody)))]
 pub async fn edit(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -71,7 +72,7 @@ pub async fn edit(
             let (_, hash) = account::get_with_hash(&state.db, &account.id)
                 .await?
                 .ok_or(Error::Unauthenticated)?;
-            if !password::verify(current, hash).await {
+            if !state.password_checks.verify(current, hash).await? {
                 return Err(Error::forbidden("the current password is wrong"));
             }
             Some(password::hash(new.clone()).await?)
@@ -102,7 +103,8 @@ pub async fn edit(
     };
     let mut tx = state.db.pool.begin().await?;
     account::update(&mut *tx, &account, now).await?;
-    let queued = mail::enqueue_in(&mut tx, now, notices).await?;
+    let queued =
+        mail::enqueue_in(&mut tx, &state, notices, &account.id, mail::Limits::Enforce).await?;
     if let Some(hash) = &new_hash {
         account::set_password(&mut *tx, &account.id, hash, now).await?;
         session::delete_all_of(&mut *tx, &account.id, Some(&user.token)).await?;

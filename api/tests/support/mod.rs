@@ -203,6 +203,36 @@ impl TestApp {
         app
     }
 
+    /// Serves the app on a loopback port (with the peer address, as `conclave` serves it) for
+    /// tests that need real connections; returns the base URL. The server lives as long as
+    /// the test's runtime.
+    pub async fn serve(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = self.app.clone();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+        });
+        format!("http://{address}")
+    }
+
+    /// A second API replica on the same database and configuration (its own state: its own
+    /// mail worker identity, pools and caches), as a second pod of `conclave api` would be.
+    pub async fn replica(&self) -> AppState {
+        api::build_with_client(
+            self.config.clone(),
+            Arc::new(self.clock.clone()),
+            prometheus::Registry::new(),
+            self.kube.clone(),
+        )
+        .await
+        .unwrap()
+    }
+
     /// The data folder.
     pub fn data_dir(&self) -> &std::path::Path {
         self.dir.path()
