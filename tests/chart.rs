@@ -1206,6 +1206,17 @@ fn the_sfu_process_and_its_annotations_say_the_same() {
         if rendered.profile.name == "hostNetwork" {
             assert!(host_network, "{ctx}");
         }
+        // Behind its Ingress the SFU must believe the controller's X-Forwarded-For, or every
+        // client shares the controller's address for the per-network limits.
+        let trusted = env_value(container, "CONCLAVE_SFU_TRUSTED_PROXIES")
+            .and_then(|v| v["value"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        if rendered.named("Ingress", str_of(sfu, "/metadata/name")).is_some() {
+            assert!(!trusted.is_empty(), "{ctx}: the SFU behind its Ingress trusts no proxy");
+        } else {
+            assert!(trusted.is_empty(), "{ctx}: clients reach /rtc directly: {trusted}");
+        }
         // With per-pod Ingress hosts, the endpoint of each replica is one of them.
         if let Some(ingress) = rendered.named("Ingress", str_of(sfu, "/metadata/name")) {
             let hosts: BTreeSet<&str> = array(ingress, "/spec/rules")
