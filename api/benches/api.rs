@@ -158,6 +158,8 @@ async fn main() {
     let meeting: Value = client
         .post(format!("{base_url}/conferences/adhoc"))
         .bearer_auth(&token)
+        // A body-less POST says it comes from a script, not from another site's page.
+        .header("X-Conclave-Request", "1")
         .send()
         .await
         .unwrap()
