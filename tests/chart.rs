@@ -1212,10 +1212,19 @@ fn the_sfu_process_and_its_annotations_say_the_same() {
             .and_then(|v| v["value"].as_str())
             .unwrap_or_default()
             .to_owned();
-        if rendered.named("Ingress", str_of(sfu, "/metadata/name")).is_some() {
-            assert!(!trusted.is_empty(), "{ctx}: the SFU behind its Ingress trusts no proxy");
+        if rendered
+            .named("Ingress", str_of(sfu, "/metadata/name"))
+            .is_some()
+        {
+            assert!(
+                !trusted.is_empty(),
+                "{ctx}: the SFU behind its Ingress trusts no proxy"
+            );
         } else {
-            assert!(trusted.is_empty(), "{ctx}: clients reach /rtc directly: {trusted}");
+            assert!(
+                trusted.is_empty(),
+                "{ctx}: clients reach /rtc directly: {trusted}"
+            );
         }
         // With per-pod Ingress hosts, the endpoint of each replica is one of them.
         if let Some(ingress) = rendered.named("Ingress", str_of(sfu, "/metadata/name")) {

@@ -19,7 +19,41 @@ on_both_backends!(
     profile_edits_and_password_changes,
     logout_ends_the_session,
     bad_account_input_gets_clear_errors,
+    guessing_the_current_password_with_a_stolen_session_is_slowed_down,
 );
+
+async fn guessing_the_current_password_with_a_stolen_session_is_slowed_down(app: TestApp) {
+    let (_, session) = app.user("mia", "audience").await;
+    let guess =
+        |n: usize| json!({"password": "taken-over-1", "currentPassword": format!("guess-{n}")});
+    for n in 0..5 {
+        app.patch("/api/v1/me", &session, guess(n))
+            .await
+            .expect(StatusCode::FORBIDDEN);
+    }
+    let slowed = app
+        .patch("/api/v1/me", &session, guess(5))
+        .await
+        .expect(StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(slowed.code(), "tooManyAttempts");
+    assert!(slowed.headers.contains_key(header::RETRY_AFTER));
+    // Even the right password waits its turn: the guesses bought nothing.
+    app.patch(
+        "/api/v1/me",
+        &session,
+        json!({"password": "taken-over-1", "currentPassword": "password-of-user"}),
+    )
+    .await
+    .expect(StatusCode::TOO_MANY_REQUESTS);
+    app.clock.advance(chrono::Duration::minutes(20));
+    app.patch(
+        "/api/v1/me",
+        &session,
+        json!({"password": "taken-over-1", "currentPassword": "password-of-user"}),
+    )
+    .await
+    .expect(StatusCode::OK);
+}
 
 async fn admin_logs_in_with_a_cookie_and_a_bearer_token(app: TestApp) {
     let reply = app

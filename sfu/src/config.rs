@@ -227,6 +227,7 @@ pub struct Limits {
     /// believed: the client is the rightmost hop that is not one of them. Empty: the peer
     /// address is the client.
     #[arg(
+        id = "sfu_trusted_proxies",
         long = "sfu-trusted-proxies",
         env = "CONCLAVE_SFU_TRUSTED_PROXIES",
         value_delimiter = ',',

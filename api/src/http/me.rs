@@ -72,9 +72,20 @@ pub async fn edit(
             let (_, hash) = account::get_with_hash(&state.db, &account.id)
                 .await?
                 .ok_or(Error::Unauthenticated)?;
+            // Whoever holds a stolen session must not guess the password that would make the
+            // account theirs: guesses are counted (and slowed down) per account.
+            let key = format!("currentPassword:account:{}", account.id);
+            crate::throttle::reserve(
+                &state.db,
+                &key,
+                crate::throttle::PER_ACCOUNT_AND_ADDRESS,
+                now,
+            )
+            .await?;
             if !state.password_checks.verify(current, hash).await? {
                 return Err(Error::forbidden("the current password is wrong"));
             }
+            crate::throttle::refund(&state.db, &key).await?;
             Some(password::hash(new.clone()).await?)
         }
         None => None,
