@@ -88,16 +88,9 @@ impl Definition {
     pub fn schedule(&self) -> Schedule {
         match (self.kind, self.start, self.end) {
             (Kind::Permanent, _, _) | (_, None, _) | (_, _, None) => Schedule::Permanent,
+            // Validated when written; evaluating it must not expand the rule to check it again.
             (_, Some(start), Some(end)) => {
-                Schedule::timed(start, end, self.time_zone, self.recurrence.as_deref()).unwrap_or(
-                    // Stored rules were validated; should one stop parsing, keep the first occurrence.
-                    Schedule::Timed {
-                        start,
-                        end,
-                        time_zone: self.time_zone,
-                        recurrence: None,
-                    },
-                )
+                Schedule::stored(start, end, self.time_zone, self.recurrence.as_deref())
             }
         }
     }

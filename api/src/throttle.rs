@@ -90,11 +90,48 @@ fn too_many(wait: Duration) -> Error {
     }
 }
 
+/// Refuses while `key` must wait, without counting anything (the attempt is counted with
+/// [`reserve`] once it turns out wrong).
+///
+/// # Errors
+/// 429 with the seconds left; database errors.
+pub async fn check(db: &Db, key: &str, limit: Limit, now: DateTime<Utc>) -> Result<()> {
+    let row = sqlx::query("SELECT failures, last_failure_at FROM login_failures WHERE key = $1")
+        .bind(key)
+        .fetch_optional(&db.pool)
+        .await?;
+    let stored = match row {
+        Some(row) => Some((
+            row.try_get::<i64, _>("failures")?,
+            parse_db_time(&row.try_get::<String, _>("last_failure_at")?)?,
+        )),
+        None => None,
+    };
+    match decide(limit, stored, now) {
+        Verdict::Go(_) => Ok(()),
+        Verdict::Wait(wait) => Err(too_many(wait)),
+    }
+}
+
+/// Locks that make the attempts on one key from this process take turns (keys share 64 of
+/// them), so that a burst from one address — a class joining from behind one NAT — does not
+/// spin on the compare-and-set and fail; replicas still race, and the compare-and-set settles
+/// that.
+static TURNS: std::sync::LazyLock<[tokio::sync::Mutex<()>; 64]> =
+    std::sync::LazyLock::new(|| std::array::from_fn(|_| tokio::sync::Mutex::new(())));
+
+fn turn(key: &str) -> &'static tokio::sync::Mutex<()> {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+    &TURNS[usize::try_from(hash % 64).unwrap_or(0)]
+}
+
 /// Counts an attempt for `key` unless it must wait; atomic across requests and replicas.
 ///
 /// # Errors
 /// 429 with the seconds left; database errors.
 pub async fn reserve(db: &Db, key: &str, limit: Limit, now: DateTime<Utc>) -> Result<()> {
+    let _turn = turn(key).lock().await;
     for _ in 0..CAS_ROUNDS {
         let row =
             sqlx::query("SELECT failures, last_failure_at FROM login_failures WHERE key = $1")
@@ -182,6 +219,7 @@ pub async fn refund_all(db: &Db, keys: &[&str]) -> Result<()> {
 /// # Errors
 /// Database errors.
 pub async fn refund(db: &Db, key: &str) -> Result<()> {
+    let _turn = turn(key).lock().await;
     sqlx::query(
         "UPDATE login_failures SET failures = failures - 1 WHERE key = $1 AND failures > 0",
     )

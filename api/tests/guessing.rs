@@ -33,6 +33,7 @@ macro_rules! on_both_backends_threaded {
 
 on_both_backends_threaded!(
     a_burst_of_concurrent_wrong_passwords_is_refused_after_the_limit,
+    a_crowd_joining_one_meeting_at_once_from_one_address_is_not_held_back,
     joining_ones_own_meeting_does_not_reset_the_addresss_failures,
     the_client_is_the_rightmost_hop_no_trusted_proxy_added,
     ipv6_neighbours_in_one_64_share_a_count,
@@ -75,6 +76,27 @@ async fn post(
 
 fn guess(meeting_id: &Value, n: usize) -> Value {
     json!({"meetingId": meeting_id, "password": format!("{:06}", 900_000 + n), "displayName": "G"})
+}
+
+async fn a_crowd_joining_one_meeting_at_once_from_one_address_is_not_held_back(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let owner = app.admin().await;
+    let c = app
+        .schedule(&owner, 2, 30, json!({"password": "123456"}))
+        .await;
+    app.clock.advance(chrono::Duration::minutes(2));
+    let base = app.serve().await;
+    // Forty people behind one NAT open the invitation at the start: right passwords are no
+    // guesses, however many arrive at once.
+    let crowd = (0..40).map(|n| {
+        let base = base.clone();
+        let body = json!({"meetingId": c["meetingId"], "password": "123456", "displayName": format!("P{n}")});
+        tokio::spawn(async move { join(&base, None, body).await })
+    });
+    for joined in futures::future::join_all(crowd).await {
+        let (status, body) = joined.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
 }
 
 async fn a_burst_of_concurrent_wrong_passwords_is_refused_after_the_limit(backend: Backend) {

@@ -91,6 +91,31 @@ impl Schedule {
         })
     }
 
+    /// A timed schedule read back from a definition that [`Schedule::timed`] validated when it
+    /// was written: the rule is only parsed, not checked again (checking it expands hundreds of
+    /// occurrences, far more than evaluating it, and a conference is evaluated on every list
+    /// and join).
+    pub fn stored(
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        time_zone: Tz,
+        recurrence: Option<&str>,
+    ) -> Schedule {
+        let recurrence = recurrence
+            .map(|rule| rule.trim())
+            .map(|rule| rule.strip_prefix("RRULE:").unwrap_or(rule).trim())
+            .map(str::to_ascii_uppercase)
+            // Should a stored rule stop parsing, the first occurrence is kept.
+            .filter(|rule| !rule.is_empty() && rule_set(rule, start, time_zone).is_ok())
+            .map(Recurrence);
+        Schedule::Timed {
+            start,
+            end,
+            time_zone,
+            recurrence,
+        }
+    }
+
     /// The first occurrence that has not ended at `t` (it may be running at `t`).
     pub fn occurrence_ending_after(&self, t: DateTime<Utc>) -> Option<Occurrence> {
         self.occurrences_ending_after(t, 1).into_iter().next()
@@ -205,6 +230,26 @@ fn rule_set(rule: &str, start: DateTime<Utc>, tz: Tz) -> Result<rrule::RRuleSet,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_schedule_evaluates_like_the_validated_one_without_checking_again() {
+        let (start, end) = (utc("2026-03-02T09:00:00Z"), utc("2026-03-02T10:00:00Z"));
+        let tz: Tz = "Europe/Berlin".parse().expect("zone");
+        let rule = "FREQ=WEEKLY;BYDAY=MO,TH";
+        let validated = Schedule::timed(start, end, tz, Some(rule)).expect("valid");
+        let stored = Schedule::stored(start, end, tz, Some("RRULE:freq=weekly;byday=MO,TH"));
+        let t = utc("2026-04-01T00:00:00Z");
+        assert_eq!(
+            stored.occurrences_ending_after(t, 5),
+            validated.occurrences_ending_after(t, 5)
+        );
+        // A stored rule that no longer parses keeps the first occurrence.
+        let broken = Schedule::stored(start, end, tz, Some("FREQ=NEVER"));
+        assert_eq!(
+            broken.occurrences_ending_after(utc("2026-01-01T00:00:00Z"), 5),
+            vec![Occurrence { start, end }]
+        );
+    }
 
     fn utc(s: &str) -> DateTime<Utc> {
         s.parse().expect("rfc3339")

@@ -121,9 +121,8 @@ pub async fn join(
     }
     let meeting_key = format!("join:meeting:{meeting_id}");
     let addr_key = addr.key("join");
-    // Counted before anything is looked up, atomically, so a burst of concurrent guesses
-    // cannot all pass; handed back below unless the attempt was a wrong password.
-    throttle::reserve(&state.db, &addr_key, throttle::PER_ADDRESS, now).await?;
+    // While the address is being slowed down, nothing is looked up or compared.
+    throttle::check(&state.db, &addr_key, throttle::PER_ADDRESS, now).await?;
 
     let account = user.as_ref().map(|u| &u.account);
     let conference = state
@@ -145,9 +144,8 @@ pub async fn join(
     // Only a password counts as a guess: accounts following an invite link are asked
     // without one first, and that must not lock the meeting for everyone.
     let guess = password.is_some() && !is_privileged;
-    if guess && let Err(err) = throttle::reserve(&state.db, &meeting_key, PER_MEETING, now).await {
-        throttle::refund(&state.db, &addr_key).await?;
-        return Err(err);
+    if guess {
+        throttle::check(&state.db, &meeting_key, PER_MEETING, now).await?;
     }
     let admitted = match (&conference, password) {
         (Some(_), _) if is_privileged => true,
@@ -157,13 +155,14 @@ pub async fn join(
         (Some(c), Some(password)) => same_password(password, &c.definition.password),
         _ => false,
     };
-    // Whatever follows, an admission or a request without a password was no wrong guess. A
-    // success never clears the address's earlier failures (one's own meeting would reset them).
-    if admitted || !guess {
-        throttle::refund(&state.db, &addr_key).await?;
-    }
-    if admitted && guess {
-        throttle::refund(&state.db, &meeting_key).await?;
+    // A wrong password is counted atomically, on the address and on the meeting, and answered
+    // 429 instead of 403 once it goes beyond the free attempts: a burst of concurrent guesses
+    // learns no more than a sequence of them. Right ones are not counted at all, so a crowd
+    // joining one meeting at once (from behind one NAT, too) is not held back; and a success
+    // never clears earlier failures (one's own meeting would reset them).
+    if !admitted && guess {
+        throttle::reserve(&state.db, &addr_key, throttle::PER_ADDRESS, now).await?;
+        throttle::reserve(&state.db, &meeting_key, PER_MEETING, now).await?;
     }
     let Some(mut conference) = conference.filter(|_| admitted) else {
         state.metrics.joins.with_label_values(&["refused"]).inc();
