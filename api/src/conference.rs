@@ -141,6 +141,9 @@ pub struct Runtime {
     pub participants: u32,
     /// Where it runs, when placed.
     pub placed: Option<Placed>,
+    /// Why the operator could not place it (its `Placed=False` condition: reason, message);
+    /// `None` when placed, or not tried yet.
+    pub not_placed: Option<(String, String)>,
 }
 
 /// A conference: definition plus runtime state.

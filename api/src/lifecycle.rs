@@ -29,7 +29,8 @@ pub fn decide(state: &AppState, conference: &Conference, now: DateTime<Utc>) -> 
 /// Places `conference` on the fleet (keeping a valid assignment).
 ///
 /// # Errors
-/// 409 `noCapacity` when no SFU can take it; database errors.
+/// 409 `noCapacity` when no SFU can take it now, `conferenceTooLarge` when none ever could;
+/// database errors.
 pub async fn place(state: &AppState, conference: &Conference) -> Result<Placed> {
     let others = state.store.list(None).await?;
     let existing: Vec<placement::Assignment> = others
@@ -56,7 +57,11 @@ pub async fn place(state: &AppState, conference: &Conference) -> Result<Placed> 
     };
     let assignment =
         placement::place(&request, &state.fleet, &existing, &state.sizing).map_err(|err| {
-            Error::conflict("noCapacity", format!("the conference cannot start: {err}"))
+            let code = match err {
+                placement::PlacementError::TooLarge { .. } => "conferenceTooLarge",
+                _ => "noCapacity",
+            };
+            Error::conflict(code, format!("the conference cannot start: {err}"))
         })?;
     Ok(Placed {
         pod: assignment.pod,

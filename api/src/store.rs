@@ -147,6 +147,7 @@ fn from_row(row: &AnyRow, invitees: Vec<String>) -> Result<Conference> {
             ended: opt_time(row, "ended_occurrence")?,
             participants: u32::try_from(row.try_get::<i64, _>("participants")?).unwrap_or(0),
             placed,
+            not_placed: None,
         },
         created_at: parse_db_time(&row.try_get::<String, _>("created_at")?)?,
         updated_at: parse_db_time(&row.try_get::<String, _>("updated_at")?)?,

@@ -275,6 +275,13 @@ pub fn runtime_of(status: Option<&ConferenceStatus>) -> Runtime {
         ended: status.ended_occurrence,
         participants: status.participants.unwrap_or(0),
         placed: status.assignment.as_ref().map(placed_of),
+        not_placed: status
+            .conditions
+            .iter()
+            .find(|c| {
+                c.type_ == crds::conditions::PLACED && c.status == crds::ConditionStatus::False
+            })
+            .map(|c| (c.reason.clone(), c.message.clone())),
     }
 }
 

@@ -21,7 +21,27 @@ on_both_backends!(
     asking_without_a_password_is_no_guess,
     bad_join_requests_get_clear_errors,
     a_join_token_carries_the_definitions_revision_and_the_client_network,
+    a_meeting_larger_than_any_sfu_is_told_so_not_retried,
 );
+
+async fn a_meeting_larger_than_any_sfu_is_told_so_not_retried(app: TestApp) {
+    let owner = app.admin().await;
+    let capacity = app.config.sfu_capacity;
+    let c = app
+        .schedule(&owner, 0, 30, json!({"maxParticipants": capacity + 1}))
+        .await;
+    let reply = app
+        .post(
+            "/api/v1/join",
+            None,
+            json!({"meetingId": c["meetingId"], "password": c["password"], "displayName": "Gus"}),
+        )
+        .await
+        .expect(StatusCode::CONFLICT);
+    assert_eq!(reply.code(), "conferenceTooLarge");
+    let message = reply.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("maxParticipants"), "{message}");
+}
 
 fn claims(app: &TestApp, token: &str) -> JoinClaims {
     app.state

@@ -76,6 +76,7 @@ fn weekly(owner: &AccountId, meeting_id: &str) -> Conference {
             ended: None,
             participants: 0,
             placed: None,
+            not_placed: None,
         },
         created_at: at("2026-06-01T08:00:00Z"),
         updated_at: at("2026-06-01T08:00:00Z"),

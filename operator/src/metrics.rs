@@ -120,7 +120,7 @@ impl Metrics {
         for state in ["used", "free"] {
             capacity.with_label_values(&[state]).set(0);
         }
-        for reason in ["NoReadyPod", "NoCapacity", "NoPorts"] {
+        for reason in ["NoReadyPod", "NoCapacity", "NoPorts", "TooLarge"] {
             placement_failures.with_label_values(&[reason]).inc_by(0);
         }
         reconciles.with_label_values(&["ok"]).inc_by(0);

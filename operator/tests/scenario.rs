@@ -368,21 +368,22 @@ async fn no_capacity_then_a_new_pod(fake: FakeApi) -> Result<()> {
     let reason = condition(&degraded, "Degraded")
         .cloned()
         .unwrap_or_default();
-    assert_eq!(reason["reason"], "NoCapacity");
+    // Larger than every pod: the reason says waiting alone cannot help, and what to change.
+    assert_eq!(reason["reason"], "TooLarge");
     assert_eq!(
         reason["message"],
-        "no SFU pod has room for 300 participants"
+        "300 participants are more than any SFU pod holds (100); lower maxParticipants or give the pods more capacity (sfu.capacity)"
     );
     assert_eq!(str_at(&degraded, "/status/phase"), Some("Scheduled"));
     let warning = fake
-        .wait_for("a NoCapacity event", WAIT, |f| {
-            events_with_reason(f, "NoCapacity").into_iter().next()
+        .wait_for("a TooLarge event", WAIT, |f| {
+            events_with_reason(f, "TooLarge").into_iter().next()
         })
         .await;
     assert_eq!(warning["type"], "Warning");
     assert_eq!(
         warning["note"],
-        "no SFU pod has room for 300 participants (API request req-42)"
+        "300 participants are more than any SFU pod holds (100); lower maxParticipants or give the pods more capacity (sfu.capacity) (API request req-42)"
     );
 
     // Watches restart after a compaction: the operator re-lists (410 Gone) and carries on.

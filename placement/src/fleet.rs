@@ -107,6 +107,16 @@ pub enum PlacementError {
         /// The participants requested.
         participants: u32,
     },
+    /// More participants than any SFU pod holds even when empty: waiting cannot help.
+    #[error(
+        "{participants} participants are more than any SFU pod holds ({largest}); lower maxParticipants or give the pods more capacity (sfu.capacity)"
+    )]
+    TooLarge {
+        /// The participants requested.
+        participants: u32,
+        /// The largest capacity of any pod.
+        largest: u32,
+    },
     /// Pods with capacity have no free port range of the needed size.
     #[error("no SFU pod has {ports} free UDP ports in a row")]
     NoPorts {
@@ -121,8 +131,21 @@ impl PlacementError {
         match self {
             PlacementError::NoReadyPod => "NoReadyPod",
             PlacementError::NoCapacity { .. } => "NoCapacity",
+            PlacementError::TooLarge { .. } => "TooLarge",
             PlacementError::NoPorts { .. } => "NoPorts",
         }
+    }
+}
+
+/// Refuses a request no pod of the fleet could take even empty (ready or not: a pod that is
+/// down comes back with the same capacity).
+fn too_large(request: &Request, pods: &[Pod]) -> Result<(), PlacementError> {
+    match pods.iter().map(|pod| pod.capacity).max() {
+        Some(largest) if request.participants > largest => Err(PlacementError::TooLarge {
+            participants: request.participants,
+            largest,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -149,6 +172,7 @@ pub fn place(
             .iter()
             .filter(|a| a.conference != request.conference)
     };
+    too_large(request, pods)?;
     let ports = sizing.ports_for(request.participants);
     let mut ready = pods.iter().filter(|pod| pod.ready).peekable();
     if ready.peek().is_none() {
@@ -353,6 +377,7 @@ impl Ledger {
         }
         // The conference's own assignment, if any, lies on a pod that is not a candidate (gone
         // or not ready), so it never counts against a candidate's capacity or ports.
+        too_large(request, pods)?;
         let ports = sizing.ports_for(request.participants);
         let mut ready = pods.iter().filter(|pod| pod.ready).peekable();
         if ready.peek().is_none() {
@@ -504,11 +529,25 @@ mod tests {
     }
 
     #[test]
-    fn no_capacity_and_no_ready_pod_are_told_apart() {
+    fn too_large_no_capacity_and_no_ready_pod_are_told_apart() {
         let mut pods = [pod("a", 100, 10000, 10999)];
+        // Waiting cannot help a meeting larger than any pod, ready or not.
         assert_eq!(
             place(&request("c1", 300), &pods, &[], &Sizing::default()),
-            Err(PlacementError::NoCapacity { participants: 300 })
+            Err(PlacementError::TooLarge {
+                participants: 300,
+                largest: 100
+            })
+        );
+        let err =
+            place(&request("c1", 300), &pods, &[], &Sizing::default()).expect_err("too large");
+        assert_eq!(err.reason(), "TooLarge");
+        assert!(err.to_string().contains("sfu.capacity"), "{err}");
+        // A pod that is full now has room later.
+        let existing = [place(&request("c0", 80), &pods, &[], &Sizing::default()).expect("placed")];
+        assert_eq!(
+            place(&request("c1", 30), &pods, &existing, &Sizing::default()),
+            Err(PlacementError::NoCapacity { participants: 30 })
         );
         assert_eq!(
             PlacementError::NoCapacity { participants: 300 }.to_string(),
@@ -692,7 +731,12 @@ mod tests {
                         Ok(_) => prop_assert!(room, "placed without room"),
                         Err(err) => {
                             prop_assert!(!room, "refused with room: {err}");
-                            prop_assert_eq!(err, PlacementError::NoCapacity { participants });
+                            let largest = capacities.iter().copied().max().unwrap_or(0);
+                            if participants > largest {
+                                prop_assert_eq!(err, PlacementError::TooLarge { participants, largest });
+                            } else {
+                                prop_assert_eq!(err, PlacementError::NoCapacity { participants });
+                            }
                         }
                     }
                 }

@@ -504,6 +504,7 @@ fn new_conference(state: &AppState, owner: &Account, definition: Definition) -> 
             ended: None,
             participants: 0,
             placed: None,
+            not_placed: None,
         },
         created_at: now,
         updated_at: now,

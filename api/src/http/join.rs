@@ -270,6 +270,13 @@ pub async fn join(
         // assignment into status; until then the client retries.
         Some(placed) if state.store.placed_by_operator() => placed.clone(),
         None if state.store.placed_by_operator() => {
+            // The operator said why when waiting cannot help; otherwise the client retries.
+            if let Some((reason, message)) = &conference.runtime.not_placed
+                && reason == "TooLarge"
+            {
+                state.metrics.joins.with_label_values(&["tooLarge"]).inc();
+                return Err(Error::conflict("conferenceTooLarge", message.clone()));
+            }
             state
                 .metrics
                 .joins

@@ -151,7 +151,7 @@ export class MeetingSession {
   }
 
   private rejoinFailed(error: unknown): void {
-    const final = error instanceof ApiError && ['conferenceEnded', 'excluded', 'wrongMeetingCredentials', 'validation', 'forbidden', 'notFound', 'unauthenticated'].includes(error.code);
+    const final = error instanceof ApiError && ['conferenceEnded', 'conferenceTooLarge', 'excluded', 'wrongMeetingCredentials', 'validation', 'forbidden', 'notFound', 'unauthenticated'].includes(error.code);
     if (final) {
       this.finish();
       this.options.onGiveUp(error as ApiError);
