@@ -747,6 +747,35 @@ impl ConferenceStore for KubeConferenceStore {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_operators_reason_for_not_placing_reaches_the_runtime() {
+        let condition = |type_: &str, status, reason: &str| crds::Condition {
+            type_: type_.into(),
+            status,
+            reason: reason.into(),
+            message: format!("{reason} message"),
+            last_transition_time: Utc::now(),
+            observed_generation: None,
+        };
+        let status = ConferenceStatus {
+            conditions: vec![
+                condition("Placed", crds::ConditionStatus::False, "TooLarge"),
+                condition("Degraded", crds::ConditionStatus::True, "TooLarge"),
+            ],
+            ..ConferenceStatus::default()
+        };
+        assert_eq!(
+            runtime_of(Some(&status)).not_placed,
+            Some(("TooLarge".to_owned(), "TooLarge message".to_owned()))
+        );
+        let placed = ConferenceStatus {
+            conditions: vec![condition("Placed", crds::ConditionStatus::True, "Placed")],
+            ..ConferenceStatus::default()
+        };
+        assert_eq!(runtime_of(Some(&placed)).not_placed, None);
+        assert_eq!(runtime_of(None).not_placed, None);
+    }
+
     fn conference(kind: Kind) -> Conference {
         let start = DateTime::parse_from_rfc3339("2026-12-01T09:00:00Z")
             .map(|t| t.with_timezone(&Utc))
