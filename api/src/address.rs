@@ -3,7 +3,7 @@
 //! IPv6 customer usually holds a whole /64, so a /64 counts as one address).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::str::FromStr;
 
 /// A network in CIDR notation (`10.0.0.0/8`, `fd00::/8`), or one address.
@@ -152,13 +152,9 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// How an address counts for throttling: IPv4 as it is, IPv6 by its /64.
 pub fn throttle_group(ip: IpAddr) -> String {
-    match canonical(ip) {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & (u128::MAX << 64);
-            format!("{}/64", Ipv6Addr::from(prefix))
-        }
-    }
+    // The client network the SFU and exclusions count by; loopback (a local proxy or a test)
+    // stands for itself.
+    proto::client_network(ip).unwrap_or_else(|| canonical(ip).to_string())
 }
 
 #[cfg(test)]

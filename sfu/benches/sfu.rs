@@ -277,7 +277,8 @@ struct Room {
 }
 
 impl Room {
-    async fn join(&self, sub: &str, owner: bool) -> Result<Client> {
+    /// A signed join token for `sub` (a moderator when `owner`).
+    fn token(&self, sub: &str, owner: bool) -> Result<String> {
         let now = Utc::now().timestamp();
         let claims = JoinClaims {
             sub: sub.into(),
@@ -306,7 +307,11 @@ impl Room {
             ep: 0,
             cli: None,
         };
-        let token = self.key.sign_join(&claims)?;
+        Ok(self.key.sign_join(&claims)?)
+    }
+
+    async fn join(&self, sub: &str, owner: bool) -> Result<Client> {
+        let token = self.token(sub, owner)?;
         let client = Client::join(self.addr, &token, &self.conference).await?;
         if client.id().is_none() {
             bail!("{sub} was not admitted: {:?}", client.first);
@@ -482,31 +487,7 @@ async fn measure(
 async fn one_join(room: &Room, sub: &str) -> Result<Duration> {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let now = Utc::now().timestamp();
-    let claims = JoinClaims {
-        sub: sub.into(),
-        name: sub.into(),
-        conf: room.conference.clone(),
-        mid: MeetingId::from("987654321"),
-        role: Role::Listener,
-        level: None,
-        owner: false,
-        room: RoomSettings {
-            max_participants: Some(500),
-            allow_join_without_owner: true,
-            media: Media::AudioVideo,
-            udp_ports: None,
-            revision: 0,
-        },
-        aud: JOIN_AUDIENCE.into(),
-        iat: now,
-        exp: now + 3600,
-        jti: format!("jti-{sub}-{}", rand::random::<u32>()),
-        rid: None,
-        ep: 0,
-        cli: None,
-    };
-    let token = room.key.sign_join(&claims)?;
+    let token = room.token(sub, false)?;
     let started = Instant::now();
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/rtc", room.addr)).await?;
     ws.send(Message::text(
