@@ -1,0 +1,243 @@
+//! Meetings survive the cluster (see `cluster_box.rs` for the box): a killed SFU pod's meeting
+//! moves with everyone in it, a rollout drains a pod, a readiness probe that fails for a moment
+//! moves nothing, and two operator replicas fence each other so that a stopped leader's late
+//! writes cannot hand out ports twice.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cluster_box;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cluster_box::*;
+use serde_json::{Value, json};
+
+/// Runs `scenario` inside a network namespace of its own, with PostgreSQL relayed into it.
+fn in_a_box<F>(scenario: impl FnOnce() -> F)
+where
+    F: std::future::Future<Output = ()>,
+{
+    require_tools();
+    let _relay = (std::env::var_os("CONCLAVE_NETNS").is_none()).then(PostgresRelay::start);
+    if !loadgen::netns::isolate() {
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(scenario());
+}
+
+/// `count` ad hoc conferences `burst-<n>` as one YAML stream.
+fn burst(count: usize, max_participants: u32) -> String {
+    (0..count)
+        .map(|n| {
+            format!(
+                "apiVersion: conclave.dev/v1alpha1\nkind: Conference\nmetadata:\n  name: burst-{n}\n  namespace: {NAMESPACE}\nspec:\n  topic: Burst {n}\n  owner: admin\n  adHoc: true\n  maxParticipants: {max_participants}\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// The Lease's holder.
+fn leader(cluster: &ClusterBox) -> Option<String> {
+    cluster
+        .fake
+        .get("coordination.k8s.io/leases", NAMESPACE, "conclave-operator")?
+        .pointer("/spec/holderIdentity")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Every placed conference's (pod, node, first port, last port), checked for consistency: the
+/// `sfu-pod` label names the status's pod.
+fn placements(cluster: &ClusterBox) -> BTreeMap<String, (String, u64, u64)> {
+    let mut placed = BTreeMap::new();
+    for c in cluster.fake.list("conclave.dev/conferences") {
+        let name = c["metadata"]["name"].as_str().unwrap().to_owned();
+        let label = c
+            .pointer("/metadata/labels/conclave.dev~1sfu-pod")
+            .and_then(Value::as_str);
+        let Some(assignment) = c.pointer("/status/assignment") else {
+            assert_eq!(label, None, "{name} has an sfu-pod label but no assignment: {c}");
+            continue;
+        };
+        let pod = assignment["pod"].as_str().unwrap().to_owned();
+        assert_eq!(label, Some(pod.as_str()), "{name}: label and status disagree: {c}");
+        placed.insert(
+            name,
+            (
+                pod,
+                assignment["udpPorts"]["first"].as_u64().unwrap(),
+                assignment["udpPorts"]["last"].as_u64().unwrap(),
+            ),
+        );
+    }
+    placed
+}
+
+/// Panics when two conferences on one node (each SFU pod here is alone on its node and uses
+/// hostNetwork) share a UDP port.
+fn assert_no_shared_ports(placed: &BTreeMap<String, (String, u64, u64)>) {
+    let all: Vec<(&String, &(String, u64, u64))> = placed.iter().collect();
+    for (i, (a, (pod_a, first_a, last_a))) in all.iter().enumerate() {
+        for (b, (pod_b, first_b, last_b)) in &all[i + 1..] {
+            assert!(
+                pod_a != pod_b || last_a < first_b || last_b < first_a,
+                "{a} and {b} share UDP ports on {pod_a}: {first_a}-{last_a} and {first_b}-{last_b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn two_operators_fence_each_other_and_a_stopped_leader_writes_nothing_late() {
+    in_a_box(|| async {
+        let cluster = ClusterBox::start(Options {
+            operators: 2,
+            operator_env: vec![
+                ("CONCLAVE_OPERATOR_LEASE_DURATION_SECONDS".into(), "4".into()),
+                ("CONCLAVE_OPERATOR_LEASE_RETRY_SECONDS".into(), "1".into()),
+            ],
+            ..Options::default()
+        })
+        .await;
+        let first = cluster
+            .fake
+            .wait_for("a leader", Duration::from_secs(20), |_| leader(&cluster))
+            .await;
+        let stopped = cluster
+            .operators
+            .iter()
+            .position(|o| o.name == first)
+            .unwrap_or_else(|| panic!("the Lease names {first}, no replica of the box"));
+        cluster.mark("a leader elected");
+
+        // Twenty conferences at once; the leader is stopped while it places them.
+        let file = cluster.dir.path().join("burst.yaml");
+        std::fs::write(&file, burst(20, 10)).unwrap();
+        cluster
+            .kubectl
+            .run(&["apply".as_ref(), "--server-side".as_ref(), "-f".as_ref(), file.as_os_str()])
+            .await;
+        cluster
+            .fake
+            .wait_for("the first placement", Duration::from_secs(20), |_| {
+                (!placements(&cluster).is_empty()).then_some(())
+            })
+            .await;
+        cluster.operators[stopped].process.signal("STOP");
+        let stopped_at = cluster.fake.calls().len();
+        cluster.mark("leader stopped mid-placement");
+
+        let second = cluster
+            .fake
+            .wait_for("another replica to take the Lease", Duration::from_secs(20), |_| {
+                leader(&cluster).filter(|l| *l != first)
+            })
+            .await;
+        cluster
+            .fake
+            .wait_for("all twenty placed", Duration::from_secs(30), |_| {
+                (placements(&cluster).keys().filter(|k| k.starts_with("burst-")).count() == 20)
+                    .then_some(())
+            })
+            .await;
+        cluster.mark("the new leader placed the rest");
+
+        // The old leader wakes up long after its Lease expired: it must not write.
+        let resumed_at = cluster.fake.calls().len();
+        cluster.operators[stopped].process.signal("CONT");
+        let metrics = format!("http://127.0.0.1:{}/metrics", cluster.operators[stopped].port);
+        wait_until("the old leader to report it follows", Duration::from_secs(20), || {
+            let url = metrics.clone();
+            async move {
+                let Ok(reply) = reqwest::get(&url).await else { return false };
+                reply
+                    .text()
+                    .await
+                    .is_ok_and(|t| t.lines().any(|l| l == "conclave_operator_leader 0"))
+            }
+        })
+        .await;
+        // A few more placements by the new leader while the old one is awake.
+        std::fs::write(&file, burst(24, 10)).unwrap();
+        cluster
+            .kubectl
+            .run(&["apply".as_ref(), "--server-side".as_ref(), "-f".as_ref(), file.as_os_str()])
+            .await;
+        cluster
+            .fake
+            .wait_for("all twenty-four placed", Duration::from_secs(30), |_| {
+                (placements(&cluster).keys().filter(|k| k.starts_with("burst-")).count() == 24)
+                    .then_some(())
+            })
+            .await;
+        let late: Vec<String> = cluster.fake.calls()[stopped_at..]
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| {
+                c.user == first
+                    && c.path.contains("/conferences/")
+                    && matches!(c.method.as_str(), "PATCH" | "PUT" | "POST" | "DELETE")
+                    && (200..300).contains(&c.status)
+                    && stopped_at + i >= resumed_at
+            })
+            .map(|(_, c)| format!("{} {}?{} -> {}", c.method, c.path, c.query, c.status))
+            .collect();
+        assert!(late.is_empty(), "the deposed leader wrote after it woke up: {late:#?}");
+        let placed = placements(&cluster);
+        assert_no_shared_ports(&placed);
+        assert_eq!(leader(&cluster).as_deref(), Some(second.as_str()));
+        cluster.mark("no late writes, no shared ports");
+
+        // A conference larger than any pod: the condition, the Event and the join say so.
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: conclave.dev/v1alpha1\nkind: Conference\nmetadata:\n  name: all-hands\n  namespace: {NAMESPACE}\nspec:\n  topic: All hands\n  owner: admin\n  meetingId: \"555000111\"\n  adHoc: true\n  maxParticipants: 100000\n"
+            ),
+        )
+        .unwrap();
+        cluster
+            .kubectl
+            .run(&["apply".as_ref(), "--server-side".as_ref(), "-f".as_ref(), file.as_os_str()])
+            .await;
+        let condition = cluster
+            .fake
+            .wait_for("all-hands to be refused as too large", Duration::from_secs(20), |f| {
+                let c = f.get("conclave.dev/conferences", NAMESPACE, "all-hands")?;
+                c.pointer("/status/conditions")?
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == "Placed" && c["reason"] == "TooLarge")
+                    .cloned()
+            })
+            .await;
+        assert_eq!(condition["status"], "False", "{condition}");
+        cluster
+            .fake
+            .wait_for("a TooLarge Event", Duration::from_secs(10), |f| {
+                f.list("events.k8s.io/events")
+                    .iter()
+                    .any(|e| e["reason"] == "TooLarge" && e["regarding"]["name"] == "all-hands")
+                    .then_some(())
+            })
+            .await;
+        let admin = cluster.admin_session().await;
+        let (status, answer) = post(
+            &cluster.http,
+            &format!("{}/api/v1/join", cluster.base()),
+            Some(&admin),
+            json!({"meetingId": "555000111"}),
+        )
+        .await;
+        assert_eq!(status, 409, "{answer}");
+        assert_eq!(answer["error"]["code"], "conferenceTooLarge", "{answer}");
+        cluster.finish().await;
+    });
+}
