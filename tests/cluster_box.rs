@@ -205,10 +205,8 @@ impl ClusterBox {
                 .env("KUBECONFIG", kubeconfig(API_USER))
                 .env_remove("HOME"),
         );
-        let mut ready: Vec<(String, u16)> = operators
-            .iter()
-            .map(|o| (o.name.clone(), o.port))
-            .collect();
+        let mut ready: Vec<(String, u16)> =
+            operators.iter().map(|o| (o.name.clone(), o.port)).collect();
         ready.push(("API".into(), api_port));
         for (what, port) in ready {
             let url = format!("http://127.0.0.1:{port}/readyz");
@@ -354,7 +352,11 @@ impl ClusterBox {
             .await
             .unwrap();
         let status = reply.status().as_u16();
-        assert!(status == 200 || status == 202, "{}", reply.text().await.unwrap());
+        assert!(
+            status == 200 || status == 202,
+            "{}",
+            reply.text().await.unwrap()
+        );
         self.sfus[index].signal("TERM");
     }
 
@@ -720,7 +722,10 @@ impl Proc {
 
     /// Sends `signal` (`TERM`, `STOP`, `CONT`) to the process.
     pub(crate) fn signal(&self, signal: &str) {
-        run("kill", &[&format!("-{signal}"), &self.child.id().to_string()]);
+        run(
+            "kill",
+            &[&format!("-{signal}"), &self.child.id().to_string()],
+        );
     }
 }
 
@@ -846,7 +851,10 @@ impl Sfu {
 
     /// Sends `signal` (`TERM`, `STOP`, `CONT`) to the SFU process.
     pub(crate) fn signal(&self, signal: &str) {
-        run("kill", &[&format!("-{signal}"), &self.holder.id().to_string()]);
+        run(
+            "kill",
+            &[&format!("-{signal}"), &self.holder.id().to_string()],
+        );
     }
 
     /// Whether the SFU process has exited.

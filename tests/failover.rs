@@ -53,9 +53,10 @@ fn leader(cluster: &ClusterBox) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Every placed conference's (pod, node, first port, last port), checked for consistency: the
-/// `sfu-pod` label names the status's pod.
-fn placements(cluster: &ClusterBox) -> BTreeMap<String, (String, u64, u64)> {
+/// Every placed conference's (pod, first port, last port); when `settled`, also checked for
+/// consistency: the `sfu-pod` label names the status's pod (between the operator's writes they
+/// may differ for a moment, never once it is idle).
+fn placements(cluster: &ClusterBox, settled: bool) -> BTreeMap<String, (String, u64, u64)> {
     let mut placed = BTreeMap::new();
     for c in cluster.fake.list("conclave.dev/conferences") {
         let name = c["metadata"]["name"].as_str().unwrap().to_owned();
@@ -63,11 +64,17 @@ fn placements(cluster: &ClusterBox) -> BTreeMap<String, (String, u64, u64)> {
             .pointer("/metadata/labels/conclave.dev~1sfu-pod")
             .and_then(Value::as_str);
         let Some(assignment) = c.pointer("/status/assignment") else {
-            assert_eq!(label, None, "{name} has an sfu-pod label but no assignment: {c}");
+            assert!(
+                !settled || label.is_none(),
+                "{name} has an sfu-pod label but no assignment: {c}"
+            );
             continue;
         };
         let pod = assignment["pod"].as_str().unwrap().to_owned();
-        assert_eq!(label, Some(pod.as_str()), "{name}: label and status disagree: {c}");
+        assert!(
+            !settled || label == Some(pod.as_str()),
+            "{name}: label and status disagree: {c}"
+        );
         placed.insert(
             name,
             (
@@ -100,7 +107,10 @@ fn two_operators_fence_each_other_and_a_stopped_leader_writes_nothing_late() {
         let cluster = ClusterBox::start(Options {
             operators: 2,
             operator_env: vec![
-                ("CONCLAVE_OPERATOR_LEASE_DURATION_SECONDS".into(), "4".into()),
+                (
+                    "CONCLAVE_OPERATOR_LEASE_DURATION_SECONDS".into(),
+                    "4".into(),
+                ),
                 ("CONCLAVE_OPERATOR_LEASE_RETRY_SECONDS".into(), "1".into()),
             ],
             ..Options::default()
@@ -122,12 +132,17 @@ fn two_operators_fence_each_other_and_a_stopped_leader_writes_nothing_late() {
         std::fs::write(&file, burst(20, 10)).unwrap();
         cluster
             .kubectl
-            .run(&["apply".as_ref(), "--server-side".as_ref(), "-f".as_ref(), file.as_os_str()])
+            .run(&[
+                "apply".as_ref(),
+                "--server-side".as_ref(),
+                "-f".as_ref(),
+                file.as_os_str(),
+            ])
             .await;
         cluster
             .fake
             .wait_for("the first placement", Duration::from_secs(20), |_| {
-                (!placements(&cluster).is_empty()).then_some(())
+                (!placements(&cluster, false).is_empty()).then_some(())
             })
             .await;
         cluster.operators[stopped].process.signal("STOP");
@@ -136,14 +151,20 @@ fn two_operators_fence_each_other_and_a_stopped_leader_writes_nothing_late() {
 
         let second = cluster
             .fake
-            .wait_for("another replica to take the Lease", Duration::from_secs(20), |_| {
-                leader(&cluster).filter(|l| *l != first)
-            })
+            .wait_for(
+                "another replica to take the Lease",
+                Duration::from_secs(20),
+                |_| leader(&cluster).filter(|l| *l != first),
+            )
             .await;
         cluster
             .fake
             .wait_for("all twenty placed", Duration::from_secs(30), |_| {
-                (placements(&cluster).keys().filter(|k| k.starts_with("burst-")).count() == 20)
+                (placements(&cluster, false)
+                    .keys()
+                    .filter(|k| k.starts_with("burst-"))
+                    .count()
+                    == 20)
                     .then_some(())
             })
             .await;
@@ -152,28 +173,46 @@ fn two_operators_fence_each_other_and_a_stopped_leader_writes_nothing_late() {
         // The old leader wakes up long after its Lease expired: it must not write.
         let resumed_at = cluster.fake.calls().len();
         cluster.operators[stopped].process.signal("CONT");
-        let metrics = format!("http://127.0.0.1:{}/metrics", cluster.operators[stopped].port);
-        wait_until("the old leader to report it follows", Duration::from_secs(20), || {
-            let url = metrics.clone();
-            async move {
-                let Ok(reply) = reqwest::get(&url).await else { return false };
-                reply
-                    .text()
-                    .await
-                    .is_ok_and(|t| t.lines().any(|l| l == "conclave_operator_leader 0"))
-            }
-        })
+        let metrics = format!(
+            "http://127.0.0.1:{}/metrics",
+            cluster.operators[stopped].port
+        );
+        wait_until(
+            "the old leader to report it follows",
+            Duration::from_secs(20),
+            || {
+                let url = metrics.clone();
+                async move {
+                    let Ok(reply) = reqwest::get(&url).await else {
+                        return false;
+                    };
+                    reply
+                        .text()
+                        .await
+                        .is_ok_and(|t| t.lines().any(|l| l == "conclave_operator_leader 0"))
+                }
+            },
+        )
         .await;
         // A few more placements by the new leader while the old one is awake.
         std::fs::write(&file, burst(24, 10)).unwrap();
         cluster
             .kubectl
-            .run(&["apply".as_ref(), "--server-side".as_ref(), "-f".as_ref(), file.as_os_str()])
+            .run(&[
+                "apply".as_ref(),
+                "--server-side".as_ref(),
+                "-f".as_ref(),
+                file.as_os_str(),
+            ])
             .await;
         cluster
             .fake
             .wait_for("all twenty-four placed", Duration::from_secs(30), |_| {
-                (placements(&cluster).keys().filter(|k| k.starts_with("burst-")).count() == 24)
+                (placements(&cluster, false)
+                    .keys()
+                    .filter(|k| k.starts_with("burst-"))
+                    .count()
+                    == 24)
                     .then_some(())
             })
             .await;
@@ -189,8 +228,11 @@ fn two_operators_fence_each_other_and_a_stopped_leader_writes_nothing_late() {
             })
             .map(|(_, c)| format!("{} {}?{} -> {}", c.method, c.path, c.query, c.status))
             .collect();
-        assert!(late.is_empty(), "the deposed leader wrote after it woke up: {late:#?}");
-        let placed = placements(&cluster);
+        assert!(
+            late.is_empty(),
+            "the deposed leader wrote after it woke up: {late:#?}"
+        );
+        let placed = placements(&cluster, true);
         assert_no_shared_ports(&placed);
         assert_eq!(leader(&cluster).as_deref(), Some(second.as_str()));
         cluster.mark("no late writes, no shared ports");
@@ -205,18 +247,27 @@ fn two_operators_fence_each_other_and_a_stopped_leader_writes_nothing_late() {
         .unwrap();
         cluster
             .kubectl
-            .run(&["apply".as_ref(), "--server-side".as_ref(), "-f".as_ref(), file.as_os_str()])
+            .run(&[
+                "apply".as_ref(),
+                "--server-side".as_ref(),
+                "-f".as_ref(),
+                file.as_os_str(),
+            ])
             .await;
         let condition = cluster
             .fake
-            .wait_for("all-hands to be refused as too large", Duration::from_secs(20), |f| {
-                let c = f.get("conclave.dev/conferences", NAMESPACE, "all-hands")?;
-                c.pointer("/status/conditions")?
-                    .as_array()?
-                    .iter()
-                    .find(|c| c["type"] == "Placed" && c["reason"] == "TooLarge")
-                    .cloned()
-            })
+            .wait_for(
+                "all-hands to be refused as too large",
+                Duration::from_secs(20),
+                |f| {
+                    let c = f.get("conclave.dev/conferences", NAMESPACE, "all-hands")?;
+                    c.pointer("/status/conditions")?
+                        .as_array()?
+                        .iter()
+                        .find(|c| c["type"] == "Placed" && c["reason"] == "TooLarge")
+                        .cloned()
+                },
+            )
             .await;
         assert_eq!(condition["status"], "False", "{condition}");
         cluster
@@ -238,6 +289,113 @@ fn two_operators_fence_each_other_and_a_stopped_leader_writes_nothing_late() {
         .await;
         assert_eq!(status, 409, "{answer}");
         assert_eq!(answer["error"]["code"], "conferenceTooLarge", "{answer}");
+        cluster.finish().await;
+    });
+}
+
+/// Makes an ad hoc meeting as `admin` through the API and waits until the operator placed it:
+/// the API's answer (id, meetingId, password) and the assignment.
+async fn placed_meeting(cluster: &ClusterBox, admin: &str, topic: &str) -> (Value, Value) {
+    let reply = cluster
+        .http
+        .post(format!("{}/api/v1/conferences/adhoc", cluster.base()))
+        .bearer_auth(admin)
+        .json(&json!({ "topic": topic }))
+        .send()
+        .await
+        .unwrap();
+    let status = reply.status().as_u16();
+    let meeting: Value = reply.json().await.unwrap_or_default();
+    assert_eq!(status, 201, "{meeting}");
+    let assignment = placed_by_name(&cluster.fake, meeting["id"].as_str().unwrap()).await;
+    (meeting, assignment)
+}
+
+#[test]
+fn two_portal_pages_follow_their_meeting_to_another_pod_when_its_sfu_is_killed() {
+    in_a_box(|| async {
+        let chromium = system_tests::portal_chromium();
+        let mut cluster = ClusterBox::start(Options::default()).await;
+        let admin = cluster.admin_session().await;
+        let (meeting, assignment) = placed_meeting(&cluster, &admin, "Failover").await;
+        let held_by = cluster.sfu_index(assignment["pod"].as_str().unwrap());
+        let web = system_tests::repository().join("web");
+        let artifacts = web.join("e2e/artifacts/failover");
+        let _ = std::fs::remove_dir_all(&artifacts);
+        std::fs::create_dir_all(&artifacts).unwrap();
+        let mut script = std::process::Command::new("node")
+            .arg(web.join("e2e/failover.mjs"))
+            .current_dir(&web)
+            .env("CONCLAVE_URL", cluster.base())
+            .env("CONCLAVE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("CONCLAVE_ARTIFACTS", &artifacts)
+            .env("CHROMIUM", &chromium)
+            .env("CONCLAVE_CONFERENCE_ID", meeting["id"].as_str().unwrap())
+            .env(
+                "CONCLAVE_MEETING_ID",
+                meeting["meetingId"].as_str().unwrap(),
+            )
+            .env(
+                "CONCLAVE_MEETING_PASSWORD",
+                meeting["password"].as_str().unwrap(),
+            )
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("node (Node.js) must be installed");
+        let mut stdin = script.stdin.take().unwrap();
+        let (said, mut hear) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let stdout = script.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("failover.mjs: {line}");
+                if said.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut expect = async |word: &str| loop {
+            let line = tokio::time::timeout(Duration::from_secs(120), hear.recv())
+                .await
+                .unwrap_or_else(|_| panic!("failover.mjs said no {word} within 2 minutes"))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "failover.mjs ended before {word}; see {}",
+                        artifacts.display()
+                    )
+                });
+            if let Some(rest) = line.strip_prefix(&format!("{word} ")) {
+                break rest.to_owned();
+            }
+        };
+        let ready = expect("READY").await;
+        assert_eq!(ready, meeting["id"].as_str().unwrap());
+        cluster.mark("two Chromium pages in the meeting");
+        cluster.kill_sfu(held_by).await;
+        {
+            use std::io::Write;
+            writeln!(stdin, "KILLED").unwrap();
+        }
+        let back: u64 = expect("BACK").await.parse().unwrap();
+        cluster.mark(&format!(
+            "both pages back with media {back} ms after the kill"
+        ));
+        let status = tokio::task::spawn_blocking(move || script.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            status.success(),
+            "failover.mjs failed ({status}); screenshots are in {}",
+            artifacts.display()
+        );
+        let moved = cluster.conference(meeting["id"].as_str().unwrap());
+        assert_ne!(
+            moved["status"]["assignment"]["pod"], assignment["pod"],
+            "the meeting stayed on the killed pod: {moved}"
+        );
         cluster.finish().await;
     });
 }

@@ -467,6 +467,23 @@ fn remove_path(value: &mut Value, path: &[String]) {
 }
 
 /// Removes objects left empty by removals (but not the top level).
+/// The fields an apply sets and its manager owns: everything but the object's identity
+/// (apiVersion, kind, name, namespace, resourceVersion), which nobody owns and an apply that
+/// leaves them out never removes.
+fn apply_scope(applied: &Value) -> Value {
+    let mut scope = applied.clone();
+    if let Some(m) = scope.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("name");
+            meta.remove("namespace");
+            meta.remove("resourceVersion");
+        }
+    }
+    scope
+}
+
 fn prune_empty(value: &mut Value) {
     if let Some(map) = value.as_object_mut() {
         for v in map.values_mut() {
@@ -969,7 +986,7 @@ fn patch(
                     if created.status() == StatusCode::CREATED {
                         let mut inner = api.lock();
                         let mut owned = BTreeSet::new();
-                        leaves(&applied, &mut Vec::new(), &mut owned);
+                        leaves(&apply_scope(&applied), &mut Vec::new(), &mut owned);
                         inner
                             .managed
                             .entry(key)
@@ -987,16 +1004,7 @@ fn patch(
                 }
             };
             let mut owned = BTreeSet::new();
-            let mut scope = applied.clone();
-            if let Some(m) = scope.as_object_mut() {
-                m.remove("apiVersion");
-                m.remove("kind");
-                if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
-                    meta.remove("name");
-                    meta.remove("namespace");
-                    meta.remove("resourceVersion");
-                }
-            }
+            let scope = apply_scope(&applied);
             leaves(&scope, &mut Vec::new(), &mut owned);
             let slot = (manager.clone(), on_status);
             let managers = inner.managed.entry(key.clone()).or_default();
