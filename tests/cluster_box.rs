@@ -1155,3 +1155,110 @@ impl Drop for PostgresRelay {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Makes an ad hoc meeting as `admin` through the API and waits until the operator placed it:
+/// the API's answer (id, meetingId, password) and the assignment.
+pub(crate) async fn placed_meeting(
+    cluster: &ClusterBox,
+    admin: &str,
+    topic: &str,
+) -> (Value, Value) {
+    let reply = cluster
+        .http
+        .post(format!("{}/api/v1/conferences/adhoc", cluster.base()))
+        .bearer_auth(admin)
+        .json(&json!({ "topic": topic }))
+        .send()
+        .await
+        .unwrap();
+    let status = reply.status().as_u16();
+    let meeting: Value = reply.json().await.unwrap_or_default();
+    assert_eq!(status, 201, "{meeting}");
+    let assignment = placed_by_name(&cluster.fake, meeting["id"].as_str().unwrap()).await;
+    (meeting, assignment)
+}
+
+/// Two attendees of `meeting` that keep it by themselves: `admin` (its owner) and a guest,
+/// each publishing a microphone and a camera with a keyframe every second.
+pub(crate) fn two_attendees(
+    cluster: &ClusterBox,
+    admin: &str,
+    meeting: &Value,
+) -> Vec<loadgen::Attendee> {
+    let plan = loadgen::MediaPlan {
+        keyframe_every: Some(Duration::from_secs(1)),
+        ..loadgen::MediaPlan::default()
+    };
+    let sources = vec![
+        proto::signal::TrackSource::Microphone,
+        proto::signal::TrackSource::Camera,
+    ];
+    [
+        (Some(admin.to_owned()), json!({"meetingId": meeting["meetingId"]})),
+        (
+            None,
+            json!({"meetingId": meeting["meetingId"], "password": meeting["password"], "displayName": "Guest"}),
+        ),
+    ]
+    .into_iter()
+    .map(|(session_token, join)| {
+        loadgen::Attendee::start(loadgen::AttendeeOptions {
+            api: cluster.base(),
+            join,
+            session_token,
+            sources: sources.clone(),
+            plan: plan.clone(),
+        })
+    })
+    .collect()
+}
+
+/// Waits until every attendee receives media on a connection asked for after `since`, all on
+/// one pod other than `not_on`; returns that pod and, per attendee, the time from `since` to
+/// its first packet there.
+pub(crate) async fn all_back(
+    attendees: &mut [loadgen::Attendee],
+    since: std::time::Instant,
+    not_on: &str,
+    within: Duration,
+) -> (String, Vec<Duration>) {
+    let mut pods = Vec::new();
+    let mut times = Vec::new();
+    for attendee in attendees.iter_mut() {
+        let connections = attendee
+            .wait_until(within, |c| {
+                c.last().is_some_and(|last| {
+                    last.asked_at >= since
+                        && last.pod.as_deref().is_some_and(|p| p != not_on)
+                        && last.first_packet_at.is_some()
+                })
+            })
+            .await
+            .unwrap_or_else(|e| panic!("an attendee did not come back with media: {e:#}"));
+        let last = connections.last().unwrap();
+        pods.push(last.pod.clone().unwrap());
+        times.push(last.first_packet_at.unwrap() - since);
+    }
+    assert!(
+        pods.windows(2).all(|w| w[0] == w[1]),
+        "the attendees came back in different rooms: {pods:?}"
+    );
+    (pods.remove(0), times)
+}
+
+/// Waits until every attendee receives media on its first connection, on `pod`.
+pub(crate) async fn all_in(attendees: &mut [loadgen::Attendee], pod: &str) {
+    for attendee in attendees.iter_mut() {
+        let connections = attendee
+            .wait_until(Duration::from_secs(30), |c| {
+                c.last().is_some_and(|l| l.first_packet_at.is_some())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("an attendee got no media: {e:#}"));
+        assert_eq!(
+            connections.last().unwrap().pod.as_deref(),
+            Some(pod),
+            "{connections:?}"
+        );
+    }
+}

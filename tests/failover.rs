@@ -293,24 +293,6 @@ fn two_operators_fence_each_other_and_a_stopped_leader_writes_nothing_late() {
     });
 }
 
-/// Makes an ad hoc meeting as `admin` through the API and waits until the operator placed it:
-/// the API's answer (id, meetingId, password) and the assignment.
-async fn placed_meeting(cluster: &ClusterBox, admin: &str, topic: &str) -> (Value, Value) {
-    let reply = cluster
-        .http
-        .post(format!("{}/api/v1/conferences/adhoc", cluster.base()))
-        .bearer_auth(admin)
-        .json(&json!({ "topic": topic }))
-        .send()
-        .await
-        .unwrap();
-    let status = reply.status().as_u16();
-    let meeting: Value = reply.json().await.unwrap_or_default();
-    assert_eq!(status, 201, "{meeting}");
-    let assignment = placed_by_name(&cluster.fake, meeting["id"].as_str().unwrap()).await;
-    (meeting, assignment)
-}
-
 #[test]
 fn two_portal_pages_follow_their_meeting_to_another_pod_when_its_sfu_is_killed() {
     in_a_box(|| async {
@@ -396,6 +378,166 @@ fn two_portal_pages_follow_their_meeting_to_another_pod_when_its_sfu_is_killed()
             moved["status"]["assignment"]["pod"], assignment["pod"],
             "the meeting stayed on the killed pod: {moved}"
         );
+        cluster.finish().await;
+    });
+}
+
+#[test]
+fn a_killed_sfu_moves_its_meeting_with_everyone_and_a_flapping_probe_moves_nothing() {
+    in_a_box(|| async {
+        let mut cluster = ClusterBox::start(Options::default()).await;
+        let admin = cluster.admin_session().await;
+        let (meeting, assignment) = placed_meeting(&cluster, &admin, "Kill").await;
+        let id = meeting["id"].as_str().unwrap().to_owned();
+        let pod = assignment["pod"].as_str().unwrap().to_owned();
+        let mut attendees = two_attendees(&cluster, &admin, &meeting);
+        all_in(&mut attendees, &pod).await;
+        cluster.mark("two attendees in the meeting");
+
+        // The readiness probe fails for two seconds while the SFU runs: nothing moves.
+        cluster.set_ready(&pod, false).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cluster.set_ready(&pod, true).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after_flap = cluster.conference(&id);
+        assert_eq!(
+            after_flap["status"]["assignment"]["pod"],
+            pod.as_str(),
+            "{after_flap}"
+        );
+        for attendee in &attendees {
+            let connections = attendee.connections();
+            assert_eq!(
+                connections.len(),
+                1,
+                "a flapping probe made a client move: {connections:?}"
+            );
+        }
+        assert!(
+            !cluster
+                .fake
+                .list("events.k8s.io/events")
+                .iter()
+                .any(|e| { e["regarding"]["name"] == id.as_str() && e["reason"] == "Failover" }),
+            "a flapping probe caused a failover"
+        );
+        cluster.mark("a flapping readiness probe moved nothing");
+
+        // The SFU process holding the meeting is killed: everyone is back on the other pod
+        // with media, without doing anything.
+        let killed = std::time::Instant::now();
+        cluster.kill_sfu(cluster.sfu_index(&pod)).await;
+        let (new_pod, times) =
+            all_back(&mut attendees, killed, &pod, Duration::from_secs(30)).await;
+        cluster.mark(&format!(
+            "both back on {new_pod} with media after {times:?}"
+        ));
+        let moved = cluster.conference(&id);
+        assert_eq!(
+            moved["status"]["assignment"]["pod"],
+            new_pod.as_str(),
+            "{moved}"
+        );
+        for attendee in attendees {
+            attendee.stop().await.unwrap();
+        }
+        cluster.finish().await;
+    });
+}
+
+#[test]
+fn a_rollout_drains_an_sfu_pod_and_its_meeting_moves_at_the_handoff() {
+    in_a_box(|| async {
+        const GRACE: u64 = 14;
+        const HANDOFF: u64 = 8;
+        let mut cluster = ClusterBox::start(Options {
+            operator_env: vec![(
+                "CONCLAVE_OPERATOR_DRAIN_HANDOFF_SECONDS".into(),
+                HANDOFF.to_string(),
+            )],
+            // What the chart derives from terminationGracePeriodSeconds.
+            sfu_env: vec![("CONCLAVE_SFU_DRAIN_SECONDS".into(), (GRACE - 3).to_string())],
+            ..Options::default()
+        })
+        .await;
+        let admin = cluster.admin_session().await;
+        let (meeting, assignment) = placed_meeting(&cluster, &admin, "Rollout").await;
+        let id = meeting["id"].as_str().unwrap().to_owned();
+        let pod = assignment["pod"].as_str().unwrap().to_owned();
+        let index = cluster.sfu_index(&pod);
+        let mut attendees = two_attendees(&cluster, &admin, &meeting);
+        all_in(&mut attendees, &pod).await;
+        cluster.mark("two attendees in the meeting");
+
+        let terminated = std::time::Instant::now();
+        cluster.terminate_sfu(index, GRACE).await;
+        let readyz = format!("http://{}/readyz", cluster.sfus[index].addr());
+        wait_until(
+            "the draining SFU's /readyz to answer 503",
+            Duration::from_secs(5),
+            || {
+                let url = readyz.clone();
+                async move {
+                    reqwest::get(&url)
+                        .await
+                        .is_ok_and(|r| r.status().as_u16() == 503)
+                }
+            },
+        )
+        .await;
+        // A meeting made now goes to the other pod.
+        let (_, other) = placed_meeting(&cluster, &admin, "After the rollout began").await;
+        assert_ne!(
+            other["pod"],
+            pod.as_str(),
+            "a draining pod took a new meeting: {other}"
+        );
+        // The running meeting goes on where it is until the handoff.
+        // The operator hands the meeting over at deletionTimestamp - HANDOFF.
+        while terminated.elapsed() < Duration::from_secs(GRACE - HANDOFF - 2) {
+            for attendee in &attendees {
+                let connections = attendee.connections();
+                assert_eq!(
+                    connections.len(),
+                    1,
+                    "moved before the handoff: {connections:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        cluster.mark("the meeting went on during the grace period");
+        let (new_pod, times) = all_back(
+            &mut attendees,
+            terminated,
+            &pod,
+            Duration::from_secs(GRACE + 10),
+        )
+        .await;
+        assert!(
+            times
+                .iter()
+                .all(|t| *t >= Duration::from_secs(GRACE - HANDOFF - 1)),
+            "the meeting moved before the handoff: {times:?}"
+        );
+        cluster.mark(&format!(
+            "both moved to {new_pod}: media back {times:?} after SIGTERM"
+        ));
+        let moved = cluster.conference(&id);
+        let placed = moved["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Placed"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(placed["reason"], "Drained", "{moved}");
+        let took = cluster
+            .finish_termination(index, Duration::from_secs(GRACE + 5))
+            .await;
+        cluster.mark(&format!(
+            "the drained SFU exited {took:?} after the meeting left"
+        ));
+        for attendee in attendees {
+            attendee.stop().await.unwrap();
+        }
         cluster.finish().await;
     });
 }
