@@ -1033,12 +1033,18 @@ impl FakeApi {
         }
         inner.rv += 1;
         object["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+        // Like the API server: an object marked for deletion goes with its last finalizer,
+        // unless a graceful deletion (a pod's) is still running.
         let deleting = object.pointer("/metadata/deletionTimestamp").is_some();
+        let graceful = object
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .is_some_and(|grace| grace > 0);
         let finalizers_left = object
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
             .is_some_and(|f| !f.is_empty());
-        if deleting && !finalizers_left {
+        if deleting && !graceful && !finalizers_left {
             inner.objects.remove(key);
             inner.managed.remove(key);
             self.publish(inner, &key.resource, "DELETED", object.clone());

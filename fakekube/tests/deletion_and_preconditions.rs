@@ -81,6 +81,16 @@ async fn a_scheduled_pod_is_deleted_gracefully_and_removed_by_the_final_delete()
     );
     assert_eq!(shortened["metadata"]["deletionGracePeriodSeconds"], 10);
 
+    // The kubelet reports on the pod meanwhile; the pod stays.
+    pods.patch_status(
+        "sfu-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": { "phase": "Running" } })),
+    )
+    .await
+    .expect("reported");
+    assert!(fake.get("pods", NS, "sfu-0").is_some());
+
     // The kubelet's final DELETE (grace 0) removes it; watchers see MODIFIED, then DELETED.
     pods.delete("sfu-0", &DeleteParams::default().grace_period(0))
         .await
