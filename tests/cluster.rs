@@ -571,9 +571,11 @@ async fn scenario() {
     let dead_pod = sfus[dead].pod.clone();
     sfus[dead].stop();
     let alive = &sfus[1 - dead];
+    // Deleted with grace 0, as after its node is gone (`kubectl delete --force`): a graceful
+    // delete would make it a draining pod whose conferences stay until the handoff.
     let reply = http
         .delete(format!(
-            "http://{}/api/v1/namespaces/{NAMESPACE}/pods/{dead_pod}",
+            "http://{}/api/v1/namespaces/{NAMESPACE}/pods/{dead_pod}?gracePeriodSeconds=0",
             fake.addr
         ))
         .send()
