@@ -52,7 +52,10 @@ struct Record {
 #[derive(Debug, Clone)]
 struct Observed {
     record: Record,
+    /// When this record was first seen.
     at: Instant,
+    /// The lease duration it announced.
+    duration: Duration,
 }
 
 /// What a try to take or keep the Lease found.
@@ -110,15 +113,34 @@ impl LeaseLock {
             })
     }
 
+    /// How long until the Lease, as last seen held by another replica, may be taken over (by
+    /// this replica's observation); `None` when it was not seen held by another.
+    pub fn takeover_in(&self) -> Option<Duration> {
+        let observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = observed.as_ref()?;
+        let holder = seen.record.holder.as_deref()?;
+        if holder == self.identity {
+            return None;
+        }
+        Some(
+            seen.duration
+                .saturating_sub(Instant::now().duration_since(seen.at)),
+        )
+    }
+
     /// Notes the record seen now; answers how long it has been unchanged, by this replica's
     /// monotonic clock.
-    fn unchanged_for(&self, record: Record) -> Duration {
+    fn unchanged_for(&self, record: Record, duration: Duration) -> Duration {
         let now = Instant::now();
         let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
         match observed.as_ref() {
             Some(seen) if seen.record == record => now.duration_since(seen.at),
             _ => {
-                *observed = Some(Observed { record, at: now });
+                *observed = Some(Observed {
+                    record,
+                    at: now,
+                    duration,
+                });
                 Duration::ZERO
             }
         }
@@ -168,18 +190,21 @@ impl LeaseLock {
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
         let held_by_me = holder.as_deref() == Some(self.identity.as_str());
-        let unchanged = self.unchanged_for(Record {
-            holder: holder.clone(),
-            renew_time: spec
-                .renew_time
-                .as_ref()
-                .map(|t| t.0.as_millisecond().to_string()),
-            resource_version: lease.metadata.resource_version.clone(),
-        });
+        let duration = Duration::from_secs(
+            u64::try_from(spec.lease_duration_seconds.unwrap_or(15).max(1)).unwrap_or(15),
+        );
+        let unchanged = self.unchanged_for(
+            Record {
+                holder: holder.clone(),
+                renew_time: spec
+                    .renew_time
+                    .as_ref()
+                    .map(|t| t.0.as_millisecond().to_string()),
+                resource_version: lease.metadata.resource_version.clone(),
+            },
+            duration,
+        );
         if !held_by_me && let Some(holder) = &holder {
-            let duration = Duration::from_secs(
-                u64::try_from(spec.lease_duration_seconds.unwrap_or(15).max(1)).unwrap_or(15),
-            );
             if unchanged < duration {
                 return self.following(Some(holder.clone()));
             }

@@ -54,6 +54,10 @@ pub const DEFAULT_POD_GRACE_SECONDS: u64 = 10;
 /// Default time before a deleted SFU pod's deletion time its conferences move elsewhere.
 pub const DEFAULT_DRAIN_HANDOFF_SECONDS: u64 = 15;
 
+/// How long after a Lease may be taken over a standby looks again (so that its look does not
+/// come a hair early and wait a whole retry period more).
+const TAKEOVER_MARGIN: Duration = Duration::from_millis(10);
+
 /// The operator's configuration (`conclave operator --help`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -477,9 +481,14 @@ impl Operator {
                     Ok(Attempt::Following { .. }) => self.ready.store(true, Ordering::Relaxed),
                     Err(err) => warn!(cause = %err, "leader election attempt failed"),
                 }
+                // Look again after the retry period, or right when the holder's Lease may be
+                // taken over if that comes first.
+                let next = lock
+                    .takeover_in()
+                    .map_or(timing.retry, |at| timing.retry.min(at + TAKEOVER_MARGIN));
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(timing.retry) => {}
+                    () = tokio::time::sleep(next) => {}
                 }
             };
             self.ready.store(true, Ordering::Relaxed);
