@@ -337,6 +337,10 @@ impl Context {
     }
 
     async fn publish(&self, conference: &Conference, mut notice: Notice) {
+        // A deposed leader tells nothing: the new one tells what it decides.
+        if self.fence.check().is_err() {
+            return;
+        }
         // What a person did through the API carries that request's ID, so that the Event, the
         // API's log line and the person's report meet (not for what the cluster did).
         if !matches!(notice.action, "Failover" | "Drain")
@@ -450,6 +454,23 @@ pub fn error_policy(conference: Arc<Conference>, err: &Error, ctx: Arc<Context>)
     Action::requeue(delay)
 }
 
+/// `metadata` carrying the resourceVersion a write is based on: the API server refuses the
+/// write with 409 Conflict when the object changed since (for apply and merge patches alike).
+fn precondition(version: Option<&str>) -> serde_json::Map<String, serde_json::Value> {
+    let mut metadata = serde_json::Map::new();
+    if let Some(version) = version {
+        metadata.insert("resourceVersion".into(), json!(version));
+    }
+    metadata
+}
+
+/// [`precondition`] with the object's name, as an apply body names it.
+fn named(name: &str, version: Option<&str>) -> serde_json::Map<String, serde_json::Value> {
+    let mut metadata = precondition(version);
+    metadata.insert("name".into(), json!(name));
+    metadata
+}
+
 /// The assignment a conference's status records, as the ledger holds it.
 fn recorded_assignment(key: &str, conference: &Conference) -> Option<placement::Assignment> {
     let assignment = conference.status.as_ref()?.assignment.clone()?;
@@ -506,7 +527,7 @@ async fn apply(
                     ..PatchParams::default()
                 },
                 &Patch::Merge(json!({
-                    "metadata": { "resourceVersion": version },
+                    "metadata": precondition(version.as_deref()),
                     "spec": { "meetingId": id },
                 })),
             ),
@@ -608,7 +629,7 @@ async fn apply(
         let body = json!({
             "apiVersion": "conclave.dev/v1alpha1",
             "kind": "Conference",
-            "metadata": { "name": name, "resourceVersion": version },
+            "metadata": named(&name, version.as_deref()),
             "status": desired,
         });
         let written = ctx
@@ -645,10 +666,12 @@ async fn apply(
         .any(|(k, v)| have.get(k).map(|h| json!(h)) != Some(v.clone()))
         || (have.contains_key(labels::SFU_POD) && !want_labels.contains_key(labels::SFU_POD));
     if labels_differ {
+        let mut metadata = named(&name, version.as_deref());
+        metadata.insert("labels".into(), serde_json::Value::Object(want_labels));
         let body = json!({
             "apiVersion": "conclave.dev/v1alpha1",
             "kind": "Conference",
-            "metadata": { "name": name, "resourceVersion": version, "labels": want_labels },
+            "metadata": metadata,
         });
         ctx.call(
             "write the labels",
