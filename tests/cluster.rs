@@ -432,6 +432,8 @@ async fn scenario() {
         .unwrap();
     let dead_pod = sfus[dead].pod.clone();
     cluster.sfus[dead].stop();
+    // Deleted with grace 0, as after its node is gone (`kubectl delete --force`): a graceful
+    // delete would make it a draining pod whose conferences stay until the handoff.
     cluster.delete_pod_now(&dead_pod).await;
     let (fake, kubectl) = (&cluster.fake, &cluster.kubectl);
     let alive = &cluster.sfus[1 - dead];

@@ -105,6 +105,7 @@ pub async fn build_with_client(
         name: "embedded".to_owned(),
         endpoint: config.sfu_endpoint(),
         ready: true,
+        keeps: true,
         capacity: config.sfu_capacity,
         udp_ports,
     }];

@@ -39,8 +39,12 @@ pub struct Pod {
     pub name: String,
     /// Where clients connect (the signaling websocket's base URL).
     pub endpoint: String,
-    /// Ready and not terminating: only such pods take conferences.
+    /// Ready and not terminating: only such pods take new conferences.
     pub ready: bool,
+    /// Holds the conferences already assigned to it even while not `ready`: a pod that is
+    /// briefly not ready (suspect) or draining before its handoff. A `ready` pod always holds
+    /// them; a pod that neither keeps nor is ready has its conferences placed anew.
+    pub keeps: bool,
     /// How many participants it serves at most.
     pub capacity: u32,
     /// The UDP ports it may hand out.
@@ -149,10 +153,17 @@ fn too_large(request: &Request, pods: &[Pod]) -> Result<(), PlacementError> {
     }
 }
 
+/// Whether the pod named `name` holds the assignments it has (ready, or keeping them).
+fn holds(pods: &[Pod], name: &str) -> bool {
+    pods.iter()
+        .any(|pod| pod.name == name && (pod.ready || pod.keeps))
+}
+
 /// Places `request` given the fleet and the assignments that exist.
 ///
-/// An existing assignment of the same conference on a ready pod is kept as it is; one on a pod
-/// that is gone or not ready is ignored, so the conference is re-placed elsewhere.
+/// An existing assignment of the same conference on a pod that is ready or `keeps` is kept as it
+/// is; one on a pod that is gone, or neither ready nor keeping, is ignored, so the conference is
+/// re-placed elsewhere (new conferences only go to ready pods).
 ///
 /// # Errors
 /// A [`PlacementError`] naming what is missing.
@@ -163,7 +174,7 @@ pub fn place(
     sizing: &Sizing,
 ) -> Result<Assignment, PlacementError> {
     if let Some(current) = existing.iter().find(|a| a.conference == request.conference)
-        && pods.iter().any(|pod| pod.ready && pod.name == current.pod)
+        && holds(pods, &current.pod)
     {
         return Ok(current.clone());
     }
@@ -360,7 +371,7 @@ impl Ledger {
     }
 
     /// Places `request` as [`place`] would over this ledger's assignments, and records the
-    /// result (replacing an assignment on a pod that is gone or not ready).
+    /// result (replacing an assignment on a pod that is gone, or neither ready nor keeping).
     ///
     /// # Errors
     /// A [`PlacementError`] naming what is missing; the ledger is then unchanged.
@@ -371,12 +382,13 @@ impl Ledger {
         sizing: &Sizing,
     ) -> Result<Assignment, PlacementError> {
         if let Some(current) = self.by_conference.get(&request.conference)
-            && pods.iter().any(|pod| pod.ready && pod.name == current.pod)
+            && holds(pods, &current.pod)
         {
             return Ok(current.clone());
         }
-        // The conference's own assignment, if any, lies on a pod that is not a candidate (gone
-        // or not ready), so it never counts against a candidate's capacity or ports.
+        // The conference's own assignment, if any, lies on a pod that is not a candidate (gone,
+        // or neither ready nor keeping), so it never counts against a candidate's capacity or
+        // ports.
         too_large(request, pods)?;
         let ports = sizing.ports_for(request.participants);
         let mut ready = pods.iter().filter(|pod| pod.ready).peekable();
@@ -448,6 +460,7 @@ mod tests {
             name: name.into(),
             endpoint: format!("wss://{name}"),
             ready: true,
+            keeps: true,
             capacity,
             udp_ports: PortRange { first, last },
         }
@@ -523,9 +536,48 @@ mod tests {
             Ok(placed.clone())
         );
         pods[0].ready = false;
+        pods[0].keeps = false;
         let moved =
             place(&request("c1", 10), &pods, &[placed], &Sizing::default()).expect("placed");
         assert_eq!(moved.pod, "b");
+    }
+
+    #[test]
+    fn a_pod_that_keeps_holds_its_conferences_but_takes_no_new_one() {
+        let mut pods = vec![pod("a", 100, 10000, 10999), pod("b", 100, 20000, 20999)];
+        let mut ledger = Ledger::new();
+        let sizing = Sizing::default();
+        let held = ledger
+            .place(&request("c1", 10), &pods, &sizing)
+            .expect("placed");
+        assert_eq!(held.pod, "a");
+        // Suspect or draining: not ready, but its conference stays where it is.
+        pods[0].ready = false;
+        assert_eq!(
+            place(
+                &request("c1", 10),
+                &pods,
+                std::slice::from_ref(&held),
+                &sizing
+            ),
+            Ok(held.clone())
+        );
+        assert_eq!(
+            ledger.place(&request("c1", 10), &pods, &sizing),
+            Ok(held.clone())
+        );
+        // A new conference goes to the ready pod only.
+        let other = ledger
+            .place(&request("c2", 10), &pods, &sizing)
+            .expect("placed");
+        assert_eq!(other.pod, "b");
+        // Lost (grace over, or the drain's handoff came): the conference moves.
+        pods[0].keeps = false;
+        let moved = ledger
+            .place(&request("c1", 10), &pods, &sizing)
+            .expect("placed");
+        assert_eq!(moved.pod, "b");
+        assert_eq!(ledger.reserved_on("a"), 0);
     }
 
     #[test]
@@ -602,16 +654,25 @@ mod tests {
         /// One step of a fleet's life.
         #[derive(Debug, Clone)]
         enum Op {
-            Place { conference: u8, participants: u32 },
-            Release { conference: u8 },
-            Flip { pod: usize },
+            Place {
+                conference: u8,
+                participants: u32,
+            },
+            Release {
+                conference: u8,
+            },
+            /// The pod becomes ready, suspect/draining (keeps, takes nothing new) or lost.
+            Turn {
+                pod: usize,
+                state: u8,
+            },
         }
 
         fn op() -> impl Strategy<Value = Op> {
             prop_oneof![
                 6 => (0u8..40, 1u32..60).prop_map(|(conference, participants)| Op::Place { conference, participants }),
                 2 => (0u8..40).prop_map(|conference| Op::Release { conference }),
-                1 => (0usize..4).prop_map(|pod| Op::Flip { pod }),
+                1 => (0usize..4, 0u8..3).prop_map(|(pod, state)| Op::Turn { pod, state }),
             ]
         }
 
@@ -627,6 +688,7 @@ mod tests {
                         name: format!("sfu-{i}"),
                         endpoint: format!("wss://sfu-{i}"),
                         ready: true,
+                        keeps: true,
                         capacity,
                         udp_ports: PortRange {
                             first,
@@ -681,9 +743,18 @@ mod tests {
                     match op {
                         Op::Place { conference, participants } => {
                             let request = Request { conference: format!("c{conference}"), participants };
+                            let held = existing
+                                .iter()
+                                .find(|a| a.conference == request.conference)
+                                .filter(|a| pods.iter().any(|p| (p.ready || p.keeps) && p.name == a.pod))
+                                .cloned();
                             let by_function = place(&request, &pods, &existing, &sizing);
                             let by_ledger = ledger.place(&request, &pods, &sizing);
                             prop_assert_eq!(&by_function, &by_ledger);
+                            // A pod that keeps its conferences keeps them as they are.
+                            if let Some(held) = held {
+                                prop_assert_eq!(by_function.as_ref(), Ok(&held));
+                            }
                             if let Ok(placed) = by_function {
                                 existing.retain(|a| a.conference != placed.conference);
                                 existing.push(placed);
@@ -694,17 +765,21 @@ mod tests {
                             existing.retain(|a| a.conference != key);
                             ledger.release(&key);
                         }
-                        Op::Flip { pod } => {
+                        Op::Turn { pod, state } => {
                             if let Some(pod) = pods.get_mut(pod) {
-                                pod.ready = !pod.ready;
+                                (pod.ready, pod.keeps) = match state {
+                                    0 => (true, true),
+                                    1 => (false, true),
+                                    _ => (false, false),
+                                };
                             }
                         }
                     }
-                    // Assignments on pods that are not ready linger until re-placed; those on
-                    // ready pods must hold the invariants.
+                    // Assignments on lost pods linger until re-placed; those on pods that are
+                    // ready or keep theirs must hold the invariants.
                     let live: Vec<&Assignment> = ledger
                         .assignments()
-                        .filter(|a| pods.iter().any(|p| p.ready && p.name == a.pod))
+                        .filter(|a| pods.iter().any(|p| (p.ready || p.keeps) && p.name == a.pod))
                         .collect();
                     check_invariants(&pods, &live)?;
                     prop_assert_eq!(ledger.len(), existing.len());
