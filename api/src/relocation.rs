@@ -112,12 +112,16 @@ impl Relocations {
         } else {
             tracing::info!(conference = %id, lost_pod, waited_ms = within.as_millis() as u64, "the conference did not move in time; answering what is current");
         }
-        let last = seen.borrow().clone();
-        last
+        seen.borrow().clone()
     }
 
     /// A view of the conference's poll, started when none runs.
-    fn subscribe(&self, id: &ConferenceId, current: Runtime, fetch: Fetch) -> watch::Receiver<Seen> {
+    fn subscribe(
+        &self,
+        id: &ConferenceId,
+        current: Runtime,
+        fetch: Fetch,
+    ) -> watch::Receiver<Seen> {
         let mut polls = self.polls.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(sender) = polls.get(id) {
             return sender.subscribe();
@@ -310,7 +314,13 @@ mod tests {
             let id = id.clone();
             tokio::spawn(async move {
                 relocations
-                    .wait_for_move(&id, "sfu-0", on(Some("sfu-0")), Duration::from_secs(5), fetch)
+                    .wait_for_move(
+                        &id,
+                        "sfu-0",
+                        on(Some("sfu-0")),
+                        Duration::from_secs(5),
+                        fetch,
+                    )
                     .await
             })
         };
@@ -356,7 +366,13 @@ mod tests {
             let id = id.clone();
             waits.push(tokio::spawn(async move {
                 relocations
-                    .wait_for_move(&id, "sfu-0", on(Some("sfu-0")), Duration::from_secs(5), fetch)
+                    .wait_for_move(
+                        &id,
+                        "sfu-0",
+                        on(Some("sfu-0")),
+                        Duration::from_secs(5),
+                        fetch,
+                    )
                     .await
             }));
         }
@@ -366,6 +382,9 @@ mod tests {
             assert_eq!(wait.await.expect("the wait ends"), Seen::Gone);
         }
         let reads = store.reads.load(Ordering::SeqCst);
-        assert!(reads <= 6, "one read per period for fifty waits, not {reads}");
+        assert!(
+            reads <= 6,
+            "one read per period for fifty waits, not {reads}"
+        );
     }
 }

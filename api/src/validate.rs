@@ -90,8 +90,14 @@ pub fn pod_name(field: &str, value: &str) -> Result<String> {
         && value
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'))
-        && value.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && value.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+        && value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && value
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
     if !ok {
         return Err(Error::invalid(
             field,
@@ -111,7 +117,16 @@ mod tests {
             assert!(pod_name("lostPod", good).is_ok(), "{good}");
         }
         let long = "a".repeat(254);
-        for bad in ["", "-sfu", "sfu-", "SFU-0", "sfu 0", "sfu/0", "sfu-0\n", long.as_str()] {
+        for bad in [
+            "",
+            "-sfu",
+            "sfu-",
+            "SFU-0",
+            "sfu 0",
+            "sfu/0",
+            "sfu-0\n",
+            long.as_str(),
+        ] {
             assert!(pod_name("lostPod", bad).is_err(), "{bad:?}");
         }
     }

@@ -35,7 +35,10 @@ async fn in_standalone_no_pod_is_named_and_a_lost_pod_is_not_waited_for(app: Tes
         .await
         .expect(StatusCode::OK);
     assert!(joined.body["pod"].is_null(), "{}", joined.text);
-    assert_eq!(claims(&app, joined.body["token"].as_str().unwrap()).pod, None);
+    assert_eq!(
+        claims(&app, joined.body["token"].as_str().unwrap()).pod,
+        None
+    );
 
     // The one embedded SFU holds everything: a client that lost it is answered at once (the
     // test's clock does not move; a wait would hang here, not pass).

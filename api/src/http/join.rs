@@ -338,10 +338,7 @@ pub async fn join(
         }
     };
 
-    let pod = state
-        .store
-        .placed_by_operator()
-        .then(|| placed.pod.clone());
+    let pod = state.store.placed_by_operator().then(|| placed.pod.clone());
     let waiting = !conference.definition.allow_join_without_owner
         && !owner
         && !archive::is_present(
