@@ -70,6 +70,14 @@ pub struct Config {
     #[arg(long, env = "CONCLAVE_JOIN_TOKEN_SECONDS", default_value_t = 300)]
     pub join_token_seconds: u32,
 
+    /// Seconds a join that names the SFU pod the client just lost (`lostPod`) waits, at most,
+    /// for the operator to place the conference on another pod, when its assignment still names
+    /// the lost one; it answers as soon as the assignment changes, else what is current. 0:
+    /// never wait.
+    #[arg(long, env = "CONCLAVE_JOIN_MOVE_WAIT_SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(0..=60))]
+    pub join_move_wait_seconds: u32,
+
     /// Minutes before its start that a conference is placed and may be joined.
     #[arg(long, env = "CONCLAVE_LEAD_TIME_MINUTES", default_value_t = 5)]
     pub lead_time_minutes: u32,

@@ -10,7 +10,8 @@
 //! - [`account`], [`session`], [`throttle`], [`settings`], [`validate`]: accounts and login.
 //! - [`conference`]: definitions and the rules for valid ones; [`store`]: the
 //!   `ConferenceStore` seam and its SQL backend; [`store_kube`]: its Kubernetes backend; [`archive`]: past occurrences and attendance.
-//! - [`lifecycle`]: the IO shell around the pure `placement` core; [`ics`]: calendar events;
+//! - [`lifecycle`]: the IO shell around the pure `placement` core; [`relocation`]: joins that
+//!   wait for a conference to move off a lost SFU pod; [`ics`]: calendar events;
 //!   [`mail`]: invitations, the durable outbox and its delivery worker.
 //! - [`http`]: routes, extractors, OpenAPI; [`error`]: errors and their HTTP mapping.
 
@@ -35,6 +36,7 @@ pub mod ics;
 pub mod lifecycle;
 pub mod mail;
 pub mod metrics;
+pub mod relocation;
 pub mod revocation;
 pub mod session;
 pub mod settings;
@@ -138,6 +140,7 @@ pub async fn build_with_client(
         password_checks: account::password::Checks::new(config.max_password_checks),
         trusted_proxies: config.trusted_proxies(),
         replica: uuid::Uuid::new_v4().to_string(),
+        relocations: relocation::Relocations::default(),
         fleet,
         tokens,
         clock,

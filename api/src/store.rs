@@ -27,6 +27,14 @@ pub trait ConferenceStore: Send + Sync + Debug + 'static {
     fn insert<'a>(&'a self, conference: &'a Conference) -> BoxFut<'a, ()>;
     /// The conference with this ID.
     fn get<'a>(&'a self, id: &'a ConferenceId) -> BoxFut<'a, Option<Conference>>;
+    /// The runtime state of the conference with this ID (its phase and assignment), read
+    /// fresh: what a join waits on while the conference moves off a lost SFU pod. Stores where
+    /// it is cheaper than [`ConferenceStore::get`] answer it directly.
+    fn runtime<'a>(&'a self, id: &'a ConferenceId) -> BoxFut<'a, Option<Runtime>> {
+        Box::pin(async move { Ok(self.get(id).await?.map(|c| c.runtime)) })
+    }
+    /// The conferences whose assignment names `pod`: what that SFU pod holds.
+    fn placed_on<'a>(&'a self, pod: &'a str) -> BoxFut<'a, Vec<ConferenceId>>;
     /// The conference with this meeting ID.
     fn find_by_meeting_id<'a>(
         &'a self,
@@ -297,6 +305,19 @@ impl ConferenceStore for SqlConferenceStore {
                 id.as_str(),
             )
             .await
+        })
+    }
+
+    fn placed_on<'a>(&'a self, pod: &'a str) -> BoxFut<'a, Vec<ConferenceId>> {
+        Box::pin(async move {
+            let rows =
+                sqlx::query("SELECT id FROM conferences WHERE assignment_pod = $1 ORDER BY id")
+                    .bind(pod)
+                    .fetch_all(&self.db.pool)
+                    .await?;
+            rows.iter()
+                .map(|row| Ok(ConferenceId(row.try_get("id")?)))
+                .collect()
         })
     }
 

@@ -4,9 +4,14 @@
 //!
 //! # Layout
 //! - [`Client`]: one participant (a websocket and two peer connections).
+//! - [`attendee`]: a participant that joins through the API and reconnects by itself, as the
+//!   portal does (`lostPod`, `moved`, `wrongPod`), recording each connection's timing.
 //! - [`netns`]: re-executes a test inside a network namespace that has only `lo`.
 
+pub mod attendee;
 pub mod netns;
+
+pub use attendee::{Attendee, AttendeeOptions, Connection, Ended};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -73,6 +78,7 @@ struct Handler {
     received: ReceivedMap,
     failed: Arc<AtomicBool>,
     connected: Connected,
+    first_packet: Connected,
 }
 
 /// When a peer connection last became connected.
@@ -107,6 +113,7 @@ impl PeerConnectionEventHandler for Handler {
         let publisher = track.stream_id().await.to_string();
         let video = track.kind().await == RtpCodecKind::Video;
         let received = Arc::clone(&self.received);
+        let first_packet = Arc::clone(&self.first_packet);
         received.lock().insert(
             id.clone(),
             Received {
@@ -123,6 +130,7 @@ impl PeerConnectionEventHandler for Handler {
                     continue;
                 };
                 let now = Instant::now();
+                first_packet.lock().get_or_insert(now);
                 let mut map = received.lock();
                 let Some(entry) = map.get_mut(&id) else {
                     continue;
@@ -252,12 +260,18 @@ fn local_ip_towards(remote: SocketAddr) -> IpAddr {
         .unwrap_or(Ipv4Addr::LOCALHOST.into())
 }
 
+/// What a peer connection's handler reports into.
+struct Sinks {
+    received: ReceivedMap,
+    failed: Arc<AtomicBool>,
+    first_packet: Connected,
+}
+
 async fn peer(
     local: IpAddr,
     target: PeerTarget,
     outgoing: mpsc::UnboundedSender<ClientMessage>,
-    received: ReceivedMap,
-    failed: Arc<AtomicBool>,
+    sinks: &Sinks,
     connected: Connected,
 ) -> Result<Arc<dyn PeerConnection>> {
     let (engine, registry) = engine()?;
@@ -274,9 +288,10 @@ async fn peer(
         .with_handler(Arc::new(Handler {
             target,
             outgoing,
-            received,
-            failed,
+            received: Arc::clone(&sinks.received),
+            failed: Arc::clone(&sinks.failed),
             connected,
+            first_packet: Arc::clone(&sinks.first_packet),
         }))
         .with_udp_addrs(vec![SocketAddr::new(local, 0)])
         .build()
@@ -318,6 +333,10 @@ pub struct Client {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     publisher_connected: Connected,
     subscriber_connected: Connected,
+    /// Set when either peer connection failed (ICE or DTLS).
+    failed: Arc<AtomicBool>,
+    /// When the first media packet of anybody arrived.
+    first_packet: Connected,
     stop: Arc<AtomicBool>,
     /// The first answer to `join`: `joined`, `waiting` or an error.
     pub first: ServerMessage,
@@ -337,9 +356,34 @@ impl Client {
     /// # Errors
     /// Connection errors; a refusal is not an error (see [`Client::first`]).
     pub async fn join(addr: SocketAddr, token: &str, conference: &ConferenceId) -> Result<Self> {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/rtc"))
+        Self::join_at(&format!("ws://{addr}/rtc"), addr, token, conference).await
+    }
+
+    /// Opens the signaling websocket at `endpoint` (a `ws://` URL, as `POST /join` answers it),
+    /// joins with `token`, and waits for the first answer.
+    ///
+    /// # Errors
+    /// An endpoint that does not resolve, connection errors; a refusal is not an error (see
+    /// [`Client::first`]).
+    pub async fn join_url(endpoint: &str, token: &str, conference: &ConferenceId) -> Result<Self> {
+        let authority = authority_of(endpoint)?;
+        let addr = tokio::net::lookup_host(authority.as_str())
             .await
-            .context("websocket")?;
+            .with_context(|| format!("resolving {authority}"))?
+            .next()
+            .ok_or_else(|| anyhow!("{authority} resolves to no address"))?;
+        Self::join_at(endpoint, addr, token, conference).await
+    }
+
+    async fn join_at(
+        endpoint: &str,
+        addr: SocketAddr,
+        token: &str,
+        conference: &ConferenceId,
+    ) -> Result<Self> {
+        let (ws, _) = tokio_tungstenite::connect_async(endpoint)
+            .await
+            .with_context(|| format!("websocket {endpoint}"))?;
         let (mut sink, mut stream) = ws.split();
         let (outgoing, mut outgoing_rx) = mpsc::unbounded_channel::<ClientMessage>();
         let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<String>();
@@ -359,8 +403,11 @@ impl Client {
             }
             let _ = sink.close().await;
         });
-        let received: ReceivedMap = Arc::default();
-        let failed = Arc::new(AtomicBool::new(false));
+        let sinks = Sinks {
+            received: Arc::default(),
+            failed: Arc::new(AtomicBool::new(false)),
+            first_packet: Connected::default(),
+        };
         let publisher_connected = Connected::default();
         let subscriber_connected = Connected::default();
         let local = local_ip_towards(addr);
@@ -368,8 +415,7 @@ impl Client {
             local,
             PeerTarget::Publisher,
             outgoing.clone(),
-            Arc::clone(&received),
-            Arc::clone(&failed),
+            &sinks,
             Arc::clone(&publisher_connected),
         )
         .await?;
@@ -377,11 +423,15 @@ impl Client {
             local,
             PeerTarget::Subscriber,
             outgoing.clone(),
-            Arc::clone(&received),
-            Arc::clone(&failed),
+            &sinks,
             Arc::clone(&subscriber_connected),
         )
         .await?;
+        let Sinks {
+            received,
+            failed,
+            first_packet,
+        } = sinks;
         let (events_tx, mut events) = mpsc::unbounded_channel::<ServerMessage>();
         let reader = {
             let publisher = Arc::clone(&publisher);
@@ -465,6 +515,8 @@ impl Client {
             tasks: vec![writer, reader],
             publisher_connected,
             subscriber_connected,
+            failed,
+            first_packet,
             stop: Arc::new(AtomicBool::new(false)),
             first,
         };
@@ -629,6 +681,25 @@ impl Client {
         *self.subscriber_connected.lock()
     }
 
+    /// Whether a peer connection failed (ICE found no path, or DTLS broke).
+    pub fn media_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// When the first media packet from anybody arrived on this connection.
+    pub fn first_packet_at(&self) -> Option<Instant> {
+        *self.first_packet.lock()
+    }
+
+    /// When the first video keyframe from anybody arrived on this connection.
+    pub fn first_keyframe_at(&self) -> Option<Instant> {
+        self.received
+            .lock()
+            .values()
+            .filter_map(|r| r.first_keyframe)
+            .min()
+    }
+
     /// A snapshot of what arrived.
     pub fn received(&self) -> HashMap<String, Received> {
         self.received.lock().clone()
@@ -691,6 +762,30 @@ impl Client {
         }
         self.close().await;
     }
+}
+
+/// The `host:port` of a `ws://` or `wss://` URL (default ports 80 and 443).
+fn authority_of(endpoint: &str) -> Result<String> {
+    let (rest, default_port) = if let Some(rest) = endpoint.strip_prefix("ws://") {
+        (rest, 80)
+    } else if let Some(rest) = endpoint.strip_prefix("wss://") {
+        (rest, 443)
+    } else {
+        bail!("{endpoint} is not a ws:// or wss:// URL");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() {
+        bail!("{endpoint} names no host");
+    }
+    let has_port = match authority.rfind(']') {
+        Some(bracket) => authority[bracket..].contains(':'),
+        None => authority.contains(':'),
+    };
+    Ok(if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:{default_port}")
+    })
 }
 
 type RawMap = HashMap<usize, mpsc::UnboundedSender<String>>;
@@ -796,6 +891,27 @@ async fn generate(
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn endpoints_name_their_host_and_port() {
+        for (endpoint, authority) in [
+            ("ws://127.0.0.1:8080/rtc", "127.0.0.1:8080"),
+            ("wss://sfu-0.example.org/rtc", "sfu-0.example.org:443"),
+            (
+                "ws://api.example.org/rtc/conclave-sfu-1",
+                "api.example.org:80",
+            ),
+            ("ws://[::1]:7880/rtc", "[::1]:7880"),
+            ("ws://[::1]/rtc", "[::1]:80"),
+        ] {
+            assert_eq!(
+                super::authority_of(endpoint).expect("an endpoint"),
+                authority
+            );
+        }
+        assert!(super::authority_of("http://x/rtc").is_err());
+        assert!(super::authority_of("ws:///rtc").is_err());
+    }
 
     #[test]
     fn media_to_an_sfu_on_loopback_leaves_from_loopback() {

@@ -46,8 +46,13 @@ pub struct Metrics {
     pub pending_connections: IntGauge,
     /// Websockets refused before `join` by reason (`pendingTotal`, `pendingPerAddress`).
     pub connections_refused: IntCounterVec,
-    /// Joined sessions that ended, by close reason (`tooSlow`, `unresponsive`, `left`, …).
+    /// Joined sessions that ended, by close reason (`tooSlow`, `unresponsive`, `left`, `moved`
+    /// when their conference went to another pod or this pod drained, …).
     pub sessions_closed: IntCounterVec,
+    /// 1 while this SFU drains after SIGTERM (readiness off, meetings going on), else 0.
+    pub draining: IntGauge,
+    /// Conferences the conference service places on this pod, as last heard.
+    pub held_conferences: IntGauge,
 }
 
 /// Why a participant's media could not flow.
@@ -199,6 +204,16 @@ impl Metrics {
                 &["reason"],
             )
             .map_err(Error::Metrics)?,
+            draining: IntGauge::new(
+                "conclave_sfu_draining",
+                "1 while this SFU drains after SIGTERM: not ready, meetings going on until they move.",
+            )
+            .map_err(Error::Metrics)?,
+            held_conferences: IntGauge::new(
+                "conclave_sfu_held_conferences",
+                "Conferences placed on this pod, as the conference service last said.",
+            )
+            .map_err(Error::Metrics)?,
         };
         registry
             .register(Box::new(metrics.participants.clone()))
@@ -253,6 +268,12 @@ impl Metrics {
             .map_err(Error::Metrics)?;
         registry
             .register(Box::new(metrics.sessions_closed.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.draining.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.held_conferences.clone()))
             .map_err(Error::Metrics)?;
         for kind in ["audio", "video"] {
             metrics.tracks.with_label_values(&[kind]);

@@ -58,7 +58,8 @@ pub mod users;
         conferences::invitation_log,
         join::join,
         internal::room_event,
-        internal::revocations
+        internal::revocations,
+        internal::placements
     ),
     components(schemas(
         crate::account::Account,
