@@ -50,6 +50,8 @@ pub struct Inner {
     pub trusted_proxies: crate::address::TrustedProxies,
     /// This replica's name in the outbox's claims (a fresh UUID per process).
     pub replica: String,
+    /// The signaling websockets relayed to SFU pods (`/rtc/{pod}`).
+    pub relays: crate::relay::Relays,
 }
 
 impl AppState {

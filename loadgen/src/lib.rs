@@ -78,6 +78,9 @@ struct Handler {
 /// When a peer connection last became connected.
 type Connected = Arc<Mutex<Option<Instant>>>;
 
+/// The close frame the server sent: code and reason.
+type CloseFrameSeen = Arc<Mutex<Option<(u16, String)>>>;
+
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
@@ -319,6 +322,7 @@ pub struct Client {
     publisher_connected: Connected,
     subscriber_connected: Connected,
     stop: Arc<AtomicBool>,
+    close_frame: CloseFrameSeen,
     /// The first answer to `join`: `joined`, `waiting` or an error.
     pub first: ServerMessage,
 }
@@ -337,7 +341,34 @@ impl Client {
     /// # Errors
     /// Connection errors; a refusal is not an error (see [`Client::first`]).
     pub async fn join(addr: SocketAddr, token: &str, conference: &ConferenceId) -> Result<Self> {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/rtc"))
+        Self::join_url(&format!("ws://{addr}/rtc"), token, conference).await
+    }
+
+    /// Opens the signaling websocket at `url` (e.g. the `endpoint` of `/join`, or a relay such
+    /// as `ws://API/rtc/POD`), joins with `token`, and waits for the first answer. Media leaves
+    /// from the local address that routes to the URL's host.
+    ///
+    /// # Errors
+    /// As [`Client::join`]; a URL that names no reachable host.
+    pub async fn join_url(url: &str, token: &str, conference: &ConferenceId) -> Result<Self> {
+        let uri: tokio_tungstenite::tungstenite::http::Uri =
+            url.parse().with_context(|| format!("{url} is no URL"))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| anyhow!("{url} names no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+            Some("wss") => 443,
+            _ => 80,
+        });
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .with_context(|| format!("resolving {host}"))?
+            .next()
+            .ok_or_else(|| anyhow!("{host} has no address"))?;
+        let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .context("websocket")?;
         let (mut sink, mut stream) = ws.split();
@@ -383,14 +414,18 @@ impl Client {
         )
         .await?;
         let (events_tx, mut events) = mpsc::unbounded_channel::<ServerMessage>();
+        let close_frame: CloseFrameSeen = Arc::default();
         let reader = {
+            let close_frame = Arc::clone(&close_frame);
             let publisher = Arc::clone(&publisher);
             let subscriber = Arc::clone(&subscriber);
             let outgoing = outgoing.clone();
             tokio::spawn(async move {
                 while let Some(Ok(message)) = stream.next().await {
                     let Message::Text(text) = message else {
-                        if matches!(message, Message::Close(_)) {
+                        if let Message::Close(frame) = message {
+                            *close_frame.lock() = frame
+                                .map(|frame| (u16::from(frame.code), frame.reason.to_string()));
                             break;
                         }
                         continue;
@@ -466,6 +501,7 @@ impl Client {
             publisher_connected,
             subscriber_connected,
             stop: Arc::new(AtomicBool::new(false)),
+            close_frame,
             first,
         };
         RAW.lock().insert(client_key(&client), raw);
@@ -477,6 +513,27 @@ impl Client {
         match &self.first {
             ServerMessage::Joined { you, .. } => Some(you.clone()),
             _ => None,
+        }
+    }
+
+    /// The close frame the server ended the websocket with (code and reason), once it came.
+    pub fn close_frame(&self) -> Option<(u16, String)> {
+        self.close_frame.lock().clone()
+    }
+
+    /// Waits until the server has closed the websocket, within `timeout`, skipping the messages
+    /// still unread; its close frame, if it sent one.
+    ///
+    /// # Errors
+    /// When the websocket is still open after `timeout`.
+    pub async fn wait_closed(&mut self, timeout: Duration) -> Result<Option<(u16, String)>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => bail!("the websocket is still open"),
+                Ok(None) => return Ok(self.close_frame()),
+                Ok(Some(_)) => {}
+            }
         }
     }
 

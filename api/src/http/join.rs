@@ -74,7 +74,9 @@ pub struct JoinConference {
 pub struct JoinResponse {
     /// The join token for the SFU's signaling websocket.
     pub token: String,
-    /// The SFU's signaling URL.
+    /// The signaling websocket URL to open: the SFU pod's own endpoint, or with
+    /// `--sfu-signaling-via-api` in a cluster this service's `<public URL>/rtc/<pod>`, which
+    /// relays to the pod.
     pub endpoint: String,
     /// `listener`, `speaker` or `moderator`.
     #[schema(value_type = String)]
@@ -354,9 +356,16 @@ pub async fn join(
         .with_label_values(&[if waiting { "waiting" } else { "ok" }])
         .inc();
     tracing::info!(conference = %conference.id, role = role.as_str(), "join token issued");
+    // In a cluster with `--sfu-signaling-via-api`, signaling goes through this service's
+    // public address, relayed to the pod.
+    let endpoint = crate::relay::client_endpoint(
+        &state.config.public_url(),
+        &placed,
+        state.config.sfu_signaling_via_api && state.store.placed_by_operator(),
+    );
     Ok(Json(JoinResponse {
         token,
-        endpoint: placed.endpoint,
+        endpoint,
         role,
         state: if waiting { "waitingForOwner" } else { "ready" },
         identity,

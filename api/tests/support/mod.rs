@@ -126,6 +126,18 @@ impl TestApp {
         .await
     }
 
+    /// Like [`TestApp::in_cluster`], with changes to the configuration.
+    pub async fn in_cluster_with(
+        client: kube::Client,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        Self::with_client(Backend::Sqlite, Some(client), |config| {
+            config.conference_store = api::config::ConferenceStoreKind::Kubernetes;
+            configure(config);
+        })
+        .await
+    }
+
     /// A fresh app on `backend` with changes to the default configuration.
     pub async fn with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
         Self::with_client(backend, None, configure).await
