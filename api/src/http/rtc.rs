@@ -9,6 +9,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::get;
+use tracing::Instrument;
 
 use super::extract::ClientAddr;
 use crate::relay;
@@ -50,6 +51,9 @@ async fn relay_signaling(
     )
     .await?;
     let idle = Duration::from_secs(state.config.rtc_proxy_idle_seconds);
-    Ok(relay::client_limits(upgrade)
-        .on_upgrade(move |client| relay::run(client, sfu, permit, upstream.pod, idle)))
+    // The relay outlives the request: its lines carry the request's ID in a span of their own.
+    let span = tracing::info_span!("rtc_relay", request_id = request_id.unwrap_or_default());
+    Ok(relay::client_limits(upgrade).on_upgrade(move |client| {
+        relay::run(client, sfu, permit, upstream.pod, idle).instrument(span)
+    }))
 }
