@@ -200,7 +200,7 @@ pub struct Config {
     pub rtc_proxy_max_sessions: u32,
 
     /// Seconds relayed websockets go on after a shutdown signal (the listener no longer takes
-    /// new ones); those still open then are closed with 1012 `shutdown` and their clients
+    /// new ones); those still open then are closed with 1012 `apiShutdown` and their clients
     /// reconnect through another replica. Keep below the pod's termination grace period.
     #[arg(long, env = "CONCLAVE_RTC_PROXY_DRAIN_SECONDS", default_value_t = 20)]
     pub rtc_proxy_drain_seconds: u64,

@@ -23,7 +23,11 @@
 //!   client go that sent nothing for `--rtc-proxy-idle-seconds` (the SFU's pings, passed on,
 //!   make a live client answer) and tells the SFU.
 //! - **Draining**: on shutdown the relays go on for `--rtc-proxy-drain-seconds`, then close
-//!   with 1012 `shutdown`; clients reconnect through another replica.
+//!   with 1012 `apiShutdown`; clients reconnect through another replica.
+//!
+//! The relay's own close reasons are not the SFU's words where the pod is fine: `apiShutdown`
+//! (this replica stops) differs from the SFU's `shutdown`, and only `1014 sfuGone` says the pod's
+//! connection broke — what a client that rejoins tells the API as the pod it lost.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -223,7 +227,7 @@ impl Relays {
     }
 
     /// Lets the open relays go on for up to `grace` (the listener takes no new ones any more),
-    /// then closes those left with 1012 `shutdown` and waits briefly for their close frames.
+    /// then closes those left with 1012 `apiShutdown` and waits briefly for their close frames.
     pub async fn drain(&self, grace: Duration) {
         let mut active = self.inner.active.subscribe();
         let open = *active.borrow();
@@ -244,7 +248,7 @@ impl Relays {
             let left = *active.borrow();
             tracing::info!(
                 open = left,
-                "closing the relayed signaling websockets still open (1012 shutdown); their clients reconnect"
+                "closing the relayed signaling websockets still open (1012 apiShutdown); their clients reconnect"
             );
             let _ = tokio::time::timeout(CLOSE_TIMEOUT * 3, active.wait_for(|n| *n == 0)).await;
         }
@@ -424,7 +428,8 @@ impl End {
             End::Unresponsive => (Some((1008, "unresponsive")), Some((1001, "unresponsive"))),
             End::TooSlow => (Some((1008, "tooSlow")), Some((1001, "tooSlow"))),
             End::TooLarge => (Some((1009, "tooLarge")), Some((1001, "tooLarge"))),
-            End::Shutdown => (Some((1012, "shutdown")), Some((1001, "shutdown"))),
+            // Not the SFU's `shutdown`: the pod is fine, only this relay stops.
+            End::Shutdown => (Some((1012, "apiShutdown")), Some((1001, "apiShutdown"))),
         }
     }
 }
@@ -653,7 +658,7 @@ mod tests {
 
     #[test]
     fn the_relay_closes_with_the_codes_it_documents() {
-        assert_eq!(End::Shutdown.frames().0, Some((1012, "shutdown")));
+        assert_eq!(End::Shutdown.frames().0, Some((1012, "apiShutdown")));
         assert_eq!(End::Unresponsive.frames().0, Some((1008, "unresponsive")));
         assert_eq!(End::SfuClosed.frames(), (None, None));
         for end in [
