@@ -52,6 +52,8 @@ pub struct Inner {
     pub replica: String,
     /// Joins waiting for a conference to move off an SFU pod its clients lost.
     pub relocations: crate::relocation::Relocations,
+    /// The signaling websockets relayed to SFU pods (`/rtc/{pod}`).
+    pub relays: crate::relay::Relays,
 }
 
 impl AppState {

@@ -57,6 +57,14 @@ pub trait ConferenceStore: Send + Sync + Debug + 'static {
     fn placed_by_operator(&self) -> bool {
         false
     }
+    /// The conferences assigned to SFU pod `pod` now, with their placement (the pod's
+    /// signaling endpoint among it), as the operator recorded them: what the signaling relay
+    /// may reach ([`crate::relay`]). Stores whose conferences this service places on its
+    /// embedded SFU itself answer none: their clients connect to the SFU directly.
+    fn assigned_to<'a>(&'a self, pod: &'a str) -> BoxFut<'a, Vec<(ConferenceId, Placed)>> {
+        let _ = pod;
+        Box::pin(async { Ok(Vec::new()) })
+    }
     /// Records the participant count the SFU reports.
     fn set_participants<'a>(&'a self, id: &'a ConferenceId, participants: u32) -> BoxFut<'a, ()>;
     /// Records that the owner started the occurrence starting at `start` early.

@@ -737,6 +737,32 @@ impl ConferenceStore for KubeConferenceStore {
         true
     }
 
+    fn assigned_to<'a>(&'a self, pod: &'a str) -> BoxFut<'a, Vec<(ConferenceId, Placed)>> {
+        Box::pin(async move {
+            // Found by the operator's label alone (never a list of the whole namespace, whatever
+            // name a client asks for); the label may lag behind status, which decides.
+            if !is_label_value(pod) {
+                return Ok(Vec::new());
+            }
+            let labelled =
+                ListParams::default().labels(&format!("{}={pod}", crds::labels::SFU_POD));
+            let assigned = self
+                .all(&labelled)
+                .await?
+                .into_iter()
+                .filter_map(|object| {
+                    let assignment = object.status.as_ref()?.assignment.as_ref()?;
+                    if assignment.pod != pod {
+                        return None;
+                    }
+                    let placed = placed_of(assignment);
+                    Some((ConferenceId(object.metadata.name?), placed))
+                })
+                .collect();
+            Ok(assigned)
+        })
+    }
+
     fn set_participants<'a>(&'a self, id: &'a ConferenceId, participants: u32) -> BoxFut<'a, ()> {
         Box::pin(self.patch_status(id, json!({ "participants": participants })))
     }

@@ -84,6 +84,9 @@ struct Handler {
 /// When a peer connection last became connected.
 type Connected = Arc<Mutex<Option<Instant>>>;
 
+/// The close frame the server sent: code and reason.
+type CloseFrameSeen = Arc<Mutex<Option<(u16, String)>>>;
+
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
@@ -338,6 +341,7 @@ pub struct Client {
     /// When the first media packet of anybody arrived.
     first_packet: Connected,
     stop: Arc<AtomicBool>,
+    close_frame: CloseFrameSeen,
     /// The first answer to `join`: `joined`, `waiting` or an error.
     pub first: ServerMessage,
 }
@@ -433,14 +437,18 @@ impl Client {
             first_packet,
         } = sinks;
         let (events_tx, mut events) = mpsc::unbounded_channel::<ServerMessage>();
+        let close_frame: CloseFrameSeen = Arc::default();
         let reader = {
+            let close_frame = Arc::clone(&close_frame);
             let publisher = Arc::clone(&publisher);
             let subscriber = Arc::clone(&subscriber);
             let outgoing = outgoing.clone();
             tokio::spawn(async move {
                 while let Some(Ok(message)) = stream.next().await {
                     let Message::Text(text) = message else {
-                        if matches!(message, Message::Close(_)) {
+                        if let Message::Close(frame) = message {
+                            *close_frame.lock() = frame
+                                .map(|frame| (u16::from(frame.code), frame.reason.to_string()));
                             break;
                         }
                         continue;
@@ -518,6 +526,7 @@ impl Client {
             failed,
             first_packet,
             stop: Arc::new(AtomicBool::new(false)),
+            close_frame,
             first,
         };
         RAW.lock().insert(client_key(&client), raw);
@@ -529,6 +538,27 @@ impl Client {
         match &self.first {
             ServerMessage::Joined { you, .. } => Some(you.clone()),
             _ => None,
+        }
+    }
+
+    /// The close frame the server ended the websocket with (code and reason), once it came.
+    pub fn close_frame(&self) -> Option<(u16, String)> {
+        self.close_frame.lock().clone()
+    }
+
+    /// Waits until the server has closed the websocket, within `timeout`, skipping the messages
+    /// still unread; its close frame, if it sent one.
+    ///
+    /// # Errors
+    /// When the websocket is still open after `timeout`.
+    pub async fn wait_closed(&mut self, timeout: Duration) -> Result<Option<(u16, String)>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => bail!("the websocket is still open"),
+                Ok(None) => return Ok(self.close_frame()),
+                Ok(Some(_)) => {}
+            }
         }
     }
 

@@ -80,7 +80,9 @@ pub struct JoinConference {
 pub struct JoinResponse {
     /// The join token for the SFU's signaling websocket.
     pub token: String,
-    /// The SFU's signaling URL.
+    /// The signaling websocket URL to open: the SFU pod's own endpoint, or with
+    /// `--sfu-signaling-via-api` in a cluster this service's `<public URL>/rtc/<pod>`, which
+    /// relays to the pod.
     pub endpoint: String,
     /// The SFU pod the token is for (the conference's assignment); send it as `lostPod` when
     /// joining again after losing the connection. `null` in standalone mode (one embedded SFU).
@@ -386,9 +388,16 @@ pub async fn join(
         .with_label_values(&[if waiting { "waiting" } else { "ok" }])
         .inc();
     tracing::info!(conference = %conference.id, role = role.as_str(), pod = pod.as_deref(), "join token issued");
+    // In a cluster with `--sfu-signaling-via-api`, signaling goes through this service's
+    // public address, relayed to the pod.
+    let endpoint = crate::relay::client_endpoint(
+        &state.config.public_url(),
+        &placed,
+        state.config.sfu_signaling_via_api && state.store.placed_by_operator(),
+    );
     Ok(Json(JoinResponse {
         token,
-        endpoint: placed.endpoint,
+        endpoint,
         pod,
         role,
         state: if waiting { "waitingForOwner" } else { "ready" },
