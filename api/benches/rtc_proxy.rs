@@ -107,6 +107,7 @@ impl Bench {
                 rid: None,
                 ep: 0,
                 cli: None,
+                pod: None,
             })
             .unwrap()
     }
