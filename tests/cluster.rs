@@ -8,7 +8,6 @@
 mod cluster_box;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use cluster_box::*;
@@ -186,18 +185,27 @@ async fn scenario() {
     let mut answers = Vec::new();
     for (session, role) in [(Some(admin.clone()), "moderator"), (None, "listener")] {
         let answer = join_lobby(session).await;
-        assert_eq!(answer["endpoint"], lobby["endpoint"], "{answer}");
+        // Signaling goes through the API's public address, relayed to the placed pod.
+        assert_eq!(
+            answer["endpoint"],
+            format!(
+                "ws://127.0.0.1:{api_port}/rtc/{}",
+                lobby["pod"].as_str().unwrap()
+            ),
+            "{answer}"
+        );
+        assert_eq!(answer["pod"], lobby["pod"], "{answer}");
         assert_eq!(answer["role"], role, "{answer}");
         answers.push(answer);
     }
-    let sfu_addr: SocketAddr = format!("{}:{SFU_PORT}", lobby_sfu.ip).parse().unwrap();
     let lobby_id = ConferenceId("lobby".into());
     let mut clients = Vec::new();
     for answer in &answers {
         let token = answer["token"].as_str().unwrap();
-        let client = loadgen::Client::join(sfu_addr, token, &lobby_id)
-            .await
-            .unwrap();
+        let client =
+            loadgen::Client::join_url(answer["endpoint"].as_str().unwrap(), token, &lobby_id)
+                .await
+                .unwrap();
         assert!(client.id().is_some(), "not admitted: {:?}", client.first);
         clients.push(client);
     }
@@ -348,10 +356,10 @@ async fn scenario() {
             .is_some_and(|n| n.ends_with("(API request portal-meeting-1)")),
         "{placed_event}"
     );
-    let portal_sfu = sfus
-        .iter()
-        .find(|s| portal["pod"] == s.pod.as_str())
-        .unwrap();
+    assert!(
+        sfus.iter().any(|s| portal["pod"] == s.pod.as_str()),
+        "placed on a pod that is not an SFU pod: {portal}"
+    );
     let guest_join = |password: String| {
         let (http, url, meeting_id) = (
             http.clone(),
@@ -372,7 +380,14 @@ async fn scenario() {
     assert_eq!(status, 403, "a wrong password lets a guest in: {refused}");
     let (status, guest) = guest_join(password).await;
     assert_eq!(status, 200, "the guest's join: {guest}");
-    assert_eq!(guest["endpoint"], portal["endpoint"], "{guest}");
+    assert_eq!(
+        guest["endpoint"],
+        format!(
+            "ws://127.0.0.1:{api_port}/rtc/{}",
+            portal["pod"].as_str().unwrap()
+        ),
+        "{guest}"
+    );
     assert_eq!(guest["role"], "listener", "{guest}");
     let (status, owner) = post(
         &http,
@@ -382,14 +397,14 @@ async fn scenario() {
     )
     .await;
     assert_eq!(status, 200, "the owner's join: {owner}");
-    let portal_addr: SocketAddr = format!("{}:{SFU_PORT}", portal_sfu.ip).parse().unwrap();
     let portal_id = ConferenceId(id.clone());
     let mut people = Vec::new();
     for answer in [&guest, &owner] {
         let token = answer["token"].as_str().unwrap();
-        let client = loadgen::Client::join(portal_addr, token, &portal_id)
-            .await
-            .unwrap();
+        let client =
+            loadgen::Client::join_url(answer["endpoint"].as_str().unwrap(), token, &portal_id)
+                .await
+                .unwrap();
         assert!(client.id().is_some(), "not admitted: {:?}", client.first);
         client
             .publish(
@@ -471,18 +486,19 @@ async fn scenario() {
         },
     )
     .await;
-    let alive_addr: SocketAddr = format!("{}:{SFU_PORT}", alive.ip).parse().unwrap();
     let mut rejoined = Vec::new();
     for session in [Some(admin.clone()), None] {
         let answer = join_lobby(session).await;
         assert_eq!(
-            answer["endpoint"], moved["status"]["assignment"]["endpoint"],
+            answer["endpoint"],
+            format!("ws://127.0.0.1:{api_port}/rtc/{}", alive.pod),
             "{answer}"
         );
         let token = answer["token"].as_str().unwrap();
-        let client = loadgen::Client::join(alive_addr, token, &lobby_id)
-            .await
-            .unwrap();
+        let client =
+            loadgen::Client::join_url(answer["endpoint"].as_str().unwrap(), token, &lobby_id)
+                .await
+                .unwrap();
         assert!(client.id().is_some(), "not admitted: {:?}", client.first);
         client
             .publish(&[TrackSource::Microphone], loadgen::MediaPlan::default())

@@ -192,6 +192,12 @@ impl ClusterBox {
                 .arg("api")
                 .envs(api_env)
                 .env("CONCLAVE_LISTEN", format!("0.0.0.0:{api_port}"))
+                // What the Ingress's host would be: signaling is relayed through it
+                // (`sfu.signaling: viaApi`), so join answers name this address.
+                .env(
+                    "CONCLAVE_PUBLIC_URL",
+                    format!("http://127.0.0.1:{api_port}"),
+                )
                 .env(
                     "CONCLAVE_INTERNAL_LISTEN",
                     format!("0.0.0.0:{api_internal_port}"),

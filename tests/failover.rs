@@ -112,7 +112,10 @@ fn two_operators_fence_each_other_and_a_stopped_leader_writes_nothing_late() {
                     "4".into(),
                 ),
                 ("CONCLAVE_OPERATOR_LEASE_RETRY_SECONDS".into(), "1".into()),
-                ("CONCLAVE_OPERATOR_LEASE_RENEW_DEADLINE_SECONDS".into(), "3".into()),
+                (
+                    "CONCLAVE_OPERATOR_LEASE_RENEW_DEADLINE_SECONDS".into(),
+                    "3".into(),
+                ),
             ],
             ..Options::default()
         })

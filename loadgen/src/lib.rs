@@ -263,6 +263,26 @@ fn local_ip_towards(remote: SocketAddr) -> IpAddr {
         .unwrap_or(Ipv4Addr::LOCALHOST.into())
 }
 
+/// Where the media sockets bind. Signaling straight to an SFU (`…/rtc`): the one address
+/// towards it ([`local_ip_towards`]). Signaling relayed by the API (`…/rtc/<pod>`): the SFU's
+/// address is not known beforehand, so, as a browser does, loopback plus every other interface
+/// (the wildcard, which webrtc expands to one socket per interface address).
+fn media_addrs(endpoint: &str, signaling: SocketAddr) -> Vec<SocketAddr> {
+    let path = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
+        .split_once('/')
+        .map_or("", |(_, path)| path);
+    if path.trim_end_matches('/') == "rtc" {
+        vec![SocketAddr::new(local_ip_towards(signaling), 0)]
+    } else {
+        vec![
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0),
+            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
+        ]
+    }
+}
+
 /// What a peer connection's handler reports into.
 struct Sinks {
     received: ReceivedMap,
@@ -271,7 +291,7 @@ struct Sinks {
 }
 
 async fn peer(
-    local: IpAddr,
+    local: &[SocketAddr],
     target: PeerTarget,
     outgoing: mpsc::UnboundedSender<ClientMessage>,
     sinks: &Sinks,
@@ -296,7 +316,7 @@ async fn peer(
             connected,
             first_packet: Arc::clone(&sinks.first_packet),
         }))
-        .with_udp_addrs(vec![SocketAddr::new(local, 0)])
+        .with_udp_addrs(local.to_vec())
         .build()
         .await?;
     Ok(Arc::new(peer))
@@ -414,9 +434,9 @@ impl Client {
         };
         let publisher_connected = Connected::default();
         let subscriber_connected = Connected::default();
-        let local = local_ip_towards(addr);
+        let local = media_addrs(endpoint, addr);
         let publisher = peer(
-            local,
+            &local,
             PeerTarget::Publisher,
             outgoing.clone(),
             &sinks,
@@ -424,7 +444,7 @@ impl Client {
         )
         .await?;
         let subscriber = peer(
-            local,
+            &local,
             PeerTarget::Subscriber,
             outgoing.clone(),
             &sinks,
