@@ -74,7 +74,6 @@ pub(crate) struct Operator {
 /// A running cluster in a box: two nodes with one SFU pod each, the operator replicas, the API.
 pub(crate) struct ClusterBox {
     pub(crate) started: Instant,
-    pub(crate) dir: tempfile::TempDir,
     pub(crate) logs: Logs,
     pub(crate) chart: Chart,
     pub(crate) fake: FakeApi,
@@ -90,6 +89,8 @@ pub(crate) struct ClusterBox {
     sfu_env: Vec<(String, String)>,
     /// How often each SFU pod has been (re)started, for its log's name.
     starts: Vec<u32>,
+    /// Last: the logs in it are printed when the box is dropped in a failed test.
+    pub(crate) dir: tempfile::TempDir,
 }
 
 /// The Secrets the chart's workloads read, as a platform team would have made them.

@@ -265,22 +265,35 @@ fn local_ip_towards(remote: SocketAddr) -> IpAddr {
 
 /// Where the media sockets bind. Signaling straight to an SFU (`…/rtc`): the one address
 /// towards it ([`local_ip_towards`]). Signaling relayed by the API (`…/rtc/<pod>`): the SFU's
-/// address is not known beforehand, so, as a browser does, loopback plus every other interface
-/// (the wildcard, which webrtc expands to one socket per interface address).
+/// address is not known beforehand, so, as a browser does, every interface but loopback (the
+/// wildcard, which webrtc expands to one socket per interface address) when there is one —
+/// a loopback candidate would pair with the SFU's own loopback — else loopback alone.
 fn media_addrs(endpoint: &str, signaling: SocketAddr) -> Vec<SocketAddr> {
     let path = endpoint
         .split_once("://")
         .map_or(endpoint, |(_, rest)| rest)
         .split_once('/')
         .map_or("", |(_, path)| path);
-    if path.trim_end_matches('/') == "rtc" {
-        vec![SocketAddr::new(local_ip_towards(signaling), 0)]
+    let relayed = path.trim_end_matches('/') != "rtc";
+    if relayed && routes_beyond_loopback() {
+        vec![SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)]
+    } else if relayed {
+        vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0)]
     } else {
-        vec![
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0),
-            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
-        ]
+        vec![SocketAddr::new(local_ip_towards(signaling), 0)]
     }
+}
+
+/// Whether an IPv4 route leads out of an interface other than loopback (`/proc/net/route`
+/// lists the main table, which holds no loopback routes).
+fn routes_beyond_loopback() -> bool {
+    std::fs::read_to_string("/proc/net/route").is_ok_and(|table| {
+        table
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_whitespace().next())
+            .any(|interface| interface != "lo")
+    })
 }
 
 /// What a peer connection's handler reports into.
