@@ -1174,7 +1174,10 @@ fn the_sfu_process_and_its_annotations_say_the_same() {
         );
         // A rollout replaces one pod at a time and waits for the new one to be seen ready.
         assert_eq!(sfu["spec"]["podManagementPolicy"], "Parallel", "{ctx}");
-        assert_eq!(sfu["spec"]["updateStrategy"]["type"], "RollingUpdate", "{ctx}");
+        assert_eq!(
+            sfu["spec"]["updateStrategy"]["type"], "RollingUpdate",
+            "{ctx}"
+        );
         assert_eq!(
             sfu["spec"]["updateStrategy"]["rollingUpdate"]["partition"]
                 .as_u64()
