@@ -1277,6 +1277,14 @@ fn the_sfu_process_and_its_annotations_say_the_same() {
                     hosts.contains(host),
                     "{ctx}: {url} has no Ingress rule ({hosts:?})"
                 );
+                // A draining pod (not ready) still serves its meetings and their joins.
+                let service = rendered
+                    .named("Service", &pod)
+                    .unwrap_or_else(|| panic!("{ctx}: no Service {pod}"));
+                assert_eq!(
+                    service["spec"]["publishNotReadyAddresses"], true,
+                    "{ctx}: {pod}'s Service drops the pod while it drains"
+                );
             }
         }
     }
