@@ -438,11 +438,10 @@ impl Client {
             let subscriber = Arc::clone(&subscriber);
             let outgoing = outgoing.clone();
             tokio::spawn(async move {
+                // Read on after the SFU's close frame: the next read sends our reply (the
+                // closing handshake) and then ends the stream.
                 while let Some(Ok(message)) = stream.next().await {
                     let Message::Text(text) = message else {
-                        if matches!(message, Message::Close(_)) {
-                            break;
-                        }
                         continue;
                     };
                     let Ok(parsed) = serde_json::from_str::<ServerMessage>(text.as_str()) else {
