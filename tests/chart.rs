@@ -1160,9 +1160,40 @@ fn the_sfu_process_and_its_annotations_say_the_same() {
             .as_u64()
             .expect("grace");
         let drain: u64 = env("CONCLAVE_SFU_DRAIN_SECONDS").parse().expect("seconds");
+        assert_eq!(
+            drain + 10,
+            grace,
+            "{ctx}: meetings go on until 10 seconds before the pod is killed, then move"
+        );
         assert!(
-            drain < grace,
-            "{ctx}: rooms must drain before the pod is killed"
+            grace >= 20,
+            "{ctx}: the operator moves meetings 15 seconds before the grace period ends"
+        );
+        // A dead SFU is NotReady within about two seconds.
+        let readiness = &container["readinessProbe"];
+        let period = readiness["periodSeconds"].as_u64().unwrap_or(10);
+        let failures = readiness["failureThreshold"].as_u64().unwrap_or(3);
+        let timeout = readiness["timeoutSeconds"].as_u64().unwrap_or(1);
+        assert!(
+            period * failures <= 2 && timeout <= 1,
+            "{ctx}: readiness every {period}s, {failures} failures, {timeout}s timeout"
+        );
+        // A rollout replaces one pod at a time and waits for the new one to be seen ready.
+        assert_eq!(sfu["spec"]["podManagementPolicy"], "Parallel", "{ctx}");
+        assert_eq!(
+            sfu["spec"]["updateStrategy"]["type"], "RollingUpdate",
+            "{ctx}"
+        );
+        assert_eq!(
+            sfu["spec"]["updateStrategy"]["rollingUpdate"]["partition"]
+                .as_u64()
+                .unwrap_or(0),
+            0,
+            "{ctx}: every pod is updated"
+        );
+        assert!(
+            sfu["spec"]["minReadySeconds"].as_u64().unwrap_or(0) >= 1,
+            "{ctx}: the next pod drains only once the operator saw its replacement ready"
         );
 
         let host_network = template["spec"]["hostNetwork"] == true;
@@ -1257,6 +1288,14 @@ fn the_sfu_process_and_its_annotations_say_the_same() {
                 assert!(
                     hosts.contains(host),
                     "{ctx}: {url} has no Ingress rule ({hosts:?})"
+                );
+                // A draining pod (not ready) still serves its meetings and their joins.
+                let service = rendered
+                    .named("Service", &pod)
+                    .unwrap_or_else(|| panic!("{ctx}: no Service {pod}"));
+                assert_eq!(
+                    service["spec"]["publishNotReadyAddresses"], true,
+                    "{ctx}: {pod}'s Service drops the pod while it drains"
                 );
             }
         }
@@ -1688,6 +1727,11 @@ fn bad_values_are_refused_with_a_clear_message() {
     let err = refused(&["--set", "sfu.internalPort=7880"]);
     assert!(
         err.contains("sfu.internalPort must differ from sfu.port"),
+        "{err}"
+    );
+    let err = refused(&["--set", "sfu.terminationGracePeriodSeconds=10"]);
+    assert!(
+        err.contains("sfu.terminationGracePeriodSeconds: Must be greater than or equal to 20"),
         "{err}"
     );
     let err = refused(&["--set", "sfu.bindIP=node"]);

@@ -477,12 +477,13 @@ impl Client {
             let subscriber = Arc::clone(&subscriber);
             let outgoing = outgoing.clone();
             tokio::spawn(async move {
+                // Read on after the SFU's close frame: the next read sends our reply (the
+                // closing handshake) and then ends the stream.
                 while let Some(Ok(message)) = stream.next().await {
                     let Message::Text(text) = message else {
                         if let Message::Close(frame) = message {
                             *close_frame.lock() = frame
                                 .map(|frame| (u16::from(frame.code), frame.reason.to_string()));
-                            break;
                         }
                         continue;
                     };

@@ -214,8 +214,9 @@ pub(crate) struct Shared {
     /// Where the list comes from (none: every conference is admitted).
     pub(crate) placement_source: std::sync::OnceLock<Arc<dyn crate::placements::PlacementSource>>,
     /// Taken while the list is fetched and applied, so that lists are applied in the order
-    /// they were asked for and concurrent joins share one forced refresh.
-    pub(crate) placements_refresh: tokio::sync::Mutex<()>,
+    /// they were asked for; holds when the list applied last was asked for, so that joins
+    /// waiting meanwhile take that list instead of asking again.
+    pub(crate) placements_refresh: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// The conference service's latest revocations, checked at every join.
     pub(crate) revocations: Mutex<crate::revocation::Registry>,
     /// Whether the first list was asked for (joins wait for it, briefly, after a start).
@@ -289,7 +290,7 @@ impl SfuState {
                 pod_name: config.pod_name.clone(),
                 held: Mutex::new(crate::placements::Held::default()),
                 placement_source: std::sync::OnceLock::new(),
-                placements_refresh: tokio::sync::Mutex::new(()),
+                placements_refresh: tokio::sync::Mutex::new(None),
                 revocations: Mutex::new(crate::revocation::Registry::default()),
                 revocations_loaded: watch::channel(true).0,
             }),
@@ -410,12 +411,26 @@ impl SfuState {
     /// # Errors
     /// The source's message when it cannot be asked; the last list stays in force.
     pub async fn refresh_placements(&self) -> std::result::Result<bool, String> {
+        self.placements_asked_since(std::time::Instant::now()).await
+    }
+
+    /// Makes sure the list in force was asked for at `since` or later: asks for it unless a
+    /// list asked for since then was applied meanwhile (concurrent joins share one look).
+    async fn placements_asked_since(
+        &self,
+        since: std::time::Instant,
+    ) -> std::result::Result<bool, String> {
         let Some(source) = self.shared.placement_source.get().cloned() else {
             return Ok(false);
         };
-        let _turn = self.shared.placements_refresh.lock().await;
+        let mut last_asked = self.shared.placements_refresh.lock().await;
+        if last_asked.is_some_and(|asked| asked >= since) {
+            return Ok(true);
+        }
+        let asked = std::time::Instant::now();
         let list = source.fetch().await?;
         self.apply_placements(&list);
+        *last_asked = Some(asked);
         Ok(true)
     }
 
@@ -484,7 +499,7 @@ impl SfuState {
             }
             Verdict::NotHeld => {
                 let asked = std::time::Instant::now();
-                if let Err(cause) = self.refresh_placements().await {
+                if let Err(cause) = self.placements_asked_since(asked).await {
                     warn!(%cause, conference = %claims.conf, "placements cannot be asked; admitting on the token's word");
                     return None;
                 }
@@ -886,5 +901,109 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use proto::{Media, MeetingId, Placements, Role, RoomSettings};
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::placements::{Fetch, PlacementSource};
+
+    /// A conference service whose answers wait for the test's go, counting the questions.
+    struct Gated {
+        asked: AtomicUsize,
+        go: Semaphore,
+    }
+
+    impl PlacementSource for Gated {
+        fn fetch(&self) -> Fetch<'_> {
+            Box::pin(async move {
+                self.asked.fetch_add(1, Ordering::SeqCst);
+                let permit = self.go.acquire().await.map_err(|err| err.to_string())?;
+                permit.forget();
+                Ok(Placements {
+                    pod: "sfu-test".into(),
+                    conferences: vec![ConferenceId::from("fresh")],
+                    holds_everything: false,
+                })
+            })
+        }
+    }
+
+    fn claims(sub: &str) -> proto::JoinClaims {
+        proto::JoinClaims {
+            sub: sub.into(),
+            name: sub.into(),
+            conf: ConferenceId::from("fresh"),
+            mid: MeetingId::from("123456789"),
+            role: Role::Listener,
+            level: None,
+            owner: false,
+            room: RoomSettings {
+                max_participants: None,
+                allow_join_without_owner: true,
+                media: Media::AudioVideo,
+                udp_ports: None,
+                revision: 0,
+            },
+            aud: proto::token::JOIN_AUDIENCE.into(),
+            iat: 0,
+            exp: 600,
+            jti: sub.into(),
+            rid: None,
+            ep: 0,
+            cli: None,
+            pod: Some("sfu-test".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn joins_that_arrive_while_the_placements_are_asked_for_share_the_next_look() {
+        let config = Config::for_loopback("0123456789abcdef0123456789abcdef", default_ports());
+        let state = SfuState::new(&config, Arc::new(LogReporter), &prometheus::Registry::new())
+            .expect("state");
+        let source = Arc::new(Gated {
+            asked: AtomicUsize::new(0),
+            go: Semaphore::new(0),
+        });
+        let _ = state.shared.placement_source.set(source.clone());
+        // The pod's last list holds nothing: every join for `fresh` asks again.
+        *state.shared.held.lock() = crate::placements::Held::These(Default::default());
+
+        let first = {
+            let state = state.clone();
+            tokio::spawn(async move { state.admission(&claims("a")).await })
+        };
+        while source.asked.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Ten more arrive while that question is out: its answer may predate their placement,
+        // so one more question serves them all.
+        let later: Vec<_> = (0..10)
+            .map(|i| {
+                let state = state.clone();
+                tokio::spawn(async move { state.admission(&claims(&format!("b{i}"))).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        source.go.add_permits(2);
+        assert_eq!(first.await.expect("join"), None, "admitted");
+        for join in later {
+            assert_eq!(join.await.expect("join"), None, "admitted");
+        }
+        let asked = source.asked.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&asked), "eleven joins asked {asked} times");
+    }
+
+    fn default_ports() -> UdpPorts {
+        UdpPorts {
+            first: 47_200,
+            last: 47_209,
+        }
     }
 }

@@ -350,7 +350,6 @@ async fn run(
         room.act(|core| Ok::<_, std::convert::Infallible>(core.leave(session, reason, Utc::now())));
     room.sessions.lock().remove(&session);
     live.close_peers().await;
-    socket.close(Some(reason)).await;
     state.forget_room_if_idle(&claims.conf);
     state
         .shared
@@ -359,6 +358,7 @@ async fn run(
         .with_label_values(&[reason.as_str()])
         .inc();
     info!(reason = reason.as_str(), "session ended");
+    socket.close(Some(reason)).await;
 }
 
 /// The verified claims, and the codecs the client said it decodes (lowercase MIME types).
