@@ -6,6 +6,9 @@
 //! - `portal.rs`: the web portal in real browsers (the scripts in `web/e2e/`).
 //! - `cluster.rs`: a cluster in a box — the fake Kubernetes API server, the operator, the API,
 //!   two SFU pods in their own network namespaces, kubectl (see docs/operator.md).
+//! - `failover.rs`: meetings that survive the cluster in that box (kill -9 with attendees and
+//!   Chromium pages, a flapping readiness probe, two fenced operators); `cluster_box.rs` is the
+//!   box both share, and `benches/failover.rs` times the failover.
 //! - this library: where the binary and the repository are.
 
 use std::path::{Path, PathBuf};
