@@ -546,6 +546,49 @@ async fn cleanup(conference: Arc<Conference>, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
+/// The ledger as the status of `conferences` says, each assignment in the port scope its pod
+/// has now among `pods` (a pod that is gone binds nothing on any node: its own scope). An
+/// assignment whose ports overlap another's in its scope is left out (logged): its conference
+/// is placed anew.
+pub fn seed_ledger<'a>(
+    conferences: impl IntoIterator<Item = &'a Conference>,
+    pods: &[placement::Pod],
+) -> Ledger {
+    let mut ledger = Ledger::new();
+    for conference in conferences {
+        let Some(assignment) = conference
+            .status
+            .as_ref()
+            .and_then(|s| s.assignment.clone())
+        else {
+            continue;
+        };
+        let key = ledger_key(&ObjectRef::from_obj(conference));
+        let port_scope = pods
+            .iter()
+            .find(|pod| pod.name == assignment.pod)
+            .map_or_else(
+                || fleet::Scope::Pod.name(&assignment.pod),
+                |pod| pod.port_scope.clone(),
+            );
+        let assignment = placement::Assignment {
+            conference: key.clone(),
+            pod: assignment.pod,
+            endpoint: assignment.endpoint,
+            udp_ports: placement::PortRange {
+                first: assignment.udp_ports.first,
+                last: assignment.udp_ports.last,
+            },
+            port_scope,
+            reserved: assignment.reserved,
+        };
+        if let Err(conflict) = ledger.insert(assignment) {
+            warn!(conference = %key, cause = %conflict, "assignment in status conflicts; it will be placed anew");
+        }
+    }
+    ledger
+}
+
 /// Runs the controller until `stop` is cancelled: seeds the ledger from the assignments in
 /// status, watches SFU pods and reconciles every conference.
 ///
@@ -568,31 +611,13 @@ pub async fn lead(
     };
 
     // The ledger starts from what the status of every conference says, so that no port handed
-    // out by an earlier leader is handed out again.
-    let mut ledger = Ledger::new();
-    for conference in conferences.list(&ListParams::default()).await? {
-        let Some(assignment) = conference
-            .status
-            .as_ref()
-            .and_then(|s| s.assignment.clone())
-        else {
-            continue;
-        };
-        let key = ledger_key(&ObjectRef::from_obj(&conference));
-        let assignment = placement::Assignment {
-            conference: key.clone(),
-            pod: assignment.pod,
-            endpoint: assignment.endpoint,
-            udp_ports: placement::PortRange {
-                first: assignment.udp_ports.first,
-                last: assignment.udp_ports.last,
-            },
-            reserved: assignment.reserved,
-        };
-        if let Err(conflict) = ledger.insert(assignment) {
-            warn!(conference = %key, cause = %conflict, "assignment in status conflicts; it will be placed anew");
-        }
-    }
+    // out by an earlier leader is handed out again; the pods tell each assignment's port scope.
+    let sfu_pods = pods_api
+        .list(&ListParams::default().labels(&settings.sfu_selector))
+        .await?;
+    let (fleet_now, _) = fleet::survey(sfu_pods.items.iter());
+    let listed = conferences.list(&ListParams::default()).await?;
+    let ledger = seed_ledger(listed.items.iter(), &fleet_now);
     info!(assignments = ledger.len(), "leading: ledger seeded");
 
     let (pod_store, pod_writer) = reflector::store();
@@ -699,4 +724,80 @@ pub async fn lead(
     pod_task.abort();
     info!("stopped leading");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placed(name: &str, pod: &str, first: u16, last: u16) -> Conference {
+        serde_json::from_value(json!({
+            "apiVersion": "conclave.dev/v1alpha1",
+            "kind": "Conference",
+            "metadata": { "name": name, "namespace": "conclave" },
+            "spec": { "topic": "t", "owner": "ada", "adHoc": true },
+            "status": { "assignment": {
+                "pod": pod,
+                "endpoint": format!("wss://{pod}"),
+                "udpPorts": { "first": first, "last": last },
+                "reserved": 5,
+            } },
+        }))
+        .expect("a conference")
+    }
+
+    fn pod(name: &str, scope: &str) -> placement::Pod {
+        placement::Pod {
+            name: name.into(),
+            endpoint: format!("wss://{name}"),
+            ready: true,
+            capacity: 100,
+            udp_ports: placement::PortRange {
+                first: 40000,
+                last: 40019,
+            },
+            port_scope: scope.into(),
+        }
+    }
+
+    #[test]
+    fn the_seeded_ledger_holds_each_assignment_in_its_pods_node() {
+        let pods = [pod("sfu-0", "node/n1"), pod("sfu-1", "node/n1")];
+        let conferences = [
+            placed("a", "sfu-0", 40000, 40009),
+            // Written by a leader that thought the pods had ports of their own: it clashes.
+            placed("b", "sfu-1", 40005, 40014),
+            // On a pod that is gone: it holds no port on any node.
+            placed("c", "sfu-9", 40010, 40019),
+        ];
+        let mut ledger = seed_ledger(conferences.iter(), &pods);
+        assert_eq!(ledger.len(), 2);
+        assert!(ledger.get("conclave/b").is_none(), "b is placed anew");
+        assert_eq!(
+            ledger.get("conclave/a").map(|a| a.port_scope.as_str()),
+            Some("node/n1")
+        );
+        assert_eq!(
+            ledger.get("conclave/c").map(|a| a.port_scope.as_str()),
+            Some("pod/sfu-9")
+        );
+        // The next conference on the node gets the ports a does not hold, on either pod.
+        let next = ledger
+            .place(
+                &Request {
+                    conference: "conclave/d".into(),
+                    participants: 5,
+                },
+                &pods,
+                &Sizing::default(),
+            )
+            .expect("placed");
+        assert_eq!(
+            next.udp_ports,
+            placement::PortRange {
+                first: 40010,
+                last: 40019
+            }
+        );
+    }
 }
