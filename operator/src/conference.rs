@@ -306,7 +306,7 @@ pub fn desired_status(
         }
     };
     status.conditions = vec![placed, ready, degraded];
-    if let Some(media) = media_ports_condition(old, status.assignment.as_ref(), &condition) {
+    if let Some(media) = media_ports_condition(old, status.assignment.as_ref(), condition) {
         status.conditions.push(media);
     }
     status
@@ -324,7 +324,10 @@ fn media_ports_condition(
     let report = old
         .and_then(|s| s.media_ports.as_ref())
         .filter(|r| r.pod == assignment.pod && r.udp_ports == assignment.udp_ports)?;
-    let range = format!("{}-{}", assignment.udp_ports.first, assignment.udp_ports.last);
+    let range = format!(
+        "{}-{}",
+        assignment.udp_ports.first, assignment.udp_ports.last
+    );
     Some(if report.unusable.is_empty() {
         condition(
             conditions::MEDIA_PORTS,
@@ -841,7 +844,10 @@ mod tests {
             Placement::Held(assignment("sfu-0")),
         );
         let placed = desired_status(None, Some(1), now, &out, &PodLoss::None);
-        assert!(placed.condition(conditions::MEDIA_PORTS).is_none(), "not checked yet");
+        assert!(
+            placed.condition(conditions::MEDIA_PORTS).is_none(),
+            "not checked yet"
+        );
         let report = |pod: &str, unusable: Vec<u16>| crds::MediaPortsStatus {
             pod: pod.into(),
             udp_ports: UdpPortRange {
@@ -857,7 +863,9 @@ mod tests {
             ..placed.clone()
         };
         let status = desired_status(Some(&reported), Some(1), now, &out, &PodLoss::None);
-        let media = status.condition(conditions::MEDIA_PORTS).expect("a condition");
+        let media = status
+            .condition(conditions::MEDIA_PORTS)
+            .expect("a condition");
         assert_eq!(
             (media.status, media.reason.as_str()),
             (ConditionStatus::False, "PortInUse")
@@ -885,7 +893,9 @@ mod tests {
             ..status.clone()
         };
         let fine = desired_status(Some(&freed), Some(1), now, &out, &PodLoss::None);
-        let media = fine.condition(conditions::MEDIA_PORTS).expect("a condition");
+        let media = fine
+            .condition(conditions::MEDIA_PORTS)
+            .expect("a condition");
         assert_eq!(
             (media.status, media.reason.as_str()),
             (ConditionStatus::True, "PortsUsable")

@@ -80,8 +80,9 @@ pub fn sfu_pod(pod: &KubePod) -> Result<Pod, Misconfigured> {
     let scope = port_scope(pod, &name, udp_ports);
     // Not addressable yet (no pod IP for the endpoint, or on the node's network without a
     // node): treat like a pod that is not ready.
-    let placeable = !(template.contains("{podIP}") && pod_ip.is_empty())
-        && !matches!(scope, Scope::NodeUnknown);
+    let no_address = template.contains("{podIP}") && pod_ip.is_empty();
+    let no_node = matches!(scope, Scope::NodeUnknown);
+    let placeable = !no_address && !no_node;
     Ok(Pod {
         ready: placeable && is_ready(pod),
         port_scope: scope.name(&name),
@@ -128,9 +129,8 @@ pub fn port_scope(pod: &KubePod, name: &str, udp_ports: PortRange) -> Scope {
         .any(|port| {
             port.protocol.as_deref().unwrap_or("TCP") == "UDP"
                 && port.host_port.is_some_and(|host| {
-                    u16::try_from(host).is_ok_and(|host| {
-                        host >= udp_ports.first && host <= udp_ports.last
-                    })
+                    u16::try_from(host)
+                        .is_ok_and(|host| host >= udp_ports.first && host <= udp_ports.last)
                 })
         });
     if !(host_network || host_ports) {
@@ -345,9 +345,15 @@ mod tests {
                 ] }],
             }),
         );
-        assert_eq!(sfu_pod(&other_ports).expect("usable").port_scope, "pod/sfu-0");
+        assert_eq!(
+            sfu_pod(&other_ports).expect("usable").port_scope,
+            "pod/sfu-0"
+        );
         // Nor does a pod on the cluster network.
-        assert_eq!(sfu_pod(&pod(&GOOD, true)).expect("usable").port_scope, "pod/sfu-0");
+        assert_eq!(
+            sfu_pod(&pod(&GOOD, true)).expect("usable").port_scope,
+            "pod/sfu-0"
+        );
     }
 
     #[test]
@@ -358,7 +364,10 @@ mod tests {
         );
         let parsed = sfu_pod(&unscheduled).expect("usable");
         assert!(!parsed.ready);
-        assert_eq!(port_scope(&unscheduled, "sfu-0", parsed.udp_ports), Scope::NodeUnknown);
+        assert_eq!(
+            port_scope(&unscheduled, "sfu-0", parsed.udp_ports),
+            Scope::NodeUnknown
+        );
     }
 
     #[test]
@@ -380,7 +389,11 @@ mod tests {
                 last: 30099
             }
         );
-        let elsewhere = [GOOD[0], (annotations::UDP_PORTS, "sfu-7=30000-30099"), GOOD[2]];
+        let elsewhere = [
+            GOOD[0],
+            (annotations::UDP_PORTS, "sfu-7=30000-30099"),
+            GOOD[2],
+        ];
         assert!(matches!(
             sfu_pod(&pod(&elsewhere, true)),
             Err(Misconfigured::Malformed { .. })

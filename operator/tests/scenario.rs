@@ -584,7 +584,11 @@ async fn host_network_pods_on_one_node_never_get_overlapping_ports() -> Result<(
     let (pod_4, ports_4) = ports(&placed("c4").await);
     assert_eq!(pod_4, json!("sfu-2"));
     assert_eq!(ports_4, json!({ "first": 40010, "last": 40019 }));
-    for (name, pod, range) in [("c1", pod_1, ports_1), ("c2", pod_2, ports_2), ("c3", pod_3, ports_3)] {
+    for (name, pod, range) in [
+        ("c1", pod_1, ports_1),
+        ("c2", pod_2, ports_2),
+        ("c3", pod_3, ports_3),
+    ] {
         let now = fake.get(CONFERENCES, NS, name).unwrap_or_default();
         assert_eq!(ports(&now), (pod, range), "{name} moved");
     }

@@ -827,11 +827,21 @@ mod tests {
         /// One step of a fleet's life.
         #[derive(Debug, Clone)]
         enum Op {
-            Place { conference: u8, participants: u32 },
-            Release { conference: u8 },
-            Flip { pod: usize },
+            Place {
+                conference: u8,
+                participants: u32,
+            },
+            Release {
+                conference: u8,
+            },
+            Flip {
+                pod: usize,
+            },
             /// The pod comes back on another node (or with a network of its own).
-            Move { pod: usize, node: Option<u8> },
+            Move {
+                pod: usize,
+                node: Option<u8>,
+            },
         }
 
         fn op() -> impl Strategy<Value = Op> {
@@ -853,11 +863,7 @@ mod tests {
         /// Pods with their capacity and, when on a node's network, their node. Each pod's range
         /// holds exactly its capacity's worth of ports; pods with a network of their own get
         /// ranges apart, pods on nodes overlapping ones (they all start at the same port).
-        fn fleet(
-            capacities: &[u32],
-            nodes: &[Option<u8>],
-            ports_per_participant: u16,
-        ) -> Vec<Pod> {
+        fn fleet(capacities: &[u32], nodes: &[Option<u8>], ports_per_participant: u16) -> Vec<Pod> {
             capacities
                 .iter()
                 .enumerate()
@@ -892,8 +898,7 @@ mod tests {
             all: &[&Assignment],
         ) -> Result<(), TestCaseError> {
             for pod in pods {
-                let on_pod: Vec<&&Assignment> =
-                    live.iter().filter(|a| a.pod == pod.name).collect();
+                let on_pod: Vec<&&Assignment> = live.iter().filter(|a| a.pod == pod.name).collect();
                 let reserved: u32 = on_pod.iter().map(|a| a.reserved).sum();
                 prop_assert!(reserved <= pod.capacity, "{} over capacity", pod.name);
                 for a in &on_pod {

@@ -48,7 +48,16 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// Joined sessions that ended, by close reason (`tooSlow`, `unresponsive`, `left`, …).
     pub sessions_closed: IntCounterVec,
+    /// Media ports that could not be bound although this process did not hold them, by when
+    /// (`start`: the check of the range at start, `room`: the check of a conference's range
+    /// when its room opens, `lease`: a peer connection looking for a port).
+    pub udp_bind_failures: IntCounterVec,
+    /// Media ports known to be unusable now (held by another process on the node).
+    pub udp_ports_unusable: IntGauge,
 }
+
+/// The `phase` labels of `conclave_sfu_udp_bind_failures_total`.
+pub const BIND_PHASES: [&str; 3] = ["start", "room", "lease"];
 
 /// Why a participant's media could not flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +208,19 @@ impl Metrics {
                 &["reason"],
             )
             .map_err(Error::Metrics)?,
+            udp_bind_failures: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sfu_udp_bind_failures_total",
+                    "Media ports that could not be bound although this SFU did not hold them, by phase (start, room, lease).",
+                ),
+                &["phase"],
+            )
+            .map_err(Error::Metrics)?,
+            udp_ports_unusable: IntGauge::new(
+                "conclave_sfu_udp_ports_unusable",
+                "Media ports of this SFU held by another process (they cannot be bound).",
+            )
+            .map_err(Error::Metrics)?,
         };
         registry
             .register(Box::new(metrics.participants.clone()))
@@ -254,6 +276,15 @@ impl Metrics {
         registry
             .register(Box::new(metrics.sessions_closed.clone()))
             .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.udp_bind_failures.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.udp_ports_unusable.clone()))
+            .map_err(Error::Metrics)?;
+        for phase in BIND_PHASES {
+            metrics.udp_bind_failures.with_label_values(&[phase]);
+        }
         for kind in ["audio", "video"] {
             metrics.tracks.with_label_values(&[kind]);
             metrics.forwarding_latency.with_label_values(&[kind]);

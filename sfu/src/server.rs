@@ -51,6 +51,8 @@ pub(crate) struct RoomHandle {
     pub(crate) forwarders: Mutex<HashMap<TrackId, Arc<Forwarder>>>,
     pub(crate) default_ports: UdpPorts,
     pub(crate) shared: Arc<Shared>,
+    /// Whether the conference's whole port range was tried since the room opened.
+    pub(crate) ports_checked: AtomicBool,
 }
 
 impl std::fmt::Debug for RoomHandle {
@@ -147,6 +149,78 @@ impl RoomHandle {
         }
     }
 
+    /// Tries every port of the conference's range once per room (the first peer connection
+    /// asks) and reports what it found, so that a conference's status says whether its media
+    /// ports are usable.
+    pub(crate) fn check_ports(self: &Arc<Self>, ports: UdpPorts, ip: IpAddr) {
+        if self.ports_checked.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let check = self.shared.ports.check(ports, ip);
+        let metrics = &self.shared.metrics;
+        metrics
+            .udp_bind_failures
+            .with_label_values(&["room"])
+            .inc_by(check.unusable.len() as u64);
+        metrics
+            .udp_ports_unusable
+            .set(self.shared.ports.unusable() as i64);
+        if !check.unusable.is_empty() {
+            warn!(
+                conference = %self.core.lock().conference(),
+                unusable = %crate::ports::describe(&check.unusable, 8),
+                first = ports.first,
+                last = ports.last,
+                cause = check.first_error.as_deref().unwrap_or_default(),
+                "media ports of the conference cannot be bound: another process on the node holds them"
+            );
+        }
+        let _ = self.act(|core| {
+            Ok::<_, std::convert::Infallible>(core.media_ports(
+                &self.shared.pod_name,
+                ports.first,
+                ports.last,
+                check.unusable,
+                Utc::now(),
+            ))
+        });
+    }
+
+    /// Counts the binds a lease found failing and reports ports newly found unusable.
+    pub(crate) fn lease_found(
+        self: &Arc<Self>,
+        ports: UdpPorts,
+        newly_unusable: &[u16],
+        bind_failures: u32,
+    ) {
+        let metrics = &self.shared.metrics;
+        metrics
+            .udp_bind_failures
+            .with_label_values(&["lease"])
+            .inc_by(u64::from(bind_failures));
+        metrics
+            .udp_ports_unusable
+            .set(self.shared.ports.unusable() as i64);
+        if newly_unusable.is_empty() {
+            return;
+        }
+        warn!(
+            conference = %self.core.lock().conference(),
+            unusable = %crate::ports::describe(newly_unusable, 8),
+            "media ports found in use by another process; skipped"
+        );
+        let unusable = self.shared.ports.unusable_in(ports);
+        let _ = self.act(|core| {
+            Ok::<_, std::convert::Infallible>(core.media_ports(
+                &self.shared.pod_name,
+                ports.first,
+                ports.last,
+                unusable,
+                Utc::now(),
+            ))
+        });
+    }
+
     fn update_gauges(&self) {
         let (admitted, sessions) = {
             let core = self.core.lock();
@@ -180,6 +254,8 @@ impl FeedbackSink for RoomHandle {
 /// State shared by every session and room.
 pub(crate) struct Shared {
     pub(crate) key: TokenKey,
+    /// This pod's name (`--sfu-pod-name`), in reports about it.
+    pub(crate) pod_name: String,
     pub(crate) media: MediaSettings,
     pub(crate) ports: PortPool,
     pub(crate) metrics: Metrics,
@@ -234,16 +310,28 @@ impl SfuState {
         let key = TokenKey::new(config.join_token_secret.as_bytes()).map_err(Error::Secret)?;
         let metrics = Metrics::new(registry)?;
         metrics.capacity.set(i64::from(config.max_participants));
+        let ports = PortPool::default();
+        let default_ports = config.ports_here().map_err(Error::Config)?;
+        check_ports_at_start(&ports, default_ports, config.bind_ip, &metrics)?;
+        let announced_ips = config.announced_here();
+        if !announced_ips.is_empty() {
+            info!(
+                announced = announced_ips.len(),
+                node = config.node_name.as_deref().unwrap_or_default(),
+                "announcing configured addresses in ICE candidates"
+            );
+        }
         let (shutdown, _) = watch::channel(false);
         Ok(Self {
             shared: Arc::new(Shared {
                 key,
+                pod_name: config.pod_name.clone(),
                 media: MediaSettings {
                     bind_ip: config.bind_ip,
-                    announced_ips: config.announced_ips.clone(),
+                    announced_ips,
                     ice_failed_after: Duration::from_secs(config.ice_failed_seconds),
                 },
-                ports: PortPool::default(),
+                ports,
                 metrics,
                 reporter,
                 limits: RoomLimits {
@@ -261,7 +349,7 @@ impl SfuState {
                     ..RoomLimits::default()
                 },
                 wire: config.limits.clone(),
-                default_ports: config.udp_ports,
+                default_ports,
                 max_participants: config.max_participants as usize,
                 sessions: AtomicUsize::new(0),
                 seats: AtomicUsize::new(0),
@@ -409,6 +497,7 @@ impl SfuState {
             forwarders: Mutex::new(HashMap::new()),
             default_ports: self.shared.default_ports,
             shared: Arc::clone(&self.shared),
+            ports_checked: AtomicBool::new(false),
         });
         rooms.insert(conference.clone(), Arc::clone(&room));
         self.shared.metrics.rooms.set(rooms.len() as i64);
@@ -464,6 +553,48 @@ impl SfuState {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Tries every port of the configured range on the bind address: the ports another process
+/// holds are logged and counted (`conclave_sfu_udp_ports_unusable`); a range of which no port
+/// can be bound is a configuration error.
+fn check_ports_at_start(
+    pool: &PortPool,
+    range: UdpPorts,
+    ip: IpAddr,
+    metrics: &Metrics,
+) -> Result<()> {
+    let check = pool.check(range, ip);
+    metrics
+        .udp_bind_failures
+        .with_label_values(&["start"])
+        .inc_by(check.unusable.len() as u64);
+    metrics.udp_ports_unusable.set(pool.unusable() as i64);
+    let total = u32::from(range.last) - u32::from(range.first) + 1;
+    let cause = check.first_error.clone().unwrap_or_default();
+    if check.unusable.len() as u32 == total {
+        return Err(Error::Config(format!(
+            "none of the UDP media ports {}-{} can be bound on {ip} ({cause}): give --sfu-bind-ip an address of this host (or 0.0.0.0), and a range (--sfu-udp-ports) that no other process holds",
+            range.first, range.last
+        )));
+    }
+    if check.unusable.is_empty() {
+        info!(
+            first = range.first,
+            last = range.last,
+            "every UDP media port can be bound"
+        );
+    } else {
+        warn!(
+            unusable = %crate::ports::describe(&check.unusable, 8),
+            count = check.unusable.len(),
+            first = range.first,
+            last = range.last,
+            %cause,
+            "UDP media ports held by another process on this node; conferences placed on them lose media: free them, or move --sfu-udp-ports (sfu.udpPorts) away from them"
+        );
+    }
+    Ok(())
 }
 
 /// Websockets before `join`.
@@ -627,7 +758,7 @@ pub async fn run(mut config: Config) -> Result<()> {
         }
         None => (router(state.clone()).merge(metrics_router(registry)), None),
     };
-    info!(listen = %config.listen, internal_listen = ?config.internal_listen, udp_ports = ?config.udp_ports, "sfu listening");
+    info!(listen = %config.listen, internal_listen = ?config.internal_listen, udp_ports = ?state.shared.default_ports, "sfu listening");
     let (stopped, _) = watch::channel(false);
     let internal = internal.map(|(listener, app)| {
         let mut stop = stopped.subscribe();

@@ -627,18 +627,21 @@ impl Live {
         &mut self,
         events: &mpsc::UnboundedSender<PeerEvent>,
     ) -> Result<(), MediaError> {
+        self.room.check_ports(self.ports, self.state.bind_ip());
         for target in [PeerTarget::Publisher, PeerTarget::Subscriber] {
             let mut failed = HashSet::new();
             let peer = loop {
-                let lease = self
-                    .state
-                    .shared
-                    .ports
-                    .lease(self.ports, self.state.bind_ip(), &failed)
-                    .ok_or(MediaError::NoPort {
-                        first: self.ports.first,
-                        last: self.ports.last,
-                    })?;
+                let leased =
+                    self.state
+                        .shared
+                        .ports
+                        .lease(self.ports, self.state.bind_ip(), &failed);
+                self.room
+                    .lease_found(self.ports, &leased.newly_unusable, leased.bind_failures);
+                let lease = leased.lease.ok_or(MediaError::NoPort {
+                    first: self.ports.first,
+                    last: self.ports.last,
+                })?;
                 match media::build_peer(
                     &self.state.shared.media,
                     lease.port(),
