@@ -557,6 +557,7 @@ fn alerts_and_dashboard_use_metrics_the_code_exports() {
         .collect();
     for wanted in [
         "ConclaveSfuPodFull",
+        "ConclaveSfuUdpPortsUnusable",
         "ConclaveConferencesNotPlaced",
         "ConclaveOperatorLeaderMissing",
     ] {
