@@ -1235,6 +1235,28 @@ fn the_sfu_process_and_its_annotations_say_the_same() {
             ip.parse::<std::net::IpAddr>()
                 .unwrap_or_else(|_| panic!("{ctx}: {entry}: not an address"));
         }
+        // ICE over TCP: the flag, the container port, and the way in of the mode.
+        let ice_tcp = env_value(container, "CONCLAVE_SFU_ICE_TCP_PORT")
+            .and_then(|v| v["value"].as_str())
+            .map(|v| v.parse::<u64>().expect("a port"));
+        let ice_port = array(container, "/ports")
+            .into_iter()
+            .find(|p| p["name"] == "ice-tcp")
+            .cloned();
+        assert_eq!(
+            ice_tcp,
+            ice_port.as_ref().and_then(|p| p["containerPort"].as_u64()),
+            "{ctx}: the ICE-TCP port the process listens on is the container's"
+        );
+        if let Some(port) = &ice_port {
+            assert_eq!(port["protocol"], "TCP", "{ctx}");
+            if rendered.profile.name == "hostPort" {
+                assert_eq!(port["hostPort"], port["containerPort"], "{ctx}");
+            }
+        }
+        if matches!(rendered.profile.name, "hostPort" | "service LoadBalancer") {
+            assert!(ice_tcp.is_some(), "{ctx}: the profile turns ICE-TCP on");
+        }
         let replicas = sfu["spec"]["replicas"].as_u64().unwrap_or(0);
         let exposure = rendered
             .profile
@@ -1283,8 +1305,19 @@ fn the_sfu_process_and_its_annotations_say_the_same() {
                         "{ctx}: the Service reaches its pod only"
                     );
                     assert_eq!(service["spec"]["externalTrafficPolicy"], "Local", "{ctx}");
-                    let served: Vec<u64> = array(service, "/spec/ports")
+                    let ports = array(service, "/spec/ports");
+                    let tcp: Vec<&&Value> =
+                        ports.iter().filter(|p| p["protocol"] == "TCP").collect();
+                    match ice_tcp {
+                        Some(_) => assert!(
+                            tcp.len() == 1 && tcp[0]["targetPort"] == "ice-tcp",
+                            "{ctx}: the pod's ICE-TCP port on its Service: {tcp:?}"
+                        ),
+                        None => assert!(tcp.is_empty(), "{ctx}: {tcp:?}"),
+                    }
+                    let served: Vec<u64> = ports
                         .iter()
+                        .filter(|p| p["protocol"] == "UDP")
                         .map(|p| {
                             assert_eq!(p["protocol"], "UDP", "{ctx}");
                             assert_eq!(
@@ -1686,6 +1719,25 @@ fn bad_values_are_refused_with_a_clear_message() {
         "sfu.service.loadBalancerIPs={198.51.100.20}",
     ]);
     assert!(err.contains("names 1 addresses for 2 replicas"), "{err}");
+    let err = refused(&[
+        "--set",
+        "sfu.exposure=service",
+        "--set",
+        "sfu.udpPorts=30000-30099",
+        "--set",
+        "sfu.iceTcp.enabled=true",
+    ]);
+    assert!(
+        err.contains("NodePort Services cannot give each pod the same port"),
+        "{err}"
+    );
+    let err = refused(&[
+        "--set",
+        "sfu.iceTcp.enabled=true",
+        "--set",
+        "sfu.iceTcp.port=7880",
+    ]);
+    assert!(err.contains("sfu.iceTcp.port must differ"), "{err}");
     let err = refused(&["--set", "sfu.nodeAnnouncedIPs.node-a=public"]);
     assert!(err.contains("sfu.nodeAnnouncedIPs"), "{err}");
 }

@@ -252,8 +252,20 @@ fn local_ip_towards(remote: SocketAddr) -> IpAddr {
         .unwrap_or(Ipv4Addr::LOCALHOST.into())
 }
 
+/// How a client's media connections reach the SFU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// UDP, as browsers prefer.
+    #[default]
+    Udp,
+    /// ICE over TCP only (active candidates, RFC 6544): the client has no UDP socket at all,
+    /// as behind a network that blocks UDP.
+    TcpOnly,
+}
+
 async fn peer(
     local: IpAddr,
+    transport: Transport,
     target: PeerTarget,
     outgoing: mpsc::UnboundedSender<ClientMessage>,
     received: ReceivedMap,
@@ -261,16 +273,24 @@ async fn peer(
     connected: Connected,
 ) -> Result<Arc<dyn PeerConnection>> {
     let (engine, registry) = engine()?;
+    let mut setting = SettingEngineBuilder::new()
+        .with_include_loopback_candidate(true)
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
+    let (udp, tcp) = match transport {
+        Transport::Udp => (vec![SocketAddr::new(local, 0)], Vec::new()),
+        Transport::TcpOnly => {
+            setting = setting.with_network_types(vec![
+                rtc::ice::network_type::NetworkType::Tcp4,
+                rtc::ice::network_type::NetworkType::Tcp6,
+            ]);
+            (Vec::new(), vec![SocketAddr::new(local, 0)])
+        }
+    };
     let peer = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
-        .with_setting_engine(
-            SettingEngineBuilder::new()
-                .with_include_loopback_candidate(true)
-                .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-                .build(),
-        )
+        .with_setting_engine(setting.build())
         .with_handler(Arc::new(Handler {
             target,
             outgoing,
@@ -278,7 +298,8 @@ async fn peer(
             failed,
             connected,
         }))
-        .with_udp_addrs(vec![SocketAddr::new(local, 0)])
+        .with_udp_addrs(udp)
+        .with_tcp_addrs(tcp)
         .build()
         .await?;
     Ok(Arc::new(peer))
@@ -337,6 +358,19 @@ impl Client {
     /// # Errors
     /// Connection errors; a refusal is not an error (see [`Client::first`]).
     pub async fn join(addr: SocketAddr, token: &str, conference: &ConferenceId) -> Result<Self> {
+        Self::join_over(addr, token, conference, Transport::Udp).await
+    }
+
+    /// [`Client::join`] with media over `transport`.
+    ///
+    /// # Errors
+    /// As [`Client::join`].
+    pub async fn join_over(
+        addr: SocketAddr,
+        token: &str,
+        conference: &ConferenceId,
+        transport: Transport,
+    ) -> Result<Self> {
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/rtc"))
             .await
             .context("websocket")?;
@@ -366,6 +400,7 @@ impl Client {
         let local = local_ip_towards(addr);
         let publisher = peer(
             local,
+            transport,
             PeerTarget::Publisher,
             outgoing.clone(),
             Arc::clone(&received),
@@ -375,6 +410,7 @@ impl Client {
         .await?;
         let subscriber = peer(
             local,
+            transport,
             PeerTarget::Subscriber,
             outgoing.clone(),
             Arc::clone(&received),

@@ -97,6 +97,15 @@ pub struct Config {
         env = "CONCLAVE_SFU_NODE_NAME"
     )]
     pub node_name: Option<String>,
+    /// TCP port for ICE over TCP (passive candidates, RFC 6544), the fallback of clients whose
+    /// network blocks UDP: every peer connection is reachable through this one port on the bind
+    /// address and announces it beside its UDP candidates. Unset: UDP only.
+    #[arg(
+        id = "sfu-ice-tcp-port",
+        long = "sfu-ice-tcp-port",
+        env = "CONCLAVE_SFU_ICE_TCP_PORT"
+    )]
+    pub ice_tcp_port: Option<u16>,
     /// Base URL of the conference service that receives room reports (joins, leaves, end);
     /// without it reports are only logged.
     #[arg(id = "sfu-api-url", long = "sfu-api-url", env = "CONCLAVE_SFU_API_URL")]
@@ -361,6 +370,7 @@ impl std::fmt::Debug for Config {
             .field("announced_ips", &self.announced_ips.len())
             .field("announced_ip_map", &self.announced_ip_map.len())
             .field("node_name", &self.node_name)
+            .field("ice_tcp_port", &self.ice_tcp_port)
             .field("api_url", &self.api_url)
             .field("pod_name", &self.pod_name)
             .field("max_participants", &self.max_participants)
@@ -386,6 +396,7 @@ impl Config {
             announced_ips: Vec::new(),
             announced_ip_map: Vec::new(),
             node_name: None,
+            ice_tcp_port: None,
             api_url: None,
             pod_name: "sfu-test".into(),
             max_participants: 500,

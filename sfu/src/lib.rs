@@ -9,8 +9,11 @@
 //!   pings and the limits on connections before `join` ([`config::Limits`]).
 //! - [`media`]: the media stack (webrtc-rs) behind a narrow interface; [`negotiation`]: offer
 //!   and answer with browsers, and the video codec publishers are asked to send.
+//! - [`ports`]: UDP port leases and the ports another process holds; [`ice_tcp`]: ICE over
+//!   TCP on one port per pod, for networks that block UDP.
 pub mod config;
 pub mod error;
+pub mod ice_tcp;
 pub mod keyframe;
 pub mod media;
 pub mod metrics;

@@ -54,6 +54,9 @@ pub struct Metrics {
     pub udp_bind_failures: IntCounterVec,
     /// Media ports known to be unusable now (held by another process on the node).
     pub udp_ports_unusable: IntGauge,
+    /// Connections to the ICE-TCP port by what became of them (`relayed` to their peer
+    /// connection, `refused`: no STUN request in time, or for no peer connection of this pod).
+    pub ice_tcp_connections: IntCounterVec,
 }
 
 /// The `phase` labels of `conclave_sfu_udp_bind_failures_total`.
@@ -221,6 +224,14 @@ impl Metrics {
                 "Media ports of this SFU held by another process (they cannot be bound).",
             )
             .map_err(Error::Metrics)?,
+            ice_tcp_connections: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sfu_ice_tcp_connections_total",
+                    "Connections to the ICE-TCP port, by result (relayed, refused).",
+                ),
+                &["result"],
+            )
+            .map_err(Error::Metrics)?,
         };
         registry
             .register(Box::new(metrics.participants.clone()))
@@ -282,6 +293,12 @@ impl Metrics {
         registry
             .register(Box::new(metrics.udp_ports_unusable.clone()))
             .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.ice_tcp_connections.clone()))
+            .map_err(Error::Metrics)?;
+        for result in ["relayed", "refused"] {
+            metrics.ice_tcp_connections.with_label_values(&[result]);
+        }
         for phase in BIND_PHASES {
             metrics.udp_bind_failures.with_label_values(&[phase]);
         }

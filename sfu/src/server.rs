@@ -313,6 +313,15 @@ impl SfuState {
         let ports = PortPool::default();
         let default_ports = config.ports_here().map_err(Error::Config)?;
         check_ports_at_start(&ports, default_ports, config.bind_ip, &metrics)?;
+        let ice_tcp = config
+            .ice_tcp_port
+            .map(|port| {
+                crate::ice_tcp::IceTcpMux::spawn(
+                    SocketAddr::new(config.bind_ip, port),
+                    metrics.ice_tcp_connections.clone(),
+                )
+            })
+            .transpose()?;
         let announced_ips = config.announced_here();
         if !announced_ips.is_empty() {
             info!(
@@ -330,6 +339,7 @@ impl SfuState {
                     bind_ip: config.bind_ip,
                     announced_ips,
                     ice_failed_after: Duration::from_secs(config.ice_failed_seconds),
+                    ice_tcp,
                 },
                 ports,
                 metrics,
@@ -426,6 +436,12 @@ impl SfuState {
     /// Rooms held in memory.
     pub fn room_count(&self) -> usize {
         self.shared.rooms.lock().len()
+    }
+
+    /// The port of ICE over TCP, when the SFU takes it (`--sfu-ice-tcp-port`; port 0 there
+    /// picks a free one).
+    pub fn ice_tcp_port(&self) -> Option<u16> {
+        self.shared.media.ice_tcp.as_ref().map(|mux| mux.port())
     }
 
     /// UDP ports leased by peer connections now.

@@ -304,6 +304,7 @@ async fn run(
         publisher: None,
         subscriber: None,
         leases: Vec::new(),
+        routes: Vec::new(),
         subscriptions: HashMap::new(),
         pending: Vec::new(),
         negotiating: false,
@@ -420,6 +421,8 @@ struct Live {
     publisher: Option<Arc<dyn PeerConnection>>,
     subscriber: Option<Arc<dyn PeerConnection>>,
     leases: Vec<PortLease>,
+    /// Routes of the peer connections through the pod's ICE-TCP port.
+    routes: Vec<crate::ice_tcp::Route>,
     subscriptions: HashMap<TrackId, Subscription>,
     /// Subscriptions added to the connection and waiting for the client's answer.
     pending: Vec<TrackId>,
@@ -652,7 +655,8 @@ impl Live {
                 {
                     Ok(peer) => {
                         self.leases.push(lease);
-                        break peer;
+                        self.routes.extend(peer.route);
+                        break peer.connection;
                     }
                     Err(err) => {
                         debug!(cause = %err, port = lease.port(), "binding a peer connection failed; next port");
@@ -684,6 +688,7 @@ impl Live {
             }
         }
         self.leases.clear();
+        self.routes.clear();
     }
 
     async fn handle(&mut self, socket: &mut Socket, message: ClientMessage) -> Result<(), Refusal> {
