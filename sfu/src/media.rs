@@ -97,30 +97,33 @@ struct Handler {
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         let candidate = &event.candidate;
-        if let Some((mux, ufrag)) = &self.ice_tcp {
-            if candidate.protocol == RTCIceProtocol::Tcp {
-                // Its own loopback listener: reached through the mux, never announced.
-                if candidate.tcp_type == RTCIceTcpCandidateType::Passive
-                    && let Ok(ip) = candidate.address.parse::<IpAddr>()
-                {
-                    mux.listening_at(ufrag, SocketAddr::new(ip, candidate.port));
-                }
-                return;
+        if let Some((mux, ufrag)) = &self.ice_tcp
+            && candidate.protocol == RTCIceProtocol::Tcp
+        {
+            // Its own loopback listener: reached through the mux, never announced.
+            if candidate.tcp_type == RTCIceTcpCandidateType::Passive
+                && let Ok(ip) = candidate.address.parse::<IpAddr>()
+            {
+                mux.listening_at(ufrag, SocketAddr::new(ip, candidate.port));
             }
-            if candidate.typ == RTCIceCandidateType::Host {
-                match tcp_twin(candidate, mux.port()) {
-                    Some(twin) => {
-                        let _ = self.tx.send(PeerEvent::Candidate(self.target, twin));
-                    }
-                    None => debug!("no ICE-TCP candidate could be made beside a UDP one"),
-                }
-            }
+            return;
         }
         match candidate.to_json() {
             Ok(init) => {
                 let _ = self.tx.send(PeerEvent::Candidate(self.target, init));
             }
             Err(err) => debug!(cause = %err, "a local candidate could not be encoded"),
+        }
+        // Beside each UDP host candidate, the same address on the pod's ICE-TCP port.
+        if let Some((mux, _)) = &self.ice_tcp
+            && candidate.typ == RTCIceCandidateType::Host
+        {
+            match tcp_twin(candidate, mux.port()) {
+                Some(twin) => {
+                    let _ = self.tx.send(PeerEvent::Candidate(self.target, twin));
+                }
+                None => debug!("no ICE-TCP candidate could be made beside a UDP one"),
+            }
         }
     }
 
