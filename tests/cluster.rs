@@ -121,6 +121,7 @@ async fn scenario() {
         &PodFacts {
             name: &format!("{fullname}-operator-0"),
             ip: "127.0.0.1",
+            node: "node-0",
         },
         secret,
     );
@@ -142,6 +143,7 @@ async fn scenario() {
         &PodFacts {
             name: &format!("{fullname}-api-0"),
             ip: "127.0.0.1",
+            node: "node-0",
         },
         secret,
     );
@@ -365,6 +367,27 @@ async fn scenario() {
         },
     )
     .await;
+    // The pod tried the lobby's ports when its room opened, the API wrote what it found, and
+    // the operator shows it: every port usable.
+    let media_ports = fake
+        .wait_for(
+            "the lobby's MediaPorts condition",
+            Duration::from_secs(20),
+            |f| {
+                let c = f.get("conclave.dev/conferences", NAMESPACE, "lobby")?;
+                c.pointer("/status/conditions")?
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == "MediaPorts")
+                    .cloned()
+            },
+        )
+        .await;
+    assert_eq!(
+        (&media_ports["status"], &media_ports["reason"]),
+        (&json!("True"), &json!("PortsUsable")),
+        "{media_ports}"
+    );
 
     // kubectl shows the printer columns, as the API server renders them.
     let table = kubectl.run(&["get".as_ref(), "conferences".as_ref()]).await;
@@ -985,6 +1008,8 @@ impl Sfu {
             &PodFacts {
                 name: &pod,
                 ip: &ip,
+                // As register_pod schedules it.
+                node: &format!("node-{ordinal}"),
             },
             secret,
         );
@@ -1198,6 +1223,8 @@ impl Chart {
 struct PodFacts<'a> {
     name: &'a str,
     ip: &'a str,
+    /// `spec.nodeName`.
+    node: &'a str,
 }
 
 /// The environment of the template's first container as the kubelet sets it: values (with
@@ -1225,6 +1252,7 @@ fn container_env(
                 "metadata.name" => pod.name.to_owned(),
                 "metadata.namespace" => NAMESPACE.to_owned(),
                 "status.podIP" | "status.hostIP" => pod.ip.to_owned(),
+                "spec.nodeName" => pod.node.to_owned(),
                 other => panic!("the chart uses a downward API field the test lacks: {other}"),
             }
         } else if let Some(reference) = entry.pointer("/valueFrom/secretKeyRef") {
