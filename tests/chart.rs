@@ -204,6 +204,12 @@ fn profiles() -> Vec<Profile> {
             &[],
             &["conclave-database"],
         ),
+        p(
+            "one hostname",
+            Some("one-hostname-values.yaml"),
+            &[],
+            &["conclave-database"],
+        ),
     ]
 }
 
@@ -1177,9 +1183,40 @@ fn the_sfu_process_and_its_annotations_say_the_same() {
             .as_u64()
             .expect("grace");
         let drain: u64 = env("CONCLAVE_SFU_DRAIN_SECONDS").parse().expect("seconds");
+        assert_eq!(
+            drain + 10,
+            grace,
+            "{ctx}: meetings go on until 10 seconds before the pod is killed, then move"
+        );
         assert!(
-            drain < grace,
-            "{ctx}: rooms must drain before the pod is killed"
+            grace >= 20,
+            "{ctx}: the operator moves meetings 15 seconds before the grace period ends"
+        );
+        // A dead SFU is NotReady within about two seconds.
+        let readiness = &container["readinessProbe"];
+        let period = readiness["periodSeconds"].as_u64().unwrap_or(10);
+        let failures = readiness["failureThreshold"].as_u64().unwrap_or(3);
+        let timeout = readiness["timeoutSeconds"].as_u64().unwrap_or(1);
+        assert!(
+            period * failures <= 2 && timeout <= 1,
+            "{ctx}: readiness every {period}s, {failures} failures, {timeout}s timeout"
+        );
+        // A rollout replaces one pod at a time and waits for the new one to be seen ready.
+        assert_eq!(sfu["spec"]["podManagementPolicy"], "Parallel", "{ctx}");
+        assert_eq!(
+            sfu["spec"]["updateStrategy"]["type"], "RollingUpdate",
+            "{ctx}"
+        );
+        assert_eq!(
+            sfu["spec"]["updateStrategy"]["rollingUpdate"]["partition"]
+                .as_u64()
+                .unwrap_or(0),
+            0,
+            "{ctx}: every pod is updated"
+        );
+        assert!(
+            sfu["spec"]["minReadySeconds"].as_u64().unwrap_or(0) >= 1,
+            "{ctx}: the next pod drains only once the operator saw its replacement ready"
         );
 
         let host_network = template["spec"]["hostNetwork"] == true;
@@ -1361,13 +1398,19 @@ fn the_sfu_process_and_its_annotations_say_the_same() {
             }
             _ => assert!(media_services.is_empty(), "{ctx}: {media_services:?}"),
         }
-        // Behind its Ingress the SFU must believe the controller's X-Forwarded-For, or every
-        // client shares the controller's address for the per-network limits.
+        // Behind its Ingress (or the API's relay) the SFU must believe the proxy's
+        // X-Forwarded-For, or every client shares the proxy's address for the per-network
+        // limits.
         let trusted = env_value(container, "CONCLAVE_SFU_TRUSTED_PROXIES")
             .and_then(|v| v["value"].as_str())
             .unwrap_or_default()
             .to_owned();
-        if rendered
+        if signaling_via_api(rendered) {
+            assert!(
+                !trusted.is_empty(),
+                "{ctx}: the SFU behind the API's relay trusts no proxy"
+            );
+        } else if rendered
             .named("Ingress", str_of(sfu, "/metadata/name"))
             .is_some()
         {
@@ -1401,9 +1444,167 @@ fn the_sfu_process_and_its_annotations_say_the_same() {
                     hosts.contains(host),
                     "{ctx}: {url} has no Ingress rule ({hosts:?})"
                 );
+                // A draining pod (not ready) still serves its meetings and their joins.
+                let service = rendered
+                    .named("Service", &pod)
+                    .unwrap_or_else(|| panic!("{ctx}: no Service {pod}"));
+                assert_eq!(
+                    service["spec"]["publishNotReadyAddresses"], true,
+                    "{ctx}: {pod}'s Service drops the pod while it drains"
+                );
             }
         }
     }
+}
+
+/// Whether the API relays the SFU pods' signaling (`sfu.signaling: viaApi`), as its container
+/// is told.
+fn signaling_via_api(rendered: &Rendered) -> bool {
+    let (_, template) = rendered
+        .workloads()
+        .into_iter()
+        .find(|(_, t)| t["metadata"]["labels"]["app.kubernetes.io/component"] == "api")
+        .expect("the API Deployment");
+    let container = &template["spec"]["containers"][0];
+    match env_value(container, "CONCLAVE_SFU_SIGNALING_VIA_API").map(|v| &v["value"]) {
+        Some(Value::String(value)) if value == "true" => true,
+        Some(Value::String(value)) if value == "false" => false,
+        other => panic!(
+            "{}: CONCLAVE_SFU_SIGNALING_VIA_API is {other:?}, not \"true\" or \"false\"",
+            rendered.profile.name
+        ),
+    }
+}
+
+/// The policy of `component`'s pods.
+fn policy_of<'a>(rendered: &'a Rendered, component: &str) -> &'a Value {
+    rendered
+        .kind("NetworkPolicy")
+        .find(|p| {
+            p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: no NetworkPolicy for {component}",
+                rendered.profile.name
+            )
+        })
+}
+
+/// Whether a rule's peers (`to` or `from`) include the pods of `component`.
+fn peers_include(rule: &Value, side: &str, component: &str) -> bool {
+    array(rule, &format!("/{side}"))
+        .iter()
+        .any(|peer| peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == component)
+}
+
+#[test]
+fn with_signaling_via_the_api_one_host_name_reaches_every_pod() {
+    let mut via_api = 0;
+    for rendered in all_rendered() {
+        let sfu = rendered
+            .kind("StatefulSet")
+            .find(|s| {
+                s["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "sfu"
+            })
+            .expect("the SFU StatefulSet");
+        let ctx = rendered.context(sfu);
+        let template = &sfu["spec"]["template"];
+        let endpoint = str_of(
+            &template["metadata"]["annotations"],
+            "/conclave.dev~1endpoint",
+        );
+        let sfu_port = array(&template["spec"]["containers"][0], "/ports")
+            .into_iter()
+            .find(|p| p["name"] == "http")
+            .and_then(|p| p["containerPort"].as_u64())
+            .expect("the SFU's signaling port");
+        if !signaling_via_api(rendered) {
+            continue;
+        }
+        via_api += 1;
+        // The operator writes this into assignments and the API dials it: a plain websocket on
+        // the pod's own signaling port, inside the cluster.
+        assert!(
+            endpoint.starts_with("ws://{podIP}:") || endpoint.starts_with("ws://{pod}."),
+            "{ctx}: the API relays to an in-cluster ws:// URL, not {endpoint}"
+        );
+        assert!(
+            endpoint.contains(&format!(":{sfu_port}/")),
+            "{ctx}: {endpoint} is not on the signaling port {sfu_port}"
+        );
+        // No per-pod host: nobody needs a wildcard record or certificate.
+        assert!(
+            rendered
+                .named("Ingress", str_of(sfu, "/metadata/name"))
+                .is_none(),
+            "{ctx}: per-pod Ingress hosts with signaling via the API"
+        );
+        // The portal's Ingress carries /rtc/<pod> to the API's public port, with websocket
+        // timeouts for the common controllers.
+        let api_service = format!("{}-conclave-api", RELEASE);
+        for ingress in rendered.kind("Ingress") {
+            let paths: Vec<&Value> = array(ingress, "/spec/rules")
+                .iter()
+                .flat_map(|r| array(r, "/http/paths"))
+                .collect();
+            assert!(
+                paths.iter().any(|p| {
+                    let path = str_of(p, "/path");
+                    str_of(p, "/backend/service/name") == api_service
+                        && str_of(p, "/backend/service/port/name") == "http"
+                        && p["pathType"] == "Prefix"
+                        && "/rtc/meet-conclave-sfu-0".starts_with(path)
+                }),
+                "{}: /rtc/<pod> does not reach the API",
+                rendered.context(ingress)
+            );
+            let annotations = &ingress["metadata"]["annotations"];
+            assert_eq!(
+                annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"],
+                "3600",
+                "{}",
+                rendered.context(ingress)
+            );
+        }
+        // NetworkPolicies let the API reach the SFU's signaling port, and only it.
+        if rendered.kind("NetworkPolicy").next().is_some() {
+            let api = policy_of(rendered, "api");
+            let egress = array(api, "/spec/egress");
+            let relay = egress
+                .iter()
+                .find(|rule| peers_include(rule, "to", "sfu"))
+                .unwrap_or_else(|| panic!("{ctx}: the API may not reach the SFU pods"));
+            assert_eq!(
+                array(relay, "/ports")
+                    .iter()
+                    .map(|p| (p["port"].as_u64(), p["protocol"].as_str()))
+                    .collect::<Vec<_>>(),
+                vec![(Some(sfu_port), Some("TCP"))],
+                "{ctx}"
+            );
+            if template["spec"]["hostNetwork"] == true {
+                assert!(
+                    array(relay, "/to")
+                        .iter()
+                        .any(|peer| peer["ipBlock"]["cidr"].is_string()),
+                    "{ctx}: SFU pods on the host network listen on node addresses"
+                );
+            }
+            let sfu_policy = policy_of(rendered, "sfu");
+            assert!(
+                array(sfu_policy, "/spec/ingress").iter().any(|rule| {
+                    peers_include(rule, "from", "api")
+                        && array(rule, "/ports").iter().any(|p| p["port"] == "http")
+                }),
+                "{ctx}: the SFU does not accept the API's relay on its signaling port"
+            );
+        }
+    }
+    assert!(
+        via_api >= 2,
+        "the defaults and one-hostname-values.yaml relay signaling through the API"
+    );
 }
 
 // --- RBAC ------------------------------------------------------------------------------------------
@@ -1572,7 +1773,12 @@ fn the_api_is_granted_exactly_what_its_kubernetes_store_calls() {
             .named("Deployment", &account)
             .expect("API Deployment");
         let automount = api["spec"]["template"]["spec"]["automountServiceAccountToken"].clone();
-        if rendered.profile.name == "conferenceStore kubernetes" {
+        let store = env_value(
+            &api["spec"]["template"]["spec"]["containers"][0],
+            "CONCLAVE_CONFERENCE_STORE",
+        )
+        .map(|v| v["value"].clone());
+        if store == Some(json!("kubernetes")) {
             let have: BTreeSet<Grant> = grants.keys().cloned().collect();
             assert_eq!(
                 have,
@@ -1678,10 +1884,37 @@ fn bad_values_are_refused_with_a_clear_message() {
         err.contains("sfu.internalPort must differ from sfu.port"),
         "{err}"
     );
+    let err = refused(&["--set", "sfu.terminationGracePeriodSeconds=10"]);
+    assert!(
+        err.contains("sfu.terminationGracePeriodSeconds: Must be greater than or equal to 20"),
+        "{err}"
+    );
     let err = refused(&["--set", "sfu.bindIP=node"]);
     assert!(err.contains("sfu.bindIP: Does not match pattern"), "{err}");
     let err = refused(&["--set", "database.existingSecret="]);
     assert!(err.contains("a database is needed"), "{err}");
+
+    // Signaling: through the API or straight to each pod, and what each needs.
+    let err = refused(&["--set", "sfu.signaling=sideways"]);
+    assert!(
+        err.contains("sfu.signaling must be one of the following"),
+        "{err}"
+    );
+    let err = refused(&["--set", "sfu.ingress.enabled=true"]);
+    assert!(
+        err.contains("sfu.ingress (one public host per SFU pod) is for sfu.signaling=direct"),
+        "{err}"
+    );
+    let err = refused(&["--set", "sfu.endpoint=wss://{pod}.sfu.example.com/rtc"]);
+    assert!(
+        err.contains("with sfu.signaling=viaApi it is the in-cluster URL the API relays to"),
+        "{err}"
+    );
+    let err = refused(&["--set", "api.rtcProxy.drainSeconds=40"]);
+    assert!(
+        err.contains("api.rtcProxy.drainSeconds must be below api.terminationGracePeriodSeconds"),
+        "{err}"
+    );
 
     // Media exposure that cannot work.
     let err = refused(&[

@@ -94,19 +94,7 @@ fn firefox_scenario(script: &str, udp: &str) {
 
 fn run_scenario(script: &str, udp: &str) {
     let web = web_dir();
-    assert!(
-        web.join("dist/index.html").is_file(),
-        "the portal is not built: run `npm ci && npm run build` in web/ (scripts/test.sh does)"
-    );
-    assert!(
-        web.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is missing: run `npm ci` in web/ (scripts/test.sh does)"
-    );
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-    assert!(
-        Path::new(&chromium).is_file(),
-        "Chromium is missing at {chromium}: `apt-get install chromium` (scripts/test.sh does)"
-    );
+    let chromium = system_tests::portal_chromium();
     let artifacts = web.join("e2e/artifacts").join(script);
     let _ = std::fs::remove_dir_all(&artifacts);
     std::fs::create_dir_all(&artifacts).unwrap();

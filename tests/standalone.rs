@@ -27,13 +27,19 @@ impl Drop for Server {
 }
 
 async fn start(data: &std::path::Path, port: u16) -> Server {
+    start_with_udp(data, port, "46000-46199").await
+}
+
+/// [`start`] with the embedded SFU on the UDP ports `udp` (FIRST-LAST), for tests whose media
+/// must not meet another test's.
+async fn start_with_udp(data: &std::path::Path, port: u16, udp: &str) -> Server {
     let mut command = Command::new(system_tests::conclave_bin());
     command
         .arg("standalone")
         .env("CONCLAVE_DATA_DIR", data)
         .env("CONCLAVE_LISTEN", format!("127.0.0.1:{port}"))
         .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
-        .env("CONCLAVE_SFU_UDP_PORTS", "46000-46199")
+        .env("CONCLAVE_SFU_UDP_PORTS", udp)
         .env_remove("DATABASE_URL")
         .env_remove("CONCLAVE_JOIN_TOKEN_SECRET");
     spawn(command, port).await
@@ -180,6 +186,100 @@ async fn a_guest_enters_a_meeting_started_in_standalone_mode_and_a_restart_keeps
         .await
         .unwrap();
     assert_eq!(log[0]["id"], id.as_str());
+}
+
+/// Two participants that keep their meeting by themselves, as the portal does (loadgen's
+/// attendee: join through the API, reconnect and publish again when the connection is lost),
+/// come back when the server is killed and started again: kill -9 → first frame again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attendees_come_back_by_themselves_after_the_server_was_killed() {
+    use loadgen::{Attendee, AttendeeOptions, Ended, MediaPlan};
+    use proto::signal::TrackSource;
+    const UDP: &str = "46400-46499";
+    const WAIT: Duration = Duration::from_secs(20);
+    let data = tempfile::tempdir().unwrap();
+    let port = system_tests::free_port();
+    let mut server = start_with_udp(data.path(), port, UDP).await;
+    let base = server.base.clone();
+    let client = reqwest::Client::new();
+    let (_, login) = post(
+        &client,
+        format!("{base}/api/v1/auth/login"),
+        None,
+        json!({"login": "admin", "password": PASSWORD}),
+    )
+    .await;
+    let admin = login["sessionToken"].as_str().unwrap().to_owned();
+    let (status, meeting) = post(
+        &client,
+        format!("{base}/api/v1/conferences/adhoc"),
+        Some(&admin),
+        json!({"topic": "Kept"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{meeting}");
+    let attendee = |name: &str, guest: &str, sources: Vec<TrackSource>| {
+        Attendee::start(AttendeeOptions {
+            api: base.clone(),
+            join: json!({"meetingId": meeting["meetingId"], "password": meeting["password"],
+                         "displayName": name, "guestId": guest}),
+            session_token: None,
+            sources,
+            plan: MediaPlan::default(),
+        })
+    };
+    let mut speaker = attendee(
+        "Ada",
+        "00000000-0000-4000-8000-00000000000a",
+        vec![TrackSource::Microphone, TrackSource::Camera],
+    );
+    let mut listener = attendee("Bob", "00000000-0000-4000-8000-00000000000b", Vec::new());
+    listener
+        .wait_until(WAIT, |c| c.len() == 1 && c[0].first_keyframe_at.is_some())
+        .await
+        .expect("Bob sees Ada");
+    assert_eq!(
+        listener.connections()[0].pod,
+        None,
+        "standalone names no pod"
+    );
+
+    // The process dies (kill -9) and is started again on the same folder and port.
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let killed = std::time::Instant::now();
+    let server = start_with_udp(data.path(), port, UDP).await;
+    let back = listener
+        .wait_until(WAIT, |c| {
+            c.last().is_some_and(|c| c.first_keyframe_at.is_some()) && c.len() >= 2
+        })
+        .await
+        .expect("Bob sees Ada again");
+    speaker
+        .wait_until(WAIT, |c| {
+            c.len() >= 2 && c.last().is_some_and(|c| c.joined_at.is_some())
+        })
+        .await
+        .expect("Ada is back");
+    assert!(
+        matches!(
+            back[0].ended,
+            Some(Ended::WebsocketClosed | Ended::MediaFailed)
+        ),
+        "{:?}",
+        back[0].ended
+    );
+    let again = back.last().unwrap();
+    println!(
+        "kill -9 (then a restart) → Bob admitted again: {:?}, first packet: {:?}, first keyframe: {:?} ({} connections)",
+        again.joined_at.unwrap().duration_since(killed),
+        again.first_packet_at.unwrap().duration_since(killed),
+        again.first_keyframe_at.unwrap().duration_since(killed),
+        back.len()
+    );
+    speaker.stop().await.unwrap();
+    listener.stop().await.unwrap();
+    drop(server);
 }
 
 /// Opens the signaling websocket and waits for `joined`.

@@ -70,6 +70,14 @@ pub struct Config {
     #[arg(long, env = "CONCLAVE_JOIN_TOKEN_SECONDS", default_value_t = 300)]
     pub join_token_seconds: u32,
 
+    /// Seconds a join that names the SFU pod the client just lost (`lostPod`) waits, at most,
+    /// for the operator to place the conference on another pod, when its assignment still names
+    /// the lost one; it answers as soon as the assignment changes, else what is current. 0:
+    /// never wait.
+    #[arg(long, env = "CONCLAVE_JOIN_MOVE_WAIT_SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(0..=60))]
+    pub join_move_wait_seconds: u32,
+
     /// Minutes before its start that a conference is placed and may be joined.
     #[arg(long, env = "CONCLAVE_LEAD_TIME_MINUTES", default_value_t = 5)]
     pub lead_time_minutes: u32,
@@ -171,6 +179,39 @@ pub struct Config {
     /// The namespace of the Conference resources with `--conference-store kubernetes`.
     #[arg(long, env = "CONCLAVE_KUBE_NAMESPACE", default_value = "default")]
     pub kube_namespace: String,
+
+    /// In a cluster (`--conference-store kubernetes`), answer `/join` with
+    /// `<public URL>/rtc/<pod>` (ws:// or wss:// after the public URL's scheme) instead of the SFU
+    /// pod's own endpoint: this service relays the signaling websocket to the pod over the
+    /// cluster network, so people need one host name and one certificate. The pods' endpoints
+    /// (`conclave.dev/endpoint`) must then be ws:// URLs this service reaches, e.g.
+    /// `ws://{podIP}:7880/rtc`. Standalone serves `/rtc` on its own address and ignores it.
+    #[arg(long, env = "CONCLAVE_SFU_SIGNALING_VIA_API")]
+    pub sfu_signaling_via_api: bool,
+
+    /// Seconds the relay of `/rtc/{pod}` waits for the SFU pod to accept the websocket before
+    /// answering 502 `sfuUnreachable`.
+    #[arg(long, env = "CONCLAVE_RTC_PROXY_CONNECT_TIMEOUT_SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub rtc_proxy_connect_timeout_seconds: u64,
+
+    /// Seconds a relayed client may send nothing (not even the pong to the SFU's ping) before
+    /// the relay closes both sides (1008 `unresponsive`); keep above the SFU's ping interval.
+    #[arg(long, env = "CONCLAVE_RTC_PROXY_IDLE_SECONDS", default_value_t = 45,
+          value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub rtc_proxy_idle_seconds: u64,
+
+    /// Relayed signaling websockets this replica carries at once; beyond, `/rtc/{pod}` answers
+    /// 503 `busy` with `Retry-After`.
+    #[arg(long, env = "CONCLAVE_RTC_PROXY_MAX_SESSIONS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rtc_proxy_max_sessions: u32,
+
+    /// Seconds relayed websockets go on after a shutdown signal (the listener no longer takes
+    /// new ones); those still open then are closed with 1012 `apiShutdown` and their clients
+    /// reconnect through another replica. Keep below the pod's termination grace period.
+    #[arg(long, env = "CONCLAVE_RTC_PROXY_DRAIN_SECONDS", default_value_t = 20)]
+    pub rtc_proxy_drain_seconds: u64,
 
     /// Folder holding the built web portal (`npm run build` in `web/` writes `web/dist`).
     #[arg(long, env = "CONCLAVE_PORTAL_DIR", default_value = "web/dist")]

@@ -88,6 +88,21 @@ pub enum Error {
         /// Seconds until a mail leaves the counting window.
         retry_after: u64,
     },
+    /// A request for a websocket route that asks for no websocket (400).
+    #[error("{0}")]
+    WebsocketRequired(String),
+    /// The SFU pod of a relayed websocket did not answer in time or could not be reached (502).
+    #[error("{0}")]
+    SfuUnreachable(String),
+    /// The SFU pod of a relayed websocket refused it with an HTTP error, passed on with its
+    /// status (e.g. 429 or 503 for too many connections from one network or in total).
+    #[error("{message}")]
+    SfuRefused {
+        /// The pod's status code.
+        status: StatusCode,
+        /// The pod's explanation.
+        message: String,
+    },
     /// The request body exceeds the limit (413).
     #[error("the request body is too large")]
     PayloadTooLarge,
@@ -138,7 +153,7 @@ impl Error {
     fn status(&self) -> StatusCode {
         match self {
             Error::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            Error::MalformedBody(_) | Error::WebsocketRequired(_) => StatusCode::BAD_REQUEST,
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_)
             | Error::Excluded(_)
@@ -152,6 +167,8 @@ impl Error {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::SfuUnreachable(_) => StatusCode::BAD_GATEWAY,
+            Error::SfuRefused { status, .. } => *status,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Database(_) | Error::Migrate(_) | Error::Kubernetes(_) | Error::Internal(_) => {
@@ -175,6 +192,9 @@ impl Error {
             Error::NotPlacedYet { .. } => "notPlacedYet",
             Error::TooManyAttempts { .. } => "tooManyAttempts",
             Error::Busy { .. } => "busy",
+            Error::WebsocketRequired(_) => "websocketRequired",
+            Error::SfuUnreachable(_) => "sfuUnreachable",
+            Error::SfuRefused { .. } => "sfuRefused",
             Error::MailLimit { .. } => "mailLimit",
             Error::PayloadTooLarge => "payloadTooLarge",
             Error::UnsupportedMediaType => "unsupportedMediaType",
@@ -193,7 +213,12 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status.is_server_error() && !matches!(self, Error::Busy { .. }) {
+        // Busy and the SFU's answers say what to do; only our own failures are hidden.
+        let told = matches!(
+            self,
+            Error::Busy { .. } | Error::SfuUnreachable(_) | Error::SfuRefused { .. }
+        );
+        let message = if status.is_server_error() && !told {
             tracing::error!(cause = ?self, "request failed");
             "something went wrong on our side; try again later".to_owned()
         } else {

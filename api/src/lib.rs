@@ -10,8 +10,10 @@
 //! - [`account`], [`session`], [`throttle`], [`settings`], [`validate`]: accounts and login.
 //! - [`conference`]: definitions and the rules for valid ones; [`store`]: the
 //!   `ConferenceStore` seam and its SQL backend; [`store_kube`]: its Kubernetes backend; [`archive`]: past occurrences and attendance.
-//! - [`lifecycle`]: the IO shell around the pure `placement` core; [`ics`]: calendar events;
+//! - [`lifecycle`]: the IO shell around the pure `placement` core; [`relocation`]: joins that
+//!   wait for a conference to move off a lost SFU pod; [`ics`]: calendar events;
 //!   [`mail`]: invitations, the durable outbox and its delivery worker.
+//! - [`relay`]: the signaling websockets of SFU pods relayed through the public address.
 //! - [`http`]: routes, extractors, OpenAPI; [`error`]: errors and their HTTP mapping.
 
 /// `format!` for SQL assembled only from constants of this crate (column lists, placeholders),
@@ -35,6 +37,8 @@ pub mod ics;
 pub mod lifecycle;
 pub mod mail;
 pub mod metrics;
+pub mod relay;
+pub mod relocation;
 pub mod revocation;
 pub mod session;
 pub mod settings;
@@ -105,6 +109,7 @@ pub async fn build_with_client(
         name: "embedded".to_owned(),
         endpoint: config.sfu_endpoint(),
         ready: true,
+        keeps: true,
         capacity: config.sfu_capacity,
         udp_ports,
         // The embedded SFU is the only one binding these ports.
@@ -126,19 +131,23 @@ pub async fn build_with_client(
             ))
         }
     };
+    let metrics = metrics::Metrics::with_registry(registry);
+    let relays = relay::Relays::new(config.rtc_proxy_max_sessions, &metrics);
     let state = AppState::new(Inner {
         sizing: placement::Sizing {
             ports_per_participant: config.ports_per_participant.max(1),
         },
         policy: config.lifecycle_policy(),
         store,
-        metrics: metrics::Metrics::with_registry(registry),
+        metrics,
+        relays,
         lifecycle_wake: tokio::sync::Notify::new(),
         mail: mail::Delivery::from_config(&config)?,
         mail_wake: tokio::sync::Notify::new(),
         password_checks: account::password::Checks::new(config.max_password_checks),
         trusted_proxies: config.trusted_proxies(),
         replica: uuid::Uuid::new_v4().to_string(),
+        relocations: relocation::Relocations::default(),
         fleet,
         tokens,
         clock,
@@ -326,6 +335,13 @@ pub async fn serve(
     let result = server
         .await
         .map_err(|err| Error::Internal(format!("server failed: {err}")));
+    // Upgraded websockets outlive the server's connections: relayed ones get their drain.
+    state
+        .relays
+        .drain(std::time::Duration::from_secs(
+            state.config.rtc_proxy_drain_seconds,
+        ))
+        .await;
     if let Some(internal) = internal {
         match internal.await {
             Ok(Ok(())) => {}

@@ -2,7 +2,8 @@
 //! template, status class, result — never a user, conference or address.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The API's metrics and the registry that exposes them.
@@ -24,6 +25,13 @@ pub struct Metrics {
     /// Delivery attempts of outbox mails by result (`delivered`, `retrying`: failed and
     /// tried again later, `failed`: given up after the last attempt).
     pub mail: IntCounterVec,
+    /// Signaling websockets relayed to SFU pods now (`/rtc/{pod}`).
+    pub rtc_sessions: IntGauge,
+    /// Relays that could not reach their SFU pod, by reason (`timeout`, `unreachable`,
+    /// `refused`: the pod answered with an HTTP error).
+    pub rtc_upstream_failures: IntCounterVec,
+    /// Relayed websockets ended, by reason (see [`crate::relay::End`]).
+    pub rtc_closed: IntCounterVec,
 }
 
 impl Metrics {
@@ -91,6 +99,33 @@ impl Metrics {
         for result in ["delivered", "retrying", "failed"] {
             mail.with_label_values(&[result]);
         }
+        let rtc_sessions = IntGauge::new(
+            "conclave_api_rtc_proxied_sessions",
+            "Signaling websockets relayed to SFU pods now (/rtc/{pod}).",
+        )
+        .expect("BUG: static metric definition is valid");
+        let rtc_upstream_failures = IntCounterVec::new(
+            Opts::new(
+                "conclave_api_rtc_upstream_failures_total",
+                "Relays of /rtc/{pod} that could not open the SFU pod's websocket, by reason (timeout, unreachable, refused).",
+            ),
+            &["reason"],
+        )
+        .expect("BUG: static metric definition is valid");
+        for reason in crate::relay::UPSTREAM_FAILURES {
+            rtc_upstream_failures.with_label_values(&[reason]);
+        }
+        let rtc_closed = IntCounterVec::new(
+            Opts::new(
+                "conclave_api_rtc_proxy_closed_total",
+                "Relayed signaling websockets ended, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("BUG: static metric definition is valid");
+        for reason in crate::relay::End::REASONS {
+            rtc_closed.with_label_values(&[reason]);
+        }
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -99,6 +134,9 @@ impl Metrics {
             Box::new(logins.clone()),
             Box::new(joins.clone()),
             Box::new(mail.clone()),
+            Box::new(rtc_sessions.clone()),
+            Box::new(rtc_upstream_failures.clone()),
+            Box::new(rtc_closed.clone()),
         ] {
             registry
                 .register(collector)
@@ -113,6 +151,9 @@ impl Metrics {
             logins,
             joins,
             mail,
+            rtc_sessions,
+            rtc_upstream_failures,
+            rtc_closed,
         }
     }
 

@@ -50,6 +50,10 @@ pub struct Inner {
     pub trusted_proxies: crate::address::TrustedProxies,
     /// This replica's name in the outbox's claims (a fresh UUID per process).
     pub replica: String,
+    /// Joins waiting for a conference to move off an SFU pod its clients lost.
+    pub relocations: crate::relocation::Relocations,
+    /// The signaling websockets relayed to SFU pods (`/rtc/{pod}`).
+    pub relays: crate::relay::Relays,
 }
 
 impl AppState {

@@ -27,6 +27,14 @@ pub trait ConferenceStore: Send + Sync + Debug + 'static {
     fn insert<'a>(&'a self, conference: &'a Conference) -> BoxFut<'a, ()>;
     /// The conference with this ID.
     fn get<'a>(&'a self, id: &'a ConferenceId) -> BoxFut<'a, Option<Conference>>;
+    /// The runtime state of the conference with this ID (its phase and assignment), read
+    /// fresh: what a join waits on while the conference moves off a lost SFU pod. Stores where
+    /// it is cheaper than [`ConferenceStore::get`] answer it directly.
+    fn runtime<'a>(&'a self, id: &'a ConferenceId) -> BoxFut<'a, Option<Runtime>> {
+        Box::pin(async move { Ok(self.get(id).await?.map(|c| c.runtime)) })
+    }
+    /// The conferences whose assignment names `pod`: what that SFU pod holds.
+    fn placed_on<'a>(&'a self, pod: &'a str) -> BoxFut<'a, Vec<ConferenceId>>;
     /// The conference with this meeting ID.
     fn find_by_meeting_id<'a>(
         &'a self,
@@ -48,6 +56,14 @@ pub trait ConferenceStore: Send + Sync + Debug + 'static {
     /// neither places conferences nor runs their lifecycle itself.
     fn placed_by_operator(&self) -> bool {
         false
+    }
+    /// The conferences assigned to SFU pod `pod` now, with their placement (the pod's
+    /// signaling endpoint among it), as the operator recorded them: what the signaling relay
+    /// may reach ([`crate::relay`]). Stores whose conferences this service places on its
+    /// embedded SFU itself answer none: their clients connect to the SFU directly.
+    fn assigned_to<'a>(&'a self, pod: &'a str) -> BoxFut<'a, Vec<(ConferenceId, Placed)>> {
+        let _ = pod;
+        Box::pin(async { Ok(Vec::new()) })
     }
     /// Records the participant count the SFU reports.
     fn set_participants<'a>(&'a self, id: &'a ConferenceId, participants: u32) -> BoxFut<'a, ()>;
@@ -320,6 +336,19 @@ impl ConferenceStore for SqlConferenceStore {
                 id.as_str(),
             )
             .await
+        })
+    }
+
+    fn placed_on<'a>(&'a self, pod: &'a str) -> BoxFut<'a, Vec<ConferenceId>> {
+        Box::pin(async move {
+            let rows =
+                sqlx::query("SELECT id FROM conferences WHERE assignment_pod = $1 ORDER BY id")
+                    .bind(pod)
+                    .fetch_all(&self.db.pool)
+                    .await?;
+            rows.iter()
+                .map(|row| Ok(ConferenceId(row.try_get("id")?)))
+                .collect()
         })
     }
 

@@ -584,6 +584,46 @@ impl ConferenceStore for KubeConferenceStore {
         })
     }
 
+    fn runtime<'a>(&'a self, id: &'a ConferenceId) -> BoxFut<'a, Option<Runtime>> {
+        Box::pin(async move {
+            if !is_label_value(id.as_str()) {
+                return Ok(None);
+            }
+            // The status alone: no owner lookup, no password Secret.
+            Ok(self
+                .conferences
+                .get_opt(id.as_str())
+                .await?
+                .map(|object| runtime_of(object.status.as_ref())))
+        })
+    }
+
+    fn placed_on<'a>(&'a self, pod: &'a str) -> BoxFut<'a, Vec<ConferenceId>> {
+        Box::pin(async move {
+            if !is_label_value(pod) {
+                return Ok(Vec::new());
+            }
+            // The operator labels each placed conference with its pod, so a pod's list is one
+            // filtered LIST; the status decides (a label can lag behind a move for a moment).
+            let params = ListParams::default().labels(&format!("{}={pod}", crds::labels::SFU_POD));
+            let mut held: Vec<ConferenceId> = self
+                .all(&params)
+                .await?
+                .into_iter()
+                .filter(|object| {
+                    object
+                        .status
+                        .as_ref()
+                        .and_then(|status| status.assignment.as_ref())
+                        .is_some_and(|assignment| assignment.pod == pod)
+                })
+                .filter_map(|object| object.metadata.name.map(ConferenceId))
+                .collect();
+            held.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            Ok(held)
+        })
+    }
+
     fn find_by_meeting_id<'a>(
         &'a self,
         meeting_id: &'a MeetingId,
@@ -696,6 +736,32 @@ impl ConferenceStore for KubeConferenceStore {
 
     fn placed_by_operator(&self) -> bool {
         true
+    }
+
+    fn assigned_to<'a>(&'a self, pod: &'a str) -> BoxFut<'a, Vec<(ConferenceId, Placed)>> {
+        Box::pin(async move {
+            // Found by the operator's label alone (never a list of the whole namespace, whatever
+            // name a client asks for); the label may lag behind status, which decides.
+            if !is_label_value(pod) {
+                return Ok(Vec::new());
+            }
+            let labelled =
+                ListParams::default().labels(&format!("{}={pod}", crds::labels::SFU_POD));
+            let assigned = self
+                .all(&labelled)
+                .await?
+                .into_iter()
+                .filter_map(|object| {
+                    let assignment = object.status.as_ref()?.assignment.as_ref()?;
+                    if assignment.pod != pod {
+                        return None;
+                    }
+                    let placed = placed_of(assignment);
+                    Some((ConferenceId(object.metadata.name?), placed))
+                })
+                .collect();
+            Ok(assigned)
+        })
     }
 
     fn set_participants<'a>(&'a self, id: &'a ConferenceId, participants: u32) -> BoxFut<'a, ()> {

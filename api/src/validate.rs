@@ -80,9 +80,56 @@ pub fn time_zone(field: &str, value: &str) -> Result<Tz> {
     })
 }
 
+/// A Kubernetes pod name as a client names the SFU pod it lost: 1 to 253 of lowercase letters,
+/// digits, `-` and `.`, starting and ending with a letter or digit.
+///
+/// # Errors
+/// 422 naming `field`.
+pub fn pod_name(field: &str, value: &str) -> Result<String> {
+    let ok = (1..=253).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'))
+        && value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && value
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
+    if !ok {
+        return Err(Error::invalid(
+            field,
+            "give the pod named by the last join's `pod` (1 to 253 lowercase letters, digits, '-' or '.'), or leave it out",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_names_are_kubernetes_names() {
+        for good in ["conclave-sfu-0", "sfu-1", "a", "sfu.example-2"] {
+            assert!(pod_name("lostPod", good).is_ok(), "{good}");
+        }
+        let long = "a".repeat(254);
+        for bad in [
+            "",
+            "-sfu",
+            "sfu-",
+            "SFU-0",
+            "sfu 0",
+            "sfu/0",
+            "sfu-0\n",
+            long.as_str(),
+        ] {
+            assert!(pod_name("lostPod", bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn header_injection_in_addresses_is_refused() {

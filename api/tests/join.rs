@@ -22,7 +22,54 @@ on_both_backends!(
     bad_join_requests_get_clear_errors,
     a_join_token_carries_the_definitions_revision_and_the_client_network,
     a_meeting_larger_than_any_sfu_is_told_so_not_retried,
+    in_standalone_no_pod_is_named_and_a_lost_pod_is_not_waited_for,
 );
+
+async fn in_standalone_no_pod_is_named_and_a_lost_pod_is_not_waited_for(app: TestApp) {
+    let owner = app.admin().await;
+    let c = app.schedule(&owner, 2, 30, json!({})).await;
+    let body =
+        json!({"meetingId": c["meetingId"], "password": c["password"], "displayName": "Gus"});
+    let joined = app
+        .post("/api/v1/join", None, body.clone())
+        .await
+        .expect(StatusCode::OK);
+    assert!(joined.body["pod"].is_null(), "{}", joined.text);
+    assert_eq!(
+        claims(&app, joined.body["token"].as_str().unwrap()).pod,
+        None
+    );
+
+    // The one embedded SFU holds everything: a client that lost it is answered at once (the
+    // test's clock does not move; a wait would hang here, not pass).
+    let mut again = body.clone();
+    again["lostPod"] = json!("embedded");
+    let rejoined = app
+        .post("/api/v1/join", None, again)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(rejoined.body["endpoint"], joined.body["endpoint"]);
+
+    for bad in ["Embedded", "-x", "a/b", ""] {
+        let mut wrong = body.clone();
+        wrong["lostPod"] = json!(bad);
+        let refused = app
+            .post("/api/v1/join", None, wrong)
+            .await
+            .expect(StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(refused.code(), "validation");
+        assert_eq!(refused.body["error"]["field"], "lostPod", "{bad:?}");
+    }
+
+    // The embedded SFU is told it holds everything, should it ask.
+    let placements = app
+        .get("/api/v1/internal/placements", &app.service_token())
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(placements.body["pod"], "test");
+    assert_eq!(placements.body["holdsEverything"], true);
+    assert_eq!(placements.body["conferences"], json!([]));
+}
 
 async fn a_meeting_larger_than_any_sfu_is_told_so_not_retried(app: TestApp) {
     let owner = app.admin().await;

@@ -766,6 +766,146 @@ async fn a_guest_joins_a_conference_without_a_password_secret_by_its_meeting_id_
     assert_eq!(refused.status, axum::http::StatusCode::FORBIDDEN);
 }
 
+/// The operator's placement of a conference on `pod`: the pod label and the status assignment.
+async fn place_on(api: &Api<crds::Conference>, name: &str, pod: &str) {
+    let labels = json!({
+        "apiVersion": "conclave.dev/v1alpha1",
+        "kind": "Conference",
+        "metadata": { "name": name, "labels": { "conclave.dev/sfu-pod": pod } },
+    });
+    api.patch(
+        name,
+        &PatchParams::apply("conclave-operator").force(),
+        &Patch::Apply(&labels),
+    )
+    .await
+    .unwrap();
+    let status = json!({
+        "apiVersion": "conclave.dev/v1alpha1",
+        "kind": "Conference",
+        "status": {
+            "phase": "Active",
+            "assignment": {
+                "pod": pod,
+                "endpoint": format!("wss://{pod}.example.org/rtc"),
+                "udpPorts": { "first": 40000, "last": 40099 },
+                "reserved": 50
+            }
+        }
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply("conclave-operator").force(),
+        &Patch::Apply(&status),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn tokens_name_the_pod_and_a_client_that_lost_it_is_answered_when_the_meeting_moved() {
+    tokens_name_the_pod_and_a_client_that_lost_it_is_answered_when_the_meeting_moved_on(
+        FakeApi::start().await,
+    )
+    .await;
+}
+
+async fn tokens_name_the_pod_and_a_client_that_lost_it_is_answered_when_the_meeting_moved_on(
+    fake: FakeApi,
+) {
+    const WAIT_SECONDS: u32 = 3;
+    let app = TestApp::in_cluster_with(fake.client_as(API_USER), |config| {
+        config.join_move_wait_seconds = WAIT_SECONDS;
+    })
+    .await;
+    let api: Api<crds::Conference> = Api::namespaced(fake.client(), "default");
+    let room: crds::Conference = serde_json::from_value(json!({
+        "apiVersion": "conclave.dev/v1alpha1",
+        "kind": "Conference",
+        "metadata": { "name": "standup", "labels": { "conclave.dev/meeting-id": "100200300" } },
+        "spec": { "topic": "Stand-up", "owner": "admin", "meetingId": "100200300",
+                  "schedule": { "permanent": true } },
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &room).await.unwrap();
+    place_on(&api, "standup", "sfu-1").await;
+    let join = |lost: Option<&str>| {
+        let mut body = json!({"meetingId": "100200300", "displayName": "Gus"});
+        if let Some(lost) = lost {
+            body["lostPod"] = json!(lost);
+        }
+        app.post("/api/v1/join", None, body)
+    };
+
+    let joined = join(None).await.expect(axum::http::StatusCode::OK);
+    assert_eq!(joined.body["pod"], "sfu-1");
+    assert_eq!(joined.body["endpoint"], "wss://sfu-1.example.org/rtc");
+    let claims = app
+        .state
+        .tokens
+        .verify_join(
+            joined.body["token"].as_str().unwrap(),
+            app.now().timestamp(),
+        )
+        .unwrap();
+    assert_eq!(claims.pod.as_deref(), Some("sfu-1"));
+
+    // Each SFU pod asks what it holds, with its own service token.
+    let app = &app;
+    let held = |pod: &str| {
+        let token = app.service_token_of(&format!("sfu:{pod}"));
+        async move {
+            app.get("/api/v1/internal/placements", &token)
+                .await
+                .expect(axum::http::StatusCode::OK)
+                .body
+        }
+    };
+    let sfu1 = held("sfu-1").await;
+    assert_eq!(sfu1["pod"], "sfu-1");
+    assert_eq!(sfu1["conferences"], json!(["standup"]));
+    assert_eq!(sfu1["holdsEverything"], false);
+    assert_eq!(held("sfu-2").await["conferences"], json!([]));
+    let not_a_pod = app
+        .get(
+            "/api/v1/internal/placements",
+            &app.service_token_of("operator"),
+        )
+        .await;
+    assert_eq!(not_a_pod.status, axum::http::StatusCode::FORBIDDEN);
+
+    // The client lost sfu-1; its join waits until the operator has moved the meeting.
+    let mover = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while app.state.relocations.waiting() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the join never waited"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        place_on(&api, "standup", "sfu-2").await;
+    };
+    let (moved, ()) = tokio::join!(join(Some("sfu-1")), mover);
+    let moved = moved.expect(axum::http::StatusCode::OK);
+    assert_eq!(moved.body["pod"], "sfu-2");
+    assert_eq!(moved.body["endpoint"], "wss://sfu-2.example.org/rtc");
+    assert_eq!(held("sfu-1").await["conferences"], json!([]));
+    assert_eq!(held("sfu-2").await["conferences"], json!(["standup"]));
+
+    // A pod the meeting is no longer on is answered at once.
+    let started = std::time::Instant::now();
+    let at_once = join(Some("sfu-1")).await.expect(axum::http::StatusCode::OK);
+    assert_eq!(at_once.body["pod"], "sfu-2");
+    assert!(started.elapsed() < std::time::Duration::from_secs(u64::from(WAIT_SECONDS)));
+
+    // Nothing moves (the client's own network failed): after the bound, what is current.
+    let started = std::time::Instant::now();
+    let current = join(Some("sfu-2")).await.expect(axum::http::StatusCode::OK);
+    assert_eq!(current.body["pod"], "sfu-2");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(u64::from(WAIT_SECONDS)));
+}
+
 /// Every request the Kubernetes store made over the tests above, as RBAC sees it, is what
 /// `api/tests/rbac-observed.json` lists; the chart's API Role is checked against that file
 /// (`tests/chart.rs`). `CONCLAVE_UPDATE_RBAC=1` rewrites it.
@@ -792,6 +932,12 @@ async fn the_kubernetes_stores_api_requests_are_the_committed_rbac_list() {
     requests.extend(fake_api::rbac::observed(&fake, API_USER));
     let fake = FakeApi::start().await;
     in_a_cluster_the_api_schedules_resources_and_joins_where_the_operator_placed_them_on(
+        fake.clone(),
+    )
+    .await;
+    requests.extend(fake_api::rbac::observed(&fake, API_USER));
+    let fake = FakeApi::start().await;
+    tokens_name_the_pod_and_a_client_that_lost_it_is_answered_when_the_meeting_moved_on(
         fake.clone(),
     )
     .await;

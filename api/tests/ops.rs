@@ -62,6 +62,8 @@ async fn the_openapi_document_describes_every_route() {
         ("/api/v1/conferences/{id}/calendar.ics", &["get"]),
         ("/api/v1/join", &["post"]),
         ("/api/v1/internal/room-events", &["post"]),
+        ("/api/v1/internal/revocations", &["get"]),
+        ("/api/v1/internal/placements", &["get"]),
     ] {
         for method in methods {
             assert!(

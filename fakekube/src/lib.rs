@@ -2,12 +2,17 @@
 //! uses: list and watch with resourceVersion (an ERROR 410 event when the version is compacted
 //! away or the watcher falls behind), get, create, replace (409 on a stale resourceVersion),
 //! server-side apply (with field ownership, so fields a manager stops applying are removed),
-//! merge and JSON patches, the status subresource, delete with finalizers and
-//! deletionTimestamp. Resources are stored as JSON, so Pods, Leases, Events and Conferences all
+//! merge and JSON patches (a `metadata.resourceVersion` in an apply or merge patch is a
+//! precondition: 409 Conflict when stale, on the object and on its status alike), the status
+//! subresource, delete with finalizers and deletionTimestamp, and the graceful deletion of Pods
+//! (a grace period sets `deletionTimestamp`; the kubelet's final delete with grace 0 removes
+//! the pod). Resources are stored as JSON, so Pods, Leases, Events and Conferences all
 //! go through the same code. Conference writes are validated against the generated CRD schema.
 //!
 //! Tests wait for the state they expect with [`FakeApi::wait_for`], which re-checks on every
-//! write (a notification, not a sleep) and gives up after a bound.
+//! write (a notification, not a sleep) and gives up after a bound. They can hold requests in
+//! flight ([`FakeApi::hold`]: a hung renew, a paused client, a write delayed in the network that
+//! reaches the store late) and make the server's clock follow theirs ([`FakeApi::set_clock`]).
 //!
 //! It is served over HTTP, so real processes reach it too (through a kubeconfig naming
 //! `http://<addr>`), and `kubectl` works against it: discovery, the OpenAPI v3 `kubectl apply`
@@ -37,6 +42,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State as AxumState;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, watch};
 
@@ -102,7 +108,127 @@ pub struct FakeApi {
     /// Bumped to end every open watch (as when an API server restarts).
     kick: watch::Sender<u64>,
     schema: Arc<Option<jsonschema::Validator>>,
+    /// Requests to hold back, in the order the holds were made.
+    holds: Arc<Mutex<Vec<HoldRule>>>,
+    /// The server's clock (timestamps it sets); the wall clock unless a test sets one.
+    clock: Arc<Mutex<Option<ServerClock>>>,
     pub addr: SocketAddr,
+}
+
+/// A clock a test hands the fake (see [`FakeApi::set_clock`]).
+type ServerClock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// A request as a [`FakeApi::hold`] rule sees it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Who calls (as in [`Call::user`]).
+    pub user: String,
+    /// `GET`, `PATCH`, …
+    pub method: String,
+    /// The path, e.g. `/apis/coordination.k8s.io/v1/namespaces/ns/leases/name`.
+    pub path: String,
+    /// The query string.
+    pub query: String,
+}
+
+/// What the requests caught by a hold are waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Closed,
+    /// Go on to the store (late).
+    Open,
+    /// Never reach the store and are never answered (as if lost with a crashed client).
+    Dropped,
+}
+
+struct HoldRule {
+    id: u64,
+    matches: Box<dyn Fn(&Request) -> bool + Send + Sync>,
+    gate: watch::Sender<Gate>,
+    caught: watch::Sender<Vec<Request>>,
+}
+
+/// Requests held in flight by [`FakeApi::hold`]. Dropping it releases them.
+pub struct Hold {
+    api: FakeApi,
+    id: u64,
+    gate: watch::Sender<Gate>,
+    caught: watch::Receiver<Vec<Request>>,
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hold")
+            .field("id", &self.id)
+            .field("caught", &*self.caught.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hold {
+    /// The requests caught so far (held, or already let go).
+    pub fn caught(&self) -> Vec<Request> {
+        self.caught.borrow().clone()
+    }
+
+    /// Waits until a caught request satisfies `check`; panics after `within`.
+    pub async fn wait_caught(
+        &self,
+        what: &str,
+        within: Duration,
+        check: impl Fn(&Request) -> bool,
+    ) -> Request {
+        let mut caught = self.caught.clone();
+        let found = tokio::time::timeout(
+            within,
+            caught.wait_for(|requests| requests.iter().any(&check)),
+        )
+        .await;
+        match found {
+            Ok(Ok(requests)) => requests
+                .iter()
+                .find(|r| check(r))
+                .cloned()
+                .expect("wait_for returned a matching list"),
+            _ => panic!("timed out after {within:?} waiting for a held request: {what}"),
+        }
+    }
+
+    fn stop_catching(&self) {
+        self.api
+            .holds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|rule| rule.id != self.id);
+    }
+
+    /// Lets the held requests reach the store now (late, even when their client went away, as
+    /// requests delayed in the network do) and stops holding new ones.
+    pub fn release(self) {
+        drop(self);
+    }
+
+    /// Drops the held requests without them reaching the store (their client, if still there,
+    /// never gets an answer), as if they were lost with a crashed process; stops holding new
+    /// ones.
+    pub fn drop_held(self) {
+        self.stop_catching();
+        self.gate.send_replace(Gate::Dropped);
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.stop_catching();
+        self.gate.send_if_modified(|gate| {
+            if *gate == Gate::Closed {
+                *gate = Gate::Open;
+                true
+            } else {
+                false
+            }
+        });
+    }
 }
 
 fn kind_of(resource: &str) -> (&'static str, &'static str) {
@@ -138,8 +264,19 @@ fn status(code: u16, reason: &str, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+/// 409 Conflict for a write based on a resourceVersion that is no longer the object's.
+fn conflict(resource: &str, name: &str) -> Response {
+    status(
+        409,
+        "Conflict",
+        format!(
+            "Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+        ),
+    )
+}
+
+fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 impl std::fmt::Debug for FakeApi {
@@ -185,6 +322,8 @@ impl FakeApi {
             version,
             kick,
             schema: Arc::new(Some(validator)),
+            holds: Arc::new(Mutex::new(Vec::new())),
+            clock: Arc::new(Mutex::new(None)),
             addr,
         };
         let router = Router::new().fallback(handle).with_state(api.clone());
@@ -220,6 +359,50 @@ impl FakeApi {
             http::HeaderValue::from_str(&format!("Bearer {user}")).expect("a token is a header"),
         ));
         kube::Client::try_from(config).expect("client")
+    }
+
+    /// Makes the server's timestamps (creation, deletion) follow `now` instead of the wall
+    /// clock, e.g. a test's virtual clock.
+    pub fn set_clock(&self, now: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) {
+        *self.clock.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(now));
+    }
+
+    /// The server's time now.
+    pub fn now(&self) -> DateTime<Utc> {
+        let clock = self.clock.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        clock.map_or_else(Utc::now, |now| now())
+    }
+
+    /// Holds every request for which `matches` is true from now on, until the returned [`Hold`]
+    /// releases them (they then reach the store, late) or drops them: a hung renew, a paused
+    /// client, a write delayed in the network. A held request is answered only then; its client
+    /// may give up meanwhile, and a released request still reaches the store.
+    pub fn hold(&self, matches: impl Fn(&Request) -> bool + Send + Sync + 'static) -> Hold {
+        let (gate, _) = watch::channel(Gate::Closed);
+        let (caught, caught_rx) = watch::channel(Vec::new());
+        let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
+        let id = holds.iter().map(|h| h.id).max().unwrap_or(0) + 1;
+        holds.push(HoldRule {
+            id,
+            matches: Box::new(matches),
+            gate: gate.clone(),
+            caught,
+        });
+        Hold {
+            api: self.clone(),
+            id,
+            gate,
+            caught: caught_rx,
+        }
+    }
+
+    /// The gate a request waits at, if a hold catches it.
+    fn held(&self, request: &Request) -> Option<watch::Receiver<Gate>> {
+        let holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
+        let rule = holds.iter().find(|rule| (rule.matches)(request))?;
+        rule.caught
+            .send_modify(|caught| caught.push(request.clone()));
+        Some(rule.gate.subscribe())
     }
 
     /// Stops keeping a log of calls (benchmarks).
@@ -467,6 +650,23 @@ fn remove_path(value: &mut Value, path: &[String]) {
 }
 
 /// Removes objects left empty by removals (but not the top level).
+/// The fields an apply sets and its manager owns: everything but the object's identity
+/// (apiVersion, kind, name, namespace, resourceVersion), which nobody owns and an apply that
+/// leaves them out never removes.
+fn apply_scope(applied: &Value) -> Value {
+    let mut scope = applied.clone();
+    if let Some(m) = scope.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("name");
+            meta.remove("namespace");
+            meta.remove("resourceVersion");
+        }
+    }
+    scope
+}
+
 fn prune_empty(value: &mut Value) {
     if let Some(map) = value.as_object_mut() {
         for v in map.values_mut() {
@@ -522,21 +722,71 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    let incoming = Incoming {
+        request: Request {
+            user,
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+            query: uri.query().unwrap_or("").to_owned(),
+        },
+        method,
+        uri,
+        content_type,
+        accept,
+        body,
+    };
+    let Some(mut gate) = api.held(&incoming.request) else {
+        return answer(&api, incoming).await;
+    };
+    // Detached, so that a request whose client gave up still reaches the store when released,
+    // as a request delayed in the network does.
+    let task = tokio::spawn(async move {
+        let passed = gate.wait_for(|g| *g != Gate::Closed).await.map(|g| *g);
+        if !matches!(passed, Ok(Gate::Open)) {
+            // Lost on its way: no answer ever comes.
+            std::future::pending::<()>().await;
+        }
+        answer(&api, incoming).await
+    });
+    task.await
+        .unwrap_or_else(|_| status(500, "InternalError", "the held request failed"))
+}
+
+/// A request, owned, on its way to the store.
+struct Incoming {
+    request: Request,
+    method: Method,
+    uri: Uri,
+    content_type: String,
+    accept: String,
+    body: Bytes,
+}
+
+/// Answers a request and logs the call.
+async fn answer(api: &FakeApi, incoming: Incoming) -> Response {
+    let Incoming {
+        request,
+        method,
+        uri,
+        content_type,
+        accept,
+        body,
+    } = incoming;
     let query = query_map(&uri);
     let response = match parse_path(uri.path()) {
         None => match discovery::answer(uri.path(), &api.addr.to_string()) {
             Some(answer) if method == Method::GET => axum::Json(answer).into_response(),
             _ => status(404, "NotFound", format!("no route for {}", uri.path())),
         },
-        Some(target) => route(&api, &method, target, &query, &content_type, &accept, &body).await,
+        Some(target) => route(api, &method, target, &query, &content_type, &accept, &body).await,
     };
     let mut inner = api.lock();
     if inner.record_calls {
         inner.calls.push(Call {
-            user,
-            method: method.to_string(),
-            path: uri.path().to_owned(),
-            query: uri.query().unwrap_or("").to_owned(),
+            user: request.user,
+            method: request.method,
+            path: request.path,
+            query: request.query,
             content_type,
             status: response.status().as_u16(),
         });
@@ -588,7 +838,7 @@ async fn route(
             Err(r) => r,
         },
         (Method::PATCH, Some(name)) => patch(api, &target, name, query, content_type, body),
-        (Method::DELETE, Some(name)) => delete(api, &target, name),
+        (Method::DELETE, Some(name)) => delete(api, &target, name, query, body),
         _ => status(405, "MethodNotAllowed", "not supported by the fake"),
     }
 }
@@ -800,12 +1050,18 @@ impl FakeApi {
         }
         inner.rv += 1;
         object["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+        // Like the API server: an object marked for deletion goes with its last finalizer,
+        // unless a graceful deletion (a pod's) is still running.
         let deleting = object.pointer("/metadata/deletionTimestamp").is_some();
+        let graceful = object
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .is_some_and(|grace| grace > 0);
         let finalizers_left = object
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
             .is_some_and(|f| !f.is_empty());
-        if deleting && !finalizers_left {
+        if deleting && !graceful && !finalizers_left {
             inner.objects.remove(key);
             inner.managed.remove(key);
             self.publish(inner, &key.resource, "DELETED", object.clone());
@@ -860,7 +1116,7 @@ fn create(api: &FakeApi, target: &Target, mut object: Value) -> Response {
         "uid".into(),
         json!(format!("00000000-0000-0000-0000-{:012}", inner.uid)),
     );
-    meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
+    meta.insert("creationTimestamp".into(), json!(rfc3339(api.now())));
     meta.insert("generation".into(), json!(1));
     meta.remove("resourceVersion");
     meta.remove("deletionTimestamp");
@@ -920,14 +1176,7 @@ fn replace(api: &FakeApi, target: &Target, name: &str, object: Value) -> Respons
     if let Some(rv) = rv_of(&object)
         && Some(rv) != rv_of(&old)
     {
-        return status(
-            409,
-            "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                target.resource
-            ),
-        );
+        return conflict(&target.resource, name);
     }
     let new = scope_write(target, &old, object);
     if let Err(r) = api.validate(&target.resource, &new) {
@@ -961,6 +1210,12 @@ fn patch(
                 return status(422, "Invalid", "fieldManager is required for apply");
             };
             let on_status = target.subresource.as_deref() == Some("status");
+            // As the API server does, a resourceVersion in the applied object is a precondition.
+            if let (Some(old), Some(rv)) = (&old, rv_of(&applied))
+                && Some(rv) != rv_of(old)
+            {
+                return conflict(&target.resource, name);
+            }
             let base = match &old {
                 Some(old) => old.clone(),
                 None if !on_status => {
@@ -969,7 +1224,7 @@ fn patch(
                     if created.status() == StatusCode::CREATED {
                         let mut inner = api.lock();
                         let mut owned = BTreeSet::new();
-                        leaves(&applied, &mut Vec::new(), &mut owned);
+                        leaves(&apply_scope(&applied), &mut Vec::new(), &mut owned);
                         inner
                             .managed
                             .entry(key)
@@ -987,16 +1242,7 @@ fn patch(
                 }
             };
             let mut owned = BTreeSet::new();
-            let mut scope = applied.clone();
-            if let Some(m) = scope.as_object_mut() {
-                m.remove("apiVersion");
-                m.remove("kind");
-                if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
-                    meta.remove("name");
-                    meta.remove("namespace");
-                    meta.remove("resourceVersion");
-                }
-            }
+            let scope = apply_scope(&applied);
             leaves(&scope, &mut Vec::new(), &mut owned);
             let slot = (manager.clone(), on_status);
             let managers = inner.managed.entry(key.clone()).or_default();
@@ -1038,7 +1284,7 @@ fn patch(
             if let Some(rv) = rv_of(&patch)
                 && Some(rv) != rv_of(old)
             {
-                return status(409, "Conflict", "the object has been modified");
+                return conflict(&target.resource, name);
             }
             let mut result = old.clone();
             json_patch::merge(&mut result, &patch);
@@ -1089,7 +1335,55 @@ fn patch(
     axum::Json(stored).into_response()
 }
 
-fn delete(api: &FakeApi, target: &Target, name: &str) -> Response {
+/// The grace period a DELETE asks for: `gracePeriodSeconds` in the DeleteOptions body or the
+/// query.
+fn asked_grace(query: &HashMap<String, String>, body: &Bytes) -> Option<i64> {
+    let from_body = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|options| options.get("gracePeriodSeconds").and_then(Value::as_i64));
+    from_body.or_else(|| query.get("gracePeriodSeconds").and_then(|v| v.parse().ok()))
+}
+
+/// The seconds of a pod's graceful deletion, as the API server's pod strategy decides: asked
+/// for, else `spec.terminationGracePeriodSeconds` (defaulted to 30); 0 for a pod that was never
+/// scheduled or has already finished.
+fn pod_grace(pod: &Value, asked: Option<i64>) -> i64 {
+    let period = asked.unwrap_or_else(|| {
+        pod.pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(30)
+    });
+    let scheduled = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !scheduled || finished {
+        0
+    } else if period < 0 {
+        1
+    } else {
+        period
+    }
+}
+
+fn parse_time(value: Option<&Value>) -> Option<DateTime<Utc>> {
+    value
+        .and_then(Value::as_str)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn delete(
+    api: &FakeApi,
+    target: &Target,
+    name: &str,
+    query: &HashMap<String, String>,
+    body: &Bytes,
+) -> Response {
     let key = key(target, name);
     let mut inner = api.lock();
     let Some(old) = inner.objects.get(&key).cloned() else {
@@ -1099,6 +1393,59 @@ fn delete(api: &FakeApi, target: &Target, name: &str) -> Response {
             format!("{} \"{name}\" not found", target.resource),
         );
     };
+    // Pods are deleted gracefully: the first DELETE gives the kubelet its grace period (it stops
+    // the containers meanwhile), the kubelet's final DELETE with grace 0 removes the pod.
+    if target.resource == "pods" {
+        let asked = asked_grace(query, body);
+        let current = old
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64);
+        let deleting = old.pointer("/metadata/deletionTimestamp").is_some();
+        let marked_for = |period: i64, at: DateTime<Utc>| {
+            let mut marked = old.clone();
+            marked["metadata"]["deletionTimestamp"] = json!(rfc3339(at));
+            marked["metadata"]["deletionGracePeriodSeconds"] = json!(period);
+            marked
+        };
+        let graceful = match (deleting, current) {
+            // Already deleting: only a shorter grace period changes anything.
+            (true, Some(current)) if current > 0 => match asked {
+                Some(period) if period < current => {
+                    let at = parse_time(old.pointer("/metadata/deletionTimestamp"))
+                        .unwrap_or_else(|| api.now())
+                        - chrono::Duration::seconds(current)
+                        + chrono::Duration::seconds(period.max(0));
+                    Some(marked_for(period.max(0), at))
+                }
+                _ => return axum::Json(old).into_response(),
+            },
+            (true, _) => None,
+            (false, _) => match pod_grace(&old, asked) {
+                0 => None,
+                period => {
+                    let mut marked =
+                        marked_for(period, api.now() + chrono::Duration::seconds(period));
+                    let generation = old
+                        .pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1);
+                    marked["metadata"]["generation"] = json!(generation + 1);
+                    Some(marked)
+                }
+            },
+        };
+        if let Some(mut marked) = graceful.filter(|m| {
+            m.pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .is_some_and(|p| p > 0)
+        }) {
+            inner.rv += 1;
+            marked["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+            inner.objects.insert(key.clone(), marked.clone());
+            api.publish(&mut inner, &key.resource, "MODIFIED", marked.clone());
+            return axum::Json(marked).into_response();
+        }
+    }
     let has_finalizers = old
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
@@ -1108,7 +1455,7 @@ fn delete(api: &FakeApi, target: &Target, name: &str) -> Response {
             return axum::Json(old).into_response();
         }
         let mut marked = old.clone();
-        marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+        marked["metadata"]["deletionTimestamp"] = json!(rfc3339(api.now()));
         marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
         inner.rv += 1;
         marked["metadata"]["resourceVersion"] = json!(inner.rv.to_string());

@@ -4,9 +4,14 @@
 //!
 //! # Layout
 //! - [`Client`]: one participant (a websocket and two peer connections).
+//! - [`attendee`]: a participant that joins through the API and reconnects by itself, as the
+//!   portal does (`lostPod`, `moved`, `wrongPod`), recording each connection's timing.
 //! - [`netns`]: re-executes a test inside a network namespace that has only `lo`.
 
+pub mod attendee;
 pub mod netns;
+
+pub use attendee::{Attendee, AttendeeOptions, Connection, Ended};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -73,10 +78,14 @@ struct Handler {
     received: ReceivedMap,
     failed: Arc<AtomicBool>,
     connected: Connected,
+    first_packet: Connected,
 }
 
 /// When a peer connection last became connected.
 type Connected = Arc<Mutex<Option<Instant>>>;
+
+/// The close frame the server sent: code and reason.
+type CloseFrameSeen = Arc<Mutex<Option<(u16, String)>>>;
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
@@ -107,6 +116,7 @@ impl PeerConnectionEventHandler for Handler {
         let publisher = track.stream_id().await.to_string();
         let video = track.kind().await == RtpCodecKind::Video;
         let received = Arc::clone(&self.received);
+        let first_packet = Arc::clone(&self.first_packet);
         received.lock().insert(
             id.clone(),
             Received {
@@ -123,6 +133,7 @@ impl PeerConnectionEventHandler for Handler {
                     continue;
                 };
                 let now = Instant::now();
+                first_packet.lock().get_or_insert(now);
                 let mut map = received.lock();
                 let Some(entry) = map.get_mut(&id) else {
                     continue;
@@ -263,13 +274,52 @@ pub enum Transport {
     TcpOnly,
 }
 
+/// Where the media sockets bind. Signaling straight to an SFU (`…/rtc`): the one address
+/// towards it ([`local_ip_towards`]). Signaling relayed by the API (`…/rtc/<pod>`): the SFU's
+/// address is not known beforehand, so, as a browser does, every interface but loopback (the
+/// wildcard, which webrtc expands to one socket per interface address) when there is one —
+/// a loopback candidate would pair with the SFU's own loopback — else loopback alone.
+fn media_addrs(endpoint: &str, signaling: SocketAddr) -> Vec<SocketAddr> {
+    let path = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
+        .split_once('/')
+        .map_or("", |(_, path)| path);
+    let relayed = path.trim_end_matches('/') != "rtc";
+    if relayed && routes_beyond_loopback() {
+        vec![SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)]
+    } else if relayed {
+        vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0)]
+    } else {
+        vec![SocketAddr::new(local_ip_towards(signaling), 0)]
+    }
+}
+
+/// Whether an IPv4 route leads out of an interface other than loopback (`/proc/net/route`
+/// lists the main table, which holds no loopback routes).
+fn routes_beyond_loopback() -> bool {
+    std::fs::read_to_string("/proc/net/route").is_ok_and(|table| {
+        table
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_whitespace().next())
+            .any(|interface| interface != "lo")
+    })
+}
+
+/// What a peer connection's handler reports into.
+struct Sinks {
+    received: ReceivedMap,
+    failed: Arc<AtomicBool>,
+    first_packet: Connected,
+}
+
 async fn peer(
-    local: IpAddr,
+    local: &[SocketAddr],
     transport: Transport,
     target: PeerTarget,
     outgoing: mpsc::UnboundedSender<ClientMessage>,
-    received: ReceivedMap,
-    failed: Arc<AtomicBool>,
+    sinks: &Sinks,
     connected: Connected,
 ) -> Result<Arc<dyn PeerConnection>> {
     let (engine, registry) = engine()?;
@@ -277,13 +327,13 @@ async fn peer(
         .with_include_loopback_candidate(true)
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
     let (udp, tcp) = match transport {
-        Transport::Udp => (vec![SocketAddr::new(local, 0)], Vec::new()),
+        Transport::Udp => (local.to_vec(), Vec::new()),
         Transport::TcpOnly => {
             setting = setting.with_network_types(vec![
                 rtc::ice::network_type::NetworkType::Tcp4,
                 rtc::ice::network_type::NetworkType::Tcp6,
             ]);
-            (Vec::new(), vec![SocketAddr::new(local, 0)])
+            (Vec::new(), local.to_vec())
         }
     };
     let peer = PeerConnectionBuilder::new()
@@ -294,9 +344,10 @@ async fn peer(
         .with_handler(Arc::new(Handler {
             target,
             outgoing,
-            received,
-            failed,
+            received: Arc::clone(&sinks.received),
+            failed: Arc::clone(&sinks.failed),
             connected,
+            first_packet: Arc::clone(&sinks.first_packet),
         }))
         .with_udp_addrs(udp)
         .with_tcp_addrs(tcp)
@@ -339,7 +390,12 @@ pub struct Client {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     publisher_connected: Connected,
     subscriber_connected: Connected,
+    /// Set when either peer connection failed (ICE or DTLS).
+    failed: Arc<AtomicBool>,
+    /// When the first media packet of anybody arrived.
+    first_packet: Connected,
     stop: Arc<AtomicBool>,
+    close_frame: CloseFrameSeen,
     /// The first answer to `join`: `joined`, `waiting` or an error.
     pub first: ServerMessage,
 }
@@ -358,7 +414,14 @@ impl Client {
     /// # Errors
     /// Connection errors; a refusal is not an error (see [`Client::first`]).
     pub async fn join(addr: SocketAddr, token: &str, conference: &ConferenceId) -> Result<Self> {
-        Self::join_over(addr, token, conference, Transport::Udp).await
+        Self::join_at(
+            &format!("ws://{addr}/rtc"),
+            addr,
+            token,
+            conference,
+            Transport::Udp,
+        )
+        .await
     }
 
     /// [`Client::join`] with media over `transport`.
@@ -371,9 +434,42 @@ impl Client {
         conference: &ConferenceId,
         transport: Transport,
     ) -> Result<Self> {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/rtc"))
+        Self::join_at(
+            &format!("ws://{addr}/rtc"),
+            addr,
+            token,
+            conference,
+            transport,
+        )
+        .await
+    }
+
+    /// Opens the signaling websocket at `endpoint` (a `ws://` URL, as `POST /join` answers it),
+    /// joins with `token`, and waits for the first answer.
+    ///
+    /// # Errors
+    /// An endpoint that does not resolve, connection errors; a refusal is not an error (see
+    /// [`Client::first`]).
+    pub async fn join_url(endpoint: &str, token: &str, conference: &ConferenceId) -> Result<Self> {
+        let authority = authority_of(endpoint)?;
+        let addr = tokio::net::lookup_host(authority.as_str())
             .await
-            .context("websocket")?;
+            .with_context(|| format!("resolving {authority}"))?
+            .next()
+            .ok_or_else(|| anyhow!("{authority} resolves to no address"))?;
+        Self::join_at(endpoint, addr, token, conference, Transport::Udp).await
+    }
+
+    async fn join_at(
+        endpoint: &str,
+        addr: SocketAddr,
+        token: &str,
+        conference: &ConferenceId,
+        transport: Transport,
+    ) -> Result<Self> {
+        let (ws, _) = tokio_tungstenite::connect_async(endpoint)
+            .await
+            .with_context(|| format!("websocket {endpoint}"))?;
         let (mut sink, mut stream) = ws.split();
         let (outgoing, mut outgoing_rx) = mpsc::unbounded_channel::<ClientMessage>();
         let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<String>();
@@ -393,41 +489,52 @@ impl Client {
             }
             let _ = sink.close().await;
         });
-        let received: ReceivedMap = Arc::default();
-        let failed = Arc::new(AtomicBool::new(false));
+        let sinks = Sinks {
+            received: Arc::default(),
+            failed: Arc::new(AtomicBool::new(false)),
+            first_packet: Connected::default(),
+        };
         let publisher_connected = Connected::default();
         let subscriber_connected = Connected::default();
-        let local = local_ip_towards(addr);
+        let local = media_addrs(endpoint, addr);
         let publisher = peer(
-            local,
+            &local,
             transport,
             PeerTarget::Publisher,
             outgoing.clone(),
-            Arc::clone(&received),
-            Arc::clone(&failed),
+            &sinks,
             Arc::clone(&publisher_connected),
         )
         .await?;
         let subscriber = peer(
-            local,
+            &local,
             transport,
             PeerTarget::Subscriber,
             outgoing.clone(),
-            Arc::clone(&received),
-            Arc::clone(&failed),
+            &sinks,
             Arc::clone(&subscriber_connected),
         )
         .await?;
+        let Sinks {
+            received,
+            failed,
+            first_packet,
+        } = sinks;
         let (events_tx, mut events) = mpsc::unbounded_channel::<ServerMessage>();
+        let close_frame: CloseFrameSeen = Arc::default();
         let reader = {
+            let close_frame = Arc::clone(&close_frame);
             let publisher = Arc::clone(&publisher);
             let subscriber = Arc::clone(&subscriber);
             let outgoing = outgoing.clone();
             tokio::spawn(async move {
+                // Read on after the SFU's close frame: the next read sends our reply (the
+                // closing handshake) and then ends the stream.
                 while let Some(Ok(message)) = stream.next().await {
                     let Message::Text(text) = message else {
-                        if matches!(message, Message::Close(_)) {
-                            break;
+                        if let Message::Close(frame) = message {
+                            *close_frame.lock() = frame
+                                .map(|frame| (u16::from(frame.code), frame.reason.to_string()));
                         }
                         continue;
                     };
@@ -501,7 +608,10 @@ impl Client {
             tasks: vec![writer, reader],
             publisher_connected,
             subscriber_connected,
+            failed,
+            first_packet,
             stop: Arc::new(AtomicBool::new(false)),
+            close_frame,
             first,
         };
         RAW.lock().insert(client_key(&client), raw);
@@ -513,6 +623,27 @@ impl Client {
         match &self.first {
             ServerMessage::Joined { you, .. } => Some(you.clone()),
             _ => None,
+        }
+    }
+
+    /// The close frame the server ended the websocket with (code and reason), once it came.
+    pub fn close_frame(&self) -> Option<(u16, String)> {
+        self.close_frame.lock().clone()
+    }
+
+    /// Waits until the server has closed the websocket, within `timeout`, skipping the messages
+    /// still unread; its close frame, if it sent one.
+    ///
+    /// # Errors
+    /// When the websocket is still open after `timeout`.
+    pub async fn wait_closed(&mut self, timeout: Duration) -> Result<Option<(u16, String)>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => bail!("the websocket is still open"),
+                Ok(None) => return Ok(self.close_frame()),
+                Ok(Some(_)) => {}
+            }
         }
     }
 
@@ -665,6 +796,25 @@ impl Client {
         *self.subscriber_connected.lock()
     }
 
+    /// Whether a peer connection failed (ICE found no path, or DTLS broke).
+    pub fn media_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// When the first media packet from anybody arrived on this connection.
+    pub fn first_packet_at(&self) -> Option<Instant> {
+        *self.first_packet.lock()
+    }
+
+    /// When the first video keyframe from anybody arrived on this connection.
+    pub fn first_keyframe_at(&self) -> Option<Instant> {
+        self.received
+            .lock()
+            .values()
+            .filter_map(|r| r.first_keyframe)
+            .min()
+    }
+
     /// A snapshot of what arrived.
     pub fn received(&self) -> HashMap<String, Received> {
         self.received.lock().clone()
@@ -727,6 +877,30 @@ impl Client {
         }
         self.close().await;
     }
+}
+
+/// The `host:port` of a `ws://` or `wss://` URL (default ports 80 and 443).
+fn authority_of(endpoint: &str) -> Result<String> {
+    let (rest, default_port) = if let Some(rest) = endpoint.strip_prefix("ws://") {
+        (rest, 80)
+    } else if let Some(rest) = endpoint.strip_prefix("wss://") {
+        (rest, 443)
+    } else {
+        bail!("{endpoint} is not a ws:// or wss:// URL");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() {
+        bail!("{endpoint} names no host");
+    }
+    let has_port = match authority.rfind(']') {
+        Some(bracket) => authority[bracket..].contains(':'),
+        None => authority.contains(':'),
+    };
+    Ok(if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:{default_port}")
+    })
 }
 
 type RawMap = HashMap<usize, mpsc::UnboundedSender<String>>;
@@ -832,6 +1006,27 @@ async fn generate(
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn endpoints_name_their_host_and_port() {
+        for (endpoint, authority) in [
+            ("ws://127.0.0.1:8080/rtc", "127.0.0.1:8080"),
+            ("wss://sfu-0.example.org/rtc", "sfu-0.example.org:443"),
+            (
+                "ws://api.example.org/rtc/conclave-sfu-1",
+                "api.example.org:80",
+            ),
+            ("ws://[::1]:7880/rtc", "[::1]:7880"),
+            ("ws://[::1]/rtc", "[::1]:80"),
+        ] {
+            assert_eq!(
+                super::authority_of(endpoint).expect("an endpoint"),
+                authority
+            );
+        }
+        assert!(super::authority_of("http://x/rtc").is_err());
+        assert!(super::authority_of("ws:///rtc").is_err());
+    }
 
     #[test]
     fn media_to_an_sfu_on_loopback_leaves_from_loopback() {

@@ -106,8 +106,16 @@ pub enum Outcome {
 pub enum PodLoss {
     /// The pod no longer exists.
     Gone,
-    /// The pod exists but is not ready or is terminating.
-    NotReady,
+    /// The pod's `sfu` container is not running.
+    NotRunning,
+    /// The pod was not ready for longer than the pod grace.
+    NotReadyFor {
+        /// How long, in whole seconds.
+        seconds: i64,
+    },
+    /// The pod is being deleted (a rollout, a drain) and its handoff came: a planned move, not
+    /// a failure.
+    Drained,
     /// The pod is healthy; the conference moved for another reason (its ports clashed).
     None,
 }
@@ -116,8 +124,20 @@ impl PodLoss {
     fn describe(&self, pod: &str) -> String {
         match self {
             PodLoss::Gone => format!("pod {pod} is gone"),
-            PodLoss::NotReady => format!("pod {pod} is not ready"),
+            PodLoss::NotRunning => format!("the sfu container of pod {pod} is not running"),
+            PodLoss::NotReadyFor { seconds } => {
+                format!("pod {pod} was not ready for {seconds} s")
+            }
+            PodLoss::Drained => format!("pod {pod} is draining (being deleted)"),
             PodLoss::None => format!("its ports on pod {pod} clashed"),
+        }
+    }
+
+    /// The `Placed` condition's reason (and the Event's) when a conference moves for this loss.
+    pub fn move_reason(&self) -> &'static str {
+        match self {
+            PodLoss::Drained => "Drained",
+            _ => "Failover",
         }
     }
 }
@@ -229,7 +249,7 @@ pub fn desired_status(
                         Some(before) if before.pod != assignment.pod => condition(
                             conditions::PLACED,
                             ConditionStatus::True,
-                            "Failover",
+                            loss.move_reason(),
                             format!(
                                 "moved from {} to {} because {}",
                                 before.pod,
@@ -431,9 +451,9 @@ pub enum Severity {
 pub struct Notice {
     /// Normal or Warning.
     pub severity: Severity,
-    /// CamelCase reason: `Placed`, `Released`, `Failover`, `NoCapacity`, …
+    /// CamelCase reason: `Placed`, `Released`, `Failover`, `Drained`, `NoCapacity`, …
     pub reason: String,
-    /// What the operator did: `Place`, `Release`, `Failover`, `Validate`.
+    /// What the operator did: `Place`, `Release`, `Failover`, `Drain`, `Validate`.
     pub action: &'static str,
     /// The human-readable note.
     pub note: String,
@@ -464,13 +484,16 @@ pub fn notices(
                 a.pod, a.udp_ports.first, a.udp_ports.last
             ),
         )),
-        (Some(b), Some(a)) if b.pod != a.pod => out.push(notice(
-            Severity::Warning,
-            "Failover",
-            "Failover",
-            new.condition(conditions::PLACED)
-                .map_or_else(String::new, |c| c.message.clone()),
-        )),
+        (Some(b), Some(a)) if b.pod != a.pod => {
+            let placed = new.condition(conditions::PLACED);
+            let message = placed.map_or_else(String::new, |c| c.message.clone());
+            // A drained pod's conferences move as planned; anything else is a failure.
+            out.push(if placed.is_some_and(|c| c.reason == "Drained") {
+                notice(Severity::Normal, "Drained", "Drain", message)
+            } else {
+                notice(Severity::Warning, "Failover", "Failover", message)
+            });
+        }
         (Some(b), Some(a)) if b.udp_ports != a.udp_ports => out.push(notice(
             Severity::Normal,
             "Placed",
@@ -761,6 +784,50 @@ mod tests {
                 .map(|c| c.reason.as_str()),
             Some("Failover")
         );
+    }
+
+    #[test]
+    fn a_drained_pods_conference_moves_with_a_normal_drained_event() {
+        let schedule = schedule_of(
+            &spec(timed("2026-03-02T10:00:00Z", "1h"), false),
+            None,
+            utc("2026-03-02T09:00:00Z"),
+        )
+        .expect("valid");
+        let first = outcome(
+            &schedule,
+            "2026-03-02T10:00:00Z",
+            Placement::Held(assignment("sfu-0")),
+        );
+        let before = desired_status(
+            None,
+            Some(1),
+            utc("2026-03-02T10:00:00Z"),
+            &first,
+            &PodLoss::None,
+        );
+        let moved = outcome(
+            &schedule,
+            "2026-03-02T10:05:00Z",
+            Placement::Held(assignment("sfu-1")),
+        );
+        let after = desired_status(
+            Some(&before),
+            Some(1),
+            utc("2026-03-02T10:05:00Z"),
+            &moved,
+            &PodLoss::Drained,
+        );
+        let placed = after.condition(conditions::PLACED).expect("placed");
+        assert_eq!(placed.reason, "Drained");
+        assert_eq!(
+            placed.message,
+            "moved from sfu-0 to sfu-1 because pod sfu-0 is draining (being deleted)"
+        );
+        let notes = notices(Some(&before), &after, &moved);
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes[0].reason, "Drained");
+        assert_eq!(notes[0].severity, Severity::Normal);
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! The IO shell around the pure core: the kube-runtime Controller for `Conference`, its
 //! `reconcile` (wrapped in a finalizer), `error_policy`, and the SFU pod watch that triggers
 //! failover.
+//!
+//! Writes are fenced: each checks the leader's [`Fence`] first, carries the resourceVersion of
+//! the object it was computed from (a deposed leader's late write fails 409 Conflict) and gives
+//! up after the API timeout. The status, which holds the assignment, is written before the
+//! `conclave.dev/sfu-pod` label, an index derived from it: a crash in between leaves a label that
+//! the next reconcile corrects from the status, never ports that only a label knows.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,7 +35,8 @@ use crate::conference::{
     same_owned_fields, schedule_of,
 };
 use crate::error::{Error, Result};
-use crate::fleet;
+use crate::fleet::{self, Fleet, Lost, PodState, Sighting, Timing};
+use crate::leader::Fence;
 use crate::metrics::Metrics;
 
 /// The finalizer that makes deletion release the assignment first.
@@ -40,10 +47,16 @@ pub const FIELD_MANAGER: &str = "conclave-operator";
 const WAKE_AT_MOST: usize = 256;
 /// Retry a failed placement at least this often even without a fleet change.
 const PLACEMENT_RETRY: Duration = Duration::from_secs(60);
+/// Retry a write refused as a conflict this soon (the watch brings the newer version).
+const CONFLICT_RETRY: Duration = Duration::from_millis(200);
 
 /// What the operator's shell is told at start.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Pod grace and drain handoff.
+    pub timing: Timing,
+    /// How long one API call may take.
+    pub api_timeout: Duration,
     /// Namespace of conferences and SFU pods; all namespaces when `None`.
     pub namespace: Option<String>,
     /// Label selector of SFU pods.
@@ -64,6 +77,12 @@ pub struct Context {
     clock: Arc<dyn Clock>,
     policy: Policy,
     sizing: Sizing,
+    timing: Timing,
+    api_timeout: Duration,
+    /// This replica's right to write.
+    fence: Fence,
+    /// What the operator saw of each SFU pod before (by name), by its own clock.
+    sightings: Mutex<HashMap<String, Sighting>>,
     /// The authoritative record of assignments while this replica leads.
     ledger: Mutex<Ledger>,
     pods: Store<KubePod>,
@@ -133,7 +152,52 @@ fn is_label_value(value: &str) -> bool {
             .is_none_or(|b| b.is_ascii_alphanumeric())
 }
 
+/// Aborts a spawned task when dropped, so that nothing outlives the term it served (also when
+/// the operator's own task is aborted, as a killed process would be).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Context {
+    /// One fenced API call: refused with [`Error::LeadershipLost`] once this replica may no
+    /// longer write, abandoned with [`Error::Timeout`] after the API timeout.
+    async fn call<T>(
+        &self,
+        what: &'static str,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T> {
+        self.fence.check()?;
+        match tokio::time::timeout(self.api_timeout, call).await {
+            Ok(answer) => Ok(answer?),
+            Err(_) => Err(Error::Timeout {
+                what,
+                seconds: self.api_timeout.as_secs_f64(),
+            }),
+        }
+    }
+
+    /// The fleet now: every SFU pod classified with what was seen of it before (the sighting is
+    /// recorded, so a pod first seen here starts its grace here).
+    fn fleet(&self, now: DateTime<Utc>) -> Fleet {
+        let pods = self.pods.state();
+        let mut sightings = lock(&self.sightings);
+        fleet::survey(
+            pods.iter().map(|p| p.as_ref()),
+            |pod| {
+                let name = pod.name_any();
+                let seen = fleet::observe(pod, sightings.get(&name), now);
+                sightings.insert(name, seen.clone());
+                seen
+            },
+            now,
+            &self.timing,
+        )
+    }
+
     /// Retries conferences waiting for capacity (some was freed or a pod came).
     fn wake_waiting(&self) {
         let waiting: Vec<ObjectRef<Conference>> = lock(&self.waiting)
@@ -147,14 +211,29 @@ impl Context {
     }
 
     /// Reacts to a pod watch event: when what placement sees of a pod changed, the pod's
-    /// conferences are re-evaluated (failover) and, when it can take conferences, the waiting
-    /// ones are retried. After a (re-)list, pods that vanished meanwhile count as deleted.
+    /// conferences are re-evaluated (a suspect pod keeps them, a lost one loses them, a draining
+    /// one keeps them until its handoff) and, when it can take conferences, the waiting ones are
+    /// retried. After a (re-)list, pods that vanished meanwhile count as deleted.
     fn pod_event(&self, event: &watcher::Event<KubePod>) {
         match event {
             watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
-                self.pod_changed(&pod.name_any(), fleet::sfu_pod(pod).ok());
+                let now = self.clock.now();
+                let name = pod.name_any();
+                let seen = {
+                    let mut sightings = lock(&self.sightings);
+                    let seen = fleet::observe(pod, sightings.get(&name), now);
+                    sightings.insert(name.clone(), seen.clone());
+                    seen
+                };
+                let state = fleet::classify(pod, &seen, now, &self.timing);
+                let usable = fleet::sfu_pod(pod, &state, now).ok();
+                self.pod_changed(&name, usable, Some(state));
             }
-            watcher::Event::Delete(pod) => self.pod_changed(&pod.name_any(), None),
+            watcher::Event::Delete(pod) => {
+                let name = pod.name_any();
+                lock(&self.sightings).remove(&name);
+                self.pod_changed(&name, None, None);
+            }
             watcher::Event::Init => {}
             watcher::Event::InitDone => {
                 let listed: HashSet<String> =
@@ -165,13 +244,14 @@ impl Context {
                     .cloned()
                     .collect();
                 for name in vanished {
-                    self.pod_changed(&name, None);
+                    lock(&self.sightings).remove(&name);
+                    self.pod_changed(&name, None, None);
                 }
             }
         }
     }
 
-    fn pod_changed(&self, name: &str, now_seen: Option<placement::Pod>) {
+    fn pod_changed(&self, name: &str, now_seen: Option<placement::Pod>, state: Option<PodState>) {
         let before = {
             let mut seen = lock(&self.fleet_seen);
             match &now_seen {
@@ -182,17 +262,26 @@ impl Context {
         if before == now_seen {
             return;
         }
-        info!(
-            pod = %name,
-            present = now_seen.is_some(),
-            ready = now_seen.as_ref().is_some_and(|p| p.ready),
-            "SFU pod changed"
-        );
         let on_pod: Vec<ObjectRef<Conference>> = lock(&self.ledger)
             .assignments()
             .filter(|a| a.pod == name)
             .filter_map(|a| oref_from_key(&a.conference))
             .collect();
+        let state_label = match (&now_seen, &state) {
+            (None, _) => "gone",
+            (Some(_), Some(state)) => state.label(),
+            (Some(_), None) => "misconfigured",
+        };
+        let until = state.and_then(|s| s.changes_at(&self.timing, self.clock.now()));
+        info!(
+            pod = %name,
+            state = state_label,
+            takes_new = now_seen.as_ref().is_some_and(|p| p.ready),
+            keeps_its_own = now_seen.as_ref().is_some_and(|p| p.ready || p.keeps),
+            until = ?until.map(|t| t.to_rfc3339()),
+            conferences = on_pod.len(),
+            "SFU pod changed"
+        );
         for oref in on_pod {
             let _ = self.triggers.send(oref);
         }
@@ -204,8 +293,11 @@ impl Context {
 
     /// Updates the fleet gauges.
     fn observe_fleet(&self) {
-        let pods = self.pods.state();
-        let (usable, counts) = fleet::survey(pods.iter().map(|p| p.as_ref()));
+        let Fleet {
+            pods: usable,
+            counts,
+            ..
+        } = self.fleet(self.clock.now());
         let ledger = lock(&self.ledger);
         let (mut used, mut free) = (0i64, 0i64);
         for pod in usable.iter().filter(|p| p.ready) {
@@ -245,9 +337,13 @@ impl Context {
     }
 
     async fn publish(&self, conference: &Conference, mut notice: Notice) {
+        // A deposed leader tells nothing: the new one tells what it decides.
+        if self.fence.check().is_err() {
+            return;
+        }
         // What a person did through the API carries that request's ID, so that the Event, the
         // API's log line and the person's report meet (not for what the cluster did).
-        if notice.action != "Failover"
+        if !matches!(notice.action, "Failover" | "Drain")
             && let Some(id) = conference.annotations().get(crds::annotations::REQUEST_ID)
         {
             notice.note = format!("{} (API request {id})", notice.note);
@@ -262,18 +358,26 @@ impl Context {
             action: notice.action.to_owned(),
             secondary: None,
         };
-        if let Err(err) = self
-            .recorder
-            .publish(&event, &conference.object_ref(&()))
-            .await
-        {
-            // Events are best effort: the status carries the same facts.
-            warn!(cause = %err, reason = %notice.reason, "publishing an event failed");
+        let published = tokio::time::timeout(
+            self.api_timeout,
+            self.recorder.publish(&event, &conference.object_ref(&())),
+        )
+        .await;
+        // Events are best effort: the status carries the same facts.
+        match published {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                warn!(cause = %err, reason = %notice.reason, "publishing an event failed");
+            }
+            Err(_) => warn!(reason = %notice.reason, "publishing an event timed out"),
         }
     }
 }
 
 /// Reconciles one conference: places or releases it and reports the result in its status.
+///
+/// It stops at once, with [`Error::LeadershipLost`], when this replica's fence is revoked, and
+/// gives up after a bound even if a call inside kube-runtime's finalizer helper hangs.
 ///
 /// # Errors
 /// [`Error`] when the API server refuses a write; the controller retries with backoff.
@@ -281,7 +385,7 @@ pub async fn reconcile(conference: Arc<Conference>, ctx: Arc<Context>) -> Result
     let started = Instant::now();
     let oref = ObjectRef::from_obj(conference.as_ref());
     let span = info_span!("reconcile", conference = %ledger_key(&oref));
-    let result = async {
+    let work = async {
         let namespace = conference
             .namespace()
             .ok_or(Error::MissingMetadata("namespace"))?;
@@ -295,6 +399,18 @@ pub async fn reconcile(conference: Arc<Conference>, ctx: Arc<Context>) -> Result
         })
         .await
         .map_err(|err| Error::Finalizer(Box::new(err)))
+    };
+    // A reconcile makes a handful of calls, each bounded by the API timeout; this bounds the
+    // finalizer helper's own calls too.
+    let bound = ctx.api_timeout.saturating_mul(4);
+    let result = async {
+        tokio::select! {
+            () = ctx.fence.revoked() => Err(Error::LeadershipLost),
+            done = tokio::time::timeout(bound, work) => done.unwrap_or(Err(Error::Timeout {
+                what: "reconcile",
+                seconds: bound.as_secs_f64(),
+            })),
+        }
     }
     .instrument(span)
     .await;
@@ -314,9 +430,18 @@ pub async fn reconcile(conference: Arc<Conference>, ctx: Arc<Context>) -> Result
 }
 
 /// Logs, counts (in [`reconcile`]) and backs off exponentially per conference: 1 s, 2 s, 4 s, …
-/// up to 5 minutes.
+/// up to 5 minutes. A conflict (someone wrote the conference since it was read) is retried
+/// shortly without backing off: the watch brings the newer version meanwhile.
 pub fn error_policy(conference: Arc<Conference>, err: &Error, ctx: Arc<Context>) -> Action {
     let oref = ObjectRef::from_obj(conference.as_ref());
+    if err.is_leadership_lost() {
+        debug!(conference = %ledger_key(&oref), "not retried: leadership lost");
+        return Action::await_change();
+    }
+    if err.is_conflict() {
+        debug!(conference = %ledger_key(&oref), "written meanwhile; retrying with the newer version");
+        return Action::requeue(CONFLICT_RETRY);
+    }
     let failures = {
         let mut failures = lock(&ctx.failures);
         let n = failures.entry(oref.clone()).or_insert(0);
@@ -327,6 +452,64 @@ pub fn error_policy(conference: Arc<Conference>, err: &Error, ctx: Arc<Context>)
         .min(Duration::from_secs(300));
     warn!(conference = %ledger_key(&oref), cause = %err, failures, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// `metadata` carrying the resourceVersion a write is based on: the API server refuses the
+/// write with 409 Conflict when the object changed since (for apply and merge patches alike).
+fn precondition(version: Option<&str>) -> serde_json::Map<String, serde_json::Value> {
+    let mut metadata = serde_json::Map::new();
+    if let Some(version) = version {
+        metadata.insert("resourceVersion".into(), json!(version));
+    }
+    metadata
+}
+
+/// [`precondition`] with the object's name, as an apply body names it.
+fn named(name: &str, version: Option<&str>) -> serde_json::Map<String, serde_json::Value> {
+    let mut metadata = precondition(version);
+    metadata.insert("name".into(), json!(name));
+    metadata
+}
+
+/// The assignment a conference's status records, as the ledger holds it.
+fn recorded_assignment(
+    key: &str,
+    conference: &Conference,
+    pods: &[placement::Pod],
+) -> Option<placement::Assignment> {
+    let assignment = conference.status.as_ref()?.assignment.clone()?;
+    // In the port scope its pod has now; a pod that is gone binds nothing on any node.
+    let port_scope = pods
+        .iter()
+        .find(|pod| pod.name == assignment.pod)
+        .map_or_else(
+            || fleet::Scope::Pod.name(&assignment.pod),
+            |pod| pod.port_scope.clone(),
+        );
+    Some(placement::Assignment {
+        conference: key.to_owned(),
+        pod: assignment.pod,
+        endpoint: assignment.endpoint,
+        udp_ports: placement::PortRange {
+            first: assignment.udp_ports.first,
+            last: assignment.udp_ports.last,
+        },
+        port_scope,
+        reserved: assignment.reserved,
+    })
+}
+
+/// Why the conferences of `pod` are not held there any more, as the fleet says now.
+fn loss_of(fleet: &Fleet, pod: &str, now: DateTime<Utc>) -> PodLoss {
+    match fleet.state(pod) {
+        None => PodLoss::Gone,
+        Some(PodState::Lost(Lost::NotRunning)) => PodLoss::NotRunning,
+        Some(PodState::Lost(Lost::NotReady { since })) => PodLoss::NotReadyFor {
+            seconds: (now - *since).num_seconds(),
+        },
+        Some(PodState::Draining { .. }) => PodLoss::Drained,
+        Some(PodState::Ready | PodState::Suspect { .. }) => PodLoss::None,
+    }
 }
 
 async fn apply(
@@ -341,25 +524,33 @@ async fn apply(
     let old = conference.status.as_ref();
     let generation = conference.metadata.generation;
     let spec = &conference.spec;
+    // Every write below is conditional on the version this decision was made from.
+    let mut version = conference.resource_version();
 
     if spec.meeting_id.is_none() {
         let id = ctx.meeting_id_for(&conference);
         info!(meeting_id = %id, "generated a meeting ID");
         // A merge patch, not an apply: the field then stays when the operator stops sending it.
-        api.patch(
-            &name,
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PatchParams::default()
-            },
-            &Patch::Merge(json!({ "spec": { "meetingId": id } })),
+        ctx.call(
+            "write the meeting ID",
+            api.patch(
+                &name,
+                &PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PatchParams::default()
+                },
+                &Patch::Merge(json!({
+                    "metadata": precondition(version.as_deref()),
+                    "spec": { "meetingId": id },
+                })),
+            ),
         )
         .await?;
         // The change comes back through the watch and reconciles again.
         return Ok(Action::await_change());
     }
 
-    let (pods, _) = fleet::survey(ctx.pods.state().iter().map(|p| p.as_ref()));
+    let fleet = ctx.fleet(now);
     let created = conference
         .metadata
         .creation_timestamp
@@ -368,14 +559,9 @@ async fn apply(
     let previous_pod = old
         .and_then(|s| s.assignment.as_ref())
         .map(|a| a.pod.clone());
-    let loss = match &previous_pod {
-        None => PodLoss::None,
-        Some(pod) => match pods.iter().find(|p| &p.name == pod) {
-            None => PodLoss::Gone,
-            Some(p) if !p.ready => PodLoss::NotReady,
-            Some(_) => PodLoss::None,
-        },
-    };
+    let loss = previous_pod
+        .as_deref()
+        .map_or(PodLoss::None, |pod| loss_of(&fleet, pod, now));
     let outcome = match schedule_of(spec, created, now) {
         Err(invalid) => {
             if lock(&ctx.ledger).release(&key).is_some() {
@@ -398,9 +584,18 @@ async fn apply(
                 };
                 let placed = {
                     let mut ledger = lock(&ctx.ledger);
+                    // An assignment in status that the ledger does not know (written after this
+                    // term's ledger was built, e.g. late by a previous leader) is adopted when
+                    // its ports are free, so that it is neither handed out twice nor moved.
+                    if ledger.get(&key).is_none()
+                        && let Some(recorded) = recorded_assignment(&key, &conference, &fleet.pods)
+                        && let Err(conflict) = ledger.insert(recorded)
+                    {
+                        warn!(cause = %conflict, "the assignment in status clashes; placing anew");
+                    }
                     let before = ledger.get(&key).map(|a| a.pod.clone());
                     ledger
-                        .place(&request, &pods, &ctx.sizing)
+                        .place(&request, &fleet.pods, &ctx.sizing)
                         .map(|assignment| (before, assignment))
                 };
                 match placed {
@@ -408,8 +603,11 @@ async fn apply(
                         // The ledger, not the cached status (which may not show this
                         // operator's last write yet), tells whether the conference moved: a
                         // second reconcile before the status comes back counts no new move.
-                        if before.is_some_and(|pod| pod != assignment.pod) {
-                            ctx.metrics.failovers.inc();
+                        if let Some(from) = before.filter(|pod| *pod != assignment.pod) {
+                            match loss_of(&fleet, &from, now) {
+                                PodLoss::Drained => ctx.metrics.drained.inc(),
+                                _ => ctx.metrics.failovers.inc(),
+                            }
                         }
                         lock(&ctx.waiting).remove(&oref);
                         Placement::Held(assignment)
@@ -439,8 +637,31 @@ async fn apply(
     };
     let desired = desired_status(old, generation, now, &outcome, &loss);
 
-    // Labels: the pod (so an SFU pod watches only its conferences) and the owner (so the API
-    // lists an owner's conferences), both owned by the operator's field manager.
+    // The status first: it holds the assignment (the authority the ledger is rebuilt from).
+    if !same_owned_fields(old, &desired) {
+        let body = json!({
+            "apiVersion": "conclave.dev/v1alpha1",
+            "kind": "Conference",
+            "metadata": named(&name, version.as_deref()),
+            "status": desired,
+        });
+        let written = ctx
+            .call(
+                "write the status",
+                api.patch_status(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&body),
+                ),
+            )
+            .await?;
+        version = written.resource_version();
+        debug!(phase = ?desired.phase, pod = ?desired.assignment.as_ref().map(|a| &a.pod), "status applied");
+    }
+
+    // Then the labels, derived from it: the pod (so an SFU pod watches only its conferences) and
+    // the owner (so the API lists an owner's conferences), both owned by the operator's field
+    // manager. A crash before this write leaves the old label, corrected here next time.
     let mut want_labels = serde_json::Map::new();
     if let Some(assignment) = &desired.assignment {
         want_labels.insert(labels::SFU_POD.into(), json!(assignment.pod));
@@ -458,32 +679,22 @@ async fn apply(
         .any(|(k, v)| have.get(k).map(|h| json!(h)) != Some(v.clone()))
         || (have.contains_key(labels::SFU_POD) && !want_labels.contains_key(labels::SFU_POD));
     if labels_differ {
+        let mut metadata = named(&name, version.as_deref());
+        metadata.insert("labels".into(), serde_json::Value::Object(want_labels));
         let body = json!({
             "apiVersion": "conclave.dev/v1alpha1",
             "kind": "Conference",
-            "metadata": { "name": name, "labels": want_labels },
+            "metadata": metadata,
         });
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
+        ctx.call(
+            "write the labels",
+            api.patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            ),
         )
         .await?;
-    }
-
-    if !same_owned_fields(old, &desired) {
-        let body = json!({
-            "apiVersion": "conclave.dev/v1alpha1",
-            "kind": "Conference",
-            "status": desired,
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await?;
-        debug!(phase = ?desired.phase, pod = ?desired.assignment.as_ref().map(|a| &a.pod), "status applied");
     }
 
     for notice in notices(old, &desired, &outcome) {
@@ -510,6 +721,16 @@ async fn apply(
     ) {
         requeue = Some(requeue.map_or(PLACEMENT_RETRY, |d| d.min(PLACEMENT_RETRY)));
     }
+    // A suspect pod's grace or a draining pod's handoff ends: look again exactly then.
+    if let Some(at) = desired
+        .assignment
+        .as_ref()
+        .and_then(|a| fleet.state(&a.pod))
+        .and_then(|state| state.changes_at(&ctx.timing, now))
+    {
+        let after = (at - now).to_std().unwrap_or(Duration::ZERO);
+        requeue = Some(requeue.map_or(after, |d| d.min(after)));
+    }
     Ok(match requeue {
         // Never spin: a wake-up due now comes back after a tenth of a second at the earliest.
         Some(after) => Action::requeue(after.max(Duration::from_millis(100))),
@@ -520,6 +741,8 @@ async fn apply(
 /// Releases the assignment of a conference being deleted. Idempotent, and fine when apply
 /// never ran.
 async fn cleanup(conference: Arc<Conference>, ctx: &Context) -> Result<Action> {
+    // The finalizer's removal that follows is a write as well.
+    ctx.fence.check()?;
     let oref = ObjectRef::from_obj(conference.as_ref());
     let key = ledger_key(&oref);
     let released = lock(&ctx.ledger).release(&key);
@@ -546,79 +769,126 @@ async fn cleanup(conference: Arc<Conference>, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-/// The ledger as the status of `conferences` says, each assignment in the port scope its pod
-/// has now among `pods` (a pod that is gone binds nothing on any node: its own scope). An
-/// assignment whose ports overlap another's in its scope is left out (logged): its conference
-/// is placed anew.
-pub fn seed_ledger<'a>(
-    conferences: impl IntoIterator<Item = &'a Conference>,
+/// How many conferences one page of the initial list holds.
+const SEED_PAGE: u32 = 500;
+
+/// The ledger of a new term, built from the `status.assignment` of every conference (also one
+/// whose label was never written, or that is being deleted): no port an earlier leader handed
+/// out is handed out again. Each assignment is held in the port scope its pod has now among
+/// `pods` (the same node's ports for pods on the node's network). Two recorded assignments
+/// that overlap keep the first; the other conference is placed anew when reconciled.
+async fn seed_ledger(
+    conferences: &Api<Conference>,
+    settings: &Settings,
     pods: &[placement::Pod],
-) -> Ledger {
+) -> Result<Ledger> {
     let mut ledger = Ledger::new();
+    let mut params = ListParams::default().limit(SEED_PAGE);
+    loop {
+        let page = tokio::time::timeout(settings.api_timeout, conferences.list(&params))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: "list the conferences",
+                seconds: settings.api_timeout.as_secs_f64(),
+            })??;
+        record_all(&mut ledger, &page.items, pods);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
+    Ok(ledger)
+}
+
+/// Records the assignment in the status of each of `conferences` (see [`seed_ledger`]).
+fn record_all(ledger: &mut Ledger, conferences: &[Conference], pods: &[placement::Pod]) {
     for conference in conferences {
-        let Some(assignment) = conference
-            .status
-            .as_ref()
-            .and_then(|s| s.assignment.clone())
-        else {
-            continue;
-        };
         let key = ledger_key(&ObjectRef::from_obj(conference));
-        let port_scope = pods
-            .iter()
-            .find(|pod| pod.name == assignment.pod)
-            .map_or_else(
-                || fleet::Scope::Pod.name(&assignment.pod),
-                |pod| pod.port_scope.clone(),
-            );
-        let assignment = placement::Assignment {
-            conference: key.clone(),
-            pod: assignment.pod,
-            endpoint: assignment.endpoint,
-            udp_ports: placement::PortRange {
-                first: assignment.udp_ports.first,
-                last: assignment.udp_ports.last,
-            },
-            port_scope,
-            reserved: assignment.reserved,
+        let Some(assignment) = recorded_assignment(&key, conference, pods) else {
+            continue;
         };
         if let Err(conflict) = ledger.insert(assignment) {
             warn!(conference = %key, cause = %conflict, "assignment in status conflicts; it will be placed anew");
         }
     }
-    ledger
 }
 
-/// Runs the controller until `stop` is cancelled: seeds the ledger from the assignments in
-/// status, watches SFU pods and reconciles every conference.
+/// The SFU pods as placement sees them now, for the port scopes of the recorded assignments.
+async fn pods_now(
+    pods: &Api<KubePod>,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> Result<Vec<placement::Pod>> {
+    let listed = tokio::time::timeout(
+        settings.api_timeout,
+        pods.list(&ListParams::default().labels(&settings.sfu_selector)),
+    )
+    .await
+    .map_err(|_| Error::Timeout {
+        what: "list the SFU pods",
+        seconds: settings.api_timeout.as_secs_f64(),
+    })??;
+    // Only the port scope matters here, which does not depend on the pod's state.
+    Ok(listed
+        .items
+        .iter()
+        .filter_map(|pod| fleet::sfu_pod(pod, &fleet::PodState::Ready, now).ok())
+        .collect())
+}
+
+/// Runs the controller until `stop` is cancelled or `fence` is revoked: builds the ledger from
+/// the assignments in status (before anything is placed), watches SFU pods and reconciles every
+/// conference.
 ///
 /// # Errors
-/// [`Error::Kube`] when the initial list fails.
+/// [`Error::Kube`] or [`Error::Timeout`] when the initial list fails;
+/// [`Error::LeadershipLost`] when the fence was revoked (the Lease lost): leading stopped.
 pub async fn lead(
     client: Client,
+    watch_client: Client,
     settings: &Settings,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    fence: Fence,
     stop: CancellationToken,
 ) -> Result<()> {
     let conferences: Api<Conference> = match &settings.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
+    let watched_conferences: Api<Conference> = match &settings.namespace {
+        Some(ns) => Api::namespaced(watch_client.clone(), ns),
+        None => Api::all(watch_client.clone()),
+    };
     let pods_api: Api<KubePod> = match &settings.namespace {
+        Some(ns) => Api::namespaced(watch_client.clone(), ns),
+        None => Api::all(watch_client),
+    };
+    // Leading ends on shutdown or when the fence is revoked, whichever comes first.
+    let term = stop.child_token();
+    let _revoked = AbortOnDrop(tokio::spawn({
+        let (fence, term) = (fence.clone(), term.clone());
+        async move {
+            fence.revoked().await;
+            term.cancel();
+        }
+    }));
+
+    let sfu_pods: Api<KubePod> = match &settings.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-
-    // The ledger starts from what the status of every conference says, so that no port handed
-    // out by an earlier leader is handed out again; the pods tell each assignment's port scope.
-    let sfu_pods = pods_api
-        .list(&ListParams::default().labels(&settings.sfu_selector))
-        .await?;
-    let (fleet_now, _) = fleet::survey(sfu_pods.items.iter());
-    let listed = conferences.list(&ListParams::default()).await?;
-    let ledger = seed_ledger(listed.items.iter(), &fleet_now);
-    info!(assignments = ledger.len(), "leading: ledger seeded");
+    let ledger = tokio::select! {
+        () = term.cancelled() => return ended(&fence),
+        ledger = async {
+            let pods = pods_now(&sfu_pods, settings, clock.now()).await?;
+            seed_ledger(&conferences, settings, &pods).await
+        } => ledger?,
+    };
+    info!(
+        assignments = ledger.len(),
+        "leading: ledger built from the status of every conference"
+    );
 
     let (pod_store, pod_writer) = reflector::store();
     let pod_events = watcher(
@@ -629,7 +899,7 @@ pub async fn lead(
     .reflect(pod_writer);
 
     let (conference_store, conference_writer) = reflector::store();
-    let conference_events = watcher(conferences, watcher::Config::default())
+    let conference_events = watcher(watched_conferences, watcher::Config::default())
         .default_backoff()
         .reflect(conference_writer)
         .touched_objects();
@@ -639,6 +909,10 @@ pub async fn lead(
         clock: clock.clone(),
         policy: settings.policy,
         sizing: settings.sizing,
+        timing: settings.timing,
+        api_timeout: settings.api_timeout,
+        fence: fence.clone(),
+        sightings: Mutex::new(HashMap::new()),
         ledger: Mutex::new(ledger),
         pods: pod_store.clone(),
         conferences: conference_store.clone(),
@@ -660,8 +934,8 @@ pub async fn lead(
 
     // The pod watch runs beside the controller and turns fleet changes into triggers.
     let pod_ctx = ctx.clone();
-    let pod_stop = stop.clone();
-    let pod_task = tokio::spawn(async move {
+    let pod_stop = term.clone();
+    let _pod_task = AbortOnDrop(tokio::spawn(async move {
         let mut pod_events = std::pin::pin!(pod_events);
         loop {
             tokio::select! {
@@ -673,13 +947,10 @@ pub async fn lead(
                 },
             }
         }
-    });
+    }));
     // Placing before the fleet is known would report every conference as unplaceable.
     tokio::select! {
-        () = stop.cancelled() => {
-            pod_task.abort();
-            return Ok(());
-        }
+        () = term.cancelled() => return ended(&fence),
         ready = pod_store.wait_until_ready() => {
             if ready.is_err() {
                 warn!("SFU pod watch ended before it listed the pods");
@@ -705,7 +976,7 @@ pub async fn lead(
         stream::iter(all)
     });
     let queue = stream::select_all([own.boxed(), triggered.boxed(), jumps.boxed()])
-        .take_until(stop.clone().cancelled_owned());
+        .take_until(term.clone().cancelled_owned());
     controller::applier(
         |conference, ctx| Box::pin(reconcile(conference, ctx)),
         error_policy,
@@ -721,9 +992,17 @@ pub async fn lead(
         }
     })
     .await;
-    pod_task.abort();
     info!("stopped leading");
-    Ok(())
+    ended(&fence)
+}
+
+/// How leading ended: [`Error::LeadershipLost`] when the fence was revoked, else a shutdown.
+fn ended(fence: &Fence) -> Result<()> {
+    if fence.is_revoked() {
+        Err(Error::LeadershipLost)
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -751,6 +1030,7 @@ mod tests {
             name: name.into(),
             endpoint: format!("wss://{name}"),
             ready: true,
+            keeps: true,
             capacity: 100,
             udp_ports: placement::PortRange {
                 first: 40000,
@@ -770,7 +1050,8 @@ mod tests {
             // On a pod that is gone: it holds no port on any node.
             placed("c", "sfu-9", 40010, 40019),
         ];
-        let mut ledger = seed_ledger(conferences.iter(), &pods);
+        let mut ledger = Ledger::new();
+        record_all(&mut ledger, &conferences, &pods);
         assert_eq!(ledger.len(), 2);
         assert!(ledger.get("conclave/b").is_none(), "b is placed anew");
         assert_eq!(

@@ -1,5 +1,7 @@
 //! The operator's one error type.
 
+use kube::runtime::finalizer::Error as FinalizerError;
+
 /// What can go wrong while operating.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -27,9 +29,23 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Leadership was lost while reconciling; another replica takes over.
-    #[error("leadership lost")]
+    /// Leadership was lost (the Lease taken over, or not renewed within the renew deadline):
+    /// this replica stopped writing; another one takes over.
+    #[error("leadership lost: this replica no longer holds the leader lease and stopped writing")]
     LeadershipLost,
+    /// The API server did not answer in time.
+    #[error(
+        "the kubernetes api server did not answer within {seconds} s ({what}); check its health and the network, or raise --api-timeout-seconds"
+    )]
+    Timeout {
+        /// What was asked.
+        what: &'static str,
+        /// The timeout.
+        seconds: f64,
+    },
+    /// The configuration cannot work.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
 }
 
 impl From<kube::Error> for Error {
@@ -44,12 +60,50 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A short label for metrics (`reconciles_total{result}` stays a small fixed set).
     pub fn metric_label(&self) -> &'static str {
+        if self.is_conflict() {
+            return "conflict";
+        }
         match self {
             Error::Kube(_) | Error::ClientConfig(_) => "kube_error",
-            Error::Finalizer(_) => "finalizer_error",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                FinalizerError::ApplyFailed(err) | FinalizerError::CleanupFailed(err) => {
+                    err.metric_label()
+                }
+                _ => "finalizer_error",
+            },
             Error::MissingMetadata(_) => "invalid_object",
-            Error::Metrics(_) | Error::Serve { .. } => "internal_error",
+            Error::Metrics(_) | Error::Serve { .. } | Error::InvalidConfig(_) => "internal_error",
             Error::LeadershipLost => "leadership_lost",
+            Error::Timeout { .. } => "timeout",
+        }
+    }
+
+    /// The write was based on an outdated resourceVersion (409 Conflict): someone else wrote the
+    /// object meanwhile, e.g. another leader or the API reporting participants.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(status)) => status.code == 409,
+            Error::Finalizer(inner) => match inner.as_ref() {
+                FinalizerError::ApplyFailed(err) | FinalizerError::CleanupFailed(err) => {
+                    err.is_conflict()
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Leadership was lost (also when it surfaced inside the finalizer's work).
+    pub fn is_leadership_lost(&self) -> bool {
+        match self {
+            Error::LeadershipLost => true,
+            Error::Finalizer(inner) => match inner.as_ref() {
+                FinalizerError::ApplyFailed(err) | FinalizerError::CleanupFailed(err) => {
+                    err.is_leadership_lost()
+                }
+                _ => false,
+            },
+            _ => false,
         }
     }
 }

@@ -10,8 +10,10 @@
 //! - [`Config`], [`run`], [`Operator`]: the composition root the binary calls.
 //! - [`controller`]: the Controller, `reconcile` inside a finalizer, `error_policy`, pod watch.
 //! - [`conference`]: pure: spec + status + placement → desired status, conditions, Events.
-//! - [`fleet`]: SFU pods (label `app.kubernetes.io/component=sfu`) and their annotations.
-//! - [`leader`]: leader election through a `coordination.k8s.io` Lease.
+//! - [`fleet`]: SFU pods (label `app.kubernetes.io/component=sfu`), their annotations and their
+//!   states (Ready, Suspect, Draining, Lost).
+//! - [`leader`]: leader election through a `coordination.k8s.io` Lease, and the [`leader::Fence`]
+//!   every write checks.
 //! - [`metrics`], [`http`]: `conclave_operator_…` metrics, `/healthz`, `/readyz`, `/metrics`.
 //! - [`clock`]: the system clock, or a manual one for virtual time in tests and benchmarks.
 
@@ -31,6 +33,7 @@ use std::time::Duration;
 
 use kube::Client;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -39,13 +42,21 @@ pub use controller::{FIELD_MANAGER, FINALIZER};
 pub use error::{Error, Result};
 
 use crate::controller::Settings;
-use crate::leader::{Attempt, LeaseLock};
+use crate::leader::{Attempt, Fence, LeaseLock, LeaseTiming};
 use crate::metrics::Metrics;
 
 /// Default lead time before a conference's start, in seconds.
 pub const DEFAULT_LEAD_TIME_SECONDS: u64 = 300;
 /// Default grace after a conference's end while people are still in it, in seconds.
 pub const DEFAULT_END_GRACE_SECONDS: u64 = 1800;
+/// Default time an SFU pod may be not ready (container running) before it counts as lost.
+pub const DEFAULT_POD_GRACE_SECONDS: u64 = 10;
+/// Default time before a deleted SFU pod's deletion time its conferences move elsewhere.
+pub const DEFAULT_DRAIN_HANDOFF_SECONDS: u64 = 15;
+
+/// How long after a Lease may be taken over a standby looks again (so that its look does not
+/// come a hair early and wait a whole retry period more).
+const TAKEOVER_MARGIN: Duration = Duration::from_millis(10);
 
 /// The operator's configuration (`conclave operator --help`).
 #[derive(Debug, Clone, clap::Args)]
@@ -113,6 +124,37 @@ pub struct Config {
         default_value_t = 2
     )]
     pub lease_retry_seconds: u64,
+    /// Seconds after the start of its last successful renewal at which a leader that could not
+    /// renew stops writing; shorter than the lease duration, longer than the retry period.
+    #[arg(
+        long,
+        env = "CONCLAVE_OPERATOR_LEASE_RENEW_DEADLINE_SECONDS",
+        default_value_t = 10
+    )]
+    pub lease_renew_deadline_seconds: u64,
+    /// Seconds one call to the Kubernetes API may take before it is abandoned.
+    #[arg(
+        long,
+        env = "CONCLAVE_OPERATOR_API_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
+    pub api_timeout_seconds: u64,
+    /// Seconds an SFU pod may stay not ready, its sfu container still running, before its
+    /// conferences move elsewhere (a readiness probe flapping for less moves nothing).
+    #[arg(
+        long,
+        env = "CONCLAVE_OPERATOR_POD_GRACE_SECONDS",
+        default_value_t = DEFAULT_POD_GRACE_SECONDS
+    )]
+    pub pod_grace_seconds: u64,
+    /// Seconds before a deleted SFU pod's deletion time (deletionTimestamp) its conferences move
+    /// elsewhere; until then they stay on the draining pod, which takes no new ones.
+    #[arg(
+        long,
+        env = "CONCLAVE_OPERATOR_DRAIN_HANDOFF_SECONDS",
+        default_value_t = DEFAULT_DRAIN_HANDOFF_SECONDS
+    )]
+    pub drain_handoff_seconds: u64,
 }
 
 impl Default for Config {
@@ -135,28 +177,71 @@ impl Default for Config {
             identity: String::new(),
             lease_duration_seconds: 15,
             lease_retry_seconds: 2,
+            lease_renew_deadline_seconds: 10,
+            api_timeout_seconds: 10,
+            pod_grace_seconds: DEFAULT_POD_GRACE_SECONDS,
+            drain_handoff_seconds: DEFAULT_DRAIN_HANDOFF_SECONDS,
         }
     }
 }
 
+fn seconds(value: u64) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(value).unwrap_or(i64::MAX / 1000))
+}
+
 impl Config {
+    /// Checks that the timings can work together.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the flags to change.
+    pub fn validate(&self) -> Result<()> {
+        if self.leader_election {
+            let (duration, deadline, retry) = (
+                self.lease_duration_seconds.max(1),
+                self.lease_renew_deadline_seconds,
+                self.lease_retry_seconds.max(1),
+            );
+            if deadline >= duration {
+                return Err(Error::InvalidConfig(format!(
+                    "--lease-renew-deadline-seconds ({deadline}) must be shorter than --lease-duration-seconds ({duration}), so that a leader that cannot renew stops before another may start; e.g. 10 and 15"
+                )));
+            }
+            if retry >= deadline {
+                return Err(Error::InvalidConfig(format!(
+                    "--lease-retry-seconds ({retry}) must be shorter than --lease-renew-deadline-seconds ({deadline}), so that a leader tries to renew before its deadline; e.g. 2 and 10"
+                )));
+            }
+        }
+        if self.api_timeout_seconds == 0 {
+            return Err(Error::InvalidConfig(
+                "--api-timeout-seconds must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn api_timeout(&self) -> Duration {
+        Duration::from_secs(self.api_timeout_seconds.max(1))
+    }
+
     fn settings(&self) -> Settings {
         Settings {
             namespace: Some(self.namespace.trim().to_owned()).filter(|ns| !ns.is_empty()),
             sfu_selector: self.sfu_selector.clone(),
             policy: placement::Policy {
-                lead_time: chrono::Duration::seconds(
-                    i64::try_from(self.lead_time_seconds).unwrap_or(i64::MAX / 1000),
-                ),
-                end_grace: chrono::Duration::seconds(
-                    i64::try_from(self.end_grace_seconds).unwrap_or(i64::MAX / 1000),
-                ),
+                lead_time: seconds(self.lead_time_seconds),
+                end_grace: seconds(self.end_grace_seconds),
             },
             sizing: placement::Sizing {
                 ports_per_participant: self.ports_per_participant.max(1),
             },
             concurrency: self.concurrency,
             identity: self.identity(),
+            timing: fleet::Timing {
+                pod_grace: seconds(self.pod_grace_seconds),
+                drain_handoff: seconds(self.drain_handoff_seconds),
+            },
+            api_timeout: self.api_timeout(),
         }
     }
 
@@ -176,10 +261,24 @@ impl Config {
 /// the kubeconfig), serves `/healthz`, `/readyz`, `/metrics` on `config.listen`, and reconciles
 /// while it holds the leader Lease.
 ///
+/// Requests get connect, write and read timeouts of `--api-timeout-seconds`; watches use a
+/// client of their own without a read timeout (an idle watch is fine; kube-runtime's watcher
+/// reconnects one that stays silent past its own bound).
+///
 /// # Errors
-/// [`Error`] when no Kubernetes configuration is found or the listen address is unusable.
+/// [`Error`] when no Kubernetes configuration is found, the configuration is invalid or the
+/// listen address is unusable.
 pub async fn run(config: Config) -> Result<()> {
-    let client = Client::try_default().await.map_err(Error::ClientConfig)?;
+    config.validate()?;
+    let mut kube_config = kube::Config::infer()
+        .await
+        .map_err(|err| Error::ClientConfig(kube::Error::InferConfig(err)))?;
+    kube_config.connect_timeout = Some(config.api_timeout());
+    kube_config.write_timeout = Some(config.api_timeout());
+    let watch_client = Client::try_from(kube_config.clone()).map_err(Error::ClientConfig)?;
+    kube_config.read_timeout = Some(config.api_timeout());
+    kube_config.reset_reader_on_write = true;
+    let client = Client::try_from(kube_config).map_err(Error::ClientConfig)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Serve {
@@ -194,6 +293,7 @@ pub async fn run(config: Config) -> Result<()> {
         trigger.cancel();
     });
     Operator::new(client, config, Arc::new(SystemClock))?
+        .watch_with(watch_client)
         .serve_on(listener)
         .run(shutdown)
         .await
@@ -231,10 +331,12 @@ pub async fn shutdown_signal() {
 /// and a [`ManualClock`].
 pub struct Operator {
     client: Client,
+    watch_client: Client,
     config: Config,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    leading: watch::Sender<bool>,
     listener: Option<TcpListener>,
 }
 
@@ -248,19 +350,30 @@ impl std::fmt::Debug for Operator {
 }
 
 impl Operator {
-    /// Assembles the operator.
+    /// Assembles the operator; `client` serves requests and watches alike unless
+    /// [`Operator::watch_with`] gives watches their own.
     ///
     /// # Errors
-    /// [`Error::Metrics`] when the metrics cannot be registered.
+    /// [`Error::InvalidConfig`] when the timings cannot work together, [`Error::Metrics`] when
+    /// the metrics cannot be registered.
     pub fn new(client: Client, config: Config, clock: Arc<dyn Clock>) -> Result<Self> {
+        config.validate()?;
         Ok(Self {
+            watch_client: client.clone(),
             client,
             config,
             clock,
             metrics: Arc::new(Metrics::new()?),
             ready: Arc::new(AtomicBool::new(false)),
+            leading: watch::channel(false).0,
             listener: None,
         })
+    }
+
+    /// Watches through `client` (one without a read timeout), requests through the other.
+    pub fn watch_with(mut self, client: Client) -> Self {
+        self.watch_client = client;
+        self
     }
 
     /// Serves `/healthz`, `/readyz` and `/metrics` on `listener` while running.
@@ -274,8 +387,15 @@ impl Operator {
         self.metrics.clone()
     }
 
+    /// Whether this replica leads (may write), as it changes: for tests and benchmarks to wait
+    /// on a leader change instead of polling.
+    pub fn leadership(&self) -> watch::Receiver<bool> {
+        self.leading.subscribe()
+    }
+
     /// Runs until `shutdown` is cancelled; on shutdown the leader gives its Lease up so a
-    /// standby takes over at once.
+    /// standby takes over at once. Aborting the task that runs it (a killed process) stops
+    /// everything it started without giving the Lease up.
     ///
     /// # Errors
     /// [`Error::Serve`] when the health endpoint fails to serve.
@@ -297,15 +417,19 @@ impl Operator {
             self.elect_and_lead(&settings, &shutdown).await
         } else {
             self.ready.store(true, Ordering::Relaxed);
-            self.metrics.leader.set(1);
-            controller::lead(
+            self.set_leading(true);
+            let led = controller::lead(
                 self.client.clone(),
+                self.watch_client.clone(),
                 &settings,
                 self.clock.clone(),
                 self.metrics.clone(),
+                Fence::unfenced(),
                 shutdown.clone(),
             )
-            .await
+            .await;
+            self.set_leading(false);
+            led
         };
         shutdown.cancel();
         if let Some(server) = server {
@@ -323,93 +447,94 @@ impl Operator {
         result
     }
 
+    fn set_leading(&self, leading: bool) {
+        self.metrics.leader.set(i64::from(leading));
+        self.leading.send_replace(leading);
+    }
+
     async fn elect_and_lead(
         &self,
         settings: &Settings,
         shutdown: &CancellationToken,
     ) -> Result<()> {
+        let duration = Duration::from_secs(self.config.lease_duration_seconds.max(1));
+        let timing = LeaseTiming {
+            retry: Duration::from_secs(self.config.lease_retry_seconds.max(1)),
+            renew_deadline: Duration::from_secs(self.config.lease_renew_deadline_seconds),
+        };
         let lock = LeaseLock::new(
             self.client.clone(),
             &self.config.lease_namespace,
             &self.config.lease_name,
             &settings.identity,
-            Duration::from_secs(self.config.lease_duration_seconds.max(1)),
+            duration,
+            // A candidate's try, like a renewal, must end before the renew deadline.
+            self.config.api_timeout().min(timing.renew_deadline),
         );
-        let retry = Duration::from_secs(self.config.lease_retry_seconds.max(1));
-        let duration = Duration::from_secs(self.config.lease_duration_seconds.max(1));
         loop {
-            // Standby until the Lease is ours.
-            loop {
+            // Standby until the Lease is ours; the fence counts from the start of the request
+            // that took it.
+            let fence = loop {
+                let started = tokio::time::Instant::now();
                 match lock.try_acquire_or_renew().await {
-                    Ok(Attempt::Leading) => break,
+                    Ok(Attempt::Leading) => break Fence::until(started + timing.renew_deadline),
                     Ok(Attempt::Following { .. }) => self.ready.store(true, Ordering::Relaxed),
                     Err(err) => warn!(cause = %err, "leader election attempt failed"),
                 }
+                // Look again after the retry period, or right when the holder's Lease may be
+                // taken over if that comes first.
+                let next = lock
+                    .takeover_in()
+                    .map_or(timing.retry, |at| timing.retry.min(at + TAKEOVER_MARGIN));
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(retry) => {}
+                    () = tokio::time::sleep(next) => {}
                 }
-            }
+            };
             self.ready.store(true, Ordering::Relaxed);
-            self.metrics.leader.set(1);
+            self.set_leading(true);
             let term = shutdown.child_token();
-            let renewer = tokio::spawn(keep_lease(lock.clone(), term.clone(), retry, duration));
-            let led = controller::lead(
-                self.client.clone(),
-                settings,
-                self.clock.clone(),
-                self.metrics.clone(),
-                term.clone(),
-            )
-            .await;
-            term.cancel();
-            let _ = renewer.await;
-            self.metrics.leader.set(0);
+            // One task: aborting it stops renewing and leading together.
+            let (led, kept) = tokio::join!(
+                async {
+                    let led = controller::lead(
+                        self.client.clone(),
+                        self.watch_client.clone(),
+                        settings,
+                        self.clock.clone(),
+                        self.metrics.clone(),
+                        fence.clone(),
+                        term.clone(),
+                    )
+                    .await;
+                    term.cancel();
+                    led
+                },
+                leader::keep(&lock, &fence, timing, &term),
+            );
+            // Nothing is written any more once here.
+            fence.revoke();
+            self.set_leading(false);
             self.metrics.reset_conferences();
             if shutdown.is_cancelled() {
                 if let Err(err) = lock.release().await {
                     warn!(cause = %err, "releasing the leader lease failed; it will expire");
                 }
-                return led;
+                return match led {
+                    Err(err) if err.is_leadership_lost() => Ok(()),
+                    other => other,
+                };
             }
             match led {
-                Ok(()) => warn!("leadership lost; standing by"),
+                Err(Error::LeadershipLost) | Ok(()) => {
+                    warn!(why = ?kept, "leadership lost; stopped writing and standing by");
+                }
                 Err(err) => {
                     warn!(cause = %err, "leading failed; retrying");
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(retry) => {}
+                        () = tokio::time::sleep(timing.retry) => {}
                     }
-                }
-            }
-        }
-    }
-}
-
-/// Renews the Lease every `retry` until `term` is cancelled; cancels `term` when the Lease is
-/// lost or could not be renewed for two thirds of its duration (so this replica stops before
-/// another may start).
-async fn keep_lease(lock: LeaseLock, term: CancellationToken, retry: Duration, duration: Duration) {
-    let deadline = duration.mul_f64(2.0 / 3.0);
-    let mut last_renewed = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            () = term.cancelled() => return,
-            () = tokio::time::sleep(retry) => {}
-        }
-        match lock.try_acquire_or_renew().await {
-            Ok(Attempt::Leading) => last_renewed = tokio::time::Instant::now(),
-            Ok(Attempt::Following { holder }) => {
-                warn!(%holder, "the leader lease was taken over");
-                term.cancel();
-                return;
-            }
-            Err(err) => {
-                warn!(cause = %err, "renewing the leader lease failed");
-                if last_renewed.elapsed() >= deadline {
-                    warn!("could not renew the leader lease in time; stepping down");
-                    term.cancel();
-                    return;
                 }
             }
         }

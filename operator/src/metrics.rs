@@ -19,7 +19,7 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// Conferences by phase.
     pub conferences: IntGaugeVec,
-    /// SFU pods by state (`ready`, `not_ready`, `misconfigured`).
+    /// SFU pods by state (`ready`, `suspect`, `draining`, `not_ready`, `misconfigured`).
     pub sfu_pods: IntGaugeVec,
     /// Participant capacity of ready SFU pods, `used` (reserved) and `free`.
     pub capacity: IntGaugeVec,
@@ -27,6 +27,8 @@ pub struct Metrics {
     pub placement_failures: IntCounterVec,
     /// Conferences moved off a lost pod.
     pub failovers: IntCounter,
+    /// Conferences handed off a draining pod (planned moves, not failures).
+    pub drained: IntCounter,
     /// 1 while this replica is the leader.
     pub leader: IntGauge,
 }
@@ -67,7 +69,7 @@ impl Metrics {
         let sfu_pods = IntGaugeVec::new(
             Opts::new(
                 "conclave_operator_sfu_pods",
-                "SFU pods by state: ready (taking conferences), not_ready, misconfigured.",
+                "SFU pods by state: ready (taking conferences), suspect (not ready, container running, within the pod grace: keeps its conferences), draining (being deleted: keeps its conferences until the handoff), not_ready (lost), misconfigured.",
             ),
             &["state"],
         )
@@ -90,7 +92,12 @@ impl Metrics {
         .map_err(Error::Metrics)?;
         let failovers = IntCounter::new(
             "conclave_operator_failovers_total",
-            "Conferences moved off an SFU pod that went away or stopped being ready.",
+            "Conferences moved off an SFU pod that went away, stopped running or stayed not ready beyond the pod grace.",
+        )
+        .map_err(Error::Metrics)?;
+        let drained = IntCounter::new(
+            "conclave_operator_drained_total",
+            "Conferences handed off a draining (deleted) SFU pod to another one: planned, not failures.",
         )
         .map_err(Error::Metrics)?;
         let leader = IntGauge::new(
@@ -106,6 +113,7 @@ impl Metrics {
             Box::new(capacity.clone()),
             Box::new(placement_failures.clone()),
             Box::new(failovers.clone()),
+            Box::new(drained.clone()),
             Box::new(leader.clone()),
         ] {
             registry.register(collector).map_err(Error::Metrics)?;
@@ -114,7 +122,7 @@ impl Metrics {
         for phase in ConferencePhase::ALL {
             conferences.with_label_values(&[phase.as_str()]).set(0);
         }
-        for state in ["ready", "not_ready", "misconfigured"] {
+        for state in ["ready", "suspect", "draining", "not_ready", "misconfigured"] {
             sfu_pods.with_label_values(&[state]).set(0);
         }
         for state in ["used", "free"] {
@@ -133,6 +141,7 @@ impl Metrics {
             capacity,
             placement_failures,
             failovers,
+            drained,
             leader,
         })
     }
@@ -142,6 +151,12 @@ impl Metrics {
         self.sfu_pods
             .with_label_values(&["ready"])
             .set(counts.ready);
+        self.sfu_pods
+            .with_label_values(&["suspect"])
+            .set(counts.suspect);
+        self.sfu_pods
+            .with_label_values(&["draining"])
+            .set(counts.draining);
         self.sfu_pods
             .with_label_values(&["not_ready"])
             .set(counts.not_ready);
@@ -202,6 +217,8 @@ mod tests {
             "conclave_operator_capacity_participants{state=\"free\"} 0",
             "conclave_operator_placement_failures_total{reason=\"NoCapacity\"} 0",
             "conclave_operator_failovers_total 0",
+            "conclave_operator_drained_total 0",
+            "conclave_operator_sfu_pods{state=\"suspect\"} 0",
             "conclave_operator_leader 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");

@@ -126,6 +126,7 @@ fn config(identity: &str) -> Config {
         lease_namespace: NS.into(),
         identity: identity.into(),
         lease_duration_seconds: 3,
+        lease_renew_deadline_seconds: 2,
         lease_retry_seconds: 1,
         ..Config::default()
     }
@@ -133,6 +134,13 @@ fn config(identity: &str) -> Config {
 
 fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
     value.pointer(pointer).and_then(Value::as_str)
+}
+
+fn sfu_pod_label(conference: &Value) -> Option<&str> {
+    str_at(
+        conference,
+        &format!("/metadata/labels/{}", labels::SFU_POD.replace('/', "~1")),
+    )
 }
 
 fn condition<'a>(conference: &'a Value, type_: &str) -> Option<&'a Value> {
@@ -228,10 +236,12 @@ async fn placed_failed_over_released_and_deleted(fake: FakeApi) -> Result<()> {
 
     // The lead time (5 minutes) before the start: placed on the pod with most free capacity.
     clock.set(utc("2026-03-02T09:55:00Z"));
+    // The status (the assignment) is written first, then the label derived from it.
     let placed = fake
-        .wait_for("the conference placed", WAIT, |f| {
-            f.get(CONFERENCES, NS, "planning")
-                .filter(|c| str_at(c, "/status/phase") == Some("Ready"))
+        .wait_for("the conference placed and labelled", WAIT, |f| {
+            f.get(CONFERENCES, NS, "planning").filter(|c| {
+                str_at(c, "/status/phase") == Some("Ready") && sfu_pod_label(c).is_some()
+            })
         })
         .await;
     assert_eq!(
@@ -243,13 +253,7 @@ async fn placed_failed_over_released_and_deleted(fake: FakeApi) -> Result<()> {
             "reserved": 20,
         })
     );
-    assert_eq!(
-        str_at(
-            &placed,
-            &format!("/metadata/labels/{}", labels::SFU_POD.replace('/', "~1"))
-        ),
-        Some("sfu-0")
-    );
+    assert_eq!(sfu_pod_label(&placed), Some("sfu-0"));
     assert_eq!(
         condition(&placed, "Ready").map(|c| c["status"].clone()),
         Some(json!("True"))
@@ -320,13 +324,8 @@ async fn placed_failed_over_released_and_deleted(fake: FakeApi) -> Result<()> {
     // The reported participants (another writer's field) survive the operator's applies.
     assert_eq!(ended["status"]["participants"], 0);
     fake.wait_for("the pod label removed", WAIT, |f| {
-        f.get(CONFERENCES, NS, "planning").filter(|c| {
-            c.pointer(&format!(
-                "/metadata/labels/{}",
-                labels::SFU_POD.replace('/', "~1")
-            ))
-            .is_none()
-        })
+        f.get(CONFERENCES, NS, "planning")
+            .filter(|c| sfu_pod_label(c).is_none())
     })
     .await;
     fake.wait_for("a Released event", WAIT, |f| {

@@ -44,8 +44,12 @@ pub struct Pod {
     pub name: String,
     /// Where clients connect (the signaling websocket's base URL).
     pub endpoint: String,
-    /// Ready and not terminating: only such pods take conferences.
+    /// Ready and not terminating: only such pods take new conferences.
     pub ready: bool,
+    /// Holds the conferences already assigned to it even while not `ready`: a pod that is
+    /// briefly not ready (suspect) or draining before its handoff. A `ready` pod always holds
+    /// them; a pod that neither keeps nor is ready has its conferences placed anew.
+    pub keeps: bool,
     /// How many participants it serves at most.
     pub capacity: u32,
     /// The UDP ports it may hand out.
@@ -162,10 +166,11 @@ fn too_large(request: &Request, pods: &[Pod]) -> Result<(), PlacementError> {
 
 /// Places `request` given the fleet and the assignments that exist.
 ///
-/// An existing assignment of the same conference on a ready pod is kept as it is (with the
-/// pod's port scope, when the pod moved to another scope and its ports are free there); one on
-/// a pod that is gone or not ready, or whose ports are taken in the pod's new scope, is
-/// ignored, so the conference is re-placed.
+/// An existing assignment of the same conference on a pod that is ready or `keeps` is kept as it
+/// is (with the pod's port scope, when the pod moved to another scope and its ports are free
+/// there); one on a pod that is gone, or neither ready nor keeping, or whose ports are taken in
+/// the pod's new scope, is ignored, so the conference is re-placed (new conferences only go to
+/// ready pods).
 ///
 /// # Errors
 /// A [`PlacementError`] naming what is missing.
@@ -230,9 +235,9 @@ pub fn place(
     Err(PlacementError::NoPorts { ports })
 }
 
-/// `current` as it stays, if its pod still holds it: the pod is ready, and the ports are its
-/// scope's (or, when the pod moved to another scope, free in that one, given the ranges
-/// `taken_in` a scope by the other conferences).
+/// `current` as it stays, if its pod still holds it: the pod is ready or keeps its
+/// conferences, and the ports are its scope's (or, when the pod moved to another scope, free in
+/// that one, given the ranges `taken_in` a scope by the other conferences).
 fn keep(
     current: &Assignment,
     pods: &[Pod],
@@ -240,7 +245,7 @@ fn keep(
 ) -> Option<Assignment> {
     let pod = pods
         .iter()
-        .find(|pod| pod.ready && pod.name == current.pod)?;
+        .find(|pod| pod.name == current.pod && (pod.ready || pod.keeps))?;
     if pod.port_scope == current.port_scope {
         return Some(current.clone());
     }
@@ -434,8 +439,8 @@ impl Ledger {
     }
 
     /// Places `request` as [`place`] would over this ledger's assignments, and records the
-    /// result (replacing an assignment on a pod that is gone or not ready, or whose ports are
-    /// taken in the pod's new port scope).
+    /// result (replacing an assignment on a pod that is gone, or neither ready nor keeping, or
+    /// whose ports are taken in the pod's new port scope).
     ///
     /// # Errors
     /// A [`PlacementError`] naming what is missing; the ledger is then unchanged.
@@ -523,6 +528,7 @@ mod tests {
             name: name.into(),
             endpoint: format!("wss://{name}"),
             ready: true,
+            keeps: true,
             capacity,
             udp_ports: PortRange { first, last },
             port_scope: name.into(),
@@ -607,9 +613,48 @@ mod tests {
             Ok(placed.clone())
         );
         pods[0].ready = false;
+        pods[0].keeps = false;
         let moved =
             place(&request("c1", 10), &pods, &[placed], &Sizing::default()).expect("placed");
         assert_eq!(moved.pod, "b");
+    }
+
+    #[test]
+    fn a_pod_that_keeps_holds_its_conferences_but_takes_no_new_one() {
+        let mut pods = vec![pod("a", 100, 10000, 10999), pod("b", 100, 20000, 20999)];
+        let mut ledger = Ledger::new();
+        let sizing = Sizing::default();
+        let held = ledger
+            .place(&request("c1", 10), &pods, &sizing)
+            .expect("placed");
+        assert_eq!(held.pod, "a");
+        // Suspect or draining: not ready, but its conference stays where it is.
+        pods[0].ready = false;
+        assert_eq!(
+            place(
+                &request("c1", 10),
+                &pods,
+                std::slice::from_ref(&held),
+                &sizing
+            ),
+            Ok(held.clone())
+        );
+        assert_eq!(
+            ledger.place(&request("c1", 10), &pods, &sizing),
+            Ok(held.clone())
+        );
+        // A new conference goes to the ready pod only.
+        let other = ledger
+            .place(&request("c2", 10), &pods, &sizing)
+            .expect("placed");
+        assert_eq!(other.pod, "b");
+        // Lost (grace over, or the drain's handoff came): the conference moves.
+        pods[0].keeps = false;
+        let moved = ledger
+            .place(&request("c1", 10), &pods, &sizing)
+            .expect("placed");
+        assert_eq!(moved.pod, "b");
+        assert_eq!(ledger.reserved_on("a"), 0);
     }
 
     #[test]
@@ -834,8 +879,10 @@ mod tests {
             Release {
                 conference: u8,
             },
-            Flip {
+            /// The pod becomes ready, suspect/draining (keeps, takes nothing new) or lost.
+            Turn {
                 pod: usize,
+                state: u8,
             },
             /// The pod comes back on another node (or with a network of its own).
             Move {
@@ -848,7 +895,7 @@ mod tests {
             prop_oneof![
                 6 => (0u8..40, 1u32..60).prop_map(|(conference, participants)| Op::Place { conference, participants }),
                 2 => (0u8..40).prop_map(|conference| Op::Release { conference }),
-                1 => (0usize..4).prop_map(|pod| Op::Flip { pod }),
+                1 => (0usize..4, 0u8..3).prop_map(|(pod, state)| Op::Turn { pod, state }),
                 1 => (0usize..4, proptest::option::of(0u8..2)).prop_map(|(pod, node)| Op::Move { pod, node }),
             ]
         }
@@ -879,6 +926,7 @@ mod tests {
                         name: format!("sfu-{i}"),
                         endpoint: format!("wss://sfu-{i}"),
                         ready: true,
+                        keeps: true,
                         capacity,
                         udp_ports: PortRange {
                             first,
@@ -941,9 +989,21 @@ mod tests {
                     match op {
                         Op::Place { conference, participants } => {
                             let request = Request { conference: format!("c{conference}"), participants };
+                            let held = existing
+                                .iter()
+                                .find(|a| a.conference == request.conference)
+                                .filter(|a| pods.iter().any(|p| {
+                                    (p.ready || p.keeps) && p.name == a.pod && p.port_scope == a.port_scope
+                                }))
+                                .cloned();
                             let by_function = place(&request, &pods, &existing, &sizing);
                             let by_ledger = ledger.place(&request, &pods, &sizing);
                             prop_assert_eq!(&by_function, &by_ledger);
+                            // A pod that keeps its conferences (on the same node) keeps them as
+                            // they are.
+                            if let Some(held) = held {
+                                prop_assert_eq!(by_function.as_ref(), Ok(&held));
+                            }
                             if let Ok(placed) = by_function {
                                 existing.retain(|a| a.conference != placed.conference);
                                 existing.push(placed);
@@ -954,9 +1014,13 @@ mod tests {
                             existing.retain(|a| a.conference != key);
                             ledger.release(&key);
                         }
-                        Op::Flip { pod } => {
+                        Op::Turn { pod, state } => {
                             if let Some(pod) = pods.get_mut(pod) {
-                                pod.ready = !pod.ready;
+                                (pod.ready, pod.keeps) = match state {
+                                    0 => (true, true),
+                                    1 => (false, true),
+                                    _ => (false, false),
+                                };
                             }
                         }
                         Op::Move { pod: i, node } => {
@@ -965,13 +1029,13 @@ mod tests {
                             }
                         }
                     }
-                    // Assignments on pods that are not ready linger until re-placed; those on
-                    // ready pods must hold the invariants.
+                    // Assignments on lost pods linger until re-placed; those on pods that are
+                    // ready or keep theirs must hold the invariants.
                     let all: Vec<&Assignment> = ledger.assignments().collect();
                     let live: Vec<&Assignment> = all
                         .iter()
                         .copied()
-                        .filter(|a| pods.iter().any(|p| p.ready && p.name == a.pod))
+                        .filter(|a| pods.iter().any(|p| (p.ready || p.keeps) && p.name == a.pod))
                         .collect();
                     check_invariants(&pods, &live, &all)?;
                     prop_assert_eq!(ledger.len(), existing.len());

@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`ids`]: newtype identifiers used in every signature (`ConferenceId`, `MeetingId`, …).
 //! - [`role`]: account levels, room roles, [`role::Right`]s and the matrix that joins them.
-//! - [`report`]: what an SFU reports to the conference service (joins, leaves, the end).
+//! - [`report`]: what an SFU reports to the conference service (joins, leaves, the end), and
+//!   what it asks of it (revocations, the conferences placed on it).
 //! - [`signal`]: the SFU's signaling messages, client to server and back.
 //! - [`token`]: join-token claims, service-token claims, signing and verification (HS256).
 
@@ -18,7 +19,7 @@ pub mod signal;
 pub mod token;
 
 pub use ids::{AccountId, ConferenceId, MeetingId, ParticipantId, TrackId};
-pub use report::{Revocation, Revocations, Revoked, RoomEvent, RoomReport};
+pub use report::{Placements, Revocation, Revocations, Revoked, RoomEvent, RoomReport};
 pub use role::{AccountLevel, Grants, Right, Role};
 pub use token::{
     JoinClaims, Media, RoomSettings, ServiceClaims, TokenError, TokenKey, UdpPorts, client_network,

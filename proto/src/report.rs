@@ -128,6 +128,24 @@ pub enum Revoked {
     },
 }
 
+/// The conferences placed on one SFU pod, as the conference service knows them
+/// (`GET /api/v1/internal/placements`, asked by the pod itself with its service token every
+/// few seconds). The pod refuses joins for conferences not in the list (`wrongPod`) and tells
+/// the participants of a room whose conference left it to move (`closed {reason: moved}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placements {
+    /// The pod asked about (the caller's own name, from its service token).
+    pub pod: String,
+    /// The conferences whose assignment names the pod.
+    pub conferences: Vec<ConferenceId>,
+    /// Set when the conference service places nothing on pods (standalone mode, where the one
+    /// SFU holds every conference): the pod checks no placement then, and `conferences` is
+    /// empty.
+    #[serde(default)]
+    pub holds_everything: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

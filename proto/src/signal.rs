@@ -153,6 +153,10 @@ pub enum CloseReason {
     Replaced,
     /// The SFU is shutting down; reconnect (to the new endpoint when the conference moved).
     Shutdown,
+    /// The conference moved to another SFU pod (its placement changed, or this pod drained
+    /// and handed it off): join again through the API at once (`POST /join` with `lostPod`)
+    /// and connect to the endpoint it answers.
+    Moved,
     /// The client went away: the websocket closed or failed.
     Gone,
     /// A peer connection failed; an `error` with code `connectionFailed` said why. Reconnect.
@@ -177,6 +181,7 @@ impl CloseReason {
             CloseReason::Ended => "ended",
             CloseReason::Replaced => "replaced",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Moved => "moved",
             CloseReason::Gone => "gone",
             CloseReason::ConnectionFailed => "connectionFailed",
             CloseReason::Revoked => "revoked",
@@ -186,12 +191,13 @@ impl CloseReason {
     }
 
     /// Every reason, for metrics that pre-register their labels.
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 11] = [
         CloseReason::Left,
         CloseReason::Excluded,
         CloseReason::Ended,
         CloseReason::Replaced,
         CloseReason::Shutdown,
+        CloseReason::Moved,
         CloseReason::Gone,
         CloseReason::ConnectionFailed,
         CloseReason::Revoked,
@@ -216,6 +222,10 @@ pub enum ErrorCode {
     TokenExpired,
     /// The token is for another conference than the one asked for.
     WrongConference,
+    /// This SFU pod does not hold the conference: the token names another pod, or the
+    /// conference was placed elsewhere since the token was issued. Join again through the API
+    /// (`POST /join` with `lostPod`), which answers the pod that holds it.
+    WrongPod,
     /// The identity or token was excluded from this room.
     Excluded,
     /// The room has ended; a token issued after the end is needed.
@@ -267,6 +277,7 @@ impl ErrorCode {
             ErrorCode::InvalidToken => "invalidToken",
             ErrorCode::TokenExpired => "tokenExpired",
             ErrorCode::WrongConference => "wrongConference",
+            ErrorCode::WrongPod => "wrongPod",
             ErrorCode::Excluded => "excluded",
             ErrorCode::Ended => "ended",
             ErrorCode::Revoked => "revoked",
@@ -288,13 +299,14 @@ impl ErrorCode {
     }
 
     /// Every code, for metrics that pre-register their labels.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::Malformed,
         ErrorCode::NotJoined,
         ErrorCode::AlreadyJoined,
         ErrorCode::InvalidToken,
         ErrorCode::TokenExpired,
         ErrorCode::WrongConference,
+        ErrorCode::WrongPod,
         ErrorCode::Excluded,
         ErrorCode::Ended,
         ErrorCode::Revoked,
@@ -321,6 +333,7 @@ impl ErrorCode {
             ErrorCode::InvalidToken
                 | ErrorCode::TokenExpired
                 | ErrorCode::WrongConference
+                | ErrorCode::WrongPod
                 | ErrorCode::Excluded
                 | ErrorCode::Ended
                 | ErrorCode::RoomFull
@@ -625,6 +638,22 @@ mod tests {
                 code.as_str()
             );
         }
+    }
+
+    #[test]
+    fn every_close_reason_is_named_as_on_the_wire() {
+        for reason in CloseReason::ALL {
+            assert_eq!(
+                serde_json::to_value(reason).expect("serialize"),
+                reason.as_str()
+            );
+        }
+        assert_eq!(CloseReason::Moved.as_str(), "moved");
+        assert_eq!(ErrorCode::WrongPod.as_str(), "wrongPod");
+        assert!(
+            ErrorCode::WrongPod.is_fatal(),
+            "a refused join closes the websocket"
+        );
     }
 
     #[test]

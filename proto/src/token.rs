@@ -121,6 +121,12 @@ pub struct JoinClaims {
     /// SFU uses the websocket's peer address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cli: Option<String>,
+    /// The SFU pod the token is for: the pod the conference was assigned to when the token was
+    /// issued (in a cluster). An SFU whose pod name differs refuses it with `wrongPod`, so that
+    /// the participants of one meeting never end up in two rooms on two pods. `None` (standalone
+    /// mode, older tokens): any SFU that holds the conference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 /// The network a client address stands for when counting per client ([`JoinClaims::cli`]): an
@@ -318,6 +324,7 @@ mod tests {
             rid: Some("req-1".into()),
             ep: 0,
             cli: Some("192.0.2.1".into()),
+            pod: Some("conclave-sfu-1".into()),
         }
     }
 
@@ -380,6 +387,25 @@ mod tests {
             let local: std::net::IpAddr = local.parse().expect("ip");
             assert_eq!(client_network(local), None, "a local proxy is no client");
         }
+    }
+
+    #[test]
+    fn the_pod_travels_in_the_token_and_older_tokens_name_none() {
+        let key = TokenKey::new(SECRET).expect("key");
+        let token = key.sign_join(&claims(0)).expect("sign");
+        let verified = key.verify_join(&token, 10).expect("verify");
+        assert_eq!(verified.pod.as_deref(), Some("conclave-sfu-1"));
+        let mut json = serde_json::to_value(claims(0)).expect("json");
+        assert_eq!(json["pod"], "conclave-sfu-1");
+        json.as_object_mut().expect("object").remove("pod");
+        let older: JoinClaims = serde_json::from_value(json).expect("parse");
+        assert_eq!(older.pod, None);
+        let standalone = JoinClaims {
+            pod: None,
+            ..claims(0)
+        };
+        let json = serde_json::to_value(standalone).expect("json");
+        assert!(json.get("pod").is_none(), "absent, not null: {json}");
     }
 
     #[test]

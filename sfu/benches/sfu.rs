@@ -306,6 +306,7 @@ impl Room {
             rid: None,
             ep: 0,
             cli: None,
+            pod: None,
         };
         Ok(self.key.sign_join(&claims)?)
     }

@@ -110,7 +110,8 @@ pub struct Config {
     /// without it reports are only logged.
     #[arg(id = "sfu-api-url", long = "sfu-api-url", env = "CONCLAVE_SFU_API_URL")]
     pub api_url: Option<String>,
-    /// This pod's name; reports are signed as `sfu:<pod>`.
+    /// This pod's name: reports and requests to the API are signed as `sfu:<pod>`, and a join
+    /// token naming another pod is refused (`wrongPod`).
     #[arg(
         id = "sfu-pod-name",
         long = "sfu-pod-name",
@@ -134,7 +135,10 @@ pub struct Config {
         default_value_t = 100
     )]
     pub room_max_participants: u32,
-    /// Seconds given to rooms to drain on shutdown before connections are closed.
+    /// Seconds running meetings go on after SIGTERM (readiness turns off at once, so nothing
+    /// new is placed here; meetings the operator moves meanwhile are told `moved` then); when
+    /// they are up, or when no session is left, everyone left is told `moved` and the process
+    /// ends. Keep it below the pod's terminationGracePeriodSeconds (the chart sets it 10 less).
     #[arg(
         id = "sfu-drain-seconds",
         long = "sfu-drain-seconds",

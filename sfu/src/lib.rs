@@ -11,6 +11,9 @@
 //!   and answer with browsers, and the video codec publishers are asked to send.
 //! - [`ports`]: UDP port leases and the ports another process holds; [`ice_tcp`]: ICE over
 //!   TCP on one port per pod, for networks that block UDP.
+//! - [`revocation`] and [`placements`]: what the conference service says, asked every two
+//!   seconds in one task: tokens and sessions it revoked, and the conferences placed on this
+//!   pod (joins for others are refused with `wrongPod`, rooms that left are told `moved`).
 pub mod config;
 pub mod error;
 pub mod ice_tcp;
@@ -18,6 +21,7 @@ pub mod keyframe;
 pub mod media;
 pub mod metrics;
 pub mod negotiation;
+pub mod placements;
 pub mod ports;
 pub mod rate;
 pub mod report;
@@ -29,6 +33,7 @@ pub mod speaker;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use placements::{HttpPlacements, PlacementSource};
 pub use report::{HttpReporter, LogReporter, Reporter};
 pub use revocation::{HttpRevocations, RevocationSource};
 pub use server::{SfuState, metrics_router, router, run};

@@ -46,7 +46,8 @@ pub struct Metrics {
     pub pending_connections: IntGauge,
     /// Websockets refused before `join` by reason (`pendingTotal`, `pendingPerAddress`).
     pub connections_refused: IntCounterVec,
-    /// Joined sessions that ended, by close reason (`tooSlow`, `unresponsive`, `left`, …).
+    /// Joined sessions that ended, by close reason (`tooSlow`, `unresponsive`, `left`, `moved`
+    /// when their conference went to another pod or this pod drained, …).
     pub sessions_closed: IntCounterVec,
     /// Media ports that could not be bound although this process did not hold them, by when
     /// (`start`: the check of the range at start, `room`: the check of a conference's range
@@ -57,6 +58,10 @@ pub struct Metrics {
     /// Connections to the ICE-TCP port by what became of them (`relayed` to their peer
     /// connection, `refused`: no STUN request in time, or for no peer connection of this pod).
     pub ice_tcp_connections: IntCounterVec,
+    /// 1 while this SFU drains after SIGTERM (readiness off, meetings going on), else 0.
+    pub draining: IntGauge,
+    /// Conferences the conference service places on this pod, as last heard.
+    pub held_conferences: IntGauge,
 }
 
 /// The `phase` labels of `conclave_sfu_udp_bind_failures_total`.
@@ -232,6 +237,16 @@ impl Metrics {
                 &["result"],
             )
             .map_err(Error::Metrics)?,
+            draining: IntGauge::new(
+                "conclave_sfu_draining",
+                "1 while this SFU drains after SIGTERM: not ready, meetings going on until they move.",
+            )
+            .map_err(Error::Metrics)?,
+            held_conferences: IntGauge::new(
+                "conclave_sfu_held_conferences",
+                "Conferences placed on this pod, as the conference service last said.",
+            )
+            .map_err(Error::Metrics)?,
         };
         registry
             .register(Box::new(metrics.participants.clone()))
@@ -286,6 +301,12 @@ impl Metrics {
             .map_err(Error::Metrics)?;
         registry
             .register(Box::new(metrics.sessions_closed.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.draining.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.held_conferences.clone()))
             .map_err(Error::Metrics)?;
         registry
             .register(Box::new(metrics.udp_bind_failures.clone()))

@@ -197,11 +197,13 @@ impl Registry {
     }
 }
 
-/// Asks `source` every [`POLL`] until the SFU shuts down, applying what is new.
+/// Asks `source` every [`POLL`] until the SFU shuts down, applying what is new; and, when the
+/// SFU has a placement source, which conferences this pod holds (in the same round).
 pub(crate) fn spawn_poller(state: crate::server::SfuState, source: Arc<dyn RevocationSource>) {
     tokio::spawn(async move {
         let mut shutdown = state.shared.shutdown.subscribe();
         let mut failing = false;
+        let mut placements_failing = false;
         loop {
             match source.fetch().await {
                 Ok(list) => {
@@ -221,6 +223,20 @@ pub(crate) fn spawn_poller(state: crate::server::SfuState, source: Arc<dyn Revoc
                 }
             }
             state.shared.revocations_loaded.send_replace(true);
+            match state.refresh_placements().await {
+                Ok(_) if placements_failing => {
+                    info!("placements are reachable again");
+                    placements_failing = false;
+                }
+                Ok(_) => {}
+                Err(cause) if placements_failing => {
+                    debug!(%cause, "placements still unreachable");
+                }
+                Err(cause) => {
+                    warn!(%cause, "placements cannot be fetched; the last list stays in force");
+                    placements_failing = true;
+                }
+            }
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
                 _ = shutdown.changed() => return,
@@ -265,6 +281,7 @@ mod tests {
             rid: None,
             ep,
             cli: None,
+            pod: None,
         }
     }
 

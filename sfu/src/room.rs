@@ -1557,6 +1557,7 @@ mod tests {
             rid: None,
             ep: 0,
             cli: None,
+            pod: None,
         }
     }
 
@@ -2502,5 +2503,33 @@ mod tests {
                 .code,
             ErrorCode::Forbidden
         );
+    }
+
+    #[test]
+    fn a_room_that_moved_tells_everyone_to_move_and_reports_each_leave() {
+        let mut room = room();
+        room.join(A, &claims("a", Role::Moderator, true), at(0))
+            .expect("join");
+        room.join(B, &claims("b", Role::Listener, false), at(1))
+            .expect("join");
+        let effects = room.close_all(CloseReason::Moved, at(2));
+        for session in [A, B] {
+            assert!(
+                effects.contains(&Effect::Close {
+                    session,
+                    reason: CloseReason::Moved
+                }),
+                "{session} is told to move: {effects:?}"
+            );
+        }
+        let left = effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Report(r) if matches!(r.event, RoomEvent::Left { .. })))
+            .count();
+        assert_eq!(left, 2, "each leave reaches the conference service");
+        assert_eq!(room.session_count(), 0);
+        assert_eq!(room.admitted(), 0);
+        // The same people rejoin on the pod the conference moved to; this room can go.
+        assert!(room.can_forget(at(3)));
     }
 }

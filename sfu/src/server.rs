@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use proto::signal::CloseReason;
 use proto::{ConferenceId, TokenKey, TrackId, UdpPorts};
 use tokio::sync::{Notify, mpsc, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{Config, Limits};
 use crate::error::{Error, Result};
@@ -31,6 +31,10 @@ use crate::session::{self, Command};
 
 /// How often rooms tick (deferred keyframe requests, active speaker).
 const TICK: Duration = Duration::from_millis(100);
+/// How often a draining pod looks whether any session is left.
+const DRAIN_CHECK: Duration = Duration::from_millis(100);
+/// How long the sessions told to move get to say goodbye before the process ends.
+const GOODBYE: Duration = Duration::from_secs(2);
 
 /// The room's way to a session: a bounded queue, and a bell rung when the queue is full.
 pub(crate) struct SessionLink {
@@ -254,8 +258,6 @@ impl FeedbackSink for RoomHandle {
 /// State shared by every session and room.
 pub(crate) struct Shared {
     pub(crate) key: TokenKey,
-    /// This pod's name (`--sfu-pod-name`), in reports about it.
-    pub(crate) pod_name: String,
     pub(crate) media: MediaSettings,
     pub(crate) ports: PortPool,
     pub(crate) metrics: Metrics,
@@ -276,7 +278,20 @@ pub(crate) struct Shared {
     /// Participants and waiting people already counted in the gauges, per room.
     counted: Mutex<HashMap<ConferenceId, (i64, i64)>>,
     pub(crate) ready: AtomicBool,
-    pub(crate) shutdown: watch::Sender<bool>,
+    /// Set when every session must end, with the reason they are told (`shutdown`, or `moved`
+    /// at the end of a drain): sessions, joins in progress and the poller stop.
+    pub(crate) shutdown: watch::Sender<Option<CloseReason>>,
+    /// This pod's name (`--sfu-pod-name`): a join token naming another pod is refused, and
+    /// reports about its media ports name it.
+    pub(crate) pod_name: String,
+    /// The conferences the conference service places on this pod, as last heard.
+    pub(crate) held: Mutex<crate::placements::Held>,
+    /// Where the list comes from (none: every conference is admitted).
+    pub(crate) placement_source: std::sync::OnceLock<Arc<dyn crate::placements::PlacementSource>>,
+    /// Taken while the list is fetched and applied, so that lists are applied in the order
+    /// they were asked for; holds when the list applied last was asked for, so that joins
+    /// waiting meanwhile take that list instead of asking again.
+    pub(crate) placements_refresh: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// The conference service's latest revocations, checked at every join.
     pub(crate) revocations: Mutex<crate::revocation::Registry>,
     /// Whether the first list was asked for (joins wait for it, briefly, after a start).
@@ -330,11 +345,10 @@ impl SfuState {
                 "announcing configured addresses in ICE candidates"
             );
         }
-        let (shutdown, _) = watch::channel(false);
+        let (shutdown, _) = watch::channel(None);
         Ok(Self {
             shared: Arc::new(Shared {
                 key,
-                pod_name: config.pod_name.clone(),
                 media: MediaSettings {
                     bind_ip: config.bind_ip,
                     announced_ips,
@@ -369,6 +383,10 @@ impl SfuState {
                 counted: Mutex::new(HashMap::new()),
                 ready: AtomicBool::new(true),
                 shutdown,
+                pod_name: config.pod_name.clone(),
+                held: Mutex::new(crate::placements::Held::default()),
+                placement_source: std::sync::OnceLock::new(),
+                placements_refresh: tokio::sync::Mutex::new(None),
                 revocations: Mutex::new(crate::revocation::Registry::default()),
                 revocations_loaded: watch::channel(true).0,
             }),
@@ -457,8 +475,147 @@ impl SfuState {
     /// Follows the revocations of `source` (the conference service) from now on: asks at once
     /// and every [`crate::revocation::POLL`] until shutdown.
     pub fn follow_revocations(&self, source: Arc<dyn crate::revocation::RevocationSource>) {
+        self.follow_conference_service(source, None);
+    }
+
+    /// Follows the conference service: its revocations, and — with `placements` — which
+    /// conferences this pod holds, asked in the same task at once and every
+    /// [`crate::revocation::POLL`] until shutdown. With placements, joins for conferences not
+    /// held are refused (`wrongPod`) and rooms whose conference left the list are told to move.
+    pub fn follow_conference_service(
+        &self,
+        revocations: Arc<dyn crate::revocation::RevocationSource>,
+        placements: Option<Arc<dyn crate::placements::PlacementSource>>,
+    ) {
         self.shared.revocations_loaded.send_replace(false);
-        crate::revocation::spawn_poller(self.clone(), source);
+        if let Some(source) = placements
+            && self.shared.placement_source.set(source).is_err()
+        {
+            warn!("the placement source was set before; keeping the first");
+        }
+        crate::revocation::spawn_poller(self.clone(), revocations);
+    }
+
+    /// This pod's name, as join tokens name it.
+    pub fn pod_name(&self) -> &str {
+        &self.shared.pod_name
+    }
+
+    /// Whether `/readyz` answers 200 (it turns 503 at once when draining starts).
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire)
+    }
+
+    /// Asks the placement source for the list now and applies it: rooms whose conference
+    /// left the list are told to move. Lists are applied in the order they were asked for.
+    /// `Ok(false)` without a source.
+    ///
+    /// # Errors
+    /// The source's message when it cannot be asked; the last list stays in force.
+    pub async fn refresh_placements(&self) -> std::result::Result<bool, String> {
+        self.placements_asked_since(std::time::Instant::now()).await
+    }
+
+    /// Makes sure the list in force was asked for at `since` or later: asks for it unless a
+    /// list asked for since then was applied meanwhile (concurrent joins share one look).
+    async fn placements_asked_since(
+        &self,
+        since: std::time::Instant,
+    ) -> std::result::Result<bool, String> {
+        let Some(source) = self.shared.placement_source.get().cloned() else {
+            return Ok(false);
+        };
+        let mut last_asked = self.shared.placements_refresh.lock().await;
+        if last_asked.is_some_and(|asked| asked >= since) {
+            return Ok(true);
+        }
+        let asked = std::time::Instant::now();
+        let list = source.fetch().await?;
+        self.apply_placements(&list);
+        *last_asked = Some(asked);
+        Ok(true)
+    }
+
+    /// Takes `list` as what this pod holds and moves the participants of every room whose
+    /// conference is not in it.
+    fn apply_placements(&self, list: &proto::Placements) {
+        use crate::placements::Held;
+        let held = Held::from_list(list);
+        if let Some(count) = held.count() {
+            self.shared.metrics.held_conferences.set(count as i64);
+        }
+        let before = std::mem::replace(&mut *self.shared.held.lock(), held.clone());
+        if before != held {
+            debug!(pod = %list.pod, conferences = ?held.count(), "placements changed");
+        }
+        let leaving: Vec<(ConferenceId, Arc<RoomHandle>)> = self
+            .shared
+            .rooms
+            .lock()
+            .iter()
+            .filter(|(conference, _)| held.refuses(conference))
+            .map(|(conference, room)| (conference.clone(), Arc::clone(room)))
+            .collect();
+        for (conference, room) in leaving {
+            let sessions = room.core.lock().session_count();
+            if sessions == 0 {
+                continue;
+            }
+            info!(%conference, sessions, "the conference was placed on another pod; telling its participants to move");
+            let _ = room.act(|core| {
+                Ok::<_, std::convert::Infallible>(core.close_all(CloseReason::Moved, Utc::now()))
+            });
+        }
+    }
+
+    /// Whether a join with `claims` may enter this pod: refused (`wrongPod`) when the token names
+    /// another pod, or when the conference is not placed here — after asking the conference
+    /// service once more, so that a placement newer than the last list is not refused. When the
+    /// list cannot be had, the token's word is taken. Also refused once the pod is closing.
+    pub(crate) async fn admission(&self, claims: &proto::JoinClaims) -> Option<String> {
+        use crate::placements::{Verdict, judge};
+        if let Some(reason) = *self.shared.shutdown.borrow() {
+            return Some(format!(
+                "this media server is {}; join again through the API",
+                if reason == CloseReason::Moved {
+                    "handing its meetings over"
+                } else {
+                    "shutting down"
+                }
+            ));
+        }
+        let me = self.shared.pod_name.as_str();
+        let verdict = judge(
+            me,
+            claims.pod.as_deref(),
+            &claims.conf,
+            &self.shared.held.lock(),
+        );
+        match verdict {
+            Verdict::Admit => None,
+            Verdict::OtherPod(pod) => {
+                info!(conference = %claims.conf, token_pod = %pod, "a join token for another pod was refused");
+                Some(format!(
+                    "this join token is for the media server {pod}, not this one ({me}); join again through the API"
+                ))
+            }
+            Verdict::NotHeld => {
+                let asked = std::time::Instant::now();
+                if let Err(cause) = self.placements_asked_since(asked).await {
+                    warn!(%cause, conference = %claims.conf, "placements cannot be asked; admitting on the token's word");
+                    return None;
+                }
+                let held = !self.shared.held.lock().refuses(&claims.conf);
+                if held {
+                    debug!(conference = %claims.conf, waited_ms = asked.elapsed().as_millis() as u64, "a fresh placement admitted the join");
+                    return None;
+                }
+                info!(conference = %claims.conf, "a join for a conference not placed on this pod was refused");
+                Some(format!(
+                    "this meeting is not on this media server ({me}) any more; join again through the API"
+                ))
+            }
+        }
     }
 
     /// Waits until the first revocation list was asked for, at most
@@ -553,17 +710,58 @@ impl SfuState {
         self.shared.metrics.rooms.set(rooms.len() as i64);
     }
 
-    /// Stops admitting, tells everyone to reconnect elsewhere and waits up to `grace` for the
-    /// sessions to end.
+    /// Stops at once (standalone mode, where no other SFU takes the meetings over): readiness
+    /// off, every session closed with `shutdown` (clients reconnect once the process is back),
+    /// then waits up to `grace` for the sessions to say goodbye.
     pub async fn drain(&self, grace: Duration) {
         self.shared.ready.store(false, Ordering::Release);
-        let _ = self.shared.shutdown.send(true);
+        self.close_everyone(CloseReason::Shutdown);
+        self.sessions_gone(grace).await;
+    }
+
+    /// Drains a pod of a cluster (SIGTERM): `/readyz` answers 503 at once, so the operator
+    /// places nothing new here; running meetings go on, and joins for conferences this pod still
+    /// holds are admitted, until the operator moves them (their rooms are told `moved` as the
+    /// placement list drops them) or `window` is up or no session is left. Then everyone left
+    /// is told `moved` and the sessions get a moment to say goodbye.
+    pub async fn hand_off(&self, window: Duration) {
+        self.shared.ready.store(false, Ordering::Release);
+        self.shared.metrics.draining.set(1);
+        info!(
+            drain_seconds = window.as_secs(),
+            sessions = self.session_count(),
+            "draining: readiness is off; meetings go on until they move, end or the drain time is up"
+        );
+        let deadline = tokio::time::Instant::now() + window;
+        while self.session_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_CHECK).await;
+        }
+        let left = self.session_count();
+        if left > 0 {
+            info!(
+                sessions = left,
+                "the drain time is up; telling everyone left to move"
+            );
+        } else {
+            info!("no session is left; stopping");
+        }
+        self.close_everyone(CloseReason::Moved);
+        self.sessions_gone(GOODBYE).await;
+    }
+
+    /// Ends every session with `reason`: the rooms close theirs (reporting each leave), and
+    /// sessions and joins in progress see the shutdown signal.
+    fn close_everyone(&self, reason: CloseReason) {
+        self.shared.shutdown.send_replace(Some(reason));
         let rooms: Vec<Arc<RoomHandle>> = self.shared.rooms.lock().values().cloned().collect();
         for room in rooms {
-            let _ = room.act(|core| {
-                Ok::<_, std::convert::Infallible>(core.close_all(CloseReason::Shutdown, Utc::now()))
-            });
+            let _ = room
+                .act(|core| Ok::<_, std::convert::Infallible>(core.close_all(reason, Utc::now())));
         }
+    }
+
+    /// Waits up to `grace` for every websocket to close.
+    async fn sessions_gone(&self, grace: Duration) {
         let deadline = tokio::time::Instant::now() + grace;
         while self.session_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -723,7 +921,8 @@ pub fn metrics_router(registry: prometheus::Registry) -> Router {
 /// How long a stopping SFU waits for its last room reports to be delivered.
 const REPORT_FLUSH: Duration = Duration::from_secs(5);
 
-/// Runs `conclave sfu` until SIGTERM or Ctrl-C, then drains the rooms.
+/// Runs `conclave sfu` until SIGTERM or Ctrl-C, then drains ([`SfuState::hand_off`]): readiness
+/// off at once, meetings go on for `--sfu-drain-seconds` at most, then everyone is told to move.
 ///
 /// # Errors
 /// Configuration, listening and serving errors.
@@ -746,11 +945,18 @@ pub async fn run(mut config: Config) -> Result<()> {
     };
     let state = SfuState::new(&config, reporter, &registry)?;
     if let Some(url) = &config.api_url {
-        state.follow_revocations(Arc::new(crate::revocation::HttpRevocations::new(
-            url,
-            state.shared.key.clone(),
-            &config.pod_name,
-        )?));
+        state.follow_conference_service(
+            Arc::new(crate::revocation::HttpRevocations::new(
+                url,
+                state.shared.key.clone(),
+                &config.pod_name,
+            )?),
+            Some(Arc::new(crate::placements::HttpPlacements::new(
+                url,
+                state.shared.key.clone(),
+                &config.pod_name,
+            )?)),
+        );
     }
     let bind = |addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
@@ -794,8 +1000,7 @@ pub async fn run(mut config: Config) -> Result<()> {
     )
     .with_graceful_shutdown(async move {
         shutdown_signal().await;
-        info!("draining rooms");
-        draining.drain(grace).await;
+        draining.hand_off(grace).await;
     })
     .await
     .map_err(Error::Serve);
@@ -841,5 +1046,109 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use proto::{Media, MeetingId, Placements, Role, RoomSettings};
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::placements::{Fetch, PlacementSource};
+
+    /// A conference service whose answers wait for the test's go, counting the questions.
+    struct Gated {
+        asked: AtomicUsize,
+        go: Semaphore,
+    }
+
+    impl PlacementSource for Gated {
+        fn fetch(&self) -> Fetch<'_> {
+            Box::pin(async move {
+                self.asked.fetch_add(1, Ordering::SeqCst);
+                let permit = self.go.acquire().await.map_err(|err| err.to_string())?;
+                permit.forget();
+                Ok(Placements {
+                    pod: "sfu-test".into(),
+                    conferences: vec![ConferenceId::from("fresh")],
+                    holds_everything: false,
+                })
+            })
+        }
+    }
+
+    fn claims(sub: &str) -> proto::JoinClaims {
+        proto::JoinClaims {
+            sub: sub.into(),
+            name: sub.into(),
+            conf: ConferenceId::from("fresh"),
+            mid: MeetingId::from("123456789"),
+            role: Role::Listener,
+            level: None,
+            owner: false,
+            room: RoomSettings {
+                max_participants: None,
+                allow_join_without_owner: true,
+                media: Media::AudioVideo,
+                udp_ports: None,
+                revision: 0,
+            },
+            aud: proto::token::JOIN_AUDIENCE.into(),
+            iat: 0,
+            exp: 600,
+            jti: sub.into(),
+            rid: None,
+            ep: 0,
+            cli: None,
+            pod: Some("sfu-test".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn joins_that_arrive_while_the_placements_are_asked_for_share_the_next_look() {
+        let config = Config::for_loopback("0123456789abcdef0123456789abcdef", default_ports());
+        let state = SfuState::new(&config, Arc::new(LogReporter), &prometheus::Registry::new())
+            .expect("state");
+        let source = Arc::new(Gated {
+            asked: AtomicUsize::new(0),
+            go: Semaphore::new(0),
+        });
+        let _ = state.shared.placement_source.set(source.clone());
+        // The pod's last list holds nothing: every join for `fresh` asks again.
+        *state.shared.held.lock() = crate::placements::Held::These(Default::default());
+
+        let first = {
+            let state = state.clone();
+            tokio::spawn(async move { state.admission(&claims("a")).await })
+        };
+        while source.asked.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Ten more arrive while that question is out: its answer may predate their placement,
+        // so one more question serves them all.
+        let later: Vec<_> = (0..10)
+            .map(|i| {
+                let state = state.clone();
+                tokio::spawn(async move { state.admission(&claims(&format!("b{i}"))).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        source.go.add_permits(2);
+        assert_eq!(first.await.expect("join"), None, "admitted");
+        for join in later {
+            assert_eq!(join.await.expect("join"), None, "admitted");
+        }
+        let asked = source.asked.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&asked), "eleven joins asked {asked} times");
+    }
+
+    fn default_ports() -> UdpPorts {
+        UdpPorts {
+            first: 47_200,
+            last: 47_209,
+        }
     }
 }

@@ -199,7 +199,8 @@ impl Socket {
     }
 
     /// Says goodbye: `closed {reason}` and a close frame whose reason is the same word, each
-    /// within [`CLOSE_TIMEOUT`] (a client that is not reading gets its connection dropped).
+    /// within [`CLOSE_TIMEOUT`] (a client that is not reading gets its connection dropped), then
+    /// waits as long for the client's close frame.
     async fn close(&mut self, reason: Option<CloseReason>) {
         let frame = reason.map(|reason| CloseFrame {
             code: close_code(reason),
@@ -215,7 +216,22 @@ impl Socket {
             )
             .await;
         }
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.send(Message::Close(frame))).await;
+        let sent = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.send(Message::Close(frame))).await;
+        if self.broken.is_some() || !matches!(sent, Ok(Ok(()))) {
+            return;
+        }
+        // The closing handshake: what the client sent meanwhile (answers, candidates) is read
+        // and dropped until its close frame comes back. A socket closed with unread data is
+        // reset instead of closed, and a reset makes the client's system discard what it had
+        // not read yet — the `closed` above with it, so the client would not know it moved.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            while let Some(Ok(message)) = self.ws.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     async fn refuse(&mut self, refusal: &Refusal) -> bool {
@@ -225,13 +241,23 @@ impl Socket {
 }
 
 /// The websocket close code that goes with a reason: 1008 (policy) for sessions the SFU
-/// dropped, 1012 (service restart) for a shutdown, 1000 otherwise.
+/// dropped, 1012 (service restart: come back) for a shutdown or a move, 1000 otherwise.
 fn close_code(reason: CloseReason) -> u16 {
     match reason {
         CloseReason::TooSlow | CloseReason::Unresponsive => 1008,
-        CloseReason::Shutdown => 1012,
+        CloseReason::Shutdown | CloseReason::Moved => 1012,
         _ => 1000,
     }
+}
+
+/// Resolves when the SFU closes every session, with the reason they are told.
+async fn closing(shutdown: &mut tokio::sync::watch::Receiver<Option<CloseReason>>) -> CloseReason {
+    let reason = match shutdown.wait_for(Option::is_some).await {
+        Ok(reason) => *reason,
+        // The SFU's state is gone: it stopped.
+        Err(_) => None,
+    };
+    reason.unwrap_or(CloseReason::Shutdown)
 }
 
 /// Waits for `join`, verifies the token, takes a seat and enters the room, then relays until
@@ -325,7 +351,6 @@ async fn run(
         room.act(|core| Ok::<_, std::convert::Infallible>(core.leave(session, reason, Utc::now())));
     room.sessions.lock().remove(&session);
     live.close_peers().await;
-    socket.close(Some(reason)).await;
     state.forget_room_if_idle(&claims.conf);
     state
         .shared
@@ -334,16 +359,29 @@ async fn run(
         .with_label_values(&[reason.as_str()])
         .inc();
     info!(reason = reason.as_str(), "session ended");
+    socket.close(Some(reason)).await;
 }
 
 /// The verified claims, and the codecs the client said it decodes (lowercase MIME types).
 async fn await_join(socket: &mut Socket) -> Option<(JoinClaims, Option<HashSet<String>>)> {
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let mut shutdown = socket.state.shared.shutdown.subscribe();
     loop {
-        let message = tokio::time::timeout_at(deadline, socket.ws.recv())
-            .await
-            .ok()??
-            .ok()?;
+        let message = tokio::select! {
+            message = tokio::time::timeout_at(deadline, socket.ws.recv()) => message.ok()??.ok()?,
+            // Closing: nothing more is admitted here.
+            reason = closing(&mut shutdown) => {
+                if reason == CloseReason::Moved {
+                    socket
+                        .send(&error(
+                            ErrorCode::WrongPod,
+                            "this media server is handing its meetings over; join again through the API",
+                        ))
+                        .await;
+                }
+                return None;
+            }
+        };
         let text = match message {
             Message::Text(text) => text,
             Message::Close(_) => return None,
@@ -385,6 +423,11 @@ async fn await_join(socket: &mut Socket) -> Option<(JoinClaims, Option<HashSet<S
                 let revoked = socket.state.shared.revocations.lock().refusal(&claims);
                 if let Some((code, message)) = revoked {
                     socket.send(&error(code, message)).await;
+                    return None;
+                }
+                // Everyone of a meeting meets on the pod it is placed on.
+                if let Some(message) = socket.state.admission(&claims).await {
+                    socket.send(&error(ErrorCode::WrongPod, message)).await;
                     return None;
                 }
                 let decodes = receive_codecs
@@ -567,7 +610,7 @@ impl Live {
                         PeerEvent::Track(remote) => self.track_arrived(socket, remote).await,
                     }
                 }
-                _ = shutdown.changed() => return CloseReason::Shutdown,
+                reason = closing(&mut shutdown) => return reason,
                 () = too_slow.notified() => return CloseReason::TooSlow,
                 _ = ping.tick() => {
                     if heard.elapsed() >= idle_timeout {

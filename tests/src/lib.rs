@@ -6,6 +6,9 @@
 //! - `portal.rs`: the web portal in real browsers (the scripts in `web/e2e/`).
 //! - `cluster.rs`: a cluster in a box — the fake Kubernetes API server, the operator, the API,
 //!   two SFU pods in their own network namespaces, kubectl (see docs/operator.md).
+//! - `failover.rs`: meetings that survive the cluster in that box (kill -9 with attendees and
+//!   Chromium pages, a flapping readiness probe, two fenced operators); `cluster_box.rs` is the
+//!   box both share, and `benches/failover.rs` times the failover.
 //! - this library: where the binary and the repository are.
 
 use std::path::{Path, PathBuf};
@@ -91,4 +94,27 @@ pub fn venv_program(name: &str) -> PathBuf {
         })
         .expect("CONCLAVE_TEST_PYTHON or HOME is set");
     python.with_file_name(name)
+}
+
+/// The Chromium the portal's scripts (`web/e2e/`) drive, after checking that the portal is
+/// built and playwright-core installed; a missing piece fails with what to run.
+pub fn portal_chromium() -> PathBuf {
+    let web = repository().join("web");
+    assert!(
+        web.join("dist/index.html").is_file(),
+        "the portal is not built: run `npm ci && npm run build` in web/ (scripts/test.sh does)"
+    );
+    assert!(
+        web.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run `npm ci` in web/ (scripts/test.sh does)"
+    );
+    let chromium = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        chromium.is_file(),
+        "Chromium is missing at {}: `apt-get install chromium` (scripts/test.sh does)",
+        chromium.display()
+    );
+    chromium
 }

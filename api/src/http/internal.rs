@@ -1,6 +1,7 @@
 //! The SFU pods' side of the API, authenticated with a service token signed with the shared
-//! key: `POST /internal/room-events` (joins, leaves, exclusions and the end of a meeting) and
-//! `GET /internal/revocations` (what live sessions and unexpired join tokens must follow).
+//! key: `POST /internal/room-events` (joins, leaves, exclusions and the end of a meeting),
+//! `GET /internal/revocations` (what live sessions and unexpired join tokens must follow) and
+//! `GET /internal/placements` (the conferences placed on the calling pod).
 
 use axum::Json;
 use axum::Router;
@@ -8,7 +9,7 @@ use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use proto::{Revocations, RoomReport};
+use proto::{Placements, Revocations, RoomReport, ServiceClaims};
 
 use super::ErrorBody;
 use super::extract::ApiJson;
@@ -20,11 +21,22 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/internal/room-events", post(room_event))
         .route("/internal/revocations", get(revocations))
+        .route("/internal/placements", get(placements))
 }
 
-/// A verified service caller.
+/// A verified service caller and its claims (`sub` says who: `sfu:<pod>` for an SFU pod).
 #[derive(Debug)]
-pub struct Service;
+pub struct Service(pub ServiceClaims);
+
+impl Service {
+    /// The SFU pod that calls, when an SFU pod calls.
+    pub fn sfu_pod(&self) -> Option<&str> {
+        self.0
+            .sub
+            .strip_prefix("sfu:")
+            .filter(|pod| !pod.is_empty())
+    }
+}
 
 impl axum::extract::FromRequestParts<AppState> for Service {
     type Rejection = Error;
@@ -36,11 +48,11 @@ impl axum::extract::FromRequestParts<AppState> for Service {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(Error::Unauthenticated)?;
-        state
+        let claims = state
             .tokens
             .verify_service(token.trim(), state.clock.now().timestamp())
             .map_err(|_| Error::Unauthenticated)?;
-        Ok(Service)
+        Ok(Service(claims))
     }
 }
 
@@ -103,6 +115,40 @@ pub async fn revocations(
     let revocations =
         crate::revocation::recent(&state.db, now, lifecycle::token_window(&state)).await?;
     Ok(Json(Revocations { revocations }))
+}
+
+/// The conferences placed on the calling SFU pod (the pod its service token names), which it
+/// alone may serve: it refuses joins for others (`wrongPod`) and moves the participants of a
+/// room whose conference left the list. Pods ask every few seconds, and once more before
+/// refusing a join. In standalone mode, where the one SFU holds everything, the answer says
+/// `holdsEverything`.
+#[utoipa::path(get, path = "/api/v1/internal/placements", tag = "internal",
+    responses((status = 200, description = "`{\"pod\", \"conferences\": [conference ID, …], \"holdsEverything\"}`: the conferences whose assignment names the calling pod; `holdsEverything: true` (and no list) when the conference service places nothing on pods (standalone)", body = inline(Object)),
+        (status = 401, description = "no valid service token", body = ErrorBody),
+        (status = 403, description = "the service token is not an SFU pod's (`sfu:<pod>`)", body = ErrorBody)))]
+pub async fn placements(
+    State(state): State<AppState>,
+    service: Service,
+) -> Result<Json<Placements>> {
+    let Some(pod) = service.sfu_pod() else {
+        return Err(Error::forbidden(
+            "only SFU pods ask for their placements; sign the service token as sfu:<pod>",
+        ));
+    };
+    let pod = pod.to_owned();
+    if !state.store.placed_by_operator() {
+        return Ok(Json(Placements {
+            pod,
+            conferences: Vec::new(),
+            holds_everything: true,
+        }));
+    }
+    let conferences = state.store.placed_on(&pod).await?;
+    Ok(Json(Placements {
+        pod,
+        conferences,
+        holds_everything: false,
+    }))
 }
 
 /// The keys of applied room reports.

@@ -15,6 +15,7 @@ use super::ErrorBody;
 use super::extract::{ApiJson, ClientAddr, MaybeUser};
 use crate::archive;
 use crate::lifecycle;
+use crate::relocation;
 use crate::revocation;
 use crate::state::AppState;
 use crate::throttle::{self, Limit};
@@ -47,6 +48,11 @@ pub struct JoinRequest {
     /// A guest's own stable ID (a UUID the browser keeps), so that reconnecting replaces the
     /// old session instead of adding a second one.
     pub guest_id: Option<String>,
+    /// The SFU pod the client just lost (the `pod` of its last join: its websocket closed, its
+    /// media failed, or the SFU said `moved` or `wrongPod`). While the conference's assignment
+    /// still names that pod, the answer waits (at most `--join-move-wait-seconds`) for the
+    /// operator to place it elsewhere, then names whatever is current.
+    pub lost_pod: Option<String>,
 }
 
 /// What the joining client needs to know about the conference.
@@ -74,8 +80,13 @@ pub struct JoinConference {
 pub struct JoinResponse {
     /// The join token for the SFU's signaling websocket.
     pub token: String,
-    /// The SFU's signaling URL.
+    /// The signaling websocket URL to open: the SFU pod's own endpoint, or with
+    /// `--sfu-signaling-via-api` in a cluster this service's `<public URL>/rtc/<pod>`, which
+    /// relays to the pod.
     pub endpoint: String,
+    /// The SFU pod the token is for (the conference's assignment); send it as `lostPod` when
+    /// joining again after losing the connection. `null` in standalone mode (one embedded SFU).
+    pub pod: Option<String>,
     /// `listener`, `speaker` or `moderator`.
     #[schema(value_type = String)]
     pub role: Role,
@@ -119,6 +130,11 @@ pub async fn join(
             "a meeting ID has 6 to 12 digits",
         ));
     }
+    let lost_pod = body
+        .lost_pod
+        .as_deref()
+        .map(|pod| validate::pod_name("lostPod", pod))
+        .transpose()?;
     let meeting_key = format!("join:meeting:{meeting_id}");
     let addr_key = addr.key("join");
     // While the address is being slowed down, nothing is looked up or compared.
@@ -169,6 +185,20 @@ pub async fn join(
         return Err(Error::WrongMeetingCredentials);
     };
     let owner = is_owner(&conference);
+    // A client that lost its SFU pod waits (bounded) for the conference to move off it.
+    // (Standalone: the one embedded SFU holds everything; nothing moves.)
+    if let Some(lost) = lost_pod
+        && state.store.placed_by_operator()
+    {
+        relocation::follow_move(
+            &state.relocations,
+            &state.store,
+            &mut conference,
+            &lost,
+            std::time::Duration::from_secs(u64::from(state.config.join_move_wait_seconds)),
+        )
+        .await?;
+    }
 
     let (identity, display_name) = match account {
         Some(a) => (
@@ -310,6 +340,7 @@ pub async fn join(
         }
     };
 
+    let pod = state.store.placed_by_operator().then(|| placed.pod.clone());
     let waiting = !conference.definition.allow_join_without_owner
         && !owner
         && !archive::is_present(
@@ -343,6 +374,9 @@ pub async fn join(
         ep: epoch,
         // The SFU counts guest seats per client network.
         cli: addr.0.and_then(proto::client_network),
+        // In a cluster the token is good on the assigned pod only: everyone of a meeting meets
+        // on one pod, also while it moves.
+        pod: pod.clone(),
     };
     let token = state
         .tokens
@@ -353,10 +387,18 @@ pub async fn join(
         .joins
         .with_label_values(&[if waiting { "waiting" } else { "ok" }])
         .inc();
-    tracing::info!(conference = %conference.id, role = role.as_str(), "join token issued");
+    tracing::info!(conference = %conference.id, role = role.as_str(), pod = pod.as_deref(), "join token issued");
+    // In a cluster with `--sfu-signaling-via-api`, signaling goes through this service's
+    // public address, relayed to the pod.
+    let endpoint = crate::relay::client_endpoint(
+        &state.config.public_url(),
+        &placed,
+        state.config.sfu_signaling_via_api && state.store.placed_by_operator(),
+    );
     Ok(Json(JoinResponse {
         token,
-        endpoint: placed.endpoint,
+        endpoint,
+        pod,
         role,
         state: if waiting { "waitingForOwner" } else { "ready" },
         identity,

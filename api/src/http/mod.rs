@@ -22,6 +22,7 @@ pub mod join;
 pub mod me;
 pub mod ops;
 pub mod portal;
+pub mod rtc;
 pub mod users;
 
 /// The OpenAPI document of `/api/v1`.
@@ -58,7 +59,8 @@ pub mod users;
         conferences::invitation_log,
         join::join,
         internal::room_event,
-        internal::revocations
+        internal::revocations,
+        internal::placements
     ),
     components(schemas(
         crate::account::Account,
@@ -167,9 +169,14 @@ pub fn router(state: AppState) -> Router<AppState> {
 /// The routes of a surface with layers, before the state is attached.
 pub fn surface_router(state: AppState, surface: Surface) -> Router<AppState> {
     let limit = state.config.max_body_bytes;
-    Router::new()
+    let mut router = Router::new()
         .nest("/api/v1", api_router(surface))
-        .merge(ops::router(surface.public(), surface.internal()))
+        .merge(ops::router(surface.public(), surface.internal()));
+    if surface.public() {
+        // What browsers reach: signaling relayed to SFU pods.
+        router = router.merge(rtc::router());
+    }
+    router
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state, record))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {

@@ -126,6 +126,18 @@ impl TestApp {
         .await
     }
 
+    /// [`TestApp::in_cluster`] with changes to the default configuration.
+    pub async fn in_cluster_with(
+        client: kube::Client,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        Self::with_client(Backend::Sqlite, Some(client), |config| {
+            config.conference_store = api::config::ConferenceStoreKind::Kubernetes;
+            configure(config);
+        })
+        .await
+    }
+
     /// A fresh app on `backend` with changes to the default configuration.
     pub async fn with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
         Self::with_client(backend, None, configure).await
@@ -409,11 +421,16 @@ impl TestApp {
 
     /// A service token as an SFU pod would send.
     pub fn service_token(&self) -> String {
+        self.service_token_of("sfu:test")
+    }
+
+    /// A service token signed as `sub` (`sfu:<pod>` for an SFU pod).
+    pub fn service_token_of(&self, sub: &str) -> String {
         let now = self.now().timestamp();
         self.state
             .tokens
             .sign_service(&proto::ServiceClaims {
-                sub: "sfu:test".into(),
+                sub: sub.into(),
                 aud: proto::token::SERVICE_AUDIENCE.into(),
                 iat: now,
                 exp: now + 60,

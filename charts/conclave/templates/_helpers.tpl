@@ -100,9 +100,24 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* Whether clients reach the SFU pods' signaling through the API (sfu.signaling: viaApi). */}}
+{{- define "conclave.signalingViaApi" -}}
+{{- if eq .Values.sfu.signaling "viaApi" }}true{{ end }}
+{{- end }}
+
 {{/* The SFU endpoint template the operator fills in per pod ({pod}, {namespace}, {podIP}). */}}
 {{- define "conclave.sfuEndpoint" -}}
-{{- if .Values.sfu.endpoint }}
+{{- if include "conclave.signalingViaApi" . }}
+{{- if .Values.sfu.ingress.enabled }}
+{{- fail "sfu.ingress (one public host per SFU pod) is for sfu.signaling=direct; with sfu.signaling=viaApi clients reach every pod through ingress.host at /rtc/<pod>: turn sfu.ingress off, or set sfu.signaling=direct" }}
+{{- end }}
+{{- /* The in-cluster URL the API relays to. */}}
+{{- $endpoint := default (printf "ws://{podIP}:%d/rtc" (int .Values.sfu.port)) .Values.sfu.endpoint }}
+{{- if not (hasPrefix "ws://" $endpoint) }}
+{{- fail (printf "sfu.endpoint %q: with sfu.signaling=viaApi it is the in-cluster URL the API relays to, a ws:// URL such as ws://{podIP}:%d/rtc (or set sfu.signaling=direct)" $endpoint (int .Values.sfu.port)) }}
+{{- end }}
+{{- $endpoint }}
+{{- else if .Values.sfu.endpoint }}
 {{- .Values.sfu.endpoint }}
 {{- else if .Values.sfu.ingress.enabled }}
 {{- printf "%s://{pod}.%s/rtc" (ternary "wss" "ws" .Values.sfu.ingress.tls.enabled) (required "sfu.ingress.domain is needed when sfu.ingress.enabled" .Values.sfu.ingress.domain) }}

@@ -1,6 +1,8 @@
 //! Shared by the SFU's WebRTC tests: an SFU on loopback and join tokens.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,6 +114,7 @@ pub fn claims(sub: &str, role: Role, owner: bool) -> JoinClaims {
         rid: None,
         ep: 0,
         cli: None,
+        pod: None,
     }
 }
 

@@ -25,7 +25,8 @@ declare global {
 export function Meeting(props: {
   ticket: JoinResponse;
   local: LocalMedia;
-  rejoin: () => Promise<JoinResponse>;
+  /** Asks POST /join again with the same credentials (naming the SFU pod just lost, if any). */
+  rejoin: (lostPod?: string) => Promise<JoinResponse>;
   /** The meeting password when known (typed by a guest, or the owner's conference). */
   password: string | null;
   loggedIn: boolean;

@@ -150,14 +150,14 @@ describe('the room reducer', () => {
     expect(state.microphoneBlockedBy).toBeNull();
   });
 
-  it('ends on excluded, ended and replaced, but reconnects on gone, shutdown, tooSlow and unresponsive', () => {
+  it('ends on excluded, ended and replaced, but reconnects on gone, shutdown, moved, tooSlow and unresponsive', () => {
     const joined = joinedAs(bob, listenerGrants, [ada]);
     for (const reason of ['excluded', 'ended', 'replaced', 'left'] as const) {
       const state = apply(joined, { type: 'closed', reason });
       expect(state.phase).toBe('closed');
       expect(state.closed).toBe(reason);
     }
-    for (const reason of ['gone', 'shutdown', 'tooSlow', 'unresponsive'] as const) {
+    for (const reason of ['gone', 'shutdown', 'moved', 'tooSlow', 'unresponsive'] as const) {
       const state = apply(joined, { type: 'closed', reason });
       expect(state.phase).toBe('reconnecting');
       expect(state.closed).toBeNull();

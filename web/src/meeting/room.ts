@@ -85,9 +85,10 @@ export const FATAL_CODES: readonly ErrorCode[] = ['invalidToken', 'tokenExpired'
 
 /**
  * Close reasons after which the page reconnects by itself. After `revoked` (the account changed)
- * the new join decides: the new role, or the end of the meeting for a disabled account.
+ * the new join decides: the new role, or the end of the meeting for a disabled account. After
+ * `moved` (the meeting went to another media server) it joins again at once.
  */
-export const RECONNECT_REASONS: readonly CloseReason[] = ['gone', 'shutdown', 'connectionFailed', 'tooSlow', 'unresponsive', 'revoked'];
+export const RECONNECT_REASONS: readonly CloseReason[] = ['gone', 'shutdown', 'moved', 'connectionFailed', 'tooSlow', 'unresponsive', 'revoked'];
 
 export function reduce(state: RoomState, action: RoomAction): RoomState {
   switch (action.kind) {

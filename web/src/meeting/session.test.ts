@@ -123,10 +123,11 @@ function fakeTrack(id: string, kind: 'audio' | 'video') {
   return { id, kind, enabled: true, readyState: 'live', stop: vi.fn(), addEventListener: vi.fn() } as unknown as MediaStreamTrack;
 }
 
-function ticket(token: string, inSeconds = 300): JoinResponse {
+function ticket(token: string, inSeconds = 300, pod = 'sfu-0'): JoinResponse {
   return {
     token,
-    endpoint: `ws://sfu.test/rtc?${token}`,
+    endpoint: `ws://${pod}.test/rtc?${token}`,
+    pod,
     role: 'listener',
     state: 'ready',
     identity: 'guest:1',
@@ -162,7 +163,7 @@ function local(): LocalMedia {
 
 const flush = () => vi.advanceTimersByTimeAsync(1);
 
-function start(overrides: { rejoin?: () => Promise<JoinResponse>; first?: JoinResponse } = {}) {
+function start(overrides: { rejoin?: (lostPod?: string) => Promise<JoinResponse>; first?: JoinResponse } = {}) {
   const actions: RoomAction[] = [];
   const remote: Array<Map<string, MediaStreamTrack>> = [];
   const gaveUp: ApiError[] = [];
@@ -201,7 +202,7 @@ describe('the meeting session', () => {
     const { actions } = start();
     await flush();
     const ws = FakeSocket.all[0];
-    expect(ws.url).toBe('ws://sfu.test/rtc?first');
+    expect(ws.url).toBe('ws://sfu-0.test/rtc?first');
     ws.open();
     expect(ws.sent).toEqual([{ type: 'join', token: 'first', conference: 'c1' }]);
     ws.receive(joined);
@@ -336,9 +337,108 @@ describe('the meeting session', () => {
     await vi.advanceTimersByTimeAsync(700);
     expect(rejoin).toHaveBeenCalledTimes(1);
     const again = FakeSocket.all[1];
-    expect(again.url).toBe('ws://sfu.test/rtc?fresh');
+    expect(again.url).toBe('ws://sfu-0.test/rtc?fresh');
     again.open();
     expect(again.sent[0]).toEqual({ type: 'join', token: 'fresh', conference: 'c1' });
+  });
+
+  it('joins again at once after `moved`, naming the server it lost, and lands where the API says', async () => {
+    const { rejoin, actions } = start({ rejoin: async () => ticket('moved', 300, 'sfu-1') });
+    await flush();
+    FakeSocket.all[0].open();
+    FakeSocket.all[0].receive(joined);
+    await flush();
+    FakeSocket.all[0].receive({ type: 'closed', reason: 'moved' });
+    // No back-off: the rejoin goes out on the next turn of the event loop.
+    await flush();
+    expect(actions).toContainEqual({ kind: 'reconnecting' });
+    expect(rejoin).toHaveBeenCalledTimes(1);
+    expect(rejoin).toHaveBeenLastCalledWith('sfu-0');
+    const again = FakeSocket.all[1];
+    expect(again.url).toBe('ws://sfu-1.test/rtc?moved');
+    again.open();
+    expect(again.sent[0]).toEqual({ type: 'join', token: 'moved', conference: 'c1' });
+  });
+
+  it('asks the API again at once when the SFU does not hold the meeting, backing off when it repeats', async () => {
+    let calls = 0;
+    const { rejoin, gaveUp } = start({
+      rejoin: async () => {
+        calls += 1;
+        return ticket(`t${calls}`, 300, calls === 1 ? 'sfu-1' : 'sfu-2');
+      },
+    });
+    await flush();
+    FakeSocket.all[0].open();
+    FakeSocket.all[0].receive({ type: 'error', code: 'wrongPod', message: 'this meeting is not on this media server any more; join again through the API' });
+    await flush();
+    expect(rejoin).toHaveBeenCalledTimes(1);
+    expect(rejoin).toHaveBeenLastCalledWith('sfu-0');
+    // The next server refuses too (its list is behind): this time with the back-off.
+    FakeSocket.all[1].open();
+    FakeSocket.all[1].receive({ type: 'error', code: 'wrongPod', message: 'not here' });
+    await flush();
+    expect(rejoin).toHaveBeenCalledTimes(1);
+    await vi.advanceTimersByTimeAsync(1300);
+    expect(rejoin).toHaveBeenCalledTimes(2);
+    expect(rejoin).toHaveBeenLastCalledWith('sfu-1');
+    expect(FakeSocket.all.at(-1)?.url).toBe('ws://sfu-2.test/rtc?t2');
+    expect(gaveUp).toEqual([]);
+  });
+
+  it('names the lost server after a dropped websocket and failed media, but not after being too slow', async () => {
+    const { rejoin } = start({ rejoin: async () => ticket('fresh', 300, 'sfu-0') });
+    await flush();
+    FakeSocket.all[0].open();
+    FakeSocket.all[0].receive(joined);
+    await flush();
+    FakeSocket.all[0].close();
+    await vi.advanceTimersByTimeAsync(700);
+    expect(rejoin).toHaveBeenLastCalledWith('sfu-0');
+    FakeSocket.all[1].open();
+    FakeSocket.all[1].receive(joined);
+    await flush();
+    // ICE fails on the new connection.
+    const subscriber = FakePeer.all.at(-1)!;
+    subscriber.connectionState = 'failed';
+    subscriber.onconnectionstatechange?.();
+    await vi.advanceTimersByTimeAsync(700);
+    expect(rejoin).toHaveBeenCalledTimes(2);
+    expect(rejoin).toHaveBeenLastCalledWith('sfu-0');
+    FakeSocket.all[2].open();
+    FakeSocket.all[2].receive(joined);
+    await flush();
+    FakeSocket.all[2].receive({ type: 'closed', reason: 'tooSlow' });
+    await vi.advanceTimersByTimeAsync(700);
+    expect(rejoin).toHaveBeenCalledTimes(3);
+    expect(rejoin).toHaveBeenLastCalledWith(undefined);
+  });
+
+  it('keeps naming the lost server while the API cannot be reached', async () => {
+    let calls = 0;
+    const { rejoin } = start({
+      rejoin: async () => {
+        calls += 1;
+        if (calls < 2) throw new ApiError(0, 'network', 'offline');
+        return ticket('back', 300, 'sfu-1');
+      },
+    });
+    await flush();
+    FakeSocket.all[0].open();
+    FakeSocket.all[0].receive(joined);
+    await flush();
+    FakeSocket.all[0].receive({ type: 'closed', reason: 'moved' });
+    await flush();
+    expect(rejoin).toHaveBeenNthCalledWith(1, 'sfu-0');
+    await vi.advanceTimersByTimeAsync(1300);
+    expect(rejoin).toHaveBeenNthCalledWith(2, 'sfu-0');
+    FakeSocket.all.at(-1)!.open();
+    FakeSocket.all.at(-1)!.receive(joined);
+    await flush();
+    // Admitted on sfu-1: a later drop names sfu-1.
+    FakeSocket.all.at(-1)!.close();
+    await vi.advanceTimersByTimeAsync(700);
+    expect(rejoin).toHaveBeenLastCalledWith('sfu-1');
   });
 
   it('keeps trying while the API cannot be reached, backing off', async () => {
@@ -359,7 +459,7 @@ describe('the meeting session', () => {
     expect(rejoin).toHaveBeenCalledTimes(2);
     await vi.advanceTimersByTimeAsync(2500);
     expect(rejoin).toHaveBeenCalledTimes(3);
-    expect(FakeSocket.all.at(-1)?.url).toBe('ws://sfu.test/rtc?back');
+    expect(FakeSocket.all.at(-1)?.url).toBe('ws://sfu-0.test/rtc?back');
   });
 
   it('stays out after being excluded, and gives up when the conference ended', async () => {
@@ -474,7 +574,7 @@ describe('the meeting session', () => {
     const { rejoin } = start({ first: ticket('stale', 5) });
     await flush();
     expect(rejoin).toHaveBeenCalledTimes(1);
-    expect(FakeSocket.all[0].url).toBe('ws://sfu.test/rtc?fresh');
+    expect(FakeSocket.all[0].url).toBe('ws://sfu-0.test/rtc?fresh');
   });
 
   it('reports nothing received from a closed subscriber connection without asking it (Firefox may never answer)', async () => {

@@ -6,8 +6,11 @@
 //                section carries is read from the offer's msid (sdp.ts).
 // Candidates trickle both ways with their `target`. When the websocket or ICE fails, the session
 // asks the API for a fresh join token (they last 5 minutes) and joins again with back-off; the
-// SFU replaces the old session of the same identity.
-import type { ClientMessage, IceCandidate, PeerTarget, ServerMessage, TrackId, TrackSource } from '../generated/signal';
+// SFU replaces the old session of the same identity. Losing the media server (websocket closed,
+// ICE failed, `closed {reason: moved}`, error `wrongPod`) names it in that join (`lostPod`), so
+// the API answers with the server the meeting moved to; after `moved` and `wrongPod` the first
+// attempt goes out at once.
+import type { ClientMessage, CloseReason, IceCandidate, PeerTarget, ServerMessage, TrackId, TrackSource } from '../generated/signal';
 import type { JoinResponse } from '../api';
 import { ApiError } from '../api';
 import { backoff } from './joining';
@@ -36,8 +39,11 @@ export interface LocalMedia {
 export interface SessionOptions {
   /** The answer of POST /join that brought us here. */
   ticket: JoinResponse;
-  /** Asks POST /join again with the same credentials, for a fresh token. */
-  rejoin: () => Promise<JoinResponse>;
+  /**
+   * Asks POST /join again with the same credentials, for a fresh token; `lostPod`: the media
+   * server (the last ticket's `pod`) the connection to which was just lost.
+   */
+  rejoin: (lostPod?: string) => Promise<JoinResponse>;
   /** Feeds the room's reducer. */
   dispatch: (action: RoomAction) => void;
   /** The received tracks, by room track ID, whenever they change. */
@@ -49,6 +55,13 @@ export interface SessionOptions {
   local: LocalMedia;
   audioOnly: boolean;
 }
+
+/**
+ * Why a connection is dropped: `moved` (the SFU said the meeting moved, or that it does not hold
+ * it), `server` (the websocket closed, media failed, the SFU shut down: the server may be gone),
+ * `client` (this client was too slow, a token was stale, the account changed: the server is fine).
+ */
+type Loss = 'moved' | 'server' | 'client';
 
 /** A ticket this close to its expiry is not used for a new connection. */
 const TICKET_MARGIN_MS = 20_000;
@@ -85,6 +98,8 @@ export class MeetingSession {
   private admitted = false;
   /** `leave` was sent: the websocket closing next is the end, not a drop. */
   private leaving = false;
+  /** The media server lost since the last admission, named in the rejoins until one admits us. */
+  private lostPod: string | undefined;
   /** How many times a connection was opened (tests read it). */
   connections = 0;
 
@@ -116,7 +131,7 @@ export class MeetingSession {
     try {
       ws = new WebSocket(this.ticket.endpoint);
     } catch {
-      this.reconnect();
+      this.reconnect('server');
       return;
     }
     this.ws = ws;
@@ -145,7 +160,7 @@ export class MeetingSession {
         if (this.leaving) {
           this.finish();
           this.options.dispatch({ kind: 'server', message: { type: 'closed', reason: 'left' } });
-        } else this.reconnect();
+        } else this.reconnect('server');
       });
     };
   }
@@ -160,18 +175,24 @@ export class MeetingSession {
     }
   }
 
-  /** Drops the current connection and opens a new one after a back-off. */
-  private reconnect(): void {
+  /**
+   * Drops the current connection and opens a new one after a back-off — at once for the first
+   * attempt after a move. `loss`: why (a retry after a failed rejoin gives none and keeps naming
+   * the server lost before).
+   */
+  private reconnect(loss?: Loss): void {
     if (this.finished || this.leaving || this.reconnectTimer !== undefined) return;
+    if (loss === 'moved' || loss === 'server') this.lostPod = this.ticket.pod ?? undefined;
+    else if (loss === 'client') this.lostPod = undefined;
     this.options.dispatch({ kind: 'reconnecting' });
     this.closeConnection();
-    const delay = backoff(this.attempt, Math.random());
+    const delay = loss === 'moved' && this.attempt === 0 ? 0 : backoff(this.attempt, Math.random());
     this.attempt += 1;
     this.reconnectTimer = setTimeout(async () => {
       this.reconnectTimer = undefined;
       if (this.finished) return;
       try {
-        this.ticket = await this.options.rejoin();
+        this.ticket = await this.options.rejoin(this.lostPod);
       } catch (error) {
         this.rejoinFailed(error);
         return;
@@ -258,6 +279,7 @@ export class MeetingSession {
       case 'joined':
         this.attempt = 0;
         this.admitted = true;
+        this.lostPod = undefined;
         this.openPeers();
         this.options.dispatch({ kind: 'server', message });
         await this.publishAll();
@@ -284,11 +306,16 @@ export class MeetingSession {
         }
         return;
       case 'error':
+        if (message.code === 'wrongPod') {
+          // This media server does not hold the meeting (any more): ask the API where it is.
+          this.reconnect('moved');
+          return;
+        }
         if (message.code === 'tokenExpired' || message.code === 'invalidToken' || message.code === 'revoked') {
           // A reconnect with a stale token: ask for a fresh one.
           if (!this.admitted) {
             this.ticket = { ...this.ticket, expiresAt: new Date(0).toISOString() };
-            this.reconnect();
+            this.reconnect('client');
             return;
           }
         }
@@ -297,7 +324,7 @@ export class MeetingSession {
         return;
       case 'closed':
         if (RECONNECT_REASONS.includes(message.reason)) {
-          this.reconnect();
+          this.reconnect(lossOf(message.reason));
           return;
         }
         this.finish();
@@ -327,11 +354,11 @@ export class MeetingSession {
     };
     pc.onconnectionstatechange = () => {
       if (pc !== this.publisher && pc !== this.subscriber) return;
-      if (pc.connectionState === 'failed') this.reconnect();
+      if (pc.connectionState === 'failed') this.reconnect('server');
       else if (pc.connectionState === 'disconnected') {
         clearTimeout(this.disconnectedTimer);
         this.disconnectedTimer = setTimeout(() => {
-          if ((pc === this.publisher || pc === this.subscriber) && pc.connectionState === 'disconnected') this.reconnect();
+          if ((pc === this.publisher || pc === this.subscriber) && pc.connectionState === 'disconnected') this.reconnect('server');
         }, DISCONNECTED_GRACE_MS);
       } else if (pc.connectionState === 'connected') clearTimeout(this.disconnectedTimer);
     };
@@ -654,6 +681,13 @@ export class MeetingSession {
     });
     return out;
   }
+}
+
+/** Why a session the SFU closed with `reason` (one of RECONNECT_REASONS) is dropped. */
+function lossOf(reason: CloseReason): Loss {
+  if (reason === 'moved') return 'moved';
+  if (reason === 'gone' || reason === 'shutdown' || reason === 'connectionFailed') return 'server';
+  return 'client';
 }
 
 /**

@@ -142,8 +142,10 @@ export function JoinPage(props: { meetingId?: string }) {
       });
   }, [step.kind]);
 
-  async function rejoin(): Promise<JoinResponse> {
-    return api.post<JoinResponse>('/join', lastRequest.current ?? request());
+  /** Asks for a fresh ticket with the same credentials; `lostPod`: the SFU pod just lost. */
+  async function rejoin(lostPod?: string): Promise<JoinResponse> {
+    const body = lastRequest.current ?? request();
+    return api.post<JoinResponse>('/join', lostPod ? { ...body, lostPod } : body);
   }
 
   if (step.kind === 'meeting') {
