@@ -97,6 +97,34 @@ fn assert_no_shared_ports(placed: &BTreeMap<String, (String, u64, u64)>) {
     }
 }
 
+/// `kubectl apply --server-side -f file`, as a platform team applies Conferences.
+async fn apply(cluster: &ClusterBox, file: &std::path::Path) {
+    cluster
+        .kubectl
+        .run(&[
+            "apply".as_ref(),
+            "--server-side".as_ref(),
+            "-f".as_ref(),
+            file.as_os_str(),
+        ])
+        .await;
+}
+
+/// Waits until `count` of the `burst-<n>` conferences have an assignment in status.
+async fn all_bursts_placed(cluster: &ClusterBox, count: usize) {
+    cluster
+        .fake
+        .wait_for(
+            &format!("{count} burst conferences placed"),
+            Duration::from_secs(30),
+            |_| {
+                let placed = placements(cluster).0;
+                (placed.keys().filter(|k| k.starts_with("burst-")).count() == count).then_some(())
+            },
+        )
+        .await;
+}
+
 #[test]
 fn two_operators_fence_each_other_and_a_stopped_leader_writes_nothing_late() {
     in_a_box(|| async {
@@ -130,15 +158,7 @@ fn two_operators_fence_each_other_and_a_stopped_leader_writes_nothing_late() {
         // Twenty conferences at once; the leader is stopped while it places them.
         let file = cluster.dir.path().join("burst.yaml");
         std::fs::write(&file, burst(20, 10)).unwrap();
-        cluster
-            .kubectl
-            .run(&[
-                "apply".as_ref(),
-                "--server-side".as_ref(),
-                "-f".as_ref(),
-                file.as_os_str(),
-            ])
-            .await;
+        apply(&cluster, &file).await;
         cluster
             .fake
             .wait_for("the first placement", Duration::from_secs(20), |_| {
@@ -157,18 +177,7 @@ fn two_operators_fence_each_other_and_a_stopped_leader_writes_nothing_late() {
                 |_| leader(&cluster).filter(|l| *l != first),
             )
             .await;
-        cluster
-            .fake
-            .wait_for("all twenty placed", Duration::from_secs(30), |_| {
-                (placements(&cluster)
-                    .0
-                    .keys()
-                    .filter(|k| k.starts_with("burst-"))
-                    .count()
-                    == 20)
-                    .then_some(())
-            })
-            .await;
+        all_bursts_placed(&cluster, 20).await;
         cluster.mark("the new leader placed the rest");
 
         // The old leader wakes up long after its Lease expired: it must not write.
@@ -197,27 +206,8 @@ fn two_operators_fence_each_other_and_a_stopped_leader_writes_nothing_late() {
         .await;
         // A few more placements by the new leader while the old one is awake.
         std::fs::write(&file, burst(24, 10)).unwrap();
-        cluster
-            .kubectl
-            .run(&[
-                "apply".as_ref(),
-                "--server-side".as_ref(),
-                "-f".as_ref(),
-                file.as_os_str(),
-            ])
-            .await;
-        cluster
-            .fake
-            .wait_for("all twenty-four placed", Duration::from_secs(30), |_| {
-                (placements(&cluster)
-                    .0
-                    .keys()
-                    .filter(|k| k.starts_with("burst-"))
-                    .count()
-                    == 24)
-                    .then_some(())
-            })
-            .await;
+        apply(&cluster, &file).await;
+        all_bursts_placed(&cluster, 24).await;
         let late: Vec<String> = cluster.fake.calls()[stopped_at..]
             .iter()
             .enumerate()
@@ -258,15 +248,7 @@ fn two_operators_fence_each_other_and_a_stopped_leader_writes_nothing_late() {
             ),
         )
         .unwrap();
-        cluster
-            .kubectl
-            .run(&[
-                "apply".as_ref(),
-                "--server-side".as_ref(),
-                "-f".as_ref(),
-                file.as_os_str(),
-            ])
-            .await;
+        apply(&cluster, &file).await;
         let condition = cluster
             .fake
             .wait_for(
