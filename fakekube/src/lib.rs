@@ -465,7 +465,8 @@ impl FakeApi {
         self.lock().calls.clone()
     }
 
-    /// Waits until `check` returns `Some`, re-checking after every write; panics after `within`.
+    /// Waits until `check` returns `Some`, re-checking after every write and every recorded call;
+    /// panics after `within`.
     pub async fn wait_for<T>(
         &self,
         what: &str,
@@ -790,6 +791,9 @@ async fn answer(api: &FakeApi, incoming: Incoming) -> Response {
             content_type,
             status: response.status().as_u16(),
         });
+        drop(inner);
+        // A refused or read-only call changes no object, but wait_for may be waiting for it.
+        api.version.send_modify(|_| {});
     }
     response
 }
