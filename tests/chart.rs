@@ -152,6 +152,18 @@ fn profiles() -> Vec<Profile> {
             &["conclave-database"],
         ),
         p(
+            "service NodePort",
+            Some("service-node-port-values.yaml"),
+            &[],
+            &["conclave-database"],
+        ),
+        p(
+            "service LoadBalancer",
+            Some("service-load-balancer-values.yaml"),
+            &[],
+            &["conclave-database"],
+        ),
+        p(
             "bundled PostgreSQL",
             Some("bundled-postgresql-values.yaml"),
             &[],
@@ -551,6 +563,7 @@ fn alerts_and_dashboard_use_metrics_the_code_exports() {
         .collect();
     for wanted in [
         "ConclaveSfuPodFull",
+        "ConclaveSfuUdpPortsUnusable",
         "ConclaveConferencesNotPlaced",
         "ConclaveOperatorLeaderMissing",
     ] {
@@ -1121,7 +1134,16 @@ fn the_sfu_process_and_its_annotations_say_the_same() {
             "{ctx}"
         );
         let ports = env("CONCLAVE_SFU_UDP_PORTS");
-        assert_eq!(annotations["conclave.dev/udp-ports"], ports, "{ctx}");
+        let by_pod = env_value(container, "CONCLAVE_SFU_UDP_PORTS_BY_POD")
+            .and_then(|v| v["value"].as_str())
+            .map(str::to_owned);
+        // The operator places in the ports the process binds: its own slice when pods have
+        // slices of their own, else the whole range.
+        assert_eq!(
+            annotations["conclave.dev/udp-ports"],
+            by_pod.clone().unwrap_or_else(|| ports.clone()),
+            "{ctx}"
+        );
         let (first, last) = ports.split_once('-').expect("FIRST-LAST");
         let (first, last): (u16, u16) = (first.parse().expect("port"), last.parse().expect("port"));
         let endpoint = str_of(annotations, "/conclave.dev~1endpoint");
@@ -1138,6 +1160,7 @@ fn the_sfu_process_and_its_annotations_say_the_same() {
             ("POD_NAME", "metadata.name"),
             ("POD_IP", "status.podIP"),
             ("NODE_IP", "status.hostIP"),
+            ("CONCLAVE_SFU_NODE_NAME", "spec.nodeName"),
         ] {
             let var = env_value(container, name).unwrap_or_else(|| panic!("{ctx}: no {name}"));
             assert_eq!(
@@ -1220,28 +1243,160 @@ fn the_sfu_process_and_its_annotations_say_the_same() {
             );
             assert!(udp.is_empty(), "{ctx}: hostNetwork needs no port mapping");
         } else {
-            let mapped: Vec<u64> = udp
+            let declared: Vec<u64> = udp
                 .iter()
-                .map(|p| {
-                    assert_eq!(p["hostPort"], p["containerPort"], "{ctx}");
-                    p["containerPort"].as_u64().expect("port")
-                })
+                .map(|p| p["containerPort"].as_u64().expect("port"))
                 .collect();
             let range: Vec<u64> = (u64::from(first)..=u64::from(last)).collect();
             assert_eq!(
-                mapped, range,
-                "{ctx}: every UDP port of the range is mapped on the node"
+                declared, range,
+                "{ctx}: every UDP port of the range is a container port"
             );
         }
-        if rendered.profile.name == "hostPort" {
-            assert!(!host_network, "{ctx}");
+        let host_ports = udp.iter().filter(|p| !p["hostPort"].is_null()).count();
+        let media_services: Vec<&Value> = rendered
+            .kind("Service")
+            .filter(|s| str_of(s, "/metadata/name").ends_with("-media"))
+            .collect();
+        let announced_map = env_value(container, "CONCLAVE_SFU_ANNOUNCED_IP_MAP")
+            .and_then(|v| v["value"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        // Each entry as the SFU parses it: node/NODE=IP or pod/POD=IP.
+        for entry in announced_map.split(',').filter(|e| !e.is_empty()) {
+            let (who, ip) = entry.split_once('=').expect("WHO=IP");
             assert!(
-                env("CONCLAVE_SFU_ANNOUNCED_IPS").contains("$(NODE_IP)"),
-                "{ctx}"
+                who.starts_with("node/") || who.starts_with("pod/"),
+                "{ctx}: {entry}"
             );
+            ip.parse::<std::net::IpAddr>()
+                .unwrap_or_else(|_| panic!("{ctx}: {entry}: not an address"));
         }
-        if rendered.profile.name == "hostNetwork" {
-            assert!(host_network, "{ctx}");
+        // ICE over TCP: the flag, the container port, and the way in of the mode.
+        let ice_tcp = env_value(container, "CONCLAVE_SFU_ICE_TCP_PORT")
+            .and_then(|v| v["value"].as_str())
+            .map(|v| v.parse::<u64>().expect("a port"));
+        let ice_port = array(container, "/ports")
+            .into_iter()
+            .find(|p| p["name"] == "ice-tcp")
+            .cloned();
+        assert_eq!(
+            ice_tcp,
+            ice_port.as_ref().and_then(|p| p["containerPort"].as_u64()),
+            "{ctx}: the ICE-TCP port the process listens on is the container's"
+        );
+        if let Some(port) = &ice_port {
+            assert_eq!(port["protocol"], "TCP", "{ctx}");
+            if rendered.profile.name == "hostPort" {
+                assert_eq!(port["hostPort"], port["containerPort"], "{ctx}");
+            }
+        }
+        if matches!(rendered.profile.name, "hostPort" | "service LoadBalancer") {
+            assert!(ice_tcp.is_some(), "{ctx}: the profile turns ICE-TCP on");
+        }
+        let replicas = sfu["spec"]["replicas"].as_u64().unwrap_or(0);
+        let exposure = rendered
+            .profile
+            .name
+            .strip_prefix("service ")
+            .unwrap_or(rendered.profile.name);
+        match exposure {
+            "hostPort" => {
+                assert!(!host_network, "{ctx}");
+                assert_eq!(
+                    host_ports,
+                    udp.len(),
+                    "{ctx}: every port mapped on the node"
+                );
+                for p in &udp {
+                    assert_eq!(p["hostPort"], p["containerPort"], "{ctx}");
+                }
+                assert!(
+                    env("CONCLAVE_SFU_ANNOUNCED_IPS").contains("$(NODE_IP)"),
+                    "{ctx}"
+                );
+            }
+            "hostNetwork" => {
+                assert!(host_network, "{ctx}");
+                assert_eq!(
+                    announced_map,
+                    "node/node-b=203.0.113.12,node/node-c=203.0.113.13,node/node-c=2001:db8::13",
+                    "{ctx}: the nodes behind NAT announce their public addresses"
+                );
+            }
+            "NodePort" | "LoadBalancer" => {
+                assert!(
+                    !host_network && host_ports == 0,
+                    "{ctx}: nothing on the node"
+                );
+                assert_eq!(media_services.len() as u64, replicas, "{ctx}: one per pod");
+                let mut taken = BTreeSet::new();
+                for i in 0..replicas {
+                    let pod = format!("{}-{i}", str_of(sfu, "/metadata/name"));
+                    let service = rendered
+                        .named("Service", &format!("{pod}-media"))
+                        .unwrap_or_else(|| panic!("{ctx}: no media Service for {pod}"));
+                    assert_eq!(service["spec"]["type"], exposure, "{ctx}");
+                    assert_eq!(
+                        service["spec"]["selector"]["statefulset.kubernetes.io/pod-name"], pod,
+                        "{ctx}: the Service reaches its pod only"
+                    );
+                    assert_eq!(service["spec"]["externalTrafficPolicy"], "Local", "{ctx}");
+                    let ports = array(service, "/spec/ports");
+                    let tcp: Vec<&&Value> =
+                        ports.iter().filter(|p| p["protocol"] == "TCP").collect();
+                    match ice_tcp {
+                        Some(_) => assert!(
+                            tcp.len() == 1 && tcp[0]["targetPort"] == "ice-tcp",
+                            "{ctx}: the pod's ICE-TCP port on its Service: {tcp:?}"
+                        ),
+                        None => assert!(tcp.is_empty(), "{ctx}: {tcp:?}"),
+                    }
+                    let served: Vec<u64> = ports
+                        .iter()
+                        .filter(|p| p["protocol"] == "UDP")
+                        .map(|p| {
+                            assert_eq!(p["protocol"], "UDP", "{ctx}");
+                            assert_eq!(
+                                p["targetPort"], p["port"],
+                                "{ctx}: the SFU binds what it announces"
+                            );
+                            if exposure == "NodePort" {
+                                assert_eq!(p["nodePort"], p["port"], "{ctx}: node port = port");
+                            }
+                            p["port"].as_u64().expect("port")
+                        })
+                        .collect();
+                    if exposure == "NodePort" {
+                        // The pod's slice, as the operator and the process read it.
+                        let by_pod = by_pod.clone().expect("per-pod ports");
+                        let slice = by_pod
+                            .split(',')
+                            .find_map(|e| e.strip_prefix(&format!("{pod}=")))
+                            .unwrap_or_else(|| panic!("{ctx}: {pod} has no ports: {by_pod}"));
+                        let (a, b) = slice.split_once('-').expect("FIRST-LAST");
+                        let slice: Vec<u64> =
+                            (a.parse().expect("port")..=b.parse().expect("port")).collect();
+                        assert_eq!(served, slice, "{ctx}: {pod}");
+                        for port in served {
+                            assert!(taken.insert(port), "{ctx}: node port {port} twice");
+                            assert!((u64::from(first)..=u64::from(last)).contains(&port));
+                        }
+                        assert!(env("CONCLAVE_SFU_ANNOUNCED_IPS").contains("$(NODE_IP)"));
+                    } else {
+                        let range: Vec<u64> = (u64::from(first)..=u64::from(last)).collect();
+                        assert_eq!(served, range, "{ctx}: {pod}");
+                        let ip = str_of(service, "/spec/loadBalancerIP");
+                        assert!(
+                            announced_map
+                                .split(',')
+                                .any(|e| e == format!("pod/{pod}={ip}")),
+                            "{ctx}: {pod} announces its load balancer {ip}: {announced_map}"
+                        );
+                    }
+                }
+            }
+            _ => assert!(media_services.is_empty(), "{ctx}: {media_services:?}"),
         }
         // Behind its Ingress (or the API's relay) the SFU must believe the proxy's
         // X-Forwarded-For, or every client shares the proxy's address for the per-network
@@ -1760,6 +1915,64 @@ fn bad_values_are_refused_with_a_clear_message() {
         err.contains("api.rtcProxy.drainSeconds must be below api.terminationGracePeriodSeconds"),
         "{err}"
     );
+
+    // Media exposure that cannot work.
+    let err = refused(&[
+        "--set",
+        "sfu.exposure=hostPort",
+        "--set",
+        "sfu.udpPorts=40000-41999",
+    ]);
+    assert!(
+        err.contains("holds 2000 ports") && err.contains("at most 1000"),
+        "{err}"
+    );
+    let err = refused(&["--set", "sfu.exposure=service"]);
+    assert!(
+        err.contains("must lie in the cluster's NodePort range"),
+        "{err}"
+    );
+    let err = refused(&[
+        "--set",
+        "sfu.exposure=service",
+        "--set",
+        "sfu.udpPorts=30000-30002",
+        "--set",
+        "sfu.replicas=2",
+    ]);
+    assert!(err.contains("leaves 1 ports per pod"), "{err}");
+    let err = refused(&[
+        "--set",
+        "sfu.exposure=service",
+        "--set",
+        "sfu.service.type=LoadBalancer",
+        "--set",
+        "sfu.udpPorts=40000-40099",
+        "--set",
+        "sfu.service.loadBalancerIPs={198.51.100.20}",
+    ]);
+    assert!(err.contains("names 1 addresses for 2 replicas"), "{err}");
+    let err = refused(&[
+        "--set",
+        "sfu.exposure=service",
+        "--set",
+        "sfu.udpPorts=30000-30099",
+        "--set",
+        "sfu.iceTcp.enabled=true",
+    ]);
+    assert!(
+        err.contains("NodePort Services cannot give each pod the same port"),
+        "{err}"
+    );
+    let err = refused(&[
+        "--set",
+        "sfu.iceTcp.enabled=true",
+        "--set",
+        "sfu.iceTcp.port=7880",
+    ]);
+    assert!(err.contains("sfu.iceTcp.port must differ"), "{err}");
+    let err = refused(&["--set", "sfu.nodeAnnouncedIPs.node-a=public"]);
+    assert!(err.contains("sfu.nodeAnnouncedIPs"), "{err}");
 }
 
 #[test]

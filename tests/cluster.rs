@@ -111,8 +111,8 @@ async fn scenario() {
     }
     mark("examples applied");
     // The operator places what starts now on a ready pod, with a port range inside the pod's.
-    let lobby = placed_by_name(&fake, "lobby").await;
-    let huddle = placed_by_name(&fake, "quick-huddle").await;
+    let lobby = placed_by_name(fake, "lobby").await;
+    let huddle = placed_by_name(fake, "quick-huddle").await;
     let pod_names: Vec<String> = sfus.iter().map(|s| s.pod.clone()).collect();
     for assignment in [&lobby, &huddle] {
         assert!(
@@ -235,6 +235,27 @@ async fn scenario() {
         },
     )
     .await;
+    // The pod tried the lobby's ports when its room opened, the API wrote what it found, and
+    // the operator shows it: every port usable.
+    let media_ports = fake
+        .wait_for(
+            "the lobby's MediaPorts condition",
+            Duration::from_secs(20),
+            |f| {
+                let c = f.get("conclave.dev/conferences", NAMESPACE, "lobby")?;
+                c.pointer("/status/conditions")?
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == "MediaPorts")
+                    .cloned()
+            },
+        )
+        .await;
+    assert_eq!(
+        (&media_ports["status"], &media_ports["reason"]),
+        (&json!("True"), &json!("PortsUsable")),
+        "{media_ports}"
+    );
 
     // kubectl shows the printer columns, as the API server renders them.
     let table = kubectl.run(&["get".as_ref(), "conferences".as_ref()]).await;
@@ -334,7 +355,7 @@ async fn scenario() {
         format!("{id}-password"),
         "{resource}"
     );
-    let portal = placed_by_name(&fake, &id).await;
+    let portal = placed_by_name(fake, &id).await;
     assert_eq!(
         resource["metadata"]["annotations"]["conclave.dev/request-id"], "portal-meeting-1",
         "{resource}"
@@ -531,7 +552,7 @@ async fn scenario() {
         (API_USER, "api/tests/rbac-observed.json"),
     ] {
         let granted = committed_requests(file);
-        let asked: BTreeSet<String> = fake_api::rbac::observed(&fake, user)
+        let asked: BTreeSet<String> = fake_api::rbac::observed(fake, user)
             .iter()
             .map(|r| serde_json::to_string(r).unwrap())
             .collect();

@@ -157,6 +157,7 @@ impl ClusterBox {
                 &PodFacts {
                     name: &format!("{RELEASE}-operator-{replica}"),
                     ip: "127.0.0.1",
+                    node: "node-0",
                 },
                 &secret,
             );
@@ -183,6 +184,7 @@ impl ClusterBox {
             &PodFacts {
                 name: &format!("{RELEASE}-api-0"),
                 ip: "127.0.0.1",
+                node: "node-0",
             },
             &secret,
         );
@@ -784,6 +786,8 @@ impl Sfu {
             &PodFacts {
                 name: &pod,
                 ip: &ip,
+                // As the pod is registered: node-<ordinal>.
+                node: &format!("node-{ordinal}"),
             },
             secret,
         );
@@ -1002,6 +1006,8 @@ impl Chart {
 pub(crate) struct PodFacts<'a> {
     pub(crate) name: &'a str,
     pub(crate) ip: &'a str,
+    /// `spec.nodeName`.
+    pub(crate) node: &'a str,
 }
 
 /// The environment of the template's first container as the kubelet sets it: values (with
@@ -1029,6 +1035,7 @@ pub(crate) fn container_env(
                 "metadata.name" => pod.name.to_owned(),
                 "metadata.namespace" => NAMESPACE.to_owned(),
                 "status.podIP" | "status.hostIP" => pod.ip.to_owned(),
+                "spec.nodeName" => pod.node.to_owned(),
                 other => panic!("the chart uses a downward API field the test lacks: {other}"),
             }
         } else if let Some(reference) = entry.pointer("/valueFrom/secretKeyRef") {
@@ -1214,7 +1221,7 @@ pub(crate) fn two_attendees(
             join,
             session_token,
             sources: sources.clone(),
-            plan: plan.clone(),
+            plan,
         })
     })
     .collect()

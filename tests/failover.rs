@@ -53,10 +53,13 @@ fn leader(cluster: &ClusterBox) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Each placed conference's (pod, first port, last port), by name.
+type Placed = BTreeMap<String, (String, u64, u64)>;
+
 /// Every placed conference's (pod, first port, last port), and what is not settled: a
 /// conference whose `sfu-pod` label does not name its status's pod (between the operator's
 /// writes they may differ for a moment, never once it is idle).
-fn placements(cluster: &ClusterBox) -> (BTreeMap<String, (String, u64, u64)>, Vec<String>) {
+fn placements(cluster: &ClusterBox) -> (Placed, Vec<String>) {
     let mut placed = BTreeMap::new();
     let mut unsettled = Vec::new();
     for c in cluster.fake.list("conclave.dev/conferences") {

@@ -112,6 +112,8 @@ pub async fn build_with_client(
         keeps: true,
         capacity: config.sfu_capacity,
         udp_ports,
+        // The embedded SFU is the only one binding these ports.
+        port_scope: "embedded".to_owned(),
     }];
     let store: Arc<dyn ConferenceStore> = match config.conference_store {
         ConferenceStoreKind::Sql => Arc::new(SqlConferenceStore::new(db.clone())),

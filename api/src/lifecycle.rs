@@ -4,14 +4,18 @@
 //! on SQL) a loop runs [`tick`] at the next moment that matters.
 
 use chrono::{DateTime, Utc};
-use placement::{Decision, Phase, Succession};
+use placement::{Decision, Phase, PortRange, Succession};
 use proto::{Revoked, RoomEvent, RoomReport};
 
 use crate::archive;
 use crate::conference::{Conference, Placed};
 use crate::revocation;
 use crate::state::AppState;
+use crate::store::MediaPorts;
 use crate::{Error, Result};
+
+/// Unusable media ports kept in a conference's status (the CRD's limit).
+const MEDIA_PORTS_KEPT: usize = 1024;
 
 /// The longest the loop sleeps without a wake-up (a safety net, not the schedule).
 const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(60);
@@ -41,6 +45,8 @@ pub async fn place(state: &AppState, conference: &Conference) -> Result<Placed> 
                 pod: p.pod.clone(),
                 endpoint: p.endpoint.clone(),
                 udp_ports: p.udp_ports,
+                // One SFU per fleet in standalone mode: its pod is the scope.
+                port_scope: p.pod.clone(),
                 reserved: c
                     .definition
                     .max_participants
@@ -242,7 +248,7 @@ pub fn token_window(state: &AppState) -> chrono::Duration {
 /// Applies what an SFU reports about a room.
 ///
 /// # Errors
-/// 404 for an unknown conference, 422 for a bad time; database errors.
+/// 404 for an unknown conference, 422 for a bad time or port list; database errors.
 pub async fn apply_report(state: &AppState, report: &RoomReport) -> Result<()> {
     let at = DateTime::parse_from_rfc3339(&report.at)
         .map_err(|_| Error::invalid("at", "give the time as RFC 3339"))?
@@ -289,6 +295,54 @@ pub async fn apply_report(state: &AppState, report: &RoomReport) -> Result<()> {
             )
             .await?;
             tracing::info!(conference = %conference.id, "a participant was excluded");
+        }
+        RoomEvent::MediaPorts {
+            pod,
+            first,
+            last,
+            unusable,
+        } => {
+            let udp_ports = PortRange {
+                first: *first,
+                last: *last,
+            };
+            if udp_ports.is_empty()
+                || unusable
+                    .iter()
+                    .any(|port| !(udp_ports.first..=udp_ports.last).contains(port))
+            {
+                return Err(Error::invalid(
+                    "event.unusable",
+                    "give the unusable ports inside first..=last",
+                ));
+            }
+            if !unusable.is_empty() {
+                tracing::warn!(
+                    conference = %conference.id,
+                    %pod,
+                    first,
+                    last,
+                    unusable = unusable.len(),
+                    "the SFU cannot bind some of the conference's media ports (another process holds them)"
+                );
+            }
+            let mut unusable = unusable.clone();
+            unusable.sort_unstable();
+            unusable.dedup();
+            // The status keeps the first ones; the count is what matters beyond.
+            unusable.truncate(MEDIA_PORTS_KEPT);
+            state
+                .store
+                .set_media_ports(
+                    &conference.id,
+                    &MediaPorts {
+                        pod: pod.clone(),
+                        udp_ports,
+                        unusable,
+                        checked_at: at,
+                    },
+                )
+                .await?;
         }
         RoomEvent::Ended => {
             match decide(state, &conference, at).occurrence {

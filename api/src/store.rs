@@ -77,6 +77,29 @@ pub trait ConferenceStore: Send + Sync + Debug + 'static {
     fn set_ended<'a>(&'a self, id: &'a ConferenceId, start: DateTime<Utc>) -> BoxFut<'a, ()>;
     /// Deletes it; whether it existed.
     fn delete<'a>(&'a self, id: &'a ConferenceId) -> BoxFut<'a, bool>;
+    /// Records what an SFU pod found of the conference's UDP ports. In a cluster the operator
+    /// turns it into the `MediaPorts` condition and an Event; the SQL store keeps nothing (the
+    /// embedded SFU's own log and metrics say it).
+    fn set_media_ports<'a>(
+        &'a self,
+        _id: &'a ConferenceId,
+        _found: &'a MediaPorts,
+    ) -> BoxFut<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// What an SFU pod found of a conference's UDP ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaPorts {
+    /// The pod that tried them.
+    pub pod: String,
+    /// The conference's range there.
+    pub udp_ports: PortRange,
+    /// Ports of the range it cannot bind (another process holds them), ascending.
+    pub unusable: Vec<u16>,
+    /// When it tried them.
+    pub checked_at: DateTime<Utc>,
 }
 
 /// Conferences in the SQL database.

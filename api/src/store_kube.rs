@@ -25,7 +25,8 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use crds::{
-    AssignmentStatus, ConferencePhase, ConferenceSpec, ConferenceStatus, ScheduleSpec, SecretKeyRef,
+    AssignmentStatus, ConferencePhase, ConferenceSpec, ConferenceStatus, MediaPortsStatus,
+    ScheduleSpec, SecretKeyRef, UdpPortRange,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -38,7 +39,7 @@ use serde_json::json;
 
 use crate::conference::{AD_HOC_DURATION, Conference, Definition, Kind, Placed, Runtime};
 use crate::db::Db;
-use crate::store::{BoxFut, ConferenceStore};
+use crate::store::{BoxFut, ConferenceStore, MediaPorts};
 use crate::{Error, Result, account};
 
 /// The annotations the conference service keeps on a `Conference`.
@@ -777,6 +778,23 @@ impl ConferenceStore for KubeConferenceStore {
 
     fn set_ended<'a>(&'a self, id: &'a ConferenceId, start: DateTime<Utc>) -> BoxFut<'a, ()> {
         Box::pin(self.patch_status(id, json!({ "endedOccurrence": start })))
+    }
+
+    fn set_media_ports<'a>(
+        &'a self,
+        id: &'a ConferenceId,
+        found: &'a MediaPorts,
+    ) -> BoxFut<'a, ()> {
+        let status = MediaPortsStatus {
+            pod: found.pod.clone(),
+            udp_ports: UdpPortRange {
+                first: found.udp_ports.first,
+                last: found.udp_ports.last,
+            },
+            unusable: found.unusable.clone(),
+            checked_at: found.checked_at,
+        };
+        Box::pin(self.patch_status(id, json!({ "mediaPorts": status })))
     }
 
     fn delete<'a>(&'a self, id: &'a ConferenceId) -> BoxFut<'a, bool> {

@@ -16,6 +16,7 @@ on_both_backends!(
     a_recurring_conference_moves_on_and_stays_scheduled,
     repeating_an_archived_conference_schedules_it_again,
     room_events_need_a_service_token,
+    unusable_media_ports_are_taken_and_ports_outside_the_range_refused,
     a_moderator_ending_the_meeting_ends_the_occurrence,
     restarting_loses_nothing,
     a_retried_room_report_is_applied_once,
@@ -267,6 +268,43 @@ async fn room_events_need_a_service_token(app: TestApp) {
         .await
         .body;
     assert_eq!(shown["participants"], 0);
+}
+
+async fn unusable_media_ports_are_taken_and_ports_outside_the_range_refused(app: TestApp) {
+    let token = app.admin().await;
+    let c = app.schedule(&token, 2, 30, json!({})).await;
+    report(
+        &app,
+        &c,
+        0,
+        2,
+        json!({"kind": "mediaPorts", "pod": "sfu-0", "first": 40000, "last": 40019, "unusable": [40003]}),
+    )
+    .await;
+    let outside = json!({"conference": c["id"], "at": app.now().to_rfc3339(), "participants": 2,
+        "event": {"kind": "mediaPorts", "pod": "sfu-0", "first": 40000, "last": 40019, "unusable": [50000]}});
+    let refused = app
+        .post(
+            "/api/v1/internal/room-events",
+            Some(&app.service_token()),
+            outside,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        refused.body["error"]["code"], "validation",
+        "{}",
+        refused.body
+    );
+    assert_eq!(refused.body["error"]["field"], "event.unusable");
+    let shown = app
+        .get(
+            &format!("/api/v1/conferences/{}", c["id"].as_str().unwrap()),
+            &token,
+        )
+        .await
+        .body;
+    assert_eq!(shown["participants"], 2);
 }
 
 async fn a_moderator_ending_the_meeting_ends_the_occurrence(app: TestApp) {

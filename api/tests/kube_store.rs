@@ -332,6 +332,39 @@ async fn the_operators_status_is_the_runtime_on(fake: FakeApi) {
     assert_eq!(object["status"]["startedEarly"], "2026-12-07T09:00:00Z");
     assert_eq!(object["status"]["assignment"]["pod"], "sfu-1");
 
+    // The SFU pod's finding about the ports goes into status for the operator's condition,
+    // beside the operator's fields.
+    cluster
+        .store
+        .set_media_ports(
+            &conference.id,
+            &api::store::MediaPorts {
+                pod: "sfu-1".into(),
+                udp_ports: PortRange {
+                    first: 40100,
+                    last: 40139,
+                },
+                unusable: vec![40101, 40102],
+                checked_at: at("2026-12-07T09:01:00Z"),
+            },
+        )
+        .await
+        .unwrap();
+    let object = cluster
+        .fake
+        .get(CONFERENCES, "default", conference.id.as_str())
+        .unwrap();
+    assert_eq!(
+        object["status"]["mediaPorts"],
+        json!({
+            "pod": "sfu-1",
+            "udpPorts": { "first": 40100, "last": 40139 },
+            "unusable": [40101, 40102],
+            "checkedAt": "2026-12-07T09:01:00Z",
+        })
+    );
+    assert_eq!(object["status"]["assignment"]["pod"], "sfu-1");
+
     // The operator decides placement; the API's lifecycle writes change nothing.
     assert!(cluster.store.placed_by_operator());
     cluster

@@ -155,6 +155,8 @@ async fn start_sfu(
 ) -> Sfu {
     let secret = api::token_secret(&app.config).unwrap();
     let mut config = sfu::Config::for_loopback(secret, ports);
+    // The pod the tests place their conferences on: join tokens name it.
+    config.pod_name = "sfu-0".into();
     configure(&mut config);
     let state = sfu::SfuState::new(
         &config,
@@ -243,14 +245,14 @@ async fn two_people_meet_through_the_relay_and_hear_why_it_ended() {
     let media = ports(46100);
     let sfu = start_sfu(&cluster.app, media, |_| {}).await;
     cluster
-        .place("relayed", "246813579", "sfu-test", &sfu.endpoint(), media)
+        .place("relayed", "246813579", "sfu-0", &sfu.endpoint(), media)
         .await;
 
     let admin = cluster.app.admin().await;
     let ada = cluster.join(Some(&admin), "246813579", "Ada").await;
     let grace = cluster.join(None, "246813579", "Grace").await;
     // One host name for everything: the portal's, with wss because it is https.
-    assert_eq!(ada["endpoint"], "wss://meet.example.com/rtc/sfu-test");
+    assert_eq!(ada["endpoint"], "wss://meet.example.com/rtc/sfu-0");
     assert_eq!(grace["endpoint"], ada["endpoint"]);
     assert_eq!(ada["role"], "moderator");
 
@@ -471,9 +473,9 @@ async fn the_sfu_counts_the_client_behind_the_relay_not_the_relay() {
     })
     .await;
     cluster
-        .place("counted", "864213579", "sfu-test", &sfu.endpoint(), media)
+        .place("counted", "864213579", "sfu-0", &sfu.endpoint(), media)
         .await;
-    let url = cluster.relay_url("sfu-test");
+    let url = cluster.relay_url("sfu-0");
 
     let mut first = connect(&url, Some("203.0.113.7"))
         .await
@@ -531,7 +533,7 @@ async fn a_silent_client_is_let_go_and_the_sfu_hears_of_it() {
     let media = ports(46600);
     let sfu = start_sfu(&cluster.app, media, |_| {}).await;
     cluster
-        .place("quiet", "753186420", "sfu-test", &sfu.endpoint(), media)
+        .place("quiet", "753186420", "sfu-0", &sfu.endpoint(), media)
         .await;
     let joined = cluster.join(None, "753186420", "Quinn").await;
     let mut socket = connect(&cluster.through_api(&joined["endpoint"]), None)
@@ -632,13 +634,13 @@ async fn the_pod_hears_the_client_and_the_request_but_no_credential() {
         .place(
             "echo",
             "357913579",
-            "sfu-test",
+            "sfu-0",
             &format!("ws://{pod}/rtc"),
             ports(46700),
         )
         .await;
     use tungstenite::client::IntoClientRequest;
-    let mut request = cluster.relay_url("sfu-test").into_client_request().unwrap();
+    let mut request = cluster.relay_url("sfu-0").into_client_request().unwrap();
     for (name, value) in [
         ("x-forwarded-for", "6.6.6.6, 203.0.113.7"),
         ("x-request-id", "req-42"),
@@ -681,7 +683,7 @@ async fn the_pod_hears_the_client_and_the_request_but_no_credential() {
     }
 
     // A message larger than the SFU takes is stopped at the relay.
-    let (mut socket, _) = tokio_tungstenite::connect_async(cluster.relay_url("sfu-test"))
+    let (mut socket, _) = tokio_tungstenite::connect_async(cluster.relay_url("sfu-0"))
         .await
         .unwrap();
     let _ = upgrades.recv().await.unwrap();

@@ -122,6 +122,11 @@ struct Standalone {
     )]
     sfu_announced_ips: Vec<IpAddr>,
 
+    /// TCP port of the embedded SFU for ICE over TCP, the fallback of clients whose network
+    /// blocks UDP (on --sfu-bind-ip). Unset: UDP only.
+    #[arg(long = "sfu-ice-tcp-port", env = "CONCLAVE_SFU_ICE_TCP_PORT")]
+    sfu_ice_tcp_port: Option<u16>,
+
     /// What one participant or one address may do in the embedded SFU (the same flags as
     /// `conclave sfu`).
     #[command(flatten)]
@@ -241,6 +246,7 @@ async fn standalone(options: Standalone) -> anyhow::Result<()> {
     sfu_config.listen = config.listen;
     sfu_config.bind_ip = options.sfu_bind_ip.unwrap_or_else(|| config.listen.ip());
     sfu_config.announced_ips = options.sfu_announced_ips;
+    sfu_config.ice_tcp_port = options.sfu_ice_tcp_port;
     sfu_config.max_participants = config.sfu_capacity;
     sfu_config.room_max_participants = config.default_max_participants;
     sfu_config.pod_name = "embedded".to_owned();

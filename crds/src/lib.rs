@@ -68,6 +68,9 @@ pub mod conditions {
     pub const READY: &str = "Ready";
     /// Something is wrong that needs attention (a lost pod, no capacity, a bad schedule).
     pub const DEGRADED: &str = "Degraded";
+    /// Whether the SFU pod can bind every UDP port of the assignment (`False`, reason
+    /// `PortInUse`: another process on the node holds some); absent until the pod tried them.
+    pub const MEDIA_PORTS: &str = "MediaPorts";
 }
 
 /// What a conference is: who owns it, when it happens, how big it may get.
@@ -291,14 +294,15 @@ pub struct DialInSpec {
 ///
 /// Field ownership (server-side apply): the operator owns `phase`, `conditions`,
 /// `observedGeneration`, `currentOccurrence`, `nextOccurrence` and `assignment`; the conference
-/// service (fed by the SFU's room reports) owns `participants`, `startedEarly` and `endedOccurrence`.
+/// service (fed by the SFU's room reports) owns `participants`, `startedEarly`,
+/// `endedOccurrence` and `mediaPorts`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ConferenceStatus {
     /// Where the conference is in its lifecycle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ConferencePhase>,
-    /// `Placed`, `Ready` and `Degraded`, Kubernetes style, with reasons.
+    /// `Placed`, `Ready`, `Degraded` and `MediaPorts`, Kubernetes style, with reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -323,6 +327,27 @@ pub struct ConferenceStatus {
     /// The start of the occurrence a moderator ended, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_occurrence: Option<DateTime<Utc>>,
+    /// What the SFU pod last found of the conference's UDP ports; the operator turns it into
+    /// the `MediaPorts` condition while it concerns the current assignment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_ports: Option<MediaPortsStatus>,
+}
+
+/// The SFU pod's finding about a conference's UDP ports: which of them it cannot bind.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaPortsStatus {
+    /// The SFU pod that tried them.
+    pub pod: String,
+    /// The range tried.
+    pub udp_ports: UdpPortRange,
+    /// Ports of the range held by another process on the pod's node (they cannot be bound);
+    /// empty when every port could be bound.
+    #[serde(default)]
+    #[schemars(length(max = 1024))]
+    pub unusable: Vec<u16>,
+    /// When the pod tried them.
+    pub checked_at: DateTime<Utc>,
 }
 
 impl ConferenceStatus {
@@ -379,7 +404,7 @@ impl fmt::Display for ConferencePhase {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// `Placed`, `Ready` or `Degraded`.
+    /// `Placed`, `Ready`, `Degraded` or `MediaPorts`.
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.

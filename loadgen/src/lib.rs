@@ -263,6 +263,17 @@ fn local_ip_towards(remote: SocketAddr) -> IpAddr {
         .unwrap_or(Ipv4Addr::LOCALHOST.into())
 }
 
+/// How a client's media connections reach the SFU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// UDP, as browsers prefer.
+    #[default]
+    Udp,
+    /// ICE over TCP only (active candidates, RFC 6544): the client has no UDP socket at all,
+    /// as behind a network that blocks UDP.
+    TcpOnly,
+}
+
 /// Where the media sockets bind. Signaling straight to an SFU (`…/rtc`): the one address
 /// towards it ([`local_ip_towards`]). Signaling relayed by the API (`…/rtc/<pod>`): the SFU's
 /// address is not known beforehand, so, as a browser does, every interface but loopback (the
@@ -305,22 +316,31 @@ struct Sinks {
 
 async fn peer(
     local: &[SocketAddr],
+    transport: Transport,
     target: PeerTarget,
     outgoing: mpsc::UnboundedSender<ClientMessage>,
     sinks: &Sinks,
     connected: Connected,
 ) -> Result<Arc<dyn PeerConnection>> {
     let (engine, registry) = engine()?;
+    let mut setting = SettingEngineBuilder::new()
+        .with_include_loopback_candidate(true)
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
+    let (udp, tcp) = match transport {
+        Transport::Udp => (local.to_vec(), Vec::new()),
+        Transport::TcpOnly => {
+            setting = setting.with_network_types(vec![
+                rtc::ice::network_type::NetworkType::Tcp4,
+                rtc::ice::network_type::NetworkType::Tcp6,
+            ]);
+            (Vec::new(), local.to_vec())
+        }
+    };
     let peer = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
-        .with_setting_engine(
-            SettingEngineBuilder::new()
-                .with_include_loopback_candidate(true)
-                .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-                .build(),
-        )
+        .with_setting_engine(setting.build())
         .with_handler(Arc::new(Handler {
             target,
             outgoing,
@@ -329,7 +349,8 @@ async fn peer(
             connected,
             first_packet: Arc::clone(&sinks.first_packet),
         }))
-        .with_udp_addrs(local.to_vec())
+        .with_udp_addrs(udp)
+        .with_tcp_addrs(tcp)
         .build()
         .await?;
     Ok(Arc::new(peer))
@@ -393,7 +414,34 @@ impl Client {
     /// # Errors
     /// Connection errors; a refusal is not an error (see [`Client::first`]).
     pub async fn join(addr: SocketAddr, token: &str, conference: &ConferenceId) -> Result<Self> {
-        Self::join_at(&format!("ws://{addr}/rtc"), addr, token, conference).await
+        Self::join_at(
+            &format!("ws://{addr}/rtc"),
+            addr,
+            token,
+            conference,
+            Transport::Udp,
+        )
+        .await
+    }
+
+    /// [`Client::join`] with media over `transport`.
+    ///
+    /// # Errors
+    /// As [`Client::join`].
+    pub async fn join_over(
+        addr: SocketAddr,
+        token: &str,
+        conference: &ConferenceId,
+        transport: Transport,
+    ) -> Result<Self> {
+        Self::join_at(
+            &format!("ws://{addr}/rtc"),
+            addr,
+            token,
+            conference,
+            transport,
+        )
+        .await
     }
 
     /// Opens the signaling websocket at `endpoint` (a `ws://` URL, as `POST /join` answers it),
@@ -409,7 +457,7 @@ impl Client {
             .with_context(|| format!("resolving {authority}"))?
             .next()
             .ok_or_else(|| anyhow!("{authority} resolves to no address"))?;
-        Self::join_at(endpoint, addr, token, conference).await
+        Self::join_at(endpoint, addr, token, conference, Transport::Udp).await
     }
 
     async fn join_at(
@@ -417,6 +465,7 @@ impl Client {
         addr: SocketAddr,
         token: &str,
         conference: &ConferenceId,
+        transport: Transport,
     ) -> Result<Self> {
         let (ws, _) = tokio_tungstenite::connect_async(endpoint)
             .await
@@ -450,6 +499,7 @@ impl Client {
         let local = media_addrs(endpoint, addr);
         let publisher = peer(
             &local,
+            transport,
             PeerTarget::Publisher,
             outgoing.clone(),
             &sinks,
@@ -458,6 +508,7 @@ impl Client {
         .await?;
         let subscriber = peer(
             &local,
+            transport,
             PeerTarget::Subscriber,
             outgoing.clone(),
             &sinks,

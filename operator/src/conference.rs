@@ -326,7 +326,76 @@ pub fn desired_status(
         }
     };
     status.conditions = vec![placed, ready, degraded];
+    if let Some(media) = media_ports_condition(old, status.assignment.as_ref(), condition) {
+        status.conditions.push(media);
+    }
     status
+}
+
+/// The `MediaPorts` condition: what the assigned pod last reported of the assignment's ports
+/// (through the conference service, in `status.mediaPorts`); none while it reported nothing
+/// about this pod and range.
+fn media_ports_condition(
+    old: Option<&ConferenceStatus>,
+    assignment: Option<&AssignmentStatus>,
+    condition: impl Fn(&str, ConditionStatus, &str, String) -> Condition,
+) -> Option<Condition> {
+    let assignment = assignment?;
+    let report = old
+        .and_then(|s| s.media_ports.as_ref())
+        .filter(|r| r.pod == assignment.pod && r.udp_ports == assignment.udp_ports)?;
+    let range = format!(
+        "{}-{}",
+        assignment.udp_ports.first, assignment.udp_ports.last
+    );
+    Some(if report.unusable.is_empty() {
+        condition(
+            conditions::MEDIA_PORTS,
+            ConditionStatus::True,
+            "PortsUsable",
+            format!("{} binds every UDP port of {range}", assignment.pod),
+        )
+    } else {
+        let count = report.unusable.len();
+        condition(
+            conditions::MEDIA_PORTS,
+            ConditionStatus::False,
+            "PortInUse",
+            format!(
+                "UDP ports {} of {range} are held by another process on the node of {} (another SFU on the node's network, a node daemon): the conference has {count} port{} fewer than it reserved, and joiners get no media once the rest are taken; free them on the node, or move sfu.udpPorts away from them",
+                describe_ports(&report.unusable),
+                assignment.pod,
+                if count == 1 { "" } else { "s" },
+            ),
+        )
+    })
+}
+
+/// `ports` for people, runs joined (`40003, 40007-40010`), at most eight runs.
+fn describe_ports(ports: &[u16]) -> String {
+    const AT_MOST: usize = 8;
+    let mut runs: Vec<(u16, u16)> = Vec::new();
+    for &port in ports {
+        match runs.last_mut() {
+            Some((_, last)) if u32::from(*last) + 1 == u32::from(port) => *last = port,
+            _ => runs.push((port, port)),
+        }
+    }
+    let mut text: Vec<String> = runs
+        .iter()
+        .take(AT_MOST)
+        .map(|&(first, last)| {
+            if first == last {
+                first.to_string()
+            } else {
+                format!("{first}-{last}")
+            }
+        })
+        .collect();
+    if runs.len() > AT_MOST {
+        text.push(format!("and {} more", runs.len() - AT_MOST));
+    }
+    text.join(", ")
 }
 
 fn occurrence_status(occurrence: Occurrence) -> OccurrenceStatus {
@@ -481,6 +550,29 @@ pub fn notices(
         )),
         _ => {}
     }
+    if reason_changed(conditions::MEDIA_PORTS)
+        && let Some(media) = new.condition(conditions::MEDIA_PORTS)
+    {
+        let was_in_use = old
+            .and_then(|s| s.condition(conditions::MEDIA_PORTS))
+            .is_some_and(|c| c.status == ConditionStatus::False);
+        match media.status {
+            ConditionStatus::False => out.push(notice(
+                Severity::Warning,
+                &media.reason,
+                "CheckPorts",
+                media.message.clone(),
+            )),
+            // Only worth telling after a warning.
+            ConditionStatus::True if was_in_use => out.push(notice(
+                Severity::Normal,
+                &media.reason,
+                "CheckPorts",
+                media.message.clone(),
+            )),
+            _ => {}
+        }
+    }
     if new.phase == Some(ConferencePhase::Ended)
         && old.and_then(|s| s.phase) != Some(ConferencePhase::Ended)
     {
@@ -538,6 +630,7 @@ mod tests {
                 first: 40000,
                 last: 40019,
             },
+            port_scope: format!("pod/{pod}"),
             reserved: 10,
         }
     }
@@ -801,5 +894,86 @@ mod tests {
             .map(|n| n.reason)
             .collect();
         assert_eq!(reasons, ["Released", "Ended"]);
+    }
+
+    #[test]
+    fn ports_the_pod_cannot_bind_become_a_media_ports_condition_and_a_warning() {
+        let schedule = schedule_of(
+            &spec(timed("2026-03-02T10:00:00Z", "1h"), false),
+            None,
+            utc("2026-03-02T09:00:00Z"),
+        )
+        .expect("valid");
+        let now = utc("2026-03-02T09:56:00Z");
+        let out = outcome(
+            &schedule,
+            "2026-03-02T09:56:00Z",
+            Placement::Held(assignment("sfu-0")),
+        );
+        let placed = desired_status(None, Some(1), now, &out, &PodLoss::None);
+        assert!(
+            placed.condition(conditions::MEDIA_PORTS).is_none(),
+            "not checked yet"
+        );
+        let report = |pod: &str, unusable: Vec<u16>| crds::MediaPortsStatus {
+            pod: pod.into(),
+            udp_ports: UdpPortRange {
+                first: 40000,
+                last: 40019,
+            },
+            unusable,
+            checked_at: now,
+        };
+        // The pod found two ports held by someone else.
+        let reported = ConferenceStatus {
+            media_ports: Some(report("sfu-0", vec![40003, 40004])),
+            ..placed.clone()
+        };
+        let status = desired_status(Some(&reported), Some(1), now, &out, &PodLoss::None);
+        let media = status
+            .condition(conditions::MEDIA_PORTS)
+            .expect("a condition");
+        assert_eq!(
+            (media.status, media.reason.as_str()),
+            (ConditionStatus::False, "PortInUse")
+        );
+        assert!(
+            media
+                .message
+                .starts_with("UDP ports 40003-40004 of 40000-40019 are held by another process on the node of sfu-0"),
+            "{}",
+            media.message
+        );
+        assert!(media.message.contains("2 ports fewer"), "{}", media.message);
+        let notes = notices(Some(&reported), &status, &out);
+        assert_eq!(
+            notes
+                .iter()
+                .map(|n| (n.severity, n.reason.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(Severity::Warning, "PortInUse")]
+        );
+        assert!(!same_owned_fields(Some(&reported), &status));
+        // The ports are free again: the condition turns True and says so once.
+        let freed = ConferenceStatus {
+            media_ports: Some(report("sfu-0", Vec::new())),
+            ..status.clone()
+        };
+        let fine = desired_status(Some(&freed), Some(1), now, &out, &PodLoss::None);
+        let media = fine
+            .condition(conditions::MEDIA_PORTS)
+            .expect("a condition");
+        assert_eq!(
+            (media.status, media.reason.as_str()),
+            (ConditionStatus::True, "PortsUsable")
+        );
+        assert_eq!(notices(Some(&freed), &fine, &out).len(), 1);
+        // A report about another pod (before a failover) says nothing about this assignment.
+        let stale = ConferenceStatus {
+            media_ports: Some(report("sfu-1", vec![40003])),
+            ..placed
+        };
+        let status = desired_status(Some(&stale), Some(1), now, &out, &PodLoss::None);
+        assert!(status.condition(conditions::MEDIA_PORTS).is_none());
     }
 }

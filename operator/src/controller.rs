@@ -472,8 +472,20 @@ fn named(name: &str, version: Option<&str>) -> serde_json::Map<String, serde_jso
 }
 
 /// The assignment a conference's status records, as the ledger holds it.
-fn recorded_assignment(key: &str, conference: &Conference) -> Option<placement::Assignment> {
+fn recorded_assignment(
+    key: &str,
+    conference: &Conference,
+    pods: &[placement::Pod],
+) -> Option<placement::Assignment> {
     let assignment = conference.status.as_ref()?.assignment.clone()?;
+    // In the port scope its pod has now; a pod that is gone binds nothing on any node.
+    let port_scope = pods
+        .iter()
+        .find(|pod| pod.name == assignment.pod)
+        .map_or_else(
+            || fleet::Scope::Pod.name(&assignment.pod),
+            |pod| pod.port_scope.clone(),
+        );
     Some(placement::Assignment {
         conference: key.to_owned(),
         pod: assignment.pod,
@@ -482,6 +494,7 @@ fn recorded_assignment(key: &str, conference: &Conference) -> Option<placement::
             first: assignment.udp_ports.first,
             last: assignment.udp_ports.last,
         },
+        port_scope,
         reserved: assignment.reserved,
     })
 }
@@ -575,7 +588,7 @@ async fn apply(
                     // term's ledger was built, e.g. late by a previous leader) is adopted when
                     // its ports are free, so that it is neither handed out twice nor moved.
                     if ledger.get(&key).is_none()
-                        && let Some(recorded) = recorded_assignment(&key, &conference)
+                        && let Some(recorded) = recorded_assignment(&key, &conference, &fleet.pods)
                         && let Err(conflict) = ledger.insert(recorded)
                     {
                         warn!(cause = %conflict, "the assignment in status clashes; placing anew");
@@ -761,9 +774,14 @@ const SEED_PAGE: u32 = 500;
 
 /// The ledger of a new term, built from the `status.assignment` of every conference (also one
 /// whose label was never written, or that is being deleted): no port an earlier leader handed
-/// out is handed out again. Two recorded assignments that overlap keep the first; the other
-/// conference is placed anew when reconciled.
-async fn seed_ledger(conferences: &Api<Conference>, settings: &Settings) -> Result<Ledger> {
+/// out is handed out again. Each assignment is held in the port scope its pod has now among
+/// `pods` (the same node's ports for pods on the node's network). Two recorded assignments
+/// that overlap keep the first; the other conference is placed anew when reconciled.
+async fn seed_ledger(
+    conferences: &Api<Conference>,
+    settings: &Settings,
+    pods: &[placement::Pod],
+) -> Result<Ledger> {
     let mut ledger = Ledger::new();
     let mut params = ListParams::default().limit(SEED_PAGE);
     loop {
@@ -773,21 +791,49 @@ async fn seed_ledger(conferences: &Api<Conference>, settings: &Settings) -> Resu
                 what: "list the conferences",
                 seconds: settings.api_timeout.as_secs_f64(),
             })??;
-        for conference in &page.items {
-            let key = ledger_key(&ObjectRef::from_obj(conference));
-            let Some(assignment) = recorded_assignment(&key, conference) else {
-                continue;
-            };
-            if let Err(conflict) = ledger.insert(assignment) {
-                warn!(conference = %key, cause = %conflict, "assignment in status conflicts; it will be placed anew");
-            }
-        }
+        record_all(&mut ledger, &page.items, pods);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
             None => break,
         }
     }
     Ok(ledger)
+}
+
+/// Records the assignment in the status of each of `conferences` (see [`seed_ledger`]).
+fn record_all(ledger: &mut Ledger, conferences: &[Conference], pods: &[placement::Pod]) {
+    for conference in conferences {
+        let key = ledger_key(&ObjectRef::from_obj(conference));
+        let Some(assignment) = recorded_assignment(&key, conference, pods) else {
+            continue;
+        };
+        if let Err(conflict) = ledger.insert(assignment) {
+            warn!(conference = %key, cause = %conflict, "assignment in status conflicts; it will be placed anew");
+        }
+    }
+}
+
+/// The SFU pods as placement sees them now, for the port scopes of the recorded assignments.
+async fn pods_now(
+    pods: &Api<KubePod>,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> Result<Vec<placement::Pod>> {
+    let listed = tokio::time::timeout(
+        settings.api_timeout,
+        pods.list(&ListParams::default().labels(&settings.sfu_selector)),
+    )
+    .await
+    .map_err(|_| Error::Timeout {
+        what: "list the SFU pods",
+        seconds: settings.api_timeout.as_secs_f64(),
+    })??;
+    // Only the port scope matters here, which does not depend on the pod's state.
+    Ok(listed
+        .items
+        .iter()
+        .filter_map(|pod| fleet::sfu_pod(pod, &fleet::PodState::Ready, now).ok())
+        .collect())
 }
 
 /// Runs the controller until `stop` is cancelled or `fence` is revoked: builds the ledger from
@@ -828,9 +874,16 @@ pub async fn lead(
         }
     }));
 
+    let sfu_pods: Api<KubePod> = match &settings.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     let ledger = tokio::select! {
         () = term.cancelled() => return ended(&fence),
-        ledger = seed_ledger(&conferences, settings) => ledger?,
+        ledger = async {
+            let pods = pods_now(&sfu_pods, settings, clock.now()).await?;
+            seed_ledger(&conferences, settings, &pods).await
+        } => ledger?,
     };
     info!(
         assignments = ledger.len(),
@@ -949,5 +1002,83 @@ fn ended(fence: &Fence) -> Result<()> {
         Err(Error::LeadershipLost)
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placed(name: &str, pod: &str, first: u16, last: u16) -> Conference {
+        serde_json::from_value(json!({
+            "apiVersion": "conclave.dev/v1alpha1",
+            "kind": "Conference",
+            "metadata": { "name": name, "namespace": "conclave" },
+            "spec": { "topic": "t", "owner": "ada", "adHoc": true },
+            "status": { "assignment": {
+                "pod": pod,
+                "endpoint": format!("wss://{pod}"),
+                "udpPorts": { "first": first, "last": last },
+                "reserved": 5,
+            } },
+        }))
+        .expect("a conference")
+    }
+
+    fn pod(name: &str, scope: &str) -> placement::Pod {
+        placement::Pod {
+            name: name.into(),
+            endpoint: format!("wss://{name}"),
+            ready: true,
+            keeps: true,
+            capacity: 100,
+            udp_ports: placement::PortRange {
+                first: 40000,
+                last: 40019,
+            },
+            port_scope: scope.into(),
+        }
+    }
+
+    #[test]
+    fn the_seeded_ledger_holds_each_assignment_in_its_pods_node() {
+        let pods = [pod("sfu-0", "node/n1"), pod("sfu-1", "node/n1")];
+        let conferences = [
+            placed("a", "sfu-0", 40000, 40009),
+            // Written by a leader that thought the pods had ports of their own: it clashes.
+            placed("b", "sfu-1", 40005, 40014),
+            // On a pod that is gone: it holds no port on any node.
+            placed("c", "sfu-9", 40010, 40019),
+        ];
+        let mut ledger = Ledger::new();
+        record_all(&mut ledger, &conferences, &pods);
+        assert_eq!(ledger.len(), 2);
+        assert!(ledger.get("conclave/b").is_none(), "b is placed anew");
+        assert_eq!(
+            ledger.get("conclave/a").map(|a| a.port_scope.as_str()),
+            Some("node/n1")
+        );
+        assert_eq!(
+            ledger.get("conclave/c").map(|a| a.port_scope.as_str()),
+            Some("pod/sfu-9")
+        );
+        // The next conference on the node gets the ports a does not hold, on either pod.
+        let next = ledger
+            .place(
+                &Request {
+                    conference: "conclave/d".into(),
+                    participants: 5,
+                },
+                &pods,
+                &Sizing::default(),
+            )
+            .expect("placed");
+        assert_eq!(
+            next.udp_ports,
+            placement::PortRange {
+                first: 40010,
+                last: 40019
+            }
+        );
     }
 }

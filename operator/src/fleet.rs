@@ -3,7 +3,9 @@
 //! An SFU pod (label `app.kubernetes.io/component=sfu`) advertises what placement needs in
 //! annotations, usually set in the StatefulSet's pod template (see `docs/operator.md`):
 //! - `conclave.dev/capacity`: participants it serves at most, e.g. `500`;
-//! - `conclave.dev/udp-ports`: its UDP port range, inclusive, e.g. `40000-40999`;
+//! - `conclave.dev/udp-ports`: its UDP port range, inclusive, e.g. `40000-40999`, or one range
+//!   per pod, `sfu-0=30000-30099,sfu-1=30100-30199` (a pod takes its own entry; the chart
+//!   writes this form when every pod needs ports of its own, as NodePort Services do);
 //! - `conclave.dev/endpoint`: the signaling websocket URL clients open; `{pod}`, `{namespace}`
 //!   and `{podIP}` are replaced, so one template serves every replica
 //!   (`wss://{pod}.sfu.conclave.example.com/rtc`).
@@ -17,6 +19,10 @@
 //! the operator saw of it before ([`Sighting`], times by the operator's own clock) and of `now`.
 //!
 //! A pod whose annotations are missing or malformed takes none and is counted as misconfigured.
+//!
+//! Ports are handed out per *port scope* (see [`port_scope`]): a pod on its node's network
+//! (`hostNetwork`, or `hostPort`s in its media range) shares its node's ports with every other
+//! such pod there, so its scope is the node; any other pod has ports of its own.
 
 use std::collections::HashMap;
 
@@ -256,7 +262,7 @@ pub fn sfu_pod(pod: &KubePod, state: &PodState, now: DateTime<Utc>) -> Result<Po
         .parse()
         .map_err(|_| malformed(annotations::CAPACITY, capacity_text))?;
     let ports_text = annotation(annotations::UDP_PORTS)?;
-    let udp_ports = parse_port_range(ports_text)
+    let udp_ports = port_range_of(&name, ports_text)
         .ok_or_else(|| malformed(annotations::UDP_PORTS, ports_text))?;
     let template = annotation(annotations::ENDPOINT)?;
     let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
@@ -269,15 +275,84 @@ pub fn sfu_pod(pod: &KubePod, state: &PodState, now: DateTime<Utc>) -> Result<Po
         .replace("{pod}", &name)
         .replace("{namespace}", namespace)
         .replace("{podIP}", pod_ip);
-    // Not addressable yet: it takes nothing new, like a pod that is not ready.
-    let addressable = !(template.contains("{podIP}") && pod_ip.is_empty());
+    let scope = port_scope(pod, &name, udp_ports);
+    // Not addressable yet (no pod IP for the endpoint, or on the node's network without a
+    // node): it takes nothing new, like a pod that is not ready.
+    let no_address = template.contains("{podIP}") && pod_ip.is_empty();
+    let no_node = matches!(scope, Scope::NodeUnknown);
+    let addressable = !no_address && !no_node;
     Ok(Pod {
+        ready: addressable && *state == PodState::Ready,
+        port_scope: scope.name(&name),
         name,
         endpoint,
-        ready: addressable && *state == PodState::Ready,
         keeps: state.keeps(now),
         capacity,
         udp_ports,
+    })
+}
+
+/// Where a pod's media ports live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// On the node's network: shared with every such pod on the node.
+    Node(String),
+    /// On the node's network, but not scheduled yet (no `spec.nodeName`).
+    NodeUnknown,
+    /// On the pod's own network.
+    Pod,
+}
+
+impl Scope {
+    /// The ledger's name of the scope: `node/<node>` or `pod/<pod>`.
+    pub fn name(&self, pod: &str) -> String {
+        match self {
+            Scope::Node(node) => format!("node/{node}"),
+            Scope::NodeUnknown | Scope::Pod => format!("pod/{pod}"),
+        }
+    }
+}
+
+/// The port scope of `pod` (named `name`, media ports `udp_ports`): its node when it uses the
+/// node's network (`hostNetwork`) or maps any of its media ports on the node (a UDP `hostPort`
+/// in `udp_ports`), else the pod itself.
+pub fn port_scope(pod: &KubePod, name: &str, udp_ports: PortRange) -> Scope {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Scope::Pod;
+    };
+    let host_network = spec.host_network.unwrap_or(false);
+    let host_ports = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .any(|port| {
+            port.protocol.as_deref().unwrap_or("TCP") == "UDP"
+                && port.host_port.is_some_and(|host| {
+                    u16::try_from(host)
+                        .is_ok_and(|host| host >= udp_ports.first && host <= udp_ports.last)
+                })
+        });
+    if !(host_network || host_ports) {
+        return Scope::Pod;
+    }
+    match spec.node_name.as_deref().filter(|n| !n.is_empty()) {
+        Some(node) => Scope::Node(node.to_owned()),
+        None => {
+            tracing::debug!(pod = %name, "on the node's network but not scheduled yet");
+            Scope::NodeUnknown
+        }
+    }
+}
+
+/// The range `text` gives pod `name`: `first-last` for every pod, or the pod's own entry of
+/// `pod=first-last,pod=first-last`.
+pub fn port_range_of(name: &str, text: &str) -> Option<PortRange> {
+    if !text.contains('=') {
+        return parse_port_range(text);
+    }
+    text.split(',').find_map(|entry| {
+        let (pod, range) = entry.split_once('=')?;
+        (pod.trim() == name).then(|| parse_port_range(range))?
     })
 }
 
@@ -623,5 +698,114 @@ mod tests {
                 ..FleetCounts::default()
             }
         );
+    }
+
+    fn with_spec(mut pod: KubePod, spec: serde_json::Value) -> KubePod {
+        pod.spec = Some(serde_json::from_value(spec).expect("pod spec"));
+        pod
+    }
+
+    #[test]
+    fn a_pod_on_the_nodes_network_shares_its_nodes_port_scope() {
+        let host_network = with_spec(
+            pod(&GOOD, true),
+            serde_json::json!({
+                "hostNetwork": true,
+                "nodeName": "node-a",
+                "containers": [{ "name": "sfu" }],
+            }),
+        );
+        let parsed = sfu_pod(&host_network, &PodState::Ready, at(0)).expect("usable");
+        assert_eq!(parsed.port_scope, "node/node-a");
+        assert!(parsed.ready);
+
+        // hostPorts inside the media range put the pod on the node's ports too.
+        let host_ports = with_spec(
+            pod(&GOOD, true),
+            serde_json::json!({
+                "nodeName": "node-b",
+                "containers": [{ "name": "sfu", "ports": [
+                    { "containerPort": 7880, "hostPort": 7880, "protocol": "TCP" },
+                    { "containerPort": 40000, "hostPort": 40000, "protocol": "UDP" },
+                ] }],
+            }),
+        );
+        assert_eq!(
+            sfu_pod(&host_ports, &PodState::Ready, at(0))
+                .expect("usable")
+                .port_scope,
+            "node/node-b"
+        );
+
+        // A TCP hostPort (signaling) or a UDP one outside the range does not.
+        let other_ports = with_spec(
+            pod(&GOOD, true),
+            serde_json::json!({
+                "nodeName": "node-b",
+                "containers": [{ "name": "sfu", "ports": [
+                    { "containerPort": 7880, "hostPort": 7880, "protocol": "TCP" },
+                    { "containerPort": 3478, "hostPort": 3478, "protocol": "UDP" },
+                ] }],
+            }),
+        );
+        assert_eq!(
+            sfu_pod(&other_ports, &PodState::Ready, at(0))
+                .expect("usable")
+                .port_scope,
+            "pod/sfu-0"
+        );
+        // Nor does a pod on the cluster network.
+        assert_eq!(
+            sfu_pod(&pod(&GOOD, true), &PodState::Ready, at(0))
+                .expect("usable")
+                .port_scope,
+            "pod/sfu-0"
+        );
+    }
+
+    #[test]
+    fn a_pod_on_the_nodes_network_without_a_node_yet_takes_no_conference() {
+        let unscheduled = with_spec(
+            pod(&GOOD, true),
+            serde_json::json!({ "hostNetwork": true, "containers": [{ "name": "sfu" }] }),
+        );
+        let parsed = sfu_pod(&unscheduled, &PodState::Ready, at(0)).expect("usable");
+        assert!(!parsed.ready);
+        assert_eq!(
+            port_scope(&unscheduled, "sfu-0", parsed.udp_ports),
+            Scope::NodeUnknown
+        );
+    }
+
+    #[test]
+    fn each_pod_takes_its_own_entry_of_a_per_pod_port_annotation() {
+        let per_pod = "sfu-0=30000-30099, sfu-1=30100-30199";
+        assert_eq!(
+            port_range_of("sfu-1", per_pod),
+            Some(PortRange {
+                first: 30100,
+                last: 30199
+            })
+        );
+        assert_eq!(port_range_of("sfu-2", per_pod), None);
+        let annotations = [GOOD[0], (annotations::UDP_PORTS, per_pod), GOOD[2]];
+        assert_eq!(
+            sfu_pod(&pod(&annotations, true), &PodState::Ready, at(0))
+                .expect("usable")
+                .udp_ports,
+            PortRange {
+                first: 30000,
+                last: 30099
+            }
+        );
+        let elsewhere = [
+            GOOD[0],
+            (annotations::UDP_PORTS, "sfu-7=30000-30099"),
+            GOOD[2],
+        ];
+        assert!(matches!(
+            sfu_pod(&pod(&elsewhere, true), &PodState::Ready, at(0)),
+            Err(Misconfigured::Malformed { .. })
+        ));
     }
 }

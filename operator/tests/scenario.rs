@@ -35,6 +35,44 @@ fn init_tracing() {
 }
 
 async fn add_sfu_pod(client: &kube::Client, name: &str, capacity: u32, ports: &str) -> Result<()> {
+    add_sfu_pod_with(
+        client,
+        name,
+        capacity,
+        ports,
+        json!({ "containers": [{ "name": "sfu", "image": "conclave" }] }),
+    )
+    .await
+}
+
+/// An SFU pod on `node`'s network (`hostNetwork`), as the chart's default exposure makes it.
+async fn add_host_network_pod(
+    client: &kube::Client,
+    name: &str,
+    node: &str,
+    ports: &str,
+) -> Result<()> {
+    add_sfu_pod_with(
+        client,
+        name,
+        100,
+        ports,
+        json!({
+            "hostNetwork": true,
+            "nodeName": node,
+            "containers": [{ "name": "sfu", "image": "conclave" }],
+        }),
+    )
+    .await
+}
+
+async fn add_sfu_pod_with(
+    client: &kube::Client,
+    name: &str,
+    capacity: u32,
+    ports: &str,
+    spec: Value,
+) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let pod: Pod = serde_json::from_value(json!({
         "apiVersion": "v1",
@@ -48,7 +86,7 @@ async fn add_sfu_pod(client: &kube::Client, name: &str, capacity: u32, ports: &s
                 annotations::ENDPOINT: "wss://{pod}.sfu.example.com",
             },
         },
-        "spec": { "containers": [{ "name": "sfu", "image": "conclave" }] },
+        "spec": spec,
     }))?;
     pods.create(&PostParams::default(), &pod).await?;
     pods.patch_status(
@@ -468,6 +506,91 @@ async fn leader_and_standby(fake: FakeApi) -> Result<()> {
         json!({ "first": 40000, "last": 40019 })
     );
 
+    second.stop.cancel();
+    second.task.await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_network_pods_on_one_node_never_get_overlapping_ports() -> Result<()> {
+    init_tracing();
+    let fake = FakeApi::start().await;
+    let client = fake.client();
+    // Two pods on node n1's network, advertising the same 20 ports; 5 participants take 10.
+    add_host_network_pod(&client, "sfu-0", "n1", "40000-40019").await?;
+    add_host_network_pod(&client, "sfu-1", "n1", "40000-40019").await?;
+    let clock = ManualClock::new(utc("2026-03-02T10:00:00Z"));
+    let running = start_operator(&fake, &clock, "operator-a")?;
+    let conferences: Api<Conference> = Api::namespaced(client.clone(), NS);
+    let placed = |name: &'static str| {
+        let fake = fake.clone();
+        async move {
+            fake.wait_for("the conference placed", WAIT, move |f| {
+                f.get(CONFERENCES, NS, name)
+                    .filter(|c| c.pointer("/status/assignment/pod").is_some())
+            })
+            .await
+        }
+    };
+    let ports = |c: &Value| {
+        (
+            c["status"]["assignment"]["pod"].clone(),
+            c["status"]["assignment"]["udpPorts"].clone(),
+        )
+    };
+    conferences
+        .create(&PostParams::default(), &conference("c1", 5)?)
+        .await?;
+    let (pod_1, ports_1) = ports(&placed("c1").await);
+    conferences
+        .create(&PostParams::default(), &conference("c2", 5)?)
+        .await?;
+    let (pod_2, ports_2) = ports(&placed("c2").await);
+    // Capacity spreads them over both pods; the node's ports are split between them.
+    assert_ne!(pod_1, pod_2);
+    assert_eq!(ports_1, json!({ "first": 40000, "last": 40009 }));
+    assert_eq!(ports_2, json!({ "first": 40010, "last": 40019 }));
+
+    // The node's ports are all taken: the third conference waits, saying why.
+    conferences
+        .create(&PostParams::default(), &conference("c3", 5)?)
+        .await?;
+    let waiting = fake
+        .wait_for("the third conference waiting", WAIT, |f| {
+            f.get(CONFERENCES, NS, "c3")
+                .filter(|c| condition(c, "Degraded").is_some_and(|d| d["status"] == "True"))
+        })
+        .await;
+    assert_eq!(
+        condition(&waiting, "Degraded").map(|d| d["reason"].clone()),
+        Some(json!("NoPorts"))
+    );
+
+    // A pod on another node has the same ports free.
+    add_host_network_pod(&client, "sfu-2", "n2", "40000-40019").await?;
+    let (pod_3, ports_3) = ports(&placed("c3").await);
+    assert_eq!(pod_3, json!("sfu-2"));
+    assert_eq!(ports_3, json!({ "first": 40000, "last": 40009 }));
+
+    // A new leader seeds its ledger per node: the fourth conference fits nowhere on n1 and
+    // gets n2's second half, and nothing placed before moves.
+    running.stop.cancel();
+    running.task.await??;
+    let second = start_operator(&fake, &clock, "operator-b")?;
+    conferences
+        .create(&PostParams::default(), &conference("c4", 5)?)
+        .await?;
+    let (pod_4, ports_4) = ports(&placed("c4").await);
+    assert_eq!(pod_4, json!("sfu-2"));
+    assert_eq!(ports_4, json!({ "first": 40010, "last": 40019 }));
+    for (name, pod, range) in [
+        ("c1", pod_1, ports_1),
+        ("c2", pod_2, ports_2),
+        ("c3", pod_3, ports_3),
+    ] {
+        let now = fake.get(CONFERENCES, NS, name).unwrap_or_default();
+        assert_eq!(ports(&now), (pod, range), "{name} moved");
+    }
     second.stop.cancel();
     second.task.await??;
     Ok(())

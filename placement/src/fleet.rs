@@ -1,6 +1,11 @@
 //! Placement of a conference on an SFU pod: the ready pod with the most free capacity that fits
 //! the conference, and a UDP port range from that pod's range that overlaps no other
-//! conference on the pod.
+//! conference in the pod's port scope.
+//!
+//! Capacity is the pod's own; ports belong to a *port scope*: the pods that share one network
+//! namespace of addresses and ports. A pod on the cluster network is a scope by itself; pods on
+//! a node's network (hostNetwork, or hostPorts in the media range) share their node's, so two
+//! of them on one node never get the same port.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -49,6 +54,10 @@ pub struct Pod {
     pub capacity: u32,
     /// The UDP ports it may hand out.
     pub udp_ports: PortRange,
+    /// The pods whose ports may not overlap: every pod of one scope binds on the same
+    /// addresses (the node's, for pods on the node's network); a pod with a network of its own
+    /// is a scope by itself.
+    pub port_scope: String,
 }
 
 /// A conference placed on a pod.
@@ -62,6 +71,8 @@ pub struct Assignment {
     pub endpoint: String,
     /// Its UDP ports on that pod.
     pub udp_ports: PortRange,
+    /// The port scope the ports are held in (the pod's when it was placed or last kept).
+    pub port_scope: String,
     /// The participants reserved for it on that pod.
     pub reserved: u32,
 }
@@ -153,17 +164,13 @@ fn too_large(request: &Request, pods: &[Pod]) -> Result<(), PlacementError> {
     }
 }
 
-/// Whether the pod named `name` holds the assignments it has (ready, or keeping them).
-fn holds(pods: &[Pod], name: &str) -> bool {
-    pods.iter()
-        .any(|pod| pod.name == name && (pod.ready || pod.keeps))
-}
-
 /// Places `request` given the fleet and the assignments that exist.
 ///
 /// An existing assignment of the same conference on a pod that is ready or `keeps` is kept as it
-/// is; one on a pod that is gone, or neither ready nor keeping, is ignored, so the conference is
-/// re-placed elsewhere (new conferences only go to ready pods).
+/// is (with the pod's port scope, when the pod moved to another scope and its ports are free
+/// there); one on a pod that is gone, or neither ready nor keeping, or whose ports are taken in
+/// the pod's new scope, is ignored, so the conference is re-placed (new conferences only go to
+/// ready pods).
 ///
 /// # Errors
 /// A [`PlacementError`] naming what is missing.
@@ -173,16 +180,22 @@ pub fn place(
     existing: &[Assignment],
     sizing: &Sizing,
 ) -> Result<Assignment, PlacementError> {
-    if let Some(current) = existing.iter().find(|a| a.conference == request.conference)
-        && holds(pods, &current.pod)
-    {
-        return Ok(current.clone());
-    }
     let others = || {
         existing
             .iter()
             .filter(|a| a.conference != request.conference)
     };
+    let in_scope = |scope: &str| -> Vec<PortRange> {
+        others()
+            .filter(|a| a.port_scope == scope)
+            .map(|a| a.udp_ports)
+            .collect()
+    };
+    if let Some(current) = existing.iter().find(|a| a.conference == request.conference)
+        && let Some(kept) = keep(current, pods, |scope| in_scope(scope))
+    {
+        return Ok(kept);
+    }
     too_large(request, pods)?;
     let ports = sizing.ports_for(request.participants);
     let mut ready = pods.iter().filter(|pod| pod.ready).peekable();
@@ -208,21 +221,41 @@ pub fn place(
     candidates
         .sort_by(|(a, free_a), (b, free_b)| free_b.cmp(free_a).then_with(|| a.name.cmp(&b.name)));
     for (pod, _) in candidates {
-        let taken: Vec<PortRange> = others()
-            .filter(|a| a.pod == pod.name)
-            .map(|a| a.udp_ports)
-            .collect();
-        if let Some(udp_ports) = free_range(pod.udp_ports, &taken, ports) {
+        if let Some(udp_ports) = free_range(pod.udp_ports, &in_scope(&pod.port_scope), ports) {
             return Ok(Assignment {
                 conference: request.conference.clone(),
                 pod: pod.name.clone(),
                 endpoint: pod.endpoint.clone(),
                 udp_ports,
+                port_scope: pod.port_scope.clone(),
                 reserved: request.participants,
             });
         }
     }
     Err(PlacementError::NoPorts { ports })
+}
+
+/// `current` as it stays, if its pod still holds it: the pod is ready or keeps its
+/// conferences, and the ports are its scope's (or, when the pod moved to another scope, free in
+/// that one, given the ranges `taken_in` a scope by the other conferences).
+fn keep(
+    current: &Assignment,
+    pods: &[Pod],
+    taken_in: impl FnOnce(&str) -> Vec<PortRange>,
+) -> Option<Assignment> {
+    let pod = pods
+        .iter()
+        .find(|pod| pod.name == current.pod && (pod.ready || pod.keeps))?;
+    if pod.port_scope == current.port_scope {
+        return Some(current.clone());
+    }
+    let clash = taken_in(&pod.port_scope)
+        .iter()
+        .any(|taken| taken.overlaps(&current.udp_ports));
+    (!clash).then(|| Assignment {
+        port_scope: pod.port_scope.clone(),
+        ..current.clone()
+    })
 }
 
 /// The lowest run of `len` ports in `range` that overlaps none of `taken`.
@@ -254,34 +287,30 @@ fn free_range(range: PortRange, taken: &[PortRange], len: u32) -> Option<PortRan
     })
 }
 
-/// The assignments that exist on a fleet, indexed by conference and by pod so that placing one
-/// conference among thousands costs a look at one pod's ranges, not at every assignment.
+/// The assignments that exist on a fleet, indexed by conference, by pod (capacity) and by port
+/// scope (ports), so that placing one conference among thousands costs a look at one scope's
+/// ranges, not at every assignment.
 ///
 /// [`Ledger::place`] decides exactly as [`place`] does over the same assignments (a property test
 /// holds them to it) and records the result, so a caller that places many conferences one after
-/// another (the operator) never hands out the same ports twice.
+/// another (the operator) never hands out the same ports twice in one scope.
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
     by_conference: HashMap<String, Assignment>,
-    by_pod: HashMap<String, PodUsage>,
-}
-
-/// What one pod holds.
-#[derive(Debug, Clone, Default)]
-struct PodUsage {
-    reserved: u32,
-    /// first port → (last port, conference) of each assigned range.
-    ranges: BTreeMap<u16, (u16, String)>,
+    /// Participants reserved per pod.
+    reserved: HashMap<String, u32>,
+    /// first port → (last port, conference) of each range assigned in a scope.
+    by_scope: HashMap<String, BTreeMap<u16, (u16, String)>>,
 }
 
 /// Why an assignment could not be recorded as it is.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum LedgerConflict {
-    /// Its ports overlap another conference's on the same pod.
-    #[error("UDP ports {first}-{last} on pod {pod} overlap conference {other}")]
+    /// Its ports overlap another conference's in the same port scope.
+    #[error("UDP ports {first}-{last} in port scope {scope} overlap conference {other}")]
     PortsTaken {
-        /// The pod.
-        pod: String,
+        /// The port scope (a node, or a pod with a network of its own).
+        scope: String,
         /// The first port asked for.
         first: u16,
         /// The last port asked for.
@@ -319,23 +348,54 @@ impl Ledger {
 
     /// The participants reserved on `pod`.
     pub fn reserved_on(&self, pod: &str) -> u32 {
-        self.by_pod.get(pod).map_or(0, |usage| usage.reserved)
+        self.reserved.get(pod).copied().unwrap_or(0)
+    }
+
+    /// The conferences other than `conference` whose ranges in `scope` overlap `range`.
+    fn overlapping<'a>(
+        &'a self,
+        scope: &str,
+        range: PortRange,
+        conference: &'a str,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        self.by_scope
+            .get(scope)
+            .into_iter()
+            .flat_map(move |ranges| ranges.range(..=range.last))
+            .filter(move |&(_, (last, other))| *last >= range.first && other != conference)
+            .map(|(_, (_, other))| other.as_str())
+    }
+
+    /// The ranges taken in `scope`.
+    fn taken_in(&self, scope: &str) -> Vec<PortRange> {
+        self.by_scope
+            .get(scope)
+            .map(|ranges| {
+                ranges
+                    .iter()
+                    .map(|(&first, (last, _))| PortRange { first, last: *last })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Records an assignment made earlier (e.g. read back from a resource's status when the
     /// operator starts), replacing the conference's previous one.
     ///
     /// # Errors
-    /// [`LedgerConflict::PortsTaken`] when its ports overlap another conference's on the same pod;
-    /// the ledger is then unchanged and the caller should place the conference anew.
+    /// [`LedgerConflict::PortsTaken`] when its ports overlap another conference's in the same
+    /// port scope; the ledger is then unchanged and the caller should place the conference anew.
     pub fn insert(&mut self, assignment: Assignment) -> Result<(), LedgerConflict> {
-        if let Some(usage) = self.by_pod.get(&assignment.pod)
-            && let Some(other) = usage
-                .overlapping(assignment.udp_ports)
-                .find(|other| *other != assignment.conference)
+        if let Some(other) = self
+            .overlapping(
+                &assignment.port_scope,
+                assignment.udp_ports,
+                &assignment.conference,
+            )
+            .next()
         {
             return Err(LedgerConflict::PortsTaken {
-                pod: assignment.pod.clone(),
+                scope: assignment.port_scope.clone(),
                 first: assignment.udp_ports.first,
                 last: assignment.udp_ports.last,
                 other: other.to_owned(),
@@ -347,12 +407,15 @@ impl Ledger {
     }
 
     fn record(&mut self, assignment: Assignment) {
-        let usage = self.by_pod.entry(assignment.pod.clone()).or_default();
-        usage.reserved = usage.reserved.saturating_add(assignment.reserved);
-        usage.ranges.insert(
-            assignment.udp_ports.first,
-            (assignment.udp_ports.last, assignment.conference.clone()),
-        );
+        let reserved = self.reserved.entry(assignment.pod.clone()).or_default();
+        *reserved = reserved.saturating_add(assignment.reserved);
+        self.by_scope
+            .entry(assignment.port_scope.clone())
+            .or_default()
+            .insert(
+                assignment.udp_ports.first,
+                (assignment.udp_ports.last, assignment.conference.clone()),
+            );
         self.by_conference
             .insert(assignment.conference.clone(), assignment);
     }
@@ -360,18 +423,24 @@ impl Ledger {
     /// Forgets the assignment of `conference`, freeing its capacity and ports; returns it.
     pub fn release(&mut self, conference: &str) -> Option<Assignment> {
         let assignment = self.by_conference.remove(conference)?;
-        if let Some(usage) = self.by_pod.get_mut(&assignment.pod) {
-            usage.reserved = usage.reserved.saturating_sub(assignment.reserved);
-            usage.ranges.remove(&assignment.udp_ports.first);
-            if usage.ranges.is_empty() {
-                self.by_pod.remove(&assignment.pod);
+        if let Some(reserved) = self.reserved.get_mut(&assignment.pod) {
+            *reserved = reserved.saturating_sub(assignment.reserved);
+            if *reserved == 0 {
+                self.reserved.remove(&assignment.pod);
+            }
+        }
+        if let Some(ranges) = self.by_scope.get_mut(&assignment.port_scope) {
+            ranges.remove(&assignment.udp_ports.first);
+            if ranges.is_empty() {
+                self.by_scope.remove(&assignment.port_scope);
             }
         }
         Some(assignment)
     }
 
     /// Places `request` as [`place`] would over this ledger's assignments, and records the
-    /// result (replacing an assignment on a pod that is gone, or neither ready nor keeping).
+    /// result (replacing an assignment on a pod that is gone, or neither ready nor keeping, or
+    /// whose ports are taken in the pod's new port scope).
     ///
     /// # Errors
     /// A [`PlacementError`] naming what is missing; the ledger is then unchanged.
@@ -381,14 +450,34 @@ impl Ledger {
         pods: &[Pod],
         sizing: &Sizing,
     ) -> Result<Assignment, PlacementError> {
-        if let Some(current) = self.by_conference.get(&request.conference)
-            && holds(pods, &current.pod)
+        // The conference's own assignment never counts against a candidate's capacity or
+        // ports: it is set aside while deciding and put back when nothing is placed.
+        let previous = self.release(&request.conference);
+        if let Some(current) = &previous
+            && let Some(kept) = keep(current, pods, |scope| self.taken_in(scope))
         {
-            return Ok(current.clone());
+            self.record(kept.clone());
+            return Ok(kept);
         }
-        // The conference's own assignment, if any, lies on a pod that is not a candidate (gone,
-        // or neither ready nor keeping), so it never counts against a candidate's capacity or
-        // ports.
+        let decided = self.decide(request, pods, sizing);
+        match &decided {
+            Ok(assignment) => self.record(assignment.clone()),
+            Err(_) => {
+                if let Some(previous) = previous {
+                    self.record(previous);
+                }
+            }
+        }
+        decided
+    }
+
+    /// A new assignment for `request` over this ledger, the conference's own set aside.
+    fn decide(
+        &self,
+        request: &Request,
+        pods: &[Pod],
+        sizing: &Sizing,
+    ) -> Result<Assignment, PlacementError> {
         too_large(request, pods)?;
         let ports = sizing.ports_for(request.participants);
         let mut ready = pods.iter().filter(|pod| pod.ready).peekable();
@@ -413,41 +502,20 @@ impl Ledger {
             free_b.cmp(free_a).then_with(|| a.name.cmp(&b.name))
         });
         for (pod, _) in candidates {
-            let taken: Vec<PortRange> = self
-                .by_pod
-                .get(&pod.name)
-                .map(|usage| {
-                    usage
-                        .ranges
-                        .iter()
-                        .map(|(&first, (last, _))| PortRange { first, last: *last })
-                        .collect()
-                })
-                .unwrap_or_default();
-            if let Some(udp_ports) = free_range(pod.udp_ports, &taken, ports) {
-                let assignment = Assignment {
+            if let Some(udp_ports) =
+                free_range(pod.udp_ports, &self.taken_in(&pod.port_scope), ports)
+            {
+                return Ok(Assignment {
                     conference: request.conference.clone(),
                     pod: pod.name.clone(),
                     endpoint: pod.endpoint.clone(),
                     udp_ports,
+                    port_scope: pod.port_scope.clone(),
                     reserved: request.participants,
-                };
-                self.release(&request.conference);
-                self.record(assignment.clone());
-                return Ok(assignment);
+                });
             }
         }
         Err(PlacementError::NoPorts { ports })
-    }
-}
-
-impl PodUsage {
-    /// The conferences whose ranges overlap `range`.
-    fn overlapping(&self, range: PortRange) -> impl Iterator<Item = &str> + '_ {
-        self.ranges
-            .range(..=range.last)
-            .filter(move |&(_, (last, _))| *last >= range.first)
-            .map(|(_, (_, conference))| conference.as_str())
     }
 }
 
@@ -463,6 +531,15 @@ mod tests {
             keeps: true,
             capacity,
             udp_ports: PortRange { first, last },
+            port_scope: name.into(),
+        }
+    }
+
+    /// A pod on `node`'s network.
+    fn on_node(name: &str, node: &str, capacity: u32, first: u16, last: u16) -> Pod {
+        Pod {
+            port_scope: format!("node/{node}"),
+            ..pod(name, capacity, first, last)
         }
     }
 
@@ -623,6 +700,7 @@ mod tests {
                 first: 10000,
                 last: 10019,
             },
+            port_scope: "a".into(),
             reserved: 10,
         };
         ledger.insert(a.clone()).expect("free");
@@ -647,6 +725,146 @@ mod tests {
         assert_eq!(ledger.reserved_on("a"), 0);
     }
 
+    #[test]
+    fn two_pods_on_one_node_never_get_overlapping_ports() {
+        // Both pods bind on the node's addresses and advertise the same range.
+        let pods = [
+            on_node("a", "n1", 100, 40000, 40099),
+            on_node("b", "n1", 100, 40000, 40099),
+        ];
+        let sizing = Sizing::default();
+        let mut existing: Vec<Assignment> = Vec::new();
+        let mut ledger = Ledger::new();
+        for i in 0..5 {
+            let request = request(&format!("c{i}"), 10);
+            let placed = place(&request, &pods, &existing, &sizing).expect("placed");
+            assert_eq!(ledger.place(&request, &pods, &sizing), Ok(placed.clone()));
+            assert_eq!(placed.port_scope, "node/n1");
+            for other in &existing {
+                assert!(
+                    !other.udp_ports.overlaps(&placed.udp_ports),
+                    "{} on {} and {} on {} share ports",
+                    other.conference,
+                    other.pod,
+                    placed.conference,
+                    placed.pod
+                );
+            }
+            existing.push(placed);
+        }
+        // Both pods were used (capacity is per pod), and the node's 100 ports are all taken.
+        assert!(existing.iter().any(|a| a.pod == "a") && existing.iter().any(|a| a.pod == "b"));
+        assert_eq!(
+            place(&request("c5", 10), &pods, &existing, &sizing),
+            Err(PlacementError::NoPorts { ports: 20 })
+        );
+        assert_eq!(
+            ledger.place(&request("c5", 10), &pods, &sizing),
+            Err(PlacementError::NoPorts { ports: 20 })
+        );
+    }
+
+    #[test]
+    fn pods_on_two_nodes_may_use_the_same_ports() {
+        let pods = [
+            on_node("a", "n1", 100, 40000, 40099),
+            on_node("b", "n2", 100, 40000, 40099),
+        ];
+        let sizing = Sizing::default();
+        let mut ledger = Ledger::new();
+        let first = ledger
+            .place(&request("c1", 10), &pods, &sizing)
+            .expect("placed");
+        let second = ledger
+            .place(&request("c2", 10), &pods, &sizing)
+            .expect("placed");
+        assert_ne!(first.pod, second.pod);
+        assert_eq!(first.udp_ports, second.udp_ports);
+        assert_ne!(first.port_scope, second.port_scope);
+    }
+
+    #[test]
+    fn the_ledger_refuses_overlapping_ports_only_within_a_scope() {
+        let mut ledger = Ledger::new();
+        let a = Assignment {
+            conference: "c1".into(),
+            pod: "a".into(),
+            endpoint: "wss://a".into(),
+            udp_ports: PortRange {
+                first: 40000,
+                last: 40019,
+            },
+            port_scope: "node/n1".into(),
+            reserved: 10,
+        };
+        ledger.insert(a.clone()).expect("free");
+        // Another pod on the same node: refused.
+        let same_node = Assignment {
+            conference: "c2".into(),
+            pod: "b".into(),
+            ..a.clone()
+        };
+        assert_eq!(
+            ledger.insert(same_node.clone()),
+            Err(LedgerConflict::PortsTaken {
+                scope: "node/n1".into(),
+                first: 40000,
+                last: 40019,
+                other: "c1".into()
+            })
+        );
+        // The same ports on another node: recorded.
+        ledger
+            .insert(Assignment {
+                port_scope: "node/n2".into(),
+                ..same_node
+            })
+            .expect("another node");
+        assert_eq!(ledger.len(), 2);
+        assert_eq!(ledger.reserved_on("a"), 10);
+        assert_eq!(ledger.reserved_on("b"), 10);
+    }
+
+    #[test]
+    fn a_pod_that_moved_to_another_node_keeps_its_ports_only_when_free_there() {
+        let sizing = Sizing::default();
+        let mut pods = vec![
+            on_node("a", "n1", 100, 40000, 40099),
+            on_node("b", "n2", 100, 40000, 40099),
+        ];
+        let mut ledger = Ledger::new();
+        let c1 = ledger
+            .place(&request("c1", 10), &pods, &sizing)
+            .expect("placed");
+        let c2 = ledger
+            .place(&request("c2", 10), &pods, &sizing)
+            .expect("placed");
+        assert_eq!((c1.pod.as_str(), c2.pod.as_str()), ("a", "b"));
+        // Pod a comes back on n3, where nothing runs: it keeps c1, now in n3's scope.
+        pods[0].port_scope = "node/n3".into();
+        let kept = ledger
+            .place(&request("c1", 10), &pods, &sizing)
+            .expect("kept");
+        assert_eq!(kept.udp_ports, c1.udp_ports);
+        assert_eq!(kept.port_scope, "node/n3");
+        let existing = vec![c1.clone(), c2.clone()];
+        assert_eq!(
+            place(&request("c1", 10), &pods, &existing, &sizing),
+            Ok(kept.clone())
+        );
+        // Pod a comes back on n2, where c2 holds the same ports: c1 gets other ports.
+        pods[0].port_scope = "node/n2".into();
+        let moved = ledger
+            .place(&request("c1", 10), &pods, &sizing)
+            .expect("re-placed");
+        assert_eq!(moved.port_scope, "node/n2");
+        assert!(!moved.udp_ports.overlaps(&c2.udp_ports), "{moved:?}");
+        assert_eq!(
+            place(&request("c1", 10), &pods, &[kept, c2], &sizing),
+            Ok(moved)
+        );
+    }
+
     mod properties {
         use super::super::*;
         use proptest::prelude::*;
@@ -666,6 +884,11 @@ mod tests {
                 pod: usize,
                 state: u8,
             },
+            /// The pod comes back on another node (or with a network of its own).
+            Move {
+                pod: usize,
+                node: Option<u8>,
+            },
         }
 
         fn op() -> impl Strategy<Value = Op> {
@@ -673,16 +896,31 @@ mod tests {
                 6 => (0u8..40, 1u32..60).prop_map(|(conference, participants)| Op::Place { conference, participants }),
                 2 => (0u8..40).prop_map(|conference| Op::Release { conference }),
                 1 => (0usize..4, 0u8..3).prop_map(|(pod, state)| Op::Turn { pod, state }),
+                1 => (0usize..4, proptest::option::of(0u8..2)).prop_map(|(pod, node)| Op::Move { pod, node }),
             ]
         }
 
-        fn fleet(capacities: &[u32], ports_per_participant: u16) -> Vec<Pod> {
+        fn scope_of(i: usize, node: Option<u8>) -> String {
+            match node {
+                Some(node) => format!("node/n{node}"),
+                None => format!("sfu-{i}"),
+            }
+        }
+
+        /// Pods with their capacity and, when on a node's network, their node. Each pod's range
+        /// holds exactly its capacity's worth of ports; pods with a network of their own get
+        /// ranges apart, pods on nodes overlapping ones (they all start at the same port).
+        fn fleet(capacities: &[u32], nodes: &[Option<u8>], ports_per_participant: u16) -> Vec<Pod> {
             capacities
                 .iter()
                 .enumerate()
                 .map(|(i, &capacity)| {
-                    // Each pod's range holds exactly its capacity's worth of ports.
-                    let first = 10_000 + 5_000 * i as u16;
+                    let node = nodes.get(i).copied().flatten();
+                    let first = if node.is_some() {
+                        40_000
+                    } else {
+                        10_000 + 5_000 * i as u16
+                    };
                     let len = capacity as u16 * ports_per_participant;
                     Pod {
                         name: format!("sfu-{i}"),
@@ -694,31 +932,37 @@ mod tests {
                             first,
                             last: first + len - 1,
                         },
+                        port_scope: scope_of(i, node),
                     }
                 })
                 .collect()
         }
 
+        /// Capacity per live pod, ranges within the pod's, and no two assignments of one port
+        /// scope sharing a port (`all`: lingering ones too, they still hold their ports).
         fn check_invariants(
             pods: &[Pod],
-            assignments: &[&Assignment],
+            live: &[&Assignment],
+            all: &[&Assignment],
         ) -> Result<(), TestCaseError> {
             for pod in pods {
-                let on_pod: Vec<&&Assignment> =
-                    assignments.iter().filter(|a| a.pod == pod.name).collect();
+                let on_pod: Vec<&&Assignment> = live.iter().filter(|a| a.pod == pod.name).collect();
                 let reserved: u32 = on_pod.iter().map(|a| a.reserved).sum();
                 prop_assert!(reserved <= pod.capacity, "{} over capacity", pod.name);
-                for (i, a) in on_pod.iter().enumerate() {
+                for a in &on_pod {
                     prop_assert!(a.udp_ports.first >= pod.udp_ports.first);
                     prop_assert!(a.udp_ports.last <= pod.udp_ports.last);
-                    for b in &on_pod[i + 1..] {
-                        prop_assert!(
-                            !a.udp_ports.overlaps(&b.udp_ports),
-                            "{} and {} overlap",
-                            a.conference,
-                            b.conference
-                        );
-                    }
+                }
+            }
+            for (i, a) in all.iter().enumerate() {
+                for b in &all[i + 1..] {
+                    prop_assert!(
+                        a.port_scope != b.port_scope || !a.udp_ports.overlaps(&b.udp_ports),
+                        "{} and {} overlap in {}",
+                        a.conference,
+                        b.conference,
+                        a.port_scope
+                    );
                 }
             }
             Ok(())
@@ -727,16 +971,18 @@ mod tests {
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(256))]
 
-            /// Port ranges never overlap and capacity is never exceeded, whatever order
-            /// conferences come, go and pods fail in; the ledger decides as `place` does.
+            /// Port ranges never overlap within a port scope and capacity is never exceeded,
+            /// whatever order conferences come, go, pods fail and move between nodes in; the
+            /// ledger decides as `place` does.
             #[test]
             fn ports_never_overlap_and_capacity_is_never_exceeded(
                 capacities in proptest::collection::vec(20u32..200, 1..4),
+                nodes in proptest::collection::vec(proptest::option::of(0u8..2), 4),
                 ports_per_participant in 1u16..4,
                 ops in proptest::collection::vec(op(), 1..120),
             ) {
                 let sizing = Sizing { ports_per_participant };
-                let mut pods = fleet(&capacities, ports_per_participant);
+                let mut pods = fleet(&capacities, &nodes, ports_per_participant);
                 let mut existing: Vec<Assignment> = Vec::new();
                 let mut ledger = Ledger::new();
                 for op in ops {
@@ -746,12 +992,15 @@ mod tests {
                             let held = existing
                                 .iter()
                                 .find(|a| a.conference == request.conference)
-                                .filter(|a| pods.iter().any(|p| (p.ready || p.keeps) && p.name == a.pod))
+                                .filter(|a| pods.iter().any(|p| {
+                                    (p.ready || p.keeps) && p.name == a.pod && p.port_scope == a.port_scope
+                                }))
                                 .cloned();
                             let by_function = place(&request, &pods, &existing, &sizing);
                             let by_ledger = ledger.place(&request, &pods, &sizing);
                             prop_assert_eq!(&by_function, &by_ledger);
-                            // A pod that keeps its conferences keeps them as they are.
+                            // A pod that keeps its conferences (on the same node) keeps them as
+                            // they are.
                             if let Some(held) = held {
                                 prop_assert_eq!(by_function.as_ref(), Ok(&held));
                             }
@@ -774,14 +1023,21 @@ mod tests {
                                 };
                             }
                         }
+                        Op::Move { pod: i, node } => {
+                            if let Some(pod) = pods.get_mut(i) {
+                                pod.port_scope = scope_of(i, node);
+                            }
+                        }
                     }
                     // Assignments on lost pods linger until re-placed; those on pods that are
                     // ready or keep theirs must hold the invariants.
-                    let live: Vec<&Assignment> = ledger
-                        .assignments()
+                    let all: Vec<&Assignment> = ledger.assignments().collect();
+                    let live: Vec<&Assignment> = all
+                        .iter()
+                        .copied()
                         .filter(|a| pods.iter().any(|p| (p.ready || p.keeps) && p.name == a.pod))
                         .collect();
-                    check_invariants(&pods, &live)?;
+                    check_invariants(&pods, &live, &all)?;
                     prop_assert_eq!(ledger.len(), existing.len());
                 }
             }
@@ -795,7 +1051,7 @@ mod tests {
                 sizes in proptest::collection::vec(1u32..80, 1..60),
             ) {
                 let sizing = Sizing { ports_per_participant };
-                let pods = fleet(&capacities, ports_per_participant);
+                let pods = fleet(&capacities, &[], ports_per_participant);
                 let mut ledger = Ledger::new();
                 for (i, participants) in sizes.into_iter().enumerate() {
                     let room = pods
@@ -816,7 +1072,7 @@ mod tests {
                     }
                 }
                 let all: Vec<&Assignment> = ledger.assignments().collect();
-                check_invariants(&pods, &all)?;
+                check_invariants(&pods, &all, &all)?;
             }
         }
     }

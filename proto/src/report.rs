@@ -1,5 +1,6 @@
 //! What an SFU reports to the conference service: who joined and left a room (the archive's
-//! attendance), the participant count (conference status), and a moderator ending the meeting.
+//! attendance), the participant count (conference status), a moderator ending the meeting, and
+//! media ports the SFU cannot bind (a conference condition and an Event in a cluster).
 //!
 //! In a cluster an SFU pod sends these as JSON to `POST /api/v1/internal/room-events` with a
 //! service token; in standalone mode the embedded SFU hands them over in-process.
@@ -54,6 +55,22 @@ pub enum RoomEvent {
     },
     /// A moderator ended the meeting for everyone.
     Ended,
+    /// What the SFU found of the conference's UDP ports: when its room opens (every port of the
+    /// range tried) and whenever a peer connection finds more ports it cannot bind. Ports in
+    /// `unusable` are held by another process on the SFU's node (or the bind address is wrong):
+    /// media for some participants may fail. Empty: every port tried could be bound.
+    #[serde(rename_all = "camelCase")]
+    MediaPorts {
+        /// The SFU pod that tried them.
+        pod: String,
+        /// The first port of the conference's range.
+        first: u16,
+        /// The last port of the range (inclusive).
+        last: u16,
+        /// The ports of the range that cannot be bound now, ascending.
+        #[serde(default)]
+        unusable: Vec<u16>,
+    },
 }
 
 /// What the conference service revoked recently: every SFU pod asks for this list
@@ -149,5 +166,22 @@ mod tests {
         assert_eq!(json["event"]["displayName"], "Ada");
         let back: RoomReport = serde_json::from_value(json).expect("deserialize");
         assert_eq!(back, report);
+    }
+
+    #[test]
+    fn unusable_media_ports_travel_as_camel_case_json() {
+        let event = RoomEvent::MediaPorts {
+            pod: "sfu-0".into(),
+            first: 40000,
+            last: 40019,
+            unusable: vec![40003],
+        };
+        let json = serde_json::to_value(&event).expect("serialize");
+        assert_eq!(
+            json,
+            serde_json::json!({ "kind": "mediaPorts", "pod": "sfu-0", "first": 40000, "last": 40019, "unusable": [40003] })
+        );
+        let back: RoomEvent = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back, event);
     }
 }

@@ -49,6 +49,17 @@ pub struct Config {
         value_parser = parse_ports
     )]
     pub udp_ports: UdpPorts,
+    /// UDP ports of each pod, `POD=FIRST-LAST`, comma-separated (pods that need ports of their
+    /// own, e.g. behind NodePort Services); this pod's entry (by `--sfu-pod-name`) replaces
+    /// `--sfu-udp-ports`, and a list without it is an error.
+    #[arg(
+        id = "sfu-udp-ports-by-pod",
+        long = "sfu-udp-ports-by-pod",
+        env = "CONCLAVE_SFU_UDP_PORTS_BY_POD",
+        value_delimiter = ',',
+        value_parser = parse_pod_ports
+    )]
+    pub udp_ports_by_pod: Vec<PodPorts>,
     /// Local address the peer connections bind to (`0.0.0.0`: every interface but loopback).
     #[arg(
         id = "sfu-bind-ip",
@@ -66,6 +77,35 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub announced_ips: Vec<IpAddr>,
+    /// Addresses announced by some pods only, comma-separated: `node/NODE=IP` for every pod on
+    /// node NODE (e.g. its public address when the node's own is private), `pod/POD=IP` for one
+    /// pod (e.g. the address of its own load balancer); one entry per address. The entries
+    /// that name this pod or its node (`--sfu-node-name`) replace `--sfu-announced-ips`.
+    #[arg(
+        id = "sfu-announced-ip-map",
+        long = "sfu-announced-ip-map",
+        env = "CONCLAVE_SFU_ANNOUNCED_IP_MAP",
+        value_delimiter = ',',
+        value_parser = parse_announced_for
+    )]
+    pub announced_ip_map: Vec<AnnouncedFor>,
+    /// The node this pod runs on (the chart passes `spec.nodeName`), for the `node/…` entries
+    /// of `--sfu-announced-ip-map`.
+    #[arg(
+        id = "sfu-node-name",
+        long = "sfu-node-name",
+        env = "CONCLAVE_SFU_NODE_NAME"
+    )]
+    pub node_name: Option<String>,
+    /// TCP port for ICE over TCP (passive candidates, RFC 6544), the fallback of clients whose
+    /// network blocks UDP: every peer connection is reachable through this one port on the bind
+    /// address and announces it beside its UDP candidates. Unset: UDP only.
+    #[arg(
+        id = "sfu-ice-tcp-port",
+        long = "sfu-ice-tcp-port",
+        env = "CONCLAVE_SFU_ICE_TCP_PORT"
+    )]
+    pub ice_tcp_port: Option<u16>,
     /// Base URL of the conference service that receives room reports (joins, leaves, end);
     /// without it reports are only logged.
     #[arg(id = "sfu-api-url", long = "sfu-api-url", env = "CONCLAVE_SFU_API_URL")]
@@ -329,8 +369,12 @@ impl std::fmt::Debug for Config {
             .field("join_token_secret", &"<redacted>")
             .field("join_token_secret_file", &self.join_token_secret_file)
             .field("udp_ports", &self.udp_ports)
+            .field("udp_ports_by_pod", &self.udp_ports_by_pod)
             .field("bind_ip", &self.bind_ip)
             .field("announced_ips", &self.announced_ips.len())
+            .field("announced_ip_map", &self.announced_ip_map.len())
+            .field("node_name", &self.node_name)
+            .field("ice_tcp_port", &self.ice_tcp_port)
             .field("api_url", &self.api_url)
             .field("pod_name", &self.pod_name)
             .field("max_participants", &self.max_participants)
@@ -351,8 +395,12 @@ impl Config {
             join_token_secret: secret.into(),
             join_token_secret_file: None,
             udp_ports,
+            udp_ports_by_pod: Vec::new(),
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             announced_ips: Vec::new(),
+            announced_ip_map: Vec::new(),
+            node_name: None,
+            ice_tcp_port: None,
             api_url: None,
             pod_name: "sfu-test".into(),
             max_participants: 500,
@@ -397,6 +445,103 @@ impl Config {
     }
 }
 
+/// One pod's UDP ports, an entry of `--sfu-udp-ports-by-pod`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPorts {
+    /// The pod.
+    pub pod: String,
+    /// Its range.
+    pub ports: UdpPorts,
+}
+
+/// Whom an entry of `--sfu-announced-ip-map` is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnnouncedScope {
+    /// Every pod on this node.
+    Node(String),
+    /// This pod.
+    Pod(String),
+}
+
+/// An entry of `--sfu-announced-ip-map`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnouncedFor {
+    /// Whom it is for.
+    pub scope: AnnouncedScope,
+    /// The address they announce.
+    pub ip: IpAddr,
+}
+
+impl Config {
+    /// The UDP ports of this pod: its entry of `--sfu-udp-ports-by-pod`, else `--sfu-udp-ports`.
+    ///
+    /// # Errors
+    /// A message for people when the list names other pods only.
+    pub fn ports_here(&self) -> Result<UdpPorts, String> {
+        if self.udp_ports_by_pod.is_empty() {
+            return Ok(self.udp_ports);
+        }
+        self.udp_ports_by_pod
+            .iter()
+            .find(|entry| entry.pod == self.pod_name)
+            .map(|entry| entry.ports)
+            .ok_or_else(|| {
+                format!(
+                    "--sfu-udp-ports-by-pod has no entry for this pod ({}): add {}=FIRST-LAST (the chart writes one per replica; did sfu.replicas change without a new rollout?)",
+                    self.pod_name, self.pod_name
+                )
+            })
+    }
+
+    /// The addresses this pod announces in ICE candidates: the entries of
+    /// `--sfu-announced-ip-map` for this pod or its node, else `--sfu-announced-ips`.
+    pub fn announced_here(&self) -> Vec<IpAddr> {
+        let mine: Vec<IpAddr> = self
+            .announced_ip_map
+            .iter()
+            .filter(|entry| match &entry.scope {
+                AnnouncedScope::Pod(pod) => *pod == self.pod_name,
+                AnnouncedScope::Node(node) => self.node_name.as_ref() == Some(node),
+            })
+            .map(|entry| entry.ip)
+            .collect();
+        if mine.is_empty() {
+            self.announced_ips.clone()
+        } else {
+            mine
+        }
+    }
+}
+
+fn parse_pod_ports(value: &str) -> Result<PodPorts, String> {
+    let (pod, ports) = value
+        .split_once('=')
+        .ok_or_else(|| format!("{value}: expected POD=FIRST-LAST, e.g. sfu-0=30000-30099"))?;
+    let pod = pod.trim();
+    if pod.is_empty() {
+        return Err(format!("{value}: the pod name is empty"));
+    }
+    Ok(PodPorts {
+        pod: pod.to_owned(),
+        ports: parse_ports(ports).map_err(|e| format!("{value}: {e}"))?,
+    })
+}
+
+fn parse_announced_for(value: &str) -> Result<AnnouncedFor, String> {
+    let usage = || format!("{value}: expected node/NODE=IP or pod/POD=IP");
+    let (who, ip) = value.trim().split_once('=').ok_or_else(usage)?;
+    let scope = match who.split_once('/') {
+        Some(("node", node)) if !node.is_empty() => AnnouncedScope::Node(node.to_owned()),
+        Some(("pod", pod)) if !pod.is_empty() => AnnouncedScope::Pod(pod.to_owned()),
+        _ => return Err(usage()),
+    };
+    let ip = ip
+        .trim()
+        .parse()
+        .map_err(|e| format!("{value}: not an IP address ({e})"))?;
+    Ok(AnnouncedFor { scope, ip })
+}
+
 fn parse_ports(value: &str) -> Result<UdpPorts, String> {
     let (first, last) = value
         .split_once('-')
@@ -427,6 +572,89 @@ mod tests {
         );
         assert!(parse_ports("5-1").is_err());
         assert!(parse_ports("x").is_err());
+    }
+
+    #[test]
+    fn a_pod_takes_its_own_ports_of_a_per_pod_list() {
+        let mut config = Config::for_loopback(
+            "s",
+            UdpPorts {
+                first: 40000,
+                last: 40999,
+            },
+        );
+        assert_eq!(
+            config.ports_here(),
+            Ok(UdpPorts {
+                first: 40000,
+                last: 40999
+            })
+        );
+        config.udp_ports_by_pod = ["sfu-0=30000-30099", "sfu-1=30100-30199"]
+            .iter()
+            .map(|entry| parse_pod_ports(entry).expect("an entry"))
+            .collect();
+        config.pod_name = "sfu-1".into();
+        assert_eq!(
+            config.ports_here(),
+            Ok(UdpPorts {
+                first: 30100,
+                last: 30199
+            })
+        );
+        config.pod_name = "sfu-2".into();
+        let missing = config.ports_here().expect_err("no entry");
+        assert!(missing.contains("sfu-2=FIRST-LAST"), "{missing}");
+        assert!(parse_pod_ports("30000-30099").is_err());
+        assert!(parse_pod_ports("sfu-0=30099-30000").is_err());
+    }
+
+    #[test]
+    fn a_pod_announces_its_nodes_or_its_own_address_from_the_map() {
+        let mut config = Config::for_loopback(
+            "s",
+            UdpPorts {
+                first: 40000,
+                last: 40999,
+            },
+        );
+        config.announced_ips = vec!["198.51.100.1".parse().expect("ip")];
+        config.announced_ip_map = [
+            "node/node-a=203.0.113.1",
+            "node/node-a=2001:db8::1",
+            "node/node-b=203.0.113.2",
+            "pod/sfu-9=192.0.2.9",
+        ]
+        .iter()
+        .map(|entry| parse_announced_for(entry).expect("an entry"))
+        .collect();
+        config.pod_name = "sfu-0".into();
+        config.node_name = Some("node-a".into());
+        let ips: Vec<String> = config
+            .announced_here()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(ips, ["203.0.113.1", "2001:db8::1"]);
+        // A node the map does not name: the static list.
+        config.node_name = Some("node-c".into());
+        assert_eq!(config.announced_here(), config.announced_ips);
+        // A pod's own entry (its load balancer).
+        config.pod_name = "sfu-9".into();
+        let ips: Vec<String> = config
+            .announced_here()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(ips, ["192.0.2.9"]);
+        for bad in [
+            "203.0.113.1",
+            "host/x=203.0.113.1",
+            "node/=203.0.113.1",
+            "pod/sfu-0=nope",
+        ] {
+            assert!(parse_announced_for(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

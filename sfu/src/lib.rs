@@ -9,11 +9,14 @@
 //!   pings and the limits on connections before `join` ([`config::Limits`]).
 //! - [`media`]: the media stack (webrtc-rs) behind a narrow interface; [`negotiation`]: offer
 //!   and answer with browsers, and the video codec publishers are asked to send.
+//! - [`ports`]: UDP port leases and the ports another process holds; [`ice_tcp`]: ICE over
+//!   TCP on one port per pod, for networks that block UDP.
 //! - [`revocation`] and [`placements`]: what the conference service says, asked every two
 //!   seconds in one task: tokens and sessions it revoked, and the conferences placed on this
 //!   pod (joins for others are refused with `wrongPod`, rooms that left are told `moved`).
 pub mod config;
 pub mod error;
+pub mod ice_tcp;
 pub mod keyframe;
 pub mod media;
 pub mod metrics;

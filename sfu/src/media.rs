@@ -3,7 +3,7 @@
 //! forwarding one published track to many subscriber tracks.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
 use std::time::{Duration, Instant};
@@ -11,13 +11,17 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use proto::signal::{PeerTarget, TrackKind};
 use proto::{ParticipantId, TrackId};
+use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::transport::RTCIceCandidateType;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateType, RTCIceProtocol,
+    RTCIceTcpCandidateType,
+};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
@@ -40,6 +44,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::error::MediaError;
+use crate::ice_tcp::{IceTcpMux, Route};
 use crate::metrics::Metrics;
 
 /// The RFC 6464 audio-level header extension.
@@ -54,6 +59,8 @@ pub struct MediaSettings {
     pub announced_ips: Vec<IpAddr>,
     /// Silence on ICE after which a connection fails (it is disconnected after a fifth of it).
     pub ice_failed_after: Duration,
+    /// The pod's ICE-TCP port, when it takes ICE over TCP (`--sfu-ice-tcp-port`).
+    pub ice_tcp: Option<Arc<IceTcpMux>>,
 }
 
 /// Something a peer connection tells its session.
@@ -82,16 +89,41 @@ impl std::fmt::Debug for PeerEvent {
 struct Handler {
     target: PeerTarget,
     tx: mpsc::UnboundedSender<PeerEvent>,
+    /// The mux and this connection's ufrag, with ICE over TCP.
+    ice_tcp: Option<(Arc<IceTcpMux>, String)>,
 }
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        match event.candidate.to_json() {
+        let candidate = &event.candidate;
+        if let Some((mux, ufrag)) = &self.ice_tcp
+            && candidate.protocol == RTCIceProtocol::Tcp
+        {
+            // Its own loopback listener: reached through the mux, never announced.
+            if candidate.tcp_type == RTCIceTcpCandidateType::Passive
+                && let Ok(ip) = candidate.address.parse::<IpAddr>()
+            {
+                mux.listening_at(ufrag, SocketAddr::new(ip, candidate.port));
+            }
+            return;
+        }
+        match candidate.to_json() {
             Ok(init) => {
                 let _ = self.tx.send(PeerEvent::Candidate(self.target, init));
             }
             Err(err) => debug!(cause = %err, "a local candidate could not be encoded"),
+        }
+        // Beside each UDP host candidate, the same address on the pod's ICE-TCP port.
+        if let Some((mux, _)) = &self.ice_tcp
+            && candidate.typ == RTCIceCandidateType::Host
+        {
+            match tcp_twin(candidate, mux.port()) {
+                Some(twin) => {
+                    let _ = self.tx.send(PeerEvent::Candidate(self.target, twin));
+                }
+                None => debug!("no ICE-TCP candidate could be made beside a UDP one"),
+            }
         }
     }
 
@@ -280,7 +312,46 @@ impl Interceptor for FeedbackToApplication {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
-/// Builds a peer connection bound to `port` on the configured address.
+/// The passive ICE-TCP candidate announced beside a UDP host candidate: same address, the
+/// pod's ICE-TCP port, a lower priority than UDP.
+fn tcp_twin(
+    udp: &RTCIceCandidate,
+    port: u16,
+) -> Option<webrtc::peer_connection::RTCIceCandidateInit> {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "tcp".to_owned(),
+            address: udp.address.clone(),
+            port,
+            component: udp.component,
+            ..CandidateConfig::default()
+        },
+        tcp_type: rtc::ice::tcp_type::TcpType::Passive,
+    }
+    .new_candidate_host()
+    .ok()?;
+    RTCIceCandidate::from(&candidate).to_json().ok()
+}
+
+/// A peer connection and, with ICE over TCP, its route through the pod's ICE-TCP port (keep it
+/// as long as the connection).
+pub struct Peer {
+    /// The connection.
+    pub connection: Arc<dyn PeerConnection>,
+    /// Its route through the ICE-TCP mux, if any.
+    pub route: Option<Route>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a peer connection bound to `port` on the configured address (and, with ICE over TCP,
+/// reachable through the pod's ICE-TCP port).
 ///
 /// # Errors
 /// [`MediaError::Webrtc`] when the codecs cannot be registered or the port cannot be bound.
@@ -289,7 +360,7 @@ pub async fn build_peer(
     port: u16,
     target: PeerTarget,
     events: mpsc::UnboundedSender<PeerEvent>,
-) -> Result<Arc<dyn PeerConnection>, MediaError> {
+) -> Result<Peer, MediaError> {
     let (engine, registry) = media_engine()?;
     // Remote mDNS candidates are discarded (the browser is found through its peer-reflexive
     // address) and no multicast socket is opened.
@@ -313,16 +384,48 @@ pub async fn build_peer(
             RTCIceCandidateType::Host,
         );
     }
+    let mut tcp_addrs = Vec::new();
+    let (route, ice_tcp) = match &settings.ice_tcp {
+        Some(mux) => {
+            let (route, password) = mux.route();
+            setting = setting
+                .with_ice_credentials(route.ufrag().to_owned(), password)
+                .with_network_types(vec![
+                    NetworkType::Udp4,
+                    NetworkType::Udp6,
+                    NetworkType::Tcp4,
+                    NetworkType::Tcp6,
+                ]);
+            // Its own listener, on loopback: only the mux connects to it.
+            let loopback: IpAddr = if settings.bind_ip.is_ipv6() {
+                Ipv6Addr::LOCALHOST.into()
+            } else {
+                Ipv4Addr::LOCALHOST.into()
+            };
+            tcp_addrs.push(SocketAddr::new(loopback, 0));
+            let ufrag = route.ufrag().to_owned();
+            (Some(route), Some((Arc::clone(mux), ufrag)))
+        }
+        None => (None, None),
+    };
     let peer = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
         .with_setting_engine(setting.build())
-        .with_handler(Arc::new(Handler { target, tx: events }))
+        .with_handler(Arc::new(Handler {
+            target,
+            tx: events,
+            ice_tcp,
+        }))
         .with_udp_addrs(vec![SocketAddr::new(settings.bind_ip, port)])
+        .with_tcp_addrs(tcp_addrs)
         .build()
         .await?;
-    Ok(Arc::new(peer))
+    Ok(Peer {
+        connection: Arc::new(peer),
+        route,
+    })
 }
 
 /// What a subscriber's connection tells the room about one forwarded track.

@@ -49,11 +49,23 @@ pub struct Metrics {
     /// Joined sessions that ended, by close reason (`tooSlow`, `unresponsive`, `left`, `moved`
     /// when their conference went to another pod or this pod drained, …).
     pub sessions_closed: IntCounterVec,
+    /// Media ports that could not be bound although this process did not hold them, by when
+    /// (`start`: the check of the range at start, `room`: the check of a conference's range
+    /// when its room opens, `lease`: a peer connection looking for a port).
+    pub udp_bind_failures: IntCounterVec,
+    /// Media ports known to be unusable now (held by another process on the node).
+    pub udp_ports_unusable: IntGauge,
+    /// Connections to the ICE-TCP port by what became of them (`relayed` to their peer
+    /// connection, `refused`: no STUN request in time, or for no peer connection of this pod).
+    pub ice_tcp_connections: IntCounterVec,
     /// 1 while this SFU drains after SIGTERM (readiness off, meetings going on), else 0.
     pub draining: IntGauge,
     /// Conferences the conference service places on this pod, as last heard.
     pub held_conferences: IntGauge,
 }
+
+/// The `phase` labels of `conclave_sfu_udp_bind_failures_total`.
+pub const BIND_PHASES: [&str; 3] = ["start", "room", "lease"];
 
 /// Why a participant's media could not flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +216,27 @@ impl Metrics {
                 &["reason"],
             )
             .map_err(Error::Metrics)?,
+            udp_bind_failures: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sfu_udp_bind_failures_total",
+                    "Media ports that could not be bound although this SFU did not hold them, by phase (start, room, lease).",
+                ),
+                &["phase"],
+            )
+            .map_err(Error::Metrics)?,
+            udp_ports_unusable: IntGauge::new(
+                "conclave_sfu_udp_ports_unusable",
+                "Media ports of this SFU held by another process (they cannot be bound).",
+            )
+            .map_err(Error::Metrics)?,
+            ice_tcp_connections: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sfu_ice_tcp_connections_total",
+                    "Connections to the ICE-TCP port, by result (relayed, refused).",
+                ),
+                &["result"],
+            )
+            .map_err(Error::Metrics)?,
             draining: IntGauge::new(
                 "conclave_sfu_draining",
                 "1 while this SFU drains after SIGTERM: not ready, meetings going on until they move.",
@@ -275,6 +308,21 @@ impl Metrics {
         registry
             .register(Box::new(metrics.held_conferences.clone()))
             .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.udp_bind_failures.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.udp_ports_unusable.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.ice_tcp_connections.clone()))
+            .map_err(Error::Metrics)?;
+        for result in ["relayed", "refused"] {
+            metrics.ice_tcp_connections.with_label_values(&[result]);
+        }
+        for phase in BIND_PHASES {
+            metrics.udp_bind_failures.with_label_values(&[phase]);
+        }
         for kind in ["audio", "video"] {
             metrics.tracks.with_label_values(&[kind]);
             metrics.forwarding_latency.with_label_values(&[kind]);

@@ -379,6 +379,27 @@ impl Room {
         self.tracks.get(track).map(|t| &t.info)
     }
 
+    /// Reports what the SFU (pod `pod`) found of the room's media ports: `unusable` ones of
+    /// `first..=last` cannot be bound (none: every port tried could be).
+    pub fn media_ports(
+        &self,
+        pod: &str,
+        first: u16,
+        last: u16,
+        unusable: Vec<u16>,
+        now: DateTime<Utc>,
+    ) -> Vec<Effect> {
+        vec![self.report(
+            RoomEvent::MediaPorts {
+                pod: pod.to_owned(),
+                first,
+                last,
+                unusable,
+            },
+            now,
+        )]
+    }
+
     fn report(&self, event: RoomEvent, now: DateTime<Utc>) -> Effect {
         Effect::Report(RoomReport {
             conference: self.conference.clone(),

@@ -55,6 +55,8 @@ pub(crate) struct RoomHandle {
     pub(crate) forwarders: Mutex<HashMap<TrackId, Arc<Forwarder>>>,
     pub(crate) default_ports: UdpPorts,
     pub(crate) shared: Arc<Shared>,
+    /// Whether the conference's whole port range was tried since the room opened.
+    pub(crate) ports_checked: AtomicBool,
 }
 
 impl std::fmt::Debug for RoomHandle {
@@ -151,6 +153,78 @@ impl RoomHandle {
         }
     }
 
+    /// Tries every port of the conference's range once per room (the first peer connection
+    /// asks) and reports what it found, so that a conference's status says whether its media
+    /// ports are usable.
+    pub(crate) fn check_ports(self: &Arc<Self>, ports: UdpPorts, ip: IpAddr) {
+        if self.ports_checked.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let check = self.shared.ports.check(ports, ip);
+        let metrics = &self.shared.metrics;
+        metrics
+            .udp_bind_failures
+            .with_label_values(&["room"])
+            .inc_by(check.unusable.len() as u64);
+        metrics
+            .udp_ports_unusable
+            .set(self.shared.ports.unusable() as i64);
+        if !check.unusable.is_empty() {
+            warn!(
+                conference = %self.core.lock().conference(),
+                unusable = %crate::ports::describe(&check.unusable, 8),
+                first = ports.first,
+                last = ports.last,
+                cause = check.first_error.as_deref().unwrap_or_default(),
+                "media ports of the conference cannot be bound: another process on the node holds them"
+            );
+        }
+        let _ = self.act(|core| {
+            Ok::<_, std::convert::Infallible>(core.media_ports(
+                &self.shared.pod_name,
+                ports.first,
+                ports.last,
+                check.unusable,
+                Utc::now(),
+            ))
+        });
+    }
+
+    /// Counts the binds a lease found failing and reports ports newly found unusable.
+    pub(crate) fn lease_found(
+        self: &Arc<Self>,
+        ports: UdpPorts,
+        newly_unusable: &[u16],
+        bind_failures: u32,
+    ) {
+        let metrics = &self.shared.metrics;
+        metrics
+            .udp_bind_failures
+            .with_label_values(&["lease"])
+            .inc_by(u64::from(bind_failures));
+        metrics
+            .udp_ports_unusable
+            .set(self.shared.ports.unusable() as i64);
+        if newly_unusable.is_empty() {
+            return;
+        }
+        warn!(
+            conference = %self.core.lock().conference(),
+            unusable = %crate::ports::describe(newly_unusable, 8),
+            "media ports found in use by another process; skipped"
+        );
+        let unusable = self.shared.ports.unusable_in(ports);
+        let _ = self.act(|core| {
+            Ok::<_, std::convert::Infallible>(core.media_ports(
+                &self.shared.pod_name,
+                ports.first,
+                ports.last,
+                unusable,
+                Utc::now(),
+            ))
+        });
+    }
+
     fn update_gauges(&self) {
         let (admitted, sessions) = {
             let core = self.core.lock();
@@ -207,7 +281,8 @@ pub(crate) struct Shared {
     /// Set when every session must end, with the reason they are told (`shutdown`, or `moved`
     /// at the end of a drain): sessions, joins in progress and the poller stop.
     pub(crate) shutdown: watch::Sender<Option<CloseReason>>,
-    /// This pod's name (`--sfu-pod-name`): a join token naming another pod is refused.
+    /// This pod's name (`--sfu-pod-name`): a join token naming another pod is refused, and
+    /// reports about its media ports name it.
     pub(crate) pod_name: String,
     /// The conferences the conference service places on this pod, as last heard.
     pub(crate) held: Mutex<crate::placements::Held>,
@@ -250,16 +325,37 @@ impl SfuState {
         let key = TokenKey::new(config.join_token_secret.as_bytes()).map_err(Error::Secret)?;
         let metrics = Metrics::new(registry)?;
         metrics.capacity.set(i64::from(config.max_participants));
+        let ports = PortPool::default();
+        let default_ports = config.ports_here().map_err(Error::Config)?;
+        check_ports_at_start(&ports, default_ports, config.bind_ip, &metrics)?;
+        let ice_tcp = config
+            .ice_tcp_port
+            .map(|port| {
+                crate::ice_tcp::IceTcpMux::spawn(
+                    SocketAddr::new(config.bind_ip, port),
+                    metrics.ice_tcp_connections.clone(),
+                )
+            })
+            .transpose()?;
+        let announced_ips = config.announced_here();
+        if !announced_ips.is_empty() {
+            info!(
+                announced = announced_ips.len(),
+                node = config.node_name.as_deref().unwrap_or_default(),
+                "announcing configured addresses in ICE candidates"
+            );
+        }
         let (shutdown, _) = watch::channel(None);
         Ok(Self {
             shared: Arc::new(Shared {
                 key,
                 media: MediaSettings {
                     bind_ip: config.bind_ip,
-                    announced_ips: config.announced_ips.clone(),
+                    announced_ips,
                     ice_failed_after: Duration::from_secs(config.ice_failed_seconds),
+                    ice_tcp,
                 },
-                ports: PortPool::default(),
+                ports,
                 metrics,
                 reporter,
                 limits: RoomLimits {
@@ -277,7 +373,7 @@ impl SfuState {
                     ..RoomLimits::default()
                 },
                 wire: config.limits.clone(),
-                default_ports: config.udp_ports,
+                default_ports,
                 max_participants: config.max_participants as usize,
                 sessions: AtomicUsize::new(0),
                 seats: AtomicUsize::new(0),
@@ -358,6 +454,12 @@ impl SfuState {
     /// Rooms held in memory.
     pub fn room_count(&self) -> usize {
         self.shared.rooms.lock().len()
+    }
+
+    /// The port of ICE over TCP, when the SFU takes it (`--sfu-ice-tcp-port`; port 0 there
+    /// picks a free one).
+    pub fn ice_tcp_port(&self) -> Option<u16> {
+        self.shared.media.ice_tcp.as_ref().map(|mux| mux.port())
     }
 
     /// UDP ports leased by peer connections now.
@@ -568,6 +670,7 @@ impl SfuState {
             forwarders: Mutex::new(HashMap::new()),
             default_ports: self.shared.default_ports,
             shared: Arc::clone(&self.shared),
+            ports_checked: AtomicBool::new(false),
         });
         rooms.insert(conference.clone(), Arc::clone(&room));
         self.shared.metrics.rooms.set(rooms.len() as i64);
@@ -664,6 +767,48 @@ impl SfuState {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Tries every port of the configured range on the bind address: the ports another process
+/// holds are logged and counted (`conclave_sfu_udp_ports_unusable`); a range of which no port
+/// can be bound is a configuration error.
+fn check_ports_at_start(
+    pool: &PortPool,
+    range: UdpPorts,
+    ip: IpAddr,
+    metrics: &Metrics,
+) -> Result<()> {
+    let check = pool.check(range, ip);
+    metrics
+        .udp_bind_failures
+        .with_label_values(&["start"])
+        .inc_by(check.unusable.len() as u64);
+    metrics.udp_ports_unusable.set(pool.unusable() as i64);
+    let total = u32::from(range.last) - u32::from(range.first) + 1;
+    let cause = check.first_error.clone().unwrap_or_default();
+    if check.unusable.len() as u32 == total {
+        return Err(Error::Config(format!(
+            "none of the UDP media ports {}-{} can be bound on {ip} ({cause}): give --sfu-bind-ip an address of this host (or 0.0.0.0), and a range (--sfu-udp-ports) that no other process holds",
+            range.first, range.last
+        )));
+    }
+    if check.unusable.is_empty() {
+        info!(
+            first = range.first,
+            last = range.last,
+            "every UDP media port can be bound"
+        );
+    } else {
+        warn!(
+            unusable = %crate::ports::describe(&check.unusable, 8),
+            count = check.unusable.len(),
+            first = range.first,
+            last = range.last,
+            %cause,
+            "UDP media ports held by another process on this node; conferences placed on them lose media: free them, or move --sfu-udp-ports (sfu.udpPorts) away from them"
+        );
+    }
+    Ok(())
 }
 
 /// Websockets before `join`.
@@ -835,7 +980,7 @@ pub async fn run(mut config: Config) -> Result<()> {
         }
         None => (router(state.clone()).merge(metrics_router(registry)), None),
     };
-    info!(listen = %config.listen, internal_listen = ?config.internal_listen, udp_ports = ?config.udp_ports, "sfu listening");
+    info!(listen = %config.listen, internal_listen = ?config.internal_listen, udp_ports = ?state.shared.default_ports, "sfu listening");
     let (stopped, _) = watch::channel(false);
     let internal = internal.map(|(listener, app)| {
         let mut stop = stopped.subscribe();

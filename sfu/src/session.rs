@@ -330,6 +330,7 @@ async fn run(
         publisher: None,
         subscriber: None,
         leases: Vec::new(),
+        routes: Vec::new(),
         subscriptions: HashMap::new(),
         pending: Vec::new(),
         negotiating: false,
@@ -463,6 +464,8 @@ struct Live {
     publisher: Option<Arc<dyn PeerConnection>>,
     subscriber: Option<Arc<dyn PeerConnection>>,
     leases: Vec<PortLease>,
+    /// Routes of the peer connections through the pod's ICE-TCP port.
+    routes: Vec<crate::ice_tcp::Route>,
     subscriptions: HashMap<TrackId, Subscription>,
     /// Subscriptions added to the connection and waiting for the client's answer.
     pending: Vec<TrackId>,
@@ -670,18 +673,21 @@ impl Live {
         &mut self,
         events: &mpsc::UnboundedSender<PeerEvent>,
     ) -> Result<(), MediaError> {
+        self.room.check_ports(self.ports, self.state.bind_ip());
         for target in [PeerTarget::Publisher, PeerTarget::Subscriber] {
             let mut failed = HashSet::new();
             let peer = loop {
-                let lease = self
-                    .state
-                    .shared
-                    .ports
-                    .lease(self.ports, self.state.bind_ip(), &failed)
-                    .ok_or(MediaError::NoPort {
-                        first: self.ports.first,
-                        last: self.ports.last,
-                    })?;
+                let leased =
+                    self.state
+                        .shared
+                        .ports
+                        .lease(self.ports, self.state.bind_ip(), &failed);
+                self.room
+                    .lease_found(self.ports, &leased.newly_unusable, leased.bind_failures);
+                let lease = leased.lease.ok_or(MediaError::NoPort {
+                    first: self.ports.first,
+                    last: self.ports.last,
+                })?;
                 match media::build_peer(
                     &self.state.shared.media,
                     lease.port(),
@@ -692,7 +698,8 @@ impl Live {
                 {
                     Ok(peer) => {
                         self.leases.push(lease);
-                        break peer;
+                        self.routes.extend(peer.route);
+                        break peer.connection;
                     }
                     Err(err) => {
                         debug!(cause = %err, port = lease.port(), "binding a peer connection failed; next port");
@@ -724,6 +731,7 @@ impl Live {
             }
         }
         self.leases.clear();
+        self.routes.clear();
     }
 
     async fn handle(&mut self, socket: &mut Socket, message: ClientMessage) -> Result<(), Refusal> {

@@ -240,6 +240,7 @@ fn settings() -> MediaSettings {
         bind_ip: "127.0.0.1".parse().expect("address"),
         announced_ips: Vec::new(),
         ice_failed_after: std::time::Duration::from_secs(25),
+        ice_tcp: None,
     }
 }
 
@@ -250,6 +251,7 @@ async fn peer(port: u16, target: PeerTarget) -> Arc<dyn PeerConnection> {
     media::build_peer(&settings(), port, target, events)
         .await
         .expect("a peer connection")
+        .connection
 }
 
 async fn answer_to(offer: &str, port: u16) -> String {

@@ -35,6 +35,7 @@ fn kind(event: &RoomEvent) -> &'static str {
         RoomEvent::Left { .. } => "left",
         RoomEvent::Excluded { .. } => "excluded",
         RoomEvent::Ended => "ended",
+        RoomEvent::MediaPorts { .. } => "mediaPorts",
     }
 }
 

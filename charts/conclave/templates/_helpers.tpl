@@ -128,6 +128,41 @@ browsers refuse it from an https portal. */}}
 {{- end }}
 {{- end }}
 
+{{/*
+The SFU's media ports. sfu.udpPorts is FIRST-LAST; with exposure=service and a NodePort
+Service, every pod gets a slice of its own (nodePorts are unique in the cluster), pod i the
+i-th of sfu.replicas equal slices. "conclave.sfuPortsByPod" is then "POD=FIRST-LAST,…" (the
+conclave.dev/udp-ports annotation and --sfu-udp-ports-by-pod); empty otherwise.
+*/}}
+{{- define "conclave.sfuNodePorts" -}}
+{{- if and (eq .Values.sfu.exposure "service") (eq .Values.sfu.service.type "NodePort") }}true{{ end }}
+{{- end }}
+
+{{- define "conclave.sfuPortsByPod" -}}
+{{- if include "conclave.sfuNodePorts" . }}
+{{- $ports := regexSplit "-" .Values.sfu.udpPorts -1 }}
+{{- $first := index $ports 0 | int }}
+{{- $last := index $ports 1 | int }}
+{{- $replicas := int .Values.sfu.replicas }}
+{{- $slice := div (add (sub $last $first) 1) $replicas | int }}
+{{- $name := include "conclave.sfuName" . }}
+{{- $entries := list }}
+{{- range $i := until $replicas }}
+{{- $from := add $first (mul $i $slice) }}
+{{- $entries = append $entries (printf "%s-%d=%d-%d" $name $i $from (sub (add $from $slice) 1)) }}
+{{- end }}
+{{- join "," $entries }}
+{{- end }}
+{{- end }}
+
+{{/* With LoadBalancer media Services each pod announces its own balancer's address. */}}
+{{- define "conclave.sfuLoadBalancerIPsCheck" -}}
+{{- $lbIPs := .Values.sfu.service.loadBalancerIPs }}
+{{- if and (eq .Values.sfu.exposure "service") (eq .Values.sfu.service.type "LoadBalancer") (lt (len $lbIPs) (int .Values.sfu.replicas)) }}
+{{- fail (printf "sfu.service.loadBalancerIPs names %d addresses for %d replicas: with sfu.service.type=LoadBalancer each pod announces its own load balancer's address, so give one per replica (sfu-0 first)" (len $lbIPs) (int .Values.sfu.replicas)) }}
+{{- end }}
+{{- end }}
+
 {{/* Pod security context shared by Conclave's pods. */}}
 {{- define "conclave.podSecurityContext" -}}
 runAsNonRoot: true
