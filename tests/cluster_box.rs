@@ -16,7 +16,8 @@
 //!   gracefully (SIGTERM, then the final delete once the process is gone).
 //!
 //! Clients run in the test's namespace, which reaches a node only through its veth: media flows
-//! only when the SFU announces its node's address. The whole test runs in a network namespace
+//! only when the SFU announces its node's address. Their media binds to [`CLIENT_IP`], an
+//! address of the test's namespace that no node's coming or going takes away. The whole test runs in a network namespace
 //! with only `lo` (`loadgen::netns::isolate`); nothing leaves the namespaces it makes.
 //! PostgreSQL (`CONCLAVE_TEST_POSTGRES`) is outside that namespace, so the outer process relays
 //! a Unix socket to it (Unix sockets live in the file system, which the namespaces share).
@@ -36,6 +37,13 @@ use fake_api::FakeApi;
 use serde_json::{Value, json};
 
 pub(crate) const NAMESPACE: &str = "conclave";
+/// The address the attendees' media binds to. A node's veth and its address go away with the
+/// node's namespace; were an attendee's media bound to every interface, a connection made while
+/// two nodes are up could pick the one of the node that is about to go (a rollout), and lose its
+/// path when that node's last process exits. A client's own address does not change when a
+/// server goes away; this one, on `lo`, does not either, and every node routes to it through
+/// its default gateway (the test's namespace).
+pub(crate) const CLIENT_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 89, 255, 1);
 /// The chart's default release: objects are `conclave-<component>`.
 pub(crate) const RELEASE: &str = "conclave";
 pub(crate) const JOIN_SECRET: &str = "cluster-in-a-box-join-token-secret-0123456789";
@@ -125,6 +133,11 @@ impl ClusterBox {
         // The API's internal listener (metrics, SFU reports): the chart's Service for it is
         // `<api>-internal`; here it is a port of the test's namespace.
         let api_internal_port = system_tests::free_port();
+        // The clients' own address: on `lo`, so that it outlives every node's veth.
+        run(
+            "ip",
+            &["addr", "replace", &format!("{CLIENT_IP}/32"), "dev", "lo"],
+        );
         let sfu_template = chart.template("StatefulSet", &format!("{RELEASE}-sfu"));
         let mut sfus = Vec::new();
         for ordinal in 0..2u8 {
@@ -698,9 +711,15 @@ impl Drop for Logs {
         if self.passed.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
+        // CONCLAVE_TEST_LOGS=<folder> keeps the whole logs of a failed box for a closer look.
+        let keep = std::env::var_os("CONCLAVE_TEST_LOGS").map(std::path::PathBuf::from);
         for name in self.names.lock().unwrap().iter() {
             let text =
                 std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+            if let Some(folder) = &keep {
+                let _ = std::fs::create_dir_all(folder);
+                let _ = std::fs::write(folder.join(format!("{name}.log")), &text);
+            }
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(40)..];
             eprintln!("----- {name} (last {} lines) -----", tail.len());
@@ -1222,6 +1241,7 @@ pub(crate) fn two_attendees(
             session_token,
             sources: sources.clone(),
             plan,
+            media_ip: Some(CLIENT_IP.into()),
         })
     })
     .collect()

@@ -23,6 +23,20 @@ where
     if !loadgen::netns::isolate() {
         return;
     }
+    // CONCLAVE_TEST_LOGS=<folder> with RUST_LOG: the attendees' own logs go to <folder>/test.log.
+    if let (Some(folder), Ok(filter)) = (
+        std::env::var_os("CONCLAVE_TEST_LOGS"),
+        tracing_subscriber::EnvFilter::try_from_default_env(),
+    ) {
+        let folder = std::path::PathBuf::from(folder);
+        std::fs::create_dir_all(&folder).unwrap();
+        let file = std::fs::File::create(folder.join("test.log")).unwrap();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .init();
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -436,6 +450,103 @@ fn a_killed_sfu_moves_its_meeting_with_everyone_and_a_flapping_probe_moves_nothi
             new_pod.as_str(),
             "{moved}"
         );
+        for attendee in attendees {
+            attendee.stop().await.unwrap();
+        }
+        cluster.finish().await;
+    });
+}
+
+#[test]
+fn a_rollout_drains_an_sfu_pod_and_its_meeting_moves_at_the_handoff() {
+    in_a_box(|| async {
+        const GRACE: u64 = 14;
+        const HANDOFF: u64 = 8;
+        let mut cluster = ClusterBox::start(Options {
+            operator_env: vec![(
+                "CONCLAVE_OPERATOR_DRAIN_HANDOFF_SECONDS".into(),
+                HANDOFF.to_string(),
+            )],
+            // What the chart derives from terminationGracePeriodSeconds.
+            sfu_env: vec![("CONCLAVE_SFU_DRAIN_SECONDS".into(), (GRACE - 3).to_string())],
+            ..Options::default()
+        })
+        .await;
+        let admin = cluster.admin_session().await;
+        let (meeting, assignment) = placed_meeting(&cluster, &admin, "Rollout").await;
+        let id = meeting["id"].as_str().unwrap().to_owned();
+        let pod = assignment["pod"].as_str().unwrap().to_owned();
+        let index = cluster.sfu_index(&pod);
+        let mut attendees = two_attendees(&cluster, &admin, &meeting);
+        all_in(&mut attendees, &pod).await;
+        cluster.mark("two attendees in the meeting");
+
+        let terminated = std::time::Instant::now();
+        cluster.terminate_sfu(index, GRACE).await;
+        let readyz = format!("http://{}/readyz", cluster.sfus[index].addr());
+        wait_until(
+            "the draining SFU's /readyz to answer 503",
+            Duration::from_secs(5),
+            || {
+                let url = readyz.clone();
+                async move {
+                    reqwest::get(&url)
+                        .await
+                        .is_ok_and(|r| r.status().as_u16() == 503)
+                }
+            },
+        )
+        .await;
+        // A meeting made now goes to the other pod.
+        let (_, other) = placed_meeting(&cluster, &admin, "After the rollout began").await;
+        assert_ne!(
+            other["pod"],
+            pod.as_str(),
+            "a draining pod took a new meeting: {other}"
+        );
+        // The running meeting goes on where it is until the handoff.
+        // The operator hands the meeting over at deletionTimestamp - HANDOFF.
+        while terminated.elapsed() < Duration::from_secs(GRACE - HANDOFF - 2) {
+            for attendee in &attendees {
+                let connections = attendee.connections();
+                assert_eq!(
+                    connections.len(),
+                    1,
+                    "moved before the handoff: {connections:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        cluster.mark("the meeting went on during the grace period");
+        let (new_pod, times) = all_back(
+            &mut attendees,
+            terminated,
+            &pod,
+            Duration::from_secs(GRACE + 10),
+        )
+        .await;
+        assert!(
+            times
+                .iter()
+                .all(|t| *t >= Duration::from_secs(GRACE - HANDOFF - 1)),
+            "the meeting moved before the handoff: {times:?}"
+        );
+        cluster.mark(&format!(
+            "both moved to {new_pod}: media back {times:?} after SIGTERM"
+        ));
+        let moved = cluster.conference(&id);
+        let placed = moved["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Placed"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(placed["reason"], "Drained", "{moved}");
+        let took = cluster
+            .finish_termination(index, Duration::from_secs(GRACE + 5))
+            .await;
+        cluster.mark(&format!(
+            "the drained SFU exited {took:?} after the meeting left"
+        ));
         for attendee in attendees {
             attendee.stop().await.unwrap();
         }

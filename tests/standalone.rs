@@ -226,6 +226,7 @@ async fn attendees_come_back_by_themselves_after_the_server_was_killed() {
             session_token: None,
             sources,
             plan: MediaPlan::default(),
+            media_ip: None,
         })
     };
     let mut speaker = attendee(

@@ -35,6 +35,8 @@ pub struct AttendeeOptions {
     pub sources: Vec<TrackSource>,
     /// How it publishes.
     pub plan: MediaPlan,
+    /// The local address its media binds to; `None`: as [`Client::join_url`] chooses.
+    pub media_ip: Option<std::net::IpAddr>,
 }
 
 /// Why a connection ended.
@@ -352,8 +354,13 @@ async fn attend(
     index: usize,
     stopped: &mut watch::Receiver<bool>,
 ) -> Ended {
-    let Ok(mut client) =
-        Client::join_url(&ticket.endpoint, &ticket.token, &ticket.conference).await
+    let Ok(mut client) = Client::join_url_from(
+        &ticket.endpoint,
+        &ticket.token,
+        &ticket.conference,
+        options.media_ip,
+    )
+    .await
     else {
         return Ended::Unreachable;
     };

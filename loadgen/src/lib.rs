@@ -420,6 +420,7 @@ impl Client {
             token,
             conference,
             Transport::Udp,
+            None,
         )
         .await
     }
@@ -440,6 +441,7 @@ impl Client {
             token,
             conference,
             transport,
+            None,
         )
         .await
     }
@@ -451,13 +453,28 @@ impl Client {
     /// An endpoint that does not resolve, connection errors; a refusal is not an error (see
     /// [`Client::first`]).
     pub async fn join_url(endpoint: &str, token: &str, conference: &ConferenceId) -> Result<Self> {
+        Self::join_url_from(endpoint, token, conference, None).await
+    }
+
+    /// [`Client::join_url`] with media bound to `media_ip` (`None`: chosen as
+    /// [`Client::join_url`] does). A host with several interfaces whose addresses come and go
+    /// (the cluster box's nodes) binds media to one that stays.
+    ///
+    /// # Errors
+    /// As [`Client::join_url`].
+    pub async fn join_url_from(
+        endpoint: &str,
+        token: &str,
+        conference: &ConferenceId,
+        media_ip: Option<IpAddr>,
+    ) -> Result<Self> {
         let authority = authority_of(endpoint)?;
         let addr = tokio::net::lookup_host(authority.as_str())
             .await
             .with_context(|| format!("resolving {authority}"))?
             .next()
             .ok_or_else(|| anyhow!("{authority} resolves to no address"))?;
-        Self::join_at(endpoint, addr, token, conference, Transport::Udp).await
+        Self::join_at(endpoint, addr, token, conference, Transport::Udp, media_ip).await
     }
 
     async fn join_at(
@@ -466,6 +483,7 @@ impl Client {
         token: &str,
         conference: &ConferenceId,
         transport: Transport,
+        media_ip: Option<IpAddr>,
     ) -> Result<Self> {
         let (ws, _) = tokio_tungstenite::connect_async(endpoint)
             .await
@@ -496,7 +514,10 @@ impl Client {
         };
         let publisher_connected = Connected::default();
         let subscriber_connected = Connected::default();
-        let local = media_addrs(endpoint, addr);
+        let local = media_ip.map_or_else(
+            || media_addrs(endpoint, addr),
+            |ip| vec![SocketAddr::new(ip, 0)],
+        );
         let publisher = peer(
             &local,
             transport,

@@ -342,6 +342,8 @@ async fn run(
         early_candidates: Vec::new(),
         ice_states: [RTCIceConnectionState::New; 2],
         connected: [false; 2],
+        connecting_since: [None; 2],
+        ice_connected: [false; 2],
         decodes,
         undecodable: HashSet::new(),
         video_added: false,
@@ -486,6 +488,11 @@ struct Live {
     ice_states: [RTCIceConnectionState; 2],
     /// Whether the publisher and the subscriber connection were ever connected.
     connected: [bool; 2],
+    /// Since when each connection has been trying to connect for the first time: one that
+    /// does not connect within `--sfu-ice-failed-seconds` fails (see [`Live::never_connected`]).
+    connecting_since: [Option<tokio::time::Instant>; 2],
+    /// Whether ICE of the publisher and the subscriber connection ever connected.
+    ice_connected: [bool; 2],
     /// The codecs the client decodes (lowercase MIME types); `None`: not said.
     decodes: Option<HashSet<String>>,
     /// Tracks not subscribed because the client cannot decode their codec (told once each).
@@ -522,6 +529,8 @@ impl Live {
         let mut ping = tokio::time::interval(Duration::from_secs(wire.ping_seconds));
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heard = tokio::time::Instant::now();
+        let mut watchdog = tokio::time::interval(Duration::from_secs(1));
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let too_slow = Arc::clone(&socket.too_slow);
         loop {
             if let Some(reason) = socket.broken {
@@ -588,6 +597,12 @@ impl Live {
                         PeerEvent::IceState(target, state) => {
                             debug!(?target, %state, "ICE state");
                             self.ice_states[slot(target)] = state;
+                            if matches!(
+                                state,
+                                RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+                            ) {
+                                self.ice_connected[slot(target)] = true;
+                            }
                         }
                         PeerEvent::State(target, state) => {
                             self.state.shared.metrics.peer_states.with_label_values(&[&state.to_string()]).inc();
@@ -598,6 +613,12 @@ impl Live {
                             }
                             if state == RTCPeerConnectionState::Connected {
                                 self.connected[slot(target)] = true;
+                            }
+                            if state == RTCPeerConnectionState::Connecting
+                                && !self.connected[slot(target)]
+                            {
+                                self.connecting_since[slot(target)]
+                                    .get_or_insert_with(tokio::time::Instant::now);
                             }
                             if target == PeerTarget::Subscriber {
                                 let connected = state == RTCPeerConnectionState::Connected;
@@ -612,6 +633,12 @@ impl Live {
                 }
                 reason = closing(&mut shutdown) => return reason,
                 () = too_slow.notified() => return CloseReason::TooSlow,
+                _ = watchdog.tick() => {
+                    if let Some(target) = self.never_connected() {
+                        socket.send(&self.connection_failed(target)).await;
+                        return CloseReason::ConnectionFailed;
+                    }
+                }
                 _ = ping.tick() => {
                     if heard.elapsed() >= idle_timeout {
                         debug!("no frame from the client within the idle timeout");
@@ -859,17 +886,42 @@ impl Live {
         }
     }
 
+    /// A connection that has been trying to connect for longer than `--sfu-ice-failed-seconds`
+    /// without ever connecting. The media stack fails a connection whose ICE checks stop being
+    /// answered, but not one whose checks never started (no usable candidate pair) nor one
+    /// whose DTLS handshake gave up (its driver stops without a state change): without this,
+    /// such a participant would sit in the meeting without media and never reconnect.
+    fn never_connected(&self) -> Option<PeerTarget> {
+        let limit = self.state.shared.media.ice_failed_after;
+        [PeerTarget::Publisher, PeerTarget::Subscriber]
+            .into_iter()
+            .find(|&target| {
+                let index = slot(target);
+                !self.connected[index]
+                    && self.connecting_since[index].is_some_and(|since| since.elapsed() >= limit)
+            })
+    }
+
     /// Counts and logs a failed peer connection, and words what the person should check.
     fn connection_failed(&self, target: PeerTarget) -> ServerMessage {
         let index = slot(target);
         let ice = self.ice_states[index];
-        // webrtc-rs reports the connection's failure before its ICE state, so the last ICE
-        // state seen is the one before the failure: DTLS can only fail once ICE connected.
-        let cause = match ice {
-            RTCIceConnectionState::Connected | RTCIceConnectionState::Completed => {
-                FailureCause::Dtls
-            }
-            _ => FailureCause::Ice,
+        // Never connected although ICE did: the DTLS handshake did not complete. Once
+        // connected: webrtc-rs reports the connection's failure before its ICE state, so the
+        // last ICE state seen is the one before the failure, and DTLS can only fail while ICE
+        // is connected.
+        let dtls = if self.connected[index] {
+            matches!(
+                ice,
+                RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+            )
+        } else {
+            self.ice_connected[index]
+        };
+        let cause = if dtls {
+            FailureCause::Dtls
+        } else {
+            FailureCause::Ice
         };
         self.state
             .shared

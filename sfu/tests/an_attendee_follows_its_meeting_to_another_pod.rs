@@ -76,6 +76,7 @@ async fn an_attendee_follows_its_meeting_to_the_pod_it_moved_to() {
             session_token: None,
             sources,
             plan: MediaPlan::default(),
+            media_ip: None,
         })
     };
     let mut speaker = attendee("ada", vec![TrackSource::Microphone, TrackSource::Camera]);
