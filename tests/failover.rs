@@ -1,7 +1,8 @@
 //! Meetings survive the cluster (see `cluster_box.rs` for the box): a killed SFU pod's meeting
-//! moves with everyone in it (loadgen attendees and two Chromium pages of the portal), a
-//! readiness probe that fails for a moment moves nothing, and two operator replicas fence each
-//! other so that a stopped leader's late writes cannot hand out ports twice.
+//! moves with everyone in it (loadgen attendees and two Chromium pages of the portal), a rollout
+//! drains a pod and its meeting moves at the handoff, a readiness probe that fails for a moment
+//! moves nothing, and two operator replicas fence each other so that a stopped leader's late
+//! writes cannot hand out ports twice.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

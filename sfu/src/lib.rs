@@ -17,6 +17,7 @@
 pub mod config;
 pub mod error;
 pub mod ice_tcp;
+pub mod internal_api;
 pub mod keyframe;
 pub mod media;
 pub mod metrics;

@@ -9,13 +9,11 @@
 //! every conference) nothing is checked.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
-use chrono::Utc;
-use proto::token::SERVICE_AUDIENCE;
-use proto::{ConferenceId, Placements, ServiceClaims, TokenKey};
+use proto::{ConferenceId, Placements, TokenKey};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::internal_api::InternalGet;
 
 /// A boxed future, so that sources can be held as trait objects.
 pub type Fetch<'a> = std::pin::Pin<
@@ -29,73 +27,22 @@ pub trait PlacementSource: Send + Sync + 'static {
 }
 
 /// Asks `GET {api_url}/api/v1/internal/placements` with a service token of `sfu:{pod}`.
-#[derive(Clone)]
-pub struct HttpPlacements {
-    client: reqwest::Client,
-    url: String,
-    key: TokenKey,
-    subject: String,
-}
-
-impl std::fmt::Debug for HttpPlacements {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpPlacements")
-            .field("url", &self.url)
-            .finish_non_exhaustive()
-    }
-}
+#[derive(Debug, Clone)]
+pub struct HttpPlacements(InternalGet);
 
 impl HttpPlacements {
     /// A source for the API at `api_url`, authenticating as `sfu:{pod}`.
     ///
     /// # Errors
-    /// [`Error::ReportClient`] when the HTTP client cannot be built.
+    /// [`crate::error::Error::ReportClient`] when the HTTP client cannot be built.
     pub fn new(api_url: &str, key: TokenKey, pod: &str) -> Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(Error::ReportClient)?;
-        Ok(Self {
-            client,
-            url: format!(
-                "{}/api/v1/internal/placements",
-                api_url.trim_end_matches('/')
-            ),
-            key,
-            subject: format!("sfu:{pod}"),
-        })
+        InternalGet::new(api_url, "placements", key, pod, "the placement list").map(Self)
     }
 }
 
 impl PlacementSource for HttpPlacements {
     fn fetch(&self) -> Fetch<'_> {
-        Box::pin(async move {
-            let now = Utc::now().timestamp();
-            let token = self
-                .key
-                .sign_service(&ServiceClaims {
-                    sub: self.subject.clone(),
-                    aud: SERVICE_AUDIENCE.into(),
-                    iat: now,
-                    exp: now + 60,
-                })
-                .map_err(|err| format!("signing a service token: {err}"))?;
-            let response = self
-                .client
-                .get(&self.url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .map_err(|err| format!("the conference service is unreachable: {err}"))?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(format!("the conference service answered {status}"));
-            }
-            response
-                .json()
-                .await
-                .map_err(|err| format!("the placement list does not parse: {err}"))
-        })
+        Box::pin(self.0.get())
     }
 }
 

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use proto::token::SERVICE_AUDIENCE;
-use proto::{ConferenceId, JoinClaims, Revocation, Revocations, Revoked, ServiceClaims, TokenKey};
+use proto::{ConferenceId, JoinClaims, Revocation, Revocations, Revoked, TokenKey};
 use tracing::{debug, info, warn};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::internal_api::InternalGet;
 use proto::signal::ErrorCode;
 
 /// How often the SFU asks for revocations: a disabled account is out of its meetings within
@@ -38,72 +38,23 @@ pub trait RevocationSource: Send + Sync + 'static {
 }
 
 /// Asks `GET {api_url}/api/v1/internal/revocations` with a service token.
-#[derive(Clone)]
-pub struct HttpRevocations {
-    client: reqwest::Client,
-    url: String,
-    key: TokenKey,
-    subject: String,
-}
-
-impl std::fmt::Debug for HttpRevocations {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpRevocations")
-            .field("url", &self.url)
-            .finish_non_exhaustive()
-    }
-}
+#[derive(Debug, Clone)]
+pub struct HttpRevocations(InternalGet);
 
 impl HttpRevocations {
     /// A source for the API at `api_url`, authenticating as `sfu:{pod}`.
     ///
     /// # Errors
-    /// [`Error::ReportClient`] when the HTTP client cannot be built.
+    /// [`crate::error::Error::ReportClient`] when the HTTP client cannot be built.
     pub fn new(api_url: &str, key: TokenKey, pod: &str) -> Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(Error::ReportClient)?;
-        Ok(Self {
-            client,
-            url: format!(
-                "{}/api/v1/internal/revocations",
-                api_url.trim_end_matches('/')
-            ),
-            key,
-            subject: format!("sfu:{pod}"),
-        })
+        InternalGet::new(api_url, "revocations", key, pod, "the revocation list").map(Self)
     }
 }
 
 impl RevocationSource for HttpRevocations {
     fn fetch(&self) -> Fetch<'_> {
         Box::pin(async move {
-            let now = Utc::now().timestamp();
-            let token = self
-                .key
-                .sign_service(&ServiceClaims {
-                    sub: self.subject.clone(),
-                    aud: SERVICE_AUDIENCE.into(),
-                    iat: now,
-                    exp: now + 60,
-                })
-                .map_err(|err| format!("signing a service token: {err}"))?;
-            let response = self
-                .client
-                .get(&self.url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .map_err(|err| format!("the conference service is unreachable: {err}"))?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(format!("the conference service answered {status}"));
-            }
-            let list: Revocations = response
-                .json()
-                .await
-                .map_err(|err| format!("the revocation list does not parse: {err}"))?;
+            let list: Revocations = self.0.get().await?;
             Ok(list.revocations)
         })
     }
