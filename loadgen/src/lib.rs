@@ -325,7 +325,10 @@ async fn peer(
     let (engine, registry) = engine()?;
     let mut setting = SettingEngineBuilder::new()
         .with_include_loopback_candidate(true)
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        // Like a browser, nominate the SFU's address at once when its checks came before its
+        // trickled candidates (peer-reflexive), instead of webrtc-rs's one-second wait.
+        .with_prflx_acceptance_min_wait(Some(Duration::ZERO));
     let (udp, tcp) = match transport {
         Transport::Udp => (local.to_vec(), Vec::new()),
         Transport::TcpOnly => {

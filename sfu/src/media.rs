@@ -366,6 +366,12 @@ pub async fn build_peer(
     // address) and no multicast socket is opened.
     let mut setting = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        // A browser's checks reach the SFU before its trickled candidates do (and its mDNS
+        // candidates are discarded), so the SFU knows it first as a peer-reflexive candidate.
+        // Where the SFU controls ICE (the subscriber connection), webrtc-rs by default waits a
+        // second before nominating such a pair: a second of silence on every join and every
+        // move. An SFU has no better pair to wait for.
+        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
         .with_ice_timeouts(
             Some(settings.ice_failed_after / 5),
             Some(settings.ice_failed_after),

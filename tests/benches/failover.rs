@@ -53,6 +53,30 @@ async fn bench(runs: usize) {
             all_back(&mut attendees, killed, &pod, Duration::from_secs(60)).await;
         let slowest = times.iter().max().copied().unwrap_or_default();
         eprintln!("run {run}: {pod} killed, media back on {new_pod} after {times:?}");
+        // Where the time went, per attendee: each connection since the kill.
+        for (n, attendee) in attendees.iter().enumerate() {
+            let at = |t: Option<Instant>| {
+                t.map_or("-".to_owned(), |t| {
+                    format!("{}", t.saturating_duration_since(killed).as_millis())
+                })
+            };
+            for c in attendee
+                .connections()
+                .iter()
+                .filter(|c| c.ended_at.is_none_or(|e| e >= killed))
+            {
+                eprintln!(
+                    "  attendee {n} on {:?}: asked {} ms, joined {} ms, first packet {} ms, ended {} ms ({:?}), {} join call(s)",
+                    c.pod.as_deref().unwrap_or("?"),
+                    at(Some(c.asked_at)),
+                    at(c.joined_at),
+                    at(c.first_packet_at),
+                    at(c.ended_at),
+                    c.ended,
+                    c.api_calls,
+                );
+            }
+        }
         results.push(slowest);
         // The kubelet restarts the dead container; the meeting stays where it went.
         cluster.restart_sfu(index).await;
