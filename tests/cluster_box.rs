@@ -708,17 +708,21 @@ impl Logs {
 
 impl Drop for Logs {
     fn drop(&mut self) {
-        if self.passed.load(std::sync::atomic::Ordering::Relaxed) {
+        // CONCLAVE_TEST_LOGS=<folder> keeps the whole logs, passed or failed, for a closer look.
+        let keep = std::env::var_os("CONCLAVE_TEST_LOGS").map(std::path::PathBuf::from);
+        let passed = self.passed.load(std::sync::atomic::Ordering::Relaxed);
+        if passed && keep.is_none() {
             return;
         }
-        // CONCLAVE_TEST_LOGS=<folder> keeps the whole logs of a failed box for a closer look.
-        let keep = std::env::var_os("CONCLAVE_TEST_LOGS").map(std::path::PathBuf::from);
         for name in self.names.lock().unwrap().iter() {
             let text =
                 std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
             if let Some(folder) = &keep {
                 let _ = std::fs::create_dir_all(folder);
                 let _ = std::fs::write(folder.join(format!("{name}.log")), &text);
+            }
+            if passed {
+                continue;
             }
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(40)..];
