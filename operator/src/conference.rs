@@ -363,39 +363,12 @@ fn media_ports_condition(
             "PortInUse",
             format!(
                 "UDP ports {} of {range} are held by another process on the node of {} (another SFU on the node's network, a node daemon): the conference has {count} port{} fewer than it reserved, and joiners get no media once the rest are taken; free them on the node, or move sfu.udpPorts away from them",
-                describe_ports(&report.unusable),
+                proto::describe_ports(&report.unusable, 8),
                 assignment.pod,
                 if count == 1 { "" } else { "s" },
             ),
         )
     })
-}
-
-/// `ports` for people, runs joined (`40003, 40007-40010`), at most eight runs.
-fn describe_ports(ports: &[u16]) -> String {
-    const AT_MOST: usize = 8;
-    let mut runs: Vec<(u16, u16)> = Vec::new();
-    for &port in ports {
-        match runs.last_mut() {
-            Some((_, last)) if u32::from(*last) + 1 == u32::from(port) => *last = port,
-            _ => runs.push((port, port)),
-        }
-    }
-    let mut text: Vec<String> = runs
-        .iter()
-        .take(AT_MOST)
-        .map(|&(first, last)| {
-            if first == last {
-                first.to_string()
-            } else {
-                format!("{first}-{last}")
-            }
-        })
-        .collect();
-    if runs.len() > AT_MOST {
-        text.push(format!("and {} more", runs.len() - AT_MOST));
-    }
-    text.join(", ")
 }
 
 fn occurrence_status(occurrence: Occurrence) -> OccurrenceStatus {

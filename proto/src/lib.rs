@@ -23,4 +23,5 @@ pub use report::{Placements, Revocation, Revocations, Revoked, RoomEvent, RoomRe
 pub use role::{AccountLevel, Grants, Right, Role};
 pub use token::{
     JoinClaims, Media, RoomSettings, ServiceClaims, TokenError, TokenKey, UdpPorts, client_network,
+    describe_ports,
 };

@@ -78,6 +78,33 @@ pub struct UdpPorts {
     pub last: u16,
 }
 
+/// `ports` for people: `40003, 40007-40010` (runs joined), the first `at_most` runs and a
+/// count of the rest. Used where ports that cannot be bound are logged and reported.
+pub fn describe_ports(ports: &[u16], at_most: usize) -> String {
+    let mut runs: Vec<(u16, u16)> = Vec::new();
+    for &port in ports {
+        match runs.last_mut() {
+            Some((_, last)) if u32::from(*last) + 1 == u32::from(port) => *last = port,
+            _ => runs.push((port, port)),
+        }
+    }
+    let mut text: Vec<String> = runs
+        .iter()
+        .take(at_most)
+        .map(|&(first, last)| {
+            if first == last {
+                first.to_string()
+            } else {
+                format!("{first}-{last}")
+            }
+        })
+        .collect();
+    if runs.len() > at_most {
+        text.push(format!("and {} more ranges", runs.len() - at_most));
+    }
+    text.join(", ")
+}
+
 /// The claims of a join token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -294,6 +321,17 @@ fn check_times(iat: i64, exp: i64, now: i64) -> Result<(), TokenError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn port_lists_read_as_runs() {
+        assert_eq!(
+            describe_ports(&[40003, 40007, 40008, 40009], 5),
+            "40003, 40007-40009"
+        );
+        assert_eq!(describe_ports(&[1, 3, 5, 7], 2), "1, 3, and 2 more ranges");
+        assert_eq!(describe_ports(&[], 3), "");
+    }
+
     use super::*;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";

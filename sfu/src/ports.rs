@@ -169,33 +169,6 @@ pub fn check_range(range: UdpPorts, ip: IpAddr, skip: &HashSet<u16>) -> RangeChe
     }
 }
 
-/// `ports` for people: `40003, 40007-40010` (runs joined), the first `at_most` runs and a
-/// count of the rest.
-pub fn describe(ports: &[u16], at_most: usize) -> String {
-    let mut runs: Vec<(u16, u16)> = Vec::new();
-    for &port in ports {
-        match runs.last_mut() {
-            Some((_, last)) if u32::from(*last) + 1 == u32::from(port) => *last = port,
-            _ => runs.push((port, port)),
-        }
-    }
-    let mut text: Vec<String> = runs
-        .iter()
-        .take(at_most)
-        .map(|&(first, last)| {
-            if first == last {
-                first.to_string()
-            } else {
-                format!("{first}-{last}")
-            }
-        })
-        .collect();
-    if runs.len() > at_most {
-        text.push(format!("and {} more ranges", runs.len() - at_most));
-    }
-    text.join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,15 +253,5 @@ mod tests {
             &HashSet::new(),
         );
         assert_eq!(elsewhere.unusable.len(), 5);
-    }
-
-    #[test]
-    fn port_lists_read_as_runs() {
-        assert_eq!(
-            describe(&[40003, 40007, 40008, 40009], 5),
-            "40003, 40007-40009"
-        );
-        assert_eq!(describe(&[1, 3, 5, 7], 2), "1, 3, and 2 more ranges");
-        assert_eq!(describe(&[], 3), "");
     }
 }

@@ -172,7 +172,7 @@ impl RoomHandle {
         if !check.unusable.is_empty() {
             warn!(
                 conference = %self.core.lock().conference(),
-                unusable = %crate::ports::describe(&check.unusable, 8),
+                unusable = %proto::describe_ports(&check.unusable, 8),
                 first = ports.first,
                 last = ports.last,
                 cause = check.first_error.as_deref().unwrap_or_default(),
@@ -210,7 +210,7 @@ impl RoomHandle {
         }
         warn!(
             conference = %self.core.lock().conference(),
-            unusable = %crate::ports::describe(newly_unusable, 8),
+            unusable = %proto::describe_ports(newly_unusable, 8),
             "media ports found in use by another process; skipped"
         );
         let unusable = self.shared.ports.unusable_in(ports);
@@ -800,7 +800,7 @@ fn check_ports_at_start(
         );
     } else {
         warn!(
-            unusable = %crate::ports::describe(&check.unusable, 8),
+            unusable = %proto::describe_ports(&check.unusable, 8),
             count = check.unusable.len(),
             first = range.first,
             last = range.last,
