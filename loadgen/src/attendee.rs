@@ -2,8 +2,9 @@
 //! API (`POST /api/v1/join`), connects to the endpoint the answer names, publishes its media,
 //! and when it loses the connection — the websocket closed, the SFU said `moved` or `wrongPod`,
 //! media failed (ICE) — it asks the API again naming the pod it lost (`lostPod`), connects where
-//! the API now says, and publishes again. After `moved` and `wrongPod` the first attempt goes
-//! out at once; other attempts back off as the portal's do (0.5 s doubling to 10 s).
+//! the API now says, and publishes again. The first attempt after losing the pod goes out at
+//! once (the API holds it until the meeting has moved); other attempts back off as the
+//! portal's do (0.5 s doubling to 10 s).
 //!
 //! It records every connection: when it was asked for, when it was admitted, when the first
 //! media packet and the first keyframe arrived on it, and when and why it ended — so a test
@@ -71,14 +72,6 @@ impl Ended {
                 | Ended::WebsocketClosed
                 | Ended::MediaFailed
                 | Ended::Unreachable
-        )
-    }
-
-    /// Whether the first attempt after it goes out at once.
-    fn moved(self) -> bool {
-        matches!(
-            self,
-            Ended::Closed(CloseReason::Moved) | Ended::Refused(ErrorCode::WrongPod)
         )
     }
 
@@ -280,7 +273,9 @@ async fn keep(
         } else {
             None
         };
-        delay = if ended.moved() && attempt == 0 {
+        // As the portal does: the first attempt after losing the pod goes out at once (the
+        // API holds a join naming a lost pod until the meeting has moved), later ones back off.
+        delay = if ended.lost_pod() && attempt == 0 {
             Duration::ZERO
         } else {
             backoff(attempt)
@@ -444,10 +439,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_pod_is_named_and_a_move_is_followed_at_once() {
-        assert!(Ended::Closed(CloseReason::Moved).moved());
-        assert!(Ended::Refused(ErrorCode::WrongPod).moved());
-        assert!(!Ended::WebsocketClosed.moved());
+    fn a_lost_pod_is_named_in_the_next_join() {
         for lost in [
             Ended::Closed(CloseReason::Moved),
             Ended::Refused(ErrorCode::WrongPod),

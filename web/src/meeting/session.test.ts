@@ -324,7 +324,7 @@ describe('the meeting session', () => {
     expect(locals.at(-1)?.cameraProblem).toBeTruthy();
   });
 
-  it('reconnects with a fresh token after the websocket drops', async () => {
+  it('reconnects at once with a fresh token after the websocket drops, then with back-off', async () => {
     const { actions, rejoin } = start();
     await flush();
     FakeSocket.all[0].open();
@@ -334,12 +334,19 @@ describe('the meeting session', () => {
     await flush();
     expect(actions.at(-1)).toEqual({ kind: 'reconnecting' });
     expect(FakePeer.all.slice(0, 2).every((p) => p.connectionState === 'closed')).toBe(true);
-    await vi.advanceTimersByTimeAsync(700);
+    // The first attempt does not wait: the API holds the join until the meeting moved.
+    await flush();
     expect(rejoin).toHaveBeenCalledTimes(1);
     const again = FakeSocket.all[1];
     expect(again.url).toBe('ws://sfu-0.test/rtc?fresh');
     again.open();
     expect(again.sent[0]).toEqual({ type: 'join', token: 'fresh', conference: 'c1' });
+    // Dropped again before being admitted: now the back-off applies.
+    again.close();
+    await flush();
+    expect(rejoin).toHaveBeenCalledTimes(1);
+    await vi.advanceTimersByTimeAsync(1300);
+    expect(rejoin).toHaveBeenCalledTimes(2);
   });
 
   it('joins again at once after `moved`, naming the server it lost, and lands where the API says', async () => {

@@ -8,8 +8,8 @@
 // asks the API for a fresh join token (they last 5 minutes) and joins again with back-off; the
 // SFU replaces the old session of the same identity. Losing the media server (websocket closed,
 // ICE failed, `closed {reason: moved}`, error `wrongPod`) names it in that join (`lostPod`), so
-// the API answers with the server the meeting moved to; after `moved` and `wrongPod` the first
-// attempt goes out at once.
+// the API answers with the server the meeting moved to — it holds that join until the meeting
+// has moved, so the first attempt after losing the server goes out at once.
 import type { ClientMessage, CloseReason, IceCandidate, PeerTarget, ServerMessage, TrackId, TrackSource } from '../generated/signal';
 import type { JoinResponse } from '../api';
 import { ApiError } from '../api';
@@ -177,8 +177,9 @@ export class MeetingSession {
 
   /**
    * Drops the current connection and opens a new one after a back-off — at once for the first
-   * attempt after a move. `loss`: why (a retry after a failed rejoin gives none and keeps naming
-   * the server lost before).
+   * attempt after the server was lost or moved the meeting (the join names it as `lostPod`, and
+   * the API holds such a join until the meeting has moved). `loss`: why (a retry after a failed
+   * rejoin gives none and keeps naming the server lost before).
    */
   private reconnect(loss?: Loss): void {
     if (this.finished || this.leaving || this.reconnectTimer !== undefined) return;
@@ -186,7 +187,8 @@ export class MeetingSession {
     else if (loss === 'client') this.lostPod = undefined;
     this.options.dispatch({ kind: 'reconnecting' });
     this.closeConnection();
-    const delay = loss === 'moved' && this.attempt === 0 ? 0 : backoff(this.attempt, Math.random());
+    const lost = loss === 'moved' || loss === 'server';
+    const delay = lost && this.attempt === 0 ? 0 : backoff(this.attempt, Math.random());
     this.attempt += 1;
     this.reconnectTimer = setTimeout(async () => {
       this.reconnectTimer = undefined;
