@@ -21,6 +21,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY api api
 COPY conclave conclave
 COPY crds crds
+COPY fakekube fakekube
 COPY loadgen loadgen
 COPY operator operator
 COPY placement placement

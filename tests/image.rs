@@ -1,5 +1,6 @@
 //! The container image, as far as it can be checked without pulling a base image (no registry
-//! is reachable here): the Dockerfile passes hadolint; the runtime stage (distroless
+//! is reachable here): the Dockerfile passes hadolint; its build stage copies every workspace
+//! member Cargo must load; the runtime stage (distroless
 //! `cc-debian12`) has every library the binary loads; the paths the Dockerfile, the chart and
 //! the binary use for the portal agree; and the binary runs the way the image runs it — as
 //! the numeric user 65532, with a read-only root filesystem, no HOME and an empty environment —
@@ -40,6 +41,72 @@ fn env_of(dockerfile: &str, name: &str) -> Option<String> {
         .split(|c: char| c.is_whitespace() || c == '\\')
         .find_map(|word| word.strip_prefix(&format!("{name}=")))
         .map(str::to_owned)
+}
+
+/// The build stage copies what Cargo needs to load the workspace: every member (a member left
+/// out, even one only the tests use, stops `cargo build` with "failed to read
+/// <member>/Cargo.toml"). Checked by loading the workspace from a folder that holds exactly what
+/// the stage's `COPY` lines copy.
+#[test]
+fn the_build_stage_copies_every_workspace_member() {
+    let dockerfile = dockerfile();
+    let build_stage = dockerfile
+        .split("\nFROM ")
+        .find(|stage| stage.starts_with("rust:"))
+        .expect("a build stage FROM rust:…");
+    let root = repository();
+    let copy = tempfile::tempdir().unwrap();
+    for line in build_stage.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() != Some(&"COPY") || words.iter().any(|w| w.starts_with("--")) {
+            continue;
+        }
+        let (destination, sources) = words[1..].split_last().expect("COPY <src>… <dest>");
+        // As `docker build` does: a folder's contents go into the destination; files go into
+        // it when it ends with `/`, else to it.
+        let target = copy.path().join(destination);
+        for source in sources {
+            let from = root.join(source);
+            let (from, to) = if from.is_dir() {
+                std::fs::create_dir_all(&target).unwrap();
+                (from.join("."), target.clone())
+            } else if destination.ends_with('/') {
+                std::fs::create_dir_all(&target).unwrap();
+                (from, target.join(source))
+            } else {
+                (from, target.clone())
+            };
+            let status = Command::new("cp")
+                .arg("-r")
+                .arg(&from)
+                .arg(&to)
+                .status()
+                .unwrap();
+            assert!(
+                status.success(),
+                "cp -r {} {}",
+                from.display(),
+                to.display()
+            );
+        }
+    }
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--locked",
+            "--offline",
+            "--format-version",
+            "1",
+        ])
+        .current_dir(copy.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the Dockerfile's build stage does not copy the whole workspace: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
