@@ -1,0 +1,64 @@
+//! `conclave sip`: dial-in by phone. SIP phones and SIP trunks (PSTN numbers routed by a
+//! carrier or a PBX) call the gateway; it answers, plays voice prompts, and takes the meeting
+//! ID and password from the keypad, checking them with the conference service as a guest's
+//! join is checked (`POST /api/v1/join`, with its throttling).
+//!
+//! What this first slice does not do yet: carry the caller's voice into the meeting and the
+//! meeting's into the call (the gateway as a client of the SFU, with a mixer). An admitted
+//! caller hears "Correct ID" and then silence until the call ends.
+//!
+//! # Layout
+//! - [`config`]: the clap flags (`--sip-…`).
+//! - [`server`]: the SIP endpoint (rsipstack): who may call, INVITE/ACK/BYE/CANCEL/OPTIONS,
+//!   INFO, re-INVITE; routes in-dialog events to calls.
+//! - [`call`]: one call's IO: RTP out (prompts as G.711), RTP in (telephone-events), timers.
+//! - [`ivr`]: the voice menu, a pure state machine.
+//! - [`sdp`]: offer/answer; [`g711`]: PCMU/PCMA; [`dtmf`]: RFC 4733 and SIP INFO digits.
+//! - [`prompt`]: the WAV prompts, built in or from `--sip-prompts-dir`.
+//! - [`join`]: the client of the conference service's join endpoint.
+//! - [`rate`]: calls per source address; [`metrics`]: `conclave_sip_…`.
+
+pub mod call;
+pub mod config;
+pub mod dtmf;
+mod error;
+pub mod g711;
+pub mod ivr;
+pub mod join;
+pub mod metrics;
+pub mod prompt;
+pub mod rate;
+pub mod sdp;
+pub mod server;
+
+use std::sync::Arc;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use server::Gateway;
+
+/// Loads the prompts and starts the gateway, registering its metrics in `registry`.
+///
+/// # Errors
+/// A prompt file in a wrong format (the message names it), metrics already registered, or
+/// the SIP address cannot be bound.
+pub async fn start(config: Config, registry: &prometheus::Registry) -> Result<Gateway> {
+    let prompts = Arc::new(prompt::Prompts::load(config.prompts_dir.as_deref())?);
+    let metrics = metrics::Metrics::new(registry)?;
+    server::start(config, prompts, metrics).await
+}
+
+/// Runs the gateway until `shutdown` resolves.
+///
+/// # Errors
+/// As [`start`].
+pub async fn run(
+    config: Config,
+    registry: &prometheus::Registry,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let gateway = start(config, registry).await?;
+    shutdown.await;
+    gateway.stop().await;
+    Ok(())
+}
