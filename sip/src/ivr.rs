@@ -152,7 +152,13 @@ impl Ivr {
         };
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         let actions = if digits(id) && password.is_none_or(digits) {
-            ivr.check(id.to_owned(), password.map(str::to_owned))
+            match password {
+                Some(password) if proto::MeetingId::is_well_formed(id) => {
+                    ivr.check(id.to_owned(), Some(password.to_owned()))
+                }
+                Some(_) => ivr.failed_try(Some(Prompt::IncorrectId)),
+                None => ivr.submit_id(id.to_owned()),
+            }
         } else {
             ivr.play(vec![Prompt::Welcome])
         };
@@ -507,6 +513,9 @@ mod tests {
         assert_eq!(actions, vec![check("123456789", None)]);
         let actions = ivr.on(Event::Answer(Answer::WrongCredentials), now);
         assert_eq!(plays(&actions), [Prompt::EnterPassword]);
+        // Dialled, but cannot be a meeting ID.
+        let (_, actions) = Ivr::start("123", TIMEOUT, now);
+        assert_eq!(plays(&actions), [Prompt::IncorrectId, Prompt::EnterId]);
         // Not digits: the usual welcome.
         let (_, actions) = Ivr::start("12ab*x", TIMEOUT, now);
         assert_eq!(plays(&actions), [Prompt::Welcome]);

@@ -379,9 +379,15 @@ async fn route_to(peer: IpAddr) -> Option<IpAddr> {
     socket.local_addr().ok().map(|a| a.ip())
 }
 
-/// A Call-ID shortened for logs (it may hold the caller's host name).
+/// A Call-ID shortened for logs: its part after `@` is often the caller's address.
 fn short(call_id: &str) -> String {
-    call_id.chars().take(8).collect()
+    call_id
+        .split('@')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(12)
+        .collect()
 }
 
 fn send(calls: &Calls, id: &DialogId, event: CallEvent) {
