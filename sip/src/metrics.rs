@@ -14,7 +14,7 @@ pub struct Metrics {
     /// `notActive`, `tooManyAttempts`, `error`, `abandoned`: the caller left first).
     pub calls: IntCounterVec,
     /// Calls refused before answering, by reason (`forbidden`, `rateLimited`, `busy`,
-    /// `badSdp`, `noCommonCodec`).
+    /// `badRequest`: an INVITE without Contact, `badSdp`, `noCommonCodec`).
     pub calls_refused: IntCounterVec,
     /// Prompts started, by prompt name.
     pub prompt_plays: IntCounterVec,

@@ -280,12 +280,24 @@ async fn on_invite(shared: &Arc<Shared>, mut tx: Transaction) -> Result<()> {
         params: vec![],
         headers: vec![],
     };
-    let dialog = shared.layer.get_or_create_server_invite(
+    // The stack drops what it cannot parse (no Call-ID, CSeq or From tag); a request it
+    // parses but cannot make a dialog of (an INVITE without Contact) is ours to refuse.
+    let dialog = match shared.layer.get_or_create_server_invite(
         &tx,
         shared.states.clone(),
         None,
         Some(contact),
-    )?;
+    ) {
+        Ok(dialog) => dialog,
+        Err(err) => {
+            metrics
+                .calls_refused
+                .with_label_values(&["badRequest"])
+                .inc();
+            tracing::info!(cause = %err, "call refused: not a valid INVITE");
+            return Ok(tx.reply(StatusCode::BadRequest).await?);
+        }
+    };
     let (events_tx, events) = mpsc::unbounded_channel();
     if let Ok(mut calls) = shared.calls.lock() {
         calls.insert(

@@ -1,5 +1,6 @@
-//! A body that is not SDP is answered 400, an offer without G.711 488 (over UDP and TCP);
-//! datagrams that are not SIP are dropped without harm, and OPTIONS still gets 200 + Allow.
+//! A body that is not SDP is answered 400 (over UDP and TCP), an offer without G.711 488, an
+//! INVITE without Contact 400; what the SIP stack cannot parse at all (junk, no Call-ID) it
+//! drops without an answer, harmlessly: OPTIONS still gets 200 + Allow afterwards.
 
 mod support;
 
@@ -21,6 +22,8 @@ fn malformed_requests_are_refused_and_harmless() {
             sipp(&bad, "t1", 5082).await.assert_success();
             let opus = scenario(dir.path(), "no-codec.xml", &[("STATUS", "488")]);
             sipp(&opus, "u1", 5084).await.assert_success();
+            let no_contact = scenario(dir.path(), "no-contact.xml", &[("STATUS", "400")]);
+            sipp(&no_contact, "u1", 5088).await.assert_success();
 
             // Garbage, a truncated request, and a request line without headers.
             let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
@@ -41,6 +44,7 @@ fn malformed_requests_are_refused_and_harmless() {
             };
             assert_eq!(refused("badSdp"), 2.0);
             assert_eq!(refused("noCommonCodec"), 1.0);
+            assert_eq!(refused("badRequest"), 1.0);
             assert_eq!(gateway.metric("conclave_sip_calls_active", None), 0.0);
             gateway.gateway.stop().await;
         });
