@@ -19,6 +19,14 @@ pub struct Config {
         default_value = "0.0.0.0:5060"
     )]
     pub listen: SocketAddr,
+    /// Address of `/healthz`, `/readyz` and `/metrics` (HTTP, for the cluster; not for callers).
+    #[arg(
+        id = "sip-http-listen",
+        long = "sip-http-listen",
+        env = "CONCLAVE_SIP_HTTP_LISTEN",
+        default_value = "0.0.0.0:9060"
+    )]
+    pub http_listen: SocketAddr,
     /// UDP ports for the calls' RTP (`FIRST-LAST`); each call takes one.
     #[arg(
         id = "sip-rtp-ports",
@@ -113,6 +121,7 @@ impl Config {
     pub fn for_loopback(listen: SocketAddr, rtp_ports: UdpPorts, api_url: &str) -> Config {
         Config {
             listen,
+            http_listen: SocketAddr::new(listen.ip(), 0),
             rtp_ports,
             prompts_dir: None,
             public_address: None,

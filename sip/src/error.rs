@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A prompt file cannot be used (the message names the file and the expected format).
-    #[error("prompt {0}")]
+    #[error("{0}")]
     Prompt(String),
     /// The SIP stack failed (binding, sending).
     #[error("sip: {0}")]

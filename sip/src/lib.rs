@@ -16,13 +16,15 @@
 //! - [`sdp`]: offer/answer; [`g711`]: PCMU/PCMA; [`dtmf`]: RFC 4733 and SIP INFO digits.
 //! - [`prompt`]: the WAV prompts, built in or from `--sip-prompts-dir`.
 //! - [`join`]: the client of the conference service's join endpoint.
-//! - [`rate`]: calls per source address; [`metrics`]: `conclave_sip_…`.
+//! - [`rate`]: calls per source address; [`metrics`]: `conclave_sip_…`;
+//!   [`http`]: `/healthz`, `/readyz`, `/metrics`.
 
 pub mod call;
 pub mod config;
 pub mod dtmf;
 mod error;
 pub mod g711;
+pub mod http;
 pub mod ivr;
 pub mod join;
 pub mod metrics;
@@ -48,17 +50,33 @@ pub async fn start(config: Config, registry: &prometheus::Registry) -> Result<Ga
     server::start(config, prompts, metrics).await
 }
 
-/// Runs the gateway until `shutdown` resolves.
+/// Runs `conclave sip` until `shutdown` resolves: the gateway, and its HTTP side on
+/// `--sip-http-listen`.
 ///
 /// # Errors
-/// As [`start`].
+/// As [`start`], and when the HTTP address cannot be bound.
 pub async fn run(
     config: Config,
-    registry: &prometheus::Registry,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let gateway = start(config, registry).await?;
-    shutdown.await;
+    let registry = prometheus::Registry::new();
+    let http_listen = config.http_listen;
+    let gateway = start(config, &registry).await?;
+    let listener = tokio::net::TcpListener::bind(http_listen)
+        .await
+        .map_err(|source| Error::Io {
+            what: format!("cannot listen on {http_listen} (--sip-http-listen)"),
+            source,
+        })?;
+    tracing::info!(address = %http_listen, "health and metrics listening");
+    let served = axum::serve(listener, http::router(registry))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| Error::Io {
+            what: "the HTTP listener failed".into(),
+            source,
+        });
     gateway.stop().await;
-    Ok(())
+    tracing::info!("sip gateway stopped");
+    served
 }

@@ -170,13 +170,13 @@ impl Prompts {
             let decoded = match custom {
                 Some(path) => {
                     let bytes = std::fs::read(&path).map_err(|err| {
-                        Error::Prompt(format!("cannot read {}: {err}", path.display()))
+                        Error::Prompt(format!("cannot read prompt {}: {err}", path.display()))
                     })?;
                     decode(&bytes)
-                        .map_err(|why| Error::Prompt(format!("{}: {why}", path.display())))?
+                        .map_err(|why| Error::Prompt(format!("prompt {}: {why}", path.display())))?
                 }
                 None => decode(prompt.builtin())
-                    .map_err(|why| Error::Prompt(format!("built-in {name}.wav: {why}")))?,
+                    .map_err(|why| Error::Prompt(format!("built-in prompt {name}.wav: {why}")))?,
             };
             samples.insert(name, decoded);
         }
