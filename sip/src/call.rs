@@ -253,7 +253,8 @@ pub async fn run(setup: CallSetup) {
             received = socket.recv_from(&mut buf) => {
                 let Ok((len, from)) = received else { continue };
                 let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &buf[..len]) else { continue };
-                // Symmetric RTP: answer where the caller's media comes from (NAT).
+                // Symmetric RTP: follow a NAT that rewrote the caller's port (or an offer
+                // without an address, on hold); another address is not taken over.
                 if from != remote && from.ip() == remote.ip() || remote.ip().is_unspecified() {
                     remote = from;
                 }

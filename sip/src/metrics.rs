@@ -13,7 +13,7 @@ pub struct Metrics {
     /// Calls that finished their menu or ended, by outcome (`joined`, `wrongId`, `full`,
     /// `notActive`, `tooManyAttempts`, `error`, `abandoned`: the caller left first).
     pub calls: IntCounterVec,
-    /// Calls refused before answering, by reason (`forbidden`, `rateLimited`, `busy`,
+    /// Calls refused before answering, by reason (`forbidden`, `rateLimited`, `busy` (calls or RTP ports),
     /// `badRequest`: an INVITE without Contact, `badSdp`, `noCommonCodec`).
     pub calls_refused: IntCounterVec,
     /// Prompts started, by prompt name.

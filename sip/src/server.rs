@@ -259,7 +259,14 @@ async fn on_invite(shared: &Arc<Shared>, mut tx: Transaction) -> Result<()> {
     } else {
         media_ip
     };
-    let socket = call::bind_rtp(bind_ip, ports.first, ports.last, rand::random()).await?;
+    let socket = match call::bind_rtp(bind_ip, ports.first, ports.last, rand::random()).await {
+        Ok(socket) => socket,
+        Err(err) => {
+            metrics.calls_refused.with_label_values(&["busy"]).inc();
+            tracing::warn!(cause = %err, "call refused: no RTP port (--sip-rtp-ports)");
+            return Ok(tx.reply(StatusCode::ServiceUnavailable).await?);
+        }
+    };
     let local = SocketAddr::new(
         media_ip,
         socket
