@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
-# One image for every component: `conclave api`, `conclave sfu`, `conclave operator`,
-# `conclave standalone`. Build from the repository root:
+# One image for every component: `conclave api`, `conclave sfu`, `conclave sip`,
+# `conclave operator`, `conclave standalone`. Build from the repository root:
 #   docker build -t conclave:0.1.0 .
 # The runtime stage is distroless (glibc, libgcc, CA certificates, no shell) and runs as the
 # numeric non-root user 65532; the web portal sits at /usr/share/conclave/web.
@@ -26,6 +26,7 @@ COPY operator operator
 COPY placement placement
 COPY proto proto
 COPY sfu sfu
+COPY sip sip
 COPY tests tests
 RUN cargo build --release --locked -p conclave \
     && install -D -m 0755 target/release/conclave /out/conclave \
