@@ -1,9 +1,10 @@
 //! One answered call: its RTP socket, the prompt player, the keypad digits and the menu
-//! ([`crate::ivr`]) driven on the real clock.
+//! ([`crate::ivr`]) driven on the real clock, and once admitted, the call's session in the
+//! room ([`crate::room`]).
 //!
-//! Media into the meeting is not built yet: once the menu admits the caller, the call stays
-//! up sending silence until either side hangs up. Joining the room with mixed audio (the
-//! gateway as a client of the SFU) is the next step of issue 13.
+//! When the join check admits the caller, the call enters the room at once (while "Correct ID"
+//! plays). From then on the caller's G.711 is decoded and sent into the room as Opus, and
+//! after the prompts the room's mix replaces silence in the call's RTP stream.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +23,7 @@ use crate::ivr::{Action, Answer, Event, Ivr, Outcome};
 use crate::join::JoinClient;
 use crate::metrics::Metrics;
 use crate::prompt::{Prompt, Prompts};
+use crate::room::{Admission, Room, RoomError};
 use crate::sdp::Negotiated;
 
 /// Samples in one 20 ms packet at 8 kHz.
@@ -184,7 +186,9 @@ pub async fn run(setup: CallSetup) {
     let mut remote = negotiated.remote;
     let mut hang_up = false;
     let mut outcome: Option<Outcome> = None;
-    let (answers_tx, mut answers) = mpsc::unbounded_channel::<Answer>();
+    let (answers_tx, mut answers) = mpsc::unbounded_channel::<(Answer, Option<Admission>)>();
+    let (rooms_tx, mut rooms) = mpsc::unbounded_channel::<Result<Room, RoomError>>();
+    let mut room: Option<Room> = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut buf = vec![0u8; 1500];
@@ -232,7 +236,12 @@ pub async fn run(setup: CallSetup) {
                 if !confirmed {
                     continue;
                 }
-                let (frame, ran_out) = player.next_frame(&prompts, &metrics);
+                let (mut frame, ran_out) = player.next_frame(&prompts, &metrics);
+                if frame.is_none() && ivr.in_meeting()
+                    && let Some(room) = room.as_mut()
+                {
+                    frame = room.mixed();
+                }
                 if negotiated.direction.we_send() && remote.port() != 0 {
                     let law = negotiated.law;
                     let payload = match &frame {
@@ -262,6 +271,11 @@ pub async fn run(setup: CallSetup) {
                     && let Some(digit) = rfc4733.on_packet(packet.header.timestamp, &packet.payload)
                 {
                     pending.extend(on_digit(&mut ivr, &metrics, digit, Method::Rfc4733));
+                } else if packet.header.payload_type == negotiated.law.payload_type()
+                    && ivr.in_meeting()
+                    && let Some(room) = room.as_mut()
+                {
+                    room.send_voice(&negotiated.law.decode(&packet.payload)).await;
                 }
             }
             event = events.recv() => match event {
@@ -277,15 +291,38 @@ pub async fn run(setup: CallSetup) {
                 Some(CallEvent::Ended(reason)) => break reason,
                 None => break "the SIP server stopped".to_owned(),
             },
-            Some(answer) = answers.recv() => {
+            Some((answer, admission)) = answers.recv() => {
                 tracing::debug!(?answer, "join check answered");
+                if let Some(admission) = admission {
+                    let rooms = rooms_tx.clone();
+                    tokio::spawn(async move {
+                        let _ = rooms.send(Room::join(&admission).await);
+                    });
+                }
                 pending.extend(ivr.on(Event::Answer(answer), Instant::now().into_std()));
             }
+            Some(joined) = rooms.recv() => match joined {
+                Ok(joined) => room = Some(joined),
+                Err(err) => {
+                    tracing::error!(cause = %err, "the call cannot enter the room");
+                    player.stop();
+                    player.queue.extend([Prompt::Error, Prompt::Bye]);
+                    hang_up = true;
+                }
+            },
             () = sleep_until(deadline) => {
                 pending.extend(ivr.on_deadline(Instant::now().into_std()));
             }
         }
     };
+    if let Some(room) = room {
+        room.leave().await;
+    }
+    // A room still being entered is left as it comes.
+    rooms.close();
+    while let Ok(Ok(late)) = rooms.try_recv() {
+        late.leave().await;
+    }
     if outcome.is_none() {
         metrics.calls.with_label_values(&["abandoned"]).inc();
     }

@@ -38,6 +38,17 @@ impl Law {
             .collect()
     }
 
+    /// One linear sample per encoded byte.
+    pub fn decode(self, bytes: &[u8]) -> Vec<i16> {
+        bytes
+            .iter()
+            .map(|b| match self {
+                Law::Pcmu => ulaw_decode(*b),
+                Law::Pcma => alaw_decode(*b),
+            })
+            .collect()
+    }
+
     /// The byte that carries silence.
     pub fn silence(self) -> u8 {
         match self {
@@ -78,6 +89,27 @@ fn alaw(sample: i16) -> u8 {
     (encoded | sign) ^ 0x55
 }
 
+fn ulaw_decode(byte: u8) -> i16 {
+    let u = !byte;
+    let exponent = i32::from((u >> 4) & 0x07);
+    let mantissa = i32::from(u & 0x0F);
+    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+    let value = if u & 0x80 != 0 { -magnitude } else { magnitude };
+    value as i16
+}
+
+fn alaw_decode(byte: u8) -> i16 {
+    let a = byte ^ 0x55;
+    let segment = i32::from((a >> 4) & 0x07);
+    let mut magnitude = i32::from(a & 0x0F) << 4;
+    magnitude += if segment == 0 { 8 } else { 0x108 };
+    if segment > 1 {
+        magnitude <<= segment - 1;
+    }
+    let value = if a & 0x80 != 0 { magnitude } else { -magnitude };
+    value as i16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +129,24 @@ mod tests {
         assert_eq!(alaw(1000), 0xFA);
         assert_eq!(Law::Pcmu.encode(&[0, 0]), vec![Law::Pcmu.silence(); 2]);
         assert_eq!(Law::Pcma.encode(&[0]), vec![Law::Pcma.silence()]);
+    }
+
+    #[test]
+    fn decoding_gives_back_the_sample_within_its_step() {
+        for law in [Law::Pcmu, Law::Pcma] {
+            for s in (-32768..=32767i32).step_by(13) {
+                let s = s as i16;
+                let back = i32::from(law.decode(&law.encode(&[s]))[0]);
+                // The quantisation step grows with the level: 1/16 of it, plus the smallest step.
+                let tolerance = i32::from(s).abs() / 16 + 16;
+                assert!(
+                    (back - i32::from(s)).abs() <= tolerance,
+                    "{law:?} {s} → {back}"
+                );
+            }
+        }
+        assert_eq!(Law::Pcmu.decode(&[0xFF, 0x7F]), vec![0, 0]);
+        assert_eq!(Law::Pcma.decode(&[0xD5, 0x55]), vec![8, -8]);
     }
 
     #[test]

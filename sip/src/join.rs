@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::ivr::Answer;
+use crate::room::Admission;
 
 /// A client of the conference service's join endpoint.
 #[derive(Debug, Clone)]
@@ -22,6 +23,19 @@ pub struct JoinClient {
 #[derive(Debug, Deserialize)]
 struct ErrorBody {
     error: ErrorDetail,
+}
+
+/// The part of the join answer the gateway reads.
+#[derive(Debug, Deserialize)]
+struct Admitted {
+    token: String,
+    endpoint: String,
+    conference: AdmittedConference,
+}
+
+#[derive(Debug, Deserialize)]
+struct AdmittedConference {
+    id: proto::ConferenceId,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,14 +59,15 @@ impl JoinClient {
     }
 
     /// Asks whether `meeting_id` (and `password`) admit a caller shown as `display_name`,
-    /// calling from `caller`. Failures to reach the API are [`Answer::Error`], logged.
+    /// calling from `caller`, and when admitted, where to enter the room. Failures to reach
+    /// the API are [`Answer::Error`], logged.
     pub async fn check(
         &self,
         meeting_id: &str,
         password: Option<&str>,
         display_name: &str,
         caller: IpAddr,
-    ) -> Answer {
+    ) -> (Answer, Option<Admission>) {
         let body = serde_json::json!({
             "meetingId": meeting_id,
             "password": password,
@@ -69,13 +84,27 @@ impl JoinClient {
             Ok(response) => response,
             Err(err) => {
                 tracing::error!(cause = %err, "the conference service cannot be reached");
-                return Answer::Error;
+                return (Answer::Error, None);
             }
         };
         let status = response.status().as_u16();
         if status == 200 {
             // The join answer does not say how many are in the meeting (yet).
-            return Answer::Admitted { others: None };
+            let admitted = Answer::Admitted { others: None };
+            return match response.json::<Admitted>().await {
+                Ok(body) => (
+                    admitted,
+                    Some(Admission {
+                        token: body.token,
+                        endpoint: body.endpoint,
+                        conference: body.conference.id,
+                    }),
+                ),
+                Err(err) => {
+                    tracing::error!(cause = %err, "the join answer cannot be read");
+                    (Answer::Error, None)
+                }
+            };
         }
         let detail = response.json::<ErrorBody>().await.ok().map(|b| b.error);
         let code = detail.as_ref().map_or("", |d| d.code.as_str());
@@ -83,7 +112,7 @@ impl JoinClient {
         if answer == Answer::Error {
             tracing::warn!(status, code, "the conference service refused a join check");
         }
-        answer
+        (answer, None)
     }
 }
 

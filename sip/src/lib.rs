@@ -28,10 +28,14 @@ pub mod http;
 pub mod ivr;
 pub mod join;
 pub mod metrics;
+pub mod mixer;
 pub mod prompt;
 pub mod rate;
+pub mod resample;
+pub mod room;
 pub mod sdp;
 pub mod server;
+pub mod tone;
 
 use std::sync::Arc;
 
