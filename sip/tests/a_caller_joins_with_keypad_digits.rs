@@ -18,7 +18,7 @@ fn a_caller_joins_with_keypad_digits() {
     tokio::runtime::Runtime::new()
         .expect("runtime")
         .block_on(async {
-            let api = test_api::Api::start().await;
+            let api = test_api::Api::start_with_sfu().await;
             let gateway = TestGateway::start(config(&api.url)).await;
             let dir = tempfile::tempdir().expect("tempdir");
             let join = scenario(
