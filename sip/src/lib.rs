@@ -3,15 +3,17 @@
 //! ID and password from the keypad, checking them with the conference service as a guest's
 //! join is checked (`POST /api/v1/join`, with its throttling).
 //!
-//! What this first slice does not do yet: carry the caller's voice into the meeting and the
-//! meeting's into the call (the gateway as a client of the SFU, with a mixer). An admitted
-//! caller hears "Correct ID" and then silence until the call ends.
+//! An admitted caller enters the meeting: the gateway joins the SFU as a WebRTC client for the
+//! call, publishes the caller's voice in Opus and sends the room's mix back as G.711.
 //!
 //! # Layout
 //! - [`config`]: the clap flags (`--sip-…`).
 //! - [`server`]: the SIP endpoint (rsipstack): who may call, INVITE/ACK/BYE/CANCEL/OPTIONS,
 //!   INFO, re-INVITE; routes in-dialog events to calls.
-//! - [`call`]: one call's IO: RTP out (prompts as G.711), RTP in (telephone-events), timers.
+//! - [`call`]: one call's IO: RTP out (prompts, then the room's mix, as G.711), RTP in
+//!   (telephone-events, the caller's voice), timers.
+//! - [`room`]: the call's session in the SFU (webrtc-rs, libopus); [`mixer`]: the room's audio
+//!   summed per 20 ms; [`resample`]: 8 ↔ 48 kHz; [`tone`]: sine and Goertzel.
 //! - [`ivr`]: the voice menu, a pure state machine.
 //! - [`sdp`]: offer/answer; [`g711`]: PCMU/PCMA; [`dtmf`]: RFC 4733 and SIP INFO digits.
 //! - [`prompt`]: the WAV prompts, built in or from `--sip-prompts-dir`.
