@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
-# One image for every component: `conclave api`, `conclave sfu`, `conclave operator`,
-# `conclave standalone`. Build from the repository root:
+# One image for every component: `conclave api`, `conclave sfu`, `conclave sip`,
+# `conclave operator`, `conclave standalone`. Build from the repository root:
 #   docker build -t conclave:0.1.0 .
 # The runtime stage is distroless (glibc, libgcc, CA certificates, no shell) and runs as the
 # numeric non-root user 65532; the web portal sits at /usr/share/conclave/web.
@@ -16,6 +16,15 @@ RUN npm run --silent build
 
 # --- the binary -----------------------------------------------------------------------------
 FROM rust:1.95-bookworm AS binary
+# libopus for the SIP gateway's Opus, linked statically (libopus.a): the runtime needs no .so.
+# audiopus_sys links a static library only from <LIBOPUS_LIB_DIR>/lib and only without
+# pkg-config (which never links static libraries from /usr), hence the prefix and NO_PKG.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libopus-dev pkg-config \
+    && rm -rf /var/lib/apt/lists/* \
+    && mkdir -p /opt/opus/lib \
+    && ln -s "$(pkg-config --variable=libdir opus)/libopus.a" /opt/opus/lib/libopus.a
+ENV LIBOPUS_STATIC=1 LIBOPUS_NO_PKG=1 LIBOPUS_LIB_DIR=/opt/opus
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY api api
@@ -27,6 +36,7 @@ COPY operator operator
 COPY placement placement
 COPY proto proto
 COPY sfu sfu
+COPY sip sip
 COPY tests tests
 RUN cargo build --release --locked -p conclave \
     && install -D -m 0755 target/release/conclave /out/conclave \

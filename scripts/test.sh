@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Conclave's whole test suite on a fresh Debian machine with the Rust toolchain:
-# installs the Debian packages the tests need (Chromium, Firefox ESR, Xvfb, Go among them) and
+# installs the Debian packages the tests need (Chromium, Firefox ESR, Xvfb, Go, SIPp among them) and
 # the Python test tools into a venv, starts PostgreSQL when it is not running, installs the
 # portal's npm packages, builds the portal and runs its unit tests (Vitest), then runs every test
 # of the workspace with cargo-nextest (cargo test when nextest is absent) — the browser
@@ -24,7 +24,7 @@ as_root() {
 }
 
 # --- Debian packages -------------------------------------------------------------------------
-packages=(postgresql postgresql-client iproute2 util-linux nftables ca-certificates python3 python3-venv prometheus chromium firefox-esr xvfb golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev golang-github-xeipuuv-gojsonschema-dev)
+packages=(postgresql postgresql-client iproute2 util-linux nftables ca-certificates python3 python3-venv prometheus chromium firefox-esr xvfb golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev golang-github-xeipuuv-gojsonschema-dev sip-tester libopus-dev pkg-config)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

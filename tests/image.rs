@@ -233,6 +233,7 @@ fn every_subcommand_starts_as_the_image_runs_it() {
         &["standalone", "--help"],
         &["api", "--help"],
         &["sfu", "--help"],
+        &["sip", "--help"],
         &["operator", "--help"],
         &["crdgen"],
     ] {

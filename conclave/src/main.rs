@@ -41,6 +41,8 @@ enum Command {
     Api(api::Config),
     /// A WebRTC SFU pod: the signaling websocket /rtc and media for the conferences placed on it.
     Sfu(sfu::Config),
+    /// The SIP gateway: phone callers dial in and enter the meeting ID and password by keypad.
+    Sip(sip::Config),
     /// The Kubernetes operator: places Conference resources on SFU pods.
     Operator(operator::Config),
     /// Prints the Conference CustomResourceDefinition as YAML (`conclave crdgen > crds/conference.yaml`).
@@ -155,7 +157,11 @@ impl Standalone {
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn,webrtc=warn,rtc=warn")
+        // rsipstack logs every SIP message at info, raw: caller IDs and addresses, which
+        // must not reach the logs by default.
+        tracing_subscriber::EnvFilter::new(
+            "info,sqlx=warn,tower_http=warn,webrtc=warn,rtc=warn,rsipstack=warn",
+        )
     });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
@@ -299,6 +305,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Standalone(options) => standalone(options).await?,
         Command::Api(config) => api::run(config, shutdown_signal()).await?,
         Command::Sfu(config) => sfu::run(config).await?,
+        Command::Sip(config) => sip::run(config, shutdown_signal()).await?,
         Command::Operator(config) => operator::run(config).await?,
         Command::Crdgen | Command::Schemas(_) => {}
     }

@@ -82,7 +82,62 @@ fn help_lists_every_command_and_option() {
         .output()
         .unwrap();
     let help = String::from_utf8(output.stdout).unwrap();
-    for command in ["standalone", "api", "sfu", "operator", "crdgen", "schemas"] {
+    for command in [
+        "standalone",
+        "api",
+        "sfu",
+        "sip",
+        "operator",
+        "crdgen",
+        "schemas",
+    ] {
         assert!(help.contains(command), "{command} missing from --help");
     }
+}
+
+/// A WAV header and `samples` silent 16-bit samples.
+fn wav(rate: u32, channels: u16, samples: u32) -> Vec<u8> {
+    let data = samples * 2 * u32::from(channels);
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&channels.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2 * u32::from(channels)).to_le_bytes());
+    out.extend_from_slice(&(2 * channels).to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data.to_le_bytes());
+    out.resize(out.len() + data as usize, 0);
+    out
+}
+
+#[test]
+fn sip_refuses_to_start_with_a_prompt_in_the_wrong_format() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("welcome.wav"), wav(16000, 1, 1600)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .args([
+            "sip",
+            "--sip-listen",
+            "127.0.0.1:0",
+            "--sip-http-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--sip-prompts-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("welcome.wav"), "{stderr}");
+    assert!(stderr.contains("16000 Hz"), "{stderr}");
+    assert!(
+        stderr.contains("expected WAV, 8000 Hz, mono, 16-bit PCM"),
+        "{stderr}"
+    );
 }

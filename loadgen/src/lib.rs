@@ -68,7 +68,13 @@ pub struct Received {
     pub first_keyframe: Option<Instant>,
     /// Forwarding latency samples in microseconds (from a send timestamp in the payload).
     pub latencies_us: Vec<u64>,
+    /// The first [`KEPT_AUDIO_PAYLOADS`] audio payloads in arrival order (Opus), for tests that
+    /// decode what they heard.
+    pub audio_payloads: Vec<Bytes>,
 }
+
+/// How many audio payloads a track keeps (a minute of 20 ms packets).
+pub const KEPT_AUDIO_PAYLOADS: usize = 3000;
 
 type ReceivedMap = Arc<Mutex<HashMap<String, Received>>>;
 
@@ -158,6 +164,9 @@ impl PeerConnectionEventHandler for Handler {
                 }
                 if let Some(sent) = sent_at(payload) {
                     entry.latencies_us.push(clock_us().saturating_sub(sent));
+                }
+                if !entry.video && entry.audio_payloads.len() < KEPT_AUDIO_PAYLOADS {
+                    entry.audio_payloads.push(payload.clone());
                 }
             }
         });

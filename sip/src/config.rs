@@ -1,0 +1,266 @@
+//! The gateway's configuration: one clap struct, every field a flag and an environment variable.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use proto::UdpPorts;
+
+/// Configuration of `conclave sip` (and of the gateway embedded in `conclave standalone`).
+///
+/// Flags are prefixed `sip-` so that the standalone command can flatten this next to the
+/// API's and the SFU's configuration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address the SIP endpoint listens on, UDP and TCP alike.
+    #[arg(
+        id = "sip-listen",
+        long = "sip-listen",
+        env = "CONCLAVE_SIP_LISTEN",
+        default_value = "0.0.0.0:5060"
+    )]
+    pub listen: SocketAddr,
+    /// Address of `/healthz`, `/readyz` and `/metrics` (HTTP, for the cluster; not for callers).
+    #[arg(
+        id = "sip-http-listen",
+        long = "sip-http-listen",
+        env = "CONCLAVE_SIP_HTTP_LISTEN",
+        default_value = "0.0.0.0:9060"
+    )]
+    pub http_listen: SocketAddr,
+    /// UDP ports for the calls' RTP (`FIRST-LAST`); each call takes one.
+    #[arg(
+        id = "sip-rtp-ports",
+        long = "sip-rtp-ports",
+        env = "CONCLAVE_SIP_RTP_PORTS",
+        default_value = "41000-41999",
+        value_parser = parse_ports
+    )]
+    pub rtp_ports: UdpPorts,
+    /// A folder of WAV files that replace the built-in English prompts one by one (file names
+    /// as in sip/prompts/, e.g. `welcome.wav`; 8000 Hz, mono, 16-bit PCM). A missing file keeps
+    /// the built-in prompt; a file in another format stops the start with a message.
+    #[arg(
+        id = "sip-prompts-dir",
+        long = "sip-prompts-dir",
+        env = "CONCLAVE_SIP_PROMPTS_DIR"
+    )]
+    pub prompts_dir: Option<PathBuf>,
+    /// The address callers send media to, written in SDP and Contact (e.g. the node's public IP
+    /// behind NAT). Unset: the listen address, or when that is unspecified the local address
+    /// that routes to each caller.
+    #[arg(
+        id = "sip-public-address",
+        long = "sip-public-address",
+        env = "CONCLAVE_SIP_PUBLIC_ADDRESS"
+    )]
+    pub public_address: Option<IpAddr>,
+    /// SIP trunks (a carrier's or a PBX's addresses, `IP` or `IP/PREFIX`, comma-separated)
+    /// whose calls are always accepted and not rate-limited per source.
+    #[arg(
+        id = "sip-trunk-from",
+        long = "sip-trunk-from",
+        env = "CONCLAVE_SIP_TRUNK_FROM",
+        value_delimiter = ',',
+        value_parser = parse_network
+    )]
+    pub trunk_from: Vec<Network>,
+    /// Accept calls from any address (a public SIP address); without it, calls from outside
+    /// `--sip-trunk-from` are answered 403.
+    #[arg(id = "sip-open", long = "sip-open", env = "CONCLAVE_SIP_OPEN")]
+    pub open: bool,
+    /// New calls per minute one source address may start (trunks excepted); more are
+    /// answered 503 with Retry-After.
+    #[arg(
+        id = "sip-calls-per-minute",
+        long = "sip-calls-per-minute",
+        env = "CONCLAVE_SIP_CALLS_PER_MINUTE",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub calls_per_minute: u32,
+    /// Calls this gateway carries at once; more are answered 503.
+    #[arg(
+        id = "sip-max-calls",
+        long = "sip-max-calls",
+        env = "CONCLAVE_SIP_MAX_CALLS",
+        default_value_t = 200
+    )]
+    pub max_calls: u32,
+    /// Base URL of the conference service, which checks meeting IDs and passwords
+    /// (`POST /api/v1/join`, as for guests).
+    #[arg(
+        id = "sip-api-url",
+        long = "sip-api-url",
+        env = "CONCLAVE_SIP_API_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub api_url: String,
+    /// Seconds a caller has to type the next digit before the question is asked again.
+    #[arg(
+        id = "sip-digit-timeout-seconds",
+        long = "sip-digit-timeout-seconds",
+        env = "CONCLAVE_SIP_DIGIT_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=120)
+    )]
+    pub digit_timeout_seconds: u64,
+    /// Milliseconds a call rings (180) before it is answered; 0 answers at once.
+    #[arg(
+        id = "sip-answer-delay-ms",
+        long = "sip-answer-delay-ms",
+        env = "CONCLAVE_SIP_ANSWER_DELAY_MS",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u64).range(0..=10_000)
+    )]
+    pub answer_delay_ms: u64,
+}
+
+impl Config {
+    /// A configuration for tests and embedding: listening on `listen`, RTP on `rtp_ports`,
+    /// open to every caller, checking with the API at `api_url`.
+    pub fn for_loopback(listen: SocketAddr, rtp_ports: UdpPorts, api_url: &str) -> Config {
+        Config {
+            listen,
+            http_listen: SocketAddr::new(listen.ip(), 0),
+            rtp_ports,
+            prompts_dir: None,
+            public_address: None,
+            trunk_from: Vec::new(),
+            open: true,
+            calls_per_minute: 10,
+            max_calls: 200,
+            api_url: api_url.to_owned(),
+            digit_timeout_seconds: 10,
+            answer_delay_ms: 0,
+        }
+    }
+
+    /// Whether a call from `source` is accepted at all (trunk, or an open gateway).
+    pub fn accepts(&self, source: IpAddr) -> bool {
+        self.open || self.is_trunk(source)
+    }
+
+    /// Whether `source` is one of the configured trunks.
+    pub fn is_trunk(&self, source: IpAddr) -> bool {
+        self.trunk_from.iter().any(|net| net.contains(source))
+    }
+}
+
+/// An address range of `--sip-trunk-from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// Whether `ip` is inside (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.address, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+fn parse_network(value: &str) -> Result<Network, String> {
+    let value = value.trim();
+    let (address, prefix) = match value.split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (value, None),
+    };
+    let address: IpAddr = address
+        .parse()
+        .map_err(|e| format!("{value}: not an IP address or CIDR range ({e})"))?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        Some(prefix) => prefix
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("{value}: the prefix length must be 0 to {max}"))?,
+        None => max,
+    };
+    Ok(Network { address, prefix })
+}
+
+fn parse_ports(value: &str) -> Result<UdpPorts, String> {
+    let (first, last) = value
+        .split_once('-')
+        .ok_or_else(|| "expected FIRST-LAST, e.g. 41000-41999".to_owned())?;
+    let first: u16 = first
+        .trim()
+        .parse()
+        .map_err(|e| format!("first port: {e}"))?;
+    let last: u16 = last.trim().parse().map_err(|e| format!("last port: {e}"))?;
+    if first == 0 || last < first {
+        return Err("the range must be 1..=65535 with FIRST <= LAST".into());
+    }
+    Ok(UdpPorts { first, last })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sip: Config,
+    }
+
+    #[test]
+    fn defaults_listen_on_5060_and_close_the_door_to_strangers() {
+        let config = Cli::parse_from(["sip"]).sip;
+        assert_eq!(config.listen.port(), 5060);
+        assert!(!config.open);
+        assert!(!config.accepts("198.51.100.7".parse().expect("ip")));
+    }
+
+    #[test]
+    fn trunks_are_accepted_and_open_gateways_accept_everyone() {
+        let config = Cli::parse_from([
+            "sip",
+            "--sip-trunk-from",
+            "10.0.0.0/8,2001:db8::1",
+            "--sip-rtp-ports",
+            "30000-30010",
+        ])
+        .sip;
+        assert!(config.accepts("10.2.3.4".parse().expect("ip")));
+        assert!(config.accepts("::ffff:10.2.3.4".parse().expect("ip")));
+        assert!(config.accepts("2001:db8::1".parse().expect("ip")));
+        assert!(!config.accepts("2001:db8::2".parse().expect("ip")));
+        assert!(!config.accepts("11.0.0.1".parse().expect("ip")));
+        assert_eq!(config.rtp_ports.first, 30000);
+        let open = Cli::parse_from(["sip", "--sip-open"]).sip;
+        assert!(open.accepts("11.0.0.1".parse().expect("ip")));
+        assert!(!open.is_trunk("11.0.0.1".parse().expect("ip")));
+    }
+
+    #[test]
+    fn bad_ranges_are_refused() {
+        assert!(parse_network("10.0.0.0/33").is_err());
+        assert!(parse_network("nonsense").is_err());
+        assert!(parse_ports("5-1").is_err());
+        assert!(
+            parse_network("0.0.0.0/0").is_ok_and(|n| n.contains("8.8.8.8".parse().expect("ip")))
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! `conclave sip`: dial-in by phone. SIP phones and SIP trunks (PSTN numbers routed by a
+//! carrier or a PBX) call the gateway; it answers, plays voice prompts, and takes the meeting
+//! ID and password from the keypad, checking them with the conference service as a guest's
+//! join is checked (`POST /api/v1/join`, with its throttling).
+//!
+//! An admitted caller enters the meeting: the gateway joins the SFU as a WebRTC client for the
+//! call, publishes the caller's voice in Opus and sends the room's mix back as G.711.
+//!
+//! # Layout
+//! - [`config`]: the clap flags (`--sip-…`).
+//! - [`server`]: the SIP endpoint (rsipstack): who may call, INVITE/ACK/BYE/CANCEL/OPTIONS,
+//!   INFO, re-INVITE; routes in-dialog events to calls.
+//! - [`call`]: one call's IO: RTP out (prompts, then the room's mix, as G.711), RTP in
+//!   (telephone-events, the caller's voice), timers.
+//! - [`room`]: the call's session in the SFU (webrtc-rs, libopus); [`mixer`]: the room's audio
+//!   summed per 20 ms; [`resample`]: 8 ↔ 48 kHz; [`tone`]: sine and Goertzel.
+//! - [`ivr`]: the voice menu, a pure state machine.
+//! - [`sdp`]: offer/answer; [`g711`]: PCMU/PCMA; [`dtmf`]: RFC 4733 and SIP INFO digits.
+//! - [`prompt`]: the WAV prompts, built in or from `--sip-prompts-dir`.
+//! - [`join`]: the client of the conference service's join endpoint.
+//! - [`rate`]: calls per source address; [`metrics`]: `conclave_sip_…`;
+//!   [`http`]: `/healthz`, `/readyz`, `/metrics`.
+
+pub mod call;
+pub mod config;
+pub mod dtmf;
+mod error;
+pub mod g711;
+pub mod http;
+pub mod ivr;
+pub mod join;
+pub mod metrics;
+pub mod mixer;
+pub mod prompt;
+pub mod rate;
+pub mod resample;
+pub mod room;
+pub mod sdp;
+pub mod server;
+pub mod tone;
+
+use std::sync::Arc;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use server::Gateway;
+
+/// Loads the prompts and starts the gateway, registering its metrics in `registry`.
+///
+/// # Errors
+/// A prompt file in a wrong format (the message names it), metrics already registered, or
+/// the SIP address cannot be bound.
+pub async fn start(config: Config, registry: &prometheus::Registry) -> Result<Gateway> {
+    let prompts = Arc::new(prompt::Prompts::load(config.prompts_dir.as_deref())?);
+    let metrics = metrics::Metrics::new(registry)?;
+    server::start(config, prompts, metrics).await
+}
+
+/// Runs `conclave sip` until `shutdown` resolves: the gateway, and its HTTP side on
+/// `--sip-http-listen`.
+///
+/// # Errors
+/// As [`start`], and when the HTTP address cannot be bound.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let registry = prometheus::Registry::new();
+    let http_listen = config.http_listen;
+    let gateway = start(config, &registry).await?;
+    let listener = tokio::net::TcpListener::bind(http_listen)
+        .await
+        .map_err(|source| Error::Io {
+            what: format!("cannot listen on {http_listen} (--sip-http-listen)"),
+            source,
+        })?;
+    tracing::info!(address = %http_listen, "health and metrics listening");
+    let served = axum::serve(listener, http::router(registry))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| Error::Io {
+            what: "the HTTP listener failed".into(),
+            source,
+        });
+    gateway.stop().await;
+    tracing::info!("sip gateway stopped");
+    served
+}

@@ -1,0 +1,486 @@
+//! The caller in the room: the gateway joins the SFU as a WebRTC client (webrtc-rs, as the
+//! portal's browser does) with the token `POST /join` gave, publishes the caller's voice as a
+//! microphone track in Opus, and decodes the room's audio tracks into a [`Mixer`].
+//!
+//! One SFU session per call for now. The pieces are split so that one session per conference
+//! can feed many calls later: the decoding side only pushes into a mixer, and the mixer
+//! already takes a caller's own source out of its frame ([`Mixer::pull_without`]).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use proto::ConferenceId;
+use proto::signal::{ClientMessage, IceCandidate, PeerTarget, ServerMessage, TrackSource};
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MediaEngine};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCPeerConnectionIceEvent, RTCSessionDescription,
+    register_default_interceptors,
+};
+
+use crate::mixer::Mixer;
+use crate::resample::{Downsampler, Upsampler};
+
+/// Samples in 20 ms at 48 kHz.
+const OPUS_FRAME: usize = 960;
+/// Samples in 20 ms at 8 kHz.
+const PHONE_FRAME: usize = 160;
+/// The dynamic payload type of our Opus track (the SFU rewrites nothing; the SDP maps it).
+const OPUS_PT: u8 = 111;
+
+/// Where and how to enter the room: the parts of the join answer the gateway uses.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// The join token.
+    pub token: String,
+    /// The signaling websocket (`ws://…/rtc`, or `…/rtc/<pod>` relayed by the API).
+    pub endpoint: String,
+    /// The conference.
+    pub conference: ConferenceId,
+}
+
+/// Why the room could not be entered.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RoomError(String);
+
+impl RoomError {
+    fn new(what: &str, cause: impl std::fmt::Display) -> RoomError {
+        RoomError(format!("{what}: {cause}"))
+    }
+}
+
+/// One caller's session in the room.
+pub struct Room {
+    outgoing: mpsc::UnboundedSender<ClientMessage>,
+    publisher: Arc<dyn PeerConnection>,
+    subscriber: Arc<dyn PeerConnection>,
+    voice: Voice,
+    mixer: Arc<Mutex<Mixer>>,
+    downsampler: Downsampler,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room").finish_non_exhaustive()
+    }
+}
+
+/// The caller's voice going out: 8 kHz samples in, 20 ms Opus packets on the track.
+struct Voice {
+    track: Arc<TrackLocalStaticRTP>,
+    encoder: opus::Encoder,
+    upsampler: Upsampler,
+    pending: Vec<i16>,
+    ssrc: u32,
+    sequence: u16,
+    timestamp: u32,
+}
+
+impl Room {
+    /// Opens the signaling websocket, joins, and offers the caller's microphone track.
+    /// Returns once the SFU said `joined`.
+    ///
+    /// # Errors
+    /// The websocket, a refusal by the SFU, libopus or webrtc failing.
+    pub async fn join(admission: &Admission) -> Result<Room, RoomError> {
+        let (ws, _) = tokio_tungstenite::connect_async(admission.endpoint.as_str())
+            .await
+            .map_err(|e| RoomError::new(&format!("websocket {}", admission.endpoint), e))?;
+        let (mut sink, mut stream) = ws.split();
+        let (outgoing, mut outgoing_rx) = mpsc::unbounded_channel::<ClientMessage>();
+        let writer = tokio::spawn(async move {
+            while let Some(message) = outgoing_rx.recv().await {
+                let Ok(text) = serde_json::to_string(&message) else {
+                    continue;
+                };
+                if sink.send(Message::text(text)).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        let mixer = Arc::new(Mutex::new(Mixer::new(OPUS_FRAME)));
+        let local = media_addrs(&admission.endpoint).await;
+        let publisher = peer(&local, PeerTarget::Publisher, &outgoing, &mixer).await?;
+        let subscriber = peer(&local, PeerTarget::Subscriber, &outgoing, &mixer).await?;
+        let (joined_tx, mut joined) = mpsc::unbounded_channel::<ServerMessage>();
+        let reader = {
+            let publisher = Arc::clone(&publisher);
+            let subscriber = Arc::clone(&subscriber);
+            let outgoing = outgoing.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(message)) = stream.next().await {
+                    let Message::Text(text) = message else {
+                        continue;
+                    };
+                    let Ok(parsed) = serde_json::from_str::<ServerMessage>(text.as_str()) else {
+                        continue;
+                    };
+                    on_signal(parsed, &publisher, &subscriber, &outgoing, &joined_tx).await;
+                }
+                tracing::debug!("the SFU closed the signaling websocket");
+            })
+        };
+        let send = |message| {
+            outgoing
+                .send(message)
+                .map_err(|_| RoomError("the signaling websocket closed".into()))
+        };
+        send(ClientMessage::Join {
+            token: admission.token.clone(),
+            conference: admission.conference.clone(),
+            receive_codecs: Some(vec![MIME_TYPE_OPUS.to_owned()]),
+        })?;
+        // The first answer: `joined`, `waiting` (the owner is not there yet), or an error.
+        let first = tokio::time::timeout(Duration::from_secs(10), joined.recv())
+            .await
+            .map_err(|_| RoomError("the SFU did not answer the join".into()))?
+            .ok_or_else(|| RoomError("the SFU closed before answering the join".into()))?;
+        if let ServerMessage::Waiting = first {
+            tracing::info!("waiting for the meeting's owner");
+            let admitted = joined.recv().await;
+            if !matches!(admitted, Some(ServerMessage::Joined { .. })) {
+                return Err(RoomError(format!("not admitted: {admitted:?}")));
+            }
+        } else if !matches!(first, ServerMessage::Joined { .. }) {
+            return Err(RoomError(format!("refused: {first:?}")));
+        }
+        let voice = Voice::publish(&publisher, &outgoing).await?;
+        let offer = publisher
+            .create_offer(None)
+            .await
+            .map_err(|e| RoomError::new("offer", e))?;
+        let sdp = offer.sdp.clone();
+        publisher
+            .set_local_description(offer)
+            .await
+            .map_err(|e| RoomError::new("local description", e))?;
+        send(ClientMessage::Offer { sdp })?;
+        tracing::info!("in the room");
+        Ok(Room {
+            outgoing,
+            publisher,
+            subscriber,
+            voice,
+            mixer,
+            downsampler: Downsampler::default(),
+            tasks: vec![writer, reader],
+        })
+    }
+
+    /// Sends the caller's voice (8 kHz samples, any length; sent in 20 ms packets).
+    pub async fn send_voice(&mut self, samples: &[i16]) {
+        self.voice.send(samples).await;
+    }
+
+    /// The next 20 ms of the room's mix at 8 kHz, or `None` when nobody is heard.
+    pub fn mixed(&mut self) -> Option<Vec<i16>> {
+        let frame = self.mixer.lock().ok()?.pull()?;
+        let mut out = self.downsampler.process(&frame);
+        out.resize(PHONE_FRAME, 0);
+        Some(out)
+    }
+
+    /// Says `leave` and closes the peer connections.
+    pub async fn leave(self) {
+        let _ = self.outgoing.send(ClientMessage::Leave);
+        let _ = self.publisher.close().await;
+        let _ = self.subscriber.close().await;
+        // Let the writer send `leave` before it goes.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Voice {
+    /// Adds the microphone track to the publisher and announces it.
+    async fn publish(
+        publisher: &Arc<dyn PeerConnection>,
+        outgoing: &mpsc::UnboundedSender<ClientMessage>,
+    ) -> Result<Voice, RoomError> {
+        let id = format!("phone-{:08x}", rand::random::<u32>());
+        let ssrc = rand::random::<u32>();
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "phone".into(),
+            id.clone(),
+            id.clone(),
+            RtpCodecKind::Audio,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_OPUS.into(),
+                    clock_rate: 48_000,
+                    // RFC 7587: always signalled as 2 channels; we send mono.
+                    channels: 2,
+                    sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                    rtcp_feedback: vec![],
+                },
+                ..Default::default()
+            }],
+        )));
+        publisher
+            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+            .await
+            .map_err(|e| RoomError::new("add track", e))?;
+        let _ = outgoing.send(ClientMessage::Publish {
+            track_id: id,
+            source: TrackSource::Microphone,
+            muted: false,
+        });
+        let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)
+            .map_err(|e| RoomError::new("opus encoder", e))?;
+        // Narrowband speech needs little; 24 kb/s keeps it clean.
+        encoder
+            .set_bitrate(opus::Bitrate::Bits(24_000))
+            .map_err(|e| RoomError::new("opus bitrate", e))?;
+        Ok(Voice {
+            track,
+            encoder,
+            upsampler: Upsampler::default(),
+            pending: Vec::with_capacity(2 * PHONE_FRAME),
+            ssrc,
+            sequence: rand::random(),
+            timestamp: rand::random(),
+        })
+    }
+
+    async fn send(&mut self, samples: &[i16]) {
+        self.pending.extend_from_slice(samples);
+        let mut buf = [0u8; 1500];
+        while self.pending.len() >= PHONE_FRAME {
+            let frame: Vec<i16> = self.pending.drain(..PHONE_FRAME).collect();
+            let wide = self.upsampler.process(&frame);
+            let len = match self.encoder.encode(&wide, &mut buf) {
+                Ok(len) => len,
+                Err(err) => {
+                    tracing::warn!(cause = %err, "opus encoding failed");
+                    continue;
+                }
+            };
+            let packet = rtc::rtp::Packet {
+                header: rtc::rtp::Header {
+                    version: 2,
+                    payload_type: OPUS_PT,
+                    sequence_number: self.sequence,
+                    timestamp: self.timestamp,
+                    ssrc: self.ssrc,
+                    ..Default::default()
+                },
+                payload: Bytes::copy_from_slice(&buf[..len]),
+            };
+            self.sequence = self.sequence.wrapping_add(1);
+            self.timestamp = self.timestamp.wrapping_add(OPUS_FRAME as u32);
+            if let Err(err) = self.track.write_rtp(packet).await {
+                tracing::trace!(cause = %err, "voice packet not sent");
+            }
+        }
+    }
+}
+
+/// Applies one signaling message: answers, the subscriber's offers, candidates; `joined`,
+/// `waiting` and errors go to `first`.
+async fn on_signal(
+    message: ServerMessage,
+    publisher: &Arc<dyn PeerConnection>,
+    subscriber: &Arc<dyn PeerConnection>,
+    outgoing: &mpsc::UnboundedSender<ClientMessage>,
+    first: &mpsc::UnboundedSender<ServerMessage>,
+) {
+    match message {
+        ServerMessage::Answer { sdp } => {
+            if let Ok(answer) = RTCSessionDescription::answer(sdp)
+                && let Err(err) = publisher.set_remote_description(answer).await
+            {
+                tracing::warn!(cause = %err, "the SFU's answer was not applied");
+            }
+        }
+        ServerMessage::Offer { sdp } => {
+            let Ok(offer) = RTCSessionDescription::offer(sdp) else {
+                return;
+            };
+            if let Err(err) = subscriber.set_remote_description(offer).await {
+                tracing::warn!(cause = %err, "the SFU's offer was not applied");
+                return;
+            }
+            let Ok(answer) = subscriber.create_answer(None).await else {
+                return;
+            };
+            let sdp = answer.sdp.clone();
+            if subscriber.set_local_description(answer).await.is_ok() {
+                let _ = outgoing.send(ClientMessage::Answer { sdp });
+            }
+        }
+        ServerMessage::Candidate { target, candidate } => {
+            let peer = match target {
+                PeerTarget::Publisher => publisher,
+                PeerTarget::Subscriber => subscriber,
+            };
+            let _ = peer
+                .add_ice_candidate(RTCIceCandidateInit {
+                    candidate: candidate.candidate,
+                    sdp_mid: candidate.sdp_mid,
+                    sdp_mline_index: candidate.sdp_m_line_index,
+                    username_fragment: candidate.username_fragment,
+                    ..Default::default()
+                })
+                .await;
+        }
+        message @ (ServerMessage::Joined { .. }
+        | ServerMessage::Waiting
+        | ServerMessage::Error { .. }) => {
+            let _ = first.send(message);
+        }
+        _ => {}
+    }
+}
+
+/// Trickles our candidates and decodes each audio track that arrives into the mixer.
+struct Handler {
+    target: PeerTarget,
+    outgoing: mpsc::UnboundedSender<ClientMessage>,
+    mixer: Arc<Mutex<Mixer>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.outgoing.send(ClientMessage::Candidate {
+                target: self.target,
+                candidate: IceCandidate {
+                    candidate: init.candidate,
+                    sdp_mid: init.sdp_mid,
+                    sdp_m_line_index: init.sdp_mline_index,
+                    username_fragment: init.username_fragment,
+                },
+            });
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if track.kind().await != RtpCodecKind::Audio {
+            return;
+        }
+        let id = track.track_id().await.to_string();
+        let mixer = Arc::clone(&self.mixer);
+        tokio::spawn(async move {
+            let mut decoder = match opus::Decoder::new(48_000, opus::Channels::Mono) {
+                Ok(decoder) => decoder,
+                Err(err) => {
+                    tracing::error!(cause = %err, "opus decoder");
+                    return;
+                }
+            };
+            tracing::debug!(track = %id, "hearing a track of the room");
+            // 120 ms, Opus's longest packet.
+            let mut pcm = vec![0i16; 6 * OPUS_FRAME];
+            while let Some(event) = track.poll().await {
+                let TrackRemoteEvent::OnRtpPacket(packet) = event else {
+                    continue;
+                };
+                match decoder.decode(&packet.payload, &mut pcm, false) {
+                    Ok(len) => {
+                        if let Ok(mut mixer) = mixer.lock() {
+                            mixer.push(&id, &pcm[..len]);
+                        }
+                    }
+                    Err(err) => tracing::trace!(cause = %err, "undecodable audio packet"),
+                }
+            }
+            if let Ok(mut mixer) = mixer.lock() {
+                mixer.remove(&id);
+            }
+        });
+    }
+}
+
+async fn peer(
+    local: &[SocketAddr],
+    target: PeerTarget,
+    outgoing: &mpsc::UnboundedSender<ClientMessage>,
+    mixer: &Arc<Mutex<Mixer>>,
+) -> Result<Arc<dyn PeerConnection>, RoomError> {
+    let mut engine = MediaEngine::default();
+    engine
+        .register_default_codecs()
+        .map_err(|e| RoomError::new("codecs", e))?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)
+        .map_err(|e| RoomError::new("interceptors", e))?;
+    let setting = SettingEngineBuilder::new()
+        .with_include_loopback_candidate(true)
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .with_prflx_acceptance_min_wait(Some(Duration::ZERO));
+    let peer = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(setting.build())
+        .with_handler(Arc::new(Handler {
+            target,
+            outgoing: outgoing.clone(),
+            mixer: Arc::clone(mixer),
+        }))
+        .with_udp_addrs(local.to_vec())
+        .build()
+        .await
+        .map_err(|e| RoomError::new("peer connection", e))?;
+    Ok(Arc::new(peer))
+}
+
+/// Where the media sockets bind. Signaling straight to an SFU (`…/rtc`): the address the
+/// route to it leaves from (loopback for an SFU on loopback). Relayed by the API
+/// (`…/rtc/<pod>`): the SFU's address is unknown, so every interface (the wildcard).
+async fn media_addrs(endpoint: &str) -> Vec<SocketAddr> {
+    let rest = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let any = vec![SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)];
+    if path.trim_end_matches('/') != "rtc" {
+        return any;
+    }
+    let authority = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let Some(sfu) = tokio::net::lookup_host(authority.as_str())
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+    else {
+        return any;
+    };
+    let ip = if sfu.ip().is_loopback() {
+        IpAddr::from(Ipv4Addr::LOCALHOST)
+    } else {
+        std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .and_then(|socket| {
+                socket.connect(sfu)?;
+                socket.local_addr()
+            })
+            .map_or(Ipv4Addr::UNSPECIFIED.into(), |local| local.ip())
+    };
+    vec![SocketAddr::new(ip, 0)]
+}

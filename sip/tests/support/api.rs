@@ -1,0 +1,130 @@
+//! A real conference service on SQLite, served over HTTP on loopback, with one ad hoc meeting;
+//! optionally with the SFU embedded as `conclave standalone` embeds it (`/rtc` on the same
+//! port), for tests that carry media.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// The running API and the meeting it holds.
+pub struct Api {
+    pub url: String,
+    pub meeting_id: String,
+    pub password: String,
+    _dir: tempfile::TempDir,
+}
+
+const ADMIN_PASSWORD: &str = "admin-password-1";
+
+impl Api {
+    pub async fn start() -> Api {
+        Api::start_serving(false).await
+    }
+
+    /// [`Api::start`] with the embedded SFU, its media on UDP 46000-46099 of loopback.
+    pub async fn start_with_sfu() -> Api {
+        Api::start_serving(true).await
+    }
+
+    async fn start_serving(with_sfu: bool) -> Api {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = api::Config::with_data_dir(dir.path());
+        config.database_url = Some(format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("conclave.db").display()
+        ));
+        let password_file = dir.path().join("admin-password");
+        std::fs::write(&password_file, ADMIN_PASSWORD).expect("write");
+        config.admin_password_file = Some(password_file);
+        config.listen = "127.0.0.1:8080".parse().expect("address");
+        config.sfu_udp_ports = "46000-46099".to_owned();
+        let state = api::build(config.clone(), Arc::new(api::clock::SystemClock))
+            .await
+            .expect("the API builds");
+        let mut app = api::http::app(state.clone());
+        if with_sfu {
+            let mut sfu_config = sfu::Config::for_loopback(
+                api::token_secret(&config).expect("a token secret"),
+                proto::UdpPorts {
+                    first: 46000,
+                    last: 46099,
+                },
+            );
+            sfu_config.listen = config.listen;
+            sfu_config.bind_ip = config.listen.ip();
+            sfu_config.pod_name = "embedded".to_owned();
+            let sfu_state = sfu::SfuState::new(
+                &sfu_config,
+                Arc::new(sfu::LogReporter),
+                &prometheus::Registry::new(),
+            )
+            .expect("the SFU builds");
+            app = app.fallback_service(sfu::router(sfu_state));
+        }
+        tokio::spawn(async move {
+            api::serve(state, app, std::future::pending())
+                .await
+                .expect("the API serves");
+        });
+        let url = "http://127.0.0.1:8080".to_owned();
+        let http = reqwest::Client::new();
+        let mut login = None;
+        for _ in 0..100 {
+            if let Ok(reply) = http
+                .post(format!("{url}/api/v1/auth/login"))
+                .json(&json!({"login": "admin", "password": ADMIN_PASSWORD}))
+                .send()
+                .await
+            {
+                login = Some(reply.json::<Value>().await.expect("login JSON"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let login = login.expect("the API answers");
+        let token = login["sessionToken"].as_str().expect("a session token");
+        let conference: Value = http
+            .post(format!("{url}/api/v1/conferences/adhoc"))
+            .bearer_auth(token)
+            .json(&json!({"topic": "Dial-in"}))
+            .send()
+            .await
+            .expect("adhoc")
+            .json()
+            .await
+            .expect("conference JSON");
+        let text = |key: &str| {
+            conference[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("{key} in {conference}"))
+                .to_owned()
+        };
+        Api {
+            url,
+            meeting_id: text("meetingId"),
+            password: text("password"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Api {
+    /// Joins the meeting as a guest named `name` through `POST /join`: the join answer.
+    pub async fn join_as_guest(&self, name: &str) -> Value {
+        let reply = reqwest::Client::new()
+            .post(format!("{}/api/v1/join", self.url))
+            .json(&json!({
+                "meetingId": self.meeting_id,
+                "password": self.password,
+                "displayName": name,
+            }))
+            .send()
+            .await
+            .expect("join");
+        assert_eq!(reply.status().as_u16(), 200, "the guest is admitted");
+        reply.json().await.expect("join JSON")
+    }
+}
