@@ -3,8 +3,12 @@
 //! room ([`crate::room`]).
 //!
 //! When the join check admits the caller, the call enters the room at once (while "Correct ID"
-//! plays). From then on the caller's G.711 is decoded and sent into the room as Opus, and
-//! after the prompts the room's mix replaces silence in the call's RTP stream.
+//! plays) and then says how many are there ("Started" for the first one in). From then on the
+//! caller's G.711 is decoded and sent into the room as Opus, and the room (everyone but the
+//! caller) goes out in the call's RTP stream, prompts playing over it: a tone when someone
+//! joins, "Muted"/"Unmuted" for `*6` or a moderator's mute. The meeting ending or the caller's
+//! exclusion plays "Bye" and hangs up; a session lost for another reason (the SFU pod went
+//! away, the meeting moved) is entered again through the API, with the same ID and password.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -18,13 +22,15 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::dtmf::{Method, Rfc4733};
-use crate::ivr::{Action, Answer, Event, Ivr, Outcome};
+use crate::conference::Conferences;
+use crate::dtmf::{InBand, Method, Rfc4733};
+use crate::ivr::{Action, Answer, Event, Ivr, MeetingCommand, MeetingKeys, Outcome};
 use crate::join::JoinClient;
 use crate::metrics::Metrics;
 use crate::prompt::{Prompt, Prompts};
-use crate::room::{Admission, Room, RoomError};
+use crate::room::{Admission, Room, RoomError, RoomEvent};
 use crate::sdp::Negotiated;
+use proto::signal::CloseReason;
 
 /// Samples in one 20 ms packet at 8 kHz.
 const FRAME: usize = 160;
@@ -66,6 +72,8 @@ pub struct CallSetup {
     pub metrics: Metrics,
     /// How long the caller may stay silent at a question.
     pub digit_timeout: Duration,
+    /// The meetings' audio, shared by every call.
+    pub conferences: Arc<Conferences>,
 }
 
 impl std::fmt::Debug for CallSetup {
@@ -164,6 +172,25 @@ impl Player {
     }
 }
 
+/// Where the call stands with the room.
+#[derive(Debug, Default)]
+struct InRoom {
+    /// The ID and password that admitted the caller, to enter again after a lost session.
+    credentials: Option<(String, Option<String>)>,
+    /// The caller muted themselves with `*6`.
+    muted: bool,
+    /// A speaker or moderator muted the caller.
+    blocked: bool,
+    /// Whether the first entry was announced (later entries, after a move, are silent).
+    announced: bool,
+    /// A new session is being sought.
+    rejoining: bool,
+}
+
+/// Entries tried after the session was lost, and the pause before each (the first at once:
+/// the API holds a join for a meeting that is being moved until it has moved).
+const REJOIN_PAUSES_MS: [u64; 8] = [0, 500, 1_000, 2_000, 4_000, 4_000, 8_000, 8_000];
+
 /// Runs the call until it ends.
 pub async fn run(setup: CallSetup) {
     let CallSetup {
@@ -178,17 +205,23 @@ pub async fn run(setup: CallSetup) {
         join,
         metrics,
         digit_timeout,
+        conferences,
     } = setup;
     let mut confirmed = false;
     let mut out = RtpOut::new();
+    let mut stats = RtpStats::default();
     let mut player = Player::default();
     let mut rfc4733 = Rfc4733::default();
+    let mut in_band = InBand::default();
+    let mut keys = MeetingKeys::default();
     let mut remote = negotiated.remote;
     let mut hang_up = false;
     let mut outcome: Option<Outcome> = None;
     let (answers_tx, mut answers) = mpsc::unbounded_channel::<(Answer, Option<Admission>)>();
     let (rooms_tx, mut rooms) = mpsc::unbounded_channel::<Result<Room, RoomError>>();
     let mut room: Option<Room> = None;
+    let mut room_events: Option<mpsc::UnboundedReceiver<RoomEvent>> = None;
+    let mut in_room = InRoom::default();
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut buf = vec![0u8; 1500];
@@ -206,6 +239,7 @@ pub async fn run(setup: CallSetup) {
                     meeting_id,
                     password,
                 } => {
+                    in_room.credentials = Some((meeting_id.clone(), password.clone()));
                     let join = join.clone();
                     let answers = answers_tx.clone();
                     let name = display_name.clone();
@@ -236,12 +270,13 @@ pub async fn run(setup: CallSetup) {
                 if !confirmed {
                     continue;
                 }
-                let (mut frame, ran_out) = player.next_frame(&prompts, &metrics);
-                if frame.is_none() && ivr.in_meeting()
-                    && let Some(room) = room.as_mut()
-                {
-                    frame = room.mixed();
-                }
+                // The room is taken every 20 ms, heard or not, so that it stays current.
+                let heard = room.as_mut().and_then(Room::mixed);
+                let (prompt, ran_out) = player.next_frame(&prompts, &metrics);
+                let frame = match (prompt, heard) {
+                    (Some(prompt), Some(heard)) => Some(overlay(&prompt, &heard)),
+                    (prompt, heard) => prompt.or(heard),
+                };
                 if negotiated.direction.we_send() && remote.port() != 0 {
                     let law = negotiated.law;
                     let payload = match &frame {
@@ -270,18 +305,46 @@ pub async fn run(setup: CallSetup) {
                 if Some(packet.header.payload_type) == negotiated.telephone_event
                     && let Some(digit) = rfc4733.on_packet(packet.header.timestamp, &packet.payload)
                 {
-                    pending.extend(on_digit(&mut ivr, &metrics, digit, Method::Rfc4733));
-                } else if packet.header.payload_type == negotiated.law.payload_type()
-                    && ivr.in_meeting()
-                    && let Some(room) = room.as_mut()
-                {
-                    room.send_voice(&negotiated.law.decode(&packet.payload)).await;
+                    on_digit(
+                        digit,
+                        Method::Rfc4733,
+                        (&mut ivr, &mut keys, &mut in_room),
+                        room.as_mut(),
+                        (&mut pending, &mut player),
+                        &metrics,
+                    );
+                } else if packet.header.payload_type == negotiated.law.payload_type() {
+                    stats.on_packet(&packet.header, Instant::now());
+                    let samples = negotiated.law.decode(&packet.payload);
+                    // A phone that offered no telephone-event sends its keys as tones.
+                    if negotiated.telephone_event.is_none()
+                        && let Some(digit) = in_band.on_samples(&samples)
+                    {
+                        on_digit(
+                            digit,
+                            Method::InBand,
+                            (&mut ivr, &mut keys, &mut in_room),
+                            room.as_mut(),
+                            (&mut pending, &mut player),
+                            &metrics,
+                        );
+                    }
+                    if ivr.in_meeting() && let Some(room) = room.as_mut() {
+                        room.send_voice(&samples).await;
+                    }
                 }
             }
             event = events.recv() => match event {
                 Some(CallEvent::Confirmed) => confirmed = true,
                 Some(CallEvent::InfoDigit(digit)) => {
-                    pending.extend(on_digit(&mut ivr, &metrics, digit, Method::Info));
+                    on_digit(
+                        digit,
+                        Method::Info,
+                        (&mut ivr, &mut keys, &mut in_room),
+                        room.as_mut(),
+                        (&mut pending, &mut player),
+                        &metrics,
+                    );
                 }
                 Some(CallEvent::Renegotiated(update)) => {
                     tracing::info!(direction = ?update.direction, "media renegotiated");
@@ -295,19 +358,83 @@ pub async fn run(setup: CallSetup) {
                 tracing::debug!(?answer, "join check answered");
                 if let Some(admission) = admission {
                     let rooms = rooms_tx.clone();
+                    let conferences = Arc::clone(&conferences);
                     tokio::spawn(async move {
-                        let _ = rooms.send(Room::join(&admission).await);
+                        let _ = rooms.send(Room::join(&admission, &conferences).await);
                     });
                 }
                 pending.extend(ivr.on(Event::Answer(answer), Instant::now().into_std()));
             }
             Some(joined) = rooms.recv() => match joined {
-                Ok(joined) => room = Some(joined),
+                Ok(mut joined) => {
+                    in_room.rejoining = false;
+                    room_events = joined.take_events();
+                    if in_room.muted || in_room.blocked {
+                        joined.set_muted(true);
+                    }
+                    if !std::mem::replace(&mut in_room.announced, true) {
+                        player.queue.extend(arrival_prompts(joined.others()));
+                    } else {
+                        tracing::info!("back in the room");
+                    }
+                    room = Some(joined);
+                }
+                Err(err) if in_room.rejoining => {
+                    tracing::error!(cause = %err, "the call could not enter the room again");
+                    player.stop();
+                    player.queue.extend([Prompt::Error, Prompt::Bye]);
+                    hang_up = true;
+                }
                 Err(err) => {
                     tracing::error!(cause = %err, "the call cannot enter the room");
                     player.stop();
                     player.queue.extend([Prompt::Error, Prompt::Bye]);
                     hang_up = true;
+                }
+            },
+            Some(event) = next_event(&mut room_events) => match event {
+                RoomEvent::ParticipantJoined => {
+                    if !player.queue.contains(&Prompt::NewParticipant) {
+                        player.queue.push_back(Prompt::NewParticipant);
+                    }
+                }
+                RoomEvent::MicrophoneBlocked(blocked) => {
+                    in_room.blocked = blocked;
+                    if let Some(room) = room.as_mut() {
+                        room.set_muted(blocked || in_room.muted);
+                    }
+                    if blocked {
+                        player.queue.push_back(Prompt::Muted);
+                    } else if !in_room.muted {
+                        player.queue.push_back(Prompt::Unmuted);
+                    }
+                }
+                RoomEvent::Closed(reason @ (CloseReason::Ended | CloseReason::Excluded)) => {
+                    tracing::info!(reason = reason.as_str(), "the room closed the session");
+                    room_events = None;
+                    if let Some(gone) = room.take() {
+                        gone.leave().await;
+                    }
+                    player.stop();
+                    player.queue.push_back(Prompt::Bye);
+                    hang_up = true;
+                }
+                RoomEvent::Closed(_) | RoomEvent::Lost => {
+                    tracing::info!(?event, "the session in the room was lost; entering again");
+                    room_events = None;
+                    if let Some(gone) = room.take() {
+                        gone.leave().await;
+                    }
+                    in_room.rejoining = true;
+                    if let Some((meeting_id, password)) = in_room.credentials.clone() {
+                        tokio::spawn(rejoin(
+                            join.clone(),
+                            (meeting_id, password),
+                            (display_name.clone(), caller),
+                            Arc::clone(&conferences),
+                            rooms_tx.clone(),
+                        ));
+                    }
                 }
             },
             () = sleep_until(deadline) => {
@@ -326,16 +453,184 @@ pub async fn run(setup: CallSetup) {
     if outcome.is_none() {
         metrics.calls.with_label_values(&["abandoned"]).inc();
     }
-    tracing::info!(%reason, in_meeting = ivr.in_meeting(), "call ended");
+    stats.report(&metrics, negotiated.law.name());
+    tracing::info!(
+        %reason,
+        in_meeting = ivr.in_meeting(),
+        lost = stats.lost(),
+        jitter_ms = stats.jitter_seconds() * 1_000.0,
+        "call ended"
+    );
 }
 
-fn on_digit(ivr: &mut Ivr, metrics: &Metrics, digit: char, method: Method) -> Vec<Action> {
+/// What a caller hears on entering: "Started" and "You are the first participant" for the
+/// first one in, the number of others otherwise.
+fn arrival_prompts(others: usize) -> Vec<Prompt> {
+    if others == 0 {
+        vec![Prompt::Started, Prompt::participants(0)]
+    } else {
+        vec![Prompt::participants(u32::try_from(others).unwrap_or(u32::MAX))]
+    }
+}
+
+/// A prompt over the room: both heard, clipped.
+fn overlay(prompt: &[i16], room: &[i16]) -> Vec<i16> {
+    prompt
+        .iter()
+        .zip(room)
+        .map(|(&a, &b)| a.saturating_add(b))
+        .collect()
+}
+
+/// Enters the meeting again after the session was lost: the join check with the same
+/// credentials, then the room, a few times with growing pauses. Sends the last failure when
+/// every try failed.
+async fn rejoin(
+    join: JoinClient,
+    (meeting_id, password): (String, Option<String>),
+    (display_name, caller): (String, IpAddr),
+    conferences: Arc<Conferences>,
+    rooms: mpsc::UnboundedSender<Result<Room, RoomError>>,
+) {
+    let mut last = RoomError::from("no try was made".to_owned());
+    for pause in REJOIN_PAUSES_MS {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        if rooms.is_closed() {
+            return;
+        }
+        let (answer, admission) = join
+            .check(&meeting_id, password.as_deref(), &display_name, caller)
+            .await;
+        let Some(admission) = admission else {
+            last = RoomError::from(format!("the join check answered {answer:?}"));
+            if matches!(answer, Answer::NotActive | Answer::WrongCredentials) {
+                break;
+            }
+            continue;
+        };
+        match Room::join(&admission, &conferences).await {
+            Ok(room) => {
+                let _ = rooms.send(Ok(room));
+                return;
+            }
+            Err(err) => last = err,
+        }
+    }
+    let _ = rooms.send(Err(last));
+}
+
+async fn next_event(events: &mut Option<mpsc::UnboundedReceiver<RoomEvent>>) -> Option<RoomEvent> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A digit: to the menu while it runs, to the meeting's keys once in (`*6`).
+fn on_digit(
+    digit: char,
+    method: Method,
+    (ivr, keys, in_room): (&mut Ivr, &mut MeetingKeys, &mut InRoom),
+    room: Option<&mut Room>,
+    (pending, player): (&mut VecDeque<Action>, &mut Player),
+    metrics: &Metrics,
+) {
     metrics
         .dtmf_digits
         .with_label_values(&[method.as_str()])
         .inc();
     tracing::debug!(method = method.as_str(), "digit received");
-    ivr.on(Event::Digit(digit), Instant::now().into_std())
+    if !ivr.in_meeting() {
+        pending.extend(ivr.on(Event::Digit(digit), Instant::now().into_std()));
+        return;
+    }
+    match keys.on(digit) {
+        Some(MeetingCommand::ToggleMute) if in_room.blocked => {
+            // A moderator's mute holds until they lift it.
+            player.queue.push_back(Prompt::Muted);
+        }
+        Some(MeetingCommand::ToggleMute) => {
+            in_room.muted = !in_room.muted;
+            if let Some(room) = room {
+                room.set_muted(in_room.muted);
+            }
+            tracing::info!(muted = in_room.muted, "the caller toggled mute");
+            player.queue.push_back(if in_room.muted {
+                Prompt::Muted
+            } else {
+                Prompt::Unmuted
+            });
+        }
+        None => {}
+    }
+}
+
+/// The caller's RTP as received: loss by sequence numbers and interarrival jitter
+/// (RFC 3550, section 6.4.1 and appendix A.8), summarised in the metrics when the call ends.
+#[derive(Debug, Default)]
+struct RtpStats {
+    first: Option<u16>,
+    /// The highest sequence number, extended with the wrap count.
+    highest: u32,
+    received: u64,
+    /// The previous packet's transit time, in 8 kHz units.
+    transit: Option<f64>,
+    /// Jitter in 8 kHz units.
+    jitter: f64,
+    start: Option<Instant>,
+}
+
+impl RtpStats {
+    fn on_packet(&mut self, header: &rtc::rtp::Header, now: Instant) {
+        let sequence = header.sequence_number;
+        let start = *self.start.get_or_insert(now);
+        match self.first {
+            None => {
+                self.first = Some(sequence);
+                self.highest = u32::from(sequence);
+            }
+            Some(_) => {
+                let current = self.highest as u16;
+                let ahead = sequence.wrapping_sub(current);
+                if ahead != 0 && ahead < 0x8000 {
+                    self.highest += u32::from(ahead);
+                }
+            }
+        }
+        self.received += 1;
+        let arrival = now.duration_since(start).as_secs_f64() * 8_000.0;
+        let transit = arrival - f64::from(header.timestamp);
+        if let Some(previous) = self.transit.replace(transit) {
+            let d = (transit - previous).abs();
+            // Timestamps wrap: a jump of half the clock is not jitter.
+            if d < f64::from(u32::MAX / 2) {
+                self.jitter += (d - self.jitter) / 16.0;
+            }
+        }
+    }
+
+    fn lost(&self) -> u64 {
+        let Some(first) = self.first else {
+            return 0;
+        };
+        let expected = u64::from(self.highest - u32::from(first)) + 1;
+        expected.saturating_sub(self.received)
+    }
+
+    fn jitter_seconds(&self) -> f64 {
+        self.jitter / 8_000.0
+    }
+
+    fn report(&self, metrics: &Metrics, codec: &str) {
+        if self.first.is_none() {
+            return;
+        }
+        metrics
+            .rtp_lost
+            .with_label_values(&[codec])
+            .inc_by(self.lost());
+        metrics.rtp_jitter_seconds.observe(self.jitter_seconds());
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -413,5 +708,58 @@ mod tests {
         assert_eq!(player.next_frame(&prompts, &metrics), (None, false));
         assert_eq!(metrics.prompt_plays.with_label_values(&["bye"]).get(), 1);
         assert_eq!(metrics.prompt_plays.with_label_values(&["muted"]).get(), 1);
+    }
+
+    #[test]
+    fn rtp_loss_and_jitter_are_measured_as_rfc_3550_says() {
+        let mut stats = RtpStats::default();
+        let start = Instant::now();
+        let header = |sequence: u16, timestamp: u32| rtc::rtp::Header {
+            sequence_number: sequence,
+            timestamp,
+            ..Default::default()
+        };
+        // Steady 20 ms packets across the sequence wrap, two of them lost: no jitter.
+        for n in 0u16..50 {
+            if n == 10 || n == 11 {
+                continue;
+            }
+            let sequence = 65_530u16.wrapping_add(n);
+            let at = start + Duration::from_millis(20 * u64::from(n));
+            stats.on_packet(&header(sequence, 160 * u32::from(n)), at);
+        }
+        assert_eq!(stats.lost(), 2);
+        assert!(stats.jitter_seconds() < 0.000_2, "{}", stats.jitter_seconds());
+        // A duplicate and a late packet do not count as loss or as progress.
+        stats.on_packet(&header(65_530u16.wrapping_add(49), 160 * 49), start);
+        assert_eq!(stats.lost(), 1, "the duplicate counts as received");
+        // Packets arriving 10 ms early and late in turn: jitter grows towards 10 ms.
+        for n in 50u16..250 {
+            let skew = if n % 2 == 0 { 10 } else { 0 };
+            let at = start + Duration::from_millis(20 * u64::from(n) + skew);
+            stats.on_packet(&header(65_530u16.wrapping_add(n), 160 * u32::from(n)), at);
+        }
+        let jitter = stats.jitter_seconds();
+        assert!((0.008..0.011).contains(&jitter), "{jitter}");
+    }
+
+    #[test]
+    fn the_first_one_in_hears_started_the_others_how_many_are_there() {
+        assert_eq!(
+            arrival_prompts(0),
+            vec![Prompt::Started, Prompt::Participants(0)]
+        );
+        assert_eq!(arrival_prompts(1), vec![Prompt::Participants(1)]);
+        assert_eq!(arrival_prompts(5), vec![Prompt::Participants(5)]);
+        assert_eq!(arrival_prompts(40), vec![Prompt::Participants(6)]);
+        assert_eq!(Prompt::Participants(6).name(), "participants-more");
+    }
+
+    #[test]
+    fn a_prompt_plays_over_the_room_without_wrapping() {
+        assert_eq!(
+            overlay(&[100, 30_000, -30_000], &[5, 10_000, -10_000]),
+            vec![105, i16::MAX, i16::MIN]
+        );
     }
 }

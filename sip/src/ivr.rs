@@ -19,6 +19,11 @@ pub const TRIES: u32 = 3;
 const MAX_DIGITS: usize = 32;
 /// Times a check is repeated while the conference is being placed.
 const MAX_RETRIES: u32 = 10;
+/// A caller whose meeting opens within this long waits on the line (in silence, after
+/// "not active") and is let in when it opens; a later meeting sends them away.
+pub const MAX_WAIT_FOR_OPENING: Duration = Duration::from_secs(10 * 60);
+/// After the opening time, the check is made this much later (clocks differ a little).
+const OPENING_MARGIN: Duration = Duration::from_millis(500);
 
 /// What happens to a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +52,8 @@ pub enum Answer {
     Full,
     /// Being placed: ask again after this long.
     RetryAfter(Duration),
+    /// Not open yet; it opens in this long.
+    OpensIn(Duration),
     /// Too many failed tries from here or for this meeting.
     TooManyAttempts,
     /// Anything else.
@@ -128,6 +135,8 @@ pub struct Ivr {
     state: State,
     tries: u32,
     playing: bool,
+    /// The caller was told the meeting is not open yet and waits.
+    waiting_for_opening: bool,
     digit_timeout: Duration,
     /// When the caller has been silent too long, or when to check again.
     deadline: Option<Instant>,
@@ -143,6 +152,7 @@ impl Ivr {
             },
             tries: 0,
             playing: false,
+            waiting_for_opening: false,
             digit_timeout,
             deadline: None,
         };
@@ -329,7 +339,20 @@ impl Ivr {
                 self.play(vec![Prompt::EnterPassword])
             }
             Answer::WrongCredentials => self.failed_try(Some(Prompt::IncorrectId)),
-            Answer::NotActive => self.give_up(
+            Answer::OpensIn(wait) if wait <= MAX_WAIT_FOR_OPENING => {
+                self.state = State::Checking {
+                    meeting_id,
+                    password,
+                    retries,
+                };
+                self.deadline = Some(now + wait + OPENING_MARGIN);
+                if std::mem::replace(&mut self.waiting_for_opening, true) {
+                    Vec::new()
+                } else {
+                    self.play(vec![Prompt::NotActive])
+                }
+            }
+            Answer::NotActive | Answer::OpensIn(_) => self.give_up(
                 Outcome::NotActive,
                 &[Prompt::NotActive, Prompt::TryAgain, Prompt::Bye],
             ),
@@ -402,6 +425,31 @@ impl Ivr {
             }
             State::Checking { .. } => {}
             State::InMeeting | State::Over => self.deadline = None,
+        }
+    }
+}
+
+/// What a caller asks for with the keypad once in the meeting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeetingCommand {
+    /// `*6`: mute or unmute oneself.
+    ToggleMute,
+}
+
+/// The keypad in the meeting: `*` starts a command, the next digit names it (`*6`: mute or
+/// unmute). Other digits are ignored, so stray tones do nothing.
+#[derive(Debug, Default)]
+pub struct MeetingKeys {
+    star: bool,
+}
+
+impl MeetingKeys {
+    /// Feeds one digit; returns the command it completes, if any.
+    pub fn on(&mut self, digit: char) -> Option<MeetingCommand> {
+        let star = std::mem::replace(&mut self.star, digit == '*');
+        match (star, digit) {
+            (true, '6') => Some(MeetingCommand::ToggleMute),
+            _ => None,
         }
     }
 }
@@ -615,5 +663,52 @@ mod tests {
             actions.contains(&Action::Finished(Outcome::Error)),
             "{actions:?}"
         );
+    }
+
+    #[test]
+    fn a_caller_waits_for_a_meeting_that_opens_soon_and_is_let_in() {
+        let now = Instant::now();
+        let (mut ivr, _) = Ivr::start("123456789*1", TIMEOUT, now);
+        let wait = Duration::from_secs(90);
+        let actions = ivr.on(Event::Answer(Answer::OpensIn(wait)), now);
+        assert_eq!(plays(&actions), vec![Prompt::NotActive]);
+        assert!(!actions.contains(&Action::HangUp), "{actions:?}");
+        let due = now + wait + OPENING_MARGIN;
+        assert_eq!(ivr.deadline(), Some(due));
+        assert!(ivr.on_deadline(due - Duration::from_secs(1)).is_empty());
+        assert_eq!(ivr.on_deadline(due), vec![check("123456789", Some("1"))]);
+        // Still not open (the clocks differ): wait again, without repeating the prompt.
+        let again = ivr.on(Event::Answer(Answer::OpensIn(Duration::from_secs(1))), due);
+        assert!(plays(&again).is_empty(), "{again:?}");
+        let due = due + Duration::from_secs(1) + OPENING_MARGIN;
+        assert_eq!(ivr.on_deadline(due), vec![check("123456789", Some("1"))]);
+        let admitted = ivr.on(Event::Answer(Answer::Admitted { others: None }), due);
+        assert!(admitted.contains(&Action::Finished(Outcome::Joined)));
+        assert!(ivr.in_meeting());
+
+        // A meeting that opens later than the caller may wait: not active, goodbye.
+        let (mut ivr, _) = Ivr::start("123456789*1", TIMEOUT, now);
+        let later = MAX_WAIT_FOR_OPENING + Duration::from_secs(1);
+        let actions = ivr.on(Event::Answer(Answer::OpensIn(later)), now);
+        assert_eq!(
+            plays(&actions),
+            vec![Prompt::NotActive, Prompt::TryAgain, Prompt::Bye]
+        );
+        assert!(actions.contains(&Action::Finished(Outcome::NotActive)));
+    }
+
+    #[test]
+    fn star_six_toggles_mute_and_nothing_else_does() {
+        let mut keys = MeetingKeys::default();
+        assert_eq!(keys.on('6'), None, "6 alone is nothing");
+        assert_eq!(keys.on('*'), None);
+        assert_eq!(keys.on('6'), Some(MeetingCommand::ToggleMute));
+        assert_eq!(keys.on('6'), None, "the star was used up");
+        assert_eq!(keys.on('*'), None);
+        assert_eq!(keys.on('*'), None);
+        assert_eq!(keys.on('6'), Some(MeetingCommand::ToggleMute), "** then 6");
+        assert_eq!(keys.on('*'), None);
+        assert_eq!(keys.on('5'), None);
+        assert_eq!(keys.on('6'), None, "*5 then 6 is not *6");
     }
 }

@@ -4,7 +4,9 @@
 //! join is checked (`POST /api/v1/join`, with its throttling).
 //!
 //! An admitted caller enters the meeting: the gateway joins the SFU as a WebRTC client for the
-//! call, publishes the caller's voice in Opus and sends the room's mix back as G.711.
+//! call (so the caller is a participant like any other), publishes the caller's voice in Opus,
+//! and sends the room back as G.711: each meeting's audio is decoded and mixed once for all of
+//! its calls, each call hearing everyone but itself.
 //!
 //! # Layout
 //! - [`config`]: the clap flags (`--sip-…`).
@@ -12,8 +14,9 @@
 //!   INFO, re-INVITE; routes in-dialog events to calls.
 //! - [`call`]: one call's IO: RTP out (prompts, then the room's mix, as G.711), RTP in
 //!   (telephone-events, the caller's voice), timers.
-//! - [`room`]: the call's session in the SFU (webrtc-rs, libopus); [`mixer`]: the room's audio
-//!   summed per 20 ms; [`resample`]: 8 ↔ 48 kHz; [`tone`]: sine and Goertzel.
+//! - [`room`]: the call's session in the SFU (webrtc-rs, libopus); [`conference`]: a meeting's
+//!   audio for its phones (deduplicated, jitter-buffered, decoded and mixed once per 20 ms);
+//!   [`tone`]: sine and Goertzel.
 //! - [`ivr`]: the voice menu, a pure state machine.
 //! - [`sdp`]: offer/answer; [`g711`]: PCMU/PCMA; [`dtmf`]: RFC 4733 and SIP INFO digits.
 //! - [`prompt`]: the WAV prompts, built in or from `--sip-prompts-dir`.
@@ -22,6 +25,7 @@
 //!   [`http`]: `/healthz`, `/readyz`, `/metrics`.
 
 pub mod call;
+pub mod conference;
 pub mod config;
 pub mod dtmf;
 mod error;
@@ -30,10 +34,8 @@ pub mod http;
 pub mod ivr;
 pub mod join;
 pub mod metrics;
-pub mod mixer;
 pub mod prompt;
 pub mod rate;
-pub mod resample;
 pub mod room;
 pub mod sdp;
 pub mod server;

@@ -1,7 +1,7 @@
 //! Prometheus metrics, `conclave_sip_…`. Labels are few and fixed (outcome, prompt, method,
 //! reason): never one per call, meeting or address.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::Result;
 
@@ -20,6 +20,17 @@ pub struct Metrics {
     pub prompt_plays: IntCounterVec,
     /// Keypad digits received, by method (`rfc4733`, `info`).
     pub dtmf_digits: IntCounterVec,
+    /// Meetings with phones in them (each mixed once per 20 ms).
+    pub conferences: IntGauge,
+    /// Room audio packets by what became of them (`decoded`; `duplicate`: the same packet
+    /// through another call of the meeting; `late`; `concealed`: frames made up for lost ones).
+    pub room_packets: IntCounterVec,
+    /// Time to decode and mix one 20 ms frame of a meeting, for all its calls.
+    pub mix_seconds: Histogram,
+    /// Phone callers' RTP packets missing (by sequence number) when the call ended.
+    pub rtp_lost: IntCounterVec,
+    /// Interarrival jitter (RFC 3550) of a caller's RTP at the end of the call.
+    pub rtp_jitter_seconds: Histogram,
 }
 
 impl Metrics {
@@ -55,8 +66,47 @@ impl Metrics {
                 ),
                 &["method"],
             )?,
+            conferences: IntGauge::new(
+                "conclave_sip_conferences_active",
+                "Meetings with phones in them.",
+            )?,
+            room_packets: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sip_room_packets_total",
+                    "Room audio packets by what became of them.",
+                ),
+                &["result"],
+            )?,
+            mix_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "conclave_sip_mix_seconds",
+                    "Time to decode and mix one 20 ms frame of a meeting.",
+                )
+                .buckets(vec![
+                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02,
+                ]),
+            )?,
+            rtp_lost: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sip_rtp_lost_packets_total",
+                    "Callers' RTP packets that never arrived, counted at the end of each call.",
+                ),
+                &["codec"],
+            )?,
+            rtp_jitter_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "conclave_sip_rtp_jitter_seconds",
+                    "Interarrival jitter of a caller's RTP at the end of the call.",
+                )
+                .buckets(vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1]),
+            )?,
         };
         registry.register(Box::new(metrics.calls_active.clone()))?;
+        registry.register(Box::new(metrics.conferences.clone()))?;
+        registry.register(Box::new(metrics.room_packets.clone()))?;
+        registry.register(Box::new(metrics.mix_seconds.clone()))?;
+        registry.register(Box::new(metrics.rtp_lost.clone()))?;
+        registry.register(Box::new(metrics.rtp_jitter_seconds.clone()))?;
         registry.register(Box::new(metrics.calls.clone()))?;
         registry.register(Box::new(metrics.calls_refused.clone()))?;
         registry.register(Box::new(metrics.prompt_plays.clone()))?;

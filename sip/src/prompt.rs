@@ -183,6 +183,12 @@ impl Prompts {
         Ok(Prompts { samples })
     }
 
+    /// How long `prompt` plays.
+    pub fn duration(&self, prompt: Prompt) -> std::time::Duration {
+        let samples = u64::try_from(self.samples(prompt).len()).unwrap_or(u64::MAX);
+        std::time::Duration::from_micros(samples * 1_000_000 / u64::from(SAMPLE_RATE))
+    }
+
     /// The 8 kHz samples of `prompt`.
     pub fn samples(&self, prompt: Prompt) -> &[i16] {
         self.samples

@@ -1,19 +1,25 @@
 //! The caller in the room: the gateway joins the SFU as a WebRTC client (webrtc-rs, as the
-//! portal's browser does) with the token `POST /join` gave, publishes the caller's voice as a
-//! microphone track in Opus, and decodes the room's audio tracks into a [`Mixer`].
+//! portal's browser does) with the token `POST /join` gave, so that the caller is a participant
+//! like any other (shown, muted, made speaker or excluded by moderators), and publishes the
+//! caller's voice as a microphone track in Opus.
 //!
-//! One SFU session per call for now. The pieces are split so that one session per conference
-//! can feed many calls later: the decoding side only pushes into a mixer, and the mixer
-//! already takes a caller's own source out of its frame ([`Mixer::pull_without`]).
+//! The room's audio that arrives on the session's subscriber connection goes to the meeting's
+//! [`Conference`], shared by every call of the meeting, which decodes each packet once and mixes
+//! once; the call takes its share ([`Member::next_frame`]). What the SFU says about the
+//! session (someone joined, the microphone was blocked, the session closed) comes out as
+//! [`RoomEvent`]s.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use proto::ConferenceId;
-use proto::signal::{ClientMessage, IceCandidate, PeerTarget, ServerMessage, TrackSource};
+use proto::ParticipantId;
+use proto::signal::{
+    ClientMessage, CloseReason, IceCandidate, PeerTarget, ServerMessage, TrackSource,
+};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MediaEngine};
@@ -32,13 +38,12 @@ use webrtc::peer_connection::{
     register_default_interceptors,
 };
 
-use crate::mixer::Mixer;
-use crate::resample::{Downsampler, Upsampler};
+use crate::conference::{self, Conference, Conferences, Member, OwnTrack};
 
-/// Samples in 20 ms at 48 kHz.
-const OPUS_FRAME: usize = 960;
+/// RTP timestamp units in 20 ms (Opus's RTP clock is always 48 kHz).
+const OPUS_TICKS: u32 = 960;
 /// Samples in 20 ms at 8 kHz.
-const PHONE_FRAME: usize = 160;
+const PHONE_FRAME: usize = conference::FRAME;
 /// The dynamic payload type of our Opus track (the SFU rewrites nothing; the SDP maps it).
 const OPUS_PT: u8 = 111;
 
@@ -58,10 +63,30 @@ pub struct Admission {
 #[error("{0}")]
 pub struct RoomError(String);
 
+impl From<String> for RoomError {
+    fn from(message: String) -> RoomError {
+        RoomError(message)
+    }
+}
+
 impl RoomError {
     fn new(what: &str, cause: impl std::fmt::Display) -> RoomError {
         RoomError(format!("{what}: {cause}"))
     }
+}
+
+/// What the SFU says to a call's session while it is in the room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// Someone else entered the meeting.
+    ParticipantJoined,
+    /// A speaker or moderator muted the caller (`true`) or allowed them to speak again.
+    MicrophoneBlocked(bool),
+    /// The SFU ended the session (the meeting ended, the caller was excluded, the meeting
+    /// moved to another pod, …).
+    Closed(CloseReason),
+    /// The signaling websocket closed without a reason (the SFU went away).
+    Lost,
 }
 
 /// One caller's session in the room.
@@ -70,8 +95,9 @@ pub struct Room {
     publisher: Arc<dyn PeerConnection>,
     subscriber: Arc<dyn PeerConnection>,
     voice: Voice,
-    mixer: Arc<Mutex<Mixer>>,
-    downsampler: Downsampler,
+    member: Member,
+    others: usize,
+    events: Option<mpsc::UnboundedReceiver<RoomEvent>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -83,9 +109,10 @@ impl std::fmt::Debug for Room {
 
 /// The caller's voice going out: 8 kHz samples in, 20 ms Opus packets on the track.
 struct Voice {
+    id: String,
     track: Arc<TrackLocalStaticRTP>,
     encoder: opus::Encoder,
-    upsampler: Upsampler,
+    muted: bool,
     pending: Vec<i16>,
     ssrc: u32,
     sequence: u16,
@@ -93,12 +120,16 @@ struct Voice {
 }
 
 impl Room {
-    /// Opens the signaling websocket, joins, and offers the caller's microphone track.
-    /// Returns once the SFU said `joined`.
+    /// Opens the signaling websocket, joins, and offers the caller's microphone track; the
+    /// room's audio goes to the meeting's conference in `conferences`. Returns once the SFU
+    /// said `joined`.
     ///
     /// # Errors
     /// The websocket, a refusal by the SFU, libopus or webrtc failing.
-    pub async fn join(admission: &Admission) -> Result<Room, RoomError> {
+    pub async fn join(
+        admission: &Admission,
+        conferences: &Arc<Conferences>,
+    ) -> Result<Room, RoomError> {
         let (ws, _) = tokio_tungstenite::connect_async(admission.endpoint.as_str())
             .await
             .map_err(|e| RoomError::new(&format!("websocket {}", admission.endpoint), e))?;
@@ -115,15 +146,24 @@ impl Room {
             }
             let _ = sink.close().await;
         });
-        let mixer = Arc::new(Mutex::new(Mixer::new(OPUS_FRAME)));
+        let member = conferences.enter(&admission.conference);
+        let conference = Arc::clone(member.conference());
         let local = media_addrs(&admission.endpoint).await;
-        let publisher = peer(&local, PeerTarget::Publisher, &outgoing, &mixer).await?;
-        let subscriber = peer(&local, PeerTarget::Subscriber, &outgoing, &mixer).await?;
+        let publisher = peer(&local, PeerTarget::Publisher, &outgoing, &conference).await?;
+        let subscriber = peer(&local, PeerTarget::Subscriber, &outgoing, &conference).await?;
         let (joined_tx, mut joined) = mpsc::unbounded_channel::<ServerMessage>();
+        let (events_tx, events) = mpsc::unbounded_channel::<RoomEvent>();
         let reader = {
-            let publisher = Arc::clone(&publisher);
-            let subscriber = Arc::clone(&subscriber);
-            let outgoing = outgoing.clone();
+            let mut signals = Signals {
+                publisher: Arc::clone(&publisher),
+                subscriber: Arc::clone(&subscriber),
+                outgoing: outgoing.clone(),
+                first: joined_tx,
+                events: events_tx,
+                own: member.own_handle(),
+                you: None,
+                closed: false,
+            };
             tokio::spawn(async move {
                 while let Some(Ok(message)) = stream.next().await {
                     let Message::Text(text) = message else {
@@ -132,9 +172,12 @@ impl Room {
                     let Ok(parsed) = serde_json::from_str::<ServerMessage>(text.as_str()) else {
                         continue;
                     };
-                    on_signal(parsed, &publisher, &subscriber, &outgoing, &joined_tx).await;
+                    signals.on(parsed).await;
                 }
                 tracing::debug!("the SFU closed the signaling websocket");
+                if !signals.closed {
+                    let _ = signals.events.send(RoomEvent::Lost);
+                }
             })
         };
         let send = |message| {
@@ -152,15 +195,16 @@ impl Room {
             .await
             .map_err(|_| RoomError("the SFU did not answer the join".into()))?
             .ok_or_else(|| RoomError("the SFU closed before answering the join".into()))?;
-        if let ServerMessage::Waiting = first {
+        let admitted = if let ServerMessage::Waiting = first {
             tracing::info!("waiting for the meeting's owner");
-            let admitted = joined.recv().await;
-            if !matches!(admitted, Some(ServerMessage::Joined { .. })) {
-                return Err(RoomError(format!("not admitted: {admitted:?}")));
-            }
-        } else if !matches!(first, ServerMessage::Joined { .. }) {
-            return Err(RoomError(format!("refused: {first:?}")));
-        }
+            joined.recv().await
+        } else {
+            Some(first)
+        };
+        let Some(ServerMessage::Joined { participants, .. }) = admitted else {
+            return Err(RoomError(format!("not admitted: {admitted:?}")));
+        };
+        let others = participants.len().saturating_sub(1);
         let voice = Voice::publish(&publisher, &outgoing).await?;
         let offer = publisher
             .create_offer(None)
@@ -178,23 +222,44 @@ impl Room {
             publisher,
             subscriber,
             voice,
-            mixer,
-            downsampler: Downsampler::default(),
+            member,
+            others,
+            events: Some(events),
             tasks: vec![writer, reader],
         })
     }
 
-    /// Sends the caller's voice (8 kHz samples, any length; sent in 20 ms packets).
+    /// Participants in the meeting besides the caller when the call entered.
+    pub fn others(&self) -> usize {
+        self.others
+    }
+
+    /// What the SFU says from now on (taken once).
+    pub fn take_events(&mut self) -> Option<mpsc::UnboundedReceiver<RoomEvent>> {
+        self.events.take()
+    }
+
+    /// Sends the caller's voice (8 kHz samples, any length; sent in 20 ms packets), unless
+    /// the caller is muted.
     pub async fn send_voice(&mut self, samples: &[i16]) {
         self.voice.send(samples).await;
     }
 
-    /// The next 20 ms of the room's mix at 8 kHz, or `None` when nobody is heard.
+    /// Mutes or unmutes the caller: their voice stops going out, and the room is told (the
+    /// portal shows the microphone muted).
+    pub fn set_muted(&mut self, muted: bool) {
+        self.voice.muted = muted;
+        self.voice.pending.clear();
+        let _ = self.outgoing.send(ClientMessage::MuteTrack {
+            track_id: self.voice.id.clone(),
+            muted,
+        });
+    }
+
+    /// The next 20 ms of the room for this caller (everyone but themselves) at 8 kHz, or
+    /// `None` when nobody is heard.
     pub fn mixed(&mut self) -> Option<Vec<i16>> {
-        let frame = self.mixer.lock().ok()?.pull()?;
-        let mut out = self.downsampler.process(&frame);
-        out.resize(PHONE_FRAME, 0);
-        Some(out)
+        self.member.next_frame()
     }
 
     /// Says `leave` and closes the peer connections.
@@ -244,20 +309,26 @@ impl Voice {
             .await
             .map_err(|e| RoomError::new("add track", e))?;
         let _ = outgoing.send(ClientMessage::Publish {
-            track_id: id,
+            track_id: id.clone(),
             source: TrackSource::Microphone,
             muted: false,
         });
-        let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)
-            .map_err(|e| RoomError::new("opus encoder", e))?;
-        // Narrowband speech needs little; 24 kb/s keeps it clean.
+        // libopus takes the phone's 8 kHz as it is (narrowband SILK); no resampling.
+        let mut encoder =
+            opus::Encoder::new(conference::RATE, opus::Channels::Mono, opus::Application::Voip)
+                .map_err(|e| RoomError::new("opus encoder", e))?;
+        // Narrowband speech needs little: 16 kb/s, with in-band FEC so that a listener can
+        // make up a lost packet from the next one.
         encoder
-            .set_bitrate(opus::Bitrate::Bits(24_000))
-            .map_err(|e| RoomError::new("opus bitrate", e))?;
+            .set_bitrate(opus::Bitrate::Bits(16_000))
+            .and_then(|()| encoder.set_inband_fec(true))
+            .and_then(|()| encoder.set_packet_loss_perc(5))
+            .map_err(|e| RoomError::new("opus settings", e))?;
         Ok(Voice {
+            id,
             track,
             encoder,
-            upsampler: Upsampler::default(),
+            muted: false,
             pending: Vec::with_capacity(2 * PHONE_FRAME),
             ssrc,
             sequence: rand::random(),
@@ -266,12 +337,14 @@ impl Voice {
     }
 
     async fn send(&mut self, samples: &[i16]) {
+        if self.muted {
+            return;
+        }
         self.pending.extend_from_slice(samples);
         let mut buf = [0u8; 1500];
         while self.pending.len() >= PHONE_FRAME {
             let frame: Vec<i16> = self.pending.drain(..PHONE_FRAME).collect();
-            let wide = self.upsampler.process(&frame);
-            let len = match self.encoder.encode(&wide, &mut buf) {
+            let len = match self.encoder.encode(&frame, &mut buf) {
                 Ok(len) => len,
                 Err(err) => {
                     tracing::warn!(cause = %err, "opus encoding failed");
@@ -290,7 +363,7 @@ impl Voice {
                 payload: Bytes::copy_from_slice(&buf[..len]),
             };
             self.sequence = self.sequence.wrapping_add(1);
-            self.timestamp = self.timestamp.wrapping_add(OPUS_FRAME as u32);
+            self.timestamp = self.timestamp.wrapping_add(OPUS_TICKS);
             if let Err(err) = self.track.write_rtp(packet).await {
                 tracing::trace!(cause = %err, "voice packet not sent");
             }
@@ -298,68 +371,99 @@ impl Voice {
     }
 }
 
-/// Applies one signaling message: answers, the subscriber's offers, candidates; `joined`,
-/// `waiting` and errors go to `first`.
-async fn on_signal(
-    message: ServerMessage,
-    publisher: &Arc<dyn PeerConnection>,
-    subscriber: &Arc<dyn PeerConnection>,
-    outgoing: &mpsc::UnboundedSender<ClientMessage>,
-    first: &mpsc::UnboundedSender<ServerMessage>,
-) {
-    match message {
-        ServerMessage::Answer { sdp } => {
-            if let Ok(answer) = RTCSessionDescription::answer(sdp)
-                && let Err(err) = publisher.set_remote_description(answer).await
-            {
-                tracing::warn!(cause = %err, "the SFU's answer was not applied");
+/// The signaling task's view of the session.
+struct Signals {
+    publisher: Arc<dyn PeerConnection>,
+    subscriber: Arc<dyn PeerConnection>,
+    outgoing: mpsc::UnboundedSender<ClientMessage>,
+    /// `joined`, `waiting` and errors before the call is in.
+    first: mpsc::UnboundedSender<ServerMessage>,
+    events: mpsc::UnboundedSender<RoomEvent>,
+    own: OwnTrack,
+    you: Option<ParticipantId>,
+    closed: bool,
+}
+
+impl Signals {
+    /// Applies one signaling message: answers, the subscriber's offers, candidates; tells the
+    /// conference which track is the caller's own; turns the rest into [`RoomEvent`]s.
+    async fn on(&mut self, message: ServerMessage) {
+        match message {
+            ServerMessage::Answer { sdp } => {
+                if let Ok(answer) = RTCSessionDescription::answer(sdp)
+                    && let Err(err) = self.publisher.set_remote_description(answer).await
+                {
+                    tracing::warn!(cause = %err, "the SFU's answer was not applied");
+                }
             }
-        }
-        ServerMessage::Offer { sdp } => {
-            let Ok(offer) = RTCSessionDescription::offer(sdp) else {
-                return;
-            };
-            if let Err(err) = subscriber.set_remote_description(offer).await {
-                tracing::warn!(cause = %err, "the SFU's offer was not applied");
-                return;
+            ServerMessage::Offer { sdp } => {
+                let Ok(offer) = RTCSessionDescription::offer(sdp) else {
+                    return;
+                };
+                if let Err(err) = self.subscriber.set_remote_description(offer).await {
+                    tracing::warn!(cause = %err, "the SFU's offer was not applied");
+                    return;
+                }
+                let Ok(answer) = self.subscriber.create_answer(None).await else {
+                    return;
+                };
+                let sdp = answer.sdp.clone();
+                if self.subscriber.set_local_description(answer).await.is_ok() {
+                    let _ = self.outgoing.send(ClientMessage::Answer { sdp });
+                }
             }
-            let Ok(answer) = subscriber.create_answer(None).await else {
-                return;
-            };
-            let sdp = answer.sdp.clone();
-            if subscriber.set_local_description(answer).await.is_ok() {
-                let _ = outgoing.send(ClientMessage::Answer { sdp });
+            ServerMessage::Candidate { target, candidate } => {
+                let peer = match target {
+                    PeerTarget::Publisher => &self.publisher,
+                    PeerTarget::Subscriber => &self.subscriber,
+                };
+                let _ = peer
+                    .add_ice_candidate(RTCIceCandidateInit {
+                        candidate: candidate.candidate,
+                        sdp_mid: candidate.sdp_mid,
+                        sdp_mline_index: candidate.sdp_m_line_index,
+                        username_fragment: candidate.username_fragment,
+                        ..Default::default()
+                    })
+                    .await;
             }
+            ServerMessage::Joined { ref you, .. } => {
+                self.you = Some(you.clone());
+                let _ = self.first.send(message);
+            }
+            message @ (ServerMessage::Waiting | ServerMessage::Error { .. }) => {
+                let _ = self.first.send(message);
+            }
+            ServerMessage::TrackPublished { track } => {
+                if self.you.as_ref() == Some(&track.participant) {
+                    self.own.set(track.id.as_str());
+                }
+            }
+            ServerMessage::TrackUnpublished { track } => {
+                self.own.conference().forget(track.as_str());
+            }
+            ServerMessage::ParticipantJoined { participant } => {
+                if self.you.as_ref() != Some(&participant.id) {
+                    let _ = self.events.send(RoomEvent::ParticipantJoined);
+                }
+            }
+            ServerMessage::MicrophoneBlocked { blocked, .. } => {
+                let _ = self.events.send(RoomEvent::MicrophoneBlocked(blocked));
+            }
+            ServerMessage::Closed { reason } => {
+                self.closed = true;
+                let _ = self.events.send(RoomEvent::Closed(reason));
+            }
+            _ => {}
         }
-        ServerMessage::Candidate { target, candidate } => {
-            let peer = match target {
-                PeerTarget::Publisher => publisher,
-                PeerTarget::Subscriber => subscriber,
-            };
-            let _ = peer
-                .add_ice_candidate(RTCIceCandidateInit {
-                    candidate: candidate.candidate,
-                    sdp_mid: candidate.sdp_mid,
-                    sdp_mline_index: candidate.sdp_m_line_index,
-                    username_fragment: candidate.username_fragment,
-                    ..Default::default()
-                })
-                .await;
-        }
-        message @ (ServerMessage::Joined { .. }
-        | ServerMessage::Waiting
-        | ServerMessage::Error { .. }) => {
-            let _ = first.send(message);
-        }
-        _ => {}
     }
 }
 
-/// Trickles our candidates and decodes each audio track that arrives into the mixer.
+/// Trickles our candidates and hands each audio packet that arrives to the conference.
 struct Handler {
     target: PeerTarget,
     outgoing: mpsc::UnboundedSender<ClientMessage>,
-    mixer: Arc<Mutex<Mixer>>,
+    conference: Arc<Conference>,
 }
 
 #[async_trait::async_trait]
@@ -383,33 +487,14 @@ impl PeerConnectionEventHandler for Handler {
             return;
         }
         let id = track.track_id().await.to_string();
-        let mixer = Arc::clone(&self.mixer);
+        let conference = Arc::clone(&self.conference);
         tokio::spawn(async move {
-            let mut decoder = match opus::Decoder::new(48_000, opus::Channels::Mono) {
-                Ok(decoder) => decoder,
-                Err(err) => {
-                    tracing::error!(cause = %err, "opus decoder");
-                    return;
-                }
-            };
             tracing::debug!(track = %id, "hearing a track of the room");
-            // 120 ms, Opus's longest packet.
-            let mut pcm = vec![0i16; 6 * OPUS_FRAME];
             while let Some(event) = track.poll().await {
                 let TrackRemoteEvent::OnRtpPacket(packet) = event else {
                     continue;
                 };
-                match decoder.decode(&packet.payload, &mut pcm, false) {
-                    Ok(len) => {
-                        if let Ok(mut mixer) = mixer.lock() {
-                            mixer.push(&id, &pcm[..len]);
-                        }
-                    }
-                    Err(err) => tracing::trace!(cause = %err, "undecodable audio packet"),
-                }
-            }
-            if let Ok(mut mixer) = mixer.lock() {
-                mixer.remove(&id);
+                conference.push(&id, packet.header.sequence_number, packet.payload);
             }
         });
     }
@@ -419,7 +504,7 @@ async fn peer(
     local: &[SocketAddr],
     target: PeerTarget,
     outgoing: &mpsc::UnboundedSender<ClientMessage>,
-    mixer: &Arc<Mutex<Mixer>>,
+    conference: &Arc<Conference>,
 ) -> Result<Arc<dyn PeerConnection>, RoomError> {
     let mut engine = MediaEngine::default();
     engine
@@ -439,7 +524,7 @@ async fn peer(
         .with_handler(Arc::new(Handler {
             target,
             outgoing: outgoing.clone(),
-            mixer: Arc::clone(mixer),
+            conference: Arc::clone(conference),
         }))
         .with_udp_addrs(local.to_vec())
         .build()

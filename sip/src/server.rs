@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::call::{self, CallEvent, CallSetup};
 use crate::config::Config;
 use crate::join::{self, JoinClient};
+use crate::conference::Conferences;
 use crate::metrics::Metrics;
 use crate::prompt::Prompts;
 use crate::rate::CallRate;
@@ -78,6 +79,7 @@ struct Shared {
     calls: Calls,
     rate: Mutex<CallRate>,
     contact_addr: SocketAddr,
+    conferences: Arc<Conferences>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -113,6 +115,7 @@ pub async fn start(config: Config, prompts: Arc<Prompts>, metrics: Metrics) -> R
     let layer = Arc::new(DialogLayer::new(endpoint.inner.clone()));
     let (states, states_rx) = layer.new_dialog_state_channel();
     let contact_ip = config.public_address.unwrap_or(local.ip());
+    let conference_metrics = metrics.clone();
     let shared = Arc::new(Shared {
         join: JoinClient::new(&config.api_url),
         rate: Mutex::new(CallRate::new(config.calls_per_minute)),
@@ -123,6 +126,7 @@ pub async fn start(config: Config, prompts: Arc<Prompts>, metrics: Metrics) -> R
         states,
         calls: Arc::new(Mutex::new(HashMap::new())),
         contact_addr: SocketAddr::new(contact_ip, local.port()),
+        conferences: Conferences::new(conference_metrics),
     });
     tracing::info!(address = %local, "SIP endpoint listening (UDP and TCP)");
     let inner = endpoint.inner.clone();
@@ -345,6 +349,7 @@ async fn on_invite(shared: &Arc<Shared>, mut tx: Transaction) -> Result<()> {
                     join: shared.join.clone(),
                     metrics: shared.metrics.clone(),
                     digit_timeout: Duration::from_secs(shared.config.digit_timeout_seconds),
+                    conferences: Arc::clone(&shared.conferences),
                 })
                 .await;
             } else {

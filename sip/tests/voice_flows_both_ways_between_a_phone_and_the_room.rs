@@ -1,12 +1,13 @@
 //! Media with real peers: a real API on SQLite with the SFU embedded (as `conclave standalone`
-//! runs them), the gateway, sipp as the calling phone's SIP side, and two participants in the
-//! meeting: a loadgen client that only listens, and a speaker that publishes a 1 kHz tone in
-//! Opus.
+//! runs them), the gateway, sipp as two phones' SIP side, and two participants in the meeting:
+//! a loadgen client that only listens, and a speaker that publishes a 1 kHz tone in Opus.
 //!
-//! The phone's RTP is the test's own socket (the SDP sipp sends names it): it speaks a 440 Hz
-//! tone in PCMU and records what the gateway sends back. The test decodes the Opus the listener
-//! received and finds 440 Hz there, and finds 1 kHz (and not the phone's own 440 Hz) in the
-//! call.
+//! Each phone's RTP is the test's own socket (the SDP sipp sends names it): phone A speaks
+//! 440 Hz and phone B 1.8 kHz in PCMU, and each records what the gateway sends back. The test
+//! finds each phone's tone in the listener's Opus, and in each call the speaker's 1 kHz and the
+//! other phone's tone but not its own (one mix per meeting, minus each caller's voice). The
+//! meeting's audio reaches the gateway through both calls' sessions and is decoded once
+//! (duplicates counted); the phones hear how many are there, and A hears B arrive.
 
 mod support;
 #[path = "support/api.rs"]
@@ -17,15 +18,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rtc::shared::marshal::{Marshal, Unmarshal};
+use sip::conference::Conferences;
 use sip::g711::Law;
 use sip::room::{Admission, Room};
 use sip::tone::{power, sine};
 use support::{TestGateway, config, init_tracing, scenario, sipp};
 
-/// The phone's RTP port, named in sipp's SDP.
-const PHONE_RTP: u16 = 47000;
-/// How long the phone stays in the meeting.
-const CALL: Duration = Duration::from_secs(10);
+/// Phone A's RTP port, named in its SDP, and its tone.
+const PHONE_A: (u16, f64) = (47000, 440.0);
+/// Phone B's.
+const PHONE_B: (u16, f64) = (47002, 1_800.0);
+/// How long each phone stays in the meeting (both are in it together for most of that).
+const CALL: Duration = Duration::from_secs(16);
+/// How long the test listens to both phones in the meeting together.
+const TOGETHER: Duration = Duration::from_secs(4);
 
 #[test]
 fn voice_flows_both_ways_between_a_phone_and_the_room() {
@@ -39,7 +45,7 @@ fn voice_flows_both_ways_between_a_phone_and_the_room() {
             let api = test_api::Api::start_with_sfu().await;
             let gateway = TestGateway::start(config(&api.url)).await;
 
-            // The listener is in the room before the phone comes.
+            // The listener is in the room before the phones come.
             let joined = api.join_as_guest("Listener").await;
             let conference: proto::ConferenceId =
                 serde_json::from_value(joined["conference"]["id"].clone()).expect("an ID");
@@ -52,18 +58,25 @@ fn voice_flows_both_ways_between_a_phone_and_the_room() {
             .expect("the listener joins");
             assert!(listener.id().is_some(), "admitted: {:?}", listener.first);
 
-            // The speaker publishes 1 kHz in Opus (through the gateway's own room client: the
-            // SFU in between is real, and loadgen only sends synthetic payloads).
+            // The speaker publishes 1 kHz in Opus (through the gateway's own room client, with
+            // a conference of its own: the SFU in between is real, and loadgen only sends
+            // synthetic payloads).
             let joined = api.join_as_guest("Speaker").await;
-            let mut speaker = Room::join(&Admission {
-                token: joined["token"].as_str().expect("a token").to_owned(),
-                endpoint: joined["endpoint"].as_str().expect("an endpoint").to_owned(),
-                conference: conference.clone(),
-            })
+            let registry = prometheus::Registry::new();
+            let speaker_conferences =
+                Conferences::new(sip::metrics::Metrics::new(&registry).expect("metrics"));
+            let mut speaker = Room::join(
+                &Admission {
+                    token: joined["token"].as_str().expect("a token").to_owned(),
+                    endpoint: joined["endpoint"].as_str().expect("an endpoint").to_owned(),
+                    conference: conference.clone(),
+                },
+                &speaker_conferences,
+            )
             .await
             .expect("the speaker joins");
             let speaking = tokio::spawn(async move {
-                let tone = sine(1_000.0, 8_000, 8_000 * 30, 8_000);
+                let tone = sine(1_000.0, 8_000, 8_000 * 60, 8_000);
                 let mut ticker = tokio::time::interval(Duration::from_millis(20));
                 for frame in tone.chunks(160) {
                     ticker.tick().await;
@@ -72,71 +85,104 @@ fn voice_flows_both_ways_between_a_phone_and_the_room() {
                 speaker
             });
 
-            // The phone's media: speaks 440 Hz once the gateway's first packet shows where to,
-            // and keeps what it hears.
-            let heard = Arc::new(Mutex::new(Vec::<i16>::new()));
-            let phone = tokio::spawn(phone_media(Arc::clone(&heard)));
-
-            let dir = tempfile::tempdir().expect("tempdir");
+            let dirs = [tempfile::tempdir(), tempfile::tempdir()].map(|d| d.expect("tempdir"));
             let millis = CALL.as_millis().to_string();
-            let voice = scenario(
-                dir.path(),
-                "voice.xml",
-                &[
-                    ("MEETING_ID", &api.meeting_id),
-                    ("PASSWORD", &api.password),
-                    ("MEDIA_PORT", &PHONE_RTP.to_string()),
-                    ("MILLISECONDS", &millis),
-                ],
-            );
-            sipp(&voice, "u1", 5080).await.assert_success();
-            phone.abort();
+            let call = |dir: &tempfile::TempDir, port: u16| {
+                scenario(
+                    dir.path(),
+                    "voice.xml",
+                    &[
+                        ("MEETING_ID", &api.meeting_id),
+                        ("PASSWORD", &api.password),
+                        ("MEDIA_PORT", &port.to_string()),
+                        ("MILLISECONDS", &millis),
+                    ],
+                )
+            };
+            let (call_a, call_b) = (call(&dirs[0], PHONE_A.0), call(&dirs[1], PHONE_B.0));
+
+            // Phone A enters; it hears that two others are there.
+            let heard_a = Arc::new(Mutex::new(Vec::<i16>::new()));
+            let phone_a = tokio::spawn(phone_media(PHONE_A, Arc::clone(&heard_a)));
+            let sipp_a = tokio::spawn(async move { sipp(&call_a, "u1", 5080).await });
             gateway
-                .wait_for("conclave_sip_calls_total", Some(("outcome", "joined")), 1.0)
+                .wait_for_at_least("conclave_sip_prompt_plays_total", ("prompt", "participants-2"), 1.0)
                 .await;
+            // Phone B enters: three others; A hears the new-participant tone.
+            let heard_b = Arc::new(Mutex::new(Vec::<i16>::new()));
+            let phone_b = tokio::spawn(phone_media(PHONE_B, Arc::clone(&heard_b)));
+            let sipp_b = tokio::spawn(async move { sipp(&call_b, "u1", 5090).await });
+            gateway
+                .wait_for_at_least("conclave_sip_prompt_plays_total", ("prompt", "participants-3"), 1.0)
+                .await;
+            gateway
+                .wait_for_at_least("conclave_sip_prompt_plays_total", ("prompt", "new-participant"), 1.0)
+                .await;
+            assert_eq!(
+                gateway.metric("conclave_sip_conferences_active", None),
+                1.0,
+                "both calls share one conference"
+            );
 
-            // Room → phone: the last 4 s of the call (the prompts are long over) are 1 kHz,
-            // without the phone's own voice.
-            let heard = heard.lock().expect("lock").clone();
+            // Both phones in the meeting together (B's prompts are over after 2 s).
+            tokio::time::sleep(TOGETHER).await;
+            let last = |heard: &Arc<Mutex<Vec<i16>>>| {
+                let heard = heard.lock().expect("lock");
+                assert!(heard.len() > 8_000 * 3, "a phone heard {} samples", heard.len());
+                heard[heard.len() - 8_000 * 2..].to_vec()
+            };
+            let (tail_a, tail_b) = (last(&heard_a), last(&heard_b));
+            let check = |tail: &[i16], hears: &[f64], not: f64, who: &str| {
+                let own = power(tail, 8_000, not);
+                for &f in hears {
+                    let p = power(tail, 8_000, f);
+                    assert!(p > 300_000.0, "{who} hears {f} Hz: {p}");
+                    assert!(p > 100.0 * own, "{who}: {f} Hz {p} vs its own {not} Hz {own}");
+                }
+                for other in [300.0, 700.0, 2_600.0, 3_200.0] {
+                    let p = power(tail, 8_000, other);
+                    assert!(own.max(p) * 100.0 < power(tail, 8_000, hears[0]), "{who} {other} Hz {p}");
+                }
+            };
+            check(&tail_a, &[1_000.0, PHONE_B.1], PHONE_A.1, "phone A");
+            check(&tail_b, &[1_000.0, PHONE_A.1], PHONE_B.1, "phone B");
             assert!(
-                heard.len() > 8_000 * 6,
-                "the phone heard {} samples",
-                heard.len()
+                gateway.metric("conclave_sip_room_packets_total", Some(("result", "duplicate"))) > 100.0,
+                "the speaker's packets came through both calls and were decoded once"
             );
-            let tail = &heard[heard.len() - 8_000 * 4..];
-            let at_1k = power(tail, 8_000, 1_000.0);
-            assert!(
-                at_1k > 1_000_000.0,
-                "1 kHz is loud enough in the call: {at_1k}"
-            );
-            for other in [440.0, 300.0, 700.0, 2_000.0, 3_000.0] {
-                let p = power(tail, 8_000, other);
-                assert!(at_1k > 100.0 * p, "1 kHz {at_1k} vs {other} Hz {p}");
+
+            // Phones → room: the listener's audio tracks carry both tones.
+            for (frequency, who) in [(PHONE_A.1, "A"), (PHONE_B.1, "B")] {
+                let received = listener.received();
+                let mut found = Vec::new();
+                let carried = received.values().filter(|t| !t.video).any(|track| {
+                    let pcm = decode(&track.audio_payloads);
+                    if pcm.len() < 48_000 * 3 {
+                        return false;
+                    }
+                    let tail = &pcm[pcm.len() - 48_000 * 2..];
+                    let at = power(tail, 48_000, frequency);
+                    let others: Vec<f64> = [300.0, 600.0, 1_000.0, 2_400.0]
+                        .iter()
+                        .map(|&f| power(tail, 48_000, f))
+                        .collect();
+                    found.push((at, others.clone()));
+                    at > 1_000_000.0 && others.iter().all(|&p| at > 100.0 * p)
+                });
+                assert!(carried, "no track of the room carries phone {who}'s tone: {found:?}");
             }
 
-            // Phone → room: one of the listener's audio tracks carries 440 Hz.
-            let received = listener.received();
-            let mut found = Vec::new();
-            for track in received.values().filter(|t| !t.video) {
-                let pcm = decode(&track.audio_payloads);
-                if pcm.len() < 48_000 * 3 {
-                    continue;
-                }
-                let tail = &pcm[pcm.len() - 48_000 * 3..];
-                let at_440 = power(tail, 48_000, 440.0);
-                let others: Vec<f64> = [300.0, 600.0, 1_000.0, 2_000.0]
-                    .iter()
-                    .map(|&f| power(tail, 48_000, f))
-                    .collect();
-                found.push((at_440, others.clone()));
-                if at_440 > 1_000_000.0 && others.iter().all(|&p| at_440 > 100.0 * p) {
-                    speaking.abort();
-                    listener.leave().await;
-                    gateway.gateway.stop().await;
-                    return;
-                }
+            for run in [sipp_a, sipp_b] {
+                run.await.expect("sipp").assert_success();
             }
-            panic!("no track of the room carries the phone's 440 Hz: {found:?}");
+            phone_a.abort();
+            phone_b.abort();
+            gateway
+                .wait_for("conclave_sip_calls_total", Some(("outcome", "joined")), 2.0)
+                .await;
+            speaking.abort();
+            listener.leave().await;
+            gateway.gateway.stop().await;
         });
 }
 
@@ -153,10 +199,10 @@ fn decode(payloads: &[Bytes]) -> Vec<i16> {
     pcm
 }
 
-/// The phone's RTP endpoint: records the PCMU it receives and, from the first packet on,
-/// answers with a 440 Hz tone every 20 ms to where the gateway sends from.
-async fn phone_media(heard: Arc<Mutex<Vec<i16>>>) {
-    let socket = tokio::net::UdpSocket::bind(("127.0.0.1", PHONE_RTP))
+/// A phone's RTP endpoint: records the PCMU it receives and, from the first packet on, answers
+/// with its tone every 20 ms to where the gateway sends from.
+async fn phone_media((port, frequency): (u16, f64), heard: Arc<Mutex<Vec<i16>>>) {
+    let socket = tokio::net::UdpSocket::bind(("127.0.0.1", port))
         .await
         .expect("the phone's RTP port");
     let mut buf = vec![0u8; 1_500];
@@ -172,14 +218,14 @@ async fn phone_media(heard: Arc<Mutex<Vec<i16>>>) {
         }
     };
     keep(&buf[..len]);
-    let tone = sine(440.0, 8_000, 8_000, 8_000);
+    // A whole number of periods in one second: the tone loops seamlessly.
+    let tone = sine(frequency, 8_000, 8_000, 8_000);
     let (mut sequence, mut timestamp, ssrc) = (1u16, 0u32, 0x5eed_u32);
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     let mut offset = 0;
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                // 8000 samples hold exactly 440 periods: the tone loops seamlessly.
                 let frame: Vec<i16> = (0..160).map(|i| tone[(offset + i) % tone.len()]).collect();
                 offset = (offset + 160) % tone.len();
                 let packet = rtc::rtp::Packet {

@@ -14,6 +14,8 @@ pub struct Api {
     pub url: String,
     pub meeting_id: String,
     pub password: String,
+    /// The owner's (the admin's) session token.
+    pub session: String,
     _dir: tempfile::TempDir,
 }
 
@@ -106,12 +108,26 @@ impl Api {
             url,
             meeting_id: text("meetingId"),
             password: text("password"),
+            session: token.to_owned(),
             _dir: dir,
         }
     }
 }
 
 impl Api {
+    /// Joins the meeting as its owner (a moderator): the join answer.
+    pub async fn join_as_owner(&self) -> Value {
+        let reply = reqwest::Client::new()
+            .post(format!("{}/api/v1/join", self.url))
+            .bearer_auth(&self.session)
+            .json(&json!({ "meetingId": self.meeting_id }))
+            .send()
+            .await
+            .expect("join");
+        assert_eq!(reply.status().as_u16(), 200, "the owner is admitted");
+        reply.json().await.expect("join JSON")
+    }
+
     /// Joins the meeting as a guest named `name` through `POST /join`: the join answer.
     pub async fn join_as_guest(&self, name: &str) -> Value {
         let reply = reqwest::Client::new()

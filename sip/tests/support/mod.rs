@@ -56,6 +56,23 @@ impl TestGateway {
             .map_or(0.0, |v| v.trim().parse().expect("a number"))
     }
 
+    /// Waits (up to 20 s) until `name{label}` reaches at least `value`.
+    pub async fn wait_for_at_least(&self, name: &str, label: (&str, &str), value: f64) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while self.metric(name, Some(label)) < value {
+            if Instant::now() > until {
+                let text = prometheus::TextEncoder::new()
+                    .encode_to_string(&self.registry.gather())
+                    .unwrap_or_default();
+                panic!(
+                    "{name} {label:?} is {}, expected at least {value}; metrics:\n{text}",
+                    self.metric(name, Some(label))
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits (at most 10 s) until the metric has `value`; panics with the metrics otherwise.
     pub async fn wait_for(&self, name: &str, label: Option<(&str, &str)>, value: f64) {
         let until = Instant::now() + Duration::from_secs(10);
