@@ -10,7 +10,11 @@ mod test_api;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use proto::signal::{ClientMessage, ServerMessage, TrackSource};
+use rtc::shared::marshal::Marshal;
+use sip::g711::Law;
+use sip::tone::sine;
 use support::{TestGateway, config, init_tracing, scenario, sipp};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -51,6 +55,7 @@ fn in_the_meeting_the_phone_mutes_and_is_muted_and_excluded() {
                 ],
             );
             let run = tokio::spawn(async move { sipp(&call, "u1", 5086).await });
+            let voice = tokio::spawn(speak(47020));
 
             // The phone enters as "Phone ···6789" and publishes its microphone.
             let ServerMessage::ParticipantJoined { participant } = moderator
@@ -110,7 +115,38 @@ fn in_the_meeting_the_phone_mutes_and_is_muted_and_excluded() {
                 1.0
             );
             gateway.wait_for("conclave_sip_calls_active", None, 0.0).await;
+            voice.abort();
             moderator.leave().await;
             gateway.gateway.stop().await;
         });
+}
+
+/// The phone's RTP on `port` (named in its SDP): once the gateway's first packet shows where to
+/// send, a 440 Hz tone in PCMU every 20 ms, as a phone sends its microphone.
+async fn speak(port: u16) {
+    let socket = tokio::net::UdpSocket::bind(("127.0.0.1", port))
+        .await
+        .expect("the phone's RTP port");
+    let mut buf = vec![0u8; 1_500];
+    let (_, gateway) = socket.recv_from(&mut buf).await.expect("a first packet");
+    let tone = sine(440.0, 8_000, 8_000, 8_000);
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    for n in 0u32.. {
+        ticker.tick().await;
+        let offset = (n as usize * 160) % tone.len();
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::Header {
+                version: 2,
+                payload_type: 0,
+                sequence_number: n as u16,
+                timestamp: n.wrapping_mul(160),
+                ssrc: 0x6789,
+                ..Default::default()
+            },
+            payload: Bytes::from(Law::Pcmu.encode(&tone[offset..offset + 160])),
+        };
+        if let Ok(data) = packet.marshal() {
+            let _ = socket.send_to(&data, gateway).await;
+        }
+    }
 }
