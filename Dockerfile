@@ -20,7 +20,7 @@ FROM rust:1.95-bookworm AS binary
 # audiopus_sys links a static library only from <LIBOPUS_LIB_DIR>/lib and only without
 # pkg-config (which never links static libraries from /usr), hence the prefix and NO_PKG.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libopus-dev pkg-config \
+    && apt-get install -y --no-install-recommends libopus-dev=1.3.1-3 pkg-config=1.8.1-1 \
     && rm -rf /var/lib/apt/lists/* \
     && mkdir -p /opt/opus/lib \
     && ln -s "$(pkg-config --variable=libdir opus)/libopus.a" /opt/opus/lib/libopus.a

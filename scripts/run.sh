@@ -7,6 +7,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/conclave/target}"
 
+# The SIP gateway's Opus codec links Debian's libopus (statically, see .cargo/config.toml).
+if ! dpkg-query -W -f='${Status}' libopus-dev 2>/dev/null | grep -q 'install ok installed'; then
+  echo "==> installing libopus-dev" >&2
+  if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopus-dev
+fi
+
 if [ ! -f web/dist/index.html ] || [ -n "$(find web/src web/index.html web/package-lock.json -newer web/dist/index.html -print -quit)" ]; then
   echo "==> building the web portal" >&2
   (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
