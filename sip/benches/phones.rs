@@ -36,7 +36,10 @@ fn main() {
             let base = 200.0 + 37.0 * c as f64;
             let a = sine(base, RATE, FRAME * frames, 6_000);
             let b = sine(base * 2.7, RATE, FRAME * frames, 3_000);
-            a.iter().zip(&b).map(|(x, y)| x.saturating_add(*y)).collect()
+            a.iter()
+                .zip(&b)
+                .map(|(x, y)| x.saturating_add(*y))
+                .collect()
         })
         .collect();
 
@@ -44,7 +47,9 @@ fn main() {
     let law = Law::Pcmu;
     let mut encoder = opus::Encoder::new(RATE, opus::Channels::Mono, opus::Application::Voip)
         .expect("an encoder");
-    encoder.set_bitrate(opus::Bitrate::Bits(16_000)).expect("bitrate");
+    encoder
+        .set_bitrate(opus::Bitrate::Bits(16_000))
+        .expect("bitrate");
     encoder.set_inband_fec(true).expect("fec");
     encoder.set_packet_loss_perc(5).expect("loss");
     let phone_in: Vec<Vec<u8>> = voices[0].chunks(FRAME).map(|f| law.encode(f)).collect();
@@ -63,7 +68,9 @@ fn main() {
     for (c, voice) in voices.iter().enumerate().skip(1) {
         let mut encoder = opus::Encoder::new(RATE, opus::Channels::Mono, opus::Application::Voip)
             .expect("an encoder");
-        encoder.set_bitrate(opus::Bitrate::Bits(16_000)).expect("bitrate");
+        encoder
+            .set_bitrate(opus::Bitrate::Bits(16_000))
+            .expect("bitrate");
         for frame in voice.chunks(FRAME) {
             let len = encoder.encode(frame, &mut opus_buf).expect("encode");
             packets[c].push(Bytes::copy_from_slice(&opus_buf[..len]));

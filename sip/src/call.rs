@@ -469,7 +469,9 @@ fn arrival_prompts(others: usize) -> Vec<Prompt> {
     if others == 0 {
         vec![Prompt::Started, Prompt::participants(0)]
     } else {
-        vec![Prompt::participants(u32::try_from(others).unwrap_or(u32::MAX))]
+        vec![Prompt::participants(
+            u32::try_from(others).unwrap_or(u32::MAX),
+        )]
     }
 }
 
@@ -729,7 +731,11 @@ mod tests {
             stats.on_packet(&header(sequence, 160 * u32::from(n)), at);
         }
         assert_eq!(stats.lost(), 2);
-        assert!(stats.jitter_seconds() < 0.000_2, "{}", stats.jitter_seconds());
+        assert!(
+            stats.jitter_seconds() < 0.000_2,
+            "{}",
+            stats.jitter_seconds()
+        );
         // A duplicate and a late packet do not count as loss or as progress.
         stats.on_packet(&header(65_530u16.wrapping_add(49), 160 * 49), start);
         assert_eq!(stats.lost(), 1, "the duplicate counts as received");

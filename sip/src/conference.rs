@@ -196,7 +196,8 @@ impl Source {
                 Step::Lost { fec } => {
                     counts.concealed += 1;
                     let fec = fec.unwrap_or_default();
-                    self.decoder.decode(&fec, &mut buf[..FRAME], !fec.is_empty())
+                    self.decoder
+                        .decode(&fec, &mut buf[..FRAME], !fec.is_empty())
                 }
             };
             match decoded {
@@ -255,7 +256,9 @@ impl Conference {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Offers one Opus packet of `track` (through any call's subscriber connection).
@@ -370,9 +373,7 @@ impl Conference {
             count("duplicate", after.duplicates - before.duplicates);
             count("late", after.late - before.late);
             count("concealed", after.concealed - before.concealed);
-            metrics
-                .mix_seconds
-                .observe(started.elapsed().as_secs_f64());
+            metrics.mix_seconds.observe(started.elapsed().as_secs_f64());
         }
     }
 
@@ -632,7 +633,9 @@ mod tests {
         let mut heard = [Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..15 {
             conference.tick();
-            for (member, heard) in [&mut alice, &mut bob, &mut carol].into_iter().zip(&mut heard)
+            for (member, heard) in [&mut alice, &mut bob, &mut carol]
+                .into_iter()
+                .zip(&mut heard)
             {
                 heard.extend(member.next_frame().expect("someone is heard"));
             }
@@ -673,7 +676,11 @@ mod tests {
         let heard = hear(&conference, &mut member, 8);
         let peak = heard[4 * FRAME..].iter().copied().max().unwrap_or(0);
         let trough = heard[4 * FRAME..].iter().copied().min().unwrap_or(0);
-        assert_eq!(peak, i16::MAX, "three loud sources in phase are clipped at the top");
+        assert_eq!(
+            peak,
+            i16::MAX,
+            "three loud sources in phase are clipped at the top"
+        );
         assert_eq!(trough, i16::MIN, "and at the bottom, not wrapped");
     }
 }

@@ -137,8 +137,7 @@ fn key_in(block: &[i16]) -> Option<char> {
     if block.is_empty() {
         return None;
     }
-    let mean_square =
-        block.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / block.len() as f64;
+    let mean_square = block.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / block.len() as f64;
     let strongest = |frequencies: &[f64; 4]| {
         let mut powers: Vec<(usize, f64)> = frequencies
             .iter()
@@ -263,13 +262,21 @@ mod tests {
             }
             out
         };
-        assert_eq!(detect(&mix(&[(440.0, 6_000), (1_000.0, 4_000), (250.0, 5_000)])), "");
+        assert_eq!(
+            detect(&mix(&[(440.0, 6_000), (1_000.0, 4_000), (250.0, 5_000)])),
+            ""
+        );
         assert_eq!(detect(&mix(&[(770.0, 8_000)])), "");
         assert_eq!(detect(&mix(&[(770.0, 9_000), (1_336.0, 1_000)])), "");
         assert_eq!(detect(&mix(&[(770.0, 200), (1_336.0, 200)])), "");
         // A DTMF pair under loud speech-like sound.
         assert_eq!(
-            detect(&mix(&[(770.0, 3_000), (1_336.0, 3_000), (300.0, 9_000), (2_200.0, 6_000)])),
+            detect(&mix(&[
+                (770.0, 3_000),
+                (1_336.0, 3_000),
+                (300.0, 9_000),
+                (2_200.0, 6_000)
+            ])),
             ""
         );
     }

@@ -314,9 +314,12 @@ impl Voice {
             muted: false,
         });
         // libopus takes the phone's 8 kHz as it is (narrowband SILK); no resampling.
-        let mut encoder =
-            opus::Encoder::new(conference::RATE, opus::Channels::Mono, opus::Application::Voip)
-                .map_err(|e| RoomError::new("opus encoder", e))?;
+        let mut encoder = opus::Encoder::new(
+            conference::RATE,
+            opus::Channels::Mono,
+            opus::Application::Voip,
+        )
+        .map_err(|e| RoomError::new("opus encoder", e))?;
         // Narrowband speech needs little: 16 kb/s, with in-band FEC so that a listener can
         // make up a lost packet from the next one.
         encoder
@@ -434,18 +437,18 @@ impl Signals {
             message @ (ServerMessage::Waiting | ServerMessage::Error { .. }) => {
                 let _ = self.first.send(message);
             }
-            ServerMessage::TrackPublished { track } => {
-                if self.you.as_ref() == Some(&track.participant) {
-                    self.own.set(track.id.as_str());
-                }
+            ServerMessage::TrackPublished { track }
+                if self.you.as_ref() == Some(&track.participant) =>
+            {
+                self.own.set(track.id.as_str());
             }
             ServerMessage::TrackUnpublished { track } => {
                 self.own.conference().forget(track.as_str());
             }
-            ServerMessage::ParticipantJoined { participant } => {
-                if self.you.as_ref() != Some(&participant.id) {
-                    let _ = self.events.send(RoomEvent::ParticipantJoined);
-                }
+            ServerMessage::ParticipantJoined { participant }
+                if self.you.as_ref() != Some(&participant.id) =>
+            {
+                let _ = self.events.send(RoomEvent::ParticipantJoined);
             }
             ServerMessage::MicrophoneBlocked { blocked, .. } => {
                 let _ = self.events.send(RoomEvent::MicrophoneBlocked(blocked));

@@ -25,9 +25,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::call::{self, CallEvent, CallSetup};
+use crate::conference::Conferences;
 use crate::config::Config;
 use crate::join::{self, JoinClient};
-use crate::conference::Conferences;
 use crate::metrics::Metrics;
 use crate::prompt::Prompts;
 use crate::rate::CallRate;

@@ -79,7 +79,10 @@ fn a_softphone_dials_in_types_the_id_and_password_and_talks_with_the_room() {
             let typ = |keys: String| {
                 let console = &console;
                 async move {
-                    console.send_to(keys.as_bytes(), CONSOLE).await.expect("typed");
+                    console
+                        .send_to(keys.as_bytes(), CONSOLE)
+                        .await
+                        .expect("typed");
                 }
             };
             let digits = |n: f64| {
@@ -138,7 +141,9 @@ fn a_softphone_dials_in_types_the_id_and_password_and_talks_with_the_room() {
             assert!(carried, "the softphone's 440 Hz reached the room");
 
             typ("/hangup\n".to_owned()).await;
-            gateway.wait_for("conclave_sip_calls_active", None, 0.0).await;
+            gateway
+                .wait_for("conclave_sip_calls_active", None, 0.0)
+                .await;
             let heard = phone.stop_and_read_heard();
 
             // The prompts, in the order the menu played them: each is found after the one
@@ -209,8 +214,8 @@ fn find(heard: &[i16], prompt: &[i16]) -> (usize, f64) {
         if norm == 0.0 {
             continue;
         }
-        let score = window.iter().zip(&wanted).map(|(a, b)| a * b).sum::<f64>()
-            / (norm * wanted_norm);
+        let score =
+            window.iter().zip(&wanted).map(|(a, b)| a * b).sum::<f64>() / (norm * wanted_norm);
         if score > best.1 {
             best = (start * BLOCK, score);
         }

@@ -59,7 +59,9 @@ fn in_the_meeting_the_phone_mutes_and_is_muted_and_excluded() {
 
             // The phone enters as "Phone ···6789" and publishes its microphone.
             let ServerMessage::ParticipantJoined { participant } = moderator
-                .wait_for(WAIT, |m| matches!(m, ServerMessage::ParticipantJoined { .. }))
+                .wait_for(WAIT, |m| {
+                    matches!(m, ServerMessage::ParticipantJoined { .. })
+                })
                 .await
                 .expect("the phone joins")
             else {
@@ -93,7 +95,11 @@ fn in_the_meeting_the_phone_mutes_and_is_muted_and_excluded() {
                 1.0
             );
             gateway
-                .wait_for_at_least("conclave_sip_prompt_plays_total", ("prompt", "unmuted"), 1.0)
+                .wait_for_at_least(
+                    "conclave_sip_prompt_plays_total",
+                    ("prompt", "unmuted"),
+                    1.0,
+                )
                 .await;
 
             // The moderator mutes the phone: the caller is told.
@@ -114,7 +120,9 @@ fn in_the_meeting_the_phone_mutes_and_is_muted_and_excluded() {
                 gateway.metric("conclave_sip_prompt_plays_total", Some(("prompt", "bye"))),
                 1.0
             );
-            gateway.wait_for("conclave_sip_calls_active", None, 0.0).await;
+            gateway
+                .wait_for("conclave_sip_calls_active", None, 0.0)
+                .await;
             voice.abort();
             moderator.leave().await;
             gateway.gateway.stop().await;

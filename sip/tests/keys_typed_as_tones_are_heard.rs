@@ -34,7 +34,10 @@ fn keys_typed_as_tones_are_heard() {
             let call = scenario(
                 dir.path(),
                 "tones.xml",
-                &[("MEDIA_PORT", &PHONE_RTP.to_string()), ("MILLISECONDS", "12000")],
+                &[
+                    ("MEDIA_PORT", &PHONE_RTP.to_string()),
+                    ("MILLISECONDS", "12000"),
+                ],
             );
             let (keypad, typed) = tokio::sync::mpsc::unbounded_channel();
             let typing = tokio::spawn(type_as_tones(typed));
@@ -42,7 +45,11 @@ fn keys_typed_as_tones_are_heard() {
             let keys = format!("{}#{}#", api.meeting_id, api.password);
             keypad.send(format!("{}#", api.meeting_id)).expect("typing");
             gateway
-                .wait_for_at_least("conclave_sip_prompt_plays_total", ("prompt", "enter-password"), 1.0)
+                .wait_for_at_least(
+                    "conclave_sip_prompt_plays_total",
+                    ("prompt", "enter-password"),
+                    1.0,
+                )
                 .await;
             keypad.send(format!("{}#", api.password)).expect("typing");
             gateway
@@ -54,7 +61,10 @@ fn keys_typed_as_tones_are_heard() {
                 "each key once"
             );
             assert_eq!(
-                gateway.metric("conclave_sip_dtmf_digits_total", Some(("method", "rfc4733"))),
+                gateway.metric(
+                    "conclave_sip_dtmf_digits_total",
+                    Some(("method", "rfc4733"))
+                ),
                 0.0
             );
             run.await.expect("sipp").assert_success();

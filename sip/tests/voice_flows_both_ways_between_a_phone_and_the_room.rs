@@ -106,17 +106,29 @@ fn voice_flows_both_ways_between_a_phone_and_the_room() {
             let phone_a = tokio::spawn(phone_media(PHONE_A, Arc::clone(&heard_a)));
             let sipp_a = tokio::spawn(async move { sipp(&call_a, "u1", 5080).await });
             gateway
-                .wait_for_at_least("conclave_sip_prompt_plays_total", ("prompt", "participants-2"), 1.0)
+                .wait_for_at_least(
+                    "conclave_sip_prompt_plays_total",
+                    ("prompt", "participants-2"),
+                    1.0,
+                )
                 .await;
             // Phone B enters: three others; A hears the new-participant tone.
             let heard_b = Arc::new(Mutex::new(Vec::<i16>::new()));
             let phone_b = tokio::spawn(phone_media(PHONE_B, Arc::clone(&heard_b)));
             let sipp_b = tokio::spawn(async move { sipp(&call_b, "u1", 5090).await });
             gateway
-                .wait_for_at_least("conclave_sip_prompt_plays_total", ("prompt", "participants-3"), 1.0)
+                .wait_for_at_least(
+                    "conclave_sip_prompt_plays_total",
+                    ("prompt", "participants-3"),
+                    1.0,
+                )
                 .await;
             gateway
-                .wait_for_at_least("conclave_sip_prompt_plays_total", ("prompt", "new-participant"), 1.0)
+                .wait_for_at_least(
+                    "conclave_sip_prompt_plays_total",
+                    ("prompt", "new-participant"),
+                    1.0,
+                )
                 .await;
             assert_eq!(
                 gateway.metric("conclave_sip_conferences_active", None),
@@ -128,7 +140,11 @@ fn voice_flows_both_ways_between_a_phone_and_the_room() {
             tokio::time::sleep(TOGETHER).await;
             let last = |heard: &Arc<Mutex<Vec<i16>>>| {
                 let heard = heard.lock().expect("lock");
-                assert!(heard.len() > 8_000 * 3, "a phone heard {} samples", heard.len());
+                assert!(
+                    heard.len() > 8_000 * 3,
+                    "a phone heard {} samples",
+                    heard.len()
+                );
                 heard[heard.len() - 8_000 * 2..].to_vec()
             };
             let (tail_a, tail_b) = (last(&heard_a), last(&heard_b));
@@ -137,17 +153,26 @@ fn voice_flows_both_ways_between_a_phone_and_the_room() {
                 for &f in hears {
                     let p = power(tail, 8_000, f);
                     assert!(p > 300_000.0, "{who} hears {f} Hz: {p}");
-                    assert!(p > 100.0 * own, "{who}: {f} Hz {p} vs its own {not} Hz {own}");
+                    assert!(
+                        p > 100.0 * own,
+                        "{who}: {f} Hz {p} vs its own {not} Hz {own}"
+                    );
                 }
                 for other in [300.0, 700.0, 2_600.0, 3_200.0] {
                     let p = power(tail, 8_000, other);
-                    assert!(own.max(p) * 100.0 < power(tail, 8_000, hears[0]), "{who} {other} Hz {p}");
+                    assert!(
+                        own.max(p) * 100.0 < power(tail, 8_000, hears[0]),
+                        "{who} {other} Hz {p}"
+                    );
                 }
             };
             check(&tail_a, &[1_000.0, PHONE_B.1], PHONE_A.1, "phone A");
             check(&tail_b, &[1_000.0, PHONE_A.1], PHONE_B.1, "phone B");
             assert!(
-                gateway.metric("conclave_sip_room_packets_total", Some(("result", "duplicate"))) > 100.0,
+                gateway.metric(
+                    "conclave_sip_room_packets_total",
+                    Some(("result", "duplicate"))
+                ) > 100.0,
                 "the speaker's packets came through both calls and were decoded once"
             );
 
@@ -169,7 +194,10 @@ fn voice_flows_both_ways_between_a_phone_and_the_room() {
                     found.push((at, others.clone()));
                     at > 1_000_000.0 && others.iter().all(|&p| at > 100.0 * p)
                 });
-                assert!(carried, "no track of the room carries phone {who}'s tone: {found:?}");
+                assert!(
+                    carried,
+                    "no track of the room carries phone {who}'s tone: {found:?}"
+                );
             }
 
             for run in [sipp_a, sipp_b] {
