@@ -53,8 +53,10 @@ ENV CONCLAVE_PORTAL_DIR=/usr/share/conclave/web \
     CONCLAVE_LISTEN=0.0.0.0:8080
 USER 65532:65532
 WORKDIR /var/lib/conclave
-EXPOSE 8080
+# The portal and API; SIP dial-in of standalone (the chart's gateway listens on 5060 too).
+EXPOSE 8080 5060/udp 5060/tcp
 ENTRYPOINT ["/usr/bin/conclave"]
-# `docker run -p 8080:8080 conclave` runs everything in one container; the chart passes
-# `api`, `sfu` or `operator` instead.
+# `docker run -p 8080:8080 conclave` runs everything in one container (dial-in also needs 5060
+# and the RTP ports published and CONCLAVE_SIP_PUBLIC_ADDRESS, see docs/sip.md); the chart passes
+# `api`, `sfu`, `sip` or `operator` instead.
 CMD ["standalone"]

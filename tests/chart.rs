@@ -123,6 +123,8 @@ struct Profile {
     args: &'static [&'static str],
     /// Secrets the values name as existing ones (made by the platform team, not the chart).
     existing_secrets: &'static [&'static str],
+    /// ConfigMaps the values name as existing ones.
+    existing_config_maps: &'static [&'static str],
 }
 
 const MONITORING_API: &[&str] = &["--api-versions", "monitoring.coreos.com/v1"];
@@ -136,6 +138,7 @@ fn profiles() -> Vec<Profile> {
         values,
         args,
         existing_secrets: existing,
+        existing_config_maps: &[],
     };
     vec![
         p("default", None, &[], &["conclave-database"]),
@@ -208,6 +211,27 @@ fn profiles() -> Vec<Profile> {
             "one hostname",
             Some("one-hostname-values.yaml"),
             &[],
+            &["conclave-database"],
+        ),
+        Profile {
+            existing_config_maps: &["conclave-prompts-de"],
+            ..p(
+                "sip hostNetwork",
+                Some("sip-host-network-values.yaml"),
+                &[],
+                &["conclave-database"],
+            )
+        },
+        p(
+            "sip hostPort",
+            Some("sip-host-port-values.yaml"),
+            &[],
+            &["conclave-database"],
+        ),
+        p(
+            "sip service",
+            Some("sip-service-values.yaml"),
+            MONITORING_API,
             &["conclave-database"],
         ),
     ]
@@ -511,7 +535,7 @@ fn monitoring_objects_validate_against_the_prometheus_operator_models() {
 #[test]
 fn alerts_and_dashboard_use_metrics_the_code_exports() {
     let mut exported = BTreeSet::new();
-    for dir in ["api/src", "sfu/src", "operator/src"] {
+    for dir in ["api/src", "sfu/src", "operator/src", "sip/src"] {
         collect_metric_names(&repo().join(dir), &mut exported);
     }
     assert!(
@@ -636,6 +660,7 @@ fn known_env_and_commands() -> (BTreeSet<String>, BTreeSet<String>) {
         "api/src/config.rs",
         "sfu/src/config.rs",
         "operator/src/lib.rs",
+        "sip/src/config.rs",
         "conclave/src/main.rs",
     ] {
         let text = std::fs::read_to_string(repo().join(file)).expect("config source");
@@ -647,7 +672,7 @@ fn known_env_and_commands() -> (BTreeSet<String>, BTreeSet<String>) {
         }
     }
     let main = std::fs::read_to_string(repo().join("conclave/src/main.rs")).expect("main.rs");
-    let commands = ["Api", "Sfu", "Operator", "Standalone"]
+    let commands = ["Api", "Sfu", "Sip", "Operator", "Standalone"]
         .iter()
         .filter(|c| main.contains(&format!("    {c}(")))
         .map(|c| c.to_lowercase())
@@ -747,8 +772,10 @@ fn references_resolve_in_every_profile() {
                         check_secret(&ctx, str_of(reference, "/name"), reference["key"].as_str());
                     }
                     if let Some(reference) = var.pointer("/valueFrom/configMapKeyRef") {
+                        let name = str_of(reference, "/name");
                         assert!(
-                            config_maps.contains(str_of(reference, "/name")),
+                            config_maps.contains(name)
+                                || rendered.profile.existing_config_maps.contains(&name),
                             "{ctx}: {var}"
                         );
                     }
@@ -759,7 +786,11 @@ fn references_resolve_in_every_profile() {
                     check_secret(&ctx, name, None);
                 }
                 if let Some(name) = volume.pointer("/configMap/name").and_then(Value::as_str) {
-                    assert!(config_maps.contains(name), "{ctx}: no ConfigMap {name}");
+                    assert!(
+                        config_maps.contains(name)
+                            || rendered.profile.existing_config_maps.contains(&name),
+                        "{ctx}: no ConfigMap {name}"
+                    );
                 }
             }
         }
@@ -1043,6 +1074,7 @@ fn probes_hit_healthz_and_readyz_on_a_container_port() {
         "api/src/http/ops.rs",
         "sfu/src/server.rs",
         "operator/src/http.rs",
+        "sip/src/http.rs",
     ] {
         let source = std::fs::read_to_string(repo().join(file)).expect("router source");
         for path in ["/healthz", "/readyz"] {
@@ -1973,6 +2005,82 @@ fn bad_values_are_refused_with_a_clear_message() {
     assert!(err.contains("sfu.iceTcp.port must differ"), "{err}");
     let err = refused(&["--set", "sfu.nodeAnnouncedIPs.node-a=public"]);
     assert!(err.contains("sfu.nodeAnnouncedIPs"), "{err}");
+
+    // The SIP gateway.
+    let sip = |more: &[&'static str]| {
+        let mut args = vec!["--set", "sip.enabled=true"];
+        args.extend_from_slice(more);
+        refused(&args)
+    };
+    let err = sip(&["--set", "sip.rtpport=41000-41099"]);
+    assert!(
+        err.contains("Additional property rtpport is not allowed"),
+        "{err}"
+    );
+    let err = sip(&["--set", "sip.exposure=nodePort"]);
+    assert!(
+        err.contains("sip.exposure must be one of the following"),
+        "{err}"
+    );
+    let err = sip(&["--set", "sip.trunkFrom={carrier.example.com}"]);
+    assert!(
+        err.contains("sip.trunkFrom.0: Does not match pattern"),
+        "{err}"
+    );
+    let err = sip(&["--set", "sip.rtpPorts=41999-41000"]);
+    assert!(
+        err.contains("FIRST-LAST with 1 <= FIRST <= LAST <= 65535"),
+        "{err}"
+    );
+    let err = sip(&["--set", "sip.port=41010"]);
+    assert!(
+        err.contains("sip.port 41010 lies inside sip.rtpPorts"),
+        "{err}"
+    );
+    let err = sip(&[
+        "--set",
+        "sip.exposure=hostPort",
+        "--set",
+        "sip.rtpPorts=41000-42999",
+    ]);
+    assert!(
+        err.contains("holds 2000 ports") && err.contains("at most 1000"),
+        "{err}"
+    );
+    let err = sip(&["--set", "sip.exposure=service"]);
+    assert!(
+        err.contains("sip.exposure=service needs sip.service.loadBalancerIP"),
+        "{err}"
+    );
+    let err = sip(&[
+        "--set",
+        "sip.exposure=service",
+        "--set",
+        "sip.service.loadBalancerIP=198.51.100.30",
+        "--set",
+        "sip.replicas=2",
+    ]);
+    assert!(err.contains("keep sip.replicas at 1"), "{err}");
+    let err = sip(&[
+        "--set",
+        "sip.replicas=2",
+        "--set",
+        "sip.publicAddress=203.0.113.5",
+    ]);
+    assert!(
+        err.contains("sip.publicAddress names one address for every replica"),
+        "{err}"
+    );
+    let err = sip(&[
+        "--set",
+        "sfu.exposure=hostPort",
+        "--set",
+        "networkPolicy.enabled=true",
+    ]);
+    assert!(
+        err.contains("networkPolicy.nodeCIDR is needed with sip.exposure=hostNetwork"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -2008,6 +2116,12 @@ fn notes_tell_how_to_log_in_the_first_time() {
         );
         assert!(notes.contains(&format!("get secret {admin}")), "{notes}");
         assert!(!notes.contains("<no value>"), "{notes}");
+        let dial_in = sip_value(&profile, "enabled") == true;
+        assert_eq!(notes.contains("Dial-in by phone"), dial_in, "{notes}");
+        if dial_in {
+            let rtp = sip_value(&profile, "rtpPorts");
+            assert!(notes.contains(rtp.as_str().expect("ports")), "{notes}");
+        }
     }
 }
 
@@ -2090,4 +2204,455 @@ fn the_renderer_behaves_like_helm_template() {
 
     let (ok, _, err) = render(&["--set", "needIt.value="]);
     assert!(!ok && err.contains("needIt.value is required"), "{err}");
+}
+
+// --- the SIP gateway -----------------------------------------------------------------------------
+
+/// `sip.<key>` as the profile sets it, else as values.yaml does.
+fn sip_value(profile: &Profile, key: &str) -> Value {
+    let read = |path: PathBuf| -> Value {
+        let yaml: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).expect("values file"))
+                .expect("values parse");
+        serde_json::to_value(yaml).expect("values are JSON")
+    };
+    let pointer = format!("/sip/{}", key.replace('.', "/"));
+    profile
+        .values
+        .and_then(|file| {
+            read(chart().join("ci").join(file))
+                .pointer(&pointer)
+                .cloned()
+        })
+        .or_else(|| read(chart().join("values.yaml")).pointer(&pointer).cloned())
+        .unwrap_or_else(|| panic!("no sip.{key} in the values"))
+}
+
+/// The SIP gateway's Deployment, when the profile has one.
+fn sip_deployment(rendered: &Rendered) -> Option<&Value> {
+    rendered.kind("Deployment").find(|d| {
+        d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "sip"
+    })
+}
+
+fn container_port<'a>(container: &'a Value, name: &str) -> &'a Value {
+    array(container, "/ports")
+        .into_iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no container port {name}"))
+}
+
+#[test]
+fn the_sip_gateway_is_off_by_default_and_on_as_each_profile_says() {
+    let mut seen = BTreeSet::new();
+    for rendered in all_rendered() {
+        let enabled = sip_value(&rendered.profile, "enabled") == true;
+        let objects: Vec<String> = rendered
+            .objects
+            .iter()
+            .filter(|o| o["metadata"]["labels"]["app.kubernetes.io/component"] == "sip")
+            .map(|o| rendered.context(o))
+            .collect();
+        if !enabled {
+            assert!(objects.is_empty(), "{objects:?}");
+            continue;
+        }
+        seen.insert(
+            sip_value(&rendered.profile, "exposure")
+                .as_str()
+                .map(str::to_owned),
+        );
+        for kind in [
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+            "PodDisruptionBudget",
+        ] {
+            assert!(
+                objects.iter().any(|o| o.contains(&format!(" {kind} "))),
+                "profile {:?}: no sip {kind}: {objects:?}",
+                rendered.profile.name
+            );
+        }
+    }
+    assert_eq!(
+        seen,
+        ["hostNetwork", "hostPort", "service"]
+            .into_iter()
+            .map(|e| Some(e.to_owned()))
+            .collect(),
+        "every exposure is rendered by a profile"
+    );
+    assert_eq!(sip_value(&profiles()[0], "enabled"), false);
+}
+
+#[test]
+fn the_sip_gateway_listens_where_its_service_and_the_nodes_send_calls() {
+    for rendered in all_rendered() {
+        let Some(deployment) = sip_deployment(rendered) else {
+            continue;
+        };
+        let profile = &rendered.profile;
+        let ctx = rendered.context(deployment);
+        let template = &deployment["spec"]["template"];
+        let container = &template["spec"]["containers"][0];
+        let env = |name: &str| {
+            env_value(container, name)
+                .and_then(|v| v["value"].as_str())
+                .map(str::to_owned)
+        };
+        let sip_port = sip_value(profile, "port").as_u64().expect("sip.port");
+        let http_port = sip_value(profile, "httpPort")
+            .as_u64()
+            .expect("sip.httpPort");
+        let rtp = sip_value(profile, "rtpPorts");
+        let rtp = rtp.as_str().expect("sip.rtpPorts");
+        let (first, last) = rtp.split_once('-').expect("FIRST-LAST");
+        let range: Vec<u64> =
+            (first.parse().expect("port")..=last.parse().expect("port")).collect();
+
+        // The process listens on the ports the pod declares, which are the values'.
+        assert_eq!(
+            env("CONCLAVE_SIP_LISTEN"),
+            Some(format!("0.0.0.0:{sip_port}")),
+            "{ctx}"
+        );
+        assert_eq!(
+            env("CONCLAVE_SIP_HTTP_LISTEN"),
+            Some(format!("0.0.0.0:{http_port}")),
+            "{ctx}"
+        );
+        assert_eq!(env("CONCLAVE_SIP_RTP_PORTS").as_deref(), Some(rtp), "{ctx}");
+        for (name, protocol) in [("sip-udp", "UDP"), ("sip-tcp", "TCP")] {
+            let port = container_port(container, name);
+            assert_eq!(
+                port["containerPort"].as_u64(),
+                Some(sip_port),
+                "{ctx}: {name}"
+            );
+            assert_eq!(port["protocol"], protocol, "{ctx}: {name}");
+        }
+        assert_eq!(
+            container_port(container, "metrics")["containerPort"].as_u64(),
+            Some(http_port),
+            "{ctx}"
+        );
+        assert_eq!(
+            env("CONCLAVE_SIP_MAX_CALLS"),
+            sip_value(profile, "maxCalls")
+                .as_u64()
+                .map(|n| n.to_string()),
+            "{ctx}"
+        );
+        // Who may call.
+        let list = |key: &str| {
+            let items: Vec<String> = sip_value(profile, key)
+                .as_array()
+                .expect("a list")
+                .iter()
+                .map(|v| v.as_str().expect("an address").to_owned())
+                .collect();
+            (!items.is_empty()).then(|| items.join(","))
+        };
+        assert_eq!(env("CONCLAVE_SIP_TRUNK_FROM"), list("trunkFrom"), "{ctx}");
+        assert_eq!(env("CONCLAVE_SIP_ALLOW_FROM"), list("allowFrom"), "{ctx}");
+        assert_eq!(
+            env("CONCLAVE_SIP_OPEN").is_some(),
+            sip_value(profile, "open") == true,
+            "{ctx}"
+        );
+        // The join check goes to the API Service's public port, which reaches the API's
+        // listener for /api/v1/join.
+        let url = env("CONCLAVE_SIP_API_URL").expect("CONCLAVE_SIP_API_URL");
+        let url = reqwest::Url::parse(&url).expect("a URL");
+        let host = url.host_str().expect("a host");
+        assert_eq!(
+            host,
+            format!("{RELEASE}-conclave-api.{NAMESPACE}.svc"),
+            "{ctx}"
+        );
+        let service = rendered
+            .named("Service", host.split('.').next().unwrap_or_default())
+            .expect("the API Service");
+        let port = array(service, "/spec/ports")
+            .into_iter()
+            .find(|p| p["port"].as_u64() == url.port_or_known_default().map(u64::from))
+            .unwrap_or_else(|| panic!("{ctx}: {url}: no such port"));
+        assert_eq!(port["targetPort"], "http", "{ctx}: {url}");
+        assert_eq!(
+            service["spec"]["selector"]["app.kubernetes.io/component"],
+            "api"
+        );
+
+        // Prompts from a ConfigMap, mounted where the process looks.
+        match sip_value(profile, "prompts.configMap").as_str() {
+            Some(name) if !name.is_empty() => {
+                let dir = env("CONCLAVE_SIP_PROMPTS_DIR").expect("a prompts folder");
+                let volume = array(template, "/spec/volumes")
+                    .into_iter()
+                    .find(|v| v["configMap"]["name"] == name)
+                    .unwrap_or_else(|| panic!("{ctx}: no volume of ConfigMap {name}"));
+                assert!(
+                    array(container, "/volumeMounts")
+                        .iter()
+                        .any(|m| m["name"] == volume["name"] && m["mountPath"] == dir.as_str()),
+                    "{ctx}: the ConfigMap is not mounted at {dir}"
+                );
+            }
+            _ => assert_eq!(env("CONCLAVE_SIP_PROMPTS_DIR"), None, "{ctx}"),
+        }
+
+        // The address in SDP, and how SIP and RTP reach the pod.
+        let public = env("CONCLAVE_SIP_PUBLIC_ADDRESS").expect("a public address");
+        let node_ip = env_value(container, "NODE_IP").expect("NODE_IP");
+        assert_eq!(
+            node_ip["valueFrom"]["fieldRef"]["fieldPath"],
+            "status.hostIP"
+        );
+        let sip_service = rendered
+            .named("Service", &format!("{RELEASE}-conclave-sip"))
+            .unwrap_or_else(|| panic!("{ctx}: no SIP Service"));
+        let service_ports = array(sip_service, "/spec/ports");
+        for (name, protocol) in [("sip-udp", "UDP"), ("sip-tcp", "TCP")] {
+            assert!(
+                service_ports.iter().any(|p| p["name"] == name
+                    && p["port"].as_u64() == Some(sip_port)
+                    && p["targetPort"] == name
+                    && p["protocol"] == protocol),
+                "{ctx}: the SIP Service has no {name} on {sip_port}"
+            );
+        }
+        let udp: Vec<u64> = array(container, "/ports")
+            .iter()
+            .filter(|p| p["protocol"] == "UDP" && p["name"] != "sip-udp")
+            .map(|p| p["containerPort"].as_u64().expect("port"))
+            .collect();
+        let host_ports: Vec<(u64, u64)> = array(container, "/ports")
+            .iter()
+            .filter(|p| !p["hostPort"].is_null())
+            .map(|p| {
+                (
+                    p["containerPort"].as_u64().unwrap_or(0),
+                    p["hostPort"].as_u64().unwrap_or(1),
+                )
+            })
+            .collect();
+        let anti = &template["spec"]["affinity"]["podAntiAffinity"];
+        let one_per_node = array(anti, "/requiredDuringSchedulingIgnoredDuringExecution")
+            .iter()
+            .any(|t| {
+                t["topologyKey"] == "kubernetes.io/hostname"
+                    && selects(
+                        &t["labelSelector"]["matchLabels"],
+                        &pod_label_sets(deployment, template)[0],
+                    )
+            });
+        match sip_value(profile, "exposure").as_str().expect("exposure") {
+            "hostNetwork" => {
+                assert_eq!(template["spec"]["hostNetwork"], true, "{ctx}");
+                assert_eq!(
+                    template["spec"]["dnsPolicy"], "ClusterFirstWithHostNet",
+                    "{ctx}"
+                );
+                assert!(udp.is_empty(), "{ctx}: the node's network needs no mapping");
+                assert!(
+                    one_per_node,
+                    "{ctx}: two gateways could share a node's 5060"
+                );
+                assert_eq!(public, "$(NODE_IP)", "{ctx}");
+                assert_eq!(sip_service["spec"]["type"], "ClusterIP", "{ctx}");
+            }
+            "hostPort" => {
+                assert_ne!(template["spec"]["hostNetwork"], true, "{ctx}");
+                assert_eq!(udp, range, "{ctx}: every RTP port is a container port");
+                let mut mapped: Vec<u64> = host_ports
+                    .iter()
+                    .map(|(container, host)| {
+                        assert_eq!(container, host, "{ctx}");
+                        *host
+                    })
+                    .collect();
+                mapped.sort_unstable();
+                let mut wanted = range.clone();
+                wanted.extend([sip_port, sip_port]);
+                wanted.sort_unstable();
+                assert_eq!(mapped, wanted, "{ctx}: SIP and every RTP port on the node");
+                assert!(one_per_node, "{ctx}");
+                assert_eq!(public, "$(NODE_IP)", "{ctx}");
+                assert_eq!(sip_service["spec"]["type"], "ClusterIP", "{ctx}");
+            }
+            "service" => {
+                assert!(host_ports.is_empty(), "{ctx}: nothing on the node");
+                assert_ne!(template["spec"]["hostNetwork"], true, "{ctx}");
+                assert_eq!(udp, range, "{ctx}");
+                assert_eq!(deployment["spec"]["replicas"], 1, "{ctx}");
+                let ip = sip_value(profile, "service.loadBalancerIP");
+                assert_eq!(sip_service["spec"]["type"], "LoadBalancer", "{ctx}");
+                assert_eq!(sip_service["spec"]["loadBalancerIP"], ip, "{ctx}");
+                assert_eq!(public, ip.as_str().expect("an address"), "{ctx}");
+                assert_eq!(
+                    sip_service["spec"]["externalTrafficPolicy"], "Local",
+                    "{ctx}: the gateway must see callers' own addresses for trunkFrom"
+                );
+                let served: Vec<u64> = service_ports
+                    .iter()
+                    .filter(|p| p["protocol"] == "UDP" && p["name"] != "sip-udp")
+                    .map(|p| {
+                        assert_eq!(p["targetPort"], p["port"], "{ctx}: RTP keeps its port");
+                        p["port"].as_u64().expect("port")
+                    })
+                    .collect();
+                assert_eq!(served, range, "{ctx}: the RTP range on the load balancer");
+            }
+            other => panic!("{ctx}: exposure {other}"),
+        }
+        // The caller's requests and RTP stay with the pod that answered.
+        assert_eq!(sip_service["spec"]["sessionAffinity"], "ClientIP", "{ctx}");
+        // A rollout never puts two gateways on one node's ports.
+        assert_eq!(
+            deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"], 0,
+            "{ctx}"
+        );
+
+        // Disruptions take one gateway at a time.
+        let pdb = rendered
+            .kind("PodDisruptionBudget")
+            .find(|p| {
+                selects(
+                    &p["spec"]["selector"]["matchLabels"],
+                    &pod_label_sets(deployment, template)[0],
+                )
+            })
+            .unwrap_or_else(|| panic!("{ctx}: no PodDisruptionBudget"));
+        assert_eq!(pdb["spec"]["maxUnavailable"], 1, "{ctx}");
+
+        // Scraped like the operator: a ServiceMonitor on the metrics Service's port.
+        if rendered.kind("ServiceMonitor").next().is_some() {
+            let monitor = rendered
+                .kind("ServiceMonitor")
+                .find(|m| {
+                    m["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "sip"
+                })
+                .unwrap_or_else(|| panic!("{ctx}: no ServiceMonitor for the gateway"));
+            assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics", "{ctx}");
+            assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics", "{ctx}");
+            let metrics = rendered
+                .named("Service", &format!("{RELEASE}-conclave-sip-metrics"))
+                .expect("the metrics Service");
+            assert_eq!(metrics["spec"]["type"], "ClusterIP", "{ctx}");
+        }
+
+        // NetworkPolicies let callers in, and the gateway reach the API and the SFU.
+        if rendered.kind("NetworkPolicy").next().is_some() {
+            let policy = policy_of(rendered, "sip");
+            let open_ports: Vec<(Value, Value, Value)> = array(policy, "/spec/ingress")
+                .iter()
+                .filter(|rule| rule.get("from").is_none())
+                .flat_map(|rule| array(rule, "/ports"))
+                .map(|p| {
+                    (
+                        p["port"].clone(),
+                        p["endPort"].clone(),
+                        p["protocol"].clone(),
+                    )
+                })
+                .collect();
+            for wanted in [
+                (json!("sip-udp"), Value::Null, json!("UDP")),
+                (json!("sip-tcp"), Value::Null, json!("TCP")),
+                (json!(range[0]), json!(range[range.len() - 1]), json!("UDP")),
+            ] {
+                assert!(
+                    open_ports.contains(&wanted),
+                    "{ctx}: {wanted:?} not open: {open_ports:?}"
+                );
+            }
+            let (api_port, _) = listener(rendered, "api", "http", "CONCLAVE_LISTEN");
+            assert!(
+                array(policy, "/spec/egress").iter().any(|rule| {
+                    peers_include(rule, "to", "api")
+                        && array(rule, "/ports")
+                            .iter()
+                            .any(|p| p["port"].as_u64() == Some(api_port))
+                }),
+                "{ctx}: the gateway may not reach the API"
+            );
+            let api = policy_of(rendered, "api");
+            let admitted = array(api, "/spec/ingress").into_iter().find(|rule| {
+                peers_include(rule, "from", "sip")
+                    && array(rule, "/ports").iter().any(|p| p["port"] == "http")
+            });
+            let admitted = admitted.unwrap_or_else(|| panic!("{ctx}: the API refuses the gateway"));
+            if template["spec"]["hostNetwork"] == true {
+                assert!(
+                    array(admitted, "/from")
+                        .iter()
+                        .any(|peer| peer["ipBlock"]["cidr"].is_string()),
+                    "{ctx}: gateways on the host network come from node addresses"
+                );
+            }
+        }
+    }
+}
+
+/// Every variable the chart gives the gateway is one `conclave sip --help` lists: the real
+/// binary's command line, not only its sources.
+#[test]
+fn the_chart_gives_the_gateway_only_what_conclave_sip_accepts() {
+    let output = Command::new(system_tests::conclave_bin())
+        .args(["sip", "--help"])
+        .output()
+        .expect("conclave runs");
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).expect("utf-8 help");
+    let accepted: BTreeSet<&str> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split('=').next())
+        .collect();
+    assert!(accepted.contains("CONCLAVE_SIP_RTP_PORTS"), "{help}");
+    let mut checked = 0;
+    for rendered in all_rendered() {
+        let Some(deployment) = sip_deployment(rendered) else {
+            continue;
+        };
+        let ctx = rendered.context(deployment);
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["args"], json!(["sip"]), "{ctx}");
+        for var in array(container, "/env") {
+            let name = str_of(var, "/name");
+            if HELPER_ENV.contains(&name) {
+                continue;
+            }
+            assert!(
+                accepted.contains(name),
+                "{ctx}: `conclave sip --help` lists no {name}:\n{help}"
+            );
+            checked += 1;
+        }
+        // Each value passes the binary's own parser: with a prompts folder that does not exist
+        // the gateway stops right after parsing, naming the folder (a value clap refuses would
+        // stop it before, with status 2 and clap's message).
+        let missing = "/nonexistent/conclave-chart-test-prompts";
+        let mut command = Command::new(system_tests::conclave_bin());
+        command.arg("sip").env_clear().env("RUST_LOG", "off");
+        for var in array(container, "/env") {
+            if let Some(value) = var["value"].as_str() {
+                let value = value.replace("$(NODE_IP)", "192.0.2.10");
+                command.env(str_of(var, "/name"), value);
+            }
+        }
+        command
+            .env("CONCLAVE_SIP_PROMPTS_DIR", missing)
+            .env("CONCLAVE_SIP_LISTEN", "127.0.0.1:0")
+            .env("CONCLAVE_SIP_HTTP_LISTEN", "127.0.0.1:0");
+        let parsed = command.output().expect("conclave runs");
+        let stderr = String::from_utf8_lossy(&parsed.stderr);
+        assert!(
+            parsed.status.code() == Some(1) && stderr.contains(missing),
+            "{ctx}: the binary refuses the chart's values ({}): {stderr}",
+            parsed.status
+        );
+    }
+    assert!(checked > 20, "only {checked} variables checked");
 }

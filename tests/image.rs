@@ -275,6 +275,11 @@ fn standalone_serves_the_portal_from_the_image_path_with_a_read_only_root() {
             ("CONCLAVE_LISTEN", format!("127.0.0.1:{port}")),
             ("CONCLAVE_ADMIN_PASSWORD", "image-admin-secret-1".into()),
             ("CONCLAVE_SFU_UDP_PORTS", "46400-46499".into()),
+            // The embedded SIP gateway starts too, on a port of its own.
+            (
+                "CONCLAVE_SIP_LISTEN",
+                format!("127.0.0.1:{}", system_tests::free_port()),
+            ),
         ],
     )
     .stdout(Stdio::null())

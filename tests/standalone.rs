@@ -40,6 +40,8 @@ async fn start_with_udp(data: &std::path::Path, port: u16, udp: &str) -> Server 
         .env("CONCLAVE_LISTEN", format!("127.0.0.1:{port}"))
         .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
         .env("CONCLAVE_SFU_UDP_PORTS", udp)
+        // Tests run side by side: no two gateways on 5060 (the SIP tests below choose).
+        .env("CONCLAVE_SIP_LISTEN", "off")
         .env_remove("DATABASE_URL")
         .env_remove("CONCLAVE_JOIN_TOKEN_SECRET");
     spawn(command, port).await
@@ -484,6 +486,7 @@ async fn json_logs_have_one_line_per_request_with_its_id_and_no_secrets() {
         .env("CONCLAVE_LISTEN", format!("127.0.0.1:{port}"))
         .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
         .env("CONCLAVE_SFU_UDP_PORTS", "46200-46299")
+        .env("CONCLAVE_SIP_LISTEN", "off")
         .env("RUST_LOG", "info")
         .env_remove("DATABASE_URL")
         .env_remove("CONCLAVE_JOIN_TOKEN_SECRET")
@@ -827,6 +830,7 @@ async fn the_served_openapi_document_passes_a_real_validator() {
         .env("CONCLAVE_LISTEN", format!("127.0.0.1:{port}"))
         .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
         .env("CONCLAVE_SFU_UDP_PORTS", "46300-46349")
+        .env("CONCLAVE_SIP_LISTEN", "off")
         .env_remove("DATABASE_URL")
         .env_remove("CONCLAVE_JOIN_TOKEN_SECRET");
     let server = spawn(command, port).await;
@@ -865,4 +869,183 @@ async fn the_served_openapi_document_passes_a_real_validator() {
         missing.is_empty(),
         "responses without a description: {missing:?}"
     );
+}
+
+// --- the embedded SIP gateway ----------------------------------------------------------------------
+// These run in a network namespace of their own (only `lo`, see `loadgen::netns`), so that 5060
+// is theirs: free before the start, and held by nothing else while they look.
+
+/// Starts `conclave standalone` with `sip_args`, waits until it is ready (or panics with its
+/// standard error), and returns it with its HTTP port.
+async fn standalone_with_sip(data: &std::path::Path, sip_args: &[&str]) -> (Server, u16) {
+    let port = system_tests::free_port();
+    let mut command = Command::new(system_tests::conclave_bin());
+    command
+        .arg("standalone")
+        .args(sip_args)
+        .env("CONCLAVE_DATA_DIR", data)
+        .env("CONCLAVE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
+        .env("CONCLAVE_SFU_UDP_PORTS", "46500-46549")
+        .env_remove("CONCLAVE_SIP_LISTEN")
+        .env_remove("DATABASE_URL")
+        .env_remove("CONCLAVE_JOIN_TOKEN_SECRET");
+    (spawn(command, port).await, port)
+}
+
+/// Sends one SIP OPTIONS with sipp (Debian `sip-tester`) to `target` over `transport` (`u1`
+/// for UDP, `t1` for TCP) with the scenario the gateway's own tests use, which expects 200 and
+/// the gateway's `Allow`. Returns sipp's verdict and what it saw.
+fn sipp_options(target: &str, transport: &str, local_port: u16) -> (bool, String) {
+    let scenario = system_tests::repository().join("sip/tests/scenarios/options.xml");
+    let dir = tempfile::tempdir().unwrap();
+    let messages = dir.path().join("messages.log");
+    let errors = dir.path().join("errors.log");
+    let output = Command::new("sipp")
+        .arg(target)
+        .arg("-sf")
+        .arg(&scenario)
+        .args(["-m", "1", "-t", transport, "-i", "127.0.0.1"])
+        .args(["-p", &local_port.to_string()])
+        .args(["-nostdin", "-timeout", "10s", "-timeout_error"])
+        .args(["-trace_msg", "-message_file"])
+        .arg(&messages)
+        .args(["-trace_err", "-error_file"])
+        .arg(&errors)
+        .current_dir(dir.path())
+        .output()
+        .unwrap_or_else(|err| {
+            panic!("sipp is needed (apt-get install -y sip-tester; scripts/test.sh does): {err}")
+        });
+    let seen = format!(
+        "status {}\n--- errors\n{}\n--- messages\n{}",
+        output.status,
+        std::fs::read_to_string(&errors).unwrap_or_default(),
+        std::fs::read_to_string(&messages).unwrap_or_default()
+    );
+    (output.status.success(), seen)
+}
+
+/// Whether UDP and TCP port `port` can be bound on `ip` right now.
+fn bindable(ip: &str, port: u16) -> (bool, bool) {
+    (
+        std::net::UdpSocket::bind((ip, port)).is_ok(),
+        std::net::TcpListener::bind((ip, port)).is_ok(),
+    )
+}
+
+fn in_own_network<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
+    if !loadgen::netns::isolate() {
+        return;
+    }
+    tokio::runtime::Runtime::new().unwrap().block_on(test());
+}
+
+#[test]
+fn standalone_answers_a_sip_peer_on_5060_over_udp_and_tcp_by_default() {
+    in_own_network(|| async {
+        assert_eq!(bindable("127.0.0.1", 5060), (true, true), "5060 is free");
+        let data = tempfile::tempdir().unwrap();
+        let (_server, port) = standalone_with_sip(data.path(), &[]).await;
+        // The gateway holds 5060 on the portal's address, UDP and TCP.
+        assert_eq!(bindable("127.0.0.1", 5060), (false, false));
+        for (transport, local) in [("u1", 5081), ("t1", 5082)] {
+            let (ok, seen) = sipp_options("127.0.0.1:5060", transport, local);
+            assert!(ok, "OPTIONS over {transport} got no 200:\n{seen}");
+            assert!(seen.contains("SIP/2.0 200"), "{seen}");
+        }
+        // Its metrics are on the process's own /metrics.
+        let (status, metrics) = system_tests::http_get(port, "/metrics").unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            metrics.contains("conclave_sip_calls_active 0"),
+            "no gateway metrics on /metrics:\n{metrics}"
+        );
+        assert!(metrics.contains("conclave_sfu_"), "{metrics}");
+    });
+}
+
+#[test]
+fn standalone_takes_the_sip_options_of_conclave_sip() {
+    in_own_network(|| async {
+        let data = tempfile::tempdir().unwrap();
+        let (_server, _) = standalone_with_sip(
+            data.path(),
+            &[
+                "--sip-listen",
+                "127.0.0.1:5070",
+                "--sip-rtp-ports",
+                "42000-42009",
+                "--sip-allow-from",
+                "192.0.2.0/24",
+            ],
+        )
+        .await;
+        assert_eq!(bindable("127.0.0.1", 5060), (true, true), "not on 5060");
+        assert_eq!(bindable("127.0.0.1", 5070), (false, false));
+        let (ok, seen) = sipp_options("127.0.0.1:5070", "u1", 5083);
+        assert!(ok, "{seen}");
+    });
+}
+
+#[test]
+fn with_sip_listen_off_nothing_listens_on_5060() {
+    in_own_network(|| async {
+        let data = tempfile::tempdir().unwrap();
+        let (_server, port) = standalone_with_sip(data.path(), &["--sip-listen", "off"]).await;
+        for ip in ["127.0.0.1", "0.0.0.0"] {
+            assert_eq!(bindable(ip, 5060), (true, true), "5060 is held on {ip}");
+        }
+        let (_, metrics) = system_tests::http_get(port, "/metrics").unwrap();
+        assert!(!metrics.contains("conclave_sip_"), "{metrics}");
+    });
+}
+
+#[test]
+fn a_taken_sip_port_stops_the_start_and_names_the_option_to_change() {
+    in_own_network(|| async {
+        // Another SIP server (a PBX) already has 5060.
+        let _pbx = std::net::UdpSocket::bind("127.0.0.1:5060").unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let port = system_tests::free_port();
+        let mut child = Command::new(system_tests::conclave_bin())
+            .arg("standalone")
+            .env("CONCLAVE_DATA_DIR", data.path())
+            .env("CONCLAVE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
+            .env("CONCLAVE_SFU_UDP_PORTS", "46550-46599")
+            .env("RUST_LOG", "off")
+            .env_remove("CONCLAVE_SIP_LISTEN")
+            .env_remove("DATABASE_URL")
+            .env_remove("CONCLAVE_JOIN_TOKEN_SECRET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("conclave kept running although 5060 is taken");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let mut stderr = String::new();
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(!status.success());
+        assert!(
+            stderr.contains("127.0.0.1:5060") && stderr.contains("--sip-listen"),
+            "the error names the address and the option:\n{stderr}"
+        );
+        assert!(stderr.contains("--sip-listen off"), "{stderr}");
+    });
 }

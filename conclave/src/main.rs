@@ -1,6 +1,6 @@
 //! `conclave`: the one binary. It only parses the command line and hands the configuration to
-//! the component it names; `standalone` (the default) composes the API and the embedded SFU in
-//! one process.
+//! the component it names; `standalone` (the default) composes the API, the embedded SFU and
+//! the SIP gateway in one process.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -35,8 +35,9 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Everything in one process: API and portal, SQLite, local files, the embedded SFU (default).
-    Standalone(Standalone),
+    /// Everything in one process: API and portal, SQLite, local files, the embedded SFU and the
+    /// SIP dial-in gateway (default).
+    Standalone(Box<Standalone>),
     /// The stateless conference service (API and portal) for a cluster, usually on PostgreSQL.
     Api(api::Config),
     /// A WebRTC SFU pod: the signaling websocket /rtc and media for the conferences placed on it.
@@ -133,6 +134,10 @@ struct Standalone {
     /// `conclave sfu`).
     #[command(flatten)]
     sfu_limits: sfu::config::Limits,
+
+    /// The SIP dial-in gateway (the flags of `conclave sip`; its metrics are on /metrics).
+    #[command(flatten)]
+    sip: sip::config::Embedded,
 
     /// Seconds given to meetings to drain on shutdown.
     #[arg(
@@ -262,6 +267,16 @@ async fn standalone(options: Standalone) -> anyhow::Result<()> {
     let (reports, mut incoming) = mpsc::unbounded_channel::<RoomReport>();
     let sfu_state =
         sfu::SfuState::new(&sfu_config, Arc::new(InProcessReporter(reports)), &registry)?;
+    let gateway = match options
+        .sip
+        .config(config.listen.ip(), &in_process_url(config.listen))
+    {
+        Some(sip_config) => Some(start_gateway(sip_config, &registry).await?),
+        None => {
+            tracing::info!("SIP gateway off (--sip-listen off)");
+            None
+        }
+    };
     sfu_state.follow_revocations(Arc::new(InProcessRevocations(state.clone())));
     let applier = state.clone();
     tokio::spawn(async move {
@@ -279,12 +294,48 @@ async fn standalone(options: Standalone) -> anyhow::Result<()> {
         .fallback_service(sfu::router(sfu_state.clone()).fallback_service(portal));
     let grace = Duration::from_secs(options.drain_seconds);
     tracing::info!(udp_ports = ?udp, bind_ip = %sfu_config.bind_ip, "embedded SFU ready");
-    api::serve(state, app, async move {
+    let served = api::serve(state, app, async move {
         shutdown_signal().await;
         sfu_state.drain(grace).await;
     })
-    .await?;
+    .await;
+    if let Some(gateway) = gateway {
+        gateway.stop().await;
+    }
+    served?;
     Ok(())
+}
+
+/// The URL at which this process reaches its own conference service.
+fn in_process_url(listen: std::net::SocketAddr) -> String {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, listen.port()))
+}
+
+/// Starts the embedded SIP gateway, its metrics in the process's registry. A failure to bind
+/// says which option moves or turns off the gateway.
+async fn start_gateway(
+    config: sip::Config,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<sip::Gateway> {
+    let listen = config.listen;
+    let rtp = config.rtp_ports;
+    match sip::start(config, registry).await {
+        Ok(gateway) => {
+            tracing::info!(address = %gateway.local, rtp_ports = ?rtp, "embedded SIP gateway ready (UDP and TCP)");
+            Ok(gateway)
+        }
+        Err(err @ (sip::Error::Prompt(_) | sip::Error::Metrics(_))) => Err(err.into()),
+        Err(err) => Err(anyhow::anyhow!(
+            "the SIP gateway cannot listen on {listen} (UDP and TCP): {err}; give it another \
+             address with --sip-listen (CONCLAVE_SIP_LISTEN), e.g. --sip-listen 127.0.0.1:5070, \
+             or run without dial-in with --sip-listen off"
+        )),
+    }
 }
 
 #[tokio::main]
@@ -300,9 +351,9 @@ async fn main() -> anyhow::Result<()> {
     init_tracing(cli.log_format);
     match cli
         .command
-        .unwrap_or_else(|| Command::Standalone(Standalone::from_env()))
+        .unwrap_or_else(|| Command::Standalone(Box::new(Standalone::from_env())))
     {
-        Command::Standalone(options) => standalone(options).await?,
+        Command::Standalone(options) => standalone(*options).await?,
         Command::Api(config) => api::run(config, shutdown_signal()).await?,
         Command::Sfu(config) => sfu::run(config).await?,
         Command::Sip(config) => sip::run(config, shutdown_signal()).await?,

@@ -71,10 +71,26 @@ fn help_lists_every_command_and_option() {
         "--sfu-bind-ip",
         "--portal-dir",
         "CONCLAVE_LISTEN",
+        "--sip-listen",
+        "CONCLAVE_SIP_LISTEN",
+        "--sip-rtp-ports",
+        "--sip-prompts-dir",
+        "--sip-public-address",
+        "--sip-trunk-from",
+        "--sip-allow-from",
+        "--sip-open",
     ] {
         assert!(
             help.contains(option),
             "{option} missing from --help:\n{help}"
+        );
+    }
+    // The embedded gateway asks the process's own API and shows its metrics on /metrics:
+    // flags for those would be lies.
+    for absent in ["--sip-api-url", "--sip-http-listen"] {
+        assert!(
+            !help.contains(absent),
+            "{absent} in standalone --help:\n{help}"
         );
     }
     let output = Command::new(env!("CARGO_BIN_EXE_conclave"))

@@ -64,8 +64,18 @@ pub struct Config {
         value_parser = parse_network
     )]
     pub trunk_from: Vec<Network>,
+    /// Callers accepted besides the trunks (`IP` or `IP/PREFIX`, comma-separated, e.g. an
+    /// office network), rate-limited per source like any caller.
+    #[arg(
+        id = "sip-allow-from",
+        long = "sip-allow-from",
+        env = "CONCLAVE_SIP_ALLOW_FROM",
+        value_delimiter = ',',
+        value_parser = parse_network
+    )]
+    pub allow_from: Vec<Network>,
     /// Accept calls from any address (a public SIP address); without it, calls from outside
-    /// `--sip-trunk-from` are answered 403.
+    /// `--sip-trunk-from` and `--sip-allow-from` are answered 403.
     #[arg(id = "sip-open", long = "sip-open", env = "CONCLAVE_SIP_OPEN")]
     pub open: bool,
     /// New calls per minute one source address may start (trunks excepted); more are
@@ -126,6 +136,7 @@ impl Config {
             prompts_dir: None,
             public_address: None,
             trunk_from: Vec::new(),
+            allow_from: Vec::new(),
             open: true,
             calls_per_minute: 10,
             max_calls: 200,
@@ -135,15 +146,172 @@ impl Config {
         }
     }
 
-    /// Whether a call from `source` is accepted at all (trunk, or an open gateway).
+    /// Whether a call from `source` is accepted at all (a trunk, an allowed network, or an
+    /// open gateway).
     pub fn accepts(&self, source: IpAddr) -> bool {
-        self.open || self.is_trunk(source)
+        self.open || self.is_trunk(source) || self.allow_from.iter().any(|net| net.contains(source))
     }
 
     /// Whether `source` is one of the configured trunks.
     pub fn is_trunk(&self, source: IpAddr) -> bool {
         self.trunk_from.iter().any(|net| net.contains(source))
     }
+}
+
+/// Loopback and the private networks (RFC 1918, IPv6 unique local): who may call the gateway
+/// embedded in `conclave standalone` by default, a machine and its LAN.
+pub const LOCAL_NETWORKS: &str = "127.0.0.0/8,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7";
+
+/// The gateway's options in `conclave standalone`: the flags of `conclave sip` that mean
+/// something in one process, with the same names and variables. The conference service is the
+/// one in the process, and the gateway's metrics are on the process's `/metrics`, so
+/// `--sip-api-url` and `--sip-http-listen` do not exist here.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Embedded {
+    /// Address the SIP gateway listens on, UDP and TCP alike, or `off` to run without dial-in.
+    /// Default: the IP address of --listen, port 5060.
+    #[arg(
+        id = "sip-listen",
+        long = "sip-listen",
+        env = "CONCLAVE_SIP_LISTEN",
+        value_parser = parse_listen
+    )]
+    pub listen: Option<Listen>,
+    /// UDP ports for the calls' RTP (`FIRST-LAST`); each call takes one.
+    #[arg(
+        id = "sip-rtp-ports",
+        long = "sip-rtp-ports",
+        env = "CONCLAVE_SIP_RTP_PORTS",
+        default_value = "41000-41999",
+        value_parser = parse_ports
+    )]
+    pub rtp_ports: UdpPorts,
+    /// A folder of WAV files that replace the built-in English prompts one by one (file names
+    /// as in sip/prompts/, e.g. `welcome.wav`; 8000 Hz, mono, 16-bit PCM).
+    #[arg(
+        id = "sip-prompts-dir",
+        long = "sip-prompts-dir",
+        env = "CONCLAVE_SIP_PROMPTS_DIR"
+    )]
+    pub prompts_dir: Option<PathBuf>,
+    /// The address callers send media to, written in SDP and Contact (e.g. the machine's
+    /// public IP behind NAT). Unset: the listen address, or when that is unspecified the local
+    /// address that routes to each caller.
+    #[arg(
+        id = "sip-public-address",
+        long = "sip-public-address",
+        env = "CONCLAVE_SIP_PUBLIC_ADDRESS"
+    )]
+    pub public_address: Option<IpAddr>,
+    /// SIP trunks (`IP` or `IP/PREFIX`, comma-separated) whose calls are always accepted and
+    /// not rate-limited per source.
+    #[arg(
+        id = "sip-trunk-from",
+        long = "sip-trunk-from",
+        env = "CONCLAVE_SIP_TRUNK_FROM",
+        value_delimiter = ',',
+        value_parser = parse_network
+    )]
+    pub trunk_from: Vec<Network>,
+    /// Callers accepted besides the trunks (`IP` or `IP/PREFIX`, comma-separated),
+    /// rate-limited per source. Default: this machine and the private networks.
+    #[arg(
+        id = "sip-allow-from",
+        long = "sip-allow-from",
+        env = "CONCLAVE_SIP_ALLOW_FROM",
+        value_delimiter = ',',
+        default_value = LOCAL_NETWORKS,
+        value_parser = parse_network
+    )]
+    pub allow_from: Vec<Network>,
+    /// Accept calls from any address; without it, calls from outside `--sip-trunk-from` and
+    /// `--sip-allow-from` are answered 403.
+    #[arg(id = "sip-open", long = "sip-open", env = "CONCLAVE_SIP_OPEN")]
+    pub open: bool,
+    /// New calls per minute one source address may start (trunks excepted).
+    #[arg(
+        id = "sip-calls-per-minute",
+        long = "sip-calls-per-minute",
+        env = "CONCLAVE_SIP_CALLS_PER_MINUTE",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub calls_per_minute: u32,
+    /// Calls the gateway carries at once; more are answered 503.
+    #[arg(
+        id = "sip-max-calls",
+        long = "sip-max-calls",
+        env = "CONCLAVE_SIP_MAX_CALLS",
+        default_value_t = 200
+    )]
+    pub max_calls: u32,
+    /// Seconds a caller has to type the next digit before the question is asked again.
+    #[arg(
+        id = "sip-digit-timeout-seconds",
+        long = "sip-digit-timeout-seconds",
+        env = "CONCLAVE_SIP_DIGIT_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=120)
+    )]
+    pub digit_timeout_seconds: u64,
+    /// Milliseconds a call rings (180) before it is answered; 0 answers at once.
+    #[arg(
+        id = "sip-answer-delay-ms",
+        long = "sip-answer-delay-ms",
+        env = "CONCLAVE_SIP_ANSWER_DELAY_MS",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u64).range(0..=10_000)
+    )]
+    pub answer_delay_ms: u64,
+}
+
+/// `--sip-listen` of `conclave standalone`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    /// No gateway.
+    Off,
+    /// The gateway on this address.
+    At(SocketAddr),
+}
+
+impl Embedded {
+    /// The gateway's configuration, or `None` with `--sip-listen off`. `listen_ip` is the
+    /// process's own listen address (the default SIP address is on it, port 5060) and
+    /// `api_url` the conference service in the process.
+    pub fn config(&self, listen_ip: IpAddr, api_url: &str) -> Option<Config> {
+        let listen = match self.listen {
+            Some(Listen::Off) => return None,
+            Some(Listen::At(address)) => address,
+            None => SocketAddr::new(listen_ip, 5060),
+        };
+        Some(Config {
+            listen,
+            // Not bound: the process serves the gateway's metrics on its own /metrics.
+            http_listen: SocketAddr::new(listen.ip(), 0),
+            rtp_ports: self.rtp_ports,
+            prompts_dir: self.prompts_dir.clone(),
+            public_address: self.public_address,
+            trunk_from: self.trunk_from.clone(),
+            allow_from: self.allow_from.clone(),
+            open: self.open,
+            calls_per_minute: self.calls_per_minute,
+            max_calls: self.max_calls,
+            api_url: api_url.to_owned(),
+            digit_timeout_seconds: self.digit_timeout_seconds,
+            answer_delay_ms: self.answer_delay_ms,
+        })
+    }
+}
+
+fn parse_listen(value: &str) -> Result<Listen, String> {
+    if value.trim().eq_ignore_ascii_case("off") {
+        return Ok(Listen::Off);
+    }
+    value
+        .trim()
+        .parse()
+        .map(Listen::At)
+        .map_err(|e| format!("{value}: expected IP:PORT (e.g. 0.0.0.0:5060) or off ({e})"))
 }
 
 /// An address range of `--sip-trunk-from`.
@@ -252,6 +420,72 @@ mod tests {
         let open = Cli::parse_from(["sip", "--sip-open"]).sip;
         assert!(open.accepts("11.0.0.1".parse().expect("ip")));
         assert!(!open.is_trunk("11.0.0.1".parse().expect("ip")));
+    }
+
+    #[derive(clap::Parser)]
+    struct Standalone {
+        #[command(flatten)]
+        sip: Embedded,
+    }
+
+    #[test]
+    fn the_embedded_gateway_listens_beside_the_portal_and_lets_this_machine_and_the_lan_call() {
+        let options = Standalone::parse_from(["standalone"]).sip;
+        let config = options
+            .config("127.0.0.1".parse().expect("ip"), "http://127.0.0.1:8080")
+            .expect("on by default");
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 5060)));
+        assert_eq!(config.api_url, "http://127.0.0.1:8080");
+        assert!(!config.open);
+        for caller in [
+            "127.0.0.1",
+            "::1",
+            "10.1.2.3",
+            "172.31.0.9",
+            "192.168.1.20",
+            "fd00::7",
+        ] {
+            let ip: IpAddr = caller.parse().expect("ip");
+            assert!(config.accepts(ip), "{caller}");
+            assert!(!config.is_trunk(ip), "{caller} is rate-limited");
+        }
+        for stranger in ["198.51.100.7", "172.32.0.1", "2001:db8::1"] {
+            assert!(!config.accepts(stranger.parse().expect("ip")), "{stranger}");
+        }
+    }
+
+    #[test]
+    fn the_embedded_gateway_can_be_moved_narrowed_opened_or_turned_off() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["standalone"];
+            all.extend_from_slice(args);
+            Standalone::try_parse_from(all).map(|s| s.sip)
+        };
+        let off = parse(&["--sip-listen", "off"]).expect("off parses");
+        assert!(off.config("127.0.0.1".parse().expect("ip"), "x").is_none());
+        let moved = parse(&[
+            "--sip-listen",
+            "0.0.0.0:5070",
+            "--sip-allow-from",
+            "192.168.7.0/24",
+            "--sip-rtp-ports",
+            "42000-42009",
+        ])
+        .expect("parses")
+        .config("127.0.0.1".parse().expect("ip"), "x")
+        .expect("on");
+        assert_eq!(moved.listen.port(), 5070);
+        assert_eq!(moved.rtp_ports.last, 42009);
+        assert!(moved.accepts("192.168.7.9".parse().expect("ip")));
+        assert!(!moved.accepts("10.0.0.1".parse().expect("ip")));
+        let open = parse(&["--sip-open"]).expect("parses");
+        assert!(
+            open.config("0.0.0.0".parse().expect("ip"), "x")
+                .expect("on")
+                .accepts("198.51.100.7".parse().expect("ip"))
+        );
+        let err = parse(&["--sip-listen", "5060"]).expect_err("a port alone is refused");
+        assert!(err.to_string().contains("IP:PORT"), "{err}");
     }
 
     #[test]

@@ -46,6 +46,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "conclave.apiName" -}}{{ include "conclave.fullname" . }}-api{{- end }}
 {{- define "conclave.operatorName" -}}{{ include "conclave.fullname" . }}-operator{{- end }}
 {{- define "conclave.sfuName" -}}{{ include "conclave.fullname" . }}-sfu{{- end }}
+{{- define "conclave.sipName" -}}{{ include "conclave.fullname" . }}-sip{{- end }}
 {{- define "conclave.postgresqlName" -}}{{ include "conclave.fullname" . }}-postgresql{{- end }}
 
 {{/* The Secret holding the join-token signing key, and its key. */}}
@@ -87,6 +88,11 @@ app.kubernetes.io/component: {{ .component }}
 {{/* The API's in-cluster URL, where SFU pods post their room reports. */}}
 {{- define "conclave.apiInternalUrl" -}}
 {{- printf "http://%s-internal.%s.svc:%d" (include "conclave.apiName" .) .Release.Namespace (int .Values.api.internalPort) }}
+{{- end }}
+
+{{/* The API Service's in-cluster URL, where the SIP gateway checks meeting IDs (POST /api/v1/join). */}}
+{{- define "conclave.apiUrl" -}}
+{{- printf "http://%s.%s.svc:%d" (include "conclave.apiName" .) .Release.Namespace (int .Values.api.service.port) }}
 {{- end }}
 
 {{/* The public base URL of the portal. */}}
