@@ -56,8 +56,8 @@ pub struct CallSetup {
     pub dialled: String,
     /// The caller's address (for the API's per-address throttling).
     pub caller: IpAddr,
-    /// How the caller appears in the meeting.
-    pub display_name: String,
+    /// The caller ID (the From user part); the API names the caller by its last digits.
+    pub caller_id: Option<String>,
     /// Shared prompts.
     pub prompts: Arc<Prompts>,
     /// The API client.
@@ -173,7 +173,7 @@ pub async fn run(setup: CallSetup) {
         mut events,
         dialled,
         caller,
-        display_name,
+        caller_id,
         prompts,
         join,
         metrics,
@@ -208,10 +208,15 @@ pub async fn run(setup: CallSetup) {
                 } => {
                     let join = join.clone();
                     let answers = answers_tx.clone();
-                    let name = display_name.clone();
+                    let caller_id = caller_id.clone();
                     tokio::spawn(async move {
                         let answer = join
-                            .check(&meeting_id, password.as_deref(), &name, caller)
+                            .check(
+                                &meeting_id,
+                                password.as_deref(),
+                                caller_id.as_deref(),
+                                caller,
+                            )
                             .await;
                         let _ = answers.send(answer);
                     });
