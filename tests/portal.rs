@@ -38,6 +38,9 @@ fn start(data: &Path, artifacts: &Path, port: u16, udp: &str) -> Server {
         .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
         .env("CONCLAVE_SFU_UDP_PORTS", udp)
         .env("CONCLAVE_PORTAL_DIR", web_dir().join("dist"))
+        // The info page shows dial-in (scheduling.mjs checks it).
+        .env("CONCLAVE_DIAL_IN_NUMBER", "+49 30 1234567")
+        .env("CONCLAVE_SIP_ADDRESS", "conference@conclave.example.org")
         .env(
             "RUST_LOG",
             // CONCLAVE_E2E_LOG overrides the server's filter, e.g. `info,sfu=debug` to debug one.

@@ -162,9 +162,16 @@ pub struct Config {
     )]
     pub mail_from: String,
 
-    /// Phone number for dial-in, printed in invitations when set (e.g. `+49 30 1234567`).
+    /// Phone number for dial-in (a SIP trunk routes it to `conclave sip`), shown in invitations,
+    /// calendar events and the portal when set (e.g. `+49 30 1234567`).
     #[arg(long, env = "CONCLAVE_DIAL_IN_NUMBER")]
     pub dial_in_number: Option<String>,
+
+    /// SIP address of the dial-in gateway (`conclave sip`), e.g. `conference@conclave.example.org`;
+    /// shown in invitations, calendar events and the portal with a `sip:<meetingId>*<password>@host`
+    /// link that skips the gateway's questions.
+    #[arg(long, env = "CONCLAVE_SIP_ADDRESS")]
+    pub sip_address: Option<String>,
 
     /// Where conferences live: `sql` (the database) or `kubernetes` (Conference resources in
     /// --kube-namespace, placed by the operator; accounts and the archive stay in the database).
@@ -296,6 +303,21 @@ impl Config {
             return Err(invalid());
         }
         Ok(placement::PortRange { first, last })
+    }
+
+    /// How to dial in to `meeting_id`, when a SIP address or a number is configured;
+    /// `password` only for those who may see it.
+    pub fn dial_in(
+        &self,
+        meeting_id: &str,
+        password: Option<&str>,
+    ) -> Option<crate::phone::DialIn> {
+        crate::phone::DialIn::of(
+            self.sip_address.as_deref(),
+            self.dial_in_number.as_deref(),
+            meeting_id,
+            password,
+        )
     }
 
     /// The proxies whose X-Forwarded-For entries are believed.

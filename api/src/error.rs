@@ -27,9 +27,17 @@ pub enum Error {
     /// No valid session or token (401).
     #[error("log in first")]
     Unauthenticated,
+    /// A request only the SIP gateway may make (a phone join) without its valid service
+    /// token (401 `serviceTokenRequired`).
+    #[error("{0}")]
+    ServiceTokenRequired(String),
     /// Logged in, but the right is missing (403).
     #[error("{0}")]
     Forbidden(String),
+    /// A phone join by someone who is not the SIP gateway: an account, or another component's
+    /// service token (403 `notTheSipGateway`).
+    #[error("{0}")]
+    NotTheSipGateway(String),
     /// A moderator excluded this identity (or a guest on the same network) from the meeting
     /// (403 `excluded`).
     #[error("{0}")]
@@ -154,8 +162,9 @@ impl Error {
         match self {
             Error::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::MalformedBody(_) | Error::WebsocketRequired(_) => StatusCode::BAD_REQUEST,
-            Error::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Error::Unauthenticated | Error::ServiceTokenRequired(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_)
+            | Error::NotTheSipGateway(_)
             | Error::Excluded(_)
             | Error::CrossSiteRequest
             | Error::WrongMeetingCredentials => StatusCode::FORBIDDEN,
@@ -182,7 +191,9 @@ impl Error {
             Error::Validation { .. } => "validation",
             Error::MalformedBody(_) => "malformedBody",
             Error::Unauthenticated => "unauthenticated",
+            Error::ServiceTokenRequired(_) => "serviceTokenRequired",
             Error::Forbidden(_) => "forbidden",
+            Error::NotTheSipGateway(_) => "notTheSipGateway",
             Error::Excluded(_) => "excluded",
             Error::CrossSiteRequest => "csrfHeaderMissing",
             Error::WrongMeetingCredentials => "wrongMeetingCredentials",

@@ -1,5 +1,5 @@
-//! RFC 5545 iCalendar events for conferences: the `.ics` download and, later, the calendar
-//! part of invitations. Times carry a TZID with a matching VTIMEZONE generated from the IANA
+//! RFC 5545 iCalendar events for conferences: the `.ics` download and the calendar part of
+//! invitations, with RFC 7986 CONFERENCE properties for the ways to join. Times carry a TZID with a matching VTIMEZONE generated from the IANA
 //! database, so calendar programs place recurring meetings correctly across DST changes.
 
 use std::fmt::Write as _;
@@ -58,6 +58,20 @@ pub struct Event<'a> {
     pub organizer: Option<(&'a str, &'a str)>,
     /// Invited e-mail addresses.
     pub attendees: &'a [String],
+    /// The ways to join (RFC 7986 CONFERENCE properties): the browser, SIP, the phone.
+    pub access: &'a [Access<'a>],
+}
+
+/// One way to join, an RFC 7986 CONFERENCE property: calendar programs show it as a button
+/// or a dial-in line.
+#[derive(Debug, Clone)]
+pub struct Access<'a> {
+    /// The URI to open or call (`https:`, `sip:`, `tel:`).
+    pub uri: &'a str,
+    /// RFC 7986 FEATURE values, comma-separated (`AUDIO,VIDEO`, `PHONE`).
+    pub features: &'a str,
+    /// A label for people.
+    pub label: &'a str,
 }
 
 /// Renders a complete VCALENDAR with CRLF line endings and folded lines.
@@ -109,6 +123,14 @@ pub fn render(method: Method, event: &Event<'_>) -> String {
             "ORGANIZER;CN={}:mailto:{}",
             param(name),
             uri(email)
+        ));
+    }
+    for access in event.access {
+        lines.push(format!(
+            "CONFERENCE;VALUE=URI;FEATURE={};LABEL={}:{}",
+            uri(access.features),
+            param(access.label),
+            uri(access.uri)
         ));
     }
     for attendee in event.attendees {
@@ -291,6 +313,18 @@ mod tests {
             url: "http://127.0.0.1:8080/join/123456789",
             organizer: Some(("Ada \"Admin\"", "ada@example.org")),
             attendees,
+            access: &[
+                Access {
+                    uri: "http://127.0.0.1:8080/join/123456789",
+                    features: "AUDIO,VIDEO",
+                    label: "Join in the browser",
+                },
+                Access {
+                    uri: "tel:+49301234567",
+                    features: "PHONE",
+                    label: "Dial in, then type the meeting ID and #",
+                },
+            ],
         }
     }
 
@@ -306,6 +340,12 @@ mod tests {
         assert!(ics.contains("BEGIN:VTIMEZONE\r\nTZID:Europe/Berlin"));
         // The October 2026 change: 03:00 CEST becomes 02:00 CET.
         assert!(ics.contains("BEGIN:STANDARD\r\nDTSTART:20261025T030000\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100"), "{ics}");
+        assert!(ics.contains(
+            "CONFERENCE;VALUE=URI;FEATURE=AUDIO,VIDEO;LABEL=\"Join in the browser\":http://127.0.0.1:8080/join/123456789\r\n"
+        ));
+        assert!(ics.contains(
+            "CONFERENCE;VALUE=URI;FEATURE=PHONE;LABEL=\"Dial in, then type the meeting ID and #\":tel:+49301234567\r\n"
+        ));
         assert!(ics.contains("ATTENDEE;CUTYPE=INDIVIDUAL;ROLE=REQ-PARTICIPANT;PARTSTAT=NEEDS-ACTION;RSVP=TRUE:mailto:bob@example.org"));
     }
 

@@ -12,7 +12,8 @@
 //!   `ConferenceStore` seam and its SQL backend; [`store_kube`]: its Kubernetes backend; [`archive`]: past occurrences and attendance.
 //! - [`lifecycle`]: the IO shell around the pure `placement` core; [`relocation`]: joins that
 //!   wait for a conference to move off a lost SFU pod; [`ics`]: calendar events;
-//!   [`mail`]: invitations, the durable outbox and its delivery worker.
+//!   [`mail`]: invitations, the durable outbox and its delivery worker; [`phone`]: phone
+//!   callers' names and identities, and the dial-in facts people are told.
 //! - [`relay`]: the signaling websockets of SFU pods relayed through the public address.
 //! - [`http`]: routes, extractors, OpenAPI; [`error`]: errors and their HTTP mapping.
 
@@ -37,6 +38,7 @@ pub mod ics;
 pub mod lifecycle;
 pub mod mail;
 pub mod metrics;
+pub mod phone;
 pub mod relay;
 pub mod relocation;
 pub mod revocation;

@@ -348,14 +348,12 @@ pub fn compose_invitation(
         facts.push(("Join", join_url.clone()));
         facts.push(("Meeting ID", d.meeting_id.to_string()));
         facts.push(("Password", d.password.clone()));
-        if let Some(number) = &state.config.dial_in_number {
-            facts.push((
-                "Dial in",
-                format!(
-                    "{number}, then enter the meeting ID {}# and the password {}#",
-                    d.meeting_id, d.password
-                ),
-            ));
+        // Invitees are told the password, so the phone facts carry it too.
+        if let Some(dial_in) = state
+            .config
+            .dial_in(d.meeting_id.as_str(), Some(&d.password))
+        {
+            facts.extend(dial_in.facts());
         }
     }
     let mut text = format!("{intro}\n\n");
@@ -384,7 +382,7 @@ pub fn compose_invitation(
     }
     html.push_str("<table>");
     for (key, value) in &facts {
-        let value_html = if *key == "Join" {
+        let value_html = if *key == "Join" || *key == "SIP link" {
             format!("<a href=\"{0}\">{0}</a>", html_escape(value))
         } else {
             html_escape(value)

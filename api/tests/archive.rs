@@ -24,6 +24,7 @@ on_both_backends!(
     the_repeat_draft_of_a_series_that_ran_out_is_postable_unchanged,
     extending_a_running_meeting_moves_its_end_and_archives_it_once_at_the_real_end,
     moving_the_start_of_a_running_meeting_keeps_its_attendance,
+    a_phone_caller_is_listed_in_the_attendance_as_a_phone_participant,
 );
 
 async fn report(
@@ -120,7 +121,10 @@ async fn an_ended_occurrence_moves_to_the_archive_with_attendance(app: TestApp) 
     assert_eq!(attendance.len(), 2);
     assert_eq!(attendance[0]["displayName"], "Gus");
     assert_eq!(attendance[0]["kind"], "guest");
+    assert_eq!(attendance[0]["via"], "web");
     assert_eq!(attendance[0]["minutes"], 45);
+    assert_eq!(attendance[1]["kind"], "account");
+    assert_eq!(attendance[1]["via"], "web");
     assert_eq!(attendance[1]["minutes"], 45);
     // The meeting ID is free again once the conference ended.
     app.schedule(&token, 10, 30, json!({"meetingId": c["meetingId"]}))
@@ -637,4 +641,67 @@ async fn moving_the_start_of_a_running_meeting_keeps_its_attendance(app: TestApp
     );
     assert_eq!(attendance[0]["displayName"], "Gus");
     assert_eq!(attendance[0]["minutes"], 23);
+}
+
+async fn a_phone_caller_is_listed_in_the_attendance_as_a_phone_participant(app: TestApp) {
+    let token = app.admin().await;
+    let c = app.schedule(&token, 2, 60, json!({"topic": "Call"})).await;
+    app.clock.advance(Duration::minutes(2));
+    app.tick().await;
+    // The SIP gateway joins for the caller; the SFU reports the token's identity and name.
+    let joined = app
+        .post(
+            "/api/v1/join",
+            Some(&app.service_token_of("sip:gateway")),
+            json!({"meetingId": c["meetingId"], "password": c["password"],
+                   "phone": {"callerId": "+4930123451234", "address": "203.0.113.9"}}),
+        )
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    let identity = joined["identity"].as_str().unwrap();
+    report(
+        &app,
+        &c,
+        1,
+        1,
+        json!({"kind": "joined", "identity": identity, "displayName": joined["displayName"]}),
+    )
+    .await;
+    report(
+        &app,
+        &c,
+        3,
+        2,
+        json!({"kind": "joined", "identity": "guest:1", "displayName": "Gus"}),
+    )
+    .await;
+    report(
+        &app,
+        &c,
+        31,
+        1,
+        json!({"kind": "left", "identity": identity}),
+    )
+    .await;
+    report(
+        &app,
+        &c,
+        40,
+        0,
+        json!({"kind": "left", "identity": "guest:1"}),
+    )
+    .await;
+    app.clock.advance(Duration::minutes(61));
+    app.tick().await;
+    let entries = archive(&app, &token).await;
+    assert_eq!(entries.len(), 1);
+    let attendance = entries[0]["attendance"].as_array().unwrap();
+    assert_eq!(attendance.len(), 2, "{attendance:?}");
+    assert_eq!(attendance[0]["displayName"], "Phone ···1234");
+    assert_eq!(attendance[0]["kind"], "guest");
+    assert_eq!(attendance[0]["via"], "phone");
+    assert_eq!(attendance[0]["minutes"], 30);
+    assert_eq!(attendance[1]["displayName"], "Gus");
+    assert_eq!(attendance[1]["via"], "web");
 }

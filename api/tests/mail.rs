@@ -121,6 +121,7 @@ async fn app_with_smtp(backend: Backend, port: u16) -> TestApp {
         config.smtp_url = Some(format!("smtp://127.0.0.1:{port}?tls=none"));
         config.mail_from = "Conclave <meetings@example.org>".into();
         config.dial_in_number = Some("+49 30 1234567".into());
+        config.sip_address = Some("conference@conclave.example.org".into());
     })
     .await
 }
@@ -191,6 +192,47 @@ async fn an_invitation_carries_a_calendar_event_calendar_programs_accept(app: Te
         "{}",
         mail["html"]
     );
+    // How to dial in: the number and the SIP address with the keys to type, and a SIP link
+    // that skips the gateway's questions.
+    let (meeting_id, password) = (
+        c["meetingId"].as_str().unwrap(),
+        c["password"].as_str().unwrap(),
+    );
+    let keypad = format!("type the meeting ID {meeting_id}# and then the password {password}#");
+    let sip_link = format!("sip:{meeting_id}*{password}@conclave.example.org");
+    for expected in [
+        format!("Dial in: +49 30 1234567, then {keypad}\n"),
+        format!("Dial in by SIP: conference@conclave.example.org, then {keypad}\n"),
+        format!("SIP link: {sip_link}\n"),
+    ] {
+        assert!(
+            text.contains(&expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+    assert!(
+        mail["html"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("<a href=\"{sip_link}\">{sip_link}</a>")),
+        "{}",
+        mail["html"]
+    );
+    // The owner's view in the portal shows the same.
+    let shown = app
+        .get(
+            &format!("/api/v1/conferences/{}", c["id"].as_str().unwrap()),
+            &token,
+        )
+        .await
+        .expect(StatusCode::OK)
+        .body;
+    assert_eq!(
+        shown["dialIn"],
+        json!({"sipAddress": "conference@conclave.example.org", "sipUri": sip_link,
+               "number": "+49 30 1234567", "meetingIdKeys": format!("{meeting_id}#"),
+               "passwordKeys": format!("{password}#")})
+    );
     assert_eq!(mail["attachment"], "invite.ics");
     let cal = &mail["calendar"];
     assert!(
@@ -235,6 +277,30 @@ async fn an_invitation_carries_a_calendar_event_calendar_programs_accept(app: Te
             .unwrap()
             .contains(c["password"].as_str().unwrap())
     );
+    let description = cal["description"].as_str().unwrap();
+    for expected in [
+        format!("Dial in: +49 30 1234567, then {keypad}"),
+        format!("SIP link: {sip_link}"),
+    ] {
+        assert!(
+            description.contains(&expected),
+            "{expected:?} missing from:\n{description}"
+        );
+    }
+    // RFC 7986 CONFERENCE properties: the browser, SIP and the phone number.
+    let access = cal["conferences"].as_array().unwrap();
+    let find = |uri: &str| {
+        access
+            .iter()
+            .find(|a| a["value"] == uri)
+            .unwrap_or_else(|| panic!("no CONFERENCE {uri} in {access:?}"))
+    };
+    assert_eq!(find(&link)["FEATURE"], "AUDIO,VIDEO,CHAT,SCREEN");
+    assert_eq!(find(&sip_link)["FEATURE"], "AUDIO");
+    let tel = find("tel:+49301234567");
+    assert_eq!(tel["FEATURE"], "PHONE");
+    assert_eq!(tel["VALUE"], "URI");
+    assert_eq!(tel["LABEL"], format!("Dial in, then {keypad}"));
     assert_eq!(cal["status"], "CONFIRMED");
     assert_eq!(cal["errors"], json!([]));
     // Across the DST change the meeting stays at 10:00 local: 08:00 UTC, then 09:00 UTC.

@@ -271,7 +271,10 @@ async fn standalone(options: Standalone) -> anyhow::Result<()> {
         .sip
         .config(config.listen.ip(), &in_process_url(config.listen))
     {
-        Some(sip_config) => Some(start_gateway(sip_config, &registry).await?),
+        Some(mut sip_config) => {
+            sip_config.join_token_secret = api::token_secret(&config)?.into();
+            Some(start_gateway(sip_config, &registry).await?)
+        }
         None => {
             tracing::info!("SIP gateway off (--sip-listen off)");
             None

@@ -146,6 +146,10 @@ fn sip_refuses_to_start_with_a_prompt_in_the_wrong_format() {
         .arg("--sip-prompts-dir")
         .arg(dir.path())
         .env("RUST_LOG", "off")
+        .env(
+            "CONCLAVE_JOIN_TOKEN_SECRET",
+            "cli-test-join-token-secret-of-32-bytes-or-more",
+        )
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -156,4 +160,39 @@ fn sip_refuses_to_start_with_a_prompt_in_the_wrong_format() {
         stderr.contains("expected WAV, 8000 Hz, mono, 16-bit PCM"),
         "{stderr}"
     );
+}
+
+#[test]
+fn sip_refuses_to_start_without_the_join_token_secret() {
+    let output = Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .args([
+            "sip",
+            "--sip-listen",
+            "127.0.0.1:0",
+            "--sip-http-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "off")
+        .env_remove("CONCLAVE_JOIN_TOKEN_SECRET")
+        .env_remove("CONCLAVE_JOIN_TOKEN_SECRET_FILE")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CONCLAVE_JOIN_TOKEN_SECRET"), "{stderr}");
+    assert!(stderr.contains("--sip-join-token-secret-file"), "{stderr}");
+
+    let help = Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .args(["sip", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    assert!(help.contains("--sip-join-token-secret-file"), "{help}");
+    let help = Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .args(["api", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    assert!(help.contains("--sip-address"), "{help}");
+    assert!(help.contains("CONCLAVE_SIP_ADDRESS"), "{help}");
 }

@@ -62,8 +62,8 @@ pub struct CallSetup {
     pub dialled: String,
     /// The caller's address (for the API's per-address throttling).
     pub caller: IpAddr,
-    /// How the caller appears in the meeting.
-    pub display_name: String,
+    /// The caller ID (the From user part); the API names the caller by its last digits.
+    pub caller_id: Option<String>,
     /// Shared prompts.
     pub prompts: Arc<Prompts>,
     /// The API client.
@@ -200,7 +200,7 @@ pub async fn run(setup: CallSetup) {
         mut events,
         dialled,
         caller,
-        display_name,
+        caller_id,
         prompts,
         join,
         metrics,
@@ -242,10 +242,15 @@ pub async fn run(setup: CallSetup) {
                     in_room.credentials = Some((meeting_id.clone(), password.clone()));
                     let join = join.clone();
                     let answers = answers_tx.clone();
-                    let name = display_name.clone();
+                    let caller_id = caller_id.clone();
                     tokio::spawn(async move {
                         let answer = join
-                            .check(&meeting_id, password.as_deref(), &name, caller)
+                            .check(
+                                &meeting_id,
+                                password.as_deref(),
+                                caller_id.as_deref(),
+                                caller,
+                            )
                             .await;
                         let _ = answers.send(answer);
                     });
@@ -430,7 +435,7 @@ pub async fn run(setup: CallSetup) {
                         tokio::spawn(rejoin(
                             join.clone(),
                             (meeting_id, password),
-                            (display_name.clone(), caller),
+                            (caller_id.clone(), caller),
                             Arc::clone(&conferences),
                             rooms_tx.clone(),
                         ));
@@ -490,7 +495,7 @@ fn overlay(prompt: &[i16], room: &[i16]) -> Vec<i16> {
 async fn rejoin(
     join: JoinClient,
     (meeting_id, password): (String, Option<String>),
-    (display_name, caller): (String, IpAddr),
+    (caller_id, caller): (Option<String>, IpAddr),
     conferences: Arc<Conferences>,
     rooms: mpsc::UnboundedSender<Result<Room, RoomError>>,
 ) {
@@ -501,7 +506,12 @@ async fn rejoin(
             return;
         }
         let (answer, admission) = join
-            .check(&meeting_id, password.as_deref(), &display_name, caller)
+            .check(
+                &meeting_id,
+                password.as_deref(),
+                caller_id.as_deref(),
+                caller,
+            )
             .await;
         let Some(admission) = admission else {
             last = RoomError::from(format!("the join check answered {answer:?}"));

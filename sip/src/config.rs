@@ -105,6 +105,20 @@ pub struct Config {
         default_value = "http://127.0.0.1:8080"
     )]
     pub api_url: String,
+    /// File holding the secret shared with the API and the SFU that signs join and service
+    /// tokens (32 bytes or more): the gateway asks the API to join for phone callers with a
+    /// service token signed with it. The CONCLAVE_JOIN_TOKEN_SECRET variable works too; there
+    /// is no flag for the secret itself, as flags show in `ps`.
+    #[arg(
+        id = "sip-join-token-secret-file",
+        long = "sip-join-token-secret-file",
+        env = "CONCLAVE_JOIN_TOKEN_SECRET_FILE"
+    )]
+    pub join_token_secret_file: Option<PathBuf>,
+    /// The secret itself, when embedding; `conclave sip` fills it from the environment or the
+    /// file ([`Config::resolve_secret`]).
+    #[arg(skip)]
+    pub join_token_secret: Secret,
     /// Seconds a caller has to type the next digit before the question is asked again.
     #[arg(
         id = "sip-digit-timeout-seconds",
@@ -141,9 +155,39 @@ impl Config {
             calls_per_minute: 10,
             max_calls: 200,
             api_url: api_url.to_owned(),
+            join_token_secret_file: None,
+            join_token_secret: Secret::default(),
             digit_timeout_seconds: 10,
             answer_delay_ms: 0,
         }
+    }
+
+    /// Fills [`Config::join_token_secret`] when it is empty: from CONCLAVE_JOIN_TOKEN_SECRET,
+    /// else from `--sip-join-token-secret-file` (surrounding whitespace trimmed).
+    ///
+    /// # Errors
+    /// A message for people when neither is set or the file cannot be read.
+    pub fn resolve_secret(&mut self) -> Result<(), String> {
+        if !self.join_token_secret.expose().is_empty() {
+            return Ok(());
+        }
+        if let Ok(secret) = std::env::var(JOIN_TOKEN_SECRET_ENV) {
+            self.join_token_secret = secret.into();
+            return Ok(());
+        }
+        let Some(path) = &self.join_token_secret_file else {
+            return Err(format!(
+                "the gateway needs the join-token secret the API signs with: set {JOIN_TOKEN_SECRET_ENV} or --sip-join-token-secret-file"
+            ));
+        };
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            format!(
+                "cannot read the join-token secret file {}: {err}",
+                path.display()
+            )
+        })?;
+        self.join_token_secret = text.trim().into();
+        Ok(())
     }
 
     /// Whether a call from `source` is accepted at all (a trunk, an allowed network, or an
@@ -299,6 +343,45 @@ impl Embedded {
             api_url: api_url.to_owned(),
             digit_timeout_seconds: self.digit_timeout_seconds,
             answer_delay_ms: self.answer_delay_ms,
+            // The process's own secret, set by `conclave standalone`.
+            join_token_secret_file: None,
+            join_token_secret: Secret::default(),
+        })
+    }
+}
+
+/// The environment variable holding the join-token secret (shared with the API and the SFU).
+pub const JOIN_TOKEN_SECRET_ENV: &str = "CONCLAVE_JOIN_TOKEN_SECRET";
+
+/// A secret that never shows in `Debug` output.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's text, to sign with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret(value.to_owned())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "<unset>"
+        } else {
+            "<redacted>"
         })
     }
 }
@@ -486,6 +569,35 @@ mod tests {
         );
         let err = parse(&["--sip-listen", "5060"]).expect_err("a port alone is refused");
         assert!(err.to_string().contains("IP:PORT"), "{err}");
+    }
+
+    #[test]
+    fn the_secret_comes_from_a_file_and_never_shows() {
+        let dir = std::env::temp_dir().join(format!("sip-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("secret");
+        std::fs::write(&file, "a-secret-of-at-least-thirty-two-bytes\n").expect("write");
+        let mut config = Cli::parse_from([
+            "sip",
+            "--sip-join-token-secret-file",
+            file.to_str().expect("utf-8 path"),
+        ])
+        .sip;
+        // The variable wins over the file when set; this test's environment leaves it unset.
+        if std::env::var(JOIN_TOKEN_SECRET_ENV).is_err() {
+            config.resolve_secret().expect("the file is read");
+            assert_eq!(
+                config.join_token_secret.expose(),
+                "a-secret-of-at-least-thirty-two-bytes"
+            );
+        }
+        assert!(!format!("{config:?}").contains("thirty-two"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut missing = Cli::parse_from(["sip"]).sip;
+        if std::env::var(JOIN_TOKEN_SECRET_ENV).is_err() {
+            let err = missing.resolve_secret().expect_err("no secret");
+            assert!(err.contains("--sip-join-token-secret-file"), "{err}");
+        }
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum Error {
         /// Last port of the range.
         last: u16,
     },
+    /// The service credential for the conference service is missing or unusable.
+    #[error("{0}")]
+    ServiceCredential(String),
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),

@@ -1,7 +1,8 @@
 //! `conclave sip`: dial-in by phone. SIP phones and SIP trunks (PSTN numbers routed by a
 //! carrier or a PBX) call the gateway; it answers, plays voice prompts, and takes the meeting
 //! ID and password from the keypad, checking them with the conference service as a guest's
-//! join is checked (`POST /api/v1/join`, with its throttling).
+//! join is checked (`POST /api/v1/join` with a service token and the caller in a `phone`
+//! section, throttled per caller address).
 //!
 //! An admitted caller enters the meeting: the gateway joins the SFU as a WebRTC client for the
 //! call (so the caller is a participant like any other), publishes the caller's voice in Opus,
@@ -50,8 +51,8 @@ pub use server::Gateway;
 /// Loads the prompts and starts the gateway, registering its metrics in `registry`.
 ///
 /// # Errors
-/// A prompt file in a wrong format (the message names it), metrics already registered, or
-/// the SIP address cannot be bound.
+/// A prompt file in a wrong format (the message names it), no usable join-token secret in
+/// `config`, metrics already registered, or the SIP address cannot be bound.
 pub async fn start(config: Config, registry: &prometheus::Registry) -> Result<Gateway> {
     let prompts = Arc::new(prompt::Prompts::load(config.prompts_dir.as_deref())?);
     let metrics = metrics::Metrics::new(registry)?;
@@ -59,14 +60,15 @@ pub async fn start(config: Config, registry: &prometheus::Registry) -> Result<Ga
 }
 
 /// Runs `conclave sip` until `shutdown` resolves: the gateway, and its HTTP side on
-/// `--sip-http-listen`.
+/// `--sip-http-listen`. The join-token secret comes from the environment or its file.
 ///
 /// # Errors
-/// As [`start`], and when the HTTP address cannot be bound.
+/// As [`start`], when the secret is missing, and when the HTTP address cannot be bound.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    config.resolve_secret().map_err(Error::ServiceCredential)?;
     let registry = prometheus::Registry::new();
     let http_listen = config.http_listen;
     let gateway = start(config, &registry).await?;

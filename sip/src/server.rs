@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::call::{self, CallEvent, CallSetup};
 use crate::conference::Conferences;
 use crate::config::Config;
-use crate::join::{self, JoinClient};
+use crate::join::JoinClient;
 use crate::metrics::Metrics;
 use crate::prompt::Prompts;
 use crate::rate::CallRate;
@@ -117,7 +117,7 @@ pub async fn start(config: Config, prompts: Arc<Prompts>, metrics: Metrics) -> R
     let contact_ip = config.public_address.unwrap_or(local.ip());
     let conference_metrics = metrics.clone();
     let shared = Arc::new(Shared {
-        join: JoinClient::new(&config.api_url),
+        join: JoinClient::new(&config)?,
         rate: Mutex::new(CallRate::new(config.calls_per_minute)),
         config,
         prompts,
@@ -344,7 +344,7 @@ async fn on_invite(shared: &Arc<Shared>, mut tx: Transaction) -> Result<()> {
                     events,
                     dialled,
                     caller: source,
-                    display_name: join::display_name(caller_id.as_deref()),
+                    caller_id,
                     prompts: shared.prompts.clone(),
                     join: shared.join.clone(),
                     metrics: shared.metrics.clone(),

@@ -1,8 +1,10 @@
 // Scheduling in the portal, as an owner does it: form errors next to their fields, a weekly
 // conference on two days until a date with invitees, the log, the info page (meeting ID and
-// password, the .ics download, an invitation by e-mail with its log line and .eml file), an
+// password, dial-in by phone and SIP, the .ics download with its CONFERENCE lines, an invitation by e-mail with its log line and .eml file), an
 // edit of the start with "Notify participants", a meeting ID already taken, delete after a
-// confirmation, and repeating an ad hoc conference from the archive after its owner ended it.
+// confirmation, and repeating an ad hoc conference from the archive after its owner ended it
+// (with a phone caller, joined as the SIP gateway joins one, in its attendance).
+import { createHmac } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { adminToken, apiCall, assert, createAccount, logIn, openBrowser, scenario, screenshot, step } from './lib.mjs';
@@ -46,6 +48,16 @@ async function outboxMails(test, { count = 1, timeout = 20_000 } = {}) {
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   throw new Error(`expected ${count} matching .eml file(s) in ${OUTBOX}, found ${found.length}`);
+}
+
+/** A service token of the SIP gateway (`sip:gateway`), signed as `conclave sip` signs it: HS256
+ * with the join-token secret standalone keeps in its data folder. */
+async function gatewayToken() {
+  const secret = (await readFile(join(DATA_DIR, 'join-token.key'), 'utf8')).trim();
+  const now = Math.floor(Date.now() / 1000);
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const unsigned = `${part({ alg: 'HS256', typ: 'JWT' })}.${part({ sub: 'sip:gateway', aud: 'conclave-internal', iat: now, exp: now + 60 })}`;
+  return `${unsigned}.${createHmac('sha256', secret).update(unsigned).digest('base64url')}`;
 }
 
 /** Polls the API until `probe(answer)` is truthy. */
@@ -149,6 +161,14 @@ scenario('scheduling, editing, deleting and repeating in the portal', async () =
     assert.match(facts, /10:00–11:00 Europe\/Berlin \(UTC\+0[12]:00\)/);
     assert.match(facts, /bob@example\.org, carol@example\.org/);
     assert.equal(await page.getByLabel('Join link').inputValue(), `${process.env.CONCLAVE_URL}/join/${meetingId}`);
+    // Dial-in (the server runs with --dial-in-number and --sip-address): the keys to type, and a
+    // SIP link that skips the gateway's questions.
+    const keys = `then type the meeting ID ${meetingId}# and then the password ${password}#`;
+    assert.equal((await page.getByTestId('dial-in-number').textContent()).trim(), `+49 30 1234567, ${keys}`);
+    assert.equal(await page.getByTestId('dial-in-number').getByRole('link').getAttribute('href'), 'tel:+49301234567');
+    assert.equal((await page.getByTestId('dial-in-sip').textContent()).trim(), `conference@conclave.example.org, ${keys}`);
+    const sipLink = page.getByRole('link', { name: `sip:${meetingId}*${password}@conclave.example.org` });
+    assert.equal(await sipLink.getAttribute('href'), `sip:${meetingId}*${password}@conclave.example.org`);
     const stored = await apiCall('GET', `/conferences/${conferenceId}`, undefined, adaToken);
     assert.match(stored.body.recurrence, new RegExp(`^FREQ=WEEKLY;BYDAY=TU,TH;UNTIL=${when.untilCompact.slice(0, 6)}\\d\\dT\\d{6}Z$`));
     assert.equal(stored.body.maxParticipants, 20);
@@ -171,6 +191,10 @@ scenario('scheduling, editing, deleting and repeating in the portal', async () =
     assert.match(ics, /SUMMARY:Design review/);
     assert.match(ics, /RRULE:FREQ=WEEKLY;BYDAY=TU,TH;UNTIL=\d{8}T\d{6}Z/);
     assert.match(ics, /DTSTART;TZID=Europe\/Berlin:\d{8}T100000/);
+    const unfolded = ics.replaceAll('\r\n ', '');
+    assert.ok(unfolded.includes(`CONFERENCE;VALUE=URI;FEATURE=AUDIO;LABEL=`), unfolded);
+    assert.ok(unfolded.includes(`:sip:${meetingId}*${password}@conclave.example.org\r\n`), unfolded);
+    assert.match(unfolded, /CONFERENCE;VALUE=URI;FEATURE=PHONE;LABEL="[^"]+":tel:\+49301234567\r\n/);
   });
 
   await step('the invitees got their invitations in the outbox', async () => {
@@ -310,9 +334,33 @@ scenario('scheduling, editing, deleting and repeating in the portal', async () =
     assert.equal(adHoc.status, 'online');
   });
 
-  await step('the owner enters and ends the ad hoc conference over the signaling websocket; it goes to the archive', async () => {
-    // Leave the join page so only this websocket is in the room.
+  await step('a phone caller (as the SIP gateway joins it), then the owner enter the ad hoc conference over the signaling websocket; the owner ends it and it goes to the archive', async () => {
+    // Leave the join page so only these websockets are in the room.
     await page.goto('/');
+    const adHoc = (await apiCall('GET', '/conferences', undefined, adaToken)).body.find((c) => c.meetingId === meetingId);
+    const phone = await page.evaluate(
+      async ({ id, password, token }) => {
+        const answer = await fetch('/api/v1/join', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+          body: JSON.stringify({ meetingId: id, password, phone: { callerId: '+4930123451234', address: '203.0.113.9' } }),
+        });
+        const joined = await answer.json();
+        if (!answer.ok) return { error: JSON.stringify(joined) };
+        const ws = new WebSocket(joined.endpoint);
+        window.phoneSocket = ws;
+        return await new Promise((resolve) => {
+          ws.onopen = () => ws.send(JSON.stringify({ type: 'join', token: joined.token, conference: joined.conference.id }));
+          ws.onmessage = (event) => {
+            if (JSON.parse(event.data).type === 'joined') resolve({ role: joined.role, name: joined.displayName });
+          };
+          ws.onclose = (event) => resolve({ error: `closed ${event.code} ${event.reason}` });
+        });
+      },
+      { id: meetingId, password: adHoc.password, token: await gatewayToken() },
+    );
+    assert.ok(!phone.error, `phone join: ${phone.error}`);
+    assert.deepEqual(phone, { role: 'listener', name: 'Phone ···1234' });
     const outcome = await page.evaluate(async (id) => {
       const answer = await fetch('/api/v1/join', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ meetingId: id }) });
       const joined = await answer.json();
@@ -343,6 +391,8 @@ scenario('scheduling, editing, deleting and repeating in the portal', async () =
     const attendance = item.locator('table.attendance tbody tr', { hasText: 'Ada Lovelace' });
     await attendance.waitFor();
     assert.match(await attendance.textContent(), /Account/);
+    const caller = item.locator('table.attendance tbody tr', { hasText: 'Phone ···1234' });
+    assert.equal((await caller.locator('td[data-label="Kind"]').textContent()).trim(), 'Phone');
     await screenshot(page, '10-archive');
   });
 

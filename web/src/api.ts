@@ -16,6 +16,7 @@ export type JoinResponse = Schemas['JoinResponse'];
 export type InvitationsQueued = Schemas['InvitationsQueued'];
 export type InvitationLogEntry = Schemas['LogEntry'];
 export type Settings = Schemas['Settings'];
+export type DialIn = Schemas['DialIn'];
 
 /** A refusal from the API (or no answer at all: `status` 0, code `network`). */
 export class ApiError extends Error {

@@ -22,6 +22,7 @@ use crate::conference::{self, Conference, ConferenceInput, Definition, Kind, Res
 use crate::ics;
 use crate::lifecycle;
 use crate::mail;
+use crate::phone::{self, DialIn};
 use crate::settings;
 use crate::state::AppState;
 use crate::throttle;
@@ -115,6 +116,9 @@ pub struct ConferenceView {
     pub participants: u32,
     /// Edit counter (calendar SEQUENCE).
     pub sequence: i64,
+    /// How to dial in (SIP address and link, phone number, keys to type); `null` when the
+    /// service has neither `--sip-address` nor `--dial-in-number`.
+    pub dial_in: Option<DialIn>,
     /// Link to the join page.
     pub join_url: String,
     /// The link invitations carry: the join page with the password in its fragment
@@ -134,8 +138,11 @@ pub struct ConferenceView {
 pub struct AttendanceView {
     /// Display name.
     pub display_name: String,
-    /// `account` or `guest`.
+    /// `account` or `guest` (phone callers are guests).
     pub kind: String,
+    /// `phone` for a caller through the SIP gateway, `web` for everyone else (the portal or
+    /// another WebRTC client).
+    pub via: &'static str,
     /// Admitted at.
     #[schema(value_type = String, format = DateTime)]
     pub joined_at: DateTime<FixedOffset>,
@@ -316,6 +323,10 @@ fn view(
         }),
         participants: c.runtime.participants,
         sequence: c.sequence,
+        // The owner (and administrators) see the password, so its keys too.
+        dial_in: state
+            .config
+            .dial_in(d.meeting_id.as_str(), Some(&d.password)),
         join_url: join_url(state, d.meeting_id.as_str()),
         invitation_url: invitation_url(state, d.meeting_id.as_str(), &d.password),
         archived: false,
@@ -338,7 +349,17 @@ async fn archive_view(
             minutes: (a.left_at.unwrap_or(e.end) - a.joined_at)
                 .num_minutes()
                 .max(0),
-            kind: a.identity.split(':').next().unwrap_or("guest").to_owned(),
+            kind: if a.identity.starts_with("account:") {
+                "account"
+            } else {
+                "guest"
+            }
+            .to_owned(),
+            via: if phone::is_phone_identity(&a.identity) {
+                "phone"
+            } else {
+                "web"
+            },
             display_name: a.display_name,
             joined_at: at(a.joined_at, tz),
             left_at: a.left_at.map(|t| at(t, tz)),
@@ -995,11 +1016,46 @@ pub fn calendar_event(
         ));
     };
     let url = invitation_url(state, d.meeting_id.as_str(), &d.password);
-    let description = ics::description(&[
+    // A calendar event goes to invitees, who are told the password.
+    let dial_in = state
+        .config
+        .dial_in(d.meeting_id.as_str(), Some(&d.password));
+    let phone_facts = dial_in.as_ref().map(DialIn::facts).unwrap_or_default();
+    let mut facts = vec![
         ("Join", url.as_str()),
         ("Meeting ID", d.meeting_id.as_str()),
         ("Password", d.password.as_str()),
-    ]);
+    ];
+    facts.extend(phone_facts.iter().map(|(k, v)| (*k, v.as_str())));
+    let description = ics::description(&facts);
+    let keypad = dial_in.as_ref().map(DialIn::keypad_text);
+    let sip_label = keypad
+        .as_ref()
+        .map(|k| format!("Call by SIP (or call the gateway and {k})"));
+    let tel_label = keypad.as_ref().map(|k| format!("Dial in, then {k}"));
+    let tel = dial_in.as_ref().and_then(DialIn::tel_uri);
+    let mut access = vec![ics::Access {
+        uri: &url,
+        features: "AUDIO,VIDEO,CHAT,SCREEN",
+        label: "Join in the browser",
+    }];
+    if let (Some(uri), Some(label)) = (
+        dial_in.as_ref().and_then(|d| d.sip_uri.as_deref()),
+        &sip_label,
+    ) {
+        access.push(ics::Access {
+            uri,
+            features: "AUDIO",
+            label,
+        });
+    }
+    if let (Some(uri), Some(label)) = (&tel, &tel_label) {
+        access.push(ics::Access {
+            uri,
+            features: "PHONE",
+            label,
+        });
+    }
     let uid = format!("{}@conclave", c.id);
     Ok(ics::render(
         method,
@@ -1016,6 +1072,7 @@ pub fn calendar_event(
             url: &url,
             organizer: Some((&owner.display_name, &owner.email)),
             attendees: &d.invitees,
+            access: &access,
         },
     ))
 }

@@ -1,5 +1,6 @@
-//! `POST /join`: an account or a guest asks to enter a meeting; the answer is the role, a
-//! short-lived signed join token and the SFU endpoint — or a clear state saying why not yet.
+//! `POST /join`: an account or a guest asks to enter a meeting — or the SIP gateway, with its
+//! service token, for a phone caller; the answer is the role, a short-lived signed join token
+//! and the SFU endpoint — or a clear state saying why not yet.
 
 use axum::extract::State;
 use axum::routing::post;
@@ -12,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ErrorBody;
-use super::extract::{ApiJson, ClientAddr, MaybeUser};
+use super::extract::{ApiJson, ClientAddr, CurrentUser, session_token};
 use crate::archive;
 use crate::lifecycle;
+use crate::phone;
 use crate::relocation;
 use crate::revocation;
 use crate::state::AppState;
@@ -53,6 +55,92 @@ pub struct JoinRequest {
     /// still names that pod, the answer waits (at most `--join-move-wait-seconds`) for the
     /// operator to place it elsewhere, then names whatever is current.
     pub lost_pod: Option<String>,
+    /// A phone caller the SIP gateway joins for; only with the gateway's service token
+    /// (`Authorization: Bearer`, subject `sip:…`). The API then names the caller ("Phone ···1234"),
+    /// makes them a listener and throttles guesses by the caller's address, not the gateway's.
+    pub phone: Option<PhoneCaller>,
+}
+
+/// The phone caller of a gateway's join.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PhoneCaller {
+    /// The caller ID (the SIP From user part, e.g. `+4930123451234`); its last four digits name
+    /// the caller in the meeting. Absent or without digits (withheld): "Phone".
+    pub caller_id: Option<String>,
+    /// The address the call comes from (the caller's, or its SIP trunk's): failed guesses are
+    /// counted on it, and it stands for the caller's network as a guest's address does.
+    #[schema(value_type = String, example = "203.0.113.9")]
+    pub address: std::net::IpAddr,
+}
+
+/// Who asks to join: a guest, an account (session), the SIP gateway (service token) — or a
+/// bearer token that is neither.
+#[derive(Debug)]
+pub enum Joiner {
+    /// No credentials.
+    Guest,
+    /// A logged-in account.
+    Account(Box<CurrentUser>),
+    /// A component with a valid service token; its subject says which.
+    Service(proto::ServiceClaims),
+    /// A token that is no valid session and no valid service token; why the service token
+    /// was refused.
+    Invalid(proto::TokenError),
+}
+
+impl axum::extract::FromRequestParts<AppState> for Joiner {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self> {
+        let Some(token) = session_token(parts) else {
+            return Ok(Joiner::Guest);
+        };
+        let refused = match state
+            .tokens
+            .verify_service(&token, state.clock.now().timestamp())
+        {
+            Ok(claims) => return Ok(Joiner::Service(claims)),
+            Err(err) => err,
+        };
+        match CurrentUser::from_request_parts(parts, state).await {
+            Ok(user) => Ok(Joiner::Account(Box::new(user))),
+            Err(Error::Unauthenticated) => Ok(Joiner::Invalid(refused)),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// Checks who may send `phone`: only the SIP gateway, and it only with `phone`.
+fn authorize(joiner: Joiner, caller: Option<&PhoneCaller>) -> Result<Option<CurrentUser>> {
+    match (joiner, caller) {
+        (Joiner::Guest, None) => Ok(None),
+        (Joiner::Account(user), None) => Ok(Some(*user)),
+        (Joiner::Invalid(_), None) => Err(Error::Unauthenticated),
+        (Joiner::Service(_), None) => Err(Error::invalid(
+            "phone",
+            "a service token joins only for a phone caller: send `phone`",
+        )),
+        (Joiner::Service(claims), Some(_))
+            if claims.sub.starts_with(phone::GATEWAY_SUBJECT_PREFIX) =>
+        {
+            Ok(None)
+        }
+        (Joiner::Service(_) | Joiner::Account(_), Some(_)) => Err(Error::NotTheSipGateway(
+            "only the SIP gateway joins for phone callers; its service token's subject is sip:<name>"
+                .to_owned(),
+        )),
+        (Joiner::Guest, Some(_)) => Err(Error::ServiceTokenRequired(
+            "a phone join needs the SIP gateway's service token (Authorization: Bearer), signed with the join-token secret"
+                .to_owned(),
+        )),
+        (Joiner::Invalid(why), Some(_)) => Err(Error::ServiceTokenRequired(format!(
+            "a phone join needs the SIP gateway's valid service token, signed with the join-token secret the API uses: {why}"
+        ))),
+    }
 }
 
 /// What the joining client needs to know about the conference.
@@ -93,7 +181,7 @@ pub struct JoinResponse {
     /// `ready`, or `waitingForOwner` when the owner must arrive first (the SFU keeps the
     /// participant in the waiting room until then).
     pub state: &'static str,
-    /// The identity in the room (`account:…` or `guest:…`).
+    /// The identity in the room (`account:…`, `guest:…`, or `phone:…` for a phone caller).
     pub identity: String,
     /// The name shown to others.
     pub display_name: String,
@@ -109,19 +197,34 @@ fn same_password(given: &str, expected: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Joins a meeting as an account or a guest.
+/// Joins a meeting as an account or a guest, or (the SIP gateway) for a phone caller.
 #[utoipa::path(post, path = "/api/v1/join", tag = "join", request_body = JoinRequest,
     responses((status = 200, description = "admitted: the SFU's address and a join token", body = JoinResponse),
-              (status = 403, description = "meeting ID or password wrong (never says which), or `excluded`: a moderator removed this identity (or a guest on the same network) from the meeting", body = ErrorBody),
+              (status = 401, description = "`unauthenticated`: a bearer token that is no valid session; `serviceTokenRequired`: `phone` without the SIP gateway's valid service token", body = ErrorBody),
+              (status = 403, description = "meeting ID or password wrong (never says which), or `excluded`: a moderator removed this identity (or a guest on the same network) from the meeting, or `notTheSipGateway`: `phone` from an account or another component", body = ErrorBody),
               (status = 409, description = "not started yet (`conferenceNotStarted` with `startsAt`, `opensAt`), ended, no SFU capacity, or in a cluster not placed by the operator yet (`notPlacedYet` with `retryAfter`); a permanent room a moderator ended answers `conferenceEnded` until its owner or a moderator joins"),
               (status = 422, description = "a field is not acceptable (`field` names it)", body = ErrorBody), (status = 429, description = "too many failed attempts (`tooManyAttempts` with `retryAfter`)", body = ErrorBody)))]
 pub async fn join(
     State(state): State<AppState>,
-    MaybeUser(user): MaybeUser,
+    joiner: Joiner,
     addr: ClientAddr,
     headers: http::HeaderMap,
     ApiJson(body): ApiJson<JoinRequest>,
 ) -> Result<Json<JoinResponse>> {
+    let user = authorize(joiner, body.phone.as_ref())?;
+    let phone_caller = body.phone.as_ref();
+    if phone_caller.is_some() && (body.display_name.is_some() || body.guest_id.is_some()) {
+        return Err(Error::invalid(
+            "phone",
+            "a phone join names the caller itself: send `phone` without displayName and guestId",
+        ));
+    }
+    // A phone caller is throttled, excluded and counted per network by the caller's address,
+    // as a guest is by theirs; the gateway's own address stands for no one.
+    let addr = match phone_caller {
+        Some(caller) => ClientAddr(Some(caller.address)),
+        None => addr,
+    };
     let now = state.clock.now();
     let meeting_id = body.meeting_id.trim().replace([' ', '-'], "");
     if !MeetingId::is_well_formed(&meeting_id) {
@@ -201,6 +304,10 @@ pub async fn join(
     }
 
     let (identity, display_name) = match account {
+        _ if phone_caller.is_some() => (
+            phone::new_identity(),
+            phone::display_name(phone_caller.and_then(|p| p.caller_id.as_deref())),
+        ),
         Some(a) => (
             a.identity(),
             match &body.display_name {
@@ -349,7 +456,12 @@ pub async fn join(
             &format!("account:{}", conference.owner),
         )
         .await?;
-    let role = Role::on_join(owner, account.map(|a| a.level));
+    // Phone callers are listeners, whatever else holds.
+    let role = if phone_caller.is_some() {
+        Role::Listener
+    } else {
+        Role::on_join(owner, account.map(|a| a.level))
+    };
     let expires_at = now + Duration::seconds(i64::from(state.config.join_token_seconds));
     let claims = JoinClaims {
         sub: identity.clone(),
@@ -387,7 +499,7 @@ pub async fn join(
         .joins
         .with_label_values(&[if waiting { "waiting" } else { "ok" }])
         .inc();
-    tracing::info!(conference = %conference.id, role = role.as_str(), pod = pod.as_deref(), "join token issued");
+    tracing::info!(conference = %conference.id, role = role.as_str(), pod = pod.as_deref(), phone = phone_caller.is_some(), "join token issued");
     // In a cluster with `--sfu-signaling-via-api`, signaling goes through this service's
     // public address, relayed to the pod.
     let endpoint = crate::relay::client_endpoint(

@@ -71,7 +71,9 @@ pub mod users;
         conferences::AnyView,
         conferences::RepeatDraft,
         join::JoinRequest,
+        join::PhoneCaller,
         join::JoinResponse,
+        crate::phone::DialIn,
         ErrorBody,
         ErrorDetail
     ))

@@ -14,7 +14,11 @@ from dateutil import rrule as dateutil_rrule
 
 
 def parameters(prop):
-    return {str(k): str(v) for k, v in getattr(prop, "params", {}).items()}
+    # A parameter with several values (FEATURE=AUDIO,VIDEO) comes back as a list.
+    return {
+        str(k): ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
+        for k, v in getattr(prop, "params", {}).items()
+    }
 
 
 def ical(value):
@@ -67,6 +71,7 @@ def calendar_of(text, content_type):
         "description": str(event.get("DESCRIPTION")),
         "location": str(event.get("LOCATION")),
         "url": str(event.get("URL")),
+        "conferences": [{"value": str(c), **parameters(c)} for c in as_list(event.get("CONFERENCE"))],
         "status": str(event.get("STATUS")),
         "vtimezones": [str(tz.get("TZID")) for tz in cal.walk("VTIMEZONE")],
         "observances": observances,

@@ -41,6 +41,10 @@ impl Api {
         let password_file = dir.path().join("admin-password");
         std::fs::write(&password_file, ADMIN_PASSWORD).expect("write");
         config.admin_password_file = Some(password_file);
+        // The gateway signs its service tokens with the same secret (support/mod.rs).
+        let secret_file = dir.path().join("join-token-secret");
+        std::fs::write(&secret_file, crate::support::JOIN_TOKEN_SECRET).expect("write");
+        config.join_token_secret_file = Some(secret_file);
         config.listen = "127.0.0.1:8080".parse().expect("address");
         config.sfu_udp_ports = "46000-46099".to_owned();
         let state = api::build(config.clone(), Arc::new(api::clock::SystemClock))

@@ -20,17 +20,23 @@ pub struct TestGateway {
     pub registry: prometheus::Registry,
 }
 
-/// A gateway configuration for tests, checking IDs with the API at `api_url`.
+/// The join-token secret the test API (support/api.rs) and the gateway share.
+pub const JOIN_TOKEN_SECRET: &str = "sip-tests-join-token-secret-of-32-bytes-and-more";
+
+/// A gateway configuration for tests, checking IDs with the API at `api_url` with service
+/// tokens signed with [`JOIN_TOKEN_SECRET`].
 pub fn config(api_url: &str) -> sip::Config {
     let listen: SocketAddr = GATEWAY.parse().expect("address");
-    sip::Config::for_loopback(
+    let mut config = sip::Config::for_loopback(
         listen,
         UdpPorts {
             first: 41000,
             last: 41099,
         },
         api_url,
-    )
+    );
+    config.join_token_secret = JOIN_TOKEN_SECRET.into();
+    config
 }
 
 impl TestGateway {

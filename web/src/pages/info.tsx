@@ -1,8 +1,8 @@
 // One conference with every fact people need to join or invite (meeting ID, password, the join
-// link to copy, the calendar download), sending invitations by e-mail with the invitation log,
+// link to copy, how to dial in by phone, the calendar download), sending invitations by e-mail with the invitation log,
 // and edit and delete. An archive entry's ID shows the past occurrence with its attendance.
 import { useState } from 'preact/hooks';
-import { api, ApiError, seg, type AnyConference, type ArchiveEntry, type Conference, type InvitationLogEntry, type InvitationsQueued } from '../api';
+import { api, ApiError, seg, type AnyConference, type ArchiveEntry, type Conference, type DialIn, type InvitationLogEntry, type InvitationsQueued } from '../api';
 import { navigate } from '../router';
 import { ConfirmDialog, Field, fieldIds, FormError, Link, LoadState, Notice, sentence, useLoad, useTitle } from '../ui';
 import { flash, takeFlash } from '../logic/flash';
@@ -107,6 +107,7 @@ function ConferenceInfo(props: { conference: Conference; reload: () => void }) {
           <dd>
             <CopyLink url={c.joinUrl} />
           </dd>
+          {c.dialIn && <DialInFacts dialIn={c.dialIn} />}
           <dt>Owner</dt>
           <dd>
             {c.owner.displayName || c.owner.login || 'Unknown account'}
@@ -144,6 +145,45 @@ function ConferenceInfo(props: { conference: Conference; reload: () => void }) {
 }
 
 /** The join link with a copy button (the text stays selectable when the clipboard is refused). */
+/** How to join by phone: the number and the SIP address with the keys to type, and a SIP link
+ * that skips the gateway's questions. */
+function DialInFacts(props: { dialIn: DialIn }) {
+  const d = props.dialIn;
+  const keys = d.passwordKeys
+    ? `then type the meeting ID ${d.meetingIdKeys} and then the password ${d.passwordKeys}`
+    : `then type the meeting ID ${d.meetingIdKeys}`;
+  return (
+    <>
+      {d.number && (
+        <>
+          <dt>Dial in</dt>
+          <dd data-testid="dial-in-number">
+            <a href={`tel:${d.number.replace(/[^+\d]/g, '')}`}>{d.number}</a>, {keys}
+          </dd>
+        </>
+      )}
+      {d.sipAddress && (
+        <>
+          <dt>Dial in by SIP</dt>
+          <dd data-testid="dial-in-sip">
+            {d.sipAddress}, {keys}
+          </dd>
+        </>
+      )}
+      {d.sipUri && (
+        <>
+          <dt>SIP link</dt>
+          <dd>
+            <a href={d.sipUri} data-testid="dial-in-sip-link">
+              {d.sipUri}
+            </a>
+          </dd>
+        </>
+      )}
+    </>
+  );
+}
+
 function CopyLink(props: { url: string }) {
   const [copied, setCopied] = useState<string>();
   async function copy() {
@@ -338,7 +378,7 @@ export function Attendance(props: { entry: ArchiveEntry; headingId: string }) {
         {e.attendance.map((a, i) => (
           <tr key={i}>
             <td data-label="Name">{a.displayName}</td>
-            <td data-label="Kind">{a.kind === 'account' ? 'Account' : 'Guest'}</td>
+            <td data-label="Kind">{a.via === 'phone' ? 'Phone' : a.kind === 'account' ? 'Account' : 'Guest'}</td>
             <td data-label="Joined">{formatMoment(a.joinedAt, e.timeZone)}</td>
             <td data-label="Left">{a.leftAt ? formatMoment(a.leftAt, e.timeZone) : 'until the end'}</td>
             <td data-label="Minutes">{a.minutes}</td>
