@@ -174,7 +174,7 @@ async fn participant(mut room: Room, marks: Arc<Mutex<Marks>>) {
             vec![0; 160]
         };
         offset = (offset + 160) % tone.len();
-        room.send_voice(&frame).await;
+        room.send_voice(&frame, 8_000).await;
         if let Some(heard) = room.mixed()
             && power(&heard, 8_000, 440.0) > 1_000_000.0
         {

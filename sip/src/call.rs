@@ -22,6 +22,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::codec::Voice;
 use crate::conference::Conferences;
 use crate::dtmf::{InBand, Method, Rfc4733};
 use crate::ivr::{Action, Answer, Event, Ivr, MeetingCommand, MeetingKeys, Outcome};
@@ -124,8 +125,8 @@ impl RtpOut {
 
     /// Time goes on whether or not a packet was sent (hold): RFC 3550 timestamps follow the
     /// sampling clock.
-    fn advance(&mut self) {
-        self.timestamp = self.timestamp.wrapping_add(FRAME as u32);
+    fn advance(&mut self, ticks: u32) {
+        self.timestamp = self.timestamp.wrapping_add(ticks);
     }
 }
 
@@ -207,6 +208,14 @@ pub async fn run(setup: CallSetup) {
         digit_timeout,
         conferences,
     } = setup;
+    let mut voice = match Voice::new(negotiated.codec) {
+        Ok(voice) => voice,
+        Err(err) => {
+            tracing::error!(cause = %err, "the call's codec cannot be used");
+            let _ = dialog.bye().await;
+            return;
+        }
+    };
     let mut confirmed = false;
     let mut out = RtpOut::new();
     let mut stats = RtpStats::default();
@@ -283,18 +292,14 @@ pub async fn run(setup: CallSetup) {
                     (prompt, heard) => prompt.or(heard),
                 };
                 if negotiated.direction.we_send() && remote.port() != 0 {
-                    let law = negotiated.law;
-                    let payload = match &frame {
-                        Some(samples) => law.encode(samples),
-                        None => vec![law.silence(); FRAME],
-                    };
-                    if let Some(packet) = out.packet(law.payload_type(), payload)
+                    let payload = voice.encode(frame.as_deref());
+                    if let Some(packet) = out.packet(voice.codec().payload_type(), payload)
                         && let Err(err) = socket.send_to(&packet, remote).await
                     {
                         tracing::debug!(cause = %err, "RTP send failed");
                     }
                 }
-                out.advance();
+                out.advance(voice.codec().rtp_clock() / 50);
                 if ran_out {
                     pending.extend(ivr.on(Event::PromptsDone, Instant::now().into_std()));
                 }
@@ -318,11 +323,13 @@ pub async fn run(setup: CallSetup) {
                         (&mut pending, &mut player),
                         &metrics,
                     );
-                } else if packet.header.payload_type == negotiated.law.payload_type() {
-                    stats.on_packet(&packet.header, Instant::now());
-                    let samples = negotiated.law.decode(&packet.payload);
-                    // A phone that offered no telephone-event sends its keys as tones.
+                } else if packet.header.payload_type == voice.codec().payload_type() {
+                    stats.on_packet(&packet.header, Instant::now(), voice.codec().rtp_clock());
+                    let samples = voice.decode(&packet.payload);
+                    // A phone that offered no telephone-event sends its keys as tones (G.711
+                    // phones: gateways; a G.722 phone is an IP phone and sends events).
                     if negotiated.telephone_event.is_none()
+                        && voice.codec().rate() == crate::conference::RATE
                         && let Some(digit) = in_band.on_samples(&samples)
                     {
                         on_digit(
@@ -335,7 +342,7 @@ pub async fn run(setup: CallSetup) {
                         );
                     }
                     if ivr.in_meeting() && let Some(room) = room.as_mut() {
-                        room.send_voice(&samples).await;
+                        room.send_voice(&samples, voice.codec().rate()).await;
                     }
                 }
             }
@@ -352,7 +359,13 @@ pub async fn run(setup: CallSetup) {
                     );
                 }
                 Some(CallEvent::Renegotiated(update)) => {
-                    tracing::info!(direction = ?update.direction, "media renegotiated");
+                    tracing::info!(direction = ?update.direction, codec = update.codec.name(), "media renegotiated");
+                    if update.codec != voice.codec() {
+                        match Voice::new(update.codec) {
+                            Ok(changed) => voice = changed,
+                            Err(err) => tracing::error!(cause = %err, "the new codec cannot be used"),
+                        }
+                    }
                     remote = update.remote;
                     negotiated = update;
                 }
@@ -458,7 +471,7 @@ pub async fn run(setup: CallSetup) {
     if outcome.is_none() {
         metrics.calls.with_label_values(&["abandoned"]).inc();
     }
-    stats.report(&metrics, negotiated.law.name());
+    stats.report(&metrics, voice.codec().name());
     tracing::info!(
         %reason,
         in_meeting = ivr.in_meeting(),
@@ -585,15 +598,18 @@ struct RtpStats {
     /// The highest sequence number, extended with the wrap count.
     highest: u32,
     received: u64,
-    /// The previous packet's transit time, in 8 kHz units.
+    /// The previous packet's transit time, in RTP clock units.
     transit: Option<f64>,
-    /// Jitter in 8 kHz units.
+    /// Jitter in RTP clock units.
     jitter: f64,
+    /// The RTP clock's ticks per second.
+    clock: f64,
     start: Option<Instant>,
 }
 
 impl RtpStats {
-    fn on_packet(&mut self, header: &rtc::rtp::Header, now: Instant) {
+    fn on_packet(&mut self, header: &rtc::rtp::Header, now: Instant, clock: u32) {
+        self.clock = f64::from(clock);
         let sequence = header.sequence_number;
         let start = *self.start.get_or_insert(now);
         match self.first {
@@ -610,7 +626,7 @@ impl RtpStats {
             }
         }
         self.received += 1;
-        let arrival = now.duration_since(start).as_secs_f64() * 8_000.0;
+        let arrival = now.duration_since(start).as_secs_f64() * self.clock;
         let transit = arrival - f64::from(header.timestamp);
         if let Some(previous) = self.transit.replace(transit) {
             let d = (transit - previous).abs();
@@ -630,7 +646,11 @@ impl RtpStats {
     }
 
     fn jitter_seconds(&self) -> f64 {
-        self.jitter / 8_000.0
+        if self.clock > 0.0 {
+            self.jitter / self.clock
+        } else {
+            0.0
+        }
     }
 
     fn report(&self, metrics: &Metrics, codec: &str) {
@@ -685,7 +705,7 @@ mod tests {
         let mut out = RtpOut::new();
         let (seq, ts) = (out.sequence, out.timestamp);
         let first = out.packet(0, vec![0xFF; FRAME]).expect("packet");
-        out.advance();
+        out.advance(160);
         let second = out.packet(0, vec![0xFF; FRAME]).expect("packet");
         let first = rtc::rtp::Packet::unmarshal(&mut &first[..]).expect("parse");
         let second = rtc::rtp::Packet::unmarshal(&mut &second[..]).expect("parse");
@@ -738,7 +758,7 @@ mod tests {
             }
             let sequence = 65_530u16.wrapping_add(n);
             let at = start + Duration::from_millis(20 * u64::from(n));
-            stats.on_packet(&header(sequence, 160 * u32::from(n)), at);
+            stats.on_packet(&header(sequence, 160 * u32::from(n)), at, 8_000);
         }
         assert_eq!(stats.lost(), 2);
         assert!(
@@ -747,13 +767,17 @@ mod tests {
             stats.jitter_seconds()
         );
         // A duplicate and a late packet do not count as loss or as progress.
-        stats.on_packet(&header(65_530u16.wrapping_add(49), 160 * 49), start);
+        stats.on_packet(&header(65_530u16.wrapping_add(49), 160 * 49), start, 8_000);
         assert_eq!(stats.lost(), 1, "the duplicate counts as received");
         // Packets arriving 10 ms early and late in turn: jitter grows towards 10 ms.
         for n in 50u16..250 {
             let skew = if n % 2 == 0 { 10 } else { 0 };
             let at = start + Duration::from_millis(20 * u64::from(n) + skew);
-            stats.on_packet(&header(65_530u16.wrapping_add(n), 160 * u32::from(n)), at);
+            stats.on_packet(
+                &header(65_530u16.wrapping_add(n), 160 * u32::from(n)),
+                at,
+                8_000,
+            );
         }
         let jitter = stats.jitter_seconds();
         assert!((0.008..0.011).contains(&jitter), "{jitter}");

@@ -19,13 +19,14 @@
 //!   audio for its phones (deduplicated, jitter-buffered, decoded and mixed once per 20 ms);
 //!   [`tone`]: sine and Goertzel.
 //! - [`ivr`]: the voice menu, a pure state machine.
-//! - [`sdp`]: offer/answer; [`g711`]: PCMU/PCMA; [`dtmf`]: RFC 4733 and SIP INFO digits.
+//! - [`sdp`]: offer/answer; [`codec`]: the phone's codec and its state (G.722, G.711); [`g711`]: PCMU/PCMA; [`dtmf`]: RFC 4733 and SIP INFO digits.
 //! - [`prompt`]: the WAV prompts, built in or from `--sip-prompts-dir`.
 //! - [`join`]: the client of the conference service's join endpoint.
 //! - [`rate`]: calls per source address; [`metrics`]: `conclave_sip_…`;
 //!   [`http`]: `/healthz`, `/readyz`, `/metrics`.
 
 pub mod call;
+pub mod codec;
 pub mod conference;
 pub mod config;
 pub mod dtmf;

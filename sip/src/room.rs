@@ -114,6 +114,8 @@ struct Voice {
     id: String,
     track: Arc<TrackLocalStaticRTP>,
     encoder: opus::Encoder,
+    /// Samples per second the encoder takes.
+    rate: u32,
     muted: bool,
     pending: Vec<i16>,
     ssrc: u32,
@@ -241,9 +243,22 @@ impl Room {
         self.events.take()
     }
 
-    /// Sends the caller's voice (8 kHz samples, any length; sent in 20 ms packets), unless
-    /// the caller is muted.
-    pub async fn send_voice(&mut self, samples: &[i16]) {
+    /// Sends the caller's voice (samples at `rate`, 8 or 16 kHz, any length; sent in 20 ms
+    /// Opus packets), unless the caller is muted.
+    pub async fn send_voice(&mut self, samples: &[i16], rate: u32) {
+        if rate != self.voice.rate {
+            match Voice::encoder(rate) {
+                Ok(encoder) => {
+                    self.voice.encoder = encoder;
+                    self.voice.rate = rate;
+                    self.voice.pending.clear();
+                }
+                Err(err) => {
+                    tracing::warn!(cause = %err, rate, "no Opus encoder for this rate");
+                    return;
+                }
+            }
+        }
         self.voice.send(samples).await;
     }
 
@@ -315,27 +330,11 @@ impl Voice {
             source: TrackSource::Microphone,
             muted: false,
         });
-        // libopus takes the phone's 8 kHz as it is (narrowband SILK); no resampling.
-        let mut encoder = opus::Encoder::new(
-            conference::RATE,
-            opus::Channels::Mono,
-            opus::Application::Voip,
-        )
-        .map_err(|e| RoomError::new("opus encoder", e))?;
-        // Narrowband speech needs little: 16 kb/s, with in-band FEC so that a listener can
-        // make up a lost packet from the next one.
-        // Complexity 5 of 10: narrowband speech sounds the same, at about half the CPU of the
-        // default (measured in benches/phones.rs), which is what lets one core carry 200 calls.
-        encoder
-            .set_bitrate(opus::Bitrate::Bits(16_000))
-            .and_then(|()| encoder.set_complexity(ENCODER_COMPLEXITY))
-            .and_then(|()| encoder.set_inband_fec(true))
-            .and_then(|()| encoder.set_packet_loss_perc(5))
-            .map_err(|e| RoomError::new("opus settings", e))?;
         Ok(Voice {
             id,
             track,
-            encoder,
+            encoder: Voice::encoder(conference::RATE)?,
+            rate: conference::RATE,
             muted: false,
             pending: Vec::with_capacity(2 * PHONE_FRAME),
             ssrc,
@@ -344,14 +343,38 @@ impl Voice {
         })
     }
 
+    /// An Opus encoder for a phone's voice at `rate` (8 kHz G.711, 16 kHz G.722): libopus
+    /// takes it as it is (narrowband or wideband SILK), no resampling.
+    fn encoder(rate: u32) -> Result<opus::Encoder, RoomError> {
+        let mut encoder = opus::Encoder::new(rate, opus::Channels::Mono, opus::Application::Voip)
+            .map_err(|e| RoomError::new("opus encoder", e))?;
+        // Speech needs little: 16 kb/s narrowband, 24 kb/s wideband, with in-band FEC so that
+        // a listener can make up a lost packet from the next one. Complexity 5 of 10 sounds the
+        // same for speech at about half the CPU of the default (measured in benches/phones.rs),
+        // which is what lets one core carry 200 calls.
+        let bitrate = if rate > conference::RATE {
+            24_000
+        } else {
+            16_000
+        };
+        encoder
+            .set_bitrate(opus::Bitrate::Bits(bitrate))
+            .and_then(|()| encoder.set_complexity(ENCODER_COMPLEXITY))
+            .and_then(|()| encoder.set_inband_fec(true))
+            .and_then(|()| encoder.set_packet_loss_perc(5))
+            .map_err(|e| RoomError::new("opus settings", e))?;
+        Ok(encoder)
+    }
+
     async fn send(&mut self, samples: &[i16]) {
         if self.muted {
             return;
         }
         self.pending.extend_from_slice(samples);
         let mut buf = [0u8; 1500];
-        while self.pending.len() >= PHONE_FRAME {
-            let frame: Vec<i16> = self.pending.drain(..PHONE_FRAME).collect();
+        let frame_len = usize::try_from(self.rate / 50).unwrap_or(PHONE_FRAME);
+        while self.pending.len() >= frame_len {
+            let frame: Vec<i16> = self.pending.drain(..frame_len).collect();
             let len = match self.encoder.encode(&frame, &mut buf) {
                 Ok(len) => len,
                 Err(err) => {

@@ -1,5 +1,5 @@
-//! The offer/answer of a call (RFC 3264) with `rtc::sdp`: one audio stream, G.711 (PCMU or
-//! PCMA) and RFC 4733 telephone-events.
+//! The offer/answer of a call (RFC 3264) with `rtc::sdp`: one audio stream, Opus, G.722 or
+//! G.711 (PCMU or PCMA), whichever the caller lists first, and RFC 4733 telephone-events.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -8,6 +8,7 @@ use rtc::sdp::description::common::{Address, Attribute, ConnectionInformation};
 use rtc::sdp::description::media::{MediaDescription, MediaName, RangedPort};
 use rtc::sdp::description::session::{Origin, TimeDescription, Timing};
 
+use crate::codec::{Codec, G722_PAYLOAD_TYPE};
 use crate::g711::Law;
 
 /// Why an offer cannot be answered.
@@ -17,7 +18,7 @@ pub enum OfferError {
     #[error("malformed SDP: {0}")]
     Malformed(String),
     /// No codec we speak (answered 488).
-    #[error("no common codec (offered {0})")]
+    #[error("no common codec: offered {0}, we answer Opus, G.722, PCMU or PCMA")]
     NoCommonCodec(String),
 }
 
@@ -55,7 +56,7 @@ impl Direction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Negotiated {
     /// The voice codec.
-    pub law: Law,
+    pub codec: Codec,
     /// The payload type the caller gave telephone-event/8000, if any.
     pub telephone_event: Option<u8>,
     /// Where the caller receives RTP (port 0: the stream is refused or on hold).
@@ -67,7 +68,7 @@ pub struct Negotiated {
 /// Reads the caller's offer and picks what we answer with (the caller's order of preference).
 ///
 /// # Errors
-/// [`OfferError`]: malformed, or no G.711 offered.
+/// [`OfferError`]: malformed, or none of Opus, G.722 and G.711 offered.
 pub fn negotiate(offer: &[u8]) -> Result<Negotiated, OfferError> {
     let text = std::str::from_utf8(offer)
         .map_err(|_| OfferError::Malformed("not UTF-8".into()))?
@@ -102,11 +103,12 @@ pub fn negotiate(offer: &[u8]) -> Result<Negotiated, OfferError> {
             None => match pt {
                 0 => Some("PCMU/8000".into()),
                 8 => Some("PCMA/8000".into()),
+                9 => Some("G722/8000".into()),
                 _ => None,
             },
         }
     };
-    let mut law = None;
+    let mut codec = None;
     let mut telephone_event = None;
     for format in &audio.media_name.formats {
         let Ok(pt) = format.parse::<u8>() else {
@@ -115,13 +117,18 @@ pub fn negotiate(offer: &[u8]) -> Result<Negotiated, OfferError> {
         let Some(name) = name_of(pt) else { continue };
         let name = name.to_ascii_uppercase();
         match name.as_str() {
-            "PCMU/8000" if law.is_none() && pt == 0 => law = Some(Law::Pcmu),
-            "PCMA/8000" if law.is_none() && pt == 8 => law = Some(Law::Pcma),
+            "PCMU/8000" if codec.is_none() && pt == 0 => codec = Some(Codec::G711(Law::Pcmu)),
+            "PCMA/8000" if codec.is_none() && pt == 8 => codec = Some(Codec::G711(Law::Pcma)),
+            "G722/8000" if codec.is_none() && pt == G722_PAYLOAD_TYPE => {
+                codec = Some(Codec::G722);
+            }
+            "OPUS/48000" if codec.is_none() && pt >= 96 => codec = Some(Codec::Opus(pt)),
             "TELEPHONE-EVENT/8000" if telephone_event.is_none() => telephone_event = Some(pt),
             _ => {}
         }
     }
-    let law = law.ok_or_else(|| OfferError::NoCommonCodec(audio.media_name.formats.join(" ")))?;
+    let codec =
+        codec.ok_or_else(|| OfferError::NoCommonCodec(audio.media_name.formats.join(" ")))?;
     let direction =
         if audio.attribute("inactive").is_some() || session.attribute("inactive").is_some() {
             Direction::Inactive
@@ -133,7 +140,7 @@ pub fn negotiate(offer: &[u8]) -> Result<Negotiated, OfferError> {
             Direction::SendRecv
         };
     Ok(Negotiated {
-        law,
+        codec,
         telephone_event,
         remote: SocketAddr::new(ip, port),
         direction,
@@ -148,12 +155,18 @@ pub fn answer(
     version: u64,
 ) -> Vec<u8> {
     let address_type = if local.is_ipv4() { "IP4" } else { "IP6" };
-    let law = negotiated.law;
-    let mut formats = vec![law.payload_type().to_string()];
+    let codec = negotiated.codec;
+    let mut formats = vec![codec.payload_type().to_string()];
     let mut attributes = vec![Attribute::new(
         "rtpmap".into(),
-        Some(format!("{} {}/8000", law.payload_type(), law.name())),
+        Some(format!("{} {}", codec.payload_type(), codec.rtpmap())),
     )];
+    if let Codec::Opus(pt) = codec {
+        attributes.push(Attribute::new(
+            "fmtp".into(),
+            Some(format!("{pt} useinbandfec=1")),
+        ));
+    }
     if let Some(pt) = negotiated.telephone_event {
         formats.push(pt.to_string());
         attributes.push(Attribute::new(
@@ -218,7 +231,7 @@ mod tests {
     #[test]
     fn a_static_payload_type_without_rtpmap_is_understood() {
         let n = negotiate(SIPP.as_bytes()).expect("answerable");
-        assert_eq!(n.law, Law::Pcmu);
+        assert_eq!(n.codec, Codec::G711(Law::Pcmu));
         assert_eq!(n.telephone_event, None);
         assert_eq!(
             n.remote,
@@ -230,8 +243,33 @@ mod tests {
     #[test]
     fn the_callers_order_and_event_payload_type_are_kept() {
         let offer = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 9 8 0 96\r\nc=IN IP4 10.0.0.2\r\na=rtpmap:9 G722/8000\r\na=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-15\r\na=sendonly\r\n";
+        let wideband = negotiate(offer.as_bytes()).expect("answerable");
+        assert_eq!(wideband.codec, Codec::G722, "the caller's first choice");
+        let answer_wide = String::from_utf8(answer(
+            &wideband,
+            "127.0.0.1:41000".parse().expect("addr"),
+            7,
+            1,
+        ))
+        .expect("utf-8");
+        assert!(
+            answer_wide.contains("m=audio 41000 RTP/AVP 9 96\r\n"),
+            "{answer_wide}"
+        );
+        assert!(
+            answer_wide.contains("a=rtpmap:9 G722/8000"),
+            "{answer_wide}"
+        );
+        // G.722 by its static payload type alone, as G.711's.
+        let bare = SIPP.replace("RTP/AVP 0", "RTP/AVP 9 0");
+        assert_eq!(
+            negotiate(bare.as_bytes()).expect("answerable").codec,
+            Codec::G722
+        );
+
+        let offer = offer.replace("RTP/AVP 9 8 0 96", "RTP/AVP 8 0 96");
         let n = negotiate(offer.as_bytes()).expect("answerable");
-        assert_eq!(n.law, Law::Pcma);
+        assert_eq!(n.codec, Codec::G711(Law::Pcma));
         assert_eq!(n.telephone_event, Some(96));
         assert_eq!(
             n.remote,
@@ -257,10 +295,22 @@ mod tests {
     }
 
     #[test]
-    fn offers_without_g711_or_that_are_not_sdp_are_told_apart() {
-        let opus = SIPP.replace("RTP/AVP 0", "RTP/AVP 111\r\na=rtpmap:111 opus/48000/2");
+    fn an_opus_phone_is_answered_in_opus_on_its_payload_type() {
+        let opus = SIPP.replace("RTP/AVP 0", "RTP/AVP 111 0\r\na=rtpmap:111 opus/48000/2");
+        let n = negotiate(opus.as_bytes()).expect("answerable");
+        assert_eq!(n.codec, Codec::Opus(111));
+        let answer = String::from_utf8(answer(&n, "127.0.0.1:41000".parse().expect("addr"), 7, 1))
+            .expect("utf-8");
+        assert!(answer.contains("m=audio 41000 RTP/AVP 111\r\n"), "{answer}");
+        assert!(answer.contains("a=rtpmap:111 opus/48000/2"), "{answer}");
+        assert!(answer.contains("a=fmtp:111 useinbandfec=1"), "{answer}");
+    }
+
+    #[test]
+    fn offers_without_a_codec_we_speak_or_that_are_not_sdp_are_told_apart() {
+        let ilbc = SIPP.replace("RTP/AVP 0", "RTP/AVP 97\r\na=rtpmap:97 iLBC/8000");
         assert!(matches!(
-            negotiate(opus.as_bytes()),
+            negotiate(ilbc.as_bytes()),
             Err(OfferError::NoCommonCodec(_))
         ));
         // Payload type 0 renamed to something else is not PCMU.

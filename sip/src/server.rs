@@ -334,7 +334,7 @@ async fn on_invite(shared: &Arc<Shared>, mut tx: Transaction) -> Result<()> {
     let span = tracing::info_span!("call", call = %short(&call_id));
     tokio::spawn(tracing::Instrument::instrument(
         async move {
-            tracing::info!(codec = negotiated.law.name(), "incoming call");
+            tracing::info!(codec = negotiated.codec.name(), "incoming call");
             let answered = answer_call(&shared, &dialog, answer).await;
             if answered {
                 call::run(CallSetup {

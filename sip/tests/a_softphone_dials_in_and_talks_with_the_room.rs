@@ -67,7 +67,7 @@ fn a_softphone_dials_in_types_the_id_and_password_and_talks_with_the_room() {
                 let mut ticker = tokio::time::interval(Duration::from_millis(20));
                 for frame in tone.chunks(160) {
                     ticker.tick().await;
-                    speaker.send_voice(frame).await;
+                    speaker.send_voice(frame, 8_000).await;
                 }
             });
 

@@ -1,5 +1,5 @@
-//! A body that is not SDP is answered 400 (over UDP and TCP), an offer without G.711 488, an
-//! INVITE without Contact 400; what the SIP stack cannot parse at all (junk, no Call-ID) it
+//! A body that is not SDP is answered 400 (over UDP and TCP), an offer of codecs we do not
+//! speak 488, an INVITE without Contact 400; what the SIP stack cannot parse at all (junk, no Call-ID) it
 //! drops without an answer, harmlessly: OPTIONS still gets 200 + Allow afterwards.
 
 mod support;
@@ -20,8 +20,8 @@ fn malformed_requests_are_refused_and_harmless() {
             let bad = scenario(dir.path(), "bad-sdp.xml", &[("STATUS", "400")]);
             sipp(&bad, "u1", 5080).await.assert_success();
             sipp(&bad, "t1", 5082).await.assert_success();
-            let opus = scenario(dir.path(), "no-codec.xml", &[("STATUS", "488")]);
-            sipp(&opus, "u1", 5084).await.assert_success();
+            let unknown_codecs = scenario(dir.path(), "no-codec.xml", &[("STATUS", "488")]);
+            sipp(&unknown_codecs, "u1", 5084).await.assert_success();
             let no_contact = scenario(dir.path(), "no-contact.xml", &[("STATUS", "400")]);
             sipp(&no_contact, "u1", 5088).await.assert_success();
 

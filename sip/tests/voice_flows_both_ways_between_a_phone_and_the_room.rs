@@ -80,7 +80,7 @@ fn voice_flows_both_ways_between_a_phone_and_the_room() {
                 let mut ticker = tokio::time::interval(Duration::from_millis(20));
                 for frame in tone.chunks(160) {
                     ticker.tick().await;
-                    speaker.send_voice(frame).await;
+                    speaker.send_voice(frame, 8_000).await;
                 }
                 speaker
             });
