@@ -225,7 +225,8 @@ pub async fn run(setup: CallSetup) {
     let mut keys = MeetingKeys::default();
     let mut remote = negotiated.remote;
     let mut hang_up = false;
-    let mut outcome: Option<Outcome> = None;
+    // Whether the call was counted in `conclave_sip_calls_total` (else: abandoned).
+    let mut counted = false;
     let (answers_tx, mut answers) = mpsc::unbounded_channel::<(Answer, Option<Admission>)>();
     let (rooms_tx, mut rooms) = mpsc::unbounded_channel::<Result<Room, RoomError>>();
     let mut room: Option<Room> = None;
@@ -267,8 +268,12 @@ pub async fn run(setup: CallSetup) {
                 Action::HangUp => hang_up = true,
                 Action::Finished(result) => {
                     tracing::info!(outcome = result.as_str(), "menu finished");
-                    metrics.calls.with_label_values(&[result.as_str()]).inc();
-                    outcome = Some(result);
+                    // A caller the API admitted counts as joined once in the room (the room
+                    // may still be full).
+                    if result != Outcome::Joined {
+                        metrics.calls.with_label_values(&[result.as_str()]).inc();
+                        counted = true;
+                    }
                 }
             }
         }
@@ -391,6 +396,8 @@ pub async fn run(setup: CallSetup) {
                         joined.set_muted(true);
                     }
                     if !std::mem::replace(&mut in_room.announced, true) {
+                        metrics.calls.with_label_values(&[Outcome::Joined.as_str()]).inc();
+                        counted = true;
                         player.queue.extend(arrival_prompts(joined.others()));
                     } else {
                         tracing::info!("back in the room");
@@ -403,8 +410,18 @@ pub async fn run(setup: CallSetup) {
                     player.queue.extend([Prompt::Error, Prompt::Bye]);
                     hang_up = true;
                 }
+                Err(err) if err.is_full() => {
+                    tracing::info!(cause = %err, "the room is full");
+                    metrics.calls.with_label_values(&[Outcome::Full.as_str()]).inc();
+                    counted = true;
+                    player.stop();
+                    player.queue.extend([Prompt::ConferenceFull, Prompt::Bye]);
+                    hang_up = true;
+                }
                 Err(err) => {
                     tracing::error!(cause = %err, "the call cannot enter the room");
+                    metrics.calls.with_label_values(&[Outcome::Error.as_str()]).inc();
+                    counted = true;
                     player.stop();
                     player.queue.extend([Prompt::Error, Prompt::Bye]);
                     hang_up = true;
@@ -468,7 +485,7 @@ pub async fn run(setup: CallSetup) {
     while let Ok(Ok(late)) = rooms.try_recv() {
         late.leave().await;
     }
-    if outcome.is_none() {
+    if !counted {
         metrics.calls.with_label_values(&["abandoned"]).inc();
     }
     stats.report(&metrics, voice.codec().name());

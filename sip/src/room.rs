@@ -18,7 +18,7 @@ use futures::{SinkExt, StreamExt};
 use proto::ConferenceId;
 use proto::ParticipantId;
 use proto::signal::{
-    ClientMessage, CloseReason, IceCandidate, PeerTarget, ServerMessage, TrackSource,
+    ClientMessage, CloseReason, ErrorCode, IceCandidate, PeerTarget, ServerMessage, TrackSource,
 };
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
@@ -75,7 +75,15 @@ impl RoomError {
     fn new(what: &str, cause: impl std::fmt::Display) -> RoomError {
         RoomError(format!("{what}: {cause}"))
     }
+
+    /// Whether the SFU refused because the room is full (the caller hears "conference full").
+    pub fn is_full(&self) -> bool {
+        self.0.starts_with(ROOM_FULL)
+    }
 }
+
+/// How a refusal for a full room starts.
+const ROOM_FULL: &str = "the room is full";
 
 /// What the SFU says to a call's session while it is in the room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,8 +213,13 @@ impl Room {
         } else {
             Some(first)
         };
-        let Some(ServerMessage::Joined { participants, .. }) = admitted else {
-            return Err(RoomError(format!("not admitted: {admitted:?}")));
+        let participants = match admitted {
+            Some(ServerMessage::Joined { participants, .. }) => participants,
+            Some(ServerMessage::Error {
+                code: ErrorCode::RoomFull,
+                message,
+            }) => return Err(RoomError(format!("{ROOM_FULL}: {message}"))),
+            other => return Err(RoomError(format!("not admitted: {other:?}"))),
         };
         let others = participants.len().saturating_sub(1);
         let voice = Voice::publish(&publisher, &outgoing).await?;

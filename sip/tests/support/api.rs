@@ -26,7 +26,8 @@ impl Api {
         Api::start_serving(false).await
     }
 
-    /// [`Api::start`] with the embedded SFU, its media on UDP 46000-46099 of loopback.
+    /// [`Api::start`] with the embedded SFU, its media on UDP 46000-46999 of loopback (room for a
+    /// few conferences: each reserves ports for its participants).
     pub async fn start_with_sfu() -> Api {
         Api::start_serving(true).await
     }
@@ -46,7 +47,7 @@ impl Api {
         std::fs::write(&secret_file, crate::support::JOIN_TOKEN_SECRET).expect("write");
         config.join_token_secret_file = Some(secret_file);
         config.listen = "127.0.0.1:8080".parse().expect("address");
-        config.sfu_udp_ports = "46000-46099".to_owned();
+        config.sfu_udp_ports = "46000-46999".to_owned();
         let state = api::build(config.clone(), Arc::new(api::clock::SystemClock))
             .await
             .expect("the API builds");
@@ -56,7 +57,7 @@ impl Api {
                 api::token_secret(&config).expect("a token secret"),
                 proto::UdpPorts {
                     first: 46000,
-                    last: 46099,
+                    last: 46999,
                 },
             );
             sfu_config.listen = config.listen;
@@ -119,6 +120,43 @@ impl Api {
 }
 
 impl Api {
+    /// Schedules a conference as the owner (`POST /api/v1/conferences` with `body`): the
+    /// conference as the API shows it.
+    pub async fn schedule(&self, body: Value) -> Value {
+        let reply = reqwest::Client::new()
+            .post(format!("{}/api/v1/conferences", self.url))
+            .bearer_auth(&self.session)
+            .json(&body)
+            .send()
+            .await
+            .expect("schedule");
+        let status = reply.status().as_u16();
+        let answer: Value = reply.json().await.expect("conference JSON");
+        assert!(
+            status == 200 || status == 201,
+            "scheduled: {status} {answer}"
+        );
+        answer
+    }
+
+    /// Joins `conference` (as the API shows it) as a guest named `name`: the join answer.
+    pub async fn join_to(&self, conference: &Value, name: &str) -> Value {
+        let reply = reqwest::Client::new()
+            .post(format!("{}/api/v1/join", self.url))
+            .json(&json!({
+                "meetingId": conference["meetingId"],
+                "password": conference["password"],
+                "displayName": name,
+            }))
+            .send()
+            .await
+            .expect("join");
+        let status = reply.status().as_u16();
+        let answer: Value = reply.json().await.expect("join JSON");
+        assert_eq!(status, 200, "the guest is admitted: {answer}");
+        answer
+    }
+
     /// Joins the meeting as its owner (a moderator): the join answer.
     pub async fn join_as_owner(&self) -> Value {
         let reply = reqwest::Client::new()
