@@ -238,6 +238,12 @@ impl sfu::RevocationSource for InProcessRevocations {
 async fn standalone(options: Standalone) -> anyhow::Result<()> {
     let mut config = options.api;
     config.print_admin_password = true;
+    // Invitations and the portal show the embedded gateway's address unless told another.
+    if config.sip_address.is_none()
+        && let Some(sip) = options.sip.config(config.listen.ip(), "")
+    {
+        config.sip_address = embedded_sip_address(&sip);
+    }
     let registry = prometheus::Registry::new();
     let state = api::build_with_registry(
         config.clone(),
@@ -309,6 +315,24 @@ async fn standalone(options: Standalone) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The SIP address people dial for the embedded gateway: `conference@<address>[:<port>]`, the
+/// public address when one is given; `None` for an unspecified listen address without one
+/// (there is no telling which address callers reach).
+fn embedded_sip_address(sip: &sip::Config) -> Option<String> {
+    let ip = sip.public_address.unwrap_or(sip.listen.ip());
+    if ip.is_unspecified() {
+        return None;
+    }
+    let host = match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    Some(match sip.listen.port() {
+        5060 => format!("conference@{host}"),
+        port => format!("conference@{host}:{port}"),
+    })
+}
+
 /// The URL at which this process reaches its own conference service.
 fn in_process_url(listen: std::net::SocketAddr) -> String {
     let ip = match listen.ip() {
@@ -364,4 +388,47 @@ async fn main() -> anyhow::Result<()> {
         Command::Crdgen | Command::Schemas(_) => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_gateways_address_is_what_callers_dial() {
+        let config = |listen: &str, public: Option<&str>| {
+            let mut sip = sip::Config::for_loopback(
+                listen.parse().expect("address"),
+                proto::UdpPorts {
+                    first: 41000,
+                    last: 41999,
+                },
+                "http://127.0.0.1:8080",
+            );
+            sip.public_address = public.map(|p| p.parse().expect("address"));
+            sip
+        };
+        let address = |listen, public| embedded_sip_address(&config(listen, public));
+        assert_eq!(
+            address("127.0.0.1:5060", None).as_deref(),
+            Some("conference@127.0.0.1")
+        );
+        assert_eq!(
+            address("192.168.1.10:5070", None).as_deref(),
+            Some("conference@192.168.1.10:5070")
+        );
+        assert_eq!(
+            address("0.0.0.0:5060", Some("198.51.100.7")).as_deref(),
+            Some("conference@198.51.100.7")
+        );
+        assert_eq!(
+            address("[::1]:5062", None).as_deref(),
+            Some("conference@[::1]:5062")
+        );
+        assert_eq!(
+            address("0.0.0.0:5060", None),
+            None,
+            "no telling which address"
+        );
+    }
 }
