@@ -13,6 +13,7 @@
 //! - [`token`]: join-token claims, service-token claims, signing and verification (HS256).
 
 pub mod ids;
+pub mod net;
 pub mod report;
 pub mod role;
 pub mod signal;

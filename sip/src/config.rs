@@ -397,58 +397,7 @@ fn parse_listen(value: &str) -> Result<Listen, String> {
         .map_err(|e| format!("{value}: expected IP:PORT (e.g. 0.0.0.0:5060) or off ({e})"))
 }
 
-/// An address range of `--sip-trunk-from`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Network {
-    address: IpAddr,
-    prefix: u8,
-}
-
-impl Network {
-    /// Whether `ip` is inside (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.address, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-fn parse_network(value: &str) -> Result<Network, String> {
-    let value = value.trim();
-    let (address, prefix) = match value.split_once('/') {
-        Some((address, prefix)) => (address, Some(prefix)),
-        None => (value, None),
-    };
-    let address: IpAddr = address
-        .parse()
-        .map_err(|e| format!("{value}: not an IP address or CIDR range ({e})"))?;
-    let max = if address.is_ipv4() { 32 } else { 128 };
-    let prefix = match prefix {
-        Some(prefix) => prefix
-            .parse::<u8>()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| format!("{value}: the prefix length must be 0 to {max}"))?,
-        None => max,
-    };
-    Ok(Network { address, prefix })
-}
+pub use proto::net::{Network, parse_network};
 
 fn parse_ports(value: &str) -> Result<UdpPorts, String> {
     let (first, last) = value
