@@ -13,12 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use bytes::Bytes;
-use sip::conference::Conferences;
 use sip::prompt::{Prompt, Prompts};
-use sip::room::{Admission, Room};
 use sip::tone::{power, sine};
-use support::{GATEWAY, TestGateway, config, init_tracing};
+use support::{GATEWAY, TestGateway, config, decode_opus, init_tracing};
 
 /// baresip's console (the `cons` module), where the test types.
 const CONSOLE: &str = "127.0.0.1:5555";
@@ -38,38 +35,8 @@ fn a_softphone_dials_in_types_the_id_and_password_and_talks_with_the_room() {
             let gateway = TestGateway::start(config(&api.url)).await;
             let prompts = Prompts::load(None).expect("the built-in prompts");
 
-            let joined = api.join_as_guest("Listener").await;
-            let conference: proto::ConferenceId =
-                serde_json::from_value(joined["conference"]["id"].clone()).expect("an ID");
-            let listener = loadgen::Client::join_url(
-                joined["endpoint"].as_str().expect("an endpoint"),
-                joined["token"].as_str().expect("a token"),
-                &conference,
-            )
-            .await
-            .expect("the listener joins");
-            let joined = api.join_as_guest("Speaker").await;
-            let registry = prometheus::Registry::new();
-            let conferences =
-                Conferences::new(sip::metrics::Metrics::new(&registry).expect("metrics"));
-            let mut speaker = Room::join(
-                &Admission {
-                    token: joined["token"].as_str().expect("a token").to_owned(),
-                    endpoint: joined["endpoint"].as_str().expect("an endpoint").to_owned(),
-                    conference: conference.clone(),
-                },
-                &conferences,
-            )
-            .await
-            .expect("the speaker joins");
-            let speaking = tokio::spawn(async move {
-                let tone = sine(1_000.0, 8_000, 8_000 * 90, 8_000);
-                let mut ticker = tokio::time::interval(Duration::from_millis(20));
-                for frame in tone.chunks(160) {
-                    ticker.tick().await;
-                    speaker.send_voice(frame, 8_000).await;
-                }
-            });
+            let (listener, _) = api.join_listener("Listener").await;
+            let speaking = api.speak("Speaker", 1_000.0, Duration::from_secs(90)).await;
 
             let dir = tempfile::tempdir().expect("tempdir");
             let mut phone = Baresip::start(dir.path());
@@ -128,7 +95,7 @@ fn a_softphone_dials_in_types_the_id_and_password_and_talks_with_the_room() {
                 .values()
                 .filter(|t| !t.video)
                 .any(|track| {
-                    let pcm = decode(&track.audio_payloads);
+                    let pcm = decode_opus(&track.audio_payloads);
                     pcm.len() > 48_000 * 2 && {
                         let tail = &pcm[pcm.len() - 48_000 * 2..];
                         let at = power(tail, 48_000, 440.0);
@@ -221,19 +188,6 @@ fn find(heard: &[i16], prompt: &[i16]) -> (usize, f64) {
         }
     }
     best
-}
-
-/// Opus payloads (in order) to 48 kHz mono samples.
-fn decode(payloads: &[Bytes]) -> Vec<i16> {
-    let mut decoder = opus::Decoder::new(48_000, opus::Channels::Mono).expect("a decoder");
-    let mut pcm = Vec::new();
-    let mut frame = vec![0i16; 5_760];
-    for payload in payloads {
-        if let Ok(len) = decoder.decode(payload, &mut frame, false) {
-            pcm.extend_from_slice(&frame[..len]);
-        }
-    }
-    pcm
 }
 
 /// baresip 1.0 (Debian `baresip-core`), headless: its source a 440 Hz WAV, its player a null

@@ -18,11 +18,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rtc::shared::marshal::{Marshal, Unmarshal};
-use sip::conference::Conferences;
 use sip::g711::Law;
-use sip::room::{Admission, Room};
 use sip::tone::{power, sine};
-use support::{TestGateway, config, init_tracing, scenario, sipp};
+use support::{TestGateway, config, decode_opus, init_tracing, scenario, sipp};
 
 /// Phone A's RTP port, named in its SDP, and its tone.
 const PHONE_A: (u16, f64) = (47000, 440.0);
@@ -46,44 +44,8 @@ fn voice_flows_both_ways_between_a_phone_and_the_room() {
             let gateway = TestGateway::start(config(&api.url)).await;
 
             // The listener is in the room before the phones come.
-            let joined = api.join_as_guest("Listener").await;
-            let conference: proto::ConferenceId =
-                serde_json::from_value(joined["conference"]["id"].clone()).expect("an ID");
-            let listener = loadgen::Client::join_url(
-                joined["endpoint"].as_str().expect("an endpoint"),
-                joined["token"].as_str().expect("a token"),
-                &conference,
-            )
-            .await
-            .expect("the listener joins");
-            assert!(listener.id().is_some(), "admitted: {:?}", listener.first);
-
-            // The speaker publishes 1 kHz in Opus (through the gateway's own room client, with
-            // a conference of its own: the SFU in between is real, and loadgen only sends
-            // synthetic payloads).
-            let joined = api.join_as_guest("Speaker").await;
-            let registry = prometheus::Registry::new();
-            let speaker_conferences =
-                Conferences::new(sip::metrics::Metrics::new(&registry).expect("metrics"));
-            let mut speaker = Room::join(
-                &Admission {
-                    token: joined["token"].as_str().expect("a token").to_owned(),
-                    endpoint: joined["endpoint"].as_str().expect("an endpoint").to_owned(),
-                    conference: conference.clone(),
-                },
-                &speaker_conferences,
-            )
-            .await
-            .expect("the speaker joins");
-            let speaking = tokio::spawn(async move {
-                let tone = sine(1_000.0, 8_000, 8_000 * 60, 8_000);
-                let mut ticker = tokio::time::interval(Duration::from_millis(20));
-                for frame in tone.chunks(160) {
-                    ticker.tick().await;
-                    speaker.send_voice(frame, 8_000).await;
-                }
-                speaker
-            });
+            let (listener, _) = api.join_listener("Listener").await;
+            let speaking = api.speak("Speaker", 1_000.0, Duration::from_secs(60)).await;
 
             let dirs = [tempfile::tempdir(), tempfile::tempdir()].map(|d| d.expect("tempdir"));
             let millis = CALL.as_millis().to_string();
@@ -181,7 +143,7 @@ fn voice_flows_both_ways_between_a_phone_and_the_room() {
                 let received = listener.received();
                 let mut found = Vec::new();
                 let carried = received.values().filter(|t| !t.video).any(|track| {
-                    let pcm = decode(&track.audio_payloads);
+                    let pcm = decode_opus(&track.audio_payloads);
                     if pcm.len() < 48_000 * 3 {
                         return false;
                     }
@@ -212,19 +174,6 @@ fn voice_flows_both_ways_between_a_phone_and_the_room() {
             listener.leave().await;
             gateway.gateway.stop().await;
         });
-}
-
-/// Opus payloads (in order) to 48 kHz mono samples.
-fn decode(payloads: &[Bytes]) -> Vec<i16> {
-    let mut decoder = opus::Decoder::new(48_000, opus::Channels::Mono).expect("a decoder");
-    let mut pcm = Vec::new();
-    let mut frame = vec![0i16; 5_760];
-    for payload in payloads {
-        if let Ok(len) = decoder.decode(payload, &mut frame, false) {
-            pcm.extend_from_slice(&frame[..len]);
-        }
-    }
-    pcm
 }
 
 /// A phone's RTP endpoint: records the PCMU it receives and, from the first packet on, answers

@@ -16,10 +16,8 @@ use audio_codec::g722::{G722Decoder, G722Encoder};
 use audio_codec::{Decoder, Encoder};
 use bytes::Bytes;
 use rtc::shared::marshal::{Marshal, Unmarshal};
-use sip::conference::Conferences;
-use sip::room::{Admission, Room};
 use sip::tone::{power, sine};
-use support::{TestGateway, config, init_tracing, scenario, sipp};
+use support::{TestGateway, config, decode_opus, init_tracing, scenario, sipp};
 
 /// The phone's RTP port, named in its SDP.
 const PHONE_RTP: u16 = 47040;
@@ -53,38 +51,8 @@ fn talks(codec: Wideband) {
         .block_on(async {
             let api = test_api::Api::start_with_sfu().await;
             let gateway = TestGateway::start(config(&api.url)).await;
-            let joined = api.join_as_guest("Listener").await;
-            let conference: proto::ConferenceId =
-                serde_json::from_value(joined["conference"]["id"].clone()).expect("an ID");
-            let listener = loadgen::Client::join_url(
-                joined["endpoint"].as_str().expect("an endpoint"),
-                joined["token"].as_str().expect("a token"),
-                &conference,
-            )
-            .await
-            .expect("the listener joins");
-            let joined = api.join_as_guest("Speaker").await;
-            let registry = prometheus::Registry::new();
-            let conferences =
-                Conferences::new(sip::metrics::Metrics::new(&registry).expect("metrics"));
-            let mut speaker = Room::join(
-                &Admission {
-                    token: joined["token"].as_str().expect("a token").to_owned(),
-                    endpoint: joined["endpoint"].as_str().expect("an endpoint").to_owned(),
-                    conference: conference.clone(),
-                },
-                &conferences,
-            )
-            .await
-            .expect("the speaker joins");
-            let speaking = tokio::spawn(async move {
-                let tone = sine(1_000.0, 8_000, 8_000 * 60, 8_000);
-                let mut ticker = tokio::time::interval(Duration::from_millis(20));
-                for frame in tone.chunks(160) {
-                    ticker.tick().await;
-                    speaker.send_voice(frame, 8_000).await;
-                }
-            });
+            let (listener, _) = api.join_listener("Listener").await;
+            let speaking = api.speak("Speaker", 1_000.0, Duration::from_secs(60)).await;
 
             let heard = Arc::new(Mutex::new(Vec::<i16>::new()));
             let phone = tokio::spawn(wideband_phone(codec, Arc::clone(&heard)));
@@ -130,7 +98,7 @@ fn talks(codec: Wideband) {
                 .values()
                 .filter(|t| !t.video)
                 .any(|track| {
-                    let pcm = decode(&track.audio_payloads);
+                    let pcm = decode_opus(&track.audio_payloads);
                     if pcm.len() < 48_000 * 3 {
                         return false;
                     }
@@ -145,19 +113,6 @@ fn talks(codec: Wideband) {
             listener.leave().await;
             gateway.gateway.stop().await;
         });
-}
-
-/// Opus payloads (in order) to 48 kHz mono samples.
-fn decode(payloads: &[Bytes]) -> Vec<i16> {
-    let mut decoder = opus::Decoder::new(48_000, opus::Channels::Mono).expect("a decoder");
-    let mut pcm = Vec::new();
-    let mut frame = vec![0i16; 5_760];
-    for payload in payloads {
-        if let Ok(len) = decoder.decode(payload, &mut frame, false) {
-            pcm.extend_from_slice(&frame[..len]);
-        }
-    }
-    pcm
 }
 
 /// The phone's RTP: records what it receives (decoded to 16 kHz) and, from the first packet

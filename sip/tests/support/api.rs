@@ -120,6 +120,59 @@ impl Api {
 }
 
 impl Api {
+    /// A guest named `name` in the meeting who only listens (loadgen): the client and the
+    /// conference.
+    pub async fn join_listener(&self, name: &str) -> (loadgen::Client, proto::ConferenceId) {
+        let joined = self.join_as_guest(name).await;
+        let conference: proto::ConferenceId =
+            serde_json::from_value(joined["conference"]["id"].clone()).expect("an ID");
+        let listener = loadgen::Client::join_url(
+            joined["endpoint"].as_str().expect("an endpoint"),
+            joined["token"].as_str().expect("a token"),
+            &conference,
+        )
+        .await
+        .expect("the listener joins");
+        assert!(listener.id().is_some(), "admitted: {:?}", listener.first);
+        (listener, conference)
+    }
+
+    /// A guest named `name` who speaks a tone of `frequency` Hz in Opus for `length`, through
+    /// the gateway's own room client with a conference of its own (loadgen only sends
+    /// synthetic payloads): the task speaking.
+    pub async fn speak(
+        &self,
+        name: &str,
+        frequency: f64,
+        length: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let joined = self.join_as_guest(name).await;
+        let registry = prometheus::Registry::new();
+        let conferences = sip::conference::Conferences::new(
+            sip::metrics::Metrics::new(&registry).expect("metrics"),
+        );
+        let mut speaker = sip::room::Room::join(
+            &sip::room::Admission {
+                token: joined["token"].as_str().expect("a token").to_owned(),
+                endpoint: joined["endpoint"].as_str().expect("an endpoint").to_owned(),
+                conference: serde_json::from_value(joined["conference"]["id"].clone())
+                    .expect("an ID"),
+            },
+            &conferences,
+        )
+        .await
+        .expect("the speaker joins");
+        let samples = usize::try_from(length.as_millis()).unwrap_or(0) * 8;
+        tokio::spawn(async move {
+            let tone = sip::tone::sine(frequency, 8_000, samples, 8_000);
+            let mut ticker = tokio::time::interval(Duration::from_millis(20));
+            for frame in tone.chunks(160) {
+                ticker.tick().await;
+                speaker.send_voice(frame, 8_000).await;
+            }
+        })
+    }
+
     /// Schedules a conference as the owner (`POST /api/v1/conferences` with `body`): the
     /// conference as the API shows it.
     pub async fn schedule(&self, body: Value) -> Value {

@@ -192,3 +192,16 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// Opus payloads (in order) to 48 kHz mono samples.
+pub fn decode_opus(payloads: &[bytes::Bytes]) -> Vec<i16> {
+    let mut decoder = opus::Decoder::new(48_000, opus::Channels::Mono).expect("a decoder");
+    let mut pcm = Vec::new();
+    let mut frame = vec![0i16; 5_760];
+    for payload in payloads {
+        if let Ok(len) = decoder.decode(payload, &mut frame, false) {
+            pcm.extend_from_slice(&frame[..len]);
+        }
+    }
+    pcm
+}
