@@ -79,22 +79,25 @@ impl Codec {
 /// at the codec's rate.
 pub struct Voice {
     codec: Codec,
-    wide: Option<Wide>,
-    opus: Option<OpusState>,
+    state: State,
 }
 
-/// Opus's state: the encoder of what the call sends (8 kHz in) and the decoder of what the
-/// phone sends (16 kHz out).
-struct OpusState {
-    encoder: opus::Encoder,
-    decoder: opus::Decoder,
-}
-
-/// G.722's state: its encoder and decoder, and 8 → 16 kHz for what the call sends.
-struct Wide {
-    encoder: G722Encoder,
-    decoder: G722Decoder,
-    upsampler: BoxedResampler,
+/// Each codec's state.
+enum State {
+    /// Stateless.
+    G711(Law),
+    /// The encoder, the decoder, and 8 → 16 kHz for what the call sends.
+    G722 {
+        encoder: Box<G722Encoder>,
+        decoder: Box<G722Decoder>,
+        upsampler: BoxedResampler,
+    },
+    /// The encoder of what the call sends (8 kHz in), the decoder of what the phone sends
+    /// (16 kHz out).
+    Opus {
+        encoder: opus::Encoder,
+        decoder: opus::Decoder,
+    },
 }
 
 impl std::fmt::Debug for Voice {
@@ -105,22 +108,23 @@ impl std::fmt::Debug for Voice {
     }
 }
 
+/// 20 ms of silence at 8 kHz.
+const SILENCE: [i16; 160] = [0; 160];
+
 impl Voice {
     /// The state for `codec`.
     ///
     /// # Errors
-    /// When the resampler cannot be made (never for the rates used here).
+    /// When the resampler or libopus cannot be set up (never for the rates used here).
     pub fn new(codec: Codec) -> Result<Voice, String> {
-        let wide = match codec {
-            Codec::G722 => Some(Wide {
-                encoder: G722Encoder::new(),
-                decoder: G722Decoder::new(),
+        let state = match codec {
+            Codec::G711(law) => State::G711(law),
+            Codec::G722 => State::G722 {
+                encoder: Box::new(G722Encoder::new()),
+                decoder: Box::new(G722Decoder::new()),
                 upsampler: BoxedResampler::new(8_000, 16_000)
                     .map_err(|err| format!("resampler: {err:?}"))?,
-            }),
-            Codec::G711(_) | Codec::Opus(_) => None,
-        };
-        let opus = match codec {
+            },
             Codec::Opus(_) => {
                 let mut encoder =
                     opus::Encoder::new(8_000, opus::Channels::Mono, opus::Application::Voip)
@@ -131,11 +135,10 @@ impl Voice {
                     .map_err(|err| format!("opus settings: {err}"))?;
                 let decoder = opus::Decoder::new(16_000, opus::Channels::Mono)
                     .map_err(|err| format!("opus decoder: {err}"))?;
-                Some(OpusState { encoder, decoder })
+                State::Opus { encoder, decoder }
             }
-            Codec::G711(_) | Codec::G722 => None,
         };
-        Ok(Voice { codec, wide, opus })
+        Ok(Voice { codec, state })
     }
 
     /// The codec.
@@ -145,41 +148,32 @@ impl Voice {
 
     /// 20 ms of 8 kHz audio (`None`: silence) as one payload for the phone.
     pub fn encode(&mut self, frame: Option<&[i16]>) -> Vec<u8> {
-        if let Some(state) = &mut self.opus {
-            let silence = [0i16; 160];
-            return state
-                .encoder
-                .encode_vec(frame.unwrap_or(&silence), 400)
-                .unwrap_or_default();
-        }
-        match (&mut self.wide, self.codec) {
-            (None, Codec::G711(law)) => match frame {
-                Some(samples) => law.encode(samples),
-                None => vec![law.silence(); 160],
-            },
-            (Some(wide), _) => {
-                let silence = [0i16; 160];
-                let mut wideband = wide.upsampler.resample(frame.unwrap_or(&silence));
+        let frame = frame.unwrap_or(&SILENCE);
+        match &mut self.state {
+            State::G711(law) => law.encode(frame),
+            State::G722 {
+                encoder, upsampler, ..
+            } => {
+                let mut wideband = upsampler.resample(frame);
                 wideband.resize(320, 0);
-                wide.encoder.encode(&wideband)
+                encoder.encode(&wideband)
             }
-            (None, Codec::G722 | Codec::Opus(_)) => Vec::new(),
+            State::Opus { encoder, .. } => encoder.encode_vec(frame, 400).unwrap_or_default(),
         }
     }
 
     /// A payload from the phone, as samples at [`Codec::rate`].
     pub fn decode(&mut self, payload: &[u8]) -> Vec<i16> {
-        if let Some(state) = &mut self.opus {
-            // 120 ms at 16 kHz, Opus's longest packet.
-            let mut pcm = vec![0i16; 1_920];
-            let len = state.decoder.decode(payload, &mut pcm, false).unwrap_or(0);
-            pcm.truncate(len);
-            return pcm;
-        }
-        match (&mut self.wide, self.codec) {
-            (None, Codec::G711(law)) => law.decode(payload),
-            (Some(wide), _) => wide.decoder.decode(payload),
-            (None, Codec::G722 | Codec::Opus(_)) => Vec::new(),
+        match &mut self.state {
+            State::G711(law) => law.decode(payload),
+            State::G722 { decoder, .. } => decoder.decode(payload),
+            State::Opus { decoder, .. } => {
+                // 120 ms at 16 kHz, Opus's longest packet.
+                let mut pcm = vec![0i16; 1_920];
+                let len = decoder.decode(payload, &mut pcm, false).unwrap_or(0);
+                pcm.truncate(len);
+                pcm
+            }
         }
     }
 }
