@@ -6,7 +6,7 @@
 //!
 //! An admitted caller enters the meeting: the gateway joins the SFU as a WebRTC client for the
 //! call (so the caller is a participant like any other), publishes the caller's voice in Opus,
-//! and sends the room back as G.711: each meeting's audio is decoded and mixed once for all of
+//! and sends the room back in the phone's codec (G.711, G.722 or Opus): each meeting's audio is decoded and mixed once for all of
 //! its calls, each call hearing everyone but itself.
 //!
 //! # Layout
@@ -19,7 +19,8 @@
 //!   audio for its phones (deduplicated, jitter-buffered, decoded and mixed once per 20 ms);
 //!   [`tone`]: sine and Goertzel.
 //! - [`ivr`]: the voice menu, a pure state machine.
-//! - [`sdp`]: offer/answer; [`codec`]: the phone's codec and its state (G.722, G.711); [`g711`]: PCMU/PCMA; [`dtmf`]: RFC 4733 and SIP INFO digits.
+//! - [`sdp`]: offer/answer; [`codec`]: the phone's codec and its state (Opus, G.722, G.711);
+//!   [`g711`]: PCMU/PCMA; [`dtmf`]: RFC 4733, SIP INFO and in-band digits.
 //! - [`prompt`]: the WAV prompts, built in or from `--sip-prompts-dir`.
 //! - [`join`]: the client of the conference service's join endpoint.
 //! - [`rate`]: calls per source address; [`metrics`]: `conclave_sip_…`;
