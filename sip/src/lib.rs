@@ -6,8 +6,8 @@
 //!
 //! An admitted caller enters the meeting: the gateway joins the SFU as a WebRTC client for the
 //! call (so the caller is a participant like any other), publishes the caller's voice in Opus,
-//! and sends the room back in the phone's codec (G.711, G.722 or Opus): each meeting's audio is decoded and mixed once for all of
-//! its calls, each call hearing everyone but itself.
+//! and sends the room back in the phone's codec (G.711, G.722 or Opus): each meeting's audio is
+//! decoded and mixed once for all of its calls, each call hearing everyone but itself.
 //!
 //! # Layout
 //! - [`config`]: the clap flags (`--sip-…`).
