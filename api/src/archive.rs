@@ -73,6 +73,8 @@ impl Entry {
             max_participants: self.max_participants,
             allow_join_without_owner: self.allow_join_without_owner,
             media: proto::Media::parse(&self.media).unwrap_or_default(),
+            // The archive keeps no recording setting; a repeat starts from the default.
+            recording_allowed: true,
             meeting_id: proto::MeetingId(self.meeting_id.clone()),
             password: String::new(),
             invitees: self.invitees.clone(),

@@ -344,6 +344,17 @@ pub async fn apply_report(state: &AppState, report: &RoomReport) -> Result<()> {
                 )
                 .await?;
         }
+        RoomEvent::RecordingStarted {
+            recording,
+            identity: _,
+            display_name: _,
+        } => {
+            // The recordings table and composing belong to the archive (issue 14, API side).
+            tracing::info!(conference = %conference.id, %recording, "a recording started");
+        }
+        RoomEvent::RecordingStopped { recording } => {
+            tracing::info!(conference = %conference.id, %recording, "a recording stopped");
+        }
         RoomEvent::Ended => {
             match decide(state, &conference, at).occurrence {
                 Some(occurrence) => {

@@ -102,6 +102,8 @@ pub struct ConferenceView {
     /// `audioVideo` or `audioOnly`.
     #[schema(value_type = String)]
     pub media: Media,
+    /// Whether moderators of level moderatorPlus may record the meeting.
+    pub recording_allowed: bool,
     /// Invited addresses.
     pub invitees: Vec<String>,
     /// The owner.
@@ -311,6 +313,7 @@ fn view(
         max_participants: d.max_participants,
         allow_join_without_owner: d.allow_join_without_owner,
         media: d.media,
+        recording_allowed: d.recording_allowed,
         invitees: d.invitees.clone(),
         owner: owner_view(owner, &c.owner),
         status: if decision.online() {
@@ -969,6 +972,7 @@ pub async fn repeat(
             max_participants: Some(d.max_participants),
             allow_join_without_owner: Some(d.allow_join_without_owner),
             media: Some(d.media),
+            recording_allowed: Some(d.recording_allowed),
             meeting_id: None,
             password: None,
             invitees: Some(d.invitees),
