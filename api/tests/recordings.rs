@@ -259,6 +259,7 @@ async fn deleting_the_archive_entry_deletes_its_recordings(app: TestApp) {
     let entry = archive.body[0].clone();
     assert_eq!(entry["recordings"][0]["id"], json!(id), "{entry}");
     assert_eq!(entry["recordings"][0]["state"], "ready");
+    assert!(entry["recordings"][0]["chatUrl"].is_string(), "{entry}");
     app.delete(&format!("/api/v1/conferences/{}", entry["id"].as_str().unwrap()), &owner)
         .await
         .expect(StatusCode::NO_CONTENT);

@@ -892,6 +892,7 @@ pub async fn remove(
             let recordings = crate::recording::of_archive(&state.db, &e.id).await?;
             archive::delete(&state.db, &e.id).await?;
             for recording in &recordings {
+                crate::recording::delete_row(&state.db, &recording.id).await?;
                 crate::recording::delete_files(&state.files, &recording.id).await?;
             }
             tracing::info!(archive = %e.id, by = %user.account.id, recordings = recordings.len(), "archive entry deleted");
