@@ -25,10 +25,10 @@ use crate::{Error, Result};
 /// Routes under `/recordings`.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/recordings", get(list))
-        .route("/recordings/{id}", get(show).delete(remove))
-        .route("/recordings/{id}/media", get(media))
-        .route("/recordings/{id}/chat.vtt", get(chat))
+        .route("/recordings", get(list_recordings))
+        .route("/recordings/{id}", get(show_recording).delete(delete_recording))
+        .route("/recordings/{id}/media", get(recording_media))
+        .route("/recordings/{id}/chat.vtt", get(recording_chat))
 }
 
 /// Who started a recording.
@@ -138,7 +138,7 @@ async fn find(state: &AppState, viewer: &Account, id: &str) -> Result<Recording>
 /// The recordings one may see, newest first.
 #[utoipa::path(get, path = "/api/v1/recordings", tag = "recordings",
     responses((status = 200, description = "the recordings", body = [RecordingView]), (status = 401, description = "not logged in", body = ErrorBody)))]
-pub async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Vec<RecordingView>>> {
+pub async fn list_recordings(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Vec<RecordingView>>> {
     let mut views = Vec::new();
     for recording in recording::all(&state.db).await? {
         if visible(&state, &recording, &user.account).await? {
@@ -151,7 +151,7 @@ pub async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<Js
 /// One recording.
 #[utoipa::path(get, path = "/api/v1/recordings/{id}", tag = "recordings", params(("id" = String, Path)),
     responses((status = 200, description = "the recording", body = RecordingView), (status = 404, description = "no such recording, or not one you may see", body = ErrorBody)))]
-pub async fn show(
+pub async fn show_recording(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
@@ -164,7 +164,7 @@ pub async fn show(
 #[utoipa::path(delete, path = "/api/v1/recordings/{id}", tag = "recordings", params(("id" = String, Path)),
     responses((status = 204, description = "deleted"), (status = 404, description = "no such recording, or not one you may see", body = ErrorBody),
               (status = 409, description = "still recording or being composed", body = ErrorBody)))]
-pub async fn remove(
+pub async fn delete_recording(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
@@ -239,7 +239,7 @@ fn attachment_name(recording: &Recording) -> String {
 #[utoipa::path(get, path = "/api/v1/recordings/{id}/media", tag = "recordings", params(("id" = String, Path), MediaQuery),
     responses((status = 200, description = "the whole file (video/mp4)"), (status = 206, description = "the asked range"),
               (status = 404, description = "no such recording, not one you may see, or not composed yet", body = ErrorBody), (status = 416, description = "the range lies outside the file")))]
-pub async fn media(
+pub async fn recording_media(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
@@ -321,7 +321,7 @@ pub async fn media(
 /// The chat of the recording as WebVTT (captions for the player).
 #[utoipa::path(get, path = "/api/v1/recordings/{id}/chat.vtt", tag = "recordings", params(("id" = String, Path)),
     responses((status = 200, description = "the chat (text/vtt)"), (status = 404, description = "no such recording, not one you may see, or no chat", body = ErrorBody)))]
-pub async fn chat(
+pub async fn recording_chat(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,

@@ -414,7 +414,7 @@ export function formatLength(seconds: number): string {
 
 /** The recordings of a past occurrence: play (seekable), the chat as captions, download, delete. */
 export function Recordings(props: { recordings: RecordingInfo[]; timeZone: string; onChange: () => void }) {
-  const [error, setError] = useState<unknown>();
+  const [error, setError] = useState<string>();
   const [busy, setBusy] = useState<string>();
   if (!props.recordings.length) return null;
   const remove = async (r: RecordingInfo) => {
@@ -425,7 +425,7 @@ export function Recordings(props: { recordings: RecordingInfo[]; timeZone: strin
       await api.del(`/recordings/${seg(r.id)}`);
       props.onChange();
     } catch (err) {
-      setError(err);
+      setError(sentence(err instanceof Error ? err.message : String(err)));
     } finally {
       setBusy(undefined);
     }
@@ -460,7 +460,11 @@ export function Recordings(props: { recordings: RecordingInfo[]; timeZone: strin
           </div>
         </li>
       ))}
-      <FormError error={error} />
+      {error && (
+        <li>
+          <FormError error={error} />
+        </li>
+      )}
     </ul>
   );
 }
