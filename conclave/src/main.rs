@@ -273,6 +273,10 @@ async fn standalone(options: Standalone) -> anyhow::Result<()> {
     let (reports, mut incoming) = mpsc::unbounded_channel::<RoomReport>();
     let sfu_state =
         sfu::SfuState::new(&sfu_config, Arc::new(InProcessReporter(reports)), &registry)?;
+    // Recordings go to the same folder as the API's files (`<data-dir>/files`).
+    sfu_state.set_files(sfu::recording::Files::local(
+        &config.data_dir.join("files"),
+    )?)?;
     let gateway = match options
         .sip
         .config(config.listen.ip(), &in_process_url(config.listen))
@@ -306,6 +310,10 @@ async fn standalone(options: Standalone) -> anyhow::Result<()> {
     let served = api::serve(state, app, async move {
         shutdown_signal().await;
         sfu_state.drain(grace).await;
+        // Recordings stopped by the drain store their last segments before the process ends.
+        if !sfu_state.recordings_stored(Duration::from_secs(10)).await {
+            tracing::warn!("recordings were still storing their last segments at shutdown");
+        }
     })
     .await;
     if let Some(gateway) = gateway {
