@@ -1541,7 +1541,12 @@ impl Room {
         vec![Effect::StopRecording {
             recording: id.clone(),
             stopped: Stopped::new(now, by, reason),
-            report: self.report(RoomEvent::RecordingStopped { recording: id }, now),
+            report: RoomReport {
+                conference: self.conference.clone(),
+                at: rfc3339(now),
+                participants: self.admitted(),
+                event: RoomEvent::RecordingStopped { recording: id },
+            },
         }]
     }
 
