@@ -27,7 +27,7 @@ async fn a_moderator_plus_records_two_publishers() {
         .expect("set once");
     let mut host = claims("ada", Role::Moderator, true);
     host.level = Some(AccountLevel::ModeratorPlus);
-    let mut ada = sfu.join(&host).await;
+    let ada = sfu.join(&host).await;
     let mut bob = sfu.join(&claims("bob", Role::Listener, false)).await;
     let both = [TrackSource::Microphone, TrackSource::Camera];
     for client in [&ada, &bob] {
