@@ -55,18 +55,22 @@ async fn a_killed_sfu_leaves_all_but_the_last_segment() {
         .spawn()
         .expect("the SFU process");
     let stdout = child.stdout.take().expect("its output");
-    let addr: SocketAddr = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                line.strip_prefix("SFU_LISTENING=")
-                    .map(|addr| addr.parse().expect("an address"))
-            })
-            .expect("the SFU says where it listens")
-    })
-    .await
-    .expect("reading");
+    // Its address comes on its output, which is read to the end (a closed pipe would kill it).
+    let (found, listening) = tokio::sync::oneshot::channel::<SocketAddr>();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("SFU_LISTENING=")
+                && let Some(found) = found.take()
+            {
+                let _ = found.send(addr.parse().expect("an address"));
+            }
+        }
+    });
+    let addr = tokio::time::timeout(WAIT, listening)
+        .await
+        .expect("the SFU says where it listens in time")
+        .expect("the SFU says where it listens");
 
     let key = TokenKey::new(SECRET.as_bytes()).expect("key");
     let mut host = claims("ada", Role::Moderator, true);
