@@ -36,7 +36,12 @@ fn cpu_seconds() -> Result<f64> {
 }
 
 /// The packets of one track, with their arrival times: `(packet, at)`.
-fn media(codec: Codec, seconds: u64, video_bps: u64, start: DateTime<Utc>) -> Vec<(rtp::Packet, DateTime<Utc>)> {
+fn media(
+    codec: Codec,
+    seconds: u64,
+    video_bps: u64,
+    start: DateTime<Utc>,
+) -> Vec<(rtp::Packet, DateTime<Utc>)> {
     let mut packets = Vec::new();
     let mut seq: u16 = rand::random();
     let ssrc = rand::random();
@@ -62,7 +67,12 @@ fn media(codec: Codec, seconds: u64, video_bps: u64, start: DateTime<Utc>) -> Ve
             for n in 0..seconds * 50 {
                 let mut payload = vec![0x78u8];
                 payload.resize(90, 0x5a);
-                push((n * 960) as u32, false, payload, start + TimeDelta::milliseconds(n as i64 * 20));
+                push(
+                    (n * 960) as u32,
+                    false,
+                    payload,
+                    start + TimeDelta::milliseconds(n as i64 * 20),
+                );
             }
         }
         _ => {
@@ -90,7 +100,13 @@ fn media(codec: Codec, seconds: u64, video_bps: u64, start: DateTime<Utc>) -> Ve
     packets
 }
 
-async fn record(codec: Codec, tracks: u64, seconds: u64, video_bps: u64, files: &Files) -> Result<serde_json::Value> {
+async fn record(
+    codec: Codec,
+    tracks: u64,
+    seconds: u64,
+    video_bps: u64,
+    files: &Files,
+) -> Result<serde_json::Value> {
     let start = Utc::now();
     let mut packets = 0usize;
     let mut cpu = 0.0;
@@ -122,7 +138,10 @@ async fn record(codec: Codec, tracks: u64, seconds: u64, video_bps: u64, files: 
                     stored += 1;
                     bytes += segment.bytes.len() as u64;
                     files
-                        .put(&format!("{prefix}{:06}.{}", segment.seq, codec.extension()), segment.bytes)
+                        .put(
+                            &format!("{prefix}{:06}.{}", segment.seq, codec.extension()),
+                            segment.bytes,
+                        )
                         .await?;
                 }
             }
@@ -132,7 +151,10 @@ async fn record(codec: Codec, tracks: u64, seconds: u64, video_bps: u64, files: 
                 stored += 1;
                 bytes += segment.bytes.len() as u64;
                 files
-                    .put(&format!("{prefix}{:06}.{}", segment.seq, codec.extension()), segment.bytes)
+                    .put(
+                        &format!("{prefix}{:06}.{}", segment.seq, codec.extension()),
+                        segment.bytes,
+                    )
                     .await?;
             }
         }
@@ -162,7 +184,9 @@ fn main() -> Result<()> {
     let video_bps = env("CONCLAVE_BENCH_VIDEO_BPS", 1_500_000);
     let store = tempfile::tempdir()?;
     let files = Files::local(store.path())?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let results = runtime.block_on(async {
         let mut results = Vec::new();
         for codec in [Codec::Opus, Codec::Vp8] {
@@ -177,7 +201,10 @@ fn main() -> Result<()> {
         "results": results,
     });
     let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| std::path::PathBuf::from("target"), std::path::PathBuf::from)
+        .map_or_else(
+            || std::path::PathBuf::from("target"),
+            std::path::PathBuf::from,
+        )
         .join("bench-results");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("sfu-recording.json");

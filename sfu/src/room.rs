@@ -750,11 +750,7 @@ impl Room {
     }
 
     /// The active speaker changed: everyone is told, the recording keeps it.
-    fn speaker_changed(
-        &self,
-        change: Option<ParticipantId>,
-        now: DateTime<Utc>,
-    ) -> Vec<Effect> {
+    fn speaker_changed(&self, change: Option<ParticipantId>, now: DateTime<Utc>) -> Vec<Effect> {
         let identity = change
             .as_ref()
             .and_then(|id| self.members.get(id))
@@ -2250,7 +2246,11 @@ mod tests {
             .set_recording(B, true, rid(), at(1))
             .expect_err("plain moderator");
         assert_eq!(refusal.code, ErrorCode::Forbidden);
-        assert!(refusal.message.contains("moderatorPlus"), "{}", refusal.message);
+        assert!(
+            refusal.message.contains("moderatorPlus"),
+            "{}",
+            refusal.message
+        );
         assert!(room.recording().is_none());
         let effects = room.set_recording(A, true, rid(), at(1)).expect("record");
         for session in [A, B] {
@@ -2289,13 +2289,18 @@ mod tests {
         let stopped = effects
             .iter()
             .find_map(|e| match e {
-                Effect::StopRecording { stopped, report, .. } => Some((stopped.clone(), report.clone())),
+                Effect::StopRecording {
+                    stopped, report, ..
+                } => Some((stopped.clone(), report.clone())),
                 _ => None,
             })
             .expect("stopped");
         assert_eq!(stopped.0.reason, StopReason::Stopped);
         assert_eq!(stopped.0.stopped_by.map(|p| p.identity), Some("a".into()));
-        assert_eq!(stopped.1.event, RoomEvent::RecordingStopped { recording: rid() });
+        assert_eq!(
+            stopped.1.event,
+            RoomEvent::RecordingStopped { recording: rid() }
+        );
         assert!(room.recording().is_none());
     }
 
@@ -2310,7 +2315,11 @@ mod tests {
             .set_recording(A, true, rid(), at(1))
             .expect_err("not allowed");
         assert_eq!(refusal.code, ErrorCode::RecordingNotAllowed);
-        assert!(refusal.message.contains("not allowed"), "{}", refusal.message);
+        assert!(
+            refusal.message.contains("not allowed"),
+            "{}",
+            refusal.message
+        );
         // An older token does not undo the setting; a newer definition does.
         let mut old = moderator_plus("b");
         old.room.revision = 1;
@@ -2324,7 +2333,8 @@ mod tests {
         let mut newer = moderator_plus("c");
         newer.room.revision = 3;
         room.join(C, &newer, at(3)).expect("join");
-        room.set_recording(C, true, rid(), at(3)).expect("allowed now");
+        room.set_recording(C, true, rid(), at(3))
+            .expect("allowed now");
     }
 
     #[test]
@@ -2353,13 +2363,17 @@ mod tests {
         );
         let effects = room.leave(A, CloseReason::Left, at(5));
         assert!(
-            !effects.iter().any(|e| matches!(e, Effect::StopRecording { .. })),
+            !effects
+                .iter()
+                .any(|e| matches!(e, Effect::StopRecording { .. })),
             "someone is still there"
         );
         assert!(room.recording().is_some(), "it goes on without its starter");
         let effects = room.leave(B, CloseReason::Left, at(6));
         let reason = effects.iter().find_map(|e| match e {
-            Effect::StopRecording { stopped, .. } => Some((stopped.reason, stopped.stopped_by.clone())),
+            Effect::StopRecording { stopped, .. } => {
+                Some((stopped.reason, stopped.stopped_by.clone()))
+            }
             _ => None,
         });
         assert_eq!(reason, Some((StopReason::Ended, None)));

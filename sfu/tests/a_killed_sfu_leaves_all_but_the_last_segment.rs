@@ -91,9 +91,11 @@ async fn a_killed_sfu_leaves_all_but_the_last_segment() {
     .await
     .expect("publish");
     ada.send(ClientMessage::SetRecording { active: true });
-    ada.wait_for(WAIT, |m| matches!(m, ServerMessage::Recording { active: true, .. }))
-        .await
-        .expect("recording");
+    ada.wait_for(WAIT, |m| {
+        matches!(m, ServerMessage::Recording { active: true, .. })
+    })
+    .await
+    .expect("recording");
     // Two segments of five seconds close; the third is being written when the process dies.
     tokio::time::sleep(Duration::from_secs(12)).await;
     child.kill().expect("SIGKILL");

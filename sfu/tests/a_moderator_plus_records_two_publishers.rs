@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use proto::signal::{ClientMessage, ServerMessage, TrackSource};
-use proto::{AccountLevel, RoomEvent, Role};
+use proto::{AccountLevel, Role, RoomEvent};
 use support::recorded::{duration, only_recording, read_json, tracks};
 use support::{WAIT, claims, ports, start};
 
@@ -48,9 +48,10 @@ async fn a_moderator_plus_records_two_publishers() {
     .expect("media flows");
 
     ada.send(ClientMessage::SetRecording { active: true });
-    bob.wait_for(WAIT, |m| {
-        matches!(m, ServerMessage::Recording { active: true, by } if by.as_str() == ada_id)
-    })
+    bob.wait_for(
+        WAIT,
+        |m| matches!(m, ServerMessage::Recording { active: true, by } if by.as_str() == ada_id),
+    )
     .await
     .expect("everyone sees the recording start");
     let started = sfu
@@ -74,13 +75,16 @@ async fn a_moderator_plus_records_two_publishers() {
     // The recording's length is what is measured, not a wait for something to happen.
     tokio::time::sleep(RECORDED).await;
     ada.send(ClientMessage::SetRecording { active: false });
-    bob.wait_for(WAIT, |m| matches!(m, ServerMessage::Recording { active: false, .. }))
-        .await
-        .expect("everyone sees the recording stop");
+    bob.wait_for(WAIT, |m| {
+        matches!(m, ServerMessage::Recording { active: false, .. })
+    })
+    .await
+    .expect("everyone sees the recording stop");
     sfu.reports
-        .wait_for(WAIT, |e| {
-            matches!(e, RoomEvent::RecordingStopped { recording: r } if *r == recording)
-        })
+        .wait_for(
+            WAIT,
+            |e| matches!(e, RoomEvent::RecordingStopped { recording: r } if *r == recording),
+        )
         .await
         .expect("the stop is reported once the files are stored");
 
@@ -128,7 +132,9 @@ async fn a_moderator_plus_records_two_publishers() {
         );
         let first = segments[0].json.as_ref().expect("json");
         assert!(first["packets"].as_u64().unwrap_or(0) > 100, "{first}");
-        let person = first["participant"]["identity"].as_str().unwrap_or_default();
+        let person = first["participant"]["identity"]
+            .as_str()
+            .unwrap_or_default();
         assert!(["ada", "bob"].contains(&person), "{first}");
         let codec = first["codec"].as_str().unwrap_or_default();
         assert_eq!(
@@ -156,7 +162,10 @@ async fn a_moderator_plus_records_two_publishers() {
         "{events:?}"
     );
     let metrics = sfu.metrics();
-    assert!(metrics.contains("conclave_sfu_recordings_active 0"), "{metrics}");
+    assert!(
+        metrics.contains("conclave_sfu_recordings_active 0"),
+        "{metrics}"
+    );
     assert!(
         !metrics.contains("conclave_sfu_recording_segments_total{kind=\"video\"} 0"),
         "{metrics}"

@@ -113,7 +113,10 @@ fn in_the_meeting_the_phone_mutes_and_is_muted_and_excluded() {
 
             // The owner (an administrator) starts a recording: the caller is told.
             assert_eq!(
-                gateway.metric("conclave_sip_prompt_plays_total", Some(("prompt", "recording"))),
+                gateway.metric(
+                    "conclave_sip_prompt_plays_total",
+                    Some(("prompt", "recording"))
+                ),
                 0.0,
                 "nothing was recorded before"
             );

@@ -285,8 +285,16 @@ mod tests {
     fn opus_durations_come_from_the_toc_byte() {
         assert_eq!(opus_samples(&[0xfc]), Some(960), "CELT 20 ms, one frame");
         assert_eq!(opus_samples(&[0x78]), Some(960), "SILK WB 20 ms");
-        assert_eq!(opus_samples(&[0x79, 0, 0]), Some(1920), "two frames of 20 ms");
-        assert_eq!(opus_samples(&[0x7b, 0x03]), Some(2880), "code 3, three frames");
+        assert_eq!(
+            opus_samples(&[0x79, 0, 0]),
+            Some(1920),
+            "two frames of 20 ms"
+        );
+        assert_eq!(
+            opus_samples(&[0x7b, 0x03]),
+            Some(2880),
+            "code 3, three frames"
+        );
         assert_eq!(opus_samples(&[0x7b]), None, "code 3 without its count");
         assert_eq!(opus_samples(&[0x7b, 0x3f]), None, "more than 120 ms");
         assert_eq!(opus_samples(&[]), None);

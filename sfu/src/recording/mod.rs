@@ -285,7 +285,12 @@ fn json<T: Serialize>(value: &T) -> Bytes {
 
 impl Recording {
     /// Starts a recording: `recording.json` is stored and the events writer runs.
-    pub fn start(files: Files, info: &RecordingInfo, metrics: Metrics, timing: Timing) -> Arc<Self> {
+    pub fn start(
+        files: Files,
+        info: &RecordingInfo,
+        metrics: Metrics,
+        timing: Timing,
+    ) -> Arc<Self> {
         let prefix = format!("recordings/{}/", info.id);
         metrics.recordings_active.inc();
         info!(recording = %info.id, conference = %info.conference_id, "recording started");
@@ -302,8 +307,11 @@ impl Recording {
             background: Mutex::new(Vec::new()),
         });
         let header = json(info);
-        let (header_files, header_metrics, key) =
-            (files.clone(), metrics.clone(), format!("{prefix}recording.json"));
+        let (header_files, header_metrics, key) = (
+            files.clone(),
+            metrics.clone(),
+            format!("{prefix}recording.json"),
+        );
         let mut background = recording.background.lock();
         background.push(tokio::spawn(async move {
             store(&header_files, &header_metrics, &key, header).await;
@@ -462,7 +470,8 @@ impl TrackWriter {
                     };
                     let meta = json(&meta);
                     let base = format!("{}{:06}", self.prefix, segment.seq);
-                    let (files, metrics, kind) = (self.files.clone(), self.metrics.clone(), self.kind);
+                    let (files, metrics, kind) =
+                        (self.files.clone(), self.metrics.clone(), self.kind);
                     let size = segment.bytes.len() as u64;
                     self.uploads.spawn(async move {
                         let file = format!("{base}.{}", codec.extension());

@@ -157,7 +157,10 @@ mod tests {
     fn packets_out_of_order_come_out_in_order() {
         let mut reorder = Reorder::new(TimeDelta::milliseconds(200), 100);
         assert_eq!(seqs(&reorder.push(packet(65534), at(0))), vec![65534]);
-        assert!(reorder.push(packet(0), at(1)).is_empty(), "65535 is missing");
+        assert!(
+            reorder.push(packet(0), at(1)).is_empty(),
+            "65535 is missing"
+        );
         assert_eq!(
             seqs(&reorder.push(packet(65535), at(2))),
             vec![65535, 0],
@@ -191,7 +194,10 @@ mod tests {
         let mut reorder = Reorder::new(TimeDelta::milliseconds(200), 100);
         reorder.push(packet(100), at(0));
         reorder.push(packet(102), at(0));
-        assert_eq!(seqs(&reorder.push(packet(30000), at(1))), vec![-1, 102, 30000]);
+        assert_eq!(
+            seqs(&reorder.push(packet(30000), at(1))),
+            vec![-1, 102, 30000]
+        );
         reorder.push(packet(30002), at(2));
         assert_eq!(seqs(&reorder.flush()), vec![-1, 30002]);
     }

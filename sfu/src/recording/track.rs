@@ -247,7 +247,9 @@ impl TrackRecorder {
         self.take(ordered, now, &mut out);
         if let Some(open) = &self.open
             && now - open.start >= self.timing.segment
-            && self.last_packet.is_some_and(|last| now - last >= self.timing.idle)
+            && self
+                .last_packet
+                .is_some_and(|last| now - last >= self.timing.idle)
         {
             self.close(&mut out);
             // The track went silent; when it comes back, video starts at a keyframe.
@@ -459,7 +461,11 @@ impl TrackRecorder {
         let mut i = 0;
         while i + 3 < annex_b.len() {
             if annex_b[i] == 0 && annex_b[i + 1] == 0 && annex_b[i + 2] == 1 {
-                let start = if i > 0 && annex_b[i - 1] == 0 { i - 1 } else { i };
+                let start = if i > 0 && annex_b[i - 1] == 0 {
+                    i - 1
+                } else {
+                    i
+                };
                 starts.push((start, i + 3));
                 i += 3;
             } else {
@@ -607,7 +613,12 @@ mod tests {
         for n in 0..ms / 20 {
             let t = from_ms + n * 20;
             out.extend(recorder.push(
-                rtp(t as u16 / 20, 4000 + (t as u32) * 48, false, vec![0xfc, 1, 2, 3]),
+                rtp(
+                    t as u16 / 20,
+                    4000 + (t as u32) * 48,
+                    false,
+                    vec![0xfc, 1, 2, 3],
+                ),
                 at(t),
             ));
         }
@@ -658,11 +669,7 @@ mod tests {
         let segment = segments(&out)[0].clone();
         assert_eq!(segment.packets, 90);
         // Headers, then one page per packet: 90 real and 10 filled.
-        let pages = segment
-            .bytes
-            .windows(4)
-            .filter(|w| *w == b"OggS")
-            .count();
+        let pages = segment.bytes.windows(4).filter(|w| *w == b"OggS").count();
         assert_eq!(pages, 2 + 100);
         assert_eq!(segment.media, TimeDelta::milliseconds(2000));
     }
@@ -682,7 +689,8 @@ mod tests {
     fn vp8(seq: u16, frame: u32, key: bool) -> Packet {
         let mut payload = vec![0x10];
         if key {
-            payload.extend_from_slice(&[0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]);
+            payload
+                .extend_from_slice(&[0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]);
         } else {
             payload.extend_from_slice(&[0x01, 0x00, 0x00, 0xaa]);
         }
@@ -692,16 +700,18 @@ mod tests {
     #[test]
     fn video_segments_start_on_keyframes_and_ask_for_them() {
         let mut recorder = TrackRecorder::new(Codec::Vp8, Timing::default(), 1);
-        assert!(asks(&recorder.start(at(0))), "a keyframe is asked for at once");
+        assert!(
+            asks(&recorder.start(at(0))),
+            "a keyframe is asked for at once"
+        );
         let mut out = Vec::new();
         // Delta frames before the first keyframe are dropped.
         for n in 0..3u32 {
             out.extend(recorder.push(vp8(n as u16, n, false), at(i64::from(n) * 33)));
         }
         assert_eq!(recorder.dropped_frames(), 3);
-        let mut seq = 3u16;
         let mut asked_at = None;
-        for n in 3..400u32 {
+        for (seq, n) in (3u16..).zip(3..400u32) {
             let t = i64::from(n) * 33;
             // The publisher answers a request with a keyframe 100 ms later.
             let key = n == 3 || asked_at.is_some_and(|asked| t >= asked + 100);
@@ -709,7 +719,6 @@ mod tests {
                 asked_at = None;
             }
             let step = recorder.push(vp8(seq, n, key), at(t));
-            seq += 1;
             if asks(&step) && asked_at.is_none() {
                 asked_at = Some(t);
             }
@@ -721,8 +730,16 @@ mod tests {
         for segment in &segments {
             assert_eq!(&segment.bytes[..4], b"DKIF");
             // The first frame (after the 32-byte header and 12-byte frame header) is a keyframe.
-            assert_eq!(segment.bytes[44] & 0x01, 0, "segment {} starts on a keyframe", segment.seq);
-            assert_eq!(u16::from_le_bytes([segment.bytes[12], segment.bytes[13]]), 640);
+            assert_eq!(
+                segment.bytes[44] & 0x01,
+                0,
+                "segment {} starts on a keyframe",
+                segment.seq
+            );
+            assert_eq!(
+                u16::from_le_bytes([segment.bytes[12], segment.bytes[13]]),
+                640
+            );
         }
         let first = segments[0];
         let length = (first.end - first.start).num_milliseconds();
