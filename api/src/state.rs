@@ -54,6 +54,10 @@ pub struct Inner {
     pub relocations: crate::relocation::Relocations,
     /// The signaling websockets relayed to SFU pods (`/rtc/{pod}`).
     pub relays: crate::relay::Relays,
+    /// Presentations and recordings (a local folder or an S3 bucket).
+    pub files: files::Files,
+    /// Wakes the recording composer after a recording stopped.
+    pub recording_wake: Notify,
 }
 
 impl AppState {

@@ -184,6 +184,8 @@ pub struct ArchiveView {
     pub owner: OwnerView,
     /// Who attended.
     pub attendance: Vec<AttendanceView>,
+    /// Its recordings the viewer may see.
+    pub recordings: Vec<super::recordings::RecordingView>,
     /// Always true.
     pub archived: bool,
 }
@@ -380,6 +382,7 @@ async fn archive_view(
         recurrence: e.recurrence.clone(),
         owner: owner_view(owner, &e.owner),
         attendance,
+        recordings: super::recordings::of_archive(state, &e.id, viewer).await?,
         archived: true,
     })
 }
@@ -886,8 +889,13 @@ pub async fn remove(
             tracing::info!(conference = %c.id, by = %user.account.id, "conference deleted");
         }
         Found::Archived(e) => {
+            let recordings = crate::recording::of_archive(&state.db, &e.id).await?;
             archive::delete(&state.db, &e.id).await?;
-            tracing::info!(archive = %e.id, by = %user.account.id, "archive entry deleted");
+            for recording in &recordings {
+                crate::recording::delete_row(&state.db, &recording.id).await?;
+                crate::recording::delete_files(&state.files, &recording.id).await?;
+            }
+            tracing::info!(archive = %e.id, by = %user.account.id, recordings = recordings.len(), "archive entry deleted");
         }
     }
     state.lifecycle_wake.notify_one();

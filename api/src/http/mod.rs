@@ -22,6 +22,7 @@ pub mod join;
 pub mod me;
 pub mod ops;
 pub mod portal;
+pub mod recordings;
 pub mod rtc;
 pub mod users;
 
@@ -58,6 +59,11 @@ pub mod users;
         conferences::notify,
         conferences::invitation_log,
         join::join,
+        recordings::list,
+        recordings::show,
+        recordings::remove,
+        recordings::media,
+        recordings::chat,
         internal::room_event,
         internal::revocations,
         internal::placements
@@ -74,6 +80,8 @@ pub mod users;
         join::PhoneCaller,
         join::JoinResponse,
         crate::phone::DialIn,
+        recordings::RecordingView,
+        recordings::StartedBy,
         ErrorBody,
         ErrorDetail
     ))
@@ -140,6 +148,7 @@ pub fn api_router(surface: Surface) -> Router<AppState> {
             .merge(users::router())
             .merge(conferences::router())
             .merge(join::router())
+            .merge(recordings::router())
             // What browsers reach with the session cookie; the internal routes take service
             // tokens only, which no browser holds.
             .route_layer(middleware::from_fn(refuse_cross_site));
