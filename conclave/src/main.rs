@@ -273,10 +273,8 @@ async fn standalone(options: Standalone) -> anyhow::Result<()> {
     let (reports, mut incoming) = mpsc::unbounded_channel::<RoomReport>();
     let sfu_state =
         sfu::SfuState::new(&sfu_config, Arc::new(InProcessReporter(reports)), &registry)?;
-    // Recordings go to the same folder as the API's files (`<data-dir>/files`).
-    sfu_state.set_files(sfu::recording::Files::local(
-        &config.data_dir.join("files"),
-    )?)?;
+    // The embedded SFU stores recordings where the API reads them: the API's file store.
+    sfu_state.set_files(config.files()?)?;
     let gateway = match options
         .sip
         .config(config.listen.ip(), &in_process_url(config.listen))

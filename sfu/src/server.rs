@@ -1035,6 +1035,9 @@ pub fn metrics_router(registry: prometheus::Registry) -> Router {
         .with_state(registry)
 }
 
+/// The file store's folder of an SFU pod without `--files-dir` or a bucket.
+const DEFAULT_FILES_DIR: &str = "/var/lib/conclave/files";
+
 /// How long a stopping SFU waits for stopped recordings to store their last files.
 const RECORDING_FLUSH: Duration = Duration::from_secs(10);
 
@@ -1064,6 +1067,10 @@ pub async fn run(mut config: Config) -> Result<()> {
         None => Arc::new(LogReporter),
     };
     let state = SfuState::new(&config, reporter, &registry)?;
+    let files = files::Files::from_args(&config.files, std::path::Path::new(DEFAULT_FILES_DIR))
+        .map_err(Error::Files)?;
+    info!(files = ?files, "recordings go to the file store");
+    state.set_files(files)?;
     if let Some(url) = &config.api_url {
         state.follow_conference_service(
             Arc::new(crate::revocation::HttpRevocations::new(

@@ -17,10 +17,8 @@
 //! - [`track`]: one track's recorder, a pure state machine (packets in, segments out).
 //! - this module: the shell — a writer task per track fed over a bounded queue (the forwarder
 //!   drops and counts rather than wait), the events file, the JSON and the uploads.
-//! - [`files`]: a local folder store, until the shared file store crate is wired in.
 
 pub mod container;
-pub mod files;
 pub mod reorder;
 pub mod track;
 
