@@ -31,6 +31,7 @@ prompts=(
   "new-participant|"
   "muted|You are muted."
   "unmuted|You are unmuted."
+  "recording|This meeting is being recorded."
 )
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT

@@ -467,8 +467,12 @@ async fn recording_allowed_is_kept_edited_and_carried_in_the_join_token(app: Tes
     let c = app.schedule(&owner, 2, 30, json!({"topic": "Board"})).await;
     assert_eq!(c["recordingAllowed"], true, "allowed by default");
     let id = c["id"].as_str().unwrap().to_owned();
-    let body = json!({"meetingId": c["meetingId"], "password": c["password"], "displayName": "Grace"});
-    let token = app.post("/api/v1/join", None, body.clone()).await.expect(StatusCode::OK);
+    let body =
+        json!({"meetingId": c["meetingId"], "password": c["password"], "displayName": "Grace"});
+    let token = app
+        .post("/api/v1/join", None, body.clone())
+        .await
+        .expect(StatusCode::OK);
     let allowed = claims(&app, token.body["token"].as_str().unwrap());
     assert!(allowed.room.recording_allowed);
     assert_eq!(allowed.room.topic.as_deref(), Some("Board"));
@@ -487,7 +491,10 @@ async fn recording_allowed_is_kept_edited_and_carried_in_the_join_token(app: Tes
         .await
         .expect(StatusCode::OK);
     assert_eq!(read.body["recordingAllowed"], false, "stored");
-    let token = app.post("/api/v1/join", None, body).await.expect(StatusCode::OK);
+    let token = app
+        .post("/api/v1/join", None, body)
+        .await
+        .expect(StatusCode::OK);
     assert!(
         !claims(&app, token.body["token"].as_str().unwrap())
             .room

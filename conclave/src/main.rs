@@ -273,6 +273,8 @@ async fn standalone(options: Standalone) -> anyhow::Result<()> {
     let (reports, mut incoming) = mpsc::unbounded_channel::<RoomReport>();
     let sfu_state =
         sfu::SfuState::new(&sfu_config, Arc::new(InProcessReporter(reports)), &registry)?;
+    // The embedded SFU stores recordings where the API reads them: the API's file store.
+    sfu_state.set_files(config.files()?)?;
     let gateway = match options
         .sip
         .config(config.listen.ip(), &in_process_url(config.listen))
@@ -306,6 +308,10 @@ async fn standalone(options: Standalone) -> anyhow::Result<()> {
     let served = api::serve(state, app, async move {
         shutdown_signal().await;
         sfu_state.drain(grace).await;
+        // Recordings stopped by the drain store their last segments before the process ends.
+        if !sfu_state.recordings_stored(Duration::from_secs(10)).await {
+            tracing::warn!("recordings were still storing their last segments at shutdown");
+        }
     })
     .await;
     if let Some(gateway) = gateway {

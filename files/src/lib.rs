@@ -121,7 +121,9 @@ pub struct Files {
 
 impl fmt::Debug for Files {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Files").field("store", &self.describe).finish()
+        f.debug_struct("Files")
+            .field("store", &self.describe)
+            .finish()
     }
 }
 
@@ -134,7 +136,10 @@ impl fmt::Display for Files {
 impl Files {
     /// Files in a local folder, created when missing.
     pub fn local(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
         let store = LocalFileSystem::new_with_prefix(dir)
             .map_err(Error::Store)?
             .with_automatic_cleanup(true);
@@ -152,12 +157,20 @@ impl Files {
 
     /// Files in an S3-compatible bucket with the credentials given here instead of the
     /// environment's (an embedding program that holds them otherwise; tests).
-    pub fn s3_with_credentials(args: &FilesArgs, access_key_id: &str, secret_access_key: &str) -> Result<Self> {
+    pub fn s3_with_credentials(
+        args: &FilesArgs,
+        access_key_id: &str,
+        secret_access_key: &str,
+    ) -> Result<Self> {
         Self::s3_from(args, Some((access_key_id, secret_access_key)))
     }
 
     fn s3_from(args: &FilesArgs, credentials: Option<(&str, &str)>) -> Result<Self> {
-        let Some(bucket) = args.s3_bucket.as_deref().filter(|bucket| !bucket.is_empty()) else {
+        let Some(bucket) = args
+            .s3_bucket
+            .as_deref()
+            .filter(|bucket| !bucket.is_empty())
+        else {
             return Err(Error::Config("--s3-bucket is empty".into()));
         };
         // reqwest is built without a bundled TLS provider; the project's one is ring.
@@ -181,9 +194,9 @@ impl Files {
             }
             builder = builder.with_endpoint(endpoint);
         }
-        let store = builder.build().map_err(|error| {
-            Error::Config(format!("S3 bucket {bucket}: {error}"))
-        })?;
+        let store = builder
+            .build()
+            .map_err(|error| Error::Config(format!("S3 bucket {bucket}: {error}")))?;
         let at = args.s3_endpoint.as_deref().unwrap_or("AWS");
         Ok(Self {
             store: Arc::new(store),
@@ -205,10 +218,9 @@ impl Files {
     /// key. For start-up, so a wrong bucket fails at once and not at the first upload.
     pub async fn check(&self) -> Result<()> {
         let mut listing = self.store.list(None);
-        listing
-            .try_next()
-            .await
-            .map_err(|error| Error::Config(format!("file store ({self}) does not answer: {error}")))?;
+        listing.try_next().await.map_err(|error| {
+            Error::Config(format!("file store ({self}) does not answer: {error}"))
+        })?;
         Ok(())
     }
 
@@ -226,7 +238,10 @@ impl Files {
     /// in memory whole).
     pub async fn put_file(&self, key: &str, path: &Path) -> Result<()> {
         let location = parse(key)?;
-        let io = |source| Error::Io { path: path.to_owned(), source };
+        let io = |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        };
         let mut file = tokio::fs::File::open(path).await.map_err(io)?;
         let size = file.metadata().await.map_err(io)?.len();
         if size <= PART as u64 {
@@ -255,15 +270,25 @@ impl Files {
             }
             writer.write(&buffer[..read]);
         }
-        writer.finish().await.map_err(|error| store_error(key, error))?;
+        writer
+            .finish()
+            .await
+            .map_err(|error| store_error(key, error))?;
         Ok(())
     }
 
     /// The whole file under `key`.
     pub async fn get(&self, key: &str) -> Result<Bytes> {
         let path = parse(key)?;
-        let result = self.store.get(&path).await.map_err(|error| store_error(key, error))?;
-        result.bytes().await.map_err(|error| store_error(key, error))
+        let result = self
+            .store
+            .get(&path)
+            .await
+            .map_err(|error| store_error(key, error))?;
+        result
+            .bytes()
+            .await
+            .map_err(|error| store_error(key, error))
     }
 
     /// Bytes `range` of the file under `key` (HTTP range requests).
@@ -280,7 +305,10 @@ impl Files {
     pub async fn download(&self, key: &str, path: &Path) -> Result<()> {
         use tokio::io::AsyncWriteExt;
         let location = parse(key)?;
-        let io = |source| Error::Io { path: path.to_owned(), source };
+        let io = |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        };
         let result = self
             .store
             .get(&location)
@@ -288,7 +316,11 @@ impl Files {
             .map_err(|error| store_error(key, error))?;
         let mut stream = result.into_stream();
         let mut file = tokio::fs::File::create(path).await.map_err(io)?;
-        while let Some(chunk) = stream.try_next().await.map_err(|error| store_error(key, error))? {
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|error| store_error(key, error))?
+        {
             file.write_all(&chunk).await.map_err(io)?;
         }
         file.flush().await.map_err(io)?;
@@ -354,14 +386,20 @@ impl Files {
 
 /// A key as the store holds it; refuses what could escape its folder or name nothing.
 fn parse(key: &str) -> Result<Key> {
-    let invalid = |reason: &str| Error::InvalidKey { key: key.to_owned(), reason: reason.to_owned() };
+    let invalid = |reason: &str| Error::InvalidKey {
+        key: key.to_owned(),
+        reason: reason.to_owned(),
+    };
     if key.is_empty() {
         return Err(invalid("empty"));
     }
     if key.starts_with('/') || key.ends_with('/') {
         return Err(invalid("leading or trailing /"));
     }
-    if key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+    if key
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
         return Err(invalid("empty, . or .. segment"));
     }
     Key::parse(key).map_err(|error| invalid(&error.to_string()))
@@ -379,28 +417,56 @@ mod tests {
                 "{key:?} was accepted"
             );
         }
-        assert_eq!(parse("recordings/x/tracks/001-audio/000001.ogg").expect("key").as_ref(),
-            "recordings/x/tracks/001-audio/000001.ogg");
+        assert_eq!(
+            parse("recordings/x/tracks/001-audio/000001.ogg")
+                .expect("key")
+                .as_ref(),
+            "recordings/x/tracks/001-audio/000001.ogg"
+        );
     }
 
     #[tokio::test]
     async fn a_local_folder_stores_lists_ranges_and_deletes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = Files::local(dir.path()).expect("local");
-        files.put("a/1.txt", Bytes::from_static(b"hello world")).await.expect("put");
-        files.put("a/2.txt", Bytes::from_static(b"two")).await.expect("put");
-        files.put("b/3.txt", Bytes::from_static(b"three")).await.expect("put");
-        assert!(dir.path().join("a/1.txt").is_file(), "files are plain files in the folder");
-        assert_eq!(files.get_range("a/1.txt", 6..11).await.expect("range"), "world");
+        files
+            .put("a/1.txt", Bytes::from_static(b"hello world"))
+            .await
+            .expect("put");
+        files
+            .put("a/2.txt", Bytes::from_static(b"two"))
+            .await
+            .expect("put");
+        files
+            .put("b/3.txt", Bytes::from_static(b"three"))
+            .await
+            .expect("put");
+        assert!(
+            dir.path().join("a/1.txt").is_file(),
+            "files are plain files in the folder"
+        );
+        assert_eq!(
+            files.get_range("a/1.txt", 6..11).await.expect("range"),
+            "world"
+        );
         assert_eq!(files.size("a/2.txt").await.expect("size"), Some(3));
         assert_eq!(files.size("a/none").await.expect("size"), None);
         assert!(matches!(files.get("a/none").await, Err(Error::NotFound(_))));
-        let listed: Vec<_> = files.list("a").await.expect("list").into_iter().map(|e| e.key).collect();
+        let listed: Vec<_> = files
+            .list("a")
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
         assert_eq!(listed, ["a/1.txt", "a/2.txt"]);
         assert_eq!(files.delete_prefix("a").await.expect("delete"), 2);
         assert!(files.list("a").await.expect("list").is_empty());
         assert_eq!(files.get("b/3.txt").await.expect("get"), "three");
-        files.delete("b/none").await.expect("deleting nothing is fine");
+        files
+            .delete("b/none")
+            .await
+            .expect("deleting nothing is fine");
     }
 
     #[tokio::test]
@@ -410,10 +476,19 @@ mod tests {
         let source = dir.path().join("big.bin");
         let content: Vec<u8> = (0..(PART * 2 + 12345)).map(|i| (i % 251) as u8).collect();
         std::fs::write(&source, &content).expect("write");
-        files.put_file("r/big.bin", &source).await.expect("put_file");
-        assert_eq!(files.size("r/big.bin").await.expect("size"), Some(content.len() as u64));
+        files
+            .put_file("r/big.bin", &source)
+            .await
+            .expect("put_file");
+        assert_eq!(
+            files.size("r/big.bin").await.expect("size"),
+            Some(content.len() as u64)
+        );
         let back = dir.path().join("back.bin");
         files.download("r/big.bin", &back).await.expect("download");
-        assert!(std::fs::read(&back).expect("read") == content, "the round trip changed the file");
+        assert!(
+            std::fs::read(&back).expect("read") == content,
+            "the round trip changed the file"
+        );
     }
 }

@@ -36,6 +36,10 @@ pub struct Config {
         env = "CONCLAVE_JOIN_TOKEN_SECRET_FILE"
     )]
     pub join_token_secret_file: Option<PathBuf>,
+    /// Where recordings go: a local folder (default `/var/lib/conclave/files`) or an
+    /// S3-compatible bucket shared with the API.
+    #[command(flatten)]
+    pub files: files::FilesArgs,
     /// The secret itself, when embedding (see [`Config::for_loopback`]); `conclave sfu` fills it
     /// from the environment or the file ([`Config::resolve_secret`]).
     #[arg(skip)]
@@ -349,6 +353,7 @@ impl Config {
             drain_seconds: 2,
             ice_failed_seconds: 25,
             limits: Limits::default(),
+            files: files::FilesArgs::default(),
         }
     }
 }

@@ -24,6 +24,9 @@ pub enum Error {
     /// Registering metrics failed.
     #[error("registering metrics failed")]
     Metrics(#[source] prometheus::Error),
+    /// The file store (recordings) cannot be used.
+    #[error("the file store cannot be used")]
+    Files(#[source] files::Error),
     /// The report client could not be built.
     #[error("building the report client failed")]
     ReportClient(#[source] reqwest::Error),

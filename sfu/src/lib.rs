@@ -9,6 +9,8 @@
 //!   pings and the limits on connections before `join` ([`config::Limits`]).
 //! - [`media`]: the media stack (webrtc-rs) behind a narrow interface; [`negotiation`]: offer
 //!   and answer with browsers, and the video codec publishers are asked to send.
+//! - [`recording`]: every published track written in self-contained segments of about five
+//!   seconds to the file store while a recording runs, with the events around them.
 //! - [`ports`]: UDP port leases and the ports another process holds; [`ice_tcp`]: ICE over
 //!   TCP on one port per pod, for networks that block UDP.
 //! - [`revocation`] and [`placements`]: what the conference service says, asked every two
@@ -25,6 +27,7 @@ pub mod negotiation;
 pub mod placements;
 pub mod ports;
 pub mod rate;
+pub mod recording;
 pub mod report;
 pub mod revocation;
 pub mod room;

@@ -570,6 +570,8 @@ pub struct Forwarder {
     audio_level_ext: Option<u8>,
     loudest: AtomicU8,
     downstreams: RwLock<Vec<Arc<Downstream>>>,
+    /// The queue of the track's recording writer while a recording runs.
+    recorder: RwLock<Option<mpsc::Sender<crate::recording::Tapped>>>,
     stop: Notify,
     metrics: Metrics,
 }
@@ -606,6 +608,7 @@ impl Forwarder {
             audio_level_ext,
             loudest: AtomicU8::new(127),
             downstreams: RwLock::new(Vec::new()),
+            recorder: RwLock::new(None),
             stop: Notify::new(),
             metrics,
         }
@@ -619,6 +622,12 @@ impl Forwarder {
     /// Start writing to a subscriber's copy.
     pub fn attach(&self, downstream: Arc<Downstream>) {
         self.downstreams.write().push(downstream);
+    }
+
+    /// Hands every forwarded packet to a recording's writer from now on (`None`: stop; the
+    /// writer then closes its last segment).
+    pub fn record_into(&self, queue: Option<mpsc::Sender<crate::recording::Tapped>>) {
+        *self.recorder.write() = queue;
     }
 
     /// Stop writing to a subscriber's copy.
@@ -669,6 +678,10 @@ impl Forwarder {
         let packets_out = self.metrics.packets.with_label_values(&[kind, "out"]);
         let bytes_out = self.metrics.bytes.with_label_values(&[kind, "out"]);
         let latency = self.metrics.forwarding_latency.with_label_values(&[kind]);
+        let recorder_dropped = self
+            .metrics
+            .recording_packets_dropped
+            .with_label_values(&["queueFull"]);
         let mut last_seq: Option<u16> = None;
         loop {
             let event = tokio::select! {
@@ -706,6 +719,14 @@ impl Forwarder {
             packet.header.extension = false;
             packet.header.extensions.clear();
             packet.header.extensions_padding = 0;
+            // The recorder never holds up forwarding: a writer that fell behind loses packets.
+            if let Some(queue) = self.recorder.read().as_ref()
+                && queue
+                    .try_send((packet.clone(), chrono::Utc::now()))
+                    .is_err()
+            {
+                recorder_dropped.inc();
+            }
             let downstreams: Vec<Arc<Downstream>> = self.downstreams.read().clone();
             for downstream in &downstreams {
                 let Some(payload_type) = downstream.payload_type() else {

@@ -62,6 +62,17 @@ pub struct Metrics {
     pub draining: IntGauge,
     /// Conferences the conference service places on this pod, as last heard.
     pub held_conferences: IntGauge,
+    /// Recordings running on this pod.
+    pub recordings_active: IntGauge,
+    /// Recording segments stored, by kind (`audio`, `video`, `screen`).
+    pub recording_segments: IntCounterVec,
+    /// Bytes of recording segments stored, by kind.
+    pub recording_bytes: IntCounterVec,
+    /// Packets the recorder dropped, by reason (`queueFull`: a track's writer fell behind and
+    /// forwarding was not held up for it).
+    pub recording_packets_dropped: IntCounterVec,
+    /// Recording files that could not be stored.
+    pub recording_store_failures: IntCounter,
 }
 
 /// The `phase` labels of `conclave_sfu_udp_bind_failures_total`.
@@ -247,7 +258,57 @@ impl Metrics {
                 "Conferences placed on this pod, as the conference service last said.",
             )
             .map_err(Error::Metrics)?,
+            recordings_active: IntGauge::new(
+                "conclave_sfu_recordings_active",
+                "Recordings running on this SFU.",
+            )
+            .map_err(Error::Metrics)?,
+            recording_segments: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sfu_recording_segments_total",
+                    "Recording segments stored, by kind (audio, video, screen).",
+                ),
+                &["kind"],
+            )
+            .map_err(Error::Metrics)?,
+            recording_bytes: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sfu_recording_bytes_total",
+                    "Bytes of recording segments stored, by kind (audio, video, screen).",
+                ),
+                &["kind"],
+            )
+            .map_err(Error::Metrics)?,
+            recording_packets_dropped: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sfu_recording_packets_dropped_total",
+                    "Packets the recorder dropped rather than hold up forwarding, by reason (queueFull).",
+                ),
+                &["reason"],
+            )
+            .map_err(Error::Metrics)?,
+            recording_store_failures: IntCounter::new(
+                "conclave_sfu_recording_store_failures_total",
+                "Recording files (segments, JSON) that could not be stored.",
+            )
+            .map_err(Error::Metrics)?,
         };
+        for metric in [
+            Box::new(metrics.recordings_active.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.recording_segments.clone()),
+            Box::new(metrics.recording_bytes.clone()),
+            Box::new(metrics.recording_packets_dropped.clone()),
+            Box::new(metrics.recording_store_failures.clone()),
+        ] {
+            registry.register(metric).map_err(Error::Metrics)?;
+        }
+        for kind in ["audio", "video", "screen"] {
+            metrics.recording_segments.with_label_values(&[kind]);
+            metrics.recording_bytes.with_label_values(&[kind]);
+        }
+        metrics
+            .recording_packets_dropped
+            .with_label_values(&["queueFull"]);
         registry
             .register(Box::new(metrics.participants.clone()))
             .map_err(Error::Metrics)?;

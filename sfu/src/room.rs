@@ -15,12 +15,13 @@ use proto::signal::{
     ServerMessage, TrackInfo, TrackKind, TrackSource, VideoLayer,
 };
 use proto::{
-    AccountLevel, ConferenceId, Grants, JoinClaims, Media, ParticipantId, Right, Role, RoomEvent,
-    RoomReport, TrackId,
+    AccountLevel, ConferenceId, Grants, JoinClaims, Media, MeetingId, ParticipantId, RecordingId,
+    Right, Role, RoomEvent, RoomReport, TrackId,
 };
 
 use crate::keyframe::{KeyframeDecision, KeyframeLimiter};
 use crate::rate::{Rate, TokenBucket};
+use crate::recording::{Event, EventKind, Person, RecordingInfo, StopReason, Stopped};
 use crate::speaker::SpeakerDetector;
 
 /// One websocket connection. A participant keeps their [`ParticipantId`] across reconnects;
@@ -147,6 +148,20 @@ pub enum Effect {
     },
     /// Tell the conference service.
     Report(RoomReport),
+    /// A recording starts: store its `recording.json` and record every track from now on.
+    StartRecording(RecordingInfo),
+    /// The recording stops: let its tracks go, store `stopped.json` once every segment is
+    /// stored, then send `report` (`recordingStopped`).
+    StopRecording {
+        /// The recording.
+        recording: RecordingId,
+        /// `stopped.json`.
+        stopped: Stopped,
+        /// Sent when the files are stored.
+        report: RoomReport,
+    },
+    /// Something happened that the running recording keeps in its events.
+    RecordEvent(Event),
 }
 
 /// A refusal: an error code and a message for people.
@@ -278,7 +293,13 @@ pub struct Room {
     chat: VecDeque<ChatMessage>,
     keyframes: KeyframeLimiter,
     speaker: SpeakerDetector,
-    recording: bool,
+    /// The recording running, and who started it.
+    recording: Option<(RecordingId, Person)>,
+    /// Whether the conference may be recorded ([`proto::RoomSettings::recording_allowed`]).
+    recording_allowed: bool,
+    /// The conference's topic and meeting ID, as the tokens said, for `recording.json`.
+    topic: Option<String>,
+    meeting_id: Option<MeetingId>,
     ended_at: Option<DateTime<Utc>>,
     /// The latest expiry of any token seen: memory of exclusions and of the end is needed
     /// until then.
@@ -325,7 +346,10 @@ impl Room {
             tracks: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
             chat: VecDeque::new(),
-            recording: false,
+            recording: None,
+            recording_allowed: true,
+            topic: None,
+            meeting_id: None,
             ended_at: None,
             remember_until: DateTime::<Utc>::UNIX_EPOCH,
             next_participant: 0,
@@ -480,6 +504,7 @@ impl Room {
             self.remember_until = self.remember_until.max(exp);
         }
         self.apply_settings(&claims.room);
+        self.meeting_id = Some(claims.mid.clone());
 
         let mut effects = Vec::new();
         let existing = self.by_identity.get(&claims.sub).cloned();
@@ -589,6 +614,10 @@ impl Room {
             .unwrap_or(self.limits.default_max_participants);
         self.allow_join_without_owner = settings.allow_join_without_owner;
         self.media = settings.media;
+        self.recording_allowed = settings.recording_allowed;
+        if settings.topic.is_some() {
+            self.topic.clone_from(&settings.topic);
+        }
     }
 
     /// Whether the joiner gets a seat. People waiting for the owner hold seats, but never the
@@ -671,7 +700,7 @@ impl Room {
                         .filter(|c| c.to.is_none() || c.to.as_ref() == Some(id) || &c.from == id)
                         .cloned()
                         .collect(),
-                    recording: self.recording,
+                    recording: self.recording.is_some(),
                     audio_only: self.media == Media::AudioOnly,
                 },
             },
@@ -702,7 +731,37 @@ impl Room {
                 },
                 now,
             ));
+            effects.extend(self.record(
+                now,
+                EventKind::Join {
+                    identity: member.identity.clone(),
+                    name: member.name.clone(),
+                },
+            ));
         }
+        effects
+    }
+
+    /// The effect that keeps `what` in the running recording's events, if one runs.
+    fn record(&self, now: DateTime<Utc>, what: EventKind) -> Option<Effect> {
+        self.recording
+            .as_ref()
+            .map(|_| Effect::RecordEvent(Event::new(now, what)))
+    }
+
+    /// The active speaker changed: everyone is told, the recording keeps it.
+    fn speaker_changed(&self, change: Option<ParticipantId>, now: DateTime<Utc>) -> Vec<Effect> {
+        let identity = change
+            .as_ref()
+            .and_then(|id| self.members.get(id))
+            .map(|m| m.identity.clone());
+        let mut effects = self.broadcast(
+            &ServerMessage::ActiveSpeaker {
+                participant: change,
+            },
+            None,
+        );
+        effects.extend(self.record(now, EventKind::Speaker { identity }));
         effects
     }
 
@@ -745,12 +804,7 @@ impl Room {
         if self.speaker.current() == Some(id)
             && let Some(change) = self.speaker.evaluate(now)
         {
-            effects.extend(self.broadcast(
-                &ServerMessage::ActiveSpeaker {
-                    participant: change,
-                },
-                None,
-            ));
+            effects.extend(self.speaker_changed(change, now));
         }
         effects
     }
@@ -824,6 +878,17 @@ impl Room {
                 },
                 now,
             ));
+            effects.extend(self.record(
+                now,
+                EventKind::Leave {
+                    identity: member.identity.clone(),
+                    name: member.name.clone(),
+                },
+            ));
+            if self.admitted() == 0 {
+                // Nobody is left to record.
+                effects.extend(self.stop_recording(None, StopReason::Ended, now));
+            }
         }
         effects
     }
@@ -1363,7 +1428,7 @@ impl Room {
         }
         self.members.clear();
         self.sessions.clear();
-        self.recording = false;
+        effects.extend(self.stop_recording(None, StopReason::Ended, now));
         effects.push(self.report(RoomEvent::Ended, now));
         effects
     }
@@ -1379,11 +1444,106 @@ impl Room {
         effects
     }
 
-    /// Start or stop recording (the signal; recording itself is not built yet).
-    pub fn set_recording(&mut self, session: SessionId, active: bool) -> Outcome {
-        let by = self.require(session, Right::Record)?.id.clone();
-        self.recording = active;
-        Ok(self.broadcast(&ServerMessage::Recording { active, by }, None))
+    /// Start or stop recording. Only moderators of level moderatorPlus may, and only when the
+    /// conference allows recording; `id` names a recording that starts (the shell draws it).
+    /// Asking for what already is changes nothing.
+    pub fn set_recording(
+        &mut self,
+        session: SessionId,
+        active: bool,
+        id: RecordingId,
+        now: DateTime<Utc>,
+    ) -> Outcome {
+        let member = self.admitted_member(session)?;
+        if !member.grants().allows(Right::Record) {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "only moderators with the account level moderatorPlus may start or stop a recording",
+            ));
+        }
+        if active && !self.recording_allowed {
+            return Err(Refusal::new(
+                ErrorCode::RecordingNotAllowed,
+                "recording is not allowed for this conference; its owner can allow it in the conference's settings",
+            ));
+        }
+        if active == self.recording.is_some() {
+            return Ok(Vec::new());
+        }
+        let by = member.id.clone();
+        let person = Person {
+            identity: member.identity.clone(),
+            name: member.name.clone(),
+        };
+        self.take_control(&by, now)?;
+        let mut effects = self.broadcast(
+            &ServerMessage::Recording {
+                active,
+                by: by.clone(),
+            },
+            None,
+        );
+        if active {
+            self.recording = Some((id.clone(), person.clone()));
+            effects.push(Effect::StartRecording(RecordingInfo::new(
+                id.clone(),
+                self.conference.clone(),
+                self.meeting_id.clone(),
+                self.topic.clone(),
+                person.clone(),
+                now,
+            )));
+            effects.push(self.report(
+                RoomEvent::RecordingStarted {
+                    recording: id,
+                    identity: person.identity,
+                    display_name: person.name,
+                },
+                now,
+            ));
+        } else {
+            effects.extend(self.stop_recording(Some(person), StopReason::Stopped, now));
+        }
+        Ok(effects)
+    }
+
+    /// Whether a recording runs, and its ID.
+    pub fn recording(&self) -> Option<&RecordingId> {
+        self.recording.as_ref().map(|(id, _)| id)
+    }
+
+    /// A recorded track's source and publisher.
+    pub fn recorded_track(&self, track: &TrackId) -> Option<(TrackSource, Person)> {
+        let track = self.tracks.get(track)?;
+        let member = self.members.get(&track.info.participant)?;
+        Some((
+            track.info.source,
+            Person {
+                identity: member.identity.clone(),
+                name: member.name.clone(),
+            },
+        ))
+    }
+
+    fn stop_recording(
+        &mut self,
+        by: Option<Person>,
+        reason: StopReason,
+        now: DateTime<Utc>,
+    ) -> Vec<Effect> {
+        let Some((id, _)) = self.recording.take() else {
+            return Vec::new();
+        };
+        vec![Effect::StopRecording {
+            recording: id.clone(),
+            stopped: Stopped::new(now, by, reason),
+            report: RoomReport {
+                conference: self.conference.clone(),
+                at: rfc3339(now),
+                participants: self.admitted(),
+                event: RoomEvent::RecordingStopped { recording: id },
+            },
+        }]
     }
 
     /// A chat message to everyone, or privately to one participant.
@@ -1449,6 +1609,22 @@ impl Room {
                 None,
             ),
         };
+        let mut effects = effects;
+        if message.to.is_none() {
+            let identity = self
+                .members
+                .get(&message.from)
+                .map(|m| m.identity.clone())
+                .unwrap_or_default();
+            effects.extend(self.record(
+                now,
+                EventKind::Chat {
+                    from: message.from_name.clone(),
+                    identity,
+                    text: message.text.clone(),
+                },
+            ));
+        }
         self.chat.push_back(message);
         while self.chat.len() > self.limits.chat_history {
             self.chat.pop_front();
@@ -1514,12 +1690,7 @@ impl Room {
             .map(|track| Effect::RequestKeyframe { track })
             .collect();
         if let Some(change) = self.speaker.evaluate(now) {
-            effects.extend(self.broadcast(
-                &ServerMessage::ActiveSpeaker {
-                    participant: change,
-                },
-                None,
-            ));
+            effects.extend(self.speaker_changed(change, now));
         }
         effects
     }
@@ -2054,22 +2225,180 @@ mod tests {
         );
     }
 
+    fn moderator_plus(sub: &str) -> JoinClaims {
+        let mut plus = claims(sub, Role::Moderator, true);
+        plus.level = Some(AccountLevel::ModeratorPlus);
+        plus
+    }
+
+    fn rid() -> RecordingId {
+        RecordingId::from("r1")
+    }
+
     #[test]
     fn recording_needs_a_moderator_plus() {
         let mut room = room();
-        let mut plus = claims("a", Role::Moderator, true);
-        plus.level = Some(AccountLevel::ModeratorPlus);
-        room.join(A, &plus, at(0)).expect("join");
-        room.join(B, &claims("b", Role::Moderator, false), at(0))
-            .expect("join");
+        room.join(A, &moderator_plus("a"), at(0)).expect("join");
+        let mut moderator = claims("b", Role::Moderator, false);
+        moderator.level = Some(AccountLevel::Moderator);
+        room.join(B, &moderator, at(0)).expect("join");
+        let refusal = room
+            .set_recording(B, true, rid(), at(1))
+            .expect_err("plain moderator");
+        assert_eq!(refusal.code, ErrorCode::Forbidden);
+        assert!(
+            refusal.message.contains("moderatorPlus"),
+            "{}",
+            refusal.message
+        );
+        assert!(room.recording().is_none());
+        let effects = room.set_recording(A, true, rid(), at(1)).expect("record");
+        for session in [A, B] {
+            assert!(
+                sent_to(&effects, session)
+                    .iter()
+                    .any(|m| matches!(m, ServerMessage::Recording { active: true, .. })),
+                "{session} sees the indicator"
+            );
+        }
+        let info = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::StartRecording(info) => Some(info.clone()),
+                _ => None,
+            })
+            .expect("the shell starts recording");
+        assert_eq!(info.started_by.identity, "a");
+        assert_eq!(info.meeting_id, Some(MeetingId::from("123456789")));
+        assert!(effects.iter().any(|e| matches!(e,
+            Effect::Report(r) if matches!(&r.event, RoomEvent::RecordingStarted { identity, .. } if identity == "a"))));
+        assert!(
+            room.set_recording(A, true, RecordingId::from("r2"), at(2))
+                .expect("again")
+                .is_empty(),
+            "a second start changes nothing"
+        );
+        assert_eq!(room.recording(), Some(&rid()));
         assert_eq!(
-            room.set_recording(B, true)
-                .expect_err("plain moderator")
+            room.set_recording(B, false, rid(), at(3))
+                .expect_err("nor stops it")
                 .code,
             ErrorCode::Forbidden
         );
-        let effects = room.set_recording(A, true).expect("record");
-        assert_eq!(effects.len(), 2);
+        let effects = room.set_recording(A, false, rid(), at(4)).expect("stop");
+        let stopped = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::StopRecording {
+                    stopped, report, ..
+                } => Some((stopped.clone(), report.clone())),
+                _ => None,
+            })
+            .expect("stopped");
+        assert_eq!(stopped.0.reason, StopReason::Stopped);
+        assert_eq!(stopped.0.stopped_by.map(|p| p.identity), Some("a".into()));
+        assert_eq!(
+            stopped.1.event,
+            RoomEvent::RecordingStopped { recording: rid() }
+        );
+        assert!(room.recording().is_none());
+    }
+
+    #[test]
+    fn a_conference_that_does_not_allow_recording_refuses_it_until_it_does() {
+        let mut room = room();
+        let mut forbidden = moderator_plus("a");
+        forbidden.room.recording_allowed = false;
+        forbidden.room.revision = 2;
+        room.join(A, &forbidden, at(0)).expect("join");
+        let refusal = room
+            .set_recording(A, true, rid(), at(1))
+            .expect_err("not allowed");
+        assert_eq!(refusal.code, ErrorCode::RecordingNotAllowed);
+        assert!(
+            refusal.message.contains("not allowed"),
+            "{}",
+            refusal.message
+        );
+        // An older token does not undo the setting; a newer definition does.
+        let mut old = moderator_plus("b");
+        old.room.revision = 1;
+        room.join(B, &old, at(2)).expect("join");
+        assert_eq!(
+            room.set_recording(B, true, rid(), at(2))
+                .expect_err("still not allowed")
+                .code,
+            ErrorCode::RecordingNotAllowed
+        );
+        let mut newer = moderator_plus("c");
+        newer.room.revision = 3;
+        room.join(C, &newer, at(3)).expect("join");
+        room.set_recording(C, true, rid(), at(3))
+            .expect("allowed now");
+    }
+
+    #[test]
+    fn a_recording_keeps_events_and_stops_when_the_last_participant_leaves() {
+        let mut room = room();
+        let mut plus = moderator_plus("a");
+        plus.room.topic = Some("Board".into());
+        room.join(A, &plus, at(0)).expect("join");
+        let effects = room.set_recording(A, true, rid(), at(1)).expect("record");
+        assert!(effects.iter().any(|e| matches!(e,
+            Effect::StartRecording(info) if info.topic.as_deref() == Some("Board"))));
+        let effects = room
+            .join(B, &claims("b", Role::Listener, false), at(2))
+            .expect("join");
+        let joined = effects.iter().any(|e| matches!(e,
+            Effect::RecordEvent(Event { what: EventKind::Join { identity, .. }, .. }) if identity == "b"));
+        assert!(joined, "the join is kept: {effects:?}");
+        let effects = room.chat(B, "hello", None, at(3)).expect("chat");
+        assert!(effects.iter().any(|e| matches!(e,
+            Effect::RecordEvent(Event { what: EventKind::Chat { text, .. }, .. }) if text == "hello")));
+        let a = room.participant_of(A).cloned().expect("a");
+        let effects = room.chat(B, "psst", Some(&a), at(4)).expect("private");
+        assert!(
+            !effects.iter().any(|e| matches!(e, Effect::RecordEvent(_))),
+            "private messages are not recorded"
+        );
+        let effects = room.leave(A, CloseReason::Left, at(5));
+        assert!(
+            !effects
+                .iter()
+                .any(|e| matches!(e, Effect::StopRecording { .. })),
+            "someone is still there"
+        );
+        assert!(room.recording().is_some(), "it goes on without its starter");
+        let effects = room.leave(B, CloseReason::Left, at(6));
+        let reason = effects.iter().find_map(|e| match e {
+            Effect::StopRecording { stopped, .. } => {
+                Some((stopped.reason, stopped.stopped_by.clone()))
+            }
+            _ => None,
+        });
+        assert_eq!(reason, Some((StopReason::Ended, None)));
+        assert!(room.recording().is_none());
+    }
+
+    #[test]
+    fn ending_the_meeting_stops_the_recording_after_its_tracks() {
+        let mut room = room();
+        room.join(A, &moderator_plus("a"), at(0)).expect("join");
+        room.publish(A, "mic", TrackSource::Microphone, false, at(0))
+            .expect("publish");
+        room.media_arrived(A, "mic", TrackKind::Audio, at(0))
+            .expect("media");
+        room.set_recording(A, true, rid(), at(1)).expect("record");
+        let effects = room.end(A, at(2)).expect("end");
+        let closed = effects
+            .iter()
+            .position(|e| matches!(e, Effect::TrackClosed { .. }))
+            .expect("the track closes");
+        let stopped = effects
+            .iter()
+            .position(|e| matches!(e, Effect::StopRecording { .. }))
+            .expect("the recording stops");
+        assert!(closed < stopped, "its writer is let go first");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::media::{FeedbackSink, Forwarder, MediaSettings};
 use crate::metrics::Metrics;
 use crate::ports::PortPool;
 use crate::rate::Rate;
+use crate::recording::{Files, Recording, RecordingInfo, Timing};
 use crate::report::{HttpReporter, LogReporter, Reporter};
 use crate::room::{Effect, Room, RoomLimits, SessionId};
 use crate::session::{self, Command};
@@ -57,6 +58,8 @@ pub(crate) struct RoomHandle {
     pub(crate) shared: Arc<Shared>,
     /// Whether the conference's whole port range was tried since the room opened.
     pub(crate) ports_checked: AtomicBool,
+    /// The recording running in the room.
+    pub(crate) recording: Mutex<Option<Arc<Recording>>>,
 }
 
 impl std::fmt::Debug for RoomHandle {
@@ -103,6 +106,7 @@ impl RoomHandle {
                 }
                 Effect::TrackClosed { track } => {
                     if let Some(forwarder) = self.forwarders.lock().remove(&track) {
+                        forwarder.record_into(None);
                         forwarder.close();
                         let kind = match forwarder.kind {
                             proto::signal::TrackKind::Audio => "audio",
@@ -127,9 +131,91 @@ impl RoomHandle {
                     // in the core's subscription bookkeeping.
                 }
                 Effect::Report(report) => self.shared.reporter.report(report),
+                Effect::StartRecording(info) => self.start_recording(&info),
+                Effect::StopRecording {
+                    recording,
+                    stopped,
+                    report,
+                } => self.stop_recording(&recording, stopped, report),
+                Effect::RecordEvent(event) => {
+                    if let Some(recording) = self.recording.lock().as_ref() {
+                        recording.event(event);
+                    }
+                }
             }
         }
         self.update_gauges();
+    }
+
+    fn start_recording(self: &Arc<Self>, info: &RecordingInfo) {
+        let Some(files) = self.shared.files.get().cloned() else {
+            warn!(recording = %info.id, "a recording was started but this SFU has no file store; nothing is written");
+            return;
+        };
+        let recording = Recording::start(
+            files,
+            info,
+            self.shared.metrics.clone(),
+            self.shared.recording_timing,
+        );
+        *self.recording.lock() = Some(recording);
+        let forwarders: Vec<Arc<Forwarder>> = self.forwarders.lock().values().cloned().collect();
+        for forwarder in forwarders {
+            self.record_track(&forwarder);
+        }
+    }
+
+    /// Records `forwarder`'s track when a recording runs (called under the order lock, so that
+    /// a track and a start never miss each other).
+    pub(crate) fn record_track(self: &Arc<Self>, forwarder: &Arc<Forwarder>) {
+        let Some(recording) = self.recording.lock().clone() else {
+            return;
+        };
+        let Some((source, person)) = self.core.lock().recorded_track(&forwarder.track) else {
+            return;
+        };
+        let room = Arc::downgrade(self);
+        let track = forwarder.track.clone();
+        let keyframe: crate::recording::KeyframeRequest = Arc::new(move || {
+            if let Some(room) = room.upgrade() {
+                room.keyframe_wanted(&track);
+            }
+        });
+        let queue = recording.track(
+            &forwarder.track,
+            &forwarder.codec.mime_type,
+            source,
+            person,
+            keyframe,
+        );
+        forwarder.record_into(queue);
+    }
+
+    fn stop_recording(
+        self: &Arc<Self>,
+        id: &proto::RecordingId,
+        stopped: crate::recording::Stopped,
+        report: proto::RoomReport,
+    ) {
+        let Some(recording) = self.recording.lock().take() else {
+            // Never started (no file store): the conference service still hears the stop.
+            self.shared.reporter.report(report);
+            return;
+        };
+        debug_assert_eq!(recording.id(), id);
+        for forwarder in self.forwarders.lock().values() {
+            forwarder.record_into(None);
+        }
+        let reporter = Arc::clone(&self.shared.reporter);
+        // `recordingStopped` goes out once every file is stored, so what composes it finds
+        // them all.
+        let finishing = tokio::spawn(async move {
+            recording.finish(stopped).await;
+            reporter.report(report);
+        });
+        let mut all = self.shared.recordings_finishing.lock();
+        all.retain(|task| !task.is_finished());
+        all.push(finishing);
     }
 
     /// Queues a command for a session without ever waiting: a session whose queue is full
@@ -296,6 +382,12 @@ pub(crate) struct Shared {
     pub(crate) revocations: Mutex<crate::revocation::Registry>,
     /// Whether the first list was asked for (joins wait for it, briefly, after a start).
     pub(crate) revocations_loaded: watch::Sender<bool>,
+    /// Where recordings are stored (none: recordings write nothing).
+    pub(crate) files: std::sync::OnceLock<Files>,
+    /// How recordings cut their segments.
+    pub(crate) recording_timing: Timing,
+    /// Stopped recordings still storing their last files.
+    pub(crate) recordings_finishing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// The SFU's state: hand it to [`router`]. Cheap to clone.
@@ -389,8 +481,32 @@ impl SfuState {
                 placements_refresh: tokio::sync::Mutex::new(None),
                 revocations: Mutex::new(crate::revocation::Registry::default()),
                 revocations_loaded: watch::channel(true).0,
+                files: std::sync::OnceLock::new(),
+                recording_timing: Timing::default(),
+                recordings_finishing: Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// Stores recordings in `files` (set once; `conclave sfu` and the standalone mode set it
+    /// from their file store flags).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when a file store was set before.
+    pub fn set_files(&self, files: Files) -> Result<()> {
+        self.shared
+            .files
+            .set(files)
+            .map_err(|_| Error::Config("the file store was set before".into()))
+    }
+
+    /// Waits up to `grace` until stopped recordings have stored their last segments and
+    /// `stopped.json`; `false` when some had not.
+    pub async fn recordings_stored(&self, grace: Duration) -> bool {
+        let tasks: Vec<_> = std::mem::take(&mut *self.shared.recordings_finishing.lock());
+        tokio::time::timeout(grace, futures::future::join_all(tasks))
+            .await
+            .is_ok()
     }
 
     /// Open websocket sessions.
@@ -671,6 +787,7 @@ impl SfuState {
             default_ports: self.shared.default_ports,
             shared: Arc::clone(&self.shared),
             ports_checked: AtomicBool::new(false),
+            recording: Mutex::new(None),
         });
         rooms.insert(conference.clone(), Arc::clone(&room));
         self.shared.metrics.rooms.set(rooms.len() as i64);
@@ -918,6 +1035,12 @@ pub fn metrics_router(registry: prometheus::Registry) -> Router {
         .with_state(registry)
 }
 
+/// The file store's folder of an SFU pod without `--files-dir` or a bucket.
+const DEFAULT_FILES_DIR: &str = "/var/lib/conclave/files";
+
+/// How long a stopping SFU waits for stopped recordings to store their last files.
+const RECORDING_FLUSH: Duration = Duration::from_secs(10);
+
 /// How long a stopping SFU waits for its last room reports to be delivered.
 const REPORT_FLUSH: Duration = Duration::from_secs(5);
 
@@ -944,6 +1067,10 @@ pub async fn run(mut config: Config) -> Result<()> {
         None => Arc::new(LogReporter),
     };
     let state = SfuState::new(&config, reporter, &registry)?;
+    let files = files::Files::from_args(&config.files, std::path::Path::new(DEFAULT_FILES_DIR))
+        .map_err(Error::Files)?;
+    info!(files = ?files, "recordings go to the file store");
+    state.set_files(files)?;
     if let Some(url) = &config.api_url {
         state.follow_conference_service(
             Arc::new(crate::revocation::HttpRevocations::new(
@@ -1004,6 +1131,10 @@ pub async fn run(mut config: Config) -> Result<()> {
     })
     .await
     .map_err(Error::Serve);
+    // Recordings stopped by the drain store their last segments (and report the stop).
+    if !state.recordings_stored(RECORDING_FLUSH).await {
+        warn!("recordings were still storing their last segments at shutdown");
+    }
     // The leaves of the last sessions go out before the process ends.
     if let Some(reporter) = &http_reporter
         && !reporter.flush(REPORT_FLUSH).await

@@ -802,7 +802,8 @@ impl Live {
             }
             ClientMessage::EndMeeting => Box::new(move |core| core.end(session, now)),
             ClientMessage::SetRecording { active } => {
-                Box::new(move |core| core.set_recording(session, active))
+                let id = proto::RecordingId(uuid::Uuid::new_v4().to_string());
+                Box::new(move |core| core.set_recording(session, active, id, now))
             }
             ClientMessage::Offer { sdp } => return self.answer_publisher(socket, sdp).await,
             ClientMessage::Answer { sdp } => return self.subscriber_answered(socket, sdp).await,
@@ -1083,6 +1084,8 @@ impl Live {
                         .forwarders
                         .lock()
                         .insert(track, Arc::clone(&forwarder));
+                    // Published while a recording runs: recorded from its first packet.
+                    self.room.record_track(&forwarder);
                     tokio::spawn(forwarder.run());
                     self.room.apply(effects);
                     None

@@ -36,6 +36,8 @@ fn kind(event: &RoomEvent) -> &'static str {
         RoomEvent::Excluded { .. } => "excluded",
         RoomEvent::Ended => "ended",
         RoomEvent::MediaPorts { .. } => "mediaPorts",
+        RoomEvent::RecordingStarted { .. } => "recordingStarted",
+        RoomEvent::RecordingStopped { .. } => "recordingStopped",
     }
 }
 

@@ -186,6 +186,9 @@ struct InRoom {
     announced: bool,
     /// A new session is being sought.
     rejoining: bool,
+    /// Whether the caller was told that the meeting is being recorded (told again only when a
+    /// new recording starts, not when the session is entered again).
+    recording: bool,
 }
 
 /// Entries tried after the session was lost, and the pause before each (the first at once:
@@ -432,6 +435,12 @@ pub async fn run(setup: CallSetup) {
                     if !player.queue.contains(&Prompt::NewParticipant) {
                         player.queue.push_back(Prompt::NewParticipant);
                     }
+                }
+                RoomEvent::Recording(active) => {
+                    if active && !in_room.recording {
+                        player.queue.push_back(Prompt::Recording);
+                    }
+                    in_room.recording = active;
                 }
                 RoomEvent::MicrophoneBlocked(blocked) => {
                     in_room.blocked = blocked;

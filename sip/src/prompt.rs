@@ -42,11 +42,14 @@ pub enum Prompt {
     Muted,
     /// The caller unmuted themselves.
     Unmuted,
+    /// "This meeting is being recorded." (when a recording starts, or on entering a meeting
+    /// that is being recorded)
+    Recording,
 }
 
 impl Prompt {
     /// Every prompt, in the order of the documentation.
-    pub const ALL: [Prompt; 21] = [
+    pub const ALL: [Prompt; 22] = [
         Prompt::Welcome,
         Prompt::EnterId,
         Prompt::IncorrectId,
@@ -68,6 +71,7 @@ impl Prompt {
         Prompt::NewParticipant,
         Prompt::Muted,
         Prompt::Unmuted,
+        Prompt::Recording,
     ];
 
     /// The prompt's name: its file is `<name>.wav`, its metric label the same.
@@ -94,6 +98,7 @@ impl Prompt {
             Prompt::NewParticipant => "new-participant",
             Prompt::Muted => "muted",
             Prompt::Unmuted => "unmuted",
+            Prompt::Recording => "recording",
         }
     }
 
@@ -136,6 +141,7 @@ impl Prompt {
             Prompt::NewParticipant => wav!("new-participant"),
             Prompt::Muted => wav!("muted"),
             Prompt::Unmuted => wav!("unmuted"),
+            Prompt::Recording => wav!("recording"),
         }
     }
 }

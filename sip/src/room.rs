@@ -97,6 +97,9 @@ pub enum RoomEvent {
     Closed(CloseReason),
     /// The signaling websocket closed without a reason (the SFU went away).
     Lost,
+    /// A recording runs (`true`: it started, or was running when the caller entered) or
+    /// stopped.
+    Recording(bool),
 }
 
 /// One caller's session in the room.
@@ -471,9 +474,16 @@ impl Signals {
                     })
                     .await;
             }
-            ServerMessage::Joined { ref you, .. } => {
+            ServerMessage::Joined {
+                ref you, recording, ..
+            } => {
                 self.you = Some(you.clone());
+                // Told after the arrival prompts, which the call queues on entering.
+                let _ = self.events.send(RoomEvent::Recording(recording));
                 let _ = self.first.send(message);
+            }
+            ServerMessage::Recording { active, .. } => {
+                let _ = self.events.send(RoomEvent::Recording(active));
             }
             message @ (ServerMessage::Waiting | ServerMessage::Error { .. }) => {
                 let _ = self.first.send(message);

@@ -1,8 +1,8 @@
 //! In the meeting: the caller presses `*6` (by SIP INFO) to mute and again to unmute, and the
 //! meeting's owner, in the room as a moderator (a loadgen client), sees the phone's microphone
 //! track muted and unmuted; the moderator then mutes the phone themselves (the caller hears
-//! "muted"), and excludes it: the caller hears "bye" and the gateway hangs up (sipp answers the
-//! gateway's BYE).
+//! "muted"), starts a recording (the caller hears "This meeting is being recorded"), and
+//! excludes it: the caller hears "bye" and the gateway hangs up (sipp answers the gateway's BYE).
 
 mod support;
 #[path = "support/api.rs"]
@@ -109,6 +109,24 @@ fn in_the_meeting_the_phone_mutes_and_is_muted_and_excluded() {
             });
             gateway
                 .wait_for_at_least("conclave_sip_prompt_plays_total", ("prompt", "muted"), 2.0)
+                .await;
+
+            // The owner (an administrator) starts a recording: the caller is told.
+            assert_eq!(
+                gateway.metric(
+                    "conclave_sip_prompt_plays_total",
+                    Some(("prompt", "recording"))
+                ),
+                0.0,
+                "nothing was recorded before"
+            );
+            moderator.send(ClientMessage::SetRecording { active: true });
+            gateway
+                .wait_for_at_least(
+                    "conclave_sip_prompt_plays_total",
+                    ("prompt", "recording"),
+                    1.0,
+                )
                 .await;
 
             // Excluded: "bye", and the gateway hangs up.

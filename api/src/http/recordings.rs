@@ -81,7 +81,10 @@ pub async fn view(state: &AppState, recording: &Recording, viewer: &Account) -> 
     let ready = recording.state == RecordingState::Ready;
     let base = format!("/api/v1/recordings/{}", recording.id);
     let has_chat = ready
-        && matches!(state.files.size(&recording::chat_key(&recording.id)).await, Ok(Some(_)));
+        && matches!(
+            state.files.size(&recording::chat_key(&recording.id)).await,
+            Ok(Some(_))
+        );
     RecordingView {
         id: recording.id.clone(),
         conference_id: recording.conference.to_string(),
@@ -91,7 +94,9 @@ pub async fn view(state: &AppState, recording: &Recording, viewer: &Account) -> 
             display_name: recording.started_by_name.clone(),
         },
         started_at: recording.started_at.with_timezone(&tz).fixed_offset(),
-        stopped_at: recording.stopped_at.map(|t| t.with_timezone(&tz).fixed_offset()),
+        stopped_at: recording
+            .stopped_at
+            .map(|t| t.with_timezone(&tz).fixed_offset()),
         state: recording.state.as_str().to_owned(),
         duration_seconds: recording.duration_ms.map(|ms| ms as f64 / 1000.0),
         size_bytes: recording.size_bytes,
@@ -106,7 +111,11 @@ pub async fn view(state: &AppState, recording: &Recording, viewer: &Account) -> 
 ///
 /// # Errors
 /// Database errors.
-pub async fn of_archive(state: &AppState, archive_id: &str, viewer: &Account) -> Result<Vec<RecordingView>> {
+pub async fn of_archive(
+    state: &AppState,
+    archive_id: &str,
+    viewer: &Account,
+) -> Result<Vec<RecordingView>> {
     let mut views = Vec::new();
     for recording in recording::of_archive(&state.db, archive_id).await? {
         if visible(state, &recording, viewer).await? {
@@ -170,7 +179,10 @@ pub async fn delete_recording(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     let recording = find(&state, &user.account, &id).await?;
-    if matches!(recording.state, RecordingState::Recording | RecordingState::Composing) {
+    if matches!(
+        recording.state,
+        RecordingState::Recording | RecordingState::Composing
+    ) {
         return Err(Error::conflict(
             "recordingBusy",
             "the recording is still going on or being composed; stop it in the meeting or try again in a minute",
@@ -214,7 +226,9 @@ fn byte_range(header: &str, size: u64) -> std::result::Result<Option<std::ops::R
         let last = if last.is_empty() {
             size.saturating_sub(1)
         } else {
-            last.parse::<u64>().map_err(|_| ())?.min(size.saturating_sub(1))
+            last.parse::<u64>()
+                .map_err(|_| ())?
+                .min(size.saturating_sub(1))
         };
         if first > last || first >= size {
             return Err(());
@@ -228,11 +242,20 @@ fn attachment_name(recording: &Recording) -> String {
     let topic: String = recording
         .topic
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let topic = topic.trim_matches('-');
     let topic = if topic.is_empty() { "recording" } else { topic };
-    format!("{topic}-{}.mp4", recording.started_at.format("%Y-%m-%d-%H%M"))
+    format!(
+        "{topic}-{}.mp4",
+        recording.started_at.format("%Y-%m-%d-%H%M")
+    )
 }
 
 /// The composed recording (MP4). Honours `Range` (206 Partial Content), so the player seeks.
@@ -263,7 +286,10 @@ pub async fn recording_media(
     let mut response_headers = HeaderMap::new();
     response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
     response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600"));
+    response_headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
     if query.download.unwrap_or(false) {
         let disposition = format!("attachment; filename=\"{}\"", attachment_name(&recording));
         if let Ok(value) = HeaderValue::from_str(&disposition) {
@@ -307,7 +333,10 @@ pub async fn recording_media(
                 return None;
             }
             let to = (at + PIECE).min(end);
-            let piece = files.get_range(&key, at..to).await.map_err(std::io::Error::other);
+            let piece = files
+                .get_range(&key, at..to)
+                .await
+                .map_err(std::io::Error::other);
             Some((piece, to))
         }
     });
@@ -353,12 +382,24 @@ mod tests {
         assert_eq!(byte_range("bytes=0-99", 1000), Ok(Some(0..100)));
         assert_eq!(byte_range("bytes=500-", 1000), Ok(Some(500..1000)));
         assert_eq!(byte_range("bytes=-100", 1000), Ok(Some(900..1000)));
-        assert_eq!(byte_range("bytes=900-5000", 1000), Ok(Some(900..1000)), "the end is clipped");
-        assert_eq!(byte_range("bytes=1000-", 1000), Err(()), "starts past the end");
+        assert_eq!(
+            byte_range("bytes=900-5000", 1000),
+            Ok(Some(900..1000)),
+            "the end is clipped"
+        );
+        assert_eq!(
+            byte_range("bytes=1000-", 1000),
+            Err(()),
+            "starts past the end"
+        );
         assert_eq!(byte_range("bytes=5-2", 1000), Err(()));
         assert_eq!(byte_range("bytes=-0", 1000), Err(()));
         assert_eq!(byte_range("bytes=x-y", 1000), Err(()));
-        assert_eq!(byte_range("bytes=0-1,5-9", 1000), Ok(None), "several ranges: the whole file");
+        assert_eq!(
+            byte_range("bytes=0-1,5-9", 1000),
+            Ok(None),
+            "several ranges: the whole file"
+        );
         assert_eq!(byte_range("items=0-1", 1000), Ok(None));
     }
 }

@@ -126,7 +126,8 @@ fn runs(track: &Track, origin: DateTime<Utc>) -> Vec<Run<'_>> {
     let mut runs: Vec<Run<'_>> = Vec::new();
     let mut last_end: Option<DateTime<Utc>> = None;
     for segment in &track.segments {
-        let joins = last_end.is_some_and(|end| (segment.start - end).num_milliseconds() < RUN_GAP_MS);
+        let joins =
+            last_end.is_some_and(|end| (segment.start - end).num_milliseconds() < RUN_GAP_MS);
         match runs.last_mut() {
             Some(run) if joins => run.segments.push(segment),
             _ => runs.push(Run {
@@ -225,8 +226,12 @@ pub fn plan(
     }
     let presentation_cell = video_tracks.len();
     for page in pages {
-        let offset_ms = (page.start - origin).num_milliseconds().clamp(0, duration_ms);
-        let shown_ms = (page.end - page.start).num_milliseconds().clamp(1, duration_ms - offset_ms + 1);
+        let offset_ms = (page.start - origin)
+            .num_milliseconds()
+            .clamp(0, duration_ms);
+        let shown_ms = (page.end - page.start)
+            .num_milliseconds()
+            .clamp(1, duration_ms - offset_ms + 1);
         args.extend(["-loop", "1", "-framerate", "2", "-t"].map(String::from));
         args.push(format!("{:.3}", shown_ms as f64 / 1000.0));
         args.push("-i".into());
@@ -241,19 +246,25 @@ pub fn plan(
     }
 
     // Video: the pieces overlaid on a black canvas, each in its cell, only while it has frames.
-    filters.push(format!("color=c=black:s={WIDTH}x{HEIGHT}:r=25:d={seconds},format=yuv420p[base0]"));
+    filters.push(format!(
+        "color=c=black:s={WIDTH}x{HEIGHT}:r=25:d={seconds},format=yuv420p[base0]"
+    ));
     let mut base = "base0".to_owned();
     for (n, (label, cell)) in pieces.iter().enumerate() {
         let (x, y) = cell_at(*cell);
         let next = format!("base{}", n + 1);
-        filters.push(format!("[{base}][{label}]overlay=x={x}:y={y}:eof_action=pass:repeatlast=0[{next}]"));
+        filters.push(format!(
+            "[{base}][{label}]overlay=x={x}:y={y}:eof_action=pass:repeatlast=0[{next}]"
+        ));
         base = next;
     }
     filters.push(format!("[{base}]null[vout]"));
 
     // Audio: every run mixed; silence when nobody spoke.
     if audio.is_empty() {
-        filters.push(format!("anullsrc=r=48000:cl=stereo,atrim=0:{seconds}[aout]"));
+        filters.push(format!(
+            "anullsrc=r=48000:cl=stereo,atrim=0:{seconds}[aout]"
+        ));
     } else {
         let inputs: String = audio.iter().map(|label| format!("[{label}]")).collect();
         filters.push(format!(
@@ -266,15 +277,39 @@ pub fn plan(
     args.push(filters.join(";\n"));
     args.extend(
         [
-            "-map", "[vout]", "-map", "[aout]", "-c:v", "libx264", "-preset", "veryfast", "-crf",
-            "27", "-pix_fmt", "yuv420p", "-g", "50", "-c:a", "aac", "-b:a", "96k", "-ac", "2",
-            "-movflags", "+faststart", "-t",
+            "-map",
+            "[vout]",
+            "-map",
+            "[aout]",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "27",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "50",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "96k",
+            "-ac",
+            "2",
+            "-movflags",
+            "+faststart",
+            "-t",
         ]
         .map(String::from),
     );
     args.push(seconds);
     args.push(output.display().to_string());
-    Plan { args, lists, duration_ms }
+    Plan {
+        args,
+        lists,
+        duration_ms,
+    }
 }
 
 fn vtt_time(ms: i64) -> String {
@@ -328,7 +363,11 @@ mod tests {
     }
 
     fn segment(name: &str, start: i64, end: i64) -> Segment {
-        Segment { path: PathBuf::from(format!("/w/{name}")), start: at(start), end: at(end) }
+        Segment {
+            path: PathBuf::from(format!("/w/{name}")),
+            start: at(start),
+            end: at(end),
+        }
     }
 
     #[test]
@@ -364,38 +403,113 @@ mod tests {
     #[test]
     fn the_plan_mixes_every_audio_run_and_places_each_video_in_its_cell() {
         let tracks = vec![
-            Track { id: "001-audio".into(), kind: Kind::Audio, segments: vec![segment("1.ogg", 0, 5_000), segment("2.ogg", 5_000, 9_000)] },
-            Track { id: "002-video".into(), kind: Kind::Video, segments: vec![segment("1.ivf", 100, 9_000)] },
-            Track { id: "003-audio".into(), kind: Kind::Audio, segments: vec![segment("3.ogg", 2_000, 9_000)] },
-            Track { id: "004-video".into(), kind: Kind::Video, segments: vec![segment("4.ivf", 2_000, 9_000)] },
+            Track {
+                id: "001-audio".into(),
+                kind: Kind::Audio,
+                segments: vec![segment("1.ogg", 0, 5_000), segment("2.ogg", 5_000, 9_000)],
+            },
+            Track {
+                id: "002-video".into(),
+                kind: Kind::Video,
+                segments: vec![segment("1.ivf", 100, 9_000)],
+            },
+            Track {
+                id: "003-audio".into(),
+                kind: Kind::Audio,
+                segments: vec![segment("3.ogg", 2_000, 9_000)],
+            },
+            Track {
+                id: "004-video".into(),
+                kind: Kind::Video,
+                segments: vec![segment("4.ivf", 2_000, 9_000)],
+            },
         ];
-        let pages = vec![Page { path: "/w/page-2.png".into(), start: at(3_000), end: at(6_000) }];
-        let plan = plan(at(0), 10_000, &tracks, &pages, Path::new("/w"), Path::new("/w/out.mp4"));
+        let pages = vec![Page {
+            path: "/w/page-2.png".into(),
+            start: at(3_000),
+            end: at(6_000),
+        }];
+        let plan = plan(
+            at(0),
+            10_000,
+            &tracks,
+            &pages,
+            Path::new("/w"),
+            Path::new("/w/out.mp4"),
+        );
         assert_eq!(plan.lists.len(), 4, "one concat list per run");
-        assert!(plan.lists[0].1.contains("file '/w/1.ogg'\nfile '/w/2.ogg'"), "{}", plan.lists[0].1);
-        let graph = &plan.args[plan.args.iter().position(|a| a == "-filter_complex").expect("graph") + 1];
-        assert!(graph.contains("[0:a]aresample=48000,asetpts=PTS-STARTPTS,adelay=0:all=1[a0]"), "{graph}");
-        assert!(graph.contains("[2:a]aresample=48000,asetpts=PTS-STARTPTS,adelay=2000:all=1[a2]"), "{graph}");
+        assert!(
+            plan.lists[0].1.contains("file '/w/1.ogg'\nfile '/w/2.ogg'"),
+            "{}",
+            plan.lists[0].1
+        );
+        let graph = &plan.args[plan
+            .args
+            .iter()
+            .position(|a| a == "-filter_complex")
+            .expect("graph")
+            + 1];
+        assert!(
+            graph.contains("[0:a]aresample=48000,asetpts=PTS-STARTPTS,adelay=0:all=1[a0]"),
+            "{graph}"
+        );
+        assert!(
+            graph.contains("[2:a]aresample=48000,asetpts=PTS-STARTPTS,adelay=2000:all=1[a2]"),
+            "{graph}"
+        );
         assert!(graph.contains("[a0][a2]amix=inputs=2"), "{graph}");
         // Three cells (two cameras, the presentation): a 2x2 grid of 640x360.
-        assert!(graph.contains("[1:v]setpts=PTS-STARTPTS+0.1/TB,scale=640:360"), "{graph}");
+        assert!(
+            graph.contains("[1:v]setpts=PTS-STARTPTS+0.1/TB,scale=640:360"),
+            "{graph}"
+        );
         assert!(graph.contains("[base0][v1]overlay=x=0:y=0"), "{graph}");
         assert!(graph.contains("[base1][v3]overlay=x=640:y=0"), "{graph}");
         assert!(graph.contains("[4:v]setpts=PTS-STARTPTS+3/TB"), "{graph}");
         assert!(graph.contains("[base2][v4]overlay=x=0:y=360"), "{graph}");
-        let page_input = plan.args.iter().position(|a| a == "/w/page-2.png").expect("page input");
-        assert_eq!(plan.args[page_input - 2], "3.000", "the page is shown for 3 s");
+        let page_input = plan
+            .args
+            .iter()
+            .position(|a| a == "/w/page-2.png")
+            .expect("page input");
+        assert_eq!(
+            plan.args[page_input - 2],
+            "3.000",
+            "the page is shown for 3 s"
+        );
         assert_eq!(plan.args.last().map(String::as_str), Some("/w/out.mp4"));
         assert_eq!(plan.args[plan.args.len() - 2], "10.000");
     }
 
     #[test]
     fn a_recording_without_sound_gets_silence() {
-        let tracks = vec![Track { id: "001-video".into(), kind: Kind::Video, segments: vec![segment("1.ivf", 0, 4_000)] }];
-        let plan = plan(at(0), 4_000, &tracks, &[], Path::new("/w"), Path::new("/w/out.mp4"));
-        let graph = &plan.args[plan.args.iter().position(|a| a == "-filter_complex").expect("graph") + 1];
-        assert!(graph.contains("anullsrc=r=48000:cl=stereo,atrim=0:4.000[aout]"), "{graph}");
-        assert!(graph.contains("scale=1280:720"), "one cell fills the canvas: {graph}");
+        let tracks = vec![Track {
+            id: "001-video".into(),
+            kind: Kind::Video,
+            segments: vec![segment("1.ivf", 0, 4_000)],
+        }];
+        let plan = plan(
+            at(0),
+            4_000,
+            &tracks,
+            &[],
+            Path::new("/w"),
+            Path::new("/w/out.mp4"),
+        );
+        let graph = &plan.args[plan
+            .args
+            .iter()
+            .position(|a| a == "-filter_complex")
+            .expect("graph")
+            + 1];
+        assert!(
+            graph.contains("anullsrc=r=48000:cl=stereo,atrim=0:4.000[aout]"),
+            "{graph}"
+        );
+        assert!(
+            graph.contains("scale=1280:720"),
+            "one cell fills the canvas: {graph}"
+        );
     }
 
     #[test]
@@ -403,11 +517,24 @@ mod tests {
         let vtt = chat_vtt(
             at(0),
             &[
-                Chat { at: at(1_500), from: "Ada".into(), text: "hello <b>all</b>".into() },
-                Chat { at: at(3_723_004), from: "B & C".into(), text: "line one\n\nline --> two".into() },
+                Chat {
+                    at: at(1_500),
+                    from: "Ada".into(),
+                    text: "hello <b>all</b>".into(),
+                },
+                Chat {
+                    at: at(3_723_004),
+                    from: "B & C".into(),
+                    text: "line one\n\nline --> two".into(),
+                },
             ],
         );
         assert!(vtt.starts_with("WEBVTT\n\n1\n00:00:01.500 --> 00:00:07.500\n<v Ada>hello &lt;b&gt;all&lt;/b&gt;\n\n"), "{vtt}");
-        assert!(vtt.contains("2\n01:02:03.004 --> 01:02:09.004\n<v B &amp; C>line one\nline --&gt; two\n"), "{vtt}");
+        assert!(
+            vtt.contains(
+                "2\n01:02:03.004 --> 01:02:09.004\n<v B &amp; C>line one\nline --&gt; two\n"
+            ),
+            "{vtt}"
+        );
     }
 }

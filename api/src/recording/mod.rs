@@ -240,9 +240,11 @@ pub async fn of_archive(db: &Db, archive_id: &str) -> Result<Vec<Recording>> {
 /// # Errors
 /// Database errors.
 pub async fn all(db: &Db) -> Result<Vec<Recording>> {
-    let rows = sqlx::query(sql!("SELECT {COLUMNS} FROM recordings ORDER BY started_at DESC"))
-        .fetch_all(&db.pool)
-        .await?;
+    let rows = sqlx::query(sql!(
+        "SELECT {COLUMNS} FROM recordings ORDER BY started_at DESC"
+    ))
+    .fetch_all(&db.pool)
+    .await?;
     rows.iter().map(from_row).collect()
 }
 

@@ -115,7 +115,11 @@ pub async fn pass(state: &AppState) -> Result<usize> {
                         tracing::warn!(recording = %recording.id, cause = %err, "the segments of a composed recording stay");
                     }
                 }
-                state.metrics.recordings_composed.with_label_values(&["ready"]).inc();
+                state
+                    .metrics
+                    .recordings_composed
+                    .with_label_values(&["ready"])
+                    .inc();
                 tracing::info!(recording = %recording.id, duration_ms, size, "recording composed");
                 composed += 1;
             }
@@ -130,7 +134,11 @@ pub async fn pass(state: &AppState) -> Result<usize> {
                 .bind(&recording.id)
                 .execute(&state.db.pool)
                 .await?;
-                state.metrics.recordings_composed.with_label_values(&["failed"]).inc();
+                state
+                    .metrics
+                    .recordings_composed
+                    .with_label_values(&["failed"])
+                    .inc();
                 tracing::error!(recording = %recording.id, cause = %err, attempt = recording.attempts + 1, failed, "composing a recording failed");
             }
         }
@@ -236,7 +244,9 @@ async fn compose_one(state: &AppState, recording: &Recording) -> Result<(i64, u6
         None => recording.started_at,
     };
     let stop = match read_json(format!("{prefix}/stopped.json")).await? {
-        Some(bytes) => serde_json::from_slice::<Stopped>(&bytes).ok().map(|s| s.stopped_at),
+        Some(bytes) => serde_json::from_slice::<Stopped>(&bytes)
+            .ok()
+            .map(|s| s.stopped_at),
         None => None,
     }
     .or(recording.stopped_at);
@@ -254,7 +264,10 @@ async fn compose_one(state: &AppState, recording: &Recording) -> Result<(i64, u6
                     if ext == "json" {
                         metas.insert((track.to_string(), seq.to_owned()), entry.key.clone());
                     } else if matches!(ext, "ogg" | "ivf" | "h264" | "webm") {
-                        media.entry(track.to_string()).or_default().insert(seq.to_owned(), entry.key.clone());
+                        media
+                            .entry(track.to_string())
+                            .or_default()
+                            .insert(seq.to_owned(), entry.key.clone());
                     }
                 }
             }
@@ -291,7 +304,10 @@ async fn compose_one(state: &AppState, recording: &Recording) -> Result<(i64, u6
                         continue;
                     };
                     let start = previous_end.unwrap_or(origin);
-                    (start, start + chrono::Duration::milliseconds((seconds * 1000.0) as i64))
+                    (
+                        start,
+                        start + chrono::Duration::milliseconds((seconds * 1000.0) as i64),
+                    )
                 }
             };
             previous_end = Some(end);
@@ -299,10 +315,18 @@ async fn compose_one(state: &AppState, recording: &Recording) -> Result<(i64, u6
             downloaded.push(Segment { path, start, end });
         }
         let kind = kind.unwrap_or_else(|| {
-            if segments.values().any(|key| key.ends_with(".ogg")) { Kind::Audio } else { Kind::Video }
+            if segments.values().any(|key| key.ends_with(".ogg")) {
+                Kind::Audio
+            } else {
+                Kind::Video
+            }
         });
         if !downloaded.is_empty() {
-            tracks.push(Track { id: track_id.clone(), kind, segments: downloaded });
+            tracks.push(Track {
+                id: track_id.clone(),
+                kind,
+                segments: downloaded,
+            });
         }
     }
 
@@ -311,12 +335,16 @@ async fn compose_one(state: &AppState, recording: &Recording) -> Result<(i64, u6
         if let Some(bytes) = read_json(key.clone()).await? {
             match serde_json::from_slice::<Vec<Event>>(&bytes) {
                 Ok(batch) => events.extend(batch),
-                Err(err) => tracing::warn!(%key, cause = %err, "an unreadable event file is left out"),
+                Err(err) => {
+                    tracing::warn!(%key, cause = %err, "an unreadable event file is left out")
+                }
             }
         }
     }
     events.sort_by_key(|event| event.at);
-    let end = stop.unwrap_or(last_end).max(origin + chrono::Duration::milliseconds(1));
+    let end = stop
+        .unwrap_or(last_end)
+        .max(origin + chrono::Duration::milliseconds(1));
     let duration_ms = (end - origin).num_milliseconds();
     let chat: Vec<Chat> = events
         .iter()
@@ -327,29 +355,49 @@ async fn compose_one(state: &AppState, recording: &Recording) -> Result<(i64, u6
             text: event.text.clone().unwrap_or_default(),
         })
         .collect();
-    let presentation: Vec<&Event> = events.iter().filter(|event| event.kind == "presentation").collect();
+    let presentation: Vec<&Event> = events
+        .iter()
+        .filter(|event| event.kind == "presentation")
+        .collect();
     let mut pages = Vec::new();
     for (n, event) in presentation.iter().enumerate() {
         let Some(key) = &event.key else { continue };
         let until = presentation.get(n + 1).map(|next| next.at).unwrap_or(end);
         let path = work.path().join(format!("page-{n}.png"));
         match files.download(key, &path).await {
-            Ok(()) => pages.push(Page { path, start: event.at, end: until }),
-            Err(err) => tracing::warn!(%key, cause = %err, "a presentation page is missing from the recording"),
+            Ok(()) => pages.push(Page {
+                path,
+                start: event.at,
+                end: until,
+            }),
+            Err(err) => {
+                tracing::warn!(%key, cause = %err, "a presentation page is missing from the recording")
+            }
         }
     }
 
     let output = work.path().join("recording.mp4");
     let plan = compose::plan(origin, duration_ms, &tracks, &pages, work.path(), &output);
     for (path, text) in &plan.lists {
-        tokio::fs::write(path, text).await.map_err(|err| internal(format!("{}: {err}", path.display())))?;
+        tokio::fs::write(path, text)
+            .await
+            .map_err(|err| internal(format!("{}: {err}", path.display())))?;
     }
     run_ffmpeg(state, &plan.args, duration_ms).await?;
-    let size = tokio::fs::metadata(&output).await.map_err(|err| internal(format!("the composed file: {err}")))?.len();
-    files.put_file(&super::media_key(&recording.id), &output).await.map_err(internal)?;
+    let size = tokio::fs::metadata(&output)
+        .await
+        .map_err(|err| internal(format!("the composed file: {err}")))?
+        .len();
+    files
+        .put_file(&super::media_key(&recording.id), &output)
+        .await
+        .map_err(internal)?;
     if !chat.is_empty() {
         let vtt = compose::chat_vtt(origin, &chat);
-        files.put(&super::chat_key(&recording.id), vtt.into()).await.map_err(internal)?;
+        files
+            .put(&super::chat_key(&recording.id), vtt.into())
+            .await
+            .map_err(internal)?;
     }
     Ok((plan.duration_ms, size))
 }
@@ -364,7 +412,10 @@ async fn run_ffmpeg(state: &AppState, args: &[String], duration_ms: i64) -> Resu
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let child = command.spawn().map_err(|err| {
-        internal(format!("cannot run {} (install ffmpeg or set --ffmpeg): {err}", program.display()))
+        internal(format!(
+            "cannot run {} (install ffmpeg or set --ffmpeg): {err}",
+            program.display()
+        ))
     })?;
     // Generous: composing runs at several times real time on one core.
     let limit = Duration::from_secs(120) + Duration::from_millis(duration_ms.max(0) as u64 * 3);
@@ -374,8 +425,19 @@ async fn run_ffmpeg(state: &AppState, args: &[String], duration_ms: i64) -> Resu
         .map_err(|err| internal(format!("ffmpeg: {err}")))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: String = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
-        return Err(internal(format!("ffmpeg failed ({}): {tail}", output.status)));
+        let tail: String = stderr
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join(" | ");
+        return Err(internal(format!(
+            "ffmpeg failed ({}): {tail}",
+            output.status
+        )));
     }
     Ok(())
 }
@@ -383,11 +445,33 @@ async fn run_ffmpeg(state: &AppState, args: &[String], duration_ms: i64) -> Resu
 /// The length of a media file in seconds, by ffprobe beside ffmpeg.
 async fn probe_duration(state: &AppState, path: &Path) -> Option<f64> {
     let ffprobe = state.config.ffmpeg.with_file_name("ffprobe");
-    let output = tokio::process::Command::new(if state.config.ffmpeg.parent().is_some_and(|p| !p.as_os_str().is_empty()) { ffprobe } else { "ffprobe".into() })
-        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .await
-        .ok()?;
-    String::from_utf8_lossy(&output.stdout).trim().parse().ok().filter(|d: &f64| d.is_finite() && *d > 0.0)
+    let output = tokio::process::Command::new(
+        if state
+            .config
+            .ffmpeg
+            .parent()
+            .is_some_and(|p| !p.as_os_str().is_empty())
+        {
+            ffprobe
+        } else {
+            "ffprobe".into()
+        },
+    )
+    .args([
+        "-v",
+        "error",
+        "-show_entries",
+        "format=duration",
+        "-of",
+        "csv=p=0",
+    ])
+    .arg(path)
+    .output()
+    .await
+    .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .ok()
+        .filter(|d: &f64| d.is_finite() && *d > 0.0)
 }

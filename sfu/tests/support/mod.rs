@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod recorded;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,17 +23,40 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Records reports.
 #[derive(Default)]
-pub struct Recorder(pub parking_lot::Mutex<Vec<RoomReport>>);
+pub struct Recorder(
+    pub parking_lot::Mutex<Vec<RoomReport>>,
+    pub tokio::sync::Notify,
+);
 
 impl Reporter for Recorder {
     fn report(&self, report: RoomReport) {
         self.0.lock().push(report);
+        self.1.notify_waiters();
     }
 }
 
 impl Recorder {
     pub fn events(&self) -> Vec<RoomEvent> {
         self.0.lock().iter().map(|r| r.event.clone()).collect()
+    }
+
+    /// Waits until a report's event satisfies `found`, and returns it.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        found: impl Fn(&RoomEvent) -> bool,
+    ) -> Option<RoomEvent> {
+        tokio::time::timeout(timeout, async {
+            loop {
+                let changed = self.1.notified();
+                if let Some(event) = self.events().into_iter().find(|e| found(e)) {
+                    return event;
+                }
+                changed.await;
+            }
+        })
+        .await
+        .ok()
     }
 }
 

@@ -47,6 +47,7 @@ function conference(overrides: Partial<Conference> = {}): Conference {
     maxParticipants: 20,
     allowJoinWithoutOwner: false,
     media: 'audioOnly',
+    recordingAllowed: false,
     invitees: ['ada@example.org', 'bob@example.org'],
     owner: { id: 'a1', login: 'ada', displayName: 'Ada' },
     status: 'offline',
@@ -173,6 +174,7 @@ describe('what is sent', () => {
       maxParticipants: '20',
       allowJoinWithoutOwner: false,
       audioOnly: true,
+      recordingAllowed: false,
       invitees: 'ada@example.org\nbob@example.org, ada@example.org',
     });
     expect(toInput(v)).toEqual({
@@ -184,6 +186,7 @@ describe('what is sent', () => {
       maxParticipants: 20,
       allowJoinWithoutOwner: false,
       media: 'audioOnly',
+      recordingAllowed: false,
       meetingId: '123456789',
       password: '123456',
       invitees: ['ada@example.org', 'bob@example.org'],
@@ -206,6 +209,7 @@ describe('what is sent', () => {
       maxParticipants: '20',
       allowJoinWithoutOwner: false,
       audioOnly: true,
+      recordingAllowed: false,
       meetingId: '123456789',
       password: '424242',
       invitees: 'ada@example.org\nbob@example.org',

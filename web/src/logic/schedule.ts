@@ -24,6 +24,8 @@ export interface ScheduleValues {
   maxParticipants: string;
   allowJoinWithoutOwner: boolean;
   audioOnly: boolean;
+  /** Whether moderators of level moderatorPlus may record the meeting. */
+  recordingAllowed: boolean;
   meetingId: string;
   password: string;
   /** Addresses, one per line or separated by commas. */
@@ -45,6 +47,7 @@ export type ScheduleField =
   | 'maxParticipants'
   | 'allowJoinWithoutOwner'
   | 'audioOnly'
+  | 'recordingAllowed'
   | 'meetingId'
   | 'password'
   | 'invitees';
@@ -63,6 +66,7 @@ export const API_FIELDS: Record<string, ScheduleField> = {
   maxParticipants: 'maxParticipants',
   allowJoinWithoutOwner: 'allowJoinWithoutOwner',
   media: 'audioOnly',
+  recordingAllowed: 'recordingAllowed',
   meetingId: 'meetingId',
   password: 'password',
   invitees: 'invitees',
@@ -118,6 +122,7 @@ export function newSchedule(timeZone: string, now: Date, random?: (bytes: Uint8A
     maxParticipants: '',
     allowJoinWithoutOwner: true,
     audioOnly: false,
+    recordingAllowed: true,
     meetingId: suggestDigits(9, random),
     password: suggestDigits(6, random),
     invitees: '',
@@ -141,6 +146,7 @@ export function fromConference(c: Conference): ScheduleValues {
     maxParticipants: c.maxParticipants == null ? '' : String(c.maxParticipants),
     allowJoinWithoutOwner: c.allowJoinWithoutOwner,
     audioOnly: c.media === 'audioOnly',
+    recordingAllowed: c.recordingAllowed,
     meetingId: c.meetingId,
     password: c.password,
     invitees: formatInvitees(c.invitees),
@@ -170,6 +176,7 @@ export function fromDraft(draft: ConferenceInput, fallbackTimeZone: string, rand
     maxParticipants: draft.maxParticipants == null ? '' : String(draft.maxParticipants),
     allowJoinWithoutOwner: draft.allowJoinWithoutOwner ?? true,
     audioOnly: draft.media === 'audioOnly',
+    recordingAllowed: draft.recordingAllowed ?? true,
     meetingId: draft.meetingId || suggestDigits(9, random),
     password: draft.password || suggestDigits(6, random),
     invitees: formatInvitees(draft.invitees ?? []),
@@ -285,6 +292,7 @@ export function toInput(values: ScheduleValues, repeatOf?: string): ConferenceIn
     maxParticipants: max ? Number(max) : null,
     allowJoinWithoutOwner: values.allowJoinWithoutOwner,
     media: values.audioOnly ? 'audioOnly' : 'audioVideo',
+    recordingAllowed: values.recordingAllowed,
     meetingId: values.meetingId.trim(),
     password: values.password.trim(),
     invitees: parseInvitees(values.invitees).addresses,
@@ -320,6 +328,7 @@ export function changedInput(before: ScheduleValues, after: ScheduleValues): Con
   if (a.maxParticipants !== b.maxParticipants) patch.maxParticipants = a.maxParticipants;
   if (a.allowJoinWithoutOwner !== b.allowJoinWithoutOwner) patch.allowJoinWithoutOwner = a.allowJoinWithoutOwner;
   if (a.media !== b.media) patch.media = a.media;
+  if (a.recordingAllowed !== b.recordingAllowed) patch.recordingAllowed = a.recordingAllowed;
   if (a.meetingId !== b.meetingId) patch.meetingId = a.meetingId;
   if (a.password !== b.password) patch.password = a.password;
   const lower = (list: string[] | null | undefined) => (list ?? []).map((x) => x.toLowerCase()).join('\n');

@@ -124,7 +124,11 @@ export function Meeting(props: {
     <div class={`meeting${panel ? ' with-panel' : ''}`}>
       <header class="meeting-top">
         <h1>{ticket.conference.topic}</h1>
-        {room.recording && <span class="badge recording">Recording</span>}
+        {room.recording && (
+          <span class="badge recording" title="This meeting is being recorded">
+            Recording
+          </span>
+        )}
         <p class="meeting-status visually-hidden" role="status" aria-live="polite">
           {room.phase === 'connecting' && 'Connecting…'}
           {room.phase === 'reconnecting' && 'Reconnecting…'}
@@ -197,6 +201,14 @@ export function Meeting(props: {
       {/* Chat from others is announced while the chat panel is closed too. */}
       <ChatAnnouncer room={room} />
 
+      {room.recordingNotice && (
+        <div class="toast recording-notice" role="status" aria-live="polite">
+          <span>{room.recordingNotice}</span>
+          <button type="button" class="icon" aria-label="Dismiss" onClick={() => dispatch({ kind: 'dismissRecordingNotice' })}>
+            ✕
+          </button>
+        </div>
+      )}
       {room.notice && (
         <div class="toast" role="alert">
           <span>{room.notice.message}</span>
@@ -275,6 +287,11 @@ export function Meeting(props: {
           </button>
         </div>
         <div class="control-group">
+          {grants?.record && admitted && (
+            <button type="button" class={`control${room.recording ? ' danger-outline' : ''}`} aria-pressed={room.recording} onClick={() => s?.setRecording(!room.recording)}>
+              {room.recording ? 'Stop recording' : 'Start recording'}
+            </button>
+          )}
           {grants?.endMeeting && (
             <button type="button" class="control danger-outline" onClick={() => setConfirmEnd(true)}>
               End meeting

@@ -69,6 +69,29 @@ describe('the room reducer', () => {
     expect(state.chat).toHaveLength(1);
     expect(state.unread).toBe(0);
     expect(state.recording).toBe(true);
+    expect(state.recordingNotice).toBe('This meeting is being recorded.');
+  });
+
+  it('tells everyone who started and stopped a recording', () => {
+    let state = joinedAs(bob, listenerGrants, [ada]);
+    expect(state.recordingNotice).toBeNull();
+    state = apply(state, { type: 'recording', active: true, by: 'p1' });
+    expect(state.recording).toBe(true);
+    expect(state.recordingNotice).toBe('Recording started by Ada.');
+    state = reduce(state, { kind: 'dismissRecordingNotice' });
+    expect(state.recordingNotice).toBeNull();
+    expect(state.recording).toBe(true);
+    state = apply(state, { type: 'recording', active: false, by: 'p2' });
+    expect(state.recording).toBe(false);
+    expect(state.recordingNotice).toBe('Recording stopped by you.');
+  });
+
+  it('shows a refused recording start as a notice with the server\'s reason', () => {
+    const message = 'recording is not allowed for this conference; its owner can allow it in the conference\'s settings';
+    const state = apply(joinedAs(ada, moderatorGrants), { type: 'error', code: 'recordingNotAllowed', message });
+    expect(state.phase).toBe('joined');
+    expect(state.notice).toEqual({ code: 'recordingNotAllowed', message });
+    expect(state.recording).toBe(false);
   });
 
   it('adds, updates and removes participants with their tracks', () => {

@@ -37,6 +37,11 @@ export interface RoomState {
   /** Set while a speaker or moderator keeps our microphone muted. */
   microphoneBlockedBy: ParticipantId | null;
   recording: boolean;
+  /**
+   * What everyone reads (and screen readers announce) when a recording starts or stops, or on
+   * joining a meeting that is being recorded.
+   */
+  recordingNotice: string | null;
   audioOnly: boolean;
   /** Why the SFU ended the session (phase `closed`). */
   closed: CloseReason | null;
@@ -52,6 +57,7 @@ export type RoomAction =
   | { kind: 'chatOpen'; open: boolean }
   | { kind: 'reconnecting' }
   | { kind: 'dismissNotice' }
+  | { kind: 'dismissRecordingNotice' }
   /**
    * We stopped sending one of our tracks: the SFU tells the others (`trackUnpublished`) but
    * not us, so our own tile of it goes here.
@@ -73,6 +79,7 @@ export function initialRoom(): RoomState {
     activeSpeaker: null,
     microphoneBlockedBy: null,
     recording: false,
+    recordingNotice: null,
     audioOnly: false,
     closed: null,
     refused: null,
@@ -98,6 +105,8 @@ export function reduce(state: RoomState, action: RoomAction): RoomState {
       return state.phase === 'closed' ? state : { ...state, phase: 'reconnecting', activeSpeaker: null };
     case 'dismissNotice':
       return { ...state, notice: null };
+    case 'dismissRecordingNotice':
+      return { ...state, recordingNotice: null };
     case 'ownTrackEnded': {
       const tracks = Object.fromEntries(Object.entries(state.tracks).filter(([, t]) => t.participant !== state.you || t.source !== action.source));
       return Object.keys(tracks).length === Object.keys(state.tracks).length ? state : { ...state, tracks };
@@ -141,6 +150,8 @@ function onMessage(state: RoomState, message: ServerMessage): RoomState {
         activeSpeaker: null,
         microphoneBlockedBy: me?.microphoneBlocked ? (state.microphoneBlockedBy ?? message.you) : null,
         recording: message.recording,
+        // Told once on arrival; a reconnect into the same recording says nothing new.
+        recordingNotice: message.recording && !state.recording ? 'This meeting is being recorded.' : message.recording ? state.recordingNotice : null,
         audioOnly: message.audioOnly,
         closed: null,
         refused: null,
@@ -209,8 +220,10 @@ function onMessage(state: RoomState, message: ServerMessage): RoomState {
         unread: !state.chatOpen && fromOther ? state.unread + 1 : state.unread,
       };
     }
-    case 'recording':
-      return { ...state, recording: message.active };
+    case 'recording': {
+      const who = message.by === state.you ? 'you' : (state.participants[message.by]?.displayName ?? 'a moderator');
+      return { ...state, recording: message.active, recordingNotice: `Recording ${message.active ? 'started' : 'stopped'} by ${who}.` };
+    }
     case 'error':
       if (FATAL_CODES.includes(message.code)) {
         return { ...state, phase: 'closed', refused: { code: message.code, message: message.message } };

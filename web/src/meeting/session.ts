@@ -643,6 +643,11 @@ export class MeetingSession {
     return this.send({ type: 'endMeeting' });
   }
 
+  /** Starts or stops the recording; the SFU checks the right and the conference's setting. */
+  setRecording(active: boolean): boolean {
+    return this.send({ type: 'setRecording', active });
+  }
+
   /** Leaves: the SFU answers `closed {reason: left}`; without a connection we just stop. */
   leave(): void {
     this.leaving = true;

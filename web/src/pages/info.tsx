@@ -126,6 +126,8 @@ function ConferenceInfo(props: { conference: Conference; reload: () => void }) {
           <dd>{c.allowJoinWithoutOwner ? 'Open even when the owner is absent' : 'People wait until the owner is in'}</dd>
           <dt>Media</dt>
           <dd>{c.media === 'audioOnly' ? 'Audio only' : 'Audio and video'}</dd>
+          <dt>Recording</dt>
+          <dd>{c.recordingAllowed ? 'Moderators of level moderator+ may record' : 'Not allowed'}</dd>
           <dt>Invitees</dt>
           <dd>{c.invitees.length ? c.invitees.join(', ') : 'Nobody yet'}</dd>
         </dl>

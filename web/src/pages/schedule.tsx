@@ -422,6 +422,7 @@ function ScheduleForm(props: { mode: Mode; initial: ScheduleValues }) {
           )}
           <CheckField id="allowJoinWithoutOwner" label="Allow joining in the absence of the conference owner" checked={values.allowJoinWithoutOwner} error={errors.allowJoinWithoutOwner} onChange={(v) => set('allowJoinWithoutOwner', v)} />
           <CheckField id="audioOnly" label="Audio only (no cameras or screen sharing)" checked={values.audioOnly} error={errors.audioOnly} onChange={(v) => set('audioOnly', v)} />
+          <CheckField id="recordingAllowed" label="Allow recording (by moderators of level moderator+)" checked={values.recordingAllowed} error={errors.recordingAllowed} onChange={(v) => set('recordingAllowed', v)} />
         </fieldset>
 
         {!permanent && (
