@@ -29,10 +29,11 @@ fn web_dir() -> PathBuf {
     system_tests::repository().join("web")
 }
 
-fn start(data: &Path, artifacts: &Path, port: u16, udp: &str) -> Server {
+fn start(data: &Path, artifacts: &Path, port: u16, udp: &str, env: &[(&str, String)]) -> Server {
     let log = std::fs::File::create(artifacts.join("server.log")).unwrap();
     let child = Command::new(system_tests::conclave_bin())
         .arg("standalone")
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .env("CONCLAVE_DATA_DIR", data)
         .env("CONCLAVE_LISTEN", format!("127.0.0.1:{port}"))
         .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
@@ -96,6 +97,11 @@ fn firefox_scenario(script: &str, udp: &str) {
 }
 
 fn run_scenario(script: &str, udp: &str) {
+    run_scenario_with(script, udp, &[]);
+}
+
+/// [`run_scenario`] with more environment for the server.
+fn run_scenario_with(script: &str, udp: &str, env: &[(&str, String)]) {
     let web = web_dir();
     let chromium = system_tests::portal_chromium();
     let artifacts = web.join("e2e/artifacts").join(script);
@@ -103,7 +109,7 @@ fn run_scenario(script: &str, udp: &str) {
     std::fs::create_dir_all(&artifacts).unwrap();
     let data = tempfile::tempdir().unwrap();
     let port = system_tests::free_port();
-    let server = start(data.path(), &artifacts, port, udp);
+    let server = start(data.path(), &artifacts, port, udp, env);
 
     let status = Command::new("node")
         .arg(web.join("e2e").join(format!("{script}.mjs")))
@@ -161,4 +167,50 @@ fn chromium_and_firefox_participants_see_and_hear_each_other() {
 #[test]
 fn a_publisher_that_offers_only_h264_is_decoded_by_chromium_and_explained_in_firefox() {
     firefox_scenario("h264", "47600-47699");
+}
+
+/// Recording end to end, with the files in a real S3 server (moto): a moderatorPlus records a
+/// meeting of two publishers in Chromium, stops, ends it, and plays the recording in the archive
+/// (seeking past 5 s); the composed MP4 in the bucket has audio and video of about 10 s.
+#[test]
+fn a_moderator_plus_records_a_meeting_into_s3_and_the_archive_plays_it() {
+    if !loadgen::netns::isolate() {
+        return;
+    }
+    let s3 = system_tests::S3Server::start("conclave-recordings");
+    run_scenario_with("recording", "47700-47799", &s3.env());
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let args = files::FilesArgs {
+            files_dir: None,
+            s3_bucket: Some(s3.bucket.clone()),
+            s3_endpoint: Some(s3.endpoint.clone()),
+            s3_region: "us-east-1".into(),
+            s3_allow_http: true,
+            s3_virtual_hosted: false,
+        };
+        let bucket = files::Files::s3_with_credentials(&args, "conclave-test", "conclave-test-secret").unwrap();
+        let listed = bucket.list("recordings").await.unwrap();
+        let composed: Vec<_> = listed.iter().filter(|e| e.key.ends_with("/recording.mp4")).collect();
+        assert_eq!(composed.len(), 1, "one composed recording in the bucket: {listed:?}");
+        assert!(
+            !listed.iter().any(|e| e.key.contains("/tracks/")),
+            "the segments went into the composed file: {listed:?}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("recording.mp4");
+        bucket.download(&composed[0].key, &file).await.unwrap();
+        let probe = Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "format=duration:stream=codec_type", "-of", "json"])
+            .arg(&file)
+            .output()
+            .expect("ffprobe (Debian ffmpeg) is installed; scripts/test.sh installs it");
+        assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
+        let probed: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
+        let kinds: Vec<&str> = probed["streams"].as_array().unwrap().iter().filter_map(|s| s["codec_type"].as_str()).collect();
+        assert!(kinds.contains(&"audio") && kinds.contains(&"video"), "{probed}");
+        let seconds: f64 = probed["format"]["duration"].as_str().unwrap().parse().unwrap();
+        assert!((8.0..=14.0).contains(&seconds), "about 10 s recorded, the file has {seconds}");
+    });
 }

@@ -47,6 +47,9 @@ use crate::metrics::Metrics;
 pub const QUEUE: usize = 512;
 /// How often the events gathered are written.
 const EVENTS_EVERY: Duration = Duration::from_secs(3);
+/// How often `alive` is renewed while recording: the API composes a recording whose `alive`
+/// is older than its `--recording-lost-seconds` (120 by default) as one whose pod was lost.
+const ALIVE_EVERY: Duration = Duration::from_secs(20);
 /// How often a writer looks at the time (silent tracks, awaited keyframes, given-up packets).
 const TICK: Duration = Duration::from_millis(250);
 
@@ -390,6 +393,7 @@ async fn write_events(
 ) {
     let mut pending = Vec::new();
     let mut seq = 0u32;
+    let mut alive_at: Option<tokio::time::Instant> = None;
     let mut every = tokio::time::interval(EVENTS_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -408,6 +412,11 @@ async fn write_events(
             let key = format!("{prefix}events/{seq:06}.json");
             store(&files, &metrics, &key, json(&pending)).await;
             pending.clear();
+        }
+        if open && alive_at.is_none_or(|at| at.elapsed() >= ALIVE_EVERY) {
+            alive_at = Some(tokio::time::Instant::now());
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            store(&files, &metrics, &format!("{prefix}alive"), bytes::Bytes::from(now)).await;
         }
         if !open {
             break;
