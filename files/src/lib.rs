@@ -18,7 +18,7 @@ use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
 use tokio::io::AsyncReadExt;
 
 /// Environment variable holding the S3 access key ID (never a flag: it is a credential).
@@ -173,8 +173,6 @@ impl Files {
         else {
             return Err(Error::Config("--s3-bucket is empty".into()));
         };
-        // reqwest is built without a bundled TLS provider; the project's one is ring.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_region(&args.s3_region)
