@@ -23,6 +23,8 @@ use crate::keyframe::{KeyframeDecision, KeyframeLimiter};
 use crate::rate::{Rate, TokenBucket};
 use crate::speaker::SpeakerDetector;
 
+mod presentation;
+
 /// One websocket connection. A participant keeps their [`ParticipantId`] across reconnects;
 /// each connection gets a new session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -279,6 +281,8 @@ pub struct Room {
     keyframes: KeyframeLimiter,
     speaker: SpeakerDetector,
     recording: bool,
+    /// The presentation on the stage ([`presentation`]).
+    presentation: Option<proto::PresentationState>,
     ended_at: Option<DateTime<Utc>>,
     /// The latest expiry of any token seen: memory of exclusions and of the end is needed
     /// until then.
@@ -326,6 +330,7 @@ impl Room {
             subscriptions: BTreeMap::new(),
             chat: VecDeque::new(),
             recording: false,
+            presentation: None,
             ended_at: None,
             remember_until: DateTime::<Utc>::UNIX_EPOCH,
             next_participant: 0,
@@ -673,6 +678,7 @@ impl Room {
                         .collect(),
                     recording: self.recording,
                     audio_only: self.media == Media::AudioOnly,
+                    presentation: self.presentation.clone(),
                 },
             },
         ];
@@ -810,6 +816,7 @@ impl Room {
         self.members.insert(id.clone(), member.clone());
         let mut effects = self.drop_media_of(&id, now);
         self.members.remove(&id);
+        effects.extend(self.presenter_gone(&id));
         if member.admitted {
             effects.extend(self.broadcast(
                 &ServerMessage::ParticipantLeft {
@@ -1232,6 +1239,7 @@ impl Room {
             for track in presenting {
                 effects.extend(self.remove_track(&track));
             }
+            effects.extend(self.presenter_gone(participant));
         }
         Ok(effects)
     }
@@ -1364,6 +1372,7 @@ impl Room {
         self.members.clear();
         self.sessions.clear();
         self.recording = false;
+        self.presentation = None;
         effects.push(self.report(RoomEvent::Ended, now));
         effects
     }

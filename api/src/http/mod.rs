@@ -22,6 +22,7 @@ pub mod join;
 pub mod me;
 pub mod ops;
 pub mod portal;
+pub mod presentations;
 pub mod rtc;
 pub mod users;
 
@@ -58,6 +59,9 @@ pub mod users;
         conferences::notify,
         conferences::invitation_log,
         join::join,
+        presentations::accepted,
+        presentations::upload,
+        presentations::page,
         internal::room_event,
         internal::revocations,
         internal::placements
@@ -74,6 +78,9 @@ pub mod users;
         join::PhoneCaller,
         join::JoinResponse,
         crate::phone::DialIn,
+        crate::presentation::Presentation,
+        crate::presentation::Uploaded,
+        crate::presentation::Accepted,
         ErrorBody,
         ErrorDetail
     ))
@@ -140,6 +147,7 @@ pub fn api_router(surface: Surface) -> Router<AppState> {
             .merge(users::router())
             .merge(conferences::router())
             .merge(join::router())
+            .merge(presentations::router())
             // What browsers reach with the session cookie; the internal routes take service
             // tokens only, which no browser holds.
             .route_layer(middleware::from_fn(refuse_cross_site));

@@ -2,7 +2,7 @@
 // (docs/signaling.md) to what the page shows. The WebRTC and websocket shell (session.ts)
 // feeds it; components only read it. No clock, no DOM, no browser APIs: unit-tested in
 // room.test.ts.
-import type { ChatMessage, CloseReason, ErrorCode, Grants, ParticipantId, ParticipantInfo, Role, ServerMessage, TrackId, TrackInfo, TrackSource } from '../generated/signal';
+import type { ChatMessage, CloseReason, ErrorCode, Grants, ParticipantId, ParticipantInfo, PresentationState, Role, ServerMessage, TrackId, TrackInfo, TrackSource } from '../generated/signal';
 
 /** Where the session stands. */
 export type Phase =
@@ -38,6 +38,10 @@ export interface RoomState {
   microphoneBlockedBy: ParticipantId | null;
   recording: boolean;
   audioOnly: boolean;
+  /** The presentation on the stage, if any. */
+  presentation: PresentationState | null;
+  /** The ticket that opens the meeting's presentation pages (renewed before it expires). */
+  viewTicket: { ticket: string; expiresAt: number } | null;
   /** Why the SFU ended the session (phase `closed`). */
   closed: CloseReason | null;
   /** A join the SFU refused (fatal error codes close the websocket). */
@@ -74,6 +78,8 @@ export function initialRoom(): RoomState {
     microphoneBlockedBy: null,
     recording: false,
     audioOnly: false,
+    presentation: null,
+    viewTicket: null,
     closed: null,
     refused: null,
     notice: null,
@@ -142,6 +148,7 @@ function onMessage(state: RoomState, message: ServerMessage): RoomState {
         microphoneBlockedBy: me?.microphoneBlocked ? (state.microphoneBlockedBy ?? message.you) : null,
         recording: message.recording,
         audioOnly: message.audioOnly,
+        presentation: message.presentation ?? null,
         closed: null,
         refused: null,
       };
@@ -211,6 +218,13 @@ function onMessage(state: RoomState, message: ServerMessage): RoomState {
     }
     case 'recording':
       return { ...state, recording: message.active };
+    case 'presentation':
+      return { ...state, presentation: message.presentation ?? null };
+    case 'presentationAccess':
+      return { ...state, viewTicket: { ticket: message.ticket, expiresAt: message.expiresAt } };
+    case 'presentationUploadTicket':
+      // The session hands it to the upload that asked for it.
+      return state;
     case 'error':
       if (FATAL_CODES.includes(message.code)) {
         return { ...state, phase: 'closed', refused: { code: message.code, message: message.message } };
