@@ -162,3 +162,8 @@ fn chromium_and_firefox_participants_see_and_hear_each_other() {
 fn a_publisher_that_offers_only_h264_is_decoded_by_chromium_and_explained_in_firefox() {
     firefox_scenario("h264", "47600-47699");
 }
+
+#[test]
+fn a_speaker_presents_a_pdf_and_the_others_follow_its_pages() {
+    scenario("presentation", "47700-47799");
+}

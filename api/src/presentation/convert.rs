@@ -349,6 +349,9 @@ impl Converter {
             )
             .into());
         }
+        if run.stderr.contains("Invalid page count 0") {
+            return Err(Refused::new("noPages", "the PDF has no pages").into());
+        }
         if !run.status.is_some_and(|s| s.success()) {
             return Err(broken(&run.stderr, "it cannot be read").into());
         }
@@ -510,6 +513,74 @@ async fn collect_pages(dir: &Path) -> Result<Vec<(u32, PathBuf)>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn converter(timeout: Duration) -> Converter {
+        Converter::new(
+            Limits {
+                max_bytes: 1_000_000,
+                max_pages: 10,
+                page_pixels: 200,
+                timeout,
+                memory_bytes: 512 * 1024 * 1024,
+                office_memory_bytes: 1024 * 1024 * 1024,
+                max_output_bytes: 8 * 1024 * 1024,
+            },
+            None,
+            1,
+        )
+    }
+
+    #[tokio::test]
+    async fn tools_run_under_the_memory_cpu_and_file_size_limits() {
+        let converter = converter(Duration::from_secs(20));
+        let args: Vec<OsString> = vec!["-c".into(), "ulimit -v; ulimit -t; ulimit -f".into()];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let run = converter
+            .run("sh", Path::new("sh"), &args, 512 * 1024 * 1024, deadline, None)
+            .await
+            .expect("runs");
+        let limits: Vec<&str> = run.stdout.lines().collect();
+        assert_eq!(limits.len(), 3, "{}", run.stdout);
+        assert_eq!(limits[0], "524288", "address space in KiB");
+        let cpu: u64 = limits[1].parse().expect("cpu seconds");
+        assert!((1..=20).contains(&cpu), "cpu limit {cpu}");
+        // `ulimit -f` counts 512-byte blocks.
+        assert_eq!(limits[2], (8 * 1024 * 1024 / 512).to_string());
+    }
+
+    #[tokio::test]
+    async fn a_tool_past_the_deadline_is_killed_with_everything_it_started() {
+        let converter = converter(Duration::from_secs(1));
+        let dir = tempfile::tempdir().expect("dir");
+        let pid_file = dir.path().join("pid");
+        let script = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
+        let args: Vec<OsString> = vec!["-c".into(), script.into()];
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(1);
+        let err = converter
+            .run("sh", Path::new("sh"), &args, 512 * 1024 * 1024, deadline, None)
+            .await
+            .err()
+            .expect("timed out");
+        assert!(
+            matches!(&err, Error::Refused(r) if r.code == "conversionTimeout"),
+            "{err:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        let helper = std::fs::read_to_string(&pid_file).expect("the helper started");
+        let stat = format!("/proc/{}/stat", helper.trim());
+        // The helper was killed with its group: gone, or a zombie waiting for init.
+        let gone = || {
+            std::fs::read_to_string(&stat)
+                .map(|s| s.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')))
+                .unwrap_or(true)
+        };
+        let until = Instant::now() + Duration::from_secs(3);
+        while !gone() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone(), "the helper {} outlived the timeout", helper.trim());
+    }
 
     #[test]
     fn the_kind_comes_from_the_bytes_not_the_name() {
