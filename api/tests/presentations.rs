@@ -328,3 +328,59 @@ async fn hostile_and_unsuitable_files_are_refused_clearly() {
     let stored = app.state.files.list("presentations/").await.unwrap();
     assert!(stored.is_empty(), "{stored:?}");
 }
+
+/// A flat OpenDocument presentation of two slides (LibreOffice turns it into a real `.odp`).
+const FLAT_DECK: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<office:document xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:draw="urn:oasis:names:tc:opendocument:xmlns:drawing:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" xmlns:svg="urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0" office:version="1.2" office:mimetype="application/vnd.oasis.opendocument.presentation">
+ <office:body><office:presentation>
+  <draw:page draw:name="one"><draw:frame svg:x="2cm" svg:y="2cm" svg:width="20cm" svg:height="3cm"><draw:text-box><text:p>First slide</text:p></draw:text-box></draw:frame></draw:page>
+  <draw:page draw:name="two"><draw:frame svg:x="2cm" svg:y="2cm" svg:width="20cm" svg:height="3cm"><draw:text-box><text:p>Second slide</text:p></draw:text-box></draw:frame></draw:page>
+ </office:presentation></office:body>
+</office:document>
+"#;
+
+#[tokio::test]
+async fn an_odp_presentation_is_converted_with_libreoffice_when_installed() {
+    let Some(soffice) = api::presentation::convert::find_program("soffice") else {
+        eprintln!("soffice is not installed (scripts/test.sh installs libreoffice-impress-nogui): the office conversion is not tested");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("deck.fodp"), FLAT_DECK).unwrap();
+    let made = std::process::Command::new(&soffice)
+        .arg(format!("-env:UserInstallation=file://{}/profile", dir.path().display()))
+        .args(["--headless", "--convert-to", "odp", "--outdir"])
+        .arg(dir.path())
+        .arg(dir.path().join("deck.fodp"))
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let odp = std::fs::read(dir.path().join("deck.odp")).unwrap();
+
+    let app = TestApp::new(Backend::Sqlite).await;
+    let formats = app
+        .call(Method::GET, "/api/v1/presentations/accepted", None, None)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(formats.body["office"], true);
+    let reply = upload(&app, Some(&upload_ticket(&app, "conf-1")), "deck.odp", odp)
+        .await
+        .expect(StatusCode::CREATED);
+    assert_eq!(reply.body["presentation"]["pages"], 2);
+    assert_eq!(reply.body["presentation"]["format"], "odp");
+    let id = reply.body["presentation"]["id"].as_str().unwrap().to_owned();
+    for name in ["original.odp", "document.pdf", "page-1.png", "page-2.png", "meta.json"] {
+        assert!(
+            app.state
+                .files
+                .get(&format!("presentations/conf-1/{id}/{name}"))
+                .await
+                .is_ok(),
+            "{name} stored"
+        );
+    }
+    let (status, _, png) = page(&app, Some(&view_ticket(&app, "conf-1")), &id, 2).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(png_size(&png).0, 1280, "a landscape slide 1280 px wide");
+}
