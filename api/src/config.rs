@@ -242,11 +242,19 @@ pub struct Config {
 #[derive(Debug, Clone, clap::Args)]
 pub struct PresentationConfig {
     /// Largest presentation upload, in bytes.
-    #[arg(long = "presentation-max-bytes", env = "CONCLAVE_PRESENTATION_MAX_BYTES", default_value_t = 50_000_000)]
+    #[arg(
+        long = "presentation-max-bytes",
+        env = "CONCLAVE_PRESENTATION_MAX_BYTES",
+        default_value_t = 50_000_000
+    )]
     pub max_bytes: u64,
 
     /// Most pages a presentation may have.
-    #[arg(long = "presentation-max-pages", env = "CONCLAVE_PRESENTATION_MAX_PAGES", default_value_t = 300)]
+    #[arg(
+        long = "presentation-max-pages",
+        env = "CONCLAVE_PRESENTATION_MAX_PAGES",
+        default_value_t = 300
+    )]
     pub max_pages: u32,
 
     /// Longer side of a page image, in pixels (1280: a 16:9 slide becomes 1280×720).
@@ -256,20 +264,36 @@ pub struct PresentationConfig {
 
     /// Wall-clock seconds one conversion may take (LibreOffice and poppler together); then its
     /// processes are killed and the upload refused with `conversionTimeout`.
-    #[arg(long = "presentation-timeout-seconds", env = "CONCLAVE_PRESENTATION_TIMEOUT_SECONDS", default_value_t = 120)]
+    #[arg(
+        long = "presentation-timeout-seconds",
+        env = "CONCLAVE_PRESENTATION_TIMEOUT_SECONDS",
+        default_value_t = 120
+    )]
     pub timeout_seconds: u64,
 
     /// Address space of poppler's tools (pdfinfo, pdftoppm), in MiB.
-    #[arg(long = "presentation-memory-mb", env = "CONCLAVE_PRESENTATION_MEMORY_MB", default_value_t = 1024)]
+    #[arg(
+        long = "presentation-memory-mb",
+        env = "CONCLAVE_PRESENTATION_MEMORY_MB",
+        default_value_t = 1024
+    )]
     pub memory_mb: u64,
 
     /// Address space of LibreOffice converting PowerPoint and ODP, in MiB (it maps far more
     /// than it uses).
-    #[arg(long = "presentation-office-memory-mb", env = "CONCLAVE_PRESENTATION_OFFICE_MEMORY_MB", default_value_t = 4096)]
+    #[arg(
+        long = "presentation-office-memory-mb",
+        env = "CONCLAVE_PRESENTATION_OFFICE_MEMORY_MB",
+        default_value_t = 4096
+    )]
     pub office_memory_mb: u64,
 
     /// Conversions running at once; more uploads wait (up to the timeout, then 503 `busy`).
-    #[arg(long = "presentation-conversions", env = "CONCLAVE_PRESENTATION_CONVERSIONS", default_value_t = 2)]
+    #[arg(
+        long = "presentation-conversions",
+        env = "CONCLAVE_PRESENTATION_CONVERSIONS",
+        default_value_t = 2
+    )]
     pub conversions: usize,
 
     /// LibreOffice's `soffice`, which converts PowerPoint and ODP to PDF. Default: `soffice`

@@ -19,7 +19,9 @@ use tower::ServiceExt;
 /// password nobody knows; `count` overrides the page tree's count.
 fn pdf(colours: &[[f32; 3]], encrypt: bool, count: Option<u64>) -> Vec<u8> {
     let mut objects: Vec<Vec<u8>> = vec![b"<< /Type /Catalog /Pages 2 0 R >>".to_vec()];
-    let kids: Vec<String> = (0..colours.len()).map(|i| format!("{} 0 R", 3 + 2 * i)).collect();
+    let kids: Vec<String> = (0..colours.len())
+        .map(|i| format!("{} 0 R", 3 + 2 * i))
+        .collect();
     objects.push(
         format!(
             "<< /Type /Pages /Kids [{}] /Count {} >>",
@@ -38,7 +40,11 @@ fn pdf(colours: &[[f32; 3]], encrypt: bool, count: Option<u64>) -> Vec<u8> {
         );
         let content = format!("{r} {g} {b} rg 0 0 960 540 re f");
         objects.push(
-            format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()).into_bytes(),
+            format!(
+                "<< /Length {} >>\nstream\n{content}\nendstream",
+                content.len()
+            )
+            .into_bytes(),
         );
     }
     if encrypt {
@@ -98,7 +104,11 @@ fn upload_ticket(app: &TestApp, conference: &str) -> String {
 }
 
 fn view_ticket(app: &TestApp, conference: &str) -> String {
-    let claims = ViewClaims::new("guest:bob", &ConferenceId::from(conference), app.now().timestamp());
+    let claims = ViewClaims::new(
+        "guest:bob",
+        &ConferenceId::from(conference),
+        app.now().timestamp(),
+    );
     app.state.tokens.sign_view(&claims).unwrap()
 }
 
@@ -115,7 +125,12 @@ async fn upload(app: &TestApp, ticket: Option<&str>, filename: &str, body: Vec<u
 }
 
 /// A page's status, headers and bytes.
-async fn page(app: &TestApp, ticket: Option<&str>, id: &str, n: u32) -> (StatusCode, header::HeaderMap, Vec<u8>) {
+async fn page(
+    app: &TestApp,
+    ticket: Option<&str>,
+    id: &str,
+    n: u32,
+) -> (StatusCode, header::HeaderMap, Vec<u8>) {
     let mut request = Request::builder().uri(format!("/api/v1/presentations/{id}/pages/{n}"));
     if let Some(ticket) = ticket {
         request = request.header(header::AUTHORIZATION, format!("Bearer {ticket}"));
@@ -128,7 +143,13 @@ async fn page(app: &TestApp, ticket: Option<&str>, id: &str, n: u32) -> (StatusC
         .unwrap();
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     (status, headers, bytes)
 }
 
@@ -143,9 +164,14 @@ fn png_size(png: &[u8]) -> (u32, u32) {
 async fn a_three_page_pdf_becomes_three_page_images_for_the_meeting() {
     let app = TestApp::new(Backend::Sqlite).await;
     let ticket = upload_ticket(&app, "conf-1");
-    let reply = upload(&app, Some(&ticket), "Quarterly%20review.pdf", pdf(&[RED, GREEN, BLUE], false, None))
-        .await
-        .expect(StatusCode::CREATED);
+    let reply = upload(
+        &app,
+        Some(&ticket),
+        "Quarterly%20review.pdf",
+        pdf(&[RED, GREEN, BLUE], false, None),
+    )
+    .await
+    .expect(StatusCode::CREATED);
     let presentation = &reply.body["presentation"];
     assert_eq!(presentation["pages"], 3);
     assert_eq!(presentation["title"], "Quarterly review");
@@ -157,7 +183,10 @@ async fn a_three_page_pdf_becomes_three_page_images_for_the_meeting() {
     let descriptor = app
         .state
         .tokens
-        .verify_descriptor(reply.body["descriptor"].as_str().unwrap(), app.now().timestamp())
+        .verify_descriptor(
+            reply.body["descriptor"].as_str().unwrap(),
+            app.now().timestamp(),
+        )
         .unwrap();
     assert_eq!(descriptor.pid.as_str(), id);
     assert_eq!((descriptor.pages, descriptor.conf.as_str()), (3, "conf-1"));
@@ -168,13 +197,27 @@ async fn a_three_page_pdf_becomes_three_page_images_for_the_meeting() {
         let (status, headers, png) = page(&app, Some(&viewer), &id, n).await;
         assert_eq!(status, StatusCode::OK, "page {n}");
         assert_eq!(headers[header::CONTENT_TYPE], "image/png");
-        assert!(headers[header::CACHE_CONTROL].to_str().unwrap().starts_with("private"));
+        assert!(
+            headers[header::CACHE_CONTROL]
+                .to_str()
+                .unwrap()
+                .starts_with("private")
+        );
         assert_eq!(png_size(&png), (1280, 720), "a 16:9 page at 1280 px");
         images.push(png);
     }
-    assert!(images[0] != images[1] && images[1] != images[2], "three different pages");
-    assert_eq!(page(&app, Some(&viewer), &id, 4).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(page(&app, Some(&viewer), &id, 0).await.0, StatusCode::NOT_FOUND);
+    assert!(
+        images[0] != images[1] && images[1] != images[2],
+        "three different pages"
+    );
+    assert_eq!(
+        page(&app, Some(&viewer), &id, 4).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        page(&app, Some(&viewer), &id, 0).await.0,
+        StatusCode::NOT_FOUND
+    );
 
     // Stored under the contract's keys, with the original and meta.json.
     let meta = app
@@ -197,45 +240,80 @@ async fn a_three_page_pdf_becomes_three_page_images_for_the_meeting() {
 #[tokio::test]
 async fn pages_are_served_only_with_a_view_ticket_of_the_same_meeting() {
     let app = TestApp::new(Backend::Sqlite).await;
-    let reply = upload(&app, Some(&upload_ticket(&app, "conf-1")), "a.pdf", pdf(&[RED], false, None))
-        .await
-        .expect(StatusCode::CREATED);
-    let id = reply.body["presentation"]["id"].as_str().unwrap().to_owned();
+    let reply = upload(
+        &app,
+        Some(&upload_ticket(&app, "conf-1")),
+        "a.pdf",
+        pdf(&[RED], false, None),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    let id = reply.body["presentation"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(page(&app, None, &id, 1).await.0, StatusCode::FORBIDDEN);
     assert_eq!(
-        page(&app, Some(&upload_ticket(&app, "conf-1")), &id, 1).await.0,
+        page(&app, Some(&upload_ticket(&app, "conf-1")), &id, 1)
+            .await
+            .0,
         StatusCode::FORBIDDEN,
         "an upload ticket is no view ticket"
     );
     assert_eq!(
-        page(&app, Some(&view_ticket(&app, "conf-2")), &id, 1).await.0,
+        page(&app, Some(&view_ticket(&app, "conf-2")), &id, 1)
+            .await
+            .0,
         StatusCode::NOT_FOUND,
         "another meeting's ticket finds nothing"
     );
     assert_eq!(
-        page(&app, Some(&view_ticket(&app, "conf-1")), "../../etc", 1).await.0,
+        page(&app, Some(&view_ticket(&app, "conf-1")), "../../etc", 1)
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        page(&app, Some(&view_ticket(&app, "conf-1")), &"0".repeat(32), 1).await.0,
+        page(&app, Some(&view_ticket(&app, "conf-1")), &"0".repeat(32), 1)
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
     // An expired view ticket.
-    let old = ViewClaims::new("guest:bob", &ConferenceId::from("conf-1"), app.now().timestamp() - 3600);
+    let old = ViewClaims::new(
+        "guest:bob",
+        &ConferenceId::from("conf-1"),
+        app.now().timestamp() - 3600,
+    );
     let old = app.state.tokens.sign_view(&old).unwrap();
-    assert_eq!(page(&app, Some(&old), &id, 1).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(page(&app, Some(&view_ticket(&app, "conf-1")), &id, 1).await.0, StatusCode::OK);
+    assert_eq!(
+        page(&app, Some(&old), &id, 1).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        page(&app, Some(&view_ticket(&app, "conf-1")), &id, 1)
+            .await
+            .0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
 async fn uploads_need_the_sfus_upload_ticket() {
     let app = TestApp::new(Backend::Sqlite).await;
     let body = pdf(&[RED], false, None);
-    let reply = upload(&app, None, "a.pdf", body.clone()).await.expect(StatusCode::UNAUTHORIZED);
-    assert_eq!(reply.code(), "presentationTicket");
-    let reply = upload(&app, Some(&view_ticket(&app, "conf-1")), "a.pdf", body.clone())
+    let reply = upload(&app, None, "a.pdf", body.clone())
         .await
         .expect(StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.code(), "presentationTicket");
+    let reply = upload(
+        &app,
+        Some(&view_ticket(&app, "conf-1")),
+        "a.pdf",
+        body.clone(),
+    )
+    .await
+    .expect(StatusCode::UNAUTHORIZED);
     assert_eq!(reply.code(), "presentationTicket");
     let admin = app.admin().await;
     upload(&app, Some(&admin), "a.pdf", body)
@@ -322,7 +400,11 @@ async fn hostile_and_unsuitable_files_are_refused_clearly() {
         assert_eq!(reply.code(), code, "{name}");
         let message = reply.body["error"]["message"].as_str().unwrap();
         assert!(message.contains(words), "{name}: {message}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{name} took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{name} took {:?}",
+            started.elapsed()
+        );
     }
     // Nothing of the refused files was stored.
     let stored = app.state.files.list("presentations/").await.unwrap();
@@ -342,20 +424,29 @@ const FLAT_DECK: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 #[tokio::test]
 async fn an_odp_presentation_is_converted_with_libreoffice_when_installed() {
     let Some(soffice) = api::presentation::convert::find_program("soffice") else {
-        eprintln!("soffice is not installed (scripts/test.sh installs libreoffice-impress-nogui): the office conversion is not tested");
+        eprintln!(
+            "soffice is not installed (scripts/test.sh installs libreoffice-impress-nogui): the office conversion is not tested"
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("deck.fodp"), FLAT_DECK).unwrap();
     let made = std::process::Command::new(&soffice)
-        .arg(format!("-env:UserInstallation=file://{}/profile", dir.path().display()))
+        .arg(format!(
+            "-env:UserInstallation=file://{}/profile",
+            dir.path().display()
+        ))
         .args(["--headless", "--convert-to", "odp", "--outdir"])
         .arg(dir.path())
         .arg(dir.path().join("deck.fodp"))
         .env("HOME", dir.path())
         .output()
         .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let odp = std::fs::read(dir.path().join("deck.odp")).unwrap();
 
     let app = TestApp::new(Backend::Sqlite).await;
@@ -369,8 +460,17 @@ async fn an_odp_presentation_is_converted_with_libreoffice_when_installed() {
         .expect(StatusCode::CREATED);
     assert_eq!(reply.body["presentation"]["pages"], 2);
     assert_eq!(reply.body["presentation"]["format"], "odp");
-    let id = reply.body["presentation"]["id"].as_str().unwrap().to_owned();
-    for name in ["original.odp", "document.pdf", "page-1.png", "page-2.png", "meta.json"] {
+    let id = reply.body["presentation"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for name in [
+        "original.odp",
+        "document.pdf",
+        "page-1.png",
+        "page-2.png",
+        "meta.json",
+    ] {
         assert!(
             app.state
                 .files

@@ -38,7 +38,9 @@ pub const MAX_TITLE_BYTES: usize = 200;
 
 /// A presentation's ID: 128 random bits as 32 lowercase hex digits, so that its files'
 /// keys cannot be guessed and the ID is safe inside a file-store key.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct PresentationId(String);
 
@@ -273,7 +275,13 @@ mod tests {
         let id = PresentationId::from_random([0xab; 16]);
         assert_eq!(id.as_str(), "ab".repeat(16));
         assert_eq!(PresentationId::parse(id.as_str()), Some(id.clone()));
-        for bad in ["", "../../etc/passwd", &"AB".repeat(16), &"a".repeat(31), &"g".repeat(32)] {
+        for bad in [
+            "",
+            "../../etc/passwd",
+            &"AB".repeat(16),
+            &"a".repeat(31),
+            &"g".repeat(32),
+        ] {
             assert_eq!(PresentationId::parse(bad), None, "{bad}");
         }
         assert!(serde_json::from_value::<PresentationId>(serde_json::json!("..")).is_err());
@@ -286,7 +294,9 @@ mod tests {
             page_key(&ConferenceId::from("c-1"), &id, 2),
             format!("presentations/c-1/{id}/page-2.png")
         );
-        assert!(is_key_safe(&ConferenceId::from("0b6f3c1e-aaaa-4bbb-8ccc-123456789abc")));
+        assert!(is_key_safe(&ConferenceId::from(
+            "0b6f3c1e-aaaa-4bbb-8ccc-123456789abc"
+        )));
         for bad in ["", ".", "..", "a/b", "a b"] {
             assert!(!is_key_safe(&ConferenceId::from(bad)), "{bad}");
         }
@@ -302,12 +312,21 @@ mod tests {
         let view = key
             .sign_view(&ViewClaims::new("guest:1", &conference, 1_000))
             .expect("sign");
-        assert_eq!(key.verify_upload(&upload, 1_010).expect("upload").conf, conference);
+        assert_eq!(
+            key.verify_upload(&upload, 1_010).expect("upload").conf,
+            conference
+        );
         assert_eq!(key.verify_view(&view, 1_010).expect("view").sub, "guest:1");
-        assert_eq!(key.verify_view(&upload, 1_010), Err(TokenError::WrongAudience));
+        assert_eq!(
+            key.verify_view(&upload, 1_010),
+            Err(TokenError::WrongAudience)
+        );
         assert!(key.verify_upload(&view, 1_010).is_err());
         assert!(key.verify_descriptor(&view, 1_010).is_err());
-        assert!(key.verify_join(&upload, 1_010).is_err(), "no ticket joins a room");
+        assert!(
+            key.verify_join(&upload, 1_010).is_err(),
+            "no ticket joins a room"
+        );
         assert_eq!(
             key.verify_upload(&upload, 1_000 + UPLOAD_TICKET_SECONDS),
             Err(TokenError::Expired)
@@ -330,6 +349,9 @@ mod tests {
         let token = key.sign_descriptor(&claims).expect("sign");
         assert_eq!(key.verify_descriptor(&token, 10), Ok(claims));
         let other = TokenKey::new(b"another-key-another-key-another-key").expect("key");
-        assert_eq!(other.verify_descriptor(&token, 10), Err(TokenError::BadSignature));
+        assert_eq!(
+            other.verify_descriptor(&token, 10),
+            Err(TokenError::BadSignature)
+        );
     }
 }

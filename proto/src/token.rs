@@ -294,7 +294,11 @@ impl TokenKey {
         Ok(claims)
     }
 
-    pub(crate) fn verify<T: DeserializeOwned>(&self, token: &str, audience: &str) -> Result<T, TokenError> {
+    pub(crate) fn verify<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<T, TokenError> {
         let mut validation = Validation::new(Algorithm::HS256);
         // Times are checked against the caller's `now`, not the system clock.
         validation.validate_exp = false;

@@ -820,7 +820,12 @@ impl Live {
             }
             ClientMessage::RequestPresentationUpload => {
                 let claims = self.room.core.lock().upload_ticket(session, now)?;
-                let ticket = self.state.shared.key.sign_upload(&claims).map_err(signing)?;
+                let ticket = self
+                    .state
+                    .shared
+                    .key
+                    .sign_upload(&claims)
+                    .map_err(signing)?;
                 socket
                     .send(&ServerMessage::PresentationUploadTicket {
                         ticket,
@@ -871,7 +876,11 @@ impl Live {
 
     /// A view ticket for the room's presentation pages, if the session is admitted.
     fn presentation_access(&self) -> Result<ServerMessage, Refusal> {
-        let claims = self.room.core.lock().view_ticket(self.session, Utc::now())?;
+        let claims = self
+            .room
+            .core
+            .lock()
+            .view_ticket(self.session, Utc::now())?;
         let ticket = self.state.shared.key.sign_view(&claims).map_err(signing)?;
         Ok(ServerMessage::PresentationAccess {
             ticket,

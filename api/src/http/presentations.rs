@@ -72,12 +72,16 @@ pub async fn upload(
 ) -> Result<Response> {
     let now = state.clock.now();
     let ticket = bearer(&headers)
-        .ok_or(Error::PresentationTicket("upload with the ticket the meeting gives speakers"))
+        .ok_or(Error::PresentationTicket(
+            "upload with the ticket the meeting gives speakers",
+        ))
         .and_then(|token| {
             state
                 .tokens
                 .verify_upload(token, now.timestamp())
-                .map_err(|_| Error::PresentationTicket("the upload ticket is invalid or expired; try again"))
+                .map_err(|_| {
+                    Error::PresentationTicket("the upload ticket is invalid or expired; try again")
+                })
         })?;
     let max = state.presentations.limits().max_bytes;
     let too_large = || {
@@ -105,7 +109,8 @@ pub async fn upload(
     let mut stream = body.into_data_stream();
     let mut written: u64 = 0;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|err| Error::MalformedBody(format!("the upload broke off: {err}")))?;
+        let chunk =
+            chunk.map_err(|err| Error::MalformedBody(format!("the upload broke off: {err}")))?;
         written += chunk.len() as u64;
         if written > max {
             return Err(too_large());

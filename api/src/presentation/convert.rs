@@ -256,7 +256,14 @@ impl Converter {
             out.join("page").into(),
         ];
         let run = self
-            .run("pdftoppm", Path::new("pdftoppm"), &args, self.limits.memory_bytes, deadline, None)
+            .run(
+                "pdftoppm",
+                Path::new("pdftoppm"),
+                &args,
+                self.limits.memory_bytes,
+                deadline,
+                None,
+            )
             .await?;
         if !run.status.is_some_and(|s| s.success()) {
             return Err(broken(&run.stderr, "its pages could not be drawn").into());
@@ -340,7 +347,14 @@ impl Converter {
     async fn page_count(&self, pdf: &Path, deadline: Instant) -> Result<u32, Error> {
         let args: Vec<OsString> = vec![pdf.into()];
         let run = self
-            .run("pdfinfo", Path::new("pdfinfo"), &args, self.limits.memory_bytes, deadline, None)
+            .run(
+                "pdfinfo",
+                Path::new("pdfinfo"),
+                &args,
+                self.limits.memory_bytes,
+                deadline,
+                None,
+            )
             .await?;
         if run.stderr.contains("Incorrect password") {
             return Err(Refused::new(
@@ -416,7 +430,9 @@ impl Converter {
         if let Some(home) = home {
             command.env("HOME", home);
         }
-        let mut child = command.spawn().map_err(|source| Error::Io { tool, source })?;
+        let mut child = command
+            .spawn()
+            .map_err(|source| Error::Io { tool, source })?;
         let group = child.id();
         let mut stdout = child.stdout.take().map(|s| s.take(MAX_TOOL_OUTPUT));
         let mut stderr = child.stderr.take().map(|s| s.take(MAX_TOOL_OUTPUT));
@@ -468,7 +484,8 @@ fn timed_out(limits: &Limits) -> Error {
 fn kill_group(group: Option<u32>) {
     if let Some(pid) = group.and_then(|id| i32::try_from(id).ok()) {
         // ESRCH (the group is gone) is the usual answer.
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        let _ =
+            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
     }
 }
 
@@ -536,7 +553,14 @@ mod tests {
         let args: Vec<OsString> = vec!["-c".into(), "ulimit -v; ulimit -t; ulimit -f".into()];
         let deadline = Instant::now() + Duration::from_secs(20);
         let run = converter
-            .run("sh", Path::new("sh"), &args, 512 * 1024 * 1024, deadline, None)
+            .run(
+                "sh",
+                Path::new("sh"),
+                &args,
+                512 * 1024 * 1024,
+                deadline,
+                None,
+            )
             .await
             .expect("runs");
         let limits: Vec<&str> = run.stdout.lines().collect();
@@ -558,7 +582,14 @@ mod tests {
         let started = Instant::now();
         let deadline = started + Duration::from_secs(1);
         let err = converter
-            .run("sh", Path::new("sh"), &args, 512 * 1024 * 1024, deadline, None)
+            .run(
+                "sh",
+                Path::new("sh"),
+                &args,
+                512 * 1024 * 1024,
+                deadline,
+                None,
+            )
             .await
             .err()
             .expect("timed out");
@@ -566,13 +597,21 @@ mod tests {
             matches!(&err, Error::Refused(r) if r.code == "conversionTimeout"),
             "{err:?}"
         );
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
         let helper = std::fs::read_to_string(&pid_file).expect("the helper started");
         let stat = format!("/proc/{}/stat", helper.trim());
         // The helper was killed with its group: gone, or a zombie waiting for init.
         let gone = || {
             std::fs::read_to_string(&stat)
-                .map(|s| s.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')))
+                .map(|s| {
+                    s.split(") ")
+                        .nth(1)
+                        .is_some_and(|rest| rest.starts_with('Z'))
+                })
                 .unwrap_or(true)
         };
         let until = Instant::now() + Duration::from_secs(3);
@@ -588,7 +627,12 @@ mod tests {
         let exe = sniff(b"MZ\x90\x00\x03", "slides.pdf", true).expect_err("program");
         assert_eq!(exe.code, "unsupportedFormat");
         assert!(exe.message.contains("a program"), "{}", exe.message);
-        assert!(sniff(b"", "a.pdf", false).expect_err("empty").message.contains("empty"));
+        assert!(
+            sniff(b"", "a.pdf", false)
+                .expect_err("empty")
+                .message
+                .contains("empty")
+        );
         assert_eq!(
             sniff(b"PK\x03\x04rest", "Deck.PPTX", true),
             Ok(Format::Office("pptx"))
@@ -600,8 +644,16 @@ mod tests {
     #[test]
     fn without_libreoffice_the_refusal_says_pdf_only() {
         let refused = sniff(b"PK\x03\x04rest", "deck.odp", false).expect_err("pdf only");
-        assert!(refused.message.starts_with("PDF only on this server"), "{}", refused.message);
+        assert!(
+            refused.message.starts_with("PDF only on this server"),
+            "{}",
+            refused.message
+        );
         let refused = sniff(b"GIF89a", "deck.gif", false).expect_err("not a pdf");
-        assert!(refused.message.contains("PDF only on this server"), "{}", refused.message);
+        assert!(
+            refused.message.contains("PDF only on this server"),
+            "{}",
+            refused.message
+        );
     }
 }

@@ -125,9 +125,8 @@ pub fn accepted(converter: &Converter) -> Accepted {
     let office = converter.converts_office();
     let mut extensions = vec![".pdf".to_owned()];
     if office {
-        extensions.extend(
-            [".pptx", ".ppt", ".pps", ".ppsx", ".potx", ".odp", ".otp"].map(str::to_owned),
-        );
+        extensions
+            .extend([".pptx", ".ppt", ".pps", ".ppsx", ".potx", ".odp", ".otp"].map(str::to_owned));
     }
     Accepted {
         office,
@@ -174,7 +173,9 @@ pub async fn upload(
     now: DateTime<Utc>,
 ) -> Result<Uploaded, Error> {
     if !is_key_safe(&ticket.conf) {
-        return Err(Refused::new("unsupportedConference", "this conference cannot hold files").into());
+        return Err(
+            Refused::new("unsupportedConference", "this conference cannot hold files").into(),
+        );
     }
     let head = read_head(upload).await?;
     let format = convert::sniff(&head, filename, converter.converts_office())?;

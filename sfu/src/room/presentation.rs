@@ -70,9 +70,17 @@ impl Room {
     ///
     /// # Errors
     /// `notJoined` before admission.
-    pub fn view_ticket(&self, session: SessionId, now: DateTime<Utc>) -> Result<ViewClaims, Refusal> {
+    pub fn view_ticket(
+        &self,
+        session: SessionId,
+        now: DateTime<Utc>,
+    ) -> Result<ViewClaims, Refusal> {
         let member = self.admitted_member(session)?;
-        Ok(ViewClaims::new(&member.identity, &self.conference, now.timestamp()))
+        Ok(ViewClaims::new(
+            &member.identity,
+            &self.conference,
+            now.timestamp(),
+        ))
     }
 
     fn presentation_changed(&self, by: Option<ParticipantId>) -> Vec<Effect> {
@@ -107,7 +115,9 @@ impl Room {
             let name = self.display_name(&shown.presenter).unwrap_or("someone");
             return Err(Refusal::new(
                 ErrorCode::Forbidden,
-                format!("{name} is presenting; ask them to stop or to hand the presentation to you"),
+                format!(
+                    "{name} is presenting; ask them to stop or to hand the presentation to you"
+                ),
             ));
         }
         let id = member.id.clone();
@@ -180,10 +190,7 @@ impl Room {
         if !target.grants().allows(Right::Present) {
             return Err(Refusal::new(
                 ErrorCode::Forbidden,
-                format!(
-                    "{} is a listener; make them a speaker first",
-                    target.name
-                ),
+                format!("{} is a listener; make them a speaker first", target.name),
             ));
         }
         let id = member.id.clone();
@@ -304,7 +311,7 @@ mod tests {
 
     /// The presentation every admitted session was told about, checking that all agree.
     fn told(effects: &[Effect]) -> Option<Option<PresentationState>> {
-        let mut seen: Vec<(SessionId, Option<PresentationState>)> = effects
+        let seen: Vec<(SessionId, Option<PresentationState>)> = effects
             .iter()
             .filter_map(|e| match e {
                 Effect::Send {
@@ -351,7 +358,10 @@ mod tests {
         let upload = room.upload_ticket(SPEAKER, at(1)).expect("speaker");
         assert_eq!(upload.sub, "s");
         assert_eq!(upload.conf, ConferenceId::from("c1"));
-        assert_eq!(upload.exp - upload.iat, proto::presentation::UPLOAD_TICKET_SECONDS);
+        assert_eq!(
+            upload.exp - upload.iat,
+            proto::presentation::UPLOAD_TICKET_SECONDS
+        );
         let view = room.view_ticket(LISTENER, at(1)).expect("listener views");
         assert_eq!(view.conf, ConferenceId::from("c1"));
         assert_eq!(
@@ -373,11 +383,18 @@ mod tests {
         let told_sessions: Vec<SessionId> = effects
             .iter()
             .filter_map(|e| match e {
-                Effect::Send { to, message: ServerMessage::Presentation { .. } } => Some(*to),
+                Effect::Send {
+                    to,
+                    message: ServerMessage::Presentation { .. },
+                } => Some(*to),
                 _ => None,
             })
             .collect();
-        assert_eq!(told_sessions.len(), 4, "everyone admitted, the presenter too");
+        assert_eq!(
+            told_sessions.len(),
+            4,
+            "everyone admitted, the presenter too"
+        );
         let effects = room.set_presentation_page(SPEAKER, 2, at(2)).expect("flip");
         assert_eq!(told(&effects).flatten().expect("shown").page, 2);
         for (session, code) in [
@@ -451,7 +468,11 @@ mod tests {
             .show_presentation(OTHER_SPEAKER, &descriptor("c1", 5), at(2))
             .expect_err("taken");
         assert_eq!(refusal.code, ErrorCode::Forbidden);
-        assert!(refusal.message.contains('S'), "names the presenter: {}", refusal.message);
+        assert!(
+            refusal.message.contains('S'),
+            "names the presenter: {}",
+            refusal.message
+        );
         let effects = room
             .show_presentation(MODERATOR, &descriptor("c1", 5), at(3))
             .expect("moderator replaces");
@@ -516,7 +537,8 @@ mod tests {
         );
         room.show_presentation(SPEAKER, &descriptor("c1", 3), at(4))
             .expect("show again");
-        room.stop_presentation(SPEAKER, at(5)).expect("presenter stops");
+        room.stop_presentation(SPEAKER, at(5))
+            .expect("presenter stops");
         assert!(room.presentation().is_none());
     }
 
@@ -525,10 +547,18 @@ mod tests {
         let mut room = room();
         room.show_presentation(SPEAKER, &descriptor("c1", 3), at(1))
             .expect("show");
-        let effects = room.set_role(MODERATOR, &p(2), Role::Listener, at(2)).expect("demote");
+        let effects = room
+            .set_role(MODERATOR, &p(2), Role::Listener, at(2))
+            .expect("demote");
         assert!(effects.iter().any(|e| matches!(
             e,
-            Effect::Send { message: ServerMessage::Presentation { presentation: None, by: None }, .. }
+            Effect::Send {
+                message: ServerMessage::Presentation {
+                    presentation: None,
+                    by: None
+                },
+                ..
+            }
         )));
         assert!(room.presentation().is_none());
 
@@ -538,7 +568,10 @@ mod tests {
         let effects = room.leave(LISTENER, CloseReason::Left, at(4));
         assert!(!effects.iter().any(|e| matches!(
             e,
-            Effect::Send { message: ServerMessage::Presentation { .. }, .. }
+            Effect::Send {
+                message: ServerMessage::Presentation { .. },
+                ..
+            }
         )));
         assert!(room.presentation().is_some());
         let effects = room.leave(OTHER_SPEAKER, CloseReason::Gone, at(5));
