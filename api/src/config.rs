@@ -78,6 +78,10 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=60))]
     pub join_move_wait_seconds: u32,
 
+    /// Where presentations and recordings are kept: a local folder or an S3-compatible bucket.
+    #[command(flatten)]
+    pub files: files::FilesArgs,
+
     /// Minutes before its start that a conference is placed and may be joined.
     #[arg(long, env = "CONCLAVE_LEAD_TIME_MINUTES", default_value_t = 5)]
     pub lead_time_minutes: u32,
@@ -342,6 +346,16 @@ impl Config {
         let mut config = Self::parse_from_env_only();
         config.data_dir = data_dir.into();
         config
+    }
+
+    /// The file store in force: the S3 bucket when one is set, else `--files-dir`, else `files`
+    /// in the data folder.
+    ///
+    /// # Errors
+    /// When the folder cannot be made or the S3 settings are incomplete.
+    pub fn files(&self) -> Result<files::Files> {
+        files::Files::from_args(&self.files, &self.data_dir.join("files"))
+            .map_err(|err| Error::Internal(format!("file store: {err}")))
     }
 
     /// The database URL in force.

@@ -138,6 +138,7 @@ pub async fn build_with_client(
     };
     let metrics = metrics::Metrics::with_registry(registry);
     let relays = relay::Relays::new(config.rtc_proxy_max_sessions, &metrics);
+    let files = config.files()?;
     let state = AppState::new(Inner {
         sizing: placement::Sizing {
             ports_per_participant: config.ports_per_participant.max(1),
@@ -154,6 +155,7 @@ pub async fn build_with_client(
         replica: uuid::Uuid::new_v4().to_string(),
         relocations: relocation::Relocations::default(),
         presentations: config.presentations.converter(),
+        files,
         fleet,
         tokens,
         clock,

@@ -54,6 +54,8 @@ pub struct Inner {
     pub relocations: crate::relocation::Relocations,
     /// The signaling websockets relayed to SFU pods (`/rtc/{pod}`).
     pub relays: crate::relay::Relays,
+    /// Presentations and recordings (a local folder or an S3 bucket).
+    pub files: files::Files,
     /// Converts presentation uploads into page images (poppler, LibreOffice) under limits.
     pub presentations: crate::presentation::Converter,
 }

@@ -407,7 +407,7 @@ async fn hostile_and_unsuitable_files_are_refused_clearly() {
         );
     }
     // Nothing of the refused files was stored.
-    let stored = app.state.files.list("presentations/").await.unwrap();
+    let stored = app.state.files.list("presentations").await.unwrap();
     assert!(stored.is_empty(), "{stored:?}");
 }
 

@@ -320,7 +320,7 @@ impl Converter {
             "--convert-to".into(),
             "pdf".into(),
             "--outdir".into(),
-            out.into(),
+            out.clone().into(),
             named.into(),
         ];
         let run = self
