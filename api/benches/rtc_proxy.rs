@@ -99,6 +99,8 @@ impl Bench {
                     media: Media::AudioVideo,
                     udp_ports: None,
                     revision: 0,
+                    recording_allowed: true,
+                    topic: None,
                 },
                 aud: JOIN_AUDIENCE.into(),
                 iat: now,

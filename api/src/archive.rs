@@ -73,6 +73,8 @@ impl Entry {
             max_participants: self.max_participants,
             allow_join_without_owner: self.allow_join_without_owner,
             media: proto::Media::parse(&self.media).unwrap_or_default(),
+            // The archive keeps no recording setting; a repeat starts from the default.
+            recording_allowed: true,
             meeting_id: proto::MeetingId(self.meeting_id.clone()),
             password: String::new(),
             invitees: self.invitees.clone(),
@@ -161,6 +163,7 @@ pub async fn archive_occurrence(
     .bind(db_time(start))
     .execute(&mut *tx)
     .await?;
+    crate::recording::link_archive(&mut tx, &archive_id, &conference.id, start).await?;
     // People the SFU never reported leaving are counted until the end of the occurrence.
     sqlx::query("UPDATE attendance SET left_at = $1 WHERE archive_id = $2 AND left_at IS NULL")
         .bind(db_time(end.max(start)))

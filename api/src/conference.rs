@@ -75,6 +75,8 @@ pub struct Definition {
     pub allow_join_without_owner: bool,
     /// Audio and video, or audio only.
     pub media: Media,
+    /// Whether moderators of level moderatorPlus may record it (`recording.allowed`).
+    pub recording_allowed: bool,
     /// The meeting ID people type.
     pub meeting_id: MeetingId,
     /// The meeting password (digits, so phone callers can type it).
@@ -107,6 +109,8 @@ impl Definition {
             max_participants: self.max_participants,
             allow_join_without_owner: self.allow_join_without_owner,
             media: self.media,
+            recording_allowed: self.recording_allowed,
+            topic: Some(self.topic.clone()),
             udp_ports: udp_ports.map(|p| proto::UdpPorts {
                 first: p.first,
                 last: p.last,
@@ -220,6 +224,8 @@ pub struct ConferenceInput {
     /// `audioVideo` (default) or `audioOnly`.
     #[schema(value_type = Option<String>, example = "audioVideo")]
     pub media: Option<Media>,
+    /// Whether moderators of level moderatorPlus may record the meeting; default true.
+    pub recording_allowed: Option<bool>,
     /// 6 to 12 digits; generated (9 digits) when empty.
     pub meeting_id: Option<String>,
     /// 4 to 16 digits; generated (6 digits) when empty.
@@ -342,6 +348,7 @@ pub fn definition_for_create(input: &ConferenceInput, ctx: Resolve<'_>) -> Resul
         max_participants: None,
         allow_join_without_owner: input.allow_join_without_owner.unwrap_or(true),
         media: input.media.unwrap_or_default(),
+        recording_allowed: input.recording_allowed.unwrap_or(true),
         meeting_id: MeetingId(String::new()),
         password: random_digits(6),
         invitees: Vec::new(),
@@ -370,6 +377,7 @@ pub fn definition_for_ad_hoc(topic: Option<&str>, ctx: Resolve<'_>) -> Result<De
         max_participants: None,
         allow_join_without_owner: true,
         media: Media::AudioVideo,
+        recording_allowed: true,
         meeting_id: MeetingId(random_digits(9)),
         password: random_digits(6),
         invitees: Vec::new(),
@@ -467,6 +475,9 @@ pub fn definition_for_edit(
     }
     if let Some(media) = input.media {
         next.media = media;
+    }
+    if let Some(allowed) = input.recording_allowed {
+        next.recording_allowed = allowed;
     }
     apply_common(&mut next, input)?;
     validate_schedule(&mut next)?;

@@ -82,6 +82,20 @@ pub struct Config {
     #[command(flatten)]
     pub files: files::FilesArgs,
 
+    /// Days recordings are kept; older ones are deleted with their files. 0 keeps them.
+    #[arg(long, env = "CONCLAVE_RECORDING_RETENTION_DAYS", default_value_t = 0)]
+    pub recording_retention_days: u32,
+
+    /// Seconds without a sign of life from the SFU pod writing a recording after which the
+    /// pod counts as lost and what it wrote is composed.
+    #[arg(long, env = "CONCLAVE_RECORDING_LOST_SECONDS", default_value_t = 120,
+          value_parser = clap::value_parser!(u32).range(30..))]
+    pub recording_lost_seconds: u32,
+
+    /// The ffmpeg program that composes recordings (ffprobe is taken from beside it).
+    #[arg(long, env = "CONCLAVE_FFMPEG", default_value = "ffmpeg")]
+    pub ffmpeg: PathBuf,
+
     /// Minutes before its start that a conference is placed and may be joined.
     #[arg(long, env = "CONCLAVE_LEAD_TIME_MINUTES", default_value_t = 5)]
     pub lead_time_minutes: u32,

@@ -42,6 +42,7 @@ pub mod mail;
 pub mod metrics;
 pub mod phone;
 pub mod presentation;
+pub mod recording;
 pub mod relay;
 pub mod relocation;
 pub mod revocation;
@@ -109,6 +110,7 @@ pub async fn build_with_client(
     })?;
     let db = Db::connect(&config.database_url()).await?;
     let tokens = load_token_key(&config)?;
+    let files = config.files()?;
     let udp_ports = config.sfu_udp_ports()?;
     let fleet = vec![placement::Pod {
         name: "embedded".to_owned(),
@@ -138,7 +140,6 @@ pub async fn build_with_client(
     };
     let metrics = metrics::Metrics::with_registry(registry);
     let relays = relay::Relays::new(config.rtc_proxy_max_sessions, &metrics);
-    let files = config.files()?;
     let state = AppState::new(Inner {
         sizing: placement::Sizing {
             ports_per_participant: config.ports_per_participant.max(1),
@@ -156,6 +157,7 @@ pub async fn build_with_client(
         relocations: relocation::Relocations::default(),
         presentations: config.presentations.converter(),
         files,
+        recording_wake: tokio::sync::Notify::new(),
         fleet,
         tokens,
         clock,
@@ -295,6 +297,11 @@ pub async fn serve(
             Error::Internal(format!("cannot listen on {}: {err}", state.config.listen))
         })?;
     tracing::info!(address = %state.config.listen, public = %state.config.public_url(), "conference service listening");
+    match state.files.check().await {
+        Ok(()) => tracing::info!(store = %state.files, "file store answers"),
+        // Not fatal: the store may come up later; presentations and recordings fail until then.
+        Err(err) => tracing::error!(store = %state.files, "{err}"),
+    }
     let internal = match state.config.internal_listen {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address)
@@ -317,6 +324,10 @@ pub async fn serve(
     }));
     let lifecycle = tokio::spawn(lifecycle::run_loop(state.clone(), async move {
         let _ = lifecycle_stop.wait_for(|stop| *stop).await;
+    }));
+    let mut composer_stop = stop_rx.clone();
+    let composer = tokio::spawn(recording::worker::run_loop(state.clone(), async move {
+        let _ = composer_stop.wait_for(|stop| *stop).await;
     }));
     let server = axum::serve(
         listener,
@@ -358,6 +369,7 @@ pub async fn serve(
         }
     }
     let _ = lifecycle.await;
+    let _ = composer.await;
     let _ = mailer.await;
     result
 }

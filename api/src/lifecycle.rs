@@ -344,6 +344,31 @@ pub async fn apply_report(state: &AppState, report: &RoomReport) -> Result<()> {
                 )
                 .await?;
         }
+        RoomEvent::RecordingStarted {
+            recording,
+            identity,
+            display_name,
+        } => {
+            let occurrence = decide(state, &conference, at).occurrence.map(|o| o.start);
+            crate::recording::started(
+                &state.db,
+                recording.as_str(),
+                &conference.id,
+                &conference.owner,
+                &conference.definition.topic,
+                occurrence,
+                identity,
+                display_name,
+                at,
+            )
+            .await?;
+            tracing::info!(conference = %conference.id, %recording, "a recording started");
+        }
+        RoomEvent::RecordingStopped { recording } => {
+            crate::recording::stopped(&state.db, recording.as_str(), at).await?;
+            state.recording_wake.notify_one();
+            tracing::info!(conference = %conference.id, %recording, "a recording stopped; composing it");
+        }
         RoomEvent::Ended => {
             match decide(state, &conference, at).occurrence {
                 Some(occurrence) => {

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub rtc_upstream_failures: IntCounterVec,
     /// Relayed websockets ended, by reason (see [`crate::relay::End`]).
     pub rtc_closed: IntCounterVec,
+    /// Recordings composed, by result (`ready`, `failed`: one attempt failed).
+    pub recordings_composed: IntCounterVec,
 }
 
 impl Metrics {
@@ -126,6 +128,17 @@ impl Metrics {
         for reason in crate::relay::End::REASONS {
             rtc_closed.with_label_values(&[reason]);
         }
+        let recordings_composed = IntCounterVec::new(
+            Opts::new(
+                "conclave_api_recordings_composed_total",
+                "Recordings composed into one file, by result (ready, failed: one attempt failed).",
+            ),
+            &["result"],
+        )
+        .expect("BUG: static metric definition is valid");
+        for result in ["ready", "failed"] {
+            recordings_composed.with_label_values(&[result]);
+        }
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -137,6 +150,7 @@ impl Metrics {
             Box::new(rtc_sessions.clone()),
             Box::new(rtc_upstream_failures.clone()),
             Box::new(rtc_closed.clone()),
+            Box::new(recordings_composed.clone()),
         ] {
             registry
                 .register(collector)
@@ -154,6 +168,7 @@ impl Metrics {
             rtc_sessions,
             rtc_upstream_failures,
             rtc_closed,
+            recordings_composed,
         }
     }
 

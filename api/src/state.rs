@@ -56,6 +56,8 @@ pub struct Inner {
     pub relays: crate::relay::Relays,
     /// Presentations and recordings (a local folder or an S3 bucket).
     pub files: files::Files,
+    /// Wakes the recording composer after a recording stopped.
+    pub recording_wake: Notify,
     /// Converts presentation uploads into page images (poppler, LibreOffice) under limits.
     pub presentations: crate::presentation::Converter,
 }

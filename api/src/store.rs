@@ -118,7 +118,7 @@ impl SqlConferenceStore {
 const COLUMNS: &str = "id, owner_id, topic, meeting_id, password, kind, start_at, end_at, time_zone, recurrence, \
      max_participants, allow_join_without_owner, media, sequence, phase, occurrence_start, occurrence_end, \
      started_early, ended_occurrence, participants, assignment_pod, assignment_endpoint, udp_first, udp_last, \
-     created_at, updated_at";
+     created_at, updated_at, recording_allowed";
 
 fn opt_time(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>> {
     row.try_get::<Option<String>, _>(column)?
@@ -174,6 +174,7 @@ fn from_row(row: &AnyRow, invitees: Vec<String>) -> Result<Conference> {
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
             allow_join_without_owner: flag(row.try_get("allow_join_without_owner")?),
             media: Media::parse(&media).ok_or_else(|| corrupt("media", &media))?,
+            recording_allowed: flag(row.try_get("recording_allowed")?),
             meeting_id: MeetingId(row.try_get("meeting_id")?),
             password: row.try_get("password")?,
             invitees,
@@ -292,7 +293,7 @@ impl ConferenceStore for SqlConferenceStore {
             let mut tx = self.db.pool.begin().await?;
             sqlx::query(sql!(
                 "INSERT INTO conferences ({COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)"
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)"
             ))
             .bind(c.id.as_str())
             .bind(c.owner.as_str())
@@ -320,6 +321,7 @@ impl ConferenceStore for SqlConferenceStore {
             .bind(r.placed.as_ref().map(|p| i64::from(p.udp_ports.last)))
             .bind(db_time(c.created_at))
             .bind(db_time(c.updated_at))
+            .bind(int(d.recording_allowed))
             .execute(&mut *tx)
             .await
             .map_err(|err| meeting_id_taken(err, &d.meeting_id))?;
@@ -410,7 +412,7 @@ impl ConferenceStore for SqlConferenceStore {
             let updated = sqlx::query(
                 "UPDATE conferences SET topic = $1, meeting_id = $2, password = $3, kind = $4, start_at = $5, end_at = $6, \
                  time_zone = $7, recurrence = $8, max_participants = $9, allow_join_without_owner = $10, media = $11, \
-                 sequence = $12, updated_at = $13 WHERE id = $14",
+                 sequence = $12, updated_at = $13, recording_allowed = $15 WHERE id = $14",
             )
             .bind(&d.topic)
             .bind(d.meeting_id.as_str())
@@ -426,6 +428,7 @@ impl ConferenceStore for SqlConferenceStore {
             .bind(c.sequence)
             .bind(db_time(c.updated_at))
             .bind(c.id.as_str())
+            .bind(int(d.recording_allowed))
             .execute(&mut *tx)
             .await
             .map_err(|err| meeting_id_taken(err, &d.meeting_id))?;

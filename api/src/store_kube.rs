@@ -10,7 +10,8 @@
 //!   to the account ID; an owner no account has becomes `login:<name>`, which only
 //!   administrators manage.
 //! - The definition is the spec (topic, meetingId, schedule, adHoc, maxParticipants,
-//!   allowJoinWithoutOwner, media). An unlimited `maxParticipants` is written as the CRD's
+//!   allowJoinWithoutOwner, media, recording.allowed — written only when false, absent means
+//!   allowed). An unlimited `maxParticipants` is written as the CRD's
 //!   default, since the operator reserves a size on an SFU pod for every conference.
 //! - The meeting password lives in a Secret `<id>-password` (key `password`) named by
 //!   `spec.passwordSecretRef`, owned by the Conference so it is garbage-collected with it.
@@ -188,7 +189,8 @@ pub fn spec_of(id: &ConferenceId, d: &Definition, owner_login: &str) -> Conferen
             Media::AudioOnly => crds::Media::AudioOnly,
             _ => crds::Media::AudioVideo,
         },
-        recording: None,
+        // Allowed is the default: only a refusal is written.
+        recording: (!d.recording_allowed).then_some(crds::RecordingSpec { allowed: false }),
         dial_in: None,
     }
 }
@@ -374,6 +376,7 @@ pub fn conference_of(
                 crds::Media::AudioOnly => Media::AudioOnly,
                 crds::Media::AudioVideo => Media::AudioVideo,
             },
+            recording_allowed: spec.recording.as_ref().is_none_or(|r| r.allowed),
             meeting_id: MeetingId(spec.meeting_id.clone().unwrap_or_default()),
             password,
             invitees,
@@ -688,9 +691,8 @@ impl ConferenceStore for KubeConferenceStore {
                 };
                 // The owner stays who the resource names (edits never change ownership).
                 let login = object.spec.owner.clone();
-                // What the API does not edit (recording, dial-in) stays as applied.
+                // What the API does not edit (dial-in) stays as applied.
                 let spec = ConferenceSpec {
-                    recording: object.spec.recording.take(),
                     dial_in: object.spec.dial_in.take(),
                     ..spec_of(&c.id, &c.definition, &login)
                 };
@@ -878,6 +880,7 @@ mod tests {
                 max_participants: Some(20),
                 allow_join_without_owner: false,
                 media: Media::AudioOnly,
+                recording_allowed: false,
                 meeting_id: MeetingId("123456789".into()),
                 password: "424242".into(),
                 invitees: vec!["bob@example.com".into()],

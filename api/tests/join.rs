@@ -23,6 +23,7 @@ on_both_backends!(
     a_join_token_carries_the_definitions_revision_and_the_client_network,
     a_meeting_larger_than_any_sfu_is_told_so_not_retried,
     in_standalone_no_pod_is_named_and_a_lost_pod_is_not_waited_for,
+    recording_allowed_is_kept_edited_and_carried_in_the_join_token,
 );
 
 async fn in_standalone_no_pod_is_named_and_a_lost_pod_is_not_waited_for(app: TestApp) {
@@ -458,5 +459,51 @@ async fn a_join_token_carries_the_definitions_revision_and_the_client_network(ap
         "the SFU must be able to tell the newer settings: {} then {}",
         before.room.revision,
         after.room.revision
+    );
+}
+
+async fn recording_allowed_is_kept_edited_and_carried_in_the_join_token(app: TestApp) {
+    let owner = app.admin().await;
+    let c = app.schedule(&owner, 2, 30, json!({"topic": "Board"})).await;
+    assert_eq!(c["recordingAllowed"], true, "allowed by default");
+    let id = c["id"].as_str().unwrap().to_owned();
+    let body = json!({"meetingId": c["meetingId"], "password": c["password"], "displayName": "Grace"});
+    let token = app.post("/api/v1/join", None, body.clone()).await.expect(StatusCode::OK);
+    let allowed = claims(&app, token.body["token"].as_str().unwrap());
+    assert!(allowed.room.recording_allowed);
+    assert_eq!(allowed.room.topic.as_deref(), Some("Board"));
+
+    let patched = app
+        .patch(
+            &format!("/api/v1/conferences/{id}"),
+            &owner,
+            json!({"recordingAllowed": false}),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(patched.body["recordingAllowed"], false);
+    let read = app
+        .get(&format!("/api/v1/conferences/{id}"), &owner)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(read.body["recordingAllowed"], false, "stored");
+    let token = app.post("/api/v1/join", None, body).await.expect(StatusCode::OK);
+    assert!(
+        !claims(&app, token.body["token"].as_str().unwrap())
+            .room
+            .recording_allowed,
+        "the SFU is told"
+    );
+    let refused = app
+        .patch(
+            &format!("/api/v1/conferences/{id}"),
+            &owner,
+            json!({"recordingAllowed": "no"}),
+        )
+        .await;
+    assert!(
+        refused.status.is_client_error(),
+        "a non-boolean is refused: {}",
+        refused.status
     );
 }

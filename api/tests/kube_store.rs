@@ -64,6 +64,7 @@ fn weekly(owner: &AccountId, meeting_id: &str) -> Conference {
             max_participants: Some(20),
             allow_join_without_owner: false,
             media: Media::AudioVideo,
+            recording_allowed: false,
             meeting_id: MeetingId(meeting_id.into()),
             password: "424242".into(),
             invitees: vec!["bob@example.org".into()],
@@ -113,6 +114,7 @@ async fn a_scheduled_conference_becomes_a_resource_with_a_password_secret_on(fak
     assert_eq!(object["spec"]["schedule"]["timeZone"], "Europe/Berlin");
     assert_eq!(object["spec"]["maxParticipants"], 20);
     assert_eq!(object["spec"]["allowJoinWithoutOwner"], false);
+    assert_eq!(object["spec"]["recording"]["allowed"], false);
     assert_eq!(
         object["metadata"]["annotations"][annotations::SEQUENCE],
         "0"

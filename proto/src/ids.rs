@@ -57,6 +57,11 @@ string_id!(
     TrackId
 );
 string_id!(
+    /// One recording of a conference (a UUID v4): its files live under `recordings/{id}/` in
+    /// the file store.
+    RecordingId
+);
+string_id!(
     /// The phone-friendly meeting number people type in (digits only).
     MeetingId
 );

@@ -22,7 +22,7 @@ pub mod role;
 pub mod signal;
 pub mod token;
 
-pub use ids::{AccountId, ConferenceId, MeetingId, ParticipantId, TrackId};
+pub use ids::{AccountId, ConferenceId, MeetingId, ParticipantId, RecordingId, TrackId};
 pub use presentation::{PresentationId, PresentationState};
 pub use report::{Placements, Revocation, Revocations, Revoked, RoomEvent, RoomReport};
 pub use role::{AccountLevel, Grants, Right, Role};

@@ -8,7 +8,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::ConferenceId;
+use crate::ids::{ConferenceId, RecordingId};
 
 /// One report about one room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -55,6 +55,24 @@ pub enum RoomEvent {
     },
     /// A moderator ended the meeting for everyone.
     Ended,
+    /// A moderator of level moderatorPlus started a recording: its files appear under
+    /// `recordings/{recording}/` in the file store as it runs.
+    #[serde(rename_all = "camelCase")]
+    RecordingStarted {
+        /// The recording.
+        recording: RecordingId,
+        /// Who started it (the token's `sub`).
+        identity: String,
+        /// Their display name.
+        display_name: String,
+    },
+    /// A recording stopped (by a moderator, the end of the meeting or the last participant
+    /// leaving) and every file of it is in the file store, `stopped.json` last.
+    #[serde(rename_all = "camelCase")]
+    RecordingStopped {
+        /// The recording.
+        recording: RecordingId,
+    },
     /// What the SFU found of the conference's UDP ports: when its room opens (every port of the
     /// range tried) and whenever a peer connection finds more ports it cannot bind. Ports in
     /// `unusable` are held by another process on the SFU's node (or the bind address is wrong):
@@ -166,6 +184,30 @@ mod tests {
         assert_eq!(json["event"]["displayName"], "Ada");
         let back: RoomReport = serde_json::from_value(json).expect("deserialize");
         assert_eq!(back, report);
+    }
+
+    #[test]
+    fn recording_events_travel_as_camel_case_json() {
+        let started = RoomEvent::RecordingStarted {
+            recording: RecordingId::from("r1"),
+            identity: "account:1".into(),
+            display_name: "Ada".into(),
+        };
+        let json = serde_json::to_value(&started).expect("serialize");
+        assert_eq!(
+            json,
+            serde_json::json!({ "kind": "recordingStarted", "recording": "r1", "identity": "account:1", "displayName": "Ada" })
+        );
+        let stopped = RoomEvent::RecordingStopped {
+            recording: RecordingId::from("r1"),
+        };
+        let json = serde_json::to_value(&stopped).expect("serialize");
+        assert_eq!(
+            json,
+            serde_json::json!({ "kind": "recordingStopped", "recording": "r1" })
+        );
+        let back: RoomEvent = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back, stopped);
     }
 
     #[test]

@@ -240,6 +240,8 @@ pub enum ErrorCode {
     Overloaded,
     /// The participant's role does not allow this.
     Forbidden,
+    /// The conference does not allow recording (`recording.allowed` is false).
+    RecordingNotAllowed,
     /// The room is audio only and video was offered.
     AudioOnly,
     /// No such participant in the room.
@@ -288,6 +290,7 @@ impl ErrorCode {
             ErrorCode::RoomFull => "roomFull",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RecordingNotAllowed => "recordingNotAllowed",
             ErrorCode::AudioOnly => "audioOnly",
             ErrorCode::UnknownParticipant => "unknownParticipant",
             ErrorCode::UnknownTrack => "unknownTrack",
@@ -304,7 +307,7 @@ impl ErrorCode {
     }
 
     /// Every code, for metrics that pre-register their labels.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::Malformed,
         ErrorCode::NotJoined,
         ErrorCode::AlreadyJoined,
@@ -318,6 +321,7 @@ impl ErrorCode {
         ErrorCode::RoomFull,
         ErrorCode::Overloaded,
         ErrorCode::Forbidden,
+        ErrorCode::RecordingNotAllowed,
         ErrorCode::AudioOnly,
         ErrorCode::UnknownParticipant,
         ErrorCode::UnknownTrack,

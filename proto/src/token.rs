@@ -67,6 +67,18 @@ pub struct RoomSettings {
     /// one it holds, so an older token cannot undo an edit. Absent in older tokens: 0.
     #[serde(default)]
     pub revision: i64,
+    /// Whether moderators of level moderatorPlus may record the meeting (the conference's
+    /// `recording.allowed`). Absent in older tokens: allowed.
+    #[serde(default = "allowed")]
+    pub recording_allowed: bool,
+    /// The conference's topic, written into a recording's `recording.json`. Absent in older
+    /// tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+}
+
+fn allowed() -> bool {
+    true
 }
 
 /// An inclusive UDP port range.
@@ -358,6 +370,8 @@ mod tests {
                     last: 40019,
                 }),
                 revision: 3,
+                recording_allowed: true,
+                topic: None,
             },
             aud: JOIN_AUDIENCE.into(),
             iat: now,

@@ -298,6 +298,8 @@ impl Room {
                 media: Media::AudioVideo,
                 udp_ports: None,
                 revision: 0,
+                recording_allowed: true,
+                topic: None,
             },
             aud: JOIN_AUDIENCE.into(),
             iat: now,

@@ -224,6 +224,8 @@ mod tests {
                 media: Media::AudioVideo,
                 udp_ports: None,
                 revision: 0,
+                recording_allowed: true,
+                topic: None,
             },
             aud: proto::token::JOIN_AUDIENCE.into(),
             iat,

@@ -1558,6 +1558,8 @@ mod tests {
                 media: Media::AudioVideo,
                 udp_ports: None,
                 revision: 1,
+                recording_allowed: true,
+                topic: None,
             },
             aud: proto::token::JOIN_AUDIENCE.into(),
             iat: at(0).timestamp(),

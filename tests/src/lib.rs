@@ -118,3 +118,83 @@ pub fn portal_chromium() -> PathBuf {
     );
     chromium
 }
+
+/// A real S3-compatible server for the tests: moto's server mode from the test venv
+/// (`moto[server]`, installed by `scripts/test.sh`), on a free loopback port, with one bucket.
+/// Killed when dropped.
+#[derive(Debug)]
+pub struct S3Server {
+    child: std::process::Child,
+    /// Its endpoint, `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The bucket made for the test.
+    pub bucket: String,
+}
+
+impl S3Server {
+    /// Starts the server and makes `bucket`.
+    ///
+    /// # Panics
+    /// When moto is not installed (naming what installs it) or does not come up in 30 s.
+    pub fn start(bucket: &str) -> Self {
+        use std::io::{Read, Write};
+        let program = venv_program("moto_server");
+        assert!(
+            program.is_file(),
+            "{} is missing: `pip install 'moto[server]'` into the test venv (scripts/test.sh does)",
+            program.display()
+        );
+        let port = free_port();
+        let child = std::process::Command::new(&program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting {}: {error}", program.display()));
+        let server = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket: bucket.to_owned(),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // moto takes unsigned requests: a plain PUT makes the bucket.
+        loop {
+            let made = std::net::TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut stream| {
+                stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+                let request = format!(
+                    "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                stream.write_all(request.as_bytes()).ok()?;
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer).ok()?;
+                Some(answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"))
+            });
+            match made {
+                Some(true) => return server,
+                Some(false) => panic!("moto refused to make the bucket {bucket}"),
+                None if std::time::Instant::now() > deadline => {
+                    panic!("moto_server did not answer on port {port} within 30 s")
+                }
+                None => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// The environment a `conclave` process needs to use the bucket (flags as variables).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("CONCLAVE_S3_BUCKET", self.bucket.clone()),
+            ("CONCLAVE_S3_ENDPOINT", self.endpoint.clone()),
+            ("CONCLAVE_S3_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "conclave-test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "conclave-test-secret".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

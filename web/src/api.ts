@@ -8,6 +8,7 @@ export type Account = Schemas['Account'];
 export type AccountLevel = Account['level'];
 export type Conference = Schemas['ConferenceView'];
 export type ArchiveEntry = Schemas['ArchiveView'];
+export type RecordingInfo = Schemas['RecordingView'];
 export type AnyConference = Schemas['AnyView'];
 export type ConferenceInput = Schemas['ConferenceInput'];
 export type RepeatDraft = Schemas['RepeatDraft'];

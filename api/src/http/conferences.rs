@@ -102,6 +102,8 @@ pub struct ConferenceView {
     /// `audioVideo` or `audioOnly`.
     #[schema(value_type = String)]
     pub media: Media,
+    /// Whether moderators of level moderatorPlus may record the meeting.
+    pub recording_allowed: bool,
     /// Invited addresses.
     pub invitees: Vec<String>,
     /// The owner.
@@ -182,6 +184,8 @@ pub struct ArchiveView {
     pub owner: OwnerView,
     /// Who attended.
     pub attendance: Vec<AttendanceView>,
+    /// Its recordings the viewer may see.
+    pub recordings: Vec<super::recordings::RecordingView>,
     /// Always true.
     pub archived: bool,
 }
@@ -309,6 +313,7 @@ fn view(
         max_participants: d.max_participants,
         allow_join_without_owner: d.allow_join_without_owner,
         media: d.media,
+        recording_allowed: d.recording_allowed,
         invitees: d.invitees.clone(),
         owner: owner_view(owner, &c.owner),
         status: if decision.online() {
@@ -377,6 +382,7 @@ async fn archive_view(
         recurrence: e.recurrence.clone(),
         owner: owner_view(owner, &e.owner),
         attendance,
+        recordings: super::recordings::of_archive(state, &e.id, viewer).await?,
         archived: true,
     })
 }
@@ -883,8 +889,13 @@ pub async fn remove(
             tracing::info!(conference = %c.id, by = %user.account.id, "conference deleted");
         }
         Found::Archived(e) => {
+            let recordings = crate::recording::of_archive(&state.db, &e.id).await?;
             archive::delete(&state.db, &e.id).await?;
-            tracing::info!(archive = %e.id, by = %user.account.id, "archive entry deleted");
+            for recording in &recordings {
+                crate::recording::delete_row(&state.db, &recording.id).await?;
+                crate::recording::delete_files(&state.files, &recording.id).await?;
+            }
+            tracing::info!(archive = %e.id, by = %user.account.id, recordings = recordings.len(), "archive entry deleted");
         }
     }
     state.lifecycle_wake.notify_one();
@@ -962,6 +973,7 @@ pub async fn repeat(
             max_participants: Some(d.max_participants),
             allow_join_without_owner: Some(d.allow_join_without_owner),
             media: Some(d.media),
+            recording_allowed: Some(d.recording_allowed),
             meeting_id: None,
             password: None,
             invitees: Some(d.invitees),

@@ -23,6 +23,7 @@ pub mod me;
 pub mod ops;
 pub mod portal;
 pub mod presentations;
+pub mod recordings;
 pub mod rtc;
 pub mod users;
 
@@ -62,6 +63,11 @@ pub mod users;
         presentations::accepted,
         presentations::upload,
         presentations::page,
+        recordings::list,
+        recordings::show,
+        recordings::remove,
+        recordings::media,
+        recordings::chat,
         internal::room_event,
         internal::revocations,
         internal::placements
@@ -81,6 +87,8 @@ pub mod users;
         crate::presentation::Presentation,
         crate::presentation::Uploaded,
         crate::presentation::Accepted,
+        recordings::RecordingView,
+        recordings::StartedBy,
         ErrorBody,
         ErrorDetail
     ))
@@ -148,6 +156,7 @@ pub fn api_router(surface: Surface) -> Router<AppState> {
             .merge(conferences::router())
             .merge(join::router())
             .merge(presentations::router())
+            .merge(recordings::router())
             // What browsers reach with the session cookie; the internal routes take service
             // tokens only, which no browser holds.
             .route_layer(middleware::from_fn(refuse_cross_site));

@@ -215,6 +215,12 @@ impl TestApp {
         app
     }
 
+    /// The same data folder and database restarted with a changed configuration.
+    pub async fn reconfigure(mut self, configure: impl FnOnce(&mut Config)) -> TestApp {
+        configure(&mut self.config);
+        self.restart().await
+    }
+
     /// Serves the app on a loopback port (with the peer address, as `conclave` serves it) for
     /// tests that need real connections; returns the base URL. The server lives as long as
     /// the test's runtime.

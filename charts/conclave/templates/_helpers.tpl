@@ -202,3 +202,41 @@ generates. */}}
 {{- randAlphaNum (int .length) }}
 {{- end }}
 {{- end }}
+
+{{/* The API's image: the `media` target of the Dockerfile (the runtime plus ffmpeg and
+poppler, which compose recordings and turn presentations into pages), tagged <tag>-media. */}}
+{{- define "conclave.apiImage" -}}
+{{- printf "%s:%s-media" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The file store of presentations and recordings, for the API and SFU containers. */}}
+{{- define "conclave.storageEnv" -}}
+{{- with .Values.storage.s3 }}
+{{- if .bucket }}
+- name: CONCLAVE_S3_BUCKET
+  value: {{ .bucket | quote }}
+- name: CONCLAVE_S3_REGION
+  value: {{ .region | quote }}
+{{- with .endpoint }}
+- name: CONCLAVE_S3_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+- name: CONCLAVE_S3_ALLOW_HTTP
+  value: {{ .allowHttp | quote }}
+- name: CONCLAVE_S3_VIRTUAL_HOSTED
+  value: {{ .virtualHosted | quote }}
+{{- with .existingSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_ACCESS_KEY_ID
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_SECRET_ACCESS_KEY
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}

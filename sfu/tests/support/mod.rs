@@ -106,6 +106,8 @@ pub fn claims(sub: &str, role: Role, owner: bool) -> JoinClaims {
             media: Media::AudioVideo,
             udp_ports: None,
             revision: 0,
+            recording_allowed: true,
+            topic: None,
         },
         aud: JOIN_AUDIENCE.into(),
         iat: now,

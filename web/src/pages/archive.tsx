@@ -5,7 +5,7 @@ import { api, seg, type AnyConference, type ArchiveEntry } from '../api';
 import { useSession, isAdmin } from '../session';
 import { Link, LoadState, Notice, useLoad, useTitle } from '../ui';
 import { takeFlash } from '../logic/flash';
-import { ArchiveFacts, Attendance, DeleteDialog, type DeleteTarget } from './info';
+import { ArchiveFacts, Attendance, DeleteDialog, Recordings, type DeleteTarget } from './info';
 import './pages.css';
 
 export function ArchivePage(_props: Record<string, unknown>) {
@@ -41,6 +41,8 @@ export function ArchivePage(_props: Record<string, unknown>) {
             <ArchiveFacts entry={e} />
             <h3 id={`attendance-${e.id}`}>Attendance</h3>
             <Attendance entry={e} headingId={`attendance-${e.id}`} />
+            {e.recordings.length > 0 && <h3>Recordings</h3>}
+            <Recordings recordings={e.recordings} timeZone={e.timeZone} onChange={loaded.reload} />
             <div class="actions">
               <Link href={`/schedule?repeat=${seg(e.id)}`} class="button primary">
                 Repeat<span class="sr-only"> {e.topic}</span>

@@ -2,7 +2,7 @@
 // link to copy, how to dial in by phone, the calendar download), sending invitations by e-mail with the invitation log,
 // and edit and delete. An archive entry's ID shows the past occurrence with its attendance.
 import { useState } from 'preact/hooks';
-import { api, ApiError, seg, type AnyConference, type ArchiveEntry, type Conference, type DialIn, type InvitationLogEntry, type InvitationsQueued } from '../api';
+import { api, ApiError, seg, type AnyConference, type ArchiveEntry, type RecordingInfo, type Conference, type DialIn, type InvitationLogEntry, type InvitationsQueued } from '../api';
 import { navigate } from '../router';
 import { ConfirmDialog, Field, fieldIds, FormError, Link, LoadState, Notice, sentence, useLoad, useTitle } from '../ui';
 import { flash, takeFlash } from '../logic/flash';
@@ -51,7 +51,7 @@ export function InfoPage(props: { id: string }) {
       <Notice text={message} />
       <LoadState loading={loaded.loading && !found} error={loaded.error} />
       {found && !found.archived && <ConferenceInfo conference={found as Conference} reload={loaded.reload} />}
-      {found && found.archived && <ArchivedInfo entry={found as ArchiveEntry} />}
+      {found && found.archived && <ArchivedInfo entry={found as ArchiveEntry} onChange={loaded.reload} />}
     </section>
   );
 }
@@ -389,6 +389,82 @@ export function Attendance(props: { entry: ArchiveEntry; headingId: string }) {
   );
 }
 
+const RECORDING_STATES: Record<string, string> = {
+  recording: 'still recording',
+  stopped: 'waiting to be prepared',
+  composing: 'being prepared',
+  failed: 'could not be prepared',
+};
+
+/** Bytes in words: "12.3 MB". */
+export function formatSize(bytes: number): string {
+  if (bytes < 1e6) return `${Math.max(1, Math.round(bytes / 1e3))} kB`;
+  if (bytes < 1e9) return `${(bytes / 1e6).toFixed(1)} MB`;
+  return `${(bytes / 1e9).toFixed(2)} GB`;
+}
+
+/** Seconds in words: "1:02:03" or "4:05". */
+export function formatLength(seconds: number): string {
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const rest = String(s % 60).padStart(2, '0');
+  return h ? `${h}:${String(m).padStart(2, '0')}:${rest}` : `${m}:${rest}`;
+}
+
+/** The recordings of a past occurrence: play (seekable), the chat as captions, download, delete. */
+export function Recordings(props: { recordings: RecordingInfo[]; timeZone: string; onChange: () => void }) {
+  const [error, setError] = useState<unknown>();
+  const [busy, setBusy] = useState<string>();
+  if (!props.recordings.length) return null;
+  const remove = async (r: RecordingInfo) => {
+    if (!window.confirm(`Delete the recording started by ${r.startedBy.displayName}? This cannot be undone.`)) return;
+    setBusy(r.id);
+    setError(undefined);
+    try {
+      await api.del(`/recordings/${seg(r.id)}`);
+      props.onChange();
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(undefined);
+    }
+  };
+  return (
+    <ul class="recordings">
+      {props.recordings.map((r) => (
+        <li key={r.id} class="recording" data-recording={r.id}>
+          <p class="recording-facts">
+            Recorded {formatMoment(r.startedAt, props.timeZone)} by {r.startedBy.displayName}
+            {r.durationSeconds != null && <> · {formatLength(r.durationSeconds)}</>}
+            {r.sizeBytes != null && <> · {formatSize(r.sizeBytes)}</>}
+            {r.state !== 'ready' && <> · {RECORDING_STATES[r.state] ?? r.state}</>}
+          </p>
+          {r.state === 'failed' && r.error && <p class="error">{r.error}</p>}
+          {r.mediaUrl && (
+            <video controls preload="metadata" src={r.mediaUrl} aria-label={`Recording started by ${r.startedBy.displayName}`}>
+              {r.chatUrl && <track kind="captions" src={r.chatUrl} srclang="en" label="Chat" />}
+            </video>
+          )}
+          <div class="actions">
+            {r.downloadUrl && (
+              <a class="button" href={r.downloadUrl} download>
+                Download
+              </a>
+            )}
+            {r.state !== 'recording' && r.state !== 'composing' && (
+              <button type="button" class="danger" disabled={busy === r.id} onClick={() => remove(r)}>
+                Delete recording
+              </button>
+            )}
+          </div>
+        </li>
+      ))}
+      <FormError error={error} />
+    </ul>
+  );
+}
+
 /** The facts of a past occurrence. */
 export function ArchiveFacts(props: { entry: ArchiveEntry }) {
   const e = props.entry;
@@ -416,7 +492,7 @@ export function ArchiveFacts(props: { entry: ArchiveEntry }) {
   );
 }
 
-function ArchivedInfo(props: { entry: ArchiveEntry }) {
+function ArchivedInfo(props: { entry: ArchiveEntry; onChange: () => void }) {
   const e = props.entry;
   const [deleting, setDeleting] = useState(false);
   return (
@@ -436,6 +512,8 @@ function ArchivedInfo(props: { entry: ArchiveEntry }) {
       </div>
       <h2 id="attendance-title">Attendance</h2>
       <Attendance entry={e} headingId="attendance-title" />
+      {e.recordings.length > 0 && <h2>Recordings</h2>}
+      <Recordings recordings={e.recordings} timeZone={e.timeZone} onChange={props.onChange} />
       <DeleteDialog
         open={deleting}
         target={{ id: e.id, topic: e.topic, invitees: 0, archived: true }}
