@@ -11,7 +11,8 @@ export function StageView(props: { room: RoomState; session: MeetingSession | nu
   const stage = stageOf(room);
   const ticket = room.viewTicket?.ticket ?? null;
   const cache = useRef(new Map<string, Promise<string>>());
-  const [src, setSrc] = useState<string | null>(null);
+  // The image shown and the page it is (the previous page stays until the next one arrived).
+  const [src, setSrc] = useState<{ url: string; page: number } | null>(null);
   const [problem, setProblem] = useState<string | null>(null);
   const [handOver, setHandOver] = useState('');
   const id = stage?.shown.id;
@@ -35,7 +36,7 @@ export function StageView(props: { room: RoomState; session: MeetingSession | nu
     load(page).then(
       (url) => {
         if (current) {
-          setSrc(url);
+          setSrc({ url, page });
           setProblem(null);
         }
       },
@@ -74,7 +75,7 @@ export function StageView(props: { room: RoomState; session: MeetingSession | nu
   return (
     <section class="stage" aria-label={`Presentation ${shown.title}`} data-presentation={shown.id} data-page={shown.page}>
       <div class="stage-page">
-        {src ? <img src={src} alt={`${shown.title}, page ${shown.page} of ${shown.pages}`} data-page={shown.page} /> : <p class="stage-loading">{problem ?? 'Loading the page…'}</p>}
+        {src ? <img src={src.url} alt={`${shown.title}, page ${src.page} of ${shown.pages}`} data-page={src.page} /> : <p class="stage-loading">{problem ?? 'Loading the page…'}</p>}
       </div>
       <div class="stage-bar">
         <span class="stage-title">
