@@ -24,7 +24,7 @@ as_root() {
 }
 
 # --- Debian packages -------------------------------------------------------------------------
-packages=(postgresql postgresql-client iproute2 util-linux nftables ca-certificates python3 python3-venv prometheus chromium firefox-esr xvfb golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev golang-github-xeipuuv-gojsonschema-dev sip-tester baresip-core libopus-dev pkg-config ffmpeg)
+packages=(postgresql postgresql-client iproute2 util-linux nftables ca-certificates python3 python3-venv prometheus chromium firefox-esr xvfb golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev golang-github-xeipuuv-gojsonschema-dev sip-tester baresip-core libopus-dev pkg-config ffmpeg poppler-utils libreoffice-impress-nogui)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -178,7 +178,7 @@ fn a_moderator_plus_records_a_meeting_into_s3_and_the_archive_plays_it() {
         return;
     }
     let s3 = system_tests::S3Server::start("conclave-recordings");
-    run_scenario_with("recording", "47700-47799", &s3.env());
+    run_scenario_with("recording", "47800-47899", &s3.env());
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
@@ -213,4 +213,9 @@ fn a_moderator_plus_records_a_meeting_into_s3_and_the_archive_plays_it() {
         let seconds: f64 = probed["format"]["duration"].as_str().unwrap().parse().unwrap();
         assert!((8.0..=14.0).contains(&seconds), "about 10 s recorded, the file has {seconds}");
     });
+}
+
+#[test]
+fn a_speaker_presents_a_pdf_and_the_others_follow_its_pages() {
+    scenario("presentation", "47700-47799");
 }

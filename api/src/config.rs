@@ -247,9 +247,100 @@ pub struct Config {
     #[arg(skip)]
     pub print_admin_password: bool,
 
-    /// Largest request body accepted, in bytes.
+    /// Largest request body accepted, in bytes (presentation uploads have their own limit).
     #[arg(long, env = "CONCLAVE_MAX_BODY_BYTES", default_value_t = 65_536)]
     pub max_body_bytes: usize,
+
+    /// Presentation uploads and their conversion.
+    #[command(flatten)]
+    pub presentations: PresentationConfig,
+}
+
+/// How presentations are accepted and converted (docs/presentations.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PresentationConfig {
+    /// Largest presentation upload, in bytes.
+    #[arg(
+        long = "presentation-max-bytes",
+        env = "CONCLAVE_PRESENTATION_MAX_BYTES",
+        default_value_t = 50_000_000
+    )]
+    pub max_bytes: u64,
+
+    /// Most pages a presentation may have.
+    #[arg(
+        long = "presentation-max-pages",
+        env = "CONCLAVE_PRESENTATION_MAX_PAGES",
+        default_value_t = 300
+    )]
+    pub max_pages: u32,
+
+    /// Longer side of a page image, in pixels (1280: a 16:9 slide becomes 1280×720).
+    #[arg(long = "presentation-page-pixels", env = "CONCLAVE_PRESENTATION_PAGE_PIXELS", default_value_t = 1280,
+          value_parser = clap::value_parser!(u32).range(100..=4096))]
+    pub page_pixels: u32,
+
+    /// Wall-clock seconds one conversion may take (LibreOffice and poppler together); then its
+    /// processes are killed and the upload refused with `conversionTimeout`.
+    #[arg(
+        long = "presentation-timeout-seconds",
+        env = "CONCLAVE_PRESENTATION_TIMEOUT_SECONDS",
+        default_value_t = 120
+    )]
+    pub timeout_seconds: u64,
+
+    /// Address space of poppler's tools (pdfinfo, pdftoppm), in MiB.
+    #[arg(
+        long = "presentation-memory-mb",
+        env = "CONCLAVE_PRESENTATION_MEMORY_MB",
+        default_value_t = 1024
+    )]
+    pub memory_mb: u64,
+
+    /// Address space of LibreOffice converting PowerPoint and ODP, in MiB (it maps far more
+    /// than it uses).
+    #[arg(
+        long = "presentation-office-memory-mb",
+        env = "CONCLAVE_PRESENTATION_OFFICE_MEMORY_MB",
+        default_value_t = 4096
+    )]
+    pub office_memory_mb: u64,
+
+    /// Conversions running at once; more uploads wait (up to the timeout, then 503 `busy`).
+    #[arg(
+        long = "presentation-conversions",
+        env = "CONCLAVE_PRESENTATION_CONVERSIONS",
+        default_value_t = 2
+    )]
+    pub conversions: usize,
+
+    /// LibreOffice's `soffice`, which converts PowerPoint and ODP to PDF. Default: `soffice`
+    /// from PATH when installed (Debian: libreoffice-impress-nogui); `off`: PDF only.
+    #[arg(long = "presentation-soffice", env = "CONCLAVE_PRESENTATION_SOFFICE")]
+    pub soffice: Option<String>,
+}
+
+impl PresentationConfig {
+    /// The converter these settings describe.
+    pub fn converter(&self) -> crate::presentation::Converter {
+        use crate::presentation::{Converter, Limits, convert::find_program};
+        let soffice = match self.soffice.as_deref() {
+            Some("off") => None,
+            Some(path) => Some(PathBuf::from(path)),
+            None => find_program("soffice"),
+        };
+        let limits = Limits {
+            max_bytes: self.max_bytes,
+            max_pages: self.max_pages,
+            page_pixels: self.page_pixels,
+            timeout: std::time::Duration::from_secs(self.timeout_seconds.max(1)),
+            memory_bytes: self.memory_mb.saturating_mul(1024 * 1024),
+            office_memory_bytes: self.office_memory_mb.saturating_mul(1024 * 1024),
+            // A page image at 4096 pixels is far below this; a PDF from LibreOffice too.
+            max_output_bytes: self.max_bytes.max(64 * 1024 * 1024),
+        };
+        Converter::new(limits, soffice, self.conversions)
+    }
 }
 
 impl Config {

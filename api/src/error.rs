@@ -111,6 +111,13 @@ pub enum Error {
         /// The pod's explanation.
         message: String,
     },
+    /// A presentation upload without a valid upload ticket (401 `presentationTicket`).
+    #[error("{0}")]
+    PresentationTicket(&'static str),
+    /// A presentation that cannot be shown, or a conversion that failed (see
+    /// [`crate::presentation::Error`]).
+    #[error(transparent)]
+    Presentation(#[from] crate::presentation::Error),
     /// The request body exceeds the limit (413).
     #[error("the request body is too large")]
     PayloadTooLarge,
@@ -162,7 +169,10 @@ impl Error {
         match self {
             Error::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::MalformedBody(_) | Error::WebsocketRequired(_) => StatusCode::BAD_REQUEST,
-            Error::Unauthenticated | Error::ServiceTokenRequired(_) => StatusCode::UNAUTHORIZED,
+            Error::Unauthenticated
+            | Error::ServiceTokenRequired(_)
+            | Error::PresentationTicket(_) => StatusCode::UNAUTHORIZED,
+            Error::Presentation(err) => presentation_status(err),
             Error::Forbidden(_)
             | Error::NotTheSipGateway(_)
             | Error::Excluded(_)
@@ -192,6 +202,11 @@ impl Error {
             Error::MalformedBody(_) => "malformedBody",
             Error::Unauthenticated => "unauthenticated",
             Error::ServiceTokenRequired(_) => "serviceTokenRequired",
+            Error::PresentationTicket(_) => "presentationTicket",
+            Error::Presentation(crate::presentation::Error::Refused(refused)) => refused.code,
+            Error::Presentation(crate::presentation::Error::NotFound) => "notFound",
+            Error::Presentation(crate::presentation::Error::Busy) => "busy",
+            Error::Presentation(_) => "internal",
             Error::Forbidden(_) => "forbidden",
             Error::NotTheSipGateway(_) => "notTheSipGateway",
             Error::Excluded(_) => "excluded",
@@ -216,6 +231,20 @@ impl Error {
     }
 }
 
+fn presentation_status(err: &crate::presentation::Error) -> StatusCode {
+    use crate::presentation::Error as E;
+    match err {
+        E::Refused(refused) => match refused.code {
+            "tooLarge" => StatusCode::PAYLOAD_TOO_LARGE,
+            "unsupportedFormat" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        },
+        E::NotFound => StatusCode::NOT_FOUND,
+        E::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        E::Convert(_) | E::Files(_) | E::Signing(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 /// Whether a database error is a unique-key violation.
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
@@ -227,7 +256,10 @@ impl IntoResponse for Error {
         // Busy and the SFU's answers say what to do; only our own failures are hidden.
         let told = matches!(
             self,
-            Error::Busy { .. } | Error::SfuUnreachable(_) | Error::SfuRefused { .. }
+            Error::Busy { .. }
+                | Error::SfuUnreachable(_)
+                | Error::SfuRefused { .. }
+                | Error::Presentation(crate::presentation::Error::Busy)
         );
         let message = if status.is_server_error() && !told {
             tracing::error!(cause = ?self, "request failed");

@@ -14,6 +14,8 @@
 //!   wait for a conference to move off a lost SFU pod; [`ics`]: calendar events;
 //!   [`mail`]: invitations, the durable outbox and its delivery worker; [`phone`]: phone
 //!   callers' names and identities, and the dial-in facts people are told.
+//! - [`presentation`]: presentation uploads converted to page images and served to the
+//!   meeting's participants, on the SFU's tickets.
 //! - [`relay`]: the signaling websockets of SFU pods relayed through the public address.
 //! - [`http`]: routes, extractors, OpenAPI; [`error`]: errors and their HTTP mapping.
 
@@ -39,6 +41,7 @@ pub mod lifecycle;
 pub mod mail;
 pub mod metrics;
 pub mod phone;
+pub mod presentation;
 pub mod recording;
 pub mod relay;
 pub mod relocation;
@@ -152,6 +155,7 @@ pub async fn build_with_client(
         trusted_proxies: config.trusted_proxies(),
         replica: uuid::Uuid::new_v4().to_string(),
         relocations: relocation::Relocations::default(),
+        presentations: config.presentations.converter(),
         files,
         recording_wake: tokio::sync::Notify::new(),
         fleet,

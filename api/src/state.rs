@@ -58,6 +58,8 @@ pub struct Inner {
     pub files: files::Files,
     /// Wakes the recording composer after a recording stopped.
     pub recording_wake: Notify,
+    /// Converts presentation uploads into page images (poppler, LibreOffice) under limits.
+    pub presentations: crate::presentation::Converter,
 }
 
 impl AppState {

@@ -740,6 +740,7 @@ impl Client {
                     chat: Vec::new(),
                     recording: false,
                     audio_only: false,
+                    presentation: None,
                 };
                 Ok(you)
             }

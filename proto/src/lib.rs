@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`ids`]: newtype identifiers used in every signature (`ConferenceId`, `MeetingId`, …).
 //! - [`role`]: account levels, room roles, [`role::Right`]s and the matrix that joins them.
+//! - [`presentation`]: presentation IDs, the room's presentation state, file-store keys and
+//!   the tickets the SFU and the API hand each other.
 //! - [`report`]: what an SFU reports to the conference service (joins, leaves, the end), and
 //!   what it asks of it (revocations, the conferences placed on it).
 //! - [`signal`]: the SFU's signaling messages, client to server and back.
@@ -14,12 +16,14 @@
 
 pub mod ids;
 pub mod net;
+pub mod presentation;
 pub mod report;
 pub mod role;
 pub mod signal;
 pub mod token;
 
 pub use ids::{AccountId, ConferenceId, MeetingId, ParticipantId, RecordingId, TrackId};
+pub use presentation::{PresentationId, PresentationState};
 pub use report::{Placements, Revocation, Revocations, Revoked, RoomEvent, RoomReport};
 pub use role::{AccountLevel, Grants, Right, Role};
 pub use token::{

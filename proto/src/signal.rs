@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ConferenceId, ParticipantId, TrackId};
+use crate::presentation::PresentationState;
 use crate::role::{Grants, Role};
 
 /// Longest chat message accepted, in bytes of UTF-8.
@@ -265,6 +266,9 @@ pub enum ErrorCode {
     /// A peer connection failed (ICE found no path, or the DTLS handshake failed); the message
     /// says which and what to check. The session is closed with `connectionFailed` after it.
     ConnectionFailed,
+    /// No presentation is shown, or the descriptor is not one of this meeting's (forged,
+    /// expired, another conference), or the page does not exist.
+    InvalidPresentation,
     /// Anything else; the cause is in the SFU's log.
     Internal,
 }
@@ -297,12 +301,13 @@ impl ErrorCode {
             ErrorCode::ChatTooLong => "chatTooLong",
             ErrorCode::Negotiation => "negotiation",
             ErrorCode::ConnectionFailed => "connectionFailed",
+            ErrorCode::InvalidPresentation => "invalidPresentation",
             ErrorCode::Internal => "internal",
         }
     }
 
     /// Every code, for metrics that pre-register their labels.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::Malformed,
         ErrorCode::NotJoined,
         ErrorCode::AlreadyJoined,
@@ -327,6 +332,7 @@ impl ErrorCode {
         ErrorCode::ChatTooLong,
         ErrorCode::Negotiation,
         ErrorCode::ConnectionFailed,
+        ErrorCode::InvalidPresentation,
         ErrorCode::Internal,
     ];
 
@@ -451,6 +457,32 @@ pub enum ClientMessage {
         /// Start (`true`) or stop.
         active: bool,
     },
+    // Presentations (docs/presentations.md).
+    /// Ask for an upload ticket for `POST /api/v1/presentations`; needs `present`. Answered
+    /// with [`ServerMessage::PresentationUploadTicket`].
+    RequestPresentationUpload,
+    /// Ask for a fresh view ticket (the one given on admission expires); answered with
+    /// [`ServerMessage::PresentationAccess`].
+    RequestPresentationAccess,
+    /// Show an uploaded presentation to everyone, from its first page; needs `present`. Someone
+    /// else's presentation is replaced only by a moderator.
+    ShowPresentation {
+        /// The descriptor `POST /api/v1/presentations` answered.
+        descriptor: String,
+    },
+    /// Show another page; only the presenter.
+    SetPresentationPage {
+        /// The page (1-based).
+        page: u32,
+    },
+    /// Hand the presentation to another participant who holds `present`; the presenter or a
+    /// moderator.
+    HandOverPresentation {
+        /// The new presenter.
+        participant: ParticipantId,
+    },
+    /// Stop showing the presentation; the presenter or a moderator.
+    StopPresentation,
     /// Leave the room.
     Leave,
 }
@@ -483,6 +515,10 @@ pub enum ServerMessage {
         recording: bool,
         /// Whether the room is audio only (video is refused).
         audio_only: bool,
+        /// The presentation shown now, if any (its pages need the view ticket of
+        /// [`ServerMessage::PresentationAccess`], sent right after).
+        #[serde(default)]
+        presentation: Option<PresentationState>,
     },
     /// The answer to the client's publisher offer.
     Answer {
@@ -565,6 +601,28 @@ pub enum ServerMessage {
         active: bool,
         /// Who started or stopped it.
         by: ParticipantId,
+    },
+    /// The answer to [`ClientMessage::RequestPresentationUpload`].
+    PresentationUploadTicket {
+        /// Send it as `Authorization: Bearer` with `POST /api/v1/presentations`.
+        ticket: String,
+        /// When it expires (seconds since the epoch).
+        expires_at: i64,
+    },
+    /// A view ticket: sent on admission and on [`ClientMessage::RequestPresentationAccess`].
+    PresentationAccess {
+        /// Send it as `Authorization: Bearer` with `GET /api/v1/presentations/{id}/pages/{n}`.
+        ticket: String,
+        /// When it expires (seconds since the epoch).
+        expires_at: i64,
+    },
+    /// The presentation shown changed: shown, another page, another presenter, or stopped
+    /// (`None`).
+    Presentation {
+        /// What is shown now.
+        presentation: Option<PresentationState>,
+        /// Who changed it (`None` when the presenter left or lost the right).
+        by: Option<ParticipantId>,
     },
     /// Something failed; fatal codes close the websocket afterwards.
     Error {

@@ -281,7 +281,7 @@ impl TokenKey {
         self.sign(claims)
     }
 
-    fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
+    pub(crate) fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
             .map_err(TokenError::Signing)
     }
@@ -306,7 +306,11 @@ impl TokenKey {
         Ok(claims)
     }
 
-    fn verify<T: DeserializeOwned>(&self, token: &str, audience: &str) -> Result<T, TokenError> {
+    pub(crate) fn verify<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<T, TokenError> {
         let mut validation = Validation::new(Algorithm::HS256);
         // Times are checked against the caller's `now`, not the system clock.
         validation.validate_exp = false;
@@ -321,7 +325,7 @@ impl TokenKey {
     }
 }
 
-fn check_times(iat: i64, exp: i64, now: i64) -> Result<(), TokenError> {
+pub(crate) fn check_times(iat: i64, exp: i64, now: i64) -> Result<(), TokenError> {
     if now >= exp {
         return Err(TokenError::Expired);
     }

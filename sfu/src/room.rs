@@ -24,6 +24,8 @@ use crate::rate::{Rate, TokenBucket};
 use crate::recording::{Event, EventKind, Person, RecordingInfo, StopReason, Stopped};
 use crate::speaker::SpeakerDetector;
 
+mod presentation;
+
 /// One websocket connection. A participant keeps their [`ParticipantId`] across reconnects;
 /// each connection gets a new session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -300,6 +302,8 @@ pub struct Room {
     /// The conference's topic and meeting ID, as the tokens said, for `recording.json`.
     topic: Option<String>,
     meeting_id: Option<MeetingId>,
+    /// The presentation on the stage ([`presentation`]).
+    presentation: Option<proto::PresentationState>,
     ended_at: Option<DateTime<Utc>>,
     /// The latest expiry of any token seen: memory of exclusions and of the end is needed
     /// until then.
@@ -350,6 +354,7 @@ impl Room {
             recording_allowed: true,
             topic: None,
             meeting_id: None,
+            presentation: None,
             ended_at: None,
             remember_until: DateTime::<Utc>::UNIX_EPOCH,
             next_participant: 0,
@@ -702,6 +707,7 @@ impl Room {
                         .collect(),
                     recording: self.recording.is_some(),
                     audio_only: self.media == Media::AudioOnly,
+                    presentation: self.presentation.clone(),
                 },
             },
         ];
@@ -743,7 +749,7 @@ impl Room {
     }
 
     /// The effect that keeps `what` in the running recording's events, if one runs.
-    fn record(&self, now: DateTime<Utc>, what: EventKind) -> Option<Effect> {
+    pub(super) fn record(&self, now: DateTime<Utc>, what: EventKind) -> Option<Effect> {
         self.recording
             .as_ref()
             .map(|_| Effect::RecordEvent(Event::new(now, what)))
@@ -864,6 +870,7 @@ impl Room {
         self.members.insert(id.clone(), member.clone());
         let mut effects = self.drop_media_of(&id, now);
         self.members.remove(&id);
+        effects.extend(self.presenter_gone(&id, now));
         if member.admitted {
             effects.extend(self.broadcast(
                 &ServerMessage::ParticipantLeft {
@@ -1297,6 +1304,7 @@ impl Room {
             for track in presenting {
                 effects.extend(self.remove_track(&track));
             }
+            effects.extend(self.presenter_gone(participant, now));
         }
         Ok(effects)
     }
@@ -1429,6 +1437,7 @@ impl Room {
         self.members.clear();
         self.sessions.clear();
         effects.extend(self.stop_recording(None, StopReason::Ended, now));
+        self.presentation = None;
         effects.push(self.report(RoomEvent::Ended, now));
         effects
     }

@@ -33,6 +33,15 @@ use crate::ports::PortLease;
 use crate::room::{Effect, Refusal, Room, SessionId};
 use crate::server::{PendingGuard, RoomHandle, SessionLink, SfuState};
 
+/// A ticket that could not be signed (cannot happen with an HMAC key; logged if it does).
+fn signing(err: TokenError) -> Refusal {
+    warn!(cause = %err, "signing a presentation ticket failed");
+    Refusal {
+        code: ErrorCode::Internal,
+        message: "the ticket could not be made; try again".into(),
+    }
+}
+
 /// Longest signaling message accepted (SDP of many tracks fits easily), and the largest
 /// websocket frame: nothing bigger is ever buffered.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -668,8 +677,13 @@ impl Live {
     ) -> Option<CloseReason> {
         match command {
             Command::Send(message) => {
+                let admitted = matches!(message, ServerMessage::Joined { .. });
                 if !socket.send(&message).await {
                     return Some(socket.broken.unwrap_or(CloseReason::Gone));
+                }
+                // Right after `joined`, the ticket that opens the room's presentation pages.
+                if admitted && let Ok(access) = self.presentation_access() {
+                    socket.send(&access).await;
                 }
             }
             Command::Close(reason) => return Some(reason),
@@ -805,6 +819,53 @@ impl Live {
                 let id = proto::RecordingId(uuid::Uuid::new_v4().to_string());
                 Box::new(move |core| core.set_recording(session, active, id, now))
             }
+            ClientMessage::RequestPresentationUpload => {
+                let claims = self.room.core.lock().upload_ticket(session, now)?;
+                let ticket = self
+                    .state
+                    .shared
+                    .key
+                    .sign_upload(&claims)
+                    .map_err(signing)?;
+                socket
+                    .send(&ServerMessage::PresentationUploadTicket {
+                        ticket,
+                        expires_at: claims.exp,
+                    })
+                    .await;
+                return Ok(());
+            }
+            ClientMessage::RequestPresentationAccess => {
+                let access = self.presentation_access()?;
+                socket.send(&access).await;
+                return Ok(());
+            }
+            ClientMessage::ShowPresentation { descriptor } => {
+                let claims = self
+                    .state
+                    .shared
+                    .key
+                    .verify_descriptor(&descriptor, now.timestamp())
+                    .map_err(|err| Refusal {
+                        code: ErrorCode::InvalidPresentation,
+                        message: match err {
+                            TokenError::Expired => {
+                                "this upload is too old to show; upload the file again".into()
+                            }
+                            _ => format!("not a presentation of this server: {err}"),
+                        },
+                    })?;
+                Box::new(move |core| core.show_presentation(session, &claims, now))
+            }
+            ClientMessage::SetPresentationPage { page } => {
+                Box::new(move |core| core.set_presentation_page(session, page, now))
+            }
+            ClientMessage::HandOverPresentation { participant } => {
+                Box::new(move |core| core.hand_over_presentation(session, &participant, now))
+            }
+            ClientMessage::StopPresentation => {
+                Box::new(move |core| core.stop_presentation(session, now))
+            }
             ClientMessage::Offer { sdp } => return self.answer_publisher(socket, sdp).await,
             ClientMessage::Answer { sdp } => return self.subscriber_answered(socket, sdp).await,
             ClientMessage::Candidate { target, candidate } => {
@@ -812,6 +873,20 @@ impl Live {
             }
         };
         self.room.act(action)
+    }
+
+    /// A view ticket for the room's presentation pages, if the session is admitted.
+    fn presentation_access(&self) -> Result<ServerMessage, Refusal> {
+        let claims = self
+            .room
+            .core
+            .lock()
+            .view_ticket(self.session, Utc::now())?;
+        let ticket = self.state.shared.key.sign_view(&claims).map_err(signing)?;
+        Ok(ServerMessage::PresentationAccess {
+            ticket,
+            expires_at: claims.exp,
+        })
     }
 
     fn peer(&self, target: PeerTarget) -> Result<Arc<dyn PeerConnection>, Refusal> {

@@ -22,6 +22,7 @@ pub mod join;
 pub mod me;
 pub mod ops;
 pub mod portal;
+pub mod presentations;
 pub mod recordings;
 pub mod rtc;
 pub mod users;
@@ -64,6 +65,9 @@ pub mod users;
         recordings::delete_recording,
         recordings::recording_media,
         recordings::recording_chat,
+        presentations::accepted,
+        presentations::upload,
+        presentations::page,
         internal::room_event,
         internal::revocations,
         internal::placements
@@ -80,6 +84,9 @@ pub mod users;
         join::PhoneCaller,
         join::JoinResponse,
         crate::phone::DialIn,
+        crate::presentation::Presentation,
+        crate::presentation::Uploaded,
+        crate::presentation::Accepted,
         recordings::RecordingView,
         recordings::StartedBy,
         ErrorBody,
@@ -148,6 +155,7 @@ pub fn api_router(surface: Surface) -> Router<AppState> {
             .merge(users::router())
             .merge(conferences::router())
             .merge(join::router())
+            .merge(presentations::router())
             .merge(recordings::router())
             // What browsers reach with the session cookie; the internal routes take service
             // tokens only, which no browser holds.

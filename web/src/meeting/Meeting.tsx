@@ -9,6 +9,7 @@ import { useDevices, useLevel } from './media';
 import { chatLines, initialRoom, isSpeaking, moderation, participantList, reduce, remoteTracks, roleName, tiles, type RoomState, type Tile } from './room';
 import { MeetingSession, type LocalMedia } from './session';
 import { AudioSink, DeviceSelect, LevelMeter, SpeakerChoice, VideoView } from './views';
+import { PresentButton, StageView } from './Stage';
 import './meeting.css';
 
 type Panel = 'participants' | 'chat' | 'info' | 'devices' | null;
@@ -47,6 +48,7 @@ export function Meeting(props: {
   // The audio output for everyone's voices (undefined: the system's default, left alone).
   const [speaker, setSpeaker] = useState<string>();
   const [speakerProblem, setSpeakerProblem] = useState<string | null>(null);
+  const [presentProblem, setPresentProblem] = useState<string | null>(null);
   const session = useRef<MeetingSession | null>(null);
   const roomRef = useRef(room);
   roomRef.current = room;
@@ -145,6 +147,15 @@ export function Meeting(props: {
             </div>
           )}
         </section>
+      ) : room.presentation ? (
+        <div class="stage-layout">
+          <StageView room={room} session={s} />
+          <section class="grid strip" aria-label="Participants' videos" data-count={grid.length}>
+            {grid.map((tile) => (
+              <TileView key={tile.key} tile={tile} local={local} remote={remote} />
+            ))}
+          </section>
+        </div>
       ) : (
         <section class="grid" aria-label="Participants' videos" data-count={grid.length}>
           {grid.map((tile) => (
@@ -217,6 +228,14 @@ export function Meeting(props: {
           </button>
         </div>
       )}
+      {presentProblem && (
+        <div class="toast" role="alert" data-testid="present-problem">
+          <span>{presentProblem}</span>
+          <button type="button" class="icon" aria-label="Dismiss" onClick={() => setPresentProblem(null)}>
+            ✕
+          </button>
+        </div>
+      )}
       {(local.screenProblem || local.cameraProblem) && room.phase === 'joined' && (
         <p class="toast subtle" role="status">
           {local.screenProblem ?? local.cameraProblem}
@@ -257,6 +276,7 @@ export function Meeting(props: {
                 {local.screen ? 'Stop sharing' : 'Share screen'}
               </button>
             )}
+            {grants?.present && <PresentButton session={s} onProblem={setPresentProblem} />}
           </div>
         )}
         <div class="control-group">

@@ -2,7 +2,7 @@
 // (docs/signaling.md) to what the page shows. The WebRTC and websocket shell (session.ts)
 // feeds it; components only read it. No clock, no DOM, no browser APIs: unit-tested in
 // room.test.ts.
-import type { ChatMessage, CloseReason, ErrorCode, Grants, ParticipantId, ParticipantInfo, Role, ServerMessage, TrackId, TrackInfo, TrackSource } from '../generated/signal';
+import type { ChatMessage, CloseReason, ErrorCode, Grants, ParticipantId, ParticipantInfo, PresentationState, Role, ServerMessage, TrackId, TrackInfo, TrackSource } from '../generated/signal';
 
 /** Where the session stands. */
 export type Phase =
@@ -43,6 +43,10 @@ export interface RoomState {
    */
   recordingNotice: string | null;
   audioOnly: boolean;
+  /** The presentation on the stage, if any. */
+  presentation: PresentationState | null;
+  /** The ticket that opens the meeting's presentation pages (renewed before it expires). */
+  viewTicket: { ticket: string; expiresAt: number } | null;
   /** Why the SFU ended the session (phase `closed`). */
   closed: CloseReason | null;
   /** A join the SFU refused (fatal error codes close the websocket). */
@@ -81,6 +85,8 @@ export function initialRoom(): RoomState {
     recording: false,
     recordingNotice: null,
     audioOnly: false,
+    presentation: null,
+    viewTicket: null,
     closed: null,
     refused: null,
     notice: null,
@@ -153,6 +159,7 @@ function onMessage(state: RoomState, message: ServerMessage): RoomState {
         // Told once on arrival; a reconnect into the same recording says nothing new.
         recordingNotice: message.recording && !state.recording ? 'This meeting is being recorded.' : message.recording ? state.recordingNotice : null,
         audioOnly: message.audioOnly,
+        presentation: message.presentation ?? null,
         closed: null,
         refused: null,
       };
@@ -224,6 +231,13 @@ function onMessage(state: RoomState, message: ServerMessage): RoomState {
       const who = message.by === state.you ? 'you' : (state.participants[message.by]?.displayName ?? 'a moderator');
       return { ...state, recording: message.active, recordingNotice: `Recording ${message.active ? 'started' : 'stopped'} by ${who}.` };
     }
+    case 'presentation':
+      return { ...state, presentation: message.presentation ?? null };
+    case 'presentationAccess':
+      return { ...state, viewTicket: { ticket: message.ticket, expiresAt: message.expiresAt } };
+    case 'presentationUploadTicket':
+      // The session hands it to the upload that asked for it.
+      return state;
     case 'error':
       if (FATAL_CODES.includes(message.code)) {
         return { ...state, phase: 'closed', refused: { code: message.code, message: message.message } };

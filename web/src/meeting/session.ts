@@ -10,6 +10,7 @@
 // ICE failed, `closed {reason: moved}`, error `wrongPod`) names it in that join (`lostPod`), so
 // the API answers with the server the meeting moved to — it holds that join until the meeting
 // has moved, so the first attempt after losing the server goes out at once.
+import { renewIn } from './presentation';
 import type { ClientMessage, CloseReason, IceCandidate, PeerTarget, ServerMessage, TrackId, TrackSource } from '../generated/signal';
 import type { JoinResponse } from '../api';
 import { ApiError } from '../api';
@@ -100,6 +101,10 @@ export class MeetingSession {
   private leaving = false;
   /** The media server lost since the last admission, named in the rejoins until one admits us. */
   private lostPod: string | undefined;
+  /** The upload that waits for the SFU's upload ticket. */
+  private uploadWaiter: { resolve: (ticket: string) => void; reject: (error: Error) => void } | null = null;
+  /** Renews the view ticket of the presentation pages before it expires. */
+  private accessTimer: ReturnType<typeof setTimeout> | undefined;
   /** How many times a connection was opened (tests read it). */
   connections = 0;
 
@@ -239,6 +244,9 @@ export class MeetingSession {
   /** The meeting is over for us: connections closed, camera, microphone and screen released. */
   private finish(): void {
     this.finished = true;
+    clearTimeout(this.accessTimer);
+    this.uploadWaiter?.reject(new Error('You left the meeting.'));
+    this.uploadWaiter = null;
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     this.closeConnection();
@@ -307,7 +315,22 @@ export class MeetingSession {
           this.setLocal({ microphoneMuted: true });
         }
         return;
+      case 'presentationUploadTicket':
+        this.uploadWaiter?.resolve(message.ticket);
+        this.uploadWaiter = null;
+        return;
+      case 'presentationAccess':
+        clearTimeout(this.accessTimer);
+        this.accessTimer = setTimeout(() => this.send({ type: 'requestPresentationAccess' }), renewIn(message.expiresAt, Date.now()));
+        this.options.dispatch({ kind: 'server', message });
+        return;
       case 'error':
+        if (this.uploadWaiter && (message.code === 'forbidden' || message.code === 'rateLimited' || message.code === 'notJoined')) {
+          // The refusal of our ticket request: the upload says why.
+          this.uploadWaiter.reject(new Error(message.message.charAt(0).toUpperCase() + message.message.slice(1) + '.'));
+          this.uploadWaiter = null;
+          return;
+        }
         if (message.code === 'wrongPod') {
           // This media server does not hold the meeting (any more): ask the API where it is.
           this.reconnect('moved');
@@ -646,6 +669,34 @@ export class MeetingSession {
   /** Starts or stops the recording; the SFU checks the right and the conference's setting. */
   setRecording(active: boolean): boolean {
     return this.send({ type: 'setRecording', active });
+  }
+
+  /** Asks the SFU for an upload ticket (speakers and moderators get one). */
+  requestUploadTicket(): Promise<string> {
+    this.uploadWaiter?.reject(new Error('Another upload started.'));
+    return new Promise((resolve, reject) => {
+      if (!this.send({ type: 'requestPresentationUpload' })) {
+        reject(new Error('Not connected to the meeting; try again in a moment.'));
+        return;
+      }
+      this.uploadWaiter = { resolve, reject };
+    });
+  }
+
+  showPresentation(descriptor: string): boolean {
+    return this.send({ type: 'showPresentation', descriptor });
+  }
+
+  setPresentationPage(page: number): boolean {
+    return this.send({ type: 'setPresentationPage', page });
+  }
+
+  handOverPresentation(participant: string): boolean {
+    return this.send({ type: 'handOverPresentation', participant });
+  }
+
+  stopPresentation(): boolean {
+    return this.send({ type: 'stopPresentation' });
   }
 
   /** Leaves: the SFU answers `closed {reason: left}`; without a connection we just stop. */
