@@ -180,7 +180,10 @@ fn a_moderator_plus_records_a_meeting_into_s3_and_the_archive_plays_it() {
     let s3 = system_tests::S3Server::start("conclave-recordings");
     run_scenario_with("recording", "47800-47899", &s3.env());
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let args = files::FilesArgs {
             files_dir: None,
@@ -190,10 +193,19 @@ fn a_moderator_plus_records_a_meeting_into_s3_and_the_archive_plays_it() {
             s3_allow_http: true,
             s3_virtual_hosted: false,
         };
-        let bucket = files::Files::s3_with_credentials(&args, "conclave-test", "conclave-test-secret").unwrap();
+        let bucket =
+            files::Files::s3_with_credentials(&args, "conclave-test", "conclave-test-secret")
+                .unwrap();
         let listed = bucket.list("recordings").await.unwrap();
-        let composed: Vec<_> = listed.iter().filter(|e| e.key.ends_with("/recording.mp4")).collect();
-        assert_eq!(composed.len(), 1, "one composed recording in the bucket: {listed:?}");
+        let composed: Vec<_> = listed
+            .iter()
+            .filter(|e| e.key.ends_with("/recording.mp4"))
+            .collect();
+        assert_eq!(
+            composed.len(),
+            1,
+            "one composed recording in the bucket: {listed:?}"
+        );
         assert!(
             !listed.iter().any(|e| e.key.contains("/tracks/")),
             "the segments went into the composed file: {listed:?}"
@@ -202,16 +214,42 @@ fn a_moderator_plus_records_a_meeting_into_s3_and_the_archive_plays_it() {
         let file = dir.path().join("recording.mp4");
         bucket.download(&composed[0].key, &file).await.unwrap();
         let probe = Command::new("ffprobe")
-            .args(["-v", "error", "-show_entries", "format=duration:stream=codec_type", "-of", "json"])
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "format=duration:stream=codec_type",
+                "-of",
+                "json",
+            ])
             .arg(&file)
             .output()
             .expect("ffprobe (Debian ffmpeg) is installed; scripts/test.sh installs it");
-        assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
+        assert!(
+            probe.status.success(),
+            "{}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
         let probed: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
-        let kinds: Vec<&str> = probed["streams"].as_array().unwrap().iter().filter_map(|s| s["codec_type"].as_str()).collect();
-        assert!(kinds.contains(&"audio") && kinds.contains(&"video"), "{probed}");
-        let seconds: f64 = probed["format"]["duration"].as_str().unwrap().parse().unwrap();
-        assert!((8.0..=14.0).contains(&seconds), "about 10 s recorded, the file has {seconds}");
+        let kinds: Vec<&str> = probed["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["codec_type"].as_str())
+            .collect();
+        assert!(
+            kinds.contains(&"audio") && kinds.contains(&"video"),
+            "{probed}"
+        );
+        let seconds: f64 = probed["format"]["duration"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (8.0..=14.0).contains(&seconds),
+            "about 10 s recorded, the file has {seconds}"
+        );
     });
 }
 

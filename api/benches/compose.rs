@@ -20,7 +20,10 @@ use api::recording::compose::{self, Kind, Segment, Track};
 use chrono::{DateTime, Duration, Utc};
 
 fn env(name: &str, default: i64) -> i64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn ffmpeg(args: &[&str]) {
@@ -40,10 +43,31 @@ fn main() {
     // cost much; making each one would take longer than composing).
     let audio = work.path().join("audio.ogg");
     let video = work.path().join("video.ivf");
-    ffmpeg(&["-f", "lavfi", "-i", "sine=f=440:d=5", "-c:a", "libopus", "-b:a", "32k", audio.to_str().unwrap()]);
     ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc=s=640x480:r=30:d=5", "-c:v", "libvpx", "-b:v", "800k", "-g", "150",
-        "-deadline", "realtime", video.to_str().unwrap(),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=f=440:d=5",
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "32k",
+        audio.to_str().unwrap(),
+    ]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=s=640x480:r=30:d=5",
+        "-c:v",
+        "libvpx",
+        "-b:v",
+        "800k",
+        "-g",
+        "150",
+        "-deadline",
+        "realtime",
+        video.to_str().unwrap(),
     ]);
     let origin: DateTime<Utc> = "2026-06-01T08:00:00Z".parse().unwrap();
     let segments = minutes * 12;
@@ -56,7 +80,11 @@ fn main() {
                     let path: PathBuf = work.path().join(format!("{id}-{seq:06}.{ext}"));
                     std::fs::copy(source, &path).unwrap();
                     let start = origin + Duration::milliseconds(seq * 5_000);
-                    Segment { path, start, end: start + Duration::milliseconds(4_980) }
+                    Segment {
+                        path,
+                        start,
+                        end: start + Duration::milliseconds(4_980),
+                    }
                 })
                 .collect();
             tracks.push(Track { id, kind, segments });
@@ -68,7 +96,10 @@ fn main() {
         std::fs::write(path, text).unwrap();
     }
     let started = Instant::now();
-    let status = Command::new("ffmpeg").args(&plan.args).status().expect("ffmpeg runs");
+    let status = Command::new("ffmpeg")
+        .args(&plan.args)
+        .status()
+        .expect("ffmpeg runs");
     let seconds = started.elapsed().as_secs_f64();
     assert!(status.success(), "the composer's ffmpeg failed");
     let size = std::fs::metadata(&output).unwrap().len();
@@ -80,8 +111,16 @@ fn main() {
         "composeSecondsPerMeetingMinute": per_minute,
         "outputBytes": size,
     });
-    println!("composing {minutes} min of {publishers} publishers (mic + 640x480 camera each): {seconds:.1} s, {per_minute:.1} s per meeting minute, {} kB", size / 1000);
-    let dir = PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into())).join("bench-results");
+    println!(
+        "composing {minutes} min of {publishers} publishers (mic + 640x480 camera each): {seconds:.1} s, {per_minute:.1} s per meeting minute, {} kB",
+        size / 1000
+    );
+    let dir = PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
+        .join("bench-results");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("api-compose.json"), serde_json::to_string_pretty(&results).unwrap() + "\n").unwrap();
+    std::fs::write(
+        dir.join("api-compose.json"),
+        serde_json::to_string_pretty(&results).unwrap() + "\n",
+    )
+    .unwrap();
 }

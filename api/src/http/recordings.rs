@@ -26,7 +26,10 @@ use crate::{Error, Result};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/recordings", get(list_recordings))
-        .route("/recordings/{id}", get(show_recording).delete(delete_recording))
+        .route(
+            "/recordings/{id}",
+            get(show_recording).delete(delete_recording),
+        )
         .route("/recordings/{id}/media", get(recording_media))
         .route("/recordings/{id}/chat.vtt", get(recording_chat))
 }
@@ -147,7 +150,10 @@ async fn find(state: &AppState, viewer: &Account, id: &str) -> Result<Recording>
 /// The recordings one may see, newest first.
 #[utoipa::path(get, path = "/api/v1/recordings", tag = "recordings",
     responses((status = 200, description = "the recordings", body = [RecordingView]), (status = 401, description = "not logged in", body = ErrorBody)))]
-pub async fn list_recordings(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Vec<RecordingView>>> {
+pub async fn list_recordings(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> Result<Json<Vec<RecordingView>>> {
     let mut views = Vec::new();
     for recording in recording::all(&state.db).await? {
         if visible(&state, &recording, &user.account).await? {

@@ -416,7 +416,13 @@ async fn write_events(
         if open && alive_at.is_none_or(|at| at.elapsed() >= ALIVE_EVERY) {
             alive_at = Some(tokio::time::Instant::now());
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            store(&files, &metrics, &format!("{prefix}alive"), bytes::Bytes::from(now)).await;
+            store(
+                &files,
+                &metrics,
+                &format!("{prefix}alive"),
+                bytes::Bytes::from(now),
+            )
+            .await;
         }
         if !open {
             break;
