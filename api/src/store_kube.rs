@@ -691,9 +691,20 @@ impl ConferenceStore for KubeConferenceStore {
                 };
                 // The owner stays who the resource names (edits never change ownership).
                 let login = object.spec.owner.clone();
-                // What the API does not edit (dial-in) stays as applied.
+                // What the API does not edit (dial-in) stays as applied; an applied
+                // `recording: {allowed: true}` stays written out while recording is allowed.
+                let recording = if c.definition.recording_allowed {
+                    object
+                        .spec
+                        .recording
+                        .take()
+                        .map(|_| crds::RecordingSpec { allowed: true })
+                } else {
+                    Some(crds::RecordingSpec { allowed: false })
+                };
                 let spec = ConferenceSpec {
                     dial_in: object.spec.dial_in.take(),
+                    recording,
                     ..spec_of(&c.id, &c.definition, &login)
                 };
                 object.spec = spec;

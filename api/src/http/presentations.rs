@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
 /// The upload's file name.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// The file's name as the person chose it (its extension tells PowerPoint from ODP).
     pub filename: String,

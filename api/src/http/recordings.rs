@@ -203,6 +203,7 @@ pub async fn delete_recording(
 /// How the media is asked for.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct MediaQuery {
     /// Send it as an attachment (a download) instead of inline.
     pub download: Option<bool>,
