@@ -84,13 +84,33 @@ async fn the_openapi_document_describes_every_route() {
                 operation_ids.insert(id.to_owned()),
                 "{method} {path}: operationId {id} is used twice"
             );
-            for parameter in operation["parameters"].as_array().into_iter().flatten() {
-                if parameter["name"] != "id" {
+            // A path parameter must be a placeholder of the path (a query struct that forgot
+            // `parameter_in = Query` shows up as a path parameter the route does not have), and
+            // every placeholder must be declared.
+            let parameters: Vec<&serde_json::Value> =
+                operation["parameters"].as_array().into_iter().flatten().collect();
+            for parameter in &parameters {
+                let name = parameter["name"].as_str().expect("parameter name");
+                if parameter["in"] == "path" {
+                    assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: path parameter {name} is not in the path"
+                    );
+                } else {
                     assert!(
                         parameter["in"] == "query" || parameter["in"] == "header",
                         "{method} {path}: {parameter}"
                     );
                 }
+            }
+            for placeholder in path.split('{').skip(1) {
+                let name = placeholder.split('}').next().expect("placeholder");
+                assert!(
+                    parameters
+                        .iter()
+                        .any(|p| p["in"] == "path" && p["name"] == name),
+                    "{method} {path}: placeholder {{{name}}} is not declared"
+                );
             }
         }
     }
