@@ -34,6 +34,7 @@ pub mod clock;
 pub mod conference;
 pub mod config;
 pub mod db;
+pub mod directory;
 pub mod error;
 pub mod http;
 pub mod ics;

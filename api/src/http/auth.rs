@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use proto::AccountLevel;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -126,6 +127,20 @@ pub async fn login(
         state.metrics.logins.with_label_values(&["disabled"]).inc();
         return Err(Error::forbidden(
             "this account is disabled; ask an administrator",
+        ));
+    }
+    if account.level != AccountLevel::Admin
+        && crate::settings::load(&state.db)
+            .await?
+            .local_login_admins_only
+    {
+        state
+            .metrics
+            .logins
+            .with_label_values(&["localLoginOff"])
+            .inc();
+        return Err(Error::forbidden(
+            "password login with a Conclave account is turned off; log in with your company account",
         ));
     }
     let (token, expires) =
