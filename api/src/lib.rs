@@ -157,6 +157,7 @@ pub async fn build_with_client(
         replica: uuid::Uuid::new_v4().to_string(),
         relocations: relocation::Relocations::default(),
         presentations: config.presentations.converter(),
+        ldap: directory::ldap::Directory::from_config(&config.ldap)?.map(Arc::new),
         files,
         recording_wake: tokio::sync::Notify::new(),
         fleet,
@@ -303,6 +304,12 @@ pub async fn serve(
         // Not fatal: the store may come up later; presentations and recordings fail until then.
         Err(err) => tracing::error!(store = %state.files, "{err}"),
     }
+    if let Some(ldap) = &state.ldap {
+        // Not fatal either: logins answer 503 until the directory answers; the cause is logged.
+        if ldap.check().await.is_ok() {
+            tracing::info!(url = ldap.url(), "LDAP directory answers");
+        }
+    }
     let internal = match state.config.internal_listen {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address)
@@ -329,6 +336,10 @@ pub async fn serve(
     let mut composer_stop = stop_rx.clone();
     let composer = tokio::spawn(recording::worker::run_loop(state.clone(), async move {
         let _ = composer_stop.wait_for(|stop| *stop).await;
+    }));
+    let mut directory_stop = stop_rx.clone();
+    let directory_check = tokio::spawn(directory::check::run_loop(state.clone(), async move {
+        let _ = directory_stop.wait_for(|stop| *stop).await;
     }));
     let server = axum::serve(
         listener,
@@ -371,6 +382,7 @@ pub async fn serve(
     }
     let _ = lifecycle.await;
     let _ = composer.await;
+    let _ = directory_check.await;
     let _ = mailer.await;
     result
 }

@@ -18,6 +18,7 @@ use crate::clock::{db_time, parse_db_time};
 use crate::db::Db;
 use crate::{Error, Result};
 
+pub mod check;
 pub mod ldap;
 pub mod oidc;
 
@@ -375,7 +376,10 @@ mod tests {
             default: None,
             ..map
         };
-        assert_eq!(strict.level_of(&groups(&["cn=staff,dc=example,dc=org"])), None);
+        assert_eq!(
+            strict.level_of(&groups(&["cn=staff,dc=example,dc=org"])),
+            None
+        );
     }
 
     #[test]
