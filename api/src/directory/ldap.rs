@@ -747,7 +747,7 @@ mod tests {
             user_filter(DEFAULT_USER_FILTER, "a\\b\0"),
             r"(&(objectClass=person)(uid=a\5cb\00))"
         );
-        assert!(ldap3::parse_filter(&user_filter(DEFAULT_USER_FILTER, "*)(|(uid=*")).is_ok());
+        assert!(ldap3::parse_filter(user_filter(DEFAULT_USER_FILTER, "*)(|(uid=*")).is_ok());
     }
 
     #[test]
