@@ -26,6 +26,7 @@ fn configure(slapd: &Slapd, config: &mut Config) {
     ldap.ldap_bind_password_file = Some(slapd.service_password_file());
     ldap.ldap_user_base = Some(slapd::PEOPLE.to_owned());
     ldap.ldap_disabled_filter = Some(slapd::DISABLED_FILTER.to_owned());
+    ldap.ldap_time_zone_attribute = Some("description".to_owned());
     ldap.ldap_admin_groups = vec![slapd::ADMINS.to_owned()];
     ldap.ldap_moderator_plus_groups = vec![slapd::MODERATORS_PLUS.to_owned()];
     // Written as people write DNs: spaces and capitals still match.
@@ -106,6 +107,7 @@ async fn first_login_creates_the_account_with_name_and_mail_from_the_directory(
     assert_eq!(first["displayName"], "Alice Liddell");
     assert_eq!(first["email"], "alice@example.org");
     assert_eq!(first["source"], "ldap");
+    assert_eq!(first["timeZone"], "Europe/Paris");
     // In `staff` only, which gives no level: the default level.
     assert_eq!(first["level"], "audience");
     let me = app
@@ -121,6 +123,10 @@ async fn first_login_creates_the_account_with_name_and_mail_from_the_directory(
         .expect(StatusCode::OK);
     assert_eq!(typed_otherwise.body["id"], first["id"]);
     assert_eq!(app.rows("accounts").await, 2);
+    // A value that is no time zone is ignored: the account keeps the default.
+    let carol = ldap_login(&app, "carol").await;
+    assert_eq!(carol["timeZone"], "UTC");
+    assert_eq!(carol["displayName"], "Carol Danvers");
 }
 
 async fn unknown_names_wrong_passwords_and_disabled_entries_get_the_same_answer(

@@ -3,7 +3,8 @@
 //! `slapadd -n0`), LDAPS and StartTLS with a CA made for the test (openssl CLI), and a small
 //! directory loaded over LDAP (so the memberof overlay fills in `memberOf`):
 //!
-//! - `alice` (Alice Liddell): in `staff` only (a group no level is given for);
+//! - `alice` (Alice Liddell): in `staff` only (a group no level is given for); her
+//!   `description` holds a time zone (`Europe/Paris`), carol's something that is none;
 //! - `bob` (Bob Builder): in `video-moderators` and `staff`;
 //! - `carol` (Carol Danvers): in `video-admins`;
 //! - `dave`: marked disabled (`employeeType: disabled`, matched by [`DISABLED_FILTER`]);
@@ -293,9 +294,17 @@ impl Slapd {
              dn: {SERVICE_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\n\
              cn: conclave\nuserPassword: {SERVICE_PASSWORD}\n\n"
         );
-        ldif.push_str(&person("alice", "Alice Liddell", ""));
+        ldif.push_str(&person(
+            "alice",
+            "Alice Liddell",
+            "description: Europe/Paris\n",
+        ));
         ldif.push_str(&person("bob", "Bob Builder", ""));
-        ldif.push_str(&person("carol", "Carol Danvers", ""));
+        ldif.push_str(&person(
+            "carol",
+            "Carol Danvers",
+            "description: Not/AZone\n",
+        ));
         ldif.push_str(&person("dave", "Dave Disabled", "employeeType: disabled\n"));
         ldif.push_str(&group(ADMINS, &["carol"]));
         ldif.push_str(&group(MODERATORS, &["bob"]));
