@@ -304,11 +304,14 @@ pub async fn serve(
         // Not fatal: the store may come up later; presentations and recordings fail until then.
         Err(err) => tracing::error!(store = %state.files, "{err}"),
     }
-    if let Some(ldap) = &state.ldap {
+    if let Some(ldap) = state.ldap.clone() {
         // Not fatal either: logins answer 503 until the directory answers; the cause is logged.
-        if ldap.check().await.is_ok() {
-            tracing::info!(url = ldap.url(), "LDAP directory answers");
-        }
+        // Beside the start, so a directory that does not answer does not delay it.
+        tokio::spawn(async move {
+            if ldap.check().await.is_ok() {
+                tracing::info!(url = ldap.url(), "LDAP directory answers");
+            }
+        });
     }
     let internal = match state.config.internal_listen {
         Some(address) => {
