@@ -24,11 +24,14 @@ as_root() {
 }
 
 # --- Debian packages -------------------------------------------------------------------------
-packages=(postgresql postgresql-client iproute2 util-linux nftables ca-certificates python3 python3-venv prometheus chromium firefox-esr xvfb golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev golang-github-xeipuuv-gojsonschema-dev sip-tester baresip-core libopus-dev pkg-config ffmpeg poppler-utils libreoffice-impress-nogui)
+packages=(postgresql postgresql-client iproute2 util-linux nftables ca-certificates python3 python3-venv prometheus chromium firefox-esr xvfb golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev golang-github-xeipuuv-gojsonschema-dev sip-tester baresip-core libopus-dev pkg-config ffmpeg poppler-utils libreoffice-impress-nogui slapd ldap-utils openssl)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
+# slapd: the LDAP tests (api/tests/ldap.rs) start their own server on free loopback ports with a
+# configuration folder of their own, so a system slapd the package may start (port 389, its own
+# /etc/ldap/slapd.d) is never in their way; noninteractive installs it without debconf questions.
 # kubectl for the cluster test: the machine image may bring its own (then /usr/bin/kubectl belongs
 # to another package); Debian's kubernetes-client otherwise.
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)

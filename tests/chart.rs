@@ -222,6 +222,15 @@ fn profiles() -> Vec<Profile> {
                 &["conclave-database"],
             )
         },
+        Profile {
+            existing_config_maps: &["conclave-ldap-ca"],
+            ..p(
+                "ldap",
+                Some("ldap-values.yaml"),
+                &[],
+                &["conclave-database", "conclave-ldap-bind"],
+            )
+        },
         p(
             "sip hostPort",
             Some("sip-host-port-values.yaml"),
@@ -658,6 +667,7 @@ fn known_env_and_commands() -> (BTreeSet<String>, BTreeSet<String>) {
     let mut env = BTreeSet::new();
     for file in [
         "api/src/config.rs",
+        "api/src/directory/ldap.rs",
         "sfu/src/config.rs",
         "operator/src/lib.rs",
         "sip/src/config.rs",
@@ -1925,6 +1935,25 @@ fn bad_values_are_refused_with_a_clear_message() {
     assert!(err.contains("sfu.bindIP: Does not match pattern"), "{err}");
     let err = refused(&["--set", "database.existingSecret="]);
     assert!(err.contains("a database is needed"), "{err}");
+
+    // LDAP: never in clear, and what a login needs.
+    let err = refused(&["--set", "auth.ldap.url=ldap://dc1.example.org"]);
+    assert!(err.contains("must not cross the network in clear"), "{err}");
+    let err = refused(&["--set", "auth.ldap.url=ldaps://dc1.example.org"]);
+    assert!(err.contains("auth.ldap.userBase is required"), "{err}");
+    let err = refused(&[
+        "--set",
+        "auth.ldap.url=ldaps://dc1.example.org",
+        "--set",
+        "auth.ldap.userBase=ou=people",
+        "--set",
+        "auth.ldap.bindDn=cn=svc",
+    ]);
+    assert!(err.contains("needs auth.ldap.bindPasswordSecret"), "{err}");
+    let err = refused(&["--set", "auth.ldap.defaultLevel=boss"]);
+    assert!(err.contains("auth.ldap.defaultLevel must be one of the following"), "{err}");
+    let err = refused(&["--set", "auth.ldap.userFilter=(uid=fixed)"]);
+    assert!(err.contains("auth.ldap.userFilter: Does not match pattern"), "{err}");
 
     // Signaling: through the API or straight to each pod, and what each needs.
     let err = refused(&["--set", "sfu.signaling=sideways"]);

@@ -34,6 +34,9 @@ pub struct Account {
     pub disabled: bool,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// Where it comes from: `local` (password stored here), `ldap` or `oidc` (the company
+    /// directory checks who it is and sets its level at every login).
+    pub source: crate::directory::Source,
 }
 
 impl Account {
@@ -64,7 +67,7 @@ pub struct NewAccount {
 }
 
 const COLUMNS: &str =
-    "id, login, display_name, email, level, time_zone, password_hash, disabled, created_at";
+    "id, login, display_name, email, level, time_zone, password_hash, disabled, created_at, source";
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<(Account, String)> {
     let level: String = row.try_get("level")?;
@@ -78,6 +81,12 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<(Account, String)> {
         time_zone: row.try_get("time_zone")?,
         disabled: flag(row.try_get("disabled")?),
         created_at: parse_db_time(&row.try_get::<String, _>("created_at")?)?,
+        source: {
+            let source: String = row.try_get("source")?;
+            crate::directory::Source::parse(&source).ok_or_else(|| {
+                Error::Internal(format!("stored account source {source:?} is unknown"))
+            })?
+        },
     };
     Ok((account, row.try_get("password_hash")?))
 }

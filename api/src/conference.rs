@@ -631,6 +631,7 @@ mod tests {
             time_zone: "Europe/Berlin".into(),
             disabled: false,
             created_at: Utc::now(),
+            source: crate::directory::Source::Local,
         }
     }
 

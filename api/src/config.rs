@@ -254,6 +254,20 @@ pub struct Config {
     /// Presentation uploads and their conversion.
     #[command(flatten)]
     pub presentations: PresentationConfig,
+
+    /// How often the company directory is asked again about accounts with live sessions, in
+    /// minutes: an account it no longer knows or has disabled loses its sessions then.
+    #[arg(long, env = "CONCLAVE_DIRECTORY_CHECK_MINUTES", default_value_t = 15,
+          value_parser = clap::value_parser!(u32).range(1..=1440))]
+    pub directory_check_minutes: u32,
+
+    /// LDAP / Active Directory login.
+    #[command(flatten)]
+    pub ldap: crate::directory::ldap::LdapConfig,
+
+    /// OpenID Connect login.
+    #[command(flatten)]
+    pub oidc: crate::directory::oidc::OidcConfig,
 }
 
 /// How presentations are accepted and converted (docs/presentations.md).

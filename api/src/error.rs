@@ -88,6 +88,12 @@ pub enum Error {
         /// Seconds to wait.
         retry_after: u64,
     },
+    /// The company directory (LDAP) cannot be reached or failed, so no login verdict (503
+    /// `directoryUnreachable`); the cause is logged, never shown.
+    #[error(
+        "the company directory cannot be reached; try again in a minute, or ask an administrator"
+    )]
+    DirectoryUnreachable(String),
     /// A mail limit is reached (429 `mailLimit` with `Retry-After`).
     #[error("{message}")]
     MailLimit {
@@ -185,7 +191,7 @@ impl Error {
             Error::TooManyAttempts { .. } | Error::MailLimit { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Busy { .. } | Error::DirectoryUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::SfuUnreachable(_) => StatusCode::BAD_GATEWAY,
             Error::SfuRefused { status, .. } => *status,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -218,6 +224,7 @@ impl Error {
             Error::NotPlacedYet { .. } => "notPlacedYet",
             Error::TooManyAttempts { .. } => "tooManyAttempts",
             Error::Busy { .. } => "busy",
+            Error::DirectoryUnreachable(_) => "directoryUnreachable",
             Error::WebsocketRequired(_) => "websocketRequired",
             Error::SfuUnreachable(_) => "sfuUnreachable",
             Error::SfuRefused { .. } => "sfuRefused",
@@ -257,6 +264,7 @@ impl IntoResponse for Error {
         let told = matches!(
             self,
             Error::Busy { .. }
+                | Error::DirectoryUnreachable(_)
                 | Error::SfuUnreachable(_)
                 | Error::SfuRefused { .. }
                 | Error::Presentation(crate::presentation::Error::Busy)

@@ -34,6 +34,7 @@ pub mod clock;
 pub mod conference;
 pub mod config;
 pub mod db;
+pub mod directory;
 pub mod error;
 pub mod http;
 pub mod ics;
@@ -156,6 +157,7 @@ pub async fn build_with_client(
         replica: uuid::Uuid::new_v4().to_string(),
         relocations: relocation::Relocations::default(),
         presentations: config.presentations.converter(),
+        ldap: directory::ldap::Directory::from_config(&config.ldap)?.map(Arc::new),
         files,
         recording_wake: tokio::sync::Notify::new(),
         fleet,
@@ -302,6 +304,15 @@ pub async fn serve(
         // Not fatal: the store may come up later; presentations and recordings fail until then.
         Err(err) => tracing::error!(store = %state.files, "{err}"),
     }
+    if let Some(ldap) = state.ldap.clone() {
+        // Not fatal either: logins answer 503 until the directory answers; the cause is logged.
+        // Beside the start, so a directory that does not answer does not delay it.
+        tokio::spawn(async move {
+            if ldap.check().await.is_ok() {
+                tracing::info!(url = ldap.url(), "LDAP directory answers");
+            }
+        });
+    }
     let internal = match state.config.internal_listen {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address)
@@ -328,6 +339,10 @@ pub async fn serve(
     let mut composer_stop = stop_rx.clone();
     let composer = tokio::spawn(recording::worker::run_loop(state.clone(), async move {
         let _ = composer_stop.wait_for(|stop| *stop).await;
+    }));
+    let mut directory_stop = stop_rx.clone();
+    let directory_check = tokio::spawn(directory::check::run_loop(state.clone(), async move {
+        let _ = directory_stop.wait_for(|stop| *stop).await;
     }));
     let server = axum::serve(
         listener,
@@ -370,6 +385,7 @@ pub async fn serve(
     }
     let _ = lifecycle.await;
     let _ = composer.await;
+    let _ = directory_check.await;
     let _ = mailer.await;
     result
 }

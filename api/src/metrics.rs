@@ -18,7 +18,8 @@ pub struct Metrics {
     pub db_connections: IntGaugeVec,
     /// Conferences by lifecycle phase.
     pub conferences: IntGaugeVec,
-    /// Login attempts by result (`ok`, `wrongPassword`, `throttled`, `disabled`).
+    /// Login attempts by result (`ok`, `wrongPassword`, `throttled`, `disabled`, `busy`,
+    /// `localLoginOff`, `noLevel`, `directoryUnreachable`).
     pub logins: IntCounterVec,
     /// Join requests by result (`ok`, `waiting`, `refused`, `notStarted`).
     pub joins: IntCounterVec,

@@ -13,23 +13,64 @@ use crate::db::Db;
 pub struct Settings {
     /// Whether accounts of level `audience` may schedule conferences (default true).
     pub audience_may_schedule: bool,
+    /// Whether only administrators may log in with a password stored in Conclave (break-glass);
+    /// everyone else logs in through the company directory (default false).
+    pub local_login_admins_only: bool,
+}
+
+/// A change to the settings: what is given changes, the rest stays.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SettingsChange {
+    /// Whether accounts of level `audience` may schedule conferences.
+    pub audience_may_schedule: Option<bool>,
+    /// Whether only administrators may log in with a local password.
+    pub local_login_admins_only: Option<bool>,
+}
+
+impl Settings {
+    /// The settings after `change`.
+    pub fn with(mut self, change: &SettingsChange) -> Self {
+        if let Some(value) = change.audience_may_schedule {
+            self.audience_may_schedule = value;
+        }
+        if let Some(value) = change.local_login_admins_only {
+            self.local_login_admins_only = value;
+        }
+        self
+    }
 }
 
 const AUDIENCE_MAY_SCHEDULE: &str = "audienceMaySchedule";
+const LOCAL_LOGIN_ADMINS_ONLY: &str = "localLoginAdminsOnly";
+
+async fn flag(db: &Db, key: &str) -> Result<Option<bool>> {
+    let value: Option<String> = sqlx::query("SELECT value FROM settings WHERE key = $1")
+        .bind(key)
+        .fetch_optional(&db.pool)
+        .await?
+        .map(|row| row.try_get("value"))
+        .transpose()?;
+    Ok(value.map(|value| value == "true"))
+}
+
+async fn store_flag(db: &Db, key: &str, value: bool) -> Result<()> {
+    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2")
+        .bind(key)
+        .bind(if value { "true" } else { "false" })
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
 
 /// Reads the settings.
 ///
 /// # Errors
 /// Database errors.
 pub async fn load(db: &Db) -> Result<Settings> {
-    let value: Option<String> = sqlx::query("SELECT value FROM settings WHERE key = $1")
-        .bind(AUDIENCE_MAY_SCHEDULE)
-        .fetch_optional(&db.pool)
-        .await?
-        .map(|row| row.try_get("value"))
-        .transpose()?;
     Ok(Settings {
-        audience_may_schedule: value.as_deref() != Some("false"),
+        audience_may_schedule: flag(db, AUDIENCE_MAY_SCHEDULE).await?.unwrap_or(true),
+        local_login_admins_only: flag(db, LOCAL_LOGIN_ADMINS_ONLY).await?.unwrap_or(false),
     })
 }
 
@@ -38,10 +79,30 @@ pub async fn load(db: &Db) -> Result<Settings> {
 /// # Errors
 /// Database errors.
 pub async fn store(db: &Db, settings: &Settings) -> Result<()> {
-    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2")
-        .bind(AUDIENCE_MAY_SCHEDULE)
-        .bind(if settings.audience_may_schedule { "true" } else { "false" })
-        .execute(&db.pool)
-        .await?;
-    Ok(())
+    store_flag(db, AUDIENCE_MAY_SCHEDULE, settings.audience_may_schedule).await?;
+    store_flag(
+        db,
+        LOCAL_LOGIN_ADMINS_ONLY,
+        settings.local_login_admins_only,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_touches_only_what_it_names() {
+        let before = Settings {
+            audience_may_schedule: true,
+            local_login_admins_only: false,
+        };
+        let after = before.clone().with(&SettingsChange {
+            local_login_admins_only: Some(true),
+            ..SettingsChange::default()
+        });
+        assert!(after.audience_may_schedule);
+        assert!(after.local_login_admins_only);
+    }
 }

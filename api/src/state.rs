@@ -60,6 +60,8 @@ pub struct Inner {
     pub recording_wake: Notify,
     /// Converts presentation uploads into page images (poppler, LibreOffice) under limits.
     pub presentations: crate::presentation::Converter,
+    /// The LDAP / Active Directory directory people log in with, when configured.
+    pub ldap: Option<Arc<crate::directory::ldap::Directory>>,
 }
 
 impl AppState {

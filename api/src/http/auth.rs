@@ -6,12 +6,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use proto::AccountLevel;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ErrorBody;
 use super::extract::{ApiJson, ClientAddr, CurrentUser, SESSION_COOKIE};
 use crate::account::{self, Account};
+use crate::directory::ldap::Outcome;
+use crate::directory::{self, Profile, Source};
 use crate::state::AppState;
 use crate::{Error, Result, session, throttle};
 
@@ -61,7 +64,8 @@ fn cookie(state: &AppState, value: &str, max_age: i64) -> Result<HeaderValue> {
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, description = "logged in: the session token (also set as a cookie)", body = LoginResponse), (status = 403, description = "wrong login name or password", body = ErrorBody),
               (status = 429, description = "too many failed attempts (`tooManyAttempts` with `retryAfter`)", body = ErrorBody),
-              (status = 503, description = "every password-check slot is busy (`busy`, with Retry-After)", body = ErrorBody)))]
+              (status = 409, description = "first login through the directory with a login name a local account has (`loginTaken`)", body = ErrorBody),
+              (status = 503, description = "every password-check slot is busy (`busy`, with Retry-After), or the company directory cannot be reached (`directoryUnreachable`)", body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     addr: ClientAddr,
@@ -84,50 +88,54 @@ pub async fn login(
         state.metrics.logins.with_label_values(&["throttled"]).inc();
         return Err(err);
     }
-    let found = account::find_by_login(&state.db, body.login.trim()).await;
-    let checked = match found {
-        Ok(Some((account, hash))) => state
-            .password_checks
-            .verify(body.password, hash)
-            .await
-            .map(|ok| ok.then_some(account)),
-        // Spend the same time as a real check so timing does not reveal login names.
-        Ok(None) => state
-            .password_checks
-            .verify(body.password, DUMMY_HASH.to_owned())
-            .await
-            .map(|_| None),
-        Err(err) => Err(err),
-    };
-    let verified = match checked {
-        Ok(verified) => verified,
+    let verdict = match verify(&state, body.login.trim(), body.password).await {
+        Ok(verdict) => verdict,
         Err(err) => {
-            // Not checked (busy, or the database failed): no attempt was made.
+            // Not checked (busy, the directory or the database failed): no attempt was made.
             throttle::refund_all(&state.db, &[&addr_key, &pair_key, &account_key]).await?;
-            if matches!(err, Error::Busy { .. }) {
-                state.metrics.logins.with_label_values(&["busy"]).inc();
+            match err {
+                Error::Busy { .. } => state.metrics.logins.with_label_values(&["busy"]).inc(),
+                Error::DirectoryUnreachable(_) => state
+                    .metrics
+                    .logins
+                    .with_label_values(&["directoryUnreachable"])
+                    .inc(),
+                _ => {}
             }
             return Err(err);
         }
     };
-    let Some(account) = verified else {
-        state
-            .metrics
-            .logins
-            .with_label_values(&["wrongPassword"])
-            .inc();
-        return Err(Error::forbidden("the login name or the password is wrong"));
+    let refused = |label: &str| {
+        state.metrics.logins.with_label_values(&[label]).inc();
+        Error::forbidden("the login name or the password is wrong")
     };
-    // A success is no failure: its reservations go back; the failures before it stay counted,
-    // except this address's own ones against this account.
-    throttle::refund_all(&state.db, &[&addr_key, &account_key]).await?;
-    throttle::clear(&state.db, &pair_key).await?;
-    if account.disabled {
-        state.metrics.logins.with_label_values(&["disabled"]).inc();
-        return Err(Error::forbidden(
-            "this account is disabled; ask an administrator",
-        ));
-    }
+    let account = match verdict {
+        // The same answer for an unknown name, a wrong password and an entry the directory
+        // disabled: none of them tells whether the name exists.
+        Verdict::Wrong => return Err(refused("wrongPassword")),
+        Verdict::DirectoryDisabled => return Err(refused("disabled")),
+        Verdict::Local(account) => {
+            succeeded(&state, &addr_key, &pair_key, &account_key).await?;
+            local_account_may_log_in(&state, &account).await?;
+            account
+        }
+        Verdict::Directory(profile, level) => {
+            succeeded(&state, &addr_key, &pair_key, &account_key).await?;
+            let Some(level) = level else {
+                state.metrics.logins.with_label_values(&["noLevel"]).inc();
+                return Err(directory::no_level_refusal());
+            };
+            match directory::provision(&state.db, Source::Ldap, &profile, level, now).await {
+                Ok(account) => account,
+                Err(err) => {
+                    if matches!(err, Error::Forbidden(_)) {
+                        state.metrics.logins.with_label_values(&["disabled"]).inc();
+                    }
+                    return Err(err);
+                }
+            }
+        }
+    };
     let (token, expires) =
         session::create(&state.db, &account.id, now, state.session_ttl()).await?;
     state.metrics.logins.with_label_values(&["ok"]).inc();
@@ -146,6 +154,90 @@ pub async fn login(
         }),
     )
         .into_response())
+}
+
+/// What the credentials turned out to be.
+enum Verdict {
+    /// A local account with the right password.
+    Local(Account),
+    /// The directory confirmed the password: who the person is, and the level their groups
+    /// give (`None`: in no group that may log in).
+    Directory(Profile, Option<AccountLevel>),
+    /// An unknown name or a wrong password.
+    Wrong,
+    /// The directory disabled the entry.
+    DirectoryDisabled,
+}
+
+/// Checks the credentials: a local account's password here; anyone else's with the LDAP
+/// directory when one is configured.
+async fn verify(state: &AppState, login: &str, password: String) -> Result<Verdict> {
+    let found = account::find_by_login(&state.db, login).await?;
+    match (found, state.ldap.as_deref()) {
+        (Some((account, hash)), _) if account.source == Source::Local => {
+            let matches = state.password_checks.verify(password, hash).await?;
+            Ok(if matches {
+                Verdict::Local(account)
+            } else {
+                Verdict::Wrong
+            })
+        }
+        (_, Some(ldap)) => Ok(match ldap.authenticate(login, &password).await? {
+            Outcome::Authenticated(profile) => {
+                let level = ldap.levels.level_of(&profile.groups);
+                Verdict::Directory(profile, level)
+            }
+            Outcome::Unknown | Outcome::WrongPassword => Verdict::Wrong,
+            Outcome::Disabled => Verdict::DirectoryDisabled,
+        }),
+        // An unknown name, or a directory account whose directory is not configured: spend
+        // the same time as a real check so timing does not reveal login names.
+        _ => {
+            state
+                .password_checks
+                .verify(password, DUMMY_HASH.to_owned())
+                .await?;
+            Ok(Verdict::Wrong)
+        }
+    }
+}
+
+/// A success is no failure: its reservations go back; the failures before it stay counted,
+/// except this address's own ones against this account.
+async fn succeeded(
+    state: &AppState,
+    addr_key: &str,
+    pair_key: &str,
+    account_key: &str,
+) -> Result<()> {
+    throttle::refund_all(&state.db, &[addr_key, account_key]).await?;
+    throttle::clear(&state.db, pair_key).await
+}
+
+/// Whether a local account whose password was right may log in: not disabled, and not
+/// barred by `localLoginAdminsOnly` (administrators keep their break-glass login).
+async fn local_account_may_log_in(state: &AppState, account: &Account) -> Result<()> {
+    if account.disabled {
+        state.metrics.logins.with_label_values(&["disabled"]).inc();
+        return Err(Error::forbidden(
+            "this account is disabled; ask an administrator",
+        ));
+    }
+    if account.level != AccountLevel::Admin
+        && crate::settings::load(&state.db)
+            .await?
+            .local_login_admins_only
+    {
+        state
+            .metrics
+            .logins
+            .with_label_values(&["localLoginOff"])
+            .inc();
+        return Err(Error::forbidden(
+            "password login with a Conclave account is turned off; log in with your company account",
+        ));
+    }
+    Ok(())
 }
 
 /// An argon2 hash of a random password, verified against when the login name is unknown.

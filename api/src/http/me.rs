@@ -61,6 +61,12 @@ pub async fn edit(
         account.time_zone = validate::time_zone("timeZone", tz)?.name().to_owned();
     }
     let new_hash = match &change.password {
+        Some(_) if account.source != crate::directory::Source::Local => {
+            return Err(Error::invalid(
+                "password",
+                "your password is managed by your company directory; change it there",
+            ));
+        }
         Some(new) => {
             password::check("password", new)?;
             let current = change.current_password.clone().ok_or_else(|| {

@@ -76,6 +76,8 @@ pub mod users;
         crate::account::Account,
         crate::conference::ConferenceInput,
         crate::settings::Settings,
+        crate::settings::SettingsChange,
+        crate::directory::Source,
         conferences::ConferenceView,
         conferences::ArchiveView,
         conferences::AnyView,

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::ErrorBody;
 use super::extract::{ApiJson, CurrentUser, require_admin};
 use crate::account::{self, Account, NewAccount, password};
-use crate::settings::{self, Settings};
+use crate::settings::{self, Settings, SettingsChange};
 use crate::state::AppState;
 use crate::{Error, Result, session, validate};
 
@@ -131,6 +131,12 @@ pub async fn edit(
         ));
     }
     let new_hash = match &change.password {
+        Some(_) if target.source != crate::directory::Source::Local => {
+            return Err(Error::invalid(
+                "password",
+                "this account's password is managed by the company directory",
+            ));
+        }
         Some(new) => {
             password::check("password", new)?;
             Some(password::hash(new.clone()).await?)
@@ -165,14 +171,16 @@ pub async fn show_settings(
 }
 
 /// Changes the service settings (administrators only).
-#[utoipa::path(patch, path = "/api/v1/settings", tag = "administration", request_body = Settings,
+#[utoipa::path(patch, path = "/api/v1/settings", tag = "administration", request_body = SettingsChange,
     responses((status = 200, description = "the settings after the change", body = Settings), (status = 403, description = "administrators only", body = ErrorBody)))]
 pub async fn edit_settings(
     State(state): State<AppState>,
     user: CurrentUser,
-    ApiJson(body): ApiJson<Settings>,
+    ApiJson(change): ApiJson<SettingsChange>,
 ) -> Result<Json<Settings>> {
     require_admin(&user)?;
-    settings::store(&state.db, &body).await?;
-    Ok(Json(body))
+    let settings = settings::load(&state.db).await?.with(&change);
+    settings::store(&state.db, &settings).await?;
+    tracing::info!(by = %user.account.id, ?change, "settings changed");
+    Ok(Json(settings))
 }

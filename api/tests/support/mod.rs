@@ -19,6 +19,8 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+pub mod slapd;
+
 /// The first administrator's password in every test.
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
 /// Where every test's clock starts.
