@@ -107,6 +107,19 @@ scenario('accounts, profile and administration in the portal', async () => {
     await page.waitForFunction(async () => (await (await fetch('/api/v1/settings')).json()).audienceMaySchedule === true);
   });
 
+  await step('local password login can be kept for administrators', async () => {
+    const box = page.getByLabel('Only administrators may log in with a Conclave password');
+    assert.equal(await box.isChecked(), false);
+    await box.check();
+    await page.getByRole('button', { name: 'Save settings' }).click();
+    await page.waitForFunction(async () => (await (await fetch('/api/v1/settings')).json()).localLoginAdminsOnly === true);
+    // The other setting stayed as it was.
+    assert.equal((await apiCall('GET', '/settings', undefined, token)).body.audienceMaySchedule, true);
+    await box.uncheck();
+    await page.getByRole('button', { name: 'Save settings' }).click();
+    await page.waitForFunction(async () => (await (await fetch('/api/v1/settings')).json()).localLoginAdminsOnly === false);
+  });
+
   const graceBrowser = await openBrowser('grace');
   const grace = graceBrowser.page;
   grace.on('dialog', async (dialog) => {

@@ -206,18 +206,21 @@ function NewAccount(props: { onCreated: (account: Account) => void }) {
 
 function SettingsForm() {
   const loaded = useLoad(() => api.get<Settings>('/settings'), []);
-  const [value, setValue] = useState<boolean>();
+  const [audience, setAudience] = useState<boolean>();
+  const [adminsOnly, setAdminsOnly] = useState<boolean>();
   const [saved, setSaved] = useState<string>();
   const [error, setError] = useState<string>();
-  const current = value ?? loaded.data?.audienceMaySchedule ?? true;
+  const audienceMaySchedule = audience ?? loaded.data?.audienceMaySchedule ?? true;
+  const localLoginAdminsOnly = adminsOnly ?? loaded.data?.localLoginAdminsOnly ?? false;
 
   async function submit(e: Event) {
     e.preventDefault();
     setSaved(undefined);
     setError(undefined);
     try {
-      const answer = await api.patch<Settings>('/settings', { audienceMaySchedule: current });
-      setValue(answer.audienceMaySchedule);
+      const answer = await api.patch<Settings>('/settings', { audienceMaySchedule, localLoginAdminsOnly });
+      setAudience(answer.audienceMaySchedule);
+      setAdminsOnly(answer.localLoginAdminsOnly);
       setSaved('Saved.');
     } catch (err) {
       setError(err instanceof Error ? sentence(err.message) : String(err));
@@ -232,11 +235,18 @@ function SettingsForm() {
       {loaded.data && (
         <>
           <div class="field inline">
-            <input id="audienceMaySchedule" type="checkbox" aria-describedby="audienceMaySchedule-hint" checked={current} onChange={(e) => setValue(e.currentTarget.checked)} />
+            <input id="audienceMaySchedule" type="checkbox" aria-describedby="audienceMaySchedule-hint" checked={audienceMaySchedule} onChange={(e) => setAudience(e.currentTarget.checked)} />
             <label for="audienceMaySchedule">Accounts of level Audience may schedule conferences</label>
           </div>
           <p class="hint" id="audienceMaySchedule-hint">
             When off, only moderators and administrators schedule and start conferences.
+          </p>
+          <div class="field inline">
+            <input id="localLoginAdminsOnly" type="checkbox" aria-describedby="localLoginAdminsOnly-hint" checked={localLoginAdminsOnly} onChange={(e) => setAdminsOnly(e.currentTarget.checked)} />
+            <label for="localLoginAdminsOnly">Only administrators may log in with a Conclave password</label>
+          </div>
+          <p class="hint" id="localLoginAdminsOnly-hint">
+            Everyone else logs in with their company account (LDAP or single sign-on). Administrators keep their Conclave password for when the company directory is down.
           </p>
           <div>
             <button type="submit" class="primary">
