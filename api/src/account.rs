@@ -66,7 +66,8 @@ pub struct NewAccount {
     pub time_zone: String,
 }
 
-const COLUMNS: &str = "id, login, display_name, email, level, time_zone, password_hash, disabled, created_at, source";
+const COLUMNS: &str =
+    "id, login, display_name, email, level, time_zone, password_hash, disabled, created_at, source";
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<(Account, String)> {
     let level: String = row.try_get("level")?;

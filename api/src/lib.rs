@@ -157,6 +157,7 @@ pub async fn build_with_client(
         replica: uuid::Uuid::new_v4().to_string(),
         relocations: relocation::Relocations::default(),
         presentations: config.presentations.converter(),
+        oidc: directory::oidc::Oidc::from_config(&config)?,
         files,
         recording_wake: tokio::sync::Notify::new(),
         fleet,
@@ -317,6 +318,9 @@ pub async fn serve(
         }
         None => None,
     };
+    if let Some(oidc) = &state.oidc {
+        oidc.discover_in_background();
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut lifecycle_stop = stop_rx.clone();
     let mut mail_stop = stop_rx.clone();

@@ -80,7 +80,12 @@ pub async fn load(db: &Db) -> Result<Settings> {
 /// Database errors.
 pub async fn store(db: &Db, settings: &Settings) -> Result<()> {
     store_flag(db, AUDIENCE_MAY_SCHEDULE, settings.audience_may_schedule).await?;
-    store_flag(db, LOCAL_LOGIN_ADMINS_ONLY, settings.local_login_admins_only).await
+    store_flag(
+        db,
+        LOCAL_LOGIN_ADMINS_ONLY,
+        settings.local_login_admins_only,
+    )
+    .await
 }
 
 #[cfg(test)]

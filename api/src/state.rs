@@ -60,6 +60,8 @@ pub struct Inner {
     pub recording_wake: Notify,
     /// Converts presentation uploads into page images (poppler, LibreOffice) under limits.
     pub presentations: crate::presentation::Converter,
+    /// The OpenID Connect provider, when its login is on.
+    pub oidc: Option<Arc<crate::directory::oidc::Oidc>>,
 }
 
 impl AppState {

@@ -375,7 +375,10 @@ mod tests {
             default: None,
             ..map
         };
-        assert_eq!(strict.level_of(&groups(&["cn=staff,dc=example,dc=org"])), None);
+        assert_eq!(
+            strict.level_of(&groups(&["cn=staff,dc=example,dc=org"])),
+            None
+        );
     }
 
     #[test]
