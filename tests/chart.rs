@@ -222,6 +222,15 @@ fn profiles() -> Vec<Profile> {
                 &["conclave-database"],
             )
         },
+        Profile {
+            existing_config_maps: &["company-ca"],
+            ..p(
+                "OpenID Connect login",
+                Some("oidc-values.yaml"),
+                &[],
+                &["conclave-database", "conclave-oidc"],
+            )
+        },
         p(
             "sip hostPort",
             Some("sip-host-port-values.yaml"),
