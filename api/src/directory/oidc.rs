@@ -405,7 +405,9 @@ impl Oidc {
             return Ok(None);
         };
         let invalid = |field: &str, message: String| crate::Error::invalid(field, message);
-        let issuer = IssuerUrl::new(issuer.trim_end_matches('/').to_owned())
+        // As given: discovery requires the provider's `issuer` to be exactly this (Auth0's
+        // ends with a slash, Keycloak's does not).
+        let issuer = IssuerUrl::new(issuer.clone())
             .map_err(|err| invalid("oidcIssuer", format!("--oidc-issuer: {err}")))?;
         let client_id = oidc.client_id.clone().ok_or_else(|| {
             invalid(
