@@ -19,7 +19,7 @@ import { SignJWT, decodeJwt, exportJWK, generateKeyPair, importJWK } from 'jose'
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const users = new Map(Object.entries(config.users ?? {}).map(([login, user]) => [login, { disabled: false, ...user }]));
-// Newest first: oidc-provider signs with the first key of the algorithm.
+// The signing keys (one; rotation replaces it).
 const keys = [];
 // What to do to the ID tokens the token endpoint answers with: null, 'nonce', 'expired',
 // 'audience' or 'unknownKey'.
@@ -120,7 +120,8 @@ function build(issuer) {
     const path = ctx.path;
     if (path.startsWith('/test/') && ctx.method === 'POST') {
       if (path === '/test/rotate') {
-        keys.unshift(await newKey());
+        // The old key goes: a login after this can only pass with the new one.
+        keys.splice(0, keys.length, await newKey());
         swap();
         ctx.body = { kid: keys[0].kid };
         return;

@@ -191,7 +191,7 @@ impl OidcProvider {
             .to_owned()
     }
 
-    /// Rotates the signing key: a new key signs from now on (published first in the JWKS).
+    /// Rotates the signing key: a new one signs from now on and is the only one published.
     pub fn rotate_key(&self) {
         self.control("/test/rotate", "{}");
     }

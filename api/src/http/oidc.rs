@@ -61,7 +61,7 @@ pub struct AuthMethods {
 }
 
 /// Which login methods are on (public: the login page asks before anyone is logged in).
-#[utoipa::path(get, path = "/api/v1/auth/methods", tag = "auth",
+#[utoipa::path(get, path = "/api/v1/auth/methods", tag = "auth", operation_id = "authMethods",
     responses((status = 200, description = "the login methods that are on", body = AuthMethods)))]
 pub async fn methods(State(state): State<AppState>) -> Result<Json<AuthMethods>> {
     let settings = crate::settings::load(&state.db).await?;
@@ -203,7 +203,7 @@ fn sentence(state: &AppState, name: &str, err: LoginError) -> String {
 
 /// Starts an OpenID Connect login: redirects to the provider with state, nonce and PKCE
 /// (S256), and sets a short-lived cookie that ties the login to this browser.
-#[utoipa::path(get, path = "/api/v1/auth/oidc/start", tag = "auth", params(StartQuery),
+#[utoipa::path(get, path = "/api/v1/auth/oidc/start", tag = "auth", operation_id = "oidcStart", params(StartQuery),
     responses((status = 303, description = "to the provider's login; or to `/login?error=…` when the provider cannot be reached or `returnTo` is not a local path"),
               (status = 404, description = "OpenID Connect login is off", body = ErrorBody)))]
 pub async fn start(
@@ -237,7 +237,7 @@ pub async fn start(
 
 /// The provider's answer: checks it, logs in (the same session cookie as the password login)
 /// and redirects to the page the login started from.
-#[utoipa::path(get, path = "/api/v1/auth/oidc/callback", tag = "auth", params(CallbackQuery),
+#[utoipa::path(get, path = "/api/v1/auth/oidc/callback", tag = "auth", operation_id = "oidcCallback", params(CallbackQuery),
     responses((status = 303, description = "logged in: to the page the login started from, with the session cookie; refused: to `/login?error=…` with the reason"),
               (status = 404, description = "OpenID Connect login is off", body = ErrorBody)))]
 pub async fn callback(
