@@ -667,6 +667,8 @@ fn known_env_and_commands() -> (BTreeSet<String>, BTreeSet<String>) {
     let mut env = BTreeSet::new();
     for file in [
         "api/src/config.rs",
+        "api/src/directory/oidc.rs",
+        "api/src/directory/ldap.rs",
         "sfu/src/config.rs",
         "operator/src/lib.rs",
         "sip/src/config.rs",
