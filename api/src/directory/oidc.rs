@@ -49,6 +49,9 @@ use crate::state::AppState;
 
 /// How long a login may stay at the provider before its state lapses.
 pub const LOGIN_STATE_TTL_MINUTES: i64 = 10;
+/// Logins under way at once, at most: each keeps a row until its answer or its lapse, so
+/// someone calling the start URL in a loop cannot fill the database.
+pub const MAX_PENDING_LOGINS: i64 = 10_000;
 /// The path of the callback under the public URL: the redirect URI to register at the provider.
 pub const CALLBACK_PATH: &str = "/api/v1/auth/oidc/callback";
 
@@ -603,6 +606,20 @@ impl Oidc {
             .execute(&db.pool)
             .await
             .map_err(crate::Error::from)?;
+        let pending: i64 = sqlx::query("SELECT COUNT(*) AS n FROM oidc_login_states")
+            .fetch_one(&db.pool)
+            .await
+            .and_then(|row| row.try_get("n"))
+            .map_err(crate::Error::from)?;
+        if pending >= MAX_PENDING_LOGINS {
+            tracing::warn!(
+                pending,
+                "too many OpenID Connect logins under way; new ones are refused until some finish or lapse"
+            );
+            return Err(LoginError::Refused(
+                "Too many logins are under way right now. Try again in a few minutes.".into(),
+            ));
+        }
         sqlx::query("INSERT INTO oidc_login_states (state, browser_hash, nonce, pkce_verifier, return_to, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(state.secret())
             .bind(sha256(&browser_secret))
