@@ -529,3 +529,29 @@ async fn a_provider_down_at_start_leaves_conclave_up_with_a_clear_message() {
     );
     app.admin().await;
 }
+
+#[tokio::test]
+async fn without_a_refresh_token_the_session_lasts_only_the_check_interval() {
+    let provider = OidcProvider::start_without_refresh_tokens(PUBLIC, &[ALICE]);
+    let (app, _secrets) = app_with(Backend::Sqlite, &provider, |config| {
+        config.directory_check_minutes = 15;
+    })
+    .await;
+    let reply = Browser::new(&provider).login(&app, &ALICE, "/").await;
+    let session = logged_in(&reply, "/");
+    let cookie = reply.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        reply
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .any(|c| c.to_str().unwrap().contains("Max-Age=900")),
+        "the cookie lasts the check interval: {cookie}"
+    );
+    app.clock.advance(Duration::minutes(14));
+    me(&app, &session).await;
+    app.clock.advance(Duration::minutes(2));
+    app.get("/api/v1/me", &session)
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+}

@@ -79,6 +79,16 @@ impl OidcProvider {
     /// When Node or the npm packages are missing (naming what installs them), or the provider
     /// does not come up within 30 s.
     pub fn start(public_url: &str, users: &[TestUser]) -> Self {
+        Self::launch(public_url, users, true)
+    }
+
+    /// Like [`OidcProvider::start`], for a client the provider gives no refresh tokens (as
+    /// Entra ID without `offline_access`).
+    pub fn start_without_refresh_tokens(public_url: &str, users: &[TestUser]) -> Self {
+        Self::launch(public_url, users, false)
+    }
+
+    fn launch(public_url: &str, users: &[TestUser], refresh: bool) -> Self {
         let dir = script_dir();
         assert!(
             dir.join("node_modules/oidc-provider/package.json")
@@ -101,11 +111,16 @@ impl OidcProvider {
             .collect::<Vec<_>>()
             .join(",");
         let config = format!(
-            "{{\"clients\": [{{\"client_id\": {}, \"client_secret\": {}, \"redirect_uris\": [{}], \"post_logout_redirect_uris\": [{}]}}], \"users\": {{{users}}}}}",
+            "{{\"clients\": [{{\"client_id\": {}, \"client_secret\": {}, \"redirect_uris\": [{}], \"post_logout_redirect_uris\": [{}], \"grant_types\": {}}}], \"users\": {{{users}}}}}",
             json_string(CLIENT_ID),
             json_string(CLIENT_SECRET),
             json_string(&format!("{public_url}/api/v1/auth/oidc/callback")),
             json_string(&format!("{public_url}/login")),
+            if refresh {
+                json_list(&["authorization_code", "refresh_token"])
+            } else {
+                json_list(&["authorization_code"])
+            },
         );
         let path = std::env::temp_dir().join(format!(
             "conclave-oidc-{}-{}.json",
