@@ -80,6 +80,8 @@ if [ "$node_major" -lt 20 ]; then
 fi
 log "installing the portal's npm packages"
 (cd web && npm ci --no-audit --no-fund --loglevel=error)
+log "installing the test OpenID Connect provider's npm packages (oidc-provider)"
+(cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
 log "building the portal (types generated from web/src/generated/*.json)"
 (cd web && npm run --silent build)
 status=0

@@ -231,6 +231,15 @@ fn profiles() -> Vec<Profile> {
                 &["conclave-database", "conclave-ldap-bind"],
             )
         },
+        Profile {
+            existing_config_maps: &["company-ca"],
+            ..p(
+                "OpenID Connect login",
+                Some("oidc-values.yaml"),
+                &[],
+                &["conclave-database", "conclave-oidc"],
+            )
+        },
         p(
             "sip hostPort",
             Some("sip-host-port-values.yaml"),
@@ -667,6 +676,7 @@ fn known_env_and_commands() -> (BTreeSet<String>, BTreeSet<String>) {
     let mut env = BTreeSet::new();
     for file in [
         "api/src/config.rs",
+        "api/src/directory/oidc.rs",
         "api/src/directory/ldap.rs",
         "sfu/src/config.rs",
         "operator/src/lib.rs",

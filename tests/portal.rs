@@ -102,13 +102,17 @@ fn run_scenario(script: &str, udp: &str) {
 
 /// [`run_scenario`] with more environment for the server.
 fn run_scenario_with(script: &str, udp: &str, env: &[(&str, String)]) {
+    run_scenario_on(script, udp, env, system_tests::free_port());
+}
+
+/// [`run_scenario_with`] on a port chosen before (a provider must know the address).
+fn run_scenario_on(script: &str, udp: &str, env: &[(&str, String)], port: u16) {
     let web = web_dir();
     let chromium = system_tests::portal_chromium();
     let artifacts = web.join("e2e/artifacts").join(script);
     let _ = std::fs::remove_dir_all(&artifacts);
     std::fs::create_dir_all(&artifacts).unwrap();
     let data = tempfile::tempdir().unwrap();
-    let port = system_tests::free_port();
     let server = start(data.path(), &artifacts, port, udp, env);
 
     let status = Command::new("node")
@@ -256,4 +260,50 @@ fn a_moderator_plus_records_a_meeting_into_s3_and_the_archive_plays_it() {
 #[test]
 fn a_speaker_presents_a_pdf_and_the_others_follow_its_pages() {
     scenario("presentation", "47700-47799");
+}
+
+/// Login with the company account: the real OpenID Connect provider (npm oidc-provider) in the
+/// same namespace; Chromium clicks "Log in with …", logs in on the provider's page and lands in
+/// the portal as the level the provider's groups give.
+#[test]
+fn a_person_logs_in_with_the_company_account_and_lands_as_their_level() {
+    use system_tests::oidc_provider::{CLIENT_ID, CLIENT_SECRET, OidcProvider, TestUser};
+    if !loadgen::netns::isolate() {
+        return;
+    }
+    let port = system_tests::free_port();
+    let provider = OidcProvider::start(
+        &format!("http://127.0.0.1:{port}"),
+        &[TestUser {
+            login: "alice",
+            password: "alice-password",
+            name: "Alice Example",
+            groups: &["video-moderators"],
+        }],
+    );
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("client-secret");
+    std::fs::write(&secret_file, CLIENT_SECRET).unwrap();
+    run_scenario_on(
+        "oidc",
+        "47900-47999",
+        &[
+            ("CONCLAVE_OIDC_ISSUER", provider.issuer.clone()),
+            ("CONCLAVE_OIDC_CLIENT_ID", CLIENT_ID.to_owned()),
+            (
+                "CONCLAVE_OIDC_CLIENT_SECRET_FILE",
+                secret_file.display().to_string(),
+            ),
+            ("CONCLAVE_OIDC_NAME", "Test provider".to_owned()),
+            (
+                "CONCLAVE_OIDC_SCOPES",
+                "openid profile email groups".to_owned(),
+            ),
+            (
+                "CONCLAVE_OIDC_MODERATOR_GROUPS",
+                "video-moderators".to_owned(),
+            ),
+        ],
+        port,
+    );
 }

@@ -158,6 +158,7 @@ pub async fn build_with_client(
         relocations: relocation::Relocations::default(),
         presentations: config.presentations.converter(),
         ldap: directory::ldap::Directory::from_config(&config.ldap)?.map(Arc::new),
+        oidc: directory::oidc::Oidc::from_config(&config)?,
         files,
         recording_wake: tokio::sync::Notify::new(),
         fleet,
@@ -327,6 +328,9 @@ pub async fn serve(
         }
         None => None,
     };
+    if let Some(oidc) = &state.oidc {
+        oidc.discover_in_background();
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut lifecycle_stop = stop_rx.clone();
     let mut mail_stop = stop_rx.clone();

@@ -62,6 +62,8 @@ pub struct Inner {
     pub presentations: crate::presentation::Converter,
     /// The LDAP / Active Directory directory people log in with, when configured.
     pub ldap: Option<Arc<crate::directory::ldap::Directory>>,
+    /// The OpenID Connect provider, when its login is on.
+    pub oidc: Option<Arc<crate::directory::oidc::Oidc>>,
 }
 
 impl AppState {

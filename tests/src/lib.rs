@@ -9,9 +9,12 @@
 //! - `failover.rs`: meetings that survive the cluster in that box (kill -9 with attendees and
 //!   Chromium pages, a flapping readiness probe, two fenced operators); `cluster_box.rs` is the
 //!   box both share, and `benches/failover.rs` times the failover.
-//! - this library: where the binary and the repository are.
+//! - this library: where the binary and the repository are; [`oidc_provider`]: a real OpenID
+//!   Connect provider (npm `oidc-provider`) for login tests.
 
 use std::path::{Path, PathBuf};
+
+pub mod oidc_provider;
 
 /// The repository's root folder.
 pub fn repository() -> PathBuf {

@@ -52,7 +52,7 @@ export function App() {
     }
     return (
       <SessionContext.Provider value={{ me, setMe }}>
-        <LoginPage next={query.get('next')} expired={expired} onLoggedIn={() => setExpired(false)} />
+        <LoginPage next={query.get('next')} expired={expired} error={query.get('error')} onLoggedIn={() => setExpired(false)} />
       </SessionContext.Provider>
     );
   }
@@ -127,7 +127,13 @@ function NavLink(props: { href: string; path: string; label: string }) {
 async function logout(setMe: (me: Account | null) => void, setProblem: (problem: string | undefined) => void) {
   setProblem(undefined);
   try {
-    await api.post('/auth/logout');
+    // An account from the OpenID Connect provider may have the provider's session ended too.
+    const answer = await api.post<{ providerLogoutUrl?: string } | undefined>('/auth/logout');
+    if (answer?.providerLogoutUrl) {
+      setMe(null);
+      location.assign(answer.providerLogoutUrl);
+      return;
+    }
   } catch (e) {
     if (!(e instanceof ApiError) || e.status !== 401) {
       setProblem('Logging out failed, so you are still logged in. Check your connection and try again.');

@@ -1,4 +1,4 @@
-//! The directory check: every minute, accounts with live sessions that the company directory
+//! The directory check (LDAP here; OpenID Connect in `oidc::confirm_due`): every minute, accounts with live sessions that the company directory
 //! has not confirmed within `--directory-check-minutes` are asked about again; one it no
 //! longer knows, has disabled, or puts in no group that may log in loses its sessions.
 //!
@@ -51,6 +51,10 @@ pub async fn run_loop(state: AppState, shutdown: impl Future<Output = ()>) {
             Ok(_) => {}
             Err(err) => tracing::error!(cause = %err, "directory check failed"),
         }
+        // OpenID Connect accounts: a refresh at the provider for each one due.
+        if let Err(err) = super::oidc::confirm_due(&state, state.clock.now()).await {
+            tracing::error!(cause = %err, "OpenID Connect check failed");
+        }
         tokio::select! {
             () = &mut shutdown => return,
             () = tokio::time::sleep(StdDuration::from_secs(60)) => {}
@@ -72,7 +76,7 @@ pub async fn round(
     if let Some(ldap) = ldap {
         check_ldap(db, ldap, now, interval, &mut done).await?;
     }
-    // OpenID Connect accounts: a second call here (`check_oidc(db, …, &mut done)`).
+    // OpenID Connect accounts are checked by `oidc::confirm_due`, called beside this round.
     Ok(done)
 }
 

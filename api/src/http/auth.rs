@@ -48,7 +48,7 @@ pub struct LoginResponse {
     pub session_expires_at: DateTime<Utc>,
 }
 
-fn cookie(state: &AppState, value: &str, max_age: i64) -> Result<HeaderValue> {
+pub(crate) fn cookie(state: &AppState, value: &str, max_age: i64) -> Result<HeaderValue> {
     let secure = if state.config.public_url().starts_with("https://") {
         "; Secure"
     } else {
@@ -243,11 +243,37 @@ async fn local_account_may_log_in(state: &AppState, account: &Account) -> Result
 /// An argon2 hash of a random password, verified against when the login name is unknown.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3aV0Vq1Yx9DK5Q3jKx8lAeLrF8NfYs1o6HzgkB0Kj2Q";
 
-/// Logs out: ends the session and clears the cookie.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204, description = "logged out: the session ends and its cookie is cleared"), (status = 401, description = "not logged in", body = ErrorBody)))]
+/// The answer to a logout of an OpenID Connect session when the provider's session ends too.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderLogout {
+    /// The provider's end-session URL to send the browser to (RP-initiated logout); the
+    /// provider returns it to `/login`.
+    pub provider_logout_url: String,
+}
+
+/// Logs out: ends the session and clears the cookie. For an account from the OpenID Connect
+/// provider with `--oidc-provider-logout`, also answers the provider's end-session URL.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses(
+    (status = 204, description = "logged out: the session ends and its cookie is cleared"),
+    (status = 200, description = "logged out here; send the browser to `providerLogoutUrl` to end the provider's session too", body = ProviderLogout),
+    (status = 401, description = "not logged in", body = ErrorBody)))]
 pub async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<Response> {
     session::delete(&state.db, &user.token).await?;
     let mut headers = HeaderMap::new();
     headers.insert(header::SET_COOKIE, cookie(&state, "", 0)?);
+    if user.account.source == crate::directory::Source::Oidc
+        && let Some(oidc) = &state.oidc
+        && let Some(url) = oidc.logout_url().await
+    {
+        return Ok((
+            StatusCode::OK,
+            headers,
+            Json(ProviderLogout {
+                provider_logout_url: url,
+            }),
+        )
+            .into_response());
+    }
     Ok((StatusCode::NO_CONTENT, headers).into_response())
 }

@@ -20,6 +20,7 @@ pub mod extract;
 pub mod internal;
 pub mod join;
 pub mod me;
+pub mod oidc;
 pub mod ops;
 pub mod portal;
 pub mod presentations;
@@ -41,6 +42,9 @@ pub mod users;
     paths(
         auth::login,
         auth::logout,
+        oidc::methods,
+        oidc::start,
+        oidc::callback,
         me::show,
         me::edit,
         users::list,
@@ -78,6 +82,10 @@ pub mod users;
         crate::settings::Settings,
         crate::settings::SettingsChange,
         crate::directory::Source,
+        oidc::AuthMethods,
+        oidc::OidcMethod,
+        oidc::PasswordLogin,
+        auth::ProviderLogout,
         conferences::ConferenceView,
         conferences::ArchiveView,
         conferences::AnyView,
@@ -153,6 +161,7 @@ pub fn api_router(surface: Surface) -> Router<AppState> {
     if surface.public() {
         router = router
             .merge(auth::router())
+            .merge(oidc::router())
             .merge(me::router())
             .merge(users::router())
             .merge(conferences::router())

@@ -240,3 +240,45 @@ poppler, which compose recordings and turn presentations into pages), tagged <ta
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* Company sign-on for the API container: the directory check and OpenID Connect. */}}
+{{- define "conclave.authEnv" -}}
+- name: CONCLAVE_DIRECTORY_CHECK_MINUTES
+  value: {{ .Values.auth.directoryCheckMinutes | int | quote }}
+{{- with .Values.auth.oidc }}
+{{- if .issuer }}
+- name: CONCLAVE_OIDC_ISSUER
+  value: {{ .issuer | quote }}
+- name: CONCLAVE_OIDC_CLIENT_ID
+  value: {{ required "auth.oidc.clientId is needed with auth.oidc.issuer" .clientId | quote }}
+- name: CONCLAVE_OIDC_CLIENT_SECRET_FILE
+  value: /etc/conclave/oidc/client-secret
+- name: CONCLAVE_OIDC_NAME
+  value: {{ .name | quote }}
+- name: CONCLAVE_OIDC_SCOPES
+  value: {{ .scopes | quote }}
+- name: CONCLAVE_OIDC_GROUPS_CLAIM
+  value: {{ .groupsClaim | quote }}
+- name: CONCLAVE_OIDC_LOGIN_CLAIM
+  value: {{ .loginClaim | quote }}
+- name: CONCLAVE_OIDC_ADMIN_GROUPS
+  value: {{ join "," .adminGroups | quote }}
+- name: CONCLAVE_OIDC_MODERATOR_PLUS_GROUPS
+  value: {{ join "," .moderatorPlusGroups | quote }}
+- name: CONCLAVE_OIDC_MODERATOR_GROUPS
+  value: {{ join "," .moderatorGroups | quote }}
+- name: CONCLAVE_OIDC_AUDIENCE_GROUPS
+  value: {{ join "," .audienceGroups | quote }}
+- name: CONCLAVE_OIDC_DEFAULT_LEVEL
+  value: {{ .defaultLevel | quote }}
+- name: CONCLAVE_OIDC_PROVIDER_LOGOUT
+  value: {{ .providerLogout | quote }}
+- name: CONCLAVE_OIDC_CLOCK_SKEW_SECONDS
+  value: {{ .clockSkewSeconds | int | quote }}
+{{- if .caConfigMap }}
+- name: CONCLAVE_OIDC_CA_FILE
+  value: /etc/conclave/oidc-ca/ca.crt
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}

@@ -78,8 +78,7 @@ as files, since the API reads the password only from a file.
   value: {{ .timeoutSeconds | int | quote }}
 {{- end }}
 {{- end }}
-- name: CONCLAVE_DIRECTORY_CHECK_MINUTES
-  value: {{ .Values.auth.directoryCheckMinutes | int | quote }}
+{{- /* CONCLAVE_DIRECTORY_CHECK_MINUTES comes with conclave.authEnv. */}}
 {{- end }}
 
 {{- define "conclave.ldapVolumeMounts" -}}
