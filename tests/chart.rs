@@ -1961,9 +1961,15 @@ fn bad_values_are_refused_with_a_clear_message() {
     ]);
     assert!(err.contains("needs auth.ldap.bindPasswordSecret"), "{err}");
     let err = refused(&["--set", "auth.ldap.defaultLevel=boss"]);
-    assert!(err.contains("auth.ldap.defaultLevel must be one of the following"), "{err}");
+    assert!(
+        err.contains("auth.ldap.defaultLevel must be one of the following"),
+        "{err}"
+    );
     let err = refused(&["--set", "auth.ldap.userFilter=(uid=fixed)"]);
-    assert!(err.contains("auth.ldap.userFilter: Does not match pattern"), "{err}");
+    assert!(
+        err.contains("auth.ldap.userFilter: Does not match pattern"),
+        "{err}"
+    );
 
     // Signaling: through the API or straight to each pod, and what each needs.
     let err = refused(&["--set", "sfu.signaling=sideways"]);

@@ -87,8 +87,11 @@ async fn the_openapi_document_describes_every_route() {
             // A path parameter must be a placeholder of the path (a query struct that forgot
             // `parameter_in = Query` shows up as a path parameter the route does not have), and
             // every placeholder must be declared.
-            let parameters: Vec<&serde_json::Value> =
-                operation["parameters"].as_array().into_iter().flatten().collect();
+            let parameters: Vec<&serde_json::Value> = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .collect();
             for parameter in &parameters {
                 let name = parameter["name"].as_str().expect("parameter name");
                 if parameter["in"] == "path" {

@@ -550,7 +550,9 @@ async fn a_recording_whose_sfu_pod_was_lost_is_composed_from_what_it_wrote(app: 
     // The file store's times are the machine's: the service's clock follows them here.
     app.clock.set(Utc::now());
     let owner = app.admin().await;
-    let c = app.schedule(&owner, 0, 60, json!({"topic": "Lost pod"})).await;
+    let c = app
+        .schedule(&owner, 0, 60, json!({"topic": "Lost pod"}))
+        .await;
     app.tick().await;
     let (moderator_id, moderator) = app.user("mod", "moderatorPlus").await;
     let origin = app.now();
@@ -562,27 +564,60 @@ async fn a_recording_whose_sfu_pod_was_lost_is_composed_from_what_it_wrote(app: 
         .await
         .expect(StatusCode::NO_CONTENT);
     // The pod died: no stopped.json, no stop report, and the last segment lost its JSON.
-    app.state.files.delete(&format!("recordings/{id}/stopped.json")).await.unwrap();
-    app.state.files.delete(&format!("recordings/{id}/tracks/002-video/000001.json")).await.unwrap();
-    app.state.files.put(&format!("recordings/{id}/alive"), origin.to_rfc3339().into_bytes().into()).await.unwrap();
+    app.state
+        .files
+        .delete(&format!("recordings/{id}/stopped.json"))
+        .await
+        .unwrap();
+    app.state
+        .files
+        .delete(&format!("recordings/{id}/tracks/002-video/000001.json"))
+        .await
+        .unwrap();
+    app.state
+        .files
+        .put(
+            &format!("recordings/{id}/alive"),
+            origin.to_rfc3339().into_bytes().into(),
+        )
+        .await
+        .unwrap();
 
     // While the pod may still be alive, nothing is composed.
     app.clock.set(Utc::now() + Duration::seconds(60));
     assert_eq!(api::recording::worker::pass(&app.state).await.unwrap(), 0);
-    let shown = app.get(&format!("/api/v1/recordings/{id}"), &moderator).await.expect(StatusCode::OK);
+    let shown = app
+        .get(&format!("/api/v1/recordings/{id}"), &moderator)
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(shown.body["state"], "recording");
 
     // Past --recording-lost-seconds (120) without a sign of life: what was written is composed.
     app.clock.set(Utc::now() + Duration::seconds(180));
     assert_eq!(api::recording::worker::pass(&app.state).await.unwrap(), 1);
-    let shown = app.get(&format!("/api/v1/recordings/{id}"), &moderator).await.expect(StatusCode::OK);
+    let shown = app
+        .get(&format!("/api/v1/recordings/{id}"), &moderator)
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(shown.body["state"], "ready", "{}", shown.body);
     let duration = shown.body["durationSeconds"].as_f64().unwrap();
-    assert!((9.5..=10.5).contains(&duration), "the segments' 10 s, got {duration}");
-    let raw = raw_body(&app, shown.body["mediaUrl"].as_str().unwrap(), &moderator, None).await;
+    assert!(
+        (9.5..=10.5).contains(&duration),
+        "the segments' 10 s, got {duration}"
+    );
+    let raw = raw_body(
+        &app,
+        shown.body["mediaUrl"].as_str().unwrap(),
+        &moderator,
+        None,
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("recording.mp4");
     std::fs::write(&file, &raw).unwrap();
     let (seconds, audio, video) = probe(&file);
-    assert!(audio && video && (9.5..=10.5).contains(&seconds), "{seconds} {audio} {video}");
+    assert!(
+        audio && video && (9.5..=10.5).contains(&seconds),
+        "{seconds} {audio} {video}"
+    );
 }

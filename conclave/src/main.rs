@@ -39,9 +39,9 @@ enum Command {
     /// SIP dial-in gateway (default).
     Standalone(Box<Standalone>),
     /// The stateless conference service (API and portal) for a cluster, usually on PostgreSQL.
-    Api(api::Config),
+    Api(Box<api::Config>),
     /// A WebRTC SFU pod: the signaling websocket /rtc and media for the conferences placed on it.
-    Sfu(sfu::Config),
+    Sfu(Box<sfu::Config>),
     /// The SIP gateway: phone callers dial in and enter the meeting ID and password by keypad.
     Sip(sip::Config),
     /// The Kubernetes operator: places Conference resources on SFU pods.
@@ -387,8 +387,8 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| Command::Standalone(Box::new(Standalone::from_env())))
     {
         Command::Standalone(options) => standalone(*options).await?,
-        Command::Api(config) => api::run(config, shutdown_signal()).await?,
-        Command::Sfu(config) => sfu::run(config).await?,
+        Command::Api(config) => api::run(*config, shutdown_signal()).await?,
+        Command::Sfu(config) => sfu::run(*config).await?,
         Command::Sip(config) => sip::run(config, shutdown_signal()).await?,
         Command::Operator(config) => operator::run(config).await?,
         Command::Crdgen | Command::Schemas(_) => {}
