@@ -61,12 +61,18 @@ pub struct OidcConfig {
     /// The provider's issuer URL, e.g. https://keycloak.example.org/realms/example; its
     /// `/.well-known/openid-configuration` is read at start. Setting it turns OpenID Connect
     /// login on.
-    #[arg(id = "oidc-issuer", value_name = "OIDC_ISSUER", long = "oidc-issuer", env = "CONCLAVE_OIDC_ISSUER")]
+    #[arg(
+        id = "oidc-issuer",
+        value_name = "OIDC_ISSUER",
+        long = "oidc-issuer",
+        env = "CONCLAVE_OIDC_ISSUER"
+    )]
     pub issuer: Option<String>,
 
     /// The client ID Conclave has at the provider.
     #[arg(
-        id = "oidc-client-id", value_name = "OIDC_CLIENT_ID",
+        id = "oidc-client-id",
+        value_name = "OIDC_CLIENT_ID",
         long = "oidc-client-id",
         env = "CONCLAVE_OIDC_CLIENT_ID"
     )]
@@ -74,7 +80,8 @@ pub struct OidcConfig {
 
     /// File holding the client secret (a confidential client); never given as a flag value.
     #[arg(
-        id = "oidc-client-secret-file", value_name = "OIDC_CLIENT_SECRET_FILE",
+        id = "oidc-client-secret-file",
+        value_name = "OIDC_CLIENT_SECRET_FILE",
         long = "oidc-client-secret-file",
         env = "CONCLAVE_OIDC_CLIENT_SECRET_FILE"
     )]
@@ -82,7 +89,8 @@ pub struct OidcConfig {
 
     /// The provider's name on the login page's button: "Log in with NAME".
     #[arg(
-        id = "oidc-name", value_name = "OIDC_NAME",
+        id = "oidc-name",
+        value_name = "OIDC_NAME",
         long = "oidc-name",
         env = "CONCLAVE_OIDC_NAME",
         default_value = "your company account"
@@ -93,7 +101,8 @@ pub struct OidcConfig {
     /// Add `offline_access` where the provider gives refresh tokens only then (Entra ID, Okta),
     /// `groups` where it names the groups claim so (Dex).
     #[arg(
-        id = "oidc-scopes", value_name = "OIDC_SCOPES",
+        id = "oidc-scopes",
+        value_name = "OIDC_SCOPES",
         long = "oidc-scopes",
         env = "CONCLAVE_OIDC_SCOPES",
         default_value = "openid profile email"
@@ -104,7 +113,8 @@ pub struct OidcConfig {
     /// claims such as `realm_access.roles` (Keycloak realm roles). Read from the ID token, else
     /// from the userinfo answer.
     #[arg(
-        id = "oidc-groups-claim", value_name = "OIDC_GROUPS_CLAIM",
+        id = "oidc-groups-claim",
+        value_name = "OIDC_GROUPS_CLAIM",
         long = "oidc-groups-claim",
         env = "CONCLAVE_OIDC_GROUPS_CLAIM",
         default_value = "groups"
@@ -113,7 +123,8 @@ pub struct OidcConfig {
 
     /// Groups (comma-separated, compared exactly) whose members are administrators.
     #[arg(
-        id = "oidc-admin-groups", value_name = "OIDC_ADMIN_GROUPS",
+        id = "oidc-admin-groups",
+        value_name = "OIDC_ADMIN_GROUPS",
         long = "oidc-admin-groups",
         env = "CONCLAVE_OIDC_ADMIN_GROUPS",
         value_delimiter = ','
@@ -122,7 +133,8 @@ pub struct OidcConfig {
 
     /// Groups whose members are moderators who may also record (`moderatorPlus`).
     #[arg(
-        id = "oidc-moderator-plus-groups", value_name = "OIDC_MODERATOR_PLUS_GROUPS",
+        id = "oidc-moderator-plus-groups",
+        value_name = "OIDC_MODERATOR_PLUS_GROUPS",
         long = "oidc-moderator-plus-groups",
         env = "CONCLAVE_OIDC_MODERATOR_PLUS_GROUPS",
         value_delimiter = ','
@@ -131,7 +143,8 @@ pub struct OidcConfig {
 
     /// Groups whose members are moderators.
     #[arg(
-        id = "oidc-moderator-groups", value_name = "OIDC_MODERATOR_GROUPS",
+        id = "oidc-moderator-groups",
+        value_name = "OIDC_MODERATOR_GROUPS",
         long = "oidc-moderator-groups",
         env = "CONCLAVE_OIDC_MODERATOR_GROUPS",
         value_delimiter = ','
@@ -141,7 +154,8 @@ pub struct OidcConfig {
     /// Groups whose members are audience (useful with `--oidc-default-level none`: only the
     /// listed groups may log in at all).
     #[arg(
-        id = "oidc-audience-groups", value_name = "OIDC_AUDIENCE_GROUPS",
+        id = "oidc-audience-groups",
+        value_name = "OIDC_AUDIENCE_GROUPS",
         long = "oidc-audience-groups",
         env = "CONCLAVE_OIDC_AUDIENCE_GROUPS",
         value_delimiter = ','
@@ -162,7 +176,8 @@ pub struct OidcConfig {
     /// The claim that becomes the Conclave login name; when missing or unusable, `email`, then
     /// `sub` is used.
     #[arg(
-        id = "oidc-login-claim", value_name = "OIDC_LOGIN_CLAIM",
+        id = "oidc-login-claim",
+        value_name = "OIDC_LOGIN_CLAIM",
         long = "oidc-login-claim",
         env = "CONCLAVE_OIDC_LOGIN_CLAIM",
         default_value = "preferred_username"
@@ -192,7 +207,8 @@ pub struct OidcConfig {
     /// PEM file of the certificate authority (or authorities) that signed the provider's TLS
     /// certificate, for a provider behind a company's own CA; the public roots stay trusted.
     #[arg(
-        id = "oidc-ca-file", value_name = "OIDC_CA_FILE",
+        id = "oidc-ca-file",
+        value_name = "OIDC_CA_FILE",
         long = "oidc-ca-file",
         env = "CONCLAVE_OIDC_CA_FILE"
     )]
