@@ -44,16 +44,6 @@ impl Settings {
 const AUDIENCE_MAY_SCHEDULE: &str = "audienceMaySchedule";
 const LOCAL_LOGIN_ADMINS_ONLY: &str = "localLoginAdminsOnly";
 
-async fn flag(db: &Db, key: &str) -> Result<Option<bool>> {
-    let value: Option<String> = sqlx::query("SELECT value FROM settings WHERE key = $1")
-        .bind(key)
-        .fetch_optional(&db.pool)
-        .await?
-        .map(|row| row.try_get("value"))
-        .transpose()?;
-    Ok(value.map(|value| value == "true"))
-}
-
 async fn store_flag(db: &Db, key: &str, value: bool) -> Result<()> {
     sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2")
         .bind(key)
@@ -68,10 +58,27 @@ async fn store_flag(db: &Db, key: &str, value: bool) -> Result<()> {
 /// # Errors
 /// Database errors.
 pub async fn load(db: &Db) -> Result<Settings> {
-    Ok(Settings {
-        audience_may_schedule: flag(db, AUDIENCE_MAY_SCHEDULE).await?.unwrap_or(true),
-        local_login_admins_only: flag(db, LOCAL_LOGIN_ADMINS_ONLY).await?.unwrap_or(false),
-    })
+    // One read for both (logins and the login page ask).
+    let rows = sqlx::query("SELECT key, value FROM settings WHERE key IN ($1, $2)")
+        .bind(AUDIENCE_MAY_SCHEDULE)
+        .bind(LOCAL_LOGIN_ADMINS_ONLY)
+        .fetch_all(&db.pool)
+        .await?;
+    let mut settings = Settings {
+        audience_may_schedule: true,
+        local_login_admins_only: false,
+    };
+    for row in rows {
+        let key: String = row.try_get("key")?;
+        let value: String = row.try_get("value")?;
+        match key.as_str() {
+            // Each keeps its default unless the stored value says otherwise.
+            AUDIENCE_MAY_SCHEDULE => settings.audience_may_schedule = value != "false",
+            LOCAL_LOGIN_ADMINS_ONLY => settings.local_login_admins_only = value == "true",
+            _ => {}
+        }
+    }
+    Ok(settings)
 }
 
 /// Writes the settings.
