@@ -33,6 +33,7 @@ use rtc::peer_connection::configuration::media_engine::{
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -71,17 +72,76 @@ pub struct Received {
     /// The first [`KEPT_AUDIO_PAYLOADS`] audio payloads in arrival order (Opus), for tests that
     /// decode what they heard.
     pub audio_payloads: Vec<Bytes>,
+    /// The last [`KEPT_VIDEO_PACKETS`] video packets as a decoder sees them, in arrival order.
+    pub video_log: VecDeque<VideoPacket>,
 }
+
+/// One received video packet: its RTP numbering, its VP8 descriptor, and the simulcast layer
+/// this client's publisher tagged it with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoPacket {
+    /// RTP sequence number.
+    pub sequence: u16,
+    /// RTP timestamp.
+    pub timestamp: u32,
+    /// VP8 picture ID, when the descriptor has one.
+    pub picture_id: Option<u16>,
+    /// VP8 TL0PICIDX, when the descriptor has one.
+    pub tl0: Option<u8>,
+    /// The first packet of a keyframe.
+    pub keyframe: bool,
+    /// The layer the synthetic publisher sent it on (0 low … 2 high), when it was simulcast.
+    pub layer: Option<u8>,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+/// How many video packets a track keeps in [`Received::video_log`].
+pub const KEPT_VIDEO_PACKETS: usize = 20_000;
+
+/// Reads a synthetic VP8 payload: its descriptor (with the `rtp` crate's depacketizer), the
+/// keyframe bit of the frame header, and the layer tag after the send stamp.
+fn video_packet(packet: &rtp::Packet, at: Instant) -> VideoPacket {
+    use rtc::rtp::packetizer::Depacketizer;
+    let mut descriptor = rtc::rtp::codec::vp8::Vp8Packet::default();
+    let frame = descriptor.depacketize(&packet.payload).unwrap_or_default();
+    let payload = &packet.payload;
+    let layer = payload
+        .windows(4)
+        .position(|w| w == STAMP)
+        .and_then(|at| payload.get(at + 12))
+        .copied()
+        .filter(|tag| *tag & 0xf0 == LAYER_TAG)
+        .map(|tag| tag & 0x0f);
+    VideoPacket {
+        sequence: packet.header.sequence_number,
+        timestamp: packet.header.timestamp,
+        picture_id: (descriptor.i == 1).then_some(descriptor.picture_id),
+        tl0: (descriptor.l == 1).then_some(descriptor.tl0_pic_idx),
+        keyframe: descriptor.s == 1
+            && descriptor.pid == 0
+            && frame.first().is_some_and(|tag| tag & 0x01 == 0),
+        layer,
+        at,
+    }
+}
+
+/// The high nibble of the layer tag a simulcast publisher writes after the send stamp.
+const LAYER_TAG: u8 = 0xa0;
 
 /// How many audio payloads a track keeps (a minute of 20 ms packets).
 pub const KEPT_AUDIO_PAYLOADS: usize = 3000;
 
 type ReceivedMap = Arc<Mutex<HashMap<String, Received>>>;
 
+/// The tracks a subscriber connection receives, by track ID.
+type Remotes = Arc<Mutex<HashMap<String, Arc<dyn TrackRemote>>>>;
+
 struct Handler {
     target: PeerTarget,
     outgoing: mpsc::UnboundedSender<ClientMessage>,
     received: ReceivedMap,
+    remotes: Remotes,
     failed: Arc<AtomicBool>,
     connected: Connected,
     first_packet: Connected,
@@ -119,6 +179,7 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let id = track.track_id().await.to_string();
+        self.remotes.lock().insert(id.clone(), Arc::clone(&track));
         let publisher = track.stream_id().await.to_string();
         let video = track.kind().await == RtpCodecKind::Video;
         let received = Arc::clone(&self.received);
@@ -145,6 +206,12 @@ impl PeerConnectionEventHandler for Handler {
                     continue;
                 };
                 entry.packets += 1;
+                if entry.video {
+                    if entry.video_log.len() == KEPT_VIDEO_PACKETS {
+                        entry.video_log.pop_front();
+                    }
+                    entry.video_log.push_back(video_packet(&packet, now));
+                }
                 let seq = packet.header.sequence_number;
                 if let Some(last) = last {
                     let gap = seq.wrapping_sub(last);
@@ -154,11 +221,7 @@ impl PeerConnectionEventHandler for Handler {
                 }
                 last = Some(seq);
                 let payload = &packet.payload;
-                if entry.video
-                    && payload.len() >= 2
-                    && payload[0] & 0x10 != 0
-                    && payload[1] & 0x01 == 0
-                {
+                if entry.video && entry.video_log.back().is_some_and(|p| p.keyframe) {
                     entry.keyframes += 1;
                     entry.first_keyframe.get_or_insert(now);
                 }
@@ -189,9 +252,19 @@ fn sent_at(payload: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes))
 }
 
+/// The RFC 6464 audio-level header extension, which the SFU reads for speaker detection.
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
 fn engine() -> Result<(MediaEngine, Registry)> {
     let mut engine = MediaEngine::default();
     engine.register_default_codecs()?;
+    engine.register_header_extension(
+        rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability {
+            uri: AUDIO_LEVEL_URI.into(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )?;
     let registry = register_default_interceptors(Registry::new(), &mut engine)?
         .with(Slot::from(14_000), KeyframeRequestsToApplication::default());
     Ok((engine, registry))
@@ -319,6 +392,7 @@ fn routes_beyond_loopback() -> bool {
 /// What a peer connection's handler reports into.
 struct Sinks {
     received: ReceivedMap,
+    remotes: Remotes,
     failed: Arc<AtomicBool>,
     first_packet: Connected,
 }
@@ -357,6 +431,7 @@ async fn peer(
             target,
             outgoing,
             received: Arc::clone(&sinks.received),
+            remotes: Arc::clone(&sinks.remotes),
             failed: Arc::clone(&sinks.failed),
             connected,
             first_packet: Arc::clone(&sinks.first_packet),
@@ -368,11 +443,46 @@ async fn peer(
     Ok(Arc::new(peer))
 }
 
+/// Per published simulcast track (the client's track ID): whether each layer is paused.
+type LayersWanted = Arc<Mutex<HashMap<String, Arc<[AtomicBool; 3]>>>>;
+
+fn proto_layer_index(layer: proto::signal::VideoLayer) -> usize {
+    match layer {
+        proto::signal::VideoLayer::Low => 0,
+        proto::signal::VideoLayer::Medium => 1,
+        proto::signal::VideoLayer::High => 2,
+    }
+}
+
+/// The simulcast layers a synthetic publisher sends: RTP stream ID, share of the video
+/// bitrate, frame size.
+const SIMULCAST: [(&str, u32, (u16, u16)); 3] = [
+    ("q", 8, (320, 180)),
+    ("h", 4, (640, 360)),
+    ("f", 1, (1280, 720)),
+];
+
+/// What a client's synthetic microphone says in the audio-level extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Speech {
+    /// No audio-level extension (the default).
+    NotSaid = 0,
+    /// Silence (level 127).
+    Silent = 1,
+    /// Speech (−25 dBov, voice activity set).
+    Speaking = 2,
+}
+
 /// Synthetic media published by a client.
 #[derive(Debug, Clone, Copy)]
 pub struct MediaPlan {
-    /// Video bitrate in bits per second (30 frames per second).
+    /// Video bitrate in bits per second (30 frames per second); with simulcast, the high
+    /// layer's (the medium layer gets a quarter, the low one an eighth).
     pub video_bps: u32,
+    /// Send video as three simulcast layers (RTP stream IDs `q`, `h`, `f`) with VP8 picture
+    /// IDs and TL0PICIDX, as a browser does with three `sendEncodings`.
+    pub simulcast: bool,
     /// Time between periodic keyframes besides those asked for by PLI/FIR; `None` (the
     /// default): only the first frame and requested ones, like a browser in steady state.
     pub keyframe_every: Option<Duration>,
@@ -382,6 +492,7 @@ impl Default for MediaPlan {
     fn default() -> Self {
         Self {
             video_bps: 300_000,
+            simulcast: false,
             keyframe_every: None,
         }
     }
@@ -395,6 +506,11 @@ pub struct Client {
     subscriber: Arc<dyn PeerConnection>,
     /// What arrived, by the room's track ID.
     pub received: ReceivedMap,
+    remotes: Remotes,
+    /// Per simulcast track this client publishes: which layers the SFU paused.
+    layers_wanted: LayersWanted,
+    /// What the microphones' audio-level extension says ([`Speech`] as a number).
+    speech: Arc<std::sync::atomic::AtomicU8>,
     /// Packets this client sent.
     pub sent: Arc<AtomicU64>,
     /// Keyframe requests (PLI/FIR) that reached this client's published video.
@@ -521,6 +637,7 @@ impl Client {
         });
         let sinks = Sinks {
             received: Arc::default(),
+            remotes: Arc::default(),
             failed: Arc::new(AtomicBool::new(false)),
             first_packet: Connected::default(),
         };
@@ -550,13 +667,16 @@ impl Client {
         .await?;
         let Sinks {
             received,
+            remotes,
             failed,
             first_packet,
         } = sinks;
+        let layers_wanted: LayersWanted = Arc::default();
         let (events_tx, mut events) = mpsc::unbounded_channel::<ServerMessage>();
         let close_frame: CloseFrameSeen = Arc::default();
         let reader = {
             let close_frame = Arc::clone(&close_frame);
+            let layers_wanted = Arc::clone(&layers_wanted);
             let publisher = Arc::clone(&publisher);
             let subscriber = Arc::clone(&subscriber);
             let outgoing = outgoing.clone();
@@ -610,6 +730,19 @@ impl Client {
                                 })
                                 .await;
                         }
+                        ServerMessage::LayersWanted { track_id, layers } => {
+                            // Dynacast: pause the layers nobody receives, as a browser's
+                            // `setParameters` does; the test sees the message too.
+                            if let Some(paused) = layers_wanted.lock().get(&track_id) {
+                                for (layer, flag) in paused.iter().enumerate() {
+                                    let wanted =
+                                        layers.iter().any(|l| proto_layer_index(*l) == layer);
+                                    flag.store(!wanted, Ordering::Release);
+                                }
+                            }
+                            let _ =
+                                events_tx.send(ServerMessage::LayersWanted { track_id, layers });
+                        }
                         other => {
                             let _ = events_tx.send(other);
                         }
@@ -636,6 +769,9 @@ impl Client {
             publisher,
             subscriber,
             received,
+            remotes,
+            layers_wanted,
+            speech: Arc::default(),
             sent: Arc::default(),
             keyframe_requests: Arc::default(),
             tasks: vec![writer, reader],
@@ -748,17 +884,39 @@ impl Client {
         }
     }
 
-    /// Publishes synthetic media for each source (Opus for audio sources, VP8 for video) and
-    /// offers it. Returns the browser-style track IDs.
+    /// Publishes synthetic media for each source (Opus for audio sources, VP8 for video, in
+    /// three simulcast layers with [`MediaPlan::simulcast`]) and offers it. Returns the
+    /// browser-style track IDs.
     ///
     /// # Errors
     /// webrtc errors.
     pub async fn publish(&self, sources: &[TrackSource], plan: MediaPlan) -> Result<Vec<String>> {
         let mut ids = Vec::new();
+        let mut layered_tracks = Vec::new();
+        let mut audio_tracks = Vec::new();
         for &source in sources {
             let video = source.kind() == proto::signal::TrackKind::Video;
             let id = format!("{source:?}-{}", rand::random::<u32>()).to_lowercase();
-            let ssrc = rand::random::<u32>();
+            let layered = video && plan.simulcast;
+            let layers: Vec<Layer> = if layered {
+                SIMULCAST
+                    .iter()
+                    .enumerate()
+                    .map(|(index, &(rid, divisor, size))| Layer {
+                        ssrc: rand::random(),
+                        index: Some((index as u8, rid)),
+                        bps: plan.video_bps / divisor,
+                        size,
+                    })
+                    .collect()
+            } else {
+                vec![Layer {
+                    ssrc: rand::random(),
+                    index: None,
+                    bps: plan.video_bps,
+                    size: (640, 480),
+                }]
+            };
             let codec = if video {
                 RTCRtpCodec {
                     mime_type: MIME_TYPE_VP8.into(),
@@ -776,6 +934,21 @@ impl Client {
                     rtcp_feedback: vec![],
                 }
             };
+            let encodings = layers
+                .iter()
+                .map(|layer| RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        rid: layer
+                            .index
+                            .map(|(_, rid)| rid.to_owned())
+                            .unwrap_or_default(),
+                        ssrc: Some(layer.ssrc),
+                        ..Default::default()
+                    },
+                    codec: codec.clone(),
+                    ..Default::default()
+                })
+                .collect();
             let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
                 "local".into(),
                 id.clone(),
@@ -785,14 +958,7 @@ impl Client {
                 } else {
                     RtpCodecKind::Audio
                 },
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec,
-                    ..Default::default()
-                }],
+                encodings,
             )));
             self.publisher
                 .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
@@ -802,22 +968,94 @@ impl Client {
                 source,
                 muted: false,
             });
-            tokio::spawn(generate(
-                track,
-                ssrc,
-                video,
-                plan,
-                Arc::clone(&self.sent),
+            let keyframe_wanted: Vec<Arc<AtomicBool>> = layers
+                .iter()
+                .map(|_| Arc::new(AtomicBool::new(true)))
+                .collect();
+            watch_keyframe_requests(
+                Arc::clone(&track),
+                layers
+                    .iter()
+                    .map(|l| l.ssrc)
+                    .zip(keyframe_wanted.clone())
+                    .collect(),
                 Arc::clone(&self.keyframe_requests),
-                Arc::clone(&self.stop),
-            ));
+            );
+            let paused: Arc<[AtomicBool; 3]> = Arc::default();
+            let audio_level_id = Arc::new(std::sync::OnceLock::new());
+            if !video {
+                audio_tracks.push((id.clone(), Arc::clone(&audio_level_id)));
+            }
+            let extensions = Arc::new(std::sync::OnceLock::new());
+            if layered {
+                self.layers_wanted
+                    .lock()
+                    .insert(id.clone(), Arc::clone(&paused));
+                layered_tracks.push((id.clone(), Arc::clone(&extensions)));
+            }
+            for (layer, wanted) in layers.into_iter().zip(keyframe_wanted) {
+                tokio::spawn(generate(Generator {
+                    track: Arc::clone(&track),
+                    video,
+                    layer,
+                    plan,
+                    keyframe_wanted: wanted,
+                    paused: Arc::clone(&paused),
+                    extensions: Arc::clone(&extensions),
+                    audio_level_id: Arc::clone(&audio_level_id),
+                    speech: Arc::clone(&self.speech),
+                    sent: Arc::clone(&self.sent),
+                    stop: Arc::clone(&self.stop),
+                }));
+            }
             ids.push(id);
         }
         let offer = self.publisher.create_offer(None).await?;
         let sdp = offer.sdp.clone();
         self.publisher.set_local_description(offer).await?;
+        for (id, extensions) in layered_tracks {
+            let found = simulcast_extensions(&sdp, &id).ok_or_else(|| {
+                anyhow!(
+                    "the offer has no mid and rid header extensions for the simulcast track {id}"
+                )
+            })?;
+            let _ = extensions.set(found);
+        }
+        for (id, level_id) in audio_tracks {
+            if let Some(found) = audio_level_extension(&sdp, &id) {
+                let _ = level_id.set(found);
+            }
+        }
         self.send(ClientMessage::Offer { sdp });
         Ok(ids)
+    }
+
+    /// What this client's microphones say in the RFC 6464 audio-level extension from now on
+    /// (by default they send none).
+    pub fn set_speech(&self, speech: Speech) {
+        self.speech.store(speech as u8, Ordering::Release);
+    }
+
+    /// Sends a REMB (receiver-estimated maximum bitrate) for the received track `track`, as a
+    /// browser's bandwidth estimator does.
+    ///
+    /// # Errors
+    /// When the track has not arrived or the packet cannot be sent.
+    pub async fn send_remb(&self, track: &str, bps: u64) -> Result<()> {
+        let remote = self
+            .remotes
+            .lock()
+            .get(track)
+            .cloned()
+            .ok_or_else(|| anyhow!("no track {track} arrived"))?;
+        let ssrcs = remote.ssrcs().await;
+        let remb = ReceiverEstimatedMaximumBitrate {
+            sender_ssrc: 0,
+            bitrate: bps as f32,
+            ssrcs,
+        };
+        remote.write_rtcp(vec![Box::new(remb)]).await?;
+        Ok(())
     }
 
     /// Whether the publisher connection is up.
@@ -944,40 +1182,143 @@ fn client_key(client: &Client) -> usize {
     Arc::as_ptr(&client.stop) as *const () as usize
 }
 
-async fn generate(
-    track: Arc<TrackLocalStaticRTP>,
+/// One stream a synthetic publisher sends: a track's only one, or a simulcast layer.
+struct Layer {
     ssrc: u32,
-    video: bool,
-    plan: MediaPlan,
-    sent: Arc<AtomicU64>,
+    /// Simulcast: the layer's index and RTP stream ID.
+    index: Option<(u8, &'static str)>,
+    bps: u32,
+    /// Frame size announced in keyframes.
+    size: (u16, u16),
+}
+
+/// The negotiated header extensions a simulcast stream carries: IDs of `sdes:mid` and
+/// `sdes:rtp-stream-id`, and the section's mid.
+#[derive(Debug, Clone)]
+struct SimulcastExtensions {
+    mid_id: u8,
+    rid_id: u8,
+    mid: String,
+}
+
+/// The ID of the audio-level extension in the offer's section that carries `track_id`.
+fn audio_level_extension(sdp: &str, track_id: &str) -> Option<u8> {
+    let section = sdp.split("\nm=").skip(1).find(|section| {
+        section
+            .lines()
+            .any(|l| l.starts_with("a=msid:") && l.contains(track_id))
+    })?;
+    section.lines().map(str::trim).find_map(|line| {
+        let (id, uri) = line.strip_prefix("a=extmap:")?.split_once(' ')?;
+        (uri.trim() == AUDIO_LEVEL_URI)
+            .then(|| id.split('/').next()?.parse().ok())
+            .flatten()
+    })
+}
+
+/// The header extensions of the offer's section that carries `track_id`.
+fn simulcast_extensions(sdp: &str, track_id: &str) -> Option<SimulcastExtensions> {
+    let section = sdp.split("\nm=").skip(1).find(|section| {
+        section
+            .lines()
+            .any(|l| l.starts_with("a=msid:") && l.contains(track_id))
+    })?;
+    let mut mid = None;
+    let mut mid_id = None;
+    let mut rid_id = None;
+    for line in section.lines().map(str::trim) {
+        if let Some(value) = line.strip_prefix("a=mid:") {
+            mid = Some(value.to_owned());
+        } else if let Some(rest) = line.strip_prefix("a=extmap:") {
+            let (id, uri) = rest.split_once(' ')?;
+            let id: u8 = id.split('/').next()?.parse().ok()?;
+            match uri.trim() {
+                "urn:ietf:params:rtp-hdrext:sdes:mid" => mid_id = Some(id),
+                "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id" => rid_id = Some(id),
+                _ => {}
+            }
+        }
+    }
+    Some(SimulcastExtensions {
+        mid_id: mid_id?,
+        rid_id: rid_id?,
+        mid: mid?,
+    })
+}
+
+/// Reads the SFU's keyframe requests for a published track (the track was bound by
+/// `add_track`, so `poll` yields what `KeyframeRequestsToApplication` marked) and flags the
+/// stream each names.
+fn watch_keyframe_requests(
+    track: Arc<TrackLocalStaticRTP>,
+    streams: Vec<(u32, Arc<AtomicBool>)>,
     requests: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
 ) {
-    let keyframe_wanted = Arc::new(AtomicBool::new(true));
-    {
-        let track = Arc::clone(&track);
-        let wanted = Arc::clone(&keyframe_wanted);
-        // The track was bound by `add_track`, so `poll` yields the SFU's keyframe requests
-        // (marked for us by `KeyframeRequestsToApplication`) until the connection closes.
-        tokio::spawn(async move {
-            while let Some(event) = track.poll().await {
-                let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+    tokio::spawn(async move {
+        while let Some(event) = track.poll().await {
+            let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+                continue;
+            };
+            for packet in packets {
+                let any = packet.as_any();
+                let media_ssrc = if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                    pli.media_ssrc
+                } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                    fir.media_ssrc
+                } else {
                     continue;
                 };
-                if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                    requests.fetch_add(1, Ordering::Relaxed);
-                    wanted.store(true, Ordering::Release);
+                requests.fetch_add(1, Ordering::Relaxed);
+                for (ssrc, wanted) in &streams {
+                    if *ssrc == media_ssrc || streams.len() == 1 {
+                        wanted.store(true, Ordering::Release);
+                    }
                 }
             }
-        });
-    }
+        }
+    });
+}
+
+/// What one generator task sends.
+struct Generator {
+    track: Arc<TrackLocalStaticRTP>,
+    video: bool,
+    layer: Layer,
+    plan: MediaPlan,
+    keyframe_wanted: Arc<AtomicBool>,
+    /// Simulcast: the layers the SFU paused (dynacast).
+    paused: Arc<[AtomicBool; 3]>,
+    /// Simulcast: the header extensions, once the offer is made.
+    extensions: Arc<std::sync::OnceLock<SimulcastExtensions>>,
+    /// Audio: the audio-level extension's ID, once the offer is made.
+    audio_level_id: Arc<std::sync::OnceLock<u8>>,
+    /// Audio: [`Speech`] as a number (what the audio-level extension says).
+    speech: Arc<std::sync::atomic::AtomicU8>,
+    sent: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+async fn generate(generator: Generator) {
+    let Generator {
+        track,
+        video,
+        layer,
+        plan,
+        keyframe_wanted,
+        paused,
+        extensions,
+        audio_level_id,
+        speech,
+        sent,
+        stop,
+    } = generator;
     let (interval, clock_step) = if video {
         (Duration::from_millis(33), 3000u32)
     } else {
         (Duration::from_millis(20), 960u32)
     };
     let frame_bytes = if video {
-        (plan.video_bps / 8 / 30) as usize
+        (layer.bps / 8 / 30) as usize
     } else {
         80
     };
@@ -985,10 +1326,27 @@ async fn generate(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut seq: u16 = rand::random();
     let mut timestamp: u32 = rand::random();
+    let mut picture_id: u16 = rand::random::<u16>() & 0x7fff;
+    let mut tl0: u8 = rand::random();
     let mut last_keyframe = Instant::now();
     while !stop.load(Ordering::Acquire) {
         ticker.tick().await;
         timestamp = timestamp.wrapping_add(clock_step);
+        let simulcast = match layer.index {
+            Some((index, rid)) => {
+                if paused[usize::from(index)].load(Ordering::Acquire) {
+                    // Paused by the SFU: a browser's encoder stops; it starts again with a
+                    // keyframe.
+                    keyframe_wanted.store(true, Ordering::Release);
+                    continue;
+                }
+                let Some(extensions) = extensions.get() else {
+                    continue;
+                };
+                Some((index, rid, extensions))
+            }
+            None => None,
+        };
         let keyframe = video
             && (keyframe_wanted.swap(false, Ordering::AcqRel)
                 || plan
@@ -1003,30 +1361,73 @@ async fn generate(
             frame_bytes
         };
         let chunks = frame.div_ceil(1100).max(1);
+        picture_id = (picture_id + 1) & 0x7fff;
+        tl0 = tl0.wrapping_add(1);
         for chunk in 0..chunks {
             let mut payload = Vec::with_capacity(1200);
             if video {
-                // VP8 payload descriptor: S bit on the first packet; then the frame header
-                // whose lowest bit is 0 for a keyframe.
-                payload.push(if chunk == 0 { 0x10 } else { 0x00 });
-                payload.push(if keyframe { 0x00 } else { 0x01 });
+                // VP8 payload descriptor: S bit on the first packet; with simulcast also a
+                // 15-bit picture ID and TL0PICIDX, as browsers send. Then the frame header,
+                // whose lowest bit is 0 for a keyframe (which names its size).
+                let start = if chunk == 0 { 0x10 } else { 0x00 };
+                if simulcast.is_some() {
+                    payload.extend_from_slice(&[
+                        0x80 | start,
+                        0xc0,
+                        0x80 | (picture_id >> 8) as u8,
+                        (picture_id & 0xff) as u8,
+                        tl0,
+                    ]);
+                } else {
+                    payload.push(start);
+                }
+                if keyframe && chunk == 0 {
+                    payload.extend_from_slice(&[0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]);
+                    payload.extend_from_slice(&layer.size.0.to_le_bytes());
+                    payload.extend_from_slice(&layer.size.1.to_le_bytes());
+                } else {
+                    payload.push(if keyframe { 0x00 } else { 0x01 });
+                }
             } else {
                 payload.push(0xfc);
             }
             payload.extend_from_slice(STAMP);
             payload.extend_from_slice(&clock_us().to_be_bytes());
-            let size = (frame / chunks).clamp(16, 1100);
+            if let Some((index, _, _)) = simulcast {
+                payload.push(LAYER_TAG | index);
+            }
+            let size = (frame / chunks).clamp(payload.len(), 1100);
             payload.resize(size, 0xab);
+            let mut header = rtp::Header {
+                version: 2,
+                marker: chunk + 1 == chunks,
+                payload_type: if video { 96 } else { 111 },
+                sequence_number: seq,
+                timestamp,
+                ssrc: layer.ssrc,
+                ..Default::default()
+            };
+            let level = match speech.load(Ordering::Acquire) {
+                1 => Some(127u8),
+                2 => Some(0x80 | 25),
+                _ => None,
+            };
+            if !video && let (Some(level), Some(&id)) = (level, audio_level_id.get()) {
+                header.extension = true;
+                header.extension_profile = 0xBEDE;
+                let _ = header.set_extension(id, Bytes::copy_from_slice(&[level]));
+            }
+            if let Some((_, rid, extensions)) = simulcast {
+                header.extension = true;
+                header.extension_profile = 0xBEDE;
+                let _ = header.set_extension(
+                    extensions.mid_id,
+                    Bytes::from(extensions.mid.clone().into_bytes()),
+                );
+                let _ = header.set_extension(extensions.rid_id, Bytes::from_static(rid.as_bytes()));
+            }
             let packet = rtp::Packet {
-                header: rtp::Header {
-                    version: 2,
-                    marker: chunk + 1 == chunks,
-                    payload_type: if video { 96 } else { 111 },
-                    sequence_number: seq,
-                    timestamp,
-                    ssrc,
-                    ..Default::default()
-                },
+                header,
                 payload: Bytes::from(payload),
             };
             seq = seq.wrapping_add(1);

@@ -91,6 +91,23 @@ pub enum VideoLayer {
     High,
 }
 
+/// Entries one `viewTracks` message may hold.
+pub const MAX_TRACK_VIEWS: usize = 256;
+
+/// How one received video track is shown (`viewTracks`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackView {
+    /// The room's track ID.
+    pub track: TrackId,
+    /// Whether any of it is on screen.
+    pub visible: bool,
+    /// The tile's width in device pixels (CSS pixels × `devicePixelRatio`).
+    pub width: u32,
+    /// The tile's height in device pixels.
+    pub height: u32,
+}
+
 /// One participant as others see them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -422,6 +439,14 @@ pub enum ClientMessage {
         /// The wanted layer.
         layer: VideoLayer,
     },
+    /// What the client shows of the video tracks it receives: the SFU sends a hidden tile no
+    /// video and a small one a smaller simulcast layer. Tracks not named keep what they had
+    /// (until told, a track counts as shown in a large tile). Send it again when tiles change
+    /// size or scroll in or out of view.
+    ViewTracks {
+        /// One entry per track (at most [`MAX_TRACK_VIEWS`]).
+        views: Vec<TrackView>,
+    },
     /// Send a chat message to everyone, or privately to one participant.
     Chat {
         /// The text (at most [`MAX_CHAT_BYTES`]).
@@ -565,6 +590,15 @@ pub enum ServerMessage {
     TrackPublished {
         /// The track.
         track: TrackInfo,
+    },
+    /// To a publisher: the simulcast layers of its track that someone receives now. The client
+    /// stops encoding the others (`RTCRtpSender.setParameters` with `active: false`) until they
+    /// are named again; the lowest layer is always named.
+    LayersWanted {
+        /// The client's track ID (as in `publish`).
+        track_id: String,
+        /// The layers to send, lowest first.
+        layers: Vec<VideoLayer>,
     },
     /// A track was unpublished.
     TrackUnpublished {

@@ -570,6 +570,7 @@ async fn fanout_step(sfu: &mut SfuProcess, n: usize, window: Duration) -> Result
             &[TrackSource::Microphone, TrackSource::Camera],
             MediaPlan {
                 video_bps: FANOUT_VIDEO_BPS,
+                simulcast: false,
                 keyframe_every: None,
             },
         )
@@ -630,6 +631,7 @@ async fn mesh_step(sfu: &mut SfuProcess, n: usize, window: Duration) -> Result<S
                 &[TrackSource::Microphone, TrackSource::Camera],
                 MediaPlan {
                     video_bps: MESH_VIDEO_BPS,
+                    simulcast: false,
                     keyframe_every: None,
                 },
             )

@@ -282,6 +282,23 @@ pub struct Limits {
         value_parser = parse_network
     )]
     pub trusted_proxies: Vec<Network>,
+    /// Rooms with more admitted participants than this are large: everyone hears only the
+    /// microphones of the `--sfu-audible-speakers` who spoke last (0: no room is large).
+    #[arg(
+        long = "sfu-large-room-size",
+        env = "CONCLAVE_SFU_LARGE_ROOM_SIZE",
+        default_value_t = 50
+    )]
+    pub large_room_size: u32,
+    /// In a large room, how many microphones everyone hears: those that carried speech most
+    /// recently.
+    #[arg(
+        long = "sfu-audible-speakers",
+        env = "CONCLAVE_SFU_AUDIBLE_SPEAKERS",
+        default_value_t = 3,
+        value_parser = clap::value_parser!(u32).range(1..=32)
+    )]
+    pub audible_speakers: u32,
 }
 
 impl Default for Limits {
@@ -300,6 +317,8 @@ impl Default for Limits {
             max_pending_connections: 512,
             max_pending_per_address: 64,
             trusted_proxies: Vec::new(),
+            large_room_size: 50,
+            audible_speakers: 3,
         }
     }
 }

@@ -16,6 +16,7 @@
 //! - [`revocation`] and [`placements`]: what the conference service says, asked every two
 //!   seconds in one task: tokens and sessions it revoked, and the conferences placed on this
 //!   pod (joins for others are refused with `wrongPod`, rooms that left are told `moved`).
+mod adapt;
 pub mod config;
 pub mod error;
 pub mod ice_tcp;
@@ -33,6 +34,7 @@ pub mod revocation;
 pub mod room;
 pub mod server;
 mod session;
+pub mod simulcast;
 pub mod speaker;
 
 pub use config::Config;

@@ -2,14 +2,14 @@
 //! interceptors for NACK/RTX, receiver reports and TWCC, ports, announced addresses), and
 //! forwarding one published track to many subscriber tracks.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
-use proto::signal::{PeerTarget, TrackKind};
+use parking_lot::{Mutex, RwLock};
+use proto::signal::{PeerTarget, TrackKind, TrackView};
 use proto::{ParticipantId, TrackId};
 use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
@@ -24,6 +24,7 @@ use rtc::peer_connection::transport::{
 };
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -32,7 +33,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::sansio::Protocol;
 use tokio::sync::{Notify, mpsc};
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -46,6 +47,10 @@ use webrtc::rtp_transceiver::RtpSender;
 use crate::error::MediaError;
 use crate::ice_tcp::{IceTcpMux, Route};
 use crate::metrics::Metrics;
+use crate::simulcast::{
+    self, Codec, Incoming, LAYERS, LayerState, Rewriter, parse_vp8, starts_keyframe,
+    vp8_keyframe_size,
+};
 
 /// The RFC 6464 audio-level header extension.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
@@ -249,8 +254,8 @@ const FEEDBACK_SLOT: usize = 14_000;
 /// In rtc 0.21 inbound RTCP stops at the end of the interceptor chain (the NACK responder, the
 /// sender statistics and the bandwidth estimator consume it there); only packets an interceptor
 /// marks with [`Attribute::DeliverToApplication`] reach `TrackLocal::poll`. This marks keyframe
-/// requests (PLI, FIR) — the SFU forwards them upstream — and NACKs and receiver reports, which
-/// it only counts. Every other packet keeps stopping at the terminus.
+/// requests (PLI, FIR) — the SFU forwards them upstream —, REMB (the subscriber's bandwidth
+/// estimate chooses its simulcast layers), and NACKs and receiver reports, which it only counts. Every other packet keeps stopping at the terminus.
 #[derive(Default)]
 struct FeedbackToApplication {
     read_queue: VecDeque<TaggedPacket>,
@@ -263,6 +268,7 @@ fn wanted_by_the_application(packet: &dyn rtc::rtcp::Packet) -> bool {
         || any.is::<FullIntraRequest>()
         || any.is::<TransportLayerNack>()
         || any.is::<ReceiverReport>()
+        || any.is::<ReceiverEstimatedMaximumBitrate>()
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackToApplication {
@@ -440,6 +446,74 @@ pub trait FeedbackSink: Send + Sync + 'static {
     fn keyframe_wanted(&self, track: &TrackId);
 }
 
+/// What one subscriber connection tells about itself, shared by all of its downstreams: its
+/// bandwidth estimate (REMB) and how it shows the tracks it receives (`viewTracks`).
+#[derive(Debug, Default)]
+pub struct SubscriberLink {
+    /// The last REMB estimate in bits per second; 0 while none arrived.
+    estimate: AtomicU64,
+    views: Mutex<HashMap<TrackId, TrackView>>,
+    /// No step up on headroom alone before this (set when the estimate forced a step down).
+    probe_after: Mutex<Option<Instant>>,
+}
+
+impl SubscriberLink {
+    /// The subscriber's bandwidth estimate in bits per second, once it sent one.
+    pub fn estimate(&self) -> Option<u64> {
+        match self.estimate.load(Ordering::Acquire) {
+            0 => None,
+            bps => Some(bps),
+        }
+    }
+
+    /// A REMB arrived.
+    pub fn set_estimate(&self, bps: u64) {
+        self.estimate.store(bps.max(1), Ordering::Release);
+    }
+
+    /// The client said how it shows some tracks.
+    pub fn set_views(&self, views: Vec<TrackView>) {
+        let mut known = self.views.lock();
+        for view in views {
+            // Views of tracks it does not receive are kept too (they may come next), up to a
+            // bound: a client cannot grow the SFU's memory with made-up track IDs.
+            if known.len() >= MAX_KNOWN_VIEWS && !known.contains_key(&view.track) {
+                continue;
+            }
+            known.insert(view.track.clone(), view);
+        }
+    }
+
+    /// How the client shows `track`, if it said.
+    pub fn view(&self, track: &TrackId) -> Option<TrackView> {
+        self.views.lock().get(track).cloned()
+    }
+
+    /// The subscription ended.
+    pub fn forget(&self, track: &TrackId) {
+        self.views.lock().remove(track);
+    }
+
+    /// Whether a step up may be tried on headroom alone at `now`.
+    pub fn may_probe(&self, now: Instant) -> bool {
+        self.probe_after.lock().is_none_or(|after| now >= after)
+    }
+
+    /// The estimate forced a step down: no step up on headroom alone until `after`.
+    pub fn hold_probing(&self, after: Instant) {
+        *self.probe_after.lock() = Some(after);
+    }
+}
+
+/// Track views one subscriber connection keeps.
+const MAX_KNOWN_VIEWS: usize = 1024;
+
+/// No layer: the subscriber gets nothing of the track.
+const NO_LAYER: u8 = u8::MAX;
+/// A higher layer is given only once the allocator has wanted it this long (a bandwidth
+/// estimate wavers; going down is at once).
+const RAISE_AFTER: Duration = Duration::from_millis(1000);
+
 /// One subscriber's copy of a track.
 pub struct Downstream {
     /// The subscriber.
@@ -448,8 +522,15 @@ pub struct Downstream {
     pub local: Arc<TrackLocalStaticRTP>,
     /// Its SSRC.
     pub ssrc: u32,
+    /// The subscriber connection's bandwidth estimate and views.
+    pub link: Arc<SubscriberLink>,
     /// The negotiated payload type; `u16::MAX` until the answer arrived.
     payload_type: AtomicU16,
+    /// The layer to forward ([`NO_LAYER`]: none).
+    target: AtomicU8,
+    rewriter: Mutex<Rewriter>,
+    /// A higher layer the allocator wants, and since when.
+    raise: Mutex<Option<(usize, Instant)>>,
 }
 
 impl std::fmt::Debug for Downstream {
@@ -469,8 +550,10 @@ impl Downstream {
         publisher: &ParticipantId,
         kind: TrackKind,
         codec: RTCRtpCodec,
+        link: Arc<SubscriberLink>,
     ) -> Self {
         let ssrc = rand::random::<u32>();
+        let clock_rate = codec.clock_rate;
         let local = TrackLocalStaticRTP::new(MediaStreamTrack::new(
             publisher.to_string(),
             track.to_string(),
@@ -492,8 +575,58 @@ impl Downstream {
             subscriber,
             local: Arc::new(local),
             ssrc,
+            link,
             payload_type: AtomicU16::new(u16::MAX),
+            // Until the allocator says otherwise: the only (or the highest) layer.
+            target: AtomicU8::new(SINGLE_LAYER as u8),
+            rewriter: Mutex::new(Rewriter::new(clock_rate)),
+            raise: Mutex::new(None),
         }
+    }
+
+    /// The layer it should get (`None`: nothing).
+    pub fn target(&self) -> Option<usize> {
+        match self.target.load(Ordering::Acquire) {
+            NO_LAYER => None,
+            layer => Some(usize::from(layer)),
+        }
+    }
+
+    /// The layer it is being sent now.
+    pub fn current(&self) -> Option<usize> {
+        self.rewriter.lock().current()
+    }
+
+    /// Points it at the layer the allocator chose: lower (or none) at once, higher once the
+    /// allocator has wanted it for [`RAISE_AFTER`] — or at once while it gets nothing.
+    /// Returns the target in force.
+    pub fn steer(&self, wanted: Option<usize>, now: Instant) -> Option<usize> {
+        let target = self.target();
+        let raise = match (target, wanted) {
+            (Some(target), Some(wanted)) => wanted > target && self.current().is_some(),
+            _ => false,
+        };
+        let mut pending = self.raise.lock();
+        if raise {
+            let wanted = wanted.unwrap_or_default();
+            match *pending {
+                Some((layer, since)) if layer == wanted => {
+                    if now.saturating_duration_since(since) < RAISE_AFTER {
+                        return target;
+                    }
+                }
+                _ => {
+                    *pending = Some((wanted, now));
+                    return target;
+                }
+            }
+        }
+        *pending = None;
+        self.target.store(
+            wanted.map_or(NO_LAYER, |l| u8::try_from(l).unwrap_or(NO_LAYER)),
+            Ordering::Release,
+        );
+        wanted
     }
 
     /// The subscriber connection was negotiated: learn the payload type and start reading
@@ -542,6 +675,9 @@ impl Downstream {
                                 .receiver_loss
                                 .observe(f64::from(block.fraction_lost) / 256.0);
                         }
+                    } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>()
+                    {
+                        me.link.set_estimate(remb.bitrate.max(0.0) as u64);
                     }
                 }
             }
@@ -551,6 +687,58 @@ impl Downstream {
 
     fn payload_type(&self) -> Option<u8> {
         u8::try_from(self.payload_type.load(Ordering::Acquire)).ok()
+    }
+}
+
+/// The layer of a track without simulcast (it counts as the high one).
+pub const SINGLE_LAYER: usize = LAYERS - 1;
+/// A keyframe for a layer switch is asked for at most this often per layer.
+const LAYER_KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+/// A layer nobody receives any more is paused at the publisher after this long.
+const PAUSE_AFTER: Duration = Duration::from_secs(3);
+/// A layer that sent nothing for this long (and was not paused by the SFU) is not offered to
+/// subscribers: the publisher's encoder dropped it (CPU or bandwidth).
+const STALLED_AFTER: Duration = Duration::from_secs(2);
+
+/// What the forwarder knows of one layer of its track.
+#[derive(Debug, Default, Clone, Copy)]
+struct Layer {
+    ssrc: Option<u32>,
+    /// Bytes since the last measurement.
+    bytes: u64,
+    /// Smoothed bitrate in bits per second.
+    bitrate: u64,
+    /// Frame height from its last VP8 keyframe.
+    height: u16,
+    last_packet: Option<Instant>,
+    last_sequence: Option<u16>,
+    /// When a keyframe was last asked for.
+    asked: Option<Instant>,
+    /// The publisher was told to stop sending it.
+    paused: bool,
+    /// Until when someone needs it (dynacast).
+    needed_until: Option<Instant>,
+}
+
+/// The publisher's layers and what the SFU measured of them.
+#[derive(Debug, Default)]
+struct Layers {
+    layers: [Layer; LAYERS],
+    /// The track is sent in several layers (RTP stream IDs).
+    simulcast: bool,
+    measured_at: Option<Instant>,
+}
+
+impl Layers {
+    fn of_ssrc(&self, ssrc: u32) -> Option<usize> {
+        self.layers.iter().position(|l| l.ssrc == Some(ssrc))
+    }
+
+    /// The highest layer the publisher sends: the one a recording takes.
+    fn highest(&self) -> Option<usize> {
+        self.layers
+            .iter()
+            .rposition(|l| l.ssrc.is_some() && !l.paused)
     }
 }
 
@@ -564,11 +752,16 @@ pub struct Forwarder {
     pub kind: TrackKind,
     /// The publisher's codec (subscribers get the same).
     pub codec: RTCRtpCodec,
+    payload: Codec,
     remote: Arc<dyn TrackRemote>,
-    media_ssrc: u32,
+    layers: Mutex<Layers>,
     enabled: AtomicBool,
+    /// In a large room, whether this microphone is among the loudest that everyone hears.
+    audible: AtomicBool,
     audio_level_ext: Option<u8>,
     loudest: AtomicU8,
+    /// When speech was last heard on this track.
+    last_voice: Mutex<Option<Instant>>,
     downstreams: RwLock<Vec<Arc<Downstream>>>,
     /// The queue of the track's recording writer while a recording runs.
     recorder: RwLock<Option<mpsc::Sender<crate::recording::Tapped>>>,
@@ -585,7 +778,8 @@ impl std::fmt::Debug for Forwarder {
 }
 
 impl Forwarder {
-    /// A forwarder for `remote`, not yet running.
+    /// A forwarder for `remote`, whose first stream is `ssrc` (with its RTP stream ID when the
+    /// publisher sends simulcast), not yet running.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         track: TrackId,
@@ -593,30 +787,77 @@ impl Forwarder {
         kind: TrackKind,
         codec: RTCRtpCodec,
         remote: Arc<dyn TrackRemote>,
-        media_ssrc: u32,
+        first: (u32, Option<String>),
         audio_level_ext: Option<u8>,
         metrics: Metrics,
     ) -> Self {
-        Self {
+        let forwarder = Self {
             track,
             publisher,
             kind,
+            payload: Codec::from_mime(&codec.mime_type),
             codec,
             remote,
-            media_ssrc,
+            layers: Mutex::new(Layers::default()),
             enabled: AtomicBool::new(true),
+            audible: AtomicBool::new(true),
             audio_level_ext,
             loudest: AtomicU8::new(127),
+            last_voice: Mutex::new(None),
             downstreams: RwLock::new(Vec::new()),
             recorder: RwLock::new(None),
             stop: Notify::new(),
             metrics,
+        };
+        forwarder.open_layer(first.0, first.1.as_deref());
+        forwarder
+    }
+
+    /// A stream of the track opened: a simulcast layer named by its RTP stream ID, or the
+    /// track's only stream.
+    fn open_layer(&self, ssrc: u32, rid: Option<&str>) {
+        let mut layers = self.layers.lock();
+        if layers.of_ssrc(ssrc).is_some() {
+            return;
         }
+        let layer = match rid.filter(|rid| !rid.is_empty()) {
+            None => SINGLE_LAYER,
+            Some(rid) => match simulcast::layer_of_rid(rid) {
+                Some(layer) => {
+                    layers.simulcast = true;
+                    layer
+                }
+                None => {
+                    warn!(track = %self.track, rid, "a simulcast layer with an unknown RTP stream ID (expected q, h or f) is not forwarded");
+                    return;
+                }
+            },
+        };
+        debug!(track = %self.track, ssrc, layer, "stream opened");
+        let entry = &mut layers.layers[layer];
+        entry.ssrc = Some(ssrc);
+        // A new layer gets the same grace as one nobody wants any more before it is paused.
+        entry.needed_until = Some(Instant::now() + PAUSE_AFTER);
+    }
+
+    /// Whether the publisher sends several layers.
+    pub fn is_simulcast(&self) -> bool {
+        self.layers.lock().simulcast
     }
 
     /// Forward or drop (muted) packets.
     pub fn set_enabled(&self, enabled: bool) {
         self.enabled.store(enabled, Ordering::Release);
+    }
+
+    /// In a large room: whether everyone hears this microphone now.
+    pub fn set_audible(&self, audible: bool) {
+        self.audible.store(audible, Ordering::Release);
+    }
+
+    /// Whether everyone hears this microphone now.
+    pub fn is_audible(&self) -> bool {
+        self.audible.load(Ordering::Acquire)
     }
 
     /// Start writing to a subscriber's copy.
@@ -642,24 +883,163 @@ impl Forwarder {
         self.downstreams.read().len()
     }
 
+    /// The subscribers' copies attached now.
+    pub fn downstreams(&self) -> Vec<Arc<Downstream>> {
+        self.downstreams.read().clone()
+    }
+
     /// The loudest audio level since the last call (127: silence or none).
     pub fn take_loudest(&self) -> u8 {
         self.loudest.swap(127, Ordering::AcqRel)
     }
 
-    /// Ask the publisher for a keyframe.
+    /// Speech was heard on this track.
+    pub fn heard_voice(&self, now: Instant) {
+        *self.last_voice.lock() = Some(now);
+    }
+
+    /// When speech was last heard on this track.
+    pub fn last_voice(&self) -> Option<Instant> {
+        *self.last_voice.lock()
+    }
+
+    /// Measures the layers' bitrates (called by the room's tick) and returns what the
+    /// allocator needs to know of each.
+    pub fn layer_states(&self, now: Instant) -> [LayerState; LAYERS] {
+        let mut layers = self.layers.lock();
+        let elapsed = layers
+            .measured_at
+            .map(|at| now.saturating_duration_since(at).as_secs_f64());
+        layers.measured_at = Some(now);
+        let mut states = [LayerState::default(); LAYERS];
+        for (layer, state) in layers.layers.iter_mut().zip(states.iter_mut()) {
+            if let Some(elapsed) = elapsed.filter(|e| *e > 0.0)
+                && layer.bytes > 0
+            {
+                let bps = (layer.bytes as f64 * 8.0 / elapsed) as u64;
+                layer.bitrate = if layer.bitrate == 0 {
+                    bps
+                } else {
+                    (layer.bitrate * 7 + bps * 3) / 10
+                };
+            }
+            layer.bytes = 0;
+            let flowing = layer
+                .last_packet
+                .is_some_and(|at| now.saturating_duration_since(at) < STALLED_AFTER);
+            *state = LayerState {
+                available: layer.ssrc.is_some() && (flowing || layer.paused),
+                bitrate: layer.bitrate,
+                height: layer.height,
+            };
+        }
+        states
+    }
+
+    /// Asks the publisher for a keyframe of every layer it sends (a subscriber asked, or a
+    /// subscription started).
     pub async fn request_keyframe(&self) {
-        self.metrics
-            .keyframe_requests
-            .with_label_values(&["sent"])
-            .inc();
-        let pli = PictureLossIndication {
-            sender_ssrc: 0,
-            media_ssrc: self.media_ssrc,
+        let ssrcs: Vec<u32> = {
+            let mut layers = self.layers.lock();
+            let now = Instant::now();
+            layers
+                .layers
+                .iter_mut()
+                .filter(|l| !l.paused)
+                .filter_map(|l| {
+                    l.asked = Some(now);
+                    l.ssrc
+                })
+                .collect()
         };
-        if let Err(err) = self.remote.write_rtcp(vec![Box::new(pli)]).await {
+        self.send_plis(ssrcs).await;
+    }
+
+    /// Asks for a keyframe of `layer` so that subscribers can switch to it, at most every
+    /// [`LAYER_KEYFRAME_INTERVAL`].
+    pub async fn request_layer_keyframe(&self, layer: usize, now: Instant) {
+        let ssrc = {
+            let mut layers = self.layers.lock();
+            let Some(entry) = layers.layers.get_mut(layer) else {
+                return;
+            };
+            if entry.paused
+                || entry
+                    .asked
+                    .is_some_and(|at| now.saturating_duration_since(at) < LAYER_KEYFRAME_INTERVAL)
+            {
+                return;
+            }
+            entry.asked = Some(now);
+            entry.ssrc
+        };
+        if let Some(ssrc) = ssrc {
+            self.send_plis(vec![ssrc]).await;
+        }
+    }
+
+    async fn send_plis(&self, ssrcs: Vec<u32>) {
+        if ssrcs.is_empty() {
+            return;
+        }
+        let sent = self.metrics.keyframe_requests.with_label_values(&["sent"]);
+        let plis: Vec<Box<dyn rtc::rtcp::Packet>> = ssrcs
+            .into_iter()
+            .map(|media_ssrc| {
+                sent.inc();
+                Box::new(PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                }) as Box<dyn rtc::rtcp::Packet>
+            })
+            .collect();
+        if let Err(err) = self.remote.write_rtcp(plis).await {
             debug!(cause = %err, track = %self.track, "sending a PLI failed");
         }
+    }
+
+    /// Dynacast: the layers someone needs now — those subscribers get or are switching to,
+    /// the lowest always (a new subscriber starts at once), the highest while recording.
+    /// Returns the layers the publisher should send when that changed since the last call (a
+    /// layer is paused only after nobody needed it for [`PAUSE_AFTER`]).
+    pub fn layers_to_send(&self, now: Instant) -> Option<[bool; LAYERS]> {
+        let mut needed = [false; LAYERS];
+        for downstream in self.downstreams.read().iter() {
+            for layer in [downstream.target(), downstream.current()]
+                .into_iter()
+                .flatten()
+            {
+                needed[layer] = true;
+            }
+        }
+        let recording = self.recorder.read().is_some();
+        let mut layers = self.layers.lock();
+        if !layers.simulcast {
+            return None;
+        }
+        if let Some(lowest) = layers.layers.iter().position(|l| l.ssrc.is_some()) {
+            needed[lowest] = true;
+        }
+        if recording && let Some(highest) = layers.layers.iter().rposition(|l| l.ssrc.is_some()) {
+            needed[highest] = true;
+        }
+        let mut changed = false;
+        for (layer, needed) in layers.layers.iter_mut().zip(needed) {
+            if layer.ssrc.is_none() {
+                continue;
+            }
+            if needed {
+                layer.needed_until = Some(now + PAUSE_AFTER);
+            }
+            let send = layer.needed_until.is_some_and(|until| until > now);
+            if send == layer.paused {
+                layer.paused = !send;
+                changed = true;
+            }
+        }
+        changed.then(|| {
+            std::array::from_fn(|l| layers.layers[l].ssrc.is_some() && !layers.layers[l].paused)
+        })
     }
 
     /// Stop reading.
@@ -682,31 +1062,60 @@ impl Forwarder {
             .metrics
             .recording_packets_dropped
             .with_label_values(&["queueFull"]);
-        let mut last_seq: Option<u16> = None;
         loop {
             let event = tokio::select! {
                 event = self.remote.poll() => event,
                 () = self.stop.notified() => break,
             };
             let Some(event) = event else { break };
-            let TrackRemoteEvent::OnRtpPacket(mut packet) = event else {
-                continue;
+            let mut packet = match event {
+                TrackRemoteEvent::OnRtpPacket(packet) => packet,
+                TrackRemoteEvent::OnOpen(init) => {
+                    self.open_layer(init.ssrc, init.rid.as_deref());
+                    continue;
+                }
+                _ => continue,
             };
             let received = Instant::now();
             packets_in.inc();
             bytes_in.inc_by(packet.payload.len() as u64);
-            let seq = packet.header.sequence_number;
-            if let Some(last) = last_seq {
-                let gap = seq.wrapping_sub(last);
-                if gap > 1 && gap < 1000 {
-                    self.metrics.packets_lost.inc_by(u64::from(gap - 1));
+            let keyframe = starts_keyframe(self.payload, &packet.payload);
+            let vp8 = match self.payload {
+                Codec::Vp8 => parse_vp8(&packet.payload),
+                _ => None,
+            };
+            let (layer, recorded) = {
+                let mut layers = self.layers.lock();
+                let layer = match layers.of_ssrc(packet.header.ssrc) {
+                    Some(layer) => layer,
+                    // A stream the media stack did not announce: the track's only one.
+                    None if !layers.simulcast && layers.layers[SINGLE_LAYER].ssrc.is_none() => {
+                        layers.layers[SINGLE_LAYER].ssrc = Some(packet.header.ssrc);
+                        SINGLE_LAYER
+                    }
+                    None => continue,
+                };
+                let recorded = layers.highest() == Some(layer);
+                let entry = &mut layers.layers[layer];
+                let seq = packet.header.sequence_number;
+                if let Some(last) = entry.last_sequence {
+                    let gap = seq.wrapping_sub(last);
+                    if gap > 1 && gap < 1000 {
+                        self.metrics.packets_lost.inc_by(u64::from(gap - 1));
+                    }
+                    if gap != 0 && gap < 0x8000 {
+                        entry.last_sequence = Some(seq);
+                    }
+                } else {
+                    entry.last_sequence = Some(seq);
                 }
-                if gap != 0 && gap < 0x8000 {
-                    last_seq = Some(seq);
+                entry.bytes += packet.payload.len() as u64;
+                entry.last_packet = Some(received);
+                if keyframe && let Some((_, height)) = vp8_keyframe_size(&packet.payload) {
+                    entry.height = height;
                 }
-            } else {
-                last_seq = Some(seq);
-            }
+                (layer, recorded)
+            };
             if let Some(id) = self.audio_level_ext
                 && let Some(level) = packet.header.get_extension(id)
                 && let Some(&first) = level.first()
@@ -720,21 +1129,47 @@ impl Forwarder {
             packet.header.extensions.clear();
             packet.header.extensions_padding = 0;
             // The recorder never holds up forwarding: a writer that fell behind loses packets.
-            if let Some(queue) = self.recorder.read().as_ref()
+            if recorded
+                && let Some(queue) = self.recorder.read().as_ref()
                 && queue
                     .try_send((packet.clone(), chrono::Utc::now()))
                     .is_err()
             {
                 recorder_dropped.inc();
             }
+            let audible = self.audible.load(Ordering::Acquire);
+            let incoming = Incoming {
+                layer,
+                sequence: packet.header.sequence_number,
+                timestamp: packet.header.timestamp,
+                keyframe,
+                vp8: vp8.as_ref(),
+            };
             let downstreams: Vec<Arc<Downstream>> = self.downstreams.read().clone();
+            let mut forwarded = false;
             for downstream in &downstreams {
                 let Some(payload_type) = downstream.payload_type() else {
+                    continue;
+                };
+                let target = if audible { downstream.target() } else { None };
+                let Some(rewrite) = downstream
+                    .rewriter
+                    .lock()
+                    .rewrite(&incoming, target, received)
+                else {
                     continue;
                 };
                 let mut copy = packet.clone();
                 copy.header.ssrc = downstream.ssrc;
                 copy.header.payload_type = payload_type;
+                copy.header.sequence_number = rewrite.sequence;
+                copy.header.timestamp = rewrite.timestamp;
+                if let (Some(vp8_rewrite), Some(descriptor)) = (rewrite.vp8, vp8.as_ref()) {
+                    let mut payload = bytes::BytesMut::from(&packet.payload[..]);
+                    vp8_rewrite.apply(descriptor, &mut payload);
+                    copy.payload = payload.freeze();
+                }
+                forwarded = true;
                 match downstream.local.write_rtp(copy).await {
                     Ok(()) => {
                         packets_out.inc();
@@ -743,7 +1178,7 @@ impl Forwarder {
                     Err(err) => trace!(cause = %err, "writing to a subscriber failed"),
                 }
             }
-            if !downstreams.is_empty() {
+            if forwarded {
                 latency.observe(received.elapsed().as_secs_f64());
             }
         }

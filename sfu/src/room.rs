@@ -1665,6 +1665,43 @@ impl Room {
         }
     }
 
+    /// The highest simulcast layer `subscriber` asked for on `track` (`setVideoLayer`; the
+    /// high one when it never asked).
+    pub fn layer_cap(&self, subscriber: &ParticipantId, track: &TrackId) -> VideoLayer {
+        self.subscriptions
+            .get(&(subscriber.clone(), track.clone()))
+            .copied()
+            .unwrap_or(VideoLayer::High)
+    }
+
+    /// The publisher's session and the client's own ID of `track` (to tell the publisher which
+    /// layers to send).
+    pub fn publisher_of(&self, track: &TrackId) -> Option<(SessionId, String)> {
+        let track = self.tracks.get(track)?;
+        let member = self.members.get(&track.info.participant)?;
+        Some((member.session, track.client_id.clone()))
+    }
+
+    /// Whether `track` is a camera (its tile is the one the active speaker's highlight and
+    /// tile sizes are about).
+    pub fn is_camera(&self, track: &TrackId) -> bool {
+        self.tracks
+            .get(track)
+            .is_some_and(|t| t.info.source == TrackSource::Camera)
+    }
+
+    /// Whether `track` is a microphone (in a large room only the loudest are heard).
+    pub fn is_microphone(&self, track: &TrackId) -> bool {
+        self.tracks
+            .get(track)
+            .is_some_and(|t| t.info.source == TrackSource::Microphone)
+    }
+
+    /// The active speaker, if anyone speaks.
+    pub fn active_speaker(&self) -> Option<&ParticipantId> {
+        self.speaker.current()
+    }
+
     /// A subscriber asked for a keyframe of `track` (PLI/FIR), or a subscription started.
     pub fn keyframe_request(&mut self, track: &TrackId, now: DateTime<Utc>) -> Vec<Effect> {
         if !self.tracks.contains_key(track) {

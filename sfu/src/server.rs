@@ -127,8 +127,8 @@ impl RoomHandle {
                     }
                 }
                 Effect::SetLayer { .. } => {
-                    // One layer per track until simulcast switching lands; the choice is kept
-                    // in the core's subscription bookkeeping.
+                    // The core keeps the choice; the next tick's allocation reads it
+                    // (`adapt`), as it does tile sizes and bandwidth estimates.
                 }
                 Effect::Report(report) => self.shared.reporter.report(report),
                 Effect::StartRecording(info) => self.start_recording(&info),
@@ -221,7 +221,7 @@ impl RoomHandle {
     /// Queues a command for a session without ever waiting: a session whose queue is full
     /// cannot keep up and is let go (it closes with `tooSlow`; the client reconnects and gets
     /// the room's state afresh), so nothing is lost silently and nothing blocks the room.
-    fn command(&self, session: SessionId, command: Command) {
+    pub(crate) fn command(&self, session: SessionId, command: Command) {
         let mut sessions = self.sessions.lock();
         let Some(link) = sessions.get(&session) else {
             return;
@@ -798,17 +798,7 @@ impl SfuState {
             loop {
                 interval.tick().await;
                 let Some(room) = ticking.upgrade() else { break };
-                let now = Utc::now();
-                let forwarders: Vec<Arc<Forwarder>> =
-                    room.forwarders.lock().values().cloned().collect();
-                let _ = room.act(|core| {
-                    for forwarder in &forwarders {
-                        if forwarder.kind == proto::signal::TrackKind::Audio {
-                            core.audio_level(&forwarder.track, forwarder.take_loudest(), now);
-                        }
-                    }
-                    Ok::<_, std::convert::Infallible>(core.tick(now))
-                });
+                room.tick(Utc::now(), std::time::Instant::now());
             }
         });
         room

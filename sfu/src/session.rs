@@ -14,7 +14,8 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use proto::signal::{
-    ClientMessage, CloseReason, ErrorCode, IceCandidate, PeerTarget, ServerMessage, TrackKind,
+    ClientMessage, CloseReason, ErrorCode, IceCandidate, MAX_TRACK_VIEWS, PeerTarget,
+    ServerMessage, TrackKind,
 };
 use proto::{JoinClaims, ParticipantId, TokenError, TrackId, UdpPorts};
 use tokio::sync::{Notify, mpsc};
@@ -26,7 +27,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::error::MediaError;
-use crate::media::{self, Downstream, FeedbackSink, Forwarder, PeerEvent};
+use crate::media::{self, Downstream, FeedbackSink, Forwarder, PeerEvent, SubscriberLink};
 use crate::metrics::FailureCause;
 use crate::negotiation;
 use crate::ports::PortLease;
@@ -356,6 +357,7 @@ async fn run(
         decodes,
         undecodable: HashSet::new(),
         video_added: false,
+        link: Arc::new(SubscriberLink::default()),
     };
     let reason = live.relay(&mut socket, rx).await;
     let _ =
@@ -508,6 +510,8 @@ struct Live {
     undecodable: HashSet<TrackId>,
     /// A video track was added to the subscriber connection (the first offers every codec).
     video_added: bool,
+    /// The subscriber connection's bandwidth estimate and how the client shows its tracks.
+    link: Arc<SubscriberLink>,
 }
 
 /// The index of a connection's entry in the per-connection arrays of [`Live`]
@@ -800,6 +804,20 @@ impl Live {
             }
             ClientMessage::SetVideoLayer { track, layer } => {
                 Box::new(move |core| core.set_video_layer(session, &track, layer))
+            }
+            ClientMessage::ViewTracks { views } => {
+                if views.len() > MAX_TRACK_VIEWS {
+                    return Err(Refusal {
+                        code: ErrorCode::Malformed,
+                        message: format!(
+                            "viewTracks holds at most {MAX_TRACK_VIEWS} entries, not {}",
+                            views.len()
+                        ),
+                    });
+                }
+                // Only the connection's own choice: nothing for the room to do.
+                self.link.set_views(views);
+                return Ok(());
             }
             ClientMessage::Chat { text, to } => {
                 Box::new(move |core| core.chat(session, &text, to.as_ref(), now))
@@ -1109,9 +1127,9 @@ impl Live {
             _ => TrackKind::Video,
         };
         let ssrc = remote.ssrcs().await.first().copied();
-        let codec = match ssrc {
-            Some(ssrc) => remote.codec(ssrc).await,
-            None => None,
+        let (codec, rid) = match ssrc {
+            Some(ssrc) => (remote.codec(ssrc).await, remote.rid(ssrc).await),
+            None => (None, None),
         };
         let (Some(ssrc), Some(codec), Some(participant)) = (ssrc, codec, self.participant.clone())
         else {
@@ -1136,7 +1154,7 @@ impl Live {
                         kind,
                         codec,
                         Arc::clone(&remote),
-                        ssrc,
+                        (ssrc, rid.map(|rid| rid.to_string())),
                         if kind == TrackKind::Audio {
                             self.audio_level_ext
                         } else {
@@ -1205,6 +1223,7 @@ impl Live {
             &forwarder.publisher,
             forwarder.kind,
             forwarder.codec.clone(),
+            Arc::clone(&self.link),
         ));
         let sender = if forwarder.kind == TrackKind::Video && !self.video_added {
             self.video_added = true;
@@ -1227,6 +1246,7 @@ impl Live {
 
     async fn unsubscribe(&mut self, socket: &mut Socket, track: &TrackId) {
         self.undecodable.remove(track);
+        self.link.forget(track);
         let Some(subscription) = self.subscriptions.remove(track) else {
             return;
         };

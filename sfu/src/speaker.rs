@@ -12,7 +12,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use proto::ParticipantId;
 
 /// Levels at or below this (in RFC 6464 units, lower is louder) count as speech.
-const SPEECH_LEVEL: u8 = 60;
+pub(crate) const SPEECH_LEVEL: u8 = 60;
 /// A level older than this counts as silence (the track stopped sending).
 const STALE: TimeDelta = TimeDelta::milliseconds(1000);
 

@@ -458,6 +458,7 @@ async fn subscriber_answer_applies(answer: &str, port: u16) {
             sdp_fmtp_line: "max-fs=12288;max-fr=60".into(),
             rtcp_feedback: Vec::new(),
         },
+        Arc::default(),
     ));
     let audio = Arc::new(Downstream::new(
         ParticipantId::from("p2"),
@@ -471,6 +472,7 @@ async fn subscriber_answer_applies(answer: &str, port: u16) {
             sdp_fmtp_line: "maxplaybackrate=48000;stereo=1;useinbandfec=1".into(),
             rtcp_feedback: Vec::new(),
         },
+        Arc::default(),
     ));
     let video_sender = media::add_first_video(&peer, video.local.clone())
         .await

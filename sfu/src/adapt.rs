@@ -1,0 +1,371 @@
+//! What the room's tick does for each receiver (docs/sfu.md, "Adapting to each receiver"):
+//! which simulcast layer every subscriber gets ([`crate::simulcast::allocate`] from its
+//! bandwidth estimate and tiles), which layers publishers keep encoding (dynacast), and, in
+//! large rooms, which microphones everyone hears.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use proto::signal::{ServerMessage, TrackKind};
+use proto::{ParticipantId, TrackId};
+
+use crate::media::{Downstream, Forwarder};
+use crate::room::{Room, SessionId};
+use crate::server::RoomHandle;
+use crate::session::Command;
+use crate::simulcast::{self, LAYERS, LayerState, Wanted};
+use crate::speaker::SPEECH_LEVEL;
+
+/// One subscriber's copy of a track, with the track's forwarder.
+type Subscribed<'a> = (&'a Arc<Forwarder>, Arc<Downstream>);
+
+/// What the tick needs from the room's core, read in one go.
+struct RoomView {
+    admitted: u32,
+    speaker: Option<ParticipantId>,
+    cameras: Vec<TrackId>,
+    microphones: Vec<TrackId>,
+    caps: HashMap<(ParticipantId, TrackId), usize>,
+    publishers: HashMap<TrackId, (SessionId, String)>,
+}
+
+impl RoomView {
+    fn read(core: &Room, forwarders: &[Arc<Forwarder>]) -> Self {
+        let mut view = Self {
+            admitted: core.admitted(),
+            speaker: core.active_speaker().cloned(),
+            cameras: Vec::new(),
+            microphones: Vec::new(),
+            caps: HashMap::new(),
+            publishers: HashMap::new(),
+        };
+        for forwarder in forwarders {
+            let track = &forwarder.track;
+            if core.is_camera(track) {
+                view.cameras.push(track.clone());
+            }
+            if core.is_microphone(track) {
+                view.microphones.push(track.clone());
+            }
+            if forwarder.kind == TrackKind::Video {
+                if let Some(publisher) = core.publisher_of(track) {
+                    view.publishers.insert(track.clone(), publisher);
+                }
+                for downstream in forwarder.downstreams() {
+                    let cap = simulcast::index_of(core.layer_cap(&downstream.subscriber, track));
+                    view.caps
+                        .insert((downstream.subscriber.clone(), track.clone()), cap);
+                }
+            }
+        }
+        view
+    }
+}
+
+impl RoomHandle {
+    /// One tick: audio levels and the core's own tick (deferred keyframes, the active
+    /// speaker), then the large-room audio, the layers and dynacast.
+    pub(crate) fn tick(self: &Arc<Self>, now: DateTime<Utc>, instant: Instant) {
+        let forwarders: Vec<Arc<Forwarder>> = self.forwarders.lock().values().cloned().collect();
+        let levels: Vec<(TrackId, u8)> = forwarders
+            .iter()
+            .filter(|f| f.kind == TrackKind::Audio)
+            .map(|f| {
+                let level = f.take_loudest();
+                if level <= SPEECH_LEVEL {
+                    f.heard_voice(instant);
+                }
+                (f.track.clone(), level)
+            })
+            .collect();
+        let mut view = None;
+        let _ = self.act(|core| {
+            for (track, level) in &levels {
+                core.audio_level(track, *level, now);
+            }
+            let effects = core.tick(now);
+            view = Some(RoomView::read(core, &forwarders));
+            Ok::<_, std::convert::Infallible>(effects)
+        });
+        let Some(view) = view else { return };
+        self.choose_audible(&forwarders, &view);
+        self.choose_layers(&forwarders, &view, instant);
+        self.dynacast(&forwarders, &view, instant);
+    }
+
+    /// In a room larger than `--sfu-large-room-size`, everyone hears only the
+    /// `--sfu-audible-speakers` microphones that carried speech most recently.
+    fn choose_audible(&self, forwarders: &[Arc<Forwarder>], view: &RoomView) {
+        let limits = &self.shared.wire;
+        let large = limits.large_room_size > 0 && view.admitted > limits.large_room_size;
+        let mut microphones: Vec<&Arc<Forwarder>> = forwarders
+            .iter()
+            .filter(|f| view.microphones.contains(&f.track))
+            .collect();
+        if !large {
+            for microphone in microphones {
+                microphone.set_audible(true);
+            }
+            return;
+        }
+        let audible = audible_speakers(
+            &microphones
+                .iter()
+                .map(|f| (f.last_voice(), f.is_audible()))
+                .collect::<Vec<_>>(),
+            limits.audible_speakers as usize,
+        );
+        for (microphone, audible) in microphones.drain(..).zip(audible) {
+            microphone.set_audible(audible);
+        }
+    }
+
+    /// Points every subscriber's copy of every video track at the layer the allocator chose,
+    /// and asks for the keyframes the switches wait for.
+    fn choose_layers(&self, forwarders: &[Arc<Forwarder>], view: &RoomView, instant: Instant) {
+        let mut by_subscriber: HashMap<ParticipantId, Vec<Subscribed<'_>>> = HashMap::new();
+        let mut states: HashMap<TrackId, [LayerState; LAYERS]> = HashMap::new();
+        for forwarder in forwarders.iter().filter(|f| f.kind == TrackKind::Video) {
+            states.insert(forwarder.track.clone(), forwarder.layer_states(instant));
+            for downstream in forwarder.downstreams() {
+                by_subscriber
+                    .entry(downstream.subscriber.clone())
+                    .or_default()
+                    .push((forwarder, downstream));
+            }
+        }
+        for (subscriber, copies) in by_subscriber {
+            let wanted: Vec<Wanted> = copies
+                .iter()
+                .map(|(forwarder, downstream)| {
+                    let track = &forwarder.track;
+                    let shown = downstream.link.view(track);
+                    Wanted {
+                        layers: states.get(track).copied().unwrap_or_default(),
+                        visible: shown.as_ref().is_none_or(|v| v.visible),
+                        height: shown.map(|v| v.height).filter(|h| *h > 0),
+                        cap: view
+                            .caps
+                            .get(&(subscriber.clone(), track.clone()))
+                            .copied()
+                            .unwrap_or(LAYERS - 1),
+                        speaker: view.speaker.as_ref() == Some(&forwarder.publisher)
+                            && view.cameras.contains(track),
+                    }
+                })
+                .collect();
+            let Some(link) = copies.first().map(|(_, d)| Arc::clone(&d.link)) else {
+                continue;
+            };
+            let current: Vec<Option<usize>> = copies.iter().map(|(_, d)| d.current()).collect();
+            let budget = budget(link.estimate(), &wanted, &current, link.may_probe(instant));
+            let targets = simulcast::allocate(budget.bps, &wanted);
+            if budget.limited
+                && targets
+                    .iter()
+                    .zip(&current)
+                    .any(|(target, current)| current.is_some_and(|c| target.is_none_or(|t| t < c)))
+            {
+                link.hold_probing(instant + PROBE_HOLD);
+            }
+            for ((forwarder, downstream), target) in copies.into_iter().zip(targets) {
+                let target = downstream.steer(target, instant);
+                if let Some(layer) = target
+                    && downstream.current() != Some(layer)
+                {
+                    let forwarder = Arc::clone(forwarder);
+                    tokio::spawn(async move {
+                        forwarder.request_layer_keyframe(layer, instant).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// Tells publishers which of their simulcast layers someone receives.
+    fn dynacast(&self, forwarders: &[Arc<Forwarder>], view: &RoomView, instant: Instant) {
+        for forwarder in forwarders.iter().filter(|f| f.kind == TrackKind::Video) {
+            let Some(send) = forwarder.layers_to_send(instant) else {
+                continue;
+            };
+            let Some((session, track_id)) = view.publishers.get(&forwarder.track) else {
+                continue;
+            };
+            let layers = (0..LAYERS)
+                .filter(|&l| send[l])
+                .map(simulcast::layer_at)
+                .collect();
+            self.command(
+                *session,
+                Command::Send(ServerMessage::LayersWanted {
+                    track_id: track_id.clone(),
+                    layers,
+                }),
+            );
+        }
+    }
+}
+
+/// After the estimate forced a step down, no step up on headroom alone for this long.
+const PROBE_HOLD: std::time::Duration = std::time::Duration::from_secs(8);
+/// An estimate this much above what is being sent says the link is not the limit.
+const HEADROOM: f64 = 1.25;
+/// With headroom, the estimate counts this many times over: room for the next layer up.
+const PROBE_FACTOR: u64 = 4;
+
+/// The bandwidth the allocator may spend on a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Budget {
+    /// Bits per second (`None`: no limit known).
+    bps: Option<u64>,
+    /// The estimate itself limits the choice (not a probe beyond it).
+    limited: bool,
+}
+
+/// What the allocator may spend, from the subscriber's estimate and what it is sent now.
+///
+/// A receiver's estimate (REMB) cannot rise much above what it receives: a subscriber on the
+/// low layer reports about 1.5 times the low layer's bitrate however fast its link is. An
+/// estimate well above what is sent therefore means the link is not the limit, and the
+/// allocator is allowed a step up (the estimate counted [`PROBE_FACTOR`] times) — unless the
+/// estimate forced a step down recently (`may_probe`), so that a weak link does not swing
+/// between layers.
+fn budget(
+    estimate: Option<u64>,
+    wanted: &[Wanted],
+    current: &[Option<usize>],
+    may_probe: bool,
+) -> Budget {
+    let Some(estimate) = estimate else {
+        return Budget {
+            bps: None,
+            limited: false,
+        };
+    };
+    let sent: u64 = wanted
+        .iter()
+        .zip(current)
+        .filter_map(|(w, layer)| layer.map(|l| w.bitrate_of(l)))
+        .sum();
+    let headroom = sent > 0 && estimate as f64 >= HEADROOM * sent as f64;
+    if headroom && may_probe {
+        Budget {
+            bps: Some(estimate.saturating_mul(PROBE_FACTOR)),
+            limited: false,
+        }
+    } else {
+        Budget {
+            bps: Some(estimate),
+            limited: true,
+        }
+    }
+}
+
+/// Which of the microphones (when each last carried speech, whether it is heard now) stay
+/// heard: the `count` that spoke last; on a tie the one heard already, so the choice does not
+/// flicker while several people speak at once.
+fn audible_speakers(microphones: &[(Option<Instant>, bool)], count: usize) -> Vec<bool> {
+    let mut order: Vec<usize> = (0..microphones.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (voice_a, heard_a) = microphones[a];
+        let (voice_b, heard_b) = microphones[b];
+        voice_b.cmp(&voice_a).then(heard_b.cmp(&heard_a))
+    });
+    let mut audible = vec![false; microphones.len()];
+    for &index in order.iter().take(count) {
+        audible[index] = microphones[index].0.is_some();
+    }
+    audible
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn wanted(bitrates: [u64; LAYERS]) -> Wanted {
+        let mut layers = [LayerState::default(); LAYERS];
+        for (layer, bitrate) in layers.iter_mut().zip(bitrates) {
+            layer.available = true;
+            layer.bitrate = bitrate;
+        }
+        Wanted {
+            layers,
+            visible: true,
+            height: None,
+            cap: LAYERS - 1,
+            speaker: false,
+        }
+    }
+
+    #[test]
+    fn an_estimate_at_its_ceiling_allows_a_step_up_unless_it_just_forced_one_down() {
+        let tiles = [wanted([150_000, 500_000, 1_500_000])];
+        // On the low layer, a receiver reports about 1.5 times it: headroom, a step up.
+        let probe = budget(Some(235_000), &tiles, &[Some(0)], true);
+        assert_eq!(
+            probe,
+            Budget {
+                bps: Some(940_000),
+                limited: false
+            }
+        );
+        assert_eq!(simulcast::allocate(probe.bps, &tiles), vec![Some(1)]);
+        // The same right after the estimate forced a step down: no probe.
+        let held = budget(Some(235_000), &tiles, &[Some(0)], false);
+        assert_eq!(
+            held,
+            Budget {
+                bps: Some(235_000),
+                limited: true
+            }
+        );
+        assert_eq!(simulcast::allocate(held.bps, &tiles), vec![Some(0)]);
+        // On the high layer an estimate below it is a real limit.
+        let weak = budget(Some(200_000), &tiles, &[Some(2)], true);
+        assert_eq!(
+            weak,
+            Budget {
+                bps: Some(200_000),
+                limited: true
+            }
+        );
+        assert_eq!(simulcast::allocate(weak.bps, &tiles), vec![Some(0)]);
+        // No estimate: no limit.
+        assert_eq!(budget(None, &tiles, &[Some(0)], true).bps, None);
+    }
+
+    #[test]
+    fn the_last_speakers_are_heard_and_ties_keep_who_is_heard() {
+        let start = Instant::now();
+        let at = |ms: u64| Some(start + Duration::from_millis(ms));
+        assert_eq!(
+            audible_speakers(
+                &[
+                    (at(100), false),
+                    (None, true),
+                    (at(300), false),
+                    (at(200), false)
+                ],
+                2
+            ),
+            vec![false, false, true, true]
+        );
+        // Four speak in the same tick: the two heard already stay heard.
+        assert_eq!(
+            audible_speakers(
+                &[(at(5), false), (at(5), true), (at(5), false), (at(5), true)],
+                2
+            ),
+            vec![false, true, false, true]
+        );
+        // Nobody spoke yet: nobody is heard.
+        assert_eq!(
+            audible_speakers(&[(None, false), (None, false)], 3),
+            vec![false, false]
+        );
+    }
+}
