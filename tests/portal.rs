@@ -168,6 +168,14 @@ fn chromium_and_firefox_participants_see_and_hear_each_other() {
     firefox_scenario("mixed-meeting", "47500-47599");
 }
 
+/// Simulcast in Chromium: the camera goes out in three layers; a small tile receives the low
+/// layer (smaller decoded frames in getStats), a hidden one no video, a large one the high layer;
+/// layers nobody receives are paused at the publisher and resumed when needed.
+#[test]
+fn a_small_tile_gets_the_low_simulcast_layer_and_unused_layers_pause() {
+    scenario("simulcast", "48000-48099");
+}
+
 #[test]
 fn a_publisher_that_offers_only_h264_is_decoded_by_chromium_and_explained_in_firefox() {
     firefox_scenario("h264", "47600-47699");

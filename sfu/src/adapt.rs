@@ -17,6 +17,7 @@ use crate::server::RoomHandle;
 use crate::session::Command;
 use crate::simulcast::{self, LAYERS, LayerState, Wanted};
 use crate::speaker::SPEECH_LEVEL;
+use tracing::debug;
 
 /// One subscriber's copy of a track, with the track's forwarder.
 type Subscribed<'a> = (&'a Arc<Forwarder>, Arc<Downstream>);
@@ -160,15 +161,36 @@ impl RoomHandle {
                 continue;
             };
             let current: Vec<Option<usize>> = copies.iter().map(|(_, d)| d.current()).collect();
-            let budget = budget(link.estimate(), &wanted, &current, link.may_probe(instant));
+            let sent: u64 = wanted
+                .iter()
+                .zip(&current)
+                .filter_map(|(w, layer)| layer.map(|l| w.bitrate_of(l)))
+                .sum();
+            let budget = budget(
+                link.estimate(),
+                sent,
+                link.fell_within(FALL_WINDOW, instant),
+                link.may_probe(instant),
+            );
             let targets = simulcast::allocate(budget.bps, &wanted);
             if budget.limited
-                && targets
-                    .iter()
-                    .zip(&current)
-                    .any(|(target, current)| current.is_some_and(|c| target.is_none_or(|t| t < c)))
+                && forced_down(&targets, &simulcast::allocate(None, &wanted), &current)
             {
                 link.hold_probing(instant + PROBE_HOLD);
+            }
+            if targets
+                .iter()
+                .zip(&copies)
+                .any(|(t, (_, d))| *t != d.target())
+            {
+                debug!(
+                    %subscriber,
+                    estimate = ?link.estimate(),
+                    budget = ?budget.bps,
+                    ?current,
+                    ?targets,
+                    "layers chosen"
+                );
             }
             for ((forwarder, downstream), target) in copies.into_iter().zip(targets) {
                 let target = downstream.steer(target, instant);
@@ -208,59 +230,67 @@ impl RoomHandle {
     }
 }
 
-/// After the estimate forced a step down, no step up on headroom alone for this long.
+/// After the estimate forced a step down, no step up beyond the estimate for this long.
 const PROBE_HOLD: std::time::Duration = std::time::Duration::from_secs(8);
-/// An estimate this much above what is being sent says the link is not the limit.
-const HEADROOM: f64 = 1.25;
-/// With headroom, the estimate counts this many times over: room for the next layer up.
-const PROBE_FACTOR: u64 = 4;
+/// A fall of the estimate this recent is news of congestion.
+const FALL_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The bandwidth the allocator may spend on a subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Budget {
-    /// Bits per second (`None`: no limit known).
+    /// Bits per second (`None`: no limit).
     bps: Option<u64>,
-    /// The estimate itself limits the choice (not a probe beyond it).
+    /// The estimate itself limits the choice (congestion).
     limited: bool,
 }
 
-/// What the allocator may spend, from the subscriber's estimate and what it is sent now.
+/// What the allocator may spend on a subscriber that is sent `sent` bits per second now.
 ///
-/// A receiver's estimate (REMB) cannot rise much above what it receives: a subscriber on the
-/// low layer reports about 1.5 times the low layer's bitrate however fast its link is. An
-/// estimate well above what is sent therefore means the link is not the limit, and the
-/// allocator is allowed a step up (the estimate counted [`PROBE_FACTOR`] times) — unless the
-/// estimate forced a step down recently (`may_probe`), so that a weak link does not swing
-/// between layers.
-fn budget(
-    estimate: Option<u64>,
-    wanted: &[Wanted],
-    current: &[Option<usize>],
-    may_probe: bool,
-) -> Budget {
-    let Some(estimate) = estimate else {
-        return Budget {
-            bps: None,
-            limited: false,
-        };
-    };
-    let sent: u64 = wanted
-        .iter()
-        .zip(current)
-        .filter_map(|(w, layer)| layer.map(|l| w.bitrate_of(l)))
-        .sum();
-    let headroom = sent > 0 && estimate as f64 >= HEADROOM * sent as f64;
-    if headroom && may_probe {
-        Budget {
-            bps: Some(estimate.saturating_mul(PROBE_FACTOR)),
-            limited: false,
-        }
-    } else {
-        Budget {
+/// A receiver's estimate (REMB) is capped at about 1.5 times what it receives and climbs
+/// slowly (Chromium: some 8 % a second): an estimate below what is sent is not in itself a
+/// sign of a weak link — after a step up it lags for many seconds. Congestion shows as a
+/// *fall* of the estimate (`fell`: by a tenth or more from the one before, within the last
+/// [`FALL_WINDOW`]) below what is sent: then the estimate is the budget. After such a step down,
+/// for [`PROBE_HOLD`] (`may_probe` false), the budget is the estimate or what is sent, whichever
+/// is more: no step up beyond the estimate, and no further step down without a new fall.
+/// Otherwise there is no limit, and every tile gets its ideal layer.
+fn budget(estimate: Option<u64>, sent: u64, fell: bool, may_probe: bool) -> Budget {
+    match estimate {
+        Some(estimate) if fell && estimate < sent => Budget {
             bps: Some(estimate),
             limited: true,
-        }
+        },
+        Some(estimate) if !may_probe => Budget {
+            bps: Some(estimate.max(sent)),
+            limited: false,
+        },
+        _ => Budget {
+            bps: None,
+            limited: false,
+        },
     }
+}
+
+/// Whether the bandwidth estimate, not the tiles, took a subscriber below a layer it is sent
+/// now: `targets` (within the estimate) lower than both `current` and `unlimited` (what the
+/// tiles alone would get).
+fn forced_down(
+    targets: &[Option<usize>],
+    unlimited: &[Option<usize>],
+    current: &[Option<usize>],
+) -> bool {
+    targets
+        .iter()
+        .zip(unlimited)
+        .zip(current)
+        .any(|((target, unlimited), current)| {
+            let below = |other: &Option<usize>| match (target, other) {
+                (Some(t), Some(o)) => t < o,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            below(current) && below(unlimited)
+        })
 }
 
 /// Which of the microphones (when each last carried speech, whether it is heard now) stay
@@ -302,40 +332,53 @@ mod tests {
     }
 
     #[test]
-    fn an_estimate_at_its_ceiling_allows_a_step_up_unless_it_just_forced_one_down() {
+    fn only_a_falling_estimate_below_what_is_sent_limits_the_layers() {
         let tiles = [wanted([150_000, 500_000, 1_500_000])];
-        // On the low layer, a receiver reports about 1.5 times it: headroom, a step up.
-        let probe = budget(Some(235_000), &tiles, &[Some(0)], true);
+        // A fresh fall below the high layer being sent: the estimate is the budget.
+        let congested = budget(Some(200_000), 1_500_000, true, true);
         assert_eq!(
-            probe,
-            Budget {
-                bps: Some(940_000),
-                limited: false
-            }
-        );
-        assert_eq!(simulcast::allocate(probe.bps, &tiles), vec![Some(1)]);
-        // The same right after the estimate forced a step down: no probe.
-        let held = budget(Some(235_000), &tiles, &[Some(0)], false);
-        assert_eq!(
-            held,
-            Budget {
-                bps: Some(235_000),
-                limited: true
-            }
-        );
-        assert_eq!(simulcast::allocate(held.bps, &tiles), vec![Some(0)]);
-        // On the high layer an estimate below it is a real limit.
-        let weak = budget(Some(200_000), &tiles, &[Some(2)], true);
-        assert_eq!(
-            weak,
+            congested,
             Budget {
                 bps: Some(200_000),
                 limited: true
             }
         );
-        assert_eq!(simulcast::allocate(weak.bps, &tiles), vec![Some(0)]);
+        assert_eq!(simulcast::allocate(congested.bps, &tiles), vec![Some(0)]);
+        // An estimate lagging after a step up (below what is sent, but not falling): no limit.
+        let lagging = budget(Some(300_000), 1_500_000, false, true);
+        assert_eq!(lagging.bps, None);
+        assert_eq!(simulcast::allocate(lagging.bps, &tiles), vec![Some(2)]);
+        // A fall that stays above what is sent (the tile got smaller): no limit.
+        assert_eq!(budget(Some(235_000), 150_000, true, true).bps, None);
+        // Held after a forced step down: no step beyond the estimate, none below what is sent.
+        let held = budget(Some(235_000), 150_000, false, false);
+        assert_eq!(
+            held,
+            Budget {
+                bps: Some(235_000),
+                limited: false
+            }
+        );
+        assert_eq!(simulcast::allocate(held.bps, &tiles), vec![Some(0)]);
+        assert_eq!(
+            budget(Some(10_000_000), 150_000, false, false).bps,
+            Some(10_000_000)
+        );
         // No estimate: no limit.
-        assert_eq!(budget(None, &tiles, &[Some(0)], true).bps, None);
+        assert_eq!(budget(None, 150_000, true, true).bps, None);
+    }
+
+    #[test]
+    fn only_the_estimate_holds_probing_back_not_a_hidden_or_smaller_tile() {
+        // A hidden tile (the tiles alone want nothing): not forced by the estimate.
+        assert!(!forced_down(&[None], &[None], &[Some(0)]));
+        // A smaller tile: neither.
+        assert!(!forced_down(&[Some(0)], &[Some(0)], &[Some(2)]));
+        // The estimate takes the high layer away from a large tile: forced.
+        assert!(forced_down(&[Some(0)], &[Some(2)], &[Some(2)]));
+        // Going up, or staying: not forced.
+        assert!(!forced_down(&[Some(1)], &[Some(2)], &[Some(0)]));
+        assert!(!forced_down(&[Some(1)], &[Some(2)], &[None]));
     }
 
     #[test]

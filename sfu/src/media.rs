@@ -453,8 +453,10 @@ pub struct SubscriberLink {
     /// The last REMB estimate in bits per second; 0 while none arrived.
     estimate: AtomicU64,
     views: Mutex<HashMap<TrackId, TrackView>>,
-    /// No step up on headroom alone before this (set when the estimate forced a step down).
+    /// No step up beyond the estimate before this (set when the estimate forced a step down).
     probe_after: Mutex<Option<Instant>>,
+    /// When the estimate last fell by a tenth or more: news of congestion.
+    fell_at: Mutex<Option<Instant>>,
 }
 
 impl SubscriberLink {
@@ -468,7 +470,18 @@ impl SubscriberLink {
 
     /// A REMB arrived.
     pub fn set_estimate(&self, bps: u64) {
-        self.estimate.store(bps.max(1), Ordering::Release);
+        let before = self.estimate.swap(bps.max(1), Ordering::AcqRel);
+        // A first estimate is no news: browsers start low (Chromium about 300 kbit/s) and climb.
+        if before != 0 && bps.saturating_mul(10) < before.saturating_mul(9) {
+            *self.fell_at.lock() = Some(Instant::now());
+        }
+    }
+
+    /// Whether the estimate fell within `window` before `now`.
+    pub fn fell_within(&self, window: Duration, now: Instant) -> bool {
+        self.fell_at
+            .lock()
+            .is_some_and(|at| now.saturating_duration_since(at) <= window)
     }
 
     /// The client said how it shows some tracks.
@@ -494,12 +507,12 @@ impl SubscriberLink {
         self.views.lock().remove(track);
     }
 
-    /// Whether a step up may be tried on headroom alone at `now`.
+    /// Whether a step up beyond the estimate may be tried at `now`.
     pub fn may_probe(&self, now: Instant) -> bool {
         self.probe_after.lock().is_none_or(|after| now >= after)
     }
 
-    /// The estimate forced a step down: no step up on headroom alone until `after`.
+    /// The estimate forced a step down: no step up beyond the estimate until `after`.
     pub fn hold_probing(&self, after: Instant) {
         *self.probe_after.lock() = Some(after);
     }

@@ -617,7 +617,11 @@ mod tests {
         );
         assert_eq!(
             sent,
-            vec![(101, 9000, 500, 10), (102, 12000, 501, 11), (103, 15000, 502, 12)],
+            vec![
+                (101, 9000, 500, 10),
+                (102, 12000, 501, 11),
+                (103, 15000, 502, 12)
+            ],
             "the publisher's own numbering until the first switch"
         );
         // Target low, 33 ms later: the high layer goes on until the low layer's keyframe.

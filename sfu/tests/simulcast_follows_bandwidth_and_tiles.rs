@@ -120,8 +120,8 @@ async fn simulcast_follows_bandwidth_and_tiles() {
     // No estimate and no tile size: the high layer.
     wait_for_layer(&bob, &track, Some(2), "the high layer without limits").await;
 
-    // A weak link: REMB says 200 kbit/s. The low layer follows (the estimate is repeated, as
-    // browsers do).
+    // The link weakens: the estimate falls from 5 Mbit/s to 200 kbit/s, below the high layer.
+    // The low layer follows.
     let remb = |bps: u64| {
         let bob = &bob;
         let track = track.clone();
@@ -129,9 +129,13 @@ async fn simulcast_follows_bandwidth_and_tiles() {
             bob.send_remb(&track, bps).await.expect("REMB");
         }
     };
+    remb(5_000_000).await;
     remb(200_000).await;
     let down = wait_for_layer(&bob, &track, Some(0), "the low layer on a weak link").await;
-    println!("switched down {} ms after the REMB", down.as_millis());
+    println!(
+        "switched down {} ms after the estimate fell",
+        down.as_millis()
+    );
 
     // The estimate rises: the high layer comes back (after the SFU has seen it hold a second).
     let rising = Instant::now();

@@ -5,17 +5,24 @@
 // (Every browser that offers VP8 is answered with VP8: sfu/tests/browser_descriptions_are_answered.rs.)
 import { adminToken, apiCall, assert, assertNoPageErrors, expectMediaFlowing, expectVideoFrom, joinAsGuest, openBrowser, openFirefox, rtpDetails, scenario, screenshot, step, waitForText } from './lib.mjs';
 
-/** Runs in the page before its scripts: every video track the page sends offers H.264 only. */
+/**
+ * Runs in the page before its scripts: every video track the page sends offers H.264 only
+ * (the camera goes through addTransceiver, in simulcast; the screen through addTrack).
+ */
 function onlyH264() {
+  const h264 = () => RTCRtpReceiver.getCapabilities('video').codecs.filter((c) => c.mimeType === 'video/H264' || c.mimeType === 'video/rtx');
   const addTrack = RTCPeerConnection.prototype.addTrack;
   RTCPeerConnection.prototype.addTrack = function (track, ...streams) {
     const sender = addTrack.call(this, track, ...streams);
-    if (track.kind === 'video') {
-      const transceiver = this.getTransceivers().find((t) => t.sender === sender);
-      const codecs = RTCRtpReceiver.getCapabilities('video').codecs.filter((c) => c.mimeType === 'video/H264' || c.mimeType === 'video/rtx');
-      transceiver?.setCodecPreferences(codecs);
-    }
+    if (track.kind === 'video') this.getTransceivers().find((t) => t.sender === sender)?.setCodecPreferences(h264());
     return sender;
+  };
+  const addTransceiver = RTCPeerConnection.prototype.addTransceiver;
+  RTCPeerConnection.prototype.addTransceiver = function (trackOrKind, init) {
+    const transceiver = addTransceiver.call(this, trackOrKind, init);
+    const kind = typeof trackOrKind === 'string' ? trackOrKind : trackOrKind.kind;
+    if (kind === 'video') transceiver.setCodecPreferences(h264());
+    return transceiver;
   };
 }
 

@@ -9,6 +9,7 @@ import { useDevices, useLevel } from './media';
 import { chatLines, initialRoom, isSpeaking, moderation, participantList, reduce, remoteTracks, roleName, tiles, type RoomState, type Tile } from './room';
 import { MeetingSession, type LocalMedia } from './session';
 import { AudioSink, DeviceSelect, LevelMeter, SpeakerChoice, VideoView } from './views';
+import { watchTiles } from './tiles';
 import { PresentButton, StageView } from './Stage';
 import './meeting.css';
 
@@ -53,6 +54,14 @@ export function Meeting(props: {
   const roomRef = useRef(room);
   roomRef.current = room;
   const audioOnly = ticket.conference.media === 'audioOnly';
+  const meetingRoot = useRef<HTMLDivElement>(null);
+
+  // How we show the video we receive decides which simulcast layer the SFU sends us.
+  useEffect(() => {
+    const root = meetingRoot.current;
+    if (!root) return;
+    return watchTiles(root, (views) => session.current?.viewTracks(views));
+  }, []);
 
   useEffect(() => {
     const s = new MeetingSession({
@@ -123,7 +132,7 @@ export function Meeting(props: {
   const blockedBy = room.microphoneBlockedBy ? (room.participants[room.microphoneBlockedBy]?.displayName ?? 'a moderator') : null;
 
   return (
-    <div class={`meeting${panel ? ' with-panel' : ''}`}>
+    <div class={`meeting${panel ? ' with-panel' : ''}`} ref={meetingRoot}>
       <header class="meeting-top">
         <h1>{ticket.conference.topic}</h1>
         {room.recording && (
@@ -386,6 +395,7 @@ function TileView(props: { tile: Tile; local: LocalMedia; remote: Map<TrackId, M
       aria-label={`${what}${tile.speaking ? ', speaking' : ''}`}
       data-participant={tile.participant.id}
       data-track={tile.video?.id}
+      data-view={tile.isYou ? undefined : tile.video?.id}
     >
       <VideoView track={track} mirror={tile.isYou && tile.kind === 'camera'} label={what} placeholder={name} fit={tile.kind === 'screen' ? 'contain' : 'cover'} />
       <figcaption>

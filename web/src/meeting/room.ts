@@ -251,7 +251,8 @@ function onMessage(state: RoomState, message: ServerMessage): RoomState {
     case 'answer':
     case 'offer':
     case 'candidate':
-      // Negotiation is the shell's business.
+    case 'layersWanted':
+      // Negotiation and what the publisher encodes are the shell's business.
       return state;
   }
 }

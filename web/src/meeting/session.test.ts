@@ -68,6 +68,20 @@ class FakePeer {
     this.transceivers.push({ mid: null, currentDirection: 'sendrecv', receiver: { track: { id: `receiver-of-${(track as { id: string }).id}` } }, sender });
     return sender;
   }
+  /** The camera goes this way: a transceiver with its simulcast encodings. */
+  addTransceiver(track: unknown, init: { sendEncodings?: RTCRtpEncodingParameters[] }) {
+    const sender = this.addTrack(track) as ReturnType<FakePeer['addTrack']> & {
+      encodings: RTCRtpEncodingParameters[];
+      getParameters: () => { encodings: RTCRtpEncodingParameters[] };
+      setParameters: (p: { encodings: RTCRtpEncodingParameters[] }) => Promise<void>;
+    };
+    sender.encodings = (init.sendEncodings ?? []).map((e) => ({ ...e }));
+    sender.getParameters = () => ({ encodings: sender.encodings.map((e) => ({ ...e })) });
+    sender.setParameters = async (p) => {
+      sender.encodings = p.encodings;
+    };
+    return this.transceivers[this.transceivers.length - 1];
+  }
   removeTrack(sender: unknown) {
     this.senders = this.senders.filter((s) => s !== sender);
   }
@@ -253,6 +267,31 @@ describe('the meeting session', () => {
     const map = remote.at(-1)!;
     expect([...map.keys()]).toEqual(['t1', 't2']);
     expect(map.get('t2')?.id).toBe('receiver-1');
+  });
+
+  it('sends the camera in three simulcast layers and pauses the ones the SFU says nobody receives', async () => {
+    const { session } = start();
+    await flush();
+    const ws = FakeSocket.all[0];
+    ws.open();
+    ws.receive(joined);
+    await flush();
+    const [publisher] = FakePeer.all;
+    const camera = publisher.senders[1] as unknown as { getParameters: () => { encodings: RTCRtpEncodingParameters[] } };
+    expect(camera.getParameters().encodings.map((e) => e.rid)).toEqual(['q', 'h', 'f']);
+    ws.receive({ type: 'layersWanted', trackId: '{sdp-cam-1}', layers: ['low'] });
+    await flush();
+    expect(camera.getParameters().encodings.map((e) => e.active)).toEqual([true, false, false]);
+    ws.receive({ type: 'layersWanted', trackId: '{sdp-cam-1}', layers: ['low', 'high'] });
+    await flush();
+    expect(camera.getParameters().encodings.map((e) => e.active)).toEqual([true, false, true]);
+    // Another track's layers change nothing here.
+    ws.receive({ type: 'layersWanted', trackId: 'someone-else', layers: ['low'] });
+    await flush();
+    expect(camera.getParameters().encodings.map((e) => e.active)).toEqual([true, false, true]);
+    // Tile views go to the SFU, and again after a reconnect.
+    expect(session.viewTracks([{ track: 't9', visible: false, width: 0, height: 0 }])).toBe(true);
+    expect(ws.sent.at(-1)).toEqual({ type: 'viewTracks', views: [{ track: 't9', visible: false, width: 0, height: 0 }] });
   });
 
   it('mutes the microphone by the track ID it published', async () => {

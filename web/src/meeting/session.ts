@@ -11,7 +11,7 @@
 // the API answers with the server the meeting moved to — it holds that join until the meeting
 // has moved, so the first attempt after losing the server goes out at once.
 import { renewIn } from './presentation';
-import type { ClientMessage, CloseReason, IceCandidate, PeerTarget, ServerMessage, TrackId, TrackSource } from '../generated/signal';
+import type { ClientMessage, CloseReason, IceCandidate, PeerTarget, ServerMessage, TrackId, TrackSource, TrackView, VideoLayer } from '../generated/signal';
 import type { JoinResponse } from '../api';
 import { ApiError } from '../api';
 import { backoff } from './joining';
@@ -76,6 +76,15 @@ const DISCONNECTED_GRACE_MS = 4_000;
  */
 type Published = { source: TrackSource; sender: RTCRtpSender; trackId: string | null };
 
+/** The camera's simulcast layers, lowest first; the RTP stream IDs are what the SFU reads. */
+export const SIMULCAST_ENCODINGS: RTCRtpEncodingParameters[] = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
+const RID_OF_LAYER: Record<VideoLayer, string> = { low: 'q', medium: 'h', high: 'f' };
+
 export class MeetingSession {
   private options: SessionOptions;
   private ticket: JoinResponse;
@@ -86,6 +95,8 @@ export class MeetingSession {
   private local: LocalMedia;
   /** Our tracks on the current publisher connection, by source. */
   private published = new Map<TrackSource, Published>();
+  /** How we show each received video track, told again after every (re)join. */
+  private views = new Map<string, TrackView>();
   private remote = new Map<TrackId, MediaStreamTrack>();
   private queue: Promise<void> = Promise.resolve();
   private pendingCandidates = new Map<PeerTarget, RTCIceCandidateInit[]>();
@@ -292,10 +303,14 @@ export class MeetingSession {
         this.lostPod = undefined;
         this.openPeers();
         this.options.dispatch({ kind: 'server', message });
+        if (this.views.size > 0) this.send({ type: 'viewTracks', views: [...this.views.values()] });
         await this.publishAll();
         return;
       case 'answer':
         await this.publisherAnswered(message.sdp);
+        return;
+      case 'layersWanted':
+        await this.sendLayers(message.trackId, message.layers);
         return;
       case 'offer':
         await this.subscriberOffered(message.sdp);
@@ -454,12 +469,48 @@ export class MeetingSession {
     await this.negotiatePublisher();
   }
 
-  /** Adds a track to the publisher connection; the next offer announces it. */
+  /**
+   * Adds a track to the publisher connection; the next offer announces it. The camera goes in
+   * three simulcast layers (docs/sfu.md): the SFU sends each receiver the one that suits its
+   * link and tile, and asks us to pause layers nobody receives (`layersWanted`).
+   */
   private addPublished(source: TrackSource, track: MediaStreamTrack): void {
     const pc = this.publisher;
     if (!pc) return;
-    const sender = pc.addTrack(track, new MediaStream([track]));
+    const streams = [new MediaStream([track])];
+    const sender =
+      source === 'camera'
+        ? pc.addTransceiver(track, { direction: 'sendonly', streams, sendEncodings: SIMULCAST_ENCODINGS.map((e) => ({ ...e })) }).sender
+        : pc.addTrack(track, ...streams);
     this.published.set(source, { source, sender, trackId: null });
+  }
+
+  /** Dynacast: encode only the layers of `trackId` that someone receives. */
+  private async sendLayers(trackId: string, layers: VideoLayer[]): Promise<void> {
+    const published = [...this.published.values()].find((p) => p.trackId === trackId);
+    if (!published) return;
+    const wanted = new Set(layers.map((layer) => RID_OF_LAYER[layer]));
+    const parameters = published.sender.getParameters();
+    let changed = false;
+    for (const encoding of parameters.encodings ?? []) {
+      if (!encoding.rid) continue;
+      const active = wanted.has(encoding.rid);
+      if (encoding.active !== active) {
+        encoding.active = active;
+        changed = true;
+      }
+    }
+    if (changed) await published.sender.setParameters(parameters).catch((error) => console.warn('pausing simulcast layers', error));
+  }
+
+  /**
+   * Tells the SFU how we show the video we receive (`views` from the tiles on screen): a
+   * hidden tile gets no video, a small one a small layer.
+   */
+  viewTracks(views: TrackView[]): boolean {
+    for (const view of views) this.views.set(view.track, view);
+    if (views.length === 0 || !this.admitted) return true;
+    return this.send({ type: 'viewTracks', views });
   }
 
   /**
@@ -720,13 +771,13 @@ export class MeetingSession {
   }
 
   /** For tests: what arrives, per received track (by room track ID when known). */
-  async inbound(): Promise<Array<{ kind: string; track: string | null; framesDecoded: number; packetsReceived: number; bytesReceived: number }>> {
+  async inbound(): Promise<Array<{ kind: string; track: string | null; framesDecoded: number; packetsReceived: number; bytesReceived: number; frameWidth: number; frameHeight: number }>> {
     const pc = this.subscriber;
     // Firefox may never settle getStats() on a closed connection.
     if (!pc || pc.signalingState === 'closed') return [];
     const byReceiverTrack = new Map([...this.remote].map(([room, track]) => [track.id, room]));
     const stats = await pc.getStats();
-    const out: Array<{ kind: string; track: string | null; framesDecoded: number; packetsReceived: number; bytesReceived: number }> = [];
+    const out: Array<{ kind: string; track: string | null; framesDecoded: number; packetsReceived: number; bytesReceived: number; frameWidth: number; frameHeight: number }> = [];
     stats.forEach((s) => {
       if (s.type !== 'inbound-rtp') return;
       out.push({
@@ -735,6 +786,8 @@ export class MeetingSession {
         framesDecoded: s.framesDecoded ?? 0,
         packetsReceived: s.packetsReceived ?? 0,
         bytesReceived: s.bytesReceived ?? 0,
+        frameWidth: s.frameWidth ?? 0,
+        frameHeight: s.frameHeight ?? 0,
       });
     });
     return out;

@@ -1,0 +1,118 @@
+// Simulcast in Chromium: the camera goes out in three layers (RTP stream IDs q, h, f); the SFU
+// sends a receiver the layer that fits its tile — a small tile gets the low layer (the decoded
+// frame shrinks, read from getStats), a large one the high layer again — and a hidden tile no
+// video at all. Layers nobody receives are paused at the publisher (dynacast), and resumed
+// when someone needs them.
+import { adminToken, apiCall, assert, assertNoPageErrors, expectVideoFrom, inboundMedia, joinAsGuest, openBrowser, scenario, screenshot, step, waitFor } from './lib.mjs';
+
+/** The decoded size of `track` on `page` once it settles on a height passing `ok`. */
+async function receivedSize(page, track, ok, what) {
+  const deadline = Date.now() + 20_000;
+  let last = null;
+  while (Date.now() < deadline) {
+    const stream = (await inboundMedia(page)).find((s) => s.kind === 'video' && s.track === track);
+    if (stream) {
+      if (last && ok(stream.frameHeight) && stream.framesDecoded > last.framesDecoded + 5 && ok(last.frameHeight)) return stream;
+      last = stream;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 400));
+  }
+  throw new Error(`${what}: the received frame never settled (last: ${JSON.stringify(last)})`);
+}
+
+/** Frames decoded of `track` on `page` now. */
+async function framesOf(page, track) {
+  return (await inboundMedia(page)).find((s) => s.kind === 'video' && s.track === track)?.framesDecoded ?? 0;
+}
+
+/** What the publisher's camera sender encodes: `{rid: {active, framesEncoded, frameHeight}}`. */
+async function sentLayers(page) {
+  return page.evaluate(async () => {
+    const pc = window.__conclave.session.publisher;
+    const sender = pc.getSenders().find((s) => s.track?.kind === 'video');
+    const active = Object.fromEntries(sender.getParameters().encodings.map((e) => [e.rid, e.active]));
+    const out = {};
+    (await sender.getStats()).forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.rid) out[s.rid] = { active: active[s.rid], framesEncoded: s.framesEncoded ?? 0, frameHeight: s.frameHeight ?? 0 };
+    });
+    return out;
+  });
+}
+
+scenario('simulcast follows the receiver’s tiles', async () => {
+  const admin = await adminToken();
+  const conference = await step('an ad hoc conference', async () => {
+    const answer = await apiCall('POST', '/conferences/adhoc', { topic: 'Simulcast' }, admin);
+    assert.equal(answer.status, 201, JSON.stringify(answer.body));
+    return answer.body;
+  });
+  // The portal asks for 1280×720, which Chromium's fake camera gives: layers of 320×180,
+  // 640×360 and 1280×720.
+  const p = await openBrowser('publisher');
+  const r = await openBrowser('receiver', { viewport: { width: 1600, height: 1000 } });
+
+  await step('Paula publishes her camera in three layers', async () => {
+    await joinAsGuest(p.page, conference, 'Paula');
+    await joinAsGuest(r.page, conference, 'Rick');
+    await waitFor(
+      p.page,
+      async () => {
+        const pc = window.__conclave?.session.publisher;
+        const sender = pc?.getSenders().find((s) => s.track?.kind === 'video');
+        if (!sender) return false;
+        const rids = [];
+        (await sender.getStats()).forEach((s) => s.type === 'outbound-rtp' && s.rid && (s.framesEncoded ?? 0) > 0 && rids.push(s.rid));
+        return rids.length >= 2;
+      },
+      undefined,
+      { what: 'simulcast layers being encoded', timeout: 20_000 },
+    );
+  });
+
+  const track = await expectVideoFrom(r.page, 'Paula');
+  const full = await step('Rick’s large tile gets the high layer', async () => {
+    const layers = await sentLayers(p.page);
+    const highest = Math.max(...Object.values(layers).map((l) => l.frameHeight));
+    const size = await receivedSize(r.page, track, (h) => h === highest, 'the large tile');
+    await screenshot(r.page, '01-large-tile');
+    return size;
+  });
+
+  await step('a small tile gets the low layer: the decoded frame shrinks', async () => {
+    await r.page.addStyleTag({ content: `figure[data-view="${track}"] { width: 120px !important; height: 68px !important; max-width: 120px !important; max-height: 68px !important; flex: none !important; }` });
+    const small = await receivedSize(r.page, track, (h) => h > 0 && h <= full.frameHeight / 4 + 8, 'the small tile');
+    assert.ok(small.frameHeight < full.frameHeight, `${JSON.stringify(small)} vs ${JSON.stringify(full)}`);
+    await screenshot(r.page, '02-small-tile');
+  });
+
+  await step('the layers nobody receives are paused at Paula’s browser', async () => {
+    await waitFor(
+      p.page,
+      () => {
+        const sender = window.__conclave.session.publisher.getSenders().find((s) => s.track?.kind === 'video');
+        const encodings = sender.getParameters().encodings;
+        return encodings.find((e) => e.rid === 'f')?.active === false && encodings.find((e) => e.rid === 'q')?.active !== false;
+      },
+      undefined,
+      { what: 'the high layer paused', timeout: 15_000 },
+    );
+  });
+
+  await step('a hidden tile gets no video', async () => {
+    await r.page.addStyleTag({ content: `figure[data-view="${track}"] { display: none !important; }` });
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const before = await framesOf(r.page, track);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.equal(await framesOf(r.page, track), before, 'frames still decoded for a hidden tile');
+  });
+
+  await step('shown large again: the high layer is resumed at Paula’s and reaches Rick', async () => {
+    await r.page.evaluate(() => document.querySelectorAll('style').forEach((s) => s.textContent.includes('data-view') && s.remove()));
+    await receivedSize(r.page, track, (h) => h === full.frameHeight, 'the large tile again');
+    const layers = await sentLayers(p.page);
+    assert.notEqual(layers.f?.active, false, JSON.stringify(layers));
+    await screenshot(r.page, '03-large-again');
+  });
+
+  assertNoPageErrors([p, r]);
+});
