@@ -189,6 +189,7 @@ impl RoomHandle {
                     budget = ?budget.bps,
                     ?current,
                     ?targets,
+                    layers = ?wanted.iter().map(|w| w.layers).collect::<Vec<_>>(),
                     "layers chosen"
                 );
             }

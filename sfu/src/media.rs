@@ -731,6 +731,8 @@ struct Layer {
     paused: bool,
     /// Until when someone needs it (dynacast).
     needed_until: Option<Instant>,
+    /// When the publisher was told to send it again: it may take a moment to come back.
+    resumed_at: Option<Instant>,
 }
 
 /// The publisher's layers and what the SFU measured of them.
@@ -937,14 +939,23 @@ impl Forwarder {
                 };
             }
             layer.bytes = 0;
-            let flowing = layer
-                .last_packet
-                .is_some_and(|at| now.saturating_duration_since(at) < STALLED_AFTER);
+            let recent = |at: Option<Instant>| {
+                at.is_some_and(|at| now.saturating_duration_since(at) < STALLED_AFTER)
+            };
             *state = LayerState {
-                available: layer.ssrc.is_some() && (flowing || layer.paused),
+                available: layer.ssrc.is_some()
+                    && (recent(layer.last_packet) || layer.paused || recent(layer.resumed_at)),
                 bitrate: layer.bitrate,
                 height: layer.height,
             };
+        }
+        // Nothing flows (a camera turned off, a publisher that stopped every layer): every
+        // layer it has counts, so subscribers keep their choice and switch to it as soon as
+        // media comes back, instead of being dropped for a stall.
+        if states.iter().all(|s| !s.available) {
+            for (layer, state) in layers.layers.iter().zip(states.iter_mut()) {
+                state.available = layer.ssrc.is_some();
+            }
         }
         states
     }
@@ -1047,6 +1058,9 @@ impl Forwarder {
             let send = layer.needed_until.is_some_and(|until| until > now);
             if send == layer.paused {
                 layer.paused = !send;
+                if send {
+                    layer.resumed_at = Some(now);
+                }
                 changed = true;
             }
         }

@@ -269,7 +269,8 @@ describe('the meeting session', () => {
     expect(map.get('t2')?.id).toBe('receiver-1');
   });
 
-  it('sends the camera in three simulcast layers and pauses the ones the SFU says nobody receives', async () => {
+  it('sends the camera in three simulcast layers (opted in) and pauses the ones the SFU says nobody receives', async () => {
+    localStorage.setItem('conclave.simulcast', 'on');
     const { session } = start();
     await flush();
     const ws = FakeSocket.all[0];
@@ -292,6 +293,18 @@ describe('the meeting session', () => {
     // Tile views go to the SFU, and again after a reconnect.
     expect(session.viewTracks([{ track: 't9', visible: false, width: 0, height: 0 }])).toBe(true);
     expect(ws.sent.at(-1)).toEqual({ type: 'viewTracks', views: [{ track: 't9', visible: false, width: 0, height: 0 }] });
+    localStorage.removeItem('conclave.simulcast');
+  });
+
+  it('sends the camera in one layer unless simulcast is opted in', async () => {
+    start();
+    await flush();
+    const ws = FakeSocket.all[0];
+    ws.open();
+    ws.receive(joined);
+    await flush();
+    const [publisher] = FakePeer.all;
+    expect((publisher.senders[1] as unknown as { encodings?: unknown }).encodings).toBeUndefined();
   });
 
   it('mutes the microphone by the track ID it published', async () => {

@@ -85,6 +85,20 @@ export const SIMULCAST_ENCODINGS: RTCRtpEncodingParameters[] = [
 
 const RID_OF_LAYER: Record<VideoLayer, string> = { low: 'q', medium: 'h', high: 'f' };
 
+/**
+ * Whether the camera goes out in simulcast: opt-in for now (`localStorage['conclave.simulcast']
+ * = 'on'`), because the SFU's media stack loses a simulcast publisher's streams when that
+ * publisher's connection is negotiated again (sharing the screen, adding a camera later);
+ * docs/sfu.md, "Known gaps".
+ */
+export function simulcastCamera(): boolean {
+  try {
+    return globalThis.localStorage?.getItem('conclave.simulcast') === 'on';
+  } catch {
+    return false;
+  }
+}
+
 export class MeetingSession {
   private options: SessionOptions;
   private ticket: JoinResponse;
@@ -470,16 +484,17 @@ export class MeetingSession {
   }
 
   /**
-   * Adds a track to the publisher connection; the next offer announces it. The camera goes in
-   * three simulcast layers (docs/sfu.md): the SFU sends each receiver the one that suits its
-   * link and tile, and asks us to pause layers nobody receives (`layersWanted`).
+   * Adds a track to the publisher connection; the next offer announces it. With simulcast
+   * (`simulcastCamera()`) the camera goes in three layers (docs/sfu.md): the SFU sends each
+   * receiver the one that suits its link and tile, and asks us to pause layers nobody receives
+   * (`layersWanted`).
    */
   private addPublished(source: TrackSource, track: MediaStreamTrack): void {
     const pc = this.publisher;
     if (!pc) return;
     const streams = [new MediaStream([track])];
     const sender =
-      source === 'camera'
+      source === 'camera' && simulcastCamera()
         ? pc.addTransceiver(track, { direction: 'sendonly', streams, sendEncodings: SIMULCAST_ENCODINGS.map((e) => ({ ...e })) }).sender
         : pc.addTrack(track, ...streams);
     this.published.set(source, { source, sender, trackId: null });
