@@ -365,6 +365,22 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Busy seconds (everything but idle and iowait) of core `cpu` so far, whoever ran there.
+fn core_busy_seconds(cpu: usize, ticks: f64) -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let name = format!("cpu{cpu}");
+    let fields: Vec<f64> = stat
+        .lines()
+        .find_map(|l| l.strip_prefix(&name).filter(|rest| rest.starts_with(' ')))
+        .with_context(|| format!("{name} in /proc/stat"))?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: f64 = fields.iter().take(8).sum::<f64>() - fields[3] - fields[4];
+    Ok(busy / ticks)
+}
+
 fn clock_ticks() -> Result<f64> {
     let out = Command::new("getconf").arg("CLK_TCK").output()?;
     Ok(String::from_utf8(out.stdout)?.trim().parse()?)
@@ -394,6 +410,19 @@ impl Scenario {
             },
             keyframe_every: None,
         }
+    }
+
+    /// Packets per second the publishers should send: Opus every 20 ms, VP8 30 frames a
+    /// second of `video_bps / 240` bytes in packets of at most 1100 bytes (loadgen's
+    /// generator), without the keyframes asked for.
+    fn nominal_packets_per_second(self, n: usize) -> f64 {
+        let frame = self.plan().video_bps as usize / 8 / 30;
+        let per_publisher = 50 + 30 * frame.div_ceil(1100).max(1);
+        let publishers = match self {
+            Self::Fanout => 1,
+            Self::Mesh => n,
+        };
+        (publishers * per_publisher) as f64
     }
 
     fn participants(self, n: usize) -> usize {
@@ -568,6 +597,11 @@ struct Step {
     seconds: f64,
     server_cores: f64,
     generator_cores: f64,
+    /// What else ran on the server's and the generator's cores, in cores.
+    others_on_server_core: f64,
+    others_on_generator_core: f64,
+    sent_per_second: f64,
+    nominal_sent_per_second: f64,
     packets_per_cpu_second: Option<f64>,
     e2e_p50_ms: Option<f64>,
     e2e_p99_ms: Option<f64>,
@@ -602,6 +636,10 @@ impl Step {
             "serverCores": self.server_cores,
             "generatorCores": self.generator_cores,
             "generatorSaturated": self.generator_saturated(),
+            "otherProcessesOnServerCore": self.others_on_server_core,
+            "otherProcessesOnGeneratorCore": self.others_on_generator_core,
+            "publishedPacketsPerSecond": self.sent_per_second,
+            "nominalPublishedPacketsPerSecond": self.nominal_sent_per_second,
             "endToEndLatencyMs": {"p50": self.e2e_p50_ms, "p99": self.e2e_p99_ms},
             "serverForwardingLatencyMs": {"p50": self.server_p50_ms, "p99": self.server_p99_ms},
             "serverRssKiB": self.rss_kib,
@@ -639,6 +677,8 @@ struct Sample {
     at: Instant,
     server_cpu: f64,
     generator_cpu: f64,
+    server_core_busy: f64,
+    generator_core_busy: f64,
     sent: u64,
     received: u64,
     metrics: Option<Metrics>,
@@ -649,6 +689,8 @@ async fn sample(server: &Server, load: &Load, ticks: f64) -> Result<Sample> {
         at: Instant::now(),
         server_cpu: cpu_seconds(server.pid(), ticks)?,
         generator_cpu: cpu_seconds(std::process::id(), ticks)?,
+        server_core_busy: core_busy_seconds(SERVER_CPU, ticks)?,
+        generator_core_busy: core_busy_seconds(GENERATOR_CPU, ticks)?,
         sent: load.sent(),
         received: support::received_packets(&load.receipts()),
         metrics: server.metrics().await?,
@@ -724,10 +766,35 @@ async fn step(
             .and_then(|(a, b)| a.latency_quantile(b, q))
             .map(|s| s * 1000.0)
     };
+    let server_cores = server_cpu / seconds;
+    // `perf` (when recording) runs on the generator's core too; it is counted as other.
+    let others_on_server_core =
+        ((after.server_core_busy - before.server_core_busy) / seconds - server_cores).max(0.0);
+    let others_on_generator_core =
+        ((after.generator_core_busy - before.generator_core_busy) / seconds - generator_cores)
+            .max(0.0);
+    let sent_per_second = (after.sent - before.sent) as f64 / seconds;
+    let nominal_sent_per_second = scenario.nominal_packets_per_second(n);
     if generator_cores >= SATURATED {
         notes.push(format!(
             "load generator saturated ({generator_cores:.2} of its core)"
         ));
+    }
+    if sent_per_second < 0.95 * nominal_sent_per_second {
+        notes.push(format!(
+            "publishers sent {:.0} % of their nominal rate (the generator falls behind)",
+            100.0 * sent_per_second / nominal_sent_per_second
+        ));
+    }
+    for (others, core) in [
+        (others_on_server_core, "server's"),
+        (others_on_generator_core, "generator's"),
+    ] {
+        if others >= 0.1 {
+            notes.push(format!(
+                "other processes took {others:.2} of the {core} core"
+            ));
+        }
     }
     let step = Step {
         n,
@@ -735,8 +802,12 @@ async fn step(
         loss,
         forwarded,
         seconds,
-        server_cores: server_cpu / seconds,
+        server_cores,
         generator_cores,
+        others_on_server_core,
+        others_on_generator_core,
+        sent_per_second,
+        nominal_sent_per_second,
         packets_per_cpu_second: (server_cpu > 0.0).then(|| forwarded as f64 / server_cpu),
         e2e_p50_ms: percentile(&e2e, 0.5),
         e2e_p99_ms: percentile(&e2e, 0.99),
@@ -849,7 +920,7 @@ async fn climb(kind: Kind, scenario: Scenario, knobs: &Knobs) -> Ladder {
 fn table(results: &[(Kind, Scenario, Ladder)]) -> String {
     let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
     let mut out = String::from(
-        "| server | scenario | knee (largest N < 1 % loss) | forwarded packets per server CPU-second | server cores at knee | loss at knee | e2e latency p50 / p99, half knee | e2e latency p50 / p99, knee | RSS per participant at knee | generator cores at knee | past the knee |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| server | scenario | knee (largest N < 1 % loss) | forwarded packets per server CPU-second | server cores at knee | loss at knee | e2e latency p50 / p99, half knee | e2e latency p50 / p99, knee | RSS per participant at knee | generator cores at knee | past the knee | notes at knee |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (kind, scenario, ladder) in results {
         let knee = ladder.at(ladder.knee);
@@ -873,7 +944,7 @@ fn table(results: &[(Kind, Scenario, Ladder)]) -> String {
                 )
             });
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             kind.name(),
             scenario.name(),
             ladder.knee.map_or("none".into(), |n| n.to_string()),
@@ -899,6 +970,7 @@ fn table(results: &[(Kind, Scenario, Ladder)]) -> String {
             )),
             knee.map_or("-".into(), |s| format!("{:.2}", s.generator_cores)),
             past,
+            knee.map_or(String::new(), |s| s.notes.join("; ")),
         ));
     }
     out
