@@ -603,6 +603,8 @@ struct Step {
     sent_per_second: f64,
     nominal_sent_per_second: f64,
     packets_per_cpu_second: Option<f64>,
+    /// `perf stat` counts per forwarded packet, when recorded.
+    per_packet: Vec<(String, f64)>,
     e2e_p50_ms: Option<f64>,
     e2e_p99_ms: Option<f64>,
     server_p50_ms: Option<f64>,
@@ -633,6 +635,7 @@ impl Step {
             "windowSeconds": self.seconds,
             "forwardedPacketsPerSecond": self.forwarded as f64 / self.seconds,
             "forwardedPacketsPerServerCpuSecond": self.packets_per_cpu_second,
+            "perfCountsPerForwardedPacket": self.per_packet.iter().map(|(event, count)| (event.clone(), json!(count))).collect::<serde_json::Map<String, Value>>(),
             "serverCores": self.server_cores,
             "generatorCores": self.generator_cores,
             "generatorSaturated": self.generator_saturated(),
@@ -697,20 +700,61 @@ async fn sample(server: &Server, load: &Load, ticks: f64) -> Result<Sample> {
     })
 }
 
-/// `perf record` of the server process for `window`, into `folder`.
-fn perf(folder: &Path, name: &str, pid: u32, window: Duration) -> Result<Child> {
+/// What `perf stat` counts in the server process during a recorded window.
+const PERF_EVENTS: &[&str] = &[
+    "raw_syscalls:sys_enter",
+    "context-switches",
+    "syscalls:sys_enter_sendmsg",
+    "syscalls:sys_enter_sendmmsg",
+    "syscalls:sys_enter_sendto",
+    "syscalls:sys_enter_recvmsg",
+    "syscalls:sys_enter_recvmmsg",
+    "syscalls:sys_enter_recvfrom",
+    "syscalls:sys_enter_epoll_wait",
+    "syscalls:sys_enter_futex",
+];
+
+/// `perf record` (call graphs) and `perf stat` (syscalls, context switches) of the server
+/// process for `window`, into `folder`.
+fn perf(folder: &Path, name: &str, pid: u32, window: Duration) -> Result<[Child; 2]> {
     std::fs::create_dir_all(folder)?;
-    Command::new("perf")
-        .args(["record", "--call-graph", "dwarf,32768", "-F", "400", "-p"])
-        .arg(pid.to_string())
-        .arg("-o")
-        .arg(folder.join(format!("{name}.data")))
-        .args(["--", "sleep"])
-        .arg(window.as_secs_f64().to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("perf (Debian linux-perf) for CONCLAVE_BENCH_PERF")
+    let perf = |args: &[&str], out: PathBuf| {
+        Command::new("perf")
+            .args(args)
+            .arg("-p")
+            .arg(pid.to_string())
+            .arg("-o")
+            .arg(out)
+            .args(["--", "sleep"])
+            .arg(window.as_secs_f64().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("perf (Debian linux-perf) for CONCLAVE_BENCH_PERF")
+    };
+    let events = PERF_EVENTS.join(",");
+    Ok([
+        perf(
+            &["record", "--call-graph", "dwarf,32768", "-F", "400"],
+            folder.join(format!("{name}.data")),
+        )?,
+        perf(
+            &["stat", "-x", ",", "-e", &events],
+            folder.join(format!("{name}.stat")),
+        )?,
+    ])
+}
+
+/// The counts of a `perf stat -x ,` output, by event.
+fn perf_counts(path: &Path) -> Vec<(String, f64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            Some((fields.get(2)?.to_string(), fields.first()?.parse().ok()?))
+        })
+        .collect()
 }
 
 async fn step(
@@ -732,19 +776,17 @@ async fn step(
     // Let the joins' keyframes and retransmissions pass before measuring steady state.
     tokio::time::sleep(Duration::from_secs(1)).await;
     support::clear_latencies(&load.receipts());
+    let name = format!("{}-{}-{n}", kind.name(), scenario.name());
     let recording = knobs
         .perf
         .as_deref()
-        .map(|folder| {
-            let name = format!("{}-{}-{n}", kind.name(), scenario.name());
-            perf(folder, &name, server.pid(), window)
-        })
+        .map(|folder| perf(folder, &name, server.pid(), window))
         .transpose()?;
     let before = sample(&server, &load, knobs.ticks).await?;
     tokio::time::sleep(window).await;
     let after = sample(&server, &load, knobs.ticks).await?;
-    if let Some(mut recording) = recording {
-        recording.wait()?;
+    for mut perf in recording.into_iter().flatten() {
+        perf.wait()?;
     }
     let rss_kib = rss_kib(server.pid());
     let seconds = after.at.duration_since(before.at).as_secs_f64();
@@ -755,6 +797,14 @@ async fn step(
     } else {
         (1.0 - forwarded as f64 / expected as f64).max(0.0)
     };
+    let per_packet = knobs
+        .perf
+        .as_deref()
+        .map(|folder| perf_counts(&folder.join(format!("{name}.stat"))))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(event, count)| (event, count / forwarded.max(1) as f64))
+        .collect();
     let server_cpu = after.server_cpu - before.server_cpu;
     let generator_cores = (after.generator_cpu - before.generator_cpu) / seconds;
     let e2e = support::latencies(&load.receipts());
@@ -809,6 +859,7 @@ async fn step(
         sent_per_second,
         nominal_sent_per_second,
         packets_per_cpu_second: (server_cpu > 0.0).then(|| forwarded as f64 / server_cpu),
+        per_packet,
         e2e_p50_ms: percentile(&e2e, 0.5),
         e2e_p99_ms: percentile(&e2e, 0.99),
         server_p50_ms: quantile(0.5),
