@@ -223,7 +223,9 @@ impl Handle {
 
     /// Waits until Janus says the handle's peer connection is up (ICE and DTLS done).
     async fn webrtc_up(&mut self) -> Result<()> {
-        self.wait(|event| event["janus"] == "webrtcup").await?;
+        self.wait(|event| event["janus"] == "webrtcup")
+            .await
+            .context("waiting for Janus' side of the connection to come up (webrtcup)")?;
         Ok(())
     }
 

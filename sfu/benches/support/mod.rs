@@ -337,6 +337,14 @@ pub fn received_packets(receipts: &[&Receipts]) -> u64 {
         .sum()
 }
 
+/// Sequence gaps (packets that never came) seen by all of `receipts`.
+pub fn lost_packets(receipts: &[&Receipts]) -> u64 {
+    receipts
+        .iter()
+        .flat_map(|r| r.lock().values().map(|r| r.lost).collect::<Vec<_>>())
+        .sum()
+}
+
 /// Waits until every one of `receipts` receives `tracks` tracks, video with a keyframe.
 pub async fn wait_flowing(receipts: &[&Receipts], tracks: usize, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
