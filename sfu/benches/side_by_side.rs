@@ -550,8 +550,10 @@ async fn janus_load(janus: &JanusProcess, scenario: Scenario, n: usize) -> Resul
             vec![Publisher::publish(&session, JANUS_ROOM, local, scenario.plan()).await?]
         }
         Scenario::Mesh => {
-            all(n, |_| async move {
-                Publisher::publish(session_ref, JANUS_ROOM, local, scenario.plan()).await
+            all(n, |i| async move {
+                Publisher::publish(session_ref, JANUS_ROOM, local, scenario.plan())
+                    .await
+                    .with_context(|| format!("publisher {i}"))
             })
             .await?
         }
@@ -568,7 +570,9 @@ async fn janus_load(janus: &JanusProcess, scenario: Scenario, n: usize) -> Resul
                 .map(|(_, &feed)| feed)
                 .collect(),
         };
-        Subscriber::subscribe(session_ref, JANUS_ROOM, &wanted, local).await
+        Subscriber::subscribe(session_ref, JANUS_ROOM, &wanted, local)
+            .await
+            .with_context(|| format!("subscriber {i}"))
     })
     .await?;
     Ok(Load {
@@ -777,7 +781,9 @@ async fn step(
     let server = Server::start(kind, knobs.janus_event_loops).await?;
     let load = match &server {
         Server::Conclave(sfu) => conclave_load(sfu, scenario, n).await?,
-        Server::Janus(janus) => janus_load(janus, scenario, n).await?,
+        Server::Janus(janus) => janus_load(janus, scenario, n)
+            .await
+            .map_err(|err| err.context(format!("janus.log ends: {}", janus.log_tail())))?,
     };
     let mut notes = Vec::new();
     if !support::wait_flowing(&load.receipts(), load.tracks, Duration::from_secs(30)).await {
@@ -945,7 +951,7 @@ async fn climb(kind: Kind, scenario: Scenario, knobs: &Knobs) -> Ladder {
             "CONCLAVE_BENCH_FANOUT",
             &[25, 50, 100, 150, 200, 250, 300, 400],
         ),
-        Scenario::Mesh => ladder("CONCLAVE_BENCH_MESH", &[4, 8, 12, 16, 20, 24, 32]),
+        Scenario::Mesh => ladder("CONCLAVE_BENCH_MESH", &[4, 8, 12, 14, 15, 16, 20, 24]),
     };
     let started = Instant::now();
     let mut result = Ladder {
