@@ -465,11 +465,15 @@ impl Load {
     }
 
     async fn leave(self) {
-        match self.members {
-            Members::Conclave(clients) => {
-                futures::future::join_all(clients.into_iter().map(Client::leave)).await;
-            }
-            Members::Janus(session, publishers, subscribers) => {
+        self.members.leave().await;
+    }
+}
+
+impl Members {
+    async fn leave(self) {
+        match self {
+            Self::Conclave(clients) => leave_all(clients).await,
+            Self::Janus(session, publishers, subscribers) => {
                 futures::future::join_all(subscribers.into_iter().map(Subscriber::close)).await;
                 futures::future::join_all(publishers.into_iter().map(Publisher::close)).await;
                 session.destroy().await;
@@ -478,17 +482,38 @@ impl Load {
     }
 }
 
-/// Runs `make(i)` for `0..count`, [`SETUP_CONCURRENCY`] at a time, in order.
-async fn all<T, F>(count: usize, make: impl Fn(usize) -> F) -> Result<Vec<T>>
+/// Runs `make(i)` for `0..count`, [`SETUP_CONCURRENCY`] at a time, in order: every
+/// participant made, or the first error and those made (to be closed: a webrtc-rs peer
+/// connection that is only dropped keeps its tasks running in the generator).
+async fn all<T, F>(
+    count: usize,
+    make: impl Fn(usize) -> F,
+) -> std::result::Result<Vec<T>, (anyhow::Error, Vec<T>)>
 where
     F: std::future::Future<Output = Result<T>>,
 {
-    futures::stream::iter((0..count).map(make))
+    let results: Vec<Result<T>> = futures::stream::iter((0..count).map(make))
         .buffered(SETUP_CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
         .collect()
+        .await;
+    let mut made = Vec::new();
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(item) => made.push(item),
+            Err(err) => {
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+    match first_error {
+        None => Ok(made),
+        Some(err) => Err((err, made)),
+    }
+}
+
+async fn leave_all(clients: Vec<Client>) {
+    futures::future::join_all(clients.into_iter().map(Client::leave)).await;
 }
 
 async fn conclave_load(sfu: &SfuProcess, scenario: Scenario, n: usize) -> Result<Load> {
@@ -498,26 +523,46 @@ async fn conclave_load(sfu: &SfuProcess, scenario: Scenario, n: usize) -> Result
         conference: ConferenceId::from(format!("{}-{n}", scenario.name()).as_str()),
     };
     let sources = [TrackSource::Microphone, TrackSource::Camera];
+    let room = &room;
     let clients = match scenario {
         Scenario::Fanout => {
             let publisher = room.join("publisher", true).await?;
-            publisher.publish(&sources, scenario.plan()).await?;
-            let room = &room;
-            let mut clients = all(n, |i| async move {
+            if let Err(err) = publisher.publish(&sources, scenario.plan()).await {
+                publisher.leave().await;
+                return Err(err);
+            }
+            let made = all(n, |i| async move {
                 room.join(&format!("subscriber{i}"), false).await
             })
-            .await?;
+            .await;
+            let mut clients = match made {
+                Ok(clients) => clients,
+                Err((err, made)) => {
+                    leave_all(made).await;
+                    publisher.leave().await;
+                    return Err(err);
+                }
+            };
             clients.insert(0, publisher);
             clients
         }
         Scenario::Mesh => {
-            let room = &room;
-            let clients = all(n, |i| async move {
+            let clients = match all(n, |i| async move {
                 room.join(&format!("member{i}"), i == 0).await
             })
-            .await?;
+            .await
+            {
+                Ok(clients) => clients,
+                Err((err, made)) => {
+                    leave_all(made).await;
+                    return Err(err);
+                }
+            };
             for client in &clients {
-                client.publish(&sources, scenario.plan()).await?;
+                if let Err(err) = client.publish(&sources, scenario.plan()).await {
+                    leave_all(clients).await;
+                    return Err(err);
+                }
             }
             clients
         }
@@ -546,21 +591,29 @@ async fn janus_load(janus: &JanusProcess, scenario: Scenario, n: usize) -> Resul
     let local = SocketAddr::new(IpAddr::V4(JANUS_IP), 0);
     let session_ref = &session;
     let publishers = match scenario {
-        Scenario::Fanout => {
-            vec![Publisher::publish(&session, JANUS_ROOM, local, scenario.plan()).await?]
-        }
+        Scenario::Fanout => Publisher::publish(&session, JANUS_ROOM, local, scenario.plan())
+            .await
+            .map(|publisher| vec![publisher])
+            .map_err(|err| (err, Vec::new())),
         Scenario::Mesh => {
             all(n, |i| async move {
                 Publisher::publish(session_ref, JANUS_ROOM, local, scenario.plan())
                     .await
                     .with_context(|| format!("publisher {i}"))
             })
-            .await?
+            .await
+        }
+    };
+    let publishers = match publishers {
+        Ok(publishers) => publishers,
+        Err((err, made)) => {
+            Members::Janus(session, made, Vec::new()).leave().await;
+            return Err(err);
         }
     };
     let feeds: Vec<u64> = publishers.iter().map(|p| p.feed).collect();
     let feeds = &feeds;
-    let subscribers = all(n, |i| async move {
+    let made = all(n, |i| async move {
         let wanted: Vec<u64> = match scenario {
             Scenario::Fanout => feeds.clone(),
             Scenario::Mesh => feeds
@@ -574,7 +627,14 @@ async fn janus_load(janus: &JanusProcess, scenario: Scenario, n: usize) -> Resul
             .await
             .with_context(|| format!("subscriber {i}"))
     })
-    .await?;
+    .await;
+    let subscribers = match made {
+        Ok(subscribers) => subscribers,
+        Err((err, made)) => {
+            Members::Janus(session, publishers, made).leave().await;
+            return Err(err);
+        }
+    };
     Ok(Load {
         sent: publishers.iter().map(|p| Arc::clone(&p.sent)).collect(),
         receipts: subscribers
