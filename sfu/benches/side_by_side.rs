@@ -223,6 +223,7 @@ impl JanusProcess {
 	events_folder = "{folder}/events"
 	loggers_folder = "{folder}/loggers"
 	debug_level = 3
+	debug_colors = false
 	session_timeout = 0
 	{loops}
 }}
@@ -1128,7 +1129,9 @@ fn machine() -> Value {
         });
     json!({
         "cpu": cpu,
-        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        // This process is pinned to one core, so `available_parallelism` would say 1.
+        "cores": std::fs::read_to_string("/proc/cpuinfo")
+            .map_or(0, |info| info.lines().filter(|l| l.starts_with("processor")).count()),
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|k| k.trim().to_owned()),
         "janus": output("dpkg-query", &["-W", "-f=${Version}", "janus"]),
         "conclaveCommit": output("git", &["rev-parse", "--short", "HEAD"]),
