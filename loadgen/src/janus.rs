@@ -34,7 +34,10 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 
-use super::{Connected, MediaPlan, ReceivedMap, Sinks, Transport, generate, peer};
+use super::{
+    Connected, Generator, Layer, MediaPlan, ReceivedMap, Sinks, Transport, generate, peer,
+    watch_keyframe_requests,
+};
 
 /// How long a request's event may take (a subscription's offer, a publisher's answer).
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -280,6 +283,7 @@ async fn janus_peer(
 fn new_sinks() -> Sinks {
     Sinks {
         received: Arc::default(),
+        remotes: Arc::default(),
         failed: Arc::new(AtomicBool::new(false)),
         first_packet: Connected::default(),
     }
@@ -399,15 +403,32 @@ impl Publisher {
         peer.set_remote_description(RTCSessionDescription::answer(answer.to_owned())?)
             .await?;
         for (track, ssrc, video) in tracks {
-            tokio::spawn(generate(
-                track,
-                ssrc,
-                video,
-                plan,
-                Arc::clone(&sent),
+            let keyframe_wanted = Arc::new(AtomicBool::new(true));
+            watch_keyframe_requests(
+                Arc::clone(&track),
+                vec![(ssrc, Arc::clone(&keyframe_wanted))],
                 Arc::clone(&keyframe_requests),
-                Arc::clone(&stop),
-            ));
+            );
+            // One layer, no simulcast, no audio-level extension: what `Client::publish` sends
+            // without `MediaPlan::simulcast`.
+            tokio::spawn(generate(Generator {
+                track,
+                video,
+                layer: Layer {
+                    ssrc,
+                    index: None,
+                    bps: plan.video_bps,
+                    size: (640, 480),
+                },
+                plan,
+                keyframe_wanted,
+                paused: Arc::default(),
+                extensions: Arc::default(),
+                audio_level_id: Arc::default(),
+                speech: Arc::default(),
+                sent: Arc::clone(&sent),
+                stop: Arc::clone(&stop),
+            }));
         }
         handle.webrtc_up().await?;
         Ok(Self {

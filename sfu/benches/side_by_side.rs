@@ -413,6 +413,7 @@ impl Scenario {
                 Self::Fanout => FANOUT_VIDEO_BPS,
                 Self::Mesh => MESH_VIDEO_BPS,
             },
+            simulcast: false,
             keyframe_every: None,
         }
     }

@@ -39,6 +39,9 @@ pub fn serve_sfu() -> Result<()> {
             },
         );
         config.room_max_participants = 500;
+        // Every subscriber gets every track, as in Janus' VideoRoom: no room counts as large
+        // (where only the last speakers' microphones are forwarded).
+        config.limits.large_room_size = 0;
         config.max_participants = 1000;
         let registry = prometheus::Registry::new();
         let state = sfu::SfuState::new(&config, Arc::new(sfu::LogReporter), &registry)?;
