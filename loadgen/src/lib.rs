@@ -9,6 +9,7 @@
 //! - [`netns`]: re-executes a test inside a network namespace that has only `lo`.
 
 pub mod attendee;
+pub mod janus;
 pub mod netns;
 
 pub use attendee::{Attendee, AttendeeOptions, Connection, Ended};
