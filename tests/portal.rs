@@ -168,6 +168,14 @@ fn chromium_and_firefox_participants_see_and_hear_each_other() {
     firefox_scenario("mixed-meeting", "47500-47599");
 }
 
+/// Join → first frame (a benchmark, not a timed test): the time from "Join now" to the first
+/// decoded frame of a remote camera, median of several joins, written to
+/// `join-first-frame.json` (artifacts, and `$CARGO_TARGET_DIR/bench-results/`).
+#[test]
+fn join_to_first_frame_is_measured() {
+    scenario("join-latency", "48100-48199");
+}
+
 /// Simulcast in Chromium: the camera goes out in three layers; a small tile receives the low
 /// layer (smaller decoded frames in getStats), a hidden one no video, a large one the high layer;
 /// layers nobody receives are paused at the publisher and resumed when needed.
