@@ -37,10 +37,13 @@ use tracing::{debug, trace, warn};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
+    configure_twcc_receiver_only,
+};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
     RTCIceConnectionState, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    register_default_interceptors,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -223,9 +226,19 @@ pub async fn add_first_video(
 }
 
 /// Opus, VP8 and H.264 (with RTX for the video codecs), the audio-level extension, and the
-/// default interceptors: NACK generator and responder, sender and receiver reports, TWCC
-/// feedback to publishers.
-fn media_engine() -> Result<(MediaEngine, Registry), MediaError> {
+/// interceptors: NACK generator and responder, TWCC feedback to publishers, the simulcast header
+/// extensions (`mid`, `rid`), and — on subscriber connections only — sender and receiver
+/// reports.
+///
+/// A publisher connection sends no receiver reports. Browsers put the `mid` and `rid` header
+/// extensions on a simulcast stream's packets only until a receiver report acknowledges its
+/// SSRC, and webrtc-rs 0.21 forgets which SSRC carries which RTP stream ID whenever the
+/// publisher's connection is negotiated again (it rebuilds the receive codings from the new
+/// offer): without the extensions it could never bind the stream again, and a publisher that
+/// starts or stops sharing its screen would lose its camera. Unacknowledged, browsers keep the
+/// extensions on every packet (a few bytes), and the streams bind again at their next packet.
+/// Publishers lose nothing they need: their congestion control runs on TWCC feedback.
+fn media_engine(target: PeerTarget) -> Result<(MediaEngine, Registry), MediaError> {
     let mut engine = MediaEngine::default();
     engine.register_codec(
         codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111),
@@ -241,9 +254,17 @@ fn media_engine() -> Result<(MediaEngine, Registry), MediaError> {
         RtpCodecKind::Audio,
         None,
     )?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)?
-        .with(Slot::from(FEEDBACK_SLOT), FeedbackToApplication::default());
-    Ok((engine, registry))
+    let registry = configure_nack(Registry::new(), &mut engine);
+    configure_simulcast_extension_headers(&mut engine)?;
+    let registry = configure_twcc_receiver_only(registry, &mut engine)?;
+    let registry = match target {
+        PeerTarget::Publisher => registry,
+        PeerTarget::Subscriber => configure_rtcp_reports(registry),
+    };
+    Ok((
+        engine,
+        registry.with(Slot::from(FEEDBACK_SLOT), FeedbackToApplication::default()),
+    ))
 }
 
 /// Application-most: every interceptor has seen an RTCP packet before this one marks it.
@@ -367,7 +388,7 @@ pub async fn build_peer(
     target: PeerTarget,
     events: mpsc::UnboundedSender<PeerEvent>,
 ) -> Result<Peer, MediaError> {
-    let (engine, registry) = media_engine()?;
+    let (engine, registry) = media_engine(target)?;
     // Remote mDNS candidates are discarded (the browser is found through its peer-reflexive
     // address) and no multicast socket is opened.
     let mut setting = SettingEngineBuilder::new()

@@ -49,8 +49,6 @@ scenario('simulcast follows the receiver’s tiles', async () => {
   // The portal asks for 1280×720, which Chromium's fake camera gives: layers of 320×180,
   // 640×360 and 1280×720.
   const p = await openBrowser('publisher');
-  // Simulcast is opt-in in the portal for now (docs/sfu.md, "Known gaps").
-  await p.context.addInitScript(() => localStorage.setItem('conclave.simulcast', 'on'));
   const r = await openBrowser('receiver', { viewport: { width: 1600, height: 1000 } });
 
   await step('Paula publishes her camera in three layers', async () => {

@@ -86,16 +86,14 @@ export const SIMULCAST_ENCODINGS: RTCRtpEncodingParameters[] = [
 const RID_OF_LAYER: Record<VideoLayer, string> = { low: 'q', medium: 'h', high: 'f' };
 
 /**
- * Whether the camera goes out in simulcast: opt-in for now (`localStorage['conclave.simulcast']
- * = 'on'`), because the SFU's media stack loses a simulcast publisher's streams when that
- * publisher's connection is negotiated again (sharing the screen, adding a camera later);
- * docs/sfu.md, "Known gaps".
+ * Whether the camera goes out in simulcast: yes, unless this browser opted out
+ * (`localStorage['conclave.simulcast'] = 'off'`, for a machine too weak to encode three layers).
  */
 export function simulcastCamera(): boolean {
   try {
-    return globalThis.localStorage?.getItem('conclave.simulcast') === 'on';
+    return globalThis.localStorage?.getItem('conclave.simulcast') !== 'off';
   } catch {
-    return false;
+    return true;
   }
 }
 
