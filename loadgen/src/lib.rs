@@ -447,14 +447,6 @@ async fn peer(
 /// Per published simulcast track (the client's track ID): whether each layer is paused.
 type LayersWanted = Arc<Mutex<HashMap<String, Arc<[AtomicBool; 3]>>>>;
 
-fn proto_layer_index(layer: proto::signal::VideoLayer) -> usize {
-    match layer {
-        proto::signal::VideoLayer::Low => 0,
-        proto::signal::VideoLayer::Medium => 1,
-        proto::signal::VideoLayer::High => 2,
-    }
-}
-
 /// The simulcast layers a synthetic publisher sends: RTP stream ID, share of the video
 /// bitrate, frame size.
 const SIMULCAST: [(&str, u32, (u16, u16)); 3] = [
@@ -736,8 +728,7 @@ impl Client {
                             // `setParameters` does; the test sees the message too.
                             if let Some(paused) = layers_wanted.lock().get(&track_id) {
                                 for (layer, flag) in paused.iter().enumerate() {
-                                    let wanted =
-                                        layers.iter().any(|l| proto_layer_index(*l) == layer);
+                                    let wanted = layers.iter().any(|l| l.index() == layer);
                                     flag.store(!wanted, Ordering::Release);
                                 }
                             }
@@ -1202,28 +1193,31 @@ struct SimulcastExtensions {
     mid: String,
 }
 
-/// The ID of the audio-level extension in the offer's section that carries `track_id`.
-fn audio_level_extension(sdp: &str, track_id: &str) -> Option<u8> {
-    let section = sdp.split("\nm=").skip(1).find(|section| {
+/// The media section of `sdp` that carries `track_id` (its `a=msid` names it).
+fn section_of<'a>(sdp: &'a str, track_id: &str) -> Option<&'a str> {
+    sdp.split("\nm=").skip(1).find(|section| {
         section
             .lines()
             .any(|l| l.starts_with("a=msid:") && l.contains(track_id))
-    })?;
-    section.lines().map(str::trim).find_map(|line| {
-        let (id, uri) = line.strip_prefix("a=extmap:")?.split_once(' ')?;
-        (uri.trim() == AUDIO_LEVEL_URI)
-            .then(|| id.split('/').next()?.parse().ok())
-            .flatten()
     })
+}
+
+/// The ID of the audio-level extension in the offer's section that carries `track_id`.
+fn audio_level_extension(sdp: &str, track_id: &str) -> Option<u8> {
+    section_of(sdp, track_id)?
+        .lines()
+        .map(str::trim)
+        .find_map(|line| {
+            let (id, uri) = line.strip_prefix("a=extmap:")?.split_once(' ')?;
+            (uri.trim() == AUDIO_LEVEL_URI)
+                .then(|| id.split('/').next()?.parse().ok())
+                .flatten()
+        })
 }
 
 /// The header extensions of the offer's section that carries `track_id`.
 fn simulcast_extensions(sdp: &str, track_id: &str) -> Option<SimulcastExtensions> {
-    let section = sdp.split("\nm=").skip(1).find(|section| {
-        section
-            .lines()
-            .any(|l| l.starts_with("a=msid:") && l.contains(track_id))
-    })?;
+    let section = section_of(sdp, track_id)?;
     let mut mid = None;
     let mut mid_id = None;
     let mut rid_id = None;

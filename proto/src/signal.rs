@@ -91,6 +91,20 @@ pub enum VideoLayer {
     High,
 }
 
+impl VideoLayer {
+    /// Lowest first: low 0, medium 1, high 2.
+    pub const ALL: [VideoLayer; 3] = [VideoLayer::Low, VideoLayer::Medium, VideoLayer::High];
+
+    /// Its place in [`VideoLayer::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            VideoLayer::Low => 0,
+            VideoLayer::Medium => 1,
+            VideoLayer::High => 2,
+        }
+    }
+}
+
 /// Entries one `viewTracks` message may hold.
 pub const MAX_TRACK_VIEWS: usize = 256;
 

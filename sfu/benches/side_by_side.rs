@@ -359,15 +359,7 @@ fn cpu_seconds(pid: u32, ticks: f64) -> Result<f64> {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
+    support::rss_kib_in(&format!("/proc/{pid}/status"))
 }
 
 /// Busy seconds (everything but idle and iowait) of core `cpu` so far, whoever ran there.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use proto::signal::{ServerMessage, TrackKind};
+use proto::signal::{ServerMessage, TrackKind, VideoLayer};
 use proto::{ParticipantId, TrackId};
 
 use crate::media::{Downstream, Forwarder};
@@ -55,7 +55,7 @@ impl RoomView {
                     view.publishers.insert(track.clone(), publisher);
                 }
                 for downstream in forwarder.downstreams() {
-                    let cap = simulcast::index_of(core.layer_cap(&downstream.subscriber, track));
+                    let cap = core.layer_cap(&downstream.subscriber, track).index();
                     view.caps
                         .insert((downstream.subscriber.clone(), track.clone()), cap);
                 }
@@ -218,7 +218,7 @@ impl RoomHandle {
             };
             let layers = (0..LAYERS)
                 .filter(|&l| send[l])
-                .map(simulcast::layer_at)
+                .map(|l| VideoLayer::ALL[l])
                 .collect();
             self.command(
                 *session,

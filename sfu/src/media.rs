@@ -876,11 +876,6 @@ impl Forwarder {
         entry.needed_until = Some(Instant::now() + PAUSE_AFTER);
     }
 
-    /// Whether the publisher sends several layers.
-    pub fn is_simulcast(&self) -> bool {
-        self.layers.lock().simulcast
-    }
-
     /// Forward or drop (muted) packets.
     pub fn set_enabled(&self, enabled: bool) {
         self.enabled.store(enabled, Ordering::Release);

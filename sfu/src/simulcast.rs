@@ -12,8 +12,6 @@
 
 use std::time::Instant;
 
-use proto::signal::VideoLayer;
-
 /// Layers a track may have: low, medium, high.
 pub const LAYERS: usize = 3;
 
@@ -25,24 +23,6 @@ pub fn layer_of_rid(rid: &str) -> Option<usize> {
         "h" | "1" | "mid" => Some(1),
         "f" | "2" | "high" => Some(2),
         _ => None,
-    }
-}
-
-/// The index of a [`VideoLayer`].
-pub fn index_of(layer: VideoLayer) -> usize {
-    match layer {
-        VideoLayer::Low => 0,
-        VideoLayer::Medium => 1,
-        VideoLayer::High => 2,
-    }
-}
-
-/// The [`VideoLayer`] of an index.
-pub fn layer_at(index: usize) -> VideoLayer {
-    match index {
-        0 => VideoLayer::Low,
-        1 => VideoLayer::Medium,
-        _ => VideoLayer::High,
     }
 }
 

@@ -68,7 +68,12 @@ pub fn serve_sfu() -> Result<()> {
 }
 
 pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_kib_in("/proc/self/status")
+}
+
+/// VmRSS in KiB from a `/proc/<pid>/status` file (0 when it cannot be read).
+pub fn rss_kib_in(status: &str) -> u64 {
+    std::fs::read_to_string(status)
         .ok()
         .and_then(|status| {
             status
