@@ -7,6 +7,12 @@
 //! - [`attendee`]: a participant that joins through the API and reconnects by itself, as the
 //!   portal does (`lostPod`, `moved`, `wrongPod`), recording each connection's timing.
 //! - [`netns`]: re-executes a test inside a network namespace that has only `lo`.
+//! - [`janus`]: the same peers and media as a client of Janus' VideoRoom (the side-by-side
+//!   benchmark in `sfu/benches/side_by_side.rs`).
+//!
+//! A client can publish its camera in three simulcast layers ([`MediaPlan::simulcast`]), say what
+//! its microphone hears ([`Client::set_speech`]), send REMB ([`Client::send_remb`]), and keeps
+//! a log of the video packets it receives ([`Received::video_log`]).
 
 pub mod attendee;
 pub mod janus;
