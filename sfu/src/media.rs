@@ -1100,6 +1100,7 @@ impl Forwarder {
         let bytes_in = self.metrics.bytes.with_label_values(&[kind, "in"]);
         let packets_out = self.metrics.packets.with_label_values(&[kind, "out"]);
         let bytes_out = self.metrics.bytes.with_label_values(&[kind, "out"]);
+        let dropped = self.metrics.packets_dropped.with_label_values(&[kind]);
         let latency = self.metrics.forwarding_latency.with_label_values(&[kind]);
         let recorder_dropped = self
             .metrics
@@ -1188,9 +1189,11 @@ impl Forwarder {
                 keyframe,
                 vp8: vp8.as_ref(),
             };
-            let downstreams: Vec<Arc<Downstream>> = self.downstreams.read().clone();
+            // Nothing below waits: a subscriber whose connection does not keep up loses its
+            // own packets (it asks for a keyframe) and holds up no one else.
+            let downstreams = self.downstreams.read();
             let mut forwarded = false;
-            for downstream in &downstreams {
+            for downstream in downstreams.iter() {
                 let Some(payload_type) = downstream.payload_type() else {
                     continue;
                 };
@@ -1213,14 +1216,16 @@ impl Forwarder {
                     copy.payload = payload.freeze();
                 }
                 forwarded = true;
-                match downstream.local.write_rtp(copy).await {
-                    Ok(()) => {
+                match downstream.local.try_write_rtp(copy) {
+                    Ok(true) => {
                         packets_out.inc();
                         bytes_out.inc_by(packet.payload.len() as u64);
                     }
+                    Ok(false) => dropped.inc(),
                     Err(err) => trace!(cause = %err, "writing to a subscriber failed"),
                 }
             }
+            drop(downstreams);
             if forwarded {
                 latency.observe(received.elapsed().as_secs_f64());
             }

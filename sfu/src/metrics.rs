@@ -26,6 +26,9 @@ pub struct Metrics {
     pub packets: IntCounterVec,
     /// RTP payload bytes by kind and direction.
     pub bytes: IntCounterVec,
+    /// Packets not handed to a subscriber's connection because its queue was full (the
+    /// subscriber's connection, or the pod, does not keep up), by kind.
+    pub packets_dropped: IntCounterVec,
     /// NACKs received from subscribers.
     pub nacks: IntCounter,
     /// Keyframe requests by direction (`received` from subscribers, `sent` to publishers).
@@ -143,6 +146,14 @@ impl Metrics {
                     "RTP payload bytes forwarded.",
                 ),
                 &["kind", "direction"],
+            )
+            .map_err(Error::Metrics)?,
+            packets_dropped: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sfu_rtp_packets_dropped_total",
+                    "RTP packets not handed to a subscriber's connection because its queue was full, by kind.",
+                ),
+                &["kind"],
             )
             .map_err(Error::Metrics)?,
             nacks: IntCounter::new(
@@ -328,6 +339,9 @@ impl Metrics {
             .register(Box::new(metrics.packets.clone()))
             .map_err(Error::Metrics)?;
         registry
+            .register(Box::new(metrics.packets_dropped.clone()))
+            .map_err(Error::Metrics)?;
+        registry
             .register(Box::new(metrics.bytes.clone()))
             .map_err(Error::Metrics)?;
         registry
@@ -387,6 +401,7 @@ impl Metrics {
         for kind in ["audio", "video"] {
             metrics.tracks.with_label_values(&[kind]);
             metrics.forwarding_latency.with_label_values(&[kind]);
+            metrics.packets_dropped.with_label_values(&[kind]);
             for direction in ["in", "out"] {
                 metrics.packets.with_label_values(&[kind, direction]);
                 metrics.bytes.with_label_values(&[kind, direction]);

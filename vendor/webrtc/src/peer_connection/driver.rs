@@ -83,6 +83,13 @@ use std::time::{Duration, Instant};
 /// every iteration, so a dropped nudge loses nothing.
 pub(crate) const APPLICATION_TO_DRIVER_EVENT_CHANNEL_CAPACITY: usize = 256;
 
+/// Conclave patch: driver events handled in the pass of the loop that one of them woke, at
+/// most. An SFU writes one packet per subscriber connection per forwarded packet; handling
+/// each in a pass of its own paid the loop's fixed cost (core polls, timer, `select!`) and one
+/// `sendmsg` per packet. Handled together, their writes leave in one flush, where runs to the
+/// same peer go out as one GSO send.
+pub(crate) const MAX_DRIVER_EVENT_BATCH: usize = 64;
+
 /// Capacity of each **driver → data-channel** event channel (OnOpen, OnMessage, OnClose, …).
 ///
 /// Every variant on this queue carries a delivery guarantee: `OnMessage` because a reliable
@@ -832,6 +839,10 @@ where
             .unwrap_or(UDP_RECV_BUF_LEN);
         let mut burst_buf = vec![0u8; burst_buf_len];
 
+        // Conclave patch: a second handle on the driver events, for draining the rest of a
+        // batch inside the `select!` arm (the arm's future borrows the first).
+        let mut batch_rx = driver_event_rx.clone();
+
         loop {
             // Shutdown safety-net. `close()`/`Drop` set this flag and best-effort
             // wake the driver with a `Close` event. If that wake was dropped (a
@@ -965,7 +976,12 @@ where
 
                 // Driver events (RTP, RTCP, or ICE candidate)
                 evt = driver_event_rx.recv().fuse() => {
-                    if let Some(evt) = evt {
+                    // Conclave patch: this event and what else is queued, up to
+                    // `MAX_DRIVER_EVENT_BATCH`, each as the loop handled one before.
+                    let mut next = evt;
+                    let mut handled = 0;
+                    while let Some(evt) = next.take() {
+                        handled += 1;
                         // Rebind before the gathering it must precede. `IceGathering` is the
                         // message that starts a generation gathering, so an ICE restart that
                         // replaces the sockets has to swap them here — gathering over the old
@@ -1037,6 +1053,9 @@ where
                         if is_closed {
                             trace!("Driver event channel closed, exiting event loop");
                             return Ok(());
+                        }
+                        if handled < MAX_DRIVER_EVENT_BATCH {
+                            next = batch_rx.try_recv().ok();
                         }
                     }
                 }

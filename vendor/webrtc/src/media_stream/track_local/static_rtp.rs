@@ -42,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::media_stream::Track;
 use crate::media_stream::track_local::{TrackLocal, TrackLocalContext, TrackLocalEvent};
 use crate::peer_connection::driver::PeerConnectionDriverEvent;
-use crate::runtime::{Mutex, Receiver};
+use crate::runtime::{Mutex, Receiver, TrySendError};
 use bytes::BytesMut;
 use rtc::media_stream::{
     MediaStreamId, MediaStreamTrack, MediaStreamTrackId, MediaStreamTrackState,
@@ -72,6 +72,33 @@ impl TrackLocalStaticRTP {
             track: Mutex::new(track),
             ctx: Mutex::new(None),
             evt_rx: Mutex::new(None),
+        }
+    }
+
+    /// Conclave patch: writes an RTP packet without waiting. `Ok(true)`: queued for the
+    /// connection; `Ok(false)`: the connection's queue was full and the packet was dropped —
+    /// a forwarder that serves many connections must not wait for the slowest of them.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_rtp`](TrackLocal::write_rtp): the track is not bound (or is being bound
+    /// right now), or the connection closed.
+    pub fn try_write_rtp(&self, packet: rtp::Packet) -> Result<bool> {
+        let Some(ctx) = self.ctx.try_lock() else {
+            return Err(Error::Other("track is being bound".to_string()));
+        };
+        let Some(ctx) = &*ctx else {
+            return Err(Error::Other("track is not binding yet".to_string()));
+        };
+        match ctx
+            .driver_event_tx
+            .try_send(PeerConnectionDriverEvent::SenderRtp(ctx.rtp_sender_id, packet))
+        {
+            Ok(()) => Ok(true),
+            Err(TrySendError::Full(_)) => Ok(false),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(Error::Other("the peer connection closed".to_string()))
+            }
         }
     }
 
