@@ -39,7 +39,6 @@ COPY proto proto
 COPY sfu sfu
 COPY sip sip
 COPY tests tests
-COPY vendor vendor
 RUN cargo build --release --locked -p conclave \
     && install -D -m 0755 target/release/conclave /out/conclave \
     && install -d -o 65532 -g 65532 /out/data

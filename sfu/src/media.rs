@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use parking_lot::{Mutex, RwLock};
 use proto::signal::{PeerTarget, TrackKind, TrackView};
 use proto::{ParticipantId, TrackId};
@@ -1216,13 +1217,16 @@ impl Forwarder {
                     copy.payload = payload.freeze();
                 }
                 forwarded = true;
-                match downstream.local.try_write_rtp(copy) {
-                    Ok(true) => {
+                // Polled once: `write_rtp` waits only while the connection's queue (256
+                // events) is full, and its send is cancel-safe — dropped unfinished, the packet
+                // is not queued.
+                match downstream.local.write_rtp(copy).now_or_never() {
+                    Some(Ok(())) => {
                         packets_out.inc();
                         bytes_out.inc_by(packet.payload.len() as u64);
                     }
-                    Ok(false) => dropped.inc(),
-                    Err(err) => trace!(cause = %err, "writing to a subscriber failed"),
+                    Some(Err(err)) => trace!(cause = %err, "writing to a subscriber failed"),
+                    None => dropped.inc(),
                 }
             }
             drop(downstreams);
