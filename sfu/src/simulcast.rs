@@ -12,8 +12,10 @@
 
 use std::time::Instant;
 
+use proto::signal::VideoLayer;
+
 /// Layers a track may have: low, medium, high.
-pub const LAYERS: usize = 3;
+pub const LAYERS: usize = VideoLayer::ALL.len();
 
 /// The layer index of a simulcast RTP stream ID (RFC 8852), lowest first: `q`, `h`, `f`
 /// (the portal's, LiveKit's) or `0`, `1`, `2`. `None` for an unknown ID.
