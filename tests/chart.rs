@@ -155,6 +155,12 @@ fn profiles() -> Vec<Profile> {
             &["conclave-database"],
         ),
         p(
+            "single port",
+            Some("single-port-values.yaml"),
+            &[],
+            &["conclave-database"],
+        ),
+        p(
             "service NodePort",
             Some("service-node-port-values.yaml"),
             &[],
@@ -1272,6 +1278,34 @@ fn the_sfu_process_and_its_annotations_say_the_same() {
         );
 
         let host_network = template["spec"]["hostNetwork"] == true;
+        let single_port = env_value(container, "CONCLAVE_SFU_UDP_PORT")
+            .and_then(|v| v["value"].as_str())
+            .map(|v| v.parse::<u64>().expect("a port"));
+        if rendered.profile.name == "single port" {
+            assert_eq!(single_port, Some(7882), "{ctx}: the profile's one port");
+            let udp: Vec<&Value> = array(container, "/ports")
+                .into_iter()
+                .filter(|p| p["protocol"] == "UDP")
+                .collect();
+            assert!(
+                udp.len() == 1 && udp[0]["hostPort"] == udp[0]["containerPort"],
+                "{ctx}: the one port mapped on the node: {udp:?}"
+            );
+            assert!(
+                env("CONCLAVE_SFU_ANNOUNCED_IPS").contains("$(NODE_IP)"),
+                "{ctx}: the node's address is announced"
+            );
+            let policy = policy_of(rendered, "sfu");
+            let media: Vec<&Value> = array(policy, "/spec/ingress")
+                .into_iter()
+                .flat_map(|rule| array(rule, "/ports"))
+                .filter(|p| p["protocol"] == "UDP")
+                .collect();
+            assert!(
+                media.len() == 1 && media[0]["port"] == 7882 && media[0]["endPort"].is_null(),
+                "{ctx}: the network policy lets in the one port: {media:?}"
+            );
+        }
         let udp: Vec<&Value> = array(container, "/ports")
             .into_iter()
             .filter(|p| p["protocol"] == "UDP")
@@ -1299,11 +1333,21 @@ fn the_sfu_process_and_its_annotations_say_the_same() {
                 .iter()
                 .map(|p| p["containerPort"].as_u64().expect("port"))
                 .collect();
-            let range: Vec<u64> = (u64::from(first)..=u64::from(last)).collect();
-            assert_eq!(
-                declared, range,
-                "{ctx}: every UDP port of the range is a container port"
-            );
+            match &single_port {
+                // Single-port mode: the one port the process binds, and no range.
+                Some(port) => assert_eq!(
+                    declared,
+                    vec![*port],
+                    "{ctx}: the one UDP port is the only UDP container port"
+                ),
+                None => {
+                    let range: Vec<u64> = (u64::from(first)..=u64::from(last)).collect();
+                    assert_eq!(
+                        declared, range,
+                        "{ctx}: every UDP port of the range is a container port"
+                    );
+                }
+            }
         }
         let host_ports = udp.iter().filter(|p| !p["hostPort"].is_null()).count();
         let media_services: Vec<&Value> = rendered
@@ -2048,6 +2092,22 @@ fn bad_values_are_refused_with_a_clear_message() {
         "sfu.iceTcp.port=7880",
     ]);
     assert!(err.contains("sfu.iceTcp.port must differ"), "{err}");
+    let err = refused(&[
+        "--set",
+        "sfu.exposure=service",
+        "--set",
+        "sfu.service.type=NodePort",
+        "--set",
+        "sfu.udpPorts=30000-30099",
+        "--set",
+        "sfu.udpPort=30000",
+    ]);
+    assert!(
+        err.contains("sfu.udpPort (single-port mode) gives every pod the same UDP port"),
+        "{err}"
+    );
+    let err = refused(&["--set", "sfu.udpPort=70000"]);
+    assert!(err.contains("sfu.udpPort"), "{err}");
     let err = refused(&["--set", "sfu.nodeAnnouncedIPs.node-a=public"]);
     assert!(err.contains("sfu.nodeAnnouncedIPs"), "{err}");
 

@@ -130,6 +130,15 @@ struct Standalone {
     #[arg(long = "sfu-ice-tcp-port", env = "CONCLAVE_SFU_ICE_TCP_PORT")]
     sfu_ice_tcp_port: Option<u16>,
 
+    /// Single-port mode of the embedded SFU: every peer connection on this one UDP port (on
+    /// --sfu-bind-ip) instead of one port of --sfu-udp-ports each. Unset: the range.
+    #[arg(
+        long = "sfu-udp-port",
+        env = "CONCLAVE_SFU_UDP_PORT",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    sfu_udp_port: Option<u16>,
+
     /// What one participant or one address may do in the embedded SFU (the same flags as
     /// `conclave sfu`).
     #[command(flatten)]
@@ -264,6 +273,7 @@ async fn standalone(options: Standalone) -> anyhow::Result<()> {
     sfu_config.bind_ip = options.sfu_bind_ip.unwrap_or_else(|| config.listen.ip());
     sfu_config.announced_ips = options.sfu_announced_ips;
     sfu_config.ice_tcp_port = options.sfu_ice_tcp_port;
+    sfu_config.udp_port = options.sfu_udp_port;
     sfu_config.max_participants = config.sfu_capacity;
     sfu_config.room_max_participants = config.default_max_participants;
     sfu_config.pod_name = "embedded".to_owned();

@@ -38,7 +38,8 @@
 //! after this many seconds per server and scenario, 300), `CONCLAVE_BENCH_JANUS_EVENT_LOOPS`
 //! (1: one media thread, as fits one core; 0 is Janus' default of a thread per handle),
 //! `CONCLAVE_BENCH_PERF` (a folder: each window is also recorded with
-//! `perf record --call-graph dwarf` on the server process into it).
+//! `perf record --call-graph dwarf` on the server process into it), `CONCLAVE_BENCH_UDP_PORT`
+//! (a port: Conclave in single-port mode, every peer connection on that one UDP port).
 //! Results: `$CARGO_TARGET_DIR/bench-results/side-by-side.json` and a markdown table on stdout.
 
 #[allow(dead_code)] // shared with `sfu.rs`, which uses other parts

@@ -110,6 +110,18 @@ pub struct Config {
         env = "CONCLAVE_SFU_ICE_TCP_PORT"
     )]
     pub ice_tcp_port: Option<u16>,
+    /// Single-port mode: every peer connection of this SFU on this one UDP port of the bind
+    /// address, told apart by the client's address and ICE username (like a TURN server's one
+    /// port). The port ranges (`--sfu-udp-ports`, `--sfu-udp-ports-by-pod`, placements) are then
+    /// not used. Needs a specific `--sfu-bind-ip` or `0.0.0.0`/`::` (replies leave from the
+    /// address the client reached). Unset: one port of the range per peer connection.
+    #[arg(
+        id = "sfu-udp-port",
+        long = "sfu-udp-port",
+        env = "CONCLAVE_SFU_UDP_PORT",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub udp_port: Option<u16>,
     /// Base URL of the conference service that receives room reports (joins, leaves, end);
     /// without it reports are only logged.
     #[arg(id = "sfu-api-url", long = "sfu-api-url", env = "CONCLAVE_SFU_API_URL")]
@@ -339,6 +351,7 @@ impl std::fmt::Debug for Config {
             .field("announced_ip_map", &self.announced_ip_map.len())
             .field("node_name", &self.node_name)
             .field("ice_tcp_port", &self.ice_tcp_port)
+            .field("udp_port", &self.udp_port)
             .field("api_url", &self.api_url)
             .field("pod_name", &self.pod_name)
             .field("max_participants", &self.max_participants)
@@ -365,6 +378,7 @@ impl Config {
             announced_ip_map: Vec::new(),
             node_name: None,
             ice_tcp_port: None,
+            udp_port: None,
             api_url: None,
             pod_name: "sfu-test".into(),
             max_participants: 500,

@@ -120,20 +120,13 @@ impl IceTcpMux {
         self.port
     }
 
-    /// A new route with a fresh ufrag (and its password) for a peer connection to be built.
-    pub fn route(self: &Arc<Self>) -> (Route, String) {
-        use rand::distr::{Alphanumeric, SampleString};
-        let mut rng = rand::rng();
-        let ufrag = Alphanumeric.sample_string(&mut rng, 16);
-        let password = Alphanumeric.sample_string(&mut rng, 32);
-        self.routes.lock().insert(ufrag.clone(), None);
-        (
-            Route {
-                mux: Arc::clone(self),
-                ufrag,
-            },
-            password,
-        )
+    /// A route for the peer connection to be built with `ufrag` (see [`ice_credentials`]).
+    pub fn route(self: &Arc<Self>, ufrag: &str) -> Route {
+        self.routes.lock().insert(ufrag.to_owned(), None);
+        Route {
+            mux: Arc::clone(self),
+            ufrag: ufrag.to_owned(),
+        }
     }
 
     /// The peer connection of `ufrag` listens at `addr` (learnt from its own passive TCP
@@ -208,6 +201,17 @@ async fn read_frame(stream: &mut TcpStream) -> std::result::Result<Vec<u8>, Stri
         .await
         .map_err(|e| e.to_string())?;
     Ok(frame)
+}
+
+/// Fresh ICE credentials (ufrag and password) for a peer connection that one of the pod's shared
+/// ports reaches: the muxes find the connection by this ufrag.
+pub fn ice_credentials() -> (String, String) {
+    use rand::distr::{Alphanumeric, SampleString};
+    let mut rng = rand::rng();
+    (
+        Alphanumeric.sample_string(&mut rng, 16),
+        Alphanumeric.sample_string(&mut rng, 32),
+    )
 }
 
 /// The recipient's ufrag of a STUN binding request: the part of its USERNAME before `:`.

@@ -11,8 +11,9 @@
 //!   and answer with browsers, and the video codec publishers are asked to send.
 //! - [`recording`]: every published track written in self-contained segments of about five
 //!   seconds to the file store while a recording runs, with the events around them.
-//! - [`ports`]: UDP port leases and the ports another process holds; [`ice_tcp`]: ICE over
-//!   TCP on one port per pod, for networks that block UDP.
+//! - [`ports`]: UDP port leases and the ports another process holds; [`udp_mux`]: single-port
+//!   mode, every peer connection on one UDP port; [`ice_tcp`]: ICE over TCP on one port per pod,
+//!   for networks that block UDP.
 //! - [`revocation`] and [`placements`]: what the conference service says, asked every two
 //!   seconds in one task: tokens and sessions it revoked, and the conferences placed on this
 //!   pod (joins for others are refused with `wrongPod`, rooms that left are told `moved`).
@@ -36,6 +37,7 @@ pub mod server;
 mod session;
 pub mod simulcast;
 pub mod speaker;
+pub mod udp_mux;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -55,6 +55,7 @@ use crate::simulcast::{
     self, Codec, Incoming, LAYERS, LayerState, Rewriter, parse_vp8, starts_keyframe,
     vp8_keyframe_size,
 };
+use crate::udp_mux::UdpMux;
 
 /// The RFC 6464 audio-level header extension.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
@@ -70,6 +71,19 @@ pub struct MediaSettings {
     pub ice_failed_after: Duration,
     /// The pod's ICE-TCP port, when it takes ICE over TCP (`--sfu-ice-tcp-port`).
     pub ice_tcp: Option<Arc<IceTcpMux>>,
+    /// The pod's one UDP port, in single-port mode (`--sfu-udp-port`).
+    pub udp_mux: Option<Arc<UdpMux>>,
+}
+
+impl MediaSettings {
+    /// The description as the client must see it: in single-port mode the host candidates name
+    /// the pod's shared port, not the port each connection bound for a moment.
+    pub fn announced_sdp(&self, sdp: String) -> String {
+        match &self.udp_mux {
+            Some(mux) => crate::udp_mux::announce_port(&sdp, mux.port()),
+            None => sdp,
+        }
+    }
 }
 
 /// Something a peer connection tells its session.
@@ -100,6 +114,8 @@ struct Handler {
     tx: mpsc::UnboundedSender<PeerEvent>,
     /// The mux and this connection's ufrag, with ICE over TCP.
     ice_tcp: Option<(Arc<IceTcpMux>, String)>,
+    /// The pod's shared UDP port, in single-port mode.
+    udp_port: Option<u16>,
 }
 
 #[async_trait::async_trait]
@@ -117,6 +133,17 @@ impl PeerConnectionEventHandler for Handler {
             }
             return;
         }
+        let shared;
+        let candidate = match self.udp_port {
+            Some(port) if candidate.protocol == RTCIceProtocol::Udp => {
+                shared = RTCIceCandidate {
+                    port,
+                    ..candidate.clone()
+                };
+                &shared
+            }
+            _ => candidate,
+        };
         match candidate.to_json() {
             Ok(init) => {
                 let _ = self.tx.send(PeerEvent::Candidate(self.target, init));
@@ -378,8 +405,9 @@ impl std::fmt::Debug for Peer {
     }
 }
 
-/// Builds a peer connection bound to `port` on the configured address (and, with ICE over TCP,
-/// reachable through the pod's ICE-TCP port).
+/// Builds a peer connection bound to `port` on the configured address (in single-port mode the
+/// pod's shared UDP port instead, and `port` is not used; with ICE over TCP it is also reachable
+/// through the pod's ICE-TCP port).
 ///
 /// # Errors
 /// [`MediaError::Webrtc`] when the codecs cannot be registered or the port cannot be bound.
@@ -418,18 +446,24 @@ pub async fn build_peer(
             RTCIceCandidateType::Host,
         );
     }
+    // The pod's shared ports find a connection by the ufrag it was given.
+    let ufrag = if settings.ice_tcp.is_some() || settings.udp_mux.is_some() {
+        let (ufrag, password) = crate::ice_tcp::ice_credentials();
+        setting = setting.with_ice_credentials(ufrag.clone(), password);
+        Some(ufrag)
+    } else {
+        None
+    };
     let mut tcp_addrs = Vec::new();
-    let (route, ice_tcp) = match &settings.ice_tcp {
-        Some(mux) => {
-            let (route, password) = mux.route();
-            setting = setting
-                .with_ice_credentials(route.ufrag().to_owned(), password)
-                .with_network_types(vec![
-                    NetworkType::Udp4,
-                    NetworkType::Udp6,
-                    NetworkType::Tcp4,
-                    NetworkType::Tcp6,
-                ]);
+    let (route, ice_tcp) = match (&settings.ice_tcp, &ufrag) {
+        (Some(mux), Some(ufrag)) => {
+            let route = mux.route(ufrag);
+            setting = setting.with_network_types(vec![
+                NetworkType::Udp4,
+                NetworkType::Udp6,
+                NetworkType::Tcp4,
+                NetworkType::Tcp6,
+            ]);
             // Its own listener, on loopback: only the mux connects to it.
             let loopback: IpAddr = if settings.bind_ip.is_ipv6() {
                 Ipv6Addr::LOCALHOST.into()
@@ -437,12 +471,19 @@ pub async fn build_peer(
                 Ipv4Addr::LOCALHOST.into()
             };
             tcp_addrs.push(SocketAddr::new(loopback, 0));
-            let ufrag = route.ufrag().to_owned();
-            (Some(route), Some((Arc::clone(mux), ufrag)))
+            (Some(route), Some((Arc::clone(mux), ufrag.clone())))
         }
-        None => (None, None),
+        _ => (None, None),
     };
-    let peer = PeerConnectionBuilder::new()
+    let mut builder = PeerConnectionBuilder::new();
+    let mut udp_port = None;
+    if let (Some(mux), Some(ufrag)) = (&settings.udp_mux, ufrag) {
+        // The connection binds an ephemeral port of the bind address for a moment; its
+        // runtime swaps that socket for the pod's shared one.
+        builder = builder.with_runtime(mux.runtime(ufrag));
+        udp_port = Some(mux.port());
+    }
+    let peer = builder
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
@@ -451,6 +492,7 @@ pub async fn build_peer(
             target,
             tx: events,
             ice_tcp,
+            udp_port,
         }))
         .with_udp_addrs(vec![SocketAddr::new(settings.bind_ip, port)])
         .with_tcp_addrs(tcp_addrs)

@@ -61,6 +61,9 @@ pub struct Metrics {
     /// Connections to the ICE-TCP port by what became of them (`relayed` to their peer
     /// connection, `refused`: no STUN request in time, or for no peer connection of this pod).
     pub ice_tcp_connections: IntCounterVec,
+    /// Datagrams the shared UDP port (single-port mode) dropped, by reason (`unknown`: from an
+    /// address no connection checked from, `full`: the connection's inbox was full).
+    pub udp_mux_dropped: IntCounterVec,
     /// 1 while this SFU drains after SIGTERM (readiness off, meetings going on), else 0.
     pub draining: IntGauge,
     /// Conferences the conference service places on this pod, as last heard.
@@ -259,6 +262,14 @@ impl Metrics {
                 &["result"],
             )
             .map_err(Error::Metrics)?,
+            udp_mux_dropped: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sfu_udp_mux_datagrams_dropped_total",
+                    "Datagrams the shared UDP port (single-port mode) dropped, by reason (unknown, full).",
+                ),
+                &["reason"],
+            )
+            .map_err(Error::Metrics)?,
             draining: IntGauge::new(
                 "conclave_sfu_draining",
                 "1 while this SFU drains after SIGTERM: not ready, meetings going on until they move.",
@@ -394,6 +405,12 @@ impl Metrics {
             .map_err(Error::Metrics)?;
         for result in ["relayed", "refused"] {
             metrics.ice_tcp_connections.with_label_values(&[result]);
+        }
+        registry
+            .register(Box::new(metrics.udp_mux_dropped.clone()))
+            .map_err(Error::Metrics)?;
+        for reason in ["unknown", "full"] {
+            metrics.udp_mux_dropped.with_label_values(&[reason]);
         }
         for phase in BIND_PHASES {
             metrics.udp_bind_failures.with_label_values(&[phase]);

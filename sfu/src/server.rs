@@ -419,7 +419,17 @@ impl SfuState {
         metrics.capacity.set(i64::from(config.max_participants));
         let ports = PortPool::default();
         let default_ports = config.ports_here().map_err(Error::Config)?;
-        check_ports_at_start(&ports, default_ports, config.bind_ip, &metrics)?;
+        // In single-port mode no range is bound.
+        let udp_mux = match config.udp_port {
+            Some(port) => Some(crate::udp_mux::UdpMux::spawn(
+                SocketAddr::new(config.bind_ip, port),
+                metrics.udp_mux_dropped.clone(),
+            )?),
+            None => {
+                check_ports_at_start(&ports, default_ports, config.bind_ip, &metrics)?;
+                None
+            }
+        };
         let ice_tcp = config
             .ice_tcp_port
             .map(|port| {
@@ -446,6 +456,7 @@ impl SfuState {
                     announced_ips,
                     ice_failed_after: Duration::from_secs(config.ice_failed_seconds),
                     ice_tcp,
+                    udp_mux,
                 },
                 ports,
                 metrics,
@@ -570,6 +581,12 @@ impl SfuState {
     /// Rooms held in memory.
     pub fn room_count(&self) -> usize {
         self.shared.rooms.lock().len()
+    }
+
+    /// The shared UDP port and its mux, in single-port mode (`--sfu-udp-port`; port 0 there
+    /// picks a free one).
+    pub fn udp_mux(&self) -> Option<&Arc<crate::udp_mux::UdpMux>> {
+        self.shared.media.udp_mux.as_ref()
     }
 
     /// The port of ICE over TCP, when the SFU takes it (`--sfu-ice-tcp-port`; port 0 there

@@ -718,10 +718,20 @@ impl Live {
         &mut self,
         events: &mpsc::UnboundedSender<PeerEvent>,
     ) -> Result<(), MediaError> {
-        self.room.check_ports(self.ports, self.state.bind_ip());
+        let single_port = self.state.shared.media.udp_mux.is_some();
+        if !single_port {
+            self.room.check_ports(self.ports, self.state.bind_ip());
+        }
         for target in [PeerTarget::Publisher, PeerTarget::Subscriber] {
             let mut failed = HashSet::new();
             let peer = loop {
+                if single_port {
+                    let peer =
+                        media::build_peer(&self.state.shared.media, 0, target, events.clone())
+                            .await?;
+                    self.routes.extend(peer.route);
+                    break peer.connection;
+                }
                 let leased =
                     self.state
                         .shared
@@ -939,7 +949,8 @@ impl Live {
             .map_err(|err| self.sdp_failed("the offer could not be applied", &err))?;
         self.publisher_described = true;
         self.add_early_candidates(PeerTarget::Publisher).await?;
-        socket.send(&ServerMessage::Answer { sdp: answer }).await;
+        let sdp = self.state.shared.media.announced_sdp(answer);
+        socket.send(&ServerMessage::Answer { sdp }).await;
         Ok(())
     }
 
@@ -1297,6 +1308,7 @@ impl Live {
         }
         self.negotiating = true;
         self.dirty = false;
+        let sdp = self.state.shared.media.announced_sdp(sdp);
         socket.send(&ServerMessage::Offer { sdp }).await;
     }
 

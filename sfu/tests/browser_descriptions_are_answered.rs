@@ -241,6 +241,7 @@ fn settings() -> MediaSettings {
         announced_ips: Vec::new(),
         ice_failed_after: std::time::Duration::from_secs(25),
         ice_tcp: None,
+        udp_mux: None,
     }
 }
 

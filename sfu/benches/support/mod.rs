@@ -43,6 +43,10 @@ pub fn serve_sfu() -> Result<()> {
         // (where only the last speakers' microphones are forwarded).
         config.limits.large_room_size = 0;
         config.max_participants = 1000;
+        // Single-port mode when asked (`CONCLAVE_BENCH_UDP_PORT`): every connection on one port.
+        if let Ok(port) = std::env::var("CONCLAVE_BENCH_UDP_PORT") {
+            config.udp_port = Some(port.parse().context("CONCLAVE_BENCH_UDP_PORT: a port")?);
+        }
         let registry = prometheus::Registry::new();
         let state = sfu::SfuState::new(&config, Arc::new(sfu::LogReporter), &registry)?;
         let app = sfu::router(state).merge(sfu::metrics_router(registry));
