@@ -79,6 +79,11 @@ fn scenario(script: &str, udp: &str) {
 /// Like [`scenario`] for scripts that drive Firefox too: its namespace has a default route,
 /// without which Firefox gathers no ICE candidate (see `loadgen::netns`).
 fn firefox_scenario(script: &str, udp: &str) {
+    firefox_scenario_with(script, udp, &[]);
+}
+
+/// [`firefox_scenario`] with more environment for the server (and the script).
+fn firefox_scenario_with(script: &str, udp: &str, env: &[(&str, String)]) {
     if !loadgen::netns::isolate_with_default_route() {
         return;
     }
@@ -93,7 +98,7 @@ fn firefox_scenario(script: &str, udp: &str) {
             .is_dir(),
         "puppeteer-core is missing: run `npm ci` in web/ (scripts/test.sh does)"
     );
-    run_scenario(script, udp);
+    run_scenario_with(script, udp, env);
 }
 
 fn run_scenario(script: &str, udp: &str) {
@@ -118,6 +123,8 @@ fn run_scenario_on(script: &str, udp: &str, env: &[(&str, String)], port: u16) {
     let status = Command::new("node")
         .arg(web.join("e2e").join(format!("{script}.mjs")))
         .current_dir(&web)
+        // What the server was told, the script may check.
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .env("CONCLAVE_URL", format!("http://127.0.0.1:{port}"))
         .env("CONCLAVE_ADMIN_PASSWORD", PASSWORD)
         .env("CONCLAVE_ARTIFACTS", &artifacts)
@@ -166,6 +173,21 @@ fn a_meeting_in_firefox_from_the_join_page_to_the_end() {
 #[test]
 fn chromium_and_firefox_participants_see_and_hear_each_other() {
     firefox_scenario("mixed-meeting", "47500-47599");
+}
+
+/// Single-port mode in real browsers: Chromium and Firefox meet through the SFU's one UDP port
+/// (`--sfu-udp-port`), each connection of each browser on that port, with no range bound.
+#[test]
+fn chromium_and_firefox_meet_through_one_udp_port() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port();
+    firefox_scenario_with(
+        "mixed-meeting",
+        "48200-48299",
+        &[("CONCLAVE_SFU_UDP_PORT", port.to_string())],
+    );
 }
 
 /// Join → first frame (a benchmark, not a timed test): the time from "Join now" to the first

@@ -473,6 +473,39 @@ export async function rtpDetails(page) {
 }
 
 /**
+ * The SFU's end of each of the page's connections, as the browser chose it: `[{connection:
+ * 'publisher' | 'subscriber', protocol, address, port}]` from the selected candidate pair
+ * (Chromium names it on the transport, Firefox marks it `selected`).
+ */
+export async function selectedRemoteCandidates(page) {
+  return page.evaluate(async () => {
+    const session = window.__conclave?.session;
+    const out = [];
+    if (!session) return out;
+    for (const [connection, pc] of [
+      ['publisher', session.publisher],
+      ['subscriber', session.subscriber],
+    ]) {
+      if (!pc || pc.signalingState === 'closed') continue;
+      const stats = await Promise.race([pc.getStats(), new Promise((resolve) => setTimeout(() => resolve(null), 3000))]);
+      if (!stats) continue;
+      const byId = new Map();
+      stats.forEach((s) => byId.set(s.id, s));
+      const chosen = new Set();
+      stats.forEach((s) => {
+        if (s.type === 'transport' && s.selectedCandidatePairId) chosen.add(s.selectedCandidatePairId);
+        if (s.type === 'candidate-pair' && s.selected) chosen.add(s.id);
+      });
+      for (const id of chosen) {
+        const remote = byId.get(byId.get(id)?.remoteCandidateId);
+        if (remote) out.push({ connection, protocol: remote.protocol, address: remote.address ?? remote.ip, port: remote.port });
+      }
+    }
+    return out;
+  });
+}
+
+/**
  * Waits until the page decodes video and receives audio, then until both grow again, so
  * media is flowing now, not only once. `video` picks the video streams to watch (by room
  * track ID); by default any. Returns the last sample.

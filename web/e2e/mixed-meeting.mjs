@@ -4,8 +4,10 @@
 // without transcoding, so the codec it accepts from one browser must be one the other
 // decodes), and the voice decodes as sound. Camera off and on, chat, screen sharing from
 // Firefox to Chromium and back. A third participant, Firefox without setSinkId, is told
-// instead of being offered a speaker choice that cannot work.
-import { adminToken, apiCall, assert, assertNoPageErrors, choose, clickButton, createAccount, expectHeard, expectMediaFlowing, expectVideoFrom, fill, inMeeting, joinAsGuest, logIn, openBrowser, openFirefox, rtpDetails, scenario, screenshot, step, tile, waitFor, waitForButton, waitForText } from './lib.mjs';
+// instead of being offered a speaker choice that cannot work. Run again with the server in
+// single-port mode (CONCLAVE_SFU_UDP_PORT), it checks that both browsers reach the SFU on that
+// one port.
+import { adminToken, apiCall, assert, assertNoPageErrors, choose, clickButton, createAccount, expectHeard, expectMediaFlowing, expectVideoFrom, fill, inMeeting, joinAsGuest, logIn, openBrowser, openFirefox, rtpDetails, scenario, screenshot, selectedRemoteCandidates, step, tile, waitFor, waitForButton, waitForText } from './lib.mjs';
 
 const OWNER = 'Chris Chromium';
 const GUEST = 'Fiona Firefox';
@@ -55,6 +57,19 @@ scenario('Chromium and Firefox participants see and hear each other', async () =
       [f.page, OWNER],
     ])
       await waitFor(page, (name) => document.querySelector(`figure[aria-label^="${name}"] video`)?.videoWidth > 0, other, { what: `${other}'s video playing` });
+    // Single-port mode (the server runs with CONCLAVE_SFU_UDP_PORT): both connections of both
+    // browsers reach the SFU on that one port.
+    const single = process.env.CONCLAVE_SFU_UDP_PORT;
+    if (single)
+      for (const [page, browser] of [
+        [c.page, 'Chromium'],
+        [f.page, 'Firefox'],
+      ]) {
+        const remotes = await selectedRemoteCandidates(page);
+        const connections = new Set(remotes.map((r) => r.connection));
+        if (connections.size !== 2 || !remotes.every((r) => r.protocol === 'udp' && String(r.port) === single))
+          throw new Error(`${browser} should reach the SFU on UDP port ${single} with both connections, but its selected pairs name ${JSON.stringify(remotes)}`);
+      }
     await screenshot(c.page, '01-chromium-sees-firefox');
     await screenshot(f.page, '02-firefox-sees-chromium');
   });
