@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use proto::signal::{ClientMessage, ServerMessage, TrackSource};
 use proto::{AccountLevel, Role, RoomEvent};
@@ -47,6 +47,7 @@ async fn a_moderator_plus_records_two_publishers() {
     .await
     .expect("media flows");
 
+    let requested = Instant::now();
     ada.send(ClientMessage::SetRecording { active: true });
     bob.wait_for(
         WAIT,
@@ -80,6 +81,9 @@ async fn a_moderator_plus_records_two_publishers() {
     })
     .await
     .expect("everyone sees the recording stop");
+    // Nothing can be recorded outside the time from asking for the start to seeing the stop
+    // (longer than RECORDED on a loaded machine, where messages take a while).
+    let span = requested.elapsed().as_secs_f64();
     sfu.reports
         .wait_for(
             WAIT,
@@ -127,8 +131,8 @@ async fn a_moderator_plus_records_two_publishers() {
             total += seconds;
         }
         assert!(
-            (8.5..=11.0).contains(&total),
-            "{track}: the segments last {total} s together"
+            (8.5..=span + 0.5).contains(&total),
+            "{track}: the segments last {total} s together, from start to stop took {span} s"
         );
         let first = segments[0].json.as_ref().expect("json");
         assert!(first["packets"].as_u64().unwrap_or(0) > 100, "{first}");

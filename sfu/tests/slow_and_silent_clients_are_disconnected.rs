@@ -48,19 +48,33 @@ async fn a_participant_who_stops_reading_is_dropped_as_too_slow() {
         .await
         .expect("the stalled participant arrived");
 
-    let text = "x".repeat(MAX_CHAT_BYTES);
-    for _ in 0..4000 {
-        flooder.send(ClientMessage::Chat {
-            text: text.clone(),
-            to: None,
-        });
+    // In batches whose last message the flooder sees come back before it sends more: its own
+    // queue is as small as the stalled participant's, and only the one who does not read may
+    // fill it (sent all at once, the echoes can outrun the flooder's writer on a busy machine).
+    const PER_BATCH: usize = 16;
+    let text = |i: usize| format!("{i:05}{}", "x".repeat(MAX_CHAT_BYTES - 5));
+    let mut let_go = false;
+    for batch in 0..250 {
+        for i in batch * PER_BATCH..(batch + 1) * PER_BATCH {
+            flooder.send(ClientMessage::Chat {
+                text: text(i),
+                to: None,
+            });
+        }
+        let last = format!("{:05}", (batch + 1) * PER_BATCH - 1);
+        let seen = flooder
+            .wait_for(Duration::from_secs(30), |m| {
+                left_because(m, CloseReason::TooSlow)
+                    || matches!(m, ServerMessage::Chat { message } if message.text.starts_with(&last))
+            })
+            .await
+            .expect("the flooder's own messages come back");
+        if left_because(&seen, CloseReason::TooSlow) {
+            let_go = true;
+            break;
+        }
     }
-    flooder
-        .wait_for(Duration::from_secs(30), |m| {
-            left_because(m, CloseReason::TooSlow)
-        })
-        .await
-        .expect("the stalled participant is let go as too slow");
+    assert!(let_go, "the stalled participant is let go as too slow");
     assert!(
         sfu.metrics()
             .contains("conclave_sfu_sessions_closed_total{reason=\"tooSlow\"} 1"),
