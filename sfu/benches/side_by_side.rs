@@ -39,7 +39,11 @@
 //! (1: one media thread, as fits one core; 0 is Janus' default of a thread per handle),
 //! `CONCLAVE_BENCH_PERF` (a folder: each window is also recorded with
 //! `perf record --call-graph dwarf` on the server process into it), `CONCLAVE_BENCH_UDP_PORT`
-//! (a port: Conclave in single-port mode, every peer connection on that one UDP port).
+//! (a port: Conclave in single-port mode, every peer connection on that one UDP port),
+//! `CONCLAVE_BENCH_SERVER_CPU_LIMIT` (a fraction of its core, e.g. 0.5: the server process is
+//! held to it by the kernel's CFS bandwidth control, as a Kubernetes CPU limit holds a pod —
+//! its knee moves down to where the generator is not yet the limit, so the steps past it show
+//! how the server degrades).
 //! Results: `$CARGO_TARGET_DIR/bench-results/side-by-side.json` and a markdown table on stdout.
 
 #[allow(dead_code)] // shared with `sfu.rs`, which uses other parts
@@ -345,6 +349,40 @@ impl Server {
             Self::Janus(_) => Ok(None),
         }
     }
+}
+
+/// Holds every thread of `pid` to `limit` of a core (CFS bandwidth control: at most
+/// `limit` × 100 ms of CPU in every 100 ms), in a cgroup of its own — v2's `cpu.max` where the
+/// unified hierarchy has the cpu controller, v1's `cpu.cfs_quota_us` otherwise.
+fn limit_cpu(pid: u32, limit: f64) -> Result<()> {
+    const PERIOD_US: u64 = 100_000;
+    let quota = (limit * PERIOD_US as f64).round() as u64;
+    let v2 = Path::new("/sys/fs/cgroup");
+    let v2_cpu = std::fs::read_to_string(v2.join("cgroup.controllers"))
+        .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu"));
+    let write = |path: PathBuf, value: String| {
+        std::fs::write(&path, &value)
+            .with_context(|| format!("writing {value:?} to {}", path.display()))
+    };
+    let dir = if v2_cpu {
+        write(v2.join("cgroup.subtree_control"), "+cpu".into())?;
+        let dir = v2.join("conclave-bench");
+        std::fs::create_dir_all(&dir)?;
+        write(dir.join("cpu.max"), format!("{quota} {PERIOD_US}"))?;
+        dir
+    } else {
+        let dir = v2.join("cpu/conclave-bench");
+        std::fs::create_dir_all(&dir).with_context(|| {
+            format!(
+                "{}: CONCLAVE_BENCH_SERVER_CPU_LIMIT needs the cgroup cpu controller (v2, or v1 at /sys/fs/cgroup/cpu)",
+                dir.display()
+            )
+        })?;
+        write(dir.join("cpu.cfs_period_us"), PERIOD_US.to_string())?;
+        write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
+        dir
+    };
+    write(dir.join("cgroup.procs"), pid.to_string())
 }
 
 /// CPU seconds (user + system, all threads) of `pid` so far.
@@ -674,6 +712,8 @@ struct Step {
     e2e_p99_ms: Option<f64>,
     server_p50_ms: Option<f64>,
     server_p99_ms: Option<f64>,
+    /// How Conclave's counters of shed load grew during the window.
+    server_counters: std::collections::BTreeMap<String, f64>,
     rss_kib: u64,
     notes: Vec<String>,
 }
@@ -712,6 +752,7 @@ impl Step {
             "nominalPublishedPacketsPerSecond": self.nominal_sent_per_second,
             "endToEndLatencyMs": {"p50": self.e2e_p50_ms, "p99": self.e2e_p99_ms},
             "serverForwardingLatencyMs": {"p50": self.server_p50_ms, "p99": self.server_p99_ms},
+            "serverCountersInWindow": self.server_counters,
             "serverRssKiB": self.rss_kib,
             "serverRssPerParticipantKiB": self.rss_per_participant_kib(),
             "notes": self.notes,
@@ -834,6 +875,9 @@ async fn step(
     knobs: &Knobs,
 ) -> Result<Step> {
     let server = Server::start(kind, knobs.janus_event_loops).await?;
+    if let Some(limit) = knobs.cpu_limit {
+        limit_cpu(server.pid(), limit)?;
+    }
     let load = match &server {
         Server::Conclave(sfu) => conclave_load(sfu, scenario, n).await?,
         Server::Janus(janus) => janus_load(janus, scenario, n)
@@ -943,6 +987,12 @@ async fn step(
         e2e_p99_ms: percentile(&e2e, 0.99),
         server_p50_ms: quantile(0.5),
         server_p99_ms: quantile(0.99),
+        server_counters: after
+            .metrics
+            .as_ref()
+            .zip(before.metrics.as_ref())
+            .map(|(a, b)| a.counters_since(b))
+            .unwrap_or_default(),
         rss_kib,
         notes,
     };
@@ -953,6 +1003,8 @@ async fn step(
 
 struct Knobs {
     window: Duration,
+    /// The share of its core the server may use (`CONCLAVE_BENCH_SERVER_CPU_LIMIT`).
+    cpu_limit: Option<f64>,
     budget: Duration,
     janus_event_loops: usize,
     perf: Option<PathBuf>,
@@ -1135,6 +1187,16 @@ fn machine() -> Value {
 async fn bench(servers: &[Kind]) -> Result<()> {
     let knobs = Knobs {
         window: seconds("CONCLAVE_BENCH_WINDOW_SECONDS", 5),
+        cpu_limit: match std::env::var("CONCLAVE_BENCH_SERVER_CPU_LIMIT") {
+            Ok(limit) => Some(
+                limit
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|l| *l > 0.01 && *l <= 1.0)
+                    .context("CONCLAVE_BENCH_SERVER_CPU_LIMIT: a fraction of a core, 0.01 to 1")?,
+            ),
+            Err(_) => None,
+        },
         budget: seconds("CONCLAVE_BENCH_BUDGET_SECONDS", 300),
         janus_event_loops: ladder("CONCLAVE_BENCH_JANUS_EVENT_LOOPS", &[1])[0],
         perf: std::env::var_os("CONCLAVE_BENCH_PERF").map(PathBuf::from),
@@ -1183,6 +1245,8 @@ async fn bench(servers: &[Kind]) -> Result<()> {
             "serverCpu": SERVER_CPU,
             "generatorCpu": GENERATOR_CPU,
             "janusEventLoops": knobs.janus_event_loops,
+            "serverCpuLimit": knobs.cpu_limit,
+            "udpPort": std::env::var("CONCLAVE_BENCH_UDP_PORT").ok(),
             "fanoutVideoBps": FANOUT_VIDEO_BPS,
             "meshVideoBps": MESH_VIDEO_BPS,
             "lossLimit": LOSS_LIMIT,

@@ -1,5 +1,5 @@
 //! The media stack behind a narrow interface: building peer connections (codecs,
-//! interceptors for NACK/RTX, receiver reports and TWCC, ports, announced addresses), and
+//! interceptors for NACK/RTX, sender reports and TWCC, ports, announced addresses), and
 //! forwarding one published track to many subscriber tracks.
 
 use std::collections::{HashMap, VecDeque};
@@ -13,11 +13,13 @@ use parking_lot::{Mutex, RwLock};
 use proto::signal::{PeerTarget, TrackKind, TrackView};
 use proto::{ParticipantId, TrackId};
 use rtc::ice::network_type::NetworkType;
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet, Registry,
+    SenderReportBuilder, Slot, StreamInfo, TaggedPacket, TwccReceiverBuilder,
+};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
-    configure_twcc_receiver_only,
+    configure_nack, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
@@ -48,6 +50,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+use crate::backlog::{self, Backlog};
 use crate::error::MediaError;
 use crate::ice_tcp::{IceTcpMux, Route};
 use crate::metrics::Metrics;
@@ -253,10 +256,10 @@ pub async fn add_first_video(
     ))
 }
 
-/// Opus, VP8 and H.264 (with RTX for the video codecs), the audio-level extension, and the
-/// interceptors: NACK generator and responder, TWCC feedback to publishers, the simulcast header
-/// extensions (`mid`, `rid`), and — on subscriber connections only — sender and receiver
-/// reports.
+/// Opus, VP8 and H.264 (with RTX for the video codecs), the audio-level extension, the
+/// simulcast header extensions (`mid`, `rid`), NACK and TWCC in the SDP, and the interceptors
+/// of the connection's direction: on a publisher connection the NACK generator and TWCC
+/// feedback, on a subscriber connection the NACK responder and sender reports.
 ///
 /// A publisher connection sends no receiver reports. Browsers put the `mid` and `rid` header
 /// extensions on a simulcast stream's packets only until a receiver report acknowledges its
@@ -266,7 +269,10 @@ pub async fn add_first_video(
 /// starts or stops sharing its screen would lose its camera. Unacknowledged, browsers keep the
 /// extensions on every packet (a few bytes), and the streams bind again at their next packet.
 /// Publishers lose nothing they need: their congestion control runs on TWCC feedback.
-fn media_engine(target: PeerTarget) -> Result<(MediaEngine, Registry), MediaError> {
+fn media_engine(
+    target: PeerTarget,
+    backlog: Option<Arc<Backlog>>,
+) -> Result<(MediaEngine, Registry), MediaError> {
     let mut engine = MediaEngine::default();
     engine.register_codec(
         codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111),
@@ -282,21 +288,102 @@ fn media_engine(target: PeerTarget) -> Result<(MediaEngine, Registry), MediaErro
         RtpCodecKind::Audio,
         None,
     )?;
-    let registry = configure_nack(Registry::new(), &mut engine);
+    // The helpers put the SDP side (feedback types, header extensions) into the engine, the same
+    // for both directions; the registries they return are dropped, because each direction
+    // runs only the interceptors that act on what it carries. Every interceptor sees every
+    // packet of its connection, so one that has nothing to do still costs per packet.
+    drop(configure_nack(Registry::new(), &mut engine));
     configure_simulcast_extension_headers(&mut engine)?;
-    let registry = configure_twcc_receiver_only(registry, &mut engine)?;
+    drop(configure_twcc_receiver_only(Registry::new(), &mut engine)?);
     let registry = match target {
-        PeerTarget::Publisher => registry,
-        PeerTarget::Subscriber => configure_rtcp_reports(registry),
+        // Receives media: asks for what was lost, and tells the sender what arrived (TWCC).
+        PeerTarget::Publisher => Registry::new()
+            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+            .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build()),
+        // Sends media: answers NACKs from its send buffer — unless it lags —, and sends
+        // sender reports (which the receiver needs to synchronise audio and video).
+        PeerTarget::Subscriber => {
+            let registry = Registry::new()
+                .with(Slot::NackResponder, NackResponderBuilder::new().build())
+                .with(Slot::SenderReport, SenderReportBuilder::new().build());
+            match &backlog {
+                Some(backlog) => registry.with(
+                    Slot::from(NACK_GUARD_SLOT),
+                    NackGuard {
+                        backlog: Arc::clone(backlog),
+                        read_queue: VecDeque::new(),
+                        write_queue: VecDeque::new(),
+                    },
+                ),
+                None => registry,
+            }
+        }
     };
     Ok((
         engine,
-        registry.with(Slot::from(FEEDBACK_SLOT), FeedbackToApplication::default()),
+        registry.with(
+            Slot::from(FEEDBACK_SLOT),
+            FeedbackToApplication {
+                backlog,
+                ..FeedbackToApplication::default()
+            },
+        ),
     ))
 }
 
 /// Application-most: every interceptor has seen an RTCP packet before this one marks it.
 const FEEDBACK_SLOT: usize = 14_000;
+/// Wire-ward of the NACK responder (4 000): inbound RTCP reaches it first.
+const NACK_GUARD_SLOT: usize = 3_500;
+
+/// Keeps NACKs from the NACK responder while the subscriber connection lags
+/// ([`Backlog::answers_nack`]); the rest of the RTCP passes.
+struct NackGuard {
+    backlog: Arc<Backlog>,
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGuard {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &mut msg.message.packet
+            && packets
+                .iter()
+                .any(|p| p.as_any().is::<TransportLayerNack>())
+            && !self.backlog.answers_nack(msg.now)
+        {
+            packets.retain(|p| !p.as_any().is::<TransportLayerNack>());
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for NackGuard {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
 
 /// Lets the RTCP the SFU acts on reach the tracks' `poll`.
 ///
@@ -305,10 +392,15 @@ const FEEDBACK_SLOT: usize = 14_000;
 /// marks with [`Attribute::DeliverToApplication`] reach `TrackLocal::poll`. This marks keyframe
 /// requests (PLI, FIR) — the SFU forwards them upstream —, REMB (the subscriber's bandwidth
 /// estimate chooses its simulcast layers), and NACKs and receiver reports, which it only counts. Every other packet keeps stopping at the terminus.
+///
+/// Being application-most, it is also the first to see what the application writes: on a
+/// subscriber connection it notes each RTP packet's departure from the forwarder's
+/// [`Backlog`].
 #[derive(Default)]
 struct FeedbackToApplication {
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
+    backlog: Option<Arc<Backlog>>,
 }
 
 fn wanted_by_the_application(packet: &dyn rtc::rtcp::Packet) -> bool {
@@ -351,6 +443,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackToApplication {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let (Some(backlog), Packet::Rtp(packet)) = (&self.backlog, &msg.message.packet) {
+            backlog.departed(packet.header.ssrc, packet.header.sequence_number, msg.now);
+        }
         self.write_queue.push_back(msg);
         Ok(())
     }
@@ -407,7 +502,8 @@ impl std::fmt::Debug for Peer {
 
 /// Builds a peer connection bound to `port` on the configured address (in single-port mode the
 /// pod's shared UDP port instead, and `port` is not used; with ICE over TCP it is also reachable
-/// through the pod's ICE-TCP port).
+/// through the pod's ICE-TCP port). A subscriber connection notes in `backlog` each packet its
+/// loop takes (see [`Backlog`]).
 ///
 /// # Errors
 /// [`MediaError::Webrtc`] when the codecs cannot be registered or the port cannot be bound.
@@ -415,9 +511,10 @@ pub async fn build_peer(
     settings: &MediaSettings,
     port: u16,
     target: PeerTarget,
+    backlog: Option<Arc<Backlog>>,
     events: mpsc::UnboundedSender<PeerEvent>,
 ) -> Result<Peer, MediaError> {
-    let (engine, registry) = media_engine(target)?;
+    let (engine, registry) = media_engine(target, backlog)?;
     // Remote mDNS candidates are discarded (the browser is found through its peer-reflexive
     // address) and no multicast socket is opened.
     let mut setting = SettingEngineBuilder::new()
@@ -521,9 +618,24 @@ pub struct SubscriberLink {
     probe_after: Mutex<Option<Instant>>,
     /// When the estimate last fell by a tenth or more: news of congestion.
     fell_at: Mutex<Option<Instant>>,
+    /// What the connection has not sent yet.
+    backlog: Arc<Backlog>,
 }
 
 impl SubscriberLink {
+    /// A link whose connection's sending is measured by `backlog`.
+    pub fn new(backlog: Backlog) -> Self {
+        Self {
+            backlog: Arc::new(backlog),
+            ..Self::default()
+        }
+    }
+
+    /// What the connection has been handed and has not sent yet (shared with its interceptor).
+    pub fn backlog(&self) -> &Arc<Backlog> {
+        &self.backlog
+    }
+
     /// The subscriber's bandwidth estimate in bits per second, once it sent one.
     pub fn estimate(&self) -> Option<u64> {
         match self.estimate.load(Ordering::Acquire) {
@@ -1143,7 +1255,18 @@ impl Forwarder {
         let bytes_in = self.metrics.bytes.with_label_values(&[kind, "in"]);
         let packets_out = self.metrics.packets.with_label_values(&[kind, "out"]);
         let bytes_out = self.metrics.bytes.with_label_values(&[kind, "out"]);
-        let dropped = self.metrics.packets_dropped.with_label_values(&[kind]);
+        let dropped_full = self
+            .metrics
+            .packets_dropped
+            .with_label_values(&[kind, "full"]);
+        let dropped_late = self
+            .metrics
+            .packets_dropped
+            .with_label_values(&[kind, "late"]);
+        let limit = match self.kind {
+            TrackKind::Audio => backlog::AUDIO_LIMIT,
+            TrackKind::Video => backlog::VIDEO_LIMIT,
+        };
         let latency = self.metrics.forwarding_latency.with_label_values(&[kind]);
         let recorder_dropped = self
             .metrics
@@ -1240,12 +1363,32 @@ impl Forwarder {
                 let Some(payload_type) = downstream.payload_type() else {
                     continue;
                 };
+                let backlog = downstream.link.backlog();
+                let late = backlog.late(received, limit);
+                if late && self.kind == TrackKind::Audio {
+                    // Before the rewrite: audio is not retransmitted, so its sequence stays
+                    // unbroken; the timestamps jump and the receiver conceals the gap.
+                    dropped_late.inc();
+                    continue;
+                }
                 let target = if audible { downstream.target() } else { None };
-                let Some(rewrite) = downstream
-                    .rewriter
-                    .lock()
-                    .rewrite(&incoming, target, received)
-                else {
+                let rewrite = {
+                    let mut rewriter = downstream.rewriter.lock();
+                    // Video is shed a whole frame at a time: from the next frame on, the copy
+                    // stops, and it resumes at a keyframe (the room asks for one while a copy
+                    // waits) once the connection keeps up — the subscriber sees no gap to ask
+                    // retransmissions for, and no broken picture.
+                    if late && !rewriter.continues_frame(&incoming) {
+                        rewriter.rewrite(&incoming, None, received);
+                        dropped_late.inc();
+                        continue;
+                    }
+                    rewriter.rewrite(&incoming, target, received)
+                };
+                let Some(rewrite) = rewrite else {
+                    if late {
+                        dropped_late.inc();
+                    }
                     continue;
                 };
                 let mut copy = packet.clone();
@@ -1259,16 +1402,18 @@ impl Forwarder {
                     copy.payload = payload.freeze();
                 }
                 forwarded = true;
+                let sequence = copy.header.sequence_number;
                 // Polled once: `write_rtp` waits only while the connection's queue (256
                 // events) is full, and its send is cancel-safe — dropped unfinished, the packet
                 // is not queued.
                 match downstream.local.write_rtp(copy).now_or_never() {
                     Some(Ok(())) => {
+                        backlog.handed(downstream.ssrc, sequence, received);
                         packets_out.inc();
                         bytes_out.inc_by(packet.payload.len() as u64);
                     }
                     Some(Err(err)) => trace!(cause = %err, "writing to a subscriber failed"),
-                    None => dropped.inc(),
+                    None => dropped_full.inc(),
                 }
             }
             drop(downstreams);

@@ -39,6 +39,10 @@ pub struct Metrics {
     pub receiver_loss: Histogram,
     /// Time from receiving a packet to handing it to the last subscriber's connection.
     pub forwarding_latency: HistogramVec,
+    /// Time a copy waited between the forwarder and its subscriber connection's sending.
+    pub subscriber_queue: Histogram,
+    /// NACKs a lagging subscriber connection did not answer.
+    pub nacks_ignored: IntCounter,
     /// Peer-connection state changes by state.
     pub peer_states: IntCounterVec,
     /// Signaling errors sent by code.
@@ -154,9 +158,9 @@ impl Metrics {
             packets_dropped: IntCounterVec::new(
                 Opts::new(
                     "conclave_sfu_rtp_packets_dropped_total",
-                    "RTP packets not handed to a subscriber's connection because its queue was full, by kind.",
+                    "RTP packets not handed to a subscriber's connection, by kind and reason: full (its queue was full) or late (its oldest waiting packet waited too long).",
                 ),
-                &["kind"],
+                &["kind", "reason"],
             )
             .map_err(Error::Metrics)?,
             nacks: IntCounter::new(
@@ -194,6 +198,21 @@ impl Metrics {
                     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                 ]),
                 &["kind"],
+            )
+            .map_err(Error::Metrics)?,
+            subscriber_queue: Histogram::with_opts(
+                HistogramOpts::new(
+                    "conclave_sfu_subscriber_queue_seconds",
+                    "Time a packet waited between the forwarder and its subscriber connection's sending (the connection's queue).",
+                )
+                .buckets(vec![
+                    0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 1.0,
+                ]),
+            )
+            .map_err(Error::Metrics)?,
+            nacks_ignored: IntCounter::new(
+                "conclave_sfu_nacks_ignored_total",
+                "NACKs from subscribers not answered because their connection lagged (its oldest waiting packet waited over 100 ms).",
             )
             .map_err(Error::Metrics)?,
             peer_states: IntCounterVec::new(
@@ -371,6 +390,12 @@ impl Metrics {
             .register(Box::new(metrics.forwarding_latency.clone()))
             .map_err(Error::Metrics)?;
         registry
+            .register(Box::new(metrics.subscriber_queue.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.nacks_ignored.clone()))
+            .map_err(Error::Metrics)?;
+        registry
             .register(Box::new(metrics.peer_states.clone()))
             .map_err(Error::Metrics)?;
         registry
@@ -418,7 +443,9 @@ impl Metrics {
         for kind in ["audio", "video"] {
             metrics.tracks.with_label_values(&[kind]);
             metrics.forwarding_latency.with_label_values(&[kind]);
-            metrics.packets_dropped.with_label_values(&[kind]);
+            for reason in ["full", "late"] {
+                metrics.packets_dropped.with_label_values(&[kind, reason]);
+            }
             for direction in ["in", "out"] {
                 metrics.packets.with_label_values(&[kind, direction]);
                 metrics.bytes.with_label_values(&[kind, direction]);

@@ -26,6 +26,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+use crate::backlog::Backlog;
 use crate::error::MediaError;
 use crate::media::{self, Downstream, FeedbackSink, Forwarder, PeerEvent, SubscriberLink};
 use crate::metrics::FailureCause;
@@ -357,7 +358,10 @@ async fn run(
         decodes,
         undecodable: HashSet::new(),
         video_added: false,
-        link: Arc::new(SubscriberLink::default()),
+        link: Arc::new(SubscriberLink::new(Backlog::observed(
+            state.shared.metrics.subscriber_queue.clone(),
+            state.shared.metrics.nacks_ignored.clone(),
+        ))),
     };
     let reason = live.relay(&mut socket, rx).await;
     let _ =
@@ -722,13 +726,24 @@ impl Live {
         if !single_port {
             self.room.check_ports(self.ports, self.state.bind_ip());
         }
+        // A new subscriber connection: nothing of an earlier one waits.
+        self.link.backlog().clear();
         for target in [PeerTarget::Publisher, PeerTarget::Subscriber] {
+            let backlog = || match target {
+                PeerTarget::Publisher => None,
+                PeerTarget::Subscriber => Some(Arc::clone(self.link.backlog())),
+            };
             let mut failed = HashSet::new();
             let peer = loop {
                 if single_port {
-                    let peer =
-                        media::build_peer(&self.state.shared.media, 0, target, events.clone())
-                            .await?;
+                    let peer = media::build_peer(
+                        &self.state.shared.media,
+                        0,
+                        target,
+                        backlog(),
+                        events.clone(),
+                    )
+                    .await?;
                     self.routes.extend(peer.route);
                     break peer.connection;
                 }
@@ -747,6 +762,7 @@ impl Live {
                     &self.state.shared.media,
                     lease.port(),
                     target,
+                    backlog(),
                     events.clone(),
                 )
                 .await

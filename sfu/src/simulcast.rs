@@ -259,6 +259,15 @@ impl Rewriter {
         self.current
     }
 
+    /// Whether `packet` belongs to the frame it sent last (a frame's packets share a timestamp):
+    /// stopping there would leave the subscriber half a picture.
+    pub fn continues_frame(&self, packet: &Incoming<'_>) -> bool {
+        self.current == Some(packet.layer)
+            && self.last.is_some_and(|last| {
+                last.timestamp == packet.timestamp.wrapping_add(self.timestamp_offset)
+            })
+    }
+
     /// What to send for `packet` when the subscriber should get `target` (`None`: nothing), or
     /// `None` to drop it. Switches to `target` at its next keyframe, keeping the current layer
     /// until then; stops at once when the target is nothing.
@@ -626,6 +635,28 @@ mod tests {
         assert_eq!(tl0, 13, "TL0PICIDX continues");
         assert_eq!(ts, 15000 + 2970, "33 ms later in a 90 kHz clock");
         assert_eq!(sent[1], (105, ts + 3000, 504, 14));
+    }
+
+    #[test]
+    fn a_frame_is_continued_only_by_packets_of_the_same_timestamp_and_layer() {
+        let start = Instant::now();
+        let mut r = Rewriter::new(90_000);
+        let payload = vp8(7, 1, false, false);
+        let d = parse_vp8(&payload).expect("vp8");
+        let packet = |layer, sequence, timestamp| Incoming {
+            layer,
+            sequence,
+            timestamp,
+            keyframe: false,
+            vp8: Some(&d),
+        };
+        assert!(!r.continues_frame(&packet(1, 10, 100)), "nothing sent yet");
+        feed(&mut r, &[(1, 10, 100, 7, 1, true)], Some(1), start);
+        assert!(r.continues_frame(&packet(1, 11, 100)));
+        assert!(!r.continues_frame(&packet(1, 12, 3100)), "the next frame");
+        assert!(!r.continues_frame(&packet(0, 500, 100)), "another layer");
+        feed(&mut r, &[(1, 11, 100, 7, 1, false)], None, start);
+        assert!(!r.continues_frame(&packet(1, 12, 100)), "paused");
     }
 
     #[test]

@@ -182,12 +182,26 @@ pub struct Metrics {
     pub packets_out: f64,
     /// Cumulative forwarding-latency buckets (upper bound in seconds → count), all kinds.
     pub latency: Vec<(f64, f64)>,
+    /// The counters that tell how a pod sheds load (series with labels → value): NACKs,
+    /// keyframe requests, copies dropped, time copies waited for their connection.
+    pub counters: std::collections::BTreeMap<String, f64>,
 }
+
+/// The series [`Metrics::counters`] keeps.
+const COUNTERS: &[&str] = &[
+    "conclave_sfu_nacks_received_total",
+    "conclave_sfu_nacks_ignored_total",
+    "conclave_sfu_keyframe_requests_total",
+    "conclave_sfu_rtp_packets_dropped_total",
+    "conclave_sfu_subscriber_queue_seconds_sum",
+    "conclave_sfu_subscriber_queue_seconds_count",
+];
 
 impl Metrics {
     pub fn parse(text: &str) -> Self {
         let mut packets_out = 0.0;
         let mut buckets: HashMap<String, f64> = HashMap::new();
+        let mut counters = std::collections::BTreeMap::new();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let Some((name, value)) = line.rsplit_once(' ') else {
                 continue;
@@ -195,6 +209,12 @@ impl Metrics {
             let Ok(value) = value.parse::<f64>() else {
                 continue;
             };
+            if COUNTERS.iter().any(|c| {
+                name.strip_prefix(c)
+                    .is_some_and(|r| r.is_empty() || r.starts_with('{'))
+            }) {
+                counters.insert(name.to_owned(), value);
+            }
             if name.starts_with("conclave_sfu_rtp_packets_total{")
                 && name.contains("direction=\"out\"")
             {
@@ -214,7 +234,22 @@ impl Metrics {
         Self {
             packets_out,
             latency,
+            counters,
         }
+    }
+
+    /// How much each counter grew since `before`, those that did.
+    pub fn counters_since(&self, before: &Metrics) -> std::collections::BTreeMap<String, f64> {
+        self.counters
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.clone(),
+                    value - before.counters.get(name).copied().unwrap_or(0.0),
+                )
+            })
+            .filter(|(_, grew)| *grew > 0.0)
+            .collect()
     }
 
     /// The `q` quantile of the latency observed between `before` and `self`, interpolated

@@ -1,0 +1,284 @@
+//! How far a subscriber connection's sending lags behind the forwarder.
+//!
+//! The forwarder hands each copy of a packet to the subscriber's connection, whose event loop
+//! (webrtc-rs) queues up to 256 events and sends them in turn. On a pod past its limit the
+//! loops fall behind, and a full queue holds more than a second of media: latency would grow
+//! long before anything is lost. So each connection keeps a [`Backlog`] of the packets handed
+//! to it that its loop has not taken yet, oldest first: the forwarder notes each hand-over,
+//! the connection's application-most interceptor (the first to see a written packet) notes
+//! each departure, and the forwarder drops copies for a connection whose oldest waiting packet
+//! has waited longer than a limit ([`Backlog::late`]). Dropping costs little, so a saturated
+//! pod sheds work instead of queueing it, and what it sends stays recent. A connection that
+//! lags also answers no NACK ([`Backlog::answers_nack`]): the subscribers' NACKs for what was
+//! shed would otherwise bring retransmissions — more work exactly when there is too much.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use prometheus::{Histogram, IntCounter};
+
+/// What webrtc-rs 0.21 queues per connection: more cannot be waiting.
+const CAPACITY: usize = 256;
+
+/// The longest a video packet may wait for its connection before the next copies are dropped:
+/// a picture this late is worth less than the CPU it costs, and a receiver that sees the gap
+/// asks for a keyframe.
+pub const VIDEO_LIMIT: Duration = Duration::from_millis(200);
+/// The same for audio, which is worth more: when a connection falls behind, its video is shed
+/// first, which frees the queue for the audio behind it.
+pub const AUDIO_LIMIT: Duration = Duration::from_millis(400);
+/// A connection whose oldest waiting packet waited longer than this answers no NACK: a
+/// retransmission would queue behind the rest and arrive too late to be played, and answering
+/// NACKs on a pod past its limit is how it would spiral (every loss brings more work).
+pub const NACK_LIMIT: Duration = Duration::from_millis(100);
+/// Older than this, an entry is no packet that waits (see [`Backlog::late`]).
+const STALE: Duration = Duration::from_secs(2);
+
+/// Packets handed to one subscriber connection and not yet taken by its event loop.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    inner: Mutex<Inner>,
+    /// `conclave_sfu_subscriber_queue_seconds`: how long each departed packet waited.
+    waited: Option<Histogram>,
+    /// `conclave_sfu_nacks_ignored_total`.
+    nacks_ignored: Option<IntCounter>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    waiting: VecDeque<Handed>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Handed {
+    ssrc: u32,
+    sequence: u16,
+    at: Instant,
+}
+
+impl Backlog {
+    /// A backlog that reports how long each packet waited to `waited`, and counts the NACKs
+    /// its connection ignores in `nacks_ignored`.
+    pub fn observed(waited: Histogram, nacks_ignored: IntCounter) -> Self {
+        Self {
+            inner: Mutex::default(),
+            waited: Some(waited),
+            nacks_ignored: Some(nacks_ignored),
+        }
+    }
+
+    /// Whether the connection answers a NACK that arrives at `now` (see [`NACK_LIMIT`]);
+    /// counts the ones it does not.
+    pub fn answers_nack(&self, now: Instant) -> bool {
+        let answers = !self.late(now, NACK_LIMIT);
+        if !answers && let Some(ignored) = &self.nacks_ignored {
+            ignored.inc();
+        }
+        answers
+    }
+
+    /// The forwarder handed the connection a packet at `at`.
+    pub fn handed(&self, ssrc: u32, sequence: u16, at: Instant) {
+        let mut inner = self.inner.lock();
+        if inner.waiting.len() >= CAPACITY {
+            // Only a packet the stack refused without sending can be this far behind.
+            inner.waiting.pop_front();
+        }
+        inner.waiting.push_back(Handed { ssrc, sequence, at });
+    }
+
+    /// The connection's loop took a packet at `at`. Packets handed before it that never
+    /// departed were refused by the stack (a payload type a renegotiation removed, say):
+    /// they are forgotten with it.
+    pub fn departed(&self, ssrc: u32, sequence: u16, at: Instant) {
+        let mut inner = self.inner.lock();
+        // Nearly always the first.
+        if let Some(position) = inner
+            .waiting
+            .iter()
+            .position(|h| h.ssrc == ssrc && h.sequence == sequence)
+        {
+            let handed = inner.waiting[position].at;
+            inner.waiting.drain(..=position);
+            drop(inner);
+            if let Some(waited) = &self.waited {
+                waited.observe(at.saturating_duration_since(handed).as_secs_f64());
+            }
+        }
+    }
+
+    /// Whether a packet given to the connection at `now` would wait behind one that has
+    /// waited longer than `limit`.
+    ///
+    /// An entry older than [`STALE`] is forgotten first: it is a packet the stack refused
+    /// without sending (after a pause nothing departed to clear it), since the forwarder
+    /// stops handing packets to a connection long before its queue is that old — or the
+    /// connection's loop has stopped altogether, and then its queue's own bound applies.
+    pub fn late(&self, now: Instant, limit: Duration) -> bool {
+        let mut inner = self.inner.lock();
+        while inner
+            .waiting
+            .front()
+            .is_some_and(|oldest| now.saturating_duration_since(oldest.at) > STALE)
+        {
+            inner.waiting.pop_front();
+        }
+        inner
+            .waiting
+            .front()
+            .is_some_and(|oldest| now.saturating_duration_since(oldest.at) > limit)
+    }
+
+    /// A new connection: nothing of the old one is waiting.
+    pub fn clear(&self) {
+        let mut inner = self.inner.lock();
+        inner.waiting.clear();
+    }
+
+    /// Packets waiting.
+    pub fn len(&self) -> usize {
+        self.inner.lock().waiting.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_connection_that_keeps_up_is_never_late() {
+        let backlog = Backlog::default();
+        let start = Instant::now();
+        for n in 0..1000u16 {
+            let at = start + MS * u32::from(n) * 6;
+            backlog.handed(1, n, at);
+            backlog.departed(1, n, at + MS);
+            assert!(!backlog.late(at + MS * 5, VIDEO_LIMIT));
+        }
+        assert!(backlog.is_empty());
+    }
+
+    #[test]
+    fn a_connection_whose_oldest_packet_waited_too_long_is_late_until_it_catches_up() {
+        let backlog = Backlog::default();
+        let start = Instant::now();
+        // 100 packets over 100 ms; its loop takes one every 6 ms.
+        for n in 0..100u16 {
+            backlog.handed(7, n, start + MS * u32::from(n));
+        }
+        let mut now = start;
+        let mut taken = 0u16;
+        while taken < 50 {
+            now += MS * 6;
+            backlog.departed(7, taken, now);
+            taken += 1;
+        }
+        // Packet 50 was handed at 50 ms and still waits at 300 ms.
+        assert!(backlog.late(now, VIDEO_LIMIT), "{:?}", now - start);
+        assert!(backlog.late(now, AUDIO_LIMIT - MS * 160));
+        assert!(!backlog.late(now, Duration::from_millis(300)));
+        // The loop catches up.
+        for n in taken..100 {
+            backlog.departed(7, n, now + MS);
+        }
+        assert!(backlog.is_empty());
+        assert!(!backlog.late(now + MS * 2, VIDEO_LIMIT));
+    }
+
+    #[test]
+    fn a_packet_the_stack_refused_is_cleared_by_the_next_departure() {
+        let backlog = Backlog::default();
+        let start = Instant::now();
+        backlog.handed(1, 10, start);
+        // Refused: it never departs; the next one does.
+        backlog.handed(1, 11, start + MS);
+        backlog.departed(1, 11, start + MS * 2);
+        assert!(backlog.is_empty(), "the refused packet went with it");
+        assert!(!backlog.late(start + Duration::from_secs(1), VIDEO_LIMIT));
+    }
+
+    #[test]
+    fn a_packet_the_stack_refused_before_a_pause_does_not_make_the_connection_late_for_ever() {
+        let backlog = Backlog::default();
+        let start = Instant::now();
+        backlog.handed(1, 10, start);
+        backlog.departed(1, 10, start + MS);
+        // Refused: it never departs. Then nothing, while the forwarder holds back.
+        backlog.handed(1, 11, start + MS * 2);
+        assert!(backlog.late(start + Duration::from_secs(1), VIDEO_LIMIT));
+        let later = start + STALE + MS * 3;
+        assert!(
+            !backlog.late(later, VIDEO_LIMIT),
+            "no queue is that old: the next packet is handed"
+        );
+        backlog.handed(1, 12, later);
+        backlog.departed(1, 12, later + MS);
+        assert!(backlog.is_empty());
+    }
+
+    #[test]
+    fn a_connection_that_lags_answers_no_nack() {
+        let ignored = IntCounter::new("n", "n").expect("counter");
+        let backlog = Backlog::observed(
+            Histogram::with_opts(prometheus::HistogramOpts::new("w", "w")).expect("histogram"),
+            ignored.clone(),
+        );
+        let start = Instant::now();
+        backlog.handed(1, 0, start);
+        assert!(backlog.answers_nack(start + MS * 50));
+        assert!(!backlog.answers_nack(start + MS * 150));
+        assert_eq!(ignored.get(), 1);
+        backlog.departed(1, 0, start + MS * 160);
+        assert!(backlog.answers_nack(start + MS * 170));
+        assert_eq!(ignored.get(), 1);
+    }
+
+    #[test]
+    fn the_backlog_never_holds_more_than_the_stacks_queue() {
+        let backlog = Backlog::default();
+        let start = Instant::now();
+        for n in 0..300u16 {
+            backlog.handed(3, n, start + MS * u32::from(n));
+        }
+        assert_eq!(backlog.len(), CAPACITY);
+        assert!(backlog.late(start + MS * 300, VIDEO_LIMIT));
+    }
+
+    #[test]
+    fn each_departure_reports_how_long_its_packet_waited() {
+        let waited = Histogram::with_opts(
+            prometheus::HistogramOpts::new("w", "w").buckets(vec![0.001, 0.01, 0.1]),
+        )
+        .expect("histogram");
+        let backlog =
+            Backlog::observed(waited.clone(), IntCounter::new("n", "n").expect("counter"));
+        let start = Instant::now();
+        backlog.handed(1, 0, start);
+        backlog.handed(1, 1, start);
+        backlog.departed(1, 0, start + MS * 5);
+        backlog.departed(1, 1, start + MS * 50);
+        // Not handed by the forwarder (a retransmission, say): not counted.
+        backlog.departed(1, 9, start + MS * 60);
+        assert_eq!(waited.get_sample_count(), 2);
+        assert!((waited.get_sample_sum() - 0.055).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_new_connection_starts_with_nothing_waiting() {
+        let backlog = Backlog::default();
+        let start = Instant::now();
+        backlog.handed(5, 1, start);
+        backlog.departed(5, 0, start);
+        backlog.clear();
+        assert!(backlog.is_empty());
+        assert!(!backlog.late(start + Duration::from_secs(5), VIDEO_LIMIT));
+    }
+}
