@@ -143,15 +143,21 @@ impl RoomHandle {
                 .map(|(forwarder, downstream)| {
                     let track = &forwarder.track;
                     let shown = downstream.link.view(track);
+                    let layers = states.get(track).copied().unwrap_or_default();
+                    let asked = view
+                        .caps
+                        .get(&(subscriber.clone(), track.clone()))
+                        .copied()
+                        .unwrap_or(LAYERS - 1);
                     Wanted {
-                        layers: states.get(track).copied().unwrap_or_default(),
+                        layers,
                         visible: shown.as_ref().is_none_or(|v| v.visible),
                         height: shown.map(|v| v.height).filter(|h| *h > 0),
-                        cap: view
-                            .caps
-                            .get(&(subscriber.clone(), track.clone()))
-                            .copied()
-                            .unwrap_or(LAYERS - 1),
+                        cap: lag_cap(
+                            asked,
+                            &layers,
+                            downstream.link.backlog().lagged_within(LAG_WINDOW, instant),
+                        ),
                         speaker: view.speaker.as_ref() == Some(&forwarder.publisher)
                             && view.cameras.contains(track),
                     }
@@ -235,6 +241,20 @@ impl RoomHandle {
 const PROBE_HOLD: std::time::Duration = std::time::Duration::from_secs(8);
 /// A fall of the estimate this recent is news of congestion.
 const FALL_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+/// A subscriber connection that lagged within this gets only the lowest layers
+/// ([`lag_cap`]).
+const LAG_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The highest layer a subscriber gets of a track: what it asked for, and — while the pod
+/// could not send it everything in time (its connection lagged, see `sfu::backlog`) — the
+/// track's lowest layer: a pod past its CPU sends a fifth of the packets to such a subscriber
+/// rather than shedding whole frames of the high layer.
+fn lag_cap(asked: usize, layers: &[LayerState; LAYERS], lagged: bool) -> usize {
+    match layers.iter().position(|l| l.available) {
+        Some(lowest) if lagged => asked.min(lowest),
+        _ => asked,
+    }
+}
 
 /// The bandwidth the allocator may spend on a subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,6 +350,22 @@ mod tests {
             cap: LAYERS - 1,
             speaker: false,
         }
+    }
+
+    #[test]
+    fn a_lagging_subscriber_is_capped_at_the_lowest_layer_the_track_has() {
+        let layer = |available| LayerState {
+            available,
+            ..LayerState::default()
+        };
+        let simulcast = [layer(true), layer(true), layer(true)];
+        assert_eq!(lag_cap(2, &simulcast, false), 2);
+        assert_eq!(lag_cap(2, &simulcast, true), 0);
+        assert_eq!(lag_cap(1, &simulcast, true), 0);
+        // A track without simulcast has its one layer on top: it keeps it.
+        let single = [layer(false), layer(false), layer(true)];
+        assert_eq!(lag_cap(2, &single, true), 2);
+        assert_eq!(lag_cap(2, &[layer(false); LAYERS], true), 2);
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct Backlog {
 #[derive(Debug, Default)]
 struct Inner {
     waiting: VecDeque<Handed>,
+    /// When [`Backlog::late`] last said yes.
+    lagged: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -124,16 +126,31 @@ impl Backlog {
         {
             inner.waiting.pop_front();
         }
-        inner
+        let late = inner
             .waiting
             .front()
-            .is_some_and(|oldest| now.saturating_duration_since(oldest.at) > limit)
+            .is_some_and(|oldest| now.saturating_duration_since(oldest.at) > limit);
+        if late {
+            inner.lagged = Some(now);
+        }
+        late
+    }
+
+    /// Whether the connection was late (for any limit) within `window` before `now`: the
+    /// pod cannot send it everything, and it gets the lowest simulcast layers, which cost a
+    /// fraction of the packets.
+    pub fn lagged_within(&self, window: Duration, now: Instant) -> bool {
+        self.inner
+            .lock()
+            .lagged
+            .is_some_and(|at| now.saturating_duration_since(at) <= window)
     }
 
     /// A new connection: nothing of the old one is waiting.
     pub fn clear(&self) {
         let mut inner = self.inner.lock();
         inner.waiting.clear();
+        inner.lagged = None;
     }
 
     /// Packets waiting.
@@ -239,6 +256,20 @@ mod tests {
         backlog.departed(1, 0, start + MS * 160);
         assert!(backlog.answers_nack(start + MS * 170));
         assert_eq!(ignored.get(), 1);
+    }
+
+    #[test]
+    fn a_connection_that_was_late_is_remembered_as_lagging_for_a_while() {
+        let backlog = Backlog::default();
+        let start = Instant::now();
+        backlog.handed(1, 0, start);
+        assert!(!backlog.late(start + MS * 100, VIDEO_LIMIT));
+        assert!(!backlog.lagged_within(Duration::from_secs(5), start + MS * 100));
+        assert!(backlog.late(start + MS * 300, VIDEO_LIMIT));
+        backlog.departed(1, 0, start + MS * 310);
+        assert!(!backlog.late(start + MS * 320, VIDEO_LIMIT));
+        assert!(backlog.lagged_within(Duration::from_secs(5), start + MS * 320));
+        assert!(!backlog.lagged_within(Duration::from_secs(5), start + Duration::from_secs(6)));
     }
 
     #[test]
