@@ -21,17 +21,36 @@ use prometheus::{Histogram, IntCounter};
 /// What webrtc-rs 0.21 queues per connection: more cannot be waiting.
 const CAPACITY: usize = 256;
 
-/// The longest a video packet may wait for its connection before the next copies are dropped:
-/// a picture this late is worth less than the CPU it costs, and a receiver that sees the gap
-/// asks for a keyframe.
-pub const VIDEO_LIMIT: Duration = Duration::from_millis(200);
-/// The same for audio, which is worth more: when a connection falls behind, its video is shed
-/// first, which frees the queue for the audio behind it.
-pub const AUDIO_LIMIT: Duration = Duration::from_millis(400);
-/// A connection whose oldest waiting packet waited longer than this answers no NACK: a
-/// retransmission would queue behind the rest and arrive too late to be played, and answering
-/// NACKs on a pod past its limit is how it would spiral (every loss brings more work).
-pub const NACK_LIMIT: Duration = Duration::from_millis(100);
+/// When a connection counts as late: its oldest waiting packet waited longer than `wait`, or
+/// `depth` packets wait (a subscriber of many publishers fills the stack's 256-event queue in
+/// a fraction of `wait`; shedding before it is full keeps the drops whole frames rather than
+/// the queue's random gaps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// The longest the oldest waiting packet may have waited.
+    pub wait: Duration,
+    /// The most packets that may wait.
+    pub depth: usize,
+}
+
+/// Video: a picture this late is worth less than the CPU it costs.
+pub const VIDEO_LIMIT: Limit = Limit {
+    wait: Duration::from_millis(200),
+    depth: 160,
+};
+/// Audio is worth more: when a connection falls behind, its video is shed first, which frees
+/// the queue for the audio behind it.
+pub const AUDIO_LIMIT: Limit = Limit {
+    wait: Duration::from_millis(400),
+    depth: 224,
+};
+/// A connection this late answers no NACK: a retransmission would queue behind the rest and
+/// arrive too late to be played, and answering NACKs on a pod past its limit is how it would
+/// spiral (every loss brings more work).
+pub const NACK_LIMIT: Limit = Limit {
+    wait: Duration::from_millis(100),
+    depth: 128,
+};
 /// Older than this, an entry is no packet that waits (see [`Backlog::late`]).
 const STALE: Duration = Duration::from_secs(2);
 
@@ -111,13 +130,13 @@ impl Backlog {
     }
 
     /// Whether a packet given to the connection at `now` would wait behind one that has
-    /// waited longer than `limit`.
+    /// waited longer than `limit.wait`, or behind `limit.depth` others.
     ///
     /// An entry older than [`STALE`] is forgotten first: it is a packet the stack refused
     /// without sending (after a pause nothing departed to clear it), since the forwarder
     /// stops handing packets to a connection long before its queue is that old — or the
     /// connection's loop has stopped altogether, and then its queue's own bound applies.
-    pub fn late(&self, now: Instant, limit: Duration) -> bool {
+    pub fn late(&self, now: Instant, limit: Limit) -> bool {
         let mut inner = self.inner.lock();
         while inner
             .waiting
@@ -126,10 +145,11 @@ impl Backlog {
         {
             inner.waiting.pop_front();
         }
-        let late = inner
-            .waiting
-            .front()
-            .is_some_and(|oldest| now.saturating_duration_since(oldest.at) > limit);
+        let late = inner.waiting.len() >= limit.depth
+            || inner
+                .waiting
+                .front()
+                .is_some_and(|oldest| now.saturating_duration_since(oldest.at) > limit.wait);
         if late {
             inner.lagged = Some(now);
         }
@@ -200,8 +220,20 @@ mod tests {
         }
         // Packet 50 was handed at 50 ms and still waits at 300 ms.
         assert!(backlog.late(now, VIDEO_LIMIT), "{:?}", now - start);
-        assert!(backlog.late(now, AUDIO_LIMIT - MS * 160));
-        assert!(!backlog.late(now, Duration::from_millis(300)));
+        assert!(backlog.late(
+            now,
+            Limit {
+                wait: MS * 240,
+                depth: 256
+            }
+        ));
+        assert!(!backlog.late(
+            now,
+            Limit {
+                wait: MS * 300,
+                depth: 256
+            }
+        ));
         // The loop catches up.
         for n in taken..100 {
             backlog.departed(7, n, now + MS);
@@ -281,6 +313,22 @@ mod tests {
         }
         assert_eq!(backlog.len(), CAPACITY);
         assert!(backlog.late(start + MS * 300, VIDEO_LIMIT));
+    }
+
+    #[test]
+    fn a_connection_with_many_packets_waiting_is_late_however_recent_they_are() {
+        let backlog = Backlog::default();
+        let start = Instant::now();
+        // 2 000 packets a second: a subscriber of many cameras.
+        for n in 0..159u16 {
+            backlog.handed(4, n, start + Duration::from_micros(500) * u32::from(n));
+        }
+        let now = start + MS * 80;
+        assert!(!backlog.late(now, VIDEO_LIMIT));
+        backlog.handed(4, 159, now);
+        assert!(backlog.late(now, VIDEO_LIMIT), "160 wait");
+        assert!(!backlog.late(now, AUDIO_LIMIT), "audio still goes");
+        assert!(backlog.late(now, NACK_LIMIT));
     }
 
     #[test]
