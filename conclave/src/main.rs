@@ -139,6 +139,17 @@ struct Standalone {
     )]
     sfu_udp_port: Option<u16>,
 
+    /// Kernel buffer asked for each of the embedded SFU's media UDP sockets, each way, in
+    /// bytes: it holds publishers' bursts while the machine is busy; `net.core.rmem_max` /
+    /// `wmem_max` cap it. 0: the kernel's default.
+    #[arg(
+        long = "sfu-udp-buffer-bytes",
+        env = "CONCLAVE_SFU_UDP_BUFFER_BYTES",
+        default_value_t = sfu::config::DEFAULT_UDP_BUFFER_BYTES,
+        value_parser = clap::value_parser!(u32).range(0..=1 << 30)
+    )]
+    sfu_udp_buffer_bytes: u32,
+
     /// What one participant or one address may do in the embedded SFU (the same flags as
     /// `conclave sfu`).
     #[command(flatten)]
@@ -274,6 +285,7 @@ async fn standalone(options: Standalone) -> anyhow::Result<()> {
     sfu_config.announced_ips = options.sfu_announced_ips;
     sfu_config.ice_tcp_port = options.sfu_ice_tcp_port;
     sfu_config.udp_port = options.sfu_udp_port;
+    sfu_config.udp_buffer_bytes = options.sfu_udp_buffer_bytes;
     sfu_config.max_participants = config.sfu_capacity;
     sfu_config.room_max_participants = config.default_max_participants;
     sfu_config.pod_name = "embedded".to_owned();

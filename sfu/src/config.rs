@@ -122,6 +122,19 @@ pub struct Config {
         value_parser = clap::value_parser!(u16).range(1..)
     )]
     pub udp_port: Option<u16>,
+    /// Kernel buffer asked for each media UDP socket, each way, in bytes (the shared port in
+    /// single-port mode, every peer connection's socket otherwise). It holds the publishers'
+    /// packets while the SFU is short of CPU: a keyframe arrives as a burst of ~100 packets.
+    /// The kernel grants at most `net.core.rmem_max` / `wmem_max` (a warning at start says
+    /// when it granted less). 0 keeps the kernel's default.
+    #[arg(
+        id = "sfu-udp-buffer-bytes",
+        long = "sfu-udp-buffer-bytes",
+        env = "CONCLAVE_SFU_UDP_BUFFER_BYTES",
+        default_value_t = DEFAULT_UDP_BUFFER_BYTES,
+        value_parser = clap::value_parser!(u32).range(0..=1 << 30)
+    )]
+    pub udp_buffer_bytes: u32,
     /// Base URL of the conference service that receives room reports (joins, leaves, end);
     /// without it reports are only logged.
     #[arg(id = "sfu-api-url", long = "sfu-api-url", env = "CONCLAVE_SFU_API_URL")]
@@ -352,6 +365,7 @@ impl std::fmt::Debug for Config {
             .field("node_name", &self.node_name)
             .field("ice_tcp_port", &self.ice_tcp_port)
             .field("udp_port", &self.udp_port)
+            .field("udp_buffer_bytes", &self.udp_buffer_bytes)
             .field("api_url", &self.api_url)
             .field("pod_name", &self.pod_name)
             .field("max_participants", &self.max_participants)
@@ -379,6 +393,7 @@ impl Config {
             node_name: None,
             ice_tcp_port: None,
             udp_port: None,
+            udp_buffer_bytes: DEFAULT_UDP_BUFFER_BYTES,
             api_url: None,
             pod_name: "sfu-test".into(),
             max_participants: 500,
@@ -390,6 +405,10 @@ impl Config {
         }
     }
 }
+
+/// `--sfu-udp-buffer-bytes` by default: 4 MiB, as `net.core.rmem_max` is set on the nodes of
+/// most WebRTC deployments (LiveKit asks for 5 MB).
+pub const DEFAULT_UDP_BUFFER_BYTES: u32 = 4 << 20;
 
 /// The environment variable holding the join-token secret.
 pub const JOIN_TOKEN_SECRET_ENV: &str = "CONCLAVE_JOIN_TOKEN_SECRET";

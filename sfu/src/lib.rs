@@ -13,7 +13,8 @@
 //!   seconds to the file store while a recording runs, with the events around them.
 //! - [`ports`]: UDP port leases and the ports another process holds; [`udp_mux`]: single-port
 //!   mode, every peer connection on one UDP port; [`ice_tcp`]: ICE over TCP on one port per pod,
-//!   for networks that block UDP.
+//!   for networks that block UDP; [`sockets`]: the media sockets' kernel buffers and what the
+//!   kernel dropped at them.
 //! - [`revocation`] and [`placements`]: what the conference service says, asked every two
 //!   seconds in one task: tokens and sessions it revoked, and the conferences placed on this
 //!   pod (joins for others are refused with `wrongPod`, rooms that left are told `moved`).
@@ -37,6 +38,7 @@ pub mod room;
 pub mod server;
 mod session;
 pub mod simulcast;
+pub mod sockets;
 pub mod speaker;
 pub mod udp_mux;
 

@@ -58,6 +58,7 @@ use crate::simulcast::{
     self, Codec, Incoming, LAYERS, LayerState, Rewriter, parse_vp8, starts_keyframe,
     vp8_keyframe_size,
 };
+use crate::sockets::{MediaRuntime, UdpBuffers};
 use crate::udp_mux::UdpMux;
 
 /// The RFC 6464 audio-level header extension.
@@ -76,6 +77,8 @@ pub struct MediaSettings {
     pub ice_tcp: Option<Arc<IceTcpMux>>,
     /// The pod's one UDP port, in single-port mode (`--sfu-udp-port`).
     pub udp_mux: Option<Arc<UdpMux>>,
+    /// The media sockets' kernel buffers (`--sfu-udp-buffer-bytes`) and the drops at them.
+    pub udp_buffers: Arc<UdpBuffers>,
 }
 
 impl MediaSettings {
@@ -572,15 +575,14 @@ pub async fn build_peer(
         }
         _ => (None, None),
     };
-    let mut builder = PeerConnectionBuilder::new();
-    let mut udp_port = None;
-    if let (Some(mux), Some(ufrag)) = (&settings.udp_mux, ufrag) {
+    let (runtime, udp_port) = match (&settings.udp_mux, ufrag) {
         // The connection binds an ephemeral port of the bind address for a moment; its
         // runtime swaps that socket for the pod's shared one.
-        builder = builder.with_runtime(mux.runtime(ufrag));
-        udp_port = Some(mux.port());
-    }
-    let peer = builder
+        (Some(mux), Some(ufrag)) => (mux.runtime(ufrag), Some(mux.port())),
+        _ => (MediaRuntime::own(Arc::clone(&settings.udp_buffers)), None),
+    };
+    let peer = PeerConnectionBuilder::new()
+        .with_runtime(runtime)
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(engine)
         .with_interceptor_registry(registry)

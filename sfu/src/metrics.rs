@@ -68,6 +68,10 @@ pub struct Metrics {
     /// Datagrams the shared UDP port (single-port mode) dropped, by reason (`unknown`: from an
     /// address no connection checked from, `full`: the connection's inbox was full).
     pub udp_mux_dropped: IntCounterVec,
+    /// What the kernel granted the media UDP sockets, by direction (`receive`, `send`).
+    pub udp_socket_buffer: IntGaugeVec,
+    /// Datagrams the kernel dropped at the media UDP sockets (their receive buffer was full).
+    pub udp_kernel_drops: IntCounter,
     /// 1 while this SFU drains after SIGTERM (readiness off, meetings going on), else 0.
     pub draining: IntGauge,
     /// Conferences the conference service places on this pod, as last heard.
@@ -289,6 +293,19 @@ impl Metrics {
                 &["reason"],
             )
             .map_err(Error::Metrics)?,
+            udp_socket_buffer: IntGaugeVec::new(
+                Opts::new(
+                    "conclave_sfu_udp_socket_buffer_bytes",
+                    "Kernel buffer of each media UDP socket as granted (Linux counts twice what it stores), by direction (receive, send).",
+                ),
+                &["direction"],
+            )
+            .map_err(Error::Metrics)?,
+            udp_kernel_drops: IntCounter::new(
+                "conclave_sfu_udp_kernel_drops_total",
+                "Datagrams the kernel dropped at this SFU's media UDP sockets because their receive buffer was full (read every 5 s).",
+            )
+            .map_err(Error::Metrics)?,
             draining: IntGauge::new(
                 "conclave_sfu_draining",
                 "1 while this SFU drains after SIGTERM: not ready, meetings going on until they move.",
@@ -436,6 +453,15 @@ impl Metrics {
             .map_err(Error::Metrics)?;
         for reason in ["unknown", "full"] {
             metrics.udp_mux_dropped.with_label_values(&[reason]);
+        }
+        registry
+            .register(Box::new(metrics.udp_socket_buffer.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.udp_kernel_drops.clone()))
+            .map_err(Error::Metrics)?;
+        for direction in ["receive", "send"] {
+            metrics.udp_socket_buffer.with_label_values(&[direction]);
         }
         for phase in BIND_PHASES {
             metrics.udp_bind_failures.with_label_values(&[phase]);

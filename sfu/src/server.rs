@@ -404,7 +404,8 @@ impl std::fmt::Debug for SfuState {
 
 impl SfuState {
     /// Builds the state from the configuration, registering metrics in `registry` and sending
-    /// room reports to `reporter`.
+    /// room reports to `reporter`. Needs a tokio runtime (the shared UDP port's reader, the
+    /// accounting of kernel drops at the media sockets).
     ///
     /// # Errors
     /// [`Error::Secret`] for a short secret, [`Error::Metrics`] when metrics are registered
@@ -420,9 +421,15 @@ impl SfuState {
         let ports = PortPool::default();
         let default_ports = config.ports_here().map_err(Error::Config)?;
         // In single-port mode no range is bound.
+        let udp_buffers = crate::sockets::UdpBuffers::new(
+            config.udp_buffer_bytes as usize,
+            metrics.udp_socket_buffer.clone(),
+            metrics.udp_kernel_drops.clone(),
+        );
         let udp_mux = match config.udp_port {
             Some(port) => Some(crate::udp_mux::UdpMux::spawn(
                 SocketAddr::new(config.bind_ip, port),
+                &udp_buffers,
                 metrics.udp_mux_dropped.clone(),
             )?),
             None => {
@@ -448,6 +455,7 @@ impl SfuState {
             );
         }
         let (shutdown, _) = watch::channel(None);
+        udp_buffers.spawn_accounting();
         Ok(Self {
             shared: Arc::new(Shared {
                 key,
@@ -457,6 +465,7 @@ impl SfuState {
                     ice_failed_after: Duration::from_secs(config.ice_failed_seconds),
                     ice_tcp,
                     udp_mux,
+                    udp_buffers,
                 },
                 ports,
                 metrics,

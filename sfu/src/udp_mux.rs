@@ -5,10 +5,10 @@
 //! a hostPort or a load balancer for one port instead of a range.
 //!
 //! webrtc-rs 0.21 has no UDP mux: its driver binds a socket of its own per peer connection. It
-//! does that I/O through a [`Runtime`], so each peer connection here gets a [`MuxRuntime`]: the
-//! tokio runtime, except that the socket the driver binds (an ephemeral port, closed at once) is
-//! replaced by a [`MuxSocket`] that receives what the pod's socket routes to it and sends
-//! through the pod's socket. The candidates the connection gathers name that ephemeral port; the
+//! does that I/O through a [`Runtime`], so each peer connection here gets a [`MediaRuntime`]:
+//! the tokio runtime, except that the socket the driver binds (an ephemeral port, closed at
+//! once) is replaced by a [`MuxSocket`] that receives what the pod's socket routes to it and
+//! sends through the pod's socket. The candidates the connection gathers name that ephemeral port; the
 //! media layer announces the shared port instead ([`UdpMux::port`]).
 //!
 //! One task reads the pod's socket, many datagrams per system call (`recvmmsg` through
@@ -23,7 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::task::AtomicWaker;
 use parking_lot::{Mutex, RwLock};
@@ -31,13 +31,11 @@ use prometheus::IntCounterVec;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
-use webrtc::runtime::{
-    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
-    Transmit, UdpSockRef, UdpSocketState,
-};
+use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Runtime, Transmit, UdpSockRef, UdpSocketState};
 
 use crate::error::{Error, Result};
 use crate::ice_tcp::ufrag_of;
+use crate::sockets::{MediaRuntime, UdpBuffers};
 
 /// Datagrams a connection's inbox holds before it drops (a keyframe of a 2.5 Mbit/s camera is
 /// about 100 packets; a connection's driver empties its inbox on every wake-up).
@@ -107,9 +105,16 @@ impl UdpMux {
     ///
     /// # Errors
     /// [`Error::Listen`] when the port cannot be bound.
-    pub fn spawn(addr: SocketAddr, dropped: IntCounterVec) -> Result<Arc<Self>> {
+    pub fn spawn(
+        addr: SocketAddr,
+        buffers: &UdpBuffers,
+        dropped: IntCounterVec,
+    ) -> Result<Arc<Self>> {
         let listen = |source| Error::Listen { addr, source };
         let std = std::net::UdpSocket::bind(addr).map_err(listen)?;
+        // Every publisher of the pod arrives here: the buffer is what holds their bursts
+        // while the pod is short of CPU.
+        buffers.adopt(&std);
         std.set_nonblocking(true).map_err(listen)?;
         let socket = UdpSocket::from_std(std).map_err(listen)?;
         // Destination addresses of received datagrams (IP_PKTINFO) and source addresses of
@@ -136,10 +141,18 @@ impl UdpMux {
 
     /// A runtime for the peer connection of `ufrag`: its UDP sockets are this mux's.
     pub fn runtime(self: &Arc<Self>, ufrag: String) -> Arc<dyn Runtime> {
-        Arc::new(MuxRuntime {
-            inner: Arc::new(webrtc::runtime::TokioRuntime),
+        MediaRuntime::shared(Arc::clone(self), ufrag)
+    }
+
+    /// The socket of the peer connection of `ufrag` for its local address `ip` (the address
+    /// of the ephemeral port its driver bound): what this port receives for it, and sending
+    /// through this port.
+    pub(crate) fn attach(&self, ufrag: &str, ip: IpAddr) -> Arc<dyn AsyncUdpSocket> {
+        let inbox = self.shared.attach(ufrag, canonical(ip));
+        Arc::new(MuxSocket {
             shared: Arc::clone(&self.shared),
-            ufrag,
+            inbox,
+            writable: Mutex::new(None),
         })
     }
 
@@ -464,93 +477,6 @@ impl AsyncUdpSocket for MuxSocket {
             filled += 1;
         }
         Poll::Ready(Ok(filled))
-    }
-}
-
-/// The tokio runtime, with the UDP sockets of one peer connection on the shared port.
-struct MuxRuntime {
-    inner: Arc<dyn Runtime>,
-    shared: Arc<Shared>,
-    ufrag: String,
-}
-
-impl fmt::Debug for MuxRuntime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MuxRuntime")
-            .field("port", &self.shared.local.port())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Runtime for MuxRuntime {
-    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
-        self.inner.spawn(future)
-    }
-
-    fn spawn_reactor(
-        &self,
-        reactor_pool_size: usize,
-        future: Pin<Box<dyn Future<Output = ()> + Send>>,
-    ) -> Box<dyn JoinHandle> {
-        self.inner.spawn_reactor(reactor_pool_size, future)
-    }
-
-    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
-        // The driver bound an ephemeral port of the address it gathers candidates for; only
-        // the address is kept, the port is closed again.
-        let ip = canonical(socket.local_addr()?.ip());
-        drop(socket);
-        let inbox = self.shared.attach(&self.ufrag, ip);
-        Ok(Arc::new(MuxSocket {
-            shared: Arc::clone(&self.shared),
-            inbox,
-            writable: Mutex::new(None),
-        }))
-    }
-
-    fn wrap_tcp_listener(
-        &self,
-        listener: std::net::TcpListener,
-    ) -> io::Result<Arc<dyn AsyncTcpListener>> {
-        self.inner.wrap_tcp_listener(listener)
-    }
-
-    fn connect_tcp<'a>(
-        &'a self,
-        remote_addr: SocketAddr,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
-        self.inner.connect_tcp(remote_addr)
-    }
-
-    fn resolve_host<'a>(
-        &'a self,
-        host: &'a str,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
-        self.inner.resolve_host(host)
-    }
-
-    fn now(&self) -> Instant {
-        self.inner.now()
-    }
-
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        self.inner.sleep(duration)
-    }
-
-    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
-        self.inner.interval(period)
-    }
-
-    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
-        self.inner.block_on(future);
-    }
-
-    fn yield_now(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        self.inner.yield_now()
-    }
-
-    fn name(&self) -> &'static str {
-        "tokio (shared UDP port)"
     }
 }
 

@@ -242,6 +242,12 @@ fn settings() -> MediaSettings {
         ice_failed_after: std::time::Duration::from_secs(25),
         ice_tcp: None,
         udp_mux: None,
+        udp_buffers: sfu::sockets::UdpBuffers::new(
+            sfu::config::DEFAULT_UDP_BUFFER_BYTES as usize,
+            prometheus::IntGaugeVec::new(prometheus::Opts::new("buffer", "buffer"), &["direction"])
+                .expect("gauge"),
+            prometheus::IntCounter::new("drops", "drops").expect("counter"),
+        ),
     }
 }
 

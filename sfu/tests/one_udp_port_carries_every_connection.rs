@@ -32,6 +32,24 @@ async fn one_udp_port_carries_every_connection() {
     let mux = sfu.state.udp_mux().expect("single-port mode").clone();
     let port = mux.port();
     assert_ne!(port, 0);
+    // The one socket every publisher arrives at got a buffer beyond the kernel's default.
+    let buffer = sfu
+        .metrics()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("conclave_sfu_udp_socket_buffer_bytes{direction=\"receive\"} ")
+        })
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("the shared socket's buffer");
+    let default: u64 = std::fs::read_to_string("/proc/sys/net/core/rmem_default")
+        .expect("rmem_default")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert!(
+        buffer > default,
+        "{buffer} bytes against the default {default}"
+    );
 
     let ada = sfu.join(&claims("ada", Role::Moderator, true)).await;
     let bob = sfu.join(&claims("bob", Role::Speaker, false)).await;

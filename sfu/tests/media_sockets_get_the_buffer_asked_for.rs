@@ -1,0 +1,88 @@
+//! Every media socket of the SFU asks the kernel for `--sfu-udp-buffer-bytes` each way (the
+//! buffer that holds publishers' bursts while the pod is short of CPU): a publisher's
+//! connection gets what the kernel grants for the size asked — twice the size, as Linux reports
+//! it, capped by `net.core.rmem_max` — and the kernel's drops at the sockets are exported.
+
+mod support;
+
+use proto::Role;
+use proto::signal::TrackSource;
+use support::{SECRET, WAIT, claims, ports, start_with};
+
+/// The value of the series `name` (with its labels) in a metrics text.
+fn value(metrics: &str, name: &str) -> i64 {
+    let prefix = format!("{name} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+/// What Linux reports for a socket asked for `bytes`: twice the size, at most `rmem_max`'s.
+fn granted(bytes: i64, sysctl: &str) -> i64 {
+    let max: i64 = std::fs::read_to_string(format!("/proc/sys/net/core/{sysctl}"))
+        .expect("the kernel's limit")
+        .trim()
+        .parse()
+        .expect("a number");
+    2 * bytes.min(max)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_sockets_get_the_buffer_asked_for() {
+    if !loadgen::netns::isolate() {
+        return;
+    }
+    let asked: i64 = 1 << 20;
+    let mut config = sfu::Config::for_loopback(SECRET, ports());
+    config.udp_buffer_bytes = u32::try_from(asked).expect("size");
+    let sfu = start_with(config).await;
+    let metrics = sfu.metrics();
+    assert_eq!(
+        value(
+            &metrics,
+            "conclave_sfu_udp_socket_buffer_bytes{direction=\"receive\"}"
+        ),
+        0,
+        "no socket yet"
+    );
+
+    let ada = sfu.join(&claims("ada", Role::Moderator, true)).await;
+    let bob = sfu.join(&claims("bob", Role::Speaker, false)).await;
+    bob.publish(
+        &[TrackSource::Microphone, TrackSource::Camera],
+        loadgen::MediaPlan::default(),
+    )
+    .await
+    .expect("publish");
+    let bob_id = bob.id().expect("bob").to_string();
+    ada.wait_received(WAIT, |r| {
+        r.values()
+            .filter(|t| t.publisher == bob_id && t.packets > 20)
+            .count()
+            == 2
+    })
+    .await
+    .expect("ada receives bob's audio and video");
+
+    let metrics = sfu.metrics();
+    assert_eq!(
+        value(
+            &metrics,
+            "conclave_sfu_udp_socket_buffer_bytes{direction=\"receive\"}"
+        ),
+        granted(asked, "rmem_max")
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "conclave_sfu_udp_socket_buffer_bytes{direction=\"send\"}"
+        ),
+        granted(asked, "wmem_max")
+    );
+    // Media flowed at a pace the SFU keeps up with: nothing found a full buffer.
+    assert_eq!(value(&metrics, "conclave_sfu_udp_kernel_drops_total"), 0);
+    ada.leave().await;
+    bob.leave().await;
+}
