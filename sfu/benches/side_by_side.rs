@@ -40,6 +40,8 @@
 //! `CONCLAVE_BENCH_PERF` (a folder: each window is also recorded with
 //! `perf record --call-graph dwarf` on the server process into it), `CONCLAVE_BENCH_UDP_PORT`
 //! (a port: Conclave in single-port mode, every peer connection on that one UDP port),
+//! `CONCLAVE_BENCH_UDP_BUFFER_BYTES` (Conclave's `--sfu-udp-buffer-bytes`; 0: the kernel's
+//! default),
 //! `CONCLAVE_BENCH_SERVER_CPU_LIMIT` (a fraction of its core, e.g. 0.5: the server process is
 //! held to it by the kernel's CFS bandwidth control, as a Kubernetes CPU limit holds a pod —
 //! its knee moves down to where the generator is not yet the limit, so the steps past it show
@@ -49,6 +51,7 @@
 #[allow(dead_code)] // shared with `sfu.rs`, which uses other parts
 mod support;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -713,7 +716,9 @@ struct Step {
     server_p50_ms: Option<f64>,
     server_p99_ms: Option<f64>,
     /// How Conclave's counters of shed load grew during the window.
-    server_counters: std::collections::BTreeMap<String, f64>,
+    server_counters: BTreeMap<String, f64>,
+    /// How the kernel's UDP error counters grew during the window (the whole machine).
+    kernel_udp: BTreeMap<String, u64>,
     rss_kib: u64,
     notes: Vec<String>,
 }
@@ -753,6 +758,7 @@ impl Step {
             "endToEndLatencyMs": {"p50": self.e2e_p50_ms, "p99": self.e2e_p99_ms},
             "serverForwardingLatencyMs": {"p50": self.server_p50_ms, "p99": self.server_p99_ms},
             "serverCountersInWindow": self.server_counters,
+            "kernelUdpErrorsInWindow": self.kernel_udp,
             "serverRssKiB": self.rss_kib,
             "serverRssPerParticipantKiB": self.rss_per_participant_kib(),
             "notes": self.notes,
@@ -794,6 +800,7 @@ struct Sample {
     received: u64,
     lost: u64,
     metrics: Option<Metrics>,
+    kernel_udp: BTreeMap<String, u64>,
 }
 
 async fn sample(server: &Server, load: &Load, ticks: f64) -> Result<Sample> {
@@ -807,7 +814,40 @@ async fn sample(server: &Server, load: &Load, ticks: f64) -> Result<Sample> {
         received: support::received_packets(&load.receipts()),
         lost: support::lost_packets(&load.receipts()),
         metrics: server.metrics().await?,
+        kernel_udp: kernel_udp_counters(),
     })
+}
+
+/// The kernel's UDP counters that tell where datagrams were lost on this machine (IPv4 and
+/// IPv6 summed; every process on the machine, server and generator alike): `RcvbufErrors` a
+/// receive buffer was full, `SndbufErrors` a send buffer, `InErrors` every receive error.
+fn kernel_udp_counters() -> BTreeMap<String, u64> {
+    const WANTED: [&str; 3] = ["InErrors", "RcvbufErrors", "SndbufErrors"];
+    let mut counters = BTreeMap::new();
+    // /proc/net/snmp: a line of names and a line of values, each starting with "Udp:".
+    if let Ok(snmp) = std::fs::read_to_string("/proc/net/snmp") {
+        let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+        if let [names, values] = udp[..] {
+            for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+                if let (true, Ok(value)) = (WANTED.contains(&name), value.parse::<u64>()) {
+                    *counters.entry(name.to_owned()).or_default() += value;
+                }
+            }
+        }
+    }
+    // /proc/net/snmp6: "Udp6RcvbufErrors 0" per line.
+    if let Ok(snmp6) = std::fs::read_to_string("/proc/net/snmp6") {
+        for line in snmp6.lines() {
+            let mut fields = line.split_whitespace();
+            if let (Some(name), Some(Ok(value))) =
+                (fields.next(), fields.next().map(str::parse::<u64>))
+                && let Some(name) = name.strip_prefix("Udp6").filter(|n| WANTED.contains(n))
+            {
+                *counters.entry(name.to_owned()).or_default() += value;
+            }
+        }
+    }
+    counters
 }
 
 /// What `perf stat` counts in the server process during a recorded window.
@@ -957,6 +997,21 @@ async fn step(
             100.0 * sent_per_second / nominal_sent_per_second
         ));
     }
+    let kernel_udp: BTreeMap<String, u64> = after
+        .kernel_udp
+        .iter()
+        .map(|(name, value)| {
+            let since = value.saturating_sub(before.kernel_udp.get(name).copied().unwrap_or(0));
+            (name.clone(), since)
+        })
+        .collect();
+    for (counter, buffer) in [("RcvbufErrors", "receive"), ("SndbufErrors", "send")] {
+        if let Some(&dropped) = kernel_udp.get(counter).filter(|&&d| d > 0) {
+            notes.push(format!(
+                "the kernel dropped {dropped} datagrams at full UDP {buffer} buffers (whole machine)"
+            ));
+        }
+    }
     for (others, core) in [
         (others_on_server_core, "server's"),
         (others_on_generator_core, "generator's"),
@@ -993,6 +1048,7 @@ async fn step(
             .zip(before.metrics.as_ref())
             .map(|(a, b)| a.counters_since(b))
             .unwrap_or_default(),
+        kernel_udp,
         rss_kib,
         notes,
     };
@@ -1247,6 +1303,7 @@ async fn bench(servers: &[Kind]) -> Result<()> {
             "janusEventLoops": knobs.janus_event_loops,
             "serverCpuLimit": knobs.cpu_limit,
             "udpPort": std::env::var("CONCLAVE_BENCH_UDP_PORT").ok(),
+            "udpBufferBytes": std::env::var("CONCLAVE_BENCH_UDP_BUFFER_BYTES").ok(),
             "fanoutVideoBps": FANOUT_VIDEO_BPS,
             "meshVideoBps": MESH_VIDEO_BPS,
             "lossLimit": LOSS_LIMIT,

@@ -47,6 +47,13 @@ pub fn serve_sfu() -> Result<()> {
         if let Ok(port) = std::env::var("CONCLAVE_BENCH_UDP_PORT") {
             config.udp_port = Some(port.parse().context("CONCLAVE_BENCH_UDP_PORT: a port")?);
         }
+        // The media sockets' kernel buffers (`CONCLAVE_BENCH_UDP_BUFFER_BYTES`, 0: the kernel's
+        // default), to compare with the SFU's own default.
+        if let Ok(bytes) = std::env::var("CONCLAVE_BENCH_UDP_BUFFER_BYTES") {
+            config.udp_buffer_bytes = bytes
+                .parse()
+                .context("CONCLAVE_BENCH_UDP_BUFFER_BYTES: a number of bytes")?;
+        }
         let registry = prometheus::Registry::new();
         let state = sfu::SfuState::new(&config, Arc::new(sfu::LogReporter), &registry)?;
         let app = sfu::router(state).merge(sfu::metrics_router(registry));
@@ -183,7 +190,8 @@ pub struct Metrics {
     /// Cumulative forwarding-latency buckets (upper bound in seconds → count), all kinds.
     pub latency: Vec<(f64, f64)>,
     /// The counters that tell how a pod sheds load (series with labels → value): NACKs,
-    /// keyframe requests, copies dropped, time copies waited for their connection.
+    /// keyframe requests, copies dropped, time copies waited for their connection, packets
+    /// lost on the way in.
     pub counters: std::collections::BTreeMap<String, f64>,
 }
 
@@ -195,6 +203,11 @@ const COUNTERS: &[&str] = &[
     "conclave_sfu_rtp_packets_dropped_total",
     "conclave_sfu_subscriber_queue_seconds_sum",
     "conclave_sfu_subscriber_queue_seconds_count",
+    // Lost on the way in: publishers' packets missing before retransmission, datagrams the
+    // kernel dropped at the media sockets (read every 5 s), and those the shared port dropped.
+    "conclave_sfu_inbound_packets_lost_total",
+    "conclave_sfu_udp_kernel_drops_total",
+    "conclave_sfu_udp_mux_datagrams_dropped_total",
 ];
 
 impl Metrics {
