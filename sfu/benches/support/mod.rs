@@ -38,11 +38,11 @@ pub fn serve_sfu() -> Result<()> {
                 last: 44_999,
             },
         );
-        config.room_max_participants = 500;
+        config.room_max_participants = 2000;
         // Every subscriber gets every track, as in Janus' VideoRoom: no room counts as large
         // (where only the last speakers' microphones are forwarded).
         config.limits.large_room_size = 0;
-        config.max_participants = 1000;
+        config.max_participants = 2000;
         // Single-port mode when asked (`CONCLAVE_BENCH_UDP_PORT`): every connection on one port.
         if let Ok(port) = std::env::var("CONCLAVE_BENCH_UDP_PORT") {
             config.udp_port = Some(port.parse().context("CONCLAVE_BENCH_UDP_PORT: a port")?);
@@ -330,7 +330,7 @@ impl Room {
             level: None,
             owner,
             room: RoomSettings {
-                max_participants: Some(500),
+                max_participants: Some(2000),
                 allow_join_without_owner: true,
                 media: Media::AudioVideo,
                 udp_ports: None,
