@@ -7,16 +7,11 @@ mod support;
 
 use proto::Role;
 use proto::signal::TrackSource;
-use support::{SECRET, WAIT, claims, ports, start_with};
+use support::{SECRET, WAIT, claims, metric_value, ports, start_with};
 
-/// The value of the series `name` (with its labels) in a metrics text.
-fn value(metrics: &str, name: &str) -> i64 {
-    let prefix = format!("{name} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+/// The value of a series of the SFU's metrics, as an integer.
+fn value(metrics: &str, series: &str) -> i64 {
+    metric_value(metrics, series) as i64
 }
 
 /// What Linux reports for a socket asked for `bytes`: twice the size, at most `rmem_max`'s.

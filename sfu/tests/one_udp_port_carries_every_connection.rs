@@ -10,15 +10,13 @@ use std::time::Duration;
 
 use proto::Role;
 use proto::signal::TrackSource;
-use support::{SECRET, WAIT, claims, ports, start_with};
+use support::{SECRET, WAIT, claims, metric_value, ports, start_with};
 
 fn dropped(metrics: &str, reason: &str) -> u64 {
-    let name = format!("conclave_sfu_udp_mux_datagrams_dropped_total{{reason=\"{reason}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name.as_str()))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    metric_value(
+        metrics,
+        &format!("conclave_sfu_udp_mux_datagrams_dropped_total{{reason=\"{reason}\"}}"),
+    ) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,15 +31,11 @@ async fn one_udp_port_carries_every_connection() {
     let port = mux.port();
     assert_ne!(port, 0);
     // The one socket every publisher arrives at got a buffer beyond the kernel's default.
-    let buffer = sfu
-        .metrics()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("conclave_sfu_udp_socket_buffer_bytes{direction=\"receive\"} ")
-        })
-        .and_then(|v| v.parse::<u64>().ok())
-        .expect("the shared socket's buffer");
-    let default: u64 = std::fs::read_to_string("/proc/sys/net/core/rmem_default")
+    let buffer = metric_value(
+        &sfu.metrics(),
+        "conclave_sfu_udp_socket_buffer_bytes{direction=\"receive\"}",
+    );
+    let default: f64 = std::fs::read_to_string("/proc/sys/net/core/rmem_default")
         .expect("rmem_default")
         .trim()
         .parse()

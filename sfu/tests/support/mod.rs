@@ -21,6 +21,17 @@ use sfu::{Config, Reporter, SfuState};
 pub const SECRET: &str = "test-secret-test-secret-test-secret!";
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The value of one series — its name with its labels, as `/metrics` writes it — in a metrics
+/// text; panics when the series is not there.
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    let prefix = format!("{series} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+}
+
 /// Records reports.
 #[derive(Default)]
 pub struct Recorder(
