@@ -66,8 +66,11 @@ pub struct Received {
     pub video: bool,
     /// RTP packets.
     pub packets: u64,
-    /// Sequence gaps seen (lost packets).
+    /// Packets missing from the sequence now: gaps in the sequence numbers, less those a late
+    /// packet (a retransmission) filled afterwards. Can fall as retransmissions arrive.
     pub lost: u64,
+    /// The sequence numbers seen, for [`Received::lost`].
+    pub sequence: SequenceGaps,
     /// VP8 keyframes.
     pub keyframes: u64,
     /// When the track appeared.
@@ -81,6 +84,66 @@ pub struct Received {
     pub audio_payloads: Vec<Bytes>,
     /// The last [`KEPT_VIDEO_PACKETS`] video packets as a decoder sees them, in arrival order.
     pub video_log: VecDeque<VideoPacket>,
+}
+
+/// The gaps in one stream's RTP sequence numbers. A packet older than the highest seen (a
+/// retransmission answering a NACK, or one that arrived out of order) fills its hole instead
+/// of opening a new one, so a late retransmission is not counted as loss of the packets sent
+/// since. Holes older than [`SequenceGaps::WINDOW`] packets stay counted; a jump of more than
+/// [`SequenceGaps::JUMP`] numbers (a stream that restarted) is not counted at all.
+#[derive(Debug, Clone, Default)]
+pub struct SequenceGaps {
+    /// The highest sequence number seen, extended past wraparounds (offset by 2^16 so that
+    /// one a little below the first stays positive).
+    highest: Option<u64>,
+    /// Holes still within the window, which a late packet may fill.
+    open: std::collections::BTreeSet<u64>,
+    /// Holes that left the window unfilled.
+    closed: u64,
+}
+
+impl SequenceGaps {
+    /// Holes a late packet can still fill.
+    pub const WINDOW: u64 = 4096;
+    /// Larger jumps are a restart, not loss.
+    pub const JUMP: u64 = 1000;
+
+    /// Notes the arrival of sequence number `seq`.
+    pub fn note(&mut self, seq: u16) {
+        let Some(highest) = self.highest else {
+            self.highest = Some(u64::from(seq) + (1 << 16));
+            return;
+        };
+        // The extended number nearest to the highest.
+        let mut extended = (highest & !0xFFFF) | u64::from(seq);
+        if extended + 0x8000 < highest {
+            extended += 1 << 16;
+        } else if extended > highest + 0x8000 {
+            extended -= 1 << 16;
+        }
+        if extended > highest {
+            let gap = extended - highest - 1;
+            if gap <= Self::JUMP {
+                self.open.extend(highest + 1..extended);
+            }
+            self.highest = Some(extended);
+            let oldest = extended.saturating_sub(Self::WINDOW);
+            while let Some(&first) = self.open.first() {
+                if first >= oldest {
+                    break;
+                }
+                self.open.pop_first();
+                self.closed += 1;
+            }
+        } else {
+            self.open.remove(&extended);
+        }
+    }
+
+    /// Packets missing now.
+    pub fn missing(&self) -> u64 {
+        self.closed + self.open.len() as u64
+    }
 }
 
 /// One received video packet: its RTP numbering, its VP8 descriptor, and the simulcast layer
@@ -201,7 +264,6 @@ impl PeerConnectionEventHandler for Handler {
             },
         );
         tokio::spawn(async move {
-            let mut last: Option<u16> = None;
             while let Some(event) = track.poll().await {
                 let TrackRemoteEvent::OnRtpPacket(packet) = event else {
                     continue;
@@ -219,14 +281,8 @@ impl PeerConnectionEventHandler for Handler {
                     }
                     entry.video_log.push_back(video_packet(&packet, now));
                 }
-                let seq = packet.header.sequence_number;
-                if let Some(last) = last {
-                    let gap = seq.wrapping_sub(last);
-                    if gap > 1 && gap < 1000 {
-                        entry.lost += u64::from(gap - 1);
-                    }
-                }
-                last = Some(seq);
+                entry.sequence.note(packet.header.sequence_number);
+                entry.lost = entry.sequence.missing();
                 let payload = &packet.payload;
                 if entry.video && entry.video_log.back().is_some_and(|p| p.keyframe) {
                     entry.keyframes += 1;
@@ -1442,6 +1498,46 @@ async fn generate(generator: Generator) {
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
+
+    use super::SequenceGaps;
+
+    fn gaps(sequence: &[u16]) -> u64 {
+        let mut gaps = SequenceGaps::default();
+        for &seq in sequence {
+            gaps.note(seq);
+        }
+        gaps.missing()
+    }
+
+    #[test]
+    fn gaps_are_counted_and_a_late_retransmission_fills_its_own_hole_only() {
+        assert_eq!(gaps(&[1, 2, 3, 4]), 0);
+        assert_eq!(gaps(&[1, 2, 5, 6]), 2);
+        // 3 comes again long after: one hole fewer, and 7..=600 are not lost on its account.
+        let mut late: Vec<u16> = vec![1, 2];
+        late.extend(4..600);
+        late.push(3);
+        late.push(600);
+        assert_eq!(gaps(&late), 0);
+        // Out of order and duplicates change nothing.
+        assert_eq!(gaps(&[1, 3, 2, 2, 4, 3]), 0);
+    }
+
+    #[test]
+    fn gaps_follow_the_sequence_across_its_wraparound_and_ignore_restarts() {
+        assert_eq!(gaps(&[65_534, 65_535, 0, 1]), 0);
+        assert_eq!(gaps(&[65_534, 1, 65_535, 2]), 1, "0 never came");
+        // A jump of thousands is a stream that started again, not loss.
+        assert_eq!(gaps(&[10, 11, 9_000, 9_001]), 0);
+    }
+
+    #[test]
+    fn holes_older_than_the_window_stay_lost() {
+        let mut sequence: Vec<u16> = vec![0];
+        sequence.extend(2..5_000);
+        sequence.push(1);
+        assert_eq!(gaps(&sequence), 1, "1 came after the window had passed it");
+    }
 
     #[test]
     fn endpoints_name_their_host_and_port() {

@@ -955,7 +955,8 @@ async fn step(
     } else {
         (1.0 - forwarded as f64 / expected as f64).max(0.0)
     };
-    let gaps = after.lost - before.lost;
+    // Missing packets can fall as late retransmissions fill their holes.
+    let gaps = after.lost.saturating_sub(before.lost);
     let gap_loss = gaps as f64 / (gaps + forwarded).max(1) as f64;
     let loss = count_loss.max(gap_loss);
     let per_packet = knobs
