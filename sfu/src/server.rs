@@ -420,12 +420,12 @@ impl SfuState {
         metrics.capacity.set(i64::from(config.max_participants));
         let ports = PortPool::default();
         let default_ports = config.ports_here().map_err(Error::Config)?;
-        // In single-port mode no range is bound.
         let udp_buffers = crate::sockets::UdpBuffers::new(
             config.udp_buffer_bytes as usize,
             metrics.udp_socket_buffer.clone(),
             metrics.udp_kernel_drops.clone(),
         );
+        // In single-port mode no range is bound.
         let udp_mux = match config.udp_port {
             Some(port) => Some(crate::udp_mux::UdpMux::spawn(
                 SocketAddr::new(config.bind_ip, port),

@@ -45,7 +45,8 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 pub struct UdpBuffers {
     /// Asked for each socket, both directions; 0 leaves the kernel's default.
     bytes: usize,
-    /// `conclave_sfu_udp_socket_buffer_bytes{direction}`: what the kernel granted.
+    /// `conclave_sfu_udp_socket_buffer_bytes{direction}`: what the kernel granted (the last
+    /// socket's; all are asked the same).
     granted: IntGaugeVec,
     /// `conclave_sfu_udp_kernel_drops_total`.
     drops: IntCounter,
@@ -82,22 +83,24 @@ impl UdpBuffers {
     /// Sizes `socket`'s buffers and watches it for drops. A socket whose buffers cannot be
     /// set keeps the kernel's default (logged); it is watched all the same.
     pub fn adopt(&self, socket: &(impl AsFd + AsRawFd)) {
+        let sock = socket2::SockRef::from(socket);
         if self.bytes > 0 {
-            let sock = socket2::SockRef::from(socket);
             let set = sock
                 .set_recv_buffer_size(self.bytes)
                 .and_then(|()| sock.set_send_buffer_size(self.bytes));
             if let Err(err) = set {
                 debug!(cause = %err, "could not size a UDP socket's buffers");
             }
-            for (direction, granted) in [
-                ("receive", sock.recv_buffer_size()),
-                ("send", sock.send_buffer_size()),
-            ] {
-                if let Ok(granted) = granted {
-                    self.granted
-                        .with_label_values(&[direction])
-                        .set(i64::try_from(granted).unwrap_or(i64::MAX));
+        }
+        for (direction, granted) in [
+            ("receive", sock.recv_buffer_size()),
+            ("send", sock.send_buffer_size()),
+        ] {
+            if let Ok(granted) = granted {
+                self.granted
+                    .with_label_values(&[direction])
+                    .set(i64::try_from(granted).unwrap_or(i64::MAX));
+                if self.bytes > 0 {
                     self.report_cap(direction, granted);
                 }
             }

@@ -8,8 +8,8 @@
 //! does that I/O through a [`Runtime`], so each peer connection here gets a [`MediaRuntime`]:
 //! the tokio runtime, except that the socket the driver binds (an ephemeral port, closed at
 //! once) is replaced by a [`MuxSocket`] that receives what the pod's socket routes to it and
-//! sends through the pod's socket. The candidates the connection gathers name that ephemeral port; the
-//! media layer announces the shared port instead ([`UdpMux::port`]).
+//! sends through the pod's socket. The candidates the connection gathers name that ephemeral
+//! port; the media layer announces the shared port instead ([`UdpMux::port`]).
 //!
 //! One task reads the pod's socket, many datagrams per system call (`recvmmsg` through
 //! quinn-udp), and hands each to its connection's bounded inbox: a connection that does not
