@@ -41,6 +41,9 @@ use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+    TransportLayerNack, nack_pairs_from_sequence_numbers,
+};
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -1109,6 +1112,33 @@ impl Client {
             ssrcs,
         };
         remote.write_rtcp(vec![Box::new(remb)]).await?;
+        Ok(())
+    }
+
+    /// Sends a NACK (RFC 4585 generic NACK) for `sequences` of a received track (the room's
+    /// track ID), as a receiver that lost them would; the answer shows in
+    /// [`Received::video_log`] as the same sequence number arriving again.
+    ///
+    /// # Errors
+    /// When the track has not arrived or the packet cannot be sent.
+    pub async fn send_nack(&self, track: &str, sequences: &[u16]) -> Result<()> {
+        let remote = self
+            .remotes
+            .lock()
+            .get(track)
+            .cloned()
+            .ok_or_else(|| anyhow!("no track {track} arrived"))?;
+        let ssrc = *remote
+            .ssrcs()
+            .await
+            .first()
+            .ok_or_else(|| anyhow!("track {track} has no SSRC yet"))?;
+        let nack = TransportLayerNack {
+            sender_ssrc: 0,
+            media_ssrc: ssrc,
+            nacks: nack_pairs_from_sequence_numbers(sequences),
+        };
+        remote.write_rtcp(vec![Box::new(nack)]).await?;
         Ok(())
     }
 

@@ -10,9 +10,11 @@
 //! has waited longer than a limit ([`Backlog::late`]). Dropping costs little, so a saturated
 //! pod sheds work instead of queueing it, and what it sends stays recent. A connection that
 //! lags also answers no NACK ([`Backlog::answers_nack`]): the subscribers' NACKs for what was
-//! shed would otherwise bring retransmissions — more work exactly when there is too much.
+//! shed would otherwise bring retransmissions — more work exactly when there is too much —,
+//! and no connection answers a NACK for a packet that left more than [`NACK_MAX_AGE`] ago
+//! ([`Departures`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -53,6 +55,69 @@ pub const NACK_LIMIT: Limit = Limit {
 };
 /// Older than this, an entry is no packet that waits (see [`Backlog::late`]).
 const STALE: Duration = Duration::from_secs(2);
+
+/// How long ago a packet may have left for a NACK of it to be answered. Later, the
+/// retransmission reaches a receiver whose jitter buffer has moved on — it would decode nothing
+/// with it — and on a pod past its limit it costs as much as a new packet: the retransmissions
+/// answered seconds late were the tail of the end-to-end latency past the knee.
+pub const NACK_MAX_AGE: Duration = Duration::from_secs(1);
+/// Packets per stream whose departure [`Departures`] remembers (a power of two, so that the
+/// slot of a sequence number stays the same across its wraparound).
+const DEPARTURES: usize = 512;
+
+/// When a subscriber connection's recent RTP packets left, by SSRC and sequence number: 4 KiB
+/// per stream.
+#[derive(Debug)]
+pub struct Departures {
+    epoch: Instant,
+    /// Per SSRC, by sequence number modulo [`DEPARTURES`]: the sequence number and when it
+    /// left, in milliseconds after `epoch` plus one (0: empty).
+    streams: HashMap<u32, Box<[(u16, u32); DEPARTURES]>>,
+}
+
+impl Departures {
+    /// Departures counted from `epoch`.
+    pub fn new(epoch: Instant) -> Self {
+        Self {
+            epoch,
+            streams: HashMap::new(),
+        }
+    }
+
+    /// Packet `sequence` of `ssrc` left at `at`; a retransmission keeps the first departure.
+    pub fn note(&mut self, ssrc: u32, sequence: u16, at: Instant) {
+        let millis = u32::try_from(at.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u32::MAX - 1)
+            + 1;
+        let ring = self
+            .streams
+            .entry(ssrc)
+            .or_insert_with(|| Box::new([(0, 0); DEPARTURES]));
+        let slot = &mut ring[usize::from(sequence) % DEPARTURES];
+        if slot.1 == 0 || slot.0 != sequence {
+            *slot = (sequence, millis);
+        }
+    }
+
+    /// Whether packet `sequence` of `ssrc` left no longer than [`NACK_MAX_AGE`] before `now`
+    /// (a packet not remembered is older than the last [`DEPARTURES`] of its stream).
+    pub fn recent(&self, ssrc: u32, sequence: u16, now: Instant) -> bool {
+        let Some(ring) = self.streams.get(&ssrc) else {
+            return false;
+        };
+        let (seq, millis) = ring[usize::from(sequence) % DEPARTURES];
+        if millis == 0 || seq != sequence {
+            return false;
+        }
+        let left = self.epoch + Duration::from_millis(u64::from(millis - 1));
+        now.saturating_duration_since(left) <= NACK_MAX_AGE
+    }
+
+    /// The stream of `ssrc` ended.
+    pub fn forget(&mut self, ssrc: u32) {
+        self.streams.remove(&ssrc);
+    }
+}
 
 /// Packets handed to one subscriber connection and not yet taken by its event loop.
 #[derive(Debug, Default)]
@@ -97,6 +162,14 @@ impl Backlog {
             ignored.inc();
         }
         answers
+    }
+
+    /// Counts a NACK the connection does not answer for another reason than lagging (every
+    /// packet it asks for left too long ago, see [`Departures`]).
+    pub fn ignore_nack(&self) {
+        if let Some(ignored) = &self.nacks_ignored {
+            ignored.inc();
+        }
     }
 
     /// The forwarder handed the connection a packet at `at`.
@@ -189,6 +262,42 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_nack_is_answered_only_for_packets_that_left_recently() {
+        let t0 = Instant::now();
+        let mut departures = Departures::new(t0);
+        departures.note(7, 100, t0);
+        departures.note(7, 101, t0 + 500 * MS);
+        let now = t0 + 1200 * MS;
+        assert!(!departures.recent(7, 100, now), "1.2 s ago");
+        assert!(departures.recent(7, 101, now), "0.7 s ago");
+        assert!(!departures.recent(7, 102, now), "never sent");
+        assert!(!departures.recent(8, 101, now), "another stream");
+        // A retransmission keeps the first departure.
+        departures.note(7, 101, now);
+        assert!(!departures.recent(7, 101, t0 + 1600 * MS));
+    }
+
+    #[test]
+    fn departures_keep_the_last_512_packets_of_a_stream_across_the_wraparound() {
+        let t0 = Instant::now();
+        let mut departures = Departures::new(t0);
+        for i in 0..600u32 {
+            let sequence = (65_300 + i) as u16;
+            departures.note(1, sequence, t0 + i * MS);
+        }
+        let now = t0 + 600 * MS;
+        let last = (65_300u32 + 599) as u16;
+        assert!(departures.recent(1, last, now));
+        assert!(departures.recent(1, last.wrapping_sub(511), now));
+        assert!(
+            !departures.recent(1, last.wrapping_sub(512), now),
+            "overwritten"
+        );
+        departures.forget(1);
+        assert!(!departures.recent(1, last, now));
+    }
 
     #[test]
     fn a_connection_that_keeps_up_is_never_late() {

@@ -33,7 +33,9 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
-use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+    NackPair, TransportLayerNack, nack_pairs_from_sequence_numbers,
+};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -50,7 +52,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use crate::backlog::{self, Backlog};
+use crate::backlog::{self, Backlog, Departures};
 use crate::error::MediaError;
 use crate::ice_tcp::{IceTcpMux, Route};
 use crate::metrics::Metrics;
@@ -314,6 +316,7 @@ fn media_engine(
                     Slot::from(NACK_GUARD_SLOT),
                     NackGuard {
                         backlog: Arc::clone(backlog),
+                        departures: Departures::new(Instant::now()),
                         read_queue: VecDeque::new(),
                         write_queue: VecDeque::new(),
                     },
@@ -340,11 +343,31 @@ const FEEDBACK_SLOT: usize = 14_000;
 const NACK_GUARD_SLOT: usize = 3_500;
 
 /// Keeps NACKs from the NACK responder while the subscriber connection lags
-/// ([`Backlog::answers_nack`]); the rest of the RTCP passes.
+/// ([`Backlog::answers_nack`]), and the packets a NACK asks for that left more than
+/// [`backlog::NACK_MAX_AGE`] ago (it sees every packet on its way out: it is wire-ward of the
+/// responder, retransmissions included); the rest of the RTCP passes.
 struct NackGuard {
     backlog: Arc<Backlog>,
+    departures: Departures,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
+}
+
+impl NackGuard {
+    /// `nack` without the packets that left too long ago; `None` when it keeps them all.
+    fn without_old(&self, nack: &TransportLayerNack, now: Instant) -> Option<TransportLayerNack> {
+        let asked: Vec<u16> = nack.nacks.iter().flat_map(NackPair::packet_list).collect();
+        let recent: Vec<u16> = asked
+            .iter()
+            .copied()
+            .filter(|&sequence| self.departures.recent(nack.media_ssrc, sequence, now))
+            .collect();
+        (recent.len() < asked.len()).then(|| TransportLayerNack {
+            sender_ssrc: nack.sender_ssrc,
+            media_ssrc: nack.media_ssrc,
+            nacks: nack_pairs_from_sequence_numbers(&recent),
+        })
+    }
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGuard {
@@ -355,13 +378,31 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGuard {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        let now = msg.now;
         if let Packet::Rtcp(packets) = &mut msg.message.packet
             && packets
                 .iter()
                 .any(|p| p.as_any().is::<TransportLayerNack>())
-            && !self.backlog.answers_nack(msg.now)
         {
-            packets.retain(|p| !p.as_any().is::<TransportLayerNack>());
+            if self.backlog.answers_nack(now) {
+                for packet in packets.iter_mut() {
+                    let trimmed = packet
+                        .as_any()
+                        .downcast_ref::<TransportLayerNack>()
+                        .and_then(|nack| self.without_old(nack, now));
+                    if let Some(trimmed) = trimmed {
+                        self.backlog.ignore_nack();
+                        *packet = Box::new(trimmed);
+                    }
+                }
+                packets.retain(|p| {
+                    p.as_any()
+                        .downcast_ref::<TransportLayerNack>()
+                        .is_none_or(|nack| !nack.nacks.is_empty())
+                });
+            } else {
+                packets.retain(|p| !p.as_any().is::<TransportLayerNack>());
+            }
         }
         self.read_queue.push_back(msg);
         Ok(())
@@ -372,6 +413,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGuard {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtp(packet) = &msg.message.packet {
+            self.departures
+                .note(packet.header.ssrc, packet.header.sequence_number, msg.now);
+        }
         self.write_queue.push_back(msg);
         Ok(())
     }
@@ -383,7 +428,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGuard {
 
 impl Interceptor for NackGuard {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.departures.forget(info.ssrc);
+    }
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }

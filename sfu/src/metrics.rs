@@ -41,7 +41,8 @@ pub struct Metrics {
     pub forwarding_latency: HistogramVec,
     /// Time a copy waited between the forwarder and its subscriber connection's sending.
     pub subscriber_queue: Histogram,
-    /// NACKs a lagging subscriber connection did not answer.
+    /// NACKs a lagging subscriber connection did not answer, or that asked for packets sent
+    /// more than a second before (those packets are not retransmitted).
     pub nacks_ignored: IntCounter,
     /// Peer-connection state changes by state.
     pub peer_states: IntCounterVec,
@@ -216,7 +217,7 @@ impl Metrics {
             .map_err(Error::Metrics)?,
             nacks_ignored: IntCounter::new(
                 "conclave_sfu_nacks_ignored_total",
-                "NACKs from subscribers not answered because their connection lagged (its oldest waiting packet waited over 100 ms).",
+                "NACKs from subscribers not answered, whole or in part: their connection lagged (its oldest waiting packet waited over 100 ms), or they asked for packets sent more than 1 s before.",
             )
             .map_err(Error::Metrics)?,
             peer_states: IntCounterVec::new(
