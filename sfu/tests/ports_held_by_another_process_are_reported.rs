@@ -52,6 +52,10 @@ async fn ports_held_by_another_process_are_reported() {
     if !loadgen::netns::isolate() {
         return;
     }
+    // The clients' sockets take ephemeral ports; in this test's own network namespace they
+    // come from above the range, so that only the ports taken below count as another's.
+    std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "50000 60999")
+        .expect("the namespace's ephemeral port range");
     // Another process (this test) holds the first port before the SFU starts.
     let _early = UdpSocket::bind((Ipv4Addr::LOCALHOST, 43000)).expect("bind 43000");
     let sfu = start(RANGE).await;
