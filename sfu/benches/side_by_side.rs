@@ -926,7 +926,12 @@ async fn step(
     };
     let mut notes = Vec::new();
     if !support::wait_flowing(&load.receipts(), load.tracks, Duration::from_secs(30)).await {
-        notes.push("not every receiver got every track within 30 s".to_owned());
+        let missing = support::missing_tracks(&load.receipts(), load.tracks);
+        notes.push(format!(
+            "not every receiver got every track within 30 s ({} tracks never arrived, {} video \
+             tracks flowed without a keyframe)",
+            missing.absent, missing.without_keyframe
+        ));
     }
     // Let the joins' keyframes and retransmissions pass before measuring steady state.
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -426,6 +426,30 @@ pub async fn wait_flowing(receipts: &[&Receipts], tracks: usize, timeout: Durati
     }
 }
 
+/// What [`wait_flowing`] waited for in vain.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MissingTracks {
+    /// Tracks a receiver should have and never got a packet of.
+    pub absent: usize,
+    /// Video tracks whose packets arrive but no keyframe did (the receiver cannot decode).
+    pub without_keyframe: usize,
+}
+
+/// How far `receipts` are from `tracks` flowing tracks each.
+pub fn missing_tracks(receipts: &[&Receipts], tracks: usize) -> MissingTracks {
+    let mut missing = MissingTracks::default();
+    for receipt in receipts {
+        let receipt = receipt.lock();
+        let flowing = receipt.values().filter(|r| r.packets > 0).count();
+        missing.absent += tracks.saturating_sub(flowing);
+        missing.without_keyframe += receipt
+            .values()
+            .filter(|r| r.video && r.packets > 0 && r.keyframes == 0)
+            .count();
+    }
+    missing
+}
+
 /// Forgets the latency samples so far (a measurement window starts).
 pub fn clear_latencies(receipts: &[&Receipts]) {
     for receipt in receipts {
