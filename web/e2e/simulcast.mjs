@@ -80,7 +80,10 @@ scenario('simulcast follows the receiver’s tiles', async () => {
 
   await step('a small tile gets the low layer: the decoded frame shrinks', async () => {
     await r.page.addStyleTag({ content: `figure[data-view="${track}"] { width: 120px !important; height: 68px !important; max-width: 120px !important; max-height: 68px !important; flex: none !important; }` });
-    const small = await receivedSize(r.page, track, (h) => h > 0 && h <= full.frameHeight / 4 + 8, 'the small tile');
+    // Below the medium layer (half the high one's height): the low layer. Not a fixed quarter
+    // of what the large tile showed: Chromium's encoder may scale its high layer down under CPU
+    // load (a loaded CI machine), and the low layer does not follow it exactly.
+    const small = await receivedSize(r.page, track, (h) => h > 0 && h < full.frameHeight / 2, 'the small tile');
     assert.ok(small.frameHeight < full.frameHeight, `${JSON.stringify(small)} vs ${JSON.stringify(full)}`);
     await screenshot(r.page, '02-small-tile');
   });
