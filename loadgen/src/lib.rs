@@ -69,10 +69,7 @@ pub struct Received {
     pub video: bool,
     /// RTP packets.
     pub packets: u64,
-    /// Packets missing from the sequence now: gaps in the sequence numbers, less those a late
-    /// packet (a retransmission) filled afterwards. Can fall as retransmissions arrive.
-    pub lost: u64,
-    /// The sequence numbers seen, for [`Received::lost`].
+    /// The sequence numbers seen: what is missing ([`Received::lost`]).
     pub sequence: SequenceGaps,
     /// VP8 keyframes.
     pub keyframes: u64,
@@ -87,6 +84,14 @@ pub struct Received {
     pub audio_payloads: Vec<Bytes>,
     /// The last [`KEPT_VIDEO_PACKETS`] video packets as a decoder sees them, in arrival order.
     pub video_log: VecDeque<VideoPacket>,
+}
+
+impl Received {
+    /// Packets missing from the sequence now: gaps in the sequence numbers, less those a late
+    /// packet (a retransmission) filled afterwards. Can fall as retransmissions arrive.
+    pub fn lost(&self) -> u64 {
+        self.sequence.missing()
+    }
 }
 
 /// The gaps in one stream's RTP sequence numbers. A packet older than the highest seen (a
@@ -285,7 +290,6 @@ impl PeerConnectionEventHandler for Handler {
                     entry.video_log.push_back(video_packet(&packet, now));
                 }
                 entry.sequence.note(packet.header.sequence_number);
-                entry.lost = entry.sequence.missing();
                 let payload = &packet.payload;
                 if entry.video && entry.video_log.back().is_some_and(|p| p.keyframe) {
                     entry.keyframes += 1;
@@ -1099,12 +1103,7 @@ impl Client {
     /// # Errors
     /// When the track has not arrived or the packet cannot be sent.
     pub async fn send_remb(&self, track: &str, bps: u64) -> Result<()> {
-        let remote = self
-            .remotes
-            .lock()
-            .get(track)
-            .cloned()
-            .ok_or_else(|| anyhow!("no track {track} arrived"))?;
+        let remote = self.remote(track)?;
         let ssrcs = remote.ssrcs().await;
         let remb = ReceiverEstimatedMaximumBitrate {
             sender_ssrc: 0,
@@ -1122,12 +1121,7 @@ impl Client {
     /// # Errors
     /// When the track has not arrived or the packet cannot be sent.
     pub async fn send_nack(&self, track: &str, sequences: &[u16]) -> Result<()> {
-        let remote = self
-            .remotes
-            .lock()
-            .get(track)
-            .cloned()
-            .ok_or_else(|| anyhow!("no track {track} arrived"))?;
+        let remote = self.remote(track)?;
         let ssrc = *remote
             .ssrcs()
             .await
@@ -1140,6 +1134,15 @@ impl Client {
         };
         remote.write_rtcp(vec![Box::new(nack)]).await?;
         Ok(())
+    }
+
+    /// The received track of the room's track ID `track`.
+    fn remote(&self, track: &str) -> Result<Arc<dyn TrackRemote>> {
+        self.remotes
+            .lock()
+            .get(track)
+            .cloned()
+            .ok_or_else(|| anyhow!("no track {track} arrived"))
     }
 
     /// Whether the publisher connection is up.

@@ -158,14 +158,14 @@ impl Backlog {
     /// counts the ones it does not.
     pub fn answers_nack(&self, now: Instant) -> bool {
         let answers = !self.late(now, NACK_LIMIT);
-        if !answers && let Some(ignored) = &self.nacks_ignored {
-            ignored.inc();
+        if !answers {
+            self.ignore_nack();
         }
         answers
     }
 
-    /// Counts a NACK the connection does not answer for another reason than lagging (every
-    /// packet it asks for left too long ago, see [`Departures`]).
+    /// Counts a NACK the connection does not answer, or answers only in part (packets it asks
+    /// for left too long ago, see [`Departures`]).
     pub fn ignore_nack(&self) {
         if let Some(ignored) = &self.nacks_ignored {
             ignored.inc();

@@ -158,7 +158,8 @@ impl UdpBuffers {
     }
 
     /// Sockets watched now.
-    pub fn watched(&self) -> usize {
+    #[cfg(test)]
+    fn watched(&self) -> usize {
         self.watched.lock().len()
     }
 
@@ -174,14 +175,14 @@ impl UdpBuffers {
                 let Some(buffers) = weak.upgrade() else {
                     return;
                 };
-                let tables = tokio::task::spawn_blocking(|| {
-                    ["/proc/self/net/udp", "/proc/self/net/udp6"]
-                        .iter()
-                        .filter_map(|path| std::fs::read_to_string(path).ok())
-                        .collect::<Vec<_>>()
-                })
-                .await
-                .unwrap_or_default();
+                // With no media socket yet there is nothing to read (a hostNetwork pod's table
+                // holds every socket of the node).
+                if buffers.watched.lock().is_empty() {
+                    continue;
+                }
+                let tables = tokio::task::spawn_blocking(udp_tables)
+                    .await
+                    .unwrap_or_default();
                 let dropped = buffers.account(&tables);
                 if dropped > 0 {
                     buffers.warn_dropped(dropped);
@@ -206,6 +207,15 @@ impl UdpBuffers {
              small (--sfu-udp-buffer-bytes, net.core.rmem_max)"
         );
     }
+}
+
+/// The text of this network namespace's `/proc/net/udp` and `/proc/net/udp6` (those that can
+/// be read).
+fn udp_tables() -> Vec<String> {
+    ["/proc/self/net/udp", "/proc/self/net/udp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .collect()
 }
 
 /// The inode of the socket behind `fd` (as `/proc/net/udp` names it).
@@ -399,11 +409,7 @@ mod tests {
                 .send_to(&datagram, receiver.local_addr().expect("addr"))
                 .expect("send");
         }
-        let tables: Vec<String> = ["/proc/self/net/udp", "/proc/self/net/udp6"]
-            .iter()
-            .filter_map(|path| std::fs::read_to_string(path).ok())
-            .collect();
-        let dropped = buffers.account(&tables);
+        let dropped = buffers.account(&udp_tables());
         assert!(dropped > 0, "nothing dropped after {} datagrams", room * 4);
         assert_eq!(buffers.drops.get(), dropped);
     }

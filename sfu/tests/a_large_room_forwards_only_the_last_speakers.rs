@@ -92,7 +92,8 @@ async fn a_large_room_forwards_only_the_last_speakers() {
         .find(|r| r.publisher == ada_id && !r.video)
         .expect("ada's microphone");
     assert_eq!(
-        ada_audio.lost, 0,
+        ada_audio.lost(),
+        0,
         "sequence numbers continue across the pause"
     );
     for client in [ada, bob, carl] {

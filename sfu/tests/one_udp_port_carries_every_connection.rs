@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use proto::Role;
 use proto::signal::TrackSource;
-use support::{SECRET, WAIT, claims, metric_value, ports, start_with};
+use support::{SECRET, WAIT, claims, metric_value, net_core, ports, start_with};
 
 fn dropped(metrics: &str, reason: &str) -> u64 {
     metric_value(
@@ -35,11 +35,7 @@ async fn one_udp_port_carries_every_connection() {
         &sfu.metrics(),
         "conclave_sfu_udp_socket_buffer_bytes{direction=\"receive\"}",
     );
-    let default: f64 = std::fs::read_to_string("/proc/sys/net/core/rmem_default")
-        .expect("rmem_default")
-        .trim()
-        .parse()
-        .expect("a number");
+    let default = net_core("rmem_default");
     assert!(
         buffer > default,
         "{buffer} bytes against the default {default}"

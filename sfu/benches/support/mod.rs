@@ -401,7 +401,12 @@ pub fn received_packets(receipts: &[&Receipts]) -> u64 {
 pub fn lost_packets(receipts: &[&Receipts]) -> u64 {
     receipts
         .iter()
-        .flat_map(|r| r.lock().values().map(|r| r.lost).collect::<Vec<_>>())
+        .flat_map(|r| {
+            r.lock()
+                .values()
+                .map(loadgen::Received::lost)
+                .collect::<Vec<_>>()
+        })
         .sum()
 }
 

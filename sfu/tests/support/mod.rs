@@ -21,6 +21,15 @@ use sfu::{Config, Reporter, SfuState};
 pub const SECRET: &str = "test-secret-test-secret-test-secret!";
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// A `net.core` sysctl of this network namespace's kernel, e.g. `rmem_max`.
+pub fn net_core(sysctl: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/sys/net/core/{sysctl}"))
+        .unwrap_or_else(|err| panic!("net.core.{sysctl}: {err}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|err| panic!("net.core.{sysctl}: {err}"))
+}
+
 /// The value of one series — its name with its labels, as `/metrics` writes it — in a metrics
 /// text; panics when the series is not there.
 pub fn metric_value(metrics: &str, series: &str) -> f64 {
