@@ -150,6 +150,17 @@ struct Standalone {
     )]
     sfu_udp_buffer_bytes: u32,
 
+    /// Whether the embedded SFU protects and sends forwarded media itself (see `conclave sfu
+    /// --help`); `false` sends every packet through webrtc-rs.
+    #[arg(
+        long = "sfu-direct-media",
+        env = "CONCLAVE_SFU_DIRECT_MEDIA",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    sfu_direct_media: bool,
+
     /// What one participant or one address may do in the embedded SFU (the same flags as
     /// `conclave sfu`).
     #[command(flatten)]
@@ -286,6 +297,7 @@ async fn standalone(options: Standalone) -> anyhow::Result<()> {
     sfu_config.ice_tcp_port = options.sfu_ice_tcp_port;
     sfu_config.udp_port = options.sfu_udp_port;
     sfu_config.udp_buffer_bytes = options.sfu_udp_buffer_bytes;
+    sfu_config.direct_media = options.sfu_direct_media;
     sfu_config.max_participants = config.sfu_capacity;
     sfu_config.room_max_participants = config.default_max_participants;
     sfu_config.pod_name = "embedded".to_owned();

@@ -135,6 +135,19 @@ pub struct Config {
         value_parser = clap::value_parser!(u32).range(0..=1 << 30)
     )]
     pub udp_buffer_bytes: u32,
+    /// Whether the SFU protects and sends forwarded media itself on subscriber connections with
+    /// their own UDP port (about twice the packets per CPU-second of webrtc-rs' per-connection
+    /// path; see docs/sfu.md "Direct media"). Off, every packet goes through webrtc-rs. Single-port
+    /// mode and pods with ICE over TCP use webrtc-rs' path either way.
+    #[arg(
+        id = "sfu-direct-media",
+        long = "sfu-direct-media",
+        env = "CONCLAVE_SFU_DIRECT_MEDIA",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub direct_media: bool,
     /// Base URL of the conference service that receives room reports (joins, leaves, end);
     /// without it reports are only logged.
     #[arg(id = "sfu-api-url", long = "sfu-api-url", env = "CONCLAVE_SFU_API_URL")]
@@ -366,6 +379,7 @@ impl std::fmt::Debug for Config {
             .field("ice_tcp_port", &self.ice_tcp_port)
             .field("udp_port", &self.udp_port)
             .field("udp_buffer_bytes", &self.udp_buffer_bytes)
+            .field("direct_media", &self.direct_media)
             .field("api_url", &self.api_url)
             .field("pod_name", &self.pod_name)
             .field("max_participants", &self.max_participants)
@@ -394,6 +408,7 @@ impl Config {
             ice_tcp_port: None,
             udp_port: None,
             udp_buffer_bytes: DEFAULT_UDP_BUFFER_BYTES,
+            direct_media: true,
             api_url: None,
             pod_name: "sfu-test".into(),
             max_participants: 500,

@@ -21,6 +21,7 @@
 mod adapt;
 pub mod backlog;
 pub mod config;
+pub mod direct;
 pub mod error;
 pub mod ice_tcp;
 pub mod internal_api;

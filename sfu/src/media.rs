@@ -81,6 +81,8 @@ pub struct MediaSettings {
     pub udp_mux: Option<Arc<UdpMux>>,
     /// The media sockets' kernel buffers (`--sfu-udp-buffer-bytes`) and the drops at them.
     pub udp_buffers: Arc<UdpBuffers>,
+    /// Subscriber connections with their own UDP port get a direct media path.
+    pub direct_media: bool,
 }
 
 impl MediaSettings {
@@ -277,6 +279,7 @@ pub async fn add_first_video(
 fn media_engine(
     target: PeerTarget,
     backlog: Option<Arc<Backlog>>,
+    direct: Option<Arc<crate::direct::DirectSlot>>,
 ) -> Result<(MediaEngine, Registry), MediaError> {
     let mut engine = MediaEngine::default();
     engine.register_codec(
@@ -307,16 +310,22 @@ fn media_engine(
             .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build()),
         // Sends media: answers NACKs from its send buffer — unless it lags —, and sends
         // sender reports (which the receiver needs to synchronise audio and video).
+        // With a direct path the SFU sends the media itself, and answers NACKs and sends
+        // sender reports itself too (`crate::direct`): the interceptors would see no packet.
         PeerTarget::Subscriber => {
-            let registry = Registry::new()
-                .with(Slot::NackResponder, NackResponderBuilder::new().build())
-                .with(Slot::SenderReport, SenderReportBuilder::new().build());
+            let registry = match direct {
+                Some(_) => Registry::new(),
+                None => Registry::new()
+                    .with(Slot::NackResponder, NackResponderBuilder::new().build())
+                    .with(Slot::SenderReport, SenderReportBuilder::new().build()),
+            };
             match &backlog {
                 Some(backlog) => registry.with(
                     Slot::from(NACK_GUARD_SLOT),
                     NackGuard {
                         backlog: Arc::clone(backlog),
                         departures: Departures::new(Instant::now()),
+                        direct,
                         read_queue: VecDeque::new(),
                         write_queue: VecDeque::new(),
                     },
@@ -349,6 +358,8 @@ const NACK_GUARD_SLOT: usize = 3_500;
 struct NackGuard {
     backlog: Arc<Backlog>,
     departures: Departures,
+    /// The connection's direct path: the guard answers the NACKs from what it sent.
+    direct: Option<Arc<crate::direct::DirectSlot>>,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
 }
@@ -384,7 +395,36 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGuard {
                 .iter()
                 .any(|p| p.as_any().is::<TransportLayerNack>())
         {
-            if self.backlog.answers_nack(now) {
+            if let Some(direct) = &self.direct {
+                // The direct path's packets passed no NACK responder: the guard answers from
+                // what the path sent, and lets through (to be counted) what it answered.
+                if self.backlog.answers_nack(now) {
+                    for packet in packets.iter_mut() {
+                        let Some(nack) = packet.as_any().downcast_ref::<TransportLayerNack>()
+                        else {
+                            continue;
+                        };
+                        let asked: Vec<u16> =
+                            nack.nacks.iter().flat_map(NackPair::packet_list).collect();
+                        let answered = direct.retransmit(nack.media_ssrc, &asked, now);
+                        if answered.len() < asked.len() {
+                            self.backlog.ignore_nack();
+                        }
+                        *packet = Box::new(TransportLayerNack {
+                            sender_ssrc: nack.sender_ssrc,
+                            media_ssrc: nack.media_ssrc,
+                            nacks: nack_pairs_from_sequence_numbers(&answered),
+                        });
+                    }
+                    packets.retain(|p| {
+                        p.as_any()
+                            .downcast_ref::<TransportLayerNack>()
+                            .is_none_or(|nack| !nack.nacks.is_empty())
+                    });
+                } else {
+                    packets.retain(|p| !p.as_any().is::<TransportLayerNack>());
+                }
+            } else if self.backlog.answers_nack(now) {
                 for packet in packets.iter_mut() {
                     let trimmed = packet
                         .as_any()
@@ -562,9 +602,10 @@ pub async fn build_peer(
     port: u16,
     target: PeerTarget,
     backlog: Option<Arc<Backlog>>,
+    direct: Option<Arc<crate::direct::DirectSlot>>,
     events: mpsc::UnboundedSender<PeerEvent>,
 ) -> Result<Peer, MediaError> {
-    let (engine, registry) = media_engine(target, backlog)?;
+    let (engine, registry) = media_engine(target, backlog, direct.clone())?;
     // Remote mDNS candidates are discarded (the browser is found through its peer-reflexive
     // address) and no multicast socket is opened.
     let mut setting = SettingEngineBuilder::new()
@@ -626,7 +667,10 @@ pub async fn build_peer(
         // The connection binds an ephemeral port of the bind address for a moment; its
         // runtime swaps that socket for the pod's shared one.
         (Some(mux), Some(ufrag)) => (mux.runtime(ufrag), Some(mux.port())),
-        _ => (MediaRuntime::own(Arc::clone(&settings.udp_buffers)), None),
+        _ => (
+            MediaRuntime::own(Arc::clone(&settings.udp_buffers), direct),
+            None,
+        ),
     };
     let peer = PeerConnectionBuilder::new()
         .with_runtime(runtime)
@@ -669,6 +713,8 @@ pub struct SubscriberLink {
     fell_at: Mutex<Option<Instant>>,
     /// What the connection has not sent yet.
     backlog: Arc<Backlog>,
+    /// Media sent by the SFU itself on the connection's socket.
+    direct: Mutex<Option<Arc<crate::direct::DirectSlot>>>,
 }
 
 impl SubscriberLink {
@@ -678,6 +724,16 @@ impl SubscriberLink {
             backlog: Arc::new(backlog),
             ..Self::default()
         }
+    }
+
+    /// The connection's direct path (a new connection: a new slot).
+    pub fn set_direct(&self, slot: Option<Arc<crate::direct::DirectSlot>>) {
+        *self.direct.lock() = slot;
+    }
+
+    /// The connection's direct path, if it has one.
+    pub fn direct(&self) -> Option<Arc<crate::direct::DirectSlot>> {
+        self.direct.lock().clone()
     }
 
     /// What the connection has been handed and has not sent yet (shared with its interceptor).
@@ -1108,9 +1164,13 @@ impl Forwarder {
 
     /// Stop writing to a subscriber's copy.
     pub fn detach(&self, subscriber: &ParticipantId) {
-        self.downstreams
-            .write()
-            .retain(|d| &d.subscriber != subscriber);
+        self.downstreams.write().retain(|d| {
+            let keep = &d.subscriber != subscriber;
+            if !keep && let Some(direct) = d.link.direct() {
+                direct.forget(d.ssrc);
+            }
+            keep
+        });
     }
 
     /// Subscribers attached now.
@@ -1321,6 +1381,16 @@ impl Forwarder {
             .metrics
             .recording_packets_dropped
             .with_label_values(&["queueFull"]);
+        // The copies for direct paths go to one task, a batch per packet: it protects and sends
+        // them and notes their departures (the queue between is what `Backlog` measures).
+        let (sender, outgoing) = mpsc::channel(SEND_QUEUE);
+        tokio::spawn(send_direct(
+            outgoing,
+            packets_out.clone(),
+            bytes_out.clone(),
+            dropped_full.clone(),
+        ));
+        let mut batch: Vec<Outgoing> = Vec::new();
         loop {
             let event = tokio::select! {
                 event = self.remote.poll() => event,
@@ -1452,6 +1522,20 @@ impl Forwarder {
                 }
                 forwarded = true;
                 let sequence = copy.header.sequence_number;
+                // A connection with a direct path sends nothing through webrtc-rs: its stack
+                // has no NACK responder nor sender reports for it (until its DTLS is up,
+                // nothing could be sent anyway).
+                if let Some(direct) = downstream.link.direct() {
+                    if direct.is_ready() {
+                        backlog.handed(downstream.ssrc, sequence, received);
+                        batch.push(Outgoing {
+                            slot: direct,
+                            backlog: Arc::clone(backlog),
+                            packet: copy,
+                        });
+                    }
+                    continue;
+                }
                 // Polled once: `write_rtp` waits only while the connection's queue (256
                 // events) is full, and its send is cancel-safe — dropped unfinished, the packet
                 // is not queued.
@@ -1466,11 +1550,66 @@ impl Forwarder {
                 }
             }
             drop(downstreams);
+            if !batch.is_empty() {
+                let copies = batch.len() as u64;
+                if let Err(err) = sender.try_send(std::mem::take(&mut batch)) {
+                    // The sending task is this far behind only when it stopped.
+                    dropped_full.inc_by(copies);
+                    batch = match err {
+                        mpsc::error::TrySendError::Full(batch)
+                        | mpsc::error::TrySendError::Closed(batch) => batch,
+                    };
+                    batch.clear();
+                }
+            }
             if forwarded {
                 latency.observe(received.elapsed().as_secs_f64());
             }
         }
         debug!(track = %self.track, "forwarder stopped");
+    }
+}
+
+/// Batches (one per forwarded packet) a forwarder's sending task may hold: far more than a
+/// subscriber connection may lag before its copies are shed.
+const SEND_QUEUE: usize = 4096;
+
+/// A copy of a packet for a subscriber connection's direct path.
+struct Outgoing {
+    slot: Arc<crate::direct::DirectSlot>,
+    backlog: Arc<Backlog>,
+    packet: rtc::rtp::Packet,
+}
+
+/// Protects and sends the copies a forwarder hands over, in order, until the forwarder stops.
+async fn send_direct(
+    mut outgoing: mpsc::Receiver<Vec<Outgoing>>,
+    packets_out: prometheus::IntCounter,
+    bytes_out: prometheus::IntCounter,
+    dropped_full: prometheus::IntCounter,
+) {
+    while let Some(batch) = outgoing.recv().await {
+        let now = Instant::now();
+        for Outgoing {
+            slot,
+            backlog,
+            packet,
+        } in batch
+        {
+            let (ssrc, sequence) = (packet.header.ssrc, packet.header.sequence_number);
+            let bytes = packet.payload.len() as u64;
+            backlog.departed(ssrc, sequence, now);
+            match slot.send(packet, now) {
+                Ok(()) => {
+                    packets_out.inc();
+                    bytes_out.inc_by(bytes);
+                }
+                Err(crate::direct::SendError::Full) => dropped_full.inc(),
+                Err(crate::direct::SendError::Failed(err)) => {
+                    trace!(cause = %err, "sending to a subscriber failed");
+                }
+            }
+        }
     }
 }
 

@@ -31,6 +31,9 @@ pub struct Metrics {
     pub packets_dropped: IntCounterVec,
     /// NACKs received from subscribers.
     pub nacks: IntCounter,
+    /// Datagrams the SFU protected and sent itself on subscriber connections' direct paths,
+    /// by what they carried: `media`, `retransmission` (NACKed), `sender_report`.
+    pub direct_datagrams: IntCounterVec,
     /// Keyframe requests by direction (`received` from subscribers, `sent` to publishers).
     pub keyframe_requests: IntCounterVec,
     /// Packets missing in publishers' sequence numbers (before retransmission).
@@ -171,6 +174,14 @@ impl Metrics {
             nacks: IntCounter::new(
                 "conclave_sfu_nacks_received_total",
                 "NACKs received from subscribers.",
+            )
+            .map_err(Error::Metrics)?,
+            direct_datagrams: IntCounterVec::new(
+                Opts::new(
+                    "conclave_sfu_direct_datagrams_total",
+                    "Datagrams the SFU protected and sent itself on subscriber connections' direct paths (docs/sfu.md, Direct media), by what they carried: media, retransmission, sender_report.",
+                ),
+                &["what"],
             )
             .map_err(Error::Metrics)?,
             keyframe_requests: IntCounterVec::new(
@@ -394,6 +405,9 @@ impl Metrics {
             .map_err(Error::Metrics)?;
         registry
             .register(Box::new(metrics.nacks.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.direct_datagrams.clone()))
             .map_err(Error::Metrics)?;
         registry
             .register(Box::new(metrics.keyframe_requests.clone()))

@@ -466,6 +466,7 @@ impl SfuState {
                     ice_tcp,
                     udp_mux,
                     udp_buffers,
+                    direct_media: config.direct_media,
                 },
                 ports,
                 metrics,

@@ -640,6 +640,7 @@ impl Live {
                             if target == PeerTarget::Subscriber {
                                 let connected = state == RTCPeerConnectionState::Connected;
                                 if connected && !self.subscriber_connected {
+                                    self.check_direct_path();
                                     self.request_keyframes();
                                 }
                                 self.subscriber_connected = connected;
@@ -741,6 +742,7 @@ impl Live {
                         0,
                         target,
                         backlog(),
+                        None,
                         events.clone(),
                     )
                     .await?;
@@ -758,11 +760,23 @@ impl Live {
                     first: self.ports.first,
                     last: self.ports.last,
                 })?;
+                // With ICE over TCP the connection may carry its media over TCP, which the
+                // direct path does not speak.
+                let direct = (target == PeerTarget::Subscriber
+                    && self.state.shared.media.direct_media
+                    && self.state.shared.media.ice_tcp.is_none())
+                .then(|| {
+                    crate::direct::DirectSlot::new(&self.state.shared.metrics.direct_datagrams)
+                });
+                if target == PeerTarget::Subscriber {
+                    self.link.set_direct(direct.clone());
+                }
                 match media::build_peer(
                     &self.state.shared.media,
                     lease.port(),
                     target,
                     backlog(),
+                    direct,
                     events.clone(),
                 )
                 .await
@@ -1286,6 +1300,23 @@ impl Live {
                 debug!(cause = %err, "removing a track failed");
             }
             self.negotiate(socket).await;
+        }
+    }
+
+    /// A connected subscriber connection's DTLS is up, so its direct path has its keys and
+    /// its peer's address by now; one that has not (it should not happen) sends through
+    /// webrtc-rs instead — media flows, but without retransmissions nor sender reports, since
+    /// the connection was built without those interceptors.
+    fn check_direct_path(&self) {
+        if let Some(direct) = self.link.direct()
+            && !direct.is_ready()
+        {
+            warn!(
+                "a subscriber connection's direct media path has no SRTP keys or no peer \
+                 address after DTLS: its media goes through webrtc-rs, without retransmissions \
+                 nor sender reports (--sfu-direct-media=false avoids this)"
+            );
+            self.link.set_direct(None);
         }
     }
 

@@ -34,6 +34,7 @@ use webrtc::runtime::{
     TokioRuntime,
 };
 
+use crate::direct::DirectSlot;
 use crate::udp_mux::UdpMux;
 
 /// How often the kernel's drop counts are read.
@@ -257,14 +258,17 @@ enum Sockets {
 pub struct MediaRuntime {
     inner: TokioRuntime,
     sockets: Sockets,
+    /// The connection's direct media path (own sockets only): its tasks run in its scope.
+    direct: Option<Arc<DirectSlot>>,
 }
 
 impl MediaRuntime {
     /// Sockets of the connection's own, sized and watched by `buffers`.
-    pub fn own(buffers: Arc<UdpBuffers>) -> Arc<dyn Runtime> {
+    pub fn own(buffers: Arc<UdpBuffers>, direct: Option<Arc<DirectSlot>>) -> Arc<dyn Runtime> {
         Arc::new(Self {
             inner: TokioRuntime,
             sockets: Sockets::Own(buffers),
+            direct,
         })
     }
 
@@ -273,13 +277,17 @@ impl MediaRuntime {
         Arc::new(Self {
             inner: TokioRuntime,
             sockets: Sockets::Shared(mux, ufrag),
+            direct: None,
         })
     }
 }
 
 impl Runtime for MediaRuntime {
     fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
-        self.inner.spawn(future)
+        match &self.direct {
+            Some(slot) => self.inner.spawn(Box::pin(slot.scope(future))),
+            None => self.inner.spawn(future),
+        }
     }
 
     fn spawn_reactor(
@@ -287,14 +295,26 @@ impl Runtime for MediaRuntime {
         reactor_pool_size: usize,
         future: Pin<Box<dyn Future<Output = ()> + Send>>,
     ) -> Box<dyn JoinHandle> {
-        self.inner.spawn_reactor(reactor_pool_size, future)
+        match &self.direct {
+            Some(slot) => self
+                .inner
+                .spawn_reactor(reactor_pool_size, Box::pin(slot.scope(future))),
+            None => self.inner.spawn_reactor(reactor_pool_size, future),
+        }
     }
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         match &self.sockets {
             Sockets::Own(buffers) => {
                 buffers.adopt(&socket);
-                self.inner.wrap_udp_socket(socket)
+                match &self.direct {
+                    Some(slot) => {
+                        let duplicate = socket.try_clone();
+                        let wrapped = self.inner.wrap_udp_socket(socket)?;
+                        Ok(slot.watch(duplicate, wrapped))
+                    }
+                    None => self.inner.wrap_udp_socket(socket),
+                }
             }
             // The driver bound an ephemeral port of the address it gathers candidates for;
             // only the address is kept, the port is closed again.

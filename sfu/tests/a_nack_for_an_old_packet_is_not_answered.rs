@@ -3,6 +3,8 @@
 //! receiver's jitter buffer has moved on, and on a busy pod costs as much as a new packet. A
 //! NACK for a packet sent a moment ago passes to the NACK responder; one for a packet sent
 //! well over a second ago is kept from it and counted in `conclave_sfu_nacks_ignored_total`.
+//! (With the direct path, the default on a connection with its own port, the NACK guard
+//! answers it itself: the recent packet is sent again once.)
 
 mod support;
 
@@ -14,6 +16,7 @@ use support::{WAIT, claims, metric_value, ports, start};
 
 const IGNORED: &str = "conclave_sfu_nacks_ignored_total";
 const RECEIVED: &str = "conclave_sfu_nacks_received_total";
+const RETRANSMITTED: &str = r#"conclave_sfu_direct_datagrams_total{what="retransmission"}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nack_for_an_old_packet_is_not_answered() {
@@ -53,6 +56,9 @@ async fn a_nack_for_an_old_packet_is_not_answered() {
     // NACK responder); one kept back is counted as ignored instead. Each shows in one of them.
     let count = |name: &str| metric_value(&sfu.metrics(), name);
     let (received, ignored) = (count(RECEIVED), count(IGNORED));
+    // Bob's connection has its own port: the SFU sends its media itself, and answers the
+    // NACKs from what it sent (docs/sfu.md, "Direct media").
+    let retransmitted = count(RETRANSMITTED);
     bob.send_nack(&track, &[recent]).await.expect("nack");
     bob.send_nack(&track, &[old]).await.expect("nack");
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -67,6 +73,11 @@ async fn a_nack_for_an_old_packet_is_not_answered() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(count(IGNORED), ignored + 1.0, "only the old packet's NACK");
+    assert_eq!(
+        count(RETRANSMITTED),
+        retransmitted + 1.0,
+        "the recent packet, sent again by the direct path"
+    );
     ada.leave().await;
     bob.leave().await;
 }

@@ -66,6 +66,24 @@ async fn a_subscriber_connections_queue_is_measured() {
         departed <= forwarded && departed >= forwarded - 64.0,
         "{departed} departures for {forwarded} packets handed over"
     );
+    // Every copy went the direct way (the connections have ports of their own), and each
+    // stream got its sender reports.
+    let direct = |what: &str| {
+        sample(
+            &metrics,
+            &format!(r#"conclave_sfu_direct_datagrams_total{{what="{what}"}}"#),
+        )
+    };
+    assert!(
+        direct("media") >= forwarded - 64.0,
+        "{} of {forwarded} packets sent directly",
+        direct("media")
+    );
+    assert!(
+        direct("sender_report") >= 4.0,
+        "{} sender reports for two subscribers of two streams",
+        direct("sender_report")
+    );
     let within = |limit: &str| {
         sample(
             &metrics,

@@ -473,6 +473,25 @@ export async function rtpDetails(page) {
 }
 
 /**
+ * The RTCP sender reports the page's subscriber connection has received, per kind: `{audio,
+ * video}`, each the number of `remote-outbound-rtp` streams (what a sender report describes)
+ * with a remote timestamp. Browsers synchronise audio and video with them.
+ */
+export async function senderReports(page) {
+  return page.evaluate(async () => {
+    const pc = window.__conclave?.session?.subscriber;
+    const out = { audio: 0, video: 0 };
+    if (!pc || pc.signalingState === 'closed') return out;
+    const stats = await Promise.race([pc.getStats(), new Promise((resolve) => setTimeout(() => resolve(null), 3000))]);
+    stats?.forEach((s) => {
+      const kind = s.kind ?? s.mediaType;
+      if (s.type === 'remote-outbound-rtp' && s.remoteTimestamp > 0 && kind in out) out[kind] += 1;
+    });
+    return out;
+  });
+}
+
+/**
  * The SFU's end of each of the page's connections, as the browser chose it: `[{connection:
  * 'publisher' | 'subscriber', protocol, address, port}]` from the selected candidate pair
  * (Chromium names it on the transport, Firefox marks it `selected`).

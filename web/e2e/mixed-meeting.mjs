@@ -7,7 +7,7 @@
 // instead of being offered a speaker choice that cannot work. Run again with the server in
 // single-port mode (CONCLAVE_SFU_UDP_PORT), it checks that both browsers reach the SFU on that
 // one port.
-import { adminToken, apiCall, assert, assertNoPageErrors, choose, clickButton, createAccount, expectHeard, expectMediaFlowing, expectVideoFrom, fill, inMeeting, joinAsGuest, logIn, openBrowser, openFirefox, rtpDetails, scenario, screenshot, selectedRemoteCandidates, step, tile, waitFor, waitForButton, waitForText } from './lib.mjs';
+import { adminToken, apiCall, assert, assertNoPageErrors, choose, clickButton, createAccount, expectHeard, expectMediaFlowing, expectVideoFrom, fill, inMeeting, joinAsGuest, logIn, openBrowser, openFirefox, rtpDetails, scenario, senderReports, screenshot, selectedRemoteCandidates, step, tile, waitFor, waitForButton, waitForText } from './lib.mjs';
 
 const OWNER = 'Chris Chromium';
 const GUEST = 'Fiona Firefox';
@@ -42,6 +42,23 @@ scenario('Chromium and Firefox participants see and hear each other', async () =
     for (const page of [c.page, f.page]) {
       await tile(page, OWNER);
       await tile(page, GUEST);
+    }
+  });
+
+  // The SFU sends the media itself (docs/sfu.md, "Direct media"), and with it the sender
+  // reports: each browser must have them for both kinds, and be able to read them.
+  await step('the SFU\'s sender reports reach both browsers', async () => {
+    for (const [name, page] of [
+      ['Chromium', c.page],
+      ['Firefox', f.page],
+    ]) {
+      const deadline = Date.now() + 15_000;
+      let reports = await senderReports(page);
+      while (!(reports.audio > 0 && reports.video > 0) && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        reports = await senderReports(page);
+      }
+      assert.ok(reports.audio > 0 && reports.video > 0, `${name} has sender reports for audio and video (${JSON.stringify(reports)})`);
     }
   });
 

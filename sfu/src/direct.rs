@@ -1,0 +1,561 @@
+//! Media the SFU protects and sends itself.
+//!
+//! webrtc-rs sends each packet written to a connection through that connection's queue, its
+//! driver task and its handler chain (interceptors, SRTP, the socket): one queue hand-over,
+//! one task wake-up and several copies per packet and subscriber — most of an SFU's CPU (see
+//! docs/sfu.md, "Where the time goes"). On a subscriber connection with its own UDP socket the
+//! SFU instead protects each forwarded packet itself, with the SRTP keys of the connection's
+//! DTLS association (which the patched `rtc` hands out, `vendor/rtc/src/srtp_export.rs`), and
+//! sends it from the connection's socket to the peer's address. webrtc-rs keeps everything
+//! else: ICE, DTLS, the signalling, and the RTCP the subscriber sends.
+//!
+//! What webrtc-rs' interceptors did for the media it no longer sees, the direct path does
+//! itself: it keeps the packets it sent for a second and answers NACKs from them
+//! ([`DirectSlot::retransmit`]), and it sends the sender reports receivers synchronise audio
+//! and video with (one per stream and second, with a packet of the stream).
+//!
+//! The keys are handed out on the task that drives the connection; every task of a connection
+//! with a direct path runs inside [`DirectSlot::scope`], which is how the observer finds the
+//! connection. The peer's address is where webrtc-rs sends the connection's DTLS (its selected
+//! candidate pair).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use prometheus::{IntCounter, IntCounterVec};
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtp;
+use rtc::shared::marshal::Marshal;
+use rtc::srtp::context::Context;
+use tracing::{debug, warn};
+use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
+
+use crate::backlog::NACK_MAX_AGE;
+
+tokio::task_local! {
+    static CURRENT: Arc<DirectSlot>;
+}
+
+/// Packets per stream kept for retransmission (a power of two: a sequence number keeps its
+/// place across the wraparound). A second of a 2.5 Mbit/s layer is about 250.
+const HISTORY: usize = 512;
+/// How often each stream's sender report goes out.
+pub const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// Seconds from 1900 (NTP's epoch) to 1970.
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+
+/// One subscriber connection's direct path: its socket, its peer, its SRTP context once the
+/// handshake is done, and what it sent.
+pub struct DirectSlot {
+    /// The keys, the socket and the peer's address are all known.
+    ready: AtomicBool,
+    counters: Counters,
+    socket: Mutex<Option<Arc<UdpSocket>>>,
+    peer: Mutex<Option<SocketAddr>>,
+    state: Mutex<Option<State>>,
+}
+
+/// `conclave_sfu_direct_datagrams_total` by what was sent.
+struct Counters {
+    media: IntCounter,
+    retransmissions: IntCounter,
+    reports: IntCounter,
+}
+
+struct State {
+    context: Context,
+    streams: HashMap<u32, Stream>,
+}
+
+/// One sent stream: its recent packets and what its sender report says.
+struct Stream {
+    history: Box<[Option<(Instant, rtp::Packet)>]>,
+    packets: u32,
+    octets: u32,
+    last_timestamp: u32,
+    reported: Option<Instant>,
+}
+
+impl Stream {
+    fn new() -> Self {
+        Self {
+            history: vec![None; HISTORY].into_boxed_slice(),
+            packets: 0,
+            octets: 0,
+            last_timestamp: 0,
+            reported: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for DirectSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectSlot")
+            .field("peer", &*self.peer.lock())
+            .field("ready", &self.is_ready())
+            .finish_non_exhaustive()
+    }
+}
+
+fn install_observer() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        rtc::srtp_export::set_observer(keys_exported);
+    });
+}
+
+fn keys_exported(keys: rtc::srtp_export::ExportedKeys) {
+    let Ok(slot) = CURRENT.try_with(Arc::clone) else {
+        return;
+    };
+    let crypto = match rtc::crypto::default_provider() {
+        Ok(crypto) => crypto,
+        Err(err) => {
+            warn!(cause = %err, "no crypto provider: this connection's media goes through webrtc-rs");
+            return;
+        }
+    };
+    match Context::new(
+        &keys.local_master_key,
+        &keys.local_master_salt,
+        keys.profile,
+        None,
+        None,
+        crypto.crypto(),
+    ) {
+        Ok(context) => {
+            debug!(peer = ?*slot.peer.lock(), "direct media ready");
+            *slot.state.lock() = Some(State {
+                context,
+                streams: HashMap::new(),
+            });
+            slot.refresh_ready();
+        }
+        Err(err) => {
+            warn!(cause = %err, "cannot protect this connection's media: it goes through webrtc-rs")
+        }
+    }
+}
+
+/// Why a packet did not leave.
+#[derive(Debug)]
+pub enum SendError {
+    /// The socket's send buffer is full.
+    Full,
+    /// Protecting or sending failed.
+    Failed(io::Error),
+}
+
+impl DirectSlot {
+    /// A slot for a new connection, counting what it sends into `datagrams`
+    /// (`conclave_sfu_direct_datagrams_total`).
+    pub fn new(datagrams: &IntCounterVec) -> Arc<Self> {
+        install_observer();
+        Arc::new(Self {
+            ready: AtomicBool::new(false),
+            counters: Counters {
+                media: datagrams.with_label_values(&["media"]),
+                retransmissions: datagrams.with_label_values(&["retransmission"]),
+                reports: datagrams.with_label_values(&["sender_report"]),
+            },
+            socket: Mutex::new(None),
+            peer: Mutex::new(None),
+            state: Mutex::new(None),
+        })
+    }
+
+    /// Runs `future` (a task of the slot's connection) so that keys exported on it reach the
+    /// slot.
+    pub fn scope<F: Future>(
+        self: &Arc<Self>,
+        future: F,
+    ) -> impl Future<Output = F::Output> + use<F> {
+        CURRENT.scope(Arc::clone(self), future)
+    }
+
+    /// The connection's socket was bound: its datagrams' sources are watched, and `duplicate`
+    /// (of the same socket) sends the direct media.
+    pub fn watch(
+        self: &Arc<Self>,
+        duplicate: io::Result<UdpSocket>,
+        socket: Arc<dyn AsyncUdpSocket>,
+    ) -> Arc<dyn AsyncUdpSocket> {
+        match duplicate {
+            Ok(duplicate) => {
+                *self.socket.lock() = Some(Arc::new(duplicate));
+                self.refresh_ready();
+            }
+            Err(err) => debug!(cause = %err, "no direct media on this socket"),
+        }
+        Arc::new(Watched {
+            inner: socket,
+            slot: Arc::clone(self),
+        })
+    }
+
+    /// Whether packets can go the direct way: the keys are known, and so are the socket and
+    /// the peer's address.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn refresh_ready(&self) {
+        let ready = self.state.lock().is_some()
+            && self.socket.lock().is_some()
+            && self.peer.lock().is_some();
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    fn route(&self) -> Option<(Arc<UdpSocket>, SocketAddr)> {
+        Some((self.socket.lock().clone()?, (*self.peer.lock())?))
+    }
+
+    /// Protects and sends `packet` at `now`, and keeps it for retransmission.
+    pub fn send(&self, packet: rtp::Packet, now: Instant) -> Result<(), SendError> {
+        let (socket, peer) = self
+            .route()
+            .ok_or_else(|| SendError::Failed(io::Error::other("no route")))?;
+        let mut state = self.state.lock();
+        let state = state
+            .as_mut()
+            .ok_or_else(|| SendError::Failed(io::Error::other("no keys")))?;
+        let protected = protect(&mut state.context, &packet).map_err(SendError::Failed)?;
+        match socket.send_to(&protected, peer) {
+            Ok(_) => self.counters.media.inc(),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Err(SendError::Full),
+            Err(err) => return Err(SendError::Failed(err)),
+        }
+        let stream = state
+            .streams
+            .entry(packet.header.ssrc)
+            .or_insert_with(Stream::new);
+        stream.packets = stream.packets.wrapping_add(1);
+        stream.octets = stream
+            .octets
+            .wrapping_add(u32::try_from(packet.payload.len()).unwrap_or(u32::MAX));
+        stream.last_timestamp = packet.header.timestamp;
+        let report = stream
+            .reported
+            .is_none_or(|at| now.saturating_duration_since(at) >= REPORT_EVERY)
+            .then(|| {
+                stream.reported = Some(now);
+                SenderReport {
+                    ssrc: packet.header.ssrc,
+                    ntp_time: ntp(SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap_or_default()),
+                    rtp_time: stream.last_timestamp,
+                    packet_count: stream.packets,
+                    octet_count: stream.octets,
+                    ..SenderReport::default()
+                }
+            });
+        let place = usize::from(packet.header.sequence_number) % HISTORY;
+        stream.history[place] = Some((now, packet));
+        // Each stream's sender report leaves with a packet of the stream, at most every
+        // second: its RTP time is that packet's, its NTP time now.
+        if let Some(report) = report {
+            let protected = report
+                .marshal()
+                .map_err(|err| io::Error::other(err.to_string()))
+                .and_then(|plain| {
+                    state
+                        .context
+                        .encrypt_rtcp(&plain)
+                        .map_err(|err| io::Error::other(err.to_string()))
+                });
+            match protected {
+                Ok(protected) => match socket.send_to(&protected, peer) {
+                    Ok(_) => self.counters.reports.inc(),
+                    Err(err) => debug!(cause = %err, "a sender report was not sent"),
+                },
+                Err(err) => debug!(cause = %err, "a sender report could not be protected"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends again the packets of `ssrc` a NACK asks for that left within [`NACK_MAX_AGE`];
+    /// returns the sequence numbers sent again (the others are too old or unknown).
+    pub fn retransmit(&self, ssrc: u32, sequences: &[u16], now: Instant) -> Vec<u16> {
+        let Some((socket, peer)) = self.route() else {
+            return Vec::new();
+        };
+        let mut guard = self.state.lock();
+        let Some(state) = guard.as_mut() else {
+            return Vec::new();
+        };
+        let Some(stream) = state.streams.get(&ssrc) else {
+            return Vec::new();
+        };
+        let packets: Vec<rtp::Packet> = sequences
+            .iter()
+            .filter_map(|&sequence| {
+                stream.history[usize::from(sequence) % HISTORY]
+                    .as_ref()
+                    .filter(|(sent, packet)| {
+                        packet.header.sequence_number == sequence
+                            && now.saturating_duration_since(*sent) <= NACK_MAX_AGE
+                    })
+                    .map(|(_, packet)| packet.clone())
+            })
+            .collect();
+        let mut sent = Vec::with_capacity(packets.len());
+        for packet in &packets {
+            // The same packet under the same index: the same ciphertext as the first time.
+            if let Ok(protected) = protect(&mut state.context, packet)
+                && socket.send_to(&protected, peer).is_ok()
+            {
+                self.counters.retransmissions.inc();
+                sent.push(packet.header.sequence_number);
+            }
+        }
+        sent
+    }
+
+    /// Forgets a stream the connection no longer sends.
+    pub fn forget(&self, ssrc: u32) {
+        if let Some(state) = self.state.lock().as_mut() {
+            state.streams.remove(&ssrc);
+        }
+    }
+}
+
+fn protect(context: &mut Context, packet: &rtp::Packet) -> io::Result<bytes::BytesMut> {
+    let plain = packet
+        .marshal()
+        .map_err(|err| io::Error::other(err.to_string()))?;
+    context
+        .encrypt_rtp_with_header(&plain, &packet.header)
+        .map_err(|err| io::Error::other(err.to_string()))
+}
+
+/// A wall-clock time as a 64-bit NTP timestamp.
+fn ntp(since_unix: Duration) -> u64 {
+    let seconds = since_unix.as_secs() + NTP_UNIX_OFFSET;
+    let fraction = (u64::from(since_unix.subsec_nanos()) << 32) / 1_000_000_000;
+    (seconds << 32) | fraction
+}
+
+/// A connection's socket whose datagrams' destinations are noted: the peer's address is where
+/// webrtc-rs sends DTLS and SRTP/SRTCP — its selected candidate pair, which ICE authenticated.
+/// (Where datagrams come from proves nothing: a source address can be forged.)
+#[derive(Debug)]
+struct Watched {
+    inner: Arc<dyn AsyncUdpSocket>,
+    slot: Arc<DirectSlot>,
+}
+
+impl AsyncUdpSocket for Watched {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn poll_send(
+        &self,
+        cx: &mut TaskContext<'_>,
+        transmit: &Transmit<'_>,
+    ) -> Poll<io::Result<usize>> {
+        // RFC 7983: 20..=63 DTLS, 128..=191 SRTP/SRTCP; 0..=3 is STUN, which ICE also sends to
+        // candidates it only checks. webrtc-rs sends DTLS and SRTP to its selected pair alone.
+        if transmit
+            .contents
+            .first()
+            .is_some_and(|first| (20..=63).contains(first) || (128..=191).contains(first))
+        {
+            let mut peer = self.slot.peer.lock();
+            if *peer != Some(transmit.destination) {
+                debug!(peer = %transmit.destination, "direct media goes to the selected pair");
+                *peer = Some(transmit.destination);
+                drop(peer);
+                self.slot.refresh_ready();
+            }
+        }
+        self.inner.poll_send(cx, transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut TaskContext<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn max_gso_segments(&self) -> usize {
+        self.inner.max_gso_segments()
+    }
+
+    fn max_gro_segments(&self) -> usize {
+        self.inner.max_gro_segments()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::shared::marshal::Unmarshal;
+
+    #[test]
+    fn ntp_time_counts_from_1900_with_a_binary_fraction() {
+        assert_eq!(ntp(Duration::ZERO), NTP_UNIX_OFFSET << 32);
+        assert_eq!(
+            ntp(Duration::from_millis(1500)),
+            ((NTP_UNIX_OFFSET + 1) << 32) | (1 << 31)
+        );
+    }
+
+    const KEY: [u8; 16] = [7; 16];
+    const SALT: [u8; 12] = [9; 12];
+
+    fn context() -> Context {
+        let crypto = rtc::crypto::default_provider().expect("crypto");
+        Context::new(
+            &KEY,
+            &SALT,
+            rtc::srtp::protection_profile::ProtectionProfile::AeadAes128Gcm,
+            None,
+            None,
+            crypto.crypto(),
+        )
+        .expect("context")
+    }
+
+    /// A ready slot whose peer is a socket of the test's, which it returns.
+    fn ready_slot() -> (Arc<DirectSlot>, UdpSocket) {
+        let datagrams =
+            IntCounterVec::new(prometheus::Opts::new("d", "d"), &["what"]).expect("counter");
+        let slot = DirectSlot::new(&datagrams);
+        let sfu = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let peer = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        peer.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        *slot.socket.lock() = Some(Arc::new(sfu));
+        *slot.peer.lock() = Some(peer.local_addr().expect("address"));
+        *slot.state.lock() = Some(State {
+            context: context(),
+            streams: HashMap::new(),
+        });
+        slot.refresh_ready();
+        (slot, peer)
+    }
+
+    fn packet(sequence: u16) -> rtp::Packet {
+        rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                payload_type: 96,
+                sequence_number: sequence,
+                timestamp: 90_000 + u32::from(sequence) * 3000,
+                ssrc: 0xdead_beef,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from(vec![sequence as u8; 100]),
+        }
+    }
+
+    fn receive(peer: &UdpSocket) -> Vec<u8> {
+        let mut buf = [0u8; 1500];
+        let n = peer.recv(&mut buf).expect("a datagram");
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn media_is_protected_with_the_connections_keys_and_reported() {
+        let (slot, peer) = ready_slot();
+        let mut remote = context();
+        let now = Instant::now();
+        slot.send(packet(10), now).expect("sent");
+        let media = remote.decrypt_rtp(&receive(&peer)).expect("decrypts");
+        let got = rtp::Packet::unmarshal(&mut &media[..]).expect("an RTP packet");
+        assert_eq!(got, packet(10));
+        // The stream's first packet brings its first sender report.
+        let report = remote.decrypt_rtcp(&receive(&peer)).expect("decrypts");
+        let report = SenderReport::unmarshal(&mut &report[..]).expect("a sender report");
+        assert_eq!(
+            (report.ssrc, report.packet_count, report.octet_count),
+            (0xdead_beef, 1, 100)
+        );
+        assert_eq!(report.rtp_time, packet(10).header.timestamp);
+        // The next one only after a second.
+        slot.send(packet(11), now + Duration::from_millis(500))
+            .expect("sent");
+        assert!(rtcp_or_rtp(&receive(&peer)) == "rtp");
+        slot.send(packet(12), now + REPORT_EVERY).expect("sent");
+        assert_eq!(rtcp_or_rtp(&receive(&peer)), "rtp");
+        let report = remote.decrypt_rtcp(&receive(&peer)).expect("decrypts");
+        let report = SenderReport::unmarshal(&mut &report[..]).expect("a sender report");
+        assert_eq!((report.packet_count, report.octet_count), (3, 300));
+    }
+
+    /// RTCP packet types are 200..=206 in the second byte (RFC 5761).
+    fn rtcp_or_rtp(datagram: &[u8]) -> &'static str {
+        if (200..=206).contains(&datagram[1]) {
+            "rtcp"
+        } else {
+            "rtp"
+        }
+    }
+
+    #[test]
+    fn a_nack_is_answered_with_the_same_datagram_within_a_second_only() {
+        let (slot, peer) = ready_slot();
+        let start = Instant::now();
+        slot.send(packet(20), start).expect("sent");
+        let first = receive(&peer);
+        let _report = receive(&peer);
+        slot.send(packet(21), start).expect("sent");
+        let _ = receive(&peer);
+        // Sequence 22 was never sent; 20 is asked for again.
+        assert_eq!(
+            slot.retransmit(0xdead_beef, &[20, 22], start + Duration::from_millis(300)),
+            vec![20]
+        );
+        assert_eq!(
+            receive(&peer),
+            first,
+            "the same packet under the same index"
+        );
+        assert!(
+            slot.retransmit(
+                0xdead_beef,
+                &[21],
+                start + NACK_MAX_AGE + Duration::from_millis(1)
+            )
+            .is_empty()
+        );
+        assert!(
+            slot.retransmit(0x1234, &[20], start).is_empty(),
+            "another stream"
+        );
+        slot.forget(0xdead_beef);
+        assert!(
+            slot.retransmit(0xdead_beef, &[20], start).is_empty(),
+            "a forgotten stream"
+        );
+    }
+
+    #[test]
+    fn nothing_leaves_before_the_keys_and_the_peer_are_known() {
+        let datagrams =
+            IntCounterVec::new(prometheus::Opts::new("d", "d"), &["what"]).expect("counter");
+        let slot = DirectSlot::new(&datagrams);
+        assert!(!slot.is_ready());
+        assert!(matches!(
+            slot.send(packet(1), Instant::now()),
+            Err(SendError::Failed(_))
+        ));
+        assert!(
+            slot.retransmit(0xdead_beef, &[1], Instant::now())
+                .is_empty()
+        );
+    }
+}
