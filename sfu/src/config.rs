@@ -135,10 +135,10 @@ pub struct Config {
         value_parser = clap::value_parser!(u32).range(0..=1 << 30)
     )]
     pub udp_buffer_bytes: u32,
-    /// Whether the SFU protects and sends forwarded media itself on subscriber connections with
-    /// their own UDP port (about twice the packets per CPU-second of webrtc-rs' per-connection
-    /// path; see docs/sfu.md "Direct media"). Off, every packet goes through webrtc-rs. Single-port
-    /// mode and pods with ICE over TCP use webrtc-rs' path either way.
+    /// Whether the SFU protects and sends forwarded media itself on subscriber connections
+    /// (about twice the packets per CPU-second of webrtc-rs' per-connection path; see
+    /// docs/sfu.md "Direct media"). Off, every packet goes through webrtc-rs. Pods with ICE over
+    /// TCP, and single-port mode on an unspecified bind address, use webrtc-rs' path either way.
     #[arg(
         id = "sfu-direct-media",
         long = "sfu-direct-media",

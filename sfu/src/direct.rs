@@ -213,6 +213,23 @@ impl DirectSlot {
         self.ready.store(ready, Ordering::Release);
     }
 
+    /// `peer` as the slot's socket can send to it: an IPv4 address mapped into IPv6 for a
+    /// dual-stack socket (the pod's shared port may be one).
+    fn reachable(&self, peer: SocketAddr) -> SocketAddr {
+        let ipv6 = self
+            .socket
+            .lock()
+            .as_ref()
+            .and_then(|socket| socket.local_addr().ok())
+            .is_some_and(|local| local.is_ipv6());
+        match peer {
+            SocketAddr::V4(v4) if ipv6 => {
+                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+            }
+            other => other,
+        }
+    }
+
     fn route(&self) -> Option<(Arc<UdpSocket>, SocketAddr)> {
         Some((self.socket.lock().clone()?, (*self.peer.lock())?))
     }
@@ -370,10 +387,11 @@ impl AsyncUdpSocket for Watched {
             .first()
             .is_some_and(|first| (20..=63).contains(first) || (128..=191).contains(first))
         {
+            let destination = self.slot.reachable(transmit.destination);
             let mut peer = self.slot.peer.lock();
-            if *peer != Some(transmit.destination) {
-                debug!(peer = %transmit.destination, "direct media goes to the selected pair");
-                *peer = Some(transmit.destination);
+            if *peer != Some(destination) {
+                debug!(peer = %destination, "direct media goes to the selected pair");
+                *peer = Some(destination);
                 drop(peer);
                 self.slot.refresh_ready();
             }

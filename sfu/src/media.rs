@@ -666,7 +666,7 @@ pub async fn build_peer(
     let (runtime, udp_port) = match (&settings.udp_mux, ufrag) {
         // The connection binds an ephemeral port of the bind address for a moment; its
         // runtime swaps that socket for the pod's shared one.
-        (Some(mux), Some(ufrag)) => (mux.runtime(ufrag), Some(mux.port())),
+        (Some(mux), Some(ufrag)) => (mux.runtime(ufrag, direct), Some(mux.port())),
         _ => (
             MediaRuntime::own(Arc::clone(&settings.udp_buffers), direct),
             None,

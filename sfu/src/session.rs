@@ -737,12 +737,24 @@ impl Live {
             let mut failed = HashSet::new();
             let peer = loop {
                 if single_port {
+                    // The pod's port sends from its own address: a specific one, or replies
+                    // could leave from another address than the client reached.
+                    let direct = (target == PeerTarget::Subscriber
+                        && self.state.shared.media.direct_media
+                        && self.state.shared.media.ice_tcp.is_none()
+                        && !self.state.bind_ip().is_unspecified())
+                    .then(|| {
+                        crate::direct::DirectSlot::new(&self.state.shared.metrics.direct_datagrams)
+                    });
+                    if target == PeerTarget::Subscriber {
+                        self.link.set_direct(direct.clone());
+                    }
                     let peer = media::build_peer(
                         &self.state.shared.media,
                         0,
                         target,
                         backlog(),
-                        None,
+                        direct,
                         events.clone(),
                     )
                     .await?;

@@ -258,7 +258,7 @@ enum Sockets {
 pub struct MediaRuntime {
     inner: TokioRuntime,
     sockets: Sockets,
-    /// The connection's direct media path (own sockets only): its tasks run in its scope.
+    /// The connection's direct media path: its tasks run in its scope.
     direct: Option<Arc<DirectSlot>>,
 }
 
@@ -272,12 +272,16 @@ impl MediaRuntime {
         })
     }
 
-    /// Sockets on `mux`'s port for the connection of `ufrag`.
-    pub fn shared(mux: Arc<UdpMux>, ufrag: String) -> Arc<dyn Runtime> {
+    /// Sockets on `mux`'s port for the connection of `ufrag` (with its direct path, if any).
+    pub fn shared(
+        mux: Arc<UdpMux>,
+        ufrag: String,
+        direct: Option<Arc<DirectSlot>>,
+    ) -> Arc<dyn Runtime> {
         Arc::new(Self {
             inner: TokioRuntime,
             sockets: Sockets::Shared(mux, ufrag),
-            direct: None,
+            direct,
         })
     }
 }
@@ -318,7 +322,13 @@ impl Runtime for MediaRuntime {
             }
             // The driver bound an ephemeral port of the address it gathers candidates for;
             // only the address is kept, the port is closed again.
-            Sockets::Shared(mux, ufrag) => Ok(mux.attach(ufrag, socket.local_addr()?.ip())),
+            Sockets::Shared(mux, ufrag) => {
+                let attached = mux.attach(ufrag, socket.local_addr()?.ip());
+                match &self.direct {
+                    Some(slot) => Ok(slot.watch(mux.duplicate(), attached)),
+                    None => Ok(attached),
+                }
+            }
         }
     }
 

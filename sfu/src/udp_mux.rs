@@ -140,8 +140,20 @@ impl UdpMux {
     }
 
     /// A runtime for the peer connection of `ufrag`: its UDP sockets are this mux's.
-    pub fn runtime(self: &Arc<Self>, ufrag: String) -> Arc<dyn Runtime> {
-        MediaRuntime::shared(Arc::clone(self), ufrag)
+    pub fn runtime(
+        self: &Arc<Self>,
+        ufrag: String,
+        direct: Option<Arc<crate::direct::DirectSlot>>,
+    ) -> Arc<dyn Runtime> {
+        MediaRuntime::shared(Arc::clone(self), ufrag, direct)
+    }
+
+    /// A duplicate of the port's socket, for a connection's direct media path (it sends from
+    /// the port's address, which must then be a specific one: see `crate::direct`).
+    pub(crate) fn duplicate(&self) -> io::Result<std::net::UdpSocket> {
+        socket2::SockRef::from(&self.shared.socket)
+            .try_clone()
+            .map(Into::into)
     }
 
     /// The socket of the peer connection of `ufrag` for its local address `ip` (the address

@@ -76,6 +76,20 @@ async fn one_udp_port_carries_every_connection() {
     assert_eq!(mux.sockets(), 6);
     assert!(mux.remotes() >= 5, "{} remote addresses", mux.remotes());
     assert_eq!(dropped(&sfu.metrics(), "full"), 0);
+    // The SFU sent the media itself, from the port's one socket (its address is a specific
+    // one here), as on connections with ports of their own.
+    let direct = metric_value(
+        &sfu.metrics(),
+        "conclave_sfu_direct_datagrams_total{what=\"media\"}",
+    );
+    let forwarded = metric_value(
+        &sfu.metrics(),
+        "conclave_sfu_rtp_packets_total{direction=\"out\",kind=\"video\"}",
+    );
+    assert!(
+        direct >= forwarded,
+        "{direct} datagrams sent directly, {forwarded} video packets forwarded"
+    );
 
     // A datagram from an address no connection checked from reaches nobody.
     let before = dropped(&sfu.metrics(), "unknown");
