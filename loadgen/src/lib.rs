@@ -1115,8 +1115,9 @@ impl Client {
     }
 
     /// Sends a NACK (RFC 4585 generic NACK) for `sequences` of a received track (the room's
-    /// track ID), as a receiver that lost them would; the answer shows in
-    /// [`Received::video_log`] as the same sequence number arriving again.
+    /// track ID), as a receiver that lost them would; the answer to a packet it really lost
+    /// shows in [`Received::video_log`] as that sequence number arriving late (one it already
+    /// has is dropped again by SRTP's replay protection).
     ///
     /// # Errors
     /// When the track has not arrived or the packet cannot be sent.

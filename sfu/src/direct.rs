@@ -3,10 +3,11 @@
 //! webrtc-rs sends each packet written to a connection through that connection's queue, its
 //! driver task and its handler chain (interceptors, SRTP, the socket): one queue hand-over,
 //! one task wake-up and several copies per packet and subscriber — most of an SFU's CPU (see
-//! docs/sfu.md, "Where the time goes"). On a subscriber connection with its own UDP socket the
-//! SFU instead protects each forwarded packet itself, with the SRTP keys of the connection's
-//! DTLS association (which the patched `rtc` hands out, `vendor/rtc/src/srtp_export.rs`), and
-//! sends it from the connection's socket to the peer's address. webrtc-rs keeps everything
+//! docs/sfu.md, "Where the time goes"). On a subscriber connection with a direct path the SFU
+//! instead protects each forwarded packet itself, with the SRTP keys of the connection's DTLS
+//! association (which the patched `rtc` hands out, `vendor/rtc/src/srtp_export.rs`), and sends
+//! it from the connection's UDP socket (its own, or a duplicate of the pod's one port) to the
+//! peer's address. webrtc-rs keeps everything
 //! else: ICE, DTLS, the signalling, and the RTCP the subscriber sends.
 //!
 //! What webrtc-rs' interceptors did for the media it no longer sees, the direct path does
@@ -54,12 +55,18 @@ const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 /// One subscriber connection's direct path: its socket, its peer, its SRTP context once the
 /// handshake is done, and what it sent.
 pub struct DirectSlot {
-    /// The keys, the socket and the peer's address are all known.
+    /// The keys, the socket and the peer's address are all known (read for every copy).
     ready: AtomicBool,
     counters: Counters,
-    socket: Mutex<Option<Arc<UdpSocket>>>,
-    peer: Mutex<Option<SocketAddr>>,
+    route: Mutex<Route>,
     state: Mutex<Option<State>>,
+}
+
+/// Where the connection's packets leave from and go to.
+#[derive(Default)]
+struct Route {
+    socket: Option<Arc<UdpSocket>>,
+    peer: Option<SocketAddr>,
 }
 
 /// `conclave_sfu_direct_datagrams_total` by what was sent.
@@ -79,7 +86,6 @@ struct Stream {
     history: Box<[Option<(Instant, rtp::Packet)>]>,
     packets: u32,
     octets: u32,
-    last_timestamp: u32,
     reported: Option<Instant>,
 }
 
@@ -89,7 +95,6 @@ impl Stream {
             history: vec![None; HISTORY].into_boxed_slice(),
             packets: 0,
             octets: 0,
-            last_timestamp: 0,
             reported: None,
         }
     }
@@ -98,7 +103,7 @@ impl Stream {
 impl std::fmt::Debug for DirectSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DirectSlot")
-            .field("peer", &*self.peer.lock())
+            .field("peer", &self.route.lock().peer)
             .field("ready", &self.is_ready())
             .finish_non_exhaustive()
     }
@@ -131,7 +136,7 @@ fn keys_exported(keys: rtc::srtp_export::ExportedKeys) {
         crypto.crypto(),
     ) {
         Ok(context) => {
-            debug!(peer = ?*slot.peer.lock(), "direct media ready");
+            debug!(peer = ?slot.route.lock().peer, "direct media ready");
             *slot.state.lock() = Some(State {
                 context,
                 streams: HashMap::new(),
@@ -165,8 +170,7 @@ impl DirectSlot {
                 retransmissions: datagrams.with_label_values(&["retransmission"]),
                 reports: datagrams.with_label_values(&["sender_report"]),
             },
-            socket: Mutex::new(None),
-            peer: Mutex::new(None),
+            route: Mutex::new(Route::default()),
             state: Mutex::new(None),
         })
     }
@@ -180,8 +184,8 @@ impl DirectSlot {
         CURRENT.scope(Arc::clone(self), future)
     }
 
-    /// The connection's socket was bound: its datagrams' sources are watched, and `duplicate`
-    /// (of the same socket) sends the direct media.
+    /// The connection's socket was bound: where webrtc-rs sends through it is watched (the
+    /// peer's address), and `duplicate` (of the same socket) sends the direct media.
     pub fn watch(
         self: &Arc<Self>,
         duplicate: io::Result<UdpSocket>,
@@ -189,7 +193,7 @@ impl DirectSlot {
     ) -> Arc<dyn AsyncUdpSocket> {
         match duplicate {
             Ok(duplicate) => {
-                *self.socket.lock() = Some(Arc::new(duplicate));
+                self.route.lock().socket = Some(Arc::new(duplicate));
                 self.refresh_ready();
             }
             Err(err) => debug!(cause = %err, "no direct media on this socket"),
@@ -207,31 +211,38 @@ impl DirectSlot {
     }
 
     fn refresh_ready(&self) {
-        let ready = self.state.lock().is_some()
-            && self.socket.lock().is_some()
-            && self.peer.lock().is_some();
+        let keys = self.state.lock().is_some();
+        let ready = keys && self.route().is_some();
         self.ready.store(ready, Ordering::Release);
     }
 
-    /// `peer` as the slot's socket can send to it: an IPv4 address mapped into IPv6 for a
-    /// dual-stack socket (the pod's shared port may be one).
-    fn reachable(&self, peer: SocketAddr) -> SocketAddr {
-        let ipv6 = self
+    /// webrtc-rs sends the connection's DTLS or SRTP to `destination`: the peer's address
+    /// from now on — as the slot's socket can reach it (an IPv4 address mapped into IPv6 on a
+    /// dual-stack socket, as the pod's one port may be).
+    fn sending_to(&self, destination: SocketAddr) {
+        let mut route = self.route.lock();
+        let ipv6 = route
             .socket
-            .lock()
             .as_ref()
             .and_then(|socket| socket.local_addr().ok())
             .is_some_and(|local| local.is_ipv6());
-        match peer {
+        let peer = match destination {
             SocketAddr::V4(v4) if ipv6 => {
                 SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
             }
             other => other,
+        };
+        if route.peer != Some(peer) {
+            debug!(%peer, "direct media goes to the selected pair");
+            route.peer = Some(peer);
+            drop(route);
+            self.refresh_ready();
         }
     }
 
     fn route(&self) -> Option<(Arc<UdpSocket>, SocketAddr)> {
-        Some((self.socket.lock().clone()?, (*self.peer.lock())?))
+        let route = self.route.lock();
+        Some((route.socket.clone()?, route.peer?))
     }
 
     /// Protects and sends `packet` at `now`, and keeps it for retransmission.
@@ -257,7 +268,6 @@ impl DirectSlot {
         stream.octets = stream
             .octets
             .wrapping_add(u32::try_from(packet.payload.len()).unwrap_or(u32::MAX));
-        stream.last_timestamp = packet.header.timestamp;
         let report = stream
             .reported
             .is_none_or(|at| now.saturating_duration_since(at) >= REPORT_EVERY)
@@ -268,7 +278,7 @@ impl DirectSlot {
                     ntp_time: ntp(SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .unwrap_or_default()),
-                    rtp_time: stream.last_timestamp,
+                    rtp_time: packet.header.timestamp,
                     packet_count: stream.packets,
                     octet_count: stream.octets,
                     ..SenderReport::default()
@@ -279,16 +289,7 @@ impl DirectSlot {
         // Each stream's sender report leaves with a packet of the stream, at most every
         // second: its RTP time is that packet's, its NTP time now.
         if let Some(report) = report {
-            let protected = report
-                .marshal()
-                .map_err(|err| io::Error::other(err.to_string()))
-                .and_then(|plain| {
-                    state
-                        .context
-                        .encrypt_rtcp(&plain)
-                        .map_err(|err| io::Error::other(err.to_string()))
-                });
-            match protected {
+            match protect_report(&mut state.context, &report) {
                 Ok(protected) => match socket.send_to(&protected, peer) {
                     Ok(_) => self.counters.reports.inc(),
                     Err(err) => debug!(cause = %err, "a sender report was not sent"),
@@ -309,25 +310,23 @@ impl DirectSlot {
         let Some(state) = guard.as_mut() else {
             return Vec::new();
         };
-        let Some(stream) = state.streams.get(&ssrc) else {
+        let State { context, streams } = state;
+        let Some(stream) = streams.get(&ssrc) else {
             return Vec::new();
         };
-        let packets: Vec<rtp::Packet> = sequences
-            .iter()
-            .filter_map(|&sequence| {
-                stream.history[usize::from(sequence) % HISTORY]
-                    .as_ref()
-                    .filter(|(sent, packet)| {
-                        packet.header.sequence_number == sequence
-                            && now.saturating_duration_since(*sent) <= NACK_MAX_AGE
-                    })
-                    .map(|(_, packet)| packet.clone())
-            })
-            .collect();
-        let mut sent = Vec::with_capacity(packets.len());
-        for packet in &packets {
+        let recent = sequences.iter().filter_map(|&sequence| {
+            stream.history[usize::from(sequence) % HISTORY]
+                .as_ref()
+                .filter(|(sent, packet)| {
+                    packet.header.sequence_number == sequence
+                        && now.saturating_duration_since(*sent) <= NACK_MAX_AGE
+                })
+                .map(|(_, packet)| packet)
+        });
+        let mut sent = Vec::new();
+        for packet in recent {
             // The same packet under the same index: the same ciphertext as the first time.
-            if let Ok(protected) = protect(&mut state.context, packet)
+            if let Ok(protected) = protect(context, packet)
                 && socket.send_to(&protected, peer).is_ok()
             {
                 self.counters.retransmissions.inc();
@@ -351,6 +350,15 @@ fn protect(context: &mut Context, packet: &rtp::Packet) -> io::Result<bytes::Byt
         .map_err(|err| io::Error::other(err.to_string()))?;
     context
         .encrypt_rtp_with_header(&plain, &packet.header)
+        .map_err(|err| io::Error::other(err.to_string()))
+}
+
+fn protect_report(context: &mut Context, report: &SenderReport) -> io::Result<bytes::BytesMut> {
+    let plain = report
+        .marshal()
+        .map_err(|err| io::Error::other(err.to_string()))?;
+    context
+        .encrypt_rtcp(&plain)
         .map_err(|err| io::Error::other(err.to_string()))
 }
 
@@ -387,14 +395,7 @@ impl AsyncUdpSocket for Watched {
             .first()
             .is_some_and(|first| (20..=63).contains(first) || (128..=191).contains(first))
         {
-            let destination = self.slot.reachable(transmit.destination);
-            let mut peer = self.slot.peer.lock();
-            if *peer != Some(destination) {
-                debug!(peer = %destination, "direct media goes to the selected pair");
-                *peer = Some(destination);
-                drop(peer);
-                self.slot.refresh_ready();
-            }
+            self.slot.sending_to(transmit.destination);
         }
         self.inner.poll_send(cx, transmit)
     }
@@ -456,8 +457,10 @@ mod tests {
         let peer = UdpSocket::bind("127.0.0.1:0").expect("bind");
         peer.set_read_timeout(Some(Duration::from_secs(2)))
             .expect("timeout");
-        *slot.socket.lock() = Some(Arc::new(sfu));
-        *slot.peer.lock() = Some(peer.local_addr().expect("address"));
+        *slot.route.lock() = Route {
+            socket: Some(Arc::new(sfu)),
+            peer: Some(peer.local_addr().expect("address")),
+        };
         *slot.state.lock() = Some(State {
             context: context(),
             streams: HashMap::new(),

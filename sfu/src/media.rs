@@ -365,18 +365,25 @@ struct NackGuard {
 }
 
 impl NackGuard {
-    /// `nack` without the packets that left too long ago; `None` when it keeps them all.
-    fn without_old(&self, nack: &TransportLayerNack, now: Instant) -> Option<TransportLayerNack> {
+    /// `nack` with only the packets it can be answered for; `None` when that is all of them.
+    /// With a direct path the guard answers it here, from what the path sent (none of those
+    /// packets passed the stack's NACK responder), and what it answered passes on to be
+    /// counted; otherwise the packets that left too long ago are removed and the NACK
+    /// responder answers the rest.
+    fn answerable(&self, nack: &TransportLayerNack, now: Instant) -> Option<TransportLayerNack> {
         let asked: Vec<u16> = nack.nacks.iter().flat_map(NackPair::packet_list).collect();
-        let recent: Vec<u16> = asked
-            .iter()
-            .copied()
-            .filter(|&sequence| self.departures.recent(nack.media_ssrc, sequence, now))
-            .collect();
-        (recent.len() < asked.len()).then(|| TransportLayerNack {
+        let answered: Vec<u16> = match &self.direct {
+            Some(direct) => direct.retransmit(nack.media_ssrc, &asked, now),
+            None => asked
+                .iter()
+                .copied()
+                .filter(|&sequence| self.departures.recent(nack.media_ssrc, sequence, now))
+                .collect(),
+        };
+        (answered.len() < asked.len()).then(|| TransportLayerNack {
             sender_ssrc: nack.sender_ssrc,
             media_ssrc: nack.media_ssrc,
-            nacks: nack_pairs_from_sequence_numbers(&recent),
+            nacks: nack_pairs_from_sequence_numbers(&answered),
         })
     }
 }
@@ -395,41 +402,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGuard {
                 .iter()
                 .any(|p| p.as_any().is::<TransportLayerNack>())
         {
-            if let Some(direct) = &self.direct {
-                // The direct path's packets passed no NACK responder: the guard answers from
-                // what the path sent, and lets through (to be counted) what it answered.
-                if self.backlog.answers_nack(now) {
-                    for packet in packets.iter_mut() {
-                        let Some(nack) = packet.as_any().downcast_ref::<TransportLayerNack>()
-                        else {
-                            continue;
-                        };
-                        let asked: Vec<u16> =
-                            nack.nacks.iter().flat_map(NackPair::packet_list).collect();
-                        let answered = direct.retransmit(nack.media_ssrc, &asked, now);
-                        if answered.len() < asked.len() {
-                            self.backlog.ignore_nack();
-                        }
-                        *packet = Box::new(TransportLayerNack {
-                            sender_ssrc: nack.sender_ssrc,
-                            media_ssrc: nack.media_ssrc,
-                            nacks: nack_pairs_from_sequence_numbers(&answered),
-                        });
-                    }
-                    packets.retain(|p| {
-                        p.as_any()
-                            .downcast_ref::<TransportLayerNack>()
-                            .is_none_or(|nack| !nack.nacks.is_empty())
-                    });
-                } else {
-                    packets.retain(|p| !p.as_any().is::<TransportLayerNack>());
-                }
-            } else if self.backlog.answers_nack(now) {
+            if self.backlog.answers_nack(now) {
                 for packet in packets.iter_mut() {
                     let trimmed = packet
                         .as_any()
                         .downcast_ref::<TransportLayerNack>()
-                        .and_then(|nack| self.without_old(nack, now));
+                        .and_then(|nack| self.answerable(nack, now));
                     if let Some(trimmed) = trimmed {
                         self.backlog.ignore_nack();
                         *packet = Box::new(trimmed);
@@ -1552,14 +1530,9 @@ impl Forwarder {
             drop(downstreams);
             if !batch.is_empty() {
                 let copies = batch.len() as u64;
-                if let Err(err) = sender.try_send(std::mem::take(&mut batch)) {
-                    // The sending task is this far behind only when it stopped.
+                // The sending task is this far behind only when it stopped.
+                if sender.try_send(std::mem::take(&mut batch)).is_err() {
                     dropped_full.inc_by(copies);
-                    batch = match err {
-                        mpsc::error::TrySendError::Full(batch)
-                        | mpsc::error::TrySendError::Closed(batch) => batch,
-                    };
-                    batch.clear();
                 }
             }
             if forwarded {

@@ -737,18 +737,7 @@ impl Live {
             let mut failed = HashSet::new();
             let peer = loop {
                 if single_port {
-                    // The pod's port sends from its own address: a specific one, or replies
-                    // could leave from another address than the client reached.
-                    let direct = (target == PeerTarget::Subscriber
-                        && self.state.shared.media.direct_media
-                        && self.state.shared.media.ice_tcp.is_none()
-                        && !self.state.bind_ip().is_unspecified())
-                    .then(|| {
-                        crate::direct::DirectSlot::new(&self.state.shared.metrics.direct_datagrams)
-                    });
-                    if target == PeerTarget::Subscriber {
-                        self.link.set_direct(direct.clone());
-                    }
+                    let direct = self.direct_slot(target, true);
                     let peer = media::build_peer(
                         &self.state.shared.media,
                         0,
@@ -772,17 +761,7 @@ impl Live {
                     first: self.ports.first,
                     last: self.ports.last,
                 })?;
-                // With ICE over TCP the connection may carry its media over TCP, which the
-                // direct path does not speak.
-                let direct = (target == PeerTarget::Subscriber
-                    && self.state.shared.media.direct_media
-                    && self.state.shared.media.ice_tcp.is_none())
-                .then(|| {
-                    crate::direct::DirectSlot::new(&self.state.shared.metrics.direct_datagrams)
-                });
-                if target == PeerTarget::Subscriber {
-                    self.link.set_direct(direct.clone());
-                }
+                let direct = self.direct_slot(target, false);
                 match media::build_peer(
                     &self.state.shared.media,
                     lease.port(),
@@ -1313,6 +1292,28 @@ impl Live {
             }
             self.negotiate(socket).await;
         }
+    }
+
+    /// A new subscriber connection's direct media path (`crate::direct`), also given to the
+    /// link the forwarders send through; `None` for a publisher connection, and where the
+    /// path cannot work: with ICE over TCP (media may then go over TCP) and, on the pod's one
+    /// port, with an unspecified bind address (replies must leave from the address the client
+    /// reached, which a plain `sendto` from it does not choose).
+    fn direct_slot(
+        &self,
+        target: PeerTarget,
+        single_port: bool,
+    ) -> Option<Arc<crate::direct::DirectSlot>> {
+        if target != PeerTarget::Subscriber {
+            return None;
+        }
+        let media = &self.state.shared.media;
+        let direct = (media.direct_media
+            && media.ice_tcp.is_none()
+            && !(single_port && media.bind_ip.is_unspecified()))
+        .then(|| crate::direct::DirectSlot::new(&self.state.shared.metrics.direct_datagrams));
+        self.link.set_direct(direct.clone());
+        direct
     }
 
     /// A connected subscriber connection's DTLS is up, so its direct path has its keys and
