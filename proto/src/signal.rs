@@ -607,7 +607,8 @@ pub enum ServerMessage {
     },
     /// To a publisher: the simulcast layers of its track that someone receives now. The client
     /// stops encoding the others (`RTCRtpSender.setParameters` with `active: false`) until they
-    /// are named again; the lowest layer is always named.
+    /// are named again; the lowest layer is always named, and so is every layer the SFU has
+    /// not received yet (the client may not have started it).
     LayersWanted {
         /// The client's track ID (as in `publish`).
         track_id: String,

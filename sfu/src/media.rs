@@ -1014,6 +1014,50 @@ impl Layers {
             .iter()
             .rposition(|l| l.ssrc.is_some() && !l.paused)
     }
+
+    /// Dynacast's decision at `now`, given the layers subscribers get or are switching to:
+    /// what the publisher should send, when that changed (see [`Forwarder::layers_to_send`]).
+    ///
+    /// A layer whose stream has not arrived yet is always named: the SFU knows nothing of it
+    /// (a browser starts its high layer only once its bandwidth estimate allows), and a layer
+    /// the publisher was told to stop before it ever started would never arrive, so nobody
+    /// could ever be switched to it.
+    fn decide_sending(
+        &mut self,
+        mut needed: [bool; LAYERS],
+        recording: bool,
+        now: Instant,
+    ) -> Option<[bool; LAYERS]> {
+        if !self.simulcast {
+            return None;
+        }
+        if let Some(lowest) = self.layers.iter().position(|l| l.ssrc.is_some()) {
+            needed[lowest] = true;
+        }
+        if recording && let Some(highest) = self.layers.iter().rposition(|l| l.ssrc.is_some()) {
+            needed[highest] = true;
+        }
+        let mut changed = false;
+        for (layer, needed) in self.layers.iter_mut().zip(needed) {
+            if layer.ssrc.is_none() {
+                continue;
+            }
+            if needed {
+                layer.needed_until = Some(now + PAUSE_AFTER);
+            }
+            let send = layer.needed_until.is_some_and(|until| until > now);
+            if send == layer.paused {
+                layer.paused = !send;
+                if send {
+                    layer.resumed_at = Some(now);
+                }
+                changed = true;
+            }
+        }
+        changed.then(|| {
+            std::array::from_fn(|l| self.layers[l].ssrc.is_none() || !self.layers[l].paused)
+        })
+    }
 }
 
 /// Reads one published track and writes each packet to every subscriber's copy.
@@ -1295,36 +1339,7 @@ impl Forwarder {
             }
         }
         let recording = self.recorder.read().is_some();
-        let mut layers = self.layers.lock();
-        if !layers.simulcast {
-            return None;
-        }
-        if let Some(lowest) = layers.layers.iter().position(|l| l.ssrc.is_some()) {
-            needed[lowest] = true;
-        }
-        if recording && let Some(highest) = layers.layers.iter().rposition(|l| l.ssrc.is_some()) {
-            needed[highest] = true;
-        }
-        let mut changed = false;
-        for (layer, needed) in layers.layers.iter_mut().zip(needed) {
-            if layer.ssrc.is_none() {
-                continue;
-            }
-            if needed {
-                layer.needed_until = Some(now + PAUSE_AFTER);
-            }
-            let send = layer.needed_until.is_some_and(|until| until > now);
-            if send == layer.paused {
-                layer.paused = !send;
-                if send {
-                    layer.resumed_at = Some(now);
-                }
-                changed = true;
-            }
-        }
-        changed.then(|| {
-            std::array::from_fn(|l| layers.layers[l].ssrc.is_some() && !layers.layers[l].paused)
-        })
+        self.layers.lock().decide_sending(needed, recording, now)
     }
 
     /// Stop reading.
@@ -1607,6 +1622,76 @@ pub fn audio_level_id(sdp: &str) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Layers as after `open_layer` of the layers whose SSRC is given, at `now`.
+    fn opened(ssrcs: [Option<u32>; LAYERS], now: Instant) -> Layers {
+        let mut layers = Layers {
+            simulcast: true,
+            ..Layers::default()
+        };
+        for (layer, ssrc) in layers.layers.iter_mut().zip(ssrcs) {
+            layer.ssrc = ssrc;
+            layer.needed_until = ssrc.map(|_| now + PAUSE_AFTER);
+        }
+        layers
+    }
+
+    #[test]
+    fn a_layer_nobody_needs_is_paused_after_the_grace_and_resumed_at_once() {
+        let start = Instant::now();
+        let mut layers = opened([Some(1), Some(2), Some(3)], start);
+        let small_tile = [true, false, false];
+        assert_eq!(layers.decide_sending(small_tile, false, start), None);
+        let later = start + PAUSE_AFTER + Duration::from_millis(100);
+        assert_eq!(
+            layers.decide_sending(small_tile, false, later),
+            Some([true, false, false])
+        );
+        assert_eq!(layers.decide_sending(small_tile, false, later), None);
+        assert_eq!(
+            layers.decide_sending([false, false, true], false, later),
+            Some([true, false, true])
+        );
+        // While recording, the highest is sent whoever watches.
+        let mut layers = opened([Some(1), Some(2), Some(3)], start);
+        assert_eq!(
+            layers.decide_sending(small_tile, true, later),
+            Some([true, false, true])
+        );
+    }
+
+    #[test]
+    fn a_layer_that_has_not_arrived_yet_is_never_paused() {
+        // Chromium has started the low and medium layers; its bandwidth estimate does not
+        // allow the high one yet. Nobody needs the medium layer: it is paused, the high layer
+        // stays named, so the browser starts it once it can.
+        let start = Instant::now();
+        let mut layers = opened([Some(1), Some(2), None], start);
+        let later = start + PAUSE_AFTER + Duration::from_millis(100);
+        assert_eq!(
+            layers.decide_sending([true, false, false], false, later),
+            Some([true, false, true])
+        );
+        // Once it arrives it gets the same grace as the others, then is paused like them.
+        layers.layers[2].ssrc = Some(3);
+        layers.layers[2].needed_until = Some(later + PAUSE_AFTER);
+        assert_eq!(
+            layers.decide_sending([true, false, false], false, later),
+            None
+        );
+        let after_grace = later + PAUSE_AFTER + Duration::from_millis(100);
+        assert_eq!(
+            layers.decide_sending([true, false, false], false, after_grace),
+            Some([true, false, false])
+        );
+        // A track without simulcast has nothing to pause.
+        let mut single = opened([Some(1), None, None], start);
+        single.simulcast = false;
+        assert_eq!(
+            single.decide_sending([false; LAYERS], false, after_grace),
+            None
+        );
+    }
 
     #[test]
     fn the_audio_level_id_is_read_from_the_offer() {
