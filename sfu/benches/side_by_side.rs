@@ -41,7 +41,8 @@
 //! `perf record --call-graph dwarf` on the server process into it), `CONCLAVE_BENCH_UDP_PORT`
 //! (a port: Conclave in single-port mode, every peer connection on that one UDP port),
 //! `CONCLAVE_BENCH_UDP_BUFFER_BYTES` (Conclave's `--sfu-udp-buffer-bytes`; 0: the kernel's
-//! default),
+//! default), `CONCLAVE_BENCH_DIRECT_MEDIA` (`false`: Conclave's `--sfu-direct-media=false`,
+//! webrtc-rs' own path for subscribers' media),
 //! `CONCLAVE_BENCH_SERVER_CPU_LIMIT` (a fraction of its core, e.g. 0.5: the server process is
 //! held to it by the kernel's CFS bandwidth control, as a Kubernetes CPU limit holds a pod —
 //! its knee moves down to where the generator is not yet the limit, so the steps past it show
@@ -1310,6 +1311,7 @@ async fn bench(servers: &[Kind]) -> Result<()> {
             "serverCpuLimit": knobs.cpu_limit,
             "udpPort": std::env::var("CONCLAVE_BENCH_UDP_PORT").ok(),
             "udpBufferBytes": std::env::var("CONCLAVE_BENCH_UDP_BUFFER_BYTES").ok(),
+            "directMedia": std::env::var("CONCLAVE_BENCH_DIRECT_MEDIA").ok(),
             "fanoutVideoBps": FANOUT_VIDEO_BPS,
             "meshVideoBps": MESH_VIDEO_BPS,
             "lossLimit": LOSS_LIMIT,

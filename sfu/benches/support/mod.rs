@@ -54,6 +54,13 @@ pub fn serve_sfu() -> Result<()> {
                 .parse()
                 .context("CONCLAVE_BENCH_UDP_BUFFER_BYTES: a number of bytes")?;
         }
+        // webrtc-rs' own path for subscribers' media instead of the direct one
+        // (`CONCLAVE_BENCH_DIRECT_MEDIA=false`), to measure what the direct path saves.
+        if let Ok(direct) = std::env::var("CONCLAVE_BENCH_DIRECT_MEDIA") {
+            config.direct_media = direct
+                .parse()
+                .context("CONCLAVE_BENCH_DIRECT_MEDIA: true or false")?;
+        }
         let registry = prometheus::Registry::new();
         let state = sfu::SfuState::new(&config, Arc::new(sfu::LogReporter), &registry)?;
         let app = sfu::router(state).merge(sfu::metrics_router(registry));
