@@ -1228,6 +1228,69 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// Datagrams the ceiling probe sends, and their size (a forwarded VP8 packet's).
+const CEILING_DATAGRAMS: u32 = 300_000;
+const CEILING_DATAGRAM_BYTES: usize = 1100;
+
+/// This machine's ceiling for a server that sends each copy with its own system call: how
+/// many 1100-byte datagrams one `sendto` each, and nothing else, sends per CPU-second on
+/// loopback from the server's core to a receiver on the generator's (the kernel's work for
+/// the receiver's end is charged to the sender on loopback, as it is for the servers). The
+/// same forwarding code is 3× faster on some of these machines than on others; this says
+/// which kind of machine a table comes from.
+fn sendto_ceiling() -> Result<f64> {
+    let receiver = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    receiver.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let target = receiver.local_addr()?;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let draining = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 2048];
+            while !done.load(Ordering::Relaxed) {
+                let _ = receiver.recv(&mut buffer);
+            }
+        })
+    };
+    let sending = std::thread::spawn(move || -> Result<f64> {
+        let tid: u32 = std::fs::read_link("/proc/thread-self")?
+            .file_name()
+            .and_then(|t| t.to_str())
+            .context("/proc/thread-self")?
+            .parse()?;
+        let status = Command::new("taskset")
+            .args(["-p", "-c", &SERVER_CPU.to_string(), &tid.to_string()])
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("taskset could not pin the ceiling probe to CPU {SERVER_CPU}");
+        }
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let datagram = [7u8; CEILING_DATAGRAM_BYTES];
+        let thread_cpu = || -> Result<f64> {
+            let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD)?;
+            let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+            Ok(seconds(usage.user_time()) + seconds(usage.system_time()))
+        };
+        let before = thread_cpu()?;
+        for i in 0..CEILING_DATAGRAMS {
+            let _ = socket.send_to(&datagram, target);
+            // In bursts, as a forwarder sends a packet's copies: the receiver keeps up.
+            if i % 50 == 49 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        let cpu = thread_cpu()? - before;
+        Ok(f64::from(CEILING_DATAGRAMS) / cpu.max(1e-3))
+    });
+    let ceiling = sending
+        .join()
+        .map_err(|_| anyhow::anyhow!("the ceiling probe panicked"))?;
+    done.store(true, Ordering::Relaxed);
+    let _ = draining.join();
+    ceiling
+}
+
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -1275,6 +1338,11 @@ async fn bench(servers: &[Kind]) -> Result<()> {
             other => bail!("CONCLAVE_BENCH_SCENARIOS: unknown scenario {other:?} (fanout, mesh)"),
         })
         .collect::<Result<_>>()?;
+    let ceiling = sendto_ceiling()?;
+    println!(
+        "this machine: {:.0} k datagrams of {CEILING_DATAGRAM_BYTES} bytes per CPU-second, one sendto each on loopback — the ceiling for one system call per copy",
+        ceiling / 1000.0
+    );
     let started = Instant::now();
     let mut results = Vec::new();
     for &scenario in &scenarios {
@@ -1303,6 +1371,7 @@ async fn bench(servers: &[Kind]) -> Result<()> {
         "benchmark": "side-by-side",
         "date": chrono::Utc::now().to_rfc3339(),
         "machine": machine(),
+        "sendtoCeilingPerCpuSecond": ceiling,
         "knobs": {
             "windowSeconds": knobs.window.as_secs(),
             "serverCpu": SERVER_CPU,
