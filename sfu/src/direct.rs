@@ -66,6 +66,8 @@ pub struct DirectSlot {
 #[derive(Default)]
 struct Route {
     socket: Option<Arc<UdpSocket>>,
+    /// The socket is an IPv6 one (the pod's dual-stack port): IPv4 peers are mapped.
+    ipv6: bool,
     peer: Option<SocketAddr>,
 }
 
@@ -193,7 +195,10 @@ impl DirectSlot {
     ) -> Arc<dyn AsyncUdpSocket> {
         match duplicate {
             Ok(duplicate) => {
-                self.route.lock().socket = Some(Arc::new(duplicate));
+                let mut route = self.route.lock();
+                route.ipv6 = duplicate.local_addr().is_ok_and(|local| local.is_ipv6());
+                route.socket = Some(Arc::new(duplicate));
+                drop(route);
                 self.refresh_ready();
             }
             Err(err) => debug!(cause = %err, "no direct media on this socket"),
@@ -221,13 +226,8 @@ impl DirectSlot {
     /// dual-stack socket, as the pod's one port may be).
     fn sending_to(&self, destination: SocketAddr) {
         let mut route = self.route.lock();
-        let ipv6 = route
-            .socket
-            .as_ref()
-            .and_then(|socket| socket.local_addr().ok())
-            .is_some_and(|local| local.is_ipv6());
         let peer = match destination {
-            SocketAddr::V4(v4) if ipv6 => {
+            SocketAddr::V4(v4) if route.ipv6 => {
                 SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
             }
             other => other,
@@ -459,6 +459,7 @@ mod tests {
             .expect("timeout");
         *slot.route.lock() = Route {
             socket: Some(Arc::new(sfu)),
+            ipv6: false,
             peer: Some(peer.local_addr().expect("address")),
         };
         *slot.state.lock() = Some(State {

@@ -1008,6 +1008,14 @@ impl Layers {
         self.layers.iter().position(|l| l.ssrc == Some(ssrc))
     }
 
+    /// `layer`'s stream `ssrc` arrived at `now`.
+    fn open(&mut self, layer: usize, ssrc: u32, now: Instant) {
+        let entry = &mut self.layers[layer];
+        entry.ssrc = Some(ssrc);
+        // A new layer gets the same grace as one nobody wants any more before it is paused.
+        entry.needed_until = Some(now + PAUSE_AFTER);
+    }
+
     /// The highest layer the publisher sends: the one a recording takes.
     fn highest(&self) -> Option<usize> {
         self.layers
@@ -1152,10 +1160,7 @@ impl Forwarder {
             },
         };
         debug!(track = %self.track, ssrc, layer, "stream opened");
-        let entry = &mut layers.layers[layer];
-        entry.ssrc = Some(ssrc);
-        // A new layer gets the same grace as one nobody wants any more before it is paused.
-        entry.needed_until = Some(Instant::now() + PAUSE_AFTER);
+        layers.open(layer, ssrc, Instant::now());
     }
 
     /// Forward or drop (muted) packets.
@@ -1623,15 +1628,16 @@ pub fn audio_level_id(sdp: &str) -> Option<u8> {
 mod tests {
     use super::*;
 
-    /// Layers as after `open_layer` of the layers whose SSRC is given, at `now`.
+    /// Simulcast layers of which those with an SSRC given opened at `now`.
     fn opened(ssrcs: [Option<u32>; LAYERS], now: Instant) -> Layers {
         let mut layers = Layers {
             simulcast: true,
             ..Layers::default()
         };
-        for (layer, ssrc) in layers.layers.iter_mut().zip(ssrcs) {
-            layer.ssrc = ssrc;
-            layer.needed_until = ssrc.map(|_| now + PAUSE_AFTER);
+        for (layer, ssrc) in ssrcs.into_iter().enumerate() {
+            if let Some(ssrc) = ssrc {
+                layers.open(layer, ssrc, now);
+            }
         }
         layers
     }
@@ -1673,8 +1679,7 @@ mod tests {
             Some([true, false, true])
         );
         // Once it arrives it gets the same grace as the others, then is paused like them.
-        layers.layers[2].ssrc = Some(3);
-        layers.layers[2].needed_until = Some(later + PAUSE_AFTER);
+        layers.open(2, 3, later);
         assert_eq!(
             layers.decide_sending([true, false, false], false, later),
             None
