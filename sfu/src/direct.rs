@@ -15,25 +15,31 @@
 //! ([`DirectSlot::retransmit`]), and it sends the sender reports receivers synchronise audio
 //! and video with (one per stream and second, with a packet of the stream).
 //!
+//! The copies of one packet are protected into an [`Outbox`] first and sent together: the
+//! copies that leave through the same socket (every connection's, on the pod's one port) go
+//! in one `sendmmsg`, the system call being most of a copy's cost.
+//!
 //! The keys are handed out on the task that drives the connection; every task of a connection
 //! with a direct path runs inside [`DirectSlot::scope`], which is how the observer finds the
 //! connection. The peer's address is where webrtc-rs sends the connection's DTLS (its selected
 //! candidate pair).
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::BytesMut;
+use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 use parking_lot::Mutex;
 use prometheus::{IntCounter, IntCounterVec};
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp;
-use rtc::shared::marshal::Marshal;
+use rtc::shared::marshal::{Marshal, MarshalSize};
 use rtc::srtp::context::Context;
 use tracing::{debug, warn};
 use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
@@ -51,6 +57,8 @@ const HISTORY: usize = 512;
 pub const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Seconds from 1900 (NTP's epoch) to 1970.
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+/// Datagrams one `sendmmsg` takes at most.
+const SENDMMSG_MAX: usize = 64;
 
 /// One subscriber connection's direct path: its socket, its peer, its SRTP context once the
 /// handshake is done, and what it sent.
@@ -58,17 +66,26 @@ pub struct DirectSlot {
     /// The keys, the socket and the peer's address are all known (read for every copy).
     ready: AtomicBool,
     counters: Counters,
-    route: Mutex<Route>,
-    state: Mutex<Option<State>>,
+    /// One lock for all a copy needs: it is taken once per copy.
+    inner: Mutex<Inner>,
 }
 
-/// Where the connection's packets leave from and go to.
 #[derive(Default)]
-struct Route {
+struct Inner {
+    /// Where the connection's packets leave from…
     socket: Option<Arc<UdpSocket>>,
-    /// The socket is an IPv6 one (the pod's dual-stack port): IPv4 peers are mapped.
+    /// …which is an IPv6 one (the pod's dual-stack port): IPv4 peers are mapped.
     ipv6: bool,
+    /// …and go to.
     peer: Option<SocketAddr>,
+    /// The SRTP context, once the handshake is done, and what was sent with it.
+    keys: Option<State>,
+}
+
+impl Inner {
+    fn ready(&self) -> bool {
+        self.socket.is_some() && self.peer.is_some() && self.keys.is_some()
+    }
 }
 
 /// `conclave_sfu_direct_datagrams_total` by what was sent.
@@ -80,7 +97,35 @@ struct Counters {
 
 struct State {
     context: Context,
-    streams: HashMap<u32, Stream>,
+    streams: Streams,
+}
+
+/// The streams a connection sends, by SSRC: a handful (two per publisher it receives), so a
+/// list searched in order costs less than hashing the SSRC.
+#[derive(Default)]
+struct Streams(Vec<(u32, Stream)>);
+
+impl Streams {
+    fn get(&self, ssrc: u32) -> Option<&Stream> {
+        self.0
+            .iter()
+            .find_map(|(each, stream)| (*each == ssrc).then_some(stream))
+    }
+
+    fn get_or_insert(&mut self, ssrc: u32) -> &mut Stream {
+        let place = match self.0.iter().position(|(each, _)| *each == ssrc) {
+            Some(place) => place,
+            None => {
+                self.0.push((ssrc, Stream::new()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[place].1
+    }
+
+    fn remove(&mut self, ssrc: u32) {
+        self.0.retain(|(each, _)| *each != ssrc);
+    }
 }
 
 /// One sent stream: its recent packets and what its sender report says.
@@ -105,7 +150,7 @@ impl Stream {
 impl std::fmt::Debug for DirectSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DirectSlot")
-            .field("peer", &self.route.lock().peer)
+            .field("peer", &self.inner.lock().peer)
             .field("ready", &self.is_ready())
             .finish_non_exhaustive()
     }
@@ -138,12 +183,13 @@ fn keys_exported(keys: rtc::srtp_export::ExportedKeys) {
         crypto.crypto(),
     ) {
         Ok(context) => {
-            debug!(peer = ?slot.route.lock().peer, "direct media ready");
-            *slot.state.lock() = Some(State {
+            let mut inner = slot.inner.lock();
+            debug!(peer = ?inner.peer, "direct media ready");
+            inner.keys = Some(State {
                 context,
-                streams: HashMap::new(),
+                streams: Streams::default(),
             });
-            slot.refresh_ready();
+            slot.ready.store(inner.ready(), Ordering::Release);
         }
         Err(err) => {
             warn!(cause = %err, "cannot protect this connection's media: it goes through webrtc-rs")
@@ -160,6 +206,16 @@ pub enum SendError {
     Failed(io::Error),
 }
 
+impl From<io::Error> for SendError {
+    fn from(err: io::Error) -> Self {
+        if err.kind() == io::ErrorKind::WouldBlock {
+            Self::Full
+        } else {
+            Self::Failed(err)
+        }
+    }
+}
+
 impl DirectSlot {
     /// A slot for a new connection, counting what it sends into `datagrams`
     /// (`conclave_sfu_direct_datagrams_total`).
@@ -172,8 +228,7 @@ impl DirectSlot {
                 retransmissions: datagrams.with_label_values(&["retransmission"]),
                 reports: datagrams.with_label_values(&["sender_report"]),
             },
-            route: Mutex::new(Route::default()),
-            state: Mutex::new(None),
+            inner: Mutex::new(Inner::default()),
         })
     }
 
@@ -190,16 +245,15 @@ impl DirectSlot {
     /// peer's address), and `duplicate` (of the same socket) sends the direct media.
     pub fn watch(
         self: &Arc<Self>,
-        duplicate: io::Result<UdpSocket>,
+        duplicate: io::Result<Arc<UdpSocket>>,
         socket: Arc<dyn AsyncUdpSocket>,
     ) -> Arc<dyn AsyncUdpSocket> {
         match duplicate {
             Ok(duplicate) => {
-                let mut route = self.route.lock();
-                route.ipv6 = duplicate.local_addr().is_ok_and(|local| local.is_ipv6());
-                route.socket = Some(Arc::new(duplicate));
-                drop(route);
-                self.refresh_ready();
+                let mut inner = self.inner.lock();
+                inner.ipv6 = duplicate.local_addr().is_ok_and(|local| local.is_ipv6());
+                inner.socket = Some(duplicate);
+                self.ready.store(inner.ready(), Ordering::Release);
             }
             Err(err) => debug!(cause = %err, "no direct media on this socket"),
         }
@@ -215,59 +269,53 @@ impl DirectSlot {
         self.ready.load(Ordering::Acquire)
     }
 
-    fn refresh_ready(&self) {
-        let keys = self.state.lock().is_some();
-        let ready = keys && self.route().is_some();
-        self.ready.store(ready, Ordering::Release);
-    }
-
     /// webrtc-rs sends the connection's DTLS or SRTP to `destination`: the peer's address
     /// from now on — as the slot's socket can reach it (an IPv4 address mapped into IPv6 on a
     /// dual-stack socket, as the pod's one port may be).
     fn sending_to(&self, destination: SocketAddr) {
-        let mut route = self.route.lock();
+        let mut inner = self.inner.lock();
         let peer = match destination {
-            SocketAddr::V4(v4) if route.ipv6 => {
+            SocketAddr::V4(v4) if inner.ipv6 => {
                 SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
             }
             other => other,
         };
-        if route.peer != Some(peer) {
+        if inner.peer != Some(peer) {
             debug!(%peer, "direct media goes to the selected pair");
-            route.peer = Some(peer);
-            drop(route);
-            self.refresh_ready();
+            inner.peer = Some(peer);
+            self.ready.store(inner.ready(), Ordering::Release);
         }
     }
 
-    fn route(&self) -> Option<(Arc<UdpSocket>, SocketAddr)> {
-        let route = self.route.lock();
-        Some((route.socket.clone()?, route.peer?))
-    }
-
-    /// Protects and sends `packet` at `now`, and keeps it for retransmission.
-    pub fn send(&self, packet: rtp::Packet, now: Instant) -> Result<(), SendError> {
-        let (socket, peer) = self
-            .route()
-            .ok_or_else(|| SendError::Failed(io::Error::other("no route")))?;
-        let mut state = self.state.lock();
-        let state = state
-            .as_mut()
-            .ok_or_else(|| SendError::Failed(io::Error::other("no keys")))?;
-        let protected = protect(&mut state.context, &packet).map_err(SendError::Failed)?;
-        match socket.send_to(&protected, peer) {
-            Ok(_) => self.counters.media.inc(),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Err(SendError::Full),
-            Err(err) => return Err(SendError::Failed(err)),
-        }
-        let stream = state
-            .streams
-            .entry(packet.header.ssrc)
-            .or_insert_with(Stream::new);
+    /// Protects `packet` for sending at `now` into `outbox`, with the stream's sender report
+    /// when one is due, and keeps it for retransmission.
+    pub fn queue(
+        self: Arc<Self>,
+        packet: rtp::Packet,
+        now: Instant,
+        outbox: &mut Outbox,
+    ) -> Result<(), SendError> {
+        let mut guard = self.inner.lock();
+        let Inner {
+            socket: Some(socket),
+            peer: Some(peer),
+            keys: Some(state),
+            ..
+        } = &mut *guard
+        else {
+            return Err(SendError::Failed(io::Error::other(
+                "the connection's keys or peer are not known yet",
+            )));
+        };
+        let (socket, peer) = (Arc::clone(socket), *peer);
+        let protected = protect(&mut state.context, &packet, &mut outbox.plain)?;
+        let stream = state.streams.get_or_insert(packet.header.ssrc);
         stream.packets = stream.packets.wrapping_add(1);
         stream.octets = stream
             .octets
             .wrapping_add(u32::try_from(packet.payload.len()).unwrap_or(u32::MAX));
+        // Each stream's sender report leaves with a packet of the stream, at most every
+        // second: its RTP time is that packet's, its NTP time now.
         let report = stream
             .reported
             .is_none_or(|at| now.saturating_duration_since(at) >= REPORT_EVERY)
@@ -284,34 +332,60 @@ impl DirectSlot {
                     ..SenderReport::default()
                 }
             });
+        let payload = packet.payload.len();
         let place = usize::from(packet.header.sequence_number) % HISTORY;
         stream.history[place] = Some((now, packet));
-        // Each stream's sender report leaves with a packet of the stream, at most every
-        // second: its RTP time is that packet's, its NTP time now.
+        let report = report.and_then(|report| {
+            protect_report(&mut state.context, &report)
+                .inspect_err(|err| debug!(cause = %err, "a sender report could not be protected"))
+                .ok()
+        });
+        drop(guard);
+        // The sender report leaves right after the packet, through the same socket.
+        let report = report.map(|bytes| Datagram {
+            socket: Arc::clone(&socket),
+            peer,
+            bytes,
+            slot: Arc::clone(&self),
+            media: None,
+        });
+        outbox.push(Datagram {
+            socket,
+            peer,
+            bytes: protected,
+            slot: self,
+            media: Some(payload),
+        });
         if let Some(report) = report {
-            match protect_report(&mut state.context, &report) {
-                Ok(protected) => match socket.send_to(&protected, peer) {
-                    Ok(_) => self.counters.reports.inc(),
-                    Err(err) => debug!(cause = %err, "a sender report was not sent"),
-                },
-                Err(err) => debug!(cause = %err, "a sender report could not be protected"),
-            }
+            outbox.push(report);
         }
         Ok(())
+    }
+
+    /// Protects and sends `packet` at `now` on its own, and keeps it for retransmission.
+    #[cfg(test)]
+    fn send(self: &Arc<Self>, packet: rtp::Packet, now: Instant) -> Result<(), SendError> {
+        let mut outbox = Outbox::default();
+        Arc::clone(self).queue(packet, now, &mut outbox)?;
+        let mut outcome = Ok(());
+        outbox.flush(|_, result| outcome = result);
+        outcome
     }
 
     /// Sends again the packets of `ssrc` a NACK asks for that left within [`NACK_MAX_AGE`];
     /// returns the sequence numbers sent again (the others are too old or unknown).
     pub fn retransmit(&self, ssrc: u32, sequences: &[u16], now: Instant) -> Vec<u16> {
-        let Some((socket, peer)) = self.route() else {
+        let mut guard = self.inner.lock();
+        let Inner {
+            socket: Some(socket),
+            peer: Some(peer),
+            keys: Some(State { context, streams }),
+            ..
+        } = &mut *guard
+        else {
             return Vec::new();
         };
-        let mut guard = self.state.lock();
-        let Some(state) = guard.as_mut() else {
-            return Vec::new();
-        };
-        let State { context, streams } = state;
-        let Some(stream) = streams.get(&ssrc) else {
+        let Some(stream) = streams.get(ssrc) else {
             return Vec::new();
         };
         let recent = sequences.iter().filter_map(|&sequence| {
@@ -324,10 +398,11 @@ impl DirectSlot {
                 .map(|(_, packet)| packet)
         });
         let mut sent = Vec::new();
+        let mut plain = Vec::new();
         for packet in recent {
             // The same packet under the same index: the same ciphertext as the first time.
-            if let Ok(protected) = protect(context, packet)
-                && socket.send_to(&protected, peer).is_ok()
+            if let Ok(protected) = protect(context, packet, &mut plain)
+                && socket.send_to(&protected, *peer).is_ok()
             {
                 self.counters.retransmissions.inc();
                 sent.push(packet.header.sequence_number);
@@ -338,22 +413,151 @@ impl DirectSlot {
 
     /// Forgets a stream the connection no longer sends.
     pub fn forget(&self, ssrc: u32) {
-        if let Some(state) = self.state.lock().as_mut() {
-            state.streams.remove(&ssrc);
+        if let Some(state) = self.inner.lock().keys.as_mut() {
+            state.streams.remove(ssrc);
         }
     }
 }
 
-fn protect(context: &mut Context, packet: &rtp::Packet) -> io::Result<bytes::BytesMut> {
-    let plain = packet
-        .marshal()
+/// Protected datagrams on their way out: the copies of one forwarded packet (and the sender
+/// reports due with them). Datagrams that leave through the same socket one after the other
+/// — on the pod's one port, all of them — go in one `sendmmsg` (at most [`SENDMMSG_MAX`]);
+/// a run ends when a datagram for another socket comes, so with a port per connection a copy
+/// leaves as soon as the next one is protected, and few buffers are alive at once.
+#[derive(Default)]
+pub struct Outbox {
+    /// The run being gathered: datagrams through the same socket.
+    run: Vec<Datagram>,
+    /// What became of each datagram of the run sent last.
+    outcomes: Vec<io::Result<()>>,
+    /// What became of the media packets sent since the last flush: payload bytes, outcome.
+    media: Vec<(usize, Result<(), SendError>)>,
+    /// Where packets are written before they are protected, kept between packets.
+    plain: Vec<u8>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("run", &self.run.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Datagram {
+    socket: Arc<UdpSocket>,
+    peer: SocketAddr,
+    bytes: BytesMut,
+    slot: Arc<DirectSlot>,
+    /// A media packet of this many payload bytes; `None`: a sender report.
+    media: Option<usize>,
+}
+
+impl Outbox {
+    fn push(&mut self, datagram: Datagram) {
+        if let Some(first) = self.run.first()
+            && (!Arc::ptr_eq(&first.socket, &datagram.socket) || self.run.len() >= SENDMMSG_MAX)
+        {
+            self.send_run();
+        }
+        self.run.push(datagram);
+    }
+
+    fn send_run(&mut self) {
+        send_run(&self.run, &mut self.outcomes);
+        for (datagram, outcome) in self.run.drain(..).zip(self.outcomes.drain(..)) {
+            let counters = &datagram.slot.counters;
+            match (datagram.media, outcome) {
+                (Some(payload), Ok(())) => {
+                    counters.media.inc();
+                    self.media.push((payload, Ok(())));
+                }
+                (Some(payload), Err(err)) => self.media.push((payload, Err(err.into()))),
+                (None, Ok(())) => counters.reports.inc(),
+                (None, Err(err)) => debug!(cause = %err, "a sender report was not sent"),
+            }
+        }
+    }
+
+    /// Sends what waits; `media` learns of each media packet since the last flush (its
+    /// payload bytes), in order, whether it left.
+    pub fn flush(&mut self, mut media: impl FnMut(usize, Result<(), SendError>)) {
+        self.send_run();
+        for (payload, outcome) in self.media.drain(..) {
+            media(payload, outcome);
+        }
+    }
+}
+
+/// Sends datagrams that all leave through the same socket, noting each one's outcome.
+fn send_run(run: &[Datagram], outcomes: &mut Vec<io::Result<()>>) {
+    let Some(first) = run.first() else { return };
+    if run.len() == 1 {
+        outcomes.push(first.socket.send_to(&first.bytes, first.peer).map(drop));
+        return;
+    }
+    let fd = first.socket.as_raw_fd();
+    // A run holds at most SENDMMSG_MAX; the call is made again after the datagrams it took.
+    let mut next = 0;
+    while next < run.len() {
+        let chunk = &run[next..];
+        let slices: Vec<[IoSlice<'_>; 1]> = chunk
+            .iter()
+            .map(|datagram| [IoSlice::new(&datagram.bytes)])
+            .collect();
+        let addresses: Vec<Option<SockaddrStorage>> = chunk
+            .iter()
+            .map(|datagram| Some(SockaddrStorage::from(datagram.peer)))
+            .collect();
+        let mut headers = MultiHeaders::preallocate(chunk.len(), None);
+        let no_control: [ControlMessage<'_>; 0] = [];
+        match sendmmsg(
+            fd,
+            &mut headers,
+            &slices,
+            &addresses,
+            no_control,
+            MsgFlags::empty(),
+        ) {
+            Ok(results) => {
+                let sent = results.count();
+                if sent == 0 {
+                    // Not expected of the kernel: the first datagram is given up, so that
+                    // the loop ends.
+                    outcomes.push(Err(io::ErrorKind::WouldBlock.into()));
+                    next += 1;
+                } else {
+                    outcomes.extend((0..sent).map(|_| Ok(())));
+                    next += sent;
+                }
+            }
+            // The chunk's first datagram was refused; the rest are tried again.
+            Err(errno) => {
+                outcomes.push(Err(errno.into()));
+                next += 1;
+            }
+        }
+    }
+}
+
+/// `packet` protected with `context`, written through `plain` (kept by the caller so that
+/// packets are not each written into a new buffer).
+fn protect(
+    context: &mut Context,
+    packet: &rtp::Packet,
+    plain: &mut Vec<u8>,
+) -> io::Result<BytesMut> {
+    plain.clear();
+    plain.resize(packet.marshal_size(), 0);
+    packet
+        .marshal_to(plain)
         .map_err(|err| io::Error::other(err.to_string()))?;
     context
-        .encrypt_rtp_with_header(&plain, &packet.header)
+        .encrypt_rtp_with_header(plain, &packet.header)
         .map_err(|err| io::Error::other(err.to_string()))
 }
 
-fn protect_report(context: &mut Context, report: &SenderReport) -> io::Result<bytes::BytesMut> {
+fn protect_report(context: &mut Context, report: &SenderReport) -> io::Result<BytesMut> {
     let plain = report
         .marshal()
         .map_err(|err| io::Error::other(err.to_string()))?;
@@ -457,16 +661,16 @@ mod tests {
         let peer = UdpSocket::bind("127.0.0.1:0").expect("bind");
         peer.set_read_timeout(Some(Duration::from_secs(2)))
             .expect("timeout");
-        *slot.route.lock() = Route {
+        *slot.inner.lock() = Inner {
             socket: Some(Arc::new(sfu)),
             ipv6: false,
             peer: Some(peer.local_addr().expect("address")),
+            keys: Some(State {
+                context: context(),
+                streams: Streams::default(),
+            }),
         };
-        *slot.state.lock() = Some(State {
-            context: context(),
-            streams: HashMap::new(),
-        });
-        slot.refresh_ready();
+        slot.ready.store(true, Ordering::Release);
         (slot, peer)
     }
 
@@ -563,6 +767,81 @@ mod tests {
             slot.retransmit(0xdead_beef, &[20], start).is_empty(),
             "a forgotten stream"
         );
+    }
+
+    /// A ready slot sending from `socket` to a new socket of the test's, which it returns.
+    fn slot_on(socket: &Arc<UdpSocket>) -> (Arc<DirectSlot>, UdpSocket) {
+        let (slot, peer) = ready_slot();
+        slot.inner.lock().socket = Some(Arc::clone(socket));
+        (slot, peer)
+    }
+
+    #[test]
+    fn copies_through_one_socket_leave_together_each_to_its_peer() {
+        // The pod's one port: more connections share the socket than one sendmmsg takes;
+        // one more has its own.
+        let port = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind"));
+        let own = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind"));
+        let shared: Vec<_> = (0..SENDMMSG_MAX + 6).map(|_| slot_on(&port)).collect();
+        let (alone, alone_peer) = slot_on(&own);
+        let mut outbox = Outbox::default();
+        let now = Instant::now();
+        for (slot, _) in &shared {
+            Arc::clone(slot)
+                .queue(packet(40), now, &mut outbox)
+                .expect("queued");
+        }
+        Arc::clone(&alone)
+            .queue(packet(40), now, &mut outbox)
+            .expect("queued");
+        let mut sent = Vec::new();
+        outbox.flush(|bytes, outcome| sent.push((bytes, outcome.is_ok())));
+        assert_eq!(sent, vec![(100, true); SENDMMSG_MAX + 7]);
+        outbox.flush(|_, _| panic!("flushed twice"));
+        // Each first packet of a stream brings its sender report.
+        for (_, peer) in shared.iter().chain([&(Arc::clone(&alone), alone_peer)]) {
+            let mut remote = context();
+            let media = remote.decrypt_rtp(&receive(peer)).expect("decrypts");
+            let got = rtp::Packet::unmarshal(&mut &media[..]).expect("an RTP packet");
+            assert_eq!(got, packet(40));
+            let report = remote.decrypt_rtcp(&receive(peer)).expect("decrypts");
+            let report = SenderReport::unmarshal(&mut &report[..]).expect("a sender report");
+            assert_eq!((report.packet_count, report.octet_count), (1, 100));
+        }
+    }
+
+    #[test]
+    fn a_refused_datagram_is_reported_and_the_rest_still_leave() {
+        // The second connection's peer is an address no IPv4 socket can send to.
+        let port = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind"));
+        let (first, first_peer) = slot_on(&port);
+        let (refused, _) = slot_on(&port);
+        refused.inner.lock().peer = Some("[::1]:9".parse().expect("address"));
+        let (last, last_peer) = slot_on(&port);
+        let mut outbox = Outbox::default();
+        let now = Instant::now();
+        for slot in [&first, &refused, &last] {
+            // Not the stream's first packet: no sender report.
+            slot.inner
+                .lock()
+                .keys
+                .as_mut()
+                .expect("keys")
+                .streams
+                .get_or_insert(0xdead_beef)
+                .reported = Some(now);
+            Arc::clone(slot)
+                .queue(packet(50), now, &mut outbox)
+                .expect("queued");
+        }
+        let mut sent = Vec::new();
+        outbox.flush(|_, outcome| sent.push(outcome.is_ok()));
+        assert_eq!(sent, vec![true, false, true]);
+        for peer in [&first_peer, &last_peer] {
+            let media = context().decrypt_rtp(&receive(peer)).expect("decrypts");
+            let got = rtp::Packet::unmarshal(&mut &media[..]).expect("an RTP packet");
+            assert_eq!(got, packet(50));
+        }
     }
 
     #[test]

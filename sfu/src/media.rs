@@ -1549,10 +1549,15 @@ impl Forwarder {
             }
             drop(downstreams);
             if !batch.is_empty() {
-                let copies = batch.len() as u64;
+                let copies = batch.len();
+                // The next packet has as many copies, most likely: room for them at once.
+                let next = Vec::with_capacity(copies);
                 // The sending task is this far behind only when it stopped.
-                if sender.try_send(std::mem::take(&mut batch)).is_err() {
-                    dropped_full.inc_by(copies);
+                if sender
+                    .try_send(std::mem::replace(&mut batch, next))
+                    .is_err()
+                {
+                    dropped_full.inc_by(copies as u64);
                 }
             }
             if forwarded {
@@ -1574,13 +1579,15 @@ struct Outgoing {
     packet: rtc::rtp::Packet,
 }
 
-/// Protects and sends the copies a forwarder hands over, in order, until the forwarder stops.
+/// Protects and sends the copies a forwarder hands over, in order, until the forwarder stops:
+/// the copies of a packet leave together (in one `sendmmsg` where they share a socket).
 async fn send_direct(
     mut outgoing: mpsc::Receiver<Vec<Outgoing>>,
     packets_out: prometheus::IntCounter,
     bytes_out: prometheus::IntCounter,
     dropped_full: prometheus::IntCounter,
 ) {
+    let mut outbox = crate::direct::Outbox::default();
     while let Some(batch) = outgoing.recv().await {
         let now = Instant::now();
         for Outgoing {
@@ -1589,20 +1596,21 @@ async fn send_direct(
             packet,
         } in batch
         {
-            let (ssrc, sequence) = (packet.header.ssrc, packet.header.sequence_number);
-            let bytes = packet.payload.len() as u64;
-            backlog.departed(ssrc, sequence, now);
-            match slot.send(packet, now) {
-                Ok(()) => {
-                    packets_out.inc();
-                    bytes_out.inc_by(bytes);
-                }
-                Err(crate::direct::SendError::Full) => dropped_full.inc(),
-                Err(crate::direct::SendError::Failed(err)) => {
-                    trace!(cause = %err, "sending to a subscriber failed");
-                }
+            backlog.departed(packet.header.ssrc, packet.header.sequence_number, now);
+            if let Err(err) = slot.queue(packet, now, &mut outbox) {
+                trace!(cause = ?err, "a copy for a subscriber could not be protected");
             }
         }
+        outbox.flush(|bytes, outcome| match outcome {
+            Ok(()) => {
+                packets_out.inc();
+                bytes_out.inc_by(bytes as u64);
+            }
+            Err(crate::direct::SendError::Full) => dropped_full.inc(),
+            Err(crate::direct::SendError::Failed(err)) => {
+                trace!(cause = %err, "sending to a subscriber failed");
+            }
+        });
     }
 }
 

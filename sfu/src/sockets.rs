@@ -313,7 +313,7 @@ impl Runtime for MediaRuntime {
                 buffers.adopt(&socket);
                 match &self.direct {
                     Some(slot) => {
-                        let duplicate = socket.try_clone();
+                        let duplicate = socket.try_clone().map(Arc::new);
                         let wrapped = self.inner.wrap_udp_socket(socket)?;
                         Ok(slot.watch(duplicate, wrapped))
                     }

@@ -52,6 +52,10 @@ const REMOTES_PER_CONNECTION: usize = 16;
 pub struct UdpMux {
     shared: Arc<Shared>,
     reader: tokio::task::JoinHandle<()>,
+    /// One duplicate of the port's socket that every direct media path sends from: the
+    /// copies of a packet for the pod's connections then leave in one `sendmmsg`
+    /// (`crate::direct::Outbox`).
+    duplicate: Option<Arc<std::net::UdpSocket>>,
 }
 
 struct Shared {
@@ -129,9 +133,20 @@ impl UdpMux {
             routes: RwLock::new(Routes::default()),
             dropped,
         });
+        let duplicate = match socket2::SockRef::from(&shared.socket).try_clone() {
+            Ok(duplicate) => Some(Arc::new(duplicate.into())),
+            Err(err) => {
+                debug!(cause = %err, "no direct media on the pod's port");
+                None
+            }
+        };
         info!(%local, "every peer connection on one UDP port");
         let reader = tokio::spawn(Arc::clone(&shared).read());
-        Ok(Arc::new(Self { shared, reader }))
+        Ok(Arc::new(Self {
+            shared,
+            reader,
+            duplicate,
+        }))
     }
 
     /// The port clients send to.
@@ -148,12 +163,12 @@ impl UdpMux {
         MediaRuntime::shared(Arc::clone(self), ufrag, direct)
     }
 
-    /// A duplicate of the port's socket, for a connection's direct media path (it sends from
-    /// the port's address, which must then be a specific one: see `crate::direct`).
-    pub(crate) fn duplicate(&self) -> io::Result<std::net::UdpSocket> {
-        socket2::SockRef::from(&self.shared.socket)
-            .try_clone()
-            .map(Into::into)
+    /// The duplicate of the port's socket that connections' direct media paths send from
+    /// (from the port's address, which must then be a specific one: see `crate::direct`).
+    pub(crate) fn duplicate(&self) -> io::Result<Arc<std::net::UdpSocket>> {
+        self.duplicate
+            .clone()
+            .ok_or_else(|| io::Error::other("the pod's port could not be duplicated"))
     }
 
     /// The socket of the peer connection of `ufrag` for its local address `ip` (the address
