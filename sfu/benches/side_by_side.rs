@@ -1267,11 +1267,7 @@ fn sendto_ceiling() -> Result<f64> {
         }
         let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
         let datagram = [7u8; CEILING_DATAGRAM_BYTES];
-        let thread_cpu = || -> Result<f64> {
-            let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD)?;
-            let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-            Ok(seconds(usage.user_time()) + seconds(usage.system_time()))
-        };
+        let thread_cpu = || support::cpu_seconds(nix::sys::resource::UsageWho::RUSAGE_THREAD);
         let before = thread_cpu()?;
         for i in 0..CEILING_DATAGRAMS {
             let _ = socket.send_to(&datagram, target);

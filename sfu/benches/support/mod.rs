@@ -74,15 +74,20 @@ pub fn serve_sfu() -> Result<()> {
     out.flush()?;
     for line in std::io::stdin().lock().lines() {
         if line?.trim() == "usage" {
-            let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
-            let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-            let cpu = seconds(usage.user_time()) + seconds(usage.system_time());
+            let cpu = cpu_seconds(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
             writeln!(out, "usage {cpu} {}", rss_kib())?;
             out.flush()?;
         }
     }
     drop(runtime);
     Ok(())
+}
+
+/// CPU seconds (user + system) `who` (this process, or this thread) has used.
+pub fn cpu_seconds(who: nix::sys::resource::UsageWho) -> Result<f64> {
+    let usage = nix::sys::resource::getrusage(who)?;
+    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Ok(seconds(usage.user_time()) + seconds(usage.system_time()))
 }
 
 pub fn rss_kib() -> u64 {
