@@ -210,6 +210,15 @@ impl Backlog {
     /// stops handing packets to a connection long before its queue is that old — or the
     /// connection's loop has stopped altogether, and then its queue's own bound applies.
     pub fn late(&self, now: Instant, limit: Limit) -> bool {
+        self.late_after(now, Duration::ZERO, limit)
+    }
+
+    /// [`Backlog::late`] for a packet that had already waited `waited` before the forwarder
+    /// got it (in the kernel and in webrtc-rs, on a pod that reads its publishers late:
+    /// `crate::arrival`): it is late when that alone passes `limit.wait`, or when it would
+    /// wait behind a packet that waited longer than what remains of it.
+    pub fn late_after(&self, now: Instant, waited: Duration, limit: Limit) -> bool {
+        let remains = limit.wait.saturating_sub(waited);
         let mut inner = self.inner.lock();
         while inner
             .waiting
@@ -218,11 +227,12 @@ impl Backlog {
         {
             inner.waiting.pop_front();
         }
-        let late = inner.waiting.len() >= limit.depth
+        let late = waited > limit.wait
+            || inner.waiting.len() >= limit.depth
             || inner
                 .waiting
                 .front()
-                .is_some_and(|oldest| now.saturating_duration_since(oldest.at) > limit.wait);
+                .is_some_and(|oldest| now.saturating_duration_since(oldest.at) > remains);
         if late {
             inner.lagged = Some(now);
         }
@@ -310,6 +320,24 @@ mod tests {
             assert!(!backlog.late(at + MS * 5, VIDEO_LIMIT));
         }
         assert!(backlog.is_empty());
+    }
+
+    #[test]
+    fn a_packet_that_waited_before_the_forwarder_got_it_counts_that_wait() {
+        let backlog = Backlog::default();
+        let start = Instant::now();
+        // Nothing waits: only the packet's own wait before it was read can make it late.
+        assert!(!backlog.late_after(start, MS * 150, VIDEO_LIMIT));
+        assert!(backlog.late_after(start, MS * 250, VIDEO_LIMIT));
+        assert!(backlog.lagged_within(Duration::from_secs(5), start));
+        // A packet handed 100 ms ago still waits: alone not late, but a packet that already
+        // waited 150 ms would wait behind it for longer than the 50 ms it has left.
+        let backlog = Backlog::default();
+        backlog.handed(3, 1, start);
+        let now = start + MS * 100;
+        assert!(!backlog.late_after(now, Duration::ZERO, VIDEO_LIMIT));
+        assert!(!backlog.late_after(now, MS * 90, VIDEO_LIMIT));
+        assert!(backlog.late_after(now, MS * 150, VIDEO_LIMIT));
     }
 
     #[test]

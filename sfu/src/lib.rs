@@ -19,6 +19,7 @@
 //!   seconds in one task: tokens and sessions it revoked, and the conferences placed on this
 //!   pod (joins for others are refused with `wrongPod`, rooms that left are told `moved`).
 mod adapt;
+pub mod arrival;
 pub mod backlog;
 pub mod config;
 pub mod direct;

@@ -581,6 +581,7 @@ pub async fn build_peer(
     target: PeerTarget,
     backlog: Option<Arc<Backlog>>,
     direct: Option<Arc<crate::direct::DirectSlot>>,
+    receive_wait: Option<Arc<crate::arrival::ReceiveWait>>,
     events: mpsc::UnboundedSender<PeerEvent>,
 ) -> Result<Peer, MediaError> {
     let (engine, registry) = media_engine(target, backlog, direct.clone())?;
@@ -644,9 +645,9 @@ pub async fn build_peer(
     let (runtime, udp_port) = match (&settings.udp_mux, ufrag) {
         // The connection binds an ephemeral port of the bind address for a moment; its
         // runtime swaps that socket for the pod's shared one.
-        (Some(mux), Some(ufrag)) => (mux.runtime(ufrag, direct), Some(mux.port())),
+        (Some(mux), Some(ufrag)) => (mux.runtime(ufrag, direct, receive_wait), Some(mux.port())),
         _ => (
-            MediaRuntime::own(Arc::clone(&settings.udp_buffers), direct),
+            MediaRuntime::own(Arc::clone(&settings.udp_buffers), direct, receive_wait),
             None,
         ),
     };
@@ -1092,6 +1093,9 @@ pub struct Forwarder {
     /// The queue of the track's recording writer while a recording runs.
     recorder: RwLock<Option<mpsc::Sender<crate::recording::Tapped>>>,
     stop: Notify,
+    /// How long the publisher connection's datagrams waited in the kernel before they were
+    /// read: part of a packet's age.
+    receive_wait: Arc<crate::arrival::ReceiveWait>,
     metrics: Metrics,
 }
 
@@ -1115,6 +1119,7 @@ impl Forwarder {
         remote: Arc<dyn TrackRemote>,
         first: (u32, Option<String>),
         audio_level_ext: Option<u8>,
+        receive_wait: Arc<crate::arrival::ReceiveWait>,
         metrics: Metrics,
     ) -> Self {
         let forwarder = Self {
@@ -1133,6 +1138,7 @@ impl Forwarder {
             downstreams: RwLock::new(Vec::new()),
             recorder: RwLock::new(None),
             stop: Notify::new(),
+            receive_wait,
             metrics,
         };
         forwarder.open_layer(first.0, first.1.as_deref());
@@ -1375,6 +1381,7 @@ impl Forwarder {
             TrackKind::Video => backlog::VIDEO_LIMIT,
         };
         let latency = self.metrics.forwarding_latency.with_label_values(&[kind]);
+        let receive_wait = self.metrics.receive_wait.with_label_values(&[kind]);
         let recorder_dropped = self
             .metrics
             .recording_packets_dropped
@@ -1404,6 +1411,14 @@ impl Forwarder {
                 _ => continue,
             };
             let received = Instant::now();
+            // How long ago the packet reached the pod: what it waited before the forwarder
+            // got it counts into its age.
+            let waited = self.receive_wait.waited(
+                packet.header.ssrc,
+                packet.header.sequence_number,
+                crate::arrival::since_epoch(),
+            );
+            receive_wait.observe(waited.as_secs_f64());
             packets_in.inc();
             bytes_in.inc_by(packet.payload.len() as u64);
             let keyframe = starts_keyframe(self.payload, &packet.payload);
@@ -1481,7 +1496,7 @@ impl Forwarder {
                     continue;
                 };
                 let backlog = downstream.link.backlog();
-                let late = backlog.late(received, limit);
+                let late = backlog.late_after(received, waited, limit);
                 if late && self.kind == TrackKind::Audio {
                     // Before the rewrite: audio is not retransmitted, so its sequence stays
                     // unbroken; the timestamps jump and the receiver conceals the gap.

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub forwarding_latency: HistogramVec,
     /// Time a copy waited between the forwarder and its subscriber connection's sending.
     pub subscriber_queue: Histogram,
+    /// Time a publisher's packet took from the pod's kernel to its forwarder.
+    pub receive_wait: HistogramVec,
     /// NACKs a lagging subscriber connection did not answer, or that asked for packets sent
     /// more than a second before (those packets are not retransmitted).
     pub nacks_ignored: IntCounter,
@@ -212,6 +214,17 @@ impl Metrics {
                 )
                 .buckets(vec![
                     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                ]),
+                &["kind"],
+            )
+            .map_err(Error::Metrics)?,
+            receive_wait: HistogramVec::new(
+                HistogramOpts::new(
+                    "conclave_sfu_receive_wait_seconds",
+                    "Time a publisher's packet took from reaching the pod (the kernel's receive timestamp) to its forwarder: long on a pod that reads its sockets late.",
+                )
+                .buckets(vec![
+                    0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 1.0,
                 ]),
                 &["kind"],
             )
@@ -425,6 +438,9 @@ impl Metrics {
             .register(Box::new(metrics.subscriber_queue.clone()))
             .map_err(Error::Metrics)?;
         registry
+            .register(Box::new(metrics.receive_wait.clone()))
+            .map_err(Error::Metrics)?;
+        registry
             .register(Box::new(metrics.nacks_ignored.clone()))
             .map_err(Error::Metrics)?;
         registry
@@ -484,6 +500,7 @@ impl Metrics {
         for kind in ["audio", "video"] {
             metrics.tracks.with_label_values(&[kind]);
             metrics.forwarding_latency.with_label_values(&[kind]);
+            metrics.receive_wait.with_label_values(&[kind]);
             for reason in ["full", "late"] {
                 metrics.packets_dropped.with_label_values(&[kind, reason]);
             }

@@ -347,6 +347,7 @@ async fn run(
         negotiating: false,
         dirty: false,
         audio_level_ext: None,
+        receive_wait: crate::arrival::ReceiveWait::new(),
         subscriber_connected: false,
         publisher_described: false,
         subscriber_described: false,
@@ -491,6 +492,9 @@ struct Live {
     /// Tracks changed while an offer was out: offer again after the answer.
     dirty: bool,
     audio_level_ext: Option<u8>,
+    /// How long what the publisher connection receives waited in the kernel (its forwarders
+    /// count it into a packet's age: `crate::arrival`).
+    receive_wait: Arc<crate::arrival::ReceiveWait>,
     /// The subscriber connection is up: what is forwarded now reaches the client.
     subscriber_connected: bool,
     /// Whether each connection has the client's description (its offer, or its answer).
@@ -727,12 +731,17 @@ impl Live {
         if !single_port {
             self.room.check_ports(self.ports, self.state.bind_ip());
         }
-        // A new subscriber connection: nothing of an earlier one waits.
+        // New connections: nothing of earlier ones waits.
         self.link.backlog().clear();
+        self.receive_wait.clear();
         for target in [PeerTarget::Publisher, PeerTarget::Subscriber] {
             let backlog = || match target {
                 PeerTarget::Publisher => None,
                 PeerTarget::Subscriber => Some(Arc::clone(self.link.backlog())),
+            };
+            let receive_wait = || match target {
+                PeerTarget::Publisher => Some(Arc::clone(&self.receive_wait)),
+                PeerTarget::Subscriber => None,
             };
             let mut failed = HashSet::new();
             let peer = loop {
@@ -744,6 +753,7 @@ impl Live {
                         target,
                         backlog(),
                         direct,
+                        receive_wait(),
                         events.clone(),
                     )
                     .await?;
@@ -768,6 +778,7 @@ impl Live {
                     target,
                     backlog(),
                     direct,
+                    receive_wait(),
                     events.clone(),
                 )
                 .await
@@ -1192,6 +1203,7 @@ impl Live {
                         } else {
                             None
                         },
+                        Arc::clone(&self.receive_wait),
                         self.state.shared.metrics.clone(),
                     ));
                     let label = if kind == TrackKind::Audio {

@@ -34,6 +34,7 @@ use webrtc::runtime::{
     TokioRuntime,
 };
 
+use crate::arrival::ReceiveWait;
 use crate::direct::DirectSlot;
 use crate::udp_mux::UdpMux;
 
@@ -260,29 +261,48 @@ pub struct MediaRuntime {
     sockets: Sockets,
     /// The connection's direct media path: its tasks run in its scope.
     direct: Option<Arc<DirectSlot>>,
+    /// A publisher connection's: how long what its sockets read waited in the kernel.
+    receive_wait: Option<Arc<ReceiveWait>>,
 }
 
 impl MediaRuntime {
-    /// Sockets of the connection's own, sized and watched by `buffers`.
-    pub fn own(buffers: Arc<UdpBuffers>, direct: Option<Arc<DirectSlot>>) -> Arc<dyn Runtime> {
+    /// Sockets of the connection's own, sized and watched by `buffers` (with its direct
+    /// path, or the wait of what it receives, if any).
+    pub fn own(
+        buffers: Arc<UdpBuffers>,
+        direct: Option<Arc<DirectSlot>>,
+        receive_wait: Option<Arc<ReceiveWait>>,
+    ) -> Arc<dyn Runtime> {
         Arc::new(Self {
             inner: TokioRuntime,
             sockets: Sockets::Own(buffers),
             direct,
+            receive_wait,
         })
     }
 
-    /// Sockets on `mux`'s port for the connection of `ufrag` (with its direct path, if any).
+    /// Sockets on `mux`'s port for the connection of `ufrag` (with its direct path, or the
+    /// wait of what it receives, if any).
     pub fn shared(
         mux: Arc<UdpMux>,
         ufrag: String,
         direct: Option<Arc<DirectSlot>>,
+        receive_wait: Option<Arc<ReceiveWait>>,
     ) -> Arc<dyn Runtime> {
         Arc::new(Self {
             inner: TokioRuntime,
             sockets: Sockets::Shared(mux, ufrag),
             direct,
+            receive_wait,
         })
+    }
+
+    /// `socket`, with what it reads timed when the connection is a publisher's.
+    fn timed(&self, socket: Arc<dyn AsyncUdpSocket>) -> Arc<dyn AsyncUdpSocket> {
+        match &self.receive_wait {
+            Some(wait) => wait.watch(socket),
+            None => socket,
+        }
     }
 }
 
@@ -317,7 +337,7 @@ impl Runtime for MediaRuntime {
                         let wrapped = self.inner.wrap_udp_socket(socket)?;
                         Ok(slot.watch(duplicate, wrapped))
                     }
-                    None => self.inner.wrap_udp_socket(socket),
+                    None => Ok(self.timed(self.inner.wrap_udp_socket(socket)?)),
                 }
             }
             // The driver bound an ephemeral port of the address it gathers candidates for;
@@ -326,7 +346,7 @@ impl Runtime for MediaRuntime {
                 let attached = mux.attach(ufrag, socket.local_addr()?.ip());
                 match &self.direct {
                     Some(slot) => Ok(slot.watch(mux.duplicate(), attached)),
-                    None => Ok(attached),
+                    None => Ok(self.timed(attached)),
                 }
             }
         }

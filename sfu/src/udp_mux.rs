@@ -75,12 +75,16 @@ struct Routes {
     by_remote: HashMap<(IpAddr, SocketAddr), Arc<Inbox>>,
 }
 
+/// A datagram waiting in an inbox: its sender, its bytes, and when the kernel received it
+/// (`SO_TIMESTAMPNS`, which quinn-udp turns on: see `crate::arrival`).
+type Queued = (SocketAddr, Vec<u8>, Option<Duration>);
+
 /// What the pod's socket received for one socket of one peer connection.
 struct Inbox {
     ufrag: String,
     /// The local address the connection's candidate names.
     ip: IpAddr,
-    queue: Mutex<VecDeque<(SocketAddr, Vec<u8>)>>,
+    queue: Mutex<VecDeque<Queued>>,
     waker: AtomicWaker,
     /// The remote addresses routed here.
     remotes: Mutex<Vec<SocketAddr>>,
@@ -159,8 +163,9 @@ impl UdpMux {
         self: &Arc<Self>,
         ufrag: String,
         direct: Option<Arc<crate::direct::DirectSlot>>,
+        receive_wait: Option<Arc<crate::arrival::ReceiveWait>>,
     ) -> Arc<dyn Runtime> {
-        MediaRuntime::shared(Arc::clone(self), ufrag, direct)
+        MediaRuntime::shared(Arc::clone(self), ufrag, direct, receive_wait)
     }
 
     /// The duplicate of the port's socket that connections' direct media paths send from
@@ -245,7 +250,7 @@ impl Shared {
                             meta.stride
                         };
                         for datagram in buffer[..meta.len].chunks(stride.max(1)) {
-                            self.route(local, meta.addr, datagram);
+                            self.route(local, meta.addr, datagram, meta.timestamp);
                         }
                     }
                 }
@@ -259,8 +264,8 @@ impl Shared {
     }
 
     /// Hands a datagram to the connection it is for, learning a new remote address from a
-    /// STUN binding request's USERNAME.
-    fn route(&self, local: IpAddr, remote: SocketAddr, datagram: &[u8]) {
+    /// STUN binding request's USERNAME; `stamp`: when the kernel received it.
+    fn route(&self, local: IpAddr, remote: SocketAddr, datagram: &[u8], stamp: Option<Duration>) {
         let known = self.routes.read().by_remote.get(&(local, remote)).cloned();
         let inbox = match known {
             // A check naming another connection moves the address (a client's NAT reused a
@@ -281,7 +286,7 @@ impl Shared {
                 self.dropped.with_label_values(&["full"]).inc();
                 return;
             }
-            queue.push_back((remote, datagram.to_vec()));
+            queue.push_back((remote, datagram.to_vec(), stamp));
         }
         inbox.waker.wake();
     }
@@ -490,7 +495,7 @@ impl AsyncUdpSocket for MuxSocket {
             }
         }
         for (buf, meta) in bufs.iter_mut().zip(meta.iter_mut()) {
-            let Some((remote, datagram)) = queue.pop_front() else {
+            let Some((remote, datagram, stamp)) = queue.pop_front() else {
                 break;
             };
             let len = datagram.len().min(buf.len());
@@ -501,6 +506,7 @@ impl AsyncUdpSocket for MuxSocket {
             meta.stride = len.max(1);
             meta.ecn = None;
             meta.dst_ip = Some(self.inbox.ip);
+            meta.timestamp = stamp;
             filled += 1;
         }
         Poll::Ready(Ok(filled))

@@ -1,7 +1,8 @@
 //! Every copy the forwarder hands to a subscriber's connection is matched with its departure
 //! from that connection's queue: `conclave_sfu_subscriber_queue_seconds` counts about as many
-//! packets as were forwarded, most waited a short while, and nothing is dropped as late
-//! unless a packet did wait past the limit. (The test runs alone: see .config/nextest.toml.) (When the match fails, the SFU could never tell that a connection falls
+//! packets as were forwarded, most waited a short while, every packet the forwarder got is
+//! known by when it reached the pod, and nothing is dropped as late unless a packet did wait
+//! past the limit. (The test runs alone: see .config/nextest.toml.) (When the match fails, the SFU could never tell that a connection falls
 //! behind, nor shed its packets.)
 
 mod support;
@@ -98,18 +99,61 @@ async fn a_subscriber_connections_queue_is_measured() {
         within("0.05"),
         waited / departed
     );
+    // Each packet of the publisher is known by when it reached the pod (the kernel's receive
+    // timestamp, through webrtc-rs): the forwarder measured, for about every packet it got,
+    // a wait that is not nothing and, on a machine that keeps up, short.
+    let received = |kind: &str| {
+        sample(
+            &metrics,
+            &format!(r#"conclave_sfu_rtp_packets_total{{direction="in",kind="{kind}"}}"#),
+        )
+    };
+    let receive_wait = |kind: &str, series: &str| {
+        sample(
+            &metrics,
+            &format!(r#"conclave_sfu_receive_wait_seconds_{series}{{kind="{kind}"}}"#),
+        )
+    };
+    let receive_wait_within = |kind: &str, limit: &str| {
+        sample(
+            &metrics,
+            &format!(r#"conclave_sfu_receive_wait_seconds_bucket{{kind="{kind}",le="{limit}"}}"#),
+        )
+    };
+    for kind in ["audio", "video"] {
+        let (count, sum) = (receive_wait(kind, "count"), receive_wait(kind, "sum"));
+        // (The metrics may be read while a packet is between the two counts.)
+        assert!(
+            (count - received(kind)).abs() <= 1.0,
+            "{count} waits measured for {} {kind} packets received",
+            received(kind)
+        );
+        assert!(
+            sum > 0.0,
+            "no {kind} packet was found by its arrival (the kernel's timestamps are lost)"
+        );
+        assert!(
+            receive_wait_within(kind, "0.05") >= count / 2.0,
+            "only {} of {count} {kind} packets reached the forwarder within 50 ms",
+            receive_wait_within(kind, "0.05")
+        );
+    }
     // A copy is shed as late only while the connection's oldest copy has waited past the
-    // video limit (200 ms); that copy departs later and is measured. So late drops without
-    // a departure past the limit mean the SFU misjudged a connection that kept up.
+    // video limit (200 ms) — that copy departs later and is measured — or when what it waited
+    // before the forwarder got it leaves less than that copy waited. So late drops without
+    // a departure past the limit nor a packet that reached the forwarder late mean the SFU
+    // misjudged a connection that kept up.
     let waited_past_limit = departed - within("0.2");
     for kind in ["audio", "video"] {
         let late = sample(
             &metrics,
             &format!(r#"conclave_sfu_rtp_packets_dropped_total{{kind="{kind}",reason="late"}}"#),
         );
+        let reached_late = receive_wait(kind, "count") - receive_wait_within(kind, "0.01");
         assert!(
-            late == 0.0 || waited_past_limit > 0.0,
-            "{late} {kind} copies shed as late, yet no packet waited 200 ms"
+            late == 0.0 || waited_past_limit > 0.0 || reached_late > 0.0,
+            "{late} {kind} copies shed as late, yet no packet waited 200 ms in a queue nor 10 ms \
+             before the forwarder"
         );
     }
     for client in [ada, bob, cyd] {

@@ -256,7 +256,7 @@ async fn peer(port: u16, target: PeerTarget) -> Arc<dyn PeerConnection> {
     let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
     // Nobody listens to the events here; drain them so the connection never blocks on them.
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    media::build_peer(&settings(), port, target, None, None, events)
+    media::build_peer(&settings(), port, target, None, None, None, events)
         .await
         .expect("a peer connection")
         .connection

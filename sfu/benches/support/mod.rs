@@ -215,6 +215,8 @@ const COUNTERS: &[&str] = &[
     "conclave_sfu_rtp_packets_dropped_total",
     "conclave_sfu_subscriber_queue_seconds_sum",
     "conclave_sfu_subscriber_queue_seconds_count",
+    "conclave_sfu_receive_wait_seconds_sum",
+    "conclave_sfu_receive_wait_seconds_count",
     // Lost on the way in: publishers' packets missing before retransmission, datagrams the
     // kernel dropped at the media sockets (read every 5 s), and those the shared port dropped.
     "conclave_sfu_inbound_packets_lost_total",
