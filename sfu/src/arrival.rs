@@ -1,4 +1,5 @@
-//! How long a publisher's datagrams waited in the kernel before the SFU read them.
+//! When a publisher's packets reached the pod: what they waited before the forwarder got them
+//! counts into their age.
 //!
 //! Past its limit a pod reads its publishers' sockets late: their datagrams wait in the
 //! socket's receive buffer (`--sfu-udp-buffer-bytes`, 4 MiB: seconds of media), where nothing
@@ -9,7 +10,7 @@
 //! quinn-udp turns on `SO_TIMESTAMPNS` on every socket it reads (webrtc-rs' sockets and the
 //! pod's one port), so each datagram read carries the time the kernel received it. A
 //! publisher connection's sockets note when each RTP packet they read arrived, by SSRC and
-//! sequence number, which SRTP leaves in the clear ([`ReceiveWait`]); its forwarders count
+//! sequence number, which SRTP leaves in the clear ([`Arrivals`]); its forwarders count
 //! the time since into a packet's age before they hand it on — the wait in the kernel and in
 //! webrtc-rs' queues before the forwarder got it (see `crate::backlog::Backlog::late_after`),
 //! so a pod past its limit sheds what is already stale instead of forwarding it late.
@@ -32,16 +33,16 @@ const REMEMBERED: usize = 1024;
 
 /// When the RTP packets a publisher connection read arrived at the pod's kernel.
 #[derive(Debug)]
-pub struct ReceiveWait {
+pub struct Arrivals {
     /// By sequence number and SSRC: the packet's SSRC, sequence number and arrival (since
     /// the Unix epoch).
-    arrivals: Mutex<Box<[(u32, u16, Duration)]>>,
+    ring: Mutex<Box<[(u32, u16, Duration)]>>,
 }
 
-impl Default for ReceiveWait {
+impl Default for Arrivals {
     fn default() -> Self {
         Self {
-            arrivals: Mutex::new(vec![(0, 0, Duration::ZERO); REMEMBERED].into_boxed_slice()),
+            ring: Mutex::new(vec![(0, 0, Duration::ZERO); REMEMBERED].into_boxed_slice()),
         }
     }
 }
@@ -50,7 +51,7 @@ fn place(ssrc: u32, sequence: u16) -> usize {
     (usize::from(sequence) ^ (ssrc as usize).wrapping_mul(0x9E37)) % REMEMBERED
 }
 
-impl ReceiveWait {
+impl Arrivals {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
@@ -59,14 +60,14 @@ impl ReceiveWait {
     /// epoch): when it is an RTP packet, its arrival is remembered.
     pub fn read(&self, datagram: &[u8], stamp: Duration) {
         if let Some((ssrc, sequence)) = rtp_id(datagram) {
-            self.arrivals.lock()[place(ssrc, sequence)] = (ssrc, sequence, stamp);
+            self.ring.lock()[place(ssrc, sequence)] = (ssrc, sequence, stamp);
         }
     }
 
     /// How long before `now` (since the Unix epoch) packet `sequence` of `ssrc` arrived;
     /// zero for a packet not remembered, or when the wall clock stepped in between.
     pub fn waited(&self, ssrc: u32, sequence: u16, now: Duration) -> Duration {
-        let (seen_ssrc, seen_sequence, stamp) = self.arrivals.lock()[place(ssrc, sequence)];
+        let (seen_ssrc, seen_sequence, stamp) = self.ring.lock()[place(ssrc, sequence)];
         if seen_ssrc != ssrc || seen_sequence != sequence || stamp.is_zero() {
             return Duration::ZERO;
         }
@@ -77,14 +78,14 @@ impl ReceiveWait {
 
     /// A new connection: nothing of the old one's counts.
     pub fn clear(&self) {
-        self.arrivals.lock().fill((0, 0, Duration::ZERO));
+        self.ring.lock().fill((0, 0, Duration::ZERO));
     }
 
     /// `socket` (a publisher connection's), noting when the RTP packets it reads arrived.
     pub fn watch(self: &Arc<Self>, socket: Arc<dyn AsyncUdpSocket>) -> Arc<dyn AsyncUdpSocket> {
         Arc::new(Timed {
             inner: socket,
-            wait: Arc::clone(self),
+            arrivals: Arc::clone(self),
         })
     }
 }
@@ -113,7 +114,7 @@ pub fn since_epoch() -> Duration {
 #[derive(Debug)]
 struct Timed {
     inner: Arc<dyn AsyncUdpSocket>,
-    wait: Arc<ReceiveWait>,
+    arrivals: Arc<Arrivals>,
 }
 
 impl AsyncUdpSocket for Timed {
@@ -137,15 +138,8 @@ impl AsyncUdpSocket for Timed {
                 let Some(stamp) = meta.timestamp else {
                     continue;
                 };
-                // Several datagrams of one sender may come coalesced (GRO), `stride` apart.
-                let stride = if meta.stride == 0 {
-                    meta.len
-                } else {
-                    meta.stride
-                };
-                let len = meta.len.min(buf.len());
-                for datagram in buf[..len].chunks(stride.max(1)) {
-                    self.wait.read(datagram, stamp);
+                for datagram in crate::sockets::datagrams(buf, meta) {
+                    self.arrivals.read(datagram, stamp);
                 }
             }
         }
@@ -179,7 +173,7 @@ mod tests {
 
     #[test]
     fn each_packet_knows_how_long_ago_it_arrived() {
-        let wait = ReceiveWait::default();
+        let wait = Arrivals::default();
         wait.read(&rtp(11, 65_535), NOW - MS * 300);
         wait.read(&rtp(11, 0), NOW - MS * 20);
         wait.read(&rtp(22, 0), NOW - MS * 5);
@@ -196,7 +190,7 @@ mod tests {
 
     #[test]
     fn rtcp_stun_dtls_and_scraps_are_not_taken_for_rtp() {
-        let wait = ReceiveWait::default();
+        let wait = Arrivals::default();
         // A receiver report: RTP's version bits, RTCP's packet type 201.
         let mut report = rtp(33, 5);
         report[1] = 201;
@@ -217,7 +211,7 @@ mod tests {
 
     #[test]
     fn stamps_a_stepped_clock_made_count_as_no_wait() {
-        let wait = ReceiveWait::default();
+        let wait = Arrivals::default();
         wait.read(&rtp(1, 1), NOW + Duration::from_secs(3));
         wait.read(&rtp(1, 2), NOW - Duration::from_secs(3600));
         assert_eq!(wait.waited(1, 1, NOW), Duration::ZERO);
@@ -231,7 +225,7 @@ mod tests {
         use webrtc::runtime::{Runtime, TokioRuntime};
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let to = socket.local_addr().expect("address");
-        let wait = ReceiveWait::new();
+        let wait = Arrivals::new();
         let timed = wait.watch(TokioRuntime.wrap_udp_socket(socket).expect("wrap"));
         let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let unread = MS * 120;

@@ -581,7 +581,7 @@ pub async fn build_peer(
     target: PeerTarget,
     backlog: Option<Arc<Backlog>>,
     direct: Option<Arc<crate::direct::DirectSlot>>,
-    receive_wait: Option<Arc<crate::arrival::ReceiveWait>>,
+    arrivals: Option<Arc<crate::arrival::Arrivals>>,
     events: mpsc::UnboundedSender<PeerEvent>,
 ) -> Result<Peer, MediaError> {
     let (engine, registry) = media_engine(target, backlog, direct.clone())?;
@@ -645,9 +645,9 @@ pub async fn build_peer(
     let (runtime, udp_port) = match (&settings.udp_mux, ufrag) {
         // The connection binds an ephemeral port of the bind address for a moment; its
         // runtime swaps that socket for the pod's shared one.
-        (Some(mux), Some(ufrag)) => (mux.runtime(ufrag, direct, receive_wait), Some(mux.port())),
+        (Some(mux), Some(ufrag)) => (mux.runtime(ufrag, direct, arrivals), Some(mux.port())),
         _ => (
-            MediaRuntime::own(Arc::clone(&settings.udp_buffers), direct, receive_wait),
+            MediaRuntime::own(Arc::clone(&settings.udp_buffers), direct, arrivals),
             None,
         ),
     };
@@ -1093,9 +1093,9 @@ pub struct Forwarder {
     /// The queue of the track's recording writer while a recording runs.
     recorder: RwLock<Option<mpsc::Sender<crate::recording::Tapped>>>,
     stop: Notify,
-    /// How long the publisher connection's datagrams waited in the kernel before they were
-    /// read: part of a packet's age.
-    receive_wait: Arc<crate::arrival::ReceiveWait>,
+    /// When the publisher connection's packets reached the pod: the time since is part of a
+    /// packet's age.
+    arrivals: Arc<crate::arrival::Arrivals>,
     metrics: Metrics,
 }
 
@@ -1119,7 +1119,7 @@ impl Forwarder {
         remote: Arc<dyn TrackRemote>,
         first: (u32, Option<String>),
         audio_level_ext: Option<u8>,
-        receive_wait: Arc<crate::arrival::ReceiveWait>,
+        arrivals: Arc<crate::arrival::Arrivals>,
         metrics: Metrics,
     ) -> Self {
         let forwarder = Self {
@@ -1138,7 +1138,7 @@ impl Forwarder {
             downstreams: RwLock::new(Vec::new()),
             recorder: RwLock::new(None),
             stop: Notify::new(),
-            receive_wait,
+            arrivals,
             metrics,
         };
         forwarder.open_layer(first.0, first.1.as_deref());
@@ -1413,7 +1413,7 @@ impl Forwarder {
             let received = Instant::now();
             // How long ago the packet reached the pod: what it waited before the forwarder
             // got it counts into its age.
-            let waited = self.receive_wait.waited(
+            let waited = self.arrivals.waited(
                 packet.header.ssrc,
                 packet.header.sequence_number,
                 crate::arrival::since_epoch(),

@@ -347,7 +347,7 @@ async fn run(
         negotiating: false,
         dirty: false,
         audio_level_ext: None,
-        receive_wait: crate::arrival::ReceiveWait::new(),
+        arrivals: crate::arrival::Arrivals::new(),
         subscriber_connected: false,
         publisher_described: false,
         subscriber_described: false,
@@ -492,9 +492,9 @@ struct Live {
     /// Tracks changed while an offer was out: offer again after the answer.
     dirty: bool,
     audio_level_ext: Option<u8>,
-    /// How long what the publisher connection receives waited in the kernel (its forwarders
-    /// count it into a packet's age: `crate::arrival`).
-    receive_wait: Arc<crate::arrival::ReceiveWait>,
+    /// When the publisher connection's packets reached the pod (its forwarders count the time
+    /// since into a packet's age: `crate::arrival`).
+    arrivals: Arc<crate::arrival::Arrivals>,
     /// The subscriber connection is up: what is forwarded now reaches the client.
     subscriber_connected: bool,
     /// Whether each connection has the client's description (its offer, or its answer).
@@ -733,14 +733,14 @@ impl Live {
         }
         // New connections: nothing of earlier ones waits.
         self.link.backlog().clear();
-        self.receive_wait.clear();
+        self.arrivals.clear();
         for target in [PeerTarget::Publisher, PeerTarget::Subscriber] {
             let backlog = || match target {
                 PeerTarget::Publisher => None,
                 PeerTarget::Subscriber => Some(Arc::clone(self.link.backlog())),
             };
-            let receive_wait = || match target {
-                PeerTarget::Publisher => Some(Arc::clone(&self.receive_wait)),
+            let arrivals = || match target {
+                PeerTarget::Publisher => Some(Arc::clone(&self.arrivals)),
                 PeerTarget::Subscriber => None,
             };
             let mut failed = HashSet::new();
@@ -753,7 +753,7 @@ impl Live {
                         target,
                         backlog(),
                         direct,
-                        receive_wait(),
+                        arrivals(),
                         events.clone(),
                     )
                     .await?;
@@ -778,7 +778,7 @@ impl Live {
                     target,
                     backlog(),
                     direct,
-                    receive_wait(),
+                    arrivals(),
                     events.clone(),
                 )
                 .await
@@ -1203,7 +1203,7 @@ impl Live {
                         } else {
                             None
                         },
-                        Arc::clone(&self.receive_wait),
+                        Arc::clone(&self.arrivals),
                         self.state.shared.metrics.clone(),
                     ));
                     let label = if kind == TrackKind::Audio {

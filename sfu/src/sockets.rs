@@ -30,11 +30,11 @@ use parking_lot::Mutex;
 use prometheus::{IntCounter, IntGaugeVec};
 use tracing::{debug, warn};
 use webrtc::runtime::{
-    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, Runtime,
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
     TokioRuntime,
 };
 
-use crate::arrival::ReceiveWait;
+use crate::arrival::Arrivals;
 use crate::direct::DirectSlot;
 use crate::udp_mux::UdpMux;
 
@@ -244,6 +244,17 @@ pub fn drops_by_inode(table: &str) -> HashMap<u64, u64> {
         .collect()
 }
 
+/// The datagrams one received message holds: several of one sender may come coalesced by the
+/// kernel (GRO), `stride` apart.
+pub(crate) fn datagrams<'a>(buffer: &'a [u8], meta: &RecvMeta) -> std::slice::Chunks<'a, u8> {
+    let stride = if meta.stride == 0 {
+        meta.len
+    } else {
+        meta.stride
+    };
+    buffer[..meta.len.min(buffer.len())].chunks(stride.max(1))
+}
+
 /// Where a peer connection's UDP sockets come from.
 #[derive(Debug)]
 enum Sockets {
@@ -261,45 +272,45 @@ pub struct MediaRuntime {
     sockets: Sockets,
     /// The connection's direct media path: its tasks run in its scope.
     direct: Option<Arc<DirectSlot>>,
-    /// A publisher connection's: how long what its sockets read waited in the kernel.
-    receive_wait: Option<Arc<ReceiveWait>>,
+    /// A publisher connection's: when the packets its sockets read reached the pod.
+    arrivals: Option<Arc<Arrivals>>,
 }
 
 impl MediaRuntime {
     /// Sockets of the connection's own, sized and watched by `buffers` (with its direct
-    /// path, or the wait of what it receives, if any).
+    /// path, or the arrivals of what it receives, if any).
     pub fn own(
         buffers: Arc<UdpBuffers>,
         direct: Option<Arc<DirectSlot>>,
-        receive_wait: Option<Arc<ReceiveWait>>,
+        arrivals: Option<Arc<Arrivals>>,
     ) -> Arc<dyn Runtime> {
         Arc::new(Self {
             inner: TokioRuntime,
             sockets: Sockets::Own(buffers),
             direct,
-            receive_wait,
+            arrivals,
         })
     }
 
     /// Sockets on `mux`'s port for the connection of `ufrag` (with its direct path, or the
-    /// wait of what it receives, if any).
+    /// arrivals of what it receives, if any).
     pub fn shared(
         mux: Arc<UdpMux>,
         ufrag: String,
         direct: Option<Arc<DirectSlot>>,
-        receive_wait: Option<Arc<ReceiveWait>>,
+        arrivals: Option<Arc<Arrivals>>,
     ) -> Arc<dyn Runtime> {
         Arc::new(Self {
             inner: TokioRuntime,
             sockets: Sockets::Shared(mux, ufrag),
             direct,
-            receive_wait,
+            arrivals,
         })
     }
 
     /// `socket`, with what it reads timed when the connection is a publisher's.
     fn timed(&self, socket: Arc<dyn AsyncUdpSocket>) -> Arc<dyn AsyncUdpSocket> {
-        match &self.receive_wait {
+        match &self.arrivals {
             Some(wait) => wait.watch(socket),
             None => socket,
         }

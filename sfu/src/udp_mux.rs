@@ -163,9 +163,9 @@ impl UdpMux {
         self: &Arc<Self>,
         ufrag: String,
         direct: Option<Arc<crate::direct::DirectSlot>>,
-        receive_wait: Option<Arc<crate::arrival::ReceiveWait>>,
+        arrivals: Option<Arc<crate::arrival::Arrivals>>,
     ) -> Arc<dyn Runtime> {
-        MediaRuntime::shared(Arc::clone(self), ufrag, direct, receive_wait)
+        MediaRuntime::shared(Arc::clone(self), ufrag, direct, arrivals)
     }
 
     /// The duplicate of the port's socket that connections' direct media paths send from
@@ -244,12 +244,7 @@ impl Shared {
                 Ok(count) => {
                     for (buffer, meta) in buffers.iter().zip(&meta).take(count) {
                         let local = self.local_ip(meta);
-                        let stride = if meta.stride == 0 {
-                            meta.len
-                        } else {
-                            meta.stride
-                        };
-                        for datagram in buffer[..meta.len].chunks(stride.max(1)) {
+                        for datagram in crate::sockets::datagrams(buffer, meta) {
                             self.route(local, meta.addr, datagram, meta.timestamp);
                         }
                     }
