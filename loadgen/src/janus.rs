@@ -285,6 +285,7 @@ fn new_sinks() -> Sinks {
         received: Arc::default(),
         remotes: Arc::default(),
         failed: Arc::new(AtomicBool::new(false)),
+        sender_reports: Arc::default(),
         first_packet: Connected::default(),
     }
 }

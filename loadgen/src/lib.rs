@@ -41,6 +41,7 @@ use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
 };
@@ -325,7 +326,7 @@ fn sent_at(payload: &[u8]) -> Option<u64> {
 /// The RFC 6464 audio-level header extension, which the SFU reads for speaker detection.
 const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
-fn engine() -> Result<(MediaEngine, Registry)> {
+fn engine(sender_reports: &Arc<AtomicU64>) -> Result<(MediaEngine, Registry)> {
     let mut engine = MediaEngine::default();
     engine.register_default_codecs()?;
     engine.register_header_extension(
@@ -335,8 +336,13 @@ fn engine() -> Result<(MediaEngine, Registry)> {
         RtpCodecKind::Audio,
         None,
     )?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)?
-        .with(Slot::from(14_000), KeyframeRequestsToApplication::default());
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?.with(
+        Slot::from(14_000),
+        KeyframeRequestsToApplication {
+            sender_reports: Arc::clone(sender_reports),
+            ..KeyframeRequestsToApplication::default()
+        },
+    );
     Ok((engine, registry))
 }
 
@@ -348,10 +354,12 @@ fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
 /// Lets PLI and FIR reach `TrackLocal::poll`: in rtc 0.21 inbound RTCP stops at the end of the
 /// interceptor chain unless an interceptor marks it [`Attribute::DeliverToApplication`].
 /// Application-most (slot 14 000), so the other interceptors have seen every packet first.
+/// It also counts the sender reports that arrive.
 #[derive(Default)]
 struct KeyframeRequestsToApplication {
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
+    sender_reports: Arc<AtomicU64>,
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestsToApplication {
@@ -363,6 +371,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestsToApplication 
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
+            let reports = packets
+                .iter()
+                .filter(|packet| packet.as_any().is::<SenderReport>())
+                .count();
+            self.sender_reports
+                .fetch_add(reports as u64, Ordering::Relaxed);
             let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
                 .iter()
                 .filter(|packet| is_keyframe_request(packet.as_ref()))
@@ -465,6 +479,7 @@ struct Sinks {
     remotes: Remotes,
     failed: Arc<AtomicBool>,
     first_packet: Connected,
+    sender_reports: Arc<AtomicU64>,
 }
 
 async fn peer(
@@ -475,7 +490,7 @@ async fn peer(
     sinks: &Sinks,
     connected: Connected,
 ) -> Result<Arc<dyn PeerConnection>> {
-    let (engine, registry) = engine()?;
+    let (engine, registry) = engine(&sinks.sender_reports)?;
     let mut setting = SettingEngineBuilder::new()
         .with_include_loopback_candidate(true)
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
@@ -577,6 +592,9 @@ pub struct Client {
     pub sent: Arc<AtomicU64>,
     /// Keyframe requests (PLI/FIR) that reached this client's published video.
     pub keyframe_requests: Arc<AtomicU64>,
+    /// RTCP sender reports that reached this client (the SFU sends them on the connection it
+    /// forwards media on).
+    pub sender_reports: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     publisher_connected: Connected,
     subscriber_connected: Connected,
@@ -702,6 +720,7 @@ impl Client {
             remotes: Arc::default(),
             failed: Arc::new(AtomicBool::new(false)),
             first_packet: Connected::default(),
+            sender_reports: Arc::default(),
         };
         let publisher_connected = Connected::default();
         let subscriber_connected = Connected::default();
@@ -732,6 +751,7 @@ impl Client {
             remotes,
             failed,
             first_packet,
+            sender_reports,
         } = sinks;
         let layers_wanted: LayersWanted = Arc::default();
         let (events_tx, mut events) = mpsc::unbounded_channel::<ServerMessage>();
@@ -835,6 +855,7 @@ impl Client {
             speech: Arc::default(),
             sent: Arc::default(),
             keyframe_requests: Arc::default(),
+            sender_reports,
             tasks: vec![writer, reader],
             publisher_connected,
             subscriber_connected,

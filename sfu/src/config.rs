@@ -137,8 +137,8 @@ pub struct Config {
     pub udp_buffer_bytes: u32,
     /// Whether the SFU protects and sends forwarded media itself on subscriber connections
     /// (about twice the packets per CPU-second of webrtc-rs' per-connection path; see
-    /// docs/sfu.md "Direct media"). Off, every packet goes through webrtc-rs. Pods with ICE over
-    /// TCP, and single-port mode on an unspecified bind address, use webrtc-rs' path either way.
+    /// docs/sfu.md "Direct media"). Off, every packet goes through webrtc-rs. A connection whose
+    /// ICE picked TCP uses webrtc-rs' path either way.
     #[arg(
         id = "sfu-direct-media",
         long = "sfu-direct-media",

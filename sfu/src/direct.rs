@@ -26,7 +26,7 @@
 
 use std::future::Future;
 use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
@@ -34,7 +34,10 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
-use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+use nix::libc;
+use nix::sys::socket::{
+    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg, sendmsg,
+};
 use parking_lot::Mutex;
 use prometheus::{IntCounter, IntCounterVec};
 use rtc::rtcp::sender_report::SenderReport;
@@ -72,19 +75,53 @@ pub struct DirectSlot {
 
 #[derive(Default)]
 struct Inner {
-    /// Where the connection's packets leave from…
-    socket: Option<Arc<UdpSocket>>,
-    /// …which is an IPv6 one (the pod's dual-stack port): IPv4 peers are mapped.
-    ipv6: bool,
-    /// …and go to.
+    /// Where the connection's packets leave from: the socket of its selected pair…
+    origin: Option<Origin>,
+    /// …and where they go.
     peer: Option<SocketAddr>,
     /// The SRTP context, once the handshake is done, and what was sent with it.
     keys: Option<State>,
+    /// The connection's media goes through webrtc-rs after all (over TCP): never ready.
+    abandoned: bool,
 }
 
 impl Inner {
     fn ready(&self) -> bool {
-        self.socket.is_some() && self.peer.is_some() && self.keys.is_some()
+        !self.abandoned && self.origin.is_some() && self.peer.is_some() && self.keys.is_some()
+    }
+}
+
+/// One of a connection's sockets, as the direct path sends from it.
+#[derive(Clone, Debug)]
+struct Origin {
+    /// A duplicate of the socket (of the pod's one port, the one duplicate all share)…
+    socket: Arc<UdpSocket>,
+    /// …which is an IPv6 one (the pod's dual-stack port): IPv4 peers are mapped.
+    ipv6: bool,
+    /// Where the socket's own address is unspecified (the pod's one port on every
+    /// interface): the local address datagrams leave from, the one the client reached.
+    source: Option<IpAddr>,
+}
+
+impl Origin {
+    /// `duplicate` of `socket`, as webrtc-rs sees it (its local address names the interface
+    /// the connection's candidate is on).
+    fn new(duplicate: Arc<UdpSocket>, socket: &dyn AsyncUdpSocket) -> Self {
+        let bound = duplicate.local_addr().ok();
+        let source = bound
+            .is_some_and(|bound| bound.ip().is_unspecified())
+            .then(|| socket.local_addr().ok().map(|local| local.ip()))
+            .flatten()
+            .filter(|ip| !ip.is_unspecified());
+        Self {
+            ipv6: bound.is_some_and(|bound| bound.is_ipv6()),
+            socket: duplicate,
+            source,
+        }
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.socket, &other.socket) && self.source == other.source
     }
 }
 
@@ -241,25 +278,22 @@ impl DirectSlot {
         CURRENT.scope(Arc::clone(self), future)
     }
 
-    /// The connection's socket was bound: where webrtc-rs sends through it is watched (the
-    /// peer's address), and `duplicate` (of the same socket) sends the direct media.
+    /// One of the connection's sockets was bound (one per local address it gathers
+    /// candidates on): where webrtc-rs sends through it is watched, and when that is the
+    /// selected pair, `duplicate` (of the same socket) sends the direct media to its peer.
     pub fn watch(
         self: &Arc<Self>,
         duplicate: io::Result<Arc<UdpSocket>>,
         socket: Arc<dyn AsyncUdpSocket>,
     ) -> Arc<dyn AsyncUdpSocket> {
-        match duplicate {
-            Ok(duplicate) => {
-                let mut inner = self.inner.lock();
-                inner.ipv6 = duplicate.local_addr().is_ok_and(|local| local.is_ipv6());
-                inner.socket = Some(duplicate);
-                self.ready.store(inner.ready(), Ordering::Release);
-            }
-            Err(err) => debug!(cause = %err, "no direct media on this socket"),
-        }
+        let origin = duplicate
+            .inspect_err(|err| debug!(cause = %err, "no direct media on this socket"))
+            .ok()
+            .map(|duplicate| Origin::new(duplicate, socket.as_ref()));
         Arc::new(Watched {
             inner: socket,
             slot: Arc::clone(self),
+            origin,
         })
     }
 
@@ -269,20 +303,40 @@ impl DirectSlot {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// webrtc-rs sends the connection's DTLS or SRTP to `destination`: the peer's address
-    /// from now on — as the slot's socket can reach it (an IPv4 address mapped into IPv6 on a
+    /// Whether webrtc-rs sent the connection's DTLS or SRTP through the slot's socket: its
+    /// selected candidate pair is a UDP one. (Over ICE-TCP the socket sees only STUN.)
+    pub fn knows_peer(&self) -> bool {
+        self.inner.lock().peer.is_some()
+    }
+
+    /// The connection's media goes through webrtc-rs from now on: the slot never turns ready.
+    pub fn abandon(&self) {
+        let mut inner = self.inner.lock();
+        inner.abandoned = true;
+        self.ready.store(false, Ordering::Release);
+    }
+
+    /// webrtc-rs sends the connection's DTLS or SRTP to `destination` through the socket of
+    /// `origin` (`None`: one the direct path cannot send from): its selected pair, from now
+    /// on — the peer as the socket can reach it (an IPv4 address mapped into IPv6 on a
     /// dual-stack socket, as the pod's one port may be).
-    fn sending_to(&self, destination: SocketAddr) {
+    fn sending_to(&self, destination: SocketAddr, origin: Option<&Origin>) {
         let mut inner = self.inner.lock();
         let peer = match destination {
-            SocketAddr::V4(v4) if inner.ipv6 => {
+            SocketAddr::V4(v4) if origin.is_some_and(|origin| origin.ipv6) => {
                 SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
             }
             other => other,
         };
-        if inner.peer != Some(peer) {
-            debug!(%peer, "direct media goes to the selected pair");
+        let same_origin = match (&inner.origin, origin) {
+            (Some(known), Some(origin)) => known.same(origin),
+            (None, None) => true,
+            _ => false,
+        };
+        if inner.peer != Some(peer) || !same_origin {
+            debug!(%peer, source = ?origin.and_then(|o| o.source), "direct media goes to the selected pair");
             inner.peer = Some(peer);
+            inner.origin = origin.cloned();
             self.ready.store(inner.ready(), Ordering::Release);
         }
     }
@@ -297,7 +351,7 @@ impl DirectSlot {
     ) -> Result<(), SendError> {
         let mut guard = self.inner.lock();
         let Inner {
-            socket: Some(socket),
+            origin: Some(origin),
             peer: Some(peer),
             keys: Some(state),
             ..
@@ -307,7 +361,7 @@ impl DirectSlot {
                 "the connection's keys or peer are not known yet",
             )));
         };
-        let (socket, peer) = (Arc::clone(socket), *peer);
+        let (socket, source, peer) = (Arc::clone(&origin.socket), origin.source, *peer);
         let protected = protect(&mut state.context, &packet, &mut outbox.plain)?;
         let stream = state.streams.get_or_insert(packet.header.ssrc);
         stream.packets = stream.packets.wrapping_add(1);
@@ -344,6 +398,7 @@ impl DirectSlot {
         // The sender report leaves right after the packet, through the same socket.
         let report = report.map(|bytes| Datagram {
             socket: Arc::clone(&socket),
+            source,
             peer,
             bytes,
             slot: Arc::clone(&self),
@@ -351,6 +406,7 @@ impl DirectSlot {
         });
         outbox.push(Datagram {
             socket,
+            source,
             peer,
             bytes: protected,
             slot: self,
@@ -377,7 +433,7 @@ impl DirectSlot {
     pub fn retransmit(&self, ssrc: u32, sequences: &[u16], now: Instant) -> Vec<u16> {
         let mut guard = self.inner.lock();
         let Inner {
-            socket: Some(socket),
+            origin: Some(origin),
             peer: Some(peer),
             keys: Some(State { context, streams }),
             ..
@@ -402,7 +458,7 @@ impl DirectSlot {
         for packet in recent {
             // The same packet under the same index: the same ciphertext as the first time.
             if let Ok(protected) = protect(context, packet, &mut plain)
-                && socket.send_to(&protected, *peer).is_ok()
+                && send_one(&origin.socket, origin.source, &protected, *peer).is_ok()
             {
                 self.counters.retransmissions.inc();
                 sent.push(packet.header.sequence_number);
@@ -446,6 +502,8 @@ impl std::fmt::Debug for Outbox {
 
 struct Datagram {
     socket: Arc<UdpSocket>,
+    /// The local address it leaves from, where the socket's is unspecified.
+    source: Option<IpAddr>,
     peer: SocketAddr,
     bytes: BytesMut,
     slot: Arc<DirectSlot>,
@@ -456,7 +514,9 @@ struct Datagram {
 impl Outbox {
     fn push(&mut self, datagram: Datagram) {
         if let Some(first) = self.run.first()
-            && (!Arc::ptr_eq(&first.socket, &datagram.socket) || self.run.len() >= SENDMMSG_MAX)
+            && (!Arc::ptr_eq(&first.socket, &datagram.socket)
+                || first.source != datagram.source
+                || self.run.len() >= SENDMMSG_MAX)
         {
             self.send_run();
         }
@@ -489,13 +549,77 @@ impl Outbox {
     }
 }
 
-/// Sends datagrams that all leave through the same socket, noting each one's outcome.
+/// Sends `bytes` to `peer` through `socket`, from the local address `source` if one is given.
+fn send_one(
+    socket: &UdpSocket,
+    source: Option<IpAddr>,
+    bytes: &[u8],
+    peer: SocketAddr,
+) -> io::Result<()> {
+    let Some(source) = source else {
+        return socket.send_to(bytes, peer).map(drop);
+    };
+    let info = PacketInfo::new(source);
+    sendmsg(
+        socket.as_raw_fd(),
+        &[IoSlice::new(bytes)],
+        &[info.message()],
+        MsgFlags::empty(),
+        Some(&SockaddrStorage::from(peer)),
+    )
+    .map(drop)
+    .map_err(io::Error::from)
+}
+
+/// The ancillary data that names the local address a datagram leaves from (`IP_PKTINFO`,
+/// `IPV6_PKTINFO`; an IPv4 one also on a dual-stack socket, to an IPv4-mapped peer).
+enum PacketInfo {
+    V4(libc::in_pktinfo),
+    V6(libc::in6_pktinfo),
+}
+
+impl PacketInfo {
+    fn new(source: IpAddr) -> Self {
+        match source {
+            IpAddr::V4(v4) => Self::V4(libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.octets()),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            }),
+            IpAddr::V6(v6) => Self::V6(libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: v6.octets(),
+                },
+                ipi6_ifindex: 0,
+            }),
+        }
+    }
+
+    fn message(&self) -> ControlMessage<'_> {
+        match self {
+            Self::V4(info) => ControlMessage::Ipv4PacketInfo(info),
+            Self::V6(info) => ControlMessage::Ipv6PacketInfo(info),
+        }
+    }
+}
+
+/// Sends datagrams that all leave through the same socket from the same address, noting each
+/// one's outcome.
 fn send_run(run: &[Datagram], outcomes: &mut Vec<io::Result<()>>) {
     let Some(first) = run.first() else { return };
     if run.len() == 1 {
-        outcomes.push(first.socket.send_to(&first.bytes, first.peer).map(drop));
+        outcomes.push(send_one(
+            &first.socket,
+            first.source,
+            &first.bytes,
+            first.peer,
+        ));
         return;
     }
+    let info = first.source.map(PacketInfo::new);
+    let control: Vec<ControlMessage<'_>> = info.iter().map(PacketInfo::message).collect();
     let fd = first.socket.as_raw_fd();
     // A run holds at most SENDMMSG_MAX; the call is made again after the datagrams it took.
     let mut next = 0;
@@ -509,14 +633,17 @@ fn send_run(run: &[Datagram], outcomes: &mut Vec<io::Result<()>>) {
             .iter()
             .map(|datagram| Some(SockaddrStorage::from(datagram.peer)))
             .collect();
-        let mut headers = MultiHeaders::preallocate(chunk.len(), None);
-        let no_control: [ControlMessage<'_>; 0] = [];
+        let space = info.as_ref().map(|info| match info {
+            PacketInfo::V4(_) => nix::cmsg_space!(libc::in_pktinfo),
+            PacketInfo::V6(_) => nix::cmsg_space!(libc::in6_pktinfo),
+        });
+        let mut headers = MultiHeaders::preallocate(chunk.len(), space);
         match sendmmsg(
             fd,
             &mut headers,
             &slices,
             &addresses,
-            no_control,
+            &control,
             MsgFlags::empty(),
         ) {
             Ok(results) => {
@@ -580,6 +707,8 @@ fn ntp(since_unix: Duration) -> u64 {
 struct Watched {
     inner: Arc<dyn AsyncUdpSocket>,
     slot: Arc<DirectSlot>,
+    /// How the direct path sends from this socket, if it can.
+    origin: Option<Origin>,
 }
 
 impl AsyncUdpSocket for Watched {
@@ -599,7 +728,8 @@ impl AsyncUdpSocket for Watched {
             .first()
             .is_some_and(|first| (20..=63).contains(first) || (128..=191).contains(first))
         {
-            self.slot.sending_to(transmit.destination);
+            self.slot
+                .sending_to(transmit.destination, self.origin.as_ref());
         }
         self.inner.poll_send(cx, transmit)
     }
@@ -662,13 +792,17 @@ mod tests {
         peer.set_read_timeout(Some(Duration::from_secs(2)))
             .expect("timeout");
         *slot.inner.lock() = Inner {
-            socket: Some(Arc::new(sfu)),
-            ipv6: false,
+            origin: Some(Origin {
+                socket: Arc::new(sfu),
+                ipv6: false,
+                source: None,
+            }),
             peer: Some(peer.local_addr().expect("address")),
             keys: Some(State {
                 context: context(),
                 streams: Streams::default(),
             }),
+            abandoned: false,
         };
         slot.ready.store(true, Ordering::Release);
         (slot, peer)
@@ -772,7 +906,7 @@ mod tests {
     /// A ready slot sending from `socket` to a new socket of the test's, which it returns.
     fn slot_on(socket: &Arc<UdpSocket>) -> (Arc<DirectSlot>, UdpSocket) {
         let (slot, peer) = ready_slot();
-        slot.inner.lock().socket = Some(Arc::clone(socket));
+        slot.inner.lock().origin.as_mut().expect("an origin").socket = Arc::clone(socket);
         (slot, peer)
     }
 
@@ -841,6 +975,102 @@ mod tests {
             let media = context().decrypt_rtp(&receive(peer)).expect("decrypts");
             let got = rtp::Packet::unmarshal(&mut &media[..]).expect("an RTP packet");
             assert_eq!(got, packet(50));
+        }
+    }
+
+    /// Keys for `slot`, as the observer hands them over after DTLS.
+    fn give_keys(slot: &DirectSlot) {
+        let mut inner = slot.inner.lock();
+        inner.keys = Some(State {
+            context: context(),
+            streams: Streams::default(),
+        });
+        slot.ready.store(inner.ready(), Ordering::Release);
+    }
+
+    /// Receives one datagram on `peer`: its sender's address and whether it is SRTP media.
+    fn receive_from(peer: &UdpSocket) -> (SocketAddr, &'static str) {
+        let mut buf = [0u8; 1500];
+        let (n, from) = peer.recv_from(&mut buf).expect("a datagram");
+        (from, rtcp_or_rtp(&buf[..n]))
+    }
+
+    /// On a host with several addresses, a connection binds one socket per address; the
+    /// direct path sends from the one webrtc-rs sent the connection's DTLS through (its
+    /// selected pair), whichever was bound last.
+    #[tokio::test]
+    async fn media_leaves_the_socket_the_dtls_left() {
+        use webrtc::runtime::{Runtime, TokioRuntime};
+        let datagrams =
+            IntCounterVec::new(prometheus::Opts::new("d", "d"), &["what"]).expect("counter");
+        let slot = DirectSlot::new(&datagrams);
+        let peer = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        peer.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let sockets: Vec<_> = ["127.0.0.1:0", "127.0.0.2:0"]
+            .into_iter()
+            .map(|address| {
+                let socket = UdpSocket::bind(address).expect("bind");
+                let local = socket.local_addr().expect("address");
+                let duplicate = socket.try_clone().map(Arc::new);
+                let wrapped = TokioRuntime.wrap_udp_socket(socket).expect("wrap");
+                (local, slot.watch(duplicate, wrapped))
+            })
+            .collect();
+        give_keys(&slot);
+        assert!(!slot.is_ready(), "no pair selected yet");
+        let (selected, watched) = &sockets[0];
+        // A DTLS record (content type 22) through the first socket.
+        let dtls = [22u8, 0xfe, 0xfd, 0, 0];
+        let transmit = Transmit {
+            destination: peer.local_addr().expect("address"),
+            ecn: None,
+            contents: &dtls,
+            segment_size: None,
+            src_ip: None,
+        };
+        std::future::poll_fn(|cx| watched.poll_send(cx, &transmit))
+            .await
+            .expect("sent");
+        assert_eq!(receive_from(&peer).0, *selected);
+        assert!(slot.is_ready());
+        slot.send(packet(60), Instant::now()).expect("sent");
+        assert_eq!(receive_from(&peer), (*selected, "rtp"));
+    }
+
+    /// The pod's one port bound on every interface: each connection's copies leave from the
+    /// address its client reached (not the one the kernel would choose), the copies of
+    /// connections reached on the same address in one `sendmmsg`, and so do retransmissions.
+    #[test]
+    fn copies_leave_from_the_address_the_client_reached() {
+        let port = Arc::new(UdpSocket::bind("0.0.0.0:0").expect("bind"));
+        let reached = ["127.0.0.2", "127.0.0.2", "127.0.0.3"];
+        let slots: Vec<_> = reached
+            .iter()
+            .map(|ip| {
+                let (slot, peer) = slot_on(&port);
+                slot.inner.lock().origin.as_mut().expect("an origin").source =
+                    Some(ip.parse().expect("address"));
+                (slot, peer)
+            })
+            .collect();
+        let mut outbox = Outbox::default();
+        let now = Instant::now();
+        for (slot, _) in &slots {
+            Arc::clone(slot)
+                .queue(packet(70), now, &mut outbox)
+                .expect("queued");
+        }
+        let mut sent = Vec::new();
+        outbox.flush(|_, outcome| sent.push(outcome.is_ok()));
+        assert_eq!(sent, vec![true; 3]);
+        let port_number = port.local_addr().expect("address").port();
+        for ((slot, peer), ip) in slots.iter().zip(reached) {
+            let from = SocketAddr::new(ip.parse().expect("address"), port_number);
+            assert_eq!(receive_from(peer), (from, "rtp"));
+            assert_eq!(receive_from(peer), (from, "rtcp"), "the sender report");
+            assert_eq!(slot.retransmit(0xdead_beef, &[70], now), vec![70]);
+            assert_eq!(receive_from(peer), (from, "rtp"), "the retransmission");
         }
     }
 

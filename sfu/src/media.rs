@@ -280,6 +280,7 @@ fn media_engine(
     target: PeerTarget,
     backlog: Option<Arc<Backlog>>,
     direct: Option<Arc<crate::direct::DirectSlot>>,
+    tcp_possible: bool,
 ) -> Result<(MediaEngine, Registry), MediaError> {
     let mut engine = MediaEngine::default();
     engine.register_codec(
@@ -312,8 +313,15 @@ fn media_engine(
         // sender reports (which the receiver needs to synchronise audio and video).
         // With a direct path the SFU sends the media itself, and answers NACKs and sends
         // sender reports itself too (`crate::direct`): the interceptors would see no packet.
+        // Where ICE may pick TCP, the media of a connection that ends up on it goes through
+        // webrtc-rs, which then sends its sender reports (the interceptor reports a stream
+        // only once a packet of it went through). Its NACK responder is left out: TCP loses
+        // nothing on the way, and what the pod sheds itself it never answers for.
         PeerTarget::Subscriber => {
             let registry = match direct {
+                Some(_) if tcp_possible => {
+                    Registry::new().with(Slot::SenderReport, SenderReportBuilder::new().build())
+                }
                 Some(_) => Registry::new(),
                 None => Registry::new()
                     .with(Slot::NackResponder, NackResponderBuilder::new().build())
@@ -372,7 +380,9 @@ impl NackGuard {
     /// responder answers the rest.
     fn answerable(&self, nack: &TransportLayerNack, now: Instant) -> Option<TransportLayerNack> {
         let asked: Vec<u16> = nack.nacks.iter().flat_map(NackPair::packet_list).collect();
-        let answered: Vec<u16> = match &self.direct {
+        // A path that never turned ready (media over TCP) sent nothing: its NACKs are
+        // webrtc-rs' to answer.
+        let answered: Vec<u16> = match self.direct.as_ref().filter(|direct| direct.is_ready()) {
             Some(direct) => direct.retransmit(nack.media_ssrc, &asked, now),
             None => asked
                 .iter()
@@ -584,7 +594,8 @@ pub async fn build_peer(
     arrivals: Option<Arc<crate::arrival::Arrivals>>,
     events: mpsc::UnboundedSender<PeerEvent>,
 ) -> Result<Peer, MediaError> {
-    let (engine, registry) = media_engine(target, backlog, direct.clone())?;
+    let (engine, registry) =
+        media_engine(target, backlog, direct.clone(), settings.ice_tcp.is_some())?;
     // Remote mDNS candidates are discarded (the browser is found through its peer-reflexive
     // address) and no multicast socket is opened.
     let mut setting = SettingEngineBuilder::new()

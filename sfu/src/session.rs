@@ -746,7 +746,7 @@ impl Live {
             let mut failed = HashSet::new();
             let peer = loop {
                 if single_port {
-                    let direct = self.direct_slot(target, true);
+                    let direct = self.direct_slot(target);
                     let peer = media::build_peer(
                         &self.state.shared.media,
                         0,
@@ -771,7 +771,7 @@ impl Live {
                     first: self.ports.first,
                     last: self.ports.last,
                 })?;
-                let direct = self.direct_slot(target, false);
+                let direct = self.direct_slot(target);
                 match media::build_peer(
                     &self.state.shared.media,
                     lease.port(),
@@ -1307,42 +1307,44 @@ impl Live {
     }
 
     /// A new subscriber connection's direct media path (`crate::direct`), also given to the
-    /// link the forwarders send through; `None` for a publisher connection, and where the
-    /// path cannot work: with ICE over TCP (media may then go over TCP) and, on the pod's one
-    /// port, with an unspecified bind address (replies must leave from the address the client
-    /// reached, which a plain `sendto` from it does not choose).
-    fn direct_slot(
-        &self,
-        target: PeerTarget,
-        single_port: bool,
-    ) -> Option<Arc<crate::direct::DirectSlot>> {
+    /// link the forwarders send through; `None` for a publisher connection and with
+    /// `--sfu-direct-media=false`. With ICE over TCP a connection gets one too; if ICE picks
+    /// TCP, its media goes through webrtc-rs (`check_direct_path`).
+    fn direct_slot(&self, target: PeerTarget) -> Option<Arc<crate::direct::DirectSlot>> {
         if target != PeerTarget::Subscriber {
             return None;
         }
-        let media = &self.state.shared.media;
-        let direct = (media.direct_media
-            && media.ice_tcp.is_none()
-            && !(single_port && media.bind_ip.is_unspecified()))
-        .then(|| crate::direct::DirectSlot::new(&self.state.shared.metrics.direct_datagrams));
+        let direct =
+            self.state.shared.media.direct_media.then(|| {
+                crate::direct::DirectSlot::new(&self.state.shared.metrics.direct_datagrams)
+            });
         self.link.set_direct(direct.clone());
         direct
     }
 
     /// A connected subscriber connection's DTLS is up, so its direct path has its keys and
-    /// its peer's address by now; one that has not (it should not happen) sends through
-    /// webrtc-rs instead — media flows, but without retransmissions nor sender reports, since
-    /// the connection was built without those interceptors.
+    /// its peer's address by now — unless ICE picked TCP (the path's UDP socket never carried
+    /// DTLS): then its media goes through webrtc-rs, with the sender reports the connection
+    /// was built with for that case. One that has not for another reason (it should not
+    /// happen) sends through webrtc-rs too, without retransmissions nor sender reports.
     fn check_direct_path(&self) {
-        if let Some(direct) = self.link.direct()
-            && !direct.is_ready()
-        {
+        let Some(direct) = self.link.direct() else {
+            return;
+        };
+        if direct.is_ready() {
+            return;
+        }
+        if self.state.shared.media.ice_tcp.is_some() && !direct.knows_peer() {
+            debug!("the subscriber connection runs over TCP: its media goes through webrtc-rs");
+        } else {
             warn!(
                 "a subscriber connection's direct media path has no SRTP keys or no peer \
                  address after DTLS: its media goes through webrtc-rs, without retransmissions \
                  nor sender reports (--sfu-direct-media=false avoids this)"
             );
-            self.link.set_direct(None);
         }
+        direct.abandon();
+        self.link.set_direct(None);
     }
 
     /// Asks for a keyframe of every video track this participant receives, once its

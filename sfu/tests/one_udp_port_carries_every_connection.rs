@@ -148,3 +148,50 @@ async fn one_udp_port_carries_every_connection() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The port bound on every interface (`--sfu-bind-ip 0.0.0.0`): the connections' candidates
+/// name the namespace's routed address, the clients reach it from loopback, and the SFU's
+/// replies and the media it sends itself leave from the address the clients reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_udp_port_on_every_interface_sends_media_directly() {
+    if !loadgen::netns::isolate_with_default_route() {
+        return;
+    }
+    let mut config = sfu::Config::for_loopback(SECRET, ports());
+    config.udp_port = Some(0);
+    config.bind_ip = std::net::Ipv4Addr::UNSPECIFIED.into();
+    let sfu = start_with(config).await;
+    let ada = sfu.join(&claims("ada", Role::Moderator, true)).await;
+    let bob = sfu.join(&claims("bob", Role::Speaker, false)).await;
+    bob.publish(
+        &[TrackSource::Microphone, TrackSource::Camera],
+        loadgen::MediaPlan::default(),
+    )
+    .await
+    .expect("publish");
+    let bob_id = bob.id().expect("bob").to_string();
+    ada.wait_received(WAIT, |r| {
+        r.values()
+            .filter(|t| t.publisher == bob_id && t.packets > 20)
+            .count()
+            == 2
+    })
+    .await
+    .expect("ada receives bob's audio and video");
+    let metrics = sfu.metrics();
+    let direct = metric_value(
+        &metrics,
+        "conclave_sfu_direct_datagrams_total{what=\"media\"}",
+    );
+    let forwarded = metric_value(
+        &metrics,
+        "conclave_sfu_rtp_packets_total{direction=\"out\",kind=\"video\"}",
+    );
+    assert!(
+        forwarded > 0.0 && direct >= forwarded,
+        "{direct} datagrams sent directly, {forwarded} video packets forwarded"
+    );
+    assert_eq!(dropped(&metrics, "unknown"), 0, "{metrics}");
+    ada.leave().await;
+    bob.leave().await;
+}
