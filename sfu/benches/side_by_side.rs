@@ -40,6 +40,8 @@
 //! `CONCLAVE_BENCH_PERF` (a folder: each window is also recorded with
 //! `perf record --call-graph dwarf` on the server process into it), `CONCLAVE_BENCH_UDP_PORT`
 //! (a port: Conclave in single-port mode, every peer connection on that one UDP port),
+//! `CONCLAVE_BENCH_ICE_TCP_PORT` (a port: Conclave with ICE over TCP on it too; the generator
+//! stays on UDP),
 //! `CONCLAVE_BENCH_UDP_BUFFER_BYTES` (Conclave's `--sfu-udp-buffer-bytes`; 0: the kernel's
 //! default), `CONCLAVE_BENCH_DIRECT_MEDIA` (`false`: Conclave's `--sfu-direct-media=false`,
 //! webrtc-rs' own path for subscribers' media),
@@ -1375,6 +1377,7 @@ async fn bench(servers: &[Kind]) -> Result<()> {
             "janusEventLoops": knobs.janus_event_loops,
             "serverCpuLimit": knobs.cpu_limit,
             "udpPort": std::env::var("CONCLAVE_BENCH_UDP_PORT").ok(),
+            "iceTcpPort": std::env::var("CONCLAVE_BENCH_ICE_TCP_PORT").ok(),
             "udpBufferBytes": std::env::var("CONCLAVE_BENCH_UDP_BUFFER_BYTES").ok(),
             "directMedia": std::env::var("CONCLAVE_BENCH_DIRECT_MEDIA").ok(),
             "fanoutVideoBps": FANOUT_VIDEO_BPS,

@@ -47,6 +47,14 @@ pub fn serve_sfu() -> Result<()> {
         if let Ok(port) = std::env::var("CONCLAVE_BENCH_UDP_PORT") {
             config.udp_port = Some(port.parse().context("CONCLAVE_BENCH_UDP_PORT: a port")?);
         }
+        // ICE over TCP on that port beside UDP when asked (`CONCLAVE_BENCH_ICE_TCP_PORT`), as a
+        // pod serving networks that block UDP runs: the generator's clients still use UDP.
+        if let Ok(port) = std::env::var("CONCLAVE_BENCH_ICE_TCP_PORT") {
+            config.ice_tcp_port = Some(
+                port.parse()
+                    .context("CONCLAVE_BENCH_ICE_TCP_PORT: a port")?,
+            );
+        }
         // The media sockets' kernel buffers (`CONCLAVE_BENCH_UDP_BUFFER_BYTES`, 0: the kernel's
         // default), to compare with the SFU's own default.
         if let Ok(bytes) = std::env::var("CONCLAVE_BENCH_UDP_BUFFER_BYTES") {
