@@ -190,6 +190,49 @@ fn chromium_and_firefox_meet_through_one_udp_port() {
     );
 }
 
+/// ICE over TCP in real browsers: with a firewall rule dropping UDP to the SFU's media ports,
+/// Chromium and Firefox meet through its one ICE-TCP port (`--sfu-ice-tcp-port`), both
+/// connections of each over TCP, and each has the SFU's sender reports (on a pod with ICE-TCP
+/// a connection that ends up on TCP gets them from webrtc-rs, not from the direct media path).
+#[test]
+fn chromium_and_firefox_meet_over_ice_tcp_when_udp_is_blocked() {
+    if !loadgen::netns::isolate_with_default_route() {
+        return;
+    }
+    let udp = "48300-48399";
+    for rule in [
+        vec!["add", "table", "inet", "no_udp"],
+        vec![
+            "add",
+            "chain",
+            "inet",
+            "no_udp",
+            "out",
+            "{ type filter hook output priority 0; }",
+        ],
+        vec![
+            "add", "rule", "inet", "no_udp", "out", "udp", "dport", udp, "drop",
+        ],
+    ] {
+        let status = Command::new("nft")
+            .args(&rule)
+            .status()
+            .expect("nft (Debian package nftables) must be installed for this test");
+        assert!(status.success(), "nft {rule:?}: {status}");
+    }
+    firefox_scenario_with(
+        "mixed-meeting",
+        udp,
+        &[
+            (
+                "CONCLAVE_SFU_ICE_TCP_PORT",
+                system_tests::free_port().to_string(),
+            ),
+            ("CONCLAVE_E2E_UDP_BLOCKED", "1".to_owned()),
+        ],
+    );
+}
+
 /// Join → first frame (a benchmark, not a timed test): the time from "Join now" to the first
 /// decoded frame of a remote camera, median of several joins, written to
 /// `join-first-frame.json` (artifacts, and `$CARGO_TARGET_DIR/bench-results/`).

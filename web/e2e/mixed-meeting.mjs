@@ -6,7 +6,9 @@
 // Firefox to Chromium and back. A third participant, Firefox without setSinkId, is told
 // instead of being offered a speaker choice that cannot work. Run again with the server in
 // single-port mode (CONCLAVE_SFU_UDP_PORT), it checks that both browsers reach the SFU on that
-// one port.
+// one port; run with ICE over TCP (CONCLAVE_SFU_ICE_TCP_PORT) while a firewall rule drops UDP
+// to the SFU (CONCLAVE_E2E_UDP_BLOCKED), that both browsers reach it over TCP on that port —
+// and get its sender reports there too, from webrtc-rs instead of the direct media path.
 import { adminToken, apiCall, assert, assertNoPageErrors, choose, clickButton, createAccount, expectHeard, expectMediaFlowing, expectVideoFrom, fill, inMeeting, joinAsGuest, logIn, openBrowser, openFirefox, rtpDetails, scenario, senderReports, screenshot, selectedRemoteCandidates, step, tile, waitFor, waitForButton, waitForText } from './lib.mjs';
 
 const OWNER = 'Chris Chromium';
@@ -86,6 +88,19 @@ scenario('Chromium and Firefox participants see and hear each other', async () =
         const connections = new Set(remotes.map((r) => r.connection));
         if (connections.size !== 2 || !remotes.every((r) => r.protocol === 'udp' && String(r.port) === single))
           throw new Error(`${browser} should reach the SFU on UDP port ${single} with both connections, but its selected pairs name ${JSON.stringify(remotes)}`);
+      }
+    // UDP to the SFU dropped (the server runs with CONCLAVE_SFU_ICE_TCP_PORT): both connections
+    // of both browsers run over TCP through that one port.
+    const tcp = process.env.CONCLAVE_E2E_UDP_BLOCKED && process.env.CONCLAVE_SFU_ICE_TCP_PORT;
+    if (tcp)
+      for (const [page, browser] of [
+        [c.page, 'Chromium'],
+        [f.page, 'Firefox'],
+      ]) {
+        const remotes = await selectedRemoteCandidates(page);
+        const connections = new Set(remotes.map((r) => r.connection));
+        if (connections.size !== 2 || !remotes.every((r) => r.protocol === 'tcp' && String(r.port) === tcp))
+          throw new Error(`${browser} should reach the SFU over TCP on port ${tcp} with both connections, but its selected pairs name ${JSON.stringify(remotes)}`);
       }
     await screenshot(c.page, '01-chromium-sees-firefox');
     await screenshot(f.page, '02-firefox-sees-chromium');
