@@ -200,9 +200,9 @@ fn chromium_and_firefox_meet_over_ice_tcp_when_udp_is_blocked() {
         return;
     }
     let udp = "48300-48399";
-    for rule in [
-        vec!["add", "table", "inet", "no_udp"],
-        vec![
+    loadgen::netns::nft(&[
+        &["add", "table", "inet", "no_udp"],
+        &[
             "add",
             "chain",
             "inet",
@@ -210,16 +210,10 @@ fn chromium_and_firefox_meet_over_ice_tcp_when_udp_is_blocked() {
             "out",
             "{ type filter hook output priority 0; }",
         ],
-        vec![
+        &[
             "add", "rule", "inet", "no_udp", "out", "udp", "dport", udp, "drop",
         ],
-    ] {
-        let status = Command::new("nft")
-            .args(&rule)
-            .status()
-            .expect("nft (Debian package nftables) must be installed for this test");
-        assert!(status.success(), "nft {rule:?}: {status}");
-    }
+    ]);
     firefox_scenario_with(
         "mixed-meeting",
         udp,

@@ -64,3 +64,18 @@ fn isolate_with(setup: &str) -> bool {
     );
     false
 }
+
+/// Runs `nft` with each of `commands` in turn (firewall rules for the test's own network
+/// namespace, e.g. to drop some of its traffic).
+///
+/// # Panics
+/// When `nft` (Debian package nftables) is missing or refuses a command.
+pub fn nft(commands: &[&[&str]]) {
+    for command in commands {
+        let status = Command::new("nft")
+            .args(*command)
+            .status()
+            .expect("nft (Debian package nftables) must be installed for this test");
+        assert!(status.success(), "nft {command:?}: {status}");
+    }
+}

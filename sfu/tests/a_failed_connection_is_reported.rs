@@ -208,9 +208,9 @@ async fn a_connection_whose_dtls_handshake_never_completes_fails_at_the_deadline
     config.ice_failed_seconds = 15;
     let sfu = start_with(config).await;
     let dport = format!("{}-{}", ports.first, ports.last);
-    for rule in [
-        vec!["add", "table", "inet", "dtls"],
-        vec![
+    loadgen::netns::nft(&[
+        &["add", "table", "inet", "dtls"],
+        &[
             "add",
             "chain",
             "inet",
@@ -218,17 +218,11 @@ async fn a_connection_whose_dtls_handshake_never_completes_fails_at_the_deadline
             "out",
             "{ type filter hook output priority 0; }",
         ],
-        vec![
+        &[
             "add", "rule", "inet", "dtls", "out", "udp", "dport", &dport, "@ih,0,8", "20-63",
             "drop",
         ],
-    ] {
-        let status = std::process::Command::new("nft")
-            .args(&rule)
-            .status()
-            .expect("nft (Debian package nftables) must be installed for this test");
-        assert!(status.success(), "nft {rule:?}: {status}");
-    }
+    ]);
 
     let mut ada = sfu.join(&claims("ada", Role::Speaker, false)).await;
     assert!(

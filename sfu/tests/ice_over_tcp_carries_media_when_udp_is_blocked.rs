@@ -11,7 +11,7 @@ use proto::Role;
 use proto::signal::TrackSource;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use support::{SECRET, WAIT, claims, ports, start_with};
+use support::{SECRET, WAIT, claims, ports, receives_audio_and_video, start_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_over_tcp_carries_media_when_udp_is_blocked() {
@@ -44,22 +44,8 @@ async fn ice_over_tcp_carries_media_when_udp_is_blocked() {
     )
     .await
     .expect("publish over TCP");
-    ada.wait_received(WAIT, |r| {
-        r.values()
-            .filter(|t| t.publisher == bob_id && t.packets > 20)
-            .count()
-            == 2
-    })
-    .await
-    .expect("ada receives bob's audio and video over TCP");
-    cy.wait_received(WAIT, |r| {
-        r.values()
-            .filter(|t| t.publisher == bob_id && t.packets > 20)
-            .count()
-            == 2
-    })
-    .await
-    .expect("cy receives bob's audio and video over UDP");
+    receives_audio_and_video(&ada, &bob_id, "ada receives bob's audio and video over TCP").await;
+    receives_audio_and_video(&cy, &bob_id, "cy receives bob's audio and video over UDP").await;
     // Both get the sender reports of bob's two streams, each second: Cy's from the direct
     // path, Ada's from webrtc-rs' (her connection runs over TCP).
     for (who, client) in [("ada", &ada), ("cy", &cy)] {

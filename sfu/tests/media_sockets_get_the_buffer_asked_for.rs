@@ -7,7 +7,9 @@ mod support;
 
 use proto::Role;
 use proto::signal::TrackSource;
-use support::{SECRET, WAIT, claims, metric_value, net_core, ports, start_with};
+use support::{
+    SECRET, claims, metric_value, net_core, ports, receives_audio_and_video, start_with,
+};
 
 /// The value of a series of the SFU's metrics, as an integer.
 fn value(metrics: &str, series: &str) -> i64 {
@@ -47,14 +49,7 @@ async fn media_sockets_get_the_buffer_asked_for() {
     .await
     .expect("publish");
     let bob_id = bob.id().expect("bob").to_string();
-    ada.wait_received(WAIT, |r| {
-        r.values()
-            .filter(|t| t.publisher == bob_id && t.packets > 20)
-            .count()
-            == 2
-    })
-    .await
-    .expect("ada receives bob's audio and video");
+    receives_audio_and_video(&ada, &bob_id, "ada receives bob's audio and video").await;
 
     let metrics = sfu.metrics();
     assert_eq!(

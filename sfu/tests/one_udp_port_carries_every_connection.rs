@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use proto::Role;
 use proto::signal::TrackSource;
-use support::{SECRET, WAIT, claims, metric_value, net_core, ports, start_with};
+use support::{
+    SECRET, WAIT, claims, metric_value, net_core, ports, receives_audio_and_video, start_with,
+};
 
 fn dropped(metrics: &str, reason: &str) -> u64 {
     metric_value(
@@ -170,14 +172,7 @@ async fn one_udp_port_on_every_interface_sends_media_directly() {
     .await
     .expect("publish");
     let bob_id = bob.id().expect("bob").to_string();
-    ada.wait_received(WAIT, |r| {
-        r.values()
-            .filter(|t| t.publisher == bob_id && t.packets > 20)
-            .count()
-            == 2
-    })
-    .await
-    .expect("ada receives bob's audio and video");
+    receives_audio_and_video(&ada, &bob_id, "ada receives bob's audio and video").await;
     let metrics = sfu.metrics();
     let direct = metric_value(
         &metrics,

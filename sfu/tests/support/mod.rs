@@ -21,6 +21,23 @@ use sfu::{Config, Reporter, SfuState};
 pub const SECRET: &str = "test-secret-test-secret-test-secret!";
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Waits until `client` has received more than 20 packets of both the audio and the video
+/// track of the participant `publisher` (its ID).
+///
+/// # Panics
+/// When that does not happen within [`WAIT`], naming `what`.
+pub async fn receives_audio_and_video(client: &Client, publisher: &str, what: &str) {
+    client
+        .wait_received(WAIT, |r| {
+            r.values()
+                .filter(|t| t.publisher == publisher && t.packets > 20)
+                .count()
+                == 2
+        })
+        .await
+        .unwrap_or_else(|err| panic!("{what}: {err:#}"));
+}
+
 /// A `net.core` sysctl of this network namespace's kernel, e.g. `rmem_max`.
 pub fn net_core(sysctl: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/sys/net/core/{sysctl}"))
