@@ -31,7 +31,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use nix::libc;
@@ -108,11 +108,14 @@ impl Origin {
     /// the connection's candidate is on).
     fn new(duplicate: Arc<UdpSocket>, socket: &dyn AsyncUdpSocket) -> Self {
         let bound = duplicate.local_addr().ok();
-        let source = bound
-            .is_some_and(|bound| bound.ip().is_unspecified())
-            .then(|| socket.local_addr().ok().map(|local| local.ip()))
-            .flatten()
-            .filter(|ip| !ip.is_unspecified());
+        let source = match bound {
+            Some(bound) if bound.ip().is_unspecified() => socket
+                .local_addr()
+                .ok()
+                .map(|local| local.ip())
+                .filter(|ip| !ip.is_unspecified()),
+            _ => None,
+        };
         Self {
             ipv6: bound.is_some_and(|bound| bound.is_ipv6()),
             socket: duplicate,
@@ -377,9 +380,7 @@ impl DirectSlot {
                 stream.reported = Some(now);
                 SenderReport {
                     ssrc: packet.header.ssrc,
-                    ntp_time: ntp(SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .unwrap_or_default()),
+                    ntp_time: ntp(crate::arrival::since_epoch()),
                     rtp_time: packet.header.timestamp,
                     packet_count: stream.packets,
                     octet_count: stream.octets,

@@ -76,31 +76,21 @@ scenario('Chromium and Firefox participants see and hear each other', async () =
       [f.page, OWNER],
     ])
       await waitFor(page, (name) => document.querySelector(`figure[aria-label^="${name}"] video`)?.videoWidth > 0, other, { what: `${other}'s video playing` });
-    // Single-port mode (the server runs with CONCLAVE_SFU_UDP_PORT): both connections of both
-    // browsers reach the SFU on that one port.
+    // Both connections of both browsers reach the SFU on one port: in single-port mode (the
+    // server runs with CONCLAVE_SFU_UDP_PORT) its UDP port; with UDP to the SFU dropped (and
+    // CONCLAVE_SFU_ICE_TCP_PORT) its ICE-TCP port.
     const single = process.env.CONCLAVE_SFU_UDP_PORT;
-    if (single)
-      for (const [page, browser] of [
-        [c.page, 'Chromium'],
-        [f.page, 'Firefox'],
-      ]) {
-        const remotes = await selectedRemoteCandidates(page);
-        const connections = new Set(remotes.map((r) => r.connection));
-        if (connections.size !== 2 || !remotes.every((r) => r.protocol === 'udp' && String(r.port) === single))
-          throw new Error(`${browser} should reach the SFU on UDP port ${single} with both connections, but its selected pairs name ${JSON.stringify(remotes)}`);
-      }
-    // UDP to the SFU dropped (the server runs with CONCLAVE_SFU_ICE_TCP_PORT): both connections
-    // of both browsers run over TCP through that one port.
     const tcp = process.env.CONCLAVE_E2E_UDP_BLOCKED && process.env.CONCLAVE_SFU_ICE_TCP_PORT;
-    if (tcp)
+    const expected = single ? { protocol: 'udp', port: single } : tcp ? { protocol: 'tcp', port: tcp } : null;
+    if (expected)
       for (const [page, browser] of [
         [c.page, 'Chromium'],
         [f.page, 'Firefox'],
       ]) {
         const remotes = await selectedRemoteCandidates(page);
         const connections = new Set(remotes.map((r) => r.connection));
-        if (connections.size !== 2 || !remotes.every((r) => r.protocol === 'tcp' && String(r.port) === tcp))
-          throw new Error(`${browser} should reach the SFU over TCP on port ${tcp} with both connections, but its selected pairs name ${JSON.stringify(remotes)}`);
+        if (connections.size !== 2 || !remotes.every((r) => r.protocol === expected.protocol && String(r.port) === expected.port))
+          throw new Error(`${browser} should reach the SFU over ${expected.protocol.toUpperCase()} on port ${expected.port} with both connections, but its selected pairs name ${JSON.stringify(remotes)}`);
       }
     await screenshot(c.page, '01-chromium-sees-firefox');
     await screenshot(f.page, '02-firefox-sees-chromium');
