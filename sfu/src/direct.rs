@@ -62,6 +62,11 @@ pub const REPORT_EVERY: Duration = Duration::from_secs(1);
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 /// Datagrams one `sendmmsg` takes at most.
 const SENDMMSG_MAX: usize = 64;
+/// Datagrams one `sendmsg` with UDP GSO carries at most (the kernel's `UDP_MAX_SEGMENTS`
+/// before 6.9)…
+const GSO_SEGMENTS_MAX: usize = 64;
+/// …and bytes: what fits in one IP packet before the kernel segments it.
+const GSO_BYTES_MAX: usize = 65_000;
 
 /// One subscriber connection's direct path: its socket, its peer, its SRTP context once the
 /// handshake is done, and what it sent.
@@ -128,11 +133,13 @@ impl Origin {
     }
 }
 
-/// `conclave_sfu_direct_datagrams_total` by what was sent.
+/// `conclave_sfu_direct_datagrams_total` by what was sent, and
+/// `conclave_sfu_direct_send_calls_total`.
 struct Counters {
     media: IntCounter,
     retransmissions: IntCounter,
     reports: IntCounter,
+    calls: IntCounter,
 }
 
 struct State {
@@ -258,8 +265,9 @@ impl From<io::Error> for SendError {
 
 impl DirectSlot {
     /// A slot for a new connection, counting what it sends into `datagrams`
-    /// (`conclave_sfu_direct_datagrams_total`).
-    pub fn new(datagrams: &IntCounterVec) -> Arc<Self> {
+    /// (`conclave_sfu_direct_datagrams_total`) and the system calls it takes into `calls`
+    /// (`conclave_sfu_direct_send_calls_total`).
+    pub fn new(datagrams: &IntCounterVec, calls: &IntCounter) -> Arc<Self> {
         install_observer();
         Arc::new(Self {
             ready: AtomicBool::new(false),
@@ -267,6 +275,7 @@ impl DirectSlot {
                 media: datagrams.with_label_values(&["media"]),
                 retransmissions: datagrams.with_label_values(&["retransmission"]),
                 reports: datagrams.with_label_values(&["sender_report"]),
+                calls: calls.clone(),
             },
             inner: Mutex::new(Inner::default()),
         })
@@ -458,9 +467,11 @@ impl DirectSlot {
         let mut plain = Vec::new();
         for packet in recent {
             // The same packet under the same index: the same ciphertext as the first time.
-            if let Ok(protected) = protect(context, packet, &mut plain)
-                && send_one(&origin.socket, origin.source, &protected, *peer).is_ok()
-            {
+            let Ok(protected) = protect(context, packet, &mut plain) else {
+                continue;
+            };
+            self.counters.calls.inc();
+            if send_one(&origin.socket, origin.source, &protected, *peer).is_ok() {
                 self.counters.retransmissions.inc();
                 sent.push(packet.header.sequence_number);
             }
@@ -476,12 +487,19 @@ impl DirectSlot {
     }
 }
 
-/// Protected datagrams on their way out: the copies of one forwarded packet (and the sender
-/// reports due with them). Datagrams that leave through the same socket one after the other
-/// — on the pod's one port, all of them — go in one `sendmmsg` (at most [`SENDMMSG_MAX`]);
-/// a run ends when a datagram for another socket comes, so with a port per connection a copy
-/// leaves as soon as the next one is protected, and few buffers are alive at once.
-#[derive(Default)]
+/// Protected datagrams on their way out: the copies of one forwarded packet, or of several
+/// packets grouped by connection (and the sender reports due with them). Datagrams that leave
+/// through the same socket one after the other — on the pod's one port, all of them — go in
+/// one `sendmmsg` (at most [`SENDMMSG_MAX`]); a run ends when a datagram for another socket
+/// comes, so with a port per connection a connection's copies leave as soon as the next
+/// connection's are protected, and few buffers are alive at once.
+///
+/// Within a run, datagrams to the same peer one after the other, of one size (the last may be
+/// shorter: a video frame's packets), go as one train in a single `sendmsg` with UDP GSO
+/// (`UDP_SEGMENT`): the kernel builds, routes and hands on one buffer for all of them and
+/// cuts it into datagrams only at the end (or the NIC does). Where the kernel refuses a train
+/// that plain sends then take (a route without checksum offload), the outbox sends without
+/// GSO from then on.
 pub struct Outbox {
     /// The run being gathered: datagrams through the same socket.
     run: Vec<Datagram>,
@@ -491,6 +509,20 @@ pub struct Outbox {
     media: Vec<(usize, Result<(), SendError>)>,
     /// Where packets are written before they are protected, kept between packets.
     plain: Vec<u8>,
+    /// Trains go in one `sendmsg` with UDP GSO (until the kernel refuses one).
+    gso: bool,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self {
+            run: Vec::new(),
+            outcomes: Vec::new(),
+            media: Vec::new(),
+            plain: Vec::new(),
+            gso: true,
+        }
+    }
 }
 
 impl std::fmt::Debug for Outbox {
@@ -525,7 +557,10 @@ impl Outbox {
     }
 
     fn send_run(&mut self) {
-        send_run(&self.run, &mut self.outcomes);
+        let calls = send_run(&self.run, &mut self.outcomes, &mut self.gso);
+        if let Some(first) = self.run.first() {
+            first.slot.counters.calls.inc_by(calls);
+        }
         for (datagram, outcome) in self.run.drain(..).zip(self.outcomes.drain(..)) {
             let counters = &datagram.slot.counters;
             match (datagram.media, outcome) {
@@ -607,9 +642,92 @@ impl PacketInfo {
 }
 
 /// Sends datagrams that all leave through the same socket from the same address, noting each
-/// one's outcome.
-fn send_run(run: &[Datagram], outcomes: &mut Vec<io::Result<()>>) {
-    let Some(first) = run.first() else { return };
+/// one's outcome: each train (see [`Outbox`]) in one `sendmsg` with GSO while `gso` holds, the
+/// others together in `sendmmsg`; returns the system calls it took.
+fn send_run(run: &[Datagram], outcomes: &mut Vec<io::Result<()>>, gso: &mut bool) -> u64 {
+    let mut calls = 0;
+    // The first datagram not sent yet, and the one looked at.
+    let (mut unsent, mut next) = (0, 0);
+    while next < run.len() {
+        let train = if *gso { train(&run[next..]) } else { 1 };
+        if train < 2 {
+            next += 1;
+            continue;
+        }
+        // What comes before the train leaves before it: a peer's datagrams keep their order.
+        calls += send_batch(&run[unsent..next], outcomes);
+        let carriage = &run[next..next + train];
+        calls += 1;
+        match send_train(carriage) {
+            Ok(()) => outcomes.extend(carriage.iter().map(|_| Ok(()))),
+            Err(errno) => {
+                let before = outcomes.len();
+                calls += send_batch(carriage, outcomes);
+                if outcomes[before..].iter().all(Result::is_ok) {
+                    debug!(cause = %errno, "the kernel refuses UDP GSO here: datagrams go one by one");
+                    *gso = false;
+                }
+            }
+        }
+        next += train;
+        unsent = next;
+    }
+    calls + send_batch(&run[unsent..], outcomes)
+}
+
+/// How many of `datagrams`, from the first, make a train: to the same peer, of the first's
+/// size, the last maybe shorter; within what one GSO send carries.
+fn train(datagrams: &[Datagram]) -> usize {
+    let Some(first) = datagrams.first() else {
+        return 0;
+    };
+    let size = first.bytes.len();
+    let mut bytes = size;
+    let mut cars = 1;
+    for datagram in &datagrams[1..] {
+        let length = datagram.bytes.len();
+        if cars == GSO_SEGMENTS_MAX
+            || datagram.peer != first.peer
+            || length > size
+            || bytes + length > GSO_BYTES_MAX
+        {
+            break;
+        }
+        cars += 1;
+        bytes += length;
+        if length < size {
+            break;
+        }
+    }
+    cars
+}
+
+/// Sends a train in one `sendmsg` with UDP GSO.
+fn send_train(train: &[Datagram]) -> nix::Result<()> {
+    let first = &train[0];
+    let size = u16::try_from(first.bytes.len()).map_err(|_| nix::errno::Errno::EMSGSIZE)?;
+    let slices: Vec<IoSlice<'_>> = train
+        .iter()
+        .map(|datagram| IoSlice::new(&datagram.bytes))
+        .collect();
+    let info = first.source.map(PacketInfo::new);
+    let mut control = vec![ControlMessage::UdpGsoSegments(&size)];
+    control.extend(info.iter().map(PacketInfo::message));
+    sendmsg(
+        first.socket.as_raw_fd(),
+        &slices,
+        &control,
+        MsgFlags::empty(),
+        Some(&SockaddrStorage::from(first.peer)),
+    )
+    .map(drop)
+}
+
+/// Sends datagrams that all leave through the same socket from the same address in
+/// `sendmmsg` (one alone in `sendmsg`), noting each one's outcome; returns the system calls
+/// it took.
+fn send_batch(run: &[Datagram], outcomes: &mut Vec<io::Result<()>>) -> u64 {
+    let Some(first) = run.first() else { return 0 };
     if run.len() == 1 {
         outcomes.push(send_one(
             &first.socket,
@@ -617,14 +735,16 @@ fn send_run(run: &[Datagram], outcomes: &mut Vec<io::Result<()>>) {
             &first.bytes,
             first.peer,
         ));
-        return;
+        return 1;
     }
     let info = first.source.map(PacketInfo::new);
     let control: Vec<ControlMessage<'_>> = info.iter().map(PacketInfo::message).collect();
     let fd = first.socket.as_raw_fd();
     // A run holds at most SENDMMSG_MAX; the call is made again after the datagrams it took.
     let mut next = 0;
+    let mut calls = 0;
     while next < run.len() {
+        calls += 1;
         let chunk = &run[next..];
         let slices: Vec<[IoSlice<'_>; 1]> = chunk
             .iter()
@@ -666,6 +786,7 @@ fn send_run(run: &[Datagram], outcomes: &mut Vec<io::Result<()>>) {
             }
         }
     }
+    calls
 }
 
 /// `packet` protected with `context`, written through `plain` (kept by the caller so that
@@ -783,11 +904,16 @@ mod tests {
         .expect("context")
     }
 
-    /// A ready slot whose peer is a socket of the test's, which it returns.
-    fn ready_slot() -> (Arc<DirectSlot>, UdpSocket) {
+    /// A slot with counters of its own.
+    fn new_slot() -> Arc<DirectSlot> {
         let datagrams =
             IntCounterVec::new(prometheus::Opts::new("d", "d"), &["what"]).expect("counter");
-        let slot = DirectSlot::new(&datagrams);
+        DirectSlot::new(&datagrams, &IntCounter::new("c", "c").expect("counter"))
+    }
+
+    /// A ready slot whose peer is a socket of the test's, which it returns.
+    fn ready_slot() -> (Arc<DirectSlot>, UdpSocket) {
+        let slot = new_slot();
         let sfu = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let peer = UdpSocket::bind("127.0.0.1:0").expect("bind");
         peer.set_read_timeout(Some(Duration::from_secs(2)))
@@ -820,6 +946,13 @@ mod tests {
                 ..Default::default()
             },
             payload: bytes::Bytes::from(vec![sequence as u8; 100]),
+        }
+    }
+
+    fn sized_packet(sequence: u16, size: usize) -> rtp::Packet {
+        rtp::Packet {
+            payload: bytes::Bytes::from(vec![sequence as u8; size]),
+            ..packet(sequence)
         }
     }
 
@@ -919,30 +1052,122 @@ mod tests {
         let own = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind"));
         let shared: Vec<_> = (0..SENDMMSG_MAX + 6).map(|_| slot_on(&port)).collect();
         let (alone, alone_peer) = slot_on(&own);
+        let peers: Vec<_> = shared
+            .iter()
+            .map(|(slot, peer)| (slot, peer))
+            .chain([(&alone, &alone_peer)])
+            .collect();
+        let mut outbox = Outbox::default();
+        let mut remotes: Vec<Context> = peers.iter().map(|_| context()).collect();
+        let calls = || -> (u64, u64) {
+            let shared = shared.iter().map(|(slot, _)| slot.counters.calls.get());
+            (shared.sum(), alone.counters.calls.get())
+        };
+        for sequence in [40, 41] {
+            let now = Instant::now();
+            for (slot, _) in &peers {
+                Arc::clone(slot)
+                    .queue(packet(sequence), now, &mut outbox)
+                    .expect("queued");
+            }
+            let mut sent = Vec::new();
+            outbox.flush(|bytes, outcome| sent.push((bytes, outcome.is_ok())));
+            assert_eq!(sent, vec![(100, true); SENDMMSG_MAX + 7]);
+            outbox.flush(|_, _| panic!("flushed twice"));
+            for ((_, peer), remote) in peers.iter().zip(&mut remotes) {
+                let media = remote.decrypt_rtp(&receive(peer)).expect("decrypts");
+                let got = rtp::Packet::unmarshal(&mut &media[..]).expect("an RTP packet");
+                assert_eq!(got, packet(sequence));
+                if sequence == 40 {
+                    // Each first packet of a stream brings its sender report…
+                    let report = remote.decrypt_rtcp(&receive(peer)).expect("decrypts");
+                    let report =
+                        SenderReport::unmarshal(&mut &report[..]).expect("a sender report");
+                    assert_eq!((report.packet_count, report.octet_count), (1, 100));
+                }
+            }
+            if sequence == 40 {
+                // …with which it leaves in one GSO send (the report is the shorter).
+                assert_eq!(calls(), (SENDMMSG_MAX as u64 + 6, 1));
+            }
+        }
+        // The second packets: 70 datagrams through the shared port in calls of 64 and 6;
+        // the other connection's in one more.
+        assert_eq!(calls(), (SENDMMSG_MAX as u64 + 6 + 2, 2));
+    }
+
+    #[test]
+    fn a_connections_packets_of_one_size_leave_in_one_gso_send() {
+        let (slot, peer) = ready_slot();
         let mut outbox = Outbox::default();
         let now = Instant::now();
-        for (slot, _) in &shared {
-            Arc::clone(slot)
-                .queue(packet(40), now, &mut outbox)
-                .expect("queued");
+        let flush = |packets: &[rtp::Packet], outbox: &mut Outbox| {
+            for packet in packets {
+                Arc::clone(&slot)
+                    .queue(packet.clone(), now, outbox)
+                    .expect("queued");
+            }
+            let mut sent = 0;
+            outbox.flush(|_, outcome| {
+                outcome.expect("sent");
+                sent += 1;
+            });
+            assert_eq!(sent, packets.len());
+        };
+        // The first packet and its sender report, which is shorter: one train.
+        flush(&[packet(40)], &mut outbox);
+        assert_eq!(slot.counters.calls.get(), 1);
+        // A frame: two packets of one size and a shorter last one make a train; a longer
+        // packet after it leaves on its own.
+        let sizes = [(41, 100), (42, 100), (43, 60), (44, 100)];
+        let frame: Vec<_> = sizes
+            .iter()
+            .map(|&(sequence, size)| sized_packet(sequence, size))
+            .collect();
+        flush(&frame, &mut outbox);
+        assert_eq!(slot.counters.calls.get(), 3, "a GSO send and a plain one");
+        assert!(outbox.gso, "the kernel took the trains");
+        // The receiver gets each datagram on its own, in order.
+        let mut remote = context();
+        let first = remote.decrypt_rtp(&receive(&peer)).expect("decrypts");
+        assert_eq!(
+            rtp::Packet::unmarshal(&mut &first[..]).expect("RTP"),
+            packet(40)
+        );
+        remote
+            .decrypt_rtcp(&receive(&peer))
+            .expect("the sender report");
+        for expected in frame {
+            let media = remote.decrypt_rtp(&receive(&peer)).expect("decrypts");
+            let got = rtp::Packet::unmarshal(&mut &media[..]).expect("RTP");
+            assert_eq!(got, expected);
         }
-        Arc::clone(&alone)
-            .queue(packet(40), now, &mut outbox)
-            .expect("queued");
-        let mut sent = Vec::new();
-        outbox.flush(|bytes, outcome| sent.push((bytes, outcome.is_ok())));
-        assert_eq!(sent, vec![(100, true); SENDMMSG_MAX + 7]);
-        outbox.flush(|_, _| panic!("flushed twice"));
-        // Each first packet of a stream brings its sender report.
-        for (_, peer) in shared.iter().chain([&(Arc::clone(&alone), alone_peer)]) {
-            let mut remote = context();
-            let media = remote.decrypt_rtp(&receive(peer)).expect("decrypts");
-            let got = rtp::Packet::unmarshal(&mut &media[..]).expect("an RTP packet");
-            assert_eq!(got, packet(40));
-            let report = remote.decrypt_rtcp(&receive(peer)).expect("decrypts");
-            let report = SenderReport::unmarshal(&mut &report[..]).expect("a sender report");
-            assert_eq!((report.packet_count, report.octet_count), (1, 100));
-        }
+    }
+
+    #[test]
+    fn a_train_takes_one_peers_datagrams_of_one_size_the_last_maybe_shorter() {
+        let (slot, _peer) = ready_slot();
+        let other: SocketAddr = "127.0.0.1:9".parse().expect("address");
+        let datagram = |size: usize, peer: SocketAddr| Datagram {
+            socket: Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind")),
+            source: None,
+            peer,
+            bytes: BytesMut::zeroed(size),
+            slot: Arc::clone(&slot),
+            media: Some(size),
+        };
+        let own = "127.0.0.1:7".parse().expect("address");
+        let sizes = |sizes: &[usize]| -> Vec<Datagram> {
+            sizes.iter().map(|&size| datagram(size, own)).collect()
+        };
+        assert_eq!(train(&sizes(&[1100, 1100, 1100, 700, 1100])), 4);
+        assert_eq!(train(&sizes(&[1100, 1101])), 1, "a longer one is not a car");
+        assert_eq!(train(&sizes(&[500, 500])), 2);
+        let mut mixed = sizes(&[1100, 1100]);
+        mixed.insert(1, datagram(1100, other));
+        assert_eq!(train(&mixed), 1, "another peer's datagram ends it");
+        assert_eq!(train(&sizes(&[1100; 80])), GSO_BYTES_MAX / 1100);
+        assert_eq!(train(&sizes(&[100; 80])), GSO_SEGMENTS_MAX);
     }
 
     #[test]
@@ -1002,9 +1227,7 @@ mod tests {
     #[tokio::test]
     async fn media_leaves_the_socket_the_dtls_left() {
         use webrtc::runtime::{Runtime, TokioRuntime};
-        let datagrams =
-            IntCounterVec::new(prometheus::Opts::new("d", "d"), &["what"]).expect("counter");
-        let slot = DirectSlot::new(&datagrams);
+        let slot = new_slot();
         let peer = UdpSocket::bind("127.0.0.1:0").expect("bind");
         peer.set_read_timeout(Some(Duration::from_secs(2)))
             .expect("timeout");
@@ -1077,9 +1300,7 @@ mod tests {
 
     #[test]
     fn nothing_leaves_before_the_keys_and_the_peer_are_known() {
-        let datagrams =
-            IntCounterVec::new(prometheus::Opts::new("d", "d"), &["what"]).expect("counter");
-        let slot = DirectSlot::new(&datagrams);
+        let slot = new_slot();
         assert!(!slot.is_ready());
         assert!(matches!(
             slot.send(packet(1), Instant::now()),

@@ -1605,8 +1605,17 @@ struct Outgoing {
     packet: rtc::rtp::Packet,
 }
 
+/// Copies the sending task takes at once when the batches of several packets wait: the
+/// packets of a video frame or two at a few hundred subscribers.
+const DRAIN_COPIES: usize = 4096;
+
 /// Protects and sends the copies a forwarder hands over, in order, until the forwarder stops:
-/// the copies of a packet leave together (in one `sendmmsg` where they share a socket).
+/// the copies of a packet leave together (in one `sendmmsg` where they share a socket). When
+/// the batches of several packets wait — a video frame's packets come in a burst, and the
+/// more subscribers, the longer one batch takes — they are taken together and each
+/// connection's copies leave one after the other, so that a connection's own socket sends
+/// them in one `sendmmsg` too: the busier the pod, the fewer system calls per copy, and no
+/// copy ever waits for a batch to fill.
 async fn send_direct(
     mut outgoing: mpsc::Receiver<Vec<Outgoing>>,
     packets_out: prometheus::IntCounter,
@@ -1614,13 +1623,25 @@ async fn send_direct(
     dropped_full: prometheus::IntCounter,
 ) {
     let mut outbox = crate::direct::Outbox::default();
+    let mut waiting = Vec::new();
     while let Some(batch) = outgoing.recv().await {
+        let mut copies = batch.len();
+        waiting.push(batch);
+        while copies < DRAIN_COPIES
+            && let Ok(batch) = outgoing.try_recv()
+        {
+            copies += batch.len();
+            waiting.push(batch);
+        }
         let now = Instant::now();
+        let ordered = by_connection(&mut waiting, |copy: &Outgoing| {
+            Arc::as_ptr(&copy.slot) as usize
+        });
         for Outgoing {
             slot,
             backlog,
             packet,
-        } in batch
+        } in ordered
         {
             backlog.departed(packet.header.ssrc, packet.header.sequence_number, now);
             if let Err(err) = slot.queue(packet, now, &mut outbox) {
@@ -1638,6 +1659,27 @@ async fn send_direct(
             }
         });
     }
+}
+
+/// The copies of `batches` (one per packet, in the order the packets came; emptied) ordered
+/// by connection (`connection` tells one from another): the connections in the order of their
+/// first copies, each connection's copies in the order of their packets.
+fn by_connection<T>(batches: &mut Vec<Vec<T>>, connection: impl Fn(&T) -> usize) -> Vec<T> {
+    if batches.len() == 1 {
+        return batches.pop().unwrap_or_default();
+    }
+    let mut places: HashMap<usize, usize> = HashMap::new();
+    let mut placed: Vec<(usize, T)> = batches
+        .drain(..)
+        .flatten()
+        .map(|copy| {
+            let next = places.len();
+            (*places.entry(connection(&copy)).or_insert(next), copy)
+        })
+        .collect();
+    // Stable: a connection's copies keep their packets' order.
+    placed.sort_by_key(|(place, _)| *place);
+    placed.into_iter().map(|(_, copy)| copy).collect()
 }
 
 /// Reads and drops a refused track's packets so the connection's queues never fill.
@@ -1729,6 +1771,40 @@ mod tests {
         assert_eq!(
             single.decide_sending([false; LAYERS], false, after_grace),
             None
+        );
+    }
+
+    #[test]
+    fn waiting_copies_leave_by_connection_each_in_its_packets_order() {
+        // Three packets' copies, (connection, packet); connection 9 joined after the first.
+        let mut batches = vec![
+            vec![(7, 1), (8, 1)],
+            vec![(7, 2), (8, 2), (9, 2)],
+            vec![(9, 3), (7, 3), (8, 3)],
+        ];
+        let ordered = by_connection(&mut batches, |&(connection, _)| connection);
+        assert_eq!(
+            ordered,
+            [
+                (7, 1),
+                (7, 2),
+                (7, 3),
+                (8, 1),
+                (8, 2),
+                (8, 3),
+                (9, 2),
+                (9, 3)
+            ]
+        );
+        assert!(
+            batches.is_empty(),
+            "the batches are emptied for the next ones"
+        );
+        let mut one = vec![vec![(8, 4), (7, 4)]];
+        assert_eq!(
+            by_connection(&mut one, |&(connection, _)| connection),
+            [(8, 4), (7, 4)],
+            "a packet on its own keeps its order"
         );
     }
 

@@ -34,6 +34,8 @@ pub struct Metrics {
     /// Datagrams the SFU protected and sent itself on subscriber connections' direct paths,
     /// by what they carried: `media`, `retransmission` (NACKed), `sender_report`.
     pub direct_datagrams: IntCounterVec,
+    /// System calls (`sendmsg`, `sendmmsg`) the direct paths sent those datagrams with.
+    pub direct_send_calls: IntCounter,
     /// Keyframe requests by direction (`received` from subscribers, `sent` to publishers).
     pub keyframe_requests: IntCounterVec,
     /// Packets missing in publishers' sequence numbers (before retransmission).
@@ -184,6 +186,11 @@ impl Metrics {
                     "Datagrams the SFU protected and sent itself on subscriber connections' direct paths (docs/sfu.md, Direct media), by what they carried: media, retransmission, sender_report.",
                 ),
                 &["what"],
+            )
+            .map_err(Error::Metrics)?,
+            direct_send_calls: IntCounter::new(
+                "conclave_sfu_direct_send_calls_total",
+                "System calls (sendmsg, sendmmsg) the direct paths sent their datagrams with: conclave_sfu_direct_datagrams_total over this is how many datagrams a call carried (docs/sfu.md, Direct media).",
             )
             .map_err(Error::Metrics)?,
             keyframe_requests: IntCounterVec::new(
@@ -421,6 +428,9 @@ impl Metrics {
             .map_err(Error::Metrics)?;
         registry
             .register(Box::new(metrics.direct_datagrams.clone()))
+            .map_err(Error::Metrics)?;
+        registry
+            .register(Box::new(metrics.direct_send_calls.clone()))
             .map_err(Error::Metrics)?;
         registry
             .register(Box::new(metrics.keyframe_requests.clone()))

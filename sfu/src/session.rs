@@ -1314,10 +1314,10 @@ impl Live {
         if target != PeerTarget::Subscriber {
             return None;
         }
-        let direct =
-            self.state.shared.media.direct_media.then(|| {
-                crate::direct::DirectSlot::new(&self.state.shared.metrics.direct_datagrams)
-            });
+        let metrics = &self.state.shared.metrics;
+        let direct = self.state.shared.media.direct_media.then(|| {
+            crate::direct::DirectSlot::new(&metrics.direct_datagrams, &metrics.direct_send_calls)
+        });
         self.link.set_direct(direct.clone());
         direct
     }

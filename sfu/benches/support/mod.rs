@@ -230,6 +230,9 @@ const COUNTERS: &[&str] = &[
     "conclave_sfu_inbound_packets_lost_total",
     "conclave_sfu_udp_kernel_drops_total",
     "conclave_sfu_udp_mux_datagrams_dropped_total",
+    // How many datagrams of the direct paths a system call carried.
+    "conclave_sfu_direct_datagrams_total",
+    "conclave_sfu_direct_send_calls_total",
 ];
 
 impl Metrics {
