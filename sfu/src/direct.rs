@@ -1144,6 +1144,56 @@ mod tests {
         }
     }
 
+    /// A route whose MTU is below a train's datagram size: the kernel refuses the GSO send
+    /// (`EINVAL`) and takes the same datagrams one by one (it fragments them), so the outbox
+    /// sends without GSO from then on. In a network namespace of its own (root).
+    #[test]
+    fn a_train_the_kernel_refuses_leaves_one_by_one_and_gso_stops() {
+        if !loadgen::netns::isolate_with_default_route() {
+            return;
+        }
+        let status = std::process::Command::new("ip")
+            .args(["link", "set", "cv0", "mtu", "1280"])
+            .status()
+            .expect("ip (iproute2)");
+        assert!(status.success(), "ip link set cv0 mtu 1280: {status}");
+        let address = loadgen::netns::ROUTED_ADDRESS;
+        let socket = Arc::new(UdpSocket::bind(format!("{address}:0")).expect("bind"));
+        let (slot, _) = slot_on(&socket);
+        // Across the route, to an address that is never there (the datagrams wait for ARP).
+        slot.inner.lock().peer = Some("10.77.0.9:9".parse().expect("address"));
+        // No sender report due: the trains are the three packets.
+        slot.inner
+            .lock()
+            .keys
+            .as_mut()
+            .expect("keys")
+            .streams
+            .get_or_insert(0xdead_beef)
+            .reported = Some(Instant::now());
+        let mut outbox = Outbox::default();
+        let send = |first: u16, outbox: &mut Outbox| {
+            let now = Instant::now();
+            for sequence in first..first + 3 {
+                Arc::clone(&slot)
+                    .queue(sized_packet(sequence, 1300), now, outbox)
+                    .expect("queued");
+            }
+            let mut sent = Vec::new();
+            outbox.flush(|_, outcome| sent.push(outcome.map_err(|err| format!("{err:?}"))));
+            assert_eq!(sent, vec![Ok(()); 3]);
+        };
+        send(40, &mut outbox);
+        assert_eq!(
+            slot.counters.calls.get(),
+            2,
+            "the refused train, then sendmmsg"
+        );
+        assert!(!outbox.gso, "GSO is given up");
+        send(43, &mut outbox);
+        assert_eq!(slot.counters.calls.get(), 3, "sendmmsg alone");
+    }
+
     #[test]
     fn a_train_takes_one_peers_datagrams_of_one_size_the_last_maybe_shorter() {
         let (slot, _peer) = ready_slot();

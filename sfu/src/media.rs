@@ -1668,15 +1668,31 @@ fn by_connection<T>(batches: &mut Vec<Vec<T>>, connection: impl Fn(&T) -> usize)
     if batches.len() == 1 {
         return batches.pop().unwrap_or_default();
     }
-    let mut places: HashMap<usize, usize> = HashMap::new();
-    let mut placed: Vec<(usize, T)> = batches
-        .drain(..)
-        .flatten()
-        .map(|copy| {
-            let next = places.len();
-            (*places.entry(connection(&copy)).or_insert(next), copy)
+    let total = batches.iter().map(Vec::len).sum();
+    // Mostly every batch has the same connections in the same order: taken in turns.
+    if let Some((first, rest)) = batches.split_first()
+        && rest.iter().all(|batch| {
+            batch.len() == first.len()
+                && batch
+                    .iter()
+                    .zip(first)
+                    .all(|(one, other)| connection(one) == connection(other))
         })
-        .collect();
+    {
+        let connections = first.len();
+        let mut each: Vec<_> = batches.drain(..).map(Vec::into_iter).collect();
+        let mut ordered = Vec::with_capacity(total);
+        for _ in 0..connections {
+            ordered.extend(each.iter_mut().filter_map(Iterator::next));
+        }
+        return ordered;
+    }
+    let mut places: HashMap<usize, usize> = HashMap::new();
+    let mut placed: Vec<(usize, T)> = Vec::with_capacity(total);
+    placed.extend(batches.drain(..).flatten().map(|copy| {
+        let next = places.len();
+        (*places.entry(connection(&copy)).or_insert(next), copy)
+    }));
     // Stable: a connection's copies keep their packets' order.
     placed.sort_by_key(|(place, _)| *place);
     placed.into_iter().map(|(_, copy)| copy).collect()
@@ -1799,6 +1815,16 @@ mod tests {
         assert!(
             batches.is_empty(),
             "the batches are emptied for the next ones"
+        );
+        let mut same = vec![
+            vec![(8, 5), (7, 5)],
+            vec![(8, 6), (7, 6)],
+            vec![(8, 7), (7, 7)],
+        ];
+        assert_eq!(
+            by_connection(&mut same, |&(connection, _)| connection),
+            [(8, 5), (8, 6), (8, 7), (7, 5), (7, 6), (7, 7)],
+            "the same connections in the same order, taken in turns"
         );
         let mut one = vec![vec![(8, 4), (7, 4)]];
         assert_eq!(
