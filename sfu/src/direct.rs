@@ -15,9 +15,10 @@
 //! ([`DirectSlot::retransmit`]), and it sends the sender reports receivers synchronise audio
 //! and video with (one per stream and second, with a packet of the stream).
 //!
-//! The copies of one packet are protected into an [`Outbox`] first and sent together: the
-//! copies that leave through the same socket (every connection's, on the pod's one port) go
-//! in one `sendmmsg`, the system call being most of a copy's cost.
+//! The copies are protected into an [`Outbox`] first and sent together: the copies that leave
+//! through the same socket (every connection's, on the pod's one port) go in one `sendmmsg`,
+//! and a connection's copies of one size (a video frame's) in one `sendmsg` with UDP GSO —
+//! the kernel's work per datagram being most of a copy's cost.
 //!
 //! The keys are handed out on the task that drives the connection; every task of a connection
 //! with a direct path runs inside [`DirectSlot::scope`], which is how the observer finds the

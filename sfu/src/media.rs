@@ -1613,9 +1613,9 @@ const DRAIN_COPIES: usize = 4096;
 /// the copies of a packet leave together (in one `sendmmsg` where they share a socket). When
 /// the batches of several packets wait — a video frame's packets come in a burst, and the
 /// more subscribers, the longer one batch takes — they are taken together and each
-/// connection's copies leave one after the other, so that a connection's own socket sends
-/// them in one `sendmmsg` too: the busier the pod, the fewer system calls per copy, and no
-/// copy ever waits for a batch to fill.
+/// connection's copies leave one after the other, so that a frame's copies for one
+/// subscriber go in one UDP GSO send (`direct::Outbox`): the busier the pod, the less kernel
+/// work per copy, and no copy ever waits for a batch to fill.
 async fn send_direct(
     mut outgoing: mpsc::Receiver<Vec<Outgoing>>,
     packets_out: prometheus::IntCounter,
