@@ -63,8 +63,8 @@ pub const REPORT_EVERY: Duration = Duration::from_secs(1);
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 /// Datagrams one `sendmmsg` takes at most.
 const SENDMMSG_MAX: usize = 64;
-/// Datagrams one `sendmsg` with UDP GSO carries at most (the kernel's `UDP_MAX_SEGMENTS`
-/// before 6.9)…
+/// Datagrams one `sendmsg` with UDP GSO carries at most (`UDP_MAX_SEGMENTS` of every kernel
+/// with UDP GSO; newer ones take more)…
 const GSO_SEGMENTS_MAX: usize = 64;
 /// …and bytes: what fits in one IP packet before the kernel segments it.
 const GSO_BYTES_MAX: usize = 65_000;
@@ -905,6 +905,18 @@ mod tests {
         .expect("context")
     }
 
+    /// `slot`'s test stream sent its sender report `at`: none is due with its next packets.
+    fn report_sent(slot: &DirectSlot, at: Instant) {
+        slot.inner
+            .lock()
+            .keys
+            .as_mut()
+            .expect("keys")
+            .streams
+            .get_or_insert(0xdead_beef)
+            .reported = Some(at);
+    }
+
     /// A slot with counters of its own.
     fn new_slot() -> Arc<DirectSlot> {
         let datagrams =
@@ -1164,14 +1176,7 @@ mod tests {
         // Across the route, to an address that is never there (the datagrams wait for ARP).
         slot.inner.lock().peer = Some("10.77.0.9:9".parse().expect("address"));
         // No sender report due: the trains are the three packets.
-        slot.inner
-            .lock()
-            .keys
-            .as_mut()
-            .expect("keys")
-            .streams
-            .get_or_insert(0xdead_beef)
-            .reported = Some(Instant::now());
+        report_sent(&slot, Instant::now());
         let mut outbox = Outbox::default();
         let send = |first: u16, outbox: &mut Outbox| {
             let now = Instant::now();
@@ -1233,14 +1238,7 @@ mod tests {
         let now = Instant::now();
         for slot in [&first, &refused, &last] {
             // Not the stream's first packet: no sender report.
-            slot.inner
-                .lock()
-                .keys
-                .as_mut()
-                .expect("keys")
-                .streams
-                .get_or_insert(0xdead_beef)
-                .reported = Some(now);
+            report_sent(slot, now);
             Arc::clone(slot)
                 .queue(packet(50), now, &mut outbox)
                 .expect("queued");
