@@ -150,8 +150,9 @@ struct Standalone {
     )]
     sfu_udp_buffer_bytes: u32,
 
-    /// Whether the embedded SFU protects and sends forwarded media itself, at about half the
-    /// CPU per packet (see `conclave sfu --help`); `false` sends every packet through webrtc-rs.
+    /// Whether the embedded SFU protects and sends forwarded media itself, at well under half
+    /// the CPU per packet (see `conclave sfu --help`); `false` sends every packet through
+    /// webrtc-rs.
     #[arg(
         long = "sfu-direct-media",
         env = "CONCLAVE_SFU_DIRECT_MEDIA",

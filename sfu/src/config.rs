@@ -136,7 +136,7 @@ pub struct Config {
     )]
     pub udp_buffer_bytes: u32,
     /// Whether the SFU protects and sends forwarded media itself on subscriber connections
-    /// (about twice the packets per CPU-second of webrtc-rs' per-connection path; see
+    /// (about 2.6 times the packets per CPU-second of webrtc-rs' per-connection path; see
     /// docs/sfu.md "Direct media"). Off, every packet goes through webrtc-rs. A connection whose
     /// ICE picked TCP uses webrtc-rs' path either way.
     #[arg(
