@@ -1502,6 +1502,9 @@ impl Forwarder {
             // own packets (it asks for a keyframe) and holds up no one else.
             let downstreams = self.downstreams.read();
             let mut forwarded = false;
+            // Subscribers that switched to this layer at the same keyframe get the same VP8
+            // rewrite: its payload is written once per packet and shared.
+            let mut rewritten: Option<(simulcast::Vp8Rewrite, bytes::Bytes)> = None;
             for downstream in downstreams.iter() {
                 let Some(payload_type) = downstream.payload_type() else {
                     continue;
@@ -1540,9 +1543,16 @@ impl Forwarder {
                 copy.header.sequence_number = rewrite.sequence;
                 copy.header.timestamp = rewrite.timestamp;
                 if let (Some(vp8_rewrite), Some(descriptor)) = (rewrite.vp8, vp8.as_ref()) {
-                    let mut payload = bytes::BytesMut::from(&packet.payload[..]);
-                    vp8_rewrite.apply(descriptor, &mut payload);
-                    copy.payload = payload.freeze();
+                    copy.payload = match &rewritten {
+                        Some((done, payload)) if *done == vp8_rewrite => payload.clone(),
+                        _ => {
+                            let mut payload = bytes::BytesMut::from(&packet.payload[..]);
+                            vp8_rewrite.apply(descriptor, &mut payload);
+                            let payload = payload.freeze();
+                            rewritten = Some((vp8_rewrite, payload.clone()));
+                            payload
+                        }
+                    };
                 }
                 forwarded = true;
                 let sequence = copy.header.sequence_number;
