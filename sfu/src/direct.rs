@@ -132,6 +132,11 @@ impl Origin {
     fn same(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.socket, &other.socket) && self.source == other.source
     }
+
+    /// The ancillary data naming the address datagrams leave from, where one must be named.
+    fn packet_info(&self) -> Option<PacketInfo> {
+        self.source.map(PacketInfo::new)
+    }
 }
 
 /// `conclave_sfu_direct_datagrams_total` by what was sent, and
@@ -374,7 +379,7 @@ impl DirectSlot {
                 "the connection's keys or peer are not known yet",
             )));
         };
-        let (socket, source, peer) = (Arc::clone(&origin.socket), origin.source, *peer);
+        let (origin, peer) = (origin.clone(), *peer);
         let protected = protect(&mut state.context, &packet, &mut outbox.plain)?;
         let stream = state.streams.get_or_insert(packet.header.ssrc);
         stream.packets = stream.packets.wrapping_add(1);
@@ -408,16 +413,14 @@ impl DirectSlot {
         drop(guard);
         // The sender report leaves right after the packet, through the same socket.
         let report = report.map(|bytes| Datagram {
-            socket: Arc::clone(&socket),
-            source,
+            origin: origin.clone(),
             peer,
             bytes,
             slot: Arc::clone(&self),
             media: None,
         });
         outbox.push(Datagram {
-            socket,
-            source,
+            origin,
             peer,
             bytes: protected,
             slot: self,
@@ -472,7 +475,7 @@ impl DirectSlot {
                 continue;
             };
             self.counters.calls.inc();
-            if send_one(&origin.socket, origin.source, &protected, *peer).is_ok() {
+            if send_one(origin, &protected, *peer).is_ok() {
                 self.counters.retransmissions.inc();
                 sent.push(packet.header.sequence_number);
             }
@@ -535,9 +538,8 @@ impl std::fmt::Debug for Outbox {
 }
 
 struct Datagram {
-    socket: Arc<UdpSocket>,
-    /// The local address it leaves from, where the socket's is unspecified.
-    source: Option<IpAddr>,
+    /// The socket it leaves through, and from which address.
+    origin: Origin,
     peer: SocketAddr,
     bytes: BytesMut,
     slot: Arc<DirectSlot>,
@@ -548,9 +550,7 @@ struct Datagram {
 impl Outbox {
     fn push(&mut self, datagram: Datagram) {
         if let Some(first) = self.run.first()
-            && (!Arc::ptr_eq(&first.socket, &datagram.socket)
-                || first.source != datagram.source
-                || self.run.len() >= SENDMMSG_MAX)
+            && (!first.origin.same(&datagram.origin) || self.run.len() >= SENDMMSG_MAX)
         {
             self.send_run();
         }
@@ -586,19 +586,13 @@ impl Outbox {
     }
 }
 
-/// Sends `bytes` to `peer` through `socket`, from the local address `source` if one is given.
-fn send_one(
-    socket: &UdpSocket,
-    source: Option<IpAddr>,
-    bytes: &[u8],
-    peer: SocketAddr,
-) -> io::Result<()> {
-    let Some(source) = source else {
-        return socket.send_to(bytes, peer).map(drop);
+/// Sends `bytes` to `peer` through `origin`'s socket, from its address.
+fn send_one(origin: &Origin, bytes: &[u8], peer: SocketAddr) -> io::Result<()> {
+    let Some(info) = origin.packet_info() else {
+        return origin.socket.send_to(bytes, peer).map(drop);
     };
-    let info = PacketInfo::new(source);
     sendmsg(
-        socket.as_raw_fd(),
+        origin.socket.as_raw_fd(),
         &[IoSlice::new(bytes)],
         &[info.message()],
         MsgFlags::empty(),
@@ -638,6 +632,14 @@ impl PacketInfo {
         match self {
             Self::V4(info) => ControlMessage::Ipv4PacketInfo(info),
             Self::V6(info) => ControlMessage::Ipv6PacketInfo(info),
+        }
+    }
+
+    /// A control buffer its message fits in.
+    fn space(&self) -> Vec<u8> {
+        match self {
+            Self::V4(_) => nix::cmsg_space!(libc::in_pktinfo),
+            Self::V6(_) => nix::cmsg_space!(libc::in6_pktinfo),
         }
     }
 }
@@ -711,13 +713,20 @@ fn send_train(train: &[Datagram]) -> nix::Result<()> {
         .iter()
         .map(|datagram| IoSlice::new(&datagram.bytes))
         .collect();
-    let info = first.source.map(PacketInfo::new);
-    let mut control = vec![ControlMessage::UdpGsoSegments(&size)];
-    control.extend(info.iter().map(PacketInfo::message));
+    let info = first.origin.packet_info();
+    let segments = ControlMessage::UdpGsoSegments(&size);
+    let with_info;
+    let control = match &info {
+        Some(info) => {
+            with_info = [segments, info.message()];
+            &with_info[..]
+        }
+        None => std::slice::from_ref(&segments),
+    };
     sendmsg(
-        first.socket.as_raw_fd(),
+        first.origin.socket.as_raw_fd(),
         &slices,
-        &control,
+        control,
         MsgFlags::empty(),
         Some(&SockaddrStorage::from(first.peer)),
     )
@@ -730,17 +739,12 @@ fn send_train(train: &[Datagram]) -> nix::Result<()> {
 fn send_batch(run: &[Datagram], outcomes: &mut Vec<io::Result<()>>) -> u64 {
     let Some(first) = run.first() else { return 0 };
     if run.len() == 1 {
-        outcomes.push(send_one(
-            &first.socket,
-            first.source,
-            &first.bytes,
-            first.peer,
-        ));
+        outcomes.push(send_one(&first.origin, &first.bytes, first.peer));
         return 1;
     }
-    let info = first.source.map(PacketInfo::new);
+    let info = first.origin.packet_info();
     let control: Vec<ControlMessage<'_>> = info.iter().map(PacketInfo::message).collect();
-    let fd = first.socket.as_raw_fd();
+    let fd = first.origin.socket.as_raw_fd();
     // A run holds at most SENDMMSG_MAX; the call is made again after the datagrams it took.
     let mut next = 0;
     let mut calls = 0;
@@ -755,11 +759,8 @@ fn send_batch(run: &[Datagram], outcomes: &mut Vec<io::Result<()>>) -> u64 {
             .iter()
             .map(|datagram| Some(SockaddrStorage::from(datagram.peer)))
             .collect();
-        let space = info.as_ref().map(|info| match info {
-            PacketInfo::V4(_) => nix::cmsg_space!(libc::in_pktinfo),
-            PacketInfo::V6(_) => nix::cmsg_space!(libc::in6_pktinfo),
-        });
-        let mut headers = MultiHeaders::preallocate(chunk.len(), space);
+        let mut headers =
+            MultiHeaders::preallocate(chunk.len(), info.as_ref().map(PacketInfo::space));
         match sendmmsg(
             fd,
             &mut headers,
@@ -1205,8 +1206,11 @@ mod tests {
         let (slot, _peer) = ready_slot();
         let other: SocketAddr = "127.0.0.1:9".parse().expect("address");
         let datagram = |size: usize, peer: SocketAddr| Datagram {
-            socket: Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind")),
-            source: None,
+            origin: Origin {
+                socket: Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind")),
+                ipv6: false,
+                source: None,
+            },
             peer,
             bytes: BytesMut::zeroed(size),
             slot: Arc::clone(&slot),

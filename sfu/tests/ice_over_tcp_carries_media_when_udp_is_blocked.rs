@@ -11,7 +11,7 @@ use proto::Role;
 use proto::signal::TrackSource;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use support::{SECRET, WAIT, claims, ports, receives_audio_and_video, start_with};
+use support::{SECRET, WAIT, claims, metric_value, ports, receives_audio_and_video, start_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_over_tcp_carries_media_when_udp_is_blocked() {
@@ -62,11 +62,10 @@ async fn ice_over_tcp_carries_media_when_udp_is_blocked() {
     // Only Cy's copies left by the direct path: as many as she received, give or take those
     // on their way, and none of Ada's.
     let metrics = sfu.metrics();
-    let direct: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("conclave_sfu_direct_datagrams_total{what=\"media\"} "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let direct = metric_value(
+        &metrics,
+        "conclave_sfu_direct_datagrams_total{what=\"media\"}",
+    ) as u64;
     let to_cy: u64 = cy.received().values().map(|t| t.packets).sum();
     let to_ada: u64 = ada.received().values().map(|t| t.packets).sum();
     assert!(
