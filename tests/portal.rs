@@ -243,6 +243,13 @@ fn a_small_tile_gets_the_low_simulcast_layer_and_unused_layers_pause() {
     scenario("simulcast", "48000-48099");
 }
 
+/// A room larger than the window: the grid shows the last speakers and counts the others, and
+/// the SFU sends no video of the tiles not shown; someone who starts to speak takes a place.
+#[test]
+fn a_window_too_small_for_everyone_shows_the_last_speakers() {
+    scenario("large-room", "48400-48499");
+}
+
 #[test]
 fn a_publisher_that_offers_only_h264_is_decoded_by_chromium_and_explained_in_firefox() {
     firefox_scenario("h264", "47600-47699");

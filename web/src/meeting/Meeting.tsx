@@ -6,10 +6,10 @@ import type { ParticipantId, TrackId } from '../generated/signal';
 import { ConfirmDialog, Link, useTitle } from '../ui';
 import { inviteLink } from './joining';
 import { useDevices, useLevel } from './media';
-import { chatLines, initialRoom, isSpeaking, moderation, participantList, reduce, remoteTracks, roleName, tiles, type RoomState, type Tile } from './room';
+import { chatLines, initialRoom, isSpeaking, layout, moderation, participantList, reduce, remoteTracks, roleName, tiles, type RoomState, type Tile } from './room';
 import { MeetingSession, type LocalMedia } from './session';
 import { AudioSink, DeviceSelect, LevelMeter, SpeakerChoice, VideoView } from './views';
-import { watchTiles } from './tiles';
+import { measureGrid, watchTiles } from './tiles';
 import { PresentButton, StageView } from './Stage';
 import './meeting.css';
 
@@ -114,6 +114,27 @@ export function Meeting(props: {
   }
 
   const grid = useMemo(() => tiles(room), [room]);
+  // The grid shows as many tiles as fit without scrolling: the last speakers first when that
+  // is not everyone (the others get no video from the SFU; `watchTiles` tells it).
+  const gridRef = useRef<HTMLElement>(null);
+  const [capacity, setCapacity] = useState(Number.POSITIVE_INFINITY);
+  const presenting = room.presentation !== null;
+  const screens = grid.filter((tile) => tile.kind === 'screen').length;
+  useEffect(() => {
+    const element = gridRef.current;
+    // The strip beside a presentation scrolls; the tiles out of view get no video.
+    if (!element || presenting) {
+      setCapacity(Number.POSITIVE_INFINITY);
+      return;
+    }
+    const measure = () => setCapacity(measureGrid(element));
+    measure();
+    const resizes = new ResizeObserver(measure);
+    resizes.observe(element);
+    return () => resizes.disconnect();
+  }, [presenting, room.phase, screens]);
+  const { shown, more } = useMemo(() => layout(grid, room.spoke, capacity), [grid, room.spoke, capacity]);
+  const shownKeys = useMemo(() => new Set(shown.map((tile) => tile.key)), [shown]);
   const audioTracks = useMemo(
     () =>
       remoteTracks(room)
@@ -166,10 +187,21 @@ export function Meeting(props: {
           </section>
         </div>
       ) : (
-        <section class="grid" aria-label="Participants' videos" data-count={grid.length}>
+        <section class="grid" ref={gridRef} aria-label="Participants' videos" data-count={shown.length + (more.length > 0 ? 1 : 0)}>
           {grid.map((tile) => (
-            <TileView key={tile.key} tile={tile} local={local} remote={remote} />
+            <TileView key={tile.key} tile={tile} local={local} remote={remote} hidden={!shownKeys.has(tile.key)} />
           ))}
+          {more.length > 0 && (
+            <button
+              type="button"
+              class="tile more-tiles"
+              aria-label={`${more.length} more ${more.length === 1 ? 'participant' : 'participants'}: show the list`}
+              onClick={() => panel !== 'participants' && openPanel('participants')}
+            >
+              <span class="more-count">+{more.length}</span>
+              <span class="more-names">{more.slice(0, 3).map((tile) => (tile.isYou ? 'you' : tile.participant.displayName)).join(', ')}{more.length > 3 ? ', …' : ''}</span>
+            </button>
+          )}
         </section>
       )}
 
@@ -380,7 +412,7 @@ export function Meeting(props: {
   );
 }
 
-function TileView(props: { tile: Tile; local: LocalMedia; remote: Map<TrackId, MediaStreamTrack> }) {
+function TileView(props: { tile: Tile; local: LocalMedia; remote: Map<TrackId, MediaStreamTrack>; hidden?: boolean }) {
   const { tile, local, remote } = props;
   let track: MediaStreamTrack | null = null;
   if (tile.isYou) track = tile.kind === 'screen' ? local.screen : local.camera;
@@ -396,6 +428,7 @@ function TileView(props: { tile: Tile; local: LocalMedia; remote: Map<TrackId, M
       data-participant={tile.participant.id}
       data-track={tile.video?.id}
       data-view={tile.isYou ? undefined : tile.video?.id}
+      hidden={props.hidden}
     >
       <VideoView track={track} mirror={tile.isYou && tile.kind === 'camera'} label={what} placeholder={name} fit={tile.kind === 'screen' ? 'contain' : 'cover'} />
       <figcaption>

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Grants, ParticipantInfo, ServerMessage, TrackInfo } from '../generated/signal';
-import { chatLines, initialRoom, moderation, participantList, reduce, remoteTracks, tiles, type RoomState } from './room';
+import { chatLines, initialRoom, layout, moderation, participantList, reduce, remoteTracks, tiles, type RoomState } from './room';
 
 const listenerGrants: Grants = {
   chat: true,
@@ -256,6 +256,49 @@ describe('the grid', () => {
     expect(tiles(state).find((t) => t.participant.id === 'p2')?.speaking).toBe(false);
     state = apply(state, { type: 'trackMuted', track: 't4', muted: false });
     expect(tiles(state).find((t) => t.participant.id === 'p2')?.speaking).toBe(true);
+  });
+
+  it('shows the last speakers when it has no room for everyone, and counts the rest', () => {
+    const people: ParticipantInfo[] = Array.from({ length: 8 }, (_, i) => ({ id: `q${i}`, displayName: `Q${i}`, role: 'speaker', microphoneBlocked: false }));
+    // q5 and q6 have their camera on; nobody has spoken yet.
+    let state = joinedAs(ada, moderatorGrants, people, [track('c5', 'q5', 'camera'), track('c6', 'q6', 'camera'), track('s7', 'q7', 'screen')]);
+    const keys = (tiles: { key: string }[]) => tiles.map((t) => t.key);
+    // Everything fits: everything is shown, in the grid's order.
+    expect(layout(tiles(state), state.spoke, 10)).toEqual({ shown: tiles(state), more: [] });
+    // Five places: four tiles and the count. The screen, ourselves, then cameras that are on.
+    let grid = layout(tiles(state), state.spoke, 5);
+    expect(keys(grid.shown)).toEqual(['screen-s7', 'camera-p1', 'camera-q5', 'camera-q6']);
+    expect(grid.more).toHaveLength(6);
+    // q2 speaks, then q3: the most recent speakers come before cameras, in the grid's order.
+    state = apply(state, { type: 'activeSpeaker', participant: 'q2' }, { type: 'activeSpeaker', participant: null }, { type: 'activeSpeaker', participant: 'q3' });
+    expect(state.spoke).toEqual(['q3', 'q2']);
+    grid = layout(tiles(state), state.spoke, 5);
+    expect(keys(grid.shown)).toEqual(['screen-s7', 'camera-p1', 'camera-q2', 'camera-q3']);
+    // q6 speaks: it takes the place of the speaker heard longest ago; the others stay.
+    state = apply(state, { type: 'activeSpeaker', participant: 'q6' });
+    grid = layout(tiles(state), state.spoke, 5);
+    expect(keys(grid.shown)).toEqual(['screen-s7', 'camera-p1', 'camera-q3', 'camera-q6']);
+    expect(keys(grid.more)).toContain('camera-q2');
+    // A narrow grid shows the one who speaks rather than ourselves.
+    expect(keys(layout(tiles(state), state.spoke, 3).shown)).toEqual(['screen-s7', 'camera-q6']);
+    // Someone who left is no longer a recent speaker; a reconnect keeps the others.
+    state = apply(state, { type: 'participantLeft', participant: 'q3', reason: 'left' });
+    expect(state.spoke).toEqual(['q6', 'q2']);
+    state = reduce(state, { kind: 'reconnecting' });
+    state = apply(state, {
+      type: 'joined',
+      you: ada.id,
+      role: ada.role,
+      grants: moderatorGrants,
+      participants: [ada, ...people.filter((p) => p.id !== 'q3')],
+      tracks: [],
+      chat: [],
+      recording: false,
+      audioOnly: false,
+    });
+    expect(state.spoke).toEqual(['q6', 'q2']);
+    // A grid with room for one tile still shows one.
+    expect(layout(tiles(state), state.spoke, 0).shown).toHaveLength(1);
   });
 
   it('receives everyone’s tracks but ours', () => {

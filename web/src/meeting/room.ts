@@ -34,6 +34,11 @@ export interface RoomState {
   unread: number;
   chatOpen: boolean;
   activeSpeaker: ParticipantId | null;
+  /**
+   * Everyone who has been the active speaker since we joined, the most recent first: when the
+   * grid cannot show everyone, it shows the last speakers (see `layout`).
+   */
+  spoke: ParticipantId[];
   /** Set while a speaker or moderator keeps our microphone muted. */
   microphoneBlockedBy: ParticipantId | null;
   recording: boolean;
@@ -81,6 +86,7 @@ export function initialRoom(): RoomState {
     unread: 0,
     chatOpen: false,
     activeSpeaker: null,
+    spoke: [],
     microphoneBlockedBy: null,
     recording: false,
     recordingNotice: null,
@@ -154,6 +160,8 @@ function onMessage(state: RoomState, message: ServerMessage): RoomState {
         tracks,
         chat: message.chat,
         activeSpeaker: null,
+        // Who spoke before a reconnect still did.
+        spoke: state.spoke.filter((id) => id in participants),
         microphoneBlockedBy: me?.microphoneBlocked ? (state.microphoneBlockedBy ?? message.you) : null,
         recording: message.recording,
         // Told once on arrival; a reconnect into the same recording says nothing new.
@@ -185,6 +193,7 @@ function onMessage(state: RoomState, message: ServerMessage): RoomState {
         tracks,
         order: state.order.filter((id) => id !== message.participant),
         activeSpeaker: state.activeSpeaker === message.participant ? null : state.activeSpeaker,
+        spoke: state.spoke.filter((id) => id !== message.participant),
       };
     }
     case 'roleChanged': {
@@ -217,8 +226,11 @@ function onMessage(state: RoomState, message: ServerMessage): RoomState {
         participants: me ? { ...state.participants, [me.id]: { ...me, microphoneBlocked: message.blocked } } : state.participants,
       };
     }
-    case 'activeSpeaker':
-      return { ...state, activeSpeaker: message.participant ?? null };
+    case 'activeSpeaker': {
+      const speaker = message.participant ?? null;
+      if (speaker === null || !(speaker in state.participants)) return { ...state, activeSpeaker: speaker };
+      return { ...state, activeSpeaker: speaker, spoke: [speaker, ...state.spoke.filter((id) => id !== speaker)] };
+    }
     case 'chat': {
       const fromOther = message.message.from !== state.you;
       return {
@@ -292,6 +304,48 @@ export function tiles(state: RoomState): Tile[] {
     people.push({ ...common, key: `camera-${id}`, kind: 'camera', video: camera && !camera.muted ? camera : null, speaking: isSpeaking(state, id) });
   }
   return [...screens, ...people];
+}
+
+/** The tiles a grid with room for `capacity` tiles shows, and those it has no room for. */
+export interface Layout {
+  /** In the grid's order (shared screens first, then people in the order they came). */
+  shown: Tile[];
+  /** Not shown: the grid ends with a tile that counts them. */
+  more: Tile[];
+}
+
+/**
+ * Which tiles a grid with room for `capacity` tiles shows (the SFU sends the others no video).
+ * All of them if they fit. Otherwise one place goes to a tile that counts the rest, and the
+ * others, in this order of precedence: shared screens, the last speaker, our own tile, the
+ * speakers before (the most recent first, `state.spoke`), people whose camera is on, everyone
+ * else in the order they came.
+ * The tiles shown keep the grid's order, so a new speaker takes a place without the others
+ * moving around.
+ */
+export function layout(all: Tile[], spoke: readonly ParticipantId[], capacity: number): Layout {
+  if (all.length <= Math.max(1, capacity)) return { shown: all, more: [] };
+  const places = Math.max(1, capacity - 1);
+  const recency = new Map(spoke.map((id, index) => [id, index]));
+  const rank = (tile: Tile): number[] => {
+    const spokeAt = recency.get(tile.participant.id);
+    // The last speaker before ourselves: in a narrow window the one talking matters most.
+    const group = spokeAt === 0 ? 0 : tile.isYou ? 1 : 2;
+    return [tile.kind === 'screen' ? 0 : 1, group, spokeAt ?? spoke.length, tile.video ? 0 : 1];
+  };
+  const before = (a: number[], b: number[]) => {
+    for (let i = 0; i < a.length; i += 1) if (a[i] !== b[i]) return a[i] - b[i];
+    return 0;
+  };
+  // A stable sort: among equals the grid's order decides.
+  const chosen = new Set(
+    all
+      .map((tile, index) => ({ tile, index, rank: rank(tile) }))
+      .sort((a, b) => before(a.rank, b.rank) || a.index - b.index)
+      .slice(0, places)
+      .map((entry) => entry.tile),
+  );
+  return { shown: all.filter((tile) => chosen.has(tile)), more: all.filter((tile) => !chosen.has(tile)) };
 }
 
 /** The active speaker, unless their microphone is off (the SFU's level hold may lag a mute). */

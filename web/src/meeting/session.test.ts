@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ApiError, type JoinResponse } from '../api';
 import type { ClientMessage, ServerMessage } from '../generated/signal';
 import type { RoomAction } from './room';
-import { MeetingSession, type LocalMedia } from './session';
+import { MAX_TRACK_VIEWS, MeetingSession, type LocalMedia } from './session';
 
 class FakeSocket {
   static OPEN = 1;
@@ -292,6 +292,17 @@ describe('the meeting session', () => {
     // Tile views go to the SFU, and again after a reconnect.
     expect(session.viewTracks([{ track: 't9', visible: false, width: 0, height: 0 }])).toBe(true);
     expect(ws.sent.at(-1)).toEqual({ type: 'viewTracks', views: [{ track: 't9', visible: false, width: 0, height: 0 }] });
+    // A large room's views go in messages the SFU accepts (it refuses more than 256 entries).
+    const many = Array.from({ length: 600 }, (_, i) => ({ track: `t${i}`, visible: false, width: 0, height: 0 }));
+    const before = ws.sent.length;
+    expect(session.viewTracks(many)).toBe(true);
+    const messages = ws.sent.slice(before) as { type: string; views: unknown[] }[];
+    expect(messages.map((m) => [m.type, m.views.length])).toEqual([
+      ['viewTracks', MAX_TRACK_VIEWS],
+      ['viewTracks', MAX_TRACK_VIEWS],
+      ['viewTracks', 600 - 2 * MAX_TRACK_VIEWS],
+    ]);
+    expect(messages.flatMap((m) => m.views)).toEqual(many);
   });
 
   it('sends the camera in one layer where this browser opted out of simulcast', async () => {

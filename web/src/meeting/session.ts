@@ -69,6 +69,9 @@ const TICKET_MARGIN_MS = 20_000;
 /** ICE may come back by itself from `disconnected`; after this long we reconnect. */
 const DISCONNECTED_GRACE_MS = 4_000;
 
+/** Entries one `viewTracks` message may hold (`proto::signal::MAX_TRACK_VIEWS`). */
+export const MAX_TRACK_VIEWS = 256;
+
 /**
  * One of our tracks on the publisher connection. `trackId` is the track's ID in our offer's
  * `a=msid` (Chromium uses `MediaStreamTrack.id`, Firefox an ID of its own): null until the
@@ -315,7 +318,7 @@ export class MeetingSession {
         this.lostPod = undefined;
         this.openPeers();
         this.options.dispatch({ kind: 'server', message });
-        if (this.views.size > 0) this.send({ type: 'viewTracks', views: [...this.views.values()] });
+        this.sendViews([...this.views.values()]);
         await this.publishAll();
         return;
       case 'answer':
@@ -522,8 +525,17 @@ export class MeetingSession {
    */
   viewTracks(views: TrackView[]): boolean {
     for (const view of views) this.views.set(view.track, view);
-    if (views.length === 0 || !this.admitted) return true;
-    return this.send({ type: 'viewTracks', views });
+    if (!this.admitted) return true;
+    return this.sendViews(views);
+  }
+
+  /** Sends `views` in messages of at most `MAX_TRACK_VIEWS` entries (what the SFU accepts). */
+  private sendViews(views: TrackView[]): boolean {
+    let sent = true;
+    for (let start = 0; start < views.length; start += MAX_TRACK_VIEWS) {
+      sent = this.send({ type: 'viewTracks', views: views.slice(start, start + MAX_TRACK_VIEWS) }) && sent;
+    }
+    return sent;
   }
 
   /**

@@ -21,6 +21,49 @@ export function differs(before: TrackView | undefined, after: TrackView): boolea
   return grew(before.height, after.height) || grew(before.width, after.width);
 }
 
+/** What decides how many tiles a grid has room for (CSS pixels). */
+export interface GridBox {
+  /** The grid's content box (inside its padding). */
+  width: number;
+  height: number;
+  columnGap: number;
+  rowGap: number;
+  /** The narrowest a camera tile may be (the grid's `--tile-min`); tiles are 16:9. */
+  minTile: number;
+  /** The heights of the shared-screen tiles, each a whole row. */
+  screens: number[];
+}
+
+/**
+ * How many tiles fit in the grid without scrolling: the columns the grid makes of `minTile`
+ * (CSS `auto-fit`), the rows of 16:9 tiles of that width that fit below the shared screens, at
+ * least one row; plus the screens. Unlimited for a grid that is not laid out.
+ */
+export function gridCapacity(box: GridBox): number {
+  // Not laid out (yet): no reason to hide anything.
+  if (box.width <= 0 || box.height <= 0) return Number.POSITIVE_INFINITY;
+  const columns = Math.max(1, Math.floor((box.width + box.columnGap) / (box.minTile + box.columnGap)));
+  const tileHeight = (((box.width - (columns - 1) * box.columnGap) / columns) * 9) / 16;
+  const free = box.height - box.screens.reduce((sum, height) => sum + height + box.rowGap, 0);
+  const rows = tileHeight > 0 ? Math.max(1, Math.floor((free + box.rowGap) / (tileHeight + box.rowGap))) : 1;
+  return box.screens.length + columns * rows;
+}
+
+/** The capacity of the grid `element` as laid out now (see `gridCapacity`). */
+export function measureGrid(element: HTMLElement): number {
+  const style = getComputedStyle(element);
+  const px = (value: string) => Number.parseFloat(value) || 0;
+  const rect = element.getBoundingClientRect();
+  return gridCapacity({
+    width: rect.width - px(style.paddingLeft) - px(style.paddingRight),
+    height: rect.height - px(style.paddingTop) - px(style.paddingBottom),
+    columnGap: px(style.columnGap),
+    rowGap: px(style.rowGap),
+    minTile: px(style.getPropertyValue('--tile-min')) || 280,
+    screens: [...element.querySelectorAll<HTMLElement>('.tile.screen')].map((tile) => tile.getBoundingClientRect().height),
+  });
+}
+
 /**
  * Watches every `[data-view]` tile under `root` (tiles come and go) and calls `report` with
  * the views that changed, at most every `debounceMs`. Returns a function that stops watching.
@@ -34,9 +77,11 @@ export function watchTiles(root: Element, report: (views: TrackView[]) => void, 
     timer = undefined;
     const pageShown = document.visibilityState !== 'hidden';
     const changed: TrackView[] = [];
+    const present = new Set<string>();
     for (const tile of root.querySelectorAll<HTMLElement>('[data-view]')) {
       const track = tile.dataset.view;
       if (!track) continue;
+      present.add(track);
       const rect = tile.getBoundingClientRect();
       const visible = pageShown && (onScreen.get(tile) ?? true) && rect.width > 0 && rect.height > 0;
       const view = viewOf(track, rect, visible, window.devicePixelRatio || 1);
@@ -44,6 +89,14 @@ export function watchTiles(root: Element, report: (views: TrackView[]) => void, 
         told.set(track, view);
         changed.push(view);
       }
+    }
+    // A tile that went away shows nothing (the track may still arrive, e.g. a camera turned off
+    // and on again, or a tile the grid no longer has room for).
+    for (const [track, view] of told) {
+      if (present.has(track) || !view.visible) continue;
+      const hidden = { ...view, visible: false };
+      told.set(track, hidden);
+      changed.push(hidden);
     }
     if (changed.length > 0) report(changed);
   };
