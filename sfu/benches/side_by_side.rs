@@ -718,6 +718,10 @@ struct Step {
     e2e_p99_ms: Option<f64>,
     server_p50_ms: Option<f64>,
     server_p99_ms: Option<f64>,
+    /// Conclave's whole delay per copy on the direct path: from the publisher's packet reaching
+    /// the pod to the copy's send call returning.
+    copy_p50_ms: Option<f64>,
+    copy_p99_ms: Option<f64>,
     /// How Conclave's counters of shed load grew during the window.
     server_counters: BTreeMap<String, f64>,
     /// How the kernel's UDP error counters grew during the window (the whole machine).
@@ -760,6 +764,7 @@ impl Step {
             "nominalPublishedPacketsPerSecond": self.nominal_sent_per_second,
             "endToEndLatencyMs": {"p50": self.e2e_p50_ms, "p99": self.e2e_p99_ms},
             "serverForwardingLatencyMs": {"p50": self.server_p50_ms, "p99": self.server_p99_ms},
+            "serverCopyDelayMs": {"p50": self.copy_p50_ms, "p99": self.copy_p99_ms},
             "serverCountersInWindow": self.server_counters,
             "kernelUdpErrorsInWindow": self.kernel_udp,
             "serverRssKiB": self.rss_kib,
@@ -771,7 +776,7 @@ impl Step {
     fn print(&self, server: Kind, scenario: Scenario) {
         let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
         println!(
-            "{:>8} {:>6} N={:<3} loss {:>6.3}%  {:>6.0} pkts/s fwd  {:>7} pkts/server-CPU-s  server {:.2} cores  generator {:.2} cores  e2e p50 {} p99 {} ms  RSS/participant {:.0} KiB{}",
+            "{:>8} {:>6} N={:<3} loss {:>6.3}%  {:>6.0} pkts/s fwd  {:>7} pkts/server-CPU-s  server {:.2} cores  generator {:.2} cores  e2e p50 {} p99 {} ms  server arrival->sent p50 {} p99 {} ms  RSS/participant {:.0} KiB{}",
             server.name(),
             scenario.name(),
             self.n,
@@ -783,6 +788,8 @@ impl Step {
             self.generator_cores,
             ms(self.e2e_p50_ms),
             ms(self.e2e_p99_ms),
+            ms(self.copy_p50_ms),
+            ms(self.copy_p99_ms),
             self.rss_per_participant_kib(),
             if self.notes.is_empty() {
                 String::new()
@@ -986,6 +993,14 @@ async fn step(
             .and_then(|(a, b)| a.latency_quantile(b, q))
             .map(|s| s * 1000.0)
     };
+    let copy_quantile = |q: f64| {
+        after
+            .metrics
+            .as_ref()
+            .zip(before.metrics.as_ref())
+            .and_then(|(a, b)| a.copy_delay_quantile(b, q))
+            .map(|s| s * 1000.0)
+    };
     let server_cores = server_cpu / seconds;
     // `perf` (when recording) runs on the generator's core too; it is counted as other.
     let others_on_server_core =
@@ -1051,6 +1066,8 @@ async fn step(
         e2e_p99_ms: percentile(&e2e, 0.99),
         server_p50_ms: quantile(0.5),
         server_p99_ms: quantile(0.99),
+        copy_p50_ms: copy_quantile(0.5),
+        copy_p99_ms: copy_quantile(0.99),
         server_counters: after
             .metrics
             .as_ref()
@@ -1167,7 +1184,7 @@ async fn climb(kind: Kind, scenario: Scenario, knobs: &Knobs) -> Ladder {
 fn table(results: &[(Kind, Scenario, Ladder)]) -> String {
     let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
     let mut out = String::from(
-        "| server | scenario | knee (largest N < 1 % loss) | forwarded packets per server CPU-second (best step < 1 % loss) | server cores at knee | loss at knee | e2e latency p50 / p99, half knee | e2e latency p50 / p99, knee | RSS per participant at knee | generator cores at knee | past the knee | notes at knee |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| server | scenario | knee (largest N < 1 % loss) | forwarded packets per server CPU-second (best step < 1 % loss) | server cores at knee | loss at knee | e2e latency p50 / p99, half knee | the server's own delay per copy p50 / p99 (arrival → sent), half knee | e2e latency p50 / p99, knee | RSS per participant at knee | generator cores at knee | past the knee | notes at knee |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (kind, scenario, ladder) in results {
         let knee = ladder.at(ladder.knee);
@@ -1191,7 +1208,7 @@ fn table(results: &[(Kind, Scenario, Ladder)]) -> String {
                 )
             });
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             kind.name(),
             scenario.name(),
             ladder.knee.map_or("none".into(), |n| n.to_string()),
@@ -1206,6 +1223,10 @@ fn table(results: &[(Kind, Scenario, Ladder)]) -> String {
                 ms(s.e2e_p99_ms),
                 s.n
             )),
+            half.map_or("-".into(), |s| match (s.copy_p50_ms, s.copy_p99_ms) {
+                (None, None) => "-".into(),
+                (p50, p99) => format!("{} / {} ms", ms(p50), ms(p99)),
+            }),
             knee.map_or("-".into(), |s| format!(
                 "{} / {} ms",
                 ms(s.e2e_p50_ms),

@@ -364,6 +364,7 @@ impl DirectSlot {
     pub fn queue(
         self: Arc<Self>,
         packet: rtp::Packet,
+        arrived: Instant,
         now: Instant,
         outbox: &mut Outbox,
     ) -> Result<(), SendError> {
@@ -418,6 +419,7 @@ impl DirectSlot {
             bytes,
             slot: Arc::clone(&self),
             media: None,
+            arrived,
         });
         outbox.push(Datagram {
             origin,
@@ -425,6 +427,7 @@ impl DirectSlot {
             bytes: protected,
             slot: self,
             media: Some(payload),
+            arrived,
         });
         if let Some(report) = report {
             outbox.push(report);
@@ -436,9 +439,9 @@ impl DirectSlot {
     #[cfg(test)]
     fn send(self: &Arc<Self>, packet: rtp::Packet, now: Instant) -> Result<(), SendError> {
         let mut outbox = Outbox::default();
-        Arc::clone(self).queue(packet, now, &mut outbox)?;
+        Arc::clone(self).queue(packet, now, now, &mut outbox)?;
         let mut outcome = Ok(());
-        outbox.flush(|_, result| outcome = result);
+        outbox.flush(|departure| outcome = departure.outcome);
         outcome
     }
 
@@ -509,8 +512,8 @@ pub struct Outbox {
     run: Vec<Datagram>,
     /// What became of each datagram of the run sent last.
     outcomes: Vec<io::Result<()>>,
-    /// What became of the media packets sent since the last flush: payload bytes, outcome.
-    media: Vec<(usize, Result<(), SendError>)>,
+    /// What became of the media packets sent since the last flush.
+    media: Vec<Departure>,
     /// Where packets are written before they are protected, kept between packets.
     plain: Vec<u8>,
     /// Trains go in one `sendmsg` with UDP GSO (until the kernel refuses one).
@@ -545,6 +548,19 @@ struct Datagram {
     slot: Arc<DirectSlot>,
     /// A media packet of this many payload bytes; `None`: a sender report.
     media: Option<usize>,
+    /// When the publisher's packet it copies reached the pod.
+    arrived: Instant,
+}
+
+/// What became of a media packet the [`Outbox`] sent.
+#[derive(Debug)]
+pub struct Departure {
+    /// Its payload bytes.
+    pub payload: usize,
+    pub outcome: Result<(), SendError>,
+    /// From its publisher's packet reaching the pod (the kernel's receive timestamp) to the
+    /// return of the system call that sent it: the pod's whole part of its delay.
+    pub delay: Duration,
 }
 
 impl Outbox {
@@ -559,29 +575,41 @@ impl Outbox {
 
     fn send_run(&mut self) {
         let calls = send_run(&self.run, &mut self.outcomes, &mut self.gso);
+        // A run is one connection's datagrams with a port per connection: one clock read
+        // dates them all (on the pod's one port, up to SENDMMSG_MAX of them in one call).
+        let left = Instant::now();
         if let Some(first) = self.run.first() {
             first.slot.counters.calls.inc_by(calls);
         }
         for (datagram, outcome) in self.run.drain(..).zip(self.outcomes.drain(..)) {
             let counters = &datagram.slot.counters;
+            let delay = left.saturating_duration_since(datagram.arrived);
             match (datagram.media, outcome) {
                 (Some(payload), Ok(())) => {
                     counters.media.inc();
-                    self.media.push((payload, Ok(())));
+                    self.media.push(Departure {
+                        payload,
+                        outcome: Ok(()),
+                        delay,
+                    });
                 }
-                (Some(payload), Err(err)) => self.media.push((payload, Err(err.into()))),
+                (Some(payload), Err(err)) => self.media.push(Departure {
+                    payload,
+                    outcome: Err(err.into()),
+                    delay,
+                }),
                 (None, Ok(())) => counters.reports.inc(),
                 (None, Err(err)) => debug!(cause = %err, "a sender report was not sent"),
             }
         }
     }
 
-    /// Sends what waits; `media` learns of each media packet since the last flush (its
-    /// payload bytes), in order, whether it left.
-    pub fn flush(&mut self, mut media: impl FnMut(usize, Result<(), SendError>)) {
+    /// Sends what waits; `media` learns of each media packet since the last flush, in order:
+    /// whether it left, and when.
+    pub fn flush(&mut self, mut media: impl FnMut(Departure)) {
         self.send_run();
-        for (payload, outcome) in self.media.drain(..) {
-            media(payload, outcome);
+        for departure in self.media.drain(..) {
+            media(departure);
         }
     }
 }
@@ -1081,13 +1109,13 @@ mod tests {
             let now = Instant::now();
             for (slot, _) in &peers {
                 Arc::clone(slot)
-                    .queue(packet(sequence), now, &mut outbox)
+                    .queue(packet(sequence), now, now, &mut outbox)
                     .expect("queued");
             }
             let mut sent = Vec::new();
-            outbox.flush(|bytes, outcome| sent.push((bytes, outcome.is_ok())));
+            outbox.flush(|departure| sent.push((departure.payload, departure.outcome.is_ok())));
             assert_eq!(sent, vec![(100, true); SENDMMSG_MAX + 7]);
-            outbox.flush(|_, _| panic!("flushed twice"));
+            outbox.flush(|_| panic!("flushed twice"));
             for ((_, peer), remote) in peers.iter().zip(&mut remotes) {
                 let media = remote.decrypt_rtp(&receive(peer)).expect("decrypts");
                 let got = rtp::Packet::unmarshal(&mut &media[..]).expect("an RTP packet");
@@ -1115,15 +1143,20 @@ mod tests {
         let (slot, peer) = ready_slot();
         let mut outbox = Outbox::default();
         let now = Instant::now();
+        // The publisher's packets reached the pod 3 ms before they are queued.
+        let arrived = now - Duration::from_millis(3);
         let flush = |packets: &[rtp::Packet], outbox: &mut Outbox| {
             for packet in packets {
                 Arc::clone(&slot)
-                    .queue(packet.clone(), now, outbox)
+                    .queue(packet.clone(), arrived, now, outbox)
                     .expect("queued");
             }
             let mut sent = 0;
-            outbox.flush(|_, outcome| {
-                outcome.expect("sent");
+            outbox.flush(|departure| {
+                departure.outcome.expect("sent");
+                // Dated when its system call returned, from the packet's arrival.
+                assert!(departure.delay >= Duration::from_millis(3));
+                assert!(departure.delay <= arrived.elapsed());
                 sent += 1;
             });
             assert_eq!(sent, packets.len());
@@ -1183,11 +1216,12 @@ mod tests {
             let now = Instant::now();
             for sequence in first..first + 3 {
                 Arc::clone(&slot)
-                    .queue(sized_packet(sequence, 1300), now, outbox)
+                    .queue(sized_packet(sequence, 1300), now, now, outbox)
                     .expect("queued");
             }
             let mut sent = Vec::new();
-            outbox.flush(|_, outcome| sent.push(outcome.map_err(|err| format!("{err:?}"))));
+            outbox
+                .flush(|departure| sent.push(departure.outcome.map_err(|err| format!("{err:?}"))));
             assert_eq!(sent, vec![Ok(()); 3]);
         };
         send(40, &mut outbox);
@@ -1215,6 +1249,7 @@ mod tests {
             bytes: BytesMut::zeroed(size),
             slot: Arc::clone(&slot),
             media: Some(size),
+            arrived: Instant::now(),
         };
         let own = "127.0.0.1:7".parse().expect("address");
         let sizes = |sizes: &[usize]| -> Vec<Datagram> {
@@ -1244,11 +1279,11 @@ mod tests {
             // Not the stream's first packet: no sender report.
             report_sent(slot, now);
             Arc::clone(slot)
-                .queue(packet(50), now, &mut outbox)
+                .queue(packet(50), now, now, &mut outbox)
                 .expect("queued");
         }
         let mut sent = Vec::new();
-        outbox.flush(|_, outcome| sent.push(outcome.is_ok()));
+        outbox.flush(|departure| sent.push(departure.outcome.is_ok()));
         assert_eq!(sent, vec![true, false, true]);
         for peer in [&first_peer, &last_peer] {
             let media = context().decrypt_rtp(&receive(peer)).expect("decrypts");
@@ -1335,11 +1370,11 @@ mod tests {
         let now = Instant::now();
         for (slot, _) in &slots {
             Arc::clone(slot)
-                .queue(packet(70), now, &mut outbox)
+                .queue(packet(70), now, now, &mut outbox)
                 .expect("queued");
         }
         let mut sent = Vec::new();
-        outbox.flush(|_, outcome| sent.push(outcome.is_ok()));
+        outbox.flush(|departure| sent.push(departure.outcome.is_ok()));
         assert_eq!(sent, vec![true; 3]);
         let port_number = port.local_addr().expect("address").port();
         for ((slot, peer), ip) in slots.iter().zip(reached) {

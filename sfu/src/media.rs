@@ -1405,6 +1405,7 @@ impl Forwarder {
             packets_out.clone(),
             bytes_out.clone(),
             dropped_full.clone(),
+            self.metrics.copy_delay.with_label_values(&[kind]),
         ));
         let mut batch: Vec<Outgoing> = Vec::new();
         loop {
@@ -1430,6 +1431,7 @@ impl Forwarder {
                 crate::arrival::since_epoch(),
             );
             receive_wait.observe(waited.as_secs_f64());
+            let arrived = received.checked_sub(waited).unwrap_or(received);
             packets_in.inc();
             bytes_in.inc_by(packet.payload.len() as u64);
             let keyframe = starts_keyframe(self.payload, &packet.payload);
@@ -1566,6 +1568,7 @@ impl Forwarder {
                             slot: direct,
                             backlog: Arc::clone(backlog),
                             packet: copy,
+                            arrived,
                         });
                     }
                     continue;
@@ -1613,6 +1616,8 @@ struct Outgoing {
     slot: Arc<crate::direct::DirectSlot>,
     backlog: Arc<Backlog>,
     packet: rtc::rtp::Packet,
+    /// When the publisher's packet reached the pod.
+    arrived: Instant,
 }
 
 /// Copies the sending task takes at once when the batches of several packets wait: the
@@ -1631,8 +1636,11 @@ async fn send_direct(
     packets_out: prometheus::IntCounter,
     bytes_out: prometheus::IntCounter,
     dropped_full: prometheus::IntCounter,
+    copy_delay: prometheus::Histogram,
 ) {
     let mut outbox = crate::direct::Outbox::default();
+    // Observed per copy: a local histogram, added to the shared one once per round.
+    let delays = copy_delay.local();
     let mut waiting = Vec::new();
     while let Some(batch) = outgoing.recv().await {
         let mut copies = batch.len();
@@ -1651,23 +1659,26 @@ async fn send_direct(
             slot,
             backlog,
             packet,
+            arrived,
         } in ordered
         {
             backlog.departed(packet.header.ssrc, packet.header.sequence_number, now);
-            if let Err(err) = slot.queue(packet, now, &mut outbox) {
+            if let Err(err) = slot.queue(packet, arrived, now, &mut outbox) {
                 trace!(cause = ?err, "a copy for a subscriber could not be protected");
             }
         }
-        outbox.flush(|bytes, outcome| match outcome {
+        outbox.flush(|departure| match departure.outcome {
             Ok(()) => {
                 packets_out.inc();
-                bytes_out.inc_by(bytes as u64);
+                bytes_out.inc_by(departure.payload as u64);
+                delays.observe(departure.delay.as_secs_f64());
             }
             Err(crate::direct::SendError::Full) => dropped_full.inc(),
             Err(crate::direct::SendError::Failed(err)) => {
                 trace!(cause = %err, "sending to a subscriber failed");
             }
         });
+        delays.flush();
     }
 }
 

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub receiver_loss: Histogram,
     /// Time from receiving a packet to handing it to the last subscriber's connection.
     pub forwarding_latency: HistogramVec,
+    pub copy_delay: HistogramVec,
     /// Time a copy waited between the forwarder and its subscriber connection's sending.
     pub subscriber_queue: Histogram,
     /// Time a publisher's packet took from the pod's kernel to its forwarder.
@@ -221,6 +222,18 @@ impl Metrics {
                 )
                 .buckets(vec![
                     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                ]),
+                &["kind"],
+            )
+            .map_err(Error::Metrics)?,
+            copy_delay: HistogramVec::new(
+                HistogramOpts::new(
+                    "conclave_sfu_copy_delay_seconds",
+                    "Time from a publisher's packet reaching the pod (the kernel's receive timestamp) to a subscriber's copy of it leaving on the direct path (its send call returned), per copy: the pod's whole part of the media's delay.",
+                )
+                .buckets(vec![
+                    0.0001, 0.0002, 0.0004, 0.0007, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075,
+                    0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                 ]),
                 &["kind"],
             )
@@ -445,6 +458,9 @@ impl Metrics {
             .register(Box::new(metrics.forwarding_latency.clone()))
             .map_err(Error::Metrics)?;
         registry
+            .register(Box::new(metrics.copy_delay.clone()))
+            .map_err(Error::Metrics)?;
+        registry
             .register(Box::new(metrics.subscriber_queue.clone()))
             .map_err(Error::Metrics)?;
         registry
@@ -510,6 +526,7 @@ impl Metrics {
         for kind in ["audio", "video"] {
             metrics.tracks.with_label_values(&[kind]);
             metrics.forwarding_latency.with_label_values(&[kind]);
+            metrics.copy_delay.with_label_values(&[kind]);
             metrics.receive_wait.with_label_values(&[kind]);
             for reason in ["full", "late"] {
                 metrics.packets_dropped.with_label_values(&[kind, reason]);

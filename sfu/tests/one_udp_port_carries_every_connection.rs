@@ -186,6 +186,25 @@ async fn one_udp_port_on_every_interface_sends_media_directly() {
         forwarded > 0.0 && direct >= forwarded,
         "{direct} datagrams sent directly, {forwarded} video packets forwarded"
     );
+    // Every video copy is dated from its packet's arrival at the pod to its send: on an idle
+    // pod, well under the 10 ms bucket.
+    let delays = metric_value(
+        &metrics,
+        "conclave_sfu_copy_delay_seconds_count{kind=\"video\"}",
+    );
+    let quick = metric_value(
+        &metrics,
+        "conclave_sfu_copy_delay_seconds_bucket{kind=\"video\",le=\"0.01\"}",
+    );
+    // (A round's delays are added at its end: the copies counted may be a round ahead.)
+    assert!(
+        delays > 0.0 && delays <= forwarded,
+        "{delays} of {forwarded}"
+    );
+    assert!(
+        quick >= 0.9 * delays,
+        "{quick} of {delays} copies within 10 ms"
+    );
     assert_eq!(dropped(&metrics, "unknown"), 0, "{metrics}");
     ada.leave().await;
     bob.leave().await;

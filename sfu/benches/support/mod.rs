@@ -207,8 +207,12 @@ impl Drop for SfuProcess {
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     pub packets_out: f64,
-    /// Cumulative forwarding-latency buckets (upper bound in seconds → count), all kinds.
+    /// Cumulative forwarding-latency buckets (upper bound in seconds → count), all kinds:
+    /// from the forwarder's receipt to its hand-over of every copy.
     pub latency: Vec<(f64, f64)>,
+    /// Cumulative buckets of the pod's whole delay per copy on the direct path, all kinds: from
+    /// the publisher's packet reaching the pod to the copy's send call returning.
+    pub copy_delay: Vec<(f64, f64)>,
     /// The counters that tell how a pod sheds load (series with labels → value): NACKs,
     /// keyframe requests, copies dropped, time copies waited for their connection, packets
     /// lost on the way in.
@@ -239,6 +243,7 @@ impl Metrics {
     pub fn parse(text: &str) -> Self {
         let mut packets_out = 0.0;
         let mut buckets: HashMap<String, f64> = HashMap::new();
+        let mut copy_buckets: HashMap<String, f64> = HashMap::new();
         let mut counters = std::collections::BTreeMap::new();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let Some((name, value)) = line.rsplit_once(' ') else {
@@ -253,25 +258,34 @@ impl Metrics {
             }) {
                 counters.insert(name.to_owned(), value);
             }
+            let le = |prefix: &str| {
+                name.strip_prefix(prefix)
+                    .and_then(|rest| rest.split("le=\"").nth(1))
+                    .and_then(|l| l.split('"').next())
+                    .map(str::to_owned)
+            };
             if name.starts_with("conclave_sfu_rtp_packets_total{")
                 && name.contains("direction=\"out\"")
             {
                 packets_out += value;
-            } else if let Some(rest) =
-                name.strip_prefix("conclave_sfu_forwarding_latency_seconds_bucket{")
-                && let Some(le) = rest.split("le=\"").nth(1).and_then(|l| l.split('"').next())
-            {
-                *buckets.entry(le.to_owned()).or_default() += value;
+            } else if let Some(le) = le("conclave_sfu_forwarding_latency_seconds_bucket{") {
+                *buckets.entry(le).or_default() += value;
+            } else if let Some(le) = le("conclave_sfu_copy_delay_seconds_bucket{") {
+                *copy_buckets.entry(le).or_default() += value;
             }
         }
-        let mut latency: Vec<(f64, f64)> = buckets
-            .into_iter()
-            .map(|(le, count)| (le.parse().unwrap_or(f64::INFINITY), count))
-            .collect();
-        latency.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let sorted = |buckets: HashMap<String, f64>| {
+            let mut sorted: Vec<(f64, f64)> = buckets
+                .into_iter()
+                .map(|(le, count)| (le.parse().unwrap_or(f64::INFINITY), count))
+                .collect();
+            sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+            sorted
+        };
         Self {
             packets_out,
-            latency,
+            latency: sorted(buckets),
+            copy_delay: sorted(copy_buckets),
             counters,
         }
     }
@@ -290,44 +304,53 @@ impl Metrics {
             .collect()
     }
 
-    /// The `q` quantile of the latency observed between `before` and `self`, interpolated
-    /// linearly inside its bucket (as Prometheus' `histogram_quantile`).
+    /// The `q` quantile of the forwarding latency observed between `before` and `self`,
+    /// interpolated linearly inside its bucket (as Prometheus' `histogram_quantile`).
     pub fn latency_quantile(&self, before: &Metrics, q: f64) -> Option<f64> {
-        let delta: Vec<(f64, f64)> = self
-            .latency
-            .iter()
-            .map(|&(le, count)| {
-                let earlier = before
-                    .latency
-                    .iter()
-                    .find(|(l, _)| *l == le)
-                    .map_or(0.0, |(_, c)| *c);
-                (le, count - earlier)
-            })
-            .collect();
-        let total = delta.last()?.1;
-        if total <= 0.0 {
-            return None;
-        }
-        let rank = q * total;
-        let mut lower = (0.0, 0.0);
-        for &(le, count) in &delta {
-            if count >= rank {
-                if le.is_infinite() {
-                    return Some(lower.0);
-                }
-                let width = count - lower.1;
-                let fraction = if width > 0.0 {
-                    (rank - lower.1) / width
-                } else {
-                    1.0
-                };
-                return Some(lower.0 + (le - lower.0) * fraction);
-            }
-            lower = (le, count);
-        }
-        None
+        quantile(&self.latency, &before.latency, q)
     }
+
+    /// The `q` quantile of the pod's delay per copy observed between `before` and `self`.
+    pub fn copy_delay_quantile(&self, before: &Metrics, q: f64) -> Option<f64> {
+        quantile(&self.copy_delay, &before.copy_delay, q)
+    }
+}
+
+/// The `q` quantile of what cumulative buckets `now` counted since `before`, interpolated
+/// linearly inside its bucket.
+fn quantile(now: &[(f64, f64)], before: &[(f64, f64)], q: f64) -> Option<f64> {
+    let delta: Vec<(f64, f64)> = now
+        .iter()
+        .map(|&(le, count)| {
+            let earlier = before
+                .iter()
+                .find(|(l, _)| *l == le)
+                .map_or(0.0, |(_, c)| *c);
+            (le, count - earlier)
+        })
+        .collect();
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, count) in &delta {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(lower.0);
+            }
+            let width = count - lower.1;
+            let fraction = if width > 0.0 {
+                (rank - lower.1) / width
+            } else {
+                1.0
+            };
+            return Some(lower.0 + (le - lower.0) * fraction);
+        }
+        lower = (le, count);
+    }
+    None
 }
 
 // ---------------------------------------------------------------- the clients
