@@ -415,7 +415,9 @@ export function Meeting(props: {
 function TileView(props: { tile: Tile; local: LocalMedia; remote: Map<TrackId, MediaStreamTrack>; hidden?: boolean }) {
   const { tile, local, remote } = props;
   let track: MediaStreamTrack | null = null;
-  if (tile.isYou) track = tile.kind === 'screen' ? local.screen : local.camera;
+  // A tile not shown plays nothing (in a room of hundreds, hundreds of idle video elements).
+  if (props.hidden) track = null;
+  else if (tile.isYou) track = tile.kind === 'screen' ? local.screen : local.camera;
   else if (tile.video) track = remote.get(tile.video.id) ?? null;
   const name = tile.participant.displayName;
   // Our own microphone is known here before the SFU confirms it.
