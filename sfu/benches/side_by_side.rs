@@ -722,6 +722,7 @@ struct Step {
     /// the pod to the copy's send call returning.
     copy_p50_ms: Option<f64>,
     copy_p99_ms: Option<f64>,
+    audio_copy_p99_ms: Option<f64>,
     /// How Conclave's counters of shed load grew during the window.
     server_counters: BTreeMap<String, f64>,
     /// How the kernel's UDP error counters grew during the window (the whole machine).
@@ -764,7 +765,7 @@ impl Step {
             "nominalPublishedPacketsPerSecond": self.nominal_sent_per_second,
             "endToEndLatencyMs": {"p50": self.e2e_p50_ms, "p99": self.e2e_p99_ms},
             "serverForwardingLatencyMs": {"p50": self.server_p50_ms, "p99": self.server_p99_ms},
-            "serverCopyDelayMs": {"p50": self.copy_p50_ms, "p99": self.copy_p99_ms},
+            "serverCopyDelayMs": {"p50": self.copy_p50_ms, "p99": self.copy_p99_ms, "audioP99": self.audio_copy_p99_ms},
             "serverCountersInWindow": self.server_counters,
             "kernelUdpErrorsInWindow": self.kernel_udp,
             "serverRssKiB": self.rss_kib,
@@ -776,7 +777,7 @@ impl Step {
     fn print(&self, server: Kind, scenario: Scenario) {
         let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
         println!(
-            "{:>8} {:>6} N={:<3} loss {:>6.3}%  {:>6.0} pkts/s fwd  {:>7} pkts/server-CPU-s  server {:.2} cores  generator {:.2} cores  e2e p50 {} p99 {} ms  server arrival->sent p50 {} p99 {} ms  RSS/participant {:.0} KiB{}",
+            "{:>8} {:>6} N={:<3} loss {:>6.3}%  {:>6.0} pkts/s fwd  {:>7} pkts/server-CPU-s  server {:.2} cores  generator {:.2} cores  e2e p50 {} p99 {} ms  server arrival->sent p50 {} p99 {} ms (audio p99 {})  RSS/participant {:.0} KiB{}",
             server.name(),
             scenario.name(),
             self.n,
@@ -790,6 +791,7 @@ impl Step {
             ms(self.e2e_p99_ms),
             ms(self.copy_p50_ms),
             ms(self.copy_p99_ms),
+            ms(self.audio_copy_p99_ms),
             self.rss_per_participant_kib(),
             if self.notes.is_empty() {
                 String::new()
@@ -985,20 +987,13 @@ async fn step(
     let server_cpu = after.server_cpu - before.server_cpu;
     let generator_cores = (after.generator_cpu - before.generator_cpu) / seconds;
     let e2e = support::latencies(&load.receipts());
-    let quantile = |q: f64| {
+    // A quantile of one of Conclave's histograms over the window, in milliseconds.
+    let quantile = |of: fn(&Metrics, &Metrics, f64) -> Option<f64>, q: f64| {
         after
             .metrics
             .as_ref()
             .zip(before.metrics.as_ref())
-            .and_then(|(a, b)| a.latency_quantile(b, q))
-            .map(|s| s * 1000.0)
-    };
-    let copy_quantile = |q: f64| {
-        after
-            .metrics
-            .as_ref()
-            .zip(before.metrics.as_ref())
-            .and_then(|(a, b)| a.copy_delay_quantile(b, q))
+            .and_then(|(a, b)| of(a, b, q))
             .map(|s| s * 1000.0)
     };
     let server_cores = server_cpu / seconds;
@@ -1064,10 +1059,11 @@ async fn step(
         per_packet,
         e2e_p50_ms: percentile(&e2e, 0.5),
         e2e_p99_ms: percentile(&e2e, 0.99),
-        server_p50_ms: quantile(0.5),
-        server_p99_ms: quantile(0.99),
-        copy_p50_ms: copy_quantile(0.5),
-        copy_p99_ms: copy_quantile(0.99),
+        server_p50_ms: quantile(Metrics::latency_quantile, 0.5),
+        server_p99_ms: quantile(Metrics::latency_quantile, 0.99),
+        copy_p50_ms: quantile(Metrics::copy_delay_quantile, 0.5),
+        copy_p99_ms: quantile(Metrics::copy_delay_quantile, 0.99),
+        audio_copy_p99_ms: quantile(Metrics::audio_copy_delay_quantile, 0.99),
         server_counters: after
             .metrics
             .as_ref()

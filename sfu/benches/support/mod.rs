@@ -213,6 +213,8 @@ pub struct Metrics {
     /// Cumulative buckets of the pod's whole delay per copy on the direct path, all kinds: from
     /// the publisher's packet reaching the pod to the copy's send call returning.
     pub copy_delay: Vec<(f64, f64)>,
+    /// The same for the audio copies alone.
+    pub audio_copy_delay: Vec<(f64, f64)>,
     /// The counters that tell how a pod sheds load (series with labels → value): NACKs,
     /// keyframe requests, copies dropped, time copies waited for their connection, packets
     /// lost on the way in.
@@ -244,6 +246,7 @@ impl Metrics {
         let mut packets_out = 0.0;
         let mut buckets: HashMap<String, f64> = HashMap::new();
         let mut copy_buckets: HashMap<String, f64> = HashMap::new();
+        let mut audio_copy_buckets: HashMap<String, f64> = HashMap::new();
         let mut counters = std::collections::BTreeMap::new();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let Some((name, value)) = line.rsplit_once(' ') else {
@@ -271,6 +274,9 @@ impl Metrics {
             } else if let Some(le) = le("conclave_sfu_forwarding_latency_seconds_bucket{") {
                 *buckets.entry(le).or_default() += value;
             } else if let Some(le) = le("conclave_sfu_copy_delay_seconds_bucket{") {
+                if name.contains("kind=\"audio\"") {
+                    *audio_copy_buckets.entry(le.clone()).or_default() += value;
+                }
                 *copy_buckets.entry(le).or_default() += value;
             }
         }
@@ -286,6 +292,7 @@ impl Metrics {
             packets_out,
             latency: sorted(buckets),
             copy_delay: sorted(copy_buckets),
+            audio_copy_delay: sorted(audio_copy_buckets),
             counters,
         }
     }
@@ -313,6 +320,11 @@ impl Metrics {
     /// The `q` quantile of the pod's delay per copy observed between `before` and `self`.
     pub fn copy_delay_quantile(&self, before: &Metrics, q: f64) -> Option<f64> {
         quantile(&self.copy_delay, &before.copy_delay, q)
+    }
+
+    /// The same for the audio copies alone.
+    pub fn audio_copy_delay_quantile(&self, before: &Metrics, q: f64) -> Option<f64> {
+        quantile(&self.audio_copy_delay, &before.audio_copy_delay, q)
     }
 }
 
