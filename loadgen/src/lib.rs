@@ -959,6 +959,8 @@ impl Client {
                     recording: false,
                     audio_only: false,
                     presentation: None,
+                    speakers: Vec::new(),
+                    active_speaker: None,
                 };
                 Ok(you)
             }

@@ -105,6 +105,9 @@ impl VideoLayer {
     }
 }
 
+/// Recent speakers a [`ServerMessage::Joined`] names at most.
+pub const MAX_RECENT_SPEAKERS: usize = 16;
+
 /// Entries one `viewTracks` message may hold.
 pub const MAX_TRACK_VIEWS: usize = 256;
 
@@ -558,6 +561,13 @@ pub enum ServerMessage {
         /// [`ServerMessage::PresentationAccess`], sent right after).
         #[serde(default)]
         presentation: Option<PresentationState>,
+        /// Who was the active speaker lately, the most recent first (at most
+        /// [`MAX_RECENT_SPEAKERS`]): a grid with no room for everyone shows them.
+        #[serde(default)]
+        speakers: Vec<ParticipantId>,
+        /// Who speaks now, if anybody.
+        #[serde(default)]
+        active_speaker: Option<ParticipantId>,
     },
     /// The answer to the client's publisher offer.
     Answer {

@@ -228,10 +228,10 @@ impl RoomHandle {
                 .collect();
             self.command(
                 *session,
-                Command::Send(ServerMessage::LayersWanted {
+                Command::Send(Box::new(ServerMessage::LayersWanted {
                     track_id: track_id.clone(),
                     layers,
-                }),
+                })),
             );
         }
     }

@@ -11,8 +11,8 @@ use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use proto::signal::{
-    ChatMessage, CloseReason, ErrorCode, MAX_CHAT_BYTES, MAX_TRACK_ID_BYTES, ParticipantInfo,
-    ServerMessage, TrackInfo, TrackKind, TrackSource, VideoLayer,
+    ChatMessage, CloseReason, ErrorCode, MAX_CHAT_BYTES, MAX_RECENT_SPEAKERS, MAX_TRACK_ID_BYTES,
+    ParticipantInfo, ServerMessage, TrackInfo, TrackKind, TrackSource, VideoLayer,
 };
 use proto::{
     AccountLevel, ConferenceId, Grants, JoinClaims, Media, MeetingId, ParticipantId, RecordingId,
@@ -295,6 +295,9 @@ pub struct Room {
     chat: VecDeque<ChatMessage>,
     keyframes: KeyframeLimiter,
     speaker: SpeakerDetector,
+    /// Who was the active speaker lately, the most recent first (at most
+    /// [`MAX_RECENT_SPEAKERS`]).
+    spoke: VecDeque<ParticipantId>,
     /// The recording running, and who started it.
     recording: Option<(RecordingId, Person)>,
     /// Whether the conference may be recorded ([`proto::RoomSettings::recording_allowed`]).
@@ -337,6 +340,7 @@ impl Room {
             max_participants: limits.default_max_participants,
             keyframes: KeyframeLimiter::new(limits.keyframe_interval),
             speaker: SpeakerDetector::new(limits.speaker_hold),
+            spoke: VecDeque::new(),
             limits,
             allow_join_without_owner: true,
             media: Media::AudioVideo,
@@ -708,6 +712,13 @@ impl Room {
                     recording: self.recording.is_some(),
                     audio_only: self.media == Media::AudioOnly,
                     presentation: self.presentation.clone(),
+                    speakers: self
+                        .spoke
+                        .iter()
+                        .filter(|p| self.members.get(*p).is_some_and(|m| m.admitted))
+                        .cloned()
+                        .collect(),
+                    active_speaker: self.speaker.current().cloned(),
                 },
             },
         ];
@@ -755,8 +766,18 @@ impl Room {
             .map(|_| Effect::RecordEvent(Event::new(now, what)))
     }
 
-    /// The active speaker changed: everyone is told, the recording keeps it.
-    fn speaker_changed(&self, change: Option<ParticipantId>, now: DateTime<Utc>) -> Vec<Effect> {
+    /// The active speaker changed: everyone is told, the recording keeps it, and so does the
+    /// list of recent speakers a newcomer is given.
+    fn speaker_changed(
+        &mut self,
+        change: Option<ParticipantId>,
+        now: DateTime<Utc>,
+    ) -> Vec<Effect> {
+        if let Some(speaker) = &change {
+            self.spoke.retain(|p| p != speaker);
+            self.spoke.push_front(speaker.clone());
+            self.spoke.truncate(MAX_RECENT_SPEAKERS);
+        }
         let identity = change
             .as_ref()
             .and_then(|id| self.members.get(id))
@@ -2467,6 +2488,42 @@ mod tests {
                 participant: Some(ParticipantId::from("p1"))
             }]
         );
+        // Someone who comes later is told who speaks and who spoke lately.
+        let effects = room
+            .join(C, &claims("c", Role::Listener, false), at(200))
+            .expect("join");
+        let joined = sent_to(&effects, C)
+            .into_iter()
+            .find_map(|m| match m {
+                ServerMessage::Joined {
+                    speakers,
+                    active_speaker,
+                    ..
+                } => Some((speakers.clone(), active_speaker.clone())),
+                _ => None,
+            })
+            .expect("joined");
+        assert_eq!(
+            joined,
+            (
+                vec![ParticipantId::from("p1")],
+                Some(ParticipantId::from("p1"))
+            )
+        );
+        // Silence: nobody speaks, but p1 spoke last.
+        room.audio_level(&track, 127, at(3_000));
+        let effects = room.tick(at(3_000));
+        assert_eq!(
+            sent_to(&effects, B),
+            vec![&ServerMessage::ActiveSpeaker { participant: None }]
+        );
+        room.leave(C, CloseReason::Left, at(3_050));
+        let effects = room
+            .join(SessionId(4), &claims("d", Role::Listener, false), at(3_100))
+            .expect("join");
+        assert!(sent_to(&effects, SessionId(4)).iter().any(|m| matches!(m,
+            ServerMessage::Joined { speakers, active_speaker: None, .. }
+                if *speakers == vec![ParticipantId::from("p1")])));
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl RoomHandle {
     pub(crate) fn apply(self: &Arc<Self>, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
-                Effect::Send { to, message } => self.command(to, Command::Send(message)),
+                Effect::Send { to, message } => self.command(to, Command::Send(Box::new(message))),
                 Effect::Close { session, reason } => self.command(session, Command::Close(reason)),
                 Effect::Admit {
                     session,

@@ -56,7 +56,8 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the room asks a session to do.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Send(ServerMessage),
+    /// Boxed: `joined` is large, and the session's queue holds many commands.
+    Send(Box<ServerMessage>),
     Close(CloseReason),
     Admit(ParticipantId),
     Subscribe(Arc<Forwarder>),
@@ -690,7 +691,7 @@ impl Live {
     ) -> Option<CloseReason> {
         match command {
             Command::Send(message) => {
-                let admitted = matches!(message, ServerMessage::Joined { .. });
+                let admitted = matches!(*message, ServerMessage::Joined { .. });
                 if !socket.send(&message).await {
                     return Some(socket.broken.unwrap_or(CloseReason::Gone));
                 }

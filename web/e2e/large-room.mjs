@@ -144,6 +144,18 @@ scenario('a large room shows the last speakers', async () => {
     await framesStop(rick.page, annTrack, 'Ann’s tile gave its place to Fay');
   });
 
+  await step('Fay stops; Rick joins again in a fresh page and his grid starts with her, who spoke last', async () => {
+    await clickButton(fay.page, 'Mute microphone');
+    await waitFor(rick.page, () => window.__conclave.state().activeSpeaker === null, undefined, { what: 'silence after Fay muted', timeout: 15_000 });
+    await joinAsGuest(rick.page, conference, 'Rick');
+    await waitFor(rick.page, () => Object.keys(window.__conclave.state().participants).length === 4 && !!document.querySelector('section.grid .more-tiles'), undefined, {
+      what: 'four participants and a count tile after joining again',
+    });
+    const view = await grid(rick.page);
+    assert.ok(view.shown.includes('Fay') && view.hidden.includes('Ann'), `the SFU named Fay as the last speaker: ${JSON.stringify(view)}`);
+    await framesGrow(rick.page, view.tracks.Fay, 10, 'Fay’s tile after joining again');
+  });
+
   await step('the count tile opens the participant list with everyone', async () => {
     const label = await rick.page.locator('section.grid .more-tiles').getAttribute('aria-label');
     assert.match(label, /^\d+ more participants?: show the list$/);

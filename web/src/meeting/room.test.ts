@@ -297,6 +297,23 @@ describe('the grid', () => {
       audioOnly: false,
     });
     expect(state.spoke).toEqual(['q6', 'q2']);
+    // The SFU names who spoke while we were away, and who speaks now.
+    state = reduce(state, { kind: 'reconnecting' });
+    state = apply(state, {
+      type: 'joined',
+      you: ada.id,
+      role: ada.role,
+      grants: moderatorGrants,
+      participants: [ada, ...people.filter((p) => p.id !== 'q3')],
+      tracks: [],
+      chat: [],
+      recording: false,
+      audioOnly: false,
+      speakers: ['q4', 'q2', 'gone'],
+      activeSpeaker: 'q4',
+    });
+    expect(state.spoke).toEqual(['q4', 'q2', 'q6']);
+    expect(state.activeSpeaker).toBe('q4');
     // A grid with room for one tile still shows one.
     expect(layout(tiles(state), state.spoke, 0).shown).toHaveLength(1);
   });

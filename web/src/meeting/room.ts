@@ -159,9 +159,9 @@ function onMessage(state: RoomState, message: ServerMessage): RoomState {
         order,
         tracks,
         chat: message.chat,
-        activeSpeaker: null,
-        // Who spoke before a reconnect still did.
-        spoke: state.spoke.filter((id) => id in participants),
+        activeSpeaker: message.activeSpeaker && message.activeSpeaker in participants ? message.activeSpeaker : null,
+        // The room's recent speakers first (also those of the time we were away), then ours.
+        spoke: [...new Set([...(message.speakers ?? []), ...state.spoke])].filter((id) => id in participants),
         microphoneBlockedBy: me?.microphoneBlocked ? (state.microphoneBlockedBy ?? message.you) : null,
         recording: message.recording,
         // Told once on arrival; a reconnect into the same recording says nothing new.
