@@ -284,34 +284,24 @@ describe('the grid', () => {
     // Someone who left is no longer a recent speaker; a reconnect keeps the others.
     state = apply(state, { type: 'participantLeft', participant: 'q3', reason: 'left' });
     expect(state.spoke).toEqual(['q6', 'q2']);
-    state = reduce(state, { kind: 'reconnecting' });
-    state = apply(state, {
-      type: 'joined',
-      you: ada.id,
-      role: ada.role,
-      grants: moderatorGrants,
-      participants: [ada, ...people.filter((p) => p.id !== 'q3')],
-      tracks: [],
-      chat: [],
-      recording: false,
-      audioOnly: false,
-    });
+    // Back after a reconnect, with what the SFU's `joined` says of speakers.
+    const rejoin = (speakers?: { speakers: string[]; activeSpeaker: string }) =>
+      apply(reduce(state, { kind: 'reconnecting' }), {
+        type: 'joined',
+        you: ada.id,
+        role: ada.role,
+        grants: moderatorGrants,
+        participants: [ada, ...people.filter((p) => p.id !== 'q3')],
+        tracks: [],
+        chat: [],
+        recording: false,
+        audioOnly: false,
+        ...speakers,
+      });
+    state = rejoin();
     expect(state.spoke).toEqual(['q6', 'q2']);
     // The SFU names who spoke while we were away, and who speaks now.
-    state = reduce(state, { kind: 'reconnecting' });
-    state = apply(state, {
-      type: 'joined',
-      you: ada.id,
-      role: ada.role,
-      grants: moderatorGrants,
-      participants: [ada, ...people.filter((p) => p.id !== 'q3')],
-      tracks: [],
-      chat: [],
-      recording: false,
-      audioOnly: false,
-      speakers: ['q4', 'q2', 'gone'],
-      activeSpeaker: 'q4',
-    });
+    state = rejoin({ speakers: ['q4', 'q2', 'gone'], activeSpeaker: 'q4' });
     expect(state.spoke).toEqual(['q4', 'q2', 'q6']);
     expect(state.activeSpeaker).toBe('q4');
     // A grid with room for one tile still shows one.
