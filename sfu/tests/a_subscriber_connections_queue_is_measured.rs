@@ -62,9 +62,10 @@ async fn a_subscriber_connections_queue_is_measured() {
     let departed = sample(&metrics, "conclave_sfu_subscriber_queue_seconds_count");
     let waited = sample(&metrics, "conclave_sfu_subscriber_queue_seconds_sum");
     assert!(forwarded >= 800.0, "{forwarded} packets forwarded");
-    // A few may still wait in the queues as the metrics are read.
+    // A few may still wait in the queues as the metrics are read, or be on their way out: a
+    // round's departures are noted before its copies are sent and counted as forwarded.
     assert!(
-        departed <= forwarded && departed >= forwarded - 64.0,
+        (departed - forwarded).abs() <= 64.0,
         "{departed} departures for {forwarded} packets handed over"
     );
     // Every copy went the direct way (the connections have ports of their own), and each
