@@ -583,24 +583,21 @@ impl Outbox {
         }
         for (datagram, outcome) in self.run.drain(..).zip(self.outcomes.drain(..)) {
             let counters = &datagram.slot.counters;
-            let delay = left.saturating_duration_since(datagram.arrived);
-            match (datagram.media, outcome) {
-                (Some(payload), Ok(())) => {
-                    counters.media.inc();
-                    self.media.push(Departure {
-                        payload,
-                        outcome: Ok(()),
-                        delay,
-                    });
+            let Some(payload) = datagram.media else {
+                match outcome {
+                    Ok(()) => counters.reports.inc(),
+                    Err(err) => debug!(cause = %err, "a sender report was not sent"),
                 }
-                (Some(payload), Err(err)) => self.media.push(Departure {
-                    payload,
-                    outcome: Err(err.into()),
-                    delay,
-                }),
-                (None, Ok(())) => counters.reports.inc(),
-                (None, Err(err)) => debug!(cause = %err, "a sender report was not sent"),
+                continue;
+            };
+            if outcome.is_ok() {
+                counters.media.inc();
             }
+            self.media.push(Departure {
+                payload,
+                outcome: outcome.map_err(SendError::from),
+                delay: left.saturating_duration_since(datagram.arrived),
+            });
         }
     }
 

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub receiver_loss: Histogram,
     /// Time from receiving a packet to handing it to the last subscriber's connection.
     pub forwarding_latency: HistogramVec,
+    /// Time from a publisher's packet reaching the pod to each copy's send on the direct path.
     pub copy_delay: HistogramVec,
     /// Time a copy waited between the forwarder and its subscriber connection's sending.
     pub subscriber_queue: Histogram,

@@ -90,8 +90,8 @@ export function watchTiles(root: Element, report: (views: TrackView[]) => void, 
         changed.push(view);
       }
     }
-    // A tile that went away shows nothing (the track may still arrive, e.g. a camera turned off
-    // and on again, or a tile the grid no longer has room for).
+    // A tile that went away shows nothing (its track may come back: a camera turned off and on
+    // again). Tiles the grid has no room for stay in the page, hidden, and are told above.
     for (const [track, view] of told) {
       if (present.has(track) || !view.visible) continue;
       const hidden = { ...view, visible: false };
