@@ -56,14 +56,22 @@ export function StageView(props: { room: RoomState; session: MeetingSession | nu
     setSrc(null);
   }, [id]);
 
+  // The page the presenter's keys asked for last, until the room shows a page: a key pressed
+  // before the room's answer to the one before goes on from there, not from the page shown.
+  const asked = useRef<number | null>(null);
+  useEffect(() => {
+    asked.current = null;
+  }, [stage?.shown.page]);
+
   // The presenter turns pages with the arrow keys and PageUp/PageDown (not while typing).
   useEffect(() => {
     if (!stage?.presenting) return;
     const onKey = (e: KeyboardEvent) => {
       if (e.defaultPrevented || e.altKey || e.ctrlKey || e.metaKey || isTyping(e.target)) return;
-      const next = pageForKey(e.key, stage.shown);
+      const next = pageForKey(e.key, { ...stage.shown, page: asked.current ?? stage.shown.page });
       if (next === null) return;
       e.preventDefault();
+      asked.current = next;
       session?.setPresentationPage(next);
     };
     window.addEventListener('keydown', onKey);
